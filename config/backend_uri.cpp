@@ -1,0 +1,107 @@
+#include "config/backend_uri.hpp"
+
+#include <libpq-fe.h>
+
+#include <charconv>
+#include <memory>
+
+namespace switchyard::config {
+namespace {
+
+struct ConninfoDeleter {
+  void operator()(PQconninfoOption* options) const { PQconninfoFree(options); }
+};
+
+Result<SslMode> parse_sslmode(std::string_view text) {
+  if (text == "disable") return SslMode::kDisable;
+  if (text == "allow") return SslMode::kAllow;
+  if (text == "prefer") return SslMode::kPrefer;
+  if (text == "require") return SslMode::kRequire;
+  if (text == "verify-ca") return SslMode::kVerifyCa;
+  if (text == "verify-full") return SslMode::kVerifyFull;
+  return Error{"invalid sslmode '" + std::string(text) +
+               "' (disable, allow, prefer, require, verify-ca, verify-full)"};
+}
+
+}  // namespace
+
+const char* to_string(SslMode mode) {
+  switch (mode) {
+    case SslMode::kDisable: return "disable";
+    case SslMode::kAllow: return "allow";
+    case SslMode::kPrefer: return "prefer";
+    case SslMode::kRequire: return "require";
+    case SslMode::kVerifyCa: return "verify-ca";
+    case SslMode::kVerifyFull: return "verify-full";
+  }
+  return "?";
+}
+
+Result<BackendTarget> parse_backend_uri(std::string_view uri) {
+  std::string text(uri);
+  char* raw_error = nullptr;
+  std::unique_ptr<PQconninfoOption, ConninfoDeleter> options(PQconninfoParse(text.c_str(), &raw_error));
+  if (!options) {
+    std::string why = raw_error ? raw_error : "out of memory";
+    PQfreemem(raw_error);
+    while (!why.empty() && why.back() == '\n') why.pop_back();
+    return Error{why};
+  }
+  BackendTarget target;
+  std::string port_text;
+  std::string timeout_text;
+  for (PQconninfoOption* o = options.get(); o->keyword != nullptr; ++o) {
+    if (o->val == nullptr) continue;
+    std::string_view key = o->keyword;
+    std::string value = o->val;
+    if (key == "host" || key == "hostaddr") {
+      if (!target.host.empty() && key == "host") continue;  // hostaddr wins over host
+      target.host = value;
+    } else if (key == "port") {
+      port_text = value;
+    } else if (key == "user") {
+      target.user = value;
+    } else if (key == "password") {
+      target.password = value;
+    } else if (key == "dbname") {
+      target.dbname = value;
+    } else if (key == "sslmode") {
+      auto mode = parse_sslmode(value);
+      if (!mode) return Error{mode.error()};
+      target.sslmode = *mode;
+    } else if (key == "sslrootcert") {
+      target.sslrootcert = value;
+    } else if (key == "sslcert") {
+      target.sslcert = value;
+    } else if (key == "sslkey") {
+      target.sslkey = value;
+    } else if (key == "connect_timeout") {
+      timeout_text = value;
+    }
+  }
+  if (target.host.empty()) return Error{"no host given (e.g. postgresql://user@127.0.0.1:5432/db)"};
+  if (target.host.find(',') != std::string::npos) return Error{"several hosts are not supported"};
+  if (target.host.starts_with('/')) {
+    return Error{"unix-domain socket hosts are not supported; use a TCP host such as 127.0.0.1"};
+  }
+  if (!port_text.empty()) {
+    unsigned port = 0;
+    auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+    if (ec != std::errc() || ptr != port_text.data() + port_text.size() || port == 0 || port > 65535) {
+      return Error{"invalid port '" + port_text + "'"};
+    }
+    target.port = static_cast<uint16_t>(port);
+  }
+  if (!timeout_text.empty()) {
+    int seconds = 0;
+    auto [ptr, ec] = std::from_chars(timeout_text.data(), timeout_text.data() + timeout_text.size(), seconds);
+    if (ec != std::errc() || seconds < 0) return Error{"invalid connect_timeout '" + timeout_text + "'"};
+    if (seconds > 0) target.connect_timeout = std::chrono::seconds(seconds);
+  }
+  target.redacted = "postgresql://" + (target.user.empty() ? "" : target.user + (target.password.empty() ? "@" : ":***@")) +
+                    target.host + ":" + std::to_string(target.port) + "/" + target.dbname +
+                    "?sslmode=" + to_string(target.sslmode);
+  return target;
+}
+
+}  // namespace switchyard::config

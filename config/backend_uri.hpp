@@ -1,0 +1,38 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "protocol/result.hpp"
+
+namespace switchyard::config {
+
+//! libpq's sslmode values for connections to a backend.
+enum class SslMode { kDisable, kAllow, kPrefer, kRequire, kVerifyCa, kVerifyFull };
+
+//! Where a backend is and how to log in to it, from a libpq-style URI or key=value string.
+struct BackendTarget {
+  std::string host;
+  uint16_t port = 5432;
+  std::string user;      //!< empty: log in as the client's user
+  std::string password;  //!< empty: use the client user's password from the config
+  std::string dbname;    //!< empty: use the database the client asked for
+  SslMode sslmode = SslMode::kPrefer;
+  std::string sslrootcert;
+  std::string sslcert;
+  std::string sslkey;
+  std::chrono::milliseconds connect_timeout{5000};
+  std::string redacted;  //!< the URI with the password masked, safe for logs and /status
+
+  bool operator==(const BackendTarget&) const = default;
+};
+
+//! Parses `uri` with libpq's own parser, so every form libpq accepts works the same here.
+//! Unix-socket hosts and several hosts are refused with the reason.
+Result<BackendTarget> parse_backend_uri(std::string_view uri);
+
+const char* to_string(SslMode mode);
+
+}  // namespace switchyard::config

@@ -1,0 +1,412 @@
+#include "config/config.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <fstream>
+#include <initializer_list>
+#include <type_traits>
+#include <sstream>
+
+#include "config/duration.hpp"
+
+namespace switchyard::config {
+namespace {
+
+const std::vector<SettingInfo> kSettings = {
+    {"listen", false, "host:port clients connect to"},
+    {"workers", false, "network threads; 0 means one per core"},
+    {"primary", true, "the database of record: libpq URI or key=value string"},
+    {"secondary", true, "the database being moved to (mirroring target)"},
+    {"write_mode", true, "sync (primary-first lock-step) or async"},
+    {"read_percent", true, "share of reads routed to the secondary, 0-100"},
+    {"auth.method", true, "client authentication: trust, password, md5, scram-sha-256"},
+    {"auth.users", true, "list of {name, password | scram_verifier | md5_hash}"},
+    {"tls.mode", true, "client TLS: off, allow, require"},
+    {"tls.cert_file", true, "PEM certificate chain presented to clients"},
+    {"tls.key_file", true, "PEM private key of tls.cert_file"},
+    {"limits.max_clients", true, "client connections served at once"},
+    {"limits.max_message_size", true, "largest message a client may send, in bytes"},
+    {"limits.startup_timeout", true, "time a client has to finish startup and auth"},
+    {"limits.client_idle_timeout", true, "close clients idle outside a transaction (0: never)"},
+    {"limits.idle_in_transaction_timeout", true, "close clients idle inside a transaction (0: never)"},
+    {"admin.listen", false, "host:port of the admin HTTP API and /metrics"},
+    {"admin.token", true, "bearer token for admin API actions"},
+    {"logging.level", true, "trace, debug, info, warn, error"},
+    {"logging.format", false, "text or json"},
+};
+
+// A shape check; the full parse happens where the verifier is used (protocol/auth).
+bool parse_scram_verifier_shape(std::string_view verifier) {
+  return verifier.starts_with("SCRAM-SHA-256$") && verifier.find(':') != std::string_view::npos &&
+         verifier.find('$', 14) != std::string_view::npos;
+}
+
+constexpr std::string_view kUserKeys[] = {"name", "password", "scram_verifier", "md5_hash"};
+
+// Collects the first error with its key, so each check reads as one line.
+class Checker {
+ public:
+  explicit Checker(std::string_view source) : source_(source) {}
+
+  void fail(std::string_view key, std::string_view why) {
+    if (error_.empty()) error_ = source_ + ": " + std::string(key) + ": " + std::string(why);
+  }
+  bool failed() const { return !error_.empty(); }
+  const std::string& error() const { return error_; }
+
+ private:
+  std::string source_;
+  std::string error_;
+};
+
+bool is_setting(std::string_view path) {
+  return std::any_of(kSettings.begin(), kSettings.end(),
+                     [&](const SettingInfo& s) { return s.path == path; });
+}
+
+bool is_section(std::string_view path) {
+  std::string prefix = std::string(path) + ".";
+  return std::any_of(kSettings.begin(), kSettings.end(),
+                     [&](const SettingInfo& s) { return s.path.starts_with(prefix); });
+}
+
+// Refuses keys the table does not declare, so a typo never silently means "default".
+void check_known_keys(const YAML::Node& node, const std::string& prefix, Checker& check) {
+  for (const auto& entry : node) {
+    std::string key = entry.first.as<std::string>();
+    std::string path = prefix.empty() ? key : prefix + "." + key;
+    if (is_setting(path)) continue;
+    if (is_section(path)) {
+      if (!entry.second.IsMap()) {
+        check.fail(path, "must be a mapping of settings");
+        return;
+      }
+      check_known_keys(entry.second, path, check);
+      continue;
+    }
+    check.fail(path, "unknown setting");
+    return;
+  }
+}
+
+YAML::Node lookup(const YAML::Node& root, std::string_view path) {
+  YAML::Node node = YAML::Clone(root);
+  size_t pos = 0;
+  while (true) {
+    size_t dot = path.find('.', pos);
+    std::string part(path.substr(pos, dot == std::string_view::npos ? std::string_view::npos : dot - pos));
+    if (!node.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
+    YAML::Node child = node[part];
+    if (!child) return YAML::Node(YAML::NodeType::Undefined);
+    node.reset(child);
+    if (dot == std::string_view::npos) return node;
+    pos = dot + 1;
+  }
+}
+
+std::optional<std::string> scalar(const YAML::Node& root, std::string_view path, Checker& check) {
+  YAML::Node node = lookup(root, path);
+  if (!node || node.IsNull()) return std::nullopt;
+  if (!node.IsScalar()) {
+    check.fail(path, "must be a single value");
+    return std::nullopt;
+  }
+  return node.Scalar();
+}
+
+template <class T>
+void read_uint(const YAML::Node& root, std::string_view path, T& out, uint64_t min, uint64_t max,
+               Checker& check) {
+  auto text = scalar(root, path, check);
+  if (!text) return;
+  uint64_t value = 0;
+  auto [ptr, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
+  if (ec != std::errc() || ptr != text->data() + text->size() || value < min || value > max) {
+    check.fail(path, "must be an integer from " + std::to_string(min) + " to " +
+                         std::to_string(max) + " (got '" + *text + "')");
+    return;
+  }
+  out = static_cast<T>(value);
+}
+
+void read_duration(const YAML::Node& root, std::string_view path, std::chrono::milliseconds& out,
+                   Checker& check) {
+  auto text = scalar(root, path, check);
+  if (!text) return;
+  auto value = parse_duration(*text);
+  if (!value) {
+    check.fail(path, "must be a duration such as 500ms, 10s, 5m (got '" + *text + "')");
+    return;
+  }
+  out = *value;
+}
+
+template <class E>
+void read_enum(const YAML::Node& root, std::string_view path, E& out,
+               std::type_identity_t<std::initializer_list<std::pair<std::string_view, E>>> choices,
+               Checker& check) {
+  auto text = scalar(root, path, check);
+  if (!text) return;
+  std::string names;
+  for (const auto& [name, value] : choices) {
+    if (name == *text) {
+      out = value;
+      return;
+    }
+    names += names.empty() ? "" : ", ";
+    names += name;
+  }
+  check.fail(path, "must be one of " + names + " (got '" + *text + "')");
+}
+
+void read_listen(const YAML::Node& root, std::string_view path, ListenAddress& out, Checker& check) {
+  auto text = scalar(root, path, check);
+  if (!text) return;
+  auto address = parse_listen_address(*text);
+  if (!address) {
+    check.fail(path, address.error());
+    return;
+  }
+  out = *address;
+}
+
+void read_users(const YAML::Node& root, Config& config, Checker& check) {
+  YAML::Node users = lookup(root, "auth.users");
+  if (!users || users.IsNull()) return;
+  if (!users.IsSequence()) {
+    check.fail("auth.users", "must be a list of {name, password | scram_verifier | md5_hash}");
+    return;
+  }
+  for (size_t i = 0; i < users.size(); ++i) {
+    std::string key = "auth.users[" + std::to_string(i) + "]";
+    const YAML::Node& entry = users[i];
+    if (!entry.IsMap()) {
+      check.fail(key, "must be a mapping with name and a credential");
+      return;
+    }
+    for (const auto& field : entry) {
+      std::string name = field.first.as<std::string>();
+      if (std::find(std::begin(kUserKeys), std::end(kUserKeys), name) == std::end(kUserKeys)) {
+        check.fail(key + "." + name, "unknown setting (name, password, scram_verifier, md5_hash)");
+        return;
+      }
+      if (!field.second.IsScalar()) {
+        check.fail(key + "." + name, "must be a single value");
+        return;
+      }
+    }
+    User user;
+    if (entry["name"]) user.name = entry["name"].Scalar();
+    if (entry["password"]) user.password = entry["password"].Scalar();
+    if (entry["scram_verifier"]) user.scram_verifier = entry["scram_verifier"].Scalar();
+    if (entry["md5_hash"]) user.md5_hash = entry["md5_hash"].Scalar();
+    if (user.name.empty()) {
+      check.fail(key + ".name", "is required");
+      return;
+    }
+    if (config.find_user(user.name) != nullptr) {
+      check.fail(key + ".name", "user '" + user.name + "' is listed twice");
+      return;
+    }
+    if (!user.scram_verifier.empty() && !parse_scram_verifier_shape(user.scram_verifier)) {
+      check.fail(key + ".scram_verifier",
+                 "must look like SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>");
+      return;
+    }
+    if (!user.md5_hash.empty() && (user.md5_hash.size() != 35 || !user.md5_hash.starts_with("md5"))) {
+      check.fail(key + ".md5_hash", "must be 'md5' followed by 32 hex digits");
+      return;
+    }
+    config.users.push_back(std::move(user));
+  }
+}
+
+void apply_overrides(YAML::Node& root, const Overrides& overrides) {
+  if (overrides.listen) root["listen"] = *overrides.listen;
+  if (overrides.admin_listen) root["admin"]["listen"] = *overrides.admin_listen;
+  if (overrides.primary) root["primary"] = *overrides.primary;
+  if (overrides.secondary) root["secondary"] = *overrides.secondary;
+  if (overrides.read_percent) root["read_percent"] = *overrides.read_percent;
+  if (overrides.write_mode) root["write_mode"] = *overrides.write_mode;
+}
+
+void validate_auth(Config& config, Checker& check) {
+  for (size_t i = 0; i < config.users.size(); ++i) {
+    const User& user = config.users[i];
+    std::string key = "auth.users[" + std::to_string(i) + "]";
+    bool ok = true;
+    switch (config.auth_method) {
+      case AuthMethod::kTrust: break;
+      case AuthMethod::kPassword:
+      case AuthMethod::kScramSha256:
+        ok = !user.password.empty() || !user.scram_verifier.empty();
+        break;
+      case AuthMethod::kMd5: ok = !user.password.empty() || !user.md5_hash.empty(); break;
+    }
+    if (!ok) {
+      check.fail(key, "user '" + user.name + "' has no credential usable with auth.method " +
+                          "(scram-sha-256 and password need password or scram_verifier; md5 " +
+                          "needs password or md5_hash)");
+      return;
+    }
+  }
+  if (config.auth_method != AuthMethod::kTrust && config.users.empty()) {
+    check.fail("auth.users", "must list at least one user unless auth.method is trust");
+  }
+}
+
+void validate_tls(Config& config, Checker& check) {
+  if (config.tls_mode == ClientTlsMode::kOff) return;
+  for (auto [key, file] : {std::pair{"tls.cert_file", &config.tls_cert_file},
+                           std::pair{"tls.key_file", &config.tls_key_file}}) {
+    if (file->empty()) {
+      check.fail(key, "is required when tls.mode is allow or require");
+      return;
+    }
+    if (!std::ifstream(*file).good()) {
+      check.fail(key, "cannot read '" + *file + "'");
+      return;
+    }
+  }
+}
+
+Result<BackendTarget> read_backend(const YAML::Node& root, std::string_view key, std::string& uri,
+                                   Checker& check) {
+  auto text = scalar(root, key, check);
+  if (!text) return Error{"not set"};
+  uri = *text;
+  if (uri.starts_with("sqlite:")) {
+    check.fail(key, "SQLite backends are not supported by this build yet; use a postgresql:// URI");
+    return Error{"sqlite"};
+  }
+  auto target = parse_backend_uri(uri);
+  if (!target) check.fail(key, target.error());
+  return target;
+}
+
+}  // namespace
+
+const User* Config::find_user(std::string_view name) const {
+  for (const auto& user : users) {
+    if (user.name == name) return &user;
+  }
+  return nullptr;
+}
+
+const std::vector<SettingInfo>& settings_table() { return kSettings; }
+
+Result<ListenAddress> parse_listen_address(std::string_view text) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) {
+    return Error{"must be host:port (got '" + std::string(text) + "')"};
+  }
+  std::string_view host = text.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  std::string_view port_text = text.substr(colon + 1);
+  unsigned port = 0;
+  auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc() || ptr != port_text.data() + port_text.size() || port > 65535) {
+    return Error{"invalid port in '" + std::string(text) + "'"};
+  }
+  return ListenAddress{std::string(host), static_cast<uint16_t>(port)};
+}
+
+Result<std::shared_ptr<const Config>> parse_config(std::string_view yaml, std::string_view source,
+                                                   const Overrides& overrides) {
+  YAML::Node root;
+  try {
+    root = yaml.empty() ? YAML::Node(YAML::NodeType::Map) : YAML::Load(std::string(yaml));
+  } catch (const YAML::Exception& e) {
+    return Error{std::string(source) + ":" + std::to_string(e.mark.line + 1) + ":" +
+                 std::to_string(e.mark.column + 1) + ": " + e.msg};
+  }
+  if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) return Error{std::string(source) + ": the config must be a mapping of settings"};
+  apply_overrides(root, overrides);
+
+  Checker check(source);
+  check_known_keys(root, "", check);
+  if (check.failed()) return Error{check.error()};
+
+  auto config = std::make_shared<Config>();
+  config->source = std::string(source);
+  read_listen(root, "listen", config->listen, check);
+  read_listen(root, "admin.listen", config->admin_listen, check);
+  read_uint(root, "workers", config->workers, 0, 256, check);
+  if (auto primary = read_backend(root, "primary", config->primary_uri, check)) {
+    config->primary = *primary;
+  } else if (!check.failed()) {
+    check.fail("primary", "is required: pass --primary URI or set primary in the config file");
+  }
+  if (lookup(root, "secondary")) {
+    if (auto secondary = read_backend(root, "secondary", config->secondary_uri, check)) {
+      config->secondary = *secondary;
+    }
+  }
+  read_enum(root, "write_mode", config->write_mode,
+            {{"sync", WriteMode::kSync}, {"async", WriteMode::kAsync}}, check);
+  if (auto text = scalar(root, "read_percent", check)) {
+    double value = -1;
+    auto [ptr, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
+    if (ec != std::errc() || ptr != text->data() + text->size() || !(value >= 0 && value <= 100)) {
+      check.fail("read_percent", "must be a number from 0 to 100 (got '" + *text + "')");
+    }
+    config->read_percent = value;
+  }
+  read_enum(root, "auth.method", config->auth_method,
+            {{"trust", AuthMethod::kTrust}, {"password", AuthMethod::kPassword},
+             {"md5", AuthMethod::kMd5}, {"scram-sha-256", AuthMethod::kScramSha256}},
+            check);
+  read_users(root, *config, check);
+  read_enum(root, "tls.mode", config->tls_mode,
+            {{"off", ClientTlsMode::kOff}, {"allow", ClientTlsMode::kAllow},
+             {"require", ClientTlsMode::kRequire}},
+            check);
+  if (auto v = scalar(root, "tls.cert_file", check)) config->tls_cert_file = *v;
+  if (auto v = scalar(root, "tls.key_file", check)) config->tls_key_file = *v;
+  read_uint(root, "limits.max_clients", config->limits.max_clients, 1, 1'000'000, check);
+  read_uint(root, "limits.max_message_size", config->limits.max_message_size, 1024, 1u << 30, check);
+  read_duration(root, "limits.startup_timeout", config->limits.startup_timeout, check);
+  read_duration(root, "limits.client_idle_timeout", config->limits.client_idle_timeout, check);
+  read_duration(root, "limits.idle_in_transaction_timeout",
+                config->limits.idle_in_transaction_timeout, check);
+  if (config->limits.startup_timeout.count() == 0) {
+    check.fail("limits.startup_timeout", "must be greater than 0");
+  }
+  if (auto v = scalar(root, "admin.token", check)) config->admin_token = *v;
+  read_enum(root, "logging.level", config->log_level,
+            {{"trace", "trace"}, {"debug", "debug"},
+             {"info", "info"}, {"warn", "warn"},
+             {"error", "error"}},
+            check);
+  read_enum(root, "logging.format", config->log_format,
+            {{"text", LogFormat::kText}, {"json", LogFormat::kJson}}, check);
+  if (!check.failed()) validate_auth(*config, check);
+  if (!check.failed()) validate_tls(*config, check);
+  if (check.failed()) return Error{check.error()};
+  return std::shared_ptr<const Config>(std::move(config));
+}
+
+Result<std::shared_ptr<const Config>> load_config(const std::optional<std::string>& file,
+                                                  const Overrides& overrides) {
+  if (!file) return parse_config("", "<command line>", overrides);
+  std::ifstream in(*file);
+  if (!in) return Error{*file + ": cannot open the config file"};
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_config(text.str(), *file, overrides);
+}
+
+std::vector<std::string> restart_only_changes(const Config& before, const Config& after) {
+  std::vector<std::string> changed;
+  if (before.listen != after.listen) changed.emplace_back("listen");
+  if (before.admin_listen != after.admin_listen) changed.emplace_back("admin.listen");
+  if (before.workers != after.workers) changed.emplace_back("workers");
+  if (before.log_format != after.log_format) changed.emplace_back("logging.format");
+  return changed;
+}
+
+}  // namespace switchyard::config

@@ -1,0 +1,111 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/backend_uri.hpp"
+#include "protocol/result.hpp"
+
+namespace switchyard::config {
+
+//! How clients prove who they are.
+enum class AuthMethod { kTrust, kPassword, kMd5, kScramSha256 };
+//! Whether clients may or must use TLS.
+enum class ClientTlsMode { kOff, kAllow, kRequire };
+enum class WriteMode { kSync, kAsync };
+enum class LogFormat { kText, kJson };
+
+//! An address to listen on.
+struct ListenAddress {
+  std::string host;
+  uint16_t port = 0;
+  bool operator==(const ListenAddress&) const = default;
+  std::string to_string() const { return host + ":" + std::to_string(port); }
+};
+
+//! A user clients may log in as. At least one credential is set unless auth is trust.
+struct User {
+  std::string name;
+  std::string password;        //!< plain text; also used to log in to backends as this user
+  std::string scram_verifier;  //!< "SCRAM-SHA-256$..." as in pg_authid
+  std::string md5_hash;        //!< "md5..." as in pg_authid
+  bool operator==(const User&) const = default;
+};
+
+struct Limits {
+  uint32_t max_clients = 1000;
+  uint32_t max_message_size = 64u << 20;
+  std::chrono::milliseconds startup_timeout{10'000};
+  std::chrono::milliseconds client_idle_timeout{0};          //!< 0: never
+  std::chrono::milliseconds idle_in_transaction_timeout{0};  //!< 0: never
+  bool operator==(const Limits&) const = default;
+};
+
+//! One immutable configuration snapshot. Sessions hold a shared_ptr to the snapshot they
+//! started with; a reload swaps in a new one.
+struct Config {
+  std::string source;  //!< the file it came from, or "<command line>"
+  ListenAddress listen{"127.0.0.1", 6543};
+  ListenAddress admin_listen{"127.0.0.1", 9543};
+  uint32_t workers = 0;  //!< network threads; 0: one per core
+  std::string primary_uri;
+  BackendTarget primary;
+  std::optional<BackendTarget> secondary;
+  std::string secondary_uri;
+  WriteMode write_mode = WriteMode::kSync;
+  double read_percent = 0;
+  AuthMethod auth_method = AuthMethod::kTrust;
+  std::vector<User> users;
+  ClientTlsMode tls_mode = ClientTlsMode::kOff;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  Limits limits;
+  std::string admin_token;  //!< empty: admin API actions other than health and metrics refused
+  std::string log_level = "info";
+  LogFormat log_format = LogFormat::kText;
+
+  //! The user entry for `name`, or nullptr.
+  const User* find_user(std::string_view name) const;
+};
+
+//! Command-line values that override the file (and survive reloads).
+struct Overrides {
+  std::optional<std::string> listen;
+  std::optional<std::string> admin_listen;
+  std::optional<std::string> primary;
+  std::optional<std::string> secondary;
+  std::optional<double> read_percent;
+  std::optional<std::string> write_mode;
+};
+
+//! One row of the settings table: every key the config file may hold.
+struct SettingInfo {
+  std::string_view path;  //!< dotted key, e.g. "limits.max_clients"
+  bool reloadable;        //!< whether SIGHUP may change it on a running proxy
+  std::string_view description;
+};
+
+//! Every setting, in the order the reference documents them.
+const std::vector<SettingInfo>& settings_table();
+
+//! Builds and validates a snapshot from a YAML file (or none) plus overrides. Errors name the
+//! file, the key and why, e.g. "s.yaml: limits.max_clients: must be an integer >= 1".
+Result<std::shared_ptr<const Config>> load_config(const std::optional<std::string>& file,
+                                                  const Overrides& overrides);
+
+//! Same as load_config, from YAML text (`source` names it in errors).
+Result<std::shared_ptr<const Config>> parse_config(std::string_view yaml, std::string_view source,
+                                                   const Overrides& overrides);
+
+//! Settings that differ between `before` and `after` but cannot change without a restart.
+std::vector<std::string> restart_only_changes(const Config& before, const Config& after);
+
+//! Parses "host:port" ("[::1]:6543" for IPv6).
+Result<ListenAddress> parse_listen_address(std::string_view text);
+
+}  // namespace switchyard::config

@@ -1,0 +1,85 @@
+#pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <array>
+#include <memory>
+
+namespace switchyard::monitoring {
+
+//! Why a client session ended; each is a log reason and a metric label.
+enum class CloseReason {
+  kClientTerminate,
+  kClientDisconnect,
+  kBackendDisconnect,
+  kProtocolViolation,
+  kMessageTooLarge,
+  kAuthFailed,
+  kStartupTimeout,
+  kIdleTimeout,
+  kIdleInTransactionTimeout,
+  kTooManyClients,
+  kTlsRequired,
+  kTlsHandshakeFailed,
+  kUnencryptedAfterSslRequest,
+  kBackendUnavailable,
+  kBackendRejected,
+  kShutdown,
+  kCancelRequest,
+  kCount,
+};
+const char* to_string(CloseReason reason);
+
+//! Which database a backend connection goes to.
+enum class BackendRole { kPrimary, kSecondary, kCount };
+const char* to_string(BackendRole role);
+
+//! Outcome of a CancelRequest.
+enum class CancelResult { kForwarded, kUnknownKey, kFailed, kCount };
+
+//! Every metric of switchyard, declared in one place and labelled once at start-up so the
+//! data path only touches pre-resolved counters (no label lookups per message).
+class Metrics {
+ public:
+  Metrics();
+
+  prometheus::Registry& registry() { return *registry_; }
+
+  prometheus::Gauge& clients_active() { return *clients_active_; }
+  prometheus::Counter& clients_accepted() { return *clients_accepted_; }
+  prometheus::Counter& client_closed(CloseReason r) { return *client_closed_[idx(r)]; }
+  prometheus::Gauge& backend_connections(BackendRole r) { return *backend_connections_[idx(r)]; }
+  prometheus::Counter& backend_connect_failures(BackendRole r) { return *backend_connect_failures_[idx(r)]; }
+  prometheus::Counter& queries(BackendRole r) { return *queries_[idx(r)]; }
+  prometheus::Counter& backend_errors(BackendRole r) { return *backend_errors_[idx(r)]; }
+  prometheus::Counter& bytes_to_backend(BackendRole r) { return *bytes_to_backend_[idx(r)]; }
+  prometheus::Counter& bytes_from_backend(BackendRole r) { return *bytes_from_backend_[idx(r)]; }
+  prometheus::Histogram& query_seconds(BackendRole r) { return *query_seconds_[idx(r)]; }
+  prometheus::Counter& cancel_requests(CancelResult r) { return *cancel_requests_[idx(r)]; }
+  prometheus::Counter& config_reloads(bool ok) { return ok ? *reloads_ok_ : *reloads_failed_; }
+
+ private:
+  template <class E>
+  static size_t idx(E e) { return static_cast<size_t>(e); }
+  static constexpr size_t kRoles = static_cast<size_t>(BackendRole::kCount);
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Gauge* clients_active_;
+  prometheus::Counter* clients_accepted_;
+  std::array<prometheus::Counter*, static_cast<size_t>(CloseReason::kCount)> client_closed_{};
+  std::array<prometheus::Gauge*, kRoles> backend_connections_{};
+  std::array<prometheus::Counter*, kRoles> backend_connect_failures_{};
+  std::array<prometheus::Counter*, kRoles> queries_{};
+  std::array<prometheus::Counter*, kRoles> backend_errors_{};
+  std::array<prometheus::Counter*, kRoles> bytes_to_backend_{};
+  std::array<prometheus::Counter*, kRoles> bytes_from_backend_{};
+  std::array<prometheus::Histogram*, kRoles> query_seconds_{};
+  std::array<prometheus::Counter*, static_cast<size_t>(CancelResult::kCount)> cancel_requests_{};
+  prometheus::Counter* reloads_ok_;
+  prometheus::Counter* reloads_failed_;
+};
+
+}  // namespace switchyard::monitoring

@@ -1,0 +1,50 @@
+#pragma once
+
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "config/backend_uri.hpp"
+#include "proxy/stream.hpp"
+
+namespace switchyard::proxy {
+
+//! What a client asks of a backend login.
+struct LoginRequest {
+  std::string user;
+  std::string password;  //!< may be empty when the backend needs none
+  std::string database;
+  std::vector<std::pair<std::string, std::string>> options;  //!< other startup parameters
+};
+
+//! A backend connection that finished its login and is idle (ReadyForQuery seen).
+struct BackendSession {
+  Stream stream;
+  std::string greeting;  //!< the ParameterStatus/Notice messages the backend sent, raw
+  uint32_t pid = 0;
+  uint32_t key = 0;
+  char transaction_status = 'I';
+  std::string leftover;  //!< bytes read past ReadyForQuery, to relay first
+};
+
+//! Why a login failed. `rejected` means the backend answered with an ErrorResponse, whose
+//! raw bytes are in `error_response` so the client sees PostgreSQL's own words.
+struct BackendFailure {
+  bool rejected = false;
+  std::string message;
+  std::string error_response;
+};
+
+using BackendResult = std::variant<BackendSession, BackendFailure>;
+
+//! Connects to `target`, negotiates TLS per its sslmode, logs in, and reads the greeting up
+//! to ReadyForQuery, all within the target's connect_timeout.
+asio::awaitable<BackendResult> connect_backend(const config::BackendTarget& target,
+                                               ssl::context* tls, LoginRequest request);
+
+//! Sends a CancelRequest for backend (pid, key) to `target` over a new connection.
+asio::awaitable<Status> send_cancel_request(const config::BackendTarget& target, uint32_t pid,
+                                            uint32_t key);
+
+}  // namespace switchyard::proxy

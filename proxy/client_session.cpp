@@ -1,0 +1,415 @@
+#include "proxy/client_session.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <chrono>
+#include <limits>
+#include <optional>
+
+#include "protocol/frame.hpp"
+#include "protocol/messages.hpp"
+#include "protocol/startup.hpp"
+#include "proxy/backend_connector.hpp"
+#include "proxy/client_auth.hpp"
+#include "proxy/message_reader.hpp"
+#include "proxy/relay_buffer.hpp"
+
+namespace switchyard::proxy {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using monitoring::BackendRole;
+using monitoring::CloseReason;
+namespace sqlstate = protocol::sqlstate;
+
+//! How a session ends: the reason (a metric label), a detail for the log, and the error to
+//! send the client before closing, if any.
+struct Closing {
+  CloseReason reason;
+  std::string detail;
+  std::string client_error;
+};
+
+Closing refuse(CloseReason reason, std::string_view code, std::string message) {
+  std::string error = protocol::fatal_error(code, message);
+  return Closing{reason, std::move(message), std::move(error)};
+}
+
+Closing peer_gone(CloseReason reason, const error_code& ec) {
+  return Closing{reason, ec == asio::error::eof ? "closed by peer" : ec.message(), {}};
+}
+
+bool is_quiet(CloseReason reason) {
+  return reason == CloseReason::kClientTerminate || reason == CloseReason::kClientDisconnect ||
+         reason == CloseReason::kCancelRequest;
+}
+
+class ClientSession {
+ public:
+  ClientSession(tcp::socket socket, Services& services)
+      : client_(std::move(socket)), services_(services), runtime_(services.runtime()) {
+    error_code ec;
+    auto endpoint = client_.socket().remote_endpoint(ec);
+    peer_ = ec ? "unknown" : endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+    client_.socket().set_option(tcp::no_delay(true), ec);
+  }
+
+  asio::awaitable<void> run() {
+    auto& metrics = services_.metrics();
+    metrics.clients_accepted().Increment();
+    metrics.clients_active().Increment();
+    ++services_.active_clients();
+
+    asio::steady_timer deadline(co_await asio::this_coro::executor,
+                                runtime_->config->limits.startup_timeout);
+    auto started = co_await (start() || deadline.async_wait(use_tuple));
+    std::optional<Closing> closing;
+    if (started.index() == 0) {
+      closing = std::move(std::get<0>(started));
+    } else {
+      closing = refuse(CloseReason::kStartupTimeout, sqlstate::kProtocolViolation,
+                       "startup and authentication did not finish within limits.startup_timeout");
+    }
+    if (!closing) closing = co_await relay();
+    co_await finish(*closing);
+
+    --services_.active_clients();
+    metrics.clients_active().Decrement();
+  }
+
+ private:
+  // Startup through the primary login; nullopt means the relay may begin.
+  asio::awaitable<std::optional<Closing>> start() {
+    const config::Config& config = *runtime_->config;
+    MessageReader reader(client_, protocol::Direction::kFrontend, protocol::kMaxStartupPacket);
+    protocol::StartupPacket startup;
+    if (auto refused = co_await negotiate(reader, startup)) co_return refused;
+
+    user_ = std::string(startup.parameter("user"));
+    if (config.tls_mode == config::ClientTlsMode::kRequire && !client_.tls()) {
+      co_return refuse(CloseReason::kTlsRequired, sqlstate::kInvalidAuthorization,
+                       "switchyard requires an SSL connection (tls.mode is require)");
+    }
+    if (!startup.parameter("replication").empty()) {
+      co_return refuse(CloseReason::kProtocolViolation, sqlstate::kFeatureNotSupported,
+                       "replication connections are not supported through switchyard");
+    }
+    if (services_.active_clients() > config.limits.max_clients) {
+      co_return refuse(CloseReason::kTooManyClients, sqlstate::kTooManyConnections,
+                       "sorry, too many clients already (limits.max_clients is " +
+                           std::to_string(config.limits.max_clients) + ")");
+    }
+    auto authenticated = co_await authenticate_client(client_, reader, *runtime_, user_);
+    if (!authenticated) {
+      bool wrong_password = is_auth_failure(authenticated.error());
+      co_return refuse(wrong_password ? CloseReason::kAuthFailed : CloseReason::kProtocolViolation,
+                       wrong_password ? sqlstate::kInvalidPassword : sqlstate::kProtocolViolation,
+                       authenticated.error());
+    }
+    client_leftover_ = reader.take_leftover();
+    co_return co_await connect_primary(startup);
+  }
+
+  // Reads packets until a StartupMessage, answering SSLRequest and GSSENCRequest on the way.
+  asio::awaitable<std::optional<Closing>> negotiate(MessageReader& reader,
+                                                    protocol::StartupPacket& startup) {
+    while (true) {
+      auto packet = co_await reader.read_startup_packet();
+      if (!packet) {
+        if (packet.error() == "connection closed by peer") {
+          co_return Closing{CloseReason::kClientDisconnect, "closed during startup", {}};
+        }
+        co_return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation, packet.error());
+      }
+      auto parsed = protocol::parse_startup_packet(*packet);
+      if (!parsed) {
+        co_return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation, parsed.error());
+      }
+      switch (parsed->kind) {
+        case protocol::StartupKind::kStartup:
+          startup = std::move(*parsed);
+          co_return std::nullopt;
+        case protocol::StartupKind::kCancelRequest:
+          co_return co_await cancel(*parsed);
+        case protocol::StartupKind::kSslRequest:
+        case protocol::StartupKind::kGssEncRequest:
+          break;
+      }
+      // Bytes sent behind an encryption request, before the handshake, could be injected by
+      // a man in the middle (CVE-2021-23214); never read them as protocol.
+      if (reader.has_leftover()) {
+        co_return refuse(CloseReason::kUnencryptedAfterSslRequest, sqlstate::kProtocolViolation,
+                         "received unencrypted data after SSL request");
+      }
+      bool ssl = parsed->kind == protocol::StartupKind::kSslRequest;
+      if (ssl && client_.tls()) {
+        co_return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation,
+                         "SSLRequest received on an encrypted connection");
+      }
+      bool accept = ssl && runtime_->client_tls != nullptr;
+      if (auto ec = co_await client_.write_all(accept ? "S" : "N"); ec) {
+        co_return peer_gone(CloseReason::kClientDisconnect, ec);
+      }
+      if (accept) {
+        if (auto ec = co_await client_.start_tls(*runtime_->client_tls, ssl::stream_base::server); ec) {
+          co_return Closing{CloseReason::kTlsHandshakeFailed, ec.message(), {}};
+        }
+      }
+    }
+  }
+
+  asio::awaitable<Closing> cancel(const protocol::StartupPacket& packet) {
+    auto& metrics = services_.metrics();
+    auto target = services_.cancels().find(packet.cancel_pid, packet.cancel_key);
+    if (!target) {
+      metrics.cancel_requests(monitoring::CancelResult::kUnknownKey).Increment();
+      co_return Closing{CloseReason::kCancelRequest, "cancel request with an unknown key ignored", {}};
+    }
+    auto sent = co_await send_cancel_request(target->backend, target->backend_pid, target->backend_key);
+    if (!sent) {
+      metrics.cancel_requests(monitoring::CancelResult::kFailed).Increment();
+      co_return Closing{CloseReason::kCancelRequest, "cancel request not delivered: " + sent.error(), {}};
+    }
+    metrics.cancel_requests(monitoring::CancelResult::kForwarded).Increment();
+    co_return Closing{CloseReason::kCancelRequest, "cancel request forwarded", {}};
+  }
+
+  asio::awaitable<std::optional<Closing>> connect_primary(const protocol::StartupPacket& startup) {
+    const config::Config& config = *runtime_->config;
+    const config::BackendTarget& target = config.primary;
+    LoginRequest login;
+    login.user = target.user.empty() ? user_ : target.user;
+    if (!target.password.empty()) {
+      login.password = target.password;
+    } else if (const config::User* user = config.find_user(login.user)) {
+      login.password = user->password;
+    }
+    std::string_view database = startup.parameter("database");
+    login.database = !target.dbname.empty() ? target.dbname : database.empty() ? user_ : std::string(database);
+    for (const auto& [key, value] : startup.parameters) {
+      if (key != "user" && key != "database") login.options.emplace_back(key, value);
+    }
+    auto& metrics = services_.metrics();
+    auto result = co_await connect_backend(target, runtime_->primary_tls.get(), std::move(login));
+    if (auto* failed = std::get_if<BackendFailure>(&result)) {
+      metrics.backend_connect_failures(BackendRole::kPrimary).Increment();
+      if (failed->rejected) {
+        co_return Closing{CloseReason::kBackendRejected, "primary refused the login: " + failed->message,
+                          failed->error_response};
+      }
+      co_return refuse(CloseReason::kBackendUnavailable, sqlstate::kConnectionFailure,
+                       "could not connect to the primary database at " + target.host + ":" +
+                           std::to_string(target.port) + ": " + failed->message);
+    }
+    backend_.emplace(std::move(std::get<BackendSession>(result)));
+    metrics.backend_connections(BackendRole::kPrimary).Increment();
+    transaction_status_ = backend_->transaction_status;
+    auto [pid, key] = services_.cancels().add(CancelTarget{target, backend_->pid, backend_->key});
+    cancel_pid_ = pid;
+
+    // The client sees the primary's own greeting, with our key in place of the backend's.
+    std::string greeting = std::move(backend_->greeting);
+    protocol::append_backend_key_data(greeting, pid, key);
+    protocol::append_ready_for_query(greeting, transaction_status_);
+    if (auto ec = co_await client_.write_all(greeting); ec) {
+      co_return peer_gone(CloseReason::kClientDisconnect, ec);
+    }
+    spdlog::debug("session {} user={} connected to primary {}", peer_, user_, target.redacted);
+    co_return std::nullopt;
+  }
+
+  asio::awaitable<Closing> relay() {
+    last_activity_ = Clock::now();
+    auto ended = co_await (client_to_backend() || backend_to_client() || watchdog());
+    co_return std::visit([](Closing& c) { return std::move(c); }, ended);
+  }
+
+  asio::awaitable<Closing> client_to_backend() {
+    protocol::FrameScanner scanner(protocol::Direction::kFrontend,
+                                   runtime_->config->limits.max_message_size);
+    if (!client_leftover_.empty()) {
+      std::string first = std::move(client_leftover_);
+      if (auto closing = co_await forward_to_backend(scanner, first)) co_return std::move(*closing);
+    }
+    while (true) {
+      if (auto ec = co_await client_.wait_readable(); ec) co_return peer_gone(CloseReason::kClientDisconnect, ec);
+      RelayBuffer buffer;
+      auto [ec, n] = co_await client_.read_some(asio::buffer(buffer.data(), RelayBuffer::kSize));
+      if (ec) co_return peer_gone(CloseReason::kClientDisconnect, ec);
+      if (auto closing = co_await forward_to_backend(scanner, std::string_view(buffer.data(), n))) {
+        co_return std::move(*closing);
+      }
+    }
+  }
+
+  asio::awaitable<std::optional<Closing>> forward_to_backend(protocol::FrameScanner& scanner,
+                                                             std::string_view chunk) {
+    auto now = Clock::now();
+    last_activity_ = now;
+    bool terminate = false;
+    uint32_t queries = 0;
+    auto bad = scanner.scan(chunk, [&](const protocol::FrameScanner::Event& event) {
+      switch (event.tag) {
+        case 'Q':
+        case 'F':
+          ++queries;
+          sync_sent(now);
+          break;
+        case 'E': ++queries; break;
+        case 'S': sync_sent(now); break;
+        case 'X': terminate = true; break;
+        default: break;
+      }
+    });
+    if (bad) {
+      bool too_large = bad.fault == protocol::FrameFault::kTooLarge;
+      co_return refuse(too_large ? CloseReason::kMessageTooLarge : CloseReason::kProtocolViolation,
+                       sqlstate::kProtocolViolation, bad.reason);
+    }
+    auto& metrics = services_.metrics();
+    metrics.bytes_to_backend(BackendRole::kPrimary).Increment(static_cast<double>(chunk.size()));
+    if (queries > 0) metrics.queries(BackendRole::kPrimary).Increment(queries);
+    if (auto ec = co_await backend_->stream.write_all(chunk); ec) {
+      co_return refuse(CloseReason::kBackendDisconnect, sqlstate::kConnectionFailure,
+                       "lost the connection to the primary database: " + ec.message());
+    }
+    if (terminate) co_return Closing{CloseReason::kClientTerminate, {}, {}};
+    co_return std::nullopt;
+  }
+
+  asio::awaitable<Closing> backend_to_client() {
+    protocol::FrameScanner scanner(protocol::Direction::kBackend,
+                                   std::numeric_limits<uint32_t>::max());
+    if (!backend_->leftover.empty()) {
+      std::string first = std::move(backend_->leftover);
+      if (auto closing = co_await forward_to_client(scanner, first)) co_return std::move(*closing);
+    }
+    while (true) {
+      if (auto ec = co_await backend_->stream.wait_readable(); ec) {
+        co_return peer_gone(CloseReason::kBackendDisconnect, ec);
+      }
+      RelayBuffer buffer;
+      auto [ec, n] = co_await backend_->stream.read_some(asio::buffer(buffer.data(), RelayBuffer::kSize));
+      if (ec) co_return peer_gone(CloseReason::kBackendDisconnect, ec);
+      if (auto closing = co_await forward_to_client(scanner, std::string_view(buffer.data(), n))) {
+        co_return std::move(*closing);
+      }
+    }
+  }
+
+  asio::awaitable<std::optional<Closing>> forward_to_client(protocol::FrameScanner& scanner,
+                                                            std::string_view chunk) {
+    auto& metrics = services_.metrics();
+    uint32_t errors = 0;
+    auto bad = scanner.scan(chunk, [&](const protocol::FrameScanner::Event& event) {
+      if (event.tag == 'Z') {
+        transaction_status_ = event.peek.empty() ? 'I' : event.peek[0];
+        ready_received();
+      } else if (event.tag == 'E') {
+        ++errors;
+      }
+    });
+    if (bad) {
+      co_return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation,
+                       "switchyard received invalid data from the primary database: " + bad.reason);
+    }
+    metrics.bytes_from_backend(BackendRole::kPrimary).Increment(static_cast<double>(chunk.size()));
+    if (errors > 0) metrics.backend_errors(BackendRole::kPrimary).Increment(errors);
+    if (auto ec = co_await client_.write_all(chunk); ec) co_return peer_gone(CloseReason::kClientDisconnect, ec);
+    co_return std::nullopt;
+  }
+
+  // Closes sessions idle past limits.client_idle_timeout (outside a transaction) or
+  // limits.idle_in_transaction_timeout (inside one). A query in flight is not idle.
+  asio::awaitable<Closing> watchdog() {
+    const config::Limits& limits = runtime_->config->limits;
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    constexpr auto kRecheck = std::chrono::seconds(1);
+    while (true) {
+      bool in_transaction = transaction_status_ != 'I';
+      auto timeout = in_transaction ? limits.idle_in_transaction_timeout : limits.client_idle_timeout;
+      auto now = Clock::now();
+      if (timeout.count() > 0 && syncs_in_flight_ == 0 && now - last_activity_ >= timeout) {
+        if (in_transaction) {
+          co_return refuse(CloseReason::kIdleInTransactionTimeout, sqlstate::kIdleInTransactionTimeout,
+                           "terminating connection due to idle-in-transaction timeout");
+        }
+        co_return refuse(CloseReason::kIdleTimeout, sqlstate::kIdleSessionTimeout,
+                         "terminating connection due to idle-session timeout");
+      }
+      bool any_timeout = limits.client_idle_timeout.count() > 0 || limits.idle_in_transaction_timeout.count() > 0;
+      if (!any_timeout) {
+        timer.expires_at(Clock::time_point::max());
+      } else if (timeout.count() > 0 && syncs_in_flight_ == 0) {
+        timer.expires_at(std::min(last_activity_ + timeout, now + kRecheck));
+      } else {
+        timer.expires_after(kRecheck);
+      }
+      auto [ec] = co_await timer.async_wait(use_tuple);
+      if (ec) co_return Closing{CloseReason::kShutdown, "watchdog cancelled", {}};
+    }
+  }
+
+  void sync_sent(Clock::time_point now) {
+    ++syncs_in_flight_;
+    // Deeper pipelines than the ring are counted but not timed.
+    if (timed_count_ < sync_times_.size()) {
+      sync_times_[(timed_head_ + timed_count_) % sync_times_.size()] = now;
+      ++timed_count_;
+    }
+  }
+
+  void ready_received() {
+    auto now = Clock::now();
+    last_activity_ = now;
+    if (syncs_in_flight_ > 0) --syncs_in_flight_;
+    if (timed_count_ == 0) return;
+    std::chrono::duration<double> elapsed = now - sync_times_[timed_head_];
+    timed_head_ = static_cast<uint8_t>((timed_head_ + 1) % sync_times_.size());
+    --timed_count_;
+    services_.metrics().query_seconds(BackendRole::kPrimary).Observe(elapsed.count());
+  }
+
+  asio::awaitable<void> finish(const Closing& closing) {
+    if (!closing.client_error.empty()) {
+      // Bounded: a client that stops reading must not keep the session alive.
+      asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::seconds(1));
+      co_await (client_.write_all(closing.client_error) || timer.async_wait(use_tuple));
+    }
+    if (backend_) {
+      backend_->stream.close();
+      services_.metrics().backend_connections(BackendRole::kPrimary).Decrement();
+    }
+    client_.close();
+    if (cancel_pid_ != 0) services_.cancels().remove(cancel_pid_);
+    services_.metrics().client_closed(closing.reason).Increment();
+    auto level = is_quiet(closing.reason) ? spdlog::level::debug : spdlog::level::info;
+    spdlog::log(level, "session {} user={} closed: reason={} {}", peer_, user_.empty() ? "-" : user_,
+                monitoring::to_string(closing.reason), closing.detail);
+  }
+
+  Stream client_;
+  Services& services_;
+  std::shared_ptr<const Runtime> runtime_;
+  std::string peer_;
+  std::string user_;
+  std::string client_leftover_;
+  std::optional<BackendSession> backend_;
+  uint32_t cancel_pid_ = 0;
+  char transaction_status_ = 'I';
+  Clock::time_point last_activity_{};
+  uint32_t syncs_in_flight_ = 0;
+  std::array<Clock::time_point, 16> sync_times_{};
+  uint8_t timed_head_ = 0;
+  uint8_t timed_count_ = 0;
+};
+
+}  // namespace
+
+asio::awaitable<void> serve_client(tcp::socket socket, Services& services) {
+  ClientSession session(std::move(socket), services);
+  co_await session.run();
+}
+
+}  // namespace switchyard::proxy

@@ -1,0 +1,36 @@
+#pragma once
+
+#include <string>
+
+#include "protocol/frame.hpp"
+#include "protocol/result.hpp"
+#include "proxy/stream.hpp"
+
+namespace switchyard::proxy {
+
+//! Reads whole messages from a stream during the handshake phases (startup, auth, backend
+//! login), where every message is small and must be decoded. The relay does not use it.
+class MessageReader {
+ public:
+  MessageReader(Stream& stream, protocol::Direction direction, uint32_t max_length)
+      : stream_(stream), direction_(direction), max_length_(max_length) {}
+
+  //! The next untagged packet (StartupMessage, SSLRequest, ...), length included.
+  asio::awaitable<Result<std::string>> read_startup_packet();
+  //! The next tagged message; the frame's body stays valid until the next read.
+  asio::awaitable<Result<protocol::Frame>> read_frame();
+  //! Bytes read past the last message returned; the relay must send these on first.
+  std::string take_leftover();
+  bool has_leftover() const { return consumed_ < buffer_.size(); }
+
+ private:
+  asio::awaitable<Status> fill();
+
+  Stream& stream_;
+  protocol::Direction direction_;
+  uint32_t max_length_;
+  std::string buffer_;
+  size_t consumed_ = 0;
+};
+
+}  // namespace switchyard::proxy

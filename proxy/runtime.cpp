@@ -1,0 +1,84 @@
+#include "proxy/runtime.hpp"
+
+namespace switchyard::proxy {
+namespace {
+
+constexpr int kScramIterations = 4096;
+constexpr size_t kScramSaltBytes = 16;
+
+// TLS 1.2 and newer only, as PostgreSQL's ssl_min_protocol_version default.
+void harden(ssl::context& context) {
+  context.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                      ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ssl::context>> make_backend_tls(const config::BackendTarget& target) {
+  using config::SslMode;
+  if (target.sslmode == SslMode::kDisable) return std::unique_ptr<ssl::context>();
+  auto context = std::make_unique<ssl::context>(ssl::context::tls_client);
+  harden(*context);
+  error_code ec;
+  // libpq verifies the chain for verify-ca/verify-full, and for require when a root cert is set.
+  bool verify = target.sslmode == SslMode::kVerifyCa || target.sslmode == SslMode::kVerifyFull ||
+                (target.sslmode == SslMode::kRequire && !target.sslrootcert.empty());
+  if (verify) {
+    if (!target.sslrootcert.empty()) {
+      if (context->load_verify_file(target.sslrootcert, ec); ec) {
+        return Error{"cannot load sslrootcert '" + target.sslrootcert + "': " + ec.message()};
+      }
+    } else if (context->set_default_verify_paths(ec); ec) {
+      return Error{"cannot load the system CA certificates: " + ec.message()};
+    }
+    context->set_verify_mode(ssl::verify_peer);
+  } else {
+    context->set_verify_mode(ssl::verify_none);
+  }
+  if (!target.sslcert.empty()) {
+    if (context->use_certificate_chain_file(target.sslcert, ec); ec) {
+      return Error{"cannot load sslcert '" + target.sslcert + "': " + ec.message()};
+    }
+    if (context->use_private_key_file(target.sslkey.empty() ? target.sslcert : target.sslkey,
+                                      ssl::context::pem, ec);
+        ec) {
+      return Error{"cannot load sslkey '" + target.sslkey + "': " + ec.message()};
+    }
+  }
+  return context;
+}
+
+Result<std::shared_ptr<const Runtime>> build_runtime(std::shared_ptr<const config::Config> config) {
+  auto runtime = std::make_shared<Runtime>();
+  const config::Config& c = *config;
+  if (c.tls_mode != config::ClientTlsMode::kOff) {
+    runtime->client_tls = std::make_unique<ssl::context>(ssl::context::tls_server);
+    harden(*runtime->client_tls);
+    error_code ec;
+    if (runtime->client_tls->use_certificate_chain_file(c.tls_cert_file, ec); ec) {
+      return Error{c.source + ": tls.cert_file: cannot load '" + c.tls_cert_file + "': " + ec.message()};
+    }
+    if (runtime->client_tls->use_private_key_file(c.tls_key_file, ssl::context::pem, ec); ec) {
+      return Error{c.source + ": tls.key_file: cannot load '" + c.tls_key_file + "': " + ec.message()};
+    }
+  }
+  auto primary_tls = make_backend_tls(c.primary);
+  if (!primary_tls) return Error{c.source + ": primary: " + primary_tls.error()};
+  runtime->primary_tls = std::move(*primary_tls);
+  for (const auto& user : c.users) {
+    if (!user.scram_verifier.empty()) {
+      auto secret = protocol::parse_scram_verifier(user.scram_verifier);
+      if (!secret) return Error{c.source + ": auth.users: " + user.name + ": " + secret.error()};
+      runtime->scram_secrets.emplace(user.name, *secret);
+    } else if (!user.password.empty()) {
+      // Derived once per load, not per login: PBKDF2 costs milliseconds.
+      runtime->scram_secrets.emplace(
+          user.name, protocol::make_scram_secret(user.password, protocol::random_bytes(kScramSaltBytes),
+                                                 kScramIterations));
+    }
+  }
+  runtime->config = std::move(config);
+  return std::shared_ptr<const Runtime>(std::move(runtime));
+}
+
+}  // namespace switchyard::proxy

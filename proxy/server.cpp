@@ -1,0 +1,139 @@
+#include "proxy/server.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "monitoring/logging.hpp"
+#include "proxy/admin_server.hpp"
+#include "proxy/client_session.hpp"
+#include "proxy/spawn.hpp"
+
+namespace switchyard::proxy {
+namespace {
+
+size_t worker_count(const config::Config& config) {
+  if (config.workers > 0) return config.workers;
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+Status open_acceptor(tcp::acceptor& acceptor, const config::ListenAddress& address,
+                     std::string_view what) {
+  error_code ec;
+  auto ip = asio::ip::make_address(address.host == "localhost" ? "127.0.0.1" : address.host, ec);
+  if (ec) return Error{std::string(what) + ": invalid address '" + address.host + "'"};
+  tcp::endpoint endpoint(ip, address.port);
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Error{std::string(what) + ": cannot listen on " + address.to_string() + ": " + ec.message()};
+  return Ok{};
+}
+
+}  // namespace
+
+Server::Server(std::optional<std::string> config_file, config::Overrides overrides,
+               std::shared_ptr<const Runtime> runtime)
+    : config_file_(std::move(config_file)),
+      overrides_(std::move(overrides)),
+      services_(runtime, metrics_),
+      contexts_([&] {
+        std::vector<std::unique_ptr<asio::io_context>> contexts;
+        for (size_t i = 0; i < worker_count(*runtime->config); ++i) {
+          contexts.push_back(std::make_unique<asio::io_context>(1));
+        }
+        return contexts;
+      }()),
+      client_acceptor_(*contexts_[0]),
+      admin_acceptor_(*contexts_[0]),
+      signals_(*contexts_[0], SIGHUP, SIGINT, SIGTERM) {}
+
+Server::~Server() {
+  stop();
+  for (auto& thread : threads_) {
+    if (thread.joinable()) thread.join();
+  }
+}
+
+Status Server::bind() {
+  const config::Config& config = *services_.runtime()->config;
+  if (auto s = open_acceptor(client_acceptor_, config.listen, "listen"); !s) return s;
+  return open_acceptor(admin_acceptor_, config.admin_listen, "admin.listen");
+}
+
+void Server::run() {
+  const config::Config& config = *services_.runtime()->config;
+  spawn(contexts_[0]->get_executor(), accept_clients(), "client listener");
+  spawn(contexts_[0]->get_executor(), serve_admin(std::move(admin_acceptor_), services_), "admin listener");
+  spawn(contexts_[0]->get_executor(), handle_signals(), "signal handler");
+  spdlog::info("switchyard {} listening on {} (admin, /metrics on {}), primary {}, {} network threads",
+               SWITCHYARD_VERSION, config.listen.to_string(), config.admin_listen.to_string(),
+               config.primary.redacted, contexts_.size());
+  for (size_t i = 1; i < contexts_.size(); ++i) {
+    threads_.emplace_back([this, i] {
+      auto guard = asio::make_work_guard(*contexts_[i]);
+      contexts_[i]->run();
+    });
+  }
+  contexts_[0]->run();
+}
+
+void Server::stop() {
+  for (auto& context : contexts_) context->stop();
+}
+
+asio::awaitable<void> Server::accept_clients() {
+  size_t next = 0;
+  while (true) {
+    asio::io_context& target = *contexts_[next++ % contexts_.size()];
+    auto [ec, socket] = co_await client_acceptor_.async_accept(target, use_tuple);
+    if (ec == asio::error::operation_aborted) co_return;
+    if (ec) {
+      // Out of file descriptors and the like: log, breathe, go on accepting.
+      spdlog::warn("accept failed: {}", ec.message());
+      asio::steady_timer pause(client_acceptor_.get_executor(), std::chrono::milliseconds(50));
+      co_await pause.async_wait(use_tuple);
+      continue;
+    }
+    spawn(target.get_executor(), serve_client(std::move(socket), services_), "client session");
+  }
+}
+
+asio::awaitable<void> Server::handle_signals() {
+  while (true) {
+    auto [ec, signal] = co_await signals_.async_wait(use_tuple);
+    if (ec) co_return;
+    if (signal == SIGHUP) {
+      if (auto s = reload(); !s) spdlog::error("config reload rejected, keeping the running config: {}", s.error());
+      continue;
+    }
+    spdlog::info("signal {} received, shutting down", signal);
+    stop();
+    co_return;
+  }
+}
+
+Status Server::reload() {
+  auto& metrics = services_.metrics();
+  auto config = config::load_config(config_file_, overrides_);
+  if (!config) {
+    metrics.config_reloads(false).Increment();
+    return Error{config.error()};
+  }
+  auto runtime = build_runtime(*config);
+  if (!runtime) {
+    metrics.config_reloads(false).Increment();
+    return Error{runtime.error()};
+  }
+  auto current = services_.runtime();
+  for (const auto& setting : config::restart_only_changes(*current->config, *(*runtime)->config)) {
+    spdlog::warn("config reload: {} changed but takes effect only after a restart", setting);
+  }
+  monitoring::set_log_level((*runtime)->config->log_level);
+  services_.set_runtime(*runtime);
+  metrics.config_reloads(true).Increment();
+  spdlog::info("config reloaded from {}; new sessions use it, open sessions keep theirs",
+               (*runtime)->config->source);
+  return Ok{};
+}
+
+}  // namespace switchyard::proxy

@@ -1,0 +1,48 @@
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "config/config.hpp"
+#include "protocol/result.hpp"
+#include "proxy/asio.hpp"
+#include "proxy/services.hpp"
+
+namespace switchyard::proxy {
+
+//! The running proxy: one io_context per network thread (a session lives on one thread, so
+//! it needs no locks), the client and admin listeners, and signal handling (SIGHUP reloads,
+//! SIGINT/SIGTERM stop).
+class Server {
+ public:
+  Server(std::optional<std::string> config_file, config::Overrides overrides,
+         std::shared_ptr<const Runtime> runtime);
+  ~Server();
+
+  //! Binds both listeners; an address in use is an error naming it.
+  Status bind();
+  //! Serves until stopped by a signal or stop().
+  void run();
+  void stop();
+  //! Re-reads the config; applies it if valid, else keeps the running one. Returns why not.
+  Status reload();
+
+ private:
+  asio::awaitable<void> accept_clients();
+  asio::awaitable<void> handle_signals();
+
+  std::optional<std::string> config_file_;
+  config::Overrides overrides_;
+  monitoring::Metrics metrics_;
+  Services services_;
+  std::vector<std::unique_ptr<asio::io_context>> contexts_;
+  std::vector<std::thread> threads_;
+  tcp::acceptor client_acceptor_;
+  tcp::acceptor admin_acceptor_;
+  asio::signal_set signals_;
+};
+
+}  // namespace switchyard::proxy

@@ -1,0 +1,38 @@
+#pragma once
+
+#include <memory>
+#include <string_view>
+
+#include "proxy/asio.hpp"
+
+namespace switchyard::proxy {
+
+//! A connection that starts as plain TCP and may switch to TLS after an SSLRequest.
+class Stream {
+ public:
+  explicit Stream(tcp::socket socket) : socket_(std::move(socket)) {}
+
+  bool tls() const { return tls_ != nullptr; }
+  tcp::socket& socket() { return tls_ ? tls_->next_layer() : socket_; }
+
+  //! Runs the TLS handshake as `type` (server for clients, client for backends). A non-empty
+  //! `verify_host` checks the peer certificate names that host (verify-full) and sends SNI.
+  asio::awaitable<error_code> start_tls(ssl::context& context, ssl::stream_base::handshake_type type,
+                                        std::string_view verify_host = {});
+
+  //! Waits until a read would not block. Plain TCP waits on the socket so an idle connection
+  //! holds no read buffer; TLS returns at once (its layer may hold decrypted bytes already).
+  asio::awaitable<error_code> wait_readable();
+  //! Reads what is available, at least one byte, waiting if needed.
+  asio::awaitable<std::tuple<error_code, size_t>> read_some(asio::mutable_buffer buffer);
+  //! Writes all of `data`.
+  asio::awaitable<error_code> write_all(std::string_view data);
+  //! Shuts TLS down politely (bounded) and closes the socket; errors are ignored.
+  void close();
+
+ private:
+  tcp::socket socket_;
+  std::unique_ptr<ssl::stream<tcp::socket>> tls_;
+};
+
+}  // namespace switchyard::proxy
