@@ -46,7 +46,8 @@ asio::awaitable<Status> negotiate_tls(Stream& stream, const config::BackendTarge
     co_return Error{"server does not support SSL, but SSL was required"};
   }
   if (answer != 'S') co_return Error{"received invalid response to SSL negotiation"};
-  std::string_view verify_host = target.sslmode == SslMode::kVerifyFull ? target.host : "";
+  std::string_view verify_host;
+  if (target.sslmode == SslMode::kVerifyFull) verify_host = target.host;
   if (auto hs = co_await stream.start_tls(*tls, ssl::stream_base::client, verify_host); hs) {
     co_return Error{"SSL handshake failed: " + hs.message()};
   }

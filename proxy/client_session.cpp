@@ -371,22 +371,23 @@ class ClientSession {
     services_.metrics().query_seconds(BackendRole::kPrimary).Observe(elapsed.count());
   }
 
+  // Counts and logs first, so the metric is settled by the time the client reads the error.
   asio::awaitable<void> finish(const Closing& closing) {
+    services_.metrics().client_closed(closing.reason).Increment();
+    auto level = is_quiet(closing.reason) ? spdlog::level::debug : spdlog::level::info;
+    spdlog::log(level, "session {} user={} closed: reason={} {}", peer_, user_.empty() ? "-" : user_,
+                monitoring::to_string(closing.reason), closing.detail);
+    if (cancel_pid_ != 0) services_.cancels().remove(cancel_pid_);
+    if (backend_) {
+      backend_->stream.close();
+      services_.metrics().backend_connections(BackendRole::kPrimary).Decrement();
+    }
     if (!closing.client_error.empty()) {
       // Bounded: a client that stops reading must not keep the session alive.
       asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::seconds(1));
       co_await (client_.write_all(closing.client_error) || timer.async_wait(use_tuple));
     }
-    if (backend_) {
-      backend_->stream.close();
-      services_.metrics().backend_connections(BackendRole::kPrimary).Decrement();
-    }
     client_.close();
-    if (cancel_pid_ != 0) services_.cancels().remove(cancel_pid_);
-    services_.metrics().client_closed(closing.reason).Increment();
-    auto level = is_quiet(closing.reason) ? spdlog::level::debug : spdlog::level::info;
-    spdlog::log(level, "session {} user={} closed: reason={} {}", peer_, user_.empty() ? "-" : user_,
-                monitoring::to_string(closing.reason), closing.detail);
   }
 
   Stream client_;

@@ -1,0 +1,208 @@
+"""The relay against a real PostgreSQL 15: psql, pgbench, psycopg and raw protocol."""
+import subprocess
+import threading
+import time
+
+import psycopg
+import pytest
+
+from wire import RawClient, cstr, error_fields, message
+
+
+def psql(proxy, sql, **dsn):
+    return subprocess.run(["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", proxy.dsn(**dsn), "-c", sql],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_psql_queries_errors_and_copy(proxy):
+    out = psql(proxy, "SELECT 40 + 2")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "42"
+
+    failed = subprocess.run(["psql", "-X", "-v", "VERBOSITY=verbose", proxy.dsn(), "-c", "SELECT 1/0"],
+                            capture_output=True, text=True, timeout=30)
+    assert "22012" in failed.stderr and "division by zero" in failed.stderr
+
+    script = ("DROP TABLE IF EXISTS relay_copy; CREATE TABLE relay_copy(id int, name text);\n"
+              "\\copy relay_copy FROM stdin\n1\tone\n2\ttwo\n\\.\n"
+              "SELECT string_agg(id || ':' || name, ',' ORDER BY id) FROM relay_copy;\n")
+    out = subprocess.run(["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", proxy.dsn()], input=script,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "1:one,2:two"
+
+
+def test_pgbench_simple_extended_prepared(proxy, pg):
+    dsn = proxy.dsn()
+    init = subprocess.run(["pgbench", "-i", "-s", "1", "-q", dsn], capture_output=True, text=True, timeout=120)
+    assert init.returncode == 0, init.stderr
+    for mode in ("simple", "extended", "prepared"):
+        run = subprocess.run(["pgbench", "-n", "-M", mode, "-c", "4", "-j", "2", "-t", "150", dsn],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert "number of failed transactions: 0" in run.stdout
+    # TPC-B writes: every transaction leaves one history row, seen directly on the primary.
+    assert pg.sql("SELECT count(*) FROM pgbench_history") == str(3 * 4 * 150)
+    assert proxy.metric("switchyard_backend_queries_total", backend="primary") > 3 * 4 * 150
+
+
+def test_psycopg_prepared_binary_copy_notice_parameter_status(proxy):
+    with psycopg.connect(proxy.dsn(), prepare_threshold=0, autocommit=True) as conn:
+        for i in range(3):
+            row = conn.execute("SELECT %s::int + %s::int", (i, 10), prepare=True).fetchone()
+            assert row == (i + 10,)
+        prepared = conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0]
+        assert prepared >= 1, "psycopg should have prepared the statement on the server"
+
+        blob = bytes(range(256)) + b"\x00tail"
+        cur = conn.cursor(binary=True)
+        cur.execute("SELECT %b::bytea, %b::int8", (blob, -(2 ** 63)))
+        assert cur.fetchone() == (blob, -(2 ** 63))
+
+        conn.execute("DROP TABLE IF EXISTS relay_pcopy")
+        conn.execute("CREATE TABLE relay_pcopy(id int, v text)")
+        with conn.cursor().copy("COPY relay_pcopy FROM STDIN") as copy:
+            for i in range(1000):
+                copy.write_row((i, f"value {i} ✓"))
+        with conn.cursor().copy("COPY (SELECT * FROM relay_pcopy ORDER BY id) TO STDOUT") as copy:
+            rows = list(copy.rows())
+        assert len(rows) == 1000 and rows[999] == ("999", "value 999 ✓")
+
+        notices = []
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary))
+        conn.execute("DO $$ BEGIN RAISE NOTICE 'hello from plpgsql'; END $$")
+        assert notices == ["hello from plpgsql"]
+
+        conn.execute("SET application_name = 'relay-test'")
+        assert conn.info.parameter_status("application_name") == "relay-test"
+
+
+def test_transaction_status_and_errors_inside_transaction(proxy):
+    with psycopg.connect(proxy.dsn()) as conn:
+        conn.execute("SELECT 1")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        with pytest.raises(psycopg.errors.UndefinedTable) as raised:
+            conn.execute("SELECT * FROM no_such_table")
+        assert raised.value.sqlstate == "42P01"
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        conn.rollback()
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+def test_listen_notify(proxy):
+    with psycopg.connect(proxy.dsn(), autocommit=True) as listener, \
+            psycopg.connect(proxy.dsn(), autocommit=True) as sender:
+        received = []
+        listener.add_notify_handler(lambda n: received.append((n.channel, n.payload)))
+        listener.execute("LISTEN relay_channel")
+        sender.execute("NOTIFY relay_channel, 'payload-1'")
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            listener.execute("SELECT 1")  # delivers notifications that arrived meanwhile
+        assert received == [("relay_channel", "payload-1")]
+
+
+def test_cancel_reaches_the_right_backend(proxy):
+    with psycopg.connect(proxy.dsn(), autocommit=True) as victim, \
+            psycopg.connect(proxy.dsn(), autocommit=True) as bystander:
+        timer = threading.Timer(0.5, victim.cancel)
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            victim.execute("SELECT pg_sleep(30)")
+        assert time.monotonic() - started < 10
+        timer.join()
+        # The other session was not cancelled and both still work.
+        assert bystander.execute("SELECT 1").fetchone() == (1,)
+        assert victim.execute("SELECT 2").fetchone() == (2,)
+    assert proxy.metric("switchyard_cancel_requests_total", result="forwarded") == 1
+
+
+def test_extended_protocol_row_limit_pipelining_and_flush(proxy):
+    client = RawClient(proxy.port)
+    client.login_trust()
+    # Pipeline: named statement, two portals, Execute with a row limit, Flush, then Sync.
+    client.send(message(b"P", cstr("s1") + cstr("SELECT g FROM generate_series(1, 5) g") + b"\0\0")
+                + message(b"B", cstr("p1") + cstr("s1") + b"\0\0" + b"\0\0" + b"\0\0")
+                + message(b"D", b"P" + cstr("p1"))
+                + message(b"E", cstr("p1") + (2).to_bytes(4, "big"))
+                + message(b"H"))
+    tags = [t for t, _ in (client.read_message() for _ in range(6))]
+    assert tags == [b"1", b"2", b"T", b"D", b"D", b"s"], "Execute with max_rows=2 must suspend the portal"
+    client.send(message(b"E", cstr("p1") + (0).to_bytes(4, "big")) + message(b"S"))
+    rest = [t for t, _ in client.read_until(b"Z")]
+    assert rest == [b"D", b"D", b"D", b"C", b"Z"]
+    client.send(message(b"X"))
+    assert client.closed()
+
+
+def test_malformed_packets_get_a_reason_and_the_proxy_stays_up(pg, start_proxy):
+    proxy = start_proxy(f"primary: {pg.uri()}\nlimits:\n  max_message_size: 4096\n")
+
+    def fatal_after(data, login=False):
+        client = RawClient(proxy.port)
+        if login:
+            client.login_trust()
+        client.send(data)
+        tag, body = client.read_message()
+        assert tag == b"E"
+        assert client.closed()
+        return error_fields(body)
+
+    short = fatal_after((3).to_bytes(4, "big"))
+    assert short["C"] == "08P01" and "invalid length of startup packet" in short["M"]
+    garbage = fatal_after((16).to_bytes(4, "big") + b"\x12\x34\x56\x78garbage!")
+    assert "unsupported frontend protocol" in garbage["M"]
+    below_four = fatal_after(b"Q" + (2).to_bytes(4, "big"), login=True)
+    assert below_four["C"] == "08P01" and "invalid message length 2" in below_four["M"]
+    too_large = fatal_after(b"Q" + (1_000_000).to_bytes(4, "big") + b"SELECT", login=True)
+    assert "exceeds the limit of 4096 bytes" in too_large["M"]
+    from wire import startup_packet
+    second_startup = fatal_after(startup_packet(), login=True)
+    assert "invalid frontend message type 0x00" in second_startup["M"]
+
+    assert psql(proxy, "SELECT 'still serving'").stdout.strip() == "still serving"
+    assert proxy.metric("switchyard_client_disconnects_total", reason="message_too_large") == 1
+    assert proxy.metric("switchyard_client_disconnects_total", reason="protocol_violation") == 4
+    assert "invalid message length 2" in proxy.log()
+
+
+def test_gssenc_request_is_refused_and_startup_goes_on(proxy):
+    client = RawClient(proxy.port)
+    client.send((8).to_bytes(4, "big") + (80877104).to_bytes(4, "big"))
+    assert client.read_byte() == b"N"
+    messages = client.login_trust()
+    assert messages[-1] == (b"Z", b"I")
+
+
+def test_backend_down_at_connect(start_proxy):
+    from harness import free_port
+    proxy = start_proxy(f"primary: postgresql://postgres:x@127.0.0.1:{free_port()}/postgres?connect_timeout=2\n")
+    out = psql(proxy, "SELECT 1")
+    assert out.returncode != 0
+    assert "could not connect to the primary database" in out.stderr
+    import urllib.error
+    import urllib.request
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(f"http://127.0.0.1:{proxy.admin_port}/readyz", timeout=5)
+    assert raised.value.code == 503
+    assert urllib.request.urlopen(f"http://127.0.0.1:{proxy.admin_port}/healthz", timeout=5).status == 200
+    assert proxy.metric("switchyard_client_disconnects_total", reason="backend_unavailable") == 1
+
+
+def test_backend_rejection_is_relayed_verbatim(pg, start_proxy):
+    # No database in the URI: the client's database is passed through.
+    proxy = start_proxy(f"primary: {pg.uri(dbname='')}\n")
+    assert psql(proxy, "SELECT current_database()").stdout.strip() == "postgres"
+    out = psql(proxy, "SELECT 1", dbname="no_such_database")
+    assert out.returncode != 0
+    assert 'database "no_such_database" does not exist' in out.stderr
+
+
+def test_metrics_count_queries_bytes_and_latency(proxy):
+    for _ in range(3):
+        assert psql(proxy, "SELECT 1").returncode == 0
+    assert proxy.metric("switchyard_backend_queries_total", backend="primary") >= 3
+    assert proxy.metric("switchyard_backend_bytes_total", backend="primary", direction="to_backend") > 0
+    assert proxy.metric("switchyard_backend_query_duration_seconds_count", backend="primary") >= 3
+    assert proxy.metric("switchyard_client_disconnects_total", reason="client_terminate") >= 3
