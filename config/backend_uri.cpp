@@ -23,16 +23,16 @@ Result<SslMode> parse_sslmode(std::string_view text) {
                "' (disable, allow, prefer, require, verify-ca, verify-full)"};
 }
 
-}  // namespace
+} // namespace
 
 const char* to_string(SslMode mode) {
   switch (mode) {
-    case SslMode::kDisable: return "disable";
-    case SslMode::kAllow: return "allow";
-    case SslMode::kPrefer: return "prefer";
-    case SslMode::kRequire: return "require";
-    case SslMode::kVerifyCa: return "verify-ca";
-    case SslMode::kVerifyFull: return "verify-full";
+  case SslMode::kDisable: return "disable";
+  case SslMode::kAllow: return "allow";
+  case SslMode::kPrefer: return "prefer";
+  case SslMode::kRequire: return "require";
+  case SslMode::kVerifyCa: return "verify-ca";
+  case SslMode::kVerifyFull: return "verify-full";
   }
   return "?";
 }
@@ -40,11 +40,13 @@ const char* to_string(SslMode mode) {
 Result<BackendTarget> parse_backend_uri(std::string_view uri) {
   std::string text(uri);
   char* raw_error = nullptr;
-  std::unique_ptr<PQconninfoOption, ConninfoDeleter> options(PQconninfoParse(text.c_str(), &raw_error));
+  std::unique_ptr<PQconninfoOption, ConninfoDeleter> options(
+      PQconninfoParse(text.c_str(), &raw_error));
   if (!options) {
     std::string why = raw_error ? raw_error : "out of memory";
     PQfreemem(raw_error);
-    while (!why.empty() && why.back() == '\n') why.pop_back();
+    while (!why.empty() && why.back() == '\n')
+      why.pop_back();
     return Error{why};
   }
   BackendTarget target;
@@ -55,7 +57,7 @@ Result<BackendTarget> parse_backend_uri(std::string_view uri) {
     std::string_view key = o->keyword;
     std::string value = o->val;
     if (key == "host" || key == "hostaddr") {
-      if (!target.host.empty() && key == "host") continue;  // hostaddr wins over host
+      if (!target.host.empty() && key == "host") continue; // hostaddr wins over host
       target.host = value;
     } else if (key == "port") {
       port_text = value;
@@ -87,21 +89,26 @@ Result<BackendTarget> parse_backend_uri(std::string_view uri) {
   if (!port_text.empty()) {
     unsigned port = 0;
     auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-    if (ec != std::errc() || ptr != port_text.data() + port_text.size() || port == 0 || port > 65535) {
+    if (ec != std::errc() || ptr != port_text.data() + port_text.size() || port == 0 ||
+        port > 65535) {
       return Error{"invalid port '" + port_text + "'"};
     }
     target.port = static_cast<uint16_t>(port);
   }
   if (!timeout_text.empty()) {
     int seconds = 0;
-    auto [ptr, ec] = std::from_chars(timeout_text.data(), timeout_text.data() + timeout_text.size(), seconds);
-    if (ec != std::errc() || seconds < 0) return Error{"invalid connect_timeout '" + timeout_text + "'"};
+    auto [ptr, ec] =
+        std::from_chars(timeout_text.data(), timeout_text.data() + timeout_text.size(), seconds);
+    if (ec != std::errc() || seconds < 0)
+      return Error{"invalid connect_timeout '" + timeout_text + "'"};
     if (seconds > 0) target.connect_timeout = std::chrono::seconds(seconds);
   }
-  target.redacted = "postgresql://" + (target.user.empty() ? "" : target.user + (target.password.empty() ? "@" : ":***@")) +
-                    target.host + ":" + std::to_string(target.port) + "/" + target.dbname +
-                    "?sslmode=" + to_string(target.sslmode);
+  target.redacted =
+      "postgresql://" +
+      (target.user.empty() ? "" : target.user + (target.password.empty() ? "@" : ":***@")) +
+      target.host + ":" + std::to_string(target.port) + "/" + target.dbname +
+      "?sslmode=" + to_string(target.sslmode);
   return target;
 }
 
-}  // namespace switchyard::config
+} // namespace switchyard::config

@@ -16,15 +16,15 @@ enum class SslMode { kDisable, kAllow, kPrefer, kRequire, kVerifyCa, kVerifyFull
 struct BackendTarget {
   std::string host;
   uint16_t port = 5432;
-  std::string user;      //!< empty: log in as the client's user
-  std::string password;  //!< empty: use the client user's password from the config
-  std::string dbname;    //!< empty: use the database the client asked for
+  std::string user;     //!< empty: log in as the client's user
+  std::string password; //!< empty: use the client user's password from the config
+  std::string dbname;   //!< empty: use the database the client asked for
   SslMode sslmode = SslMode::kPrefer;
   std::string sslrootcert;
   std::string sslcert;
   std::string sslkey;
   std::chrono::milliseconds connect_timeout{5000};
-  std::string redacted;  //!< the URI with the password masked, safe for logs and /status
+  std::string redacted; //!< the URI with the password masked, safe for logs and /status
 
   bool operator==(const BackendTarget&) const = default;
 };
@@ -35,4 +35,4 @@ Result<BackendTarget> parse_backend_uri(std::string_view uri);
 
 const char* to_string(SslMode mode);
 
-}  // namespace switchyard::config
+} // namespace switchyard::config

@@ -7,15 +7,15 @@
 #include <cmath>
 #include <fstream>
 #include <initializer_list>
-#include <type_traits>
 #include <sstream>
+#include <type_traits>
 
 #include "config/duration.hpp"
 
 namespace switchyard::config {
 namespace {
 
-const std::vector<SettingInfo> kSettings = {
+constexpr SettingInfo kSettings[] = {
     {"listen", false, "host:port clients connect to"},
     {"workers", false, "network threads; 0 means one per core"},
     {"primary", true, "the database of record: libpq URI or key=value string"},
@@ -31,12 +31,20 @@ const std::vector<SettingInfo> kSettings = {
     {"limits.max_message_size", true, "largest message a client may send, in bytes"},
     {"limits.startup_timeout", true, "time a client has to finish startup and auth"},
     {"limits.client_idle_timeout", true, "close clients idle outside a transaction (0: never)"},
-    {"limits.idle_in_transaction_timeout", true, "close clients idle inside a transaction (0: never)"},
+    {"limits.idle_in_transaction_timeout", true,
+     "close clients idle inside a transaction (0: never)"},
     {"admin.listen", false, "host:port of the admin HTTP API and /metrics"},
     {"admin.token", true, "bearer token for admin API actions"},
     {"logging.level", true, "trace, debug, info, warn, error"},
     {"logging.format", false, "text or json"},
 };
+
+// Parses all of `text` as a number; false on junk, trailing characters or overflow.
+template <class T> bool parse_whole(std::string_view text, T& value) {
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  return ec == std::errc() && ptr == end;
+}
 
 // A shape check; the full parse happens where the verifier is used (protocol/auth).
 bool parse_scram_verifier_shape(std::string_view verifier) {
@@ -48,7 +56,7 @@ constexpr std::string_view kUserKeys[] = {"name", "password", "scram_verifier", 
 
 // Collects the first error with its key, so each check reads as one line.
 class Checker {
- public:
+public:
   explicit Checker(std::string_view source) : source_(source) {}
 
   void fail(std::string_view key, std::string_view why) {
@@ -57,19 +65,19 @@ class Checker {
   bool failed() const { return !error_.empty(); }
   const std::string& error() const { return error_; }
 
- private:
+private:
   std::string source_;
   std::string error_;
 };
 
 bool is_setting(std::string_view path) {
-  return std::any_of(kSettings.begin(), kSettings.end(),
+  return std::any_of(std::begin(kSettings), std::end(kSettings),
                      [&](const SettingInfo& s) { return s.path == path; });
 }
 
 bool is_section(std::string_view path) {
   std::string prefix = std::string(path) + ".";
-  return std::any_of(kSettings.begin(), kSettings.end(),
+  return std::any_of(std::begin(kSettings), std::end(kSettings),
                      [&](const SettingInfo& s) { return s.path.starts_with(prefix); });
 }
 
@@ -97,7 +105,8 @@ YAML::Node lookup(const YAML::Node& root, std::string_view path) {
   size_t pos = 0;
   while (true) {
     size_t dot = path.find('.', pos);
-    std::string part(path.substr(pos, dot == std::string_view::npos ? std::string_view::npos : dot - pos));
+    std::string part(
+        path.substr(pos, dot == std::string_view::npos ? std::string_view::npos : dot - pos));
     if (!node.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
     YAML::Node child = node[part];
     if (!child) return YAML::Node(YAML::NodeType::Undefined);
@@ -123,8 +132,7 @@ void read_uint(const YAML::Node& root, std::string_view path, T& out, uint64_t m
   auto text = scalar(root, path, check);
   if (!text) return;
   uint64_t value = 0;
-  auto [ptr, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
-  if (ec != std::errc() || ptr != text->data() + text->size() || value < min || value > max) {
+  if (!parse_whole(*text, value) || value < min || value > max) {
     check.fail(path, "must be an integer from " + std::to_string(min) + " to " +
                          std::to_string(max) + " (got '" + *text + "')");
     return;
@@ -162,7 +170,8 @@ void read_enum(const YAML::Node& root, std::string_view path, E& out,
   check.fail(path, "must be one of " + names + " (got '" + *text + "')");
 }
 
-void read_listen(const YAML::Node& root, std::string_view path, ListenAddress& out, Checker& check) {
+void read_listen(const YAML::Node& root, std::string_view path, ListenAddress& out,
+                 Checker& check) {
   auto text = scalar(root, path, check);
   if (!text) return;
   auto address = parse_listen_address(*text);
@@ -216,7 +225,8 @@ void read_users(const YAML::Node& root, Config& config, Checker& check) {
                  "must look like SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>");
       return;
     }
-    if (!user.md5_hash.empty() && (user.md5_hash.size() != 35 || !user.md5_hash.starts_with("md5"))) {
+    if (!user.md5_hash.empty() &&
+        (user.md5_hash.size() != 35 || !user.md5_hash.starts_with("md5"))) {
       check.fail(key + ".md5_hash", "must be 'md5' followed by 32 hex digits");
       return;
     }
@@ -239,12 +249,12 @@ void validate_auth(Config& config, Checker& check) {
     std::string key = "auth.users[" + std::to_string(i) + "]";
     bool ok = true;
     switch (config.auth_method) {
-      case AuthMethod::kTrust: break;
-      case AuthMethod::kPassword:
-      case AuthMethod::kScramSha256:
-        ok = !user.password.empty() || !user.scram_verifier.empty();
-        break;
-      case AuthMethod::kMd5: ok = !user.password.empty() || !user.md5_hash.empty(); break;
+    case AuthMethod::kTrust: break;
+    case AuthMethod::kPassword:
+    case AuthMethod::kScramSha256:
+      ok = !user.password.empty() || !user.scram_verifier.empty();
+      break;
+    case AuthMethod::kMd5: ok = !user.password.empty() || !user.md5_hash.empty(); break;
     }
     if (!ok) {
       check.fail(key, "user '" + user.name + "' has no credential usable with auth.method " +
@@ -287,7 +297,7 @@ Result<BackendTarget> read_backend(const YAML::Node& root, std::string_view key,
   return target;
 }
 
-}  // namespace
+} // namespace
 
 const User* Config::find_user(std::string_view name) const {
   for (const auto& user : users) {
@@ -296,7 +306,9 @@ const User* Config::find_user(std::string_view name) const {
   return nullptr;
 }
 
-const std::vector<SettingInfo>& settings_table() { return kSettings; }
+std::span<const SettingInfo> settings_table() {
+  return kSettings;
+}
 
 Result<ListenAddress> parse_listen_address(std::string_view text) {
   size_t colon = text.rfind(':');
@@ -304,11 +316,11 @@ Result<ListenAddress> parse_listen_address(std::string_view text) {
     return Error{"must be host:port (got '" + std::string(text) + "')"};
   }
   std::string_view host = text.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   std::string_view port_text = text.substr(colon + 1);
   unsigned port = 0;
-  auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (ec != std::errc() || ptr != port_text.data() + port_text.size() || port > 65535) {
+  if (!parse_whole(port_text, port) || port > 65535) {
     return Error{"invalid port in '" + std::string(text) + "'"};
   }
   return ListenAddress{std::string(host), static_cast<uint16_t>(port)};
@@ -324,7 +336,8 @@ Result<std::shared_ptr<const Config>> parse_config(std::string_view yaml, std::s
                  std::to_string(e.mark.column + 1) + ": " + e.msg};
   }
   if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
-  if (!root.IsMap()) return Error{std::string(source) + ": the config must be a mapping of settings"};
+  if (!root.IsMap())
+    return Error{std::string(source) + ": the config must be a mapping of settings"};
   apply_overrides(root, overrides);
 
   Checker check(source);
@@ -350,25 +363,28 @@ Result<std::shared_ptr<const Config>> parse_config(std::string_view yaml, std::s
             {{"sync", WriteMode::kSync}, {"async", WriteMode::kAsync}}, check);
   if (auto text = scalar(root, "read_percent", check)) {
     double value = -1;
-    auto [ptr, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
-    if (ec != std::errc() || ptr != text->data() + text->size() || !(value >= 0 && value <= 100)) {
+    if (!parse_whole(*text, value) || !(value >= 0 && value <= 100)) {
       check.fail("read_percent", "must be a number from 0 to 100 (got '" + *text + "')");
     }
     config->read_percent = value;
   }
   read_enum(root, "auth.method", config->auth_method,
-            {{"trust", AuthMethod::kTrust}, {"password", AuthMethod::kPassword},
-             {"md5", AuthMethod::kMd5}, {"scram-sha-256", AuthMethod::kScramSha256}},
+            {{"trust", AuthMethod::kTrust},
+             {"password", AuthMethod::kPassword},
+             {"md5", AuthMethod::kMd5},
+             {"scram-sha-256", AuthMethod::kScramSha256}},
             check);
   read_users(root, *config, check);
   read_enum(root, "tls.mode", config->tls_mode,
-            {{"off", ClientTlsMode::kOff}, {"allow", ClientTlsMode::kAllow},
+            {{"off", ClientTlsMode::kOff},
+             {"allow", ClientTlsMode::kAllow},
              {"require", ClientTlsMode::kRequire}},
             check);
   if (auto v = scalar(root, "tls.cert_file", check)) config->tls_cert_file = *v;
   if (auto v = scalar(root, "tls.key_file", check)) config->tls_key_file = *v;
   read_uint(root, "limits.max_clients", config->limits.max_clients, 1, 1'000'000, check);
-  read_uint(root, "limits.max_message_size", config->limits.max_message_size, 1024, 1u << 30, check);
+  read_uint(root, "limits.max_message_size", config->limits.max_message_size, 1024, 1u << 30,
+            check);
   read_duration(root, "limits.startup_timeout", config->limits.startup_timeout, check);
   read_duration(root, "limits.client_idle_timeout", config->limits.client_idle_timeout, check);
   read_duration(root, "limits.idle_in_transaction_timeout",
@@ -378,8 +394,10 @@ Result<std::shared_ptr<const Config>> parse_config(std::string_view yaml, std::s
   }
   if (auto v = scalar(root, "admin.token", check)) config->admin_token = *v;
   read_enum(root, "logging.level", config->log_level,
-            {{"trace", "trace"}, {"debug", "debug"},
-             {"info", "info"}, {"warn", "warn"},
+            {{"trace", "trace"},
+             {"debug", "debug"},
+             {"info", "info"},
+             {"warn", "warn"},
              {"error", "error"}},
             check);
   read_enum(root, "logging.format", config->log_format,
@@ -409,4 +427,4 @@ std::vector<std::string> restart_only_changes(const Config& before, const Config
   return changed;
 }
 
-}  // namespace switchyard::config
+} // namespace switchyard::config

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,9 +32,9 @@ struct ListenAddress {
 //! A user clients may log in as. At least one credential is set unless auth is trust.
 struct User {
   std::string name;
-  std::string password;        //!< plain text; also used to log in to backends as this user
-  std::string scram_verifier;  //!< "SCRAM-SHA-256$..." as in pg_authid
-  std::string md5_hash;        //!< "md5..." as in pg_authid
+  std::string password;       //!< plain text; also used to log in to backends as this user
+  std::string scram_verifier; //!< "SCRAM-SHA-256$..." as in pg_authid
+  std::string md5_hash;       //!< "md5..." as in pg_authid
   bool operator==(const User&) const = default;
 };
 
@@ -41,18 +42,18 @@ struct Limits {
   uint32_t max_clients = 1000;
   uint32_t max_message_size = 64u << 20;
   std::chrono::milliseconds startup_timeout{10'000};
-  std::chrono::milliseconds client_idle_timeout{0};          //!< 0: never
-  std::chrono::milliseconds idle_in_transaction_timeout{0};  //!< 0: never
+  std::chrono::milliseconds client_idle_timeout{0};         //!< 0: never
+  std::chrono::milliseconds idle_in_transaction_timeout{0}; //!< 0: never
   bool operator==(const Limits&) const = default;
 };
 
 //! One immutable configuration snapshot. Sessions hold a shared_ptr to the snapshot they
 //! started with; a reload swaps in a new one.
 struct Config {
-  std::string source;  //!< the file it came from, or "<command line>"
+  std::string source; //!< the file it came from, or "<command line>"
   ListenAddress listen{"127.0.0.1", 6543};
   ListenAddress admin_listen{"127.0.0.1", 9543};
-  uint32_t workers = 0;  //!< network threads; 0: one per core
+  uint32_t workers = 0; //!< network threads; 0: one per core
   std::string primary_uri;
   BackendTarget primary;
   std::optional<BackendTarget> secondary;
@@ -65,7 +66,7 @@ struct Config {
   std::string tls_cert_file;
   std::string tls_key_file;
   Limits limits;
-  std::string admin_token;  //!< empty: admin API actions other than health and metrics refused
+  std::string admin_token; //!< empty: admin API actions other than health and metrics refused
   std::string log_level = "info";
   LogFormat log_format = LogFormat::kText;
 
@@ -85,13 +86,13 @@ struct Overrides {
 
 //! One row of the settings table: every key the config file may hold.
 struct SettingInfo {
-  std::string_view path;  //!< dotted key, e.g. "limits.max_clients"
-  bool reloadable;        //!< whether SIGHUP may change it on a running proxy
+  std::string_view path; //!< dotted key, e.g. "limits.max_clients"
+  bool reloadable;       //!< whether SIGHUP may change it on a running proxy
   std::string_view description;
 };
 
 //! Every setting, in the order the reference documents them.
-const std::vector<SettingInfo>& settings_table();
+std::span<const SettingInfo> settings_table();
 
 //! Builds and validates a snapshot from a YAML file (or none) plus overrides. Errors name the
 //! file, the key and why, e.g. "s.yaml: limits.max_clients: must be an integer >= 1".
@@ -108,4 +109,4 @@ std::vector<std::string> restart_only_changes(const Config& before, const Config
 //! Parses "host:port" ("[::1]:6543" for IPv6).
 Result<ListenAddress> parse_listen_address(std::string_view text);
 
-}  // namespace switchyard::config
+} // namespace switchyard::config

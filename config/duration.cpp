@@ -24,4 +24,4 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
   return std::chrono::milliseconds(static_cast<int64_t>(value * ms_per_unit));
 }
 
-}  // namespace switchyard::config
+} // namespace switchyard::config

@@ -11,22 +11,23 @@ namespace {
 
 // %j: the message escaped as a JSON string body, so JSON log lines stay valid.
 class JsonEscapedMessage : public spdlog::custom_flag_formatter {
- public:
-  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
     for (char c : std::string_view(msg.payload.data(), msg.payload.size())) {
       switch (c) {
-        case '"': dest.append(std::string_view("\\\"")); break;
-        case '\\': dest.append(std::string_view("\\\\")); break;
-        case '\n': dest.append(std::string_view("\\n")); break;
-        case '\t': dest.append(std::string_view("\\t")); break;
-        default:
-          if (static_cast<unsigned char>(c) < 0x20) {
-            static constexpr char kHex[] = "0123456789abcdef";
-            const char escaped[] = {'\\', 'u', '0', '0', kHex[(c >> 4) & 15], kHex[c & 15]};
-            dest.append(escaped, escaped + 6);
-          } else {
-            dest.push_back(c);
-          }
+      case '"': dest.append(std::string_view("\\\"")); break;
+      case '\\': dest.append(std::string_view("\\\\")); break;
+      case '\n': dest.append(std::string_view("\\n")); break;
+      case '\t': dest.append(std::string_view("\\t")); break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          static constexpr char kHex[] = "0123456789abcdef";
+          const char escaped[] = {'\\', 'u', '0', '0', kHex[(c >> 4) & 15], kHex[c & 15]};
+          dest.append(escaped, escaped + 6);
+        } else {
+          dest.push_back(c);
+        }
       }
     }
   }
@@ -35,7 +36,7 @@ class JsonEscapedMessage : public spdlog::custom_flag_formatter {
   }
 };
 
-}  // namespace
+} // namespace
 
 void setup_logging(std::string_view level, bool json) {
   auto logger = std::make_shared<spdlog::logger>("switchyard",
@@ -57,4 +58,4 @@ void set_log_level(std::string_view level) {
   spdlog::set_level(spdlog::level::from_str(std::string(level)));
 }
 
-}  // namespace switchyard::monitoring
+} // namespace switchyard::monitoring

@@ -9,4 +9,4 @@ void setup_logging(std::string_view level, bool json);
 //! Changes the level of the running logger (config reload).
 void set_log_level(std::string_view level);
 
-}  // namespace switchyard::monitoring
+} // namespace switchyard::monitoring

@@ -43,7 +43,7 @@ enum class CancelResult { kForwarded, kUnknownKey, kFailed, kCount };
 //! Every metric of switchyard, declared in one place and labelled once at start-up so the
 //! data path only touches pre-resolved counters (no label lookups per message).
 class Metrics {
- public:
+public:
   Metrics();
 
   prometheus::Registry& registry() { return *registry_; }
@@ -52,7 +52,9 @@ class Metrics {
   prometheus::Counter& clients_accepted() { return *clients_accepted_; }
   prometheus::Counter& client_closed(CloseReason r) { return *client_closed_[idx(r)]; }
   prometheus::Gauge& backend_connections(BackendRole r) { return *backend_connections_[idx(r)]; }
-  prometheus::Counter& backend_connect_failures(BackendRole r) { return *backend_connect_failures_[idx(r)]; }
+  prometheus::Counter& backend_connect_failures(BackendRole r) {
+    return *backend_connect_failures_[idx(r)];
+  }
   prometheus::Counter& queries(BackendRole r) { return *queries_[idx(r)]; }
   prometheus::Counter& backend_errors(BackendRole r) { return *backend_errors_[idx(r)]; }
   prometheus::Counter& bytes_to_backend(BackendRole r) { return *bytes_to_backend_[idx(r)]; }
@@ -61,9 +63,8 @@ class Metrics {
   prometheus::Counter& cancel_requests(CancelResult r) { return *cancel_requests_[idx(r)]; }
   prometheus::Counter& config_reloads(bool ok) { return ok ? *reloads_ok_ : *reloads_failed_; }
 
- private:
-  template <class E>
-  static size_t idx(E e) { return static_cast<size_t>(e); }
+private:
+  template <class E> static size_t idx(E e) { return static_cast<size_t>(e); }
   static constexpr size_t kRoles = static_cast<size_t>(BackendRole::kCount);
 
   std::shared_ptr<prometheus::Registry> registry_;
@@ -82,4 +83,4 @@ class Metrics {
   prometheus::Counter* reloads_failed_;
 };
 
-}  // namespace switchyard::monitoring
+} // namespace switchyard::monitoring

@@ -50,7 +50,8 @@ std::string salted_password(std::string_view password, std::string_view salt, in
 
 std::string xor_bytes(std::string_view a, std::string_view b) {
   std::string out(a);
-  for (size_t i = 0; i < out.size() && i < b.size(); ++i) out[i] = static_cast<char>(out[i] ^ b[i]);
+  for (size_t i = 0; i < out.size() && i < b.size(); ++i)
+    out[i] = static_cast<char>(out[i] ^ b[i]);
   return out;
 }
 
@@ -58,7 +59,8 @@ std::string xor_bytes(std::string_view a, std::string_view b) {
 bool equal_secret(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  for (size_t i = 0; i < a.size(); ++i)
+    diff |= static_cast<unsigned char>(a[i] ^ b[i]);
   return diff == 0;
 }
 
@@ -75,9 +77,11 @@ std::optional<std::string_view> attribute(std::string_view message, char name) {
   return std::nullopt;
 }
 
-std::string random_nonce() { return base64_encode(random_bytes(kNonceBytes)); }
+std::string random_nonce() {
+  return base64_encode(random_bytes(kNonceBytes));
+}
 
-}  // namespace
+} // namespace
 
 std::string md5_password_hash(std::string_view user, std::string_view password) {
   return "md5" + hex(digest(EVP_md5(), std::string(password) + std::string(user)));
@@ -140,7 +144,8 @@ Result<ScramSecret> parse_scram_verifier(std::string_view verifier) {
   size_t colon = rest.find(':');
   size_t dollar = rest.find('$');
   if (colon == std::string_view::npos || dollar == std::string_view::npos || colon > dollar) {
-    return Error{"SCRAM verifier must look like SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>"};
+    return Error{
+        "SCRAM verifier must look like SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>"};
   }
   ScramSecret secret;
   auto [ptr, ec] = std::from_chars(rest.data(), rest.data() + colon, secret.iterations);
@@ -177,7 +182,8 @@ Result<std::string> ScramServer::handle_client_first(std::string_view message) {
   gs2_header_ = std::string(message.substr(0, header_end + 1));
   client_first_bare_ = std::string(message.substr(header_end + 1));
   auto client_nonce = attribute(client_first_bare_, 'r');
-  if (!client_nonce || client_nonce->empty()) return Error{"SCRAM client-first-message has no nonce"};
+  if (!client_nonce || client_nonce->empty())
+    return Error{"SCRAM client-first-message has no nonce"};
   nonce_ = std::string(*client_nonce) + random_nonce();
   server_first_ = "r=" + nonce_ + ",s=" + base64_encode(secret_.salt) +
                   ",i=" + std::to_string(secret_.iterations);
@@ -209,13 +215,16 @@ Result<std::string> ScramServer::handle_client_final(std::string_view message) {
 ScramClient::ScramClient(std::string password)
     : password_(std::move(password)), client_nonce_(random_nonce()) {}
 
-std::string ScramClient::client_first() const { return "n,,n=,r=" + client_nonce_; }
+std::string ScramClient::client_first() const {
+  return "n,,n=,r=" + client_nonce_;
+}
 
 Result<std::string> ScramClient::handle_server_first(std::string_view message) {
   auto nonce = attribute(message, 'r');
   auto salt_text = attribute(message, 's');
   auto iterations_text = attribute(message, 'i');
-  if (!nonce || !salt_text || !iterations_text) return Error{"malformed SCRAM server-first-message"};
+  if (!nonce || !salt_text || !iterations_text)
+    return Error{"malformed SCRAM server-first-message"};
   if (!nonce->starts_with(client_nonce_) || nonce->size() == client_nonce_.size()) {
     return Error{"SCRAM server nonce does not extend the client nonce"};
   }
@@ -246,4 +255,4 @@ Status ScramClient::verify_server_final(std::string_view message) const {
   return Ok{};
 }
 
-}  // namespace switchyard::protocol
+} // namespace switchyard::protocol

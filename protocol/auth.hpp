@@ -22,9 +22,9 @@ std::string random_bytes(size_t n);
 //! What a server keeps to check SCRAM-SHA-256 logins without knowing the password.
 struct ScramSecret {
   int iterations = 4096;
-  std::string salt;        //!< raw bytes
-  std::string stored_key;  //!< raw 32 bytes
-  std::string server_key;  //!< raw 32 bytes
+  std::string salt;       //!< raw bytes
+  std::string stored_key; //!< raw 32 bytes
+  std::string server_key; //!< raw 32 bytes
 };
 
 //! Derives the secret for `password` (as CREATE ROLE ... PASSWORD does).
@@ -36,14 +36,14 @@ std::string format_scram_verifier(const ScramSecret& secret);
 
 //! Server side of one SCRAM-SHA-256 exchange (RFC 5802/7677, no channel binding).
 class ScramServer {
- public:
+public:
   explicit ScramServer(ScramSecret secret) : secret_(std::move(secret)) {}
   //! Takes the client-first-message, returns the server-first-message.
   Result<std::string> handle_client_first(std::string_view message);
   //! Takes the client-final-message; returns the server-final-message if the proof is right.
   Result<std::string> handle_client_final(std::string_view message);
 
- private:
+private:
   ScramSecret secret_;
   std::string gs2_header_;
   std::string client_first_bare_;
@@ -53,7 +53,7 @@ class ScramServer {
 
 //! Client side of one SCRAM-SHA-256 exchange, used to log in to backends.
 class ScramClient {
- public:
+public:
   explicit ScramClient(std::string password);
   //! The client-first-message.
   std::string client_first() const;
@@ -62,10 +62,10 @@ class ScramClient {
   //! Checks the server-final-message proves the server knew the secret too.
   Status verify_server_final(std::string_view message) const;
 
- private:
+private:
   std::string password_;
   std::string client_nonce_;
   std::string expected_server_signature_;
 };
 
-}  // namespace switchyard::protocol
+} // namespace switchyard::protocol

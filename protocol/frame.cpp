@@ -12,22 +12,37 @@ struct MessageType {
 
 // Every message of protocol 3.0, by the side that sends it.
 constexpr MessageType kFrontendMessages[] = {
-    {'B', "Bind"},     {'C', "Close"},        {'d', "CopyData"}, {'c', "CopyDone"},
-    {'f', "CopyFail"}, {'D', "Describe"},     {'E', "Execute"},  {'H', "Flush"},
-    {'F', "FunctionCall"}, {'P', "Parse"},    {'p', "PasswordMessage"},
-    {'Q', "Query"},    {'S', "Sync"},         {'X', "Terminate"},
+    {'B', "Bind"},         {'C', "Close"},     {'d', "CopyData"},        {'c', "CopyDone"},
+    {'f', "CopyFail"},     {'D', "Describe"},  {'E', "Execute"},         {'H', "Flush"},
+    {'F', "FunctionCall"}, {'P', "Parse"},     {'p', "PasswordMessage"}, {'Q', "Query"},
+    {'S', "Sync"},         {'X', "Terminate"},
 };
 
 constexpr MessageType kBackendMessages[] = {
-    {'R', "Authentication"},      {'K', "BackendKeyData"},   {'2', "BindComplete"},
-    {'3', "CloseComplete"},       {'C', "CommandComplete"},  {'d', "CopyData"},
-    {'c', "CopyDone"},            {'G', "CopyInResponse"},   {'H', "CopyOutResponse"},
-    {'W', "CopyBothResponse"},    {'D', "DataRow"},          {'I', "EmptyQueryResponse"},
-    {'E', "ErrorResponse"},       {'V', "FunctionCallResponse"},
-    {'v', "NegotiateProtocolVersion"}, {'n', "NoData"},      {'N', "NoticeResponse"},
-    {'A', "NotificationResponse"}, {'t', "ParameterDescription"},
-    {'S', "ParameterStatus"},     {'1', "ParseComplete"},    {'s', "PortalSuspended"},
-    {'Z', "ReadyForQuery"},       {'T', "RowDescription"},
+    {'R', "Authentication"},
+    {'K', "BackendKeyData"},
+    {'2', "BindComplete"},
+    {'3', "CloseComplete"},
+    {'C', "CommandComplete"},
+    {'d', "CopyData"},
+    {'c', "CopyDone"},
+    {'G', "CopyInResponse"},
+    {'H', "CopyOutResponse"},
+    {'W', "CopyBothResponse"},
+    {'D', "DataRow"},
+    {'I', "EmptyQueryResponse"},
+    {'E', "ErrorResponse"},
+    {'V', "FunctionCallResponse"},
+    {'v', "NegotiateProtocolVersion"},
+    {'n', "NoData"},
+    {'N', "NoticeResponse"},
+    {'A', "NotificationResponse"},
+    {'t', "ParameterDescription"},
+    {'S', "ParameterStatus"},
+    {'1', "ParseComplete"},
+    {'s', "PortalSuspended"},
+    {'Z', "ReadyForQuery"},
+    {'T', "RowDescription"},
 };
 
 std::string describe_tag(char tag) {
@@ -45,7 +60,8 @@ Malformation check_header_fields(Direction direction, char tag, uint32_t length,
                 " message type " + describe_tag(tag)};
   }
   if (length < 4) {
-    return {FrameFault::kBadLength, "invalid message length " + std::to_string(length) + " (below 4)"};
+    return {FrameFault::kBadLength,
+            "invalid message length " + std::to_string(length) + " (below 4)"};
   }
   if (length > max_length) {
     return {FrameFault::kTooLarge, "message of " + std::to_string(length) +
@@ -55,7 +71,7 @@ Malformation check_header_fields(Direction direction, char tag, uint32_t length,
   return {};
 }
 
-}  // namespace
+} // namespace
 
 const char* message_name(Direction direction, char tag) {
   if (direction == Direction::kFrontend) {
@@ -93,4 +109,4 @@ Malformation FrameScanner::check_header() {
   return bad;
 }
 
-}  // namespace switchyard::protocol
+} // namespace switchyard::protocol

@@ -42,7 +42,7 @@ struct DecodeResult {
   DecodeStatus status = DecodeStatus::kNeedMoreData;
   Frame frame;
   size_t consumed = 0;       //!< bytes of the buffer the message took (kMessage only)
-  Malformation malformation;  //!< why the bytes are malformed (kMalformed only)
+  Malformation malformation; //!< why the bytes are malformed (kMalformed only)
 };
 
 //! Decodes the tagged message at the start of `in` if it is complete. A length below 4,
@@ -53,14 +53,14 @@ DecodeResult decode_frame(std::string_view in, Direction direction, uint32_t max
 //! relay can forward whole reads at once and still see every message. For each message it
 //! reports the tag, the length and up to kPeekBytes of the body once the message has ended.
 class FrameScanner {
- public:
+public:
   static constexpr size_t kPeekBytes = 96;
 
   //! What the sink is told about a message once its last byte has been scanned.
   struct Event {
     char tag;
-    uint32_t length;        //!< the length field: body size + 4
-    std::string_view peek;  //!< the first min(body size, kPeekBytes) bytes of the body
+    uint32_t length;       //!< the length field: body size + 4
+    std::string_view peek; //!< the first min(body size, kPeekBytes) bytes of the body
   };
 
   FrameScanner(Direction direction, uint32_t max_length)
@@ -68,13 +68,12 @@ class FrameScanner {
 
   //! Scans `chunk`, calling sink(const Event&) for each message that ends in it. Returns no
   //! malformation, or what is malformed (the scanner must then not be used again).
-  template <class Sink>
-  Malformation scan(std::string_view chunk, Sink&& sink);
+  template <class Sink> Malformation scan(std::string_view chunk, Sink&& sink);
 
   //! True between messages (no partial header or body pending).
   bool at_boundary() const { return header_have_ == 0 && !in_body_; }
 
- private:
+private:
   Malformation check_header();
 
   Direction direction_;
@@ -87,8 +86,7 @@ class FrameScanner {
   size_t peek_have_ = 0;
 };
 
-template <class Sink>
-Malformation FrameScanner::scan(std::string_view chunk, Sink&& sink) {
+template <class Sink> Malformation FrameScanner::scan(std::string_view chunk, Sink&& sink) {
   size_t pos = 0;
   while (true) {
     if (!in_body_) {
@@ -110,7 +108,7 @@ Malformation FrameScanner::scan(std::string_view chunk, Sink&& sink) {
     }
     body_left_ -= static_cast<uint32_t>(take);
     pos += take;
-    if (body_left_ != 0) break;  // the chunk ended inside this body
+    if (body_left_ != 0) break; // the chunk ended inside this body
     uint32_t length = (static_cast<uint32_t>(static_cast<unsigned char>(header_[1])) << 24) |
                       (static_cast<uint32_t>(static_cast<unsigned char>(header_[2])) << 16) |
                       (static_cast<uint32_t>(static_cast<unsigned char>(header_[3])) << 8) |
@@ -122,4 +120,4 @@ Malformation FrameScanner::scan(std::string_view chunk, Sink&& sink) {
   return {};
 }
 
-}  // namespace switchyard::protocol
+} // namespace switchyard::protocol

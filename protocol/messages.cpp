@@ -31,12 +31,12 @@ Result<ErrorFields> parse_error(std::string_view body) {
     auto value = reader.cstring();
     if (!value) return Error{"error field without terminator"};
     switch (*code) {
-      case 'S': fields.severity = *value; break;
-      case 'C': fields.sqlstate = *value; break;
-      case 'M': fields.message = *value; break;
-      case 'D': fields.detail = *value; break;
-      case 'H': fields.hint = *value; break;
-      default: break;
+    case 'S': fields.severity = *value; break;
+    case 'C': fields.sqlstate = *value; break;
+    case 'M': fields.message = *value; break;
+    case 'D': fields.detail = *value; break;
+    case 'H': fields.hint = *value; break;
+    default: break;
     }
   }
   return fields;
@@ -49,7 +49,8 @@ void append_auth(std::string& out, AuthCode code, std::string_view data) {
 void append_auth_sasl(std::string& out, const std::vector<std::string>& mechanisms) {
   MessageBuilder m(out, 'R');
   m.u32(static_cast<uint32_t>(AuthCode::kSasl));
-  for (const auto& mechanism : mechanisms) m.cstring(mechanism);
+  for (const auto& mechanism : mechanisms)
+    m.cstring(mechanism);
   m.byte('\0');
 }
 
@@ -61,7 +62,9 @@ void append_backend_key_data(std::string& out, uint32_t pid, uint32_t key) {
   MessageBuilder(out, 'K').u32(pid).u32(key);
 }
 
-void append_ready_for_query(std::string& out, char status) { MessageBuilder(out, 'Z').byte(status); }
+void append_ready_for_query(std::string& out, char status) {
+  MessageBuilder(out, 'Z').byte(status);
+}
 
 void append_password(std::string& out, std::string_view password) {
   MessageBuilder(out, 'p').cstring(password);
@@ -75,6 +78,8 @@ void append_sasl_response(std::string& out, std::string_view data) {
   MessageBuilder(out, 'p').bytes(data);
 }
 
-void append_terminate(std::string& out) { MessageBuilder(out, 'X'); }
+void append_terminate(std::string& out) {
+  append_empty_message(out, 'X');
+}
 
-}  // namespace switchyard::protocol
+} // namespace switchyard::protocol

@@ -22,11 +22,11 @@ inline constexpr std::string_view kIdleInTransactionTimeout = "25P03";
 inline constexpr std::string_view kAdminShutdown = "57P01";
 inline constexpr std::string_view kFeatureNotSupported = "0A000";
 inline constexpr std::string_view kInternalError = "XX000";
-}  // namespace sqlstate
+} // namespace sqlstate
 
 //! The fields of an ErrorResponse or NoticeResponse the proxy writes or reads.
 struct ErrorFields {
-  std::string severity;  //!< "ERROR", "FATAL", "NOTICE", ...
+  std::string severity; //!< "ERROR", "FATAL", "NOTICE", ...
   std::string sqlstate;
   std::string message;
   std::string detail;
@@ -64,4 +64,4 @@ void append_sasl_response(std::string& out, std::string_view data);
 //! A Terminate ('X').
 void append_terminate(std::string& out);
 
-}  // namespace switchyard::protocol
+} // namespace switchyard::protocol

@@ -13,11 +13,10 @@ struct Error {
 };
 
 //! Either a value or an Error (std::expected is C++23; this is the part we need).
-template <class T>
-class [[nodiscard]] Result {
- public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
-  Result(Error error) : error_(std::move(error.message)) {}  // NOLINT(google-explicit-constructor)
+template <class T> class [[nodiscard]] Result {
+public:
+  Result(T value) : value_(std::move(value)) {}             // NOLINT(google-explicit-constructor)
+  Result(Error error) : error_(std::move(error.message)) {} // NOLINT(google-explicit-constructor)
 
   bool ok() const { return value_.has_value(); }
   explicit operator bool() const { return ok(); }
@@ -29,7 +28,7 @@ class [[nodiscard]] Result {
   const T* operator->() const { return &*value_; }
   const std::string& error() const { return error_; }
 
- private:
+private:
   std::optional<T> value_;
   std::string error_;
 };
@@ -38,4 +37,4 @@ class [[nodiscard]] Result {
 struct Ok {};
 using Status = Result<Ok>;
 
-}  // namespace switchyard
+} // namespace switchyard

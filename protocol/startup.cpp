@@ -28,23 +28,22 @@ Result<StartupPacket> parse_startup_packet(std::string_view packet) {
   StartupPacket out;
   out.protocol = *reader.u32();
   switch (out.protocol) {
-    case kSslRequestCode:
-    case kGssEncRequestCode:
-      if (!reader.at_end()) return Error{"invalid length of encryption request packet"};
-      out.kind = out.protocol == kSslRequestCode ? StartupKind::kSslRequest
-                                                 : StartupKind::kGssEncRequest;
-      return out;
-    case kCancelRequestCode: {
-      auto pid = reader.u32();
-      auto key = reader.u32();
-      if (!pid || !key || !reader.at_end()) return Error{"invalid length of cancel request packet"};
-      out.kind = StartupKind::kCancelRequest;
-      out.cancel_pid = *pid;
-      out.cancel_key = *key;
-      return out;
-    }
-    default:
-      break;
+  case kSslRequestCode:
+  case kGssEncRequestCode:
+    if (!reader.at_end()) return Error{"invalid length of encryption request packet"};
+    out.kind =
+        out.protocol == kSslRequestCode ? StartupKind::kSslRequest : StartupKind::kGssEncRequest;
+    return out;
+  case kCancelRequestCode: {
+    auto pid = reader.u32();
+    auto key = reader.u32();
+    if (!pid || !key || !reader.at_end()) return Error{"invalid length of cancel request packet"};
+    out.kind = StartupKind::kCancelRequest;
+    out.cancel_pid = *pid;
+    out.cancel_key = *key;
+    return out;
+  }
+  default: break;
   }
   if ((out.protocol >> 16) != 3) {
     return Error{"unsupported frontend protocol " + std::to_string(out.protocol >> 16) + "." +
@@ -58,8 +57,10 @@ Result<StartupPacket> parse_startup_packet(std::string_view packet) {
     if (!value) return Error{"invalid startup packet layout: expected terminator as last byte"};
     out.parameters.emplace_back(std::string(*key), std::string(*value));
   }
-  if (!reader.at_end()) return Error{"invalid startup packet layout: expected terminator as last byte"};
-  if (out.parameter("user").empty()) return Error{"no PostgreSQL user name specified in startup packet"};
+  if (!reader.at_end())
+    return Error{"invalid startup packet layout: expected terminator as last byte"};
+  if (out.parameter("user").empty())
+    return Error{"no PostgreSQL user name specified in startup packet"};
   return out;
 }
 
@@ -68,7 +69,8 @@ std::string encode_startup(const std::vector<std::pair<std::string, std::string>
   {
     MessageBuilder m(out, 0);
     m.u32(kProtocolVersion3);
-    for (const auto& [key, value] : parameters) m.cstring(key).cstring(value);
+    for (const auto& [key, value] : parameters)
+      m.cstring(key).cstring(value);
     m.byte('\0');
   }
   return out;
@@ -86,4 +88,4 @@ std::string encode_cancel_request(uint32_t pid, uint32_t key) {
   return out;
 }
 
-}  // namespace switchyard::protocol
+} // namespace switchyard::protocol

@@ -24,9 +24,9 @@ enum class StartupKind { kStartup, kSslRequest, kGssEncRequest, kCancelRequest }
 struct StartupPacket {
   StartupKind kind = StartupKind::kStartup;
   uint32_t protocol = 0;
-  std::vector<std::pair<std::string, std::string>> parameters;  //!< kStartup only, in order
-  uint32_t cancel_pid = 0;                                      //!< kCancelRequest only
-  uint32_t cancel_key = 0;                                      //!< kCancelRequest only
+  std::vector<std::pair<std::string, std::string>> parameters; //!< kStartup only, in order
+  uint32_t cancel_pid = 0;                                     //!< kCancelRequest only
+  uint32_t cancel_key = 0;                                     //!< kCancelRequest only
 
   //! The value of a startup parameter, or "" when the client did not send it.
   std::string_view parameter(std::string_view name) const;
@@ -46,4 +46,4 @@ std::string encode_ssl_request();
 //! Encodes a CancelRequest.
 std::string encode_cancel_request(uint32_t pid, uint32_t key);
 
-}  // namespace switchyard::protocol
+} // namespace switchyard::protocol

@@ -13,6 +13,11 @@ void append_u16(std::string& out, uint16_t v) {
   out.append(b, 2);
 }
 
+void append_empty_message(std::string& out, char tag) {
+  out.push_back(tag);
+  append_u32(out, 4);
+}
+
 std::optional<uint32_t> BodyReader::u32() {
   if (body_.size() - pos_ < 4) return std::nullopt;
   uint32_t v = read_u32(body_.data() + pos_);
@@ -83,4 +88,4 @@ MessageBuilder& MessageBuilder::bytes(std::string_view s) {
   return *this;
 }
 
-}  // namespace switchyard::protocol
+} // namespace switchyard::protocol

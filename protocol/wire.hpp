@@ -24,10 +24,13 @@ void append_u32(std::string& out, uint32_t v);
 //! Appends a big-endian 16-bit integer.
 void append_u16(std::string& out, uint16_t v);
 
+//! Appends a message that has no body (Sync, Flush, Terminate, CopyDone, ...).
+void append_empty_message(std::string& out, char tag);
+
 //! Walks a message body field by field; every read is bounds-checked and a short body makes
 //! the reader fail (ok() == false) instead of reading past the end.
 class BodyReader {
- public:
+public:
   explicit BodyReader(std::string_view body) : body_(body) {}
 
   std::optional<uint32_t> u32();
@@ -40,7 +43,7 @@ class BodyReader {
   std::string_view rest() const { return body_.substr(pos_); }
   bool at_end() const { return pos_ == body_.size(); }
 
- private:
+private:
   std::string_view body_;
   size_t pos_ = 0;
 };
@@ -48,7 +51,7 @@ class BodyReader {
 //! Builds one protocol message in place at the end of `out`: tag (none for startup-style
 //! packets), a length patched in by the destructor, then the fields appended.
 class MessageBuilder {
- public:
+public:
   //! tag == 0 builds an untagged packet (StartupMessage, SSLRequest, CancelRequest).
   MessageBuilder(std::string& out, char tag);
   ~MessageBuilder();
@@ -61,9 +64,9 @@ class MessageBuilder {
   MessageBuilder& cstring(std::string_view s);
   MessageBuilder& bytes(std::string_view s);
 
- private:
+private:
   std::string& out_;
   size_t length_at_;
 };
 
-}  // namespace switchyard::protocol
+} // namespace switchyard::protocol

@@ -1,10 +1,9 @@
 #include "proxy/admin_server.hpp"
 
-#include <prometheus/text_serializer.h>
-#include <spdlog/spdlog.h>
-
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <prometheus/text_serializer.h>
+#include <spdlog/spdlog.h>
 
 #include "proxy/spawn.hpp"
 
@@ -15,25 +14,27 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 
 constexpr auto kReadyProbeTimeout = std::chrono::seconds(1);
-constexpr size_t kMaxRequestBytes = 64 * 1024;
+constexpr size_t kMaxRequestBytes = size_t{64} * 1024;
 
 // Ready when a TCP connection to the primary succeeds within a second.
 asio::awaitable<std::string> probe_primary(const config::BackendTarget& primary) {
   auto executor = co_await asio::this_coro::executor;
   tcp::resolver resolver(executor);
-  auto [rec, endpoints] = co_await resolver.async_resolve(primary.host, std::to_string(primary.port), use_tuple);
+  auto [rec, endpoints] =
+      co_await resolver.async_resolve(primary.host, std::to_string(primary.port), use_tuple);
   if (rec) co_return "cannot resolve primary host: " + rec.message();
   tcp::socket socket(executor);
   asio::steady_timer timer(executor, kReadyProbeTimeout);
-  auto outcome = co_await (asio::async_connect(socket, endpoints, use_tuple) || timer.async_wait(use_tuple));
+  auto outcome =
+      co_await (asio::async_connect(socket, endpoints, use_tuple) || timer.async_wait(use_tuple));
   if (outcome.index() == 1) co_return "primary did not accept a connection within 1 s";
   auto [ec, endpoint] = std::get<0>(outcome);
   if (ec) co_return "primary refused the connection: " + ec.message();
   co_return "";
 }
 
-asio::awaitable<http::response<http::string_body>> handle(const http::request<http::string_body>& request,
-                                                          Services& services) {
+asio::awaitable<http::response<http::string_body>>
+handle(const http::request<http::string_body>& request, Services& services) {
   http::response<http::string_body> response{http::status::ok, request.version()};
   response.set(http::field::server, "switchyard");
   response.set(http::field::content_type, "text/plain; charset=utf-8");
@@ -44,7 +45,8 @@ asio::awaitable<http::response<http::string_body>> handle(const http::request<ht
     response.body() = "only GET is supported here\n";
   } else if (target == "/metrics") {
     response.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
-    response.body() = prometheus::TextSerializer().Serialize(services.metrics().registry().Collect());
+    response.body() =
+        prometheus::TextSerializer().Serialize(services.metrics().registry().Collect());
   } else if (target == "/healthz") {
     response.body() = "ok\n";
   } else if (target == "/readyz") {
@@ -70,7 +72,7 @@ asio::awaitable<void> serve_connection(tcp::socket socket, Services& services) {
     http::request_parser<http::string_body> parser;
     parser.body_limit(kMaxRequestBytes);
     auto [ec, n] = co_await http::async_read(socket, buffer, parser, use_tuple);
-    if (ec) co_return;  // closed, or a request too large or malformed: drop the connection
+    if (ec) co_return; // closed, or a request too large or malformed: drop the connection
     auto request = parser.release();
     auto response = co_await handle(request, services);
     auto [wec, wn] = co_await http::async_write(socket, response, use_tuple);
@@ -78,7 +80,7 @@ asio::awaitable<void> serve_connection(tcp::socket socket, Services& services) {
   }
 }
 
-}  // namespace
+} // namespace
 
 asio::awaitable<void> serve_admin(tcp::acceptor acceptor, Services& services) {
   while (true) {
@@ -88,8 +90,9 @@ asio::awaitable<void> serve_admin(tcp::acceptor acceptor, Services& services) {
       spdlog::warn("admin accept failed: {}", ec.message());
       continue;
     }
-    spawn(acceptor.get_executor(), serve_connection(std::move(socket), services), "admin connection");
+    spawn(acceptor.get_executor(), serve_connection(std::move(socket), services),
+          "admin connection");
   }
 }
 
-}  // namespace switchyard::proxy
+} // namespace switchyard::proxy

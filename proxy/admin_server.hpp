@@ -9,4 +9,4 @@ namespace switchyard::proxy {
 //! /healthz (the process answers) and /readyz (the primary accepts TCP connections).
 asio::awaitable<void> serve_admin(tcp::acceptor acceptor, Services& services);
 
-}  // namespace switchyard::proxy
+} // namespace switchyard::proxy

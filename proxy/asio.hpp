@@ -16,4 +16,4 @@ using namespace boost::asio::experimental::awaitable_operators;
 //! Completion token: co_await yields std::tuple<error_code, ...> instead of throwing.
 inline constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
-}  // namespace switchyard::proxy
+} // namespace switchyard::proxy

@@ -12,14 +12,17 @@ namespace {
 constexpr uint32_t kMaxLoginMessage = 1u << 20;
 constexpr std::string_view kScram = "SCRAM-SHA-256";
 
-BackendFailure failure(std::string message) { return BackendFailure{false, std::move(message), {}}; }
+BackendFailure failure(std::string message) {
+  return BackendFailure{false, std::move(message), {}};
+}
 
 asio::awaitable<Result<tcp::socket>> connect_tcp(const config::BackendTarget& target) {
   auto executor = co_await asio::this_coro::executor;
   tcp::resolver resolver(executor);
   auto [resolve_ec, endpoints] =
       co_await resolver.async_resolve(target.host, std::to_string(target.port), use_tuple);
-  if (resolve_ec) co_return Error{"could not resolve \"" + target.host + "\": " + resolve_ec.message()};
+  if (resolve_ec)
+    co_return Error{"could not resolve \"" + target.host + "\": " + resolve_ec.message()};
   tcp::socket socket(executor);
   auto [ec, endpoint] = co_await asio::async_connect(socket, endpoints, use_tuple);
   if (ec) co_return Error{ec.message()};
@@ -67,7 +70,7 @@ asio::awaitable<std::optional<BackendFailure>> authenticate(Stream& stream, Mess
       auto fields = protocol::parse_error(frame->body);
       co_return BackendFailure{true, fields ? fields->message : "login rejected", std::move(raw)};
     }
-    if (frame->tag == 'v') continue;  // NegotiateProtocolVersion: we speak 3.0 only anyway
+    if (frame->tag == 'v') continue; // NegotiateProtocolVersion: we speak 3.0 only anyway
     if (frame->tag != 'R') co_return failure("unexpected message during login");
     protocol::BodyReader body(frame->body);
     auto code = body.u32();
@@ -75,48 +78,52 @@ asio::awaitable<std::optional<BackendFailure>> authenticate(Stream& stream, Mess
     std::string reply;
     using protocol::AuthCode;
     switch (static_cast<AuthCode>(*code)) {
-      case AuthCode::kOk:
-        co_return std::nullopt;
-      case AuthCode::kCleartextPassword:
-        if (request.password.empty()) co_return failure("the backend asks for a password and none is configured");
-        protocol::append_password(reply, request.password);
-        break;
-      case AuthCode::kMd5Password: {
-        auto salt = body.bytes(4);
-        if (!salt) co_return failure("truncated md5 authentication request");
-        if (request.password.empty()) co_return failure("the backend asks for a password and none is configured");
-        protocol::append_password(reply, protocol::md5_password_response(request.user, request.password, *salt));
-        break;
-      }
-      case AuthCode::kSasl: {
-        bool offered = false;
-        while (auto mechanism = body.cstring()) {
-          if (mechanism->empty()) break;
-          offered |= *mechanism == kScram;
-        }
-        if (!offered) co_return failure("the backend offers no SASL mechanism switchyard supports");
-        if (request.password.empty()) co_return failure("the backend asks for a password and none is configured");
-        scram.emplace(request.password);
-        protocol::append_sasl_initial(reply, kScram, scram->client_first());
-        break;
-      }
-      case AuthCode::kSaslContinue: {
-        if (!scram) co_return failure("SASLContinue without SASL");
-        auto final_message = scram->handle_server_first(body.rest());
-        if (!final_message) co_return failure(final_message.error());
-        protocol::append_sasl_response(reply, *final_message);
-        break;
-      }
-      case AuthCode::kSaslFinal: {
-        if (!scram) co_return failure("SASLFinal without SASL");
-        if (auto ok = scram->verify_server_final(body.rest()); !ok) co_return failure(ok.error());
-        continue;
-      }
-      default:
-        co_return failure("the backend asks for authentication method " + std::to_string(*code) +
-                          ", which switchyard does not support");
+    case AuthCode::kOk: co_return std::nullopt;
+    case AuthCode::kCleartextPassword:
+      if (request.password.empty())
+        co_return failure("the backend asks for a password and none is configured");
+      protocol::append_password(reply, request.password);
+      break;
+    case AuthCode::kMd5Password: {
+      auto salt = body.bytes(4);
+      if (!salt) co_return failure("truncated md5 authentication request");
+      if (request.password.empty())
+        co_return failure("the backend asks for a password and none is configured");
+      protocol::append_password(
+          reply, protocol::md5_password_response(request.user, request.password, *salt));
+      break;
     }
-    if (auto ec = co_await stream.write_all(reply); ec) co_return failure("login failed: " + ec.message());
+    case AuthCode::kSasl: {
+      bool offered = false;
+      while (auto mechanism = body.cstring()) {
+        if (mechanism->empty()) break;
+        offered |= *mechanism == kScram;
+      }
+      if (!offered) co_return failure("the backend offers no SASL mechanism switchyard supports");
+      if (request.password.empty())
+        co_return failure("the backend asks for a password and none is configured");
+      scram.emplace(request.password);
+      protocol::append_sasl_initial(reply, kScram, scram->client_first());
+      break;
+    }
+    case AuthCode::kSaslContinue: {
+      if (!scram) co_return failure("SASLContinue without SASL");
+      auto final_message = scram->handle_server_first(body.rest());
+      if (!final_message) co_return failure(final_message.error());
+      protocol::append_sasl_response(reply, *final_message);
+      break;
+    }
+    case AuthCode::kSaslFinal: {
+      if (!scram) co_return failure("SASLFinal without SASL");
+      if (auto ok = scram->verify_server_final(body.rest()); !ok) co_return failure(ok.error());
+      continue;
+    }
+    default:
+      co_return failure("the backend asks for authentication method " + std::to_string(*code) +
+                        ", which switchyard does not support");
+    }
+    if (auto ec = co_await stream.write_all(reply); ec)
+      co_return failure("login failed: " + ec.message());
   }
 }
 
@@ -125,11 +132,13 @@ asio::awaitable<BackendResult> login(const config::BackendTarget& target, ssl::c
   auto socket = co_await connect_tcp(target);
   if (!socket) co_return failure(socket.error());
   BackendSession session{Stream(std::move(*socket)), {}, 0, 0, 'I', {}};
-  if (auto s = co_await negotiate_tls(session.stream, target, tls); !s) co_return failure(s.error());
+  if (auto s = co_await negotiate_tls(session.stream, target, tls); !s)
+    co_return failure(s.error());
 
   std::vector<std::pair<std::string, std::string>> parameters = {{"user", request.user},
-                                                                  {"database", request.database}};
-  for (auto& option : request.options) parameters.push_back(option);
+                                                                 {"database", request.database}};
+  for (auto& option : request.options)
+    parameters.push_back(option);
   if (auto ec = co_await session.stream.write_all(protocol::encode_startup(parameters)); ec) {
     co_return failure("could not send startup packet: " + ec.message());
   }
@@ -140,36 +149,33 @@ asio::awaitable<BackendResult> login(const config::BackendTarget& target, ssl::c
     auto frame = co_await reader.read_frame();
     if (!frame) co_return failure("login failed: " + frame.error());
     switch (frame->tag) {
-      case 'S':
-      case 'N':
-        protocol::MessageBuilder(session.greeting, frame->tag).bytes(frame->body);
-        break;
-      case 'K': {
-        protocol::BodyReader body(frame->body);
-        auto pid = body.u32();
-        auto key = body.u32();
-        if (!pid || !key) co_return failure("truncated BackendKeyData");
-        session.pid = *pid;
-        session.key = *key;
-        break;
-      }
-      case 'E': {
-        std::string raw;
-        protocol::MessageBuilder(raw, 'E').bytes(frame->body);
-        auto fields = protocol::parse_error(frame->body);
-        co_return BackendFailure{true, fields ? fields->message : "login rejected", std::move(raw)};
-      }
-      case 'Z':
-        session.transaction_status = frame->body.empty() ? 'I' : frame->body[0];
-        session.leftover = reader.take_leftover();
-        co_return std::move(session);
-      default:
-        co_return failure("unexpected message during login");
+    case 'S':
+    case 'N': protocol::MessageBuilder(session.greeting, frame->tag).bytes(frame->body); break;
+    case 'K': {
+      protocol::BodyReader body(frame->body);
+      auto pid = body.u32();
+      auto key = body.u32();
+      if (!pid || !key) co_return failure("truncated BackendKeyData");
+      session.pid = *pid;
+      session.key = *key;
+      break;
+    }
+    case 'E': {
+      std::string raw;
+      protocol::MessageBuilder(raw, 'E').bytes(frame->body);
+      auto fields = protocol::parse_error(frame->body);
+      co_return BackendFailure{true, fields ? fields->message : "login rejected", std::move(raw)};
+    }
+    case 'Z':
+      session.transaction_status = frame->body.empty() ? 'I' : frame->body[0];
+      session.leftover = reader.take_leftover();
+      co_return std::move(session);
+    default: co_return failure("unexpected message during login");
     }
   }
 }
 
-}  // namespace
+} // namespace
 
 asio::awaitable<BackendResult> connect_backend(const config::BackendTarget& target,
                                                ssl::context* tls, LoginRequest request) {
@@ -196,4 +202,4 @@ asio::awaitable<Status> send_cancel_request(const config::BackendTarget& target,
   co_return Ok{};
 }
 
-}  // namespace switchyard::proxy
+} // namespace switchyard::proxy

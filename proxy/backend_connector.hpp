@@ -13,19 +13,19 @@ namespace switchyard::proxy {
 //! What a client asks of a backend login.
 struct LoginRequest {
   std::string user;
-  std::string password;  //!< may be empty when the backend needs none
+  std::string password; //!< may be empty when the backend needs none
   std::string database;
-  std::vector<std::pair<std::string, std::string>> options;  //!< other startup parameters
+  std::vector<std::pair<std::string, std::string>> options; //!< other startup parameters
 };
 
 //! A backend connection that finished its login and is idle (ReadyForQuery seen).
 struct BackendSession {
   Stream stream;
-  std::string greeting;  //!< the ParameterStatus/Notice messages the backend sent, raw
+  std::string greeting; //!< the ParameterStatus/Notice messages the backend sent, raw
   uint32_t pid = 0;
   uint32_t key = 0;
   char transaction_status = 'I';
-  std::string leftover;  //!< bytes read past ReadyForQuery, to relay first
+  std::string leftover; //!< bytes read past ReadyForQuery, to relay first
 };
 
 //! Why a login failed. `rejected` means the backend answered with an ErrorResponse, whose
@@ -47,4 +47,4 @@ asio::awaitable<BackendResult> connect_backend(const config::BackendTarget& targ
 asio::awaitable<Status> send_cancel_request(const config::BackendTarget& target, uint32_t pid,
                                             uint32_t key);
 
-}  // namespace switchyard::proxy
+} // namespace switchyard::proxy

@@ -11,7 +11,8 @@ std::pair<uint32_t, uint32_t> CancelRegistry::add(CancelTarget target) {
   std::lock_guard lock(mutex_);
   // Random pids, so one client cannot guess another's; 0 is avoided as libpq treats it as unset.
   uint32_t pid = protocol::read_u32(random.data()) & 0x7fffffff;
-  while (pid == 0 || entries_.contains(pid)) pid = (pid + 1) & 0x7fffffff;
+  while (pid == 0 || entries_.contains(pid))
+    pid = (pid + 1) & 0x7fffffff;
   entries_.emplace(pid, Entry{key, std::move(target)});
   return {pid, key};
 }
@@ -28,4 +29,4 @@ std::optional<CancelTarget> CancelRegistry::find(uint32_t pid, uint32_t key) con
   return it->second.target;
 }
 
-}  // namespace switchyard::proxy
+} // namespace switchyard::proxy

@@ -19,14 +19,14 @@ struct CancelTarget {
 //! Maps the BackendKeyData switchyard hands to clients to the backend connection serving
 //! them. Shared by all network threads; entries live as long as their session.
 class CancelRegistry {
- public:
+public:
   //! Issues a fresh (pid, key) pair for a session and remembers where it cancels.
   std::pair<uint32_t, uint32_t> add(CancelTarget target);
   void remove(uint32_t pid);
   //! The target for a CancelRequest, or nullopt if the pid is unknown or the key is wrong.
   std::optional<CancelTarget> find(uint32_t pid, uint32_t key) const;
 
- private:
+private:
   struct Entry {
     uint32_t key;
     CancelTarget target;
@@ -35,4 +35,4 @@ class CancelRegistry {
   std::unordered_map<uint32_t, Entry> entries_;
 };
 
-}  // namespace switchyard::proxy
+} // namespace switchyard::proxy

@@ -21,7 +21,8 @@ asio::awaitable<Result<protocol::Frame>> read_password_message(MessageReader& re
   auto frame = co_await reader.read_frame();
   if (!frame) co_return Error{frame.error()};
   if (frame->tag != 'p') {
-    co_return Error{"expected password response, got message type '" + std::string(1, frame->tag) + "'"};
+    co_return Error{"expected password response, got message type '" + std::string(1, frame->tag) +
+                    "'"};
   }
   co_return frame;
 }
@@ -108,8 +109,9 @@ asio::awaitable<Status> scram(Stream& stream, MessageReader& reader,
   if (!response) co_return Error{response.error()};
   auto server_final = server.handle_client_final(response->body);
   if (!server_final) {
-    co_return server_final.error() == "password authentication failed" ? auth_failed(name)
-                                                                       : Error{server_final.error()};
+    co_return server_final.error() == "password authentication failed"
+        ? auth_failed(name)
+        : Error{server_final.error()};
   }
   if (secret == &mock) co_return auth_failed(name);
   request.clear();
@@ -117,9 +119,11 @@ asio::awaitable<Status> scram(Stream& stream, MessageReader& reader,
   co_return co_await send(stream, request);
 }
 
-}  // namespace
+} // namespace
 
-bool is_auth_failure(const std::string& error) { return error.starts_with(kAuthFailedPrefix); }
+bool is_auth_failure(const std::string& error) {
+  return error.starts_with(kAuthFailedPrefix);
+}
 
 asio::awaitable<Status> authenticate_client(Stream& stream, MessageReader& reader,
                                             const Runtime& runtime, std::string_view user_name) {
@@ -130,17 +134,14 @@ asio::awaitable<Status> authenticate_client(Stream& stream, MessageReader& reade
       secret_it == runtime.scram_secrets.end() ? nullptr : &secret_it->second;
   Status outcome = Ok{};
   switch (config.auth_method) {
-    case AuthMethod::kTrust:
-      break;
-    case AuthMethod::kPassword:
-      outcome = co_await cleartext(stream, reader, user, secret, user_name);
-      break;
-    case AuthMethod::kMd5:
-      outcome = co_await md5(stream, reader, user, user_name);
-      break;
-    case AuthMethod::kScramSha256:
-      outcome = co_await scram(stream, reader, user == nullptr ? nullptr : secret, user_name);
-      break;
+  case AuthMethod::kTrust: break;
+  case AuthMethod::kPassword:
+    outcome = co_await cleartext(stream, reader, user, secret, user_name);
+    break;
+  case AuthMethod::kMd5: outcome = co_await md5(stream, reader, user, user_name); break;
+  case AuthMethod::kScramSha256:
+    outcome = co_await scram(stream, reader, user == nullptr ? nullptr : secret, user_name);
+    break;
   }
   if (!outcome) co_return outcome;
   std::string ok;
@@ -148,4 +149,4 @@ asio::awaitable<Status> authenticate_client(Stream& stream, MessageReader& reade
   co_return co_await send(stream, ok);
 }
 
-}  // namespace switchyard::proxy
+} // namespace switchyard::proxy

@@ -19,4 +19,4 @@ asio::awaitable<Status> authenticate_client(Stream& stream, MessageReader& reade
 //! opposed to a protocol error or a disconnect.
 bool is_auth_failure(const std::string& error);
 
-}  // namespace switchyard::proxy
+} // namespace switchyard::proxy

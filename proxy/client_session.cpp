@@ -46,7 +46,7 @@ bool is_quiet(CloseReason reason) {
 }
 
 class ClientSession {
- public:
+public:
   ClientSession(tcp::socket socket, Services& services)
       : client_(std::move(socket)), services_(services), runtime_(services.runtime()) {
     error_code ec;
@@ -78,7 +78,7 @@ class ClientSession {
     metrics.clients_active().Decrement();
   }
 
- private:
+private:
   // Startup through the primary login; nullopt means the relay may begin.
   asio::awaitable<std::optional<Closing>> start() {
     const config::Config& config = *runtime_->config;
@@ -120,21 +120,19 @@ class ClientSession {
         if (packet.error() == "connection closed by peer") {
           co_return Closing{CloseReason::kClientDisconnect, "closed during startup", {}};
         }
-        co_return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation, packet.error());
+        co_return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation,
+                         packet.error());
       }
       auto parsed = protocol::parse_startup_packet(*packet);
       if (!parsed) {
-        co_return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation, parsed.error());
+        co_return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation,
+                         parsed.error());
       }
       switch (parsed->kind) {
-        case protocol::StartupKind::kStartup:
-          startup = std::move(*parsed);
-          co_return std::nullopt;
-        case protocol::StartupKind::kCancelRequest:
-          co_return co_await cancel(*parsed);
-        case protocol::StartupKind::kSslRequest:
-        case protocol::StartupKind::kGssEncRequest:
-          break;
+      case protocol::StartupKind::kStartup: startup = std::move(*parsed); co_return std::nullopt;
+      case protocol::StartupKind::kCancelRequest: co_return co_await cancel(*parsed);
+      case protocol::StartupKind::kSslRequest:
+      case protocol::StartupKind::kGssEncRequest: break;
       }
       // Bytes sent behind an encryption request, before the handshake, could be injected by
       // a man in the middle (CVE-2021-23214); never read them as protocol.
@@ -152,7 +150,8 @@ class ClientSession {
         co_return peer_gone(CloseReason::kClientDisconnect, ec);
       }
       if (accept) {
-        if (auto ec = co_await client_.start_tls(*runtime_->client_tls, ssl::stream_base::server); ec) {
+        if (auto ec = co_await client_.start_tls(*runtime_->client_tls, ssl::stream_base::server);
+            ec) {
           co_return Closing{CloseReason::kTlsHandshakeFailed, ec.message(), {}};
         }
       }
@@ -164,12 +163,15 @@ class ClientSession {
     auto target = services_.cancels().find(packet.cancel_pid, packet.cancel_key);
     if (!target) {
       metrics.cancel_requests(monitoring::CancelResult::kUnknownKey).Increment();
-      co_return Closing{CloseReason::kCancelRequest, "cancel request with an unknown key ignored", {}};
+      co_return Closing{
+          CloseReason::kCancelRequest, "cancel request with an unknown key ignored", {}};
     }
-    auto sent = co_await send_cancel_request(target->backend, target->backend_pid, target->backend_key);
+    auto sent =
+        co_await send_cancel_request(target->backend, target->backend_pid, target->backend_key);
     if (!sent) {
       metrics.cancel_requests(monitoring::CancelResult::kFailed).Increment();
-      co_return Closing{CloseReason::kCancelRequest, "cancel request not delivered: " + sent.error(), {}};
+      co_return Closing{
+          CloseReason::kCancelRequest, "cancel request not delivered: " + sent.error(), {}};
     }
     metrics.cancel_requests(monitoring::CancelResult::kForwarded).Increment();
     co_return Closing{CloseReason::kCancelRequest, "cancel request forwarded", {}};
@@ -186,7 +188,9 @@ class ClientSession {
       login.password = user->password;
     }
     std::string_view database = startup.parameter("database");
-    login.database = !target.dbname.empty() ? target.dbname : database.empty() ? user_ : std::string(database);
+    login.database = !target.dbname.empty() ? target.dbname
+                     : database.empty()     ? user_
+                                            : std::string(database);
     for (const auto& [key, value] : startup.parameters) {
       if (key != "user" && key != "database") login.options.emplace_back(key, value);
     }
@@ -195,8 +199,8 @@ class ClientSession {
     if (auto* failed = std::get_if<BackendFailure>(&result)) {
       metrics.backend_connect_failures(BackendRole::kPrimary).Increment();
       if (failed->rejected) {
-        co_return Closing{CloseReason::kBackendRejected, "primary refused the login: " + failed->message,
-                          failed->error_response};
+        co_return Closing{CloseReason::kBackendRejected,
+                          "primary refused the login: " + failed->message, failed->error_response};
       }
       co_return refuse(CloseReason::kBackendUnavailable, sqlstate::kConnectionFailure,
                        "could not connect to the primary database at " + target.host + ":" +
@@ -233,7 +237,8 @@ class ClientSession {
       if (auto closing = co_await forward_to_backend(scanner, first)) co_return std::move(*closing);
     }
     while (true) {
-      if (auto ec = co_await client_.wait_readable(); ec) co_return peer_gone(CloseReason::kClientDisconnect, ec);
+      if (auto ec = co_await client_.wait_readable(); ec)
+        co_return peer_gone(CloseReason::kClientDisconnect, ec);
       RelayBuffer buffer;
       auto [ec, n] = co_await client_.read_some(asio::buffer(buffer.data(), RelayBuffer::kSize));
       if (ec) co_return peer_gone(CloseReason::kClientDisconnect, ec);
@@ -251,15 +256,15 @@ class ClientSession {
     uint32_t queries = 0;
     auto bad = scanner.scan(chunk, [&](const protocol::FrameScanner::Event& event) {
       switch (event.tag) {
-        case 'Q':
-        case 'F':
-          ++queries;
-          sync_sent(now);
-          break;
-        case 'E': ++queries; break;
-        case 'S': sync_sent(now); break;
-        case 'X': terminate = true; break;
-        default: break;
+      case 'Q':
+      case 'F':
+        ++queries;
+        sync_sent(now);
+        break;
+      case 'E': ++queries; break;
+      case 'S': sync_sent(now); break;
+      case 'X': terminate = true; break;
+      default: break;
       }
     });
     if (bad) {
@@ -290,7 +295,8 @@ class ClientSession {
         co_return peer_gone(CloseReason::kBackendDisconnect, ec);
       }
       RelayBuffer buffer;
-      auto [ec, n] = co_await backend_->stream.read_some(asio::buffer(buffer.data(), RelayBuffer::kSize));
+      auto [ec, n] =
+          co_await backend_->stream.read_some(asio::buffer(buffer.data(), RelayBuffer::kSize));
       if (ec) co_return peer_gone(CloseReason::kBackendDisconnect, ec);
       if (auto closing = co_await forward_to_client(scanner, std::string_view(buffer.data(), n))) {
         co_return std::move(*closing);
@@ -316,7 +322,8 @@ class ClientSession {
     }
     metrics.bytes_from_backend(BackendRole::kPrimary).Increment(static_cast<double>(chunk.size()));
     if (errors > 0) metrics.backend_errors(BackendRole::kPrimary).Increment(errors);
-    if (auto ec = co_await client_.write_all(chunk); ec) co_return peer_gone(CloseReason::kClientDisconnect, ec);
+    if (auto ec = co_await client_.write_all(chunk); ec)
+      co_return peer_gone(CloseReason::kClientDisconnect, ec);
     co_return std::nullopt;
   }
 
@@ -328,17 +335,20 @@ class ClientSession {
     constexpr auto kRecheck = std::chrono::seconds(1);
     while (true) {
       bool in_transaction = transaction_status_ != 'I';
-      auto timeout = in_transaction ? limits.idle_in_transaction_timeout : limits.client_idle_timeout;
+      auto timeout =
+          in_transaction ? limits.idle_in_transaction_timeout : limits.client_idle_timeout;
       auto now = Clock::now();
       if (timeout.count() > 0 && syncs_in_flight_ == 0 && now - last_activity_ >= timeout) {
         if (in_transaction) {
-          co_return refuse(CloseReason::kIdleInTransactionTimeout, sqlstate::kIdleInTransactionTimeout,
+          co_return refuse(CloseReason::kIdleInTransactionTimeout,
+                           sqlstate::kIdleInTransactionTimeout,
                            "terminating connection due to idle-in-transaction timeout");
         }
         co_return refuse(CloseReason::kIdleTimeout, sqlstate::kIdleSessionTimeout,
                          "terminating connection due to idle-session timeout");
       }
-      bool any_timeout = limits.client_idle_timeout.count() > 0 || limits.idle_in_transaction_timeout.count() > 0;
+      bool any_timeout =
+          limits.client_idle_timeout.count() > 0 || limits.idle_in_transaction_timeout.count() > 0;
       if (!any_timeout) {
         timer.expires_at(Clock::time_point::max());
       } else if (timeout.count() > 0 && syncs_in_flight_ == 0) {
@@ -375,8 +385,8 @@ class ClientSession {
   asio::awaitable<void> finish(const Closing& closing) {
     services_.metrics().client_closed(closing.reason).Increment();
     auto level = is_quiet(closing.reason) ? spdlog::level::debug : spdlog::level::info;
-    spdlog::log(level, "session {} user={} closed: reason={} {}", peer_, user_.empty() ? "-" : user_,
-                monitoring::to_string(closing.reason), closing.detail);
+    spdlog::log(level, "session {} user={} closed: reason={} {}", peer_,
+                user_.empty() ? "-" : user_, monitoring::to_string(closing.reason), closing.detail);
     if (cancel_pid_ != 0) services_.cancels().remove(cancel_pid_);
     if (backend_) {
       backend_->stream.close();
@@ -406,11 +416,11 @@ class ClientSession {
   uint8_t timed_count_ = 0;
 };
 
-}  // namespace
+} // namespace
 
 asio::awaitable<void> serve_client(tcp::socket socket, Services& services) {
   ClientSession session(std::move(socket), services);
   co_await session.run();
 }
 
-}  // namespace switchyard::proxy
+} // namespace switchyard::proxy

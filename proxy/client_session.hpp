@@ -9,4 +9,4 @@ namespace switchyard::proxy {
 //! primary login, then the relay. Every close has a reason that is logged and counted.
 asio::awaitable<void> serve_client(tcp::socket socket, Services& services);
 
-}  // namespace switchyard::proxy
+} // namespace switchyard::proxy

@@ -15,10 +15,12 @@ int main(int argc, char** argv) {
   bool check_only = false;
   app.add_option("-c,--config", config_file, "YAML config file")->check(CLI::ExistingFile);
   app.add_option("--listen", overrides.listen, "HOST:PORT for clients (default 127.0.0.1:6543)");
-  app.add_option("--admin-listen", overrides.admin_listen, "HOST:PORT for the admin API and /metrics");
+  app.add_option("--admin-listen", overrides.admin_listen,
+                 "HOST:PORT for the admin API and /metrics");
   app.add_option("--primary", overrides.primary, "primary backend: postgresql:// URI");
   app.add_option("--secondary", overrides.secondary, "secondary backend: postgresql:// URI");
-  app.add_option("--read-percent", overrides.read_percent, "share of reads sent to the secondary, 0-100");
+  app.add_option("--read-percent", overrides.read_percent,
+                 "share of reads sent to the secondary, 0-100");
   app.add_option("--write-mode", overrides.write_mode, "sync or async");
   app.add_flag("--check-config", check_only, "validate the configuration and exit");
   CLI11_PARSE(app, argc, argv);
@@ -37,7 +39,8 @@ int main(int argc, char** argv) {
     std::cout << "configuration OK (" << (*config)->source << ")\n";
     return 0;
   }
-  monitoring::setup_logging((*config)->log_level, (*config)->log_format == config::LogFormat::kJson);
+  monitoring::setup_logging((*config)->log_level,
+                            (*config)->log_format == config::LogFormat::kJson);
   proxy::Server server(config_file, overrides, *runtime);
   if (auto bound = server.bind(); !bound) {
     spdlog::critical("{}", bound.error());

@@ -55,5 +55,4 @@ std::string MessageReader::take_leftover() {
   return rest;
 }
 
-}  // namespace switchyard::proxy
-
+} // namespace switchyard::proxy

@@ -11,7 +11,7 @@ namespace switchyard::proxy {
 //! Reads whole messages from a stream during the handshake phases (startup, auth, backend
 //! login), where every message is small and must be decoded. The relay does not use it.
 class MessageReader {
- public:
+public:
   MessageReader(Stream& stream, protocol::Direction direction, uint32_t max_length)
       : stream_(stream), direction_(direction), max_length_(max_length) {}
 
@@ -23,7 +23,7 @@ class MessageReader {
   std::string take_leftover();
   bool has_leftover() const { return consumed_ < buffer_.size(); }
 
- private:
+private:
   asio::awaitable<Status> fill();
 
   Stream& stream_;
@@ -33,4 +33,4 @@ class MessageReader {
   size_t consumed_ = 0;
 };
 
-}  // namespace switchyard::proxy
+} // namespace switchyard::proxy

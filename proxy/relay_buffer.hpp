@@ -9,8 +9,8 @@ namespace switchyard::proxy {
 //! A read buffer borrowed from this thread's free list for one read-and-forward step, so an
 //! idle session holds no buffer at all (1,000 idle clients must stay far below 20 MB).
 class RelayBuffer {
- public:
-  static constexpr size_t kSize = 16 * 1024;
+public:
+  static constexpr size_t kSize = size_t{16} * 1024;
 
   RelayBuffer() {
     auto& pool = free_list();
@@ -30,7 +30,7 @@ class RelayBuffer {
 
   char* data() { return data_.get(); }
 
- private:
+private:
   static constexpr size_t kMaxFree = 256;
   static std::vector<std::unique_ptr<char[]>>& free_list() {
     thread_local std::vector<std::unique_ptr<char[]>> pool;
@@ -39,4 +39,4 @@ class RelayBuffer {
   std::unique_ptr<char[]> data_;
 };
 
-}  // namespace switchyard::proxy
+} // namespace switchyard::proxy

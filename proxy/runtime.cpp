@@ -12,7 +12,7 @@ void harden(ssl::context& context) {
                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
 }
 
-}  // namespace
+} // namespace
 
 Result<std::unique_ptr<ssl::context>> make_backend_tls(const config::BackendTarget& target) {
   using config::SslMode;
@@ -56,10 +56,12 @@ Result<std::shared_ptr<const Runtime>> build_runtime(std::shared_ptr<const confi
     harden(*runtime->client_tls);
     error_code ec;
     if (runtime->client_tls->use_certificate_chain_file(c.tls_cert_file, ec); ec) {
-      return Error{c.source + ": tls.cert_file: cannot load '" + c.tls_cert_file + "': " + ec.message()};
+      return Error{c.source + ": tls.cert_file: cannot load '" + c.tls_cert_file +
+                   "': " + ec.message()};
     }
     if (runtime->client_tls->use_private_key_file(c.tls_key_file, ssl::context::pem, ec); ec) {
-      return Error{c.source + ": tls.key_file: cannot load '" + c.tls_key_file + "': " + ec.message()};
+      return Error{c.source + ": tls.key_file: cannot load '" + c.tls_key_file +
+                   "': " + ec.message()};
     }
   }
   auto primary_tls = make_backend_tls(c.primary);
@@ -73,12 +75,12 @@ Result<std::shared_ptr<const Runtime>> build_runtime(std::shared_ptr<const confi
     } else if (!user.password.empty()) {
       // Derived once per load, not per login: PBKDF2 costs milliseconds.
       runtime->scram_secrets.emplace(
-          user.name, protocol::make_scram_secret(user.password, protocol::random_bytes(kScramSaltBytes),
-                                                 kScramIterations));
+          user.name, protocol::make_scram_secret(
+                         user.password, protocol::random_bytes(kScramSaltBytes), kScramIterations));
     }
   }
   runtime->config = std::move(config);
   return std::shared_ptr<const Runtime>(std::move(runtime));
 }
 
-}  // namespace switchyard::proxy
+} // namespace switchyard::proxy

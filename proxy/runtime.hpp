@@ -15,9 +15,9 @@ namespace switchyard::proxy {
 //! secrets. Sessions hold the Runtime they started with; a reload builds a new one aside.
 struct Runtime {
   std::shared_ptr<const config::Config> config;
-  std::unique_ptr<ssl::context> client_tls;   //!< for clients' SSLRequest; null when tls.mode off
-  std::unique_ptr<ssl::context> primary_tls;  //!< for the primary; null when sslmode disable
-  std::map<std::string, protocol::ScramSecret, std::less<>> scram_secrets;  //!< by user name
+  std::unique_ptr<ssl::context> client_tls;  //!< for clients' SSLRequest; null when tls.mode off
+  std::unique_ptr<ssl::context> primary_tls; //!< for the primary; null when sslmode disable
+  std::map<std::string, protocol::ScramSecret, std::less<>> scram_secrets; //!< by user name
 };
 
 //! Builds a Runtime; unreadable certificates or keys are errors with the file named.
@@ -26,4 +26,4 @@ Result<std::shared_ptr<const Runtime>> build_runtime(std::shared_ptr<const confi
 //! A TLS client context for a backend, configured for its sslmode and certificates.
 Result<std::unique_ptr<ssl::context>> make_backend_tls(const config::BackendTarget& target);
 
-}  // namespace switchyard::proxy
+} // namespace switchyard::proxy

@@ -25,26 +25,25 @@ Status open_acceptor(tcp::acceptor& acceptor, const config::ListenAddress& addre
   if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
   if (!ec) acceptor.bind(endpoint, ec);
   if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return Error{std::string(what) + ": cannot listen on " + address.to_string() + ": " + ec.message()};
+  if (ec)
+    return Error{std::string(what) + ": cannot listen on " + address.to_string() + ": " +
+                 ec.message()};
   return Ok{};
 }
 
-}  // namespace
+} // namespace
 
 Server::Server(std::optional<std::string> config_file, config::Overrides overrides,
                std::shared_ptr<const Runtime> runtime)
-    : config_file_(std::move(config_file)),
-      overrides_(std::move(overrides)),
-      services_(runtime, metrics_),
-      contexts_([&] {
+    : config_file_(std::move(config_file)), overrides_(std::move(overrides)),
+      services_(runtime, metrics_), contexts_([&] {
         std::vector<std::unique_ptr<asio::io_context>> contexts;
         for (size_t i = 0; i < worker_count(*runtime->config); ++i) {
           contexts.push_back(std::make_unique<asio::io_context>(1));
         }
         return contexts;
       }()),
-      client_acceptor_(*contexts_[0]),
-      admin_acceptor_(*contexts_[0]),
+      client_acceptor_(*contexts_[0]), admin_acceptor_(*contexts_[0]),
       signals_(*contexts_[0], SIGHUP, SIGINT, SIGTERM) {}
 
 Server::~Server() {
@@ -63,11 +62,13 @@ Status Server::bind() {
 void Server::run() {
   const config::Config& config = *services_.runtime()->config;
   spawn(contexts_[0]->get_executor(), accept_clients(), "client listener");
-  spawn(contexts_[0]->get_executor(), serve_admin(std::move(admin_acceptor_), services_), "admin listener");
+  spawn(contexts_[0]->get_executor(), serve_admin(std::move(admin_acceptor_), services_),
+        "admin listener");
   spawn(contexts_[0]->get_executor(), handle_signals(), "signal handler");
-  spdlog::info("switchyard {} listening on {} (admin, /metrics on {}), primary {}, {} network threads",
-               SWITCHYARD_VERSION, config.listen.to_string(), config.admin_listen.to_string(),
-               config.primary.redacted, contexts_.size());
+  spdlog::info(
+      "switchyard {} listening on {} (admin, /metrics on {}), primary {}, {} network threads",
+      SWITCHYARD_VERSION, config.listen.to_string(), config.admin_listen.to_string(),
+      config.primary.redacted, contexts_.size());
   for (size_t i = 1; i < contexts_.size(); ++i) {
     threads_.emplace_back([this, i] {
       auto guard = asio::make_work_guard(*contexts_[i]);
@@ -78,7 +79,8 @@ void Server::run() {
 }
 
 void Server::stop() {
-  for (auto& context : contexts_) context->stop();
+  for (auto& context : contexts_)
+    context->stop();
 }
 
 asio::awaitable<void> Server::accept_clients() {
@@ -103,7 +105,8 @@ asio::awaitable<void> Server::handle_signals() {
     auto [ec, signal] = co_await signals_.async_wait(use_tuple);
     if (ec) co_return;
     if (signal == SIGHUP) {
-      if (auto s = reload(); !s) spdlog::error("config reload rejected, keeping the running config: {}", s.error());
+      if (auto s = reload(); !s)
+        spdlog::error("config reload rejected, keeping the running config: {}", s.error());
       continue;
     }
     spdlog::info("signal {} received, shutting down", signal);
@@ -136,4 +139,4 @@ Status Server::reload() {
   return Ok{};
 }
 
-}  // namespace switchyard::proxy
+} // namespace switchyard::proxy

@@ -17,7 +17,7 @@ namespace switchyard::proxy {
 //! it needs no locks), the client and admin listeners, and signal handling (SIGHUP reloads,
 //! SIGINT/SIGTERM stop).
 class Server {
- public:
+public:
   Server(std::optional<std::string> config_file, config::Overrides overrides,
          std::shared_ptr<const Runtime> runtime);
   ~Server();
@@ -30,7 +30,7 @@ class Server {
   //! Re-reads the config; applies it if valid, else keeps the running one. Returns why not.
   Status reload();
 
- private:
+private:
   asio::awaitable<void> accept_clients();
   asio::awaitable<void> handle_signals();
 
@@ -45,4 +45,4 @@ class Server {
   asio::signal_set signals_;
 };
 
-}  // namespace switchyard::proxy
+} // namespace switchyard::proxy

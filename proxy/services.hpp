@@ -13,7 +13,7 @@ namespace switchyard::proxy {
 //! What every session shares: the current runtime (swapped by reloads), metrics, the cancel
 //! registry and the client count. Thread-safe.
 class Services {
- public:
+public:
   Services(std::shared_ptr<const Runtime> runtime, monitoring::Metrics& metrics)
       : runtime_(std::move(runtime)), metrics_(metrics) {}
 
@@ -29,7 +29,7 @@ class Services {
   CancelRegistry& cancels() { return cancels_; }
   std::atomic<uint32_t>& active_clients() { return active_clients_; }
 
- private:
+private:
   mutable std::mutex mutex_;
   std::shared_ptr<const Runtime> runtime_;
   monitoring::Metrics& metrics_;
@@ -37,4 +37,4 @@ class Services {
   std::atomic<uint32_t> active_clients_{0};
 };
 
-}  // namespace switchyard::proxy
+} // namespace switchyard::proxy

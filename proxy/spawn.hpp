@@ -25,4 +25,4 @@ inline void spawn(const asio::any_io_executor& executor, asio::awaitable<void> a
   });
 }
 
-}  // namespace switchyard::proxy
+} // namespace switchyard::proxy

@@ -44,4 +44,4 @@ void Stream::close() {
   socket().close(ignored);
 }
 
-}  // namespace switchyard::proxy
+} // namespace switchyard::proxy

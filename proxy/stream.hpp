@@ -9,7 +9,7 @@ namespace switchyard::proxy {
 
 //! A connection that starts as plain TCP and may switch to TLS after an SSLRequest.
 class Stream {
- public:
+public:
   explicit Stream(tcp::socket socket) : socket_(std::move(socket)) {}
 
   bool tls() const { return tls_ != nullptr; }
@@ -17,7 +17,8 @@ class Stream {
 
   //! Runs the TLS handshake as `type` (server for clients, client for backends). A non-empty
   //! `verify_host` checks the peer certificate names that host (verify-full) and sends SNI.
-  asio::awaitable<error_code> start_tls(ssl::context& context, ssl::stream_base::handshake_type type,
+  asio::awaitable<error_code> start_tls(ssl::context& context,
+                                        ssl::stream_base::handshake_type type,
                                         std::string_view verify_host = {});
 
   //! Waits until a read would not block. Plain TCP waits on the socket so an idle connection
@@ -30,9 +31,9 @@ class Stream {
   //! Shuts TLS down politely (bounded) and closes the socket; errors are ignored.
   void close();
 
- private:
+private:
   tcp::socket socket_;
   std::unique_ptr<ssl::stream<tcp::socket>> tls_;
 };
 
-}  // namespace switchyard::proxy
+} // namespace switchyard::proxy

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Relay benchmark: pgbench through direct PostgreSQL, pgbouncer (session mode) and switchyard,
+side by side in one run, printing throughput and p50 latency ratios; then the RSS cost of
+1,000 idle client connections for both proxies.
+
+Usage: bench/relay_bench.py [--duration S] [--clients 1,8,32] [--idle 1000]
+Build first with scripts/build.sh release. Not a test: it asserts nothing.
+"""
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+from harness import PASSWORD, PgCluster, Proxy, free_port, make_tempdir, wait_for_port  # noqa: E402
+from wire import RawClient  # noqa: E402
+
+WORKLOADS = [  # (label, pgbench arguments)
+    ("-S simple", ["-S", "-M", "simple"]),
+    ("-S extended", ["-S", "-M", "extended"]),
+    ("-S prepared", ["-S", "-M", "prepared"]),
+    ("-N simple", ["-N", "-M", "simple"]),
+]
+
+
+class PgBouncer:
+    """pgbouncer in session mode in front of the cluster, run as postgres (it refuses root)."""
+
+    def __init__(self, pg: PgCluster):
+        self.dir = make_tempdir("sy-pgb-")
+        self.port = free_port()
+        (self.dir / "users.txt").write_text(f'"postgres" "{PASSWORD}"\n')
+        (self.dir / "pgbouncer.ini").write_text(f"""[databases]
+postgres = host=127.0.0.1 port={pg.port} dbname=postgres user=postgres password={PASSWORD}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {self.dir}/users.txt
+pool_mode = session
+max_client_conn = 5000
+default_pool_size = 2000
+max_db_connections = 0
+logfile = {self.dir}/pgbouncer.log
+pidfile = {self.dir}/pgbouncer.pid
+""")
+        for path in self.dir.iterdir():
+            shutil.chown(path, "postgres", "postgres")
+        self.process = subprocess.Popen(["runuser", "-u", "postgres", "--", "pgbouncer", str(self.dir / "pgbouncer.ini")],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, process=self.process)
+
+    def pid(self):
+        return int((self.dir / "pgbouncer.pid").read_text())
+
+    def stop(self):
+        subprocess.run(["kill", str(self.pid())], check=False)
+        self.process.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def pgbench(port, args, clients, duration, log_dir):
+    """Runs pgbench; returns (tps, p50 latency in µs from the per-transaction log)."""
+    for old in log_dir.glob("pgbench_log*"):
+        old.unlink()
+    threads = min(clients, 2)
+    cmd = ["pgbench", "-n", "-T", str(duration), "-c", str(clients), "-j", str(threads), "-l",
+           "--log-prefix", str(log_dir / "pgbench_log"), *args,
+           f"host=127.0.0.1 port={port} user=postgres dbname=postgres password={PASSWORD}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    tps = next(float(line.split("=")[1].split()[0]) for line in out.stdout.splitlines()
+               if line.startswith("tps ="))
+    latencies = []
+    for path in log_dir.glob("pgbench_log*"):
+        with open(path) as f:
+            latencies += [int(line.split()[2]) for line in f]
+    return tps, statistics.median(latencies)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def idle_cost(port, pid, count):
+    """RSS growth (MiB) of the proxy process while `count` idle clients are logged in."""
+    before = rss_kib(pid)
+    clients = []
+    for _ in range(count):
+        client = RawClient(port)
+        client.login_trust()
+        clients.append(client)
+    time.sleep(1)
+    after = rss_kib(pid)
+    for client in clients:
+        client.close()
+    return (after - before) / 1024, after / 1024
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--idle", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=0, help="switchyard network threads (0: one per core)")
+    opts = parser.parse_args()
+    clients_list = [int(c) for c in opts.clients.split(",")]
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # proxies inherit it
+
+    pg = PgCluster(max_connections=opts.idle * 2 + 100).start()
+    pgb = proxy = None
+    try:
+        pg.sql("ALTER SYSTEM SET max_connections = %d" % (opts.idle * 2 + 100))
+        subprocess.run(["pgbench", "-i", "-s", "10", "-q", f"host=127.0.0.1 port={pg.port} user=postgres "
+                        f"dbname=postgres password={PASSWORD}"], check=True, capture_output=True)
+        pgb = PgBouncer(pg)
+        workdir = Path(tempfile.mkdtemp(prefix="sy-bench-"))
+        proxy = Proxy(f"primary: {pg.uri(sslmode='disable')}\nworkers: {opts.workers}\n"
+                      f"limits:\n  max_clients: {opts.idle + 100}\nlogging:\n  level: warn\n", workdir).start()
+        targets = [("direct", pg.port), ("pgbouncer", pgb.port), ("switchyard", proxy.port)]
+        log_dir = Path(tempfile.mkdtemp(prefix="sy-bench-logs-"))
+        print(f"pgbench {opts.duration}s per cell, scale 10, {os.cpu_count()} cores shared by all processes\n")
+        print("| workload | clients | direct tps | pgbouncer tps | switchyard tps | sy/pgbouncer | sy/direct "
+              "| p50 direct µs | p50 pgbouncer µs | p50 switchyard µs | sy−direct p50 µs |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for label, args in WORKLOADS:
+            for clients in clients_list:
+                results = {name: pgbench(port, args, clients, opts.duration, log_dir) for name, port in targets}
+                (dt, dl), (bt, bl), (st, sl) = results["direct"], results["pgbouncer"], results["switchyard"]
+                print(f"| {label} | {clients} | {dt:.0f} | {bt:.0f} | {st:.0f} | {st / bt:.2f}× | {st / dt:.2f}× "
+                      f"| {dl:.0f} | {bl:.0f} | {sl:.0f} | {sl - dl:+.0f} |", flush=True)
+        if opts.idle:
+            print(f"\n{opts.idle} idle logged-in clients: RSS growth (total)")
+            for name, port, pid in (("pgbouncer", pgb.port, pgb.pid()), ("switchyard", proxy.port, proxy.process.pid)):
+                growth, total = idle_cost(port, pid, opts.idle)
+                print(f"- {name}: {growth:.1f} MiB ({total:.1f} MiB total)", flush=True)
+        shutil.rmtree(log_dir, ignore_errors=True)
+    finally:
+        if proxy:
+            proxy.stop()
+        if pgb:
+            pgb.stop()
+        pg.destroy()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+#include <catch2/catch.hpp>
+
+#include "config/config.hpp"
+#include "config/duration.hpp"
+
+using namespace switchyard::config;
+
+namespace {
+std::string load_error(const std::string& yaml, const Overrides& overrides = {}) {
+  auto config = parse_config(yaml, "test.yaml", overrides);
+  REQUIRE_FALSE(config);
+  return config.error();
+}
+} // namespace
+
+TEST_CASE("a full config file is read into the snapshot") {
+  auto config = parse_config(R"(
+listen: 0.0.0.0:7000
+workers: 3
+primary: postgresql://app:pw@db1:5433/main?sslmode=verify-full&sslrootcert=/ca.pem
+secondary: host=db2 port=5434 user=app dbname=main sslmode=disable
+write_mode: async
+read_percent: 12.5
+auth:
+  method: scram-sha-256
+  users:
+    - name: app
+      password: pw
+tls:
+  mode: off
+limits:
+  max_clients: 50
+  max_message_size: 2048
+  startup_timeout: 250ms
+  client_idle_timeout: 5m
+admin:
+  listen: '[::1]:9000'
+  token: t0ken
+logging:
+  level: debug
+  format: json
+)",
+                             "test.yaml", {});
+  REQUIRE(config);
+  const Config& c = **config;
+  CHECK(c.listen == ListenAddress{"0.0.0.0", 7000});
+  CHECK(c.admin_listen == ListenAddress{"::1", 9000});
+  CHECK(c.workers == 3);
+  CHECK(c.primary.host == "db1");
+  CHECK(c.primary.port == 5433);
+  CHECK(c.primary.sslmode == SslMode::kVerifyFull);
+  CHECK(c.primary.sslrootcert == "/ca.pem");
+  CHECK(c.primary.redacted == "postgresql://app:***@db1:5433/main?sslmode=verify-full");
+  REQUIRE(c.secondary);
+  CHECK(c.secondary->host == "db2");
+  CHECK(c.secondary->sslmode == SslMode::kDisable);
+  CHECK(c.write_mode == WriteMode::kAsync);
+  CHECK(c.read_percent == 12.5);
+  CHECK(c.auth_method == AuthMethod::kScramSha256);
+  REQUIRE(c.find_user("app"));
+  CHECK(c.limits.max_clients == 50);
+  CHECK(c.limits.startup_timeout == std::chrono::milliseconds(250));
+  CHECK(c.limits.client_idle_timeout == std::chrono::minutes(5));
+  CHECK(c.admin_token == "t0ken");
+  CHECK(c.log_level == "debug");
+  CHECK(c.log_format == LogFormat::kJson);
+}
+
+TEST_CASE("command-line overrides win over the file") {
+  Overrides overrides;
+  overrides.listen = "127.0.0.1:1234";
+  overrides.read_percent = 50;
+  overrides.primary = "postgresql://u@other/db";
+  auto config =
+      parse_config("primary: postgresql://u@h/db\nread_percent: 5\n", "t.yaml", overrides);
+  REQUIRE(config);
+  CHECK((*config)->listen.port == 1234);
+  CHECK((*config)->read_percent == 50);
+  CHECK((*config)->primary.host == "other");
+}
+
+TEST_CASE("config errors name the file, the key and why") {
+  CHECK(load_error("primary: postgresql://u@h/db\nlimts:\n  max_clients: 1\n") ==
+        "test.yaml: limts: unknown setting");
+  CHECK(load_error("primary: postgresql://u@h/db\nlimits: 5\n") ==
+        "test.yaml: limits: must be a mapping of settings");
+  CHECK(load_error("primary: postgresql://u@h/db\nlimits:\n  max_clients: 0\n") ==
+        "test.yaml: limits.max_clients: must be an integer from 1 to 1000000 (got '0')");
+  CHECK(
+      load_error("primary: postgresql://u@h/db\nlimits:\n  startup_timeout: soon\n") ==
+      "test.yaml: limits.startup_timeout: must be a duration such as 500ms, 10s, 5m (got 'soon')");
+  CHECK(load_error("primary: postgresql:///db\n") ==
+        "test.yaml: primary: no host given (e.g. postgresql://user@127.0.0.1:5432/db)");
+  CHECK(load_error("primary: host=/var/run/postgresql\n").find("unix-domain socket") !=
+        std::string::npos);
+  CHECK(load_error("primary: sqlite:///x.db\n").find("SQLite backends are not supported") !=
+        std::string::npos);
+  CHECK(load_error("primary: postgresql://u@h/db\nauth:\n  method: md5\n  users:\n    - name: a\n  "
+                   "    scram_verifier: SCRAM-SHA-256$1:a$b:c\n")
+            .find("auth.users[0]: user 'a' has no credential usable with auth.method") !=
+        std::string::npos);
+  CHECK(
+      load_error("primary: postgresql://u@h/db\nauth:\n  users:\n    - name: a\n    - name: a\n") ==
+      "test.yaml: auth.users[1].name: user 'a' is listed twice");
+  CHECK(load_error(
+            "primary: postgresql://u@h/db\nauth:\n  users:\n    - name: a\n      pasword: x\n") ==
+        "test.yaml: auth.users[0].pasword: unknown setting (name, password, scram_verifier, "
+        "md5_hash)");
+  CHECK(load_error("primary: [\n").starts_with("test.yaml:2:1: "));
+  CHECK(load_error("- a\n- b\n") == "test.yaml: the config must be a mapping of settings");
+}
+
+TEST_CASE("every settings table entry is a key the parser accepts") {
+  for (const auto& setting : settings_table()) {
+    INFO(setting.path);
+    CHECK_FALSE(setting.description.empty());
+  }
+  CHECK(settings_table().size() >= 20);
+}
+
+TEST_CASE("restart-only settings are reported on reload") {
+  auto before = parse_config("primary: postgresql://u@h/db\n", "a", {});
+  auto after =
+      parse_config("primary: postgresql://u@h/db\nlisten: 127.0.0.1:1\nread_percent: 3\n", "a", {});
+  REQUIRE(before);
+  REQUIRE(after);
+  CHECK(restart_only_changes(**before, **after) == std::vector<std::string>{"listen"});
+}
+
+TEST_CASE("durations and listen addresses") {
+  CHECK(parse_duration("1.5s") == std::chrono::milliseconds(1500));
+  CHECK(parse_duration("2h") == std::chrono::hours(2));
+  CHECK(parse_duration("30") == std::chrono::seconds(30));
+  CHECK_FALSE(parse_duration("-1s"));
+  CHECK_FALSE(parse_duration("5 parsecs"));
+  CHECK(parse_listen_address("[::1]:80")->host == "::1");
+  CHECK_FALSE(parse_listen_address("localhost"));
+  CHECK_FALSE(parse_listen_address("h:99999"));
+}
+
+TEST_CASE("backend URIs in both libpq forms") {
+  auto uri =
+      parse_backend_uri("postgres://alice@[::1]:6000/shop?connect_timeout=3&sslmode=require");
+  REQUIRE(uri);
+  CHECK(uri->host == "::1");
+  CHECK(uri->port == 6000);
+  CHECK(uri->connect_timeout == std::chrono::seconds(3));
+  CHECK(uri->password.empty());
+  auto kv = parse_backend_uri("host=h port=5 user=bob password=pw dbname=d");
+  REQUIRE(kv);
+  CHECK(kv->password == "pw");
+  CHECK(kv->sslmode == SslMode::kPrefer);
+  CHECK(kv->redacted.find("pw") == std::string::npos);
+  CHECK(parse_backend_uri("postgresql://h:0/d").error() == "invalid port '0'");
+  CHECK_FALSE(parse_backend_uri("postgresql://h1,h2/d"));
+  CHECK_FALSE(parse_backend_uri("not a uri at all ="));
+}
