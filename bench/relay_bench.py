@@ -3,7 +3,7 @@
 side by side in one run, printing throughput and p50 latency ratios; then the RSS cost of
 1,000 idle client connections for both proxies.
 
-Usage: bench/relay_bench.py [--duration S] [--clients 1,8,32] [--idle 1000]
+Usage: bench/relay_bench.py [--duration S] [--rounds N] [--clients 1,8,32] [--idle 1000]
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 from harness import PASSWORD, PgCluster, Proxy, free_port, make_tempdir, wait_for_port  # noqa: E402
 from wire import RawClient  # noqa: E402
 
-WORKLOADS = [  # (label, pgbench arguments)
+ALL_WORKLOADS = [  # (label, pgbench arguments)
     ("-S simple", ["-S", "-M", "simple"]),
     ("-S extended", ["-S", "-M", "extended"]),
     ("-S prepared", ["-S", "-M", "prepared"]),
@@ -53,8 +53,11 @@ pidfile = {self.dir}/pgbouncer.pid
 """)
         for path in self.dir.iterdir():
             shutil.chown(path, "postgres", "postgres")
-        self.process = subprocess.Popen(["runuser", "-u", "postgres", "--", "pgbouncer", str(self.dir / "pgbouncer.ini")],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # runuser resets the soft fd limit to 1024; raise it so 1,000 idle clients fit.
+        self.process = subprocess.Popen(
+            ["runuser", "-u", "postgres", "--", "sh", "-c",
+             f'ulimit -n $(ulimit -Hn); exec pgbouncer {self.dir / "pgbouncer.ini"}'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, process=self.process)
 
     def pid(self):
@@ -66,8 +69,17 @@ pidfile = {self.dir}/pgbouncer.pid
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def pgbench(port, args, clients, duration, log_dir):
-    """Runs pgbench; returns (tps, p50 latency in µs from the per-transaction log)."""
+def cpu_seconds(pid):
+    """User + system CPU time a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pgbench(port, args, clients, duration, log_dir, pid=None):
+    """Runs pgbench; returns (tps, p50 latency in µs from the per-transaction log, CPU µs the
+    process `pid` used per transaction)."""
+    cpu_before = cpu_seconds(pid) if pid else 0.0
     for old in log_dir.glob("pgbench_log*"):
         old.unlink()
     threads = min(clients, 2)
@@ -77,11 +89,12 @@ def pgbench(port, args, clients, duration, log_dir):
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     tps = next(float(line.split("=")[1].split()[0]) for line in out.stdout.splitlines()
                if line.startswith("tps ="))
+    cpu_per_txn = (cpu_seconds(pid) - cpu_before) * 1e6 / (tps * duration) if pid else 0.0
     latencies = []
     for path in log_dir.glob("pgbench_log*"):
         with open(path) as f:
             latencies += [int(line.split()[2]) for line in f]
-    return tps, statistics.median(latencies)
+    return tps, statistics.median(latencies), cpu_per_txn
 
 
 def rss_kib(pid):
@@ -106,10 +119,12 @@ def idle_cost(port, pid, count):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per pgbench run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per cell; medians are reported")
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--idle", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=0, help="switchyard network threads (0: one per core)")
+    parser.add_argument("--workloads", default="all", help="comma-separated labels, e.g. '-S prepared'")
     opts = parser.parse_args()
     clients_list = [int(c) for c in opts.clients.split(",")]
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -125,18 +140,31 @@ def main():
         workdir = Path(tempfile.mkdtemp(prefix="sy-bench-"))
         proxy = Proxy(f"primary: {pg.uri(sslmode='disable')}\nworkers: {opts.workers}\n"
                       f"limits:\n  max_clients: {opts.idle + 100}\nlogging:\n  level: warn\n", workdir).start()
-        targets = [("direct", pg.port), ("pgbouncer", pgb.port), ("switchyard", proxy.port)]
+        targets = [("direct", pg.port, None), ("pgbouncer", pgb.port, pgb.pid()),
+                   ("switchyard", proxy.port, proxy.process.pid)]
         log_dir = Path(tempfile.mkdtemp(prefix="sy-bench-logs-"))
-        print(f"pgbench {opts.duration}s per cell, scale 10, {os.cpu_count()} cores shared by all processes\n")
+        print(f"pgbench -T {opts.duration} × {opts.rounds} rounds per cell (medians), scale 10, "
+              f"{os.cpu_count()} cores shared by PostgreSQL, pgbench and the proxies\n")
         print("| workload | clients | direct tps | pgbouncer tps | switchyard tps | sy/pgbouncer | sy/direct "
-              "| p50 direct µs | p50 pgbouncer µs | p50 switchyard µs | sy−direct p50 µs |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
-        for label, args in WORKLOADS:
+              "| p50 direct µs | p50 pgbouncer µs | p50 switchyard µs | sy−direct p50 µs "
+              "| pgbouncer CPU µs/txn | switchyard CPU µs/txn |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        workloads = [w for w in ALL_WORKLOADS if opts.workloads == "all" or w[0] in opts.workloads.split(",")]
+        for label, args in workloads:
             for clients in clients_list:
-                results = {name: pgbench(port, args, clients, opts.duration, log_dir) for name, port in targets}
-                (dt, dl), (bt, bl), (st, sl) = results["direct"], results["pgbouncer"], results["switchyard"]
+                # Several rounds, each starting with a different target, so warm-up and drift
+                # do not favour whoever runs first; the median of each is reported.
+                runs = {name: [] for name, _, _ in targets}
+                for round_no in range(opts.rounds):
+                    order = targets[round_no % len(targets):] + targets[:round_no % len(targets)]
+                    for name, port, pid in order:
+                        runs[name].append(pgbench(port, args, clients, opts.duration, log_dir, pid))
+                results = {name: tuple(statistics.median(r[i] for r in rs) for i in range(3))
+                           for name, rs in runs.items()}
+                (dt, dl, _), (bt, bl, bc), (st, sl, sc) = (results["direct"], results["pgbouncer"],
+                                                          results["switchyard"])
                 print(f"| {label} | {clients} | {dt:.0f} | {bt:.0f} | {st:.0f} | {st / bt:.2f}× | {st / dt:.2f}× "
-                      f"| {dl:.0f} | {bl:.0f} | {sl:.0f} | {sl - dl:+.0f} |", flush=True)
+                      f"| {dl:.0f} | {bl:.0f} | {sl:.0f} | {sl - dl:+.0f} | {bc:.1f} | {sc:.1f} |", flush=True)
         if opts.idle:
             print(f"\n{opts.idle} idle logged-in clients: RSS growth (total)")
             for name, port, pid in (("pgbouncer", pgb.port, pgb.pid()), ("switchyard", proxy.port, proxy.process.pid)):

@@ -88,9 +88,8 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                       .Name("switchyard_backend_query_duration_seconds")
                       .Help("Time from a client's Query or Sync to the backend's ReadyForQuery")
                       .Register(r);
-  const prometheus::Histogram::BucketBoundaries buckets = {
-      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-      0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
+  const prometheus::Histogram::BucketBoundaries buckets(kLatencyBuckets.begin(),
+                                                        kLatencyBuckets.end());
   for (size_t i = 0; i < kRoles; ++i) {
     std::string role = to_string(static_cast<BackendRole>(i));
     backend_connections_[i] = &backends.Add({{"backend", role}});

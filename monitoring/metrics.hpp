@@ -10,6 +10,11 @@
 
 namespace switchyard::monitoring {
 
+//! Upper bounds (seconds) of the query latency histogram's buckets.
+inline constexpr std::array<double, 16> kLatencyBuckets = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+    0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
+
 //! Why a client session ended; each is a log reason and a metric label.
 enum class CloseReason {
   kClientTerminate,

@@ -7,13 +7,14 @@
 #include <limits>
 #include <optional>
 
+#include "monitoring/relay_stats.hpp"
 #include "protocol/frame.hpp"
 #include "protocol/messages.hpp"
 #include "protocol/startup.hpp"
 #include "proxy/backend_connector.hpp"
+#include "proxy/chunk_reader.hpp"
 #include "proxy/client_auth.hpp"
 #include "proxy/message_reader.hpp"
-#include "proxy/relay_buffer.hpp"
 
 namespace switchyard::proxy {
 namespace {
@@ -48,7 +49,9 @@ bool is_quiet(CloseReason reason) {
 class ClientSession {
 public:
   ClientSession(tcp::socket socket, Services& services)
-      : client_(std::move(socket)), services_(services), runtime_(services.runtime()) {
+      : client_(std::move(socket)), services_(services),
+        stats_(monitoring::RelayStats::for_this_thread(services.metrics())),
+        runtime_(services.runtime()) {
     error_code ec;
     auto endpoint = client_.socket().remote_endpoint(ec);
     peer_ = ec ? "unknown" : endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
@@ -236,15 +239,11 @@ private:
       std::string first = std::move(client_leftover_);
       if (auto closing = co_await forward_to_backend(scanner, first)) co_return std::move(*closing);
     }
+    ChunkReader reader(client_);
     while (true) {
-      if (auto ec = co_await client_.wait_readable(); ec)
-        co_return peer_gone(CloseReason::kClientDisconnect, ec);
-      RelayBuffer buffer;
-      auto [ec, n] = co_await client_.read_some(asio::buffer(buffer.data(), RelayBuffer::kSize));
+      auto [ec, chunk] = co_await reader.next();
       if (ec) co_return peer_gone(CloseReason::kClientDisconnect, ec);
-      if (auto closing = co_await forward_to_backend(scanner, std::string_view(buffer.data(), n))) {
-        co_return std::move(*closing);
-      }
+      if (auto closing = co_await forward_to_backend(scanner, chunk)) co_return std::move(*closing);
     }
   }
 
@@ -272,9 +271,8 @@ private:
       co_return refuse(too_large ? CloseReason::kMessageTooLarge : CloseReason::kProtocolViolation,
                        sqlstate::kProtocolViolation, bad.reason);
     }
-    auto& metrics = services_.metrics();
-    metrics.bytes_to_backend(BackendRole::kPrimary).Increment(static_cast<double>(chunk.size()));
-    if (queries > 0) metrics.queries(BackendRole::kPrimary).Increment(queries);
+    stats_.add_bytes_to_backend(BackendRole::kPrimary, chunk.size());
+    stats_.add_queries(BackendRole::kPrimary, queries);
     if (auto ec = co_await backend_->stream.write_all(chunk); ec) {
       co_return refuse(CloseReason::kBackendDisconnect, sqlstate::kConnectionFailure,
                        "lost the connection to the primary database: " + ec.message());
@@ -290,23 +288,16 @@ private:
       std::string first = std::move(backend_->leftover);
       if (auto closing = co_await forward_to_client(scanner, first)) co_return std::move(*closing);
     }
+    ChunkReader reader(backend_->stream);
     while (true) {
-      if (auto ec = co_await backend_->stream.wait_readable(); ec) {
-        co_return peer_gone(CloseReason::kBackendDisconnect, ec);
-      }
-      RelayBuffer buffer;
-      auto [ec, n] =
-          co_await backend_->stream.read_some(asio::buffer(buffer.data(), RelayBuffer::kSize));
+      auto [ec, chunk] = co_await reader.next();
       if (ec) co_return peer_gone(CloseReason::kBackendDisconnect, ec);
-      if (auto closing = co_await forward_to_client(scanner, std::string_view(buffer.data(), n))) {
-        co_return std::move(*closing);
-      }
+      if (auto closing = co_await forward_to_client(scanner, chunk)) co_return std::move(*closing);
     }
   }
 
   asio::awaitable<std::optional<Closing>> forward_to_client(protocol::FrameScanner& scanner,
                                                             std::string_view chunk) {
-    auto& metrics = services_.metrics();
     uint32_t errors = 0;
     auto bad = scanner.scan(chunk, [&](const protocol::FrameScanner::Event& event) {
       if (event.tag == 'Z') {
@@ -320,8 +311,8 @@ private:
       co_return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation,
                        "switchyard received invalid data from the primary database: " + bad.reason);
     }
-    metrics.bytes_from_backend(BackendRole::kPrimary).Increment(static_cast<double>(chunk.size()));
-    if (errors > 0) metrics.backend_errors(BackendRole::kPrimary).Increment(errors);
+    stats_.add_bytes_from_backend(BackendRole::kPrimary, chunk.size());
+    stats_.add_backend_errors(BackendRole::kPrimary, errors);
     if (auto ec = co_await client_.write_all(chunk); ec)
       co_return peer_gone(CloseReason::kClientDisconnect, ec);
     co_return std::nullopt;
@@ -378,7 +369,7 @@ private:
     std::chrono::duration<double> elapsed = now - sync_times_[timed_head_];
     timed_head_ = static_cast<uint8_t>((timed_head_ + 1) % sync_times_.size());
     --timed_count_;
-    services_.metrics().query_seconds(BackendRole::kPrimary).Observe(elapsed.count());
+    stats_.observe_query_seconds(BackendRole::kPrimary, elapsed.count());
   }
 
   // Counts and logs first, so the metric is settled by the time the client reads the error.
@@ -402,6 +393,7 @@ private:
 
   Stream client_;
   Services& services_;
+  monitoring::RelayStats& stats_; // this thread's batch of hot-path counters
   std::shared_ptr<const Runtime> runtime_;
   std::string peer_;
   std::string user_;

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "monitoring/logging.hpp"
+#include "monitoring/relay_stats.hpp"
 #include "proxy/admin_server.hpp"
 #include "proxy/client_session.hpp"
 #include "proxy/spawn.hpp"
@@ -65,6 +66,9 @@ void Server::run() {
   spawn(contexts_[0]->get_executor(), serve_admin(std::move(admin_acceptor_), services_),
         "admin listener");
   spawn(contexts_[0]->get_executor(), handle_signals(), "signal handler");
+  for (auto& context : contexts_) {
+    spawn(context->get_executor(), flush_relay_stats(), "relay stats flusher");
+  }
   spdlog::info(
       "switchyard {} listening on {} (admin, /metrics on {}), primary {}, {} network threads",
       SWITCHYARD_VERSION, config.listen.to_string(), config.admin_listen.to_string(),
@@ -97,6 +101,18 @@ asio::awaitable<void> Server::accept_clients() {
       continue;
     }
     spawn(target.get_executor(), serve_client(std::move(socket), services_), "client session");
+  }
+}
+
+// Runs on every network thread: moves that thread's batched relay counters into /metrics.
+asio::awaitable<void> Server::flush_relay_stats() {
+  auto& stats = monitoring::RelayStats::for_this_thread(services_.metrics());
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  while (true) {
+    timer.expires_after(std::chrono::milliseconds(100));
+    auto [ec] = co_await timer.async_wait(use_tuple);
+    stats.flush();
+    if (ec) co_return;
   }
 }
 

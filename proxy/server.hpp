@@ -33,6 +33,7 @@ public:
 private:
   asio::awaitable<void> accept_clients();
   asio::awaitable<void> handle_signals();
+  asio::awaitable<void> flush_relay_stats();
 
   std::optional<std::string> config_file_;
   config::Overrides overrides_;

@@ -1,8 +1,33 @@
 #include "proxy/stream.hpp"
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <string>
 
 namespace switchyard::proxy {
+
+Stream::Stream(tcp::socket socket) : socket_(std::move(socket)) {}
+
+namespace {
+
+// One send() or recv() that never blocks. MSG_DONTWAIT per call rather than O_NONBLOCK on the
+// socket, which would make io_uring hand EAGAIN back instead of waiting.
+size_t send_now(tcp::socket& socket, const char* data, size_t size, error_code& ec) {
+  ssize_t n = ::send(socket.native_handle(), data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n >= 0) return static_cast<size_t>(n);
+  ec = error_code(errno == EWOULDBLOCK ? EAGAIN : errno, boost::system::system_category());
+  return 0;
+}
+
+size_t recv_now(tcp::socket& socket, char* data, size_t size, error_code& ec) {
+  ssize_t n = ::recv(socket.native_handle(), data, size, MSG_DONTWAIT);
+  if (n > 0) return static_cast<size_t>(n);
+  ec = n == 0 ? asio::error::eof : error_code(errno, boost::system::system_category());
+  return 0;
+}
+
+} // namespace
 
 asio::awaitable<error_code> Stream::start_tls(ssl::context& context,
                                               ssl::stream_base::handshake_type type,
@@ -17,25 +42,31 @@ asio::awaitable<error_code> Stream::start_tls(ssl::context& context,
   co_return ec;
 }
 
-asio::awaitable<error_code> Stream::wait_readable() {
-  if (tls_) co_return error_code{};
-  auto [ec] = co_await socket_.async_wait(tcp::socket::wait_read, use_tuple);
-  co_return ec;
-}
-
 asio::awaitable<std::tuple<error_code, size_t>> Stream::read_some(asio::mutable_buffer buffer) {
   if (tls_) co_return co_await tls_->async_read_some(buffer, use_tuple);
   co_return co_await socket_.async_read_some(buffer, use_tuple);
 }
 
+size_t Stream::read_available(asio::mutable_buffer buffer, error_code& ec) {
+  if (tls_) return 0;
+  return recv_now(socket_, static_cast<char*>(buffer.data()), buffer.size(), ec);
+}
+
 asio::awaitable<error_code> Stream::write_all(std::string_view data) {
-  auto buffer = asio::buffer(data.data(), data.size());
   if (tls_) {
-    auto [ec, n] = co_await asio::async_write(*tls_, buffer, use_tuple);
+    auto [ec, n] =
+        co_await asio::async_write(*tls_, asio::buffer(data.data(), data.size()), use_tuple);
     co_return ec;
   }
-  auto [ec, n] = co_await asio::async_write(socket_, buffer, use_tuple);
-  co_return ec;
+  // One send() usually takes it all; fall back to an async write for the rest.
+  error_code ec;
+  size_t n = send_now(socket_, data.data(), data.size(), ec);
+  if (!ec && n == data.size()) co_return error_code{};
+  if (ec && ec.value() != EAGAIN) co_return ec;
+  data.remove_prefix(n);
+  auto [wec, written] =
+      co_await asio::async_write(socket_, asio::buffer(data.data(), data.size()), use_tuple);
+  co_return wec;
 }
 
 void Stream::close() {

@@ -10,7 +10,7 @@ namespace switchyard::proxy {
 //! A connection that starts as plain TCP and may switch to TLS after an SSLRequest.
 class Stream {
 public:
-  explicit Stream(tcp::socket socket) : socket_(std::move(socket)) {}
+  explicit Stream(tcp::socket socket);
 
   bool tls() const { return tls_ != nullptr; }
   tcp::socket& socket() { return tls_ ? tls_->next_layer() : socket_; }
@@ -21,11 +21,10 @@ public:
                                         ssl::stream_base::handshake_type type,
                                         std::string_view verify_host = {});
 
-  //! Waits until a read would not block. Plain TCP waits on the socket so an idle connection
-  //! holds no read buffer; TLS returns at once (its layer may hold decrypted bytes already).
-  asio::awaitable<error_code> wait_readable();
   //! Reads what is available, at least one byte, waiting if needed.
   asio::awaitable<std::tuple<error_code, size_t>> read_some(asio::mutable_buffer buffer);
+  //! Reads what is available now without waiting (plain TCP); 0 when nothing is or on TLS.
+  size_t read_available(asio::mutable_buffer buffer, error_code& ec);
   //! Writes all of `data`.
   asio::awaitable<error_code> write_all(std::string_view data);
   //! Shuts TLS down politely (bounded) and closes the socket; errors are ignored.

@@ -133,6 +133,16 @@ class PgCluster:
         return f"postgresql://{credentials}{host}:{self.port}/{dbname}" + (f"?{query}" if query else "")
 
 
+def wait_for(predicate, timeout=10.0):
+    """Polls until predicate() is true; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 class Proxy:
     """A switchyard process started from a YAML config on free ports."""
 

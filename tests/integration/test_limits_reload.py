@@ -5,17 +5,8 @@ import time
 import psycopg
 import pytest
 
-from harness import SWITCHYARD_BIN
+from harness import SWITCHYARD_BIN, wait_for
 from wire import RawClient, error_fields
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_max_clients(pg, start_proxy):

@@ -6,6 +6,7 @@ import time
 import psycopg
 import pytest
 
+from harness import wait_for
 from wire import RawClient, cstr, error_fields, message
 
 
@@ -43,7 +44,8 @@ def test_pgbench_simple_extended_prepared(proxy, pg):
         assert "number of failed transactions: 0" in run.stdout
     # TPC-B writes: every transaction leaves one history row, seen directly on the primary.
     assert pg.sql("SELECT count(*) FROM pgbench_history") == str(3 * 4 * 150)
-    assert proxy.metric("switchyard_backend_queries_total", backend="primary") > 3 * 4 * 150
+    # Relay counters reach /metrics in batches every 100 ms.
+    assert wait_for(lambda: proxy.metric("switchyard_backend_queries_total", backend="primary") > 3 * 4 * 150)
 
 
 def test_psycopg_prepared_binary_copy_notice_parameter_status(proxy):
@@ -202,7 +204,10 @@ def test_backend_rejection_is_relayed_verbatim(pg, start_proxy):
 def test_metrics_count_queries_bytes_and_latency(proxy):
     for _ in range(3):
         assert psql(proxy, "SELECT 1").returncode == 0
-    assert proxy.metric("switchyard_backend_queries_total", backend="primary") >= 3
+    assert wait_for(lambda: proxy.metric("switchyard_backend_queries_total", backend="primary") >= 3)
+    assert wait_for(lambda: proxy.metric("switchyard_backend_query_duration_seconds_count", backend="primary") >= 3)
     assert proxy.metric("switchyard_backend_bytes_total", backend="primary", direction="to_backend") > 0
-    assert proxy.metric("switchyard_backend_query_duration_seconds_count", backend="primary") >= 3
+    assert proxy.metric("switchyard_backend_bytes_total", backend="primary", direction="from_backend") > 0
+    # SELECT 1 answers in well under 100 ms, so every observation lands at or below that bucket.
+    assert proxy.metric("switchyard_backend_query_duration_seconds_bucket", backend="primary", le="0.1") >= 3
     assert proxy.metric("switchyard_client_disconnects_total", reason="client_terminate") >= 3
