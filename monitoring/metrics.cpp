@@ -43,48 +43,30 @@ const char* cancel_label(CancelResult r) {
 } // namespace
 
 Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
-  using prometheus::BuildCounter;
-  using prometheus::BuildGauge;
-  using prometheus::BuildHistogram;
   auto& r = *registry_;
-  clients_active_ = &BuildGauge()
-                         .Name("switchyard_client_connections")
-                         .Help("Client connections open now")
-                         .Register(r)
-                         .Add({});
-  clients_accepted_ = &BuildCounter()
-                           .Name("switchyard_client_connections_accepted_total")
-                           .Help("Client connections accepted")
-                           .Register(r)
-                           .Add({});
-  auto& closed = BuildCounter()
-                     .Name("switchyard_client_disconnects_total")
-                     .Help("Client sessions ended, by reason")
-                     .Register(r);
+  auto counter = [&r](const char* name, const char* help) -> auto& {
+    return prometheus::BuildCounter().Name(name).Help(help).Register(r);
+  };
+  auto gauge = [&r](const char* name, const char* help) -> auto& {
+    return prometheus::BuildGauge().Name(name).Help(help).Register(r);
+  };
+  clients_active_ = &gauge("switchyard_client_connections", "Client connections open now").Add({});
+  clients_accepted_ =
+      &counter("switchyard_client_connections_accepted_total", "Client connections accepted")
+           .Add({});
+  auto& closed = counter("switchyard_client_disconnects_total", "Client sessions ended, by reason");
   for (size_t i = 0; i < client_closed_.size(); ++i) {
     client_closed_[i] = &closed.Add({{"reason", to_string(static_cast<CloseReason>(i))}});
   }
-  auto& backends = BuildGauge()
-                       .Name("switchyard_backend_connections")
-                       .Help("Backend connections open now")
-                       .Register(r);
-  auto& failures = BuildCounter()
-                       .Name("switchyard_backend_connect_failures_total")
-                       .Help("Backend connection attempts that failed")
-                       .Register(r);
-  auto& queries = BuildCounter()
-                      .Name("switchyard_backend_queries_total")
-                      .Help("Queries (Query and Execute messages) sent to a backend")
-                      .Register(r);
-  auto& errors = BuildCounter()
-                     .Name("switchyard_backend_errors_total")
-                     .Help("ErrorResponses received from a backend")
-                     .Register(r);
-  auto& bytes = BuildCounter()
-                    .Name("switchyard_backend_bytes_total")
-                    .Help("Bytes relayed to and from a backend")
-                    .Register(r);
-  auto& latency = BuildHistogram()
+  auto& backends = gauge("switchyard_backend_connections", "Backend connections open now");
+  auto& failures = counter("switchyard_backend_connect_failures_total",
+                           "Backend connection attempts that failed");
+  auto& queries = counter("switchyard_backend_queries_total",
+                          "Queries (Query and Execute messages) sent to a backend");
+  auto& errors =
+      counter("switchyard_backend_errors_total", "ErrorResponses received from a backend");
+  auto& bytes = counter("switchyard_backend_bytes_total", "Bytes relayed to and from a backend");
+  auto& latency = prometheus::BuildHistogram()
                       .Name("switchyard_backend_query_duration_seconds")
                       .Help("Time from a client's Query or Sync to the backend's ReadyForQuery")
                       .Register(r);
@@ -100,17 +82,12 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
     bytes_from_backend_[i] = &bytes.Add({{"backend", role}, {"direction", "from_backend"}});
     query_seconds_[i] = &latency.Add({{"backend", role}}, buckets);
   }
-  auto& cancels = BuildCounter()
-                      .Name("switchyard_cancel_requests_total")
-                      .Help("CancelRequests received, by outcome")
-                      .Register(r);
+  auto& cancels =
+      counter("switchyard_cancel_requests_total", "CancelRequests received, by outcome");
   for (size_t i = 0; i < cancel_requests_.size(); ++i) {
     cancel_requests_[i] = &cancels.Add({{"result", cancel_label(static_cast<CancelResult>(i))}});
   }
-  auto& reloads = BuildCounter()
-                      .Name("switchyard_config_reloads_total")
-                      .Help("Config reloads, by result")
-                      .Register(r);
+  auto& reloads = counter("switchyard_config_reloads_total", "Config reloads, by result");
   reloads_ok_ = &reloads.Add({{"result", "applied"}});
   reloads_failed_ = &reloads.Add({{"result", "rejected"}});
 }

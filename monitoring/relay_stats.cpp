@@ -1,7 +1,6 @@
 #include "monitoring/relay_stats.hpp"
 
 #include <algorithm>
-#include <memory>
 
 namespace switchyard::monitoring {
 
@@ -11,9 +10,8 @@ RelayStats::RelayStats(Metrics& metrics) : metrics_(metrics) {
 }
 
 RelayStats& RelayStats::for_this_thread(Metrics& metrics) {
-  thread_local std::unique_ptr<RelayStats> stats;
-  if (!stats) stats = std::make_unique<RelayStats>(metrics);
-  return *stats;
+  thread_local RelayStats stats(metrics);
+  return stats;
 }
 
 void RelayStats::observe_query_seconds(BackendRole role, double seconds) {
