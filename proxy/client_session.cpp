@@ -372,6 +372,13 @@ private:
     stats_.observe_query_seconds(BackendRole::kPrimary, elapsed.count());
   }
 
+  // Writes on a closing connection, bounded: a peer that stops reading must not keep the
+  // session alive.
+  static asio::awaitable<void> write_bounded(Stream& stream, std::string_view bytes) {
+    asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::seconds(1));
+    co_await (stream.write_all(bytes) || timer.async_wait(use_tuple));
+  }
+
   // Counts and logs first, so the metric is settled by the time the client reads the error.
   asio::awaitable<void> finish(const Closing& closing) {
     services_.metrics().client_closed(closing.reason).Increment();
@@ -380,14 +387,17 @@ private:
                 user_.empty() ? "-" : user_, monitoring::to_string(closing.reason), closing.detail);
     if (cancel_pid_ != 0) services_.cancels().remove(cancel_pid_);
     if (backend_) {
+      // A Terminate lets the backend end cleanly instead of logging an unexpected EOF; the
+      // client's own Terminate was already relayed.
+      if (closing.reason != CloseReason::kClientTerminate) {
+        std::string terminate;
+        protocol::append_terminate(terminate);
+        co_await write_bounded(backend_->stream, terminate);
+      }
       backend_->stream.close();
       services_.metrics().backend_connections(BackendRole::kPrimary).Decrement();
     }
-    if (!closing.client_error.empty()) {
-      // Bounded: a client that stops reading must not keep the session alive.
-      asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::seconds(1));
-      co_await (client_.write_all(closing.client_error) || timer.async_wait(use_tuple));
-    }
+    if (!closing.client_error.empty()) co_await write_bounded(client_, closing.client_error);
     client_.close();
   }
 

@@ -1,12 +1,11 @@
 """Limits, timeouts, config validation and SIGHUP reload."""
 import subprocess
-import time
 
 import psycopg
 import pytest
 
 from harness import SWITCHYARD_BIN, wait_for
-from wire import RawClient, error_fields
+from wire import RawClient, cstr, error_fields, message
 
 
 def test_max_clients(pg, start_proxy):
@@ -107,3 +106,20 @@ def test_command_line_overrides_and_help(tmp_path):
     for flag in ("--help", "--version"):
         out = subprocess.run([str(SWITCHYARD_BIN), flag], capture_output=True, text=True, timeout=10)
         assert out.returncode == 0 and "switchyard" in out.stdout
+
+
+def test_proxy_closes_backend_politely_on_timeout(pg, start_proxy):
+    proxy = start_proxy(f"primary: {pg.uri()}\nlimits:\n  idle_in_transaction_timeout: 500ms\n")
+    log_start = pg.log.stat().st_size
+    client = RawClient(proxy.port)
+    client.login_trust()
+    client.send(message(b"Q", cstr("BEGIN; SET application_name = 'polite'")))
+    assert client.read_until(b"Z")[-1] == (b"Z", b"T")
+    tag, body = client.read_message()
+    assert tag == b"E" and error_fields(body)["C"] == "25P03"
+    # The backend got a Terminate: its session ended without PostgreSQL's "unexpected EOF on
+    # client connection with an open transaction".
+    assert wait_for(lambda: pg.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'polite'") == "0")
+    with open(pg.log) as log:
+        log.seek(log_start)
+        assert "unexpected EOF" not in log.read()
