@@ -46,6 +46,25 @@ bool is_quiet(CloseReason reason) {
          reason == CloseReason::kCancelRequest;
 }
 
+// Counts a client as active for as long as it lives, even if its coroutine throws, so a
+// failure can never use up a max_clients slot for good.
+class ActiveClient {
+public:
+  explicit ActiveClient(Services& services) : services_(services) {
+    ++services_.active_clients();
+    services_.metrics().clients_active().Increment();
+  }
+  ~ActiveClient() {
+    --services_.active_clients();
+    services_.metrics().clients_active().Decrement();
+  }
+  ActiveClient(const ActiveClient&) = delete;
+  ActiveClient& operator=(const ActiveClient&) = delete;
+
+private:
+  Services& services_;
+};
+
 class ClientSession {
 public:
   ClientSession(tcp::socket socket, Services& services)
@@ -59,10 +78,8 @@ public:
   }
 
   asio::awaitable<void> run() {
-    auto& metrics = services_.metrics();
-    metrics.clients_accepted().Increment();
-    metrics.clients_active().Increment();
-    ++services_.active_clients();
+    services_.metrics().clients_accepted().Increment();
+    ActiveClient counted(services_);
 
     asio::steady_timer deadline(co_await asio::this_coro::executor,
                                 runtime_->config->limits.startup_timeout);
@@ -76,9 +93,6 @@ public:
     }
     if (!closing) closing = co_await relay();
     co_await finish(*closing);
-
-    --services_.active_clients();
-    metrics.clients_active().Decrement();
   }
 
 private:
@@ -104,6 +118,9 @@ private:
                            std::to_string(config.limits.max_clients) + ")");
     }
     auto authenticated = co_await authenticate_client(client_, reader, *runtime_, user_);
+    if (!authenticated && reader.peer_closed()) {
+      co_return Closing{CloseReason::kClientDisconnect, "closed during authentication", {}};
+    }
     if (!authenticated) {
       bool wrong_password = is_auth_failure(authenticated.error());
       co_return refuse(wrong_password ? CloseReason::kAuthFailed : CloseReason::kProtocolViolation,
@@ -120,7 +137,7 @@ private:
     while (true) {
       auto packet = co_await reader.read_startup_packet();
       if (!packet) {
-        if (packet.error() == "connection closed by peer") {
+        if (reader.peer_closed()) {
           co_return Closing{CloseReason::kClientDisconnect, "closed during startup", {}};
         }
         co_return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation,

@@ -14,7 +14,8 @@ asio::awaitable<Status> MessageReader::fill() {
   auto [ec, n] = co_await stream_.read_some(asio::buffer(buffer_.data() + old_size, 4096));
   buffer_.resize(old_size + n);
   if (ec) {
-    co_return Error{ec == asio::error::eof ? "connection closed by peer" : ec.message()};
+    peer_closed_ = ec == asio::error::eof || ec == asio::error::connection_reset;
+    co_return Error{peer_closed_ ? "connection closed by peer" : ec.message()};
   }
   co_return Ok{};
 }

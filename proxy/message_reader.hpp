@@ -22,6 +22,8 @@ public:
   //! Bytes read past the last message returned; the relay must send these on first.
   std::string take_leftover();
   bool has_leftover() const { return consumed_ < buffer_.size(); }
+  //! Whether a read failed because the peer closed the connection (not a protocol error).
+  bool peer_closed() const { return peer_closed_; }
 
 private:
   asio::awaitable<Status> fill();
@@ -31,6 +33,7 @@ private:
   uint32_t max_length_;
   std::string buffer_;
   size_t consumed_ = 0;
+  bool peer_closed_ = false;
 };
 
 } // namespace switchyard::proxy

@@ -7,6 +7,7 @@ import os
 import psycopg
 import pytest
 
+from harness import wait_for
 from wire import RawClient, error_fields, startup_packet
 
 
@@ -132,3 +133,20 @@ def test_unencrypted_bytes_after_ssl_request_are_rejected(pg, certs, start_proxy
     assert error_fields(body)["M"] == "received unencrypted data after SSL request"
     assert client.closed()
     assert proxy.metric("switchyard_client_disconnects_total", reason="unencrypted_after_ssl_request") == 1
+
+
+def test_client_leaving_at_the_password_prompt_is_a_disconnect(pg, start_proxy):
+    # psql does this when it must ask for a password: it hangs up, prompts, reconnects.
+    proxy = start_proxy(f"primary: {pg.uri()}\nauth:\n  method: scram-sha-256\n  users:\n"
+                        "    - name: app\n      password: apppw\n")
+    # The harness's readiness probe is itself a client_disconnect, so count from a baseline.
+    disconnects = lambda: proxy.metric("switchyard_client_disconnects_total", reason="client_disconnect")
+    assert wait_for(lambda: disconnects() >= 1)
+    before = disconnects()
+    client = RawClient(proxy.port)
+    client.send(startup_packet(user="app"))
+    tag, _ = client.read_message()
+    assert tag == b"R"
+    client.close()
+    assert wait_for(lambda: disconnects() == before + 1)
+    assert proxy.metric("switchyard_client_disconnects_total", reason="protocol_violation") == 0
