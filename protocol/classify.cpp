@@ -1,0 +1,538 @@
+#include "protocol/classify.hpp"
+
+#include <boost/json.hpp>
+#include <pg_query.h>
+
+#include <algorithm>
+#include <cctype>
+
+namespace switchyard::protocol {
+namespace json = boost::json;
+
+namespace {
+
+template <size_t N> bool is_one_of(const std::string_view (&list)[N], std::string_view s) {
+  return std::find(std::begin(list), std::end(list), s) != std::end(list);
+}
+
+// Functions a read may call and stay a read: pure or only reading. Anything else in a
+// SELECT makes it a write (it may change data), mirrored as a statement.
+constexpr std::string_view kReadOnlyFunctions[] = {
+    "abs",
+    "age",
+    "array_agg",
+    "array_length",
+    "array_lower",
+    "array_position",
+    "array_positions",
+    "array_to_json",
+    "array_to_string",
+    "array_upper",
+    "ascii",
+    "avg",
+    "bit_and",
+    "bit_length",
+    "bit_or",
+    "bool_and",
+    "bool_or",
+    "btrim",
+    "cardinality",
+    "cbrt",
+    "ceil",
+    "ceiling",
+    "char_length",
+    "character_length",
+    "chr",
+    "clock_timestamp",
+    "coalesce",
+    "concat",
+    "concat_ws",
+    "corr",
+    "count",
+    "current_database",
+    "current_schema",
+    "current_setting",
+    "current_user",
+    "date_part",
+    "date_trunc",
+    "decode",
+    "degrees",
+    "dense_rank",
+    "div",
+    "encode",
+    "every",
+    "exp",
+    "extract",
+    "first_value",
+    "floor",
+    "format",
+    "generate_series",
+    "generate_subscripts",
+    "greatest",
+    "has_table_privilege",
+    "initcap",
+    "isfinite",
+    "json_agg",
+    "json_build_array",
+    "json_build_object",
+    "json_extract_path",
+    "json_extract_path_text",
+    "json_object_agg",
+    "jsonb_agg",
+    "jsonb_build_array",
+    "jsonb_build_object",
+    "jsonb_extract_path",
+    "jsonb_extract_path_text",
+    "jsonb_object_agg",
+    "jsonb_set",
+    "lag",
+    "last_value",
+    "lead",
+    "least",
+    "left",
+    "length",
+    "ln",
+    "localtime",
+    "localtimestamp",
+    "log",
+    "lower",
+    "lpad",
+    "ltrim",
+    "make_date",
+    "make_interval",
+    "make_timestamp",
+    "make_timestamptz",
+    "max",
+    "md5",
+    "min",
+    "mod",
+    "now",
+    "nth_value",
+    "ntile",
+    "nullif",
+    "octet_length",
+    "overlay",
+    "percent_rank",
+    "percentile_cont",
+    "percentile_disc",
+    "pg_backend_pid",
+    "pg_column_size",
+    "pi",
+    "position",
+    "power",
+    "quote_ident",
+    "quote_literal",
+    "quote_nullable",
+    "radians",
+    "rank",
+    "regexp_match",
+    "regexp_matches",
+    "regexp_replace",
+    "regexp_split_to_array",
+    "repeat",
+    "replace",
+    "reverse",
+    "right",
+    "round",
+    "row_number",
+    "row_to_json",
+    "rpad",
+    "rtrim",
+    "sign",
+    "split_part",
+    "sqrt",
+    "statement_timestamp",
+    "string_agg",
+    "strpos",
+    "substr",
+    "substring",
+    "sum",
+    "timezone",
+    "to_char",
+    "to_json",
+    "to_jsonb",
+    "to_number",
+    "to_timestamp",
+    "version",
+};
+
+// Functions with effects only on the connection they run on; mirroring them would do harm
+// (locks held twice, sleeps) and no good.
+constexpr std::string_view kPrimaryOnlyFunctions[] = {
+    "pg_advisory_lock",
+    "pg_advisory_unlock",
+    "pg_advisory_xact_lock",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_xact_lock",
+    "pg_advisory_unlock_all",
+    "pg_sleep",
+    "pg_notify",
+    "pg_cancel_backend",
+    "pg_terminate_backend",
+    "txid_current",
+    "pg_current_xact_id",
+};
+
+constexpr std::string_view kDdlNodes[] = {
+    "CreateStmt",
+    "AlterTableStmt",
+    "DropStmt",
+    "IndexStmt",
+    "CreateSeqStmt",
+    "AlterSeqStmt",
+    "ViewStmt",
+    "CreateFunctionStmt",
+    "AlterFunctionStmt",
+    "CreateSchemaStmt",
+    "RenameStmt",
+    "CommentStmt",
+    "GrantStmt",
+    "GrantRoleStmt",
+    "CreateTableAsStmt",
+    "CreateEnumStmt",
+    "AlterEnumStmt",
+    "CompositeTypeStmt",
+    "CreateDomainStmt",
+    "AlterDomainStmt",
+    "CreateExtensionStmt",
+    "AlterExtensionStmt",
+    "CreateTrigStmt",
+    "CreatePolicyStmt",
+    "AlterPolicyStmt",
+    "RuleStmt",
+    "TruncateStmt",
+    "AlterObjectSchemaStmt",
+    "AlterOwnerStmt",
+    "CreateRangeStmt",
+    "DefineStmt",
+    "AlterDefaultPrivilegesStmt",
+    "RefreshMatViewStmt",
+    "CreateCastStmt",
+    "CreateOpClassStmt",
+    "CreateStatsStmt",
+    "AlterStatsStmt",
+    "CreateRoleStmt",
+    "AlterRoleStmt",
+    "DropRoleStmt",
+    "DropOwnedStmt",
+    "ReassignOwnedStmt",
+    "AlterTableMoveAllStmt",
+    "CreateEventTrigStmt",
+    "AlterEventTrigStmt",
+};
+
+// Statements that only matter to the connection they run on, or to the primary's own
+// maintenance: never mirrored.
+constexpr std::string_view kPrimaryOnlyNodes[] = {
+    "ListenStmt",  "UnlistenStmt", "NotifyStmt", "LockStmt",  "VacuumStmt",      "CheckPointStmt",
+    "ClusterStmt", "ReindexStmt",  "LoadStmt",   "FetchStmt", "ClosePortalStmt",
+};
+
+// Session settings the secondary connection must share (search_path, time zone, ...).
+constexpr std::string_view kMirroredSessionNodes[] = {
+    "VariableSetStmt", "DiscardStmt", "PrepareStmt", "DeallocateStmt", "DeclareCursorStmt",
+};
+
+std::string_view string_at(const json::object& object, std::string_view key) {
+  const json::value* value = object.if_contains(key);
+  if (value == nullptr || !value->is_string()) return {};
+  const json::string& s = value->get_string();
+  return {s.data(), s.size()};
+}
+
+bool has_items(const json::object& object, std::string_view key) {
+  const json::value* value = object.if_contains(key);
+  return value != nullptr && value->is_array() && !value->get_array().empty();
+}
+
+// What a walk over a statement's parse tree finds below its top node.
+struct TreeFacts {
+  bool writes = false;  // a nested INSERT/UPDATE/DELETE/MERGE (writing CTE)
+  bool locking = false; // FOR UPDATE/SHARE anywhere
+  bool primary_only_call = false;
+  bool unknown_call = false; // a function off the read-only allow-list
+};
+
+void walk(const json::value& value, TreeFacts& facts, bool top) {
+  if (value.is_array()) {
+    for (const json::value& item : value.get_array())
+      walk(item, facts, false);
+    return;
+  }
+  if (!value.is_object()) return;
+  for (const auto& [key, child] : value.get_object()) {
+    if (!top &&
+        (key == "InsertStmt" || key == "UpdateStmt" || key == "DeleteStmt" || key == "MergeStmt")) {
+      facts.writes = true;
+    } else if (key == "lockingClause" && child.is_array() && !child.get_array().empty()) {
+      facts.locking = true;
+    } else if (key == "FuncCall" && child.is_object()) {
+      const json::value* names = child.get_object().if_contains("funcname");
+      if (names != nullptr && names->is_array() && !names->get_array().empty()) {
+        const json::value& last = names->get_array().back();
+        std::string_view name;
+        if (const json::value* s =
+                last.is_object() ? last.get_object().if_contains("String") : nullptr) {
+          if (s->is_object()) name = string_at(s->get_object(), "sval");
+        }
+        if (is_one_of(kPrimaryOnlyFunctions, name)) {
+          facts.primary_only_call = true;
+        } else if (!is_one_of(kReadOnlyFunctions, name)) {
+          facts.unknown_call = true;
+        }
+      }
+    }
+    walk(child, facts, top && key == "SelectStmt");
+  }
+}
+
+TargetTable target_of(const json::object& stmt) {
+  TargetTable target;
+  const json::value* relation = stmt.if_contains("relation");
+  if (relation == nullptr || !relation->is_object()) return target;
+  const json::object& rel = relation->get_object();
+  target.schema = std::string(string_at(rel, "schemaname"));
+  target.name = std::string(string_at(rel, "relname"));
+  target.temporary = string_at(rel, "relpersistence") == "t";
+  if (const json::value* alias = rel.if_contains("alias"); alias && alias->is_object()) {
+    target.alias = std::string(string_at(alias->get_object(), "aliasname"));
+  }
+  return target;
+}
+
+std::vector<std::string> set_columns_of(const json::object& stmt) {
+  std::vector<std::string> columns;
+  const json::value* list = stmt.if_contains("targetList");
+  if (list == nullptr || !list->is_array()) return columns;
+  for (const json::value& item : list->get_array()) {
+    if (!item.is_object()) continue;
+    const json::value* target = item.get_object().if_contains("ResTarget");
+    if (target != nullptr && target->is_object()) {
+      columns.emplace_back(string_at(target->get_object(), "name"));
+    }
+  }
+  return columns;
+}
+
+TransactionOp transaction_op(std::string_view kind) {
+  if (kind == "TRANS_STMT_BEGIN" || kind == "TRANS_STMT_START") return TransactionOp::kBegin;
+  if (kind == "TRANS_STMT_COMMIT") return TransactionOp::kCommit;
+  if (kind == "TRANS_STMT_ROLLBACK") return TransactionOp::kRollback;
+  if (kind == "TRANS_STMT_SAVEPOINT") return TransactionOp::kSavepoint;
+  if (kind == "TRANS_STMT_RELEASE") return TransactionOp::kRelease;
+  if (kind == "TRANS_STMT_ROLLBACK_TO") return TransactionOp::kRollbackTo;
+  if (kind == "TRANS_STMT_PREPARE") return TransactionOp::kPrepare;
+  return TransactionOp::kFinishPrepared;
+}
+
+bool begins_read_only(const json::object& stmt) {
+  const json::value* options = stmt.if_contains("options");
+  if (options == nullptr || !options->is_array()) return false;
+  for (const json::value& option : options->get_array()) {
+    const json::value* def =
+        option.is_object() ? option.get_object().if_contains("DefElem") : nullptr;
+    if (def == nullptr || !def->is_object()) continue;
+    if (string_at(def->get_object(), "defname") != "transaction_read_only") continue;
+    const json::value* arg = def->get_object().if_contains("arg");
+    // The parser encodes READ ONLY as the integer constant 1 (READ WRITE as 0).
+    return arg != nullptr && json::serialize(*arg).find("\"ival\":1") != std::string::npos;
+  }
+  return false;
+}
+
+void classify_node(std::string_view node, const json::object& body, Statement& out) {
+  out.node = std::string(node);
+  TreeFacts facts;
+  walk(body, facts, true);
+  out.locking = facts.locking;
+
+  if (node == "SelectStmt") {
+    if (body.contains("intoClause")) {
+      out.kind = StatementKind::kDdl; // SELECT INTO creates a table
+      out.mirror = MirrorPlan::kStatement;
+    } else if (facts.writes || facts.unknown_call) {
+      out.kind = StatementKind::kWrite;
+      out.mirror = MirrorPlan::kStatement;
+    } else if (facts.locking || facts.primary_only_call) {
+      out.kind = StatementKind::kWrite; // takes locks or acts on the primary only
+      out.mirror = MirrorPlan::kNone;
+    } else {
+      out.kind = StatementKind::kRead;
+      out.mirror = MirrorPlan::kNone;
+    }
+    return;
+  }
+  if (node == "InsertStmt" || node == "UpdateStmt" || node == "DeleteStmt") {
+    out.kind = StatementKind::kWrite;
+    out.target = target_of(body);
+    out.has_returning = has_items(body, "returningList");
+    if (node == "UpdateStmt") out.set_columns = set_columns_of(body);
+    out.image_op = node == "DeleteStmt" ? RowImageOp::kDelete : RowImageOp::kUpsert;
+    // A writing CTE inside changes rows the RETURNING clause cannot see.
+    out.mirror = facts.writes ? MirrorPlan::kStatement : MirrorPlan::kRowImage;
+    return;
+  }
+  if (node == "MergeStmt" || node == "CallStmt" || node == "DoStmt" || node == "ExecuteStmt") {
+    out.kind = StatementKind::kWrite;
+    out.mirror = MirrorPlan::kStatement;
+    return;
+  }
+  if (node == "CopyStmt") {
+    bool from =
+        body.contains("is_from") && body.at("is_from").is_bool() && body.at("is_from").get_bool();
+    bool program_or_file = body.contains("filename") || body.contains("is_program");
+    if (!from) {
+      out.kind = StatementKind::kRead;
+      out.mirror = MirrorPlan::kNone;
+    } else {
+      out.kind = StatementKind::kWrite;
+      // A server-side file is not ours to read; the secondary cannot see it.
+      out.mirror = program_or_file ? MirrorPlan::kStatement : MirrorPlan::kCopyIn;
+    }
+    return;
+  }
+  if (node == "TransactionStmt") {
+    out.kind = StatementKind::kTransaction;
+    out.mirror = MirrorPlan::kNone;
+    out.transaction = transaction_op(string_at(body, "kind"));
+    out.read_only = out.transaction == TransactionOp::kBegin && begins_read_only(body);
+    return;
+  }
+  if (node == "VariableShowStmt" || node == "ExplainStmt") {
+    bool analyze =
+        node == "ExplainStmt" && json::serialize(body).find("\"analyze\"") != std::string::npos;
+    out.kind = analyze ? StatementKind::kWrite : StatementKind::kRead;
+    out.mirror = MirrorPlan::kNone;
+    return;
+  }
+  if (is_one_of(kMirroredSessionNodes, node)) {
+    out.kind = StatementKind::kSession;
+    out.mirror = MirrorPlan::kStatement;
+    return;
+  }
+  if (is_one_of(kPrimaryOnlyNodes, node)) {
+    out.kind = StatementKind::kSession;
+    out.mirror = MirrorPlan::kNone;
+    return;
+  }
+  if (is_one_of(kDdlNodes, node)) {
+    out.kind = StatementKind::kDdl;
+    out.mirror = MirrorPlan::kStatement;
+    return;
+  }
+  out.kind = StatementKind::kUnknown;
+  out.mirror = MirrorPlan::kStatement;
+}
+
+bool is_plain_identifier(std::string_view name) {
+  if (name.empty() || !(std::islower(static_cast<unsigned char>(name[0])) || name[0] == '_')) {
+    return false;
+  }
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::islower(static_cast<unsigned char>(c)) ||
+           std::isdigit(static_cast<unsigned char>(c)) || c == '_';
+  });
+}
+
+} // namespace
+
+std::string quote_identifier(std::string_view name) {
+  if (is_plain_identifier(name)) return std::string(name);
+  std::string quoted = "\"";
+  for (char c : name) {
+    if (c == '"') quoted += '"';
+    quoted += c;
+  }
+  quoted += '"';
+  return quoted;
+}
+
+std::string TargetTable::reference() const {
+  return quote_identifier(alias.empty() ? name : alias);
+}
+
+std::string TargetTable::qualified() const {
+  if (schema.empty()) return quote_identifier(name);
+  return quote_identifier(schema) + "." + quote_identifier(name);
+}
+
+bool Classification::needs_mirror() const {
+  return std::any_of(statements.begin(), statements.end(),
+                     [](const Statement& s) { return s.mirror != MirrorPlan::kNone; });
+}
+
+bool Classification::has_transaction_control() const {
+  return std::any_of(statements.begin(), statements.end(),
+                     [](const Statement& s) { return s.kind == StatementKind::kTransaction; });
+}
+
+Classification classify(std::string_view sql) {
+  Classification result;
+  std::string text(sql); // libpg_query wants a NUL-terminated string
+  PgQueryParseResult parsed = pg_query_parse(text.c_str());
+  if (parsed.error != nullptr) {
+    result.error = parsed.error->message;
+    pg_query_free_parse_result(parsed);
+    Statement whole;
+    whole.length = sql.size();
+    result.statements.push_back(std::move(whole));
+    return result;
+  }
+  json::value tree = json::parse(parsed.parse_tree);
+  pg_query_free_parse_result(parsed);
+
+  const json::value* stmts = tree.as_object().if_contains("stmts");
+  if (stmts == nullptr || !stmts->is_array()) return result; // empty or comments only
+  for (const json::value& raw : stmts->get_array()) {
+    const json::object& entry = raw.as_object();
+    Statement statement;
+    if (const json::value* location = entry.if_contains("stmt_location")) {
+      statement.offset = static_cast<size_t>(location->to_number<int64_t>());
+    }
+    if (const json::value* length = entry.if_contains("stmt_len")) {
+      statement.length = static_cast<size_t>(length->to_number<int64_t>());
+    }
+    // stmt_len 0 means "to the end of the string".
+    if (statement.length == 0) statement.length = sql.size() - statement.offset;
+    const json::object& stmt = entry.at("stmt").as_object();
+    if (!stmt.empty()) {
+      const auto& [node, body] = *stmt.begin();
+      static const json::object kEmpty;
+      classify_node({node.data(), node.size()}, body.is_object() ? body.get_object() : kEmpty,
+                    statement);
+    }
+    result.statements.push_back(std::move(statement));
+  }
+  return result;
+}
+
+std::string with_row_image(std::string_view statement_text, const Statement& statement) {
+  std::string text(statement_text);
+  // A newline first, so a trailing "-- comment" cannot swallow the clause.
+  text += statement.has_returning ? "\n, " : "\nRETURNING ";
+  text += "NULL AS ";
+  text += kImageMarker;
+  text += ", ";
+  text += statement.target.reference();
+  text += ".*";
+  return text;
+}
+
+std::shared_ptr<const Classification> ClassificationCache::get(std::string_view sql) {
+  if (auto found = index_.find(sql); found != index_.end()) {
+    ++hits_;
+    entries_.splice(entries_.begin(), entries_, found->second);
+    return found->second->second;
+  }
+  ++misses_;
+  auto classification = std::make_shared<const Classification>(classify(sql));
+  entries_.emplace_front(std::string(sql), classification);
+  index_.emplace(entries_.front().first, entries_.begin());
+  if (entries_.size() > capacity_) {
+    index_.erase(entries_.back().first);
+    entries_.pop_back();
+  }
+  return classification;
+}
+
+} // namespace switchyard::protocol

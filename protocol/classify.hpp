@@ -1,0 +1,118 @@
+#pragma once
+
+#include <cstddef>
+#include <list>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace switchyard::protocol {
+
+//! What a statement does, as far as routing and mirroring care.
+enum class StatementKind {
+  kRead,        //!< SELECT, SHOW, VALUES, read-only CTE, COPY TO, EXPLAIN
+  kWrite,       //!< INSERT/UPDATE/DELETE/MERGE, writing CTE, locking SELECT, nextval, CALL, DO
+  kDdl,         //!< CREATE/ALTER/DROP/TRUNCATE/GRANT/COMMENT ...
+  kTransaction, //!< BEGIN, COMMIT, ROLLBACK, SAVEPOINT ...
+  kSession,     //!< SET, RESET, PREPARE, DEALLOCATE, DISCARD, LISTEN ...
+  kUnknown,     //!< unparsable or a statement type we do not know: treated as a write
+};
+
+//! How a statement reaches the secondary once the primary has run it.
+enum class MirrorPlan {
+  kNone,      //!< nothing to apply (reads, locking reads, LISTEN, VACUUM ...)
+  kRowImage,  //!< run with RETURNING on the primary; apply the returned rows by key
+  kStatement, //!< run the same statement text on the secondary
+  kCopyIn,    //!< COPY FROM STDIN: the same statement, fed the same data
+};
+
+enum class TransactionOp {
+  kNone,
+  kBegin,
+  kCommit,
+  kRollback,
+  kSavepoint,
+  kRelease,
+  kRollbackTo,
+  kPrepare,       //!< PREPARE TRANSACTION
+  kFinishPrepared //!< COMMIT PREPARED / ROLLBACK PREPARED
+};
+
+//! Which rows a row-image statement changes.
+enum class RowImageOp { kUpsert, kDelete };
+
+//! The table a row-image statement writes, as the client named it.
+struct TargetTable {
+  std::string schema; //!< empty when unqualified
+  std::string name;
+  std::string alias; //!< empty when none
+  bool temporary = false;
+  //! The name a RETURNING clause uses for the table: the alias, else the bare name, quoted.
+  std::string reference() const;
+  //! The (possibly schema-qualified) name to write on the secondary, quoted.
+  std::string qualified() const;
+};
+
+//! One statement of a query string.
+struct Statement {
+  size_t offset = 0; //!< byte offset of the statement in the classified text
+  size_t length = 0; //!< bytes, without the terminating semicolon
+  StatementKind kind = StatementKind::kUnknown;
+  MirrorPlan mirror = MirrorPlan::kStatement;
+  TransactionOp transaction = TransactionOp::kNone;
+  bool read_only = false;     //!< BEGIN/START TRANSACTION READ ONLY
+  bool locking = false;       //!< SELECT ... FOR UPDATE/SHARE
+  bool has_returning = false; //!< the client's own RETURNING clause
+  RowImageOp image_op = RowImageOp::kUpsert;
+  TargetTable target;                   //!< row-image statements only
+  std::vector<std::string> set_columns; //!< UPDATE ... SET targets (a key change needs care)
+  std::string node;                     //!< parse node name, e.g. "InsertStmt"
+};
+
+//! A query string split into statements and classified. `error` is set when libpg_query
+//! could not parse it; the text is then one kUnknown statement mirrored as is.
+struct Classification {
+  std::vector<Statement> statements;
+  std::string error;
+
+  bool needs_mirror() const;
+  bool has_transaction_control() const;
+};
+
+//! Classifies `sql` with the PostgreSQL 15 parser.
+Classification classify(std::string_view sql);
+
+//! The name of the result column that separates the client's own RETURNING columns from
+//! the row image switchyard appends behind them.
+inline constexpr std::string_view kImageMarker = "__switchyard_image";
+
+//! The text to send the primary for a row-image statement: the statement plus a RETURNING
+//! clause (or an extension of the client's) that yields the marker and the whole row.
+std::string with_row_image(std::string_view statement_text, const Statement& statement);
+
+//! `name` as a PostgreSQL identifier: bare when it is a plain lower-case name, else quoted.
+std::string quote_identifier(std::string_view name);
+
+//! A bounded cache of classifications by statement text, for one thread.
+class ClassificationCache {
+public:
+  explicit ClassificationCache(size_t capacity) : capacity_(capacity) {}
+
+  //! The classification of `sql`, computed on a miss.
+  std::shared_ptr<const Classification> get(std::string_view sql);
+  size_t hits() const { return hits_; }
+  size_t misses() const { return misses_; }
+
+private:
+  using Entry = std::pair<std::string, std::shared_ptr<const Classification>>;
+  size_t capacity_;
+  size_t hits_ = 0;
+  size_t misses_ = 0;
+  std::list<Entry> entries_; // most recently used first
+  std::unordered_map<std::string_view, std::list<Entry>::iterator> index_;
+};
+
+} // namespace switchyard::protocol

@@ -1,0 +1,142 @@
+#include "protocol/row_image.hpp"
+
+#include <algorithm>
+#include <charconv>
+
+#include "protocol/classify.hpp"
+#include "protocol/wire.hpp"
+
+namespace switchyard::protocol {
+
+Result<std::vector<FieldDescription>> parse_row_description(std::string_view body) {
+  BodyReader reader(body);
+  auto count = reader.u16();
+  if (!count) return Error{"RowDescription too short"};
+  std::vector<FieldDescription> fields;
+  fields.reserve(*count);
+  for (uint16_t i = 0; i < *count; ++i) {
+    FieldDescription field;
+    auto name = reader.cstring();
+    auto table = reader.u32();
+    auto column = reader.u16();
+    auto type = reader.u32();
+    auto size = reader.u16();
+    auto modifier = reader.u32();
+    auto format = reader.u16();
+    if (!format) return Error{"RowDescription field " + std::to_string(i) + " is truncated"};
+    field.name = std::string(*name);
+    field.table_oid = *table;
+    field.column = *column;
+    field.type_oid = *type;
+    field.type_size = *size;
+    field.type_modifier = *modifier;
+    field.format = *format;
+    fields.push_back(std::move(field));
+  }
+  return fields;
+}
+
+void append_row_description(std::string& out, std::span<const FieldDescription> fields) {
+  MessageBuilder message(out, 'T');
+  message.u16(static_cast<uint16_t>(fields.size()));
+  for (const FieldDescription& field : fields) {
+    message.cstring(field.name)
+        .u32(field.table_oid)
+        .u16(field.column)
+        .u32(field.type_oid)
+        .u16(field.type_size)
+        .u32(field.type_modifier)
+        .u16(field.format);
+  }
+}
+
+Result<std::vector<Value>> parse_data_row(std::string_view body) {
+  BodyReader reader(body);
+  auto count = reader.u16();
+  if (!count) return Error{"DataRow too short"};
+  std::vector<Value> values;
+  values.reserve(*count);
+  for (uint16_t i = 0; i < *count; ++i) {
+    auto length = reader.u32();
+    if (!length) return Error{"DataRow column " + std::to_string(i) + " is truncated"};
+    if (*length == 0xFFFFFFFFu) {
+      values.emplace_back(std::nullopt);
+      continue;
+    }
+    auto bytes = reader.bytes(*length);
+    if (!bytes) return Error{"DataRow column " + std::to_string(i) + " is truncated"};
+    values.emplace_back(std::string(*bytes));
+  }
+  return values;
+}
+
+void append_data_row_prefix(std::string& out, std::string_view body, size_t columns) {
+  size_t pos = 2;
+  for (size_t i = 0; i < columns; ++i) {
+    uint32_t length = read_u32(body.data() + pos);
+    pos += 4;
+    if (length != 0xFFFFFFFFu) pos += length;
+  }
+  MessageBuilder message(out, 'D');
+  message.u16(static_cast<uint16_t>(columns)).bytes(body.substr(2, pos - 2));
+}
+
+std::optional<uint64_t> affected_rows(std::string_view command_tag) {
+  size_t space = command_tag.rfind(' ');
+  if (space == std::string_view::npos) return std::nullopt;
+  std::string_view number = command_tag.substr(space + 1);
+  uint64_t rows = 0;
+  auto [ptr, ec] = std::from_chars(number.data(), number.data() + number.size(), rows);
+  if (ec != std::errc() || ptr != number.data() + number.size()) return std::nullopt;
+  return rows;
+}
+
+std::optional<size_t> find_image_marker(std::span<const FieldDescription> fields) {
+  for (size_t i = fields.size(); i-- > 0;) {
+    if (fields[i].name == kImageMarker) return i;
+  }
+  return std::nullopt;
+}
+
+std::string upsert_sql(const TableShape& table, std::span<const std::string> columns) {
+  std::string sql = "INSERT INTO " + table.qualified + " (";
+  for (size_t i = 0; i < columns.size(); ++i) {
+    if (i > 0) sql += ", ";
+    sql += quote_identifier(columns[i]);
+  }
+  // The primary already chose identity values; the secondary must take them as they are.
+  sql += ") OVERRIDING SYSTEM VALUE VALUES (";
+  for (size_t i = 0; i < columns.size(); ++i) {
+    if (i > 0) sql += ", ";
+    sql += "$" + std::to_string(i + 1);
+  }
+  sql += ")";
+  if (table.key_columns.empty()) return sql;
+  sql += " ON CONFLICT (";
+  for (size_t i = 0; i < table.key_columns.size(); ++i) {
+    if (i > 0) sql += ", ";
+    sql += quote_identifier(table.key_columns[i]);
+  }
+  sql += ")";
+  std::string updates;
+  for (const std::string& column : columns) {
+    bool key = std::find(table.key_columns.begin(), table.key_columns.end(), column) !=
+               table.key_columns.end();
+    if (key) continue;
+    if (!updates.empty()) updates += ", ";
+    updates += quote_identifier(column) + " = EXCLUDED." + quote_identifier(column);
+  }
+  sql += updates.empty() ? " DO NOTHING" : " DO UPDATE SET " + updates;
+  return sql;
+}
+
+std::string delete_sql(const TableShape& table) {
+  std::string sql = "DELETE FROM " + table.qualified + " WHERE ";
+  for (size_t i = 0; i < table.key_columns.size(); ++i) {
+    if (i > 0) sql += " AND ";
+    sql += quote_identifier(table.key_columns[i]) + " = $" + std::to_string(i + 1);
+  }
+  return sql;
+}
+
+} // namespace switchyard::protocol

@@ -1,0 +1,60 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "protocol/result.hpp"
+
+namespace switchyard::protocol {
+
+//! One column of a RowDescription.
+struct FieldDescription {
+  std::string name;
+  uint32_t table_oid = 0;
+  uint16_t column = 0;
+  uint32_t type_oid = 0;
+  uint16_t type_size = 0;
+  uint32_t type_modifier = 0;
+  uint16_t format = 0; //!< 0 text, 1 binary
+};
+
+//! The fields of a RowDescription body.
+Result<std::vector<FieldDescription>> parse_row_description(std::string_view body);
+//! Appends a RowDescription ('T') message with `fields`.
+void append_row_description(std::string& out, std::span<const FieldDescription> fields);
+
+//! A column value of a DataRow; nullopt is SQL NULL.
+using Value = std::optional<std::string>;
+
+//! The values of a DataRow body.
+Result<std::vector<Value>> parse_data_row(std::string_view body);
+//! Appends a DataRow ('D') holding the first `columns` values of DataRow body `body`, which
+//! must already have been checked by parse_data_row.
+void append_data_row_prefix(std::string& out, std::string_view body, size_t columns);
+
+//! The rows affected according to a CommandComplete tag ("INSERT 0 5" -> 5), if it has one.
+std::optional<uint64_t> affected_rows(std::string_view command_tag);
+
+//! Where the row image starts in a RowDescription of a statement switchyard rewrote: the
+//! client's columns are [0, marker), the image (marker, end).
+std::optional<size_t> find_image_marker(std::span<const FieldDescription> fields);
+
+//! A table as the secondary sees it, for applying row images.
+struct TableShape {
+  std::string qualified;                //!< quoted, possibly schema-qualified name
+  std::vector<std::string> key_columns; //!< primary key; empty when the table has none
+  std::vector<std::string> generated;   //!< GENERATED ... STORED columns: never written
+};
+
+//! An INSERT ... ON CONFLICT (key) DO UPDATE for `columns` (in image order), with
+//! parameters $1..$n; a plain INSERT when the table has no key. Generated columns are left
+//! out of `columns` by the caller.
+std::string upsert_sql(const TableShape& table, std::span<const std::string> columns);
+//! A DELETE by primary key with parameters $1..$k in key order.
+std::string delete_sql(const TableShape& table);
+
+} // namespace switchyard::protocol

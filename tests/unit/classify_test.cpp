@@ -1,0 +1,181 @@
+#include <catch2/catch.hpp>
+
+#include "protocol/classify.hpp"
+#include "protocol/row_image.hpp"
+#include "protocol/wire.hpp"
+
+using namespace switchyard::protocol;
+
+namespace {
+
+Statement only(std::string_view sql) {
+  Classification c = classify(sql);
+  REQUIRE(c.error.empty());
+  REQUIRE(c.statements.size() == 1);
+  return c.statements[0];
+}
+
+} // namespace
+
+TEST_CASE("reads stay reads; locking, writing CTEs and unknown functions do not") {
+  CHECK(only("SELECT abalance FROM pgbench_accounts WHERE aid = 1").kind == StatementKind::kRead);
+  CHECK(only("SELECT count(*), now() FROM t").kind == StatementKind::kRead);
+  CHECK(only("VALUES (1), (2)").kind == StatementKind::kRead);
+  CHECK(only("SHOW search_path").kind == StatementKind::kRead);
+  CHECK(only("WITH x AS (SELECT 1) SELECT * FROM x").kind == StatementKind::kRead);
+
+  Statement locking = only("SELECT * FROM t WHERE id = 1 FOR UPDATE");
+  CHECK(locking.kind == StatementKind::kWrite);
+  CHECK(locking.mirror == MirrorPlan::kNone);
+
+  Statement cte = only("WITH d AS (DELETE FROM t RETURNING *) SELECT count(*) FROM d");
+  CHECK(cte.kind == StatementKind::kWrite);
+  CHECK(cte.mirror == MirrorPlan::kStatement);
+
+  Statement sequence = only("SELECT nextval('s')");
+  CHECK(sequence.kind == StatementKind::kWrite);
+  CHECK(sequence.mirror == MirrorPlan::kStatement);
+
+  Statement advisory = only("SELECT pg_advisory_lock(42)");
+  CHECK(advisory.kind == StatementKind::kWrite);
+  CHECK(advisory.mirror == MirrorPlan::kNone);
+}
+
+TEST_CASE("DML is mirrored by row image with its target table") {
+  Statement insert = only("INSERT INTO public.\"Orders\" AS o (a) VALUES (now()) RETURNING a");
+  CHECK(insert.mirror == MirrorPlan::kRowImage);
+  CHECK(insert.image_op == RowImageOp::kUpsert);
+  CHECK(insert.has_returning);
+  CHECK(insert.target.qualified() == "public.\"Orders\"");
+  CHECK(insert.target.reference() == "o");
+
+  Statement update = only("UPDATE t SET x = x + random(), id = 3 FROM u WHERE t.id = u.id");
+  CHECK(update.mirror == MirrorPlan::kRowImage);
+  CHECK(update.set_columns == std::vector<std::string>{"x", "id"});
+  CHECK(update.target.reference() == "t");
+
+  Statement del = only("DELETE FROM t WHERE id = (SELECT max(id) FROM t)");
+  CHECK(del.image_op == RowImageOp::kDelete);
+  CHECK_FALSE(del.has_returning);
+
+  Statement nested = only("WITH d AS (DELETE FROM a RETURNING *) INSERT INTO b SELECT * FROM d");
+  CHECK(nested.mirror == MirrorPlan::kStatement);
+
+  CHECK(only("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE").mirror ==
+        MirrorPlan::kStatement);
+  CHECK(only("COPY t FROM STDIN").mirror == MirrorPlan::kCopyIn);
+  CHECK(only("COPY t TO STDOUT").kind == StatementKind::kRead);
+}
+
+TEST_CASE("transaction control, session state and DDL") {
+  Statement begin = only("BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY");
+  CHECK(begin.transaction == TransactionOp::kBegin);
+  CHECK(begin.read_only);
+  CHECK_FALSE(only("START TRANSACTION READ WRITE").read_only);
+  CHECK(only("END").transaction == TransactionOp::kCommit);
+  CHECK(only("ROLLBACK TO SAVEPOINT a").transaction == TransactionOp::kRollbackTo);
+  CHECK(only("SAVEPOINT a").transaction == TransactionOp::kSavepoint);
+
+  Statement set = only("SET search_path = app, public");
+  CHECK(set.kind == StatementKind::kSession);
+  CHECK(set.mirror == MirrorPlan::kStatement);
+  CHECK(only("LISTEN channel").mirror == MirrorPlan::kNone);
+
+  Statement ddl = only("CREATE TABLE t (id serial PRIMARY KEY)");
+  CHECK(ddl.kind == StatementKind::kDdl);
+  CHECK(ddl.mirror == MirrorPlan::kStatement);
+  CHECK(only("TRUNCATE t").kind == StatementKind::kDdl);
+}
+
+TEST_CASE("statement boundaries and unparsable text") {
+  std::string sql = "BEGIN; INSERT INTO t VALUES (1) ;\n  COMMIT";
+  Classification c = classify(sql);
+  REQUIRE(c.statements.size() == 3);
+  CHECK(sql.substr(c.statements[1].offset, c.statements[1].length) == " INSERT INTO t VALUES (1) ");
+  CHECK(sql.substr(c.statements[2].offset, c.statements[2].length) == "\n  COMMIT");
+  CHECK(c.has_transaction_control());
+
+  Classification bad = classify("SELEC 1");
+  CHECK_FALSE(bad.error.empty());
+  REQUIRE(bad.statements.size() == 1);
+  CHECK(bad.statements[0].kind == StatementKind::kUnknown);
+  CHECK(bad.needs_mirror());
+
+  CHECK(classify("-- nothing").statements.empty());
+}
+
+TEST_CASE("row-image rewrite appends after the statement, even behind a comment") {
+  Statement plain = only("INSERT INTO t VALUES (1) -- note");
+  CHECK(with_row_image("INSERT INTO t VALUES (1) -- note", plain) ==
+        "INSERT INTO t VALUES (1) -- note\nRETURNING NULL AS __switchyard_image, t.*");
+  Statement returning = only("UPDATE t AS x SET a = 1 RETURNING a");
+  CHECK(with_row_image("UPDATE t AS x SET a = 1 RETURNING a", returning) ==
+        "UPDATE t AS x SET a = 1 RETURNING a\n, NULL AS __switchyard_image, x.*");
+  CHECK(quote_identifier("a\"b") == "\"a\"\"b\"");
+  CHECK(quote_identifier("Abc") == "\"Abc\"");
+}
+
+TEST_CASE("classification cache returns the same result and evicts the oldest") {
+  ClassificationCache cache(2);
+  auto first = cache.get("SELECT 1");
+  CHECK(cache.get("SELECT 1") == first);
+  cache.get("SELECT 2");
+  cache.get("SELECT 3");
+  CHECK(cache.get("SELECT 1") != first);
+  CHECK(cache.hits() == 1);
+  CHECK(cache.misses() == 4);
+}
+
+TEST_CASE("row descriptions and data rows round-trip; images are found by the marker") {
+  std::vector<FieldDescription> fields(3);
+  fields[0].name = "a";
+  fields[0].type_oid = 23;
+  fields[1].name = std::string(kImageMarker);
+  fields[2].name = "id";
+  fields[2].type_oid = 20;
+  fields[2].format = 1;
+  std::string message;
+  append_row_description(message, fields);
+  auto parsed = parse_row_description(std::string_view(message).substr(5));
+  REQUIRE(parsed.ok());
+  REQUIRE(parsed->size() == 3);
+  CHECK((*parsed)[2].format == 1);
+  CHECK(find_image_marker(*parsed) == 1u);
+
+  std::string row;
+  append_u16(row, 3);
+  append_u32(row, 2);
+  row += "ab";
+  append_u32(row, 0xFFFFFFFFu);
+  append_u32(row, 1);
+  row += "7";
+  auto values = parse_data_row(row);
+  REQUIRE(values.ok());
+  CHECK((*values)[0] == "ab");
+  CHECK_FALSE((*values)[1].has_value());
+  std::string prefix;
+  append_data_row_prefix(prefix, row, 1);
+  auto cut = parse_data_row(std::string_view(prefix).substr(5));
+  REQUIRE(cut.ok());
+  CHECK(cut->size() == 1);
+  CHECK(!parse_data_row(std::string_view(row).substr(0, 9)).ok());
+
+  CHECK(affected_rows("INSERT 0 5") == 5u);
+  CHECK(affected_rows("UPDATE 12") == 12u);
+  CHECK_FALSE(affected_rows("BEGIN").has_value());
+}
+
+TEST_CASE("upsert and delete statements for the secondary") {
+  TableShape table{"public.t", {"id"}, {}};
+  std::vector<std::string> columns{"id", "Name"};
+  CHECK(upsert_sql(table, columns) ==
+        "INSERT INTO public.t (id, \"Name\") OVERRIDING SYSTEM VALUE VALUES ($1, $2) ON "
+        "CONFLICT (id) DO UPDATE SET \"Name\" = EXCLUDED.\"Name\"");
+  TableShape keyless{"h", {}, {}};
+  CHECK(upsert_sql(keyless, columns) ==
+        "INSERT INTO h (id, \"Name\") OVERRIDING SYSTEM VALUE VALUES ($1, $2)");
+  TableShape pair{"p", {"a", "b"}, {}};
+  std::vector<std::string> keys_only{"a", "b"};
+  CHECK(upsert_sql(pair, keys_only).ends_with("ON CONFLICT (a, b) DO NOTHING"));
+  CHECK(delete_sql(pair) == "DELETE FROM p WHERE a = $1 AND b = $2");
+}
