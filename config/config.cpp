@@ -22,6 +22,9 @@ constexpr SettingInfo kSettings[] = {
     {"secondary", true, "the database being moved to (mirroring target)"},
     {"write_mode", true, "sync (primary-first lock-step) or async"},
     {"read_percent", true, "share of reads routed to the secondary, 0-100"},
+    {"mirror.timeout", true, "longest a write waits for the secondary before it is journaled"},
+    {"mirror.ddl", true, "DDL while mirroring: mirror, primary_only, reject"},
+    {"mirror.journal", false, "file of the divergence journal (writes the secondary missed)"},
     {"auth.method", true, "client authentication: trust, password, md5, scram-sha-256"},
     {"auth.users", true, "list of {name, password | scram_verifier | md5_hash}"},
     {"tls.mode", true, "client TLS: off, allow, require"},
@@ -361,6 +364,17 @@ Result<std::shared_ptr<const Config>> parse_config(std::string_view yaml, std::s
   }
   read_enum(root, "write_mode", config->write_mode,
             {{"sync", WriteMode::kSync}, {"async", WriteMode::kAsync}}, check);
+  read_duration(root, "mirror.timeout", config->mirror.timeout, check);
+  if (config->mirror.timeout.count() == 0) check.fail("mirror.timeout", "must be greater than 0");
+  read_enum(root, "mirror.ddl", config->mirror.ddl,
+            {{"mirror", DdlPolicy::kMirror},
+             {"primary_only", DdlPolicy::kPrimaryOnly},
+             {"reject", DdlPolicy::kReject}},
+            check);
+  if (auto v = scalar(root, "mirror.journal", check)) {
+    if (v->empty()) check.fail("mirror.journal", "must be a file path");
+    config->mirror.journal_path = *v;
+  }
   if (auto text = scalar(root, "read_percent", check)) {
     double value = -1;
     if (!parse_whole(*text, value) || !(value >= 0 && value <= 100)) {
@@ -424,6 +438,9 @@ std::vector<std::string> restart_only_changes(const Config& before, const Config
   if (before.admin_listen != after.admin_listen) changed.emplace_back("admin.listen");
   if (before.workers != after.workers) changed.emplace_back("workers");
   if (before.log_format != after.log_format) changed.emplace_back("logging.format");
+  if (before.mirror.journal_path != after.mirror.journal_path) {
+    changed.emplace_back("mirror.journal");
+  }
   return changed;
 }
 

@@ -19,6 +19,8 @@ enum class AuthMethod { kTrust, kPassword, kMd5, kScramSha256 };
 //! Whether clients may or must use TLS.
 enum class ClientTlsMode { kOff, kAllow, kRequire };
 enum class WriteMode { kSync, kAsync };
+//! What happens to DDL while mirroring.
+enum class DdlPolicy { kMirror, kPrimaryOnly, kReject };
 enum class LogFormat { kText, kJson };
 
 //! An address to listen on.
@@ -47,6 +49,14 @@ struct Limits {
   bool operator==(const Limits&) const = default;
 };
 
+//! How writes reach the secondary.
+struct MirrorSettings {
+  std::chrono::milliseconds timeout{2'000}; //!< longest a write waits for the secondary
+  DdlPolicy ddl = DdlPolicy::kMirror;
+  std::string journal_path = "switchyard-data/divergence.jsonl";
+  bool operator==(const MirrorSettings&) const = default;
+};
+
 //! One immutable configuration snapshot. Sessions hold a shared_ptr to the snapshot they
 //! started with; a reload swaps in a new one.
 struct Config {
@@ -60,6 +70,7 @@ struct Config {
   std::string secondary_uri;
   WriteMode write_mode = WriteMode::kSync;
   double read_percent = 0;
+  MirrorSettings mirror;
   AuthMethod auth_method = AuthMethod::kTrust;
   std::vector<User> users;
   ClientTlsMode tls_mode = ClientTlsMode::kOff;

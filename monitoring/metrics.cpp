@@ -30,7 +30,39 @@ const char* to_string(BackendRole role) {
   return role == BackendRole::kPrimary ? "primary" : "secondary";
 }
 
+const char* to_string(MirrorFailure failure) {
+  switch (failure) {
+  case MirrorFailure::kConnect: return "connect";
+  case MirrorFailure::kTimeout: return "timeout";
+  case MirrorFailure::kSecondaryError: return "secondary_error";
+  case MirrorFailure::kRowCount: return "row_count";
+  case MirrorFailure::kNotMirrorable: return "not_mirrorable";
+  case MirrorFailure::kCount: break;
+  }
+  return "unknown";
+}
+
 namespace {
+const char* mirror_kind_label(MirrorKind k) {
+  switch (k) {
+  case MirrorKind::kRowImage: return "row_image";
+  case MirrorKind::kStatement: return "statement";
+  case MirrorKind::kKeyFallback: return "statement_fallback";
+  case MirrorKind::kCount: break;
+  }
+  return "unknown";
+}
+
+const char* replay_label(ReplayResult r) {
+  switch (r) {
+  case ReplayResult::kApplied: return "applied";
+  case ReplayResult::kFailed: return "failed";
+  case ReplayResult::kUnreplayable: return "unreplayable";
+  case ReplayResult::kCount: break;
+  }
+  return "unknown";
+}
+
 const char* cancel_label(CancelResult r) {
   switch (r) {
   case CancelResult::kForwarded: return "forwarded";
@@ -90,6 +122,33 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   auto& reloads = counter("switchyard_config_reloads_total", "Config reloads, by result");
   reloads_ok_ = &reloads.Add({{"result", "applied"}});
   reloads_failed_ = &reloads.Add({{"result", "rejected"}});
+
+  auto& mirrored = counter("switchyard_mirrored_statements_total",
+                           "Writes applied to the secondary, by how they were applied");
+  for (size_t i = 0; i < mirrored_.size(); ++i) {
+    mirrored_[i] = &mirrored.Add({{"kind", mirror_kind_label(static_cast<MirrorKind>(i))}});
+  }
+  auto& mirror_failures = counter("switchyard_mirror_failures_total",
+                                  "Mirrored transactions the secondary did not apply, by reason");
+  for (size_t i = 0; i < mirror_failures_.size(); ++i) {
+    mirror_failures_[i] =
+        &mirror_failures.Add({{"reason", to_string(static_cast<MirrorFailure>(i))}});
+  }
+  mirror_seconds_ = &prometheus::BuildHistogram()
+                         .Name("switchyard_mirror_duration_seconds")
+                         .Help("Time to apply a transaction's writes to the secondary (sync lag)")
+                         .Register(r)
+                         .Add({}, buckets);
+  journal_entries_ =
+      &counter("switchyard_journal_entries_total", "Entries written to the divergence journal")
+           .Add({});
+  journal_backlog_ =
+      &gauge("switchyard_journal_backlog", "Divergence journal entries not yet replayed").Add({});
+  auto& replayed =
+      counter("switchyard_journal_replayed_total", "Journal entries replayed, by result");
+  for (size_t i = 0; i < journal_replayed_.size(); ++i) {
+    journal_replayed_[i] = &replayed.Add({{"result", replay_label(static_cast<ReplayResult>(i))}});
+  }
 }
 
 } // namespace switchyard::monitoring

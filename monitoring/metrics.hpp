@@ -45,6 +45,23 @@ const char* to_string(BackendRole role);
 //! Outcome of a CancelRequest.
 enum class CancelResult { kForwarded, kUnknownKey, kFailed, kCount };
 
+//! Why a write did not reach the secondary as planned.
+enum class MirrorFailure {
+  kConnect,        //!< the secondary could not be reached
+  kTimeout,        //!< slower than mirror.timeout
+  kSecondaryError, //!< an error only the secondary raised
+  kRowCount,       //!< the secondary changed a different number of rows
+  kNotMirrorable,  //!< a write switchyard cannot mirror (e.g. COPY FROM STDIN)
+  kCount,
+};
+const char* to_string(MirrorFailure failure);
+
+//! How a mirrored statement was applied to the secondary.
+enum class MirrorKind { kRowImage, kStatement, kKeyFallback, kCount };
+
+//! What the journal replayer did with an entry.
+enum class ReplayResult { kApplied, kFailed, kUnreplayable, kCount };
+
 //! Every metric of switchyard, declared in one place and labelled once at start-up so the
 //! data path only touches pre-resolved counters (no label lookups per message).
 class Metrics {
@@ -67,6 +84,12 @@ public:
   prometheus::Histogram& query_seconds(BackendRole r) { return *query_seconds_[idx(r)]; }
   prometheus::Counter& cancel_requests(CancelResult r) { return *cancel_requests_[idx(r)]; }
   prometheus::Counter& config_reloads(bool ok) { return ok ? *reloads_ok_ : *reloads_failed_; }
+  prometheus::Counter& mirrored(MirrorKind k) { return *mirrored_[idx(k)]; }
+  prometheus::Counter& mirror_failures(MirrorFailure f) { return *mirror_failures_[idx(f)]; }
+  prometheus::Histogram& mirror_seconds() { return *mirror_seconds_; }
+  prometheus::Counter& journal_entries() { return *journal_entries_; }
+  prometheus::Gauge& journal_backlog() { return *journal_backlog_; }
+  prometheus::Counter& journal_replayed(ReplayResult r) { return *journal_replayed_[idx(r)]; }
 
 private:
   template <class E> static size_t idx(E e) { return static_cast<size_t>(e); }
@@ -86,6 +109,12 @@ private:
   std::array<prometheus::Counter*, static_cast<size_t>(CancelResult::kCount)> cancel_requests_{};
   prometheus::Counter* reloads_ok_;
   prometheus::Counter* reloads_failed_;
+  std::array<prometheus::Counter*, static_cast<size_t>(MirrorKind::kCount)> mirrored_{};
+  std::array<prometheus::Counter*, static_cast<size_t>(MirrorFailure::kCount)> mirror_failures_{};
+  prometheus::Histogram* mirror_seconds_;
+  prometheus::Counter* journal_entries_;
+  prometheus::Gauge* journal_backlog_;
+  std::array<prometheus::Counter*, static_cast<size_t>(ReplayResult::kCount)> journal_replayed_{};
 };
 
 } // namespace switchyard::monitoring

@@ -224,13 +224,17 @@ constexpr std::string_view kDdlNodes[] = {
 // Statements that only matter to the connection they run on, or to the primary's own
 // maintenance: never mirrored.
 constexpr std::string_view kPrimaryOnlyNodes[] = {
-    "ListenStmt",  "UnlistenStmt", "NotifyStmt", "LockStmt",  "VacuumStmt",      "CheckPointStmt",
-    "ClusterStmt", "ReindexStmt",  "LoadStmt",   "FetchStmt", "ClosePortalStmt",
+    "ListenStmt", "UnlistenStmt",   "NotifyStmt",      "LockStmt",
+    "VacuumStmt", "CheckPointStmt", "ClusterStmt",     "ReindexStmt",
+    "LoadStmt",   "FetchStmt",      "ClosePortalStmt", "DeclareCursorStmt",
 };
 
 // Session settings the secondary connection must share (search_path, time zone, ...).
 constexpr std::string_view kMirroredSessionNodes[] = {
-    "VariableSetStmt", "DiscardStmt", "PrepareStmt", "DeallocateStmt", "DeclareCursorStmt",
+    "VariableSetStmt",
+    "DiscardStmt",
+    "PrepareStmt",
+    "DeallocateStmt",
 };
 
 std::string_view string_at(const json::object& object, std::string_view key) {
@@ -516,6 +520,16 @@ std::string with_row_image(std::string_view statement_text, const Statement& sta
   text += statement.target.reference();
   text += ".*";
   return text;
+}
+
+std::string fingerprint(std::string_view sql) {
+  std::string text(sql);
+  PgQueryFingerprintResult result = pg_query_fingerprint(text.c_str());
+  std::string out = result.error == nullptr && result.fingerprint_str != nullptr
+                        ? std::string(result.fingerprint_str)
+                        : std::string();
+  pg_query_free_fingerprint_result(result);
+  return out;
 }
 
 std::shared_ptr<const Classification> ClassificationCache::get(std::string_view sql) {

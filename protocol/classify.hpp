@@ -93,6 +93,10 @@ inline constexpr std::string_view kImageMarker = "__switchyard_image";
 //! clause (or an extension of the client's) that yields the marker and the whole row.
 std::string with_row_image(std::string_view statement_text, const Statement& statement);
 
+//! libpg_query's fingerprint of `sql` (same for statements that differ only in constants),
+//! as 16 hex digits; empty when the text does not parse.
+std::string fingerprint(std::string_view sql);
+
 //! `name` as a PostgreSQL identifier: bare when it is a plain lower-case name, else quoted.
 std::string quote_identifier(std::string_view name);
 

@@ -14,7 +14,10 @@
 #include "proxy/backend_connector.hpp"
 #include "proxy/chunk_reader.hpp"
 #include "proxy/client_auth.hpp"
+#include "proxy/closing.hpp"
 #include "proxy/message_reader.hpp"
+#include "proxy/mirror_relay.hpp"
+#include "proxy/session_activity.hpp"
 
 namespace switchyard::proxy {
 namespace {
@@ -23,23 +26,6 @@ using Clock = std::chrono::steady_clock;
 using monitoring::BackendRole;
 using monitoring::CloseReason;
 namespace sqlstate = protocol::sqlstate;
-
-//! How a session ends: the reason (a metric label), a detail for the log, and the error to
-//! send the client before closing, if any.
-struct Closing {
-  CloseReason reason;
-  std::string detail;
-  std::string client_error;
-};
-
-Closing refuse(CloseReason reason, std::string_view code, std::string message) {
-  std::string error = protocol::fatal_error(code, message);
-  return Closing{reason, std::move(message), std::move(error)};
-}
-
-Closing peer_gone(CloseReason reason, const error_code& ec) {
-  return Closing{reason, ec == asio::error::eof ? "closed by peer" : ec.message(), {}};
-}
 
 bool is_quiet(CloseReason reason) {
   return reason == CloseReason::kClientTerminate || reason == CloseReason::kClientDisconnect ||
@@ -197,9 +183,11 @@ private:
     co_return Closing{CloseReason::kCancelRequest, "cancel request forwarded", {}};
   }
 
-  asio::awaitable<std::optional<Closing>> connect_primary(const protocol::StartupPacket& startup) {
+  // The login for a backend: the target's own user, password and database when its URI
+  // has them, else the client's, with the client's other startup parameters.
+  LoginRequest login_for(const config::BackendTarget& target,
+                         const protocol::StartupPacket& startup) const {
     const config::Config& config = *runtime_->config;
-    const config::BackendTarget& target = config.primary;
     LoginRequest login;
     login.user = target.user.empty() ? user_ : target.user;
     if (!target.password.empty()) {
@@ -214,6 +202,14 @@ private:
     for (const auto& [key, value] : startup.parameters) {
       if (key != "user" && key != "database") login.options.emplace_back(key, value);
     }
+    return login;
+  }
+
+  asio::awaitable<std::optional<Closing>> connect_primary(const protocol::StartupPacket& startup) {
+    const config::Config& config = *runtime_->config;
+    const config::BackendTarget& target = config.primary;
+    LoginRequest login = login_for(target, startup);
+    if (config.secondary) secondary_login_ = login_for(*config.secondary, startup);
     auto& metrics = services_.metrics();
     auto result = co_await connect_backend(target, runtime_->primary_tls.get(), std::move(login));
     if (auto* failed = std::get_if<BackendFailure>(&result)) {
@@ -228,14 +224,14 @@ private:
     }
     backend_.emplace(std::move(std::get<BackendSession>(result)));
     metrics.backend_connections(BackendRole::kPrimary).Increment();
-    transaction_status_ = backend_->transaction_status;
+    activity_.transaction_status = backend_->transaction_status;
     auto [pid, key] = services_.cancels().add(CancelTarget{target, backend_->pid, backend_->key});
     cancel_pid_ = pid;
 
     // The client sees the primary's own greeting, with our key in place of the backend's.
     std::string greeting = std::move(backend_->greeting);
     protocol::append_backend_key_data(greeting, pid, key);
-    protocol::append_ready_for_query(greeting, transaction_status_);
+    protocol::append_ready_for_query(greeting, activity_.transaction_status);
     if (auto ec = co_await client_.write_all(greeting); ec) {
       co_return peer_gone(CloseReason::kClientDisconnect, ec);
     }
@@ -244,7 +240,14 @@ private:
   }
 
   asio::awaitable<Closing> relay() {
-    last_activity_ = Clock::now();
+    activity_.last_activity = Clock::now();
+    if (secondary_login_) {
+      MirrorRelay mirror(client_, *backend_, services_, runtime_, stats_, activity_,
+                         std::move(*secondary_login_), peer_, std::move(client_leftover_));
+      auto ended = co_await (mirror.run() || watchdog());
+      co_await mirror.finish();
+      co_return std::visit([](Closing& c) { return std::move(c); }, ended);
+    }
     auto ended = co_await (client_to_backend() || backend_to_client() || watchdog());
     co_return std::visit([](Closing& c) { return std::move(c); }, ended);
   }
@@ -267,7 +270,7 @@ private:
   asio::awaitable<std::optional<Closing>> forward_to_backend(protocol::FrameScanner& scanner,
                                                              std::string_view chunk) {
     auto now = Clock::now();
-    last_activity_ = now;
+    activity_.last_activity = now;
     bool terminate = false;
     uint32_t queries = 0;
     auto bad = scanner.scan(chunk, [&](const protocol::FrameScanner::Event& event) {
@@ -318,7 +321,7 @@ private:
     uint32_t errors = 0;
     auto bad = scanner.scan(chunk, [&](const protocol::FrameScanner::Event& event) {
       if (event.tag == 'Z') {
-        transaction_status_ = event.peek.empty() ? 'I' : event.peek[0];
+        activity_.transaction_status = event.peek.empty() ? 'I' : event.peek[0];
         ready_received();
       } else if (event.tag == 'E') {
         ++errors;
@@ -342,11 +345,12 @@ private:
     asio::steady_timer timer(co_await asio::this_coro::executor);
     constexpr auto kRecheck = std::chrono::seconds(1);
     while (true) {
-      bool in_transaction = transaction_status_ != 'I';
+      bool in_transaction = activity_.transaction_status != 'I';
       auto timeout =
           in_transaction ? limits.idle_in_transaction_timeout : limits.client_idle_timeout;
       auto now = Clock::now();
-      if (timeout.count() > 0 && syncs_in_flight_ == 0 && now - last_activity_ >= timeout) {
+      if (timeout.count() > 0 && activity_.syncs_in_flight == 0 &&
+          now - activity_.last_activity >= timeout) {
         if (in_transaction) {
           co_return refuse(CloseReason::kIdleInTransactionTimeout,
                            sqlstate::kIdleInTransactionTimeout,
@@ -359,8 +363,8 @@ private:
           limits.client_idle_timeout.count() > 0 || limits.idle_in_transaction_timeout.count() > 0;
       if (!any_timeout) {
         timer.expires_at(Clock::time_point::max());
-      } else if (timeout.count() > 0 && syncs_in_flight_ == 0) {
-        timer.expires_at(std::min(last_activity_ + timeout, now + kRecheck));
+      } else if (timeout.count() > 0 && activity_.syncs_in_flight == 0) {
+        timer.expires_at(std::min(activity_.last_activity + timeout, now + kRecheck));
       } else {
         timer.expires_after(kRecheck);
       }
@@ -369,24 +373,12 @@ private:
     }
   }
 
-  void sync_sent(Clock::time_point now) {
-    ++syncs_in_flight_;
-    // Deeper pipelines than the ring are counted but not timed.
-    if (timed_count_ < sync_times_.size()) {
-      sync_times_[(timed_head_ + timed_count_) % sync_times_.size()] = now;
-      ++timed_count_;
-    }
-  }
+  void sync_sent(Clock::time_point now) { activity_.sync_sent(now); }
 
   void ready_received() {
-    auto now = Clock::now();
-    last_activity_ = now;
-    if (syncs_in_flight_ > 0) --syncs_in_flight_;
-    if (timed_count_ == 0) return;
-    std::chrono::duration<double> elapsed = now - sync_times_[timed_head_];
-    timed_head_ = static_cast<uint8_t>((timed_head_ + 1) % sync_times_.size());
-    --timed_count_;
-    stats_.observe_query_seconds(BackendRole::kPrimary, elapsed.count());
+    if (auto seconds = activity_.ready_received(Clock::now())) {
+      stats_.observe_query_seconds(BackendRole::kPrimary, *seconds);
+    }
   }
 
   // Writes on a closing connection, bounded: a peer that stops reading must not keep the
@@ -426,13 +418,9 @@ private:
   std::string user_;
   std::string client_leftover_;
   std::optional<BackendSession> backend_;
+  std::optional<LoginRequest> secondary_login_; //!< set when writes are mirrored
   uint32_t cancel_pid_ = 0;
-  char transaction_status_ = 'I';
-  Clock::time_point last_activity_{};
-  uint32_t syncs_in_flight_ = 0;
-  std::array<Clock::time_point, 16> sync_times_{};
-  uint8_t timed_head_ = 0;
-  uint8_t timed_count_ = 0;
+  SessionActivity activity_;
 };
 
 } // namespace

@@ -9,9 +9,10 @@ asio::awaitable<Status> MessageReader::fill() {
     buffer_.erase(0, consumed_);
     consumed_ = 0;
   }
+  constexpr size_t kReadSize = 16384;
   size_t old_size = buffer_.size();
-  buffer_.resize(old_size + 4096);
-  auto [ec, n] = co_await stream_.read_some(asio::buffer(buffer_.data() + old_size, 4096));
+  buffer_.resize(old_size + kReadSize);
+  auto [ec, n] = co_await stream_.read_some(asio::buffer(buffer_.data() + old_size, kReadSize));
   buffer_.resize(old_size + n);
   if (ec) {
     peer_closed_ = ec == asio::error::eof || ec == asio::error::connection_reset;
@@ -43,6 +44,7 @@ asio::awaitable<Result<protocol::Frame>> MessageReader::read_frame() {
       co_return result.frame;
     }
     if (result.status == protocol::DecodeStatus::kMalformed) {
+      last_fault_ = result.malformation.fault;
       co_return Error{result.malformation.reason};
     }
     if (auto s = co_await fill(); !s) co_return Error{s.error()};

@@ -21,6 +21,10 @@ public:
   asio::awaitable<Result<protocol::Frame>> read_frame();
   //! Bytes read past the last message returned; the relay must send these on first.
   std::string take_leftover();
+  //! Puts bytes read elsewhere (e.g. past the handshake) in front of what is read next.
+  void prepend(std::string_view bytes) { buffer_.insert(consumed_, bytes); }
+  //! What was wrong with the last malformed message (kNone if none was).
+  protocol::FrameFault last_fault() const { return last_fault_; }
   bool has_leftover() const { return consumed_ < buffer_.size(); }
   //! Whether a read failed because the peer closed the connection (not a protocol error).
   bool peer_closed() const { return peer_closed_; }
@@ -34,6 +38,7 @@ private:
   std::string buffer_;
   size_t consumed_ = 0;
   bool peer_closed_ = false;
+  protocol::FrameFault last_fault_ = protocol::FrameFault::kNone;
 };
 
 } // namespace switchyard::proxy

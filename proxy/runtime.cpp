@@ -67,6 +67,11 @@ Result<std::shared_ptr<const Runtime>> build_runtime(std::shared_ptr<const confi
   auto primary_tls = make_backend_tls(c.primary);
   if (!primary_tls) return Error{c.source + ": primary: " + primary_tls.error()};
   runtime->primary_tls = std::move(*primary_tls);
+  if (c.secondary) {
+    auto secondary_tls = make_backend_tls(*c.secondary);
+    if (!secondary_tls) return Error{c.source + ": secondary: " + secondary_tls.error()};
+    runtime->secondary_tls = std::move(*secondary_tls);
+  }
   for (const auto& user : c.users) {
     if (!user.scram_verifier.empty()) {
       auto secret = protocol::parse_scram_verifier(user.scram_verifier);

@@ -15,8 +15,9 @@ namespace switchyard::proxy {
 //! secrets. Sessions hold the Runtime they started with; a reload builds a new one aside.
 struct Runtime {
   std::shared_ptr<const config::Config> config;
-  std::unique_ptr<ssl::context> client_tls;  //!< for clients' SSLRequest; null when tls.mode off
-  std::unique_ptr<ssl::context> primary_tls; //!< for the primary; null when sslmode disable
+  std::unique_ptr<ssl::context> client_tls;    //!< for clients' SSLRequest; null when tls.mode off
+  std::unique_ptr<ssl::context> primary_tls;   //!< for the primary; null when sslmode disable
+  std::unique_ptr<ssl::context> secondary_tls; //!< for the secondary; null when none or disable
   std::map<std::string, protocol::ScramSecret, std::less<>> scram_secrets; //!< by user name
 };
 

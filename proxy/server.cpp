@@ -56,6 +56,9 @@ Server::~Server() {
 
 Status Server::bind() {
   const config::Config& config = *services_.runtime()->config;
+  if (config.secondary) {
+    if (auto s = services_.open_journal(config.mirror.journal_path); !s) return s;
+  }
   if (auto s = open_acceptor(client_acceptor_, config.listen, "listen"); !s) return s;
   return open_acceptor(admin_acceptor_, config.admin_listen, "admin.listen");
 }
@@ -142,6 +145,12 @@ Status Server::reload() {
   if (!runtime) {
     metrics.config_reloads(false).Increment();
     return Error{runtime.error()};
+  }
+  if ((*runtime)->config->secondary) {
+    if (auto s = services_.open_journal((*runtime)->config->mirror.journal_path); !s) {
+      metrics.config_reloads(false).Increment();
+      return s;
+    }
   }
   auto current = services_.runtime();
   for (const auto& setting : config::restart_only_changes(*current->config, *(*runtime)->config)) {

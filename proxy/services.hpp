@@ -4,6 +4,7 @@
 #include <memory>
 #include <mutex>
 
+#include "backfill/journal.hpp"
 #include "monitoring/metrics.hpp"
 #include "proxy/cancel_registry.hpp"
 #include "proxy/runtime.hpp"
@@ -29,12 +30,35 @@ public:
   CancelRegistry& cancels() { return cancels_; }
   std::atomic<uint32_t>& active_clients() { return active_clients_; }
 
+  //! The divergence journal; null until a config with a secondary opened it.
+  backfill::DivergenceJournal* journal() { return journal_.load(); }
+  //! Opens the journal at `path` unless one is open already (it is opened once per process).
+  Status open_journal(const std::string& path) {
+    std::lock_guard lock(mutex_);
+    if (journal_owner_) return Ok{};
+    auto journal = backfill::DivergenceJournal::open(path);
+    if (!journal) return Error{"mirror.journal: " + journal.error()};
+    journal_owner_ = std::move(*journal);
+    journal_.store(journal_owner_.get());
+    metrics_.journal_backlog().Set(static_cast<double>(journal_owner_->backlog()));
+    return Ok{};
+  }
+  //! Until when (steady-clock ticks) sessions skip the secondary after it failed, so a dead
+  //! secondary costs one timeout per back-off period rather than one per write.
+  std::atomic<int64_t>& secondary_down_until() { return secondary_down_until_; }
+  //! Bumped by every mirrored DDL so sessions drop their cached table shapes.
+  std::atomic<uint64_t>& schema_epoch() { return schema_epoch_; }
+
 private:
   mutable std::mutex mutex_;
   std::shared_ptr<const Runtime> runtime_;
   monitoring::Metrics& metrics_;
   CancelRegistry cancels_;
   std::atomic<uint32_t> active_clients_{0};
+  std::unique_ptr<backfill::DivergenceJournal> journal_owner_;
+  std::atomic<backfill::DivergenceJournal*> journal_{nullptr};
+  std::atomic<int64_t> secondary_down_until_{0};
+  std::atomic<uint64_t> schema_epoch_{0};
 };
 
 } // namespace switchyard::proxy

@@ -161,7 +161,7 @@ class Proxy:
 
     def start(self, extra_args=()):
         self.log_file = open(self.log_path, "w")
-        self.process = subprocess.Popen([str(SWITCHYARD_BIN), "--config", str(self.config_path), *extra_args],
+        self.process = subprocess.Popen([str(SWITCHYARD_BIN), "--config", str(self.config_path), *extra_args], cwd=self.workdir,
                                         stdout=self.log_file, stderr=subprocess.STDOUT)
         wait_for_port(self.port, process=self.process)
         return self

@@ -1,0 +1,264 @@
+#include "backfill/journal.hpp"
+
+#include <boost/json.hpp>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+
+#include "protocol/auth.hpp"
+
+namespace switchyard::backfill {
+namespace json = boost::json;
+
+namespace {
+
+std::string now_iso8601() {
+  auto now = std::chrono::system_clock::now();
+  std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+  auto millis =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm utc{};
+  gmtime_r(&seconds, &utc);
+  char text[40];
+  std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%S", &utc);
+  char full[48];
+  std::snprintf(full, sizeof(full), "%s.%03dZ", text, static_cast<int>(millis));
+  return full;
+}
+
+std::string errno_text(const std::string& what) {
+  return what + ": " + std::strerror(errno);
+}
+
+std::string cursor_path(const std::string& path) {
+  return path + ".cursor";
+}
+
+// Binary values (bytea in binary format, ...) are not valid JSON strings: base64 them.
+json::value encode_value(const protocol::Value& value, uint16_t format) {
+  if (!value) return nullptr;
+  if (format == 0) return json::string(*value);
+  return json::object{{"base64", protocol::base64_encode(*value)}};
+}
+
+Result<protocol::Value> decode_value(const json::value& value) {
+  if (value.is_null()) return protocol::Value{};
+  if (value.is_string()) return protocol::Value{std::string(value.get_string())};
+  if (value.is_object() && value.get_object().contains("base64")) {
+    auto bytes = protocol::base64_decode(value.get_object().at("base64").as_string());
+    if (!bytes) return Error{bytes.error()};
+    return protocol::Value{*bytes};
+  }
+  return Error{"journal value must be null, a string or {base64}"};
+}
+
+} // namespace
+
+std::string to_json_line(const JournalEntry& entry) {
+  json::object out;
+  out["time"] = entry.time;
+  out["kind"] = entry.kind == JournalEntry::Kind::kRow ? "row" : "statement";
+  out["user"] = entry.user;
+  out["database"] = entry.database;
+  if (!entry.table.empty()) out["table"] = entry.table;
+  if (!entry.columns.empty()) {
+    json::array columns;
+    for (const auto& c : entry.columns)
+      columns.emplace_back(c);
+    out["columns"] = std::move(columns);
+  }
+  json::array types;
+  json::array formats;
+  json::array values;
+  for (size_t i = 0; i < entry.values.size(); ++i) {
+    uint16_t format = i < entry.formats.size() ? entry.formats[i] : 0;
+    types.emplace_back(i < entry.types.size() ? entry.types[i] : 0);
+    formats.emplace_back(format);
+    values.push_back(encode_value(entry.values[i], format));
+  }
+  out["types"] = std::move(types);
+  out["formats"] = std::move(formats);
+  out["values"] = std::move(values);
+  if (!entry.sql.empty()) out["sql"] = entry.sql;
+  if (entry.ddl) out["ddl"] = true;
+  out["fingerprint"] = entry.fingerprint;
+  out["reason"] = entry.reason;
+  out["error"] = entry.error;
+  return json::serialize(out);
+}
+
+Result<JournalEntry> from_json_line(std::string_view line) {
+  json::error_code ec;
+  json::value parsed = json::parse(line, ec);
+  if (ec || !parsed.is_object()) return Error{"journal line is not a JSON object"};
+  const json::object& in = parsed.get_object();
+  auto text = [&](std::string_view key) -> std::string {
+    const json::value* v = in.if_contains(key);
+    return v != nullptr && v->is_string() ? std::string(v->get_string()) : std::string();
+  };
+  JournalEntry entry;
+  entry.time = text("time");
+  entry.kind =
+      text("kind") == "statement" ? JournalEntry::Kind::kStatement : JournalEntry::Kind::kRow;
+  entry.user = text("user");
+  entry.database = text("database");
+  entry.table = text("table");
+  entry.sql = text("sql");
+  entry.fingerprint = text("fingerprint");
+  entry.reason = text("reason");
+  entry.error = text("error");
+  const json::value* ddl = in.if_contains("ddl");
+  entry.ddl = ddl != nullptr && ddl->is_bool() && ddl->get_bool();
+  try {
+    if (const json::value* columns = in.if_contains("columns")) {
+      for (const auto& c : columns->as_array())
+        entry.columns.emplace_back(c.as_string());
+    }
+    if (const json::value* types = in.if_contains("types")) {
+      for (const auto& t : types->as_array())
+        entry.types.push_back(t.to_number<uint32_t>());
+    }
+    if (const json::value* formats = in.if_contains("formats")) {
+      for (const auto& f : formats->as_array())
+        entry.formats.push_back(f.to_number<uint16_t>());
+    }
+    if (const json::value* values = in.if_contains("values")) {
+      for (const auto& v : values->as_array()) {
+        auto value = decode_value(v);
+        if (!value) return Error{value.error()};
+        entry.values.push_back(std::move(*value));
+      }
+    }
+  } catch (const std::exception& e) {
+    return Error{std::string("journal line has a malformed field: ") + e.what()};
+  }
+  return entry;
+}
+
+DivergenceJournal::DivergenceJournal(std::string path, int fd, uint64_t cursor, uint64_t backlog)
+    : path_(std::move(path)), fd_(fd), cursor_(cursor), backlog_(backlog) {}
+
+DivergenceJournal::~DivergenceJournal() {
+  ::close(fd_);
+}
+
+Result<std::unique_ptr<DivergenceJournal>> DivergenceJournal::open(const std::string& path) {
+  std::error_code ec;
+  auto parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  if (ec) return Error{path + ": cannot create the journal directory: " + ec.message()};
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0) return Error{errno_text(path + ": cannot open the divergence journal")};
+  uint64_t cursor = 0;
+  std::ifstream cursor_file(cursor_path(path));
+  if (cursor_file) cursor_file >> cursor;
+  // Count the entries after the cursor so the backlog metric is right from the start.
+  uint64_t backlog = 0;
+  std::ifstream lines(path);
+  lines.seekg(static_cast<std::streamoff>(cursor));
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (!line.empty()) ++backlog;
+  }
+  return std::unique_ptr<DivergenceJournal>(new DivergenceJournal(path, fd, cursor, backlog));
+}
+
+Status DivergenceJournal::append(std::span<const JournalEntry> entries) {
+  if (entries.empty()) return Ok{};
+  std::string text;
+  std::string time = now_iso8601();
+  for (JournalEntry entry : entries) {
+    entry.time = time;
+    text += to_json_line(entry);
+    text += '\n';
+  }
+  std::lock_guard lock(mutex_);
+  size_t written = 0;
+  while (written < text.size()) {
+    ssize_t n = ::write(fd_, text.data() + written, text.size() - written);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Error{errno_text(path_ + ": cannot write the divergence journal")};
+    }
+    written += static_cast<size_t>(n);
+  }
+  if (::fdatasync(fd_) != 0) return Error{errno_text(path_ + ": cannot sync the journal")};
+  backlog_ += entries.size();
+  return Ok{};
+}
+
+Result<std::vector<std::pair<uint64_t, JournalEntry>>> DivergenceJournal::pending(size_t max) {
+  uint64_t cursor;
+  {
+    std::lock_guard lock(mutex_);
+    cursor = cursor_;
+  }
+  std::vector<std::pair<uint64_t, JournalEntry>> out;
+  std::ifstream in(path_);
+  if (!in) return Error{path_ + ": cannot read the divergence journal"};
+  in.seekg(static_cast<std::streamoff>(cursor));
+  std::string line;
+  uint64_t offset = cursor;
+  while (out.size() < max && std::getline(in, line)) {
+    if (in.eof()) break; // a line without its newline is still being written
+    offset += line.size() + 1;
+    if (line.empty()) continue;
+    auto entry = from_json_line(line);
+    if (!entry)
+      return Error{path_ + ": entry at byte " + std::to_string(offset) + ": " + entry.error()};
+    out.emplace_back(offset, std::move(*entry));
+  }
+  return out;
+}
+
+Status DivergenceJournal::save_cursor(uint64_t cursor) {
+  std::string temp = cursor_path(path_) + ".tmp";
+  {
+    std::ofstream out(temp, std::ios::trunc);
+    out << cursor << '\n';
+    if (!out.flush()) return Error{temp + ": cannot write the journal cursor"};
+  }
+  std::error_code ec;
+  std::filesystem::rename(temp, cursor_path(path_), ec);
+  if (ec) return Error{cursor_path(path_) + ": " + ec.message()};
+  return Ok{};
+}
+
+Status DivergenceJournal::acknowledge(uint64_t offset) {
+  std::lock_guard lock(mutex_);
+  uint64_t acknowledged = 0;
+  {
+    std::ifstream in(path_);
+    in.seekg(static_cast<std::streamoff>(cursor_));
+    std::string line;
+    uint64_t at = cursor_;
+    while (at < offset && std::getline(in, line)) {
+      at += line.size() + 1;
+      if (!line.empty()) ++acknowledged;
+    }
+  }
+  struct stat st {};
+  if (::fstat(fd_, &st) == 0 && static_cast<uint64_t>(st.st_size) == offset) {
+    // Everything is replayed: start both files afresh so the journal does not grow forever.
+    if (::ftruncate(fd_, 0) != 0) return Error{errno_text(path_ + ": cannot truncate")};
+    cursor_ = 0;
+  } else {
+    cursor_ = offset;
+  }
+  backlog_ = backlog_ > acknowledged ? backlog_ - acknowledged : 0;
+  return save_cursor(cursor_);
+}
+
+uint64_t DivergenceJournal::backlog() const {
+  std::lock_guard lock(mutex_);
+  return backlog_;
+}
+
+} // namespace switchyard::backfill

@@ -1,0 +1,72 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "protocol/result.hpp"
+#include "protocol/row_image.hpp"
+
+namespace switchyard::backfill {
+
+//! A write the secondary did not apply as the primary did: which rows (table and values,
+//! from which the replayer takes the key) or which statement, and why.
+struct JournalEntry {
+  enum class Kind { kRow, kStatement };
+  Kind kind = Kind::kRow;
+  std::string user;                    //!< the session's database user, to reconnect as
+  std::string database;                //!< the session's database
+  std::string table;                   //!< quoted, possibly qualified name (rows)
+  std::vector<std::string> columns;    //!< row image column names (rows)
+  std::vector<uint32_t> types;         //!< type OIDs, per value
+  std::vector<uint16_t> formats;       //!< 0 text, 1 binary, per value
+  std::vector<protocol::Value> values; //!< the row image (rows) or the parameters (statements)
+  std::string sql;                     //!< the statement (statements)
+  bool ddl = false;                    //!< the statement changes the schema (replayed in order)
+  std::string fingerprint;             //!< libpg_query fingerprint of the client's statement
+  std::string reason;                  //!< a MirrorFailure label
+  std::string error;                   //!< the secondary's error or what went wrong
+  std::string time;                    //!< ISO-8601 UTC, set when appended
+};
+
+//! Serializes an entry as one JSON line (without the newline), and back.
+std::string to_json_line(const JournalEntry& entry);
+Result<JournalEntry> from_json_line(std::string_view line);
+
+//! The durable divergence journal: an append-only JSON-lines file whose entries are
+//! fdatasync'ed before append() returns, and a cursor file saying how much of it the
+//! replayer has applied. Thread-safe.
+class DivergenceJournal {
+public:
+  //! Opens (creating the file and its directory if needed) and counts the backlog.
+  static Result<std::unique_ptr<DivergenceJournal>> open(const std::string& path);
+  ~DivergenceJournal();
+  DivergenceJournal(const DivergenceJournal&) = delete;
+  DivergenceJournal& operator=(const DivergenceJournal&) = delete;
+
+  //! Appends entries durably.
+  Status append(std::span<const JournalEntry> entries);
+
+  //! Up to `max` entries after the cursor, each with the offset just past it.
+  Result<std::vector<std::pair<uint64_t, JournalEntry>>> pending(size_t max);
+  //! Marks everything before `offset` as replayed; empties the files when all is.
+  Status acknowledge(uint64_t offset);
+  //! Entries written and not yet acknowledged.
+  uint64_t backlog() const;
+  const std::string& path() const { return path_; }
+
+private:
+  DivergenceJournal(std::string path, int fd, uint64_t cursor, uint64_t backlog);
+  Status save_cursor(uint64_t cursor);
+
+  std::string path_;
+  int fd_;
+  mutable std::mutex mutex_;
+  uint64_t cursor_;
+  uint64_t backlog_;
+};
+
+} // namespace switchyard::backfill

@@ -1,0 +1,33 @@
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "protocol/result.hpp"
+#include "protocol/row_image.hpp"
+#include "proxy/message_reader.hpp"
+#include "proxy/stream.hpp"
+
+namespace switchyard::proxy {
+
+//! What one simple query returned: the rows of its last result set (text format) and the
+//! tag of its last CommandComplete.
+struct QueryRows {
+  std::vector<std::vector<protocol::Value>> rows;
+  std::string command_tag;
+};
+
+//! Runs `sql` as a simple Query on an idle backend connection that switchyard owns and
+//! reads up to ReadyForQuery. A PostgreSQL error is an Error with its SQLSTATE and message.
+asio::awaitable<Result<QueryRows>> run_query(Stream& stream, MessageReader& reader,
+                                             std::string_view sql);
+
+//! `text` as a SQL string literal ('...' with quotes doubled).
+std::string quote_literal(std::string_view text);
+
+//! "SQLSTATE: message" of an ErrorResponse body, for logs and journal entries.
+std::string describe_error(std::string_view body);
+
+} // namespace switchyard::proxy

@@ -1,0 +1,31 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "monitoring/metrics.hpp"
+#include "protocol/messages.hpp"
+#include "proxy/asio.hpp"
+
+namespace switchyard::proxy {
+
+//! How a session ends: the reason (a metric label), a detail for the log, and the error to
+//! send the client before closing, if any.
+struct Closing {
+  monitoring::CloseReason reason;
+  std::string detail;
+  std::string client_error;
+};
+
+//! A close that tells the client why with a FATAL error carrying `code`.
+inline Closing refuse(monitoring::CloseReason reason, std::string_view code, std::string message) {
+  std::string error = protocol::fatal_error(code, message);
+  return Closing{reason, std::move(message), std::move(error)};
+}
+
+//! A close because the peer went away (nothing to tell it).
+inline Closing peer_gone(monitoring::CloseReason reason, const error_code& ec) {
+  return Closing{reason, ec == asio::error::eof ? "closed by peer" : ec.message(), {}};
+}
+
+} // namespace switchyard::proxy

@@ -1,0 +1,751 @@
+#include "proxy/mirror_relay.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <deque>
+#include <limits>
+#include <unordered_map>
+
+#include "protocol/classify.hpp"
+#include "protocol/extended.hpp"
+#include "protocol/messages.hpp"
+#include "protocol/row_image.hpp"
+#include "protocol/wire.hpp"
+#include "proxy/message_reader.hpp"
+#include "proxy/secondary_link.hpp"
+
+namespace switchyard::proxy {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using monitoring::BackendRole;
+using monitoring::CloseReason;
+using protocol::MirrorPlan;
+using protocol::StatementKind;
+using protocol::TransactionOp;
+namespace sqlstate = protocol::sqlstate;
+
+constexpr size_t kClassificationCacheSize = 4096;
+constexpr size_t kFlushThreshold = 64 * 1024;
+
+// Raised by the primary in place of DDL when mirror.ddl is reject, so the error arrives in
+// protocol order and the extended protocol skips to Sync exactly as for any other error.
+constexpr std::string_view kRejectDdl =
+    "DO $switchyard$BEGIN RAISE EXCEPTION 'DDL is refused while switchyard mirrors writes "
+    "(mirror.ddl is reject)' USING ERRCODE = 'feature_not_supported'; END$switchyard$";
+
+//! A statement the client prepared (Parse), as switchyard classified and rewrote it.
+struct PreparedInfo {
+  std::string text; // the client's statement, without a trailing semicolon
+  std::vector<uint32_t> types;
+  std::shared_ptr<const protocol::Classification> classification;
+  const protocol::Statement* statement = nullptr; // set when the text is one statement
+  bool rewritten = false;                         // row image appended
+};
+
+struct PortalInfo {
+  std::shared_ptr<const PreparedInfo> prepared;
+  protocol::BindMessage bind;
+};
+
+enum class ExpectKind {
+  kParse,
+  kBind,
+  kDescribeStatement,
+  kDescribePortal,
+  kExecute,
+  kClose,
+  kSync,
+  kQuery
+};
+
+//! A response the primary owes, in the order the requests were sent.
+struct Expect {
+  explicit Expect(ExpectKind k) : kind(k) {}
+  ExpectKind kind;
+  bool internal = false;            // switchyard's own request: its answers are swallowed
+  bool hold_ready = false;          // ReadyForQuery is kept back for the client pump
+  bool drop_first_complete = false; // "BEGIN;" was put in front of the client's query
+  bool drop_complete = false;       // switchyard's COMMIT/ROLLBACK closing a wrapped write
+  bool rewritten = false;           // strip the row image from what the client sees
+  std::shared_ptr<const protocol::Classification> keep; // keeps `statement` alive
+  const protocol::Statement* statement = nullptr;
+  std::shared_ptr<const MirrorOp> op; // the write to mirror once the primary ran it
+};
+
+//! Serializes writes to the client from the two pumps, keeping their order.
+class ClientWriter {
+public:
+  explicit ClientWriter(Stream& stream) : stream_(stream) {}
+
+  asio::awaitable<error_code> write(std::string_view bytes) {
+    pending_.append(bytes);
+    if (busy_) co_return error_;
+    busy_ = true;
+    while (!pending_.empty() && !error_) {
+      writing_.swap(pending_);
+      pending_.clear();
+      error_ = co_await stream_.write_all(writing_);
+    }
+    busy_ = false;
+    co_return error_;
+  }
+
+private:
+  Stream& stream_;
+  std::string pending_;
+  std::string writing_;
+  bool busy_ = false;
+  error_code error_;
+};
+
+bool ends_transaction(TransactionOp op) {
+  return op == TransactionOp::kCommit || op == TransactionOp::kPrepare;
+}
+
+// Statements whose mirroring must wait for the responses before them.
+bool needs_barrier(const protocol::Statement& s) {
+  return s.mirror != MirrorPlan::kNone ||
+         (s.transaction != TransactionOp::kNone && s.transaction != TransactionOp::kBegin);
+}
+
+// Writes switchyard wraps in a transaction when the client runs them in autocommit. DDL is
+// left alone (CREATE INDEX CONCURRENTLY and friends refuse transaction blocks) and mirrored
+// right after it ran; session statements need no transaction.
+bool wants_wrap(const protocol::Statement& s) {
+  return s.mirror != MirrorPlan::kNone && s.kind != StatementKind::kDdl &&
+         s.kind != StatementKind::kSession;
+}
+
+std::string_view statement_text(std::string_view sql, const protocol::Statement& s) {
+  return sql.substr(s.offset, s.length);
+}
+
+} // namespace
+
+class MirrorRelay::Impl {
+public:
+  Impl(Stream& client, BackendSession& primary, Services& services,
+       std::shared_ptr<const Runtime> runtime, monitoring::RelayStats& stats,
+       SessionActivity& activity, LoginRequest secondary_login, std::string peer,
+       std::string client_leftover)
+      : client_(client), primary_(primary), services_(services), runtime_(std::move(runtime)),
+        stats_(stats), activity_(activity), peer_(peer),
+        client_reader_(client, protocol::Direction::kFrontend,
+                       runtime_->config->limits.max_message_size),
+        primary_reader_(primary.stream, protocol::Direction::kBackend,
+                        std::numeric_limits<uint32_t>::max()),
+        writer_(client), link_(services, runtime_, std::move(secondary_login), std::move(peer)),
+        cache_(kClassificationCacheSize), wake_(primary.stream.socket().get_executor()) {
+    client_reader_.prepend(client_leftover);
+    primary_reader_.prepend(primary.leftover);
+    primary.leftover.clear();
+  }
+
+  asio::awaitable<Closing> run() {
+    auto ended = co_await (client_pump() || server_pump());
+    co_return std::visit([](Closing& c) { return std::move(c); }, ended);
+  }
+
+  asio::awaitable<void> finish() { co_await link_.close(); }
+
+private:
+  // ---- client side: requests, rewritten, to the primary -------------------------------
+
+  asio::awaitable<Closing> client_pump() {
+    while (true) {
+      auto frame = co_await client_reader_.read_frame();
+      if (!frame) {
+        if (client_reader_.peer_closed())
+          co_return Closing{CloseReason::kClientDisconnect, "closed by peer", {}};
+        bool too_large = client_reader_.last_fault() == protocol::FrameFault::kTooLarge;
+        if (client_reader_.last_fault() == protocol::FrameFault::kNone) {
+          co_return Closing{CloseReason::kClientDisconnect, frame.error(), {}};
+        }
+        co_return refuse(too_large ? CloseReason::kMessageTooLarge
+                                   : CloseReason::kProtocolViolation,
+                         sqlstate::kProtocolViolation, frame.error());
+      }
+      activity_.last_activity = Clock::now();
+      std::optional<Closing> closing = co_await on_client_message(*frame);
+      if (closing) co_return std::move(*closing);
+      if (!client_reader_.has_leftover() || to_primary_.size() > kFlushThreshold) {
+        if (auto c = co_await flush_primary()) co_return std::move(*c);
+      }
+    }
+  }
+
+  asio::awaitable<std::optional<Closing>> on_client_message(const protocol::Frame& frame) {
+    switch (frame.tag) {
+    case 'Q': co_return co_await on_query(frame.body.substr(0, frame.body.find('\0')));
+    case 'P': co_return on_parse(frame);
+    case 'B': co_return on_bind(frame);
+    case 'D': co_return on_describe(frame);
+    case 'E': co_return co_await on_execute(frame);
+    case 'C': co_return on_close(frame);
+    case 'S': co_return co_await on_sync(frame);
+    case 'X':
+      forward(frame);
+      if (auto c = co_await flush_primary()) co_return c;
+      co_return Closing{CloseReason::kClientTerminate, {}, {}};
+    case 'F':
+      forward(frame);
+      expects_.push_back(Expect{ExpectKind::kQuery});
+      activity_.sync_sent(Clock::now());
+      co_return std::nullopt;
+    default: forward(frame); co_return std::nullopt; // Flush, COPY data
+    }
+  }
+
+  asio::awaitable<std::optional<Closing>> on_query(std::string_view sql) {
+    auto classification = cache_.get(sql);
+    stats_.add_queries(BackendRole::kPrimary, 1);
+    activity_.sync_sent(Clock::now());
+    const auto& statements = classification->statements;
+    bool copy_in = false;
+    bool barrier = false;
+    bool ddl = false;
+    for (const auto& s : statements) {
+      copy_in |= s.mirror == MirrorPlan::kCopyIn;
+      barrier |= needs_barrier(s);
+      ddl |= s.kind == StatementKind::kDdl;
+      if (s.transaction == TransactionOp::kBegin) expected_in_transaction_ = true;
+      if (s.transaction == TransactionOp::kCommit || s.transaction == TransactionOp::kRollback) {
+        expected_in_transaction_ = false;
+      }
+    }
+    if (ddl && runtime_->config->mirror.ddl == config::DdlPolicy::kReject) {
+      protocol::append_query(to_primary_, kRejectDdl);
+      expects_.push_back(Expect{ExpectKind::kQuery});
+      co_return std::nullopt;
+    }
+    if (copy_in) {
+      // COPY data would have to reach both sides; until it does, say so in the journal.
+      link_.journal_unmirrorable(std::string(sql),
+                                 "COPY FROM STDIN is applied to the primary only");
+      barrier = false;
+    }
+    if (!barrier) {
+      protocol::append_query(to_primary_, sql);
+      expects_.push_back(Expect{ExpectKind::kQuery});
+      co_return std::nullopt;
+    }
+
+    if (auto c = co_await drain()) co_return c;
+    // An autocommit write becomes a transaction we commit after the secondary has applied it.
+    bool wrap = activity_.transaction_status == 'I' && !classification->has_transaction_control() &&
+                !ddl && std::any_of(statements.begin(), statements.end(), wants_wrap);
+    query_failed_ = false;
+    for (size_t i = 0; i < statements.size() && !query_failed_; ++i) {
+      const protocol::Statement& s = statements[i];
+      std::string_view text = statement_text(sql, s);
+      if (ends_transaction(s.transaction)) co_await link_.commit();
+      std::string send =
+          s.mirror == MirrorPlan::kRowImage ? protocol::with_row_image(text, s) : std::string(text);
+      Expect expect{ExpectKind::kQuery};
+      if (i == 0 && wrap) {
+        send = "BEGIN;" + send;
+        expect.drop_first_complete = true;
+      }
+      expect.hold_ready = true;
+      expect.rewritten = s.mirror == MirrorPlan::kRowImage;
+      expect.keep = classification;
+      expect.statement = &s;
+      expect.op = make_op(s, text, nullptr);
+      protocol::append_query(to_primary_, send);
+      expects_.push_back(std::move(expect));
+      if (auto c = co_await drain()) co_return c;
+    }
+    if (wrap) co_return co_await end_wrapped_transaction(!query_failed_);
+    if (held_status_ == 'I') co_await link_.commit(); // autocommit DDL and settings
+    std::string ready;
+    protocol::append_ready_for_query(ready, held_status_);
+    co_return co_await write_ready(ready);
+  }
+
+  // Commits (after the secondary) or rolls back the transaction switchyard opened around an
+  // autocommit write; its ReadyForQuery is the one the client waits for.
+  asio::awaitable<std::optional<Closing>> end_wrapped_transaction(bool succeeded) {
+    if (succeeded) {
+      co_await link_.commit();
+    } else {
+      link_.discard();
+    }
+    protocol::append_query(to_primary_, succeeded ? "COMMIT" : "ROLLBACK");
+    Expect expect{ExpectKind::kQuery};
+    expect.drop_complete = true;
+    expects_.push_back(std::move(expect));
+    expected_in_transaction_ = false;
+    co_return co_await flush_primary();
+  }
+
+  std::optional<Closing> on_parse(const protocol::Frame& frame) {
+    auto parse = protocol::parse_parse(frame.body);
+    if (!parse)
+      return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation, parse.error());
+    auto info = std::make_shared<PreparedInfo>();
+    info->types = parse->parameter_types;
+    info->classification = cache_.get(parse->query);
+    info->text = parse->query;
+    const auto& statements = info->classification->statements;
+    if (statements.size() == 1) {
+      info->statement = &statements[0];
+      info->text = std::string(statement_text(parse->query, statements[0]));
+      if (info->statement->kind == StatementKind::kDdl &&
+          runtime_->config->mirror.ddl == config::DdlPolicy::kReject) {
+        parse->query = std::string(kRejectDdl);
+        info->statement = nullptr;
+      } else if (info->statement->mirror == MirrorPlan::kRowImage) {
+        parse->query = protocol::with_row_image(info->text, *info->statement);
+        info->rewritten = true;
+      }
+    }
+    statements_[parse->statement] = info;
+    protocol::append_parse(to_primary_, *parse);
+    expects_.push_back(Expect{ExpectKind::kParse});
+    return std::nullopt;
+  }
+
+  std::optional<Closing> on_bind(const protocol::Frame& frame) {
+    auto bind = protocol::parse_bind(frame.body);
+    if (!bind)
+      return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation, bind.error());
+    auto found = statements_.find(bind->statement);
+    std::shared_ptr<const PreparedInfo> prepared =
+        found == statements_.end() ? nullptr : found->second;
+    if (prepared && prepared->rewritten && !prepared->statement->has_returning) {
+      bind->result_formats.clear(); // the client expects no rows; the image comes as text
+    }
+    protocol::append_bind(to_primary_, *bind);
+    portals_[bind->portal] = PortalInfo{prepared, std::move(*bind)};
+    expects_.push_back(Expect{ExpectKind::kBind});
+    return std::nullopt;
+  }
+
+  std::optional<Closing> on_describe(const protocol::Frame& frame) {
+    auto target = protocol::parse_target(frame.body);
+    if (!target)
+      return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation, target.error());
+    std::shared_ptr<const PreparedInfo> prepared;
+    if (target->kind == 'S') {
+      if (auto found = statements_.find(target->name); found != statements_.end())
+        prepared = found->second;
+    } else if (auto found = portals_.find(target->name); found != portals_.end()) {
+      prepared = found->second.prepared;
+    }
+    forward(frame);
+    Expect expect{target->kind == 'S' ? ExpectKind::kDescribeStatement
+                                      : ExpectKind::kDescribePortal};
+    expect.rewritten = prepared && prepared->rewritten;
+    expects_.push_back(std::move(expect));
+    return std::nullopt;
+  }
+
+  asio::awaitable<std::optional<Closing>> on_execute(const protocol::Frame& frame) {
+    auto execute = protocol::parse_execute(frame.body);
+    if (!execute)
+      co_return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation,
+                       execute.error());
+    stats_.add_queries(BackendRole::kPrimary, 1);
+    auto found = portals_.find(execute->portal);
+    const PortalInfo* portal = found == portals_.end() ? nullptr : &found->second;
+    const PreparedInfo* prepared = portal ? portal->prepared.get() : nullptr;
+    const protocol::Statement* s = prepared ? prepared->statement : nullptr;
+    if (s == nullptr) {
+      forward(frame);
+      expects_.push_back(Expect{ExpectKind::kExecute});
+      co_return std::nullopt;
+    }
+    if (ends_transaction(s->transaction)) {
+      if (auto c = co_await drain()) co_return c;
+      co_await link_.commit();
+    }
+    if (s->transaction == TransactionOp::kBegin) expected_in_transaction_ = true;
+    if (s->transaction == TransactionOp::kCommit || s->transaction == TransactionOp::kRollback) {
+      expected_in_transaction_ = false;
+    }
+    if (s->mirror != MirrorPlan::kNone && !expected_in_transaction_) {
+      if (!wants_wrap(*s)) {
+        cycle_autocommit_mirror_ = true;
+      } else if (!cycle_wrapped_) {
+        inject_begin();
+        cycle_wrapped_ = true;
+      }
+    }
+    if (prepared->rewritten) {
+      // The image's columns come from a Describe of our own, answered just before the rows.
+      protocol::append_describe(to_primary_, 'P', execute->portal);
+      Expect describe{ExpectKind::kDescribePortal};
+      describe.internal = true;
+      expects_.push_back(std::move(describe));
+      // Without RETURNING of its own the client expects no rows, so no row limit applies.
+      uint32_t max_rows = s->has_returning ? execute->max_rows : 0;
+      protocol::append_execute(to_primary_, execute->portal, max_rows);
+    } else {
+      forward(frame);
+    }
+    Expect expect{ExpectKind::kExecute};
+    expect.rewritten = prepared->rewritten;
+    expect.keep = prepared->classification;
+    expect.statement = s;
+    expect.op = make_op(*s, prepared->text, portal);
+    expects_.push_back(std::move(expect));
+    co_return std::nullopt;
+  }
+
+  // BEGIN through a named statement and portal, so the client's unnamed ones stay intact.
+  void inject_begin() {
+    constexpr std::string_view kName = "switchyard_begin";
+    protocol::append_parse(to_primary_, protocol::ParseMessage{std::string(kName), "BEGIN", {}});
+    protocol::append_bind(
+        to_primary_, protocol::BindMessage{std::string(kName), std::string(kName), {}, {}, {}});
+    protocol::append_execute(to_primary_, kName, 0);
+    protocol::append_close(to_primary_, 'P', kName);
+    protocol::append_close(to_primary_, 'S', kName);
+    for (ExpectKind kind : {ExpectKind::kParse, ExpectKind::kBind, ExpectKind::kExecute,
+                            ExpectKind::kClose, ExpectKind::kClose}) {
+      Expect expect{kind};
+      expect.internal = true;
+      expects_.push_back(std::move(expect));
+    }
+  }
+
+  std::optional<Closing> on_close(const protocol::Frame& frame) {
+    auto target = protocol::parse_target(frame.body);
+    if (!target)
+      return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation, target.error());
+    if (target->kind == 'S') {
+      statements_.erase(target->name);
+    } else {
+      portals_.erase(target->name);
+    }
+    forward(frame);
+    expects_.push_back(Expect{ExpectKind::kClose});
+    return std::nullopt;
+  }
+
+  asio::awaitable<std::optional<Closing>> on_sync(const protocol::Frame& frame) {
+    forward(frame);
+    activity_.sync_sent(Clock::now());
+    Expect expect{ExpectKind::kSync};
+    bool wrapped = cycle_wrapped_;
+    bool hold = wrapped || cycle_autocommit_mirror_;
+    expect.hold_ready = hold;
+    expects_.push_back(std::move(expect));
+    if (!hold) co_return std::nullopt;
+    cycle_wrapped_ = false;
+    cycle_autocommit_mirror_ = false;
+    if (auto c = co_await drain()) co_return c;
+    if (wrapped) co_return co_await end_wrapped_transaction(held_status_ == 'T');
+    if (held_status_ == 'I') co_await link_.commit();
+    std::string ready;
+    protocol::append_ready_for_query(ready, held_status_);
+    co_return co_await write_ready(ready);
+  }
+
+  std::shared_ptr<const MirrorOp> make_op(const protocol::Statement& s, std::string_view text,
+                                          const PortalInfo* portal) {
+    if (s.mirror == MirrorPlan::kNone && s.transaction == TransactionOp::kNone) return nullptr;
+    auto op = std::make_shared<MirrorOp>();
+    op->kind =
+        s.mirror == MirrorPlan::kRowImage ? MirrorOp::Kind::kImage : MirrorOp::Kind::kStatement;
+    op->sql = std::string(text);
+    op->ddl = s.kind == StatementKind::kDdl;
+    op->statement = s;
+    if (portal != nullptr) {
+      op->parameter_types = portal->prepared->types;
+      op->parameter_formats = portal->bind.parameter_formats;
+      op->parameters = portal->bind.parameters;
+      op->parameter_types.resize(op->parameters.size(), 0);
+    }
+    return op;
+  }
+
+  void forward(const protocol::Frame& frame) {
+    to_primary_ += frame.tag;
+    protocol::append_u32(to_primary_, static_cast<uint32_t>(frame.body.size() + 4));
+    to_primary_.append(frame.body);
+  }
+
+  asio::awaitable<std::optional<Closing>> flush_primary() {
+    if (to_primary_.empty()) co_return std::nullopt;
+    stats_.add_bytes_to_backend(BackendRole::kPrimary, to_primary_.size());
+    auto ec = co_await primary_.stream.write_all(to_primary_);
+    to_primary_.clear();
+    if (ec) {
+      co_return refuse(CloseReason::kBackendDisconnect, sqlstate::kConnectionFailure,
+                       "lost the connection to the primary database: " + ec.message());
+    }
+    co_return std::nullopt;
+  }
+
+  // Waits until the primary has answered everything sent so far.
+  asio::awaitable<std::optional<Closing>> drain() {
+    if (!expects_.empty()) {
+      ExpectKind last = expects_.back().kind;
+      if (last != ExpectKind::kSync && last != ExpectKind::kQuery)
+        protocol::append_flush(to_primary_);
+    }
+    if (auto c = co_await flush_primary()) co_return c;
+    while (!expects_.empty()) {
+      wake_.expires_at(Clock::time_point::max());
+      co_await wake_.async_wait(use_tuple);
+    }
+    co_return std::nullopt;
+  }
+
+  asio::awaitable<std::optional<Closing>> write_ready(std::string_view ready) {
+    if (auto seconds = activity_.ready_received(Clock::now())) {
+      stats_.observe_query_seconds(BackendRole::kPrimary, *seconds);
+    }
+    if (auto ec = co_await writer_.write(ready); ec)
+      co_return peer_gone(CloseReason::kClientDisconnect, ec);
+    co_return std::nullopt;
+  }
+
+  // ---- server side: the primary's answers, filtered, to the client ---------------------
+
+  asio::awaitable<Closing> server_pump() {
+    while (true) {
+      auto frame = co_await primary_reader_.read_frame();
+      if (!frame) {
+        if (primary_reader_.peer_closed())
+          co_return Closing{CloseReason::kBackendDisconnect, "closed by peer", {}};
+        co_return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation,
+                         "switchyard received invalid data from the primary database: " +
+                             frame.error());
+      }
+      stats_.add_bytes_from_backend(BackendRole::kPrimary, frame->body.size() + 5);
+      on_primary_message(*frame);
+      bool idle = expects_.empty();
+      if (idle || !primary_reader_.has_leftover() || to_client_.size() > kFlushThreshold) {
+        if (!to_client_.empty()) {
+          std::string out;
+          out.swap(to_client_);
+          if (auto ec = co_await writer_.write(out); ec)
+            co_return peer_gone(CloseReason::kClientDisconnect, ec);
+        }
+      }
+      if (idle) wake_.cancel();
+    }
+  }
+
+  void pass(const protocol::Frame& frame) {
+    to_client_ += frame.tag;
+    protocol::append_u32(to_client_, static_cast<uint32_t>(frame.body.size() + 4));
+    to_client_.append(frame.body);
+  }
+
+  void on_primary_message(const protocol::Frame& frame) {
+    char tag = frame.tag;
+    if (tag == 'N' || tag == 'S' || tag == 'A' || expects_.empty()) {
+      pass(frame);
+      return;
+    }
+    Expect& front = expects_.front();
+    switch (tag) {
+    case 'E':
+      stats_.add_backend_errors(BackendRole::kPrimary, 1);
+      pass(frame);
+      reset_capture();
+      if (front.kind == ExpectKind::kQuery) {
+        query_failed_ = true;
+      } else {
+        // The extended protocol skips everything up to the next Sync after an error.
+        while (!expects_.empty() && expects_.front().kind != ExpectKind::kSync)
+          expects_.pop_front();
+      }
+      return;
+    case 'Z': on_ready(frame); return;
+    case '1':
+    case '2':
+    case '3':
+      if (!front.internal) pass(frame);
+      expects_.pop_front();
+      return;
+    case 't': pass(frame); return;
+    case 'n':
+      if (!front.internal) pass(frame);
+      if (front.kind == ExpectKind::kDescribePortal && front.internal) reset_capture();
+      expects_.pop_front();
+      return;
+    case 'T': on_row_description(frame, front); return;
+    case 'D': on_data_row(frame); return;
+    case 'C': on_command_complete(frame, front); return;
+    case 's':
+      pass(frame);
+      finish_statement(front, std::nullopt);
+      expects_.pop_front();
+      return;
+    case 'I':
+      pass(frame);
+      if (front.kind == ExpectKind::kExecute) expects_.pop_front();
+      return;
+    default: pass(frame); return; // COPY, FunctionCallResponse
+    }
+  }
+
+  void on_ready(const protocol::Frame& frame) {
+    char status = frame.body.empty() ? 'I' : frame.body[0];
+    Expect front = std::move(expects_.front());
+    expects_.pop_front();
+    activity_.transaction_status = status;
+    if (expects_.empty()) expected_in_transaction_ = status != 'I';
+    if (front.hold_ready) {
+      held_status_ = status;
+      return;
+    }
+    if (auto seconds = activity_.ready_received(Clock::now())) {
+      stats_.observe_query_seconds(BackendRole::kPrimary, *seconds);
+    }
+    pass(frame);
+  }
+
+  void on_row_description(const protocol::Frame& frame, Expect& front) {
+    bool describe =
+        front.kind == ExpectKind::kDescribePortal || front.kind == ExpectKind::kDescribeStatement;
+    bool capture = front.internal || (front.kind == ExpectKind::kQuery && front.rewritten);
+    if (!front.rewritten && !front.internal) {
+      pass(frame);
+      if (describe) expects_.pop_front();
+      return;
+    }
+    auto fields = protocol::parse_row_description(frame.body);
+    auto marker = fields ? protocol::find_image_marker(*fields) : std::nullopt;
+    if (!marker) {
+      if (!front.internal) pass(frame);
+      if (describe) expects_.pop_front();
+      return;
+    }
+    if (capture) {
+      reset_capture();
+      marker_ = *marker;
+      image_fields_.assign(fields->begin() + static_cast<std::ptrdiff_t>(*marker) + 1,
+                           fields->end());
+    }
+    if (!front.internal) {
+      if (*marker > 0) {
+        std::span<const protocol::FieldDescription> own(fields->data(), *marker);
+        protocol::append_row_description(to_client_, own);
+      } else if (describe) {
+        protocol::append_empty_message(to_client_, 'n'); // NoData: the client asked for no rows
+      }
+    }
+    if (describe) expects_.pop_front();
+  }
+
+  void on_data_row(const protocol::Frame& frame) {
+    if (!marker_) {
+      pass(frame);
+      return;
+    }
+    auto values = protocol::parse_data_row(frame.body);
+    if (!values || values->size() <= *marker_) {
+      pass(frame);
+      return;
+    }
+    captured_rows_.emplace_back(
+        std::make_move_iterator(values->begin() + static_cast<std::ptrdiff_t>(*marker_) + 1),
+        std::make_move_iterator(values->end()));
+    if (*marker_ > 0) protocol::append_data_row_prefix(to_client_, frame.body, *marker_);
+  }
+
+  void on_command_complete(const protocol::Frame& frame, Expect& front) {
+    std::string_view tag = frame.body.substr(0, frame.body.find('\0'));
+    if (front.drop_first_complete) {
+      front.drop_first_complete = false; // the BEGIN switchyard put in front
+      return;
+    }
+    if (!front.drop_complete && !front.internal) pass(frame);
+    finish_statement(front, tag);
+    if (front.kind == ExpectKind::kExecute) expects_.pop_front();
+  }
+
+  // A statement succeeded on the primary: mirror what it did.
+  void finish_statement(const Expect& front, std::optional<std::string_view> tag) {
+    const protocol::Statement* s = front.statement;
+    if (s == nullptr || !front.op) {
+      reset_capture();
+      return;
+    }
+    switch (s->transaction) {
+    case TransactionOp::kRollback:
+    case TransactionOp::kCommit: link_.discard(); break; // committed already, or rolled back
+    case TransactionOp::kSavepoint:
+    case TransactionOp::kRelease:
+    case TransactionOp::kRollbackTo: link_.add(*front.op); break;
+    default: break;
+    }
+    if (s->mirror == MirrorPlan::kNone || s->mirror == MirrorPlan::kCopyIn) {
+      reset_capture();
+      return;
+    }
+    if (s->kind == StatementKind::kSession) {
+      link_.add_session_statement(front.op->sql);
+    } else if (!(s->kind == StatementKind::kDdl &&
+                 runtime_->config->mirror.ddl == config::DdlPolicy::kPrimaryOnly)) {
+      MirrorOp op = *front.op;
+      if (tag) op.primary_rows = protocol::affected_rows(*tag);
+      if (op.kind == MirrorOp::Kind::kImage) {
+        op.fields = image_fields_;
+        op.rows = std::move(captured_rows_);
+      }
+      link_.add(std::move(op));
+    }
+    reset_capture();
+  }
+
+  void reset_capture() {
+    marker_.reset();
+    image_fields_.clear();
+    captured_rows_.clear();
+  }
+
+  Stream& client_;
+  BackendSession& primary_;
+  Services& services_;
+  std::shared_ptr<const Runtime> runtime_;
+  monitoring::RelayStats& stats_;
+  SessionActivity& activity_;
+  std::string peer_;
+  MessageReader client_reader_;
+  MessageReader primary_reader_;
+  ClientWriter writer_;
+  SecondaryLink link_;
+  protocol::ClassificationCache cache_;
+  asio::steady_timer wake_; // cancelled by the server pump when every answer is in
+
+  std::string to_primary_;
+  std::string to_client_;
+  std::deque<Expect> expects_;
+  std::unordered_map<std::string, std::shared_ptr<const PreparedInfo>> statements_;
+  std::unordered_map<std::string, PortalInfo> portals_;
+  bool expected_in_transaction_ = false; // as the client's requests so far leave it
+  bool cycle_wrapped_ = false;           // switchyard opened a transaction before this Sync
+  bool cycle_autocommit_mirror_ = false; // DDL or a setting ran outside a transaction
+  bool query_failed_ = false;
+  char held_status_ = 'I';
+  // The row image being captured from the statement running now.
+  std::optional<size_t> marker_;
+  std::vector<protocol::FieldDescription> image_fields_;
+  std::vector<std::vector<protocol::Value>> captured_rows_;
+};
+
+MirrorRelay::MirrorRelay(Stream& client, BackendSession& primary, Services& services,
+                         std::shared_ptr<const Runtime> runtime, monitoring::RelayStats& stats,
+                         SessionActivity& activity, LoginRequest secondary_login, std::string peer,
+                         std::string client_leftover)
+    : impl_(std::make_unique<Impl>(client, primary, services, std::move(runtime), stats, activity,
+                                   std::move(secondary_login), std::move(peer),
+                                   std::move(client_leftover))) {}
+
+MirrorRelay::~MirrorRelay() = default;
+
+asio::awaitable<Closing> MirrorRelay::run() {
+  return impl_->run();
+}
+asio::awaitable<void> MirrorRelay::finish() {
+  return impl_->finish();
+}
+
+} // namespace switchyard::proxy

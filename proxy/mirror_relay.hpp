@@ -1,0 +1,39 @@
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "monitoring/relay_stats.hpp"
+#include "proxy/backend_connector.hpp"
+#include "proxy/closing.hpp"
+#include "proxy/services.hpp"
+#include "proxy/session_activity.hpp"
+
+namespace switchyard::proxy {
+
+//! The relay of a session whose writes are mirrored to a secondary. Unlike the byte relay
+//! it works message by message: it classifies every statement, runs row-image writes with
+//! RETURNING on the primary and strips what the client did not ask for, wraps autocommit
+//! writes in a transaction, and applies each transaction's writes to the secondary just
+//! before the primary commits. The client sees exactly what the primary alone would send.
+class MirrorRelay {
+public:
+  MirrorRelay(Stream& client, BackendSession& primary, Services& services,
+              std::shared_ptr<const Runtime> runtime, monitoring::RelayStats& stats,
+              SessionActivity& activity, LoginRequest secondary_login, std::string peer,
+              std::string client_leftover);
+  ~MirrorRelay();
+  MirrorRelay(const MirrorRelay&) = delete;
+  MirrorRelay& operator=(const MirrorRelay&) = delete;
+
+  //! Relays until the client or the primary ends the session.
+  asio::awaitable<Closing> run();
+  //! Ends the secondary connection politely; call once run() is over.
+  asio::awaitable<void> finish();
+
+private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+} // namespace switchyard::proxy

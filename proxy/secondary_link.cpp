@@ -1,0 +1,411 @@
+#include "proxy/secondary_link.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <deque>
+#include <limits>
+
+#include "protocol/extended.hpp"
+#include "protocol/messages.hpp"
+#include "proxy/backend_query.hpp"
+
+namespace switchyard::proxy {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using monitoring::BackendRole;
+using monitoring::MirrorFailure;
+using monitoring::MirrorKind;
+
+constexpr auto kSecondaryBackoff = std::chrono::seconds(1);
+// Type OIDs below this are built in and the same on every PostgreSQL; user types (enums,
+// domains) have other OIDs on the secondary, so their parameters are left for it to infer.
+constexpr uint32_t kFirstUserOid = 16384;
+
+uint32_t portable_type(uint32_t oid) {
+  return oid < kFirstUserOid ? oid : 0;
+}
+
+int64_t ticks(Clock::time_point t) {
+  return t.time_since_epoch().count();
+}
+
+} // namespace
+
+struct SecondaryLink::Connection {
+  explicit Connection(BackendSession s)
+      : session(std::move(s)), reader(session.stream, protocol::Direction::kBackend,
+                                      std::numeric_limits<uint32_t>::max()) {}
+  BackendSession session;
+  MessageReader reader;
+};
+
+//! What one result of the batch should be.
+struct SecondaryLink::Unit {
+  size_t op = std::numeric_limits<size_t>::max(); // index into the ops; max for BEGIN/COMMIT
+  size_t row = 0;                                 // which row of an image op
+  std::optional<uint64_t> expected_rows;          // checked when set
+};
+
+SecondaryLink::SecondaryLink(Services& services, std::shared_ptr<const Runtime> runtime,
+                             LoginRequest login, std::string peer)
+    : services_(services), runtime_(std::move(runtime)), login_(std::move(login)),
+      peer_(std::move(peer)) {}
+
+SecondaryLink::~SecondaryLink() {
+  if (connection_) services_.metrics().backend_connections(BackendRole::kSecondary).Decrement();
+}
+
+void SecondaryLink::add(MirrorOp op) {
+  pending_.push_back(std::move(op));
+}
+
+void SecondaryLink::add_session_statement(std::string sql) {
+  session_statements_.push_back(std::move(sql));
+}
+
+void SecondaryLink::drop_connection() {
+  if (!connection_) return;
+  connection_->session.stream.close();
+  connection_.reset();
+  services_.metrics().backend_connections(BackendRole::kSecondary).Decrement();
+  prepared_.clear();
+  session_applied_ = 0;
+}
+
+asio::awaitable<Status> SecondaryLink::ensure_connected() {
+  if (!connection_) {
+    auto result = co_await connect_backend(*runtime_->config->secondary,
+                                           runtime_->secondary_tls.get(), login_);
+    if (auto* failed = std::get_if<BackendFailure>(&result)) {
+      services_.metrics().backend_connect_failures(BackendRole::kSecondary).Increment();
+      co_return Error{"could not connect to the secondary: " + failed->message};
+    }
+    connection_ = std::make_unique<Connection>(std::move(std::get<BackendSession>(result)));
+    services_.metrics().backend_connections(BackendRole::kSecondary).Increment();
+    shapes_.clear();
+  }
+  // Settings come first: they decide how names resolve and values parse on the secondary.
+  while (session_applied_ < session_statements_.size()) {
+    const std::string& sql = session_statements_[session_applied_++];
+    auto done = co_await run_query(connection_->session.stream, connection_->reader, sql);
+    if (!done)
+      spdlog::warn("session {}: secondary refused session statement: {}", peer_, done.error());
+  }
+  co_return Ok{};
+}
+
+asio::awaitable<Result<protocol::TableShape>>
+SecondaryLink::shape_of(const protocol::TargetTable& table) {
+  std::string name = table.temporary && table.schema.empty()
+                         ? "pg_temp." + protocol::quote_identifier(table.name)
+                         : table.qualified();
+  if (auto found = shapes_.find(name); found != shapes_.end()) co_return found->second;
+  std::string sql =
+      "SELECT a.attname, a.attgenerated <> '', coalesce(a.attnum = ANY(i.indkey), false) "
+      "FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
+      "WHERE a.attrelid = " +
+      quote_literal(name) + "::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
+  auto rows = co_await run_query(connection_->session.stream, connection_->reader, sql);
+  if (!rows) co_return Error{"cannot read the shape of " + name + ": " + rows.error()};
+  protocol::TableShape shape;
+  shape.qualified = name;
+  for (const auto& row : rows->rows) {
+    if (row.size() != 3 || !row[0]) continue;
+    if (row[1] == "t") shape.generated.push_back(*row[0]);
+    if (row[2] == "t") shape.key_columns.push_back(*row[0]);
+  }
+  shapes_.emplace(name, shape);
+  co_return shape;
+}
+
+std::string SecondaryLink::prepared_name(const std::string& sql, const std::vector<uint32_t>& types,
+                                         std::string& out, std::vector<std::string>& new_names) {
+  std::string key = sql;
+  for (uint32_t type : types)
+    key += "," + std::to_string(type);
+  if (auto found = prepared_.find(key); found != prepared_.end()) return found->second;
+  std::string name = "switchyard_" + std::to_string(++next_prepared_);
+  protocol::append_parse(out, protocol::ParseMessage{name, sql, types});
+  prepared_.emplace(key, name);
+  new_names.push_back(std::move(key));
+  return name;
+}
+
+asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops,
+                                             std::vector<Unit>& units, std::vector<Unit>& divergent,
+                                             std::string& row_count_note) {
+  if (auto connected = co_await ensure_connected(); !connected) co_return connected;
+  auto epoch = services_.schema_epoch().load();
+  if (epoch != shapes_epoch_) {
+    shapes_.clear();
+    shapes_epoch_ = epoch;
+  }
+
+  std::string out;
+  size_t ready_expected = 0;
+  bool in_extended = false;
+  std::vector<std::string> new_names;
+  auto end_extended = [&] {
+    if (!in_extended) return;
+    protocol::append_sync(out);
+    ++ready_expected;
+    in_extended = false;
+  };
+  auto add_statement = [&](const MirrorOp& op, size_t index) {
+    if (op.parameters.empty()) {
+      end_extended();
+      protocol::append_query(out, op.sql);
+      ++ready_expected;
+    } else {
+      in_extended = true;
+      protocol::append_parse(out, protocol::ParseMessage{"", op.sql, op.parameter_types});
+      protocol::append_bind(out,
+                            protocol::BindMessage{"", "", op.parameter_formats, op.parameters, {}});
+      protocol::append_execute(out, "", 0);
+    }
+    units.push_back(Unit{index, 0, op.ddl ? std::nullopt : op.primary_rows});
+  };
+
+  protocol::append_query(out, "BEGIN");
+  ++ready_expected;
+  units.push_back(Unit{});
+  for (size_t index = 0; index < ops.size(); ++index) {
+    const MirrorOp& op = ops[index];
+    if (op.kind == MirrorOp::Kind::kStatement) {
+      add_statement(op, index);
+      services_.metrics().mirrored(MirrorKind::kStatement).Increment();
+      continue;
+    }
+    auto shape = co_await shape_of(op.statement.target);
+    if (!shape) co_return Error{shape.error()};
+    const protocol::Statement& statement = op.statement;
+    bool update = statement.node == "UpdateStmt";
+    bool keyless = shape->key_columns.empty();
+    bool key_change = update && std::any_of(statement.set_columns.begin(),
+                                            statement.set_columns.end(), [&](const std::string& c) {
+                                              return std::find(shape->key_columns.begin(),
+                                                               shape->key_columns.end(),
+                                                               c) != shape->key_columns.end();
+                                            });
+    // Without a key a row cannot be found again, and a key change leaves the old key behind:
+    // run the statement itself (then, for a key change, still write the exact new values).
+    if ((keyless && statement.image_op == protocol::RowImageOp::kDelete) || (keyless && update) ||
+        key_change) {
+      add_statement(op, index);
+      services_.metrics().mirrored(MirrorKind::kKeyFallback).Increment();
+      if (!key_change) continue;
+    }
+    if (op.rows.empty()) continue;
+    std::vector<size_t> columns;
+    std::string sql;
+    if (statement.image_op == protocol::RowImageOp::kDelete) {
+      for (const std::string& key : shape->key_columns) {
+        auto at = std::find_if(op.fields.begin(), op.fields.end(),
+                               [&](const auto& f) { return f.name == key; });
+        if (at == op.fields.end()) {
+          co_return Error{"the row image of " + shape->qualified + " lacks key column " + key};
+        }
+        columns.push_back(static_cast<size_t>(at - op.fields.begin()));
+      }
+      sql = protocol::delete_sql(*shape);
+    } else {
+      std::vector<std::string> names;
+      for (size_t i = 0; i < op.fields.size(); ++i) {
+        const std::string& name = op.fields[i].name;
+        if (std::find(shape->generated.begin(), shape->generated.end(), name) !=
+            shape->generated.end()) {
+          continue;
+        }
+        columns.push_back(i);
+        names.push_back(name);
+      }
+      sql = protocol::upsert_sql(*shape, names);
+    }
+    std::vector<uint32_t> types;
+    std::vector<uint16_t> formats;
+    for (size_t column : columns) {
+      types.push_back(portable_type(op.fields[column].type_oid));
+      formats.push_back(op.fields[column].format);
+    }
+    in_extended = true;
+    std::string name = prepared_name(sql, types, out, new_names);
+    for (size_t row = 0; row < op.rows.size(); ++row) {
+      std::vector<protocol::Value> values;
+      values.reserve(columns.size());
+      for (size_t column : columns)
+        values.push_back(op.rows[row][column]);
+      protocol::append_bind(out, protocol::BindMessage{"", name, formats, std::move(values), {}});
+      protocol::append_execute(out, "", 0);
+      std::optional<uint64_t> expected;
+      if (statement.image_op == protocol::RowImageOp::kDelete) expected = 1;
+      units.push_back(Unit{index, row, expected});
+    }
+    services_.metrics().mirrored(MirrorKind::kRowImage).Increment();
+  }
+  end_extended();
+  protocol::append_query(out, "COMMIT");
+  ++ready_expected;
+  units.push_back(Unit{});
+
+  Stream& stream = connection_->session.stream;
+  if (auto ec = co_await stream.write_all(out); ec) {
+    drop_connection();
+    co_return Error{"lost the secondary connection: " + ec.message()};
+  }
+  std::deque<std::string> unconfirmed(new_names.begin(), new_names.end());
+  std::string error;
+  std::string last_tag;
+  size_t unit = 0;
+  while (ready_expected > 0) {
+    auto frame = co_await connection_->reader.read_frame();
+    if (!frame) {
+      drop_connection();
+      co_return Error{"lost the secondary connection: " + frame.error()};
+    }
+    switch (frame->tag) {
+    case '1':
+      if (!unconfirmed.empty()) unconfirmed.pop_front();
+      break;
+    case 'C': {
+      last_tag = std::string(frame->body.substr(0, frame->body.find('\0')));
+      if (error.empty() && unit < units.size() && units[unit].expected_rows) {
+        auto rows = protocol::affected_rows(last_tag);
+        if (rows && *rows != *units[unit].expected_rows) {
+          row_count_note += "statement " + std::to_string(units[unit].op) + ": primary " +
+                            std::to_string(*units[unit].expected_rows) + " rows, secondary " +
+                            std::to_string(*rows) + "; ";
+          divergent.push_back(units[unit]);
+        }
+      }
+      ++unit;
+      break;
+    }
+    case 'I': ++unit; break;
+    case 'E':
+      if (error.empty()) error = describe_error(frame->body);
+      ++unit;
+      break;
+    case 'Z': --ready_expected; break;
+    default: break;
+    }
+  }
+  for (const std::string& key : unconfirmed)
+    prepared_.erase(key);
+  if (!error.empty()) co_return Error{error};
+  if (last_tag != "COMMIT") co_return Error{"the secondary rolled the transaction back"};
+  co_return Ok{};
+}
+
+asio::awaitable<void> SecondaryLink::commit() {
+  if (pending_.empty()) co_return;
+  std::vector<MirrorOp> ops = std::move(pending_);
+  pending_.clear();
+  auto& metrics = services_.metrics();
+  auto started = Clock::now();
+  if (services_.secondary_down_until().load() > ticks(started)) {
+    journal(ops, MirrorFailure::kConnect, "the secondary failed moments ago; retrying later");
+    co_return;
+  }
+  bool was_connected = connection_ != nullptr;
+  std::vector<Unit> units;
+  std::vector<Unit> divergent;
+  std::string row_count_note;
+  asio::steady_timer timer(co_await asio::this_coro::executor, runtime_->config->mirror.timeout);
+  auto outcome =
+      co_await (apply(ops, units, divergent, row_count_note) || timer.async_wait(use_tuple));
+  if (outcome.index() == 1) {
+    drop_connection();
+    services_.secondary_down_until() = ticks(Clock::now() + kSecondaryBackoff);
+    journal(ops, MirrorFailure::kTimeout, "no answer from the secondary within mirror.timeout");
+    co_return;
+  }
+  Status& applied = std::get<0>(outcome);
+  if (!applied) {
+    bool unreachable = !connection_ || (!was_connected && units.empty());
+    if (unreachable) services_.secondary_down_until() = ticks(Clock::now() + kSecondaryBackoff);
+    journal(ops, unreachable ? MirrorFailure::kConnect : MirrorFailure::kSecondaryError,
+            applied.error());
+    co_return;
+  }
+  std::chrono::duration<double> elapsed = Clock::now() - started;
+  metrics.mirror_seconds().Observe(elapsed.count());
+  if (std::any_of(ops.begin(), ops.end(), [](const MirrorOp& op) { return op.ddl; })) {
+    ++services_.schema_epoch();
+  }
+  if (!divergent.empty()) {
+    // Journal just the rows (or statements) whose counts differed.
+    std::vector<MirrorOp> differing;
+    for (const Unit& unit : divergent) {
+      MirrorOp op = ops[unit.op];
+      if (op.kind == MirrorOp::Kind::kImage) op.rows = {ops[unit.op].rows[unit.row]};
+      differing.push_back(std::move(op));
+    }
+    journal(differing, MirrorFailure::kRowCount, "affected rows differ: " + row_count_note);
+  }
+}
+
+void SecondaryLink::journal(const std::vector<MirrorOp>& ops, MirrorFailure reason,
+                            const std::string& error) {
+  auto& metrics = services_.metrics();
+  metrics.mirror_failures(reason).Increment();
+  std::vector<backfill::JournalEntry> entries;
+  for (const MirrorOp& op : ops) {
+    backfill::JournalEntry entry;
+    entry.user = login_.user;
+    entry.database = login_.database;
+    entry.reason = monitoring::to_string(reason);
+    entry.error = error;
+    entry.fingerprint = protocol::fingerprint(op.sql);
+    if (op.kind == MirrorOp::Kind::kImage && !op.statement.target.temporary) {
+      entry.kind = backfill::JournalEntry::Kind::kRow;
+      entry.table = op.statement.target.qualified();
+      for (const auto& field : op.fields) {
+        entry.columns.push_back(field.name);
+        entry.types.push_back(field.type_oid);
+        entry.formats.push_back(field.format);
+      }
+      for (const auto& row : op.rows) {
+        entry.values = row;
+        entries.push_back(entry);
+      }
+      continue;
+    }
+    entry.kind = backfill::JournalEntry::Kind::kStatement;
+    entry.sql = op.sql;
+    entry.ddl = op.ddl;
+    entry.types = op.parameter_types;
+    entry.formats = op.parameter_formats;
+    entry.values = op.parameters;
+    entries.push_back(std::move(entry));
+  }
+  backfill::DivergenceJournal* journal = services_.journal();
+  if (journal == nullptr || entries.empty()) return;
+  if (auto written = journal->append(entries); !written) {
+    spdlog::error("session {}: {} writes missed the secondary and could not be journaled: {}",
+                  peer_, entries.size(), written.error());
+    return;
+  }
+  metrics.journal_entries().Increment(static_cast<double>(entries.size()));
+  metrics.journal_backlog().Set(static_cast<double>(journal->backlog()));
+  spdlog::warn("session {}: {} writes journaled for the secondary ({}): {}", peer_, entries.size(),
+               monitoring::to_string(reason), error);
+}
+
+void SecondaryLink::journal_unmirrorable(std::string sql, std::string why) {
+  MirrorOp op;
+  op.sql = std::move(sql);
+  journal({op}, MirrorFailure::kNotMirrorable, why);
+}
+
+asio::awaitable<void> SecondaryLink::close() {
+  if (!connection_) co_return;
+  std::string terminate;
+  protocol::append_terminate(terminate);
+  asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::seconds(1));
+  co_await (connection_->session.stream.write_all(terminate) || timer.async_wait(use_tuple));
+  drop_connection();
+}
+
+} // namespace switchyard::proxy

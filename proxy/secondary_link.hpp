@@ -1,0 +1,95 @@
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backfill/journal.hpp"
+#include "protocol/classify.hpp"
+#include "protocol/row_image.hpp"
+#include "proxy/backend_connector.hpp"
+#include "proxy/message_reader.hpp"
+#include "proxy/services.hpp"
+
+namespace switchyard::proxy {
+
+//! One write the primary made, to be applied to the secondary when the transaction commits.
+struct MirrorOp {
+  enum class Kind { kImage, kStatement };
+  Kind kind = Kind::kStatement;
+  //! The client's statement and its parameters: what a statement op runs, and the fallback
+  //! of an image op on a table without a primary key.
+  std::string sql;
+  std::vector<uint32_t> parameter_types;
+  std::vector<uint16_t> parameter_formats;
+  std::vector<protocol::Value> parameters;
+  bool ddl = false;
+  std::optional<uint64_t> primary_rows; //!< rows the primary's CommandComplete reported
+  // Image ops: the table, what the statement did, and the rows the primary returned.
+  protocol::Statement statement;
+  std::vector<protocol::FieldDescription> fields;
+  std::vector<std::vector<protocol::Value>> rows;
+};
+
+//! A session's connection to the secondary and the writes of its open transaction. Writes
+//! are collected as the primary runs them and applied in one secondary transaction just
+//! before the primary commits, while the primary still holds its row locks: conflicting
+//! writes of concurrent sessions thus reach the secondary in the primary's order, and the
+//! two databases cannot deadlock each other. Whatever the secondary does not apply goes to
+//! the divergence journal; nothing here ever fails the client.
+class SecondaryLink {
+public:
+  SecondaryLink(Services& services, std::shared_ptr<const Runtime> runtime, LoginRequest login,
+                std::string peer);
+  ~SecondaryLink();
+  SecondaryLink(const SecondaryLink&) = delete;
+  SecondaryLink& operator=(const SecondaryLink&) = delete;
+
+  //! Adds a write of the open transaction.
+  void add(MirrorOp op);
+  //! Records a session setting (SET, PREPARE, ...) every secondary connection must share.
+  void add_session_statement(std::string sql);
+  //! Drops the open transaction's writes (the client rolled back).
+  void discard() { pending_.clear(); }
+  bool has_pending() const { return !pending_.empty(); }
+
+  //! Applies the open transaction's writes to the secondary, bounded by mirror.timeout.
+  asio::awaitable<void> commit();
+  //! Journals a write switchyard could not mirror at all.
+  void journal_unmirrorable(std::string sql, std::string why);
+
+  //! Ends the secondary connection politely.
+  asio::awaitable<void> close();
+
+private:
+  struct Connection;
+  struct Unit;
+
+  asio::awaitable<Status> apply(const std::vector<MirrorOp>& ops, std::vector<Unit>& units,
+                                std::vector<Unit>& divergent, std::string& row_count_note);
+  asio::awaitable<Status> ensure_connected();
+  asio::awaitable<Result<protocol::TableShape>> shape_of(const protocol::TargetTable& table);
+  std::string prepared_name(const std::string& sql, const std::vector<uint32_t>& types,
+                            std::string& out, std::vector<std::string>& new_names);
+  void journal(const std::vector<MirrorOp>& ops, monitoring::MirrorFailure reason,
+               const std::string& error);
+  void drop_connection();
+
+  Services& services_;
+  std::shared_ptr<const Runtime> runtime_;
+  LoginRequest login_;
+  std::string peer_;
+  std::vector<MirrorOp> pending_;
+  std::vector<std::string> session_statements_;
+  size_t session_applied_ = 0; // how many of session_statements_ the connection has run
+  std::unique_ptr<Connection> connection_;
+  std::map<std::string, protocol::TableShape> shapes_;
+  uint64_t shapes_epoch_ = 0;
+  std::map<std::string, std::string> prepared_; // SQL + types -> statement name
+  uint64_t next_prepared_ = 0;
+};
+
+} // namespace switchyard::proxy
