@@ -11,6 +11,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "protocol/auth.hpp"
 
@@ -68,6 +69,7 @@ std::string to_json_line(const JournalEntry& entry) {
   out["user"] = entry.user;
   out["database"] = entry.database;
   if (!entry.table.empty()) out["table"] = entry.table;
+  if (!entry.op.empty()) out["op"] = entry.op;
   if (!entry.columns.empty()) {
     json::array columns;
     for (const auto& c : entry.columns)
@@ -110,6 +112,7 @@ Result<JournalEntry> from_json_line(std::string_view line) {
   entry.user = text("user");
   entry.database = text("database");
   entry.table = text("table");
+  entry.op = text("op");
   entry.sql = text("sql");
   entry.fingerprint = text("fingerprint");
   entry.reason = text("reason");
@@ -170,7 +173,7 @@ Result<std::unique_ptr<DivergenceJournal>> DivergenceJournal::open(const std::st
   return std::unique_ptr<DivergenceJournal>(new DivergenceJournal(path, fd, cursor, backlog));
 }
 
-Status DivergenceJournal::append(std::span<const JournalEntry> entries) {
+Status DivergenceJournal::append(std::span<const JournalEntry> entries, uint64_t* unsettled) {
   if (entries.empty()) return Ok{};
   std::string text;
   std::string time = now_iso8601();
@@ -180,6 +183,8 @@ Status DivergenceJournal::append(std::span<const JournalEntry> entries) {
     text += '\n';
   }
   std::lock_guard lock(mutex_);
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) return Error{errno_text(path_ + ": cannot stat the journal")};
   size_t written = 0;
   while (written < text.size()) {
     ssize_t n = ::write(fd_, text.data() + written, text.size() - written);
@@ -191,14 +196,25 @@ Status DivergenceJournal::append(std::span<const JournalEntry> entries) {
   }
   if (::fdatasync(fd_) != 0) return Error{errno_text(path_ + ": cannot sync the journal")};
   backlog_ += entries.size();
+  if (unsettled != nullptr) {
+    *unsettled = static_cast<uint64_t>(st.st_size);
+    unsettled_.insert(*unsettled);
+  }
   return Ok{};
+}
+
+void DivergenceJournal::settle(uint64_t offset) {
+  std::lock_guard lock(mutex_);
+  if (auto found = unsettled_.find(offset); found != unsettled_.end()) unsettled_.erase(found);
 }
 
 Result<std::vector<std::pair<uint64_t, JournalEntry>>> DivergenceJournal::pending(size_t max) {
   uint64_t cursor;
+  uint64_t limit;
   {
     std::lock_guard lock(mutex_);
     cursor = cursor_;
+    limit = unsettled_.empty() ? std::numeric_limits<uint64_t>::max() : *unsettled_.begin();
   }
   std::vector<std::pair<uint64_t, JournalEntry>> out;
   std::ifstream in(path_);
@@ -206,7 +222,7 @@ Result<std::vector<std::pair<uint64_t, JournalEntry>>> DivergenceJournal::pendin
   in.seekg(static_cast<std::streamoff>(cursor));
   std::string line;
   uint64_t offset = cursor;
-  while (out.size() < max && std::getline(in, line)) {
+  while (out.size() < max && offset < limit && std::getline(in, line)) {
     if (in.eof()) break; // a line without its newline is still being written
     offset += line.size() + 1;
     if (line.empty()) continue;

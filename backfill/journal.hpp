@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -17,9 +18,10 @@ namespace switchyard::backfill {
 struct JournalEntry {
   enum class Kind { kRow, kStatement };
   Kind kind = Kind::kRow;
-  std::string user;                    //!< the session's database user, to reconnect as
-  std::string database;                //!< the session's database
-  std::string table;                   //!< quoted, possibly qualified name (rows)
+  std::string user;     //!< the session's database user, to reconnect as
+  std::string database; //!< the session's database
+  std::string table;    //!< quoted, possibly qualified name (rows)
+  std::string op;       //!< "insert", "update" or "delete": what the statement did (rows)
   std::vector<std::string> columns;    //!< row image column names (rows)
   std::vector<uint32_t> types;         //!< type OIDs, per value
   std::vector<uint16_t> formats;       //!< 0 text, 1 binary, per value
@@ -47,8 +49,12 @@ public:
   DivergenceJournal(const DivergenceJournal&) = delete;
   DivergenceJournal& operator=(const DivergenceJournal&) = delete;
 
-  //! Appends entries durably.
-  Status append(std::span<const JournalEntry> entries);
+  //! Appends entries durably. Their offset goes into `unsettled` when given: the replayer
+  //! leaves them (and all after) alone until settle(offset), because they were written
+  //! before the primary committed and replaying them first would read the row too early.
+  Status append(std::span<const JournalEntry> entries, uint64_t* unsettled = nullptr);
+  //! The primary transaction behind the entries appended at `offset` has ended.
+  void settle(uint64_t offset);
 
   //! Up to `max` entries after the cursor, each with the offset just past it.
   Result<std::vector<std::pair<uint64_t, JournalEntry>>> pending(size_t max);
@@ -67,6 +73,7 @@ private:
   mutable std::mutex mutex_;
   uint64_t cursor_;
   uint64_t backlog_;
+  std::multiset<uint64_t> unsettled_;
 };
 
 } // namespace switchyard::backfill

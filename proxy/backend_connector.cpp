@@ -202,4 +202,19 @@ asio::awaitable<Status> send_cancel_request(const config::BackendTarget& target,
   co_return Ok{};
 }
 
+LoginRequest backend_login(const config::Config& config, const config::BackendTarget& target,
+                           std::string_view user, std::string_view database) {
+  LoginRequest login;
+  login.user = target.user.empty() ? std::string(user) : target.user;
+  if (!target.password.empty()) {
+    login.password = target.password;
+  } else if (const config::User* entry = config.find_user(login.user)) {
+    login.password = entry->password;
+  }
+  login.database = !target.dbname.empty() ? target.dbname
+                   : database.empty()     ? login.user
+                                          : std::string(database);
+  return login;
+}
+
 } // namespace switchyard::proxy

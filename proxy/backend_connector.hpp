@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "config/backend_uri.hpp"
+#include "config/config.hpp"
 #include "proxy/stream.hpp"
 
 namespace switchyard::proxy {
@@ -17,6 +18,11 @@ struct LoginRequest {
   std::string database;
   std::vector<std::pair<std::string, std::string>> options; //!< other startup parameters
 };
+
+//! The login for `target`: its own user, password and database when its URI has them, else
+//! `user` and `database`, with the password the config's users give that user.
+LoginRequest backend_login(const config::Config& config, const config::BackendTarget& target,
+                           std::string_view user, std::string_view database);
 
 //! A backend connection that finished its login and is idle (ReadyForQuery seen).
 struct BackendSession {

@@ -21,18 +21,23 @@ std::string describe_error(std::string_view body) {
   return fields->sqlstate + ": " + fields->message;
 }
 
-asio::awaitable<Result<QueryRows>> run_query(Stream& stream, MessageReader& reader,
-                                             std::string_view sql) {
-  std::string message;
-  protocol::append_query(message, sql);
-  if (auto ec = co_await stream.write_all(message); ec) co_return Error{ec.message()};
+namespace {
+
+// Reads the answers to what was just sent, up to ReadyForQuery.
+asio::awaitable<Result<QueryRows>> read_results(MessageReader& reader) {
   QueryRows result;
   std::string error;
   while (true) {
     auto frame = co_await reader.read_frame();
     if (!frame) co_return Error{frame.error()};
     switch (frame->tag) {
-    case 'T': result.rows.clear(); break;
+    case 'T': {
+      result.rows.clear();
+      auto fields = protocol::parse_row_description(frame->body);
+      if (!fields) co_return Error{fields.error()};
+      result.fields = std::move(*fields);
+      break;
+    }
     case 'D': {
       auto values = protocol::parse_data_row(frame->body);
       if (!values) co_return Error{values.error()};
@@ -51,6 +56,50 @@ asio::awaitable<Result<QueryRows>> run_query(Stream& stream, MessageReader& read
     default: break;
     }
   }
+}
+
+} // namespace
+
+asio::awaitable<Result<QueryRows>> run_query(Stream& stream, MessageReader& reader,
+                                             std::string_view sql) {
+  std::string message;
+  protocol::append_query(message, sql);
+  if (auto ec = co_await stream.write_all(message); ec) co_return Error{ec.message()};
+  co_return co_await read_results(reader);
+}
+
+asio::awaitable<Result<QueryRows>> run_query(Stream& stream, MessageReader& reader,
+                                             std::string_view sql,
+                                             const std::vector<uint32_t>& types,
+                                             const std::vector<uint16_t>& formats,
+                                             const std::vector<protocol::Value>& values) {
+  std::string message;
+  protocol::append_parse(message, protocol::ParseMessage{"", std::string(sql), types});
+  protocol::append_bind(message, protocol::BindMessage{"", "", formats, values, {}});
+  protocol::append_describe(message, 'P', "");
+  protocol::append_execute(message, "", 0);
+  protocol::append_sync(message);
+  if (auto ec = co_await stream.write_all(message); ec) co_return Error{ec.message()};
+  co_return co_await read_results(reader);
+}
+
+asio::awaitable<Result<protocol::TableShape>>
+query_table_shape(Stream& stream, MessageReader& reader, const std::string& name) {
+  std::string sql =
+      "SELECT a.attname, a.attgenerated <> '', coalesce(a.attnum = ANY(i.indkey), false) "
+      "FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
+      "WHERE a.attrelid = " +
+      quote_literal(name) + "::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
+  auto rows = co_await run_query(stream, reader, sql);
+  if (!rows) co_return Error{"cannot read the shape of " + name + ": " + rows.error()};
+  protocol::TableShape shape;
+  shape.qualified = name;
+  for (const auto& row : rows->rows) {
+    if (row.size() != 3 || !row[0]) continue;
+    if (row[1] == "t") shape.generated.push_back(*row[0]);
+    if (row[2] == "t") shape.key_columns.push_back(*row[0]);
+  }
+  co_return shape;
 }
 
 } // namespace switchyard::proxy

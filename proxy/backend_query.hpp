@@ -15,6 +15,7 @@ namespace switchyard::proxy {
 //! What one simple query returned: the rows of its last result set (text format) and the
 //! tag of its last CommandComplete.
 struct QueryRows {
+  std::vector<protocol::FieldDescription> fields;
   std::vector<std::vector<protocol::Value>> rows;
   std::string command_tag;
 };
@@ -23,6 +24,19 @@ struct QueryRows {
 //! reads up to ReadyForQuery. A PostgreSQL error is an Error with its SQLSTATE and message.
 asio::awaitable<Result<QueryRows>> run_query(Stream& stream, MessageReader& reader,
                                              std::string_view sql);
+
+//! Runs `sql` with parameters through the extended protocol (unnamed statement and portal,
+//! results in text) on an idle connection switchyard owns.
+asio::awaitable<Result<QueryRows>> run_query(Stream& stream, MessageReader& reader,
+                                             std::string_view sql,
+                                             const std::vector<uint32_t>& types,
+                                             const std::vector<uint16_t>& formats,
+                                             const std::vector<protocol::Value>& values);
+
+//! The shape of table `name` (quoted, possibly qualified) in a PostgreSQL catalog: its
+//! primary key and generated columns.
+asio::awaitable<Result<protocol::TableShape>>
+query_table_shape(Stream& stream, MessageReader& reader, const std::string& name);
 
 //! `text` as a SQL string literal ('...' with quotes doubled).
 std::string quote_literal(std::string_view text);

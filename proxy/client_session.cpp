@@ -187,18 +187,9 @@ private:
   // has them, else the client's, with the client's other startup parameters.
   LoginRequest login_for(const config::BackendTarget& target,
                          const protocol::StartupPacket& startup) const {
-    const config::Config& config = *runtime_->config;
-    LoginRequest login;
-    login.user = target.user.empty() ? user_ : target.user;
-    if (!target.password.empty()) {
-      login.password = target.password;
-    } else if (const config::User* user = config.find_user(login.user)) {
-      login.password = user->password;
-    }
     std::string_view database = startup.parameter("database");
-    login.database = !target.dbname.empty() ? target.dbname
-                     : database.empty()     ? user_
-                                            : std::string(database);
+    LoginRequest login =
+        backend_login(*runtime_->config, target, user_, database.empty() ? user_ : database);
     for (const auto& [key, value] : startup.parameters) {
       if (key != "user" && key != "database") login.options.emplace_back(key, value);
     }

@@ -257,7 +257,7 @@ private:
       if (auto c = co_await drain()) co_return c;
     }
     if (wrap) co_return co_await end_wrapped_transaction(!query_failed_);
-    if (held_status_ == 'I') co_await link_.commit(); // autocommit DDL and settings
+    if (held_status_ == 'I') co_await link_.commit(false); // autocommit DDL and settings
     std::string ready;
     protocol::append_ready_for_query(ready, held_status_);
     co_return co_await write_ready(ready);
@@ -437,7 +437,7 @@ private:
     cycle_autocommit_mirror_ = false;
     if (auto c = co_await drain()) co_return c;
     if (wrapped) co_return co_await end_wrapped_transaction(held_status_ == 'T');
-    if (held_status_ == 'I') co_await link_.commit();
+    if (held_status_ == 'I') co_await link_.commit(false);
     std::string ready;
     protocol::append_ready_for_query(ready, held_status_);
     co_return co_await write_ready(ready);
@@ -591,6 +591,7 @@ private:
     expects_.pop_front();
     activity_.transaction_status = status;
     if (expects_.empty()) expected_in_transaction_ = status != 'I';
+    if (status == 'I') link_.settle(); // any transaction journaled so far has ended
     if (front.hold_ready) {
       held_status_ = status;
       return;
@@ -681,7 +682,8 @@ private:
       return;
     }
     if (s->kind == StatementKind::kSession) {
-      link_.add_session_statement(front.op->sql);
+      link_.add_session_statement(front.op->sql,
+                                  s->node == "DeallocateStmt" || s->node == "DiscardStmt");
     } else if (!(s->kind == StatementKind::kDdl &&
                  runtime_->config->mirror.ddl == config::DdlPolicy::kPrimaryOnly)) {
       MirrorOp op = *front.op;

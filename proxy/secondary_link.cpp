@@ -19,6 +19,7 @@ using monitoring::MirrorFailure;
 using monitoring::MirrorKind;
 
 constexpr auto kSecondaryBackoff = std::chrono::seconds(1);
+constexpr size_t kMaxSessionStatements = 1000;
 // Type OIDs below this are built in and the same on every PostgreSQL; user types (enums,
 // domains) have other OIDs on the secondary, so their parameters are left for it to infer.
 constexpr uint32_t kFirstUserOid = 16384;
@@ -53,7 +54,16 @@ SecondaryLink::SecondaryLink(Services& services, std::shared_ptr<const Runtime> 
     : services_(services), runtime_(std::move(runtime)), login_(std::move(login)),
       peer_(std::move(peer)) {}
 
+void SecondaryLink::settle() {
+  backfill::DivergenceJournal* journal = services_.journal();
+  for (uint64_t offset : unsettled_) {
+    if (journal != nullptr) journal->settle(offset);
+  }
+  unsettled_.clear();
+}
+
 SecondaryLink::~SecondaryLink() {
+  settle();
   if (connection_) services_.metrics().backend_connections(BackendRole::kSecondary).Decrement();
 }
 
@@ -61,8 +71,22 @@ void SecondaryLink::add(MirrorOp op) {
   pending_.push_back(std::move(op));
 }
 
-void SecondaryLink::add_session_statement(std::string sql) {
+void SecondaryLink::add_session_statement(std::string sql, bool drops_prepared) {
+  // Repeating a statement (ORMs re-send their SETs) moves it last rather than growing the log.
+  auto same = std::find(session_statements_.begin(), session_statements_.end(), sql);
+  if (same != session_statements_.end()) {
+    size_t at = static_cast<size_t>(same - session_statements_.begin());
+    session_statements_.erase(same);
+    if (at < session_applied_) --session_applied_;
+  }
+  if (session_statements_.size() >= kMaxSessionStatements) {
+    spdlog::warn("session {}: more than {} session statements; the oldest is forgotten", peer_,
+                 kMaxSessionStatements);
+    session_statements_.erase(session_statements_.begin());
+    if (session_applied_ > 0) --session_applied_;
+  }
   session_statements_.push_back(std::move(sql));
+  drops_prepared_ |= drops_prepared;
 }
 
 void SecondaryLink::drop_connection() {
@@ -93,6 +117,10 @@ asio::awaitable<Status> SecondaryLink::ensure_connected() {
     if (!done)
       spdlog::warn("session {}: secondary refused session statement: {}", peer_, done.error());
   }
+  if (drops_prepared_) {
+    prepared_.clear(); // re-prepared (Close + Parse) on next use
+    drops_prepared_ = false;
+  }
   co_return Ok{};
 }
 
@@ -102,21 +130,9 @@ SecondaryLink::shape_of(const protocol::TargetTable& table) {
                          ? "pg_temp." + protocol::quote_identifier(table.name)
                          : table.qualified();
   if (auto found = shapes_.find(name); found != shapes_.end()) co_return found->second;
-  std::string sql =
-      "SELECT a.attname, a.attgenerated <> '', coalesce(a.attnum = ANY(i.indkey), false) "
-      "FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
-      "WHERE a.attrelid = " +
-      quote_literal(name) + "::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
-  auto rows = co_await run_query(connection_->session.stream, connection_->reader, sql);
-  if (!rows) co_return Error{"cannot read the shape of " + name + ": " + rows.error()};
-  protocol::TableShape shape;
-  shape.qualified = name;
-  for (const auto& row : rows->rows) {
-    if (row.size() != 3 || !row[0]) continue;
-    if (row[1] == "t") shape.generated.push_back(*row[0]);
-    if (row[2] == "t") shape.key_columns.push_back(*row[0]);
-  }
-  shapes_.emplace(name, shape);
+  auto shape = co_await query_table_shape(connection_->session.stream, connection_->reader, name);
+  if (!shape) co_return shape;
+  shapes_.emplace(name, *shape);
   co_return shape;
 }
 
@@ -127,13 +143,15 @@ std::string SecondaryLink::prepared_name(const std::string& sql, const std::vect
     key += "," + std::to_string(type);
   if (auto found = prepared_.find(key); found != prepared_.end()) return found->second;
   std::string name = "switchyard_" + std::to_string(++next_prepared_);
+  // Close first: a DEALLOCATE ALL or DISCARD the client ran may have dropped the name.
+  protocol::append_close(out, 'S', name);
   protocol::append_parse(out, protocol::ParseMessage{name, sql, types});
   prepared_.emplace(key, name);
   new_names.push_back(std::move(key));
   return name;
 }
 
-asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops,
+asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, bool atomic,
                                              std::vector<Unit>& units, std::vector<Unit>& divergent,
                                              std::string& row_count_note) {
   if (auto connected = co_await ensure_connected(); !connected) co_return connected;
@@ -168,9 +186,11 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops,
     units.push_back(Unit{index, 0, op.ddl ? std::nullopt : op.primary_rows});
   };
 
-  protocol::append_query(out, "BEGIN");
-  ++ready_expected;
-  units.push_back(Unit{});
+  if (atomic) {
+    protocol::append_query(out, "BEGIN");
+    ++ready_expected;
+    units.push_back(Unit{});
+  }
   for (size_t index = 0; index < ops.size(); ++index) {
     const MirrorOp& op = ops[index];
     if (op.kind == MirrorOp::Kind::kStatement) {
@@ -245,9 +265,11 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops,
     services_.metrics().mirrored(MirrorKind::kRowImage).Increment();
   }
   end_extended();
-  protocol::append_query(out, "COMMIT");
-  ++ready_expected;
-  units.push_back(Unit{});
+  if (atomic) {
+    protocol::append_query(out, "COMMIT");
+    ++ready_expected;
+    units.push_back(Unit{});
+  }
 
   Stream& stream = connection_->session.stream;
   if (auto ec = co_await stream.write_all(out); ec) {
@@ -294,11 +316,13 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops,
   for (const std::string& key : unconfirmed)
     prepared_.erase(key);
   if (!error.empty()) co_return Error{error};
-  if (last_tag != "COMMIT") co_return Error{"the secondary rolled the transaction back"};
+  if (atomic && last_tag != "COMMIT") {
+    co_return Error{"the secondary rolled the transaction back"};
+  }
   co_return Ok{};
 }
 
-asio::awaitable<void> SecondaryLink::commit() {
+asio::awaitable<void> SecondaryLink::commit(bool atomic) {
   if (pending_.empty()) co_return;
   std::vector<MirrorOp> ops = std::move(pending_);
   pending_.clear();
@@ -313,8 +337,8 @@ asio::awaitable<void> SecondaryLink::commit() {
   std::vector<Unit> divergent;
   std::string row_count_note;
   asio::steady_timer timer(co_await asio::this_coro::executor, runtime_->config->mirror.timeout);
-  auto outcome =
-      co_await (apply(ops, units, divergent, row_count_note) || timer.async_wait(use_tuple));
+  auto outcome = co_await (apply(ops, atomic, units, divergent, row_count_note) ||
+                           timer.async_wait(use_tuple));
   if (outcome.index() == 1) {
     drop_connection();
     services_.secondary_down_until() = ticks(Clock::now() + kSecondaryBackoff);
@@ -361,6 +385,9 @@ void SecondaryLink::journal(const std::vector<MirrorOp>& ops, MirrorFailure reas
     if (op.kind == MirrorOp::Kind::kImage && !op.statement.target.temporary) {
       entry.kind = backfill::JournalEntry::Kind::kRow;
       entry.table = op.statement.target.qualified();
+      entry.op = op.statement.image_op == protocol::RowImageOp::kDelete ? "delete"
+                 : op.statement.node == "InsertStmt"                    ? "insert"
+                                                                        : "update";
       for (const auto& field : op.fields) {
         entry.columns.push_back(field.name);
         entry.types.push_back(field.type_oid);
@@ -382,11 +409,13 @@ void SecondaryLink::journal(const std::vector<MirrorOp>& ops, MirrorFailure reas
   }
   backfill::DivergenceJournal* journal = services_.journal();
   if (journal == nullptr || entries.empty()) return;
-  if (auto written = journal->append(entries); !written) {
+  uint64_t offset = 0;
+  if (auto written = journal->append(entries, &offset); !written) {
     spdlog::error("session {}: {} writes missed the secondary and could not be journaled: {}",
                   peer_, entries.size(), written.error());
     return;
   }
+  unsettled_.push_back(offset);
   metrics.journal_entries().Increment(static_cast<double>(entries.size()));
   metrics.journal_backlog().Set(static_cast<double>(journal->backlog()));
   spdlog::warn("session {}: {} writes journaled for the secondary ({}): {}", peer_, entries.size(),

@@ -51,13 +51,19 @@ public:
   //! Adds a write of the open transaction.
   void add(MirrorOp op);
   //! Records a session setting (SET, PREPARE, ...) every secondary connection must share.
-  void add_session_statement(std::string sql);
+  //! `drops_prepared`: it may deallocate prepared statements (DEALLOCATE, DISCARD).
+  void add_session_statement(std::string sql, bool drops_prepared);
   //! Drops the open transaction's writes (the client rolled back).
   void discard() { pending_.clear(); }
   bool has_pending() const { return !pending_.empty(); }
 
-  //! Applies the open transaction's writes to the secondary, bounded by mirror.timeout.
-  asio::awaitable<void> commit();
+  //! Applies the open transaction's writes to the secondary, bounded by mirror.timeout, in
+  //! one transaction; `atomic` false runs each on its own, as the client ran DDL outside a
+  //! transaction block (CREATE INDEX CONCURRENTLY refuses one).
+  asio::awaitable<void> commit(bool atomic = true);
+  //! The primary transaction whose writes were last journaled has ended: the replayer may
+  //! take them now.
+  void settle();
   //! Journals a write switchyard could not mirror at all.
   void journal_unmirrorable(std::string sql, std::string why);
 
@@ -68,8 +74,9 @@ private:
   struct Connection;
   struct Unit;
 
-  asio::awaitable<Status> apply(const std::vector<MirrorOp>& ops, std::vector<Unit>& units,
-                                std::vector<Unit>& divergent, std::string& row_count_note);
+  asio::awaitable<Status> apply(const std::vector<MirrorOp>& ops, bool atomic,
+                                std::vector<Unit>& units, std::vector<Unit>& divergent,
+                                std::string& row_count_note);
   asio::awaitable<Status> ensure_connected();
   asio::awaitable<Result<protocol::TableShape>> shape_of(const protocol::TargetTable& table);
   std::string prepared_name(const std::string& sql, const std::vector<uint32_t>& types,
@@ -84,12 +91,14 @@ private:
   std::string peer_;
   std::vector<MirrorOp> pending_;
   std::vector<std::string> session_statements_;
-  size_t session_applied_ = 0; // how many of session_statements_ the connection has run
+  size_t session_applied_ = 0;  // how many of session_statements_ the connection has run
+  bool drops_prepared_ = false; // a pending session statement may drop our prepared ones
   std::unique_ptr<Connection> connection_;
   std::map<std::string, protocol::TableShape> shapes_;
   uint64_t shapes_epoch_ = 0;
   std::map<std::string, std::string> prepared_; // SQL + types -> statement name
   uint64_t next_prepared_ = 0;
+  std::vector<uint64_t> unsettled_; // journal offsets awaiting the primary's commit
 };
 
 } // namespace switchyard::proxy

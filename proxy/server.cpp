@@ -6,6 +6,7 @@
 #include "monitoring/relay_stats.hpp"
 #include "proxy/admin_server.hpp"
 #include "proxy/client_session.hpp"
+#include "proxy/journal_replayer.hpp"
 #include "proxy/spawn.hpp"
 
 namespace switchyard::proxy {
@@ -69,6 +70,7 @@ void Server::run() {
   spawn(contexts_[0]->get_executor(), serve_admin(std::move(admin_acceptor_), services_),
         "admin listener");
   spawn(contexts_[0]->get_executor(), handle_signals(), "signal handler");
+  spawn(contexts_[0]->get_executor(), replay_journal(services_), "journal replayer");
   for (auto& context : contexts_) {
     spawn(context->get_executor(), flush_relay_stats(), "relay stats flusher");
   }

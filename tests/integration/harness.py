@@ -91,7 +91,9 @@ class PgCluster:
                           "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync")
         conf = [f"listen_addresses = '127.0.0.1'", f"port = {self.port}",
                 f"unix_socket_directories = '{self.root}'", f"max_connections = {self.max_connections}",
-                "fsync = off", "synchronous_commit = off", "full_page_writes = off"]
+                # fsync off is safe against the process kills tests do (the OS keeps the
+                # writes); synchronous_commit stays on so a killed server keeps what it committed.
+                "fsync = off", "full_page_writes = off"]
         if self.certs:
             for src, name in ((self.certs.cert, "server.crt"), (self.certs.key, "server.key")):
                 dst = self.data / name
@@ -107,11 +109,36 @@ class PgCluster:
             "host all pwuser 127.0.0.1/32 password\n"
             "host all trustuser 127.0.0.1/32 trust\n"
             "host all all 127.0.0.1/32 md5\n")
-        self._as_postgres(PG_BIN / "pg_ctl", "-D", self.data, "-l", self.log, "-w", "start")
+        self.launch()
         self.sql("SET password_encryption = 'md5'; CREATE ROLE md5user LOGIN PASSWORD 'secret';"
                  "CREATE ROLE pwuser LOGIN PASSWORD 'secret'; CREATE ROLE trustuser LOGIN;"
                  "GRANT ALL ON SCHEMA public TO md5user, pwuser, trustuser;")
         return self
+
+    def launch(self):
+        """Starts the postmaster of an initialised cluster (again, after a stop or a kill)."""
+        self._as_postgres(PG_BIN / "pg_ctl", "-D", self.data, "-l", self.log, "-w", "start")
+        return self
+
+    def processes(self):
+        """The postmaster's pid and those of its children."""
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                                  text=True).stdout.split()
+        return [pid, *map(int, children)]
+
+    def signal(self, sig):
+        """Sends `sig` to the postmaster and every backend (SIGKILL: a crash; SIGSTOP: a hang)."""
+        for pid in self.processes():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def checksum(self, table, order="1", dbname="postgres"):
+        """md5 over the table's rows as text, in `order`: equal checksums mean equal tables."""
+        return self.sql(f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY {order})), '')"
+                        f" FROM {table} t", dbname)
 
     def stop(self, mode="fast"):
         self._as_postgres(PG_BIN / "pg_ctl", "-D", self.data, "-m", mode, "-w", "stop", check=False)

@@ -1,0 +1,274 @@
+#include "proxy/journal_replayer.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <limits>
+#include <map>
+#include <set>
+
+#include "protocol/classify.hpp"
+#include "protocol/messages.hpp"
+#include "proxy/backend_connector.hpp"
+#include "proxy/backend_query.hpp"
+#include "proxy/message_reader.hpp"
+
+namespace switchyard::proxy {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using backfill::JournalEntry;
+using monitoring::ReplayResult;
+
+constexpr auto kIdlePoll = std::chrono::milliseconds(500);
+constexpr auto kFailureBackoff = std::chrono::seconds(2);
+constexpr size_t kBatch = 256;
+constexpr int kAttempts = 3;
+constexpr uint32_t kFirstUserOid = 16384;
+
+//! A connection the replayer owns.
+struct Link {
+  explicit Link(BackendSession s)
+      : session(std::move(s)), reader(session.stream, protocol::Direction::kBackend,
+                                      std::numeric_limits<uint32_t>::max()) {}
+  BackendSession session;
+  MessageReader reader;
+
+  asio::awaitable<Result<QueryRows>> query(std::string_view sql) {
+    return run_query(session.stream, reader, sql);
+  }
+  asio::awaitable<Result<QueryRows>> query(std::string_view sql, const std::vector<uint32_t>& types,
+                                           const std::vector<uint16_t>& formats,
+                                           const std::vector<protocol::Value>& values) {
+    return run_query(session.stream, reader, sql, types, formats, values);
+  }
+};
+
+//! The primary and secondary connections for one (user, database) of the journal.
+struct Pair {
+  std::unique_ptr<Link> primary;
+  std::unique_ptr<Link> secondary;
+};
+
+class Replayer {
+public:
+  explicit Replayer(Services& services) : services_(services) {}
+
+  asio::awaitable<void> run() {
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    while (true) {
+      bool worked = false;
+      auto runtime = services_.runtime();
+      backfill::DivergenceJournal* journal = services_.journal();
+      bool secondary_up =
+          services_.secondary_down_until().load() <= Clock::now().time_since_epoch().count();
+      if (runtime->config->secondary && journal != nullptr && journal->backlog() > 0 &&
+          secondary_up) {
+        runtime_ = runtime;
+        auto done = co_await replay_batch(*journal);
+        if (!done) {
+          spdlog::warn("journal replay paused: {}", done.error());
+          pairs_.clear();
+          timer.expires_after(kFailureBackoff);
+          co_await timer.async_wait(use_tuple);
+          continue;
+        }
+        worked = *done;
+      }
+      if (!worked) {
+        timer.expires_after(kIdlePoll);
+        co_await timer.async_wait(use_tuple);
+      }
+    }
+  }
+
+private:
+  // Replays up to kBatch entries; true when it made progress.
+  asio::awaitable<Result<bool>> replay_batch(backfill::DivergenceJournal& journal) {
+    auto entries = journal.pending(kBatch);
+    if (!entries) co_return Error{entries.error()};
+    if (entries->empty()) co_return false;
+    auto& metrics = services_.metrics();
+    uint64_t acknowledged = 0;
+    std::set<std::string> synced; // rows already re-synced in this batch
+    for (auto& [offset, entry] : *entries) {
+      auto pair = co_await pair_for(entry);
+      if (!pair) {
+        if (acknowledged > 0) (void)journal.acknowledge(acknowledged);
+        co_return Error{pair.error()};
+      }
+      Status applied = Ok{};
+      if (entry.kind == JournalEntry::Kind::kRow) {
+        applied = co_await replay_row(**pair, entry, synced);
+      } else if (entry.ddl) {
+        synced.clear(); // a schema change may change what a row sync writes
+        auto ran = co_await (*pair)->secondary->query(entry.sql);
+        if (!ran) applied = Error{ran.error()};
+      } else {
+        spdlog::error("journal entry cannot be replayed (statement {}, fingerprint {}); "
+                      "verify and repair the table: {}",
+                      entry.sql, entry.fingerprint, entry.error);
+        metrics.journal_replayed(ReplayResult::kUnreplayable).Increment();
+        acknowledged = offset;
+        continue;
+      }
+      if (!applied) {
+        // A connection that failed mid-way leaves the entry for the next attempt, a few
+        // times; an entry that keeps failing is skipped rather than blocking the journal.
+        bool broken = !(*pair)->secondary || !(*pair)->primary;
+        if (broken) pairs_.clear();
+        attempts_ = offset == failing_offset_ ? attempts_ + 1 : 1;
+        failing_offset_ = offset;
+        if (broken && attempts_ < kAttempts) {
+          if (acknowledged > 0) (void)journal.acknowledge(acknowledged);
+          co_return Error{applied.error()};
+        }
+        spdlog::error("journal entry for {} failed to replay and is skipped: {}",
+                      entry.kind == JournalEntry::Kind::kRow ? entry.table : entry.sql,
+                      applied.error());
+        metrics.journal_replayed(ReplayResult::kFailed).Increment();
+      } else {
+        metrics.journal_replayed(ReplayResult::kApplied).Increment();
+      }
+      acknowledged = offset;
+    }
+    if (auto saved = journal.acknowledge(acknowledged); !saved) co_return Error{saved.error()};
+    metrics.journal_backlog().Set(static_cast<double>(journal.backlog()));
+    co_return true;
+  }
+
+  asio::awaitable<Result<Pair*>> pair_for(const JournalEntry& entry) {
+    std::string key = entry.user + '\0' + entry.database;
+    Pair& pair = pairs_[key];
+    const config::Config& config = *runtime_->config;
+    if (!pair.primary) {
+      auto link = co_await connect(config.primary, runtime_->primary_tls.get(), entry);
+      if (!link) co_return Error{"primary: " + link.error()};
+      pair.primary = std::move(*link);
+    }
+    if (!pair.secondary) {
+      auto link = co_await connect(*config.secondary, runtime_->secondary_tls.get(), entry);
+      if (!link) co_return Error{"secondary: " + link.error()};
+      pair.secondary = std::move(*link);
+    }
+    co_return &pair;
+  }
+
+  asio::awaitable<Result<std::unique_ptr<Link>>>
+  connect(const config::BackendTarget& target, ssl::context* tls, const JournalEntry& entry) {
+    LoginRequest login = backend_login(*runtime_->config, target, entry.user, entry.database);
+    login.options.emplace_back("application_name", "switchyard journal replayer");
+    auto result = co_await connect_backend(target, tls, std::move(login));
+    if (auto* failed = std::get_if<BackendFailure>(&result)) co_return Error{failed->message};
+    co_return std::make_unique<Link>(std::move(std::get<BackendSession>(result)));
+  }
+
+  // Makes the secondary's row equal the primary's current row, holding the primary's row
+  // lock until the secondary has it, so a live write to that row lands after ours.
+  asio::awaitable<Status> replay_row(Pair& pair, const JournalEntry& entry,
+                                     std::set<std::string>& synced) {
+    auto shape = co_await query_table_shape(pair.secondary->session.stream, pair.secondary->reader,
+                                            entry.table);
+    if (!shape) co_return Error{shape.error()};
+    if (shape->key_columns.empty()) co_return co_await replay_keyless_insert(pair, entry, *shape);
+    std::vector<uint32_t> types;
+    std::vector<uint16_t> formats;
+    std::vector<protocol::Value> key;
+    std::string where;
+    for (const std::string& column : shape->key_columns) {
+      auto at = std::find(entry.columns.begin(), entry.columns.end(), column);
+      if (at == entry.columns.end()) co_return Error{"entry lacks key column " + column};
+      size_t i = static_cast<size_t>(at - entry.columns.begin());
+      uint32_t type = i < entry.types.size() ? entry.types[i] : 0;
+      types.push_back(type < kFirstUserOid ? type : 0);
+      formats.push_back(i < entry.formats.size() ? entry.formats[i] : 0);
+      key.push_back(i < entry.values.size() ? entry.values[i] : protocol::Value{});
+      if (!where.empty()) where += " AND ";
+      where += protocol::quote_identifier(column) + " = $" + std::to_string(key.size());
+    }
+    std::string identity = entry.table;
+    for (const auto& value : key)
+      identity += '\0' + value.value_or("\x01NULL");
+    if (!synced.insert(identity).second) co_return Ok{}; // this batch already synced it
+
+    auto fail = [&](std::string what) -> Status {
+      // Leave no transaction open: drop both connections, they reconnect on the next entry.
+      pair.primary.reset();
+      pair.secondary.reset();
+      return Error{std::move(what)};
+    };
+    if (auto begun = co_await pair.primary->query("BEGIN"); !begun) co_return fail(begun.error());
+    auto current = co_await pair.primary->query(
+        "SELECT * FROM " + entry.table + " WHERE " + where + " FOR SHARE", types, formats, key);
+    if (!current) co_return fail("primary: " + current.error());
+    Result<QueryRows> written = Error{"not run"};
+    if (current->rows.empty()) {
+      written = co_await pair.secondary->query(protocol::delete_sql(*shape), types, formats, key);
+    } else {
+      std::vector<std::string> names;
+      std::vector<uint32_t> value_types;
+      std::vector<protocol::Value> values;
+      for (size_t i = 0; i < current->fields.size(); ++i) {
+        const auto& field = current->fields[i];
+        if (std::find(shape->generated.begin(), shape->generated.end(), field.name) !=
+            shape->generated.end()) {
+          continue;
+        }
+        names.push_back(field.name);
+        value_types.push_back(field.type_oid < kFirstUserOid ? field.type_oid : 0);
+        values.push_back(current->rows[0][i]);
+      }
+      written = co_await pair.secondary->query(protocol::upsert_sql(*shape, names), value_types, {},
+                                               values);
+    }
+    auto committed = co_await pair.primary->query("COMMIT");
+    if (!committed) co_return fail("primary: " + committed.error());
+    if (!written) co_return Error{"secondary: " + written.error()};
+    co_return Ok{};
+  }
+
+  // A row of a table without a key cannot be looked up again; an inserted one is written
+  // as the primary returned it. (After a timeout the first attempt may have committed late:
+  // such tables get at-least-once replay.)
+  static asio::awaitable<Status> replay_keyless_insert(Pair& pair, const JournalEntry& entry,
+                                                       const protocol::TableShape& shape) {
+    if (entry.op != "insert") {
+      co_return Error{entry.table + " has no primary key: only inserts replay; use verify/repair"};
+    }
+    std::vector<std::string> names;
+    std::vector<uint32_t> types;
+    std::vector<uint16_t> formats;
+    std::vector<protocol::Value> values;
+    for (size_t i = 0; i < entry.columns.size() && i < entry.values.size(); ++i) {
+      if (std::find(shape.generated.begin(), shape.generated.end(), entry.columns[i]) !=
+          shape.generated.end()) {
+        continue;
+      }
+      names.push_back(entry.columns[i]);
+      uint32_t type = i < entry.types.size() ? entry.types[i] : 0;
+      types.push_back(type < kFirstUserOid ? type : 0);
+      formats.push_back(i < entry.formats.size() ? entry.formats[i] : 0);
+      values.push_back(entry.values[i]);
+    }
+    auto written =
+        co_await pair.secondary->query(protocol::upsert_sql(shape, names), types, formats, values);
+    if (!written) co_return Error{"secondary: " + written.error()};
+    co_return Ok{};
+  }
+
+  Services& services_;
+  std::shared_ptr<const Runtime> runtime_;
+  std::map<std::string, Pair> pairs_;
+  uint64_t failing_offset_ = 0;
+  int attempts_ = 0;
+};
+
+} // namespace
+
+asio::awaitable<void> replay_journal(Services& services) {
+  Replayer replayer(services);
+  co_await replayer.run();
+}
+
+} // namespace switchyard::proxy

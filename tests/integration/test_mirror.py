@@ -1,0 +1,232 @@
+"""Dual-write mirroring against two real PostgreSQL 15 clusters."""
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import psycopg
+import pytest
+
+from harness import PASSWORD, PgCluster, wait_for
+
+SCHEMA = """
+CREATE TABLE events (id bigserial PRIMARY KEY, account int NOT NULL,
+                     amount float8 NOT NULL DEFAULT random(),
+                     token uuid NOT NULL DEFAULT gen_random_uuid(),
+                     created timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE TABLE ledger (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, account int,
+                     total float8, noted timestamptz DEFAULT now());
+CREATE TABLE balances (account int PRIMARY KEY, total float8 NOT NULL DEFAULT 0,
+                       updated timestamptz);
+CREATE TABLE notes (body text, written timestamptz DEFAULT clock_timestamp());
+"""
+
+# The acceptance workload's custom script: serial and identity ids, uuid/time/random
+# defaults, x = x + random(), INSERT ... SELECT, DELETE ... WHERE id = (SELECT ...), upserts,
+# savepoints, and an autocommit write.
+CUSTOM_SCRIPT = r"""
+\set acct random(1, 50)
+BEGIN;
+INSERT INTO events (account) VALUES (:acct);
+UPDATE balances SET total = total + random(), updated = clock_timestamp() WHERE account = :acct;
+INSERT INTO balances (account, total, updated) VALUES (:acct, random(), now())
+  ON CONFLICT (account) DO UPDATE SET total = balances.total + EXCLUDED.total, updated = EXCLUDED.updated;
+SAVEPOINT s1;
+INSERT INTO ledger (account, total) SELECT account, total FROM balances WHERE account = :acct;
+ROLLBACK TO SAVEPOINT s1;
+INSERT INTO ledger (account, total) SELECT account, sum(amount) FROM events WHERE account = :acct GROUP BY account;
+DELETE FROM events WHERE id = (SELECT min(id) FROM events WHERE account = :acct AND amount < 0.3);
+END;
+UPDATE balances SET total = total * (1 + random() / 100) WHERE account = :acct;
+INSERT INTO notes (body) VALUES (md5(random()::text));
+"""
+
+TABLES = {"events": "id", "ledger": "id", "balances": "account", "notes": "t::text",
+          "pgbench_accounts": "aid", "pgbench_branches": "bid", "pgbench_tellers": "tid",
+          "pgbench_history": "t::text"}
+
+
+def prepare(cluster):
+    cluster.sql(SCHEMA)
+    subprocess.run(["pgbench", "-i", "-q", "-s", "1", "-h", str(cluster.root), "-p", str(cluster.port),
+                    "-U", "postgres", "postgres"], check=True, capture_output=True)
+
+
+def assert_identical(primary, secondary, tables=TABLES):
+    for table, order in tables.items():
+        if primary.checksum(table, order) != secondary.checksum(table, order):
+            rows = f"SELECT t::text FROM {table} t ORDER BY {order}"
+            left, right = set(primary.sql(rows).splitlines()), set(secondary.sql(rows).splitlines())
+            pytest.fail(f"{table} differs: only on the primary {sorted(left - right)[:5]}, "
+                        f"only on the secondary {sorted(right - left)[:5]}")
+
+
+@pytest.fixture
+def pair():
+    primary, secondary = PgCluster().start(), PgCluster().start()
+    for cluster in (primary, secondary):
+        prepare(cluster)
+    yield primary, secondary
+    primary.destroy()
+    secondary.destroy()
+
+
+def mirror_config(primary, secondary, tmp_path, extra=""):
+    return (f"primary: {primary.uri()}\nsecondary: {secondary.uri()}\n"
+            f"mirror:\n  journal: {tmp_path}/journal.jsonl\n{extra}")
+
+
+def run_pgbench(proxy, seconds, clients, script_dir, builtins=("tpcb-like", "simple-update")):
+    script = script_dir / "custom.sql"
+    script.write_text(CUSTOM_SCRIPT)
+    command = ["pgbench", "-n", "-T", str(seconds), "-c", str(clients), "-j", "2",
+               "-h", "127.0.0.1", "-p", str(proxy.port), "-U", "postgres", "-f", f"{script}@2"]
+    for name in builtins:
+        command += ["-b", f"{name}@1"]
+    return subprocess.run(command + ["postgres"], capture_output=True, text=True,
+                          env={**os.environ, "PGPASSWORD": PASSWORD})
+
+
+def assert_no_client_errors(result):
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "aborted" not in result.stderr, result.stderr
+    assert "number of failed transactions: 0" in result.stdout or "failed" not in result.stdout
+
+
+def test_volatile_values_are_identical_and_the_client_sees_only_its_own_results(pair, start_proxy, tmp_path):
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        # Autocommit writes, extended protocol with parameters.
+        cur = conn.execute("INSERT INTO events (account) VALUES (%s)", (1,))
+        assert cur.description is None and cur.rowcount == 1
+        cur = conn.execute("INSERT INTO events (account) VALUES (%s) RETURNING id, account", (2,))
+        assert [c.name for c in cur.description] == ["id", "account"]
+        assert cur.fetchall() == [(2, 2)]
+        # Binary parameters and results.
+        cur = conn.cursor(binary=True)
+        cur.execute("INSERT INTO balances (account, total) VALUES (%s, random()) RETURNING account", (7,))
+        assert cur.fetchall() == [(7,)]
+        conn.execute("UPDATE balances SET total = total + random(), updated = now() WHERE account = 7")
+        conn.execute("INSERT INTO ledger (account, total) SELECT account, amount FROM events")
+        conn.execute("DELETE FROM events WHERE id = (SELECT min(id) FROM events)")
+        # A prepared statement run many times.
+        for i in range(5):
+            conn.execute("INSERT INTO events (account) VALUES (%s)", (10 + i,), prepare=True)
+        # Explicit transaction with savepoints and an upsert.
+        with conn.transaction():
+            conn.execute("INSERT INTO balances (account) VALUES (8) ON CONFLICT (account) DO UPDATE SET total = random()")
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                with conn.transaction():  # a savepoint
+                    conn.execute("INSERT INTO balances (account) VALUES (8)")
+            conn.execute("INSERT INTO notes (body) VALUES ('kept')")
+        # A rolled-back transaction leaves nothing on either side.
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            with conn.transaction():
+                conn.execute("INSERT INTO notes (body) VALUES ('rolled back')")
+                conn.execute("SELECT 1/0")
+        # Simple protocol: a multi-statement query in one message, and a failing autocommit.
+        conn.pgconn.exec_(b"INSERT INTO notes (body) VALUES ('a'); UPDATE events SET amount = random()")
+        result = conn.pgconn.exec_(b"INSERT INTO balances (account) VALUES (7)")
+        assert result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"23505"
+        assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    out = subprocess.run(["psql", "-X", "-At", proxy.dsn(), "-c", "INSERT INTO notes VALUES ('psql') RETURNING body"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[0] == "psql"
+    assert primary.sql("SELECT count(*) FROM notes WHERE body = 'rolled back'") == "0"
+    assert_identical(primary, secondary)
+    assert proxy.metric("switchyard_mirrored_statements_total", kind="row_image") > 0
+    assert proxy.metric("switchyard_journal_entries_total") == 0
+
+
+def test_ddl_settings_and_temp_tables_reach_the_secondary(pair, start_proxy, tmp_path):
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA app")
+        conn.execute("SET search_path = app, public")
+        conn.execute("CREATE TABLE items (id serial PRIMARY KEY, name text, at timestamptz DEFAULT now())")
+        conn.execute("INSERT INTO items (name) VALUES ('one'), ('two')")
+        conn.execute("CREATE TEMP TABLE scratch (name text)")
+        conn.execute("INSERT INTO scratch VALUES ('three')")
+        conn.execute("INSERT INTO items (name) SELECT name FROM scratch")
+        conn.execute("CREATE INDEX CONCURRENTLY items_name ON items (name)")
+    for cluster in (primary, secondary):
+        assert cluster.sql("SELECT string_agg(name, ',' ORDER BY id) FROM app.items") == "one,two,three"
+        assert cluster.sql("SELECT count(*) FROM pg_indexes WHERE indexname = 'items_name'") == "1"
+    assert_identical(primary, secondary, {"app.items": "id"})
+
+
+def test_ddl_can_be_refused(pair, start_proxy, tmp_path):
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  ddl: reject\n"))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="mirror.ddl is reject"):
+            conn.execute("CREATE TABLE refused (id int)")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute("DROP TABLE notes", prepare=True)
+        conn.execute("INSERT INTO notes (body) VALUES ('still works')")
+    assert primary.sql("SELECT count(*) FROM pg_tables WHERE tablename = 'refused'") == "0"
+    assert_identical(primary, secondary, {"notes": "t::text"})
+
+
+def test_concurrent_workload_leaves_both_sides_identical(pair, start_proxy, tmp_path):
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    seconds = int(os.environ.get("SWITCHYARD_MIRROR_SECONDS", "60"))
+    result = run_pgbench(proxy, seconds, 16, tmp_path)
+    assert_no_client_errors(result)
+    assert int(primary.sql("SELECT count(*) FROM pgbench_history")) > 0
+    assert int(primary.sql("SELECT count(*) FROM ledger")) > 0
+    assert_identical(primary, secondary)
+    assert proxy.metric("switchyard_journal_entries_total") == 0
+
+
+def test_secondary_crash_loses_nothing_and_the_journal_drains(pair, start_proxy, tmp_path):
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  timeout: 1s\n"))
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=run_pgbench(proxy, 15, 16, tmp_path)))
+    runner.start()
+    time.sleep(4)
+    secondary.signal(signal.SIGKILL)
+    time.sleep(4)
+    secondary.launch()
+    runner.join()
+    assert_no_client_errors(outcome["result"])
+    assert proxy.metric("switchyard_journal_entries_total") > 0
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert_identical(primary, secondary)
+    assert proxy.metric("switchyard_journal_replayed_total", result="applied") > 0
+
+
+def test_hung_secondary_costs_at_most_the_mirror_timeout(pair, start_proxy, tmp_path):
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  timeout: 500ms\n"))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO notes (body) VALUES ('before')")
+        secondary.signal(signal.SIGSTOP)
+        try:
+            for i in range(3):
+                conn.execute("INSERT INTO balances (account) VALUES (%s)", (100 + i,))
+        finally:
+            secondary.signal(signal.SIGCONT)
+    assert proxy.metric("switchyard_mirror_failures_total", reason="timeout") >= 1
+    assert primary.sql("SELECT count(*) FROM balances WHERE account >= 100") == "3"
+    assert wait_for(lambda: secondary.sql("SELECT count(*) FROM balances WHERE account >= 100") == "3",
+                    timeout=30), proxy.log()
+    assert_identical(primary, secondary, {"balances": "account"})
+
+
+def test_a_row_count_difference_is_journaled(pair, start_proxy, tmp_path):
+    primary, secondary = pair
+    primary.sql("INSERT INTO balances (account) VALUES (1), (2)")
+    secondary.sql("INSERT INTO balances (account) VALUES (1)")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        assert conn.execute("DELETE FROM balances WHERE account IN (1, 2)").rowcount == 2
+    assert proxy.metric("switchyard_mirror_failures_total", reason="row_count") == 1
+    journal = (tmp_path / "journal.jsonl").read_text()
+    assert '"reason":"row_count"' in journal and '"table":"balances"' in journal
+    assert_identical(primary, secondary, {"balances": "account"})
