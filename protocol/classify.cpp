@@ -532,21 +532,172 @@ std::string fingerprint(std::string_view sql) {
   return out;
 }
 
-std::shared_ptr<const Classification> ClassificationCache::get(std::string_view sql) {
-  if (auto found = index_.find(sql); found != index_.end()) {
-    ++hits_;
-    entries_.splice(entries_.begin(), entries_, found->second);
-    return found->second->second;
+namespace {
+
+bool is_identifier_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$' ||
+         static_cast<unsigned char>(c) >= 0x80;
+}
+
+// The length of the dollar-quote opening tag ("$$", "$tag$") at `pos`, or 0.
+size_t dollar_tag_length(std::string_view sql, size_t pos) {
+  size_t end = pos + 1;
+  if (end < sql.size() && std::isdigit(static_cast<unsigned char>(sql[end]))) return 0; // $1
+  while (end < sql.size() && sql[end] != '$') {
+    char c = sql[end];
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' ||
+          static_cast<unsigned char>(c) >= 0x80)) {
+      return 0;
+    }
+    ++end;
+  }
+  return end < sql.size() ? end - pos + 1 : 0;
+}
+
+} // namespace
+
+QueryShape query_shape(std::string_view sql) {
+  QueryShape shape;
+  shape.key.reserve(sql.size());
+  size_t start = 0;    // of the current statement
+  bool tokens = false; // the current statement has more than whitespace and comments
+  auto close_statement = [&](size_t end) {
+    if (tokens) shape.spans.push_back(StatementSpan{start, end - start});
+    start = end + 1;
+    tokens = false;
+  };
+  size_t i = 0;
+  while (i < sql.size()) {
+    char c = sql[i];
+    char previous = i > 0 ? sql[i - 1] : ' ';
+    if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
+      size_t end = sql.find('\n', i);
+      end = end == std::string_view::npos ? sql.size() : end;
+      shape.key.append(sql.substr(i, end - i));
+      i = end;
+    } else if (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
+      size_t depth = 1; // PostgreSQL block comments nest
+      size_t j = i + 2;
+      while (j < sql.size() && depth > 0) {
+        if (sql.compare(j, 2, "/*") == 0) {
+          ++depth;
+          j += 2;
+        } else if (sql.compare(j, 2, "*/") == 0) {
+          --depth;
+          j += 2;
+        } else {
+          ++j;
+        }
+      }
+      if (depth > 0) shape.ok = false;
+      shape.key.append(sql.substr(i, j - i));
+      i = j;
+    } else if (c == '\'') {
+      // E'...' takes backslash escapes; the E is already in the key as an identifier char.
+      bool escapes =
+          (previous == 'E' || previous == 'e') && (i < 2 || !is_identifier_char(sql[i - 2]));
+      size_t j = i + 1;
+      while (true) {
+        if (j >= sql.size()) {
+          shape.ok = false;
+          break;
+        }
+        if (escapes && sql[j] == '\\') {
+          j += 2;
+        } else if (sql[j] == '\'') {
+          if (j + 1 < sql.size() && sql[j + 1] == '\'') {
+            j += 2;
+          } else {
+            ++j;
+            break;
+          }
+        } else {
+          ++j;
+        }
+      }
+      shape.key += '?';
+      tokens = true;
+      i = std::min(j, sql.size());
+    } else if (c == '"') {
+      size_t j = i + 1;
+      while (j < sql.size() && !(sql[j] == '"' && (j + 1 >= sql.size() || sql[j + 1] != '"'))) {
+        j += sql[j] == '"' ? 2 : 1;
+      }
+      if (j >= sql.size()) shape.ok = false;
+      j = std::min(j + 1, sql.size());
+      shape.key.append(sql.substr(i, j - i));
+      tokens = true;
+      i = j;
+    } else if (c == '$' && !is_identifier_char(previous) && dollar_tag_length(sql, i) > 0) {
+      size_t tag = dollar_tag_length(sql, i);
+      size_t end = sql.find(sql.substr(i, tag), i + tag);
+      if (end == std::string_view::npos) {
+        shape.ok = false;
+        end = sql.size();
+      } else {
+        end += tag;
+      }
+      shape.key += '?';
+      tokens = true;
+      i = end;
+    } else if ((std::isdigit(static_cast<unsigned char>(c)) ||
+                (c == '.' && i + 1 < sql.size() &&
+                 std::isdigit(static_cast<unsigned char>(sql[i + 1])))) &&
+               !is_identifier_char(previous)) {
+      size_t j = i;
+      while (j < sql.size() && (std::isdigit(static_cast<unsigned char>(sql[j])) || sql[j] == '.'))
+        ++j;
+      if (j < sql.size() && (sql[j] == 'e' || sql[j] == 'E')) {
+        size_t k = j + 1;
+        if (k < sql.size() && (sql[k] == '+' || sql[k] == '-')) ++k;
+        if (k < sql.size() && std::isdigit(static_cast<unsigned char>(sql[k]))) {
+          j = k;
+          while (j < sql.size() && std::isdigit(static_cast<unsigned char>(sql[j])))
+            ++j;
+        }
+      }
+      shape.key += '?';
+      tokens = true;
+      i = j;
+    } else if (c == ';') {
+      shape.key += ';';
+      close_statement(i);
+      ++i;
+    } else {
+      if (!std::isspace(static_cast<unsigned char>(c))) tokens = true;
+      shape.key += c;
+      ++i;
+    }
+  }
+  close_statement(sql.size());
+  return shape;
+}
+
+ClassifiedQuery ClassificationCache::get(std::string_view sql) {
+  QueryShape shape = query_shape(sql);
+  if (shape.ok) {
+    if (auto found = index_.find(shape.key); found != index_.end()) {
+      ++hits_;
+      entries_.splice(entries_.begin(), entries_, found->second);
+      return ClassifiedQuery{found->second->second, std::move(shape.spans)};
+    }
   }
   ++misses_;
   auto classification = std::make_shared<const Classification>(classify(sql));
-  entries_.emplace_front(std::string(sql), classification);
-  index_.emplace(entries_.front().first, entries_.begin());
-  if (entries_.size() > capacity_) {
-    index_.erase(entries_.back().first);
-    entries_.pop_back();
+  std::vector<StatementSpan> spans;
+  for (const Statement& statement : classification->statements) {
+    spans.push_back(StatementSpan{statement.offset, statement.length});
   }
-  return classification;
+  // Cache only what the lexer splits exactly as the parser did, so a hit's spans are right.
+  if (shape.ok && classification->error.empty() && spans == shape.spans) {
+    entries_.emplace_front(std::move(shape.key), classification);
+    index_.emplace(entries_.front().first, entries_.begin());
+    if (entries_.size() > capacity_) {
+      index_.erase(entries_.back().first);
+      entries_.pop_back();
+    }
+  }
+  return ClassifiedQuery{std::move(classification), std::move(spans)};
 }
 
 } // namespace switchyard::protocol

@@ -100,13 +100,44 @@ std::string fingerprint(std::string_view sql);
 //! `name` as a PostgreSQL identifier: bare when it is a plain lower-case name, else quoted.
 std::string quote_identifier(std::string_view name);
 
-//! A bounded cache of classifications by statement text, for one thread.
+//! Where one statement sits in a query string: [offset, offset + length), no semicolon.
+struct StatementSpan {
+  size_t offset = 0;
+  size_t length = 0;
+  bool operator==(const StatementSpan&) const = default;
+};
+
+//! A query string lexed as PostgreSQL does (standard_conforming_strings on): its statements'
+//! spans, and a key equal for texts that differ only in their literals (each string or
+//! number becomes '?'). `ok` is false for unterminated quotes or comments.
+struct QueryShape {
+  std::string key;
+  std::vector<StatementSpan> spans;
+  bool ok = true;
+};
+QueryShape query_shape(std::string_view sql);
+
+//! A classification and where its statements are in the text that was looked up.
+struct ClassifiedQuery {
+  std::shared_ptr<const Classification> classification;
+  std::vector<StatementSpan> spans; //!< one per statement
+
+  //! The text of statement `i` of `sql` (the text given to the lookup).
+  std::string_view text(std::string_view sql, size_t i) const {
+    return sql.substr(spans[i].offset, spans[i].length);
+  }
+};
+
+//! A bounded cache of classifications for one session. Keys are literal-free shapes, so
+//! "... WHERE aid = 1" and "... WHERE aid = 2" share one parse: what a statement does never
+//! depends on its constants. A shape is cached only when libpg_query split the text into
+//! the same statements as the lexer did.
 class ClassificationCache {
 public:
   explicit ClassificationCache(size_t capacity) : capacity_(capacity) {}
 
   //! The classification of `sql`, computed on a miss.
-  std::shared_ptr<const Classification> get(std::string_view sql);
+  ClassifiedQuery get(std::string_view sql);
   size_t hits() const { return hits_; }
   size_t misses() const { return misses_; }
 

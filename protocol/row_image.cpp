@@ -108,7 +108,8 @@ std::string upsert_sql(const TableShape& table, std::span<const std::string> col
   sql += ") OVERRIDING SYSTEM VALUE VALUES (";
   for (size_t i = 0; i < columns.size(); ++i) {
     if (i > 0) sql += ", ";
-    sql += "$" + std::to_string(i + 1);
+    sql += '$';
+    sql += std::to_string(i + 1);
   }
   sql += ")";
   if (table.key_columns.empty()) return sql;
@@ -134,7 +135,9 @@ std::string delete_sql(const TableShape& table) {
   std::string sql = "DELETE FROM " + table.qualified + " WHERE ";
   for (size_t i = 0; i < table.key_columns.size(); ++i) {
     if (i > 0) sql += " AND ";
-    sql += quote_identifier(table.key_columns[i]) + " = $" + std::to_string(i + 1);
+    sql += quote_identifier(table.key_columns[i]);
+    sql += " = $";
+    sql += std::to_string(i + 1);
   }
   return sql;
 }

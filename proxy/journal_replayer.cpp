@@ -185,7 +185,9 @@ private:
       formats.push_back(i < entry.formats.size() ? entry.formats[i] : 0);
       key.push_back(i < entry.values.size() ? entry.values[i] : protocol::Value{});
       if (!where.empty()) where += " AND ";
-      where += protocol::quote_identifier(column) + " = $" + std::to_string(key.size());
+      where += protocol::quote_identifier(column);
+      where += " = $";
+      where += std::to_string(key.size());
     }
     std::string identity = entry.table;
     for (const auto& value : key)

@@ -1,19 +1,25 @@
 #include "proxy/message_reader.hpp"
 
+#include <cstring>
+
 #include "protocol/startup.hpp"
 
 namespace switchyard::proxy {
 
+// Reads into spare capacity, so a read costs no zero-filling and unread bytes move only when
+// the buffer must make room.
 asio::awaitable<Status> MessageReader::fill() {
-  if (consumed_ > 0) {
-    buffer_.erase(0, consumed_);
+  constexpr size_t kReadSize = 16384;
+  if (consumed_ == size_) {
+    consumed_ = size_ = 0;
+  } else if (buffer_.size() - size_ < kReadSize && consumed_ > 0) {
+    std::memmove(buffer_.data(), buffer_.data() + consumed_, size_ - consumed_);
+    size_ -= consumed_;
     consumed_ = 0;
   }
-  constexpr size_t kReadSize = 16384;
-  size_t old_size = buffer_.size();
-  buffer_.resize(old_size + kReadSize);
-  auto [ec, n] = co_await stream_.read_some(asio::buffer(buffer_.data() + old_size, kReadSize));
-  buffer_.resize(old_size + n);
+  if (buffer_.size() - size_ < kReadSize) buffer_.resize(size_ + kReadSize);
+  auto [ec, n] = co_await stream_.read_some(asio::buffer(buffer_.data() + size_, kReadSize));
+  size_ += n;
   if (ec) {
     peer_closed_ = ec == asio::error::eof || ec == asio::error::connection_reset;
     co_return Error{peer_closed_ ? "connection closed by peer" : ec.message()};
@@ -22,12 +28,12 @@ asio::awaitable<Status> MessageReader::fill() {
 }
 
 asio::awaitable<Result<std::string>> MessageReader::read_startup_packet() {
-  while (buffer_.size() - consumed_ < 4) {
+  while (size_ - consumed_ < 4) {
     if (auto s = co_await fill(); !s) co_return Error{s.error()};
   }
-  auto length = protocol::startup_packet_length(std::string_view(buffer_).substr(consumed_));
+  auto length = protocol::startup_packet_length(unread());
   if (!length) co_return Error{length.error()};
-  while (buffer_.size() - consumed_ < *length) {
+  while (size_ - consumed_ < *length) {
     if (auto s = co_await fill(); !s) co_return Error{s.error()};
   }
   std::string packet = buffer_.substr(consumed_, *length);
@@ -37,8 +43,7 @@ asio::awaitable<Result<std::string>> MessageReader::read_startup_packet() {
 
 asio::awaitable<Result<protocol::Frame>> MessageReader::read_frame() {
   while (true) {
-    auto result = protocol::decode_frame(std::string_view(buffer_).substr(consumed_), direction_,
-                                         max_length_);
+    auto result = protocol::decode_frame(unread(), direction_, max_length_);
     if (result.status == protocol::DecodeStatus::kMessage) {
       consumed_ += result.consumed;
       co_return result.frame;
@@ -52,10 +57,16 @@ asio::awaitable<Result<protocol::Frame>> MessageReader::read_frame() {
 }
 
 std::string MessageReader::take_leftover() {
-  std::string rest = buffer_.substr(consumed_);
-  buffer_.clear();
-  consumed_ = 0;
+  std::string rest(unread());
+  consumed_ = size_ = 0;
   return rest;
+}
+
+void MessageReader::prepend(std::string_view bytes) {
+  std::string rest = std::string(bytes) + std::string(unread());
+  buffer_ = std::move(rest);
+  size_ = buffer_.size();
+  consumed_ = 0;
 }
 
 } // namespace switchyard::proxy

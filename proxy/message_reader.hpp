@@ -22,20 +22,24 @@ public:
   //! Bytes read past the last message returned; the relay must send these on first.
   std::string take_leftover();
   //! Puts bytes read elsewhere (e.g. past the handshake) in front of what is read next.
-  void prepend(std::string_view bytes) { buffer_.insert(consumed_, bytes); }
+  void prepend(std::string_view bytes);
   //! What was wrong with the last malformed message (kNone if none was).
   protocol::FrameFault last_fault() const { return last_fault_; }
-  bool has_leftover() const { return consumed_ < buffer_.size(); }
+  bool has_leftover() const { return consumed_ < size_; }
   //! Whether a read failed because the peer closed the connection (not a protocol error).
   bool peer_closed() const { return peer_closed_; }
 
 private:
   asio::awaitable<Status> fill();
+  std::string_view unread() const {
+    return std::string_view(buffer_).substr(consumed_, size_ - consumed_);
+  }
 
   Stream& stream_;
   protocol::Direction direction_;
   uint32_t max_length_;
-  std::string buffer_;
+  std::string buffer_; // [consumed_, size_) holds unread bytes; the rest is spare capacity
+  size_t size_ = 0;
   size_t consumed_ = 0;
   bool peer_closed_ = false;
   protocol::FrameFault last_fault_ = protocol::FrameFault::kNone;

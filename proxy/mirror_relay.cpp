@@ -25,7 +25,7 @@ using protocol::StatementKind;
 using protocol::TransactionOp;
 namespace sqlstate = protocol::sqlstate;
 
-constexpr size_t kClassificationCacheSize = 4096;
+constexpr size_t kClassificationCacheSize = 1024;
 constexpr size_t kFlushThreshold = 64 * 1024;
 
 // Raised by the primary in place of DDL when mirror.ddl is reject, so the error arrives in
@@ -117,10 +117,6 @@ bool wants_wrap(const protocol::Statement& s) {
          s.kind != StatementKind::kSession;
 }
 
-std::string_view statement_text(std::string_view sql, const protocol::Statement& s) {
-  return sql.substr(s.offset, s.length);
-}
-
 } // namespace
 
 class MirrorRelay::Impl {
@@ -198,7 +194,8 @@ private:
   }
 
   asio::awaitable<std::optional<Closing>> on_query(std::string_view sql) {
-    auto classification = cache_.get(sql);
+    protocol::ClassifiedQuery query = cache_.get(sql);
+    const auto& classification = query.classification;
     stats_.add_queries(BackendRole::kPrimary, 1);
     activity_.sync_sent(Clock::now());
     const auto& statements = classification->statements;
@@ -236,9 +233,10 @@ private:
     bool wrap = activity_.transaction_status == 'I' && !classification->has_transaction_control() &&
                 !ddl && std::any_of(statements.begin(), statements.end(), wants_wrap);
     query_failed_ = false;
+    bool last_ready_forwarded = false;
     for (size_t i = 0; i < statements.size() && !query_failed_; ++i) {
       const protocol::Statement& s = statements[i];
-      std::string_view text = statement_text(sql, s);
+      std::string_view text = query.text(sql, i);
       if (ends_transaction(s.transaction)) co_await link_.commit();
       std::string send =
           s.mirror == MirrorPlan::kRowImage ? protocol::with_row_image(text, s) : std::string(text);
@@ -247,7 +245,11 @@ private:
         send = "BEGIN;" + send;
         expect.drop_first_complete = true;
       }
-      expect.hold_ready = true;
+      // Only the last statement's ReadyForQuery may reach the client, and not when the
+      // transaction switchyard opened must still be closed.
+      bool last = i + 1 == statements.size();
+      expect.hold_ready = wrap || !last;
+      last_ready_forwarded = !expect.hold_ready;
       expect.rewritten = s.mirror == MirrorPlan::kRowImage;
       expect.keep = classification;
       expect.statement = &s;
@@ -257,7 +259,8 @@ private:
       if (auto c = co_await drain()) co_return c;
     }
     if (wrap) co_return co_await end_wrapped_transaction(!query_failed_);
-    if (held_status_ == 'I') co_await link_.commit(false); // autocommit DDL and settings
+    if (activity_.transaction_status == 'I') co_await link_.commit(false); // autocommit DDL
+    if (last_ready_forwarded) co_return std::nullopt;
     std::string ready;
     protocol::append_ready_for_query(ready, held_status_);
     co_return co_await write_ready(ready);
@@ -285,12 +288,13 @@ private:
       return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation, parse.error());
     auto info = std::make_shared<PreparedInfo>();
     info->types = parse->parameter_types;
-    info->classification = cache_.get(parse->query);
+    protocol::ClassifiedQuery query = cache_.get(parse->query);
+    info->classification = query.classification;
     info->text = parse->query;
     const auto& statements = info->classification->statements;
     if (statements.size() == 1) {
       info->statement = &statements[0];
-      info->text = std::string(statement_text(parse->query, statements[0]));
+      info->text = std::string(query.text(parse->query, 0));
       if (info->statement->kind == StatementKind::kDdl &&
           runtime_->config->mirror.ddl == config::DdlPolicy::kReject) {
         parse->query = std::string(kRejectDdl);
@@ -494,11 +498,16 @@ private:
     co_return std::nullopt;
   }
 
+  // Sends the client its ReadyForQuery together with the answers held back before it.
   asio::awaitable<std::optional<Closing>> write_ready(std::string_view ready) {
     if (auto seconds = activity_.ready_received(Clock::now())) {
       stats_.observe_query_seconds(BackendRole::kPrimary, *seconds);
     }
-    if (auto ec = co_await writer_.write(ready); ec)
+    std::string out;
+    out.swap(to_client_);
+    out.append(ready);
+    holding_ = false;
+    if (auto ec = co_await writer_.write(out); ec)
       co_return peer_gone(CloseReason::kClientDisconnect, ec);
     co_return std::nullopt;
   }
@@ -518,7 +527,9 @@ private:
       stats_.add_bytes_from_backend(BackendRole::kPrimary, frame->body.size() + 5);
       on_primary_message(*frame);
       bool idle = expects_.empty();
-      if (idle || !primary_reader_.has_leftover() || to_client_.size() > kFlushThreshold) {
+      // Answers before a held ReadyForQuery wait for it, so the client gets one write.
+      bool flush = !holding_ && (idle || !primary_reader_.has_leftover());
+      if (flush || to_client_.size() > kFlushThreshold) {
         if (!to_client_.empty()) {
           std::string out;
           out.swap(to_client_);
@@ -592,6 +603,7 @@ private:
     activity_.transaction_status = status;
     if (expects_.empty()) expected_in_transaction_ = status != 'I';
     if (status == 'I') link_.settle(); // any transaction journaled so far has ended
+    holding_ = front.hold_ready;
     if (front.hold_ready) {
       held_status_ = status;
       return;
@@ -727,6 +739,7 @@ private:
   bool cycle_autocommit_mirror_ = false; // DDL or a setting ran outside a transaction
   bool query_failed_ = false;
   char held_status_ = 'I';
+  bool holding_ = false; // a ReadyForQuery was held back: keep the answers before it too
   // The row image being captured from the statement running now.
   std::optional<size_t> marker_;
   std::vector<protocol::FieldDescription> image_fields_;

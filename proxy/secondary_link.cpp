@@ -139,10 +139,13 @@ SecondaryLink::shape_of(const protocol::TargetTable& table) {
 std::string SecondaryLink::prepared_name(const std::string& sql, const std::vector<uint32_t>& types,
                                          std::string& out, std::vector<std::string>& new_names) {
   std::string key = sql;
-  for (uint32_t type : types)
-    key += "," + std::to_string(type);
+  for (uint32_t type : types) {
+    key += ',';
+    key += std::to_string(type);
+  }
   if (auto found = prepared_.find(key); found != prepared_.end()) return found->second;
-  std::string name = "switchyard_" + std::to_string(++next_prepared_);
+  std::string name = "switchyard_";
+  name += std::to_string(++next_prepared_);
   // Close first: a DEALLOCATE ALL or DISCARD the client ran may have dropped the name.
   protocol::append_close(out, 'S', name);
   protocol::append_parse(out, protocol::ParseMessage{name, sql, types});

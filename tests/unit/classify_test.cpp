@@ -115,15 +115,44 @@ TEST_CASE("row-image rewrite appends after the statement, even behind a comment"
   CHECK(quote_identifier("Abc") == "\"Abc\"");
 }
 
-TEST_CASE("classification cache returns the same result and evicts the oldest") {
+TEST_CASE("query shapes replace literals and split statements as the parser does") {
+  QueryShape shape = query_shape("UPDATE t SET a = 'x;y' || E'\\';' WHERE id = 12.5e3; SELECT $1");
+  CHECK(shape.ok);
+  CHECK(shape.key == "UPDATE t SET a = ? || E? WHERE id = ?; SELECT $1");
+  REQUIRE(shape.spans.size() == 2);
+  CHECK(shape.spans[0] == StatementSpan{0, 50});
+  CHECK(query_shape("SELECT t1.c2, \"a\"\"b;\" FROM t1 /* ; /* nested ; */ */ -- ;").spans.size() ==
+        1);
+  CHECK(query_shape("SELECT $$a;b$$, $q$;$q$").key == "SELECT ?, ?");
+  CHECK(query_shape(";;").spans.empty());
+  CHECK_FALSE(query_shape("SELECT 'open").ok);
+  CHECK_FALSE(query_shape("SELECT /* open").ok);
+  // Whatever the literals, the spans are those libpg_query finds.
+  for (std::string sql : {"BEGIN; INSERT INTO t VALUES ('a;', 1) ;\n  COMMIT", "SELECT 1;",
+                          "  SELECT 'x''y' ; -- trailing", "VALUES (1), (.5), (1e-3)"}) {
+    Classification c = classify(sql);
+    std::vector<StatementSpan> spans;
+    for (const auto& s : c.statements)
+      spans.push_back(StatementSpan{s.offset, s.length});
+    CHECK(query_shape(sql).spans == spans);
+  }
+}
+
+TEST_CASE("classification cache shares one parse across literals and evicts the oldest") {
   ClassificationCache cache(2);
-  auto first = cache.get("SELECT 1");
-  CHECK(cache.get("SELECT 1") == first);
-  cache.get("SELECT 2");
-  cache.get("SELECT 3");
-  CHECK(cache.get("SELECT 1") != first);
+  auto first = cache.get("SELECT * FROM t WHERE id = 1");
+  auto again = cache.get("SELECT * FROM t WHERE id = 12345");
+  CHECK(again.classification == first.classification);
+  CHECK(again.text("SELECT * FROM t WHERE id = 12345", 0) == "SELECT * FROM t WHERE id = 12345");
+  cache.get("SELECT 2 FROM u");
+  cache.get("SELECT 3 FROM v");
+  CHECK(cache.get("SELECT * FROM t WHERE id = 1").classification != first.classification);
   CHECK(cache.hits() == 1);
   CHECK(cache.misses() == 4);
+  // Text the lexer splits differently from the parser is classified but never cached.
+  std::string atomic = "CREATE FUNCTION f() RETURNS int BEGIN ATOMIC SELECT 1; END";
+  CHECK(cache.get(atomic).classification->statements.size() == 1);
+  CHECK(cache.get(atomic).classification != cache.get(atomic).classification);
 }
 
 TEST_CASE("row descriptions and data rows round-trip; images are found by the marker") {
