@@ -24,6 +24,8 @@ constexpr SettingInfo kSettings[] = {
     {"read_percent", true, "share of reads routed to the secondary, 0-100"},
     {"mirror.timeout", true, "longest a write waits for the secondary before it is journaled"},
     {"mirror.ddl", true, "DDL while mirroring: mirror, primary_only, reject"},
+    {"mirror.max_transaction_bytes", true,
+     "row images a session buffers per transaction; beyond it rows are journaled"},
     {"mirror.journal", false, "file of the divergence journal (writes the secondary missed)"},
     {"auth.method", true, "client authentication: trust, password, md5, scram-sha-256"},
     {"auth.users", true, "list of {name, password | scram_verifier | md5_hash}"},
@@ -371,6 +373,8 @@ Result<std::shared_ptr<const Config>> parse_config(std::string_view yaml, std::s
              {"primary_only", DdlPolicy::kPrimaryOnly},
              {"reject", DdlPolicy::kReject}},
             check);
+  read_uint(root, "mirror.max_transaction_bytes", config->mirror.max_transaction_bytes, 1024,
+            1u << 30, check);
   if (auto v = scalar(root, "mirror.journal", check)) {
     if (v->empty()) check.fail("mirror.journal", "must be a file path");
     config->mirror.journal_path = *v;

@@ -53,6 +53,7 @@ struct Limits {
 struct MirrorSettings {
   std::chrono::milliseconds timeout{2'000}; //!< longest a write waits for the secondary
   DdlPolicy ddl = DdlPolicy::kMirror;
+  uint32_t max_transaction_bytes = 64u << 20; //!< buffered per transaction; more is journaled
   std::string journal_path = "switchyard-data/divergence.jsonl";
   bool operator==(const MirrorSettings&) const = default;
 };

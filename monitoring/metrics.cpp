@@ -37,6 +37,7 @@ const char* to_string(MirrorFailure failure) {
   case MirrorFailure::kSecondaryError: return "secondary_error";
   case MirrorFailure::kRowCount: return "row_count";
   case MirrorFailure::kNotMirrorable: return "not_mirrorable";
+  case MirrorFailure::kTooLarge: return "transaction_too_large";
   case MirrorFailure::kCount: break;
   }
   return "unknown";

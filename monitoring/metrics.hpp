@@ -52,6 +52,7 @@ enum class MirrorFailure {
   kSecondaryError, //!< an error only the secondary raised
   kRowCount,       //!< the secondary changed a different number of rows
   kNotMirrorable,  //!< a write switchyard cannot mirror (e.g. COPY FROM STDIN)
+  kTooLarge,       //!< the transaction's writes outgrew what a session may buffer
   kCount,
 };
 const char* to_string(MirrorFailure failure);

@@ -234,7 +234,7 @@ private:
     activity_.last_activity = Clock::now();
     if (secondary_login_) {
       MirrorRelay mirror(client_, *backend_, services_, runtime_, stats_, activity_,
-                         std::move(*secondary_login_), peer_, std::move(client_leftover_));
+                         std::move(*secondary_login_), peer_, client_leftover_);
       auto ended = co_await (mirror.run() || watchdog());
       co_await mirror.finish();
       co_return std::visit([](Closing& c) { return std::move(c); }, ended);

@@ -26,7 +26,7 @@ using protocol::TransactionOp;
 namespace sqlstate = protocol::sqlstate;
 
 constexpr size_t kClassificationCacheSize = 1024;
-constexpr size_t kFlushThreshold = 64 * 1024;
+constexpr size_t kFlushThreshold = size_t{64} * 1024;
 
 // Raised by the primary in place of DDL when mirror.ddl is reject, so the error arrives in
 // protocol order and the extended protocol skips to Sync exactly as for any other error.
@@ -124,7 +124,7 @@ public:
   Impl(Stream& client, BackendSession& primary, Services& services,
        std::shared_ptr<const Runtime> runtime, monitoring::RelayStats& stats,
        SessionActivity& activity, LoginRequest secondary_login, std::string peer,
-       std::string client_leftover)
+       const std::string& client_leftover)
       : client_(client), primary_(primary), services_(services), runtime_(std::move(runtime)),
         stats_(stats), activity_(activity), peer_(peer),
         client_reader_(client, protocol::Direction::kFrontend,
@@ -749,10 +749,9 @@ private:
 MirrorRelay::MirrorRelay(Stream& client, BackendSession& primary, Services& services,
                          std::shared_ptr<const Runtime> runtime, monitoring::RelayStats& stats,
                          SessionActivity& activity, LoginRequest secondary_login, std::string peer,
-                         std::string client_leftover)
+                         const std::string& client_leftover)
     : impl_(std::make_unique<Impl>(client, primary, services, std::move(runtime), stats, activity,
-                                   std::move(secondary_login), std::move(peer),
-                                   std::move(client_leftover))) {}
+                                   std::move(secondary_login), std::move(peer), client_leftover)) {}
 
 MirrorRelay::~MirrorRelay() = default;
 

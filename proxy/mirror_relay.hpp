@@ -21,7 +21,7 @@ public:
   MirrorRelay(Stream& client, BackendSession& primary, Services& services,
               std::shared_ptr<const Runtime> runtime, monitoring::RelayStats& stats,
               SessionActivity& activity, LoginRequest secondary_login, std::string peer,
-              std::string client_leftover);
+              const std::string& client_leftover);
   ~MirrorRelay();
   MirrorRelay(const MirrorRelay&) = delete;
   MirrorRelay& operator=(const MirrorRelay&) = delete;

@@ -68,6 +68,19 @@ SecondaryLink::~SecondaryLink() {
 }
 
 void SecondaryLink::add(MirrorOp op) {
+  size_t bytes = op.sql.size();
+  for (const auto& row : op.rows) {
+    for (const auto& value : row)
+      bytes += value ? value->size() + 8 : 8;
+  }
+  for (const auto& value : op.parameters)
+    bytes += value ? value->size() + 8 : 8;
+  if (pending_bytes_ + bytes > runtime_->config->mirror.max_transaction_bytes) {
+    journal({op}, MirrorFailure::kTooLarge,
+            "the transaction's writes exceed mirror.max_transaction_bytes");
+    return;
+  }
+  pending_bytes_ += bytes;
   pending_.push_back(std::move(op));
 }
 
@@ -329,6 +342,7 @@ asio::awaitable<void> SecondaryLink::commit(bool atomic) {
   if (pending_.empty()) co_return;
   std::vector<MirrorOp> ops = std::move(pending_);
   pending_.clear();
+  pending_bytes_ = 0;
   auto& metrics = services_.metrics();
   auto started = Clock::now();
   if (services_.secondary_down_until().load() > ticks(started)) {
@@ -425,7 +439,7 @@ void SecondaryLink::journal(const std::vector<MirrorOp>& ops, MirrorFailure reas
                monitoring::to_string(reason), error);
 }
 
-void SecondaryLink::journal_unmirrorable(std::string sql, std::string why) {
+void SecondaryLink::journal_unmirrorable(std::string sql, const std::string& why) {
   MirrorOp op;
   op.sql = std::move(sql);
   journal({op}, MirrorFailure::kNotMirrorable, why);

@@ -48,13 +48,18 @@ public:
   SecondaryLink(const SecondaryLink&) = delete;
   SecondaryLink& operator=(const SecondaryLink&) = delete;
 
-  //! Adds a write of the open transaction.
+  //! Adds a write of the open transaction. Past mirror.max_transaction_bytes a
+  //! transaction's further writes go to the journal instead (replayed once it commits), so
+  //! memory stays bounded.
   void add(MirrorOp op);
   //! Records a session setting (SET, PREPARE, ...) every secondary connection must share.
   //! `drops_prepared`: it may deallocate prepared statements (DEALLOCATE, DISCARD).
   void add_session_statement(std::string sql, bool drops_prepared);
   //! Drops the open transaction's writes (the client rolled back).
-  void discard() { pending_.clear(); }
+  void discard() {
+    pending_.clear();
+    pending_bytes_ = 0;
+  }
   bool has_pending() const { return !pending_.empty(); }
 
   //! Applies the open transaction's writes to the secondary, bounded by mirror.timeout, in
@@ -65,7 +70,7 @@ public:
   //! take them now.
   void settle();
   //! Journals a write switchyard could not mirror at all.
-  void journal_unmirrorable(std::string sql, std::string why);
+  void journal_unmirrorable(std::string sql, const std::string& why);
 
   //! Ends the secondary connection politely.
   asio::awaitable<void> close();
@@ -90,6 +95,7 @@ private:
   LoginRequest login_;
   std::string peer_;
   std::vector<MirrorOp> pending_;
+  size_t pending_bytes_ = 0;
   std::vector<std::string> session_statements_;
   size_t session_applied_ = 0;  // how many of session_statements_ the connection has run
   bool drops_prepared_ = false; // a pending session statement may drop our prepared ones

@@ -1,14 +1,18 @@
 // libFuzzer target for everything that reads untrusted bytes in protocol/: the whole-message
 // decoder, the streaming scanner (split at a point the input chooses), startup packets, error
-// bodies and the SCRAM server. It must never crash, hang or read out of bounds.
+// bodies, extended-protocol and row messages, the SQL lexer behind the classification cache,
+// and the SCRAM server. It must never crash, hang or read out of bounds.
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 #include "protocol/auth.hpp"
+#include "protocol/classify.hpp"
+#include "protocol/extended.hpp"
 #include "protocol/frame.hpp"
 #include "protocol/messages.hpp"
+#include "protocol/row_image.hpp"
 #include "protocol/startup.hpp"
 
 using namespace switchyard::protocol;
@@ -19,7 +23,27 @@ void decode_all(std::string_view bytes, Direction direction) {
   while (true) {
     auto result = decode_frame(bytes, direction, 1 << 16);
     if (result.status != DecodeStatus::kMessage) return;
-    if (result.frame.tag == 'E' || result.frame.tag == 'N') (void)parse_error(result.frame.body);
+    std::string_view body = result.frame.body;
+    switch (direction == Direction::kBackend ? result.frame.tag : 0) {
+    case 'E':
+    case 'N': (void)parse_error(body); break;
+    case 'T': (void)parse_row_description(body); break;
+    case 'D':
+      if (auto values = parse_data_row(body)) {
+        std::string prefix;
+        append_data_row_prefix(prefix, body, values->size() / 2);
+      }
+      break;
+    default: break;
+    }
+    switch (direction == Direction::kFrontend ? result.frame.tag : 0) {
+    case 'P': (void)parse_parse(body); break;
+    case 'B': (void)parse_bind(body); break;
+    case 'E': (void)parse_execute(body); break;
+    case 'D':
+    case 'C': (void)parse_target(body); break;
+    default: break;
+    }
     bytes.remove_prefix(result.consumed);
   }
 }
@@ -47,6 +71,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   scan_split(bytes, Direction::kFrontend, cut);
   scan_split(bytes, Direction::kBackend, cut * 7);
   (void)parse_startup_packet(bytes);
+  QueryShape shape = query_shape(bytes);
+  size_t end = 0;
+  for (const StatementSpan& span : shape.spans) {
+    if (span.offset < end || span.offset + span.length > bytes.size()) __builtin_trap();
+    end = span.offset + span.length;
+  }
   ScramServer server(ScramSecret{1, "salt", std::string(32, 'k'), std::string(32, 's')});
   size_t comma = bytes.find('|');
   if (server.handle_client_first(bytes.substr(0, comma)) && comma != std::string_view::npos) {

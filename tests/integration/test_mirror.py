@@ -230,3 +230,15 @@ def test_a_row_count_difference_is_journaled(pair, start_proxy, tmp_path):
     journal = (tmp_path / "journal.jsonl").read_text()
     assert '"reason":"row_count"' in journal and '"table":"balances"' in journal
     assert_identical(primary, secondary, {"balances": "account"})
+
+
+def test_a_transaction_too_large_to_buffer_is_journaled_and_replayed(pair, start_proxy, tmp_path):
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  max_transaction_bytes: 2048\n"))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        with conn.transaction():
+            for i in range(40):
+                conn.execute("INSERT INTO events (account) VALUES (%s)", (i,))
+    assert proxy.metric("switchyard_mirror_failures_total", reason="transaction_too_large") > 0
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=30), proxy.log()
+    assert_identical(primary, secondary, {"events": "id"})
