@@ -25,7 +25,7 @@ Result<ParseMessage> parse_parse(std::string_view body) {
   auto name = reader.cstring();
   auto query = reader.cstring();
   auto count = reader.u16();
-  if (!count) return Error{"Parse message is truncated"};
+  if (!name || !query || !count) return Error{"Parse message is truncated"};
   parse.statement = std::string(*name);
   parse.query = std::string(*query);
   for (uint16_t i = 0; i < *count; ++i) {
@@ -41,7 +41,7 @@ Result<BindMessage> parse_bind(std::string_view body) {
   BindMessage bind;
   auto portal = reader.cstring();
   auto statement = reader.cstring();
-  if (!statement || !read_formats(reader, bind.parameter_formats)) {
+  if (!portal || !statement || !read_formats(reader, bind.parameter_formats)) {
     return Error{"Bind message is truncated"};
   }
   bind.portal = std::string(*portal);
@@ -68,7 +68,7 @@ Result<ExecuteMessage> parse_execute(std::string_view body) {
   BodyReader reader(body);
   auto portal = reader.cstring();
   auto max_rows = reader.u32();
-  if (!max_rows) return Error{"Execute message is truncated"};
+  if (!portal || !max_rows) return Error{"Execute message is truncated"};
   return ExecuteMessage{std::string(*portal), *max_rows};
 }
 
@@ -76,7 +76,9 @@ Result<TargetMessage> parse_target(std::string_view body) {
   BodyReader reader(body);
   auto kind = reader.byte();
   auto name = reader.cstring();
-  if (!name || (*kind != 'S' && *kind != 'P')) return Error{"Describe/Close message is invalid"};
+  if (!kind || !name || (*kind != 'S' && *kind != 'P')) {
+    return Error{"Describe/Close message is invalid"};
+  }
   return TargetMessage{*kind, std::string(*name)};
 }
 

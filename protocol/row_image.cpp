@@ -23,7 +23,9 @@ Result<std::vector<FieldDescription>> parse_row_description(std::string_view bod
     auto size = reader.u16();
     auto modifier = reader.u32();
     auto format = reader.u16();
-    if (!format) return Error{"RowDescription field " + std::to_string(i) + " is truncated"};
+    if (!name || !table || !column || !type || !size || !modifier || !format) {
+      return Error{"RowDescription field " + std::to_string(i) + " is truncated"};
+    }
     field.name = std::string(*name);
     field.table_oid = *table;
     field.column = *column;

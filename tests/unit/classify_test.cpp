@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include "protocol/classify.hpp"
+#include "protocol/extended.hpp"
 #include "protocol/row_image.hpp"
 #include "protocol/wire.hpp"
 
@@ -207,4 +208,23 @@ TEST_CASE("upsert and delete statements for the secondary") {
   std::vector<std::string> keys_only{"a", "b"};
   CHECK(upsert_sql(pair, keys_only).ends_with("ON CONFLICT (a, b) DO NOTHING"));
   CHECK(delete_sql(pair) == "DELETE FROM p WHERE a = $1 AND b = $2");
+}
+
+TEST_CASE("extended-protocol parsers refuse truncated messages instead of reading past them") {
+  // Found by the fuzzer: a Parse whose statement name has no terminating NUL.
+  std::string no_nul = "s1";
+  no_nul.append("\0\0", 2);
+  CHECK_FALSE(parse_parse(std::string_view("s1")).ok());
+  CHECK_FALSE(parse_parse(no_nul).ok());
+  CHECK_FALSE(parse_bind(std::string_view("p")).ok());
+  CHECK_FALSE(parse_execute(std::string_view("p")).ok());
+  CHECK_FALSE(parse_target(std::string_view("")).ok());
+  CHECK_FALSE(parse_row_description(std::string_view("\0\1abc", 5)).ok());
+  ParseMessage parse{"s", "SELECT $1", {23}};
+  std::string wire;
+  append_parse(wire, parse);
+  auto back = parse_parse(std::string_view(wire).substr(5));
+  REQUIRE(back.ok());
+  CHECK(back->query == "SELECT $1");
+  CHECK(back->parameter_types == std::vector<uint32_t>{23});
 }
