@@ -199,11 +199,9 @@ private:
     stats_.add_queries(BackendRole::kPrimary, 1);
     activity_.sync_sent(Clock::now());
     const auto& statements = classification->statements;
-    bool copy_in = false;
     bool barrier = false;
     bool ddl = false;
     for (const auto& s : statements) {
-      copy_in |= s.mirror == MirrorPlan::kCopyIn;
       barrier |= needs_barrier(s);
       ddl |= s.kind == StatementKind::kDdl;
       if (s.transaction == TransactionOp::kBegin) expected_in_transaction_ = true;
@@ -215,12 +213,6 @@ private:
       protocol::append_query(to_primary_, kRejectDdl);
       expects_.push_back(Expect{ExpectKind::kQuery});
       co_return std::nullopt;
-    }
-    if (copy_in) {
-      // COPY data would have to reach both sides; until it does, say so in the journal.
-      link_.journal_unmirrorable(std::string(sql),
-                                 "COPY FROM STDIN is applied to the primary only");
-      barrier = false;
     }
     if (!barrier) {
       protocol::append_query(to_primary_, sql);
@@ -254,8 +246,12 @@ private:
       expect.keep = classification;
       expect.statement = &s;
       expect.op = make_op(s, text, nullptr);
+      copy_in_started_ = false;
       protocol::append_query(to_primary_, send);
       expects_.push_back(std::move(expect));
+      if (s.mirror == MirrorPlan::kCopyIn) {
+        if (auto c = co_await relay_copy_in()) co_return c;
+      }
       if (auto c = co_await drain()) co_return c;
     }
     if (wrap) co_return co_await end_wrapped_transaction(!query_failed_);
@@ -264,6 +260,50 @@ private:
     std::string ready;
     protocol::append_ready_for_query(ready, held_status_);
     co_return co_await write_ready(ready);
+  }
+
+  // Once the primary asks for COPY data, relays the client's CopyData to it, keeping a copy
+  // for the secondary (up to mirror.max_transaction_bytes), until CopyDone or CopyFail.
+  asio::awaitable<std::optional<Closing>> relay_copy_in() {
+    if (auto c = co_await flush_primary()) co_return c;
+    while (!copy_in_started_ && !expects_.empty()) {
+      wake_.expires_at(Clock::time_point::max());
+      co_await wake_.async_wait(use_tuple);
+    }
+    if (!copy_in_started_) co_return std::nullopt; // the COPY failed before any data
+    copy_in_started_ = false;
+    copy_data_.clear();
+    copy_too_large_ = false;
+    size_t bytes = 0;
+    size_t limit = runtime_->config->mirror.max_transaction_bytes;
+    while (true) {
+      auto frame = co_await client_reader_.read_frame();
+      if (!frame) {
+        if (client_reader_.peer_closed()) {
+          co_return Closing{CloseReason::kClientDisconnect, "closed during COPY", {}};
+        }
+        co_return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation,
+                         frame.error());
+      }
+      activity_.last_activity = Clock::now();
+      forward(*frame);
+      if (frame->tag == 'd' && !copy_too_large_) {
+        bytes += frame->body.size();
+        copy_too_large_ = bytes > limit;
+        if (copy_too_large_) {
+          copy_data_.clear();
+        } else {
+          copy_data_.emplace_back(frame->body);
+        }
+      }
+      if (frame->tag == 'c' || frame->tag == 'f') break;
+      if (frame->tag != 'd' && frame->tag != 'H' && frame->tag != 'S')
+        break; // PostgreSQL fails the COPY
+      if (to_primary_.size() > kFlushThreshold) {
+        if (auto c = co_await flush_primary()) co_return c;
+      }
+    }
+    co_return co_await flush_primary();
   }
 
   // Commits (after the secondary) or rolls back the transaction switchyard opened around an
@@ -355,6 +395,12 @@ private:
     const PortalInfo* portal = found == portals_.end() ? nullptr : &found->second;
     const PreparedInfo* prepared = portal ? portal->prepared.get() : nullptr;
     const protocol::Statement* s = prepared ? prepared->statement : nullptr;
+    if (s != nullptr && s->mirror == MirrorPlan::kCopyIn) {
+      // COPY through the extended protocol sends its data after Sync; it reaches the primary.
+      link_.journal_unmirrorable(prepared->text,
+                                 "COPY FROM STDIN via the extended protocol is not mirrored");
+      s = nullptr;
+    }
     if (s == nullptr) {
       forward(frame);
       expects_.push_back(Expect{ExpectKind::kExecute});
@@ -592,7 +638,12 @@ private:
       pass(frame);
       if (front.kind == ExpectKind::kExecute) expects_.pop_front();
       return;
-    default: pass(frame); return; // COPY, FunctionCallResponse
+    case 'G':
+      pass(frame);
+      copy_in_started_ = true; // the client pump relays the data now
+      wake_.cancel();
+      return;
+    default: pass(frame); return; // COPY out, FunctionCallResponse
     }
   }
 
@@ -689,8 +740,13 @@ private:
     case TransactionOp::kRollbackTo: link_.add(*front.op); break;
     default: break;
     }
-    if (s->mirror == MirrorPlan::kNone || s->mirror == MirrorPlan::kCopyIn) {
+    if (s->mirror == MirrorPlan::kNone) {
       reset_capture();
+      return;
+    }
+    if (s->mirror == MirrorPlan::kCopyIn && copy_too_large_) {
+      link_.journal_unmirrorable(front.op->sql,
+                                 "COPY data exceeds mirror.max_transaction_bytes; not mirrored");
       return;
     }
     if (s->kind == StatementKind::kSession) {
@@ -704,6 +760,7 @@ private:
         op.fields = image_fields_;
         op.rows = std::move(captured_rows_);
       }
+      if (s->mirror == MirrorPlan::kCopyIn) op.copy_data = std::move(copy_data_);
       link_.add(std::move(op));
     }
     reset_capture();
@@ -739,6 +796,9 @@ private:
   bool cycle_autocommit_mirror_ = false; // DDL or a setting ran outside a transaction
   bool query_failed_ = false;
   char held_status_ = 'I';
+  bool copy_in_started_ = false; // the primary sent CopyInResponse
+  bool copy_too_large_ = false;
+  std::vector<std::string> copy_data_; // of the COPY running now, for the secondary
   bool holding_ = false; // a ReadyForQuery was held back: keep the answers before it too
   // The row image being captured from the statement running now.
   std::optional<size_t> marker_;

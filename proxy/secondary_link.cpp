@@ -8,6 +8,7 @@
 
 #include "protocol/extended.hpp"
 #include "protocol/messages.hpp"
+#include "protocol/wire.hpp"
 #include "proxy/backend_query.hpp"
 
 namespace switchyard::proxy {
@@ -188,7 +189,16 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     in_extended = false;
   };
   auto add_statement = [&](const MirrorOp& op, size_t index) {
-    if (op.parameters.empty()) {
+    if (op.statement.mirror == protocol::MirrorPlan::kCopyIn) {
+      // The data follows the COPY at once; should the COPY fail, PostgreSQL ignores it.
+      end_extended();
+      protocol::append_query(out, op.sql);
+      for (const std::string& chunk : op.copy_data) {
+        protocol::MessageBuilder(out, 'd').bytes(chunk);
+      }
+      protocol::append_empty_message(out, 'c');
+      ++ready_expected;
+    } else if (op.parameters.empty()) {
       end_extended();
       protocol::append_query(out, op.sql);
       ++ready_expected;

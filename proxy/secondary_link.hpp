@@ -27,6 +27,7 @@ struct MirrorOp {
   std::vector<uint16_t> parameter_formats;
   std::vector<protocol::Value> parameters;
   bool ddl = false;
+  std::vector<std::string> copy_data;   //!< CopyData payloads of a COPY FROM STDIN
   std::optional<uint64_t> primary_rows; //!< rows the primary's CommandComplete reported
   // Image ops: the table, what the statement did, and the rows the primary returned.
   protocol::Statement statement;

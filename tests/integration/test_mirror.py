@@ -242,3 +242,23 @@ def test_a_transaction_too_large_to_buffer_is_journaled_and_replayed(pair, start
     assert proxy.metric("switchyard_mirror_failures_total", reason="transaction_too_large") > 0
     assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=30), proxy.log()
     assert_identical(primary, secondary, {"events": "id"})
+
+
+def test_copy_from_stdin_reaches_both_sides(pair, start_proxy, tmp_path):
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    # pgbench -i through the proxy: DDL, TRUNCATE and COPY ... FREEZE in one transaction.
+    subprocess.run(["pgbench", "-i", "-q", "-s", "1", "-h", "127.0.0.1", "-p", str(proxy.port), "-U", "postgres",
+                    "postgres"], check=True, capture_output=True, env={**os.environ, "PGPASSWORD": PASSWORD})
+    data = tmp_path / "notes.csv"
+    data.write_text("".join(f"line {i},2026-01-01 00:00:0{i % 10}+00\n" for i in range(500)))
+    out = subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", proxy.dsn(), "-c", f"\\copy notes FROM '{data}' CSV"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "COPY 500" in out.stdout, out.stderr
+    # A COPY the primary refuses leaves the session usable.
+    bad = subprocess.run(["psql", "-X", proxy.dsn(), "-c", f"\\copy missing FROM '{data}' CSV", "-c", "SELECT 1"],
+                         capture_output=True, text=True)
+    assert "does not exist" in bad.stderr
+    assert primary.sql("SELECT count(*) FROM pgbench_accounts") == "100000"
+    assert_identical(primary, secondary, {**TABLES, "notes": "t::text"})
+    assert proxy.metric("switchyard_journal_entries_total") == 0
