@@ -78,6 +78,13 @@ void Server::run() {
       "switchyard {} listening on {} (admin, /metrics on {}), primary {}, {} network threads",
       SWITCHYARD_VERSION, config.listen.to_string(), config.admin_listen.to_string(),
       config.primary.redacted, contexts_.size());
+  if (config.secondary) {
+    spdlog::info("mirroring writes to secondary {} (journal {})", config.secondary->redacted,
+                 config.mirror.journal_path);
+    if (config.write_mode == config::WriteMode::kAsync) {
+      spdlog::warn("write_mode async is not built yet: writes are mirrored synchronously");
+    }
+  }
   for (size_t i = 1; i < contexts_.size(); ++i) {
     threads_.emplace_back([this, i] {
       auto guard = asio::make_work_guard(*contexts_[i]);
