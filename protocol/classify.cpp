@@ -329,19 +329,34 @@ TransactionOp transaction_op(std::string_view kind) {
   return TransactionOp::kFinishPrepared;
 }
 
-bool begins_read_only(const json::object& stmt) {
+// The DefElem named `name` in the statement's "options" list, or nullptr.
+const json::object* option_named(const json::object& stmt, std::string_view name) {
   const json::value* options = stmt.if_contains("options");
-  if (options == nullptr || !options->is_array()) return false;
+  if (options == nullptr || !options->is_array()) return nullptr;
   for (const json::value& option : options->get_array()) {
     const json::value* def =
         option.is_object() ? option.get_object().if_contains("DefElem") : nullptr;
-    if (def == nullptr || !def->is_object()) continue;
-    if (string_at(def->get_object(), "defname") != "transaction_read_only") continue;
-    const json::value* arg = def->get_object().if_contains("arg");
-    // The parser encodes READ ONLY as the integer constant 1 (READ WRITE as 0).
-    return arg != nullptr && json::serialize(*arg).find("\"ival\":1") != std::string::npos;
+    if (def != nullptr && def->is_object() && string_at(def->get_object(), "defname") == name) {
+      return &def->get_object();
+    }
   }
-  return false;
+  return nullptr;
+}
+
+// BEGIN ... READ ONLY: the parser encodes it as transaction_read_only = integer 1 (READ WRITE
+// is 0, which the JSON leaves out).
+bool begins_read_only(const json::object& stmt) {
+  const json::object* def = option_named(stmt, "transaction_read_only");
+  if (def == nullptr) return false;
+  const json::value* arg = def->if_contains("arg");
+  const json::value* constant =
+      arg != nullptr && arg->is_object() ? arg->get_object().if_contains("A_Const") : nullptr;
+  const json::value* ival = constant != nullptr && constant->is_object()
+                                ? constant->get_object().if_contains("ival")
+                                : nullptr;
+  const json::value* value =
+      ival != nullptr && ival->is_object() ? ival->get_object().if_contains("ival") : nullptr;
+  return value != nullptr && value->is_int64() && value->get_int64() == 1;
 }
 
 void classify_node(std::string_view node, const json::object& body, Statement& out) {
@@ -403,8 +418,8 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
     return;
   }
   if (node == "VariableShowStmt" || node == "ExplainStmt") {
-    bool analyze =
-        node == "ExplainStmt" && json::serialize(body).find("\"analyze\"") != std::string::npos;
+    // EXPLAIN ANALYZE runs the statement.
+    bool analyze = node == "ExplainStmt" && option_named(body, "analyze") != nullptr;
     out.kind = analyze ? StatementKind::kWrite : StatementKind::kRead;
     out.mirror = MirrorPlan::kNone;
     return;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -48,7 +49,18 @@ struct TableShape {
   std::string qualified;                //!< quoted, possibly schema-qualified name
   std::vector<std::string> key_columns; //!< primary key; empty when the table has none
   std::vector<std::string> generated;   //!< GENERATED ... STORED columns: never written
+
+  bool is_generated(std::string_view column) const {
+    return std::find(generated.begin(), generated.end(), column) != generated.end();
+  }
 };
+
+//! The parameter type to declare for a value of type `oid` on another server: built-in
+//! types (OID below 16384) are the same everywhere; user types (enums, domains) have other
+//! OIDs there, so they are left for the server to infer (0).
+inline uint32_t portable_type(uint32_t oid) {
+  return oid < 16384 ? oid : 0;
+}
 
 //! An INSERT ... ON CONFLICT (key) DO UPDATE for `columns` (in image order), with
 //! parameters $1..$n; a plain INSERT when the table has no key. Generated columns are left

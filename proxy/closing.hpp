@@ -23,6 +23,12 @@ inline Closing refuse(monitoring::CloseReason reason, std::string_view code, std
   return Closing{reason, std::move(message), std::move(error)};
 }
 
+//! A close because the client broke the protocol, with a 08P01 error saying how.
+inline Closing protocol_violation(std::string message) {
+  return refuse(monitoring::CloseReason::kProtocolViolation, protocol::sqlstate::kProtocolViolation,
+                std::move(message));
+}
+
 //! A close because the peer went away (nothing to tell it).
 inline Closing peer_gone(monitoring::CloseReason reason, const error_code& ec) {
   return Closing{reason, ec == asio::error::eof ? "closed by peer" : ec.message(), {}};

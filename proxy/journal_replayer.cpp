@@ -25,7 +25,6 @@ constexpr auto kIdlePoll = std::chrono::milliseconds(500);
 constexpr auto kFailureBackoff = std::chrono::seconds(2);
 constexpr size_t kBatch = 256;
 constexpr int kAttempts = 3;
-constexpr uint32_t kFirstUserOid = 16384;
 
 //! A connection the replayer owns.
 struct Link {
@@ -181,7 +180,7 @@ private:
       if (at == entry.columns.end()) co_return Error{"entry lacks key column " + column};
       size_t i = static_cast<size_t>(at - entry.columns.begin());
       uint32_t type = i < entry.types.size() ? entry.types[i] : 0;
-      types.push_back(type < kFirstUserOid ? type : 0);
+      types.push_back(protocol::portable_type(type));
       formats.push_back(i < entry.formats.size() ? entry.formats[i] : 0);
       key.push_back(i < entry.values.size() ? entry.values[i] : protocol::Value{});
       if (!where.empty()) where += " AND ";
@@ -213,12 +212,9 @@ private:
       std::vector<protocol::Value> values;
       for (size_t i = 0; i < current->fields.size(); ++i) {
         const auto& field = current->fields[i];
-        if (std::find(shape->generated.begin(), shape->generated.end(), field.name) !=
-            shape->generated.end()) {
-          continue;
-        }
+        if (shape->is_generated(field.name)) continue;
         names.push_back(field.name);
-        value_types.push_back(field.type_oid < kFirstUserOid ? field.type_oid : 0);
+        value_types.push_back(protocol::portable_type(field.type_oid));
         values.push_back(current->rows[0][i]);
       }
       written = co_await pair.secondary->query(protocol::upsert_sql(*shape, names), value_types, {},
@@ -243,13 +239,10 @@ private:
     std::vector<uint16_t> formats;
     std::vector<protocol::Value> values;
     for (size_t i = 0; i < entry.columns.size() && i < entry.values.size(); ++i) {
-      if (std::find(shape.generated.begin(), shape.generated.end(), entry.columns[i]) !=
-          shape.generated.end()) {
-        continue;
-      }
+      if (shape.is_generated(entry.columns[i])) continue;
       names.push_back(entry.columns[i]);
       uint32_t type = i < entry.types.size() ? entry.types[i] : 0;
-      types.push_back(type < kFirstUserOid ? type : 0);
+      types.push_back(protocol::portable_type(type));
       formats.push_back(i < entry.formats.size() ? entry.formats[i] : 0);
       values.push_back(entry.values[i]);
     }

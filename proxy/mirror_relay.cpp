@@ -70,7 +70,7 @@ struct Expect {
   bool rewritten = false;           // strip the row image from what the client sees
   std::shared_ptr<const protocol::Classification> keep; // keeps `statement` alive
   const protocol::Statement* statement = nullptr;
-  std::shared_ptr<const MirrorOp> op; // the write to mirror once the primary ran it
+  std::unique_ptr<MirrorOp> op; // the write to mirror once the primary ran it (used once)
 };
 
 //! Serializes writes to the client from the two pumps, keeping their order.
@@ -125,10 +125,9 @@ public:
        std::shared_ptr<const Runtime> runtime, monitoring::RelayStats& stats,
        SessionActivity& activity, LoginRequest secondary_login, std::string peer,
        const std::string& client_leftover)
-      : client_(client), primary_(primary), services_(services), runtime_(std::move(runtime)),
-        stats_(stats), activity_(activity), peer_(peer),
-        client_reader_(client, protocol::Direction::kFrontend,
-                       runtime_->config->limits.max_message_size),
+      : primary_(primary), runtime_(std::move(runtime)), stats_(stats), activity_(activity),
+        peer_(peer), client_reader_(client, protocol::Direction::kFrontend,
+                                    runtime_->config->limits.max_message_size),
         primary_reader_(primary.stream, protocol::Direction::kBackend,
                         std::numeric_limits<uint32_t>::max()),
         writer_(client), link_(services, runtime_, std::move(secondary_login), std::move(peer)),
@@ -282,8 +281,7 @@ private:
         if (client_reader_.peer_closed()) {
           co_return Closing{CloseReason::kClientDisconnect, "closed during COPY", {}};
         }
-        co_return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation,
-                         frame.error());
+        co_return protocol_violation(frame.error());
       }
       activity_.last_activity = Clock::now();
       forward(*frame);
@@ -324,8 +322,7 @@ private:
 
   std::optional<Closing> on_parse(const protocol::Frame& frame) {
     auto parse = protocol::parse_parse(frame.body);
-    if (!parse)
-      return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation, parse.error());
+    if (!parse) return protocol_violation(parse.error());
     auto info = std::make_shared<PreparedInfo>();
     info->types = parse->parameter_types;
     protocol::ClassifiedQuery query = cache_.get(parse->query);
@@ -352,8 +349,7 @@ private:
 
   std::optional<Closing> on_bind(const protocol::Frame& frame) {
     auto bind = protocol::parse_bind(frame.body);
-    if (!bind)
-      return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation, bind.error());
+    if (!bind) return protocol_violation(bind.error());
     auto found = statements_.find(bind->statement);
     std::shared_ptr<const PreparedInfo> prepared =
         found == statements_.end() ? nullptr : found->second;
@@ -368,8 +364,7 @@ private:
 
   std::optional<Closing> on_describe(const protocol::Frame& frame) {
     auto target = protocol::parse_target(frame.body);
-    if (!target)
-      return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation, target.error());
+    if (!target) return protocol_violation(target.error());
     std::shared_ptr<const PreparedInfo> prepared;
     if (target->kind == 'S') {
       if (auto found = statements_.find(target->name); found != statements_.end())
@@ -387,9 +382,7 @@ private:
 
   asio::awaitable<std::optional<Closing>> on_execute(const protocol::Frame& frame) {
     auto execute = protocol::parse_execute(frame.body);
-    if (!execute)
-      co_return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation,
-                       execute.error());
+    if (!execute) co_return protocol_violation(execute.error());
     stats_.add_queries(BackendRole::kPrimary, 1);
     auto found = portals_.find(execute->portal);
     const PortalInfo* portal = found == portals_.end() ? nullptr : &found->second;
@@ -462,8 +455,7 @@ private:
 
   std::optional<Closing> on_close(const protocol::Frame& frame) {
     auto target = protocol::parse_target(frame.body);
-    if (!target)
-      return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation, target.error());
+    if (!target) return protocol_violation(target.error());
     if (target->kind == 'S') {
       statements_.erase(target->name);
     } else {
@@ -493,10 +485,10 @@ private:
     co_return co_await write_ready(ready);
   }
 
-  std::shared_ptr<const MirrorOp> make_op(const protocol::Statement& s, std::string_view text,
-                                          const PortalInfo* portal) {
+  std::unique_ptr<MirrorOp> make_op(const protocol::Statement& s, std::string_view text,
+                                    const PortalInfo* portal) {
     if (s.mirror == MirrorPlan::kNone && s.transaction == TransactionOp::kNone) return nullptr;
-    auto op = std::make_shared<MirrorOp>();
+    auto op = std::make_unique<MirrorOp>();
     op->kind =
         s.mirror == MirrorPlan::kRowImage ? MirrorOp::Kind::kImage : MirrorOp::Kind::kStatement;
     op->sql = std::string(text);
@@ -566,9 +558,8 @@ private:
       if (!frame) {
         if (primary_reader_.peer_closed())
           co_return Closing{CloseReason::kBackendDisconnect, "closed by peer", {}};
-        co_return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation,
-                         "switchyard received invalid data from the primary database: " +
-                             frame.error());
+        co_return protocol_violation(
+            "switchyard received invalid data from the primary database: " + frame.error());
       }
       stats_.add_bytes_from_backend(BackendRole::kPrimary, frame->body.size() + 5);
       on_primary_message(*frame);
@@ -726,7 +717,7 @@ private:
   }
 
   // A statement succeeded on the primary: mirror what it did.
-  void finish_statement(const Expect& front, std::optional<std::string_view> tag) {
+  void finish_statement(Expect& front, std::optional<std::string_view> tag) {
     const protocol::Statement* s = front.statement;
     if (s == nullptr || !front.op) {
       reset_capture();
@@ -737,7 +728,7 @@ private:
     case TransactionOp::kCommit: link_.discard(); break; // committed already, or rolled back
     case TransactionOp::kSavepoint:
     case TransactionOp::kRelease:
-    case TransactionOp::kRollbackTo: link_.add(*front.op); break;
+    case TransactionOp::kRollbackTo: link_.add(std::move(*front.op)); return;
     default: break;
     }
     if (s->mirror == MirrorPlan::kNone) {
@@ -754,7 +745,7 @@ private:
                                   s->node == "DeallocateStmt" || s->node == "DiscardStmt");
     } else if (!(s->kind == StatementKind::kDdl &&
                  runtime_->config->mirror.ddl == config::DdlPolicy::kPrimaryOnly)) {
-      MirrorOp op = *front.op;
+      MirrorOp op = std::move(*front.op);
       if (tag) op.primary_rows = protocol::affected_rows(*tag);
       if (op.kind == MirrorOp::Kind::kImage) {
         op.fields = image_fields_;
@@ -772,9 +763,7 @@ private:
     captured_rows_.clear();
   }
 
-  Stream& client_;
   BackendSession& primary_;
-  Services& services_;
   std::shared_ptr<const Runtime> runtime_;
   monitoring::RelayStats& stats_;
   SessionActivity& activity_;

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <deque>
 #include <limits>
 
@@ -21,16 +22,26 @@ using monitoring::MirrorKind;
 
 constexpr auto kSecondaryBackoff = std::chrono::seconds(1);
 constexpr size_t kMaxSessionStatements = 1000;
-// Type OIDs below this are built in and the same on every PostgreSQL; user types (enums,
-// domains) have other OIDs on the secondary, so their parameters are left for it to infer.
-constexpr uint32_t kFirstUserOid = 16384;
-
-uint32_t portable_type(uint32_t oid) {
-  return oid < kFirstUserOid ? oid : 0;
-}
 
 int64_t ticks(Clock::time_point t) {
   return t.time_since_epoch().count();
+}
+
+// At most one journaling warning per second for the whole process: a dead secondary
+// journals every transaction, and the log must not cost more than the writes. The metrics
+// count every one.
+bool warning_due(uint64_t& suppressed) {
+  static std::atomic<int64_t> next_due{0};
+  static std::atomic<uint64_t> skipped{0};
+  auto now = Clock::now();
+  int64_t due = next_due.load();
+  if (ticks(now) < due ||
+      !next_due.compare_exchange_strong(due, ticks(now + std::chrono::seconds(1)))) {
+    ++skipped;
+    return false;
+  }
+  suppressed = skipped.exchange(0);
+  return true;
 }
 
 } // namespace
@@ -260,10 +271,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       std::vector<std::string> names;
       for (size_t i = 0; i < op.fields.size(); ++i) {
         const std::string& name = op.fields[i].name;
-        if (std::find(shape->generated.begin(), shape->generated.end(), name) !=
-            shape->generated.end()) {
-          continue;
-        }
+        if (shape->is_generated(name)) continue;
         columns.push_back(i);
         names.push_back(name);
       }
@@ -272,7 +280,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     std::vector<uint32_t> types;
     std::vector<uint16_t> formats;
     for (size_t column : columns) {
-      types.push_back(portable_type(op.fields[column].type_oid));
+      types.push_back(protocol::portable_type(op.fields[column].type_oid));
       formats.push_back(op.fields[column].format);
     }
     in_extended = true;
@@ -445,8 +453,15 @@ void SecondaryLink::journal(const std::vector<MirrorOp>& ops, MirrorFailure reas
   unsettled_.push_back(offset);
   metrics.journal_entries().Increment(static_cast<double>(entries.size()));
   metrics.journal_backlog().Set(static_cast<double>(journal->backlog()));
-  spdlog::warn("session {}: {} writes journaled for the secondary ({}): {}", peer_, entries.size(),
-               monitoring::to_string(reason), error);
+  uint64_t suppressed = 0;
+  if (warning_due(suppressed)) {
+    spdlog::warn(
+        "session {}: {} writes journaled for the secondary ({}): {}{}", peer_, entries.size(),
+        monitoring::to_string(reason), error,
+        suppressed > 0
+            ? fmt::format(" ({} similar warnings in the last second not logged)", suppressed)
+            : std::string());
+  }
 }
 
 void SecondaryLink::journal_unmirrorable(std::string sql, const std::string& why) {

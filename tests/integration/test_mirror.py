@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from harness import PASSWORD, PgCluster, wait_for
+from wire import RawClient, error_fields, message
 
 SCHEMA = """
 CREATE TABLE events (id bigserial PRIMARY KEY, account int NOT NULL,
@@ -262,3 +263,21 @@ def test_copy_from_stdin_reaches_both_sides(pair, start_proxy, tmp_path):
     assert primary.sql("SELECT count(*) FROM pgbench_accounts") == "100000"
     assert_identical(primary, secondary, {**TABLES, "notes": "t::text"})
     assert proxy.metric("switchyard_journal_entries_total") == 0
+
+
+def test_malformed_messages_close_the_session_with_a_reason(pair, start_proxy, tmp_path):
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "limits:\n  max_message_size: 4096\n"))
+    for data, reason in ((message(b"P", b"no-terminator"), "Parse message is truncated"),
+                         (message(b"B", b"p\0s\0\0\x01"), "Bind message is truncated"),
+                         (message(b"Q", b"x" * 5000 + b"\0"), "")):
+        client = RawClient(proxy.port)
+        client.login_trust()
+        client.send(data)
+        tag, body = client.read_message()
+        fields = error_fields(body)
+        assert tag == b"E" and fields["C"] == "08P01" and reason in fields["M"], fields
+        assert client.closed()
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO notes (body) VALUES ('after')")
+    assert_identical(primary, secondary, {"notes": "t::text"})

@@ -73,6 +73,8 @@ TEST_CASE("transaction control, session state and DDL") {
   CHECK(begin.transaction == TransactionOp::kBegin);
   CHECK(begin.read_only);
   CHECK_FALSE(only("START TRANSACTION READ WRITE").read_only);
+  CHECK(only("EXPLAIN (ANALYZE) DELETE FROM t").kind == StatementKind::kWrite);
+  CHECK(only("EXPLAIN SELECT * FROM \"analyze\"").kind == StatementKind::kRead);
   CHECK(only("END").transaction == TransactionOp::kCommit);
   CHECK(only("ROLLBACK TO SAVEPOINT a").transaction == TransactionOp::kRollbackTo);
   CHECK(only("SAVEPOINT a").transaction == TransactionOp::kSavepoint);
