@@ -37,7 +37,45 @@ const char* to_string(SslMode mode) {
   return "?";
 }
 
+Result<BackendTarget> parse_sqlite_uri(std::string_view uri) {
+  constexpr std::string_view kScheme = "sqlite:";
+  if (!uri.starts_with(kScheme)) return Error{"a SQLite URI starts with sqlite:"};
+  std::string_view rest = uri.substr(kScheme.size());
+  BackendTarget target;
+  target.kind = BackendKind::kSqlite;
+  target.sslmode = SslMode::kDisable;
+  if (size_t query = rest.find('?'); query != std::string_view::npos) {
+    std::string_view option = rest.substr(query + 1);
+    rest = rest.substr(0, query);
+    constexpr std::string_view kBusy = "busy_timeout=";
+    if (!option.starts_with(kBusy)) {
+      return Error{"unknown SQLite URI option '" + std::string(option) +
+                   "' (only busy_timeout=<ms>)"};
+    }
+    option.remove_prefix(kBusy.size());
+    unsigned ms = 0;
+    auto [ptr, ec] = std::from_chars(option.data(), option.data() + option.size(), ms);
+    if (ec != std::errc() || ptr != option.data() + option.size()) {
+      return Error{"invalid busy_timeout '" + std::string(option) + "' (milliseconds)"};
+    }
+    target.busy_timeout = std::chrono::milliseconds(ms);
+  }
+  // sqlite:///abs/path has an empty authority before the absolute path; anything else after
+  // "//" would be a host, which a file does not have.
+  if (rest.starts_with("//")) {
+    rest.remove_prefix(2);
+    if (!rest.starts_with('/')) {
+      return Error{"a SQLite URI names a file: sqlite:///absolute/path.db or sqlite:relative.db"};
+    }
+  }
+  if (rest.empty() || rest.back() == '/') return Error{"no SQLite database file given"};
+  target.path = std::string(rest);
+  target.redacted = "sqlite:" + target.path;
+  return target;
+}
+
 Result<BackendTarget> parse_backend_uri(std::string_view uri) {
+  if (uri.starts_with("sqlite:")) return parse_sqlite_uri(uri);
   std::string text(uri);
   char* raw_error = nullptr;
   std::unique_ptr<PQconninfoOption, ConninfoDeleter> options(

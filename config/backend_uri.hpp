@@ -12,8 +12,18 @@ namespace switchyard::config {
 //! libpq's sslmode values for connections to a backend.
 enum class SslMode { kDisable, kAllow, kPrefer, kRequire, kVerifyCa, kVerifyFull };
 
-//! Where a backend is and how to log in to it, from a libpq-style URI or key=value string.
+//! What kind of database a backend is.
+enum class BackendKind {
+  kPostgres, //!< a PostgreSQL server reached over the wire
+  kSqlite,   //!< a SQLite file served by switchyard's in-process engine
+};
+
+//! Where a backend is and how to log in to it, from a libpq-style URI or key=value string,
+//! or a sqlite: URI.
 struct BackendTarget {
+  BackendKind kind = BackendKind::kPostgres;
+  std::string path;                             //!< SQLite only: the database file
+  std::chrono::milliseconds busy_timeout{5000}; //!< SQLite only: longest wait for the writer
   std::string host;
   uint16_t port = 5432;
   std::string user;     //!< empty: log in as the client's user
@@ -30,8 +40,13 @@ struct BackendTarget {
 };
 
 //! Parses `uri` with libpq's own parser, so every form libpq accepts works the same here.
-//! Unix-socket hosts and several hosts are refused with the reason.
+//! Unix-socket hosts and several hosts are refused with the reason. A SQLite file is named
+//! `sqlite:///absolute/path.db` or `sqlite:relative/path.db`, optionally followed by
+//! `?busy_timeout=<ms>`.
 Result<BackendTarget> parse_backend_uri(std::string_view uri);
+
+//! Parses a sqlite: URI (see parse_backend_uri).
+Result<BackendTarget> parse_sqlite_uri(std::string_view uri);
 
 const char* to_string(SslMode mode);
 

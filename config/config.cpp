@@ -293,10 +293,6 @@ Result<BackendTarget> read_backend(const YAML::Node& root, std::string_view key,
   auto text = scalar(root, key, check);
   if (!text) return Error{"not set"};
   uri = *text;
-  if (uri.starts_with("sqlite:")) {
-    check.fail(key, "SQLite backends are not supported by this build yet; use a postgresql:// URI");
-    return Error{"sqlite"};
-  }
   auto target = parse_backend_uri(uri);
   if (!target) check.fail(key, target.error());
   return target;
@@ -428,7 +424,16 @@ Result<std::shared_ptr<const Config>> parse_config(std::string_view yaml, std::s
 
 Result<std::shared_ptr<const Config>> load_config(const std::optional<std::string>& file,
                                                   const Overrides& overrides) {
-  if (!file) return parse_config("", "<command line>", overrides);
+  if (!file) {
+    // The embedded default: with neither a config file nor --primary, SQLite files in the
+    // working directory stand in for both databases, so switchyard runs with no server.
+    Overrides embedded = overrides;
+    if (!embedded.primary) {
+      embedded.primary = std::string(kEmbeddedPrimary);
+      if (!embedded.secondary) embedded.secondary = std::string(kEmbeddedSecondary);
+    }
+    return parse_config("", "<command line>", embedded);
+  }
   std::ifstream in(*file);
   if (!in) return Error{*file + ": cannot open the config file"};
   std::stringstream text;

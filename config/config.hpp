@@ -106,6 +106,10 @@ struct SettingInfo {
 //! Every setting, in the order the reference documents them.
 std::span<const SettingInfo> settings_table();
 
+//! The databases switchyard serves when started with no config file and no --primary.
+inline constexpr std::string_view kEmbeddedPrimary = "sqlite:switchyard-data/primary.db";
+inline constexpr std::string_view kEmbeddedSecondary = "sqlite:switchyard-data/secondary.db";
+
 //! Builds and validates a snapshot from a YAML file (or none) plus overrides. Errors name the
 //! file, the key and why, e.g. "s.yaml: limits.max_clients: must be an integer >= 1".
 Result<std::shared_ptr<const Config>> load_config(const std::optional<std::string>& file,

@@ -525,15 +525,19 @@ Classification classify(std::string_view sql) {
   return result;
 }
 
-std::string with_row_image(std::string_view statement_text, const Statement& statement) {
+std::string with_row_image(std::string_view statement_text, const Statement& statement,
+                           Dialect dialect) {
   std::string text(statement_text);
   // A newline first, so a trailing "-- comment" cannot swallow the clause.
   text += statement.has_returning ? "\n, " : "\nRETURNING ";
   text += "NULL AS ";
   text += kImageMarker;
   text += ", ";
-  text += statement.target.reference();
-  text += ".*";
+  if (dialect == Dialect::kPostgres) {
+    text += statement.target.reference();
+    text += '.';
+  }
+  text += '*';
   return text;
 }
 

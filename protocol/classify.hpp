@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "protocol/dialect.hpp"
+
 namespace switchyard::protocol {
 
 //! What a statement does, as far as routing and mirroring care.
@@ -91,7 +93,9 @@ inline constexpr std::string_view kImageMarker = "__switchyard_image";
 
 //! The text to send the primary for a row-image statement: the statement plus a RETURNING
 //! clause (or an extension of the client's) that yields the marker and the whole row.
-std::string with_row_image(std::string_view statement_text, const Statement& statement);
+//! SQLite's RETURNING knows only its target table's columns and takes no "table.*".
+std::string with_row_image(std::string_view statement_text, const Statement& statement,
+                           Dialect dialect = Dialect::kPostgres);
 
 //! libpg_query's fingerprint of `sql` (same for statements that differ only in constants),
 //! as 16 hex digits; empty when the text does not parse.

@@ -107,7 +107,8 @@ std::string upsert_sql(const TableShape& table, std::span<const std::string> col
     sql += quote_identifier(columns[i]);
   }
   // The primary already chose identity values; the secondary must take them as they are.
-  sql += ") OVERRIDING SYSTEM VALUE VALUES (";
+  // (SQLite has no identity columns, so nothing to override.)
+  sql += table.dialect == Dialect::kPostgres ? ") OVERRIDING SYSTEM VALUE VALUES (" : ") VALUES (";
   for (size_t i = 0; i < columns.size(); ++i) {
     if (i > 0) sql += ", ";
     sql += '$';

@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "protocol/dialect.hpp"
 #include "protocol/result.hpp"
 
 namespace switchyard::protocol {
@@ -49,6 +50,7 @@ struct TableShape {
   std::string qualified;                //!< quoted, possibly schema-qualified name
   std::vector<std::string> key_columns; //!< primary key; empty when the table has none
   std::vector<std::string> generated;   //!< GENERATED ... STORED columns: never written
+  Dialect dialect = Dialect::kPostgres; //!< of the database the shape was read from
 
   bool is_generated(std::string_view column) const {
     return std::find(generated.begin(), generated.end(), column) != generated.end();

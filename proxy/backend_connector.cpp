@@ -5,6 +5,7 @@
 #include "protocol/startup.hpp"
 #include "protocol/wire.hpp"
 #include "proxy/message_reader.hpp"
+#include "proxy/sqlite_session.hpp"
 
 namespace switchyard::proxy {
 namespace {
@@ -16,7 +17,7 @@ BackendFailure failure(std::string message) {
   return BackendFailure{false, std::move(message), {}};
 }
 
-asio::awaitable<Result<tcp::socket>> connect_tcp(const config::BackendTarget& target) {
+asio::awaitable<Result<StreamSocket>> connect_tcp(const config::BackendTarget& target) {
   auto executor = co_await asio::this_coro::executor;
   tcp::resolver resolver(executor);
   auto [resolve_ec, endpoints] =
@@ -27,7 +28,16 @@ asio::awaitable<Result<tcp::socket>> connect_tcp(const config::BackendTarget& ta
   auto [ec, endpoint] = co_await asio::async_connect(socket, endpoints, use_tuple);
   if (ec) co_return Error{ec.message()};
   socket.set_option(tcp::no_delay(true));
-  co_return std::move(socket);
+  co_return StreamSocket(std::move(socket));
+}
+
+// A connection to the backend: TCP to PostgreSQL, or a socket pair to a new session of the
+// in-process SQLite engine. Both then speak the same protocol.
+asio::awaitable<Result<StreamSocket>> connect_socket(const config::BackendTarget& target) {
+  if (target.kind == config::BackendKind::kSqlite) {
+    co_return connect_sqlite(target, co_await asio::this_coro::executor);
+  }
+  co_return co_await connect_tcp(target);
 }
 
 // Asks for TLS as libpq does for this sslmode; returns false when the backend refused and
@@ -129,7 +139,7 @@ asio::awaitable<std::optional<BackendFailure>> authenticate(Stream& stream, Mess
 
 asio::awaitable<BackendResult> login(const config::BackendTarget& target, ssl::context* tls,
                                      LoginRequest request) {
-  auto socket = co_await connect_tcp(target);
+  auto socket = co_await connect_socket(target);
   if (!socket) co_return failure(socket.error());
   BackendSession session{Stream(std::move(*socket)), {}, 0, 0, 'I', {}};
   if (auto s = co_await negotiate_tls(session.stream, target, tls); !s)
@@ -190,7 +200,7 @@ asio::awaitable<BackendResult> connect_backend(const config::BackendTarget& targ
 asio::awaitable<Status> send_cancel_request(const config::BackendTarget& target, uint32_t pid,
                                             uint32_t key) {
   asio::steady_timer timer(co_await asio::this_coro::executor, target.connect_timeout);
-  auto connected = co_await (connect_tcp(target) || timer.async_wait(use_tuple));
+  auto connected = co_await (connect_socket(target) || timer.async_wait(use_tuple));
   if (connected.index() == 1) co_return Error{"timed out connecting to the backend"};
   auto& socket = std::get<0>(connected);
   if (!socket) co_return Error{socket.error()};

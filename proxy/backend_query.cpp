@@ -1,5 +1,9 @@
 #include "proxy/backend_query.hpp"
 
+#include <algorithm>
+#include <cctype>
+
+#include "protocol/classify.hpp"
 #include "protocol/extended.hpp"
 #include "protocol/messages.hpp"
 
@@ -83,8 +87,69 @@ asio::awaitable<Result<QueryRows>> run_query(Stream& stream, MessageReader& read
   co_return co_await read_results(reader);
 }
 
+namespace {
+
+// The parts of a possibly qualified, possibly quoted name ("s"."t" -> s, t).
+std::vector<std::string> name_parts(std::string_view name) {
+  std::vector<std::string> parts(1);
+  bool quoted = false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    char c = name[i];
+    if (c == '"') {
+      if (quoted && i + 1 < name.size() && name[i + 1] == '"') {
+        parts.back() += '"';
+        ++i;
+      } else {
+        quoted = !quoted;
+      }
+    } else if (c == '.' && !quoted) {
+      parts.emplace_back();
+    } else {
+      parts.back() += quoted ? c : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+  }
+  return parts;
+}
+
+// A SQLite table's shape from its table_xinfo pragma. PostgreSQL's schemas map onto SQLite's:
+// public is main, pg_temp is temp.
 asio::awaitable<Result<protocol::TableShape>>
-query_table_shape(Stream& stream, MessageReader& reader, const std::string& name) {
+query_sqlite_table_shape(Stream& stream, MessageReader& reader, const std::string& name) {
+  auto parts = name_parts(name);
+  std::string table = parts.back();
+  std::string schema = parts.size() > 1 ? parts[parts.size() - 2] : "main";
+  if (schema == "public") schema = "main";
+  if (schema == "pg_temp") schema = "temp";
+  std::string sql = "SELECT name, hidden IN (2, 3), pk FROM pragma_table_xinfo(" +
+                    quote_literal(table) + ", " + quote_literal(schema) + ") ORDER BY cid";
+  auto rows = co_await run_query(stream, reader, sql);
+  if (!rows) co_return Error{"cannot read the shape of " + name + ": " + rows.error()};
+  if (rows->rows.empty()) co_return Error{"cannot read the shape of " + name + ": no such table"};
+  protocol::TableShape shape;
+  shape.dialect = protocol::Dialect::kSqlite;
+  shape.qualified = (schema == "main" ? "" : protocol::quote_identifier(schema) + ".") +
+                    protocol::quote_identifier(table);
+  std::vector<std::pair<int64_t, std::string>> keys;
+  for (const auto& row : rows->rows) {
+    if (row.size() != 3 || !row[0] || !row[1] || !row[2]) continue;
+    if (*row[1] == "t") shape.generated.push_back(*row[0]);
+    if (*row[2] != "0") keys.emplace_back(std::stoll(*row[2]), *row[0]);
+  }
+  std::sort(keys.begin(), keys.end());
+  for (auto& [position, column] : keys)
+    shape.key_columns.push_back(std::move(column));
+  co_return shape;
+}
+
+} // namespace
+
+asio::awaitable<Result<protocol::TableShape>> query_table_shape(Stream& stream,
+                                                                MessageReader& reader,
+                                                                const std::string& name,
+                                                                protocol::Dialect dialect) {
+  if (dialect == protocol::Dialect::kSqlite) {
+    co_return co_await query_sqlite_table_shape(stream, reader, name);
+  }
   std::string sql =
       "SELECT a.attname, a.attgenerated <> '', coalesce(a.attnum = ANY(i.indkey), false) "
       "FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "

@@ -5,6 +5,7 @@
 #include <string_view>
 #include <vector>
 
+#include "config/backend_uri.hpp"
 #include "protocol/result.hpp"
 #include "protocol/row_image.hpp"
 #include "proxy/message_reader.hpp"
@@ -33,10 +34,18 @@ asio::awaitable<Result<QueryRows>> run_query(Stream& stream, MessageReader& read
                                              const std::vector<uint16_t>& formats,
                                              const std::vector<protocol::Value>& values);
 
-//! The shape of table `name` (quoted, possibly qualified) in a PostgreSQL catalog: its
-//! primary key and generated columns.
-asio::awaitable<Result<protocol::TableShape>>
-query_table_shape(Stream& stream, MessageReader& reader, const std::string& name);
+//! The shape of table `name` (quoted, possibly qualified) as the backend's catalog has it
+//! (pg_attribute, or SQLite's table_xinfo pragma): its primary key and generated columns.
+asio::awaitable<Result<protocol::TableShape>> query_table_shape(Stream& stream,
+                                                                MessageReader& reader,
+                                                                const std::string& name,
+                                                                protocol::Dialect dialect);
+
+//! The dialect of the backend `target` names.
+inline protocol::Dialect dialect_of(const config::BackendTarget& target) {
+  return target.kind == config::BackendKind::kSqlite ? protocol::Dialect::kSqlite
+                                                     : protocol::Dialect::kPostgres;
+}
 
 //! `text` as a SQL string literal ('...' with quotes doubled).
 std::string quote_literal(std::string_view text);

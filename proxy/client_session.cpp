@@ -54,12 +54,10 @@ private:
 class ClientSession {
 public:
   ClientSession(tcp::socket socket, Services& services)
-      : client_(std::move(socket)), services_(services),
+      : peer_(peer_name(socket)), client_(std::move(socket)), services_(services),
         stats_(monitoring::RelayStats::for_this_thread(services.metrics())),
         runtime_(services.runtime()) {
     error_code ec;
-    auto endpoint = client_.socket().remote_endpoint(ec);
-    peer_ = ec ? "unknown" : endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
     client_.socket().set_option(tcp::no_delay(true), ec);
   }
 
@@ -401,11 +399,18 @@ private:
     client_.close();
   }
 
+  static std::string peer_name(const tcp::socket& socket) {
+    error_code ec;
+    auto endpoint = socket.remote_endpoint(ec);
+    if (ec) return "unknown";
+    return endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+  }
+
+  std::string peer_;
   Stream client_;
   Services& services_;
   monitoring::RelayStats& stats_; // this thread's batch of hot-path counters
   std::shared_ptr<const Runtime> runtime_;
-  std::string peer_;
   std::string user_;
   std::string client_leftover_;
   std::optional<BackendSession> backend_;

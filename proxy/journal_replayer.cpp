@@ -167,8 +167,9 @@ private:
   // lock until the secondary has it, so a live write to that row lands after ours.
   asio::awaitable<Status> replay_row(Pair& pair, const JournalEntry& entry,
                                      std::set<std::string>& synced) {
+    const config::Config& config = *runtime_->config;
     auto shape = co_await query_table_shape(pair.secondary->session.stream, pair.secondary->reader,
-                                            entry.table);
+                                            entry.table, dialect_of(*config.secondary));
     if (!shape) co_return Error{shape.error()};
     if (shape->key_columns.empty()) co_return co_await replay_keyless_insert(pair, entry, *shape);
     std::vector<uint32_t> types;
@@ -199,9 +200,13 @@ private:
       pair.secondary.reset();
       return Error{std::move(what)};
     };
-    if (auto begun = co_await pair.primary->query("BEGIN"); !begun) co_return fail(begun.error());
-    auto current = co_await pair.primary->query(
-        "SELECT * FROM " + entry.table + " WHERE " + where + " FOR SHARE", types, formats, key);
+    // The lock: FOR SHARE on PostgreSQL; on SQLite the writer itself (BEGIN IMMEDIATE).
+    bool sqlite_primary = config.primary.kind == config::BackendKind::kSqlite;
+    auto begun = co_await pair.primary->query(sqlite_primary ? "BEGIN IMMEDIATE" : "BEGIN");
+    if (!begun) co_return fail(begun.error());
+    auto current = co_await pair.primary->query("SELECT * FROM " + entry.table + " WHERE " + where +
+                                                    (sqlite_primary ? "" : " FOR SHARE"),
+                                                types, formats, key);
     if (!current) co_return fail("primary: " + current.error());
     Result<QueryRows> written = Error{"not run"};
     if (current->rows.empty()) {

@@ -17,8 +17,11 @@ int main(int argc, char** argv) {
   app.add_option("--listen", overrides.listen, "HOST:PORT for clients (default 127.0.0.1:6543)");
   app.add_option("--admin-listen", overrides.admin_listen,
                  "HOST:PORT for the admin API and /metrics");
-  app.add_option("--primary", overrides.primary, "primary backend: postgresql:// URI");
-  app.add_option("--secondary", overrides.secondary, "secondary backend: postgresql:// URI");
+  app.add_option("--primary", overrides.primary,
+                 "primary backend: postgresql:// URI or sqlite:PATH (with no config file and no "
+                 "--primary: SQLite files under ./switchyard-data)");
+  app.add_option("--secondary", overrides.secondary,
+                 "secondary backend: postgresql:// URI or sqlite:PATH");
   app.add_option("--read-percent", overrides.read_percent,
                  "share of reads sent to the secondary, 0-100");
   app.add_option("--write-mode", overrides.write_mode, "sync or async");

@@ -11,6 +11,7 @@
 #include "protocol/messages.hpp"
 #include "protocol/row_image.hpp"
 #include "protocol/wire.hpp"
+#include "proxy/backend_query.hpp"
 #include "proxy/message_reader.hpp"
 #include "proxy/secondary_link.hpp"
 
@@ -229,8 +230,9 @@ private:
       const protocol::Statement& s = statements[i];
       std::string_view text = query.text(sql, i);
       if (ends_transaction(s.transaction)) co_await link_.commit();
-      std::string send =
-          s.mirror == MirrorPlan::kRowImage ? protocol::with_row_image(text, s) : std::string(text);
+      std::string send = s.mirror == MirrorPlan::kRowImage
+                             ? protocol::with_row_image(text, s, primary_dialect())
+                             : std::string(text);
       Expect expect{ExpectKind::kQuery};
       if (i == 0 && wrap) {
         send = "BEGIN;" + send;
@@ -337,7 +339,7 @@ private:
         parse->query = std::string(kRejectDdl);
         info->statement = nullptr;
       } else if (info->statement->mirror == MirrorPlan::kRowImage) {
-        parse->query = protocol::with_row_image(info->text, *info->statement);
+        parse->query = protocol::with_row_image(info->text, *info->statement, primary_dialect());
         info->rewritten = true;
       }
     }
@@ -764,6 +766,8 @@ private:
   }
 
   BackendSession& primary_;
+  protocol::Dialect primary_dialect() const { return dialect_of(runtime_->config->primary); }
+
   std::shared_ptr<const Runtime> runtime_;
   monitoring::RelayStats& stats_;
   SessionActivity& activity_;

@@ -155,7 +155,8 @@ SecondaryLink::shape_of(const protocol::TargetTable& table) {
                          ? "pg_temp." + protocol::quote_identifier(table.name)
                          : table.qualified();
   if (auto found = shapes_.find(name); found != shapes_.end()) co_return found->second;
-  auto shape = co_await query_table_shape(connection_->session.stream, connection_->reader, name);
+  auto shape = co_await query_table_shape(connection_->session.stream, connection_->reader, name,
+                                          dialect_of(*runtime_->config->secondary));
   if (!shape) co_return shape;
   shapes_.emplace(name, *shape);
   co_return shape;

@@ -8,6 +8,7 @@
 #include "proxy/client_session.hpp"
 #include "proxy/journal_replayer.hpp"
 #include "proxy/spawn.hpp"
+#include "proxy/sqlite_engine.hpp"
 
 namespace switchyard::proxy {
 namespace {
@@ -60,6 +61,12 @@ Status Server::bind() {
   if (config.secondary) {
     if (auto s = services_.open_journal(config.mirror.journal_path); !s) return s;
   }
+  // SQLite files open now, so a path that cannot be used fails the start, not the first client.
+  for (const auto* target : {&config.primary, config.secondary ? &*config.secondary : nullptr}) {
+    if (target == nullptr || target->kind != config::BackendKind::kSqlite) continue;
+    auto database = SqliteEngine::instance().database(*target);
+    if (!database) return Error{database.error()};
+  }
   if (auto s = open_acceptor(client_acceptor_, config.listen, "listen"); !s) return s;
   return open_acceptor(admin_acceptor_, config.admin_listen, "admin.listen");
 }
@@ -85,6 +92,7 @@ void Server::run() {
       spdlog::warn("write_mode async is not built yet: writes are mirrored synchronously");
     }
   }
+  spdlog::info("connect with: psql -h {} -p {}", config.listen.host, config.listen.port);
   for (size_t i = 1; i < contexts_.size(); ++i) {
     threads_.emplace_back([this, i] {
       auto guard = asio::make_work_guard(*contexts_[i]);

@@ -7,20 +7,20 @@
 
 namespace switchyard::proxy {
 
-Stream::Stream(tcp::socket socket) : socket_(std::move(socket)) {}
+Stream::Stream(StreamSocket socket) : socket_(std::move(socket)) {}
 
 namespace {
 
 // One send() or recv() that never blocks. MSG_DONTWAIT per call rather than O_NONBLOCK on the
 // socket, which would make io_uring hand EAGAIN back instead of waiting.
-size_t send_now(tcp::socket& socket, const char* data, size_t size, error_code& ec) {
+size_t send_now(StreamSocket& socket, const char* data, size_t size, error_code& ec) {
   ssize_t n = ::send(socket.native_handle(), data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
   if (n >= 0) return static_cast<size_t>(n);
   ec = error_code(errno == EWOULDBLOCK ? EAGAIN : errno, boost::system::system_category());
   return 0;
 }
 
-size_t recv_now(tcp::socket& socket, char* data, size_t size, error_code& ec) {
+size_t recv_now(StreamSocket& socket, char* data, size_t size, error_code& ec) {
   ssize_t n = ::recv(socket.native_handle(), data, size, MSG_DONTWAIT);
   if (n > 0) return static_cast<size_t>(n);
   ec = n == 0 ? asio::error::eof : error_code(errno, boost::system::system_category());
@@ -32,7 +32,7 @@ size_t recv_now(tcp::socket& socket, char* data, size_t size, error_code& ec) {
 asio::awaitable<error_code> Stream::start_tls(ssl::context& context,
                                               ssl::stream_base::handshake_type type,
                                               std::string_view verify_host) {
-  tls_ = std::make_unique<ssl::stream<tcp::socket>>(std::move(socket_), context);
+  tls_ = std::make_unique<ssl::stream<StreamSocket>>(std::move(socket_), context);
   if (!verify_host.empty()) {
     std::string host(verify_host);
     SSL_set_tlsext_host_name(tls_->native_handle(), host.c_str());
@@ -71,7 +71,7 @@ asio::awaitable<error_code> Stream::write_all(std::string_view data) {
 
 void Stream::close() {
   error_code ignored;
-  socket().shutdown(tcp::socket::shutdown_both, ignored);
+  socket().shutdown(StreamSocket::shutdown_both, ignored);
   socket().close(ignored);
 }
 

@@ -7,13 +7,17 @@
 
 namespace switchyard::proxy {
 
-//! A connection that starts as plain TCP and may switch to TLS after an SSLRequest.
+//! The socket under a Stream: TCP for clients and PostgreSQL backends, a local socket pair
+//! for the in-process SQLite engine.
+using StreamSocket = asio::generic::stream_protocol::socket;
+
+//! A connection that starts in plain text and may switch to TLS after an SSLRequest.
 class Stream {
 public:
-  explicit Stream(tcp::socket socket);
+  explicit Stream(StreamSocket socket);
 
   bool tls() const { return tls_ != nullptr; }
-  tcp::socket& socket() { return tls_ ? tls_->next_layer() : socket_; }
+  StreamSocket& socket() { return tls_ ? tls_->next_layer() : socket_; }
 
   //! Runs the TLS handshake as `type` (server for clients, client for backends). A non-empty
   //! `verify_host` checks the peer certificate names that host (verify-full) and sends SNI.
@@ -31,8 +35,8 @@ public:
   void close();
 
 private:
-  tcp::socket socket_;
-  std::unique_ptr<ssl::stream<tcp::socket>> tls_;
+  StreamSocket socket_;
+  std::unique_ptr<ssl::stream<StreamSocket>> tls_;
 };
 
 } // namespace switchyard::proxy

@@ -101,7 +101,9 @@ def test_command_line_overrides_and_help(tmp_path):
     out = subprocess.run([str(SWITCHYARD_BIN), "--config", str(path), "--read-percent", "250", "--check-config"],
                          capture_output=True, text=True, timeout=10)
     assert out.returncode == 2 and "read_percent: must be a number from 0 to 100 (got '250')" in out.stderr
-    out = subprocess.run([str(SWITCHYARD_BIN), "--check-config"], capture_output=True, text=True, timeout=10)
+    path.write_text("read_percent: 5\n")
+    out = subprocess.run([str(SWITCHYARD_BIN), "--config", str(path), "--check-config"],
+                         capture_output=True, text=True, timeout=10)
     assert out.returncode == 2 and "primary: is required" in out.stderr
     for flag in ("--help", "--version"):
         out = subprocess.run([str(SWITCHYARD_BIN), flag], capture_output=True, text=True, timeout=10)

@@ -93,8 +93,11 @@ TEST_CASE("config errors name the file, the key and why") {
         "test.yaml: primary: no host given (e.g. postgresql://user@127.0.0.1:5432/db)");
   CHECK(load_error("primary: host=/var/run/postgresql\n").find("unix-domain socket") !=
         std::string::npos);
-  CHECK(load_error("primary: sqlite:///x.db\n").find("SQLite backends are not supported") !=
-        std::string::npos);
+  CHECK(load_error("primary: sqlite://host/x.db\n") ==
+        "test.yaml: primary: a SQLite URI names a file: sqlite:///absolute/path.db or "
+        "sqlite:relative.db");
+  CHECK(load_error("primary: sqlite:x.db?cache=shared\n") ==
+        "test.yaml: primary: unknown SQLite URI option 'cache=shared' (only busy_timeout=<ms>)");
   CHECK(load_error("primary: postgresql://u@h/db\nauth:\n  method: md5\n  users:\n    - name: a\n  "
                    "    scram_verifier: SCRAM-SHA-256$1:a$b:c\n")
             .find("auth.users[0]: user 'a' has no credential usable with auth.method") !=
@@ -154,4 +157,30 @@ TEST_CASE("backend URIs in both libpq forms") {
   CHECK(parse_backend_uri("postgresql://h:0/d").error() == "invalid port '0'");
   CHECK_FALSE(parse_backend_uri("postgresql://h1,h2/d"));
   CHECK_FALSE(parse_backend_uri("not a uri at all ="));
+}
+
+TEST_CASE("SQLite URIs and the embedded default") {
+  auto absolute = parse_backend_uri("sqlite:///var/lib/app/main.db?busy_timeout=250");
+  REQUIRE(absolute);
+  CHECK(absolute->kind == switchyard::config::BackendKind::kSqlite);
+  CHECK(absolute->path == "/var/lib/app/main.db");
+  CHECK(absolute->busy_timeout == std::chrono::milliseconds(250));
+  CHECK(absolute->redacted == "sqlite:/var/lib/app/main.db");
+  auto relative = parse_backend_uri("sqlite:data/app.db");
+  REQUIRE(relative);
+  CHECK(relative->path == "data/app.db");
+  CHECK(parse_backend_uri("sqlite:").error() == "no SQLite database file given");
+  CHECK(parse_backend_uri("sqlite:x.db?busy_timeout=soon").error() ==
+        "invalid busy_timeout 'soon' (milliseconds)");
+
+  auto embedded = switchyard::config::load_config(std::nullopt, {});
+  REQUIRE(embedded);
+  CHECK((*embedded)->primary.path == "switchyard-data/primary.db");
+  REQUIRE((*embedded)->secondary);
+  CHECK((*embedded)->secondary->path == "switchyard-data/secondary.db");
+  switchyard::config::Overrides only_primary;
+  only_primary.primary = "postgresql://u@h/db";
+  auto explicit_primary = switchyard::config::load_config(std::nullopt, only_primary);
+  REQUIRE(explicit_primary);
+  CHECK_FALSE((*explicit_primary)->secondary);
 }
