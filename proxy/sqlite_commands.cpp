@@ -189,7 +189,7 @@ EngineStatement recognise_statement(std::string_view sql) {
   }
   for (std::string_view pg_only : {"copy", "listen", "unlisten", "notify", "prepare", "execute",
                                    "lock", "cluster", "checkpoint", "truncate", "grant", "revoke",
-                                   "comment", "declare", "fetch", "move", "close"}) {
+                                   "comment", "declare", "fetch", "move", "close", "do", "call"}) {
     if (first == pg_only) {
       std::string what = first;
       for (char& c : what)

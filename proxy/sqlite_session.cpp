@@ -6,6 +6,7 @@
 #include <cctype>
 #include <charconv>
 #include <map>
+#include <unordered_set>
 
 #include "protocol/classify.hpp"
 #include "protocol/extended.hpp"
@@ -16,6 +17,7 @@
 #include "proxy/message_reader.hpp"
 #include "proxy/spawn.hpp"
 #include "proxy/sqlite_commands.hpp"
+#include "proxy/sqlite_settings.hpp"
 #include "proxy/sqlite_values.hpp"
 
 namespace switchyard::proxy {
@@ -31,77 +33,6 @@ constexpr size_t kFlushAt = size_t{256} * 1024;
 
 SqlError sql_error(std::string_view sqlstate, std::string message) {
   return SqlError{std::string(sqlstate), std::move(message), {}};
-}
-
-// --- Settings ------------------------------------------------------------------------------
-
-struct SettingInfo {
-  std::string_view name; // as PostgreSQL spells it in ParameterStatus and SHOW ALL
-  std::string_view default_value;
-  bool reported; // GUC_REPORT: sent as ParameterStatus when it changes
-  bool fixed;    // cannot be changed
-};
-
-constexpr SettingInfo kSettings[] = {
-    {"application_name", "", true, false},
-    {"bytea_output", "hex", false, false},
-    {"client_encoding", "UTF8", true, false},
-    {"client_min_messages", "notice", false, false},
-    {"DateStyle", "ISO, MDY", true, false},
-    {"default_transaction_isolation", "serializable", false, false},
-    {"default_transaction_read_only", "off", true, false},
-    {"extra_float_digits", "1", false, false},
-    {"idle_in_transaction_session_timeout", "0", false, false},
-    {"in_hot_standby", "off", true, true},
-    {"integer_datetimes", "on", true, true},
-    {"IntervalStyle", "postgres", true, false},
-    {"is_superuser", "on", true, true},
-    {"lock_timeout", "0", false, false},
-    {"max_identifier_length", "63", false, true},
-    {"search_path", "\"$user\", public", false, false},
-    {"server_encoding", "UTF8", true, true},
-    {"server_version", "15.0", true, true},
-    {"server_version_num", "150000", false, true},
-    {"session_authorization", "", true, true},
-    {"standard_conforming_strings", "on", true, false},
-    {"statement_timeout", "0", false, false},
-    {"synchronous_commit", "on", false, false},
-    {"TimeZone", "UTC", true, false},
-    {"transaction_isolation", "serializable", false, true},
-    {"transaction_read_only", "off", false, true},
-};
-
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out)
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-const SettingInfo* find_setting(std::string_view name) {
-  std::string key = lower(name);
-  for (const SettingInfo& setting : kSettings) {
-    if (lower(setting.name) == key) return &setting;
-  }
-  return nullptr;
-}
-
-// The value to store for `setting`, or why it is refused.
-Result<std::string> check_setting(const SettingInfo& setting, std::string_view value) {
-  std::string v = lower(value);
-  if (setting.name == "client_encoding") {
-    if (v == "utf8" || v == "utf-8" || v == "unicode") return std::string("UTF8");
-    if (v == "sql_ascii") return std::string("SQL_ASCII");
-    return Error{"switchyard's SQLite engine supports only client_encoding UTF8 (got " +
-                 std::string(value) + ")"};
-  }
-  if (setting.name == "standard_conforming_strings" && v != "on" && v != "true") {
-    return Error{"switchyard's SQLite engine needs standard_conforming_strings on"};
-  }
-  if (setting.name == "bytea_output" && v != "hex") {
-    return Error{"switchyard's SQLite engine supports only bytea_output hex"};
-  }
-  return std::string(value);
 }
 
 // --- Statements and portals ----------------------------------------------------------------
@@ -202,11 +133,11 @@ private:
         continue;
       case protocol::StartupKind::kStartup: break;
       }
-      set("session_authorization", startup->parameter("user"));
+      settings_ = SessionSettings(startup->parameter("user"));
       for (const auto& [name, value] : startup->parameters) {
         if (name == "user" || name == "database" || name == "options" || name == "replication")
           continue;
-        if (auto failed = apply_set(name, value, false)) {
+        if (auto failed = settings_.set(name, value, false, false, false)) {
           co_await send_now(protocol::fatal_error(failed->sqlstate, failed->message));
           co_return false;
         }
@@ -214,11 +145,7 @@ private:
       auto [pid, key] = SqliteEngine::instance().register_session(this);
       pid_ = pid;
       protocol::append_auth(out_, protocol::AuthCode::kOk);
-      for (const SettingInfo& setting : kSettings) {
-        if (setting.reported)
-          protocol::append_parameter_status(out_, setting.name, get(setting.name));
-      }
-      reported_.clear();
+      settings_.append_all_reported(out_);
       protocol::append_backend_key_data(out_, pid, key);
       protocol::append_ready_for_query(out_, 'I');
       co_return co_await flush();
@@ -281,10 +208,7 @@ private:
   }
 
   void ready_for_query() {
-    for (const std::string& name : reported_) {
-      protocol::append_parameter_status(out_, name, get(name));
-    }
-    reported_.clear();
+    settings_.append_changes(out_);
     char status = block_ == Block::kExplicit ? 'T' : block_ == Block::kFailed ? 'E' : 'I';
     protocol::append_ready_for_query(out_, status);
   }
@@ -337,7 +261,8 @@ private:
       if (statement->engine.command == EngineCommand::kSql) {
         // SQLite decides where its statement ends (CREATE TRIGGER ... BEGIN ...; END).
         statement->text = std::string(rest.substr(offset));
-        failed = co_await run_simple_sql(statement, used);
+        bool lone = position == 0 && shape.ok && shape.spans.size() == 1;
+        failed = co_await run_simple_sql(statement, used, lone);
       } else {
         statement->text = std::string(rest.substr(offset, length));
         failed = co_await run_command(*statement, true);
@@ -361,10 +286,10 @@ private:
   // Runs the first SQL statement of statement->text as a whole simple query would: row
   // description, rows, command tag. `used` receives the bytes SQLite took.
   asio::awaitable<SqlStatus> run_simple_sql(std::shared_ptr<PreparedStatement> statement,
-                                            size_t& used) {
+                                            size_t& used, bool lone) {
     if (block_ == Block::kFailed) co_return aborted();
     Portal portal{.statement = statement};
-    if (auto failed = co_await open_portal(portal, &used)) co_return failed;
+    if (auto failed = co_await open_portal(portal, &used, lone)) co_return failed;
     if (!portal.types.empty()) append_row_description(portal);
     auto failed = co_await execute_portal(portal, 0);
     close_portal(portal);
@@ -516,6 +441,7 @@ private:
         for (uint32_t type : statement.parameter_types)
           m.u32(type == 0 ? oid::kText : type);
       }
+      if (statement.engine.command == EngineCommand::kShow) co_return describe_show(statement);
       if (statement.column_names.empty()) {
         protocol::append_empty_message(out_, 'n');
         co_return std::nullopt;
@@ -535,6 +461,9 @@ private:
       co_return sql_error("34000", "portal \"" + target.name + "\" does not exist");
     }
     Portal& portal = found->second;
+    if (portal.statement->engine.command == EngineCommand::kShow) {
+      co_return describe_show(*portal.statement);
+    }
     if (portal.statement->engine.command != EngineCommand::kSql ||
         portal.statement->column_names.empty()) {
       protocol::append_empty_message(out_, 'n');
@@ -583,11 +512,15 @@ private:
 
   // Prepares the portal's statement on the connection it must run on (a reader for reads,
   // the writer for everything else), binds its parameters and settles its column types.
-  asio::awaitable<SqlStatus> open_portal(Portal& portal, size_t* used) {
+  // `lone` says the statement is a whole simple query outside a transaction, so a write
+  // needs no BEGIN: SQLite's autocommit makes it atomic by itself.
+  asio::awaitable<SqlStatus> open_portal(Portal& portal, size_t* used, bool lone = false) {
     PreparedStatement& statement = *portal.statement;
+    lone = lone && block_ == Block::kNone;
     if (block_ == Block::kNone) block_ = Block::kImplicit;
     std::string_view text = statement.text;
-    if (!writing_) {
+    bool known_write = known_writes_.contains(statement.text);
+    if (!writing_ && !known_write) {
       if (!reader_conn_) {
         auto reader = database_->take_reader();
         if (!reader) co_return sql_error("58030", reader.error());
@@ -611,11 +544,14 @@ private:
       }
       reader_conn_->give_back(handle);
       text = text.substr(0, taken);
+      if (taken == statement.text.size()) remember_write(statement.text);
+    }
+    if (!writing_) {
       if (read_only_block_) {
         co_return sql_error("25006",
                             "cannot execute " + command_verb(text) + " in a read-only transaction");
       }
-      if (auto failed = co_await take_writer()) co_return failed;
+      if (auto failed = co_await take_writer(!lone)) co_return failed;
     }
     sqlite3_stmt* handle = nullptr;
     size_t taken = 0;
@@ -774,7 +710,15 @@ private:
 
   // Takes the writer for this block: waits for the lock, then refuses when the block already
   // read a snapshot that a commit has since made stale (SQLite's SQLITE_BUSY_SNAPSHOT).
-  asio::awaitable<SqlStatus> take_writer() {
+  // Texts already found to write, so they go to the writer without a trial prepare on a reader.
+  void remember_write(const std::string& text) {
+    constexpr size_t kMaxKnownWrites = 1024;
+    if (known_writes_.size() >= kMaxKnownWrites) known_writes_.clear();
+    known_writes_.insert(text);
+  }
+
+  // `begin` opens a transaction on the writer; without it each statement autocommits.
+  asio::awaitable<SqlStatus> take_writer(bool begin = true) {
     auto executor = co_await asio::this_coro::executor;
     bool locked = co_await database_->lock_writer(executor, database_->busy_timeout());
     if (!locked) {
@@ -788,9 +732,11 @@ private:
                                    "transaction first read it (SQLite has one writer at a time)");
     }
     release_reader();
-    if (auto failed = database_->writer().exec("BEGIN IMMEDIATE")) {
-      database_->unlock_writer();
-      co_return failed;
+    if (begin) {
+      if (auto failed = database_->writer().exec("BEGIN IMMEDIATE")) {
+        database_->unlock_writer();
+        co_return failed;
+      }
     }
     writing_ = true;
     co_return std::nullopt;
@@ -812,10 +758,11 @@ private:
     SqlStatus failed;
     if (writing_) {
       SqliteConnection& writer = database_->writer();
-      if (commit) {
+      bool in_transaction = !sqlite3_get_autocommit(writer.handle());
+      if (commit && in_transaction) {
         failed = writer.exec("COMMIT");
         if (failed) (void)writer.exec("ROLLBACK");
-      } else if (!sqlite3_get_autocommit(writer.handle())) {
+      } else if (in_transaction) {
         (void)writer.exec("ROLLBACK");
       }
       if (commit && !failed) database_->note_commit();
@@ -823,10 +770,7 @@ private:
       database_->unlock_writer();
     }
     release_reader();
-    if (!commit || failed) restore_settings(saved_settings_);
-    restore_settings(local_settings_);
-    saved_settings_.clear();
-    local_settings_.clear();
+    settings_.end_transaction(commit && !failed);
     block_ = Block::kNone;
     read_only_block_ = false;
     return failed;
@@ -869,17 +813,16 @@ private:
     case EngineCommand::kRelease:
     case EngineCommand::kRollbackTo: co_return co_await savepoint(command);
     case EngineCommand::kSet: {
-      if (auto failed = apply_set(command.name, command.value, command.local, command.to_default))
+      if (auto failed = settings_.set(command.name, command.value, command.local,
+                                      command.to_default, in_block()))
         co_return failed;
       co_return complete("SET");
     }
     case EngineCommand::kSetIgnored: co_return complete("SET");
     case EngineCommand::kReset:
       if (command.name == "all") {
-        for (const SettingInfo& setting : kSettings) {
-          if (!setting.fixed) (void)apply_set(setting.name, {}, false, true);
-        }
-      } else if (auto failed = apply_set(command.name, {}, false, true)) {
+        settings_.reset_all(in_block());
+      } else if (auto failed = settings_.set(command.name, {}, false, true, in_block())) {
         co_return failed;
       }
       co_return complete("RESET");
@@ -889,9 +832,7 @@ private:
         if (block_ != Block::kNone && block_ != Block::kImplicit) {
           co_return sql_error("25001", "DISCARD ALL cannot run inside a transaction block");
         }
-        for (const SettingInfo& setting : kSettings) {
-          if (!setting.fixed) (void)apply_set(setting.name, {}, false, true);
-        }
+        settings_.reset_all(in_block());
         statements_.clear();
       }
       co_return complete("DISCARD " + (command.name.empty() ? std::string("PLANS") : "ALL"));
@@ -943,88 +884,38 @@ private:
     co_return complete(verb);
   }
 
-  // --- Settings ------------------------------------------------------------------------------
-
-  std::string get(std::string_view name) const {
-    std::string key = lower(name);
-    if (auto found = settings_.find(key); found != settings_.end()) return found->second;
-    if (const SettingInfo* setting = find_setting(name)) return std::string(setting->default_value);
-    return {};
-  }
-
-  void set(std::string_view name, std::string_view value) { settings_[lower(name)] = value; }
-
-  SqlStatus apply_set(std::string_view name, std::string_view value, bool local,
-                      bool to_default = false) {
-    const SettingInfo* setting = find_setting(name);
-    if (setting == nullptr && name.find('.') == std::string_view::npos) {
-      return sql_error("42704",
-                       "unrecognized configuration parameter \"" + std::string(name) + "\"");
-    }
-    if (setting && setting->fixed) {
-      return sql_error("55P02", "parameter \"" + std::string(name) + "\" cannot be changed");
-    }
-    std::string stored(to_default && setting ? setting->default_value : value);
-    if (setting && !to_default) {
-      auto checked = check_setting(*setting, value);
-      if (!checked) return sql_error("22023", checked.error());
-      stored = std::move(*checked);
-    }
-    std::string key = lower(name);
-    if (block_ == Block::kExplicit || block_ == Block::kImplicit) {
-      auto& saved = local ? local_settings_ : saved_settings_;
-      if (!saved.contains(key)) saved.emplace(key, get(key));
-    }
-    if (get(key) != stored && setting && setting->reported) report_setting(setting->name);
-    settings_[key] = std::move(stored);
-    return std::nullopt;
-  }
-
-  void report_setting(std::string_view name) {
-    if (std::find(reported_.begin(), reported_.end(), name) == reported_.end())
-      reported_.emplace_back(name);
-  }
-
-  void restore_settings(const std::map<std::string, std::string>& saved) {
-    for (const auto& [key, value] : saved) {
-      const SettingInfo* setting = find_setting(key);
-      if (get(key) != value && setting && setting->reported) report_setting(setting->name);
-      settings_[key] = value;
-    }
-  }
-
+  // The rows of SHOW: in a simple query with their RowDescription (Describe gave it to an
+  // extended one).
   SqlStatus show(const std::string& name, bool simple) {
-    std::vector<std::pair<std::string, std::string>> rows;
-    std::vector<std::string> columns;
-    if (name == "all") {
-      columns = {"name", "setting", "description"};
-      for (const SettingInfo& setting : kSettings)
-        rows.emplace_back(setting.name, get(setting.name));
-    } else {
-      const SettingInfo* setting = find_setting(name);
-      if (setting == nullptr && !settings_.contains(lower(name))) {
-        return sql_error("42704", "unrecognized configuration parameter \"" + name + "\"");
-      }
-      columns = {setting ? lower(setting->name) : name};
-      rows.emplace_back(name, get(name));
-    }
-    if (simple) {
-      std::vector<protocol::FieldDescription> fields;
-      fields.reserve(columns.size());
-      for (const auto& column : columns) {
-        fields.push_back({column, 0, 0, oid::kText, 0xFFFF, 0xFFFFFFFFu, 0});
-      }
-      protocol::append_row_description(out_, fields);
-    }
-    for (const auto& [setting, value] : rows) {
+    auto shown = settings_.show(name);
+    if (!shown) return sql_error("42704", shown.error());
+    if (simple) append_show_description(*shown);
+    for (const auto& values : shown->rows) {
       protocol::MessageBuilder row(out_, 'D');
-      row.u16(static_cast<uint16_t>(columns.size()));
-      if (columns.size() == 3) row.u32(static_cast<uint32_t>(setting.size())).bytes(setting);
-      row.u32(static_cast<uint32_t>(value.size())).bytes(value);
-      if (columns.size() == 3) row.u32(0);
+      row.u16(static_cast<uint16_t>(values.size()));
+      for (const std::string& value : values)
+        row.u32(static_cast<uint32_t>(value.size())).bytes(value);
     }
     return complete("SHOW");
   }
+
+  void append_show_description(const SessionSettings::Shown& shown) {
+    std::vector<protocol::FieldDescription> fields;
+    fields.reserve(shown.columns.size());
+    for (const auto& column : shown.columns) {
+      fields.push_back({column, 0, 0, oid::kText, 0xFFFF, 0xFFFFFFFFu, 0});
+    }
+    protocol::append_row_description(out_, fields);
+  }
+
+  SqlStatus describe_show(const PreparedStatement& statement) {
+    auto shown = settings_.show(statement.engine.name);
+    if (!shown) return sql_error("42704", shown.error());
+    append_show_description(*shown);
+    return std::nullopt;
+  }
+
+  bool in_block() const { return block_ == Block::kExplicit || block_ == Block::kImplicit; }
 
   Stream stream_;
   MessageReader reader_;
@@ -1039,13 +930,11 @@ private:
   bool read_only_block_ = false;
   bool writing_ = false; // this session holds the database's writer
   std::unique_ptr<SqliteConnection> reader_conn_;
+  std::unordered_set<std::string> known_writes_;
   bool snapshot_started_ = false; // an explicit block began a read snapshot on the reader
   uint64_t snapshot_ = 0;         // the commit sequence when that snapshot began
 
-  std::map<std::string, std::string> settings_;       // by lower-case name
-  std::map<std::string, std::string> saved_settings_; // values before this block's SETs
-  std::map<std::string, std::string> local_settings_; // values before this block's SET LOCALs
-  std::vector<std::string> reported_;                 // ParameterStatus owed before Z
+  SessionSettings settings_{""};
 };
 
 // Keeps the session alive for as long as it runs.

@@ -54,6 +54,17 @@ def test_psycopg_parameters_transactions_and_sqlstates(start_proxy, tmp_path):
         conn.execute("SET application_name = 'shop'")
         assert conn.info.parameter_status("application_name") == "shop"
         assert conn.execute("SHOW extra_float_digits").fetchone() == ("3",)
+        for _ in range(3):  # prepared: Parse, Describe, Execute of an engine command
+            assert conn.execute("SHOW DateStyle", prepare=True).fetchone() == ("ISO, MDY",)
+        conn.execute("BEGIN")
+        conn.execute("SET LOCAL application_name = 'inner'")
+        assert conn.info.parameter_status("application_name") == "inner"
+        conn.execute("COMMIT")
+        assert conn.info.parameter_status("application_name") == "shop"
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            conn.execute("SET client_encoding = 'LATIN1'")
+        with pytest.raises(psycopg.errors.UndefinedObject):
+            conn.execute("SET no_such_setting = 1")
         conn.execute("CREATE TABLE parents (id INTEGER PRIMARY KEY)")
         conn.execute("CREATE TABLE kids (id INTEGER PRIMARY KEY, parent INTEGER NOT NULL REFERENCES parents (id),"
                      " age INTEGER CHECK (age >= 0), name TEXT)")
@@ -152,6 +163,39 @@ def test_edge_values_round_trip_and_bad_ones_are_refused(start_proxy, tmp_path):
     assert error_fields(dict(reply)[b"E"])["C"] == "22021"
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM edge WHERE id = 9").fetchone() == (0,)
+
+
+def test_one_writer_at_a_time_and_cancel(start_proxy, tmp_path):
+    proxy = start_proxy(f"primary: sqlite:{tmp_path}/app.db?busy_timeout=300\n")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as first, \
+            psycopg.connect(proxy.dsn(), autocommit=True) as second:
+        first.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
+        first.execute("INSERT INTO t (id, v) VALUES (1, 0)")
+        first.execute("BEGIN")
+        first.execute("UPDATE t SET v = 1 WHERE id = 1")
+        # Readers are not blocked by the writer and see the last committed state.
+        assert second.execute("SELECT v FROM t").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.LockNotAvailable, match="SQLite write lock"):
+            second.execute("UPDATE t SET v = 2 WHERE id = 1")
+        first.execute("COMMIT")
+        second.execute("UPDATE t SET v = v + 10 WHERE id = 1")
+        assert first.execute("SELECT v FROM t").fetchone() == (11,)
+        # A transaction that read an older snapshot may not write over a newer commit.
+        first.execute("BEGIN")
+        assert first.execute("SELECT v FROM t").fetchone() == (11,)
+        second.execute("UPDATE t SET v = 12 WHERE id = 1")
+        with pytest.raises(psycopg.errors.SerializationFailure):
+            first.execute("UPDATE t SET v = v + 1 WHERE id = 1")
+        first.execute("ROLLBACK")
+        # Cancel reaches the engine through the proxy and interrupts the statement.
+        timer = threading.Timer(0.5, first.cancel)
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            first.execute("WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s) "
+                          "SELECT count(*) FROM s")
+        assert time.monotonic() - started < 20
+        assert first.execute("SELECT v FROM t").fetchone() == (12,)
 
 
 def test_embedded_default_serves_sqlite_with_no_config(tmp_path):
