@@ -339,3 +339,47 @@ def test_mirroring_between_dialects_under_concurrent_load(direction, start_proxy
     finally:
         if cluster:
             cluster.destroy()
+
+
+@pytest.mark.parametrize("direction", ["sqlite-to-postgres", "postgres-to-sqlite"])
+def test_writes_the_secondary_refuses_are_journaled_and_replayed(direction, start_proxy, tmp_path):
+    """The secondary lacks a table at first: its writes go to the journal, and the replayer
+    copies the rows from the primary once the table exists there."""
+    cluster = PgCluster().start()
+    try:
+        sqlite_path = tmp_path / "side.db"
+        db = sqlite3.connect(sqlite_path)
+        db.executescript(SQLITE_SCHEMA)
+        db.close()
+        cluster.sql(PG_SCHEMA)
+        primary, secondary = f"sqlite:{sqlite_path}", cluster.uri()
+        if direction == "postgres-to-sqlite":
+            primary, secondary = secondary, primary
+            db = sqlite3.connect(sqlite_path)
+            db.execute("DROP TABLE counters")
+            db.commit()
+            db.close()
+        else:
+            cluster.sql("DROP TABLE counters")
+        proxy = start_proxy(f"primary: {primary}\nsecondary: {secondary}\n"
+                            f"mirror:\n  ddl: primary_only\n  journal: {tmp_path}/journal.jsonl\n")
+        with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+            for name in ("a", "b", "a", "c"):
+                conn.execute("INSERT INTO counters (name, hits) VALUES (%s, 1) "
+                             "ON CONFLICT (name) DO UPDATE SET hits = counters.hits + 1", (name,))
+            conn.execute("DELETE FROM counters WHERE name = %s", ("c",))
+        assert proxy.metric("switchyard_mirror_failures_total", reason="secondary_error") >= 1
+        assert proxy.metric("switchyard_journal_backlog") > 0
+        if direction == "postgres-to-sqlite":
+            db = sqlite3.connect(sqlite_path)
+            db.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, hits INTEGER NOT NULL)")
+            db.commit()
+            db.close()
+        else:
+            cluster.sql("CREATE TABLE counters (name text PRIMARY KEY, hits bigint NOT NULL)")
+        assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+        expected = [("a", 2), ("b", 1)]
+        assert rows_from_sqlite(sqlite_path, "counters", "name") == expected
+        assert rows_from_pg(cluster, "counters", "name") == expected
+    finally:
+        cluster.destroy()
