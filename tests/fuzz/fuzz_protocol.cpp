@@ -1,7 +1,8 @@
 // libFuzzer target for everything that reads untrusted bytes in protocol/: the whole-message
 // decoder, the streaming scanner (split at a point the input chooses), startup packets, error
 // bodies, extended-protocol and row messages, the SQL lexer behind the classification cache,
-// and the SCRAM server. It must never crash, hang or read out of bounds.
+// the value codecs the SQLite engine decodes parameters with, and the SCRAM server. It must
+// never crash, hang or read out of bounds.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -12,6 +13,7 @@
 #include "protocol/extended.hpp"
 #include "protocol/frame.hpp"
 #include "protocol/messages.hpp"
+#include "protocol/pg_values.hpp"
 #include "protocol/row_image.hpp"
 #include "protocol/startup.hpp"
 
@@ -76,6 +78,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const StatementSpan& span : shape.spans) {
     if (span.offset < end || span.offset + span.length > bytes.size()) __builtin_trap();
     end = span.offset + span.length;
+  }
+  (void)valid_utf8(bytes);
+  (void)parse_int8(bytes);
+  (void)parse_float8(bytes);
+  (void)parse_bool(bytes);
+  (void)decode_int_binary(bytes);
+  (void)decode_float_binary(bytes);
+  if (auto decoded = decode_bytea_text(bytes)) {
+    // What the engine sends back must read back as the same bytes.
+    auto again = decode_bytea_text(encode_bytea_hex(*decoded));
+    if (!again || *again != *decoded) __builtin_trap();
+  }
+  if (auto stamp = timestamptz_from_iso8601(bytes)) {
+    if (!iso8601_from_timestamptz(*stamp)) __builtin_trap(); // our output must parse again
   }
   ScramServer server(ScramSecret{1, "salt", std::string(32, 'k'), std::string(32, 's')});
   size_t comma = bytes.find('|');
