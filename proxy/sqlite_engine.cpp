@@ -129,8 +129,7 @@ SqliteConnection::~SqliteConnection() {
 }
 
 SqlStatus SqliteConnection::prepare(std::string_view sql, sqlite3_stmt*& statement, size_t* used) {
-  std::string key(sql);
-  if (auto found = cache_.find(key); found != cache_.end()) {
+  if (auto found = cache_.find(sql); found != cache_.end()) {
     statement = found->second;
     cache_.erase(found);
     if (used) *used = sql.size();

@@ -32,6 +32,12 @@ using SqlStatus = std::optional<SqlError>;
 //! `message` (e.g. SQLITE_CONSTRAINT_UNIQUE -> 23505, "no such table" -> 42P01).
 std::string_view sqlstate_for(int code, std::string_view message);
 
+//! Hashes std::string keys and string_view lookups alike, so a lookup allocates nothing.
+struct TextHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view text) const { return std::hash<std::string_view>{}(text); }
+};
+
 //! One SQLite connection and its prepared statements, used by one session at a time.
 class SqliteConnection {
 public:
@@ -45,7 +51,7 @@ public:
 
   sqlite3* handle() const { return db_; }
   //! A statement for `sql`, taken out of the cache or newly prepared; hand it back with
-  //! give_back. `tail` receives how many bytes of `sql` the first statement used.
+  //! give_back. `used` receives how many bytes of `sql` the first statement took.
   SqlStatus prepare(std::string_view sql, sqlite3_stmt*& statement, size_t* used = nullptr);
   //! Resets `statement` and keeps it for the next prepare of the same text.
   void give_back(sqlite3_stmt* statement);
@@ -57,7 +63,7 @@ public:
 private:
   explicit SqliteConnection(sqlite3* db) : db_(db) {}
   sqlite3* db_;
-  std::unordered_map<std::string, sqlite3_stmt*> cache_;
+  std::unordered_map<std::string, sqlite3_stmt*, TextHash, std::equal_to<>> cache_;
 };
 
 //! A SQLite database file shared by every session on it: one writer connection behind an

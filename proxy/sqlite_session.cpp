@@ -245,51 +245,53 @@ private:
       report(sql_error("22021", "invalid byte sequence for encoding \"UTF8\" in the query"));
       co_return;
     }
-    size_t position = 0;
-    bool any = false;
-    while (position < sql.size()) {
-      std::string_view rest = sql.substr(position);
-      auto shape = protocol::query_shape(rest);
-      if (shape.ok && shape.spans.empty()) break;
-      size_t offset = shape.ok ? shape.spans[0].offset : 0;
-      size_t length = shape.ok ? shape.spans[0].length : rest.size();
-      any = true;
+    auto shape = protocol::query_shape(sql);
+    if (!shape.ok) shape.spans = {{0, sql.size()}}; // an unterminated quote: SQLite says so
+    const auto& spans = shape.spans;
+    for (size_t i = 0; i < spans.size(); ++i) {
+      size_t start = spans[i].offset;
+      size_t end = start + spans[i].length;
       auto statement = std::make_shared<PreparedStatement>();
-      statement->engine = recognise_statement(rest.substr(offset, length));
-      size_t used = length;
+      statement->engine = recognise_statement(sql.substr(start, end - start));
       SqlStatus failed;
       if (statement->engine.command == EngineCommand::kSql) {
-        // SQLite decides where its statement ends (CREATE TRIGGER ... BEGIN ...; END).
-        statement->text = std::string(rest.substr(offset));
-        bool lone = position == 0 && shape.ok && shape.spans.size() == 1;
-        failed = co_await run_simple_sql(statement, used, lone);
+        // A trigger's body holds semicolons: take spans until SQLite calls the text complete.
+        while (i + 1 < spans.size() && !sqlite_complete(sql.substr(start, end - start))) {
+          ++i;
+          end = spans[i].offset + spans[i].length;
+        }
+        bool lone = start == spans.front().offset && i + 1 == spans.size();
+        failed = co_await run_simple_sql(statement, sql.substr(start, end - start), lone);
       } else {
-        statement->text = std::string(rest.substr(offset, length));
         failed = co_await run_command(*statement, true);
       }
       if (failed) {
         report(*failed);
         co_return;
       }
-      position += offset + used;
       if (out_.size() >= kFlushAt) {
         bool written = co_await flush();
         if (!written) co_return;
       }
     }
-    if (!any) protocol::append_empty_message(out_, 'I');
+    if (spans.empty()) protocol::append_empty_message(out_, 'I');
     if (block_ == Block::kImplicit) {
       if (auto failed = end_block(true)) report(*failed);
     }
   }
 
-  // Runs the first SQL statement of statement->text as a whole simple query would: row
-  // description, rows, command tag. `used` receives the bytes SQLite took.
+  static bool sqlite_complete(std::string_view text) {
+    std::string terminated(text);
+    terminated += ';';
+    return sqlite3_complete(terminated.c_str()) != 0;
+  }
+
+  // Runs one SQL statement of a simple query: row description, rows, command tag.
   asio::awaitable<SqlStatus> run_simple_sql(std::shared_ptr<PreparedStatement> statement,
-                                            size_t& used, bool lone) {
+                                            std::string_view text, bool lone) {
     if (block_ == Block::kFailed) co_return aborted();
-    Portal portal{.statement = statement};
-    if (auto failed = co_await open_portal(portal, &used, lone)) co_return failed;
+    Portal portal{.statement = std::move(statement)};
+    if (auto failed = co_await open_portal(portal, text, lone)) co_return failed;
     if (!portal.types.empty()) append_row_description(portal);
     auto failed = co_await execute_portal(portal, 0);
     close_portal(portal);
@@ -374,9 +376,7 @@ private:
     size_t used = 0;
     auto failed = connection->prepare(statement.text, handle, &used);
     if (!failed && handle == nullptr) failed = sql_error("42601", "empty statement");
-    if (!failed && statement.text.find_first_not_of(" \t\r\n;", used) != std::string::npos) {
-      failed = sql_error("42601", "cannot insert multiple commands into a prepared statement");
-    }
+    if (!failed) failed = check_single(statement.text, used);
     if (!failed) {
       auto positions = parameter_positions(handle);
       if (!positions) {
@@ -470,7 +470,8 @@ private:
       co_return std::nullopt;
     }
     if (portal.handle == nullptr && !portal.closed) {
-      if (auto failed = co_await open_portal(portal, nullptr)) co_return failed;
+      if (auto failed = co_await open_portal(portal, portal.statement->text, false))
+        co_return failed;
     }
     append_row_description(portal);
     co_return std::nullopt;
@@ -492,7 +493,8 @@ private:
       co_return sql_error("55000", "portal \"" + execute.portal + "\" cannot be run again");
     }
     if (portal.handle == nullptr) {
-      if (auto failed = co_await open_portal(portal, nullptr)) co_return failed;
+      if (auto failed = co_await open_portal(portal, portal.statement->text, false))
+        co_return failed;
     }
     co_return co_await execute_portal(portal, execute.max_rows);
   }
@@ -514,12 +516,11 @@ private:
   // the writer for everything else), binds its parameters and settles its column types.
   // `lone` says the statement is a whole simple query outside a transaction, so a write
   // needs no BEGIN: SQLite's autocommit makes it atomic by itself.
-  asio::awaitable<SqlStatus> open_portal(Portal& portal, size_t* used, bool lone = false) {
-    PreparedStatement& statement = *portal.statement;
+  // `text` is exactly one statement; SQLite reading it as more is refused, never truncated.
+  asio::awaitable<SqlStatus> open_portal(Portal& portal, std::string_view text, bool lone) {
     lone = lone && block_ == Block::kNone;
     if (block_ == Block::kNone) block_ = Block::kImplicit;
-    std::string_view text = statement.text;
-    bool known_write = known_writes_.contains(statement.text);
+    bool known_write = known_writes_.contains(text);
     if (!writing_ && !known_write) {
       if (!reader_conn_) {
         auto reader = database_->take_reader();
@@ -530,6 +531,10 @@ private:
       size_t taken = 0;
       if (auto failed = reader_conn_->prepare(text, handle, &taken)) co_return failed;
       if (handle == nullptr) co_return sql_error("42601", "empty statement");
+      if (auto failed = check_single(text, taken)) {
+        reader_conn_->give_back(handle);
+        co_return failed;
+      }
       if (sqlite3_stmt_readonly(handle)) {
         if (block_ == Block::kExplicit && !snapshot_started_) {
           snapshot_ = database_->commit_sequence();
@@ -539,12 +544,10 @@ private:
           }
           snapshot_started_ = true;
         }
-        if (used) *used = taken;
         co_return settle_portal(portal, reader_conn_.get(), handle);
       }
       reader_conn_->give_back(handle);
-      text = text.substr(0, taken);
-      if (taken == statement.text.size()) remember_write(statement.text);
+      remember_write(text);
     }
     if (!writing_) {
       if (read_only_block_) {
@@ -557,8 +560,19 @@ private:
     size_t taken = 0;
     if (auto failed = database_->writer().prepare(text, handle, &taken)) co_return failed;
     if (handle == nullptr) co_return sql_error("42601", "empty statement");
-    if (used) *used = taken;
+    if (auto failed = check_single(text, taken)) {
+      database_->writer().give_back(handle);
+      co_return failed;
+    }
     co_return settle_portal(portal, &database_->writer(), handle);
+  }
+
+  // SQLite took `taken` bytes of `text` for its first statement; anything but blanks and
+  // semicolons after it is a second statement, which would otherwise never run.
+  static SqlStatus check_single(std::string_view text, size_t taken) {
+    if (text.find_first_not_of(" \t\r\n;", taken) == std::string_view::npos) return std::nullopt;
+    return sql_error("42601", "SQLite reads more than one statement in \"" + std::string(text) +
+                                  "\"; send them as separate statements");
   }
 
   SqlStatus settle_portal(Portal& portal, SqliteConnection* connection, sqlite3_stmt* handle) {
@@ -711,10 +725,10 @@ private:
   // Takes the writer for this block: waits for the lock, then refuses when the block already
   // read a snapshot that a commit has since made stale (SQLite's SQLITE_BUSY_SNAPSHOT).
   // Texts already found to write, so they go to the writer without a trial prepare on a reader.
-  void remember_write(const std::string& text) {
+  void remember_write(std::string_view text) {
     constexpr size_t kMaxKnownWrites = 1024;
     if (known_writes_.size() >= kMaxKnownWrites) known_writes_.clear();
-    known_writes_.insert(text);
+    known_writes_.emplace(text);
   }
 
   // `begin` opens a transaction on the writer; without it each statement autocommits.
@@ -930,7 +944,7 @@ private:
   bool read_only_block_ = false;
   bool writing_ = false; // this session holds the database's writer
   std::unique_ptr<SqliteConnection> reader_conn_;
-  std::unordered_set<std::string> known_writes_;
+  std::unordered_set<std::string, TextHash, std::equal_to<>> known_writes_;
   bool snapshot_started_ = false; // an explicit block began a read snapshot on the reader
   uint64_t snapshot_ = 0;         // the commit sequence when that snapshot began
 

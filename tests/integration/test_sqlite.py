@@ -1,8 +1,6 @@
 """The in-process SQLite engine: as a primary for psql and psycopg, as the embedded default,
 and mirrored to and from real PostgreSQL 15 clusters."""
 import datetime
-import math
-import os
 import random
 import sqlite3
 import subprocess
@@ -12,8 +10,17 @@ import time
 import psycopg
 import pytest
 
-from harness import PASSWORD, SWITCHYARD_BIN, PgCluster, free_port, wait_for, wait_for_port
+from harness import SWITCHYARD_BIN, PgCluster, free_port, wait_for, wait_for_port
 from wire import RawClient, cstr, error_fields, message, startup_packet
+
+
+def sqlite_exec(path, script):
+    """Runs SQL on a SQLite file directly, not through the proxy."""
+    db = sqlite3.connect(path)
+    try:
+        db.executescript(script)
+    finally:
+        db.close()
 
 
 def sqlite_proxy(start_proxy, tmp_path, extra=""):
@@ -134,6 +141,34 @@ def test_row_limits_suspend_and_resume_a_portal(start_proxy, tmp_path):
     assert seen[-2] == (b"C", b"SELECT 30\0")
 
 
+def test_one_query_message_with_many_statements_and_a_trigger(start_proxy, tmp_path):
+    proxy = sqlite_proxy(start_proxy, tmp_path)
+    script = ("CREATE TABLE items (id INTEGER PRIMARY KEY, n INTEGER);"
+              "CREATE TABLE audit (id INTEGER PRIMARY KEY, item INTEGER);"
+              "CREATE TRIGGER log_items AFTER INSERT ON items BEGIN "
+              "INSERT INTO audit (item) VALUES (new.id); UPDATE items SET n = n * 2 WHERE id = new.id; END;"
+              + "".join(f"INSERT INTO items (id, n) VALUES ({i}, {i});" for i in range(1, 3001))
+              + "SELECT count(*), sum(n) FROM items")
+    client = RawClient(proxy.port)
+    client.send(startup_packet())
+    client.read_until(b"Z")
+    client.send(message(b"Q", script.encode() + b"\0"))
+    reply = client.read_until(b"Z")
+    tags = [tag for tag, _ in reply]
+    assert b"E" not in tags, reply[-3:]
+    assert tags.count(b"C") == 3 + 3000 + 1
+    assert (b"C", b"CREATE TRIGGER\0") in reply
+    assert [body for tag, body in reply if tag == b"D"] == [b"\0\x02\0\0\0\x043000\0\0\0\x079003000"]
+    assert reply[-1] == (b"Z", b"I")
+    # A failing statement rolls back the whole message, as one implicit transaction.
+    client.send(message(b"Q", b"INSERT INTO items (id, n) VALUES (5000, 1); INSERT INTO items (id) VALUES (1)\0"))
+    reply = client.read_until(b"Z")
+    assert error_fields(dict(reply)[b"E"])["C"] == "23505"
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM items WHERE id = 5000").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM audit").fetchone() == (3000,)
+
+
 def test_edge_values_round_trip_and_bad_ones_are_refused(start_proxy, tmp_path):
     proxy = sqlite_proxy(start_proxy, tmp_path)
     values = [(1, None, "", None, b""), (2, -2**63, "ünïcødé ✓", float("inf"), b"\x00\x01\x00\xff"),
@@ -246,8 +281,6 @@ def normalise(value):
         return bytes(value)
     if isinstance(value, bool):
         return int(value)
-    if isinstance(value, float) and value.is_integer() and not math.isinf(value):
-        return value
     return value
 
 
@@ -314,9 +347,7 @@ def test_mirroring_between_dialects_under_concurrent_load(direction, start_proxy
                 databases[role] = cluster.uri()
             else:
                 path = tmp_path / f"{role}.db"
-                db = sqlite3.connect(path)
-                db.executescript(SQLITE_SCHEMA)
-                db.close()
+                sqlite_exec(path, SQLITE_SCHEMA)
                 databases[role] = f"sqlite:{path}"
         proxy = start_proxy(f"primary: {databases['primary']}\nsecondary: {databases['secondary']}\n"
                             f"mirror:\n  ddl: primary_only\n  journal: {tmp_path}/journal.jsonl\n")
@@ -348,17 +379,12 @@ def test_writes_the_secondary_refuses_are_journaled_and_replayed(direction, star
     cluster = PgCluster().start()
     try:
         sqlite_path = tmp_path / "side.db"
-        db = sqlite3.connect(sqlite_path)
-        db.executescript(SQLITE_SCHEMA)
-        db.close()
+        sqlite_exec(sqlite_path, SQLITE_SCHEMA)
         cluster.sql(PG_SCHEMA)
         primary, secondary = f"sqlite:{sqlite_path}", cluster.uri()
         if direction == "postgres-to-sqlite":
             primary, secondary = secondary, primary
-            db = sqlite3.connect(sqlite_path)
-            db.execute("DROP TABLE counters")
-            db.commit()
-            db.close()
+            sqlite_exec(sqlite_path, "DROP TABLE counters")
         else:
             cluster.sql("DROP TABLE counters")
         proxy = start_proxy(f"primary: {primary}\nsecondary: {secondary}\n"
@@ -371,10 +397,7 @@ def test_writes_the_secondary_refuses_are_journaled_and_replayed(direction, star
         assert proxy.metric("switchyard_mirror_failures_total", reason="secondary_error") >= 1
         assert proxy.metric("switchyard_journal_backlog") > 0
         if direction == "postgres-to-sqlite":
-            db = sqlite3.connect(sqlite_path)
-            db.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, hits INTEGER NOT NULL)")
-            db.commit()
-            db.close()
+            sqlite_exec(sqlite_path, "CREATE TABLE counters (name TEXT PRIMARY KEY, hits INTEGER NOT NULL)")
         else:
             cluster.sql("CREATE TABLE counters (name text PRIMARY KEY, hits bigint NOT NULL)")
         assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
