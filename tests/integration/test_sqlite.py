@@ -257,6 +257,16 @@ def test_embedded_default_serves_sqlite_with_no_config(tmp_path):
         log.close()
 
 
+def test_an_unusable_sqlite_path_stops_the_start_with_the_reason(tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    out = subprocess.run([str(SWITCHYARD_BIN), "--primary", f"sqlite:{blocker}/app.db",
+                          "--listen", f"127.0.0.1:{free_port()}", "--admin-listen", f"127.0.0.1:{free_port()}"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert f"cannot create {blocker}" in out.stdout + out.stderr
+
+
 # --- Mirroring between SQLite and PostgreSQL ------------------------------------------------
 
 SQLITE_SCHEMA = """
