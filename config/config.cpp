@@ -22,6 +22,18 @@ constexpr SettingInfo kSettings[] = {
     {"secondary", true, "the database being moved to (mirroring target)"},
     {"write_mode", true, "sync (primary-first lock-step) or async"},
     {"read_percent", true, "share of reads routed to the secondary, 0-100"},
+    {"read_routing.key", true,
+     "what puts a session in the read cohort: session, user, application_name, client_address"},
+    {"read_routing.unit", true,
+     "how long a routing decision holds: statement, transaction, session"},
+    {"read_routing.users", true, "read_percent overrides by database user: {name: percent}"},
+    {"read_routing.applications", true,
+     "read_percent overrides by application_name: {name: percent}; win over users"},
+    {"read_routing.compare_percent", true,
+     "share of reads also run on the other database and compared, 0-100"},
+    {"read_routing.safe_functions", true,
+     "functions reads may call and still go to the secondary, beyond the built-in list"},
+    {"read_routing.timeout", true, "a secondary read with no answer by then runs on the primary"},
     {"mirror.timeout", true, "longest a write waits for the secondary before it is journaled"},
     {"mirror.ddl", true, "DDL while mirroring: mirror, primary_only, reject"},
     {"mirror.max_transaction_bytes", true,
@@ -173,6 +185,86 @@ void read_enum(const YAML::Node& root, std::string_view path, E& out,
     names += name;
   }
   check.fail(path, "must be one of " + names + " (got '" + *text + "')");
+}
+
+std::optional<double> parse_percent(std::string_view text) {
+  double value = -1;
+  if (!parse_whole(text, value) || !(value >= 0 && value <= 100)) return std::nullopt;
+  return value;
+}
+
+void read_percent(const YAML::Node& root, std::string_view path, double& out, Checker& check) {
+  auto text = scalar(root, path, check);
+  if (!text) return;
+  auto value = parse_percent(*text);
+  if (!value) {
+    check.fail(path, "must be a number from 0 to 100 (got '" + *text + "')");
+    return;
+  }
+  out = *value;
+}
+
+// A {name: percent} mapping, in file order.
+void read_percent_map(const YAML::Node& root, std::string_view path,
+                      std::vector<std::pair<std::string, double>>& out, Checker& check) {
+  YAML::Node node = lookup(root, path);
+  if (!node || node.IsNull()) return;
+  if (!node.IsMap()) {
+    check.fail(path, "must be a mapping of name: percent");
+    return;
+  }
+  for (const auto& entry : node) {
+    std::string name = entry.first.as<std::string>();
+    std::string key = std::string(path) + "." + name;
+    if (!entry.second.IsScalar()) {
+      check.fail(key, "must be a number from 0 to 100");
+      return;
+    }
+    auto value = parse_percent(entry.second.Scalar());
+    if (!value) {
+      check.fail(key, "must be a number from 0 to 100 (got '" + entry.second.Scalar() + "')");
+      return;
+    }
+    out.emplace_back(std::move(name), *value);
+  }
+}
+
+void read_name_list(const YAML::Node& root, std::string_view path, std::vector<std::string>& out,
+                    Checker& check) {
+  YAML::Node node = lookup(root, path);
+  if (!node || node.IsNull()) return;
+  if (!node.IsSequence()) {
+    check.fail(path, "must be a list of names");
+    return;
+  }
+  for (const auto& item : node) {
+    if (!item.IsScalar() || item.Scalar().empty()) {
+      check.fail(path, "must be a list of names");
+      return;
+    }
+    out.push_back(item.Scalar());
+  }
+}
+
+void read_read_routing(const YAML::Node& root, ReadRouting& out, Checker& check) {
+  read_percent(root, "read_percent", out.percent, check);
+  read_enum(root, "read_routing.key", out.key,
+            {{"session", CohortKey::kSession},
+             {"user", CohortKey::kUser},
+             {"application_name", CohortKey::kApplicationName},
+             {"client_address", CohortKey::kClientAddress}},
+            check);
+  read_enum(root, "read_routing.unit", out.unit,
+            {{"statement", DecisionUnit::kStatement},
+             {"transaction", DecisionUnit::kTransaction},
+             {"session", DecisionUnit::kSession}},
+            check);
+  read_percent_map(root, "read_routing.users", out.user_percent, check);
+  read_percent_map(root, "read_routing.applications", out.application_percent, check);
+  read_percent(root, "read_routing.compare_percent", out.compare_percent, check);
+  read_name_list(root, "read_routing.safe_functions", out.safe_functions, check);
+  read_duration(root, "read_routing.timeout", out.timeout, check);
+  if (out.timeout.count() == 0) check.fail("read_routing.timeout", "must be greater than 0");
 }
 
 void read_listen(const YAML::Node& root, std::string_view path, ListenAddress& out,
@@ -375,13 +467,7 @@ Result<std::shared_ptr<const Config>> parse_config(std::string_view yaml, std::s
     if (v->empty()) check.fail("mirror.journal", "must be a file path");
     config->mirror.journal_path = *v;
   }
-  if (auto text = scalar(root, "read_percent", check)) {
-    double value = -1;
-    if (!parse_whole(*text, value) || !(value >= 0 && value <= 100)) {
-      check.fail("read_percent", "must be a number from 0 to 100 (got '" + *text + "')");
-    }
-    config->read_percent = value;
-  }
+  read_read_routing(root, config->read_routing, check);
   read_enum(root, "auth.method", config->auth_method,
             {{"trust", AuthMethod::kTrust},
              {"password", AuthMethod::kPassword},

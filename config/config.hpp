@@ -58,6 +58,24 @@ struct MirrorSettings {
   bool operator==(const MirrorSettings&) const = default;
 };
 
+//! What puts a session into the read cohort.
+enum class CohortKey { kSession, kUser, kApplicationName, kClientAddress };
+//! How long a read-routing decision holds: one statement, one transaction, or the session.
+enum class DecisionUnit { kStatement, kTransaction, kSession };
+
+//! Which reads go to the secondary.
+struct ReadRouting {
+  double percent = 0; //!< 0-100, fractional allowed (the top-level read_percent key)
+  CohortKey key = CohortKey::kSession;
+  DecisionUnit unit = DecisionUnit::kStatement;
+  std::vector<std::pair<std::string, double>> user_percent;        //!< overrides by user
+  std::vector<std::pair<std::string, double>> application_percent; //!< by application_name
+  double compare_percent = 0; //!< share of reads also run on the other side and compared
+  std::vector<std::string> safe_functions;  //!< functions beyond the built-in read allow-list
+  std::chrono::milliseconds timeout{2'000}; //!< a secondary read slower than this is retried
+  bool operator==(const ReadRouting&) const = default;
+};
+
 //! One immutable configuration snapshot. Sessions hold a shared_ptr to the snapshot they
 //! started with; a reload swaps in a new one.
 struct Config {
@@ -70,7 +88,7 @@ struct Config {
   std::optional<BackendTarget> secondary;
   std::string secondary_uri;
   WriteMode write_mode = WriteMode::kSync;
-  double read_percent = 0;
+  ReadRouting read_routing;
   MirrorSettings mirror;
   AuthMethod auth_method = AuthMethod::kTrust;
   std::vector<User> users;

@@ -43,7 +43,39 @@ const char* to_string(MirrorFailure failure) {
   return "unknown";
 }
 
+const char* to_string(RouteReason reason) {
+  switch (reason) {
+  case RouteReason::kCohort: return "cohort";
+  case RouteReason::kOutsideCohort: return "outside_cohort";
+  case RouteReason::kUnsafe: return "unsafe";
+  case RouteReason::kWrittenTransaction: return "written_transaction";
+  case RouteReason::kSecondaryUnavailable: return "secondary_unavailable";
+  case RouteReason::kCount: break;
+  }
+  return "unknown";
+}
+
 namespace {
+const char* fallback_label(ReadFallback f) {
+  switch (f) {
+  case ReadFallback::kConnect: return "connect";
+  case ReadFallback::kTimeout: return "timeout";
+  case ReadFallback::kSecondaryError: return "secondary_error";
+  case ReadFallback::kCount: break;
+  }
+  return "unknown";
+}
+
+const char* shadow_label(ShadowResult r) {
+  switch (r) {
+  case ShadowResult::kMatch: return "match";
+  case ShadowResult::kMismatch: return "mismatch";
+  case ShadowResult::kFailed: return "failed";
+  case ShadowResult::kCount: break;
+  }
+  return "unknown";
+}
+
 const char* mirror_kind_label(MirrorKind k) {
   switch (k) {
   case MirrorKind::kRowImage: return "row_image";
@@ -149,6 +181,25 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
       counter("switchyard_journal_replayed_total", "Journal entries replayed, by result");
   for (size_t i = 0; i < journal_replayed_.size(); ++i) {
     journal_replayed_[i] = &replayed.Add({{"result", replay_label(static_cast<ReplayResult>(i))}});
+  }
+
+  auto& reads = counter("switchyard_reads_total",
+                        "Reads of mirrored sessions, by the database that answered and why");
+  for (size_t role = 0; role < kRoles; ++role) {
+    for (size_t reason = 0; reason < reads_[role].size(); ++reason) {
+      reads_[role][reason] = &reads.Add({{"target", to_string(static_cast<BackendRole>(role))},
+                                         {"reason", to_string(static_cast<RouteReason>(reason))}});
+    }
+  }
+  auto& fallbacks = counter("switchyard_read_fallbacks_total",
+                            "Secondary reads retried on the primary, by what went wrong");
+  for (size_t i = 0; i < read_fallbacks_.size(); ++i) {
+    read_fallbacks_[i] = &fallbacks.Add({{"reason", fallback_label(static_cast<ReadFallback>(i))}});
+  }
+  auto& shadows = counter("switchyard_shadow_comparisons_total",
+                          "Reads also run on the other database and compared, by outcome");
+  for (size_t i = 0; i < shadow_comparisons_.size(); ++i) {
+    shadow_comparisons_[i] = &shadows.Add({{"result", shadow_label(static_cast<ShadowResult>(i))}});
   }
 }
 

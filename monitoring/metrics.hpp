@@ -63,6 +63,23 @@ enum class MirrorKind { kRowImage, kStatement, kKeyFallback, kCount };
 //! What the journal replayer did with an entry.
 enum class ReplayResult { kApplied, kFailed, kUnreplayable, kCount };
 
+//! Why a read went where it went.
+enum class RouteReason {
+  kCohort,               //!< safe read, session in the cohort: secondary
+  kOutsideCohort,        //!< safe read, session not in the cohort: primary
+  kUnsafe,               //!< not a read the secondary may serve: primary
+  kWrittenTransaction,   //!< the transaction wrote, so it reads its own writes on the primary
+  kSecondaryUnavailable, //!< in the cohort, but the secondary failed moments ago: primary
+  kCount
+};
+const char* to_string(RouteReason reason);
+
+//! Why a secondary read was retried on the primary.
+enum class ReadFallback { kConnect, kTimeout, kSecondaryError, kCount };
+
+//! The outcome of a shadow comparison.
+enum class ShadowResult { kMatch, kMismatch, kFailed, kCount };
+
 //! Every metric of switchyard, declared in one place and labelled once at start-up so the
 //! data path only touches pre-resolved counters (no label lookups per message).
 class Metrics {
@@ -91,6 +108,11 @@ public:
   prometheus::Counter& journal_entries() { return *journal_entries_; }
   prometheus::Gauge& journal_backlog() { return *journal_backlog_; }
   prometheus::Counter& journal_replayed(ReplayResult r) { return *journal_replayed_[idx(r)]; }
+  prometheus::Counter& reads(BackendRole target, RouteReason reason) {
+    return *reads_[idx(target)][idx(reason)];
+  }
+  prometheus::Counter& read_fallbacks(ReadFallback f) { return *read_fallbacks_[idx(f)]; }
+  prometheus::Counter& shadow_comparisons(ShadowResult r) { return *shadow_comparisons_[idx(r)]; }
 
 private:
   template <class E> static size_t idx(E e) { return static_cast<size_t>(e); }
@@ -116,6 +138,10 @@ private:
   prometheus::Counter* journal_entries_;
   prometheus::Gauge* journal_backlog_;
   std::array<prometheus::Counter*, static_cast<size_t>(ReplayResult::kCount)> journal_replayed_{};
+  std::array<std::array<prometheus::Counter*, static_cast<size_t>(RouteReason::kCount)>, kRoles>
+      reads_{};
+  std::array<prometheus::Counter*, static_cast<size_t>(ReadFallback::kCount)> read_fallbacks_{};
+  std::array<prometheus::Counter*, static_cast<size_t>(ShadowResult::kCount)> shadow_comparisons_{};
 };
 
 } // namespace switchyard::monitoring

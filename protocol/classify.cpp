@@ -173,6 +173,13 @@ constexpr std::string_view kPrimaryOnlyFunctions[] = {
     "pg_current_xact_id",
 };
 
+// Read-only functions whose answer depends on the connection or the instant it runs: a
+// read calling one stays on the primary, where the client would have run it.
+constexpr std::string_view kConnectionDependentFunctions[] = {
+    "clock_timestamp",
+    "pg_backend_pid",
+};
+
 constexpr std::string_view kDdlNodes[] = {
     "CreateStmt",
     "AlterTableStmt",
@@ -254,7 +261,8 @@ struct TreeFacts {
   bool writes = false;  // a nested INSERT/UPDATE/DELETE/MERGE (writing CTE)
   bool locking = false; // FOR UPDATE/SHARE anywhere
   bool primary_only_call = false;
-  bool unknown_call = false; // a function off the read-only allow-list
+  bool volatile_call = false;
+  std::vector<std::string> unknown_calls; // functions off the read-only allow-list
 };
 
 void walk(const json::value& value, TreeFacts& facts, bool top) {
@@ -282,7 +290,12 @@ void walk(const json::value& value, TreeFacts& facts, bool top) {
         if (is_one_of(kPrimaryOnlyFunctions, name)) {
           facts.primary_only_call = true;
         } else if (!is_one_of(kReadOnlyFunctions, name)) {
-          facts.unknown_call = true;
+          if (std::find(facts.unknown_calls.begin(), facts.unknown_calls.end(), name) ==
+              facts.unknown_calls.end()) {
+            facts.unknown_calls.emplace_back(name);
+          }
+        } else if (is_one_of(kConnectionDependentFunctions, name)) {
+          facts.volatile_call = true;
         }
       }
     }
@@ -364,12 +377,16 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
   TreeFacts facts;
   walk(body, facts, true);
   out.locking = facts.locking;
+  out.nested_write = facts.writes;
+  out.pinned_call = facts.primary_only_call || facts.volatile_call;
+  out.unlisted_functions = std::move(facts.unknown_calls);
 
   if (node == "SelectStmt") {
+    out.ordered = has_items(body, "sortClause");
     if (body.contains("intoClause")) {
       out.kind = StatementKind::kDdl; // SELECT INTO creates a table
       out.mirror = MirrorPlan::kStatement;
-    } else if (facts.writes || facts.unknown_call) {
+    } else if (facts.writes || !out.unlisted_functions.empty()) {
       out.kind = StatementKind::kWrite;
       out.mirror = MirrorPlan::kStatement;
     } else if (facts.locking || facts.primary_only_call) {

@@ -72,6 +72,11 @@ struct Statement {
   TargetTable target;                   //!< row-image statements only
   std::vector<std::string> set_columns; //!< UPDATE ... SET targets (a key change needs care)
   std::string node;                     //!< parse node name, e.g. "InsertStmt"
+  // What read routing needs to know about a SELECT or SHOW.
+  bool nested_write = false; //!< a writing CTE or sub-statement
+  bool pinned_call = false;  //!< calls a function whose answer depends on the connection
+  bool ordered = false;      //!< the top-level query has ORDER BY: row order is meaningful
+  std::vector<std::string> unlisted_functions; //!< calls off the read-only allow-list
 };
 
 //! A query string split into statements and classified. `error` is set when libpg_query

@@ -1,22 +1,14 @@
 #include "routing/read_router.hpp"
 
+#include <algorithm>
 #include <cmath>
+
+#include "routing/stable_hash.hpp"
 
 namespace switchyard::routing {
 
 uint32_t cohort_bucket(std::string_view key) {
-  // FNV-1a, then splitmix64's finalizer so similar keys ("app-1", "app-2") spread evenly.
-  uint64_t hash = 0xcbf29ce484222325ULL;
-  for (unsigned char c : key) {
-    hash ^= c;
-    hash *= 0x100000001b3ULL;
-  }
-  hash ^= hash >> 30;
-  hash *= 0xbf58476d1ce4e5b9ULL;
-  hash ^= hash >> 27;
-  hash *= 0x94d049bb133111ebULL;
-  hash ^= hash >> 31;
-  return static_cast<uint32_t>(hash % kBuckets);
+  return static_cast<uint32_t>(stable_hash(key) % kBuckets);
 }
 
 bool in_cohort(uint32_t bucket, double percent) {
@@ -27,25 +19,28 @@ bool in_cohort(uint32_t bucket, double percent) {
   return bucket < routed;
 }
 
-double ReadPolicy::percent_for(std::string_view user, std::string_view application) const {
-  for (const auto& [name, value] : application_percent) {
+double percent_for(const ReadPolicy& policy, std::string_view user, std::string_view application) {
+  for (const auto& [name, value] : policy.application_percent) {
     if (name == application) return value;
   }
-  for (const auto& [name, value] : user_percent) {
+  for (const auto& [name, value] : policy.user_percent) {
     if (name == user) return value;
   }
-  return percent;
+  return policy.percent;
 }
 
-const char* to_string(RouteReason reason) {
-  switch (reason) {
-  case RouteReason::kCohort: return "cohort";
-  case RouteReason::kOutsideCohort: return "outside_cohort";
-  case RouteReason::kUnsafe: return "unsafe";
-  case RouteReason::kWrittenTransaction: return "written_transaction";
-  case RouteReason::kCount: break;
+bool is_safe_read(const protocol::Statement& statement,
+                  const std::vector<std::string>& safe_functions) {
+  if (statement.node == "VariableShowStmt") return true;
+  if (statement.node != "SelectStmt" || statement.kind == protocol::StatementKind::kDdl) {
+    return false; // SELECT INTO creates a table
   }
-  return "?";
+  if (statement.locking || statement.nested_write || statement.pinned_call) return false;
+  return std::all_of(statement.unlisted_functions.begin(), statement.unlisted_functions.end(),
+                     [&](const std::string& name) {
+                       return std::find(safe_functions.begin(), safe_functions.end(), name) !=
+                              safe_functions.end();
+                     });
 }
 
 bool SessionRouter::decide(const ReadPolicy& policy) const {
@@ -56,7 +51,7 @@ bool SessionRouter::decide(const ReadPolicy& policy) const {
   case CohortKey::kApplicationName: key = identity_.application_name; break;
   case CohortKey::kClientAddress: key = identity_.client_address; break;
   }
-  double percent = policy.percent_for(identity_.user, identity_.application_name);
+  double percent = percent_for(policy, identity_.user, identity_.application_name);
   return in_cohort(cohort_bucket(key), percent);
 }
 

@@ -7,12 +7,14 @@
 #include <utility>
 #include <vector>
 
+#include "config/config.hpp"
+#include "monitoring/metrics.hpp"
+#include "protocol/classify.hpp"
+
 namespace switchyard::routing {
 
-//! What puts a session into the read cohort.
-enum class CohortKey { kSession, kUser, kApplicationName, kClientAddress };
-//! How long a routing decision holds: one statement, one transaction, or the whole session.
-enum class DecisionUnit { kStatement, kTransaction, kSession };
+using config::CohortKey;
+using config::DecisionUnit;
 
 //! The number of cohort buckets; a percentage p routes buckets [0, p * 100).
 inline constexpr uint32_t kBuckets = 10'000;
@@ -25,17 +27,17 @@ uint32_t cohort_bucket(std::string_view key);
 bool in_cohort(uint32_t bucket, double percent);
 
 //! The read-routing policy of one config snapshot.
-struct ReadPolicy {
-  double percent = 0;
-  CohortKey key = CohortKey::kSession;
-  DecisionUnit unit = DecisionUnit::kStatement;
-  std::vector<std::pair<std::string, double>> user_percent;        //!< overrides by user
-  std::vector<std::pair<std::string, double>> application_percent; //!< by application_name
+using ReadPolicy = config::ReadRouting;
 
-  //! The percentage for a session of `user` running as `application`: an application
-  //! override wins over a user override, which wins over `percent`.
-  double percent_for(std::string_view user, std::string_view application) const;
-};
+//! The percentage for a session of `user` running as `application`: an application
+//! override wins over a user override, which wins over the policy's percent.
+double percent_for(const ReadPolicy& policy, std::string_view user, std::string_view application);
+
+//! Whether `statement` may be answered by the secondary: a SELECT (VALUES, read-only CTE)
+//! or SHOW without locking clauses, writes, or functions whose answer depends on the
+//! connection, calling only allow-listed functions (built in, or `safe_functions`).
+bool is_safe_read(const protocol::Statement& statement,
+                  const std::vector<std::string>& safe_functions);
 
 //! Who a session is, for its cohort key.
 struct SessionIdentity {
@@ -47,15 +49,7 @@ struct SessionIdentity {
 
 enum class ReadTarget { kPrimary, kSecondary };
 
-//! Why a read went where it went (a metric label).
-enum class RouteReason {
-  kCohort,             //!< safe read, session in the cohort: secondary
-  kOutsideCohort,      //!< safe read, session not in the cohort: primary
-  kUnsafe,             //!< not a read the secondary may serve: primary
-  kWrittenTransaction, //!< the transaction wrote, so it reads its own writes on the primary
-  kCount
-};
-const char* to_string(RouteReason reason);
+using monitoring::RouteReason;
 
 struct RouteDecision {
   ReadTarget target = ReadTarget::kPrimary;

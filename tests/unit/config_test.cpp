@@ -55,7 +55,7 @@ logging:
   CHECK(c.secondary->host == "db2");
   CHECK(c.secondary->sslmode == SslMode::kDisable);
   CHECK(c.write_mode == WriteMode::kAsync);
-  CHECK(c.read_percent == 12.5);
+  CHECK(c.read_routing.percent == 12.5);
   CHECK(c.auth_method == AuthMethod::kScramSha256);
   REQUIRE(c.find_user("app"));
   CHECK(c.limits.max_clients == 50);
@@ -75,7 +75,7 @@ TEST_CASE("command-line overrides win over the file") {
       parse_config("primary: postgresql://u@h/db\nread_percent: 5\n", "t.yaml", overrides);
   REQUIRE(config);
   CHECK((*config)->listen.port == 1234);
-  CHECK((*config)->read_percent == 50);
+  CHECK((*config)->read_routing.percent == 50);
   CHECK((*config)->primary.host == "other");
 }
 
@@ -183,4 +183,47 @@ TEST_CASE("SQLite URIs and the embedded default") {
   auto explicit_primary = switchyard::config::load_config(std::nullopt, only_primary);
   REQUIRE(explicit_primary);
   CHECK_FALSE((*explicit_primary)->secondary);
+}
+
+TEST_CASE("read routing settings: cohort key, unit, overrides, shadow share") {
+  auto config = parse_config(R"(
+primary: postgresql://u@h/db
+secondary: postgresql://u@h2/db
+read_percent: 25
+read_routing:
+  key: application_name
+  unit: transaction
+  users: {report_user: 100}
+  applications: {billing: 0, "web-2": 7.5}
+  compare_percent: 1
+  safe_functions: [my_stable_lookup]
+  timeout: 500ms
+)",
+                             "test.yaml", {});
+  REQUIRE(config);
+  const ReadRouting& r = (*config)->read_routing;
+  CHECK(r.percent == 25);
+  CHECK(r.key == CohortKey::kApplicationName);
+  CHECK(r.unit == DecisionUnit::kTransaction);
+  CHECK(r.user_percent == std::vector<std::pair<std::string, double>>{{"report_user", 100}});
+  CHECK(r.application_percent ==
+        std::vector<std::pair<std::string, double>>{{"billing", 0}, {"web-2", 7.5}});
+  CHECK(r.compare_percent == 1);
+  CHECK(r.safe_functions == std::vector<std::string>{"my_stable_lookup"});
+  CHECK(r.timeout == std::chrono::milliseconds(500));
+
+  std::string base = "primary: postgresql://u@h/db\n";
+  CHECK(load_error(base + "read_percent: 101\n") ==
+        "test.yaml: read_percent: must be a number from 0 to 100 (got '101')");
+  CHECK(load_error(base + "read_routing:\n  key: tenant\n") ==
+        "test.yaml: read_routing.key: must be one of session, user, application_name, "
+        "client_address (got 'tenant')");
+  CHECK(load_error(base + "read_routing:\n  users: {a: half}\n") ==
+        "test.yaml: read_routing.users.a: must be a number from 0 to 100 (got 'half')");
+  CHECK(load_error(base + "read_routing:\n  applications: [a]\n") ==
+        "test.yaml: read_routing.applications: must be a mapping of name: percent");
+  CHECK(load_error(base + "read_routing:\n  safe_functions: f\n") ==
+        "test.yaml: read_routing.safe_functions: must be a list of names");
+  CHECK(load_error(base + "read_routing:\n  compare_percent: -1\n") ==
+        "test.yaml: read_routing.compare_percent: must be a number from 0 to 100 (got '-1')");
 }

@@ -2,7 +2,9 @@
 
 #include <string>
 
+#include "protocol/classify.hpp"
 #include "routing/read_router.hpp"
+#include "routing/result_digest.hpp"
 
 using namespace switchyard::routing;
 
@@ -87,9 +89,9 @@ TEST_CASE("overrides by application_name win over user overrides and the default
   policy.percent = 100;
   policy.user_percent = {{"app", 0}};
   policy.application_percent = {{"batch", 100}};
-  CHECK(policy.percent_for("app", "web") == 0);
-  CHECK(policy.percent_for("app", "batch") == 100);
-  CHECK(policy.percent_for("other", "web") == 100);
+  CHECK(percent_for(policy, "app", "web") == 0);
+  CHECK(percent_for(policy, "app", "batch") == 100);
+  CHECK(percent_for(policy, "other", "web") == 100);
   SessionRouter router(SessionIdentity{"s", "app", "web", "10.0.0.1"});
   CHECK(router.route(policy, kSafe).target == ReadTarget::kPrimary);
   router.set_application_name("batch");
@@ -102,4 +104,52 @@ TEST_CASE("overrides by application_name win over user overrides and the default
   SessionRouter a(SessionIdentity{"s1", "u", "x", "192.0.2.7"});
   SessionRouter b(SessionIdentity{"s2", "v", "y", "192.0.2.7"});
   CHECK(a.route(policy, kSafe).target == b.route(policy, kSafe).target); // same address
+}
+
+TEST_CASE("only reads without locks, writes or connection-bound functions are safe") {
+  auto safe = [](std::string_view sql, const std::vector<std::string>& allowed = {}) {
+    auto c = switchyard::protocol::classify(sql);
+    REQUIRE(c.statements.size() == 1);
+    return is_safe_read(c.statements[0], allowed);
+  };
+  CHECK(safe("SELECT abalance FROM pgbench_accounts WHERE aid = 1"));
+  CHECK(safe("VALUES (1), (2)"));
+  CHECK(safe("WITH t AS (SELECT 1 AS x) SELECT x FROM t"));
+  CHECK(safe("SHOW search_path"));
+  CHECK(safe("SELECT now(), count(*) FROM t"));
+  CHECK_FALSE(safe("SELECT * FROM t FOR UPDATE"));
+  CHECK_FALSE(safe("SELECT * FROM t FOR SHARE"));
+  CHECK_FALSE(safe("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d"));
+  CHECK_FALSE(safe("SELECT * INTO copy FROM t"));
+  CHECK_FALSE(safe("SELECT nextval('s')"));
+  CHECK_FALSE(safe("SELECT random()"));
+  CHECK_FALSE(safe("SELECT clock_timestamp()"));
+  CHECK_FALSE(safe("SELECT pg_backend_pid()"));
+  CHECK_FALSE(safe("SELECT pg_advisory_lock(1)"));
+  CHECK_FALSE(safe("INSERT INTO t VALUES (1)"));
+  CHECK_FALSE(safe("EXPLAIN ANALYZE SELECT 1"));
+  CHECK_FALSE(safe("COPY t TO STDOUT"));
+  CHECK_FALSE(safe("SELECT my_lookup(id) FROM t"));
+  CHECK(safe("SELECT my_lookup(id) FROM t", {"my_lookup"}));
+  CHECK_FALSE(safe("SELECT my_lookup(other(id)) FROM t", {"my_lookup"}));
+}
+
+TEST_CASE("result digests: order counts only when asked, every row and error counts") {
+  auto digest = [](bool ordered, std::initializer_list<std::string_view> rows) {
+    ResultDigest d(ordered);
+    for (auto row : rows)
+      d.add_row(row);
+    return d;
+  };
+  CHECK(digest(false, {"a", "b"}) == digest(false, {"b", "a"}));
+  CHECK_FALSE(digest(true, {"a", "b"}) == digest(true, {"b", "a"}));
+  CHECK(digest(true, {"a", "b"}) == digest(true, {"a", "b"}));
+  CHECK_FALSE(digest(false, {"a", "a"}) == digest(false, {"a"}));
+  CHECK_FALSE(digest(false, {"a", "a", "b"}) == digest(false, {"a", "b", "b"}));
+  CHECK_FALSE(digest(false, {"row 1"}) == digest(false, {"row 2"}));
+  ResultDigest failed = digest(false, {});
+  failed.set_error("42P01");
+  CHECK_FALSE(failed == digest(false, {}));
+  CHECK(failed.describe() == "error 42P01");
+  CHECK(digest(false, {}).describe() == "0 rows, digest 0000000000000000");
 }
