@@ -55,8 +55,7 @@ const char* to_string(RouteReason reason) {
   return "unknown";
 }
 
-namespace {
-const char* fallback_label(ReadFallback f) {
+const char* to_string(ReadFallback f) {
   switch (f) {
   case ReadFallback::kConnect: return "connect";
   case ReadFallback::kTimeout: return "timeout";
@@ -66,6 +65,7 @@ const char* fallback_label(ReadFallback f) {
   return "unknown";
 }
 
+namespace {
 const char* shadow_label(ShadowResult r) {
   switch (r) {
   case ShadowResult::kMatch: return "match";
@@ -194,7 +194,7 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   auto& fallbacks = counter("switchyard_read_fallbacks_total",
                             "Secondary reads retried on the primary, by what went wrong");
   for (size_t i = 0; i < read_fallbacks_.size(); ++i) {
-    read_fallbacks_[i] = &fallbacks.Add({{"reason", fallback_label(static_cast<ReadFallback>(i))}});
+    read_fallbacks_[i] = &fallbacks.Add({{"reason", to_string(static_cast<ReadFallback>(i))}});
   }
   auto& shadows = counter("switchyard_shadow_comparisons_total",
                           "Reads also run on the other database and compared, by outcome");

@@ -76,6 +76,7 @@ const char* to_string(RouteReason reason);
 
 //! Why a secondary read was retried on the primary.
 enum class ReadFallback { kConnect, kTimeout, kSecondaryError, kCount };
+const char* to_string(ReadFallback fallback);
 
 //! The outcome of a shadow comparison.
 enum class ShadowResult { kMatch, kMismatch, kFailed, kCount };

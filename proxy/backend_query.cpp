@@ -25,6 +25,11 @@ std::string describe_error(std::string_view body) {
   return fields->sqlstate + ": " + fields->message;
 }
 
+std::string sqlstate_of(std::string_view body) {
+  auto fields = protocol::parse_error(body);
+  return fields ? fields->sqlstate : std::string("?");
+}
+
 namespace {
 
 // Reads the answers to what was just sent, up to ReadyForQuery.

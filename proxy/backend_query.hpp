@@ -53,4 +53,7 @@ std::string quote_literal(std::string_view text);
 //! "SQLSTATE: message" of an ErrorResponse body, for logs and journal entries.
 std::string describe_error(std::string_view body);
 
+//! The SQLSTATE of an ErrorResponse body ("?" when unreadable).
+std::string sqlstate_of(std::string_view body);
+
 } // namespace switchyard::proxy

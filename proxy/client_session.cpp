@@ -6,6 +6,7 @@
 #include <chrono>
 #include <limits>
 #include <optional>
+#include <random>
 
 #include "monitoring/relay_stats.hpp"
 #include "protocol/frame.hpp"
@@ -199,6 +200,7 @@ private:
     const config::BackendTarget& target = config.primary;
     LoginRequest login = login_for(target, startup);
     if (config.secondary) secondary_login_ = login_for(*config.secondary, startup);
+    application_name_ = std::string(startup.parameter("application_name"));
     auto& metrics = services_.metrics();
     auto result = co_await connect_backend(target, runtime_->primary_tls.get(), std::move(login));
     if (auto* failed = std::get_if<BackendFailure>(&result)) {
@@ -232,7 +234,7 @@ private:
     activity_.last_activity = Clock::now();
     if (secondary_login_) {
       MirrorRelay mirror(client_, *backend_, services_, runtime_, stats_, activity_,
-                         std::move(*secondary_login_), peer_, client_leftover_);
+                         std::move(*secondary_login_), identity(), peer_, client_leftover_);
       auto ended = co_await (mirror.run() || watchdog());
       co_await mirror.finish();
       co_return std::visit([](Closing& c) { return std::move(c); }, ended);
@@ -399,6 +401,17 @@ private:
     client_.close();
   }
 
+  // Who this session is to the read router's cohort key.
+  routing::SessionIdentity identity() const {
+    thread_local std::mt19937_64 random{std::random_device{}()};
+    routing::SessionIdentity id;
+    id.session_id = fmt::format("{:016x}", random());
+    id.user = user_;
+    id.application_name = application_name_;
+    id.client_address = peer_.substr(0, peer_.rfind(':'));
+    return id;
+  }
+
   static std::string peer_name(const tcp::socket& socket) {
     error_code ec;
     auto endpoint = socket.remote_endpoint(ec);
@@ -412,6 +425,7 @@ private:
   monitoring::RelayStats& stats_; // this thread's batch of hot-path counters
   std::shared_ptr<const Runtime> runtime_;
   std::string user_;
+  std::string application_name_; //!< as the client's startup packet set it
   std::string client_leftover_;
   std::optional<BackendSession> backend_;
   std::optional<LoginRequest> secondary_login_; //!< set when writes are mirrored

@@ -4,6 +4,7 @@
 
 #include <deque>
 #include <limits>
+#include <random>
 #include <unordered_map>
 
 #include "protocol/classify.hpp"
@@ -12,8 +13,10 @@
 #include "protocol/row_image.hpp"
 #include "protocol/wire.hpp"
 #include "proxy/backend_query.hpp"
+#include "proxy/log_limiter.hpp"
 #include "proxy/message_reader.hpp"
 #include "proxy/secondary_link.hpp"
+#include "proxy/secondary_read.hpp"
 
 namespace switchyard::proxy {
 namespace {
@@ -24,6 +27,8 @@ using monitoring::CloseReason;
 using protocol::MirrorPlan;
 using protocol::StatementKind;
 using protocol::TransactionOp;
+using routing::ReadTarget;
+using routing::RouteReason;
 namespace sqlstate = protocol::sqlstate;
 
 constexpr size_t kClassificationCacheSize = 1024;
@@ -72,6 +77,8 @@ struct Expect {
   std::shared_ptr<const protocol::Classification> keep; // keeps `statement` alive
   const protocol::Statement* statement = nullptr;
   std::unique_ptr<MirrorOp> op; // the write to mirror once the primary ran it (used once)
+  bool digest = false;          // a read being compared: digest its rows as they pass
+  bool shadow = false;          // a shadow comparison's run: digest the answer, show none
 };
 
 //! Serializes writes to the client from the two pumps, keeping their order.
@@ -124,11 +131,12 @@ class MirrorRelay::Impl {
 public:
   Impl(Stream& client, BackendSession& primary, Services& services,
        std::shared_ptr<const Runtime> runtime, monitoring::RelayStats& stats,
-       SessionActivity& activity, LoginRequest secondary_login, std::string peer,
-       const std::string& client_leftover)
-      : primary_(primary), runtime_(std::move(runtime)), stats_(stats), activity_(activity),
-        peer_(peer), client_reader_(client, protocol::Direction::kFrontend,
-                                    runtime_->config->limits.max_message_size),
+       SessionActivity& activity, LoginRequest secondary_login, routing::SessionIdentity identity,
+       std::string peer, const std::string& client_leftover)
+      : primary_(primary), services_(services), runtime_(std::move(runtime)), stats_(stats),
+        activity_(activity), peer_(peer), router_(std::move(identity)),
+        client_reader_(client, protocol::Direction::kFrontend,
+                       runtime_->config->limits.max_message_size),
         primary_reader_(primary.stream, protocol::Direction::kBackend,
                         std::numeric_limits<uint32_t>::max()),
         writer_(client), link_(services, runtime_, std::move(secondary_login), std::move(peer)),
@@ -196,14 +204,22 @@ private:
   asio::awaitable<std::optional<Closing>> on_query(std::string_view sql) {
     protocol::ClassifiedQuery query = cache_.get(sql);
     const auto& classification = query.classification;
-    stats_.add_queries(BackendRole::kPrimary, 1);
     activity_.sync_sent(Clock::now());
+    auto runtime = services_.runtime(); // routing follows reloads at once
+    const config::ReadRouting& policy = runtime->config->read_routing;
+    if (auto route = route_reads(*classification, policy)) {
+      co_return co_await serve_reads(sql, *classification, *route, policy);
+    }
+    count_unsafe_reads(*classification);
+    stats_.add_queries(BackendRole::kPrimary, 1);
     const auto& statements = classification->statements;
     bool barrier = false;
     bool ddl = false;
-    for (const auto& s : statements) {
+    for (size_t i = 0; i < statements.size(); ++i) {
+      const protocol::Statement& s = statements[i];
       barrier |= needs_barrier(s);
       ddl |= s.kind == StatementKind::kDdl;
+      note_for_routing(s, query.text(sql, i));
       if (s.transaction == TransactionOp::kBegin) expected_in_transaction_ = true;
       if (s.transaction == TransactionOp::kCommit || s.transaction == TransactionOp::kRollback) {
         expected_in_transaction_ = false;
@@ -229,6 +245,9 @@ private:
     for (size_t i = 0; i < statements.size() && !query_failed_; ++i) {
       const protocol::Statement& s = statements[i];
       std::string_view text = query.text(sql, i);
+      if (s.transaction == TransactionOp::kRollback || ends_transaction(s.transaction)) {
+        co_await link_.end_read_transaction();
+      }
       if (ends_transaction(s.transaction)) co_await link_.commit();
       std::string send = s.mirror == MirrorPlan::kRowImage
                              ? protocol::with_row_image(text, s, primary_dialect())
@@ -401,8 +420,14 @@ private:
       expects_.push_back(Expect{ExpectKind::kExecute});
       co_return std::nullopt;
     }
+    note_for_routing(*s, prepared->text);
+    if (s->transaction == TransactionOp::kRollback && link_.read_transaction_open()) {
+      if (auto c = co_await drain()) co_return c;
+      co_await link_.end_read_transaction();
+    }
     if (ends_transaction(s->transaction)) {
       if (auto c = co_await drain()) co_return c;
+      co_await link_.end_read_transaction();
       co_await link_.commit();
     }
     if (s->transaction == TransactionOp::kBegin) expected_in_transaction_ = true;
@@ -485,6 +510,183 @@ private:
     std::string ready;
     protocol::append_ready_for_query(ready, held_status_);
     co_return co_await write_ready(ready);
+  }
+
+  // ---- reads: routed by cohort, retried on the primary, sampled for comparison ---------
+
+  // Where a Query made only of reads goes, by `policy`. Null when it holds anything else.
+  std::optional<routing::RouteDecision> route_reads(const protocol::Classification& c,
+                                                    const config::ReadRouting& policy) {
+    if (c.statements.empty() || !c.error.empty()) return std::nullopt;
+    bool safe = !transaction_pinned_;
+    for (const protocol::Statement& s : c.statements) {
+      bool listed_read = routing::is_safe_read(s, policy.safe_functions);
+      if (s.kind != StatementKind::kRead && !listed_read) return std::nullopt;
+      safe = safe && listed_read;
+    }
+    auto decision = router_.route(
+        policy, routing::ReadRequest{safe, expected_in_transaction_, transaction_wrote_});
+    if (decision.target == ReadTarget::kSecondary && !link_.available()) {
+      decision = {ReadTarget::kPrimary, RouteReason::kSecondaryUnavailable};
+    }
+    return decision;
+  }
+
+  // SELECTs that lock rows or may write (unknown functions) are reads the primary keeps.
+  void count_unsafe_reads(const protocol::Classification& c) {
+    for (const protocol::Statement& s : c.statements) {
+      if (s.node == "SelectStmt" && s.kind == StatementKind::kWrite) {
+        services_.metrics().reads(BackendRole::kPrimary, RouteReason::kUnsafe).Increment();
+      }
+    }
+  }
+
+  // What routing must know of a statement the client runs: how its transaction began and
+  // whether it wrote.
+  void note_for_routing(const protocol::Statement& s, std::string_view text) {
+    if (s.transaction == TransactionOp::kBegin) begin_sql_ = std::string(text);
+    if (s.kind == StatementKind::kWrite || s.kind == StatementKind::kDdl ||
+        s.kind == StatementKind::kUnknown) {
+      transaction_wrote_ = true;
+    }
+  }
+
+  bool sampled(double percent) {
+    return std::uniform_real_distribution<double>(0, 100)(sampler_) < percent;
+  }
+
+  asio::awaitable<std::optional<Closing>> serve_reads(std::string_view sql,
+                                                      const protocol::Classification& c,
+                                                      routing::RouteDecision route,
+                                                      const config::ReadRouting& policy) {
+    bool ordered = std::any_of(c.statements.begin(), c.statements.end(),
+                               [](const protocol::Statement& s) { return s.ordered; });
+    // Only autocommit reads are compared: a shadow run that fails must not abort the
+    // client's transaction on either side.
+    bool compare =
+        !expected_in_transaction_ && policy.compare_percent > 0 && sampled(policy.compare_percent);
+    if (route.target == ReadTarget::kSecondary || compare) {
+      if (auto closing = co_await drain()) co_return closing;
+      if (activity_.transaction_status == 'I') co_await link_.end_read_transaction();
+    }
+    if (route.target == ReadTarget::kSecondary && activity_.transaction_status != 'E') {
+      auto served = co_await read_on_secondary(sql, ordered, compare, policy);
+      if (served.closing) co_return std::move(served.closing);
+      if (served.answered) co_return std::nullopt;
+      route.reason = RouteReason::kSecondaryUnavailable;
+      compare = false;
+    }
+    services_.metrics().reads(BackendRole::kPrimary, route.reason).Increment();
+    stats_.add_queries(BackendRole::kPrimary, 1);
+    protocol::append_query(to_primary_, sql);
+    Expect expect{ExpectKind::kQuery};
+    expect.digest = compare;
+    primary_digest_ = routing::ResultDigest(ordered);
+    expects_.push_back(std::move(expect));
+    if (!compare) co_return std::nullopt;
+    // The client has its answer once the primary's is in; then the secondary's turn.
+    if (auto closing = co_await drain()) co_return closing;
+    routing::ResultDigest secondary(ordered);
+    auto answer =
+        co_await read_from_secondary(link_, sql, nullptr, policy.timeout, nullptr, 0, secondary);
+    bool answered = answer.state == SecondaryAnswer::State::kComplete ||
+                    (answer.state == SecondaryAnswer::State::kFailed &&
+                     answer.failure == monitoring::ReadFallback::kSecondaryError);
+    record_comparison(sql, answered ? std::string() : answer.error, primary_digest_, secondary);
+    co_return std::nullopt;
+  }
+
+  struct SecondaryServed {
+    bool answered = false; // the client has its answer; false: run it on the primary
+    std::optional<Closing> closing;
+  };
+
+  // Answers the client from the secondary, unless it fails before the first byte did.
+  asio::awaitable<SecondaryServed> read_on_secondary(std::string_view sql, bool ordered,
+                                                     bool compare,
+                                                     const config::ReadRouting& policy) {
+    char status = activity_.transaction_status;
+    bool in_transaction = status == 'T';
+    routing::ResultDigest digest(ordered);
+    std::string out;
+    SecondaryAnswer answer =
+        co_await read_from_secondary(link_, sql, in_transaction ? &begin_sql_ : nullptr,
+                                     policy.timeout, &out, kFlushThreshold, digest);
+    auto& metrics = services_.metrics();
+    if (answer.state == SecondaryAnswer::State::kFailed) {
+      metrics.read_fallbacks(answer.failure).Increment();
+      stats_.add_backend_errors(BackendRole::kSecondary, 1);
+      static LogLimiter limiter;
+      if (std::string note; limiter.due(note)) {
+        spdlog::warn("session {}: a read failed on the secondary ({}) and runs on the primary: "
+                     "{}{}",
+                     peer_, monitoring::to_string(answer.failure), answer.error, note);
+      }
+      if (in_transaction) {
+        transaction_pinned_ = true; // the secondary's transaction is gone
+        co_await link_.end_read_transaction();
+      }
+      co_return SecondaryServed{};
+    }
+    metrics.reads(BackendRole::kSecondary, RouteReason::kCohort).Increment();
+    stats_.add_queries(BackendRole::kSecondary, 1);
+    if (answer.state == SecondaryAnswer::State::kPartial) {
+      if (auto ec = co_await writer_.write(out); ec) {
+        co_return SecondaryServed{true, peer_gone(CloseReason::kClientDisconnect, ec)};
+      }
+      out.clear();
+      ClientSink sink = [this](std::string& batch) -> asio::awaitable<bool> {
+        co_return !co_await writer_.write(batch);
+      };
+      bool client_there =
+          co_await stream_secondary_rest(link_, policy.timeout, kFlushThreshold, digest, sink);
+      if (!client_there)
+        co_return SecondaryServed{true,
+                                  Closing{CloseReason::kClientDisconnect, "closed by peer", {}}};
+      compare = false; // a long answer is not worth reading twice
+    }
+    if (auto seconds = activity_.ready_received(Clock::now())) {
+      stats_.observe_query_seconds(BackendRole::kSecondary, *seconds);
+    }
+    protocol::append_ready_for_query(out, status);
+    if (auto ec = co_await writer_.write(out); ec) {
+      co_return SecondaryServed{true, peer_gone(CloseReason::kClientDisconnect, ec)};
+    }
+    if (compare && status == 'I') {
+      // The shadow run goes down the primary's pipe; the server pump digests and hides it.
+      primary_digest_ = routing::ResultDigest(ordered);
+      protocol::append_query(to_primary_, sql);
+      Expect shadow{ExpectKind::kQuery};
+      shadow.shadow = true;
+      expects_.push_back(std::move(shadow));
+      if (auto closing = co_await drain()) co_return SecondaryServed{true, std::move(closing)};
+      record_comparison(sql, {}, primary_digest_, digest);
+    }
+    co_return SecondaryServed{true, std::nullopt};
+  }
+
+  // Counts (and logs) a shadow comparison; `failure` set when one side could not answer.
+  void record_comparison(std::string_view sql, const std::string& failure,
+                         const routing::ResultDigest& primary,
+                         const routing::ResultDigest& secondary) {
+    auto& metrics = services_.metrics();
+    if (!failure.empty()) {
+      metrics.shadow_comparisons(monitoring::ShadowResult::kFailed).Increment();
+      return;
+    }
+    if (primary == secondary) {
+      metrics.shadow_comparisons(monitoring::ShadowResult::kMatch).Increment();
+      return;
+    }
+    metrics.shadow_comparisons(monitoring::ShadowResult::kMismatch).Increment();
+    static LogLimiter limiter;
+    if (std::string note; limiter.due(note)) {
+      spdlog::warn("session {}: shadow comparison mismatch, statement fingerprint {}: primary {}, "
+                   "secondary {}{}",
+                   peer_, protocol::fingerprint(sql), primary.describe(), secondary.describe(),
+                   note);
+    }
+    spdlog::debug("session {}: mismatching statement: {}", peer_, sql);
   }
 
   std::unique_ptr<MirrorOp> make_op(const protocol::Statement& s, std::string_view text,
@@ -588,6 +790,11 @@ private:
 
   void on_primary_message(const protocol::Frame& frame) {
     char tag = frame.tag;
+    if (!expects_.empty() && expects_.front().shadow) {
+      on_shadow_answer(frame);
+      return;
+    }
+    if (tag == 'S') note_parameter(frame.body);
     if (tag == 'N' || tag == 'S' || tag == 'A' || expects_.empty()) {
       pass(frame);
       return;
@@ -596,6 +803,7 @@ private:
     switch (tag) {
     case 'E':
       stats_.add_backend_errors(BackendRole::kPrimary, 1);
+      if (front.digest) primary_digest_.set_error(sqlstate_of(frame.body));
       pass(frame);
       reset_capture();
       if (front.kind == ExpectKind::kQuery) {
@@ -620,7 +828,10 @@ private:
       expects_.pop_front();
       return;
     case 'T': on_row_description(frame, front); return;
-    case 'D': on_data_row(frame); return;
+    case 'D':
+      if (front.digest) primary_digest_.add_row(frame.body);
+      on_data_row(frame);
+      return;
     case 'C': on_command_complete(frame, front); return;
     case 's':
       pass(frame);
@@ -640,11 +851,35 @@ private:
     }
   }
 
+  // The answer to a shadow run on the primary: digested, never shown.
+  void on_shadow_answer(const protocol::Frame& frame) {
+    switch (frame.tag) {
+    case 'D': primary_digest_.add_row(frame.body); break;
+    case 'E': primary_digest_.set_error(sqlstate_of(frame.body)); break;
+    case 'Z': expects_.pop_front(); break;
+    default: break;
+    }
+  }
+
+  // A ParameterStatus the primary sent: application_name may key the read cohort.
+  void note_parameter(std::string_view body) {
+    size_t end = body.find('\0');
+    if (end == std::string_view::npos || body.substr(0, end) != "application_name") return;
+    std::string_view value = body.substr(end + 1);
+    router_.set_application_name(std::string(value.substr(0, value.find('\0'))));
+  }
+
   void on_ready(const protocol::Frame& frame) {
     char status = frame.body.empty() ? 'I' : frame.body[0];
     Expect front = std::move(expects_.front());
     expects_.pop_front();
     activity_.transaction_status = status;
+    if (status == 'I') {
+      transaction_wrote_ = false;
+      transaction_pinned_ = false;
+      begin_sql_ = "BEGIN";
+      router_.end_transaction();
+    }
     if (expects_.empty()) expected_in_transaction_ = status != 'I';
     if (status == 'I') link_.settle(); // any transaction journaled so far has ended
     holding_ = front.hold_ready;
@@ -768,10 +1003,12 @@ private:
   BackendSession& primary_;
   protocol::Dialect primary_dialect() const { return dialect_of(runtime_->config->primary); }
 
+  Services& services_;
   std::shared_ptr<const Runtime> runtime_;
   monitoring::RelayStats& stats_;
   SessionActivity& activity_;
   std::string peer_;
+  routing::SessionRouter router_;
   MessageReader client_reader_;
   MessageReader primary_reader_;
   ClientWriter writer_;
@@ -797,14 +1034,22 @@ private:
   std::optional<size_t> marker_;
   std::vector<protocol::FieldDescription> image_fields_;
   std::vector<std::vector<protocol::Value>> captured_rows_;
+  // Read routing: the state of the client's transaction as routing sees it.
+  std::string begin_sql_ = "BEGIN"; // how the open transaction began, for the secondary's
+  bool transaction_wrote_ = false;  // reads of this transaction stay on the primary
+  bool transaction_pinned_ = false; // a secondary read of it failed: the rest on the primary
+  routing::ResultDigest primary_digest_{false}; // the primary's side of a shadow comparison
+  std::minstd_rand sampler_{std::random_device{}()};
 };
 
 MirrorRelay::MirrorRelay(Stream& client, BackendSession& primary, Services& services,
                          std::shared_ptr<const Runtime> runtime, monitoring::RelayStats& stats,
-                         SessionActivity& activity, LoginRequest secondary_login, std::string peer,
+                         SessionActivity& activity, LoginRequest secondary_login,
+                         routing::SessionIdentity identity, std::string peer,
                          const std::string& client_leftover)
     : impl_(std::make_unique<Impl>(client, primary, services, std::move(runtime), stats, activity,
-                                   std::move(secondary_login), std::move(peer), client_leftover)) {}
+                                   std::move(secondary_login), std::move(identity), std::move(peer),
+                                   client_leftover)) {}
 
 MirrorRelay::~MirrorRelay() = default;
 

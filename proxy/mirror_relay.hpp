@@ -8,6 +8,7 @@
 #include "proxy/closing.hpp"
 #include "proxy/services.hpp"
 #include "proxy/session_activity.hpp"
+#include "routing/read_router.hpp"
 
 namespace switchyard::proxy {
 
@@ -16,11 +17,14 @@ namespace switchyard::proxy {
 //! RETURNING on the primary and strips what the client did not ask for, wraps autocommit
 //! writes in a transaction, and applies each transaction's writes to the secondary just
 //! before the primary commits. The client sees exactly what the primary alone would send.
+//! Safe reads of sessions in the read cohort are answered by the secondary instead (and
+//! retried on the primary when it fails); a sample of reads is compared across the two.
 class MirrorRelay {
 public:
   MirrorRelay(Stream& client, BackendSession& primary, Services& services,
               std::shared_ptr<const Runtime> runtime, monitoring::RelayStats& stats,
-              SessionActivity& activity, LoginRequest secondary_login, std::string peer,
+              SessionActivity& activity, LoginRequest secondary_login,
+              routing::SessionIdentity identity, std::string peer,
               const std::string& client_leftover);
   ~MirrorRelay();
   MirrorRelay(const MirrorRelay&) = delete;

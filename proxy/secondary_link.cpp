@@ -11,6 +11,7 @@
 #include "protocol/messages.hpp"
 #include "protocol/wire.hpp"
 #include "proxy/backend_query.hpp"
+#include "proxy/log_limiter.hpp"
 
 namespace switchyard::proxy {
 namespace {
@@ -25,23 +26,6 @@ constexpr size_t kMaxSessionStatements = 1000;
 
 int64_t ticks(Clock::time_point t) {
   return t.time_since_epoch().count();
-}
-
-// At most one journaling warning per second for the whole process: a dead secondary
-// journals every transaction, and the log must not cost more than the writes. The metrics
-// count every one.
-bool warning_due(uint64_t& suppressed) {
-  static std::atomic<int64_t> next_due{0};
-  static std::atomic<uint64_t> skipped{0};
-  auto now = Clock::now();
-  int64_t due = next_due.load();
-  if (ticks(now) < due ||
-      !next_due.compare_exchange_strong(due, ticks(now + std::chrono::seconds(1)))) {
-    ++skipped;
-    return false;
-  }
-  suppressed = skipped.exchange(0);
-  return true;
 }
 
 } // namespace
@@ -115,6 +99,7 @@ void SecondaryLink::add_session_statement(std::string sql, bool drops_prepared) 
 }
 
 void SecondaryLink::drop_connection() {
+  read_transaction_open_ = false;
   if (!connection_) return;
   connection_->session.stream.close();
   connection_.reset();
@@ -359,6 +344,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
 
 asio::awaitable<void> SecondaryLink::commit(bool atomic) {
   if (pending_.empty()) co_return;
+  co_await end_read_transaction(); // the writes get a transaction of their own
   std::vector<MirrorOp> ops = std::move(pending_);
   pending_.clear();
   pending_bytes_ = 0;
@@ -454,14 +440,10 @@ void SecondaryLink::journal(const std::vector<MirrorOp>& ops, MirrorFailure reas
   unsettled_.push_back(offset);
   metrics.journal_entries().Increment(static_cast<double>(entries.size()));
   metrics.journal_backlog().Set(static_cast<double>(journal->backlog()));
-  uint64_t suppressed = 0;
-  if (warning_due(suppressed)) {
-    spdlog::warn(
-        "session {}: {} writes journaled for the secondary ({}): {}{}", peer_, entries.size(),
-        monitoring::to_string(reason), error,
-        suppressed > 0
-            ? fmt::format(" ({} similar warnings in the last second not logged)", suppressed)
-            : std::string());
+  static LogLimiter limiter;
+  if (std::string note; limiter.due(note)) {
+    spdlog::warn("session {}: {} writes journaled for the secondary ({}): {}{}", peer_,
+                 entries.size(), monitoring::to_string(reason), error, note);
   }
 }
 
@@ -469,6 +451,49 @@ void SecondaryLink::journal_unmirrorable(std::string sql, const std::string& why
   MirrorOp op;
   op.sql = std::move(sql);
   journal({op}, MirrorFailure::kNotMirrorable, why);
+}
+
+bool SecondaryLink::available() const {
+  return services_.secondary_down_until().load() <= ticks(Clock::now());
+}
+
+asio::awaitable<Status> SecondaryLink::start_read(std::string_view sql, const std::string* begin) {
+  if (auto connected = co_await ensure_connected(); !connected) {
+    services_.secondary_down_until() = ticks(Clock::now() + kSecondaryBackoff);
+    co_return connected;
+  }
+  std::string out;
+  if (begin != nullptr && !read_transaction_open_) {
+    auto begun = co_await run_query(connection_->session.stream, connection_->reader, *begin);
+    if (!begun) co_return Error{begun.error()};
+    read_transaction_open_ = true;
+  }
+  protocol::append_query(out, sql);
+  if (auto ec = co_await connection_->session.stream.write_all(out); ec) {
+    abandon_read();
+    co_return Error{"lost the secondary connection: " + ec.message()};
+  }
+  co_return Ok{};
+}
+
+asio::awaitable<Result<protocol::Frame>> SecondaryLink::read_frame() {
+  if (!connection_) co_return Error{"no secondary connection"};
+  co_return co_await connection_->reader.read_frame();
+}
+
+void SecondaryLink::abandon_read() {
+  drop_connection();
+  services_.secondary_down_until() = ticks(Clock::now() + kSecondaryBackoff);
+}
+
+asio::awaitable<void> SecondaryLink::end_read_transaction() {
+  if (!read_transaction_open_) co_return;
+  read_transaction_open_ = false;
+  if (!connection_) co_return;
+  asio::steady_timer timer(co_await asio::this_coro::executor, runtime_->config->mirror.timeout);
+  auto ended = co_await (run_query(connection_->session.stream, connection_->reader, "ROLLBACK") ||
+                         timer.async_wait(use_tuple));
+  if (ended.index() == 1 || !std::get<0>(ended)) abandon_read();
 }
 
 asio::awaitable<void> SecondaryLink::close() {

@@ -73,6 +73,25 @@ public:
   //! Journals a write switchyard could not mirror at all.
   void journal_unmirrorable(std::string sql, const std::string& why);
 
+  // ---- reads routed to the secondary ------------------------------------------------
+
+  //! Whether the secondary is worth trying: it has not failed within the back-off period.
+  bool available() const;
+  //! Sends `sql` to the secondary as a Query, connecting (and replaying the session's
+  //! settings) first if need be. `begin` set: the client is inside a transaction that began
+  //! with it, and the read runs in a secondary transaction opened the same way, which later
+  //! reads of that transaction share (one snapshot).
+  asio::awaitable<Status> start_read(std::string_view sql, const std::string* begin);
+  //! The next message answering the read; its body is valid until the next call.
+  asio::awaitable<Result<protocol::Frame>> read_frame();
+  //! The read failed mid-way (lost, hung or answered nonsense): drops the connection and
+  //! keeps every session's reads and writes off the secondary for the back-off period.
+  void abandon_read();
+  //! Whether a read transaction (see start_read) is open on the secondary.
+  bool read_transaction_open() const { return read_transaction_open_; }
+  //! Ends the read transaction, once the client's transaction ended or began to write.
+  asio::awaitable<void> end_read_transaction();
+
   //! Ends the secondary connection politely.
   asio::awaitable<void> close();
 
@@ -106,6 +125,7 @@ private:
   std::map<std::string, std::string> prepared_; // SQL + types -> statement name
   uint64_t next_prepared_ = 0;
   std::vector<uint64_t> unsettled_; // journal offsets awaiting the primary's commit
+  bool read_transaction_open_ = false;
 };
 
 } // namespace switchyard::proxy

@@ -1,0 +1,47 @@
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "monitoring/metrics.hpp"
+#include "proxy/secondary_link.hpp"
+#include "routing/result_digest.hpp"
+
+namespace switchyard::proxy {
+
+//! How far a read on the secondary got.
+struct SecondaryAnswer {
+  enum class State {
+    kComplete, //!< the whole answer is in `out`, up to (without) ReadyForQuery
+    kPartial,  //!< `out` filled up: send it, then stream the rest with stream_secondary_rest
+    kFailed,   //!< nothing may reach the client; run the read on the primary instead
+  };
+  State state = State::kFailed;
+  monitoring::ReadFallback failure = monitoring::ReadFallback::kSecondaryError;
+  std::string error; //!< why it failed, for the log
+};
+
+//! Runs the Query `sql` on the secondary and collects what the client should see of the
+//! answer in `out` (null: only digest it): row descriptions, rows, command tags and
+//! notices, without the secondary's ParameterStatus, notifications or ReadyForQuery. Stops
+//! at ReadyForQuery or once `out` passes `limit` bytes. An error, a lost connection or
+//! `timeout` without a message fails the read. `begin`: see SecondaryLink::start_read.
+asio::awaitable<SecondaryAnswer> read_from_secondary(SecondaryLink& link, std::string_view sql,
+                                                     const std::string* begin,
+                                                     std::chrono::milliseconds timeout,
+                                                     std::string* out, size_t limit,
+                                                     routing::ResultDigest& digest);
+
+//! Sends one batch of the answer to the client; false when the client is gone.
+using ClientSink = std::function<asio::awaitable<bool>(std::string&)>;
+
+//! Streams the rest of a kPartial answer to `sink` in batches of about `limit` bytes, up to
+//! (without) ReadyForQuery. Rows have reached the client, so a failure can no longer be
+//! retried: it becomes an ErrorResponse to the client. False when the client is gone.
+asio::awaitable<bool> stream_secondary_rest(SecondaryLink& link, std::chrono::milliseconds timeout,
+                                            size_t limit, routing::ResultDigest& digest,
+                                            const ClientSink& sink);
+
+} // namespace switchyard::proxy

@@ -1,0 +1,251 @@
+"""Read routing against two real PostgreSQL 15 clusters: the cohort split, ramps, reloads,
+read-your-writes, fallback to the primary, and shadow comparison."""
+import os
+import subprocess
+import threading
+
+import psycopg
+import pytest
+
+from harness import PASSWORD, PgCluster, wait_for
+
+# Each side answers "which database am I": the table is created on each cluster directly,
+# so a read through the proxy tells where it ran.
+WHOAMI = "CREATE TABLE whoami (side text); INSERT INTO whoami VALUES ('{side}');"
+ITEMS = ("CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);"
+         "INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 200) g;")
+
+
+@pytest.fixture(scope="module")
+def pair():
+    primary, secondary = PgCluster().start(), PgCluster().start()
+    for cluster, side in ((primary, "primary"), (secondary, "secondary")):
+        cluster.sql(WHOAMI.format(side=side) + ITEMS)
+        subprocess.run(["pgbench", "-i", "-q", "-s", "1", "-h", str(cluster.root), "-p",
+                        str(cluster.port), "-U", "postgres", "postgres"], check=True, capture_output=True)
+    yield primary, secondary
+    primary.destroy()
+    secondary.destroy()
+
+
+def routing_config(primary, secondary, tmp_path, percent, extra=""):
+    return (f"primary: {primary.uri()}\nsecondary: {secondary.uri()}\n"
+            f"mirror:\n  journal: {tmp_path}/journal.jsonl\n"
+            f"read_percent: {percent}\n{extra}")
+
+
+def side_of(pgconn, sql=b"SELECT side FROM whoami"):
+    result = pgconn.exec_(sql)
+    assert result.status == psycopg.pq.ExecStatus.TUPLES_OK, result.error_message
+    return result.get_value(0, 0).decode()
+
+
+def reload_to(proxy, config, expect_reloads):
+    proxy.write_config(config)
+    proxy.reload()
+    assert wait_for(lambda: proxy.metric("switchyard_config_reloads_total", result="applied")
+                    >= expect_reloads)
+
+
+def sides_by_application(proxy, names, workers=4):
+    """For each application_name, where `SELECT side FROM whoami` ran (autocommit, simple
+    protocol, one SET + SELECT per name), over a few parallel sessions."""
+    sides = {}
+    chunks = [names[i::workers] for i in range(workers)]
+
+    def run(chunk):
+        with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+            pgconn = conn.pgconn
+            for name in chunk:
+                assert pgconn.exec_(f"SET application_name = '{name}'".encode()).status == \
+                    psycopg.pq.ExecStatus.COMMAND_OK
+                sides[name] = side_of(pgconn)
+
+    threads = [threading.Thread(target=run, args=(chunk,)) for chunk in chunks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(sides) == len(names)
+    return sides
+
+
+def test_split_matches_the_percentage_and_ramps_keep_the_cohort(pair, start_proxy, tmp_path):
+    primary, secondary = pair
+    extra = "read_routing:\n  key: application_name\n"
+    proxy = start_proxy(routing_config(primary, secondary, tmp_path, 0, extra))
+    names = [f"client-{i}" for i in range(10_000)]
+    reloads = 0
+    for percent in (0, 10, 50, 100):
+        if percent:
+            reloads += 1
+            reload_to(proxy, routing_config(primary, secondary, tmp_path, percent, extra), reloads)
+        sides = sides_by_application(proxy, names)
+        share = 100 * sum(side == "secondary" for side in sides.values()) / len(names)
+        assert abs(share - percent) <= 2, f"{share}% of reads went to the secondary at {percent}%"
+    assert proxy.metric("switchyard_reads_total", reason="cohort", target="secondary") > 15_000
+    assert proxy.metric("switchyard_read_fallbacks_total", reason="secondary_error") == 0
+
+    # Ramping 10 -> 25 -> 10: the 10 % cohort stays inside the 25 % one and comes back whole.
+    ramp = names[:3000]
+    cohorts = {}
+    for percent in (10, 25, 10):
+        reloads += 1
+        reload_to(proxy, routing_config(primary, secondary, tmp_path, percent, extra), reloads)
+        sides = sides_by_application(proxy, ramp, workers=2)
+        cohorts.setdefault(percent, []).append({n for n, side in sides.items() if side == "secondary"})
+    first_10, back_10 = cohorts[10]
+    assert first_10 <= cohorts[25][0]
+    assert first_10 == back_10
+    assert len(first_10) < len(cohorts[25][0])
+
+
+def test_only_safe_reads_leave_the_primary_and_transactions_keep_their_decision(pair, start_proxy, tmp_path):
+    primary, secondary = pair
+    config = routing_config(primary, secondary, tmp_path, 100, "read_routing:\n  unit: transaction\n")
+    proxy = start_proxy(config)
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        pgconn = conn.pgconn
+        assert side_of(pgconn) == "secondary"
+        assert side_of(pgconn, b"SELECT side FROM whoami ORDER BY 1") == "secondary"
+        assert side_of(pgconn, b"WITH w AS (SELECT side FROM whoami) SELECT side FROM w") == "secondary"
+        # Locking reads, connection-bound or unknown functions, writing CTEs: the primary.
+        assert side_of(pgconn, b"SELECT side FROM whoami FOR SHARE") == "primary"
+        assert side_of(pgconn, b"SELECT side FROM whoami WHERE pg_backend_pid() > 0") == "primary"
+        assert side_of(pgconn, b"SELECT side FROM whoami WHERE random() >= 0") == "primary"
+        # A transaction that wrote reads its own writes on the primary.
+        assert pgconn.exec_(b"BEGIN").status == psycopg.pq.ExecStatus.COMMAND_OK
+        assert side_of(pgconn) == "secondary"  # not written yet: the read transaction's side
+        pgconn.exec_(b"INSERT INTO items VALUES (1000, 'in a transaction')")
+        assert side_of(pgconn) == "primary"
+        assert side_of(pgconn, b"SELECT name FROM items WHERE id = 1000") == "in a transaction"
+        assert pgconn.exec_(b"COMMIT").status == psycopg.pq.ExecStatus.COMMAND_OK
+        assert secondary.sql("SELECT name FROM items WHERE id = 1000") == "in a transaction"
+        # BEGIN READ ONLY runs on the secondary in a read-only transaction of its own.
+        pgconn.exec_(b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        assert side_of(pgconn) == "secondary"
+        assert side_of(pgconn, b"SHOW transaction_isolation") == "repeatable read"
+        secondary.sql("INSERT INTO items VALUES (1001, 'after the snapshot')")
+        assert side_of(pgconn, b"SELECT count(*)::text FROM items WHERE id = 1001") == "0"
+        assert pgconn.exec_(b"COMMIT").status == psycopg.pq.ExecStatus.COMMAND_OK
+        assert side_of(pgconn, b"SELECT count(*)::text FROM items WHERE id = 1001") == "1"
+        secondary.sql("DELETE FROM items WHERE id = 1001")
+
+        # A reload changes the next decision; an open transaction keeps its own.
+        pgconn.exec_(b"BEGIN")
+        assert side_of(pgconn) == "secondary"
+        reload_to(proxy, routing_config(primary, secondary, tmp_path, 0,
+                                        "read_routing:\n  unit: transaction\n"), 1)
+        assert side_of(pgconn) == "secondary"
+        pgconn.exec_(b"COMMIT")
+        assert side_of(pgconn) == "primary"
+        assert pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert proxy.metric("switchyard_reads_total", reason="unsafe", target="primary") >= 3
+    assert proxy.metric("switchyard_reads_total", reason="written_transaction", target="primary") >= 2
+    # The secondary's read transactions all ended: no session sits idle in one.
+    assert secondary.sql("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'") == "0"
+
+
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_reads_see_the_sessions_own_writes_under_concurrent_load(pair, start_proxy, tmp_path, write_mode):
+    primary, secondary = pair
+    table = f"ryw_{write_mode}"
+    for cluster in pair:
+        cluster.sql(f"CREATE TABLE {table} (id bigint PRIMARY KEY, writer int, n int)")
+    proxy = start_proxy(routing_config(primary, secondary, tmp_path, 100, f"write_mode: {write_mode}\n"))
+    failures = []
+
+    def client(writer):
+        try:
+            with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+                pgconn = conn.pgconn
+                for n in range(150):
+                    key = writer * 1000 + n
+                    pgconn.exec_(f"INSERT INTO {table} VALUES ({key}, {writer}, {n})".encode())
+                    seen = side_of(pgconn, f"SELECT count(*)::text FROM {table} WHERE id = {key}".encode())
+                    if seen != "1":
+                        failures.append(f"writer {writer} did not see its row {key}")
+                    pgconn.exec_(f"UPDATE {table} SET n = n + 1 WHERE id = {key}".encode())
+                    seen = side_of(pgconn, f"SELECT n::text FROM {table} WHERE id = {key}".encode())
+                    if seen != str(n + 1):
+                        failures.append(f"writer {writer} read n={seen} after its update of {key}")
+        except Exception as error:  # noqa: BLE001 - any client error fails the test
+            failures.append(repr(error))
+
+    threads = [threading.Thread(target=client, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures[:5]
+    assert proxy.metric("switchyard_reads_total", reason="cohort", target="secondary") >= 8 * 300
+
+
+def test_secondary_killed_while_half_the_reads_go_to_it(start_proxy, tmp_path):
+    primary, secondary = PgCluster().start(), PgCluster().start()
+    try:
+        for cluster in (primary, secondary):
+            subprocess.run(["pgbench", "-i", "-q", "-s", "1", "-h", str(cluster.root), "-p",
+                            str(cluster.port), "-U", "postgres", "postgres"], check=True, capture_output=True)
+        proxy = start_proxy(routing_config(primary, secondary, tmp_path, 50))
+        command = ["pgbench", "-n", "-S", "-T", "8", "-c", "16", "-j", "2", "-h", "127.0.0.1",
+                   "-p", str(proxy.port), "-U", "postgres", "postgres"]
+        bench = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env={**os.environ, "PGPASSWORD": PASSWORD})
+        assert wait_for(lambda: proxy.metric("switchyard_reads_total", reason="cohort",
+                                             target="secondary") > 500, timeout=20)
+        secondary.signal(9)
+        out, err = bench.communicate(timeout=60)
+        assert bench.returncode == 0, out + err
+        assert "aborted" not in err, err
+        assert proxy.metric("switchyard_read_fallbacks_total", reason="connect") >= 1
+        # After the kill every read is answered by the primary.
+        assert proxy.metric("switchyard_reads_total", reason="secondary_unavailable", target="primary") > 0
+        with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM pgbench_branches").fetchone() == (1,)
+    finally:
+        primary.destroy()
+        secondary.destroy()
+
+
+def test_a_secondary_error_is_retried_on_the_primary(pair, start_proxy, tmp_path):
+    primary, secondary = pair
+    primary.sql("CREATE TABLE only_on_primary (v int); INSERT INTO only_on_primary VALUES (42)")
+    proxy = start_proxy(routing_config(primary, secondary, tmp_path, 100))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT v FROM only_on_primary").fetchall() == [(42,)]
+        with conn.transaction():
+            assert side_of(conn.pgconn) == "secondary"
+            assert conn.execute("SELECT v FROM only_on_primary").fetchall() == [(42,)]
+            assert side_of(conn.pgconn) == "primary"  # the secondary's transaction is gone
+        # A genuine error comes from the primary, exactly as without routing.
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1 / (v - 42) FROM only_on_primary")
+        assert side_of(conn.pgconn) == "secondary"
+    assert proxy.metric("switchyard_read_fallbacks_total", reason="secondary_error") >= 3
+
+
+def test_shadow_comparison_catches_a_row_altered_on_the_secondary(pair, start_proxy, tmp_path):
+    primary, secondary = pair
+    for percent in (0, 100):  # the primary answers and the secondary is compared, then the reverse
+        workdir = tmp_path / f"at-{percent}"
+        workdir.mkdir()
+        proxy = start_proxy(routing_config(primary, secondary, workdir, percent,
+                                           "read_routing:\n  compare_percent: 100\n"))
+        with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+            pgconn = conn.pgconn
+            # Rows in a different physical order on the two sides still match without ORDER BY.
+            secondary.sql("UPDATE items SET name = name WHERE id <= 100")
+            for _ in range(3):
+                assert pgconn.exec_(b"SELECT id, name FROM items WHERE id <= 150").ntuples == 150
+            # The comparison finishes after the client has its answer.
+            assert wait_for(lambda: proxy.metric("switchyard_shadow_comparisons_total", result="match") >= 3)
+            assert proxy.metric("switchyard_shadow_comparisons_total", result="mismatch") == 0
+
+            secondary.sql("UPDATE items SET name = 'tampered' WHERE id = 7")
+            result = pgconn.exec_(b"SELECT id, name FROM items WHERE id BETWEEN 5 AND 9 ORDER BY id")
+            names = [result.get_value(i, 1).decode() for i in range(result.ntuples)]
+            assert ("tampered" in names) == (percent == 100)  # the client got its side's rows
+            assert wait_for(lambda: proxy.metric("switchyard_shadow_comparisons_total", result="mismatch") == 1)
+            secondary.sql("UPDATE items SET name = 'item 7' WHERE id = 7")
+        assert "shadow comparison mismatch, statement fingerprint" in proxy.log()
