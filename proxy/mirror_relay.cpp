@@ -5,6 +5,7 @@
 #include <deque>
 #include <limits>
 #include <random>
+#include <span>
 #include <unordered_map>
 
 #include "protocol/classify.hpp"
@@ -207,10 +208,17 @@ private:
     activity_.sync_sent(Clock::now());
     auto runtime = services_.runtime(); // routing follows reloads at once
     const config::ReadRouting& policy = runtime->config->read_routing;
-    if (auto route = route_reads(*classification, policy)) {
-      co_return co_await serve_reads(sql, *classification, *route, policy);
+    std::optional<routing::RouteDecision> route;
+    if (classification->error.empty()) route = route_reads(classification->statements, policy);
+    if (route) {
+      ReadJob job;
+      job.sql = sql;
+      job.ordered =
+          std::any_of(classification->statements.begin(), classification->statements.end(),
+                      [](const protocol::Statement& s) { return s.ordered; });
+      co_return co_await serve_reads(job, *route, policy);
     }
-    count_unsafe_reads(*classification);
+    count_unsafe_reads(classification->statements);
     stats_.add_queries(BackendRole::kPrimary, 1);
     const auto& statements = classification->statements;
     bool barrier = false;
@@ -404,11 +412,24 @@ private:
   asio::awaitable<std::optional<Closing>> on_execute(const protocol::Frame& frame) {
     auto execute = protocol::parse_execute(frame.body);
     if (!execute) co_return protocol_violation(execute.error());
-    stats_.add_queries(BackendRole::kPrimary, 1);
     auto found = portals_.find(execute->portal);
     const PortalInfo* portal = found == portals_.end() ? nullptr : &found->second;
     const PreparedInfo* prepared = portal ? portal->prepared.get() : nullptr;
     const protocol::Statement* s = prepared ? prepared->statement : nullptr;
+    // A read fetched whole may be routed; one fetched in parts keeps its portal's backend.
+    if (s != nullptr && execute->max_rows == 0 && !prepared->rewritten) {
+      auto runtime = services_.runtime();
+      const config::ReadRouting& policy = runtime->config->read_routing;
+      if (auto route = route_reads(std::span(s, 1), policy)) {
+        if (route->target == ReadTarget::kSecondary && !binary_results_portable(portal->bind)) {
+          *route = {ReadTarget::kPrimary, RouteReason::kUnsafe};
+        }
+        co_return co_await serve_reads(ReadJob{prepared->text, s->ordered, portal, &frame}, *route,
+                                       policy);
+      }
+      count_unsafe_reads(std::span(s, 1));
+    }
+    stats_.add_queries(BackendRole::kPrimary, 1);
     if (s != nullptr && s->mirror == MirrorPlan::kCopyIn) {
       // COPY through the extended protocol sends its data after Sync; it reaches the primary.
       link_.journal_unmirrorable(prepared->text,
@@ -501,7 +522,11 @@ private:
     bool hold = wrapped || cycle_autocommit_mirror_;
     expect.hold_ready = hold;
     expects_.push_back(std::move(expect));
-    if (!hold) co_return std::nullopt;
+    if (!hold) {
+      if (pending_shadow_) co_return co_await run_pending_shadow();
+      co_return std::nullopt;
+    }
+    pending_shadow_.reset(); // the cycle also wrote: nothing to compare in isolation
     cycle_wrapped_ = false;
     cycle_autocommit_mirror_ = false;
     if (auto c = co_await drain()) co_return c;
@@ -515,11 +540,11 @@ private:
   // ---- reads: routed by cohort, retried on the primary, sampled for comparison ---------
 
   // Where a Query made only of reads goes, by `policy`. Null when it holds anything else.
-  std::optional<routing::RouteDecision> route_reads(const protocol::Classification& c,
+  std::optional<routing::RouteDecision> route_reads(std::span<const protocol::Statement> statements,
                                                     const config::ReadRouting& policy) {
-    if (c.statements.empty() || !c.error.empty()) return std::nullopt;
+    if (statements.empty()) return std::nullopt;
     bool safe = !transaction_pinned_;
-    for (const protocol::Statement& s : c.statements) {
+    for (const protocol::Statement& s : statements) {
       bool listed_read = routing::is_safe_read(s, policy.safe_functions);
       if (s.kind != StatementKind::kRead && !listed_read) return std::nullopt;
       safe = safe && listed_read;
@@ -532,9 +557,17 @@ private:
     return decision;
   }
 
+  // Binary results are the backend's own encoding of its column types, which a SQLite
+  // secondary maps differently (INTEGER is int8 whatever the primary's column is).
+  bool binary_results_portable(const protocol::BindMessage& bind) const {
+    bool binary = std::any_of(bind.result_formats.begin(), bind.result_formats.end(),
+                              [](uint16_t format) { return format != 0; });
+    return !binary || dialect_of(*runtime_->config->secondary) == protocol::Dialect::kPostgres;
+  }
+
   // SELECTs that lock rows or may write (unknown functions) are reads the primary keeps.
-  void count_unsafe_reads(const protocol::Classification& c) {
-    for (const protocol::Statement& s : c.statements) {
+  void count_unsafe_reads(std::span<const protocol::Statement> statements) {
+    for (const protocol::Statement& s : statements) {
       if (s.node == "SelectStmt" && s.kind == StatementKind::kWrite) {
         services_.metrics().reads(BackendRole::kPrimary, RouteReason::kUnsafe).Increment();
       }
@@ -555,44 +588,71 @@ private:
     return std::uniform_real_distribution<double>(0, 100)(sampler_) < percent;
   }
 
-  asio::awaitable<std::optional<Closing>> serve_reads(std::string_view sql,
-                                                      const protocol::Classification& c,
-                                                      routing::RouteDecision route,
-                                                      const config::ReadRouting& policy) {
-    bool ordered = std::any_of(c.statements.begin(), c.statements.end(),
-                               [](const protocol::Statement& s) { return s.ordered; });
+  //! A read to serve: a simple Query, or the Execute of a bound read (`portal` set).
+  struct ReadJob {
+    std::string_view sql;
+    bool ordered = false;
+    const PortalInfo* portal = nullptr;
+    const protocol::Frame* execute = nullptr; // the client's Execute, for the primary
+  };
+
+  // Sends the read to the primary, digesting its rows when it is being compared.
+  void read_on_primary(const ReadJob& job, bool digest) {
+    stats_.add_queries(BackendRole::kPrimary, 1);
+    Expect expect{job.portal ? ExpectKind::kExecute : ExpectKind::kQuery};
+    if (job.portal) {
+      forward(*job.execute);
+    } else {
+      protocol::append_query(to_primary_, job.sql);
+    }
+    expect.digest = digest;
+    primary_digest_ = routing::ResultDigest(job.ordered);
+    expects_.push_back(std::move(expect));
+  }
+
+  SecondaryLink::Read secondary_read(const ReadJob& job, bool in_transaction) {
+    SecondaryLink::Read read;
+    read.sql = job.sql;
+    if (job.portal) {
+      read.parameter_types = &job.portal->prepared->types;
+      read.bind = &job.portal->bind;
+    }
+    if (in_transaction) read.begin = &begin_sql_;
+    return read;
+  }
+
+  asio::awaitable<std::optional<Closing>>
+  serve_reads(const ReadJob& job, routing::RouteDecision route, const config::ReadRouting& policy) {
     // Only autocommit reads are compared: a shadow run that fails must not abort the
     // client's transaction on either side.
     bool compare =
         !expected_in_transaction_ && policy.compare_percent > 0 && sampled(policy.compare_percent);
     if (route.target == ReadTarget::kSecondary || compare) {
       if (auto closing = co_await drain()) co_return closing;
+      // An earlier message of this extended-protocol cycle failed: PostgreSQL skips the
+      // Execute, and so does switchyard.
+      if (job.portal && cycle_failed_) co_return std::nullopt;
       if (activity_.transaction_status == 'I') co_await link_.end_read_transaction();
     }
     if (route.target == ReadTarget::kSecondary && activity_.transaction_status != 'E') {
-      auto served = co_await read_on_secondary(sql, ordered, compare, policy);
+      auto served = co_await read_on_secondary(job, compare, policy);
       if (served.closing) co_return std::move(served.closing);
       if (served.answered) co_return std::nullopt;
       route.reason = RouteReason::kSecondaryUnavailable;
       compare = false;
     }
     services_.metrics().reads(BackendRole::kPrimary, route.reason).Increment();
-    stats_.add_queries(BackendRole::kPrimary, 1);
-    protocol::append_query(to_primary_, sql);
-    Expect expect{ExpectKind::kQuery};
-    expect.digest = compare;
-    primary_digest_ = routing::ResultDigest(ordered);
-    expects_.push_back(std::move(expect));
+    read_on_primary(job, compare);
     if (!compare) co_return std::nullopt;
     // The client has its answer once the primary's is in; then the secondary's turn.
     if (auto closing = co_await drain()) co_return closing;
-    routing::ResultDigest secondary(ordered);
-    auto answer =
-        co_await read_from_secondary(link_, sql, nullptr, policy.timeout, nullptr, 0, secondary);
+    routing::ResultDigest secondary(job.ordered);
+    auto answer = co_await read_from_secondary(link_, secondary_read(job, false), policy.timeout,
+                                               nullptr, 0, secondary);
     bool answered = answer.state == SecondaryAnswer::State::kComplete ||
                     (answer.state == SecondaryAnswer::State::kFailed &&
                      answer.failure == monitoring::ReadFallback::kSecondaryError);
-    record_comparison(sql, answered ? std::string() : answer.error, primary_digest_, secondary);
+    record_comparison(job.sql, answered ? std::string() : answer.error, primary_digest_, secondary);
     co_return std::nullopt;
   }
 
@@ -602,16 +662,14 @@ private:
   };
 
   // Answers the client from the secondary, unless it fails before the first byte did.
-  asio::awaitable<SecondaryServed> read_on_secondary(std::string_view sql, bool ordered,
-                                                     bool compare,
+  asio::awaitable<SecondaryServed> read_on_secondary(const ReadJob& job, bool compare,
                                                      const config::ReadRouting& policy) {
     char status = activity_.transaction_status;
     bool in_transaction = status == 'T';
-    routing::ResultDigest digest(ordered);
+    routing::ResultDigest digest(job.ordered);
     std::string out;
-    SecondaryAnswer answer =
-        co_await read_from_secondary(link_, sql, in_transaction ? &begin_sql_ : nullptr,
-                                     policy.timeout, &out, kFlushThreshold, digest);
+    SecondaryAnswer answer = co_await read_from_secondary(
+        link_, secondary_read(job, in_transaction), policy.timeout, &out, kFlushThreshold, digest);
     auto& metrics = services_.metrics();
     if (answer.state == SecondaryAnswer::State::kFailed) {
       metrics.read_fallbacks(answer.failure).Increment();
@@ -645,24 +703,58 @@ private:
                                   Closing{CloseReason::kClientDisconnect, "closed by peer", {}}};
       compare = false; // a long answer is not worth reading twice
     }
-    if (auto seconds = activity_.ready_received(Clock::now())) {
-      stats_.observe_query_seconds(BackendRole::kSecondary, *seconds);
+    if (!job.portal) { // a bound read's ReadyForQuery comes with the client's Sync
+      if (auto seconds = activity_.ready_received(Clock::now())) {
+        stats_.observe_query_seconds(BackendRole::kSecondary, *seconds);
+      }
+      protocol::append_ready_for_query(out, status);
     }
-    protocol::append_ready_for_query(out, status);
     if (auto ec = co_await writer_.write(out); ec) {
       co_return SecondaryServed{true, peer_gone(CloseReason::kClientDisconnect, ec)};
     }
-    if (compare && status == 'I') {
+    if (compare && status == 'I' && job.portal) {
+      // The client's cycle is not over; its portals stay its own. Compare after its Sync.
+      pending_shadow_ =
+          PendingShadow{std::string(job.sql), job.ordered, job.portal->prepared->types,
+                        job.portal->bind, std::move(digest)};
+    } else if (compare && status == 'I') {
       // The shadow run goes down the primary's pipe; the server pump digests and hides it.
-      primary_digest_ = routing::ResultDigest(ordered);
-      protocol::append_query(to_primary_, sql);
+      primary_digest_ = routing::ResultDigest(job.ordered);
+      protocol::append_query(to_primary_, job.sql);
       Expect shadow{ExpectKind::kQuery};
       shadow.shadow = true;
       expects_.push_back(std::move(shadow));
       if (auto closing = co_await drain()) co_return SecondaryServed{true, std::move(closing)};
-      record_comparison(sql, {}, primary_digest_, digest);
+      record_comparison(job.sql, {}, primary_digest_, digest);
     }
     co_return SecondaryServed{true, std::nullopt};
+  }
+
+  // Runs a bound read the secondary served on the primary once the client's cycle ended,
+  // as a cycle of switchyard's own, and compares.
+  asio::awaitable<std::optional<Closing>> run_pending_shadow() {
+    PendingShadow shadow = std::move(*pending_shadow_);
+    pending_shadow_.reset();
+    if (auto closing = co_await drain()) co_return closing;
+    if (activity_.transaction_status != 'I') co_return std::nullopt;
+    constexpr std::string_view kName = "switchyard_shadow";
+    protocol::append_parse(to_primary_,
+                           protocol::ParseMessage{std::string(kName), shadow.sql, shadow.types});
+    protocol::BindMessage bind = std::move(shadow.bind);
+    bind.portal = kName;
+    bind.statement = kName;
+    protocol::append_bind(to_primary_, bind);
+    protocol::append_execute(to_primary_, kName, 0);
+    protocol::append_close(to_primary_, 'P', kName);
+    protocol::append_close(to_primary_, 'S', kName);
+    protocol::append_sync(to_primary_);
+    primary_digest_ = routing::ResultDigest(shadow.ordered);
+    Expect expect{ExpectKind::kSync};
+    expect.shadow = true;
+    expects_.push_back(std::move(expect));
+    if (auto closing = co_await drain()) co_return closing;
+    record_comparison(shadow.sql, {}, primary_digest_, shadow.secondary);
+    co_return std::nullopt;
   }
 
   // Counts (and logs) a shadow comparison; `failure` set when one side could not answer.
@@ -809,6 +901,7 @@ private:
       if (front.kind == ExpectKind::kQuery) {
         query_failed_ = true;
       } else {
+        cycle_failed_ = true;
         // The extended protocol skips everything up to the next Sync after an error.
         while (!expects_.empty() && expects_.front().kind != ExpectKind::kSync)
           expects_.pop_front();
@@ -874,6 +967,7 @@ private:
     Expect front = std::move(expects_.front());
     expects_.pop_front();
     activity_.transaction_status = status;
+    cycle_failed_ = false;
     if (status == 'I') {
       transaction_wrote_ = false;
       transaction_pinned_ = false;
@@ -1025,6 +1119,7 @@ private:
   bool cycle_wrapped_ = false;           // switchyard opened a transaction before this Sync
   bool cycle_autocommit_mirror_ = false; // DDL or a setting ran outside a transaction
   bool query_failed_ = false;
+  bool cycle_failed_ = false; // an extended-protocol message failed; the rest waits for Sync
   char held_status_ = 'I';
   bool copy_in_started_ = false; // the primary sent CopyInResponse
   bool copy_too_large_ = false;
@@ -1039,6 +1134,14 @@ private:
   bool transaction_wrote_ = false;  // reads of this transaction stay on the primary
   bool transaction_pinned_ = false; // a secondary read of it failed: the rest on the primary
   routing::ResultDigest primary_digest_{false}; // the primary's side of a shadow comparison
+  struct PendingShadow {
+    std::string sql;
+    bool ordered = false;
+    std::vector<uint32_t> types;
+    protocol::BindMessage bind;
+    routing::ResultDigest secondary; // what the secondary answered the client
+  };
+  std::optional<PendingShadow> pending_shadow_;
   std::minstd_rand sampler_{std::random_device{}()};
 };
 

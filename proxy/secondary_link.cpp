@@ -457,18 +457,30 @@ bool SecondaryLink::available() const {
   return services_.secondary_down_until().load() <= ticks(Clock::now());
 }
 
-asio::awaitable<Status> SecondaryLink::start_read(std::string_view sql, const std::string* begin) {
+asio::awaitable<Status> SecondaryLink::start_read(const Read& read) {
   if (auto connected = co_await ensure_connected(); !connected) {
     services_.secondary_down_until() = ticks(Clock::now() + kSecondaryBackoff);
     co_return connected;
   }
-  std::string out;
-  if (begin != nullptr && !read_transaction_open_) {
-    auto begun = co_await run_query(connection_->session.stream, connection_->reader, *begin);
+  if (read.begin != nullptr && !read_transaction_open_) {
+    auto begun = co_await run_query(connection_->session.stream, connection_->reader, *read.begin);
     if (!begun) co_return Error{begun.error()};
     read_transaction_open_ = true;
   }
-  protocol::append_query(out, sql);
+  std::string out;
+  if (read.bind == nullptr) {
+    protocol::append_query(out, read.sql);
+  } else {
+    std::vector<std::string> new_names;
+    std::string name = prepared_name(std::string(read.sql), *read.parameter_types, out, new_names);
+    unconfirmed_read_statement_ = new_names.empty() ? std::string() : std::move(new_names[0]);
+    protocol::BindMessage bind = *read.bind;
+    bind.portal.clear();
+    bind.statement = name;
+    protocol::append_bind(out, bind);
+    protocol::append_execute(out, "", 0);
+    protocol::append_sync(out);
+  }
   if (auto ec = co_await connection_->session.stream.write_all(out); ec) {
     abandon_read();
     co_return Error{"lost the secondary connection: " + ec.message()};
@@ -478,7 +490,13 @@ asio::awaitable<Status> SecondaryLink::start_read(std::string_view sql, const st
 
 asio::awaitable<Result<protocol::Frame>> SecondaryLink::read_frame() {
   if (!connection_) co_return Error{"no secondary connection"};
-  co_return co_await connection_->reader.read_frame();
+  auto frame = co_await connection_->reader.read_frame();
+  if (frame && frame->tag == '1') unconfirmed_read_statement_.clear();
+  if (frame && frame->tag == 'Z' && !unconfirmed_read_statement_.empty()) {
+    prepared_.erase(unconfirmed_read_statement_); // its Parse failed: prepare it anew next time
+    unconfirmed_read_statement_.clear();
+  }
+  co_return frame;
 }
 
 void SecondaryLink::abandon_read() {

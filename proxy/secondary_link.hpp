@@ -9,6 +9,7 @@
 
 #include "backfill/journal.hpp"
 #include "protocol/classify.hpp"
+#include "protocol/extended.hpp"
 #include "protocol/row_image.hpp"
 #include "proxy/backend_connector.hpp"
 #include "proxy/message_reader.hpp"
@@ -77,11 +78,18 @@ public:
 
   //! Whether the secondary is worth trying: it has not failed within the back-off period.
   bool available() const;
-  //! Sends `sql` to the secondary as a Query, connecting (and replaying the session's
-  //! settings) first if need be. `begin` set: the client is inside a transaction that began
-  //! with it, and the read runs in a secondary transaction opened the same way, which later
-  //! reads of that transaction share (one snapshot).
-  asio::awaitable<Status> start_read(std::string_view sql, const std::string* begin);
+  //! Sends a read to the secondary, connecting (and replaying the session's settings) first
+  //! if need be: a simple Query, or with `bind` set, the statement `read.sql` prepared
+  //! (once per connection), bound, executed and synced. `begin` set: the client is inside a
+  //! transaction that began with it, and the read runs in a secondary transaction opened
+  //! the same way, which later reads of that transaction share (one snapshot).
+  struct Read {
+    std::string_view sql;
+    const std::vector<uint32_t>* parameter_types = nullptr; //!< with bind
+    const protocol::BindMessage* bind = nullptr;            //!< null: a simple Query
+    const std::string* begin = nullptr;
+  };
+  asio::awaitable<Status> start_read(const Read& read);
   //! The next message answering the read; its body is valid until the next call.
   asio::awaitable<Result<protocol::Frame>> read_frame();
   //! The read failed mid-way (lost, hung or answered nonsense): drops the connection and
@@ -126,6 +134,7 @@ private:
   uint64_t next_prepared_ = 0;
   std::vector<uint64_t> unsettled_; // journal offsets awaiting the primary's commit
   bool read_transaction_open_ = false;
+  std::string unconfirmed_read_statement_; // prepared_ key of a read's Parse not yet answered
 };
 
 } // namespace switchyard::proxy

@@ -46,14 +46,14 @@ bool for_client(char tag) {
 
 } // namespace
 
-asio::awaitable<SecondaryAnswer> read_from_secondary(SecondaryLink& link, std::string_view sql,
-                                                     const std::string* begin,
+asio::awaitable<SecondaryAnswer> read_from_secondary(SecondaryLink& link,
+                                                     const SecondaryLink::Read& read,
                                                      std::chrono::milliseconds timeout,
                                                      std::string* out, size_t limit,
                                                      routing::ResultDigest& digest) {
   using State = SecondaryAnswer::State;
   asio::steady_timer timer(co_await asio::this_coro::executor, timeout);
-  auto started = co_await (link.start_read(sql, begin) || timer.async_wait(use_tuple));
+  auto started = co_await (link.start_read(read) || timer.async_wait(use_tuple));
   if (started.index() == 1) {
     link.abandon_read();
     co_return SecondaryAnswer{State::kFailed, ReadFallback::kTimeout,
@@ -80,7 +80,10 @@ asio::awaitable<SecondaryAnswer> read_from_secondary(SecondaryLink& link, std::s
       }
       continue;
     }
-    if (frame.tag == 'S' || frame.tag == 'A') continue;
+    // The secondary connection's own: settings, notifications, the extended protocol's acks.
+    if (frame.tag == 'S' || frame.tag == 'A' || frame.tag == '1' || frame.tag == '2' ||
+        frame.tag == '3')
+      continue;
     if (!for_client(frame.tag)) {
       link.abandon_read();
       co_return SecondaryAnswer{State::kFailed, ReadFallback::kSecondaryError,

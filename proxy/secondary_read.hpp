@@ -23,13 +23,13 @@ struct SecondaryAnswer {
   std::string error; //!< why it failed, for the log
 };
 
-//! Runs the Query `sql` on the secondary and collects what the client should see of the
+//! Runs `read` on the secondary and collects what the client should see of the
 //! answer in `out` (null: only digest it): row descriptions, rows, command tags and
 //! notices, without the secondary's ParameterStatus, notifications or ReadyForQuery. Stops
 //! at ReadyForQuery or once `out` passes `limit` bytes. An error, a lost connection or
-//! `timeout` without a message fails the read. `begin`: see SecondaryLink::start_read.
-asio::awaitable<SecondaryAnswer> read_from_secondary(SecondaryLink& link, std::string_view sql,
-                                                     const std::string* begin,
+//! `timeout` without a message fails the read.
+asio::awaitable<SecondaryAnswer> read_from_secondary(SecondaryLink& link,
+                                                     const SecondaryLink::Read& read,
                                                      std::chrono::milliseconds timeout,
                                                      std::string* out, size_t limit,
                                                      routing::ResultDigest& digest);
