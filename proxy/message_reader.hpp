@@ -26,6 +26,12 @@ public:
   //! What was wrong with the last malformed message (kNone if none was).
   protocol::FrameFault last_fault() const { return last_fault_; }
   bool has_leftover() const { return consumed_ < size_; }
+  //! Whether the next read_frame returns without touching the socket (a whole message, or
+  //! a malformed one, is buffered).
+  bool has_frame() const {
+    return protocol::decode_frame(unread(), direction_, max_length_).status !=
+           protocol::DecodeStatus::kNeedMoreData;
+  }
   //! Whether a read failed because the peer closed the connection (not a protocol error).
   bool peer_closed() const { return peer_closed_; }
 

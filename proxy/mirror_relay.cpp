@@ -627,15 +627,22 @@ private:
     // client's transaction on either side.
     bool compare =
         !expected_in_transaction_ && policy.compare_percent > 0 && sampled(policy.compare_percent);
-    if (route.target == ReadTarget::kSecondary || compare) {
+    // A bound read whose cycle so far only parsed, bound and described runs on the secondary
+    // while the primary answers those: the transaction status is already known.
+    bool overlap = job.portal && route.target == ReadTarget::kSecondary && !compare &&
+                   std::all_of(expects_.begin(), expects_.end(), [](const Expect& e) {
+                     return !e.internal && e.kind != ExpectKind::kExecute &&
+                            e.kind != ExpectKind::kSync && e.kind != ExpectKind::kQuery;
+                   });
+    if ((route.target == ReadTarget::kSecondary && !overlap) || compare) {
       if (auto closing = co_await drain()) co_return closing;
       // An earlier message of this extended-protocol cycle failed: PostgreSQL skips the
       // Execute, and so does switchyard.
       if (job.portal && cycle_failed_) co_return std::nullopt;
-      if (activity_.transaction_status == 'I') co_await link_.end_read_transaction();
     }
     if (route.target == ReadTarget::kSecondary && activity_.transaction_status != 'E') {
-      auto served = co_await read_on_secondary(job, compare, policy);
+      if (activity_.transaction_status == 'I') co_await link_.end_read_transaction();
+      auto served = co_await read_on_secondary(job, compare, overlap, policy);
       if (served.closing) co_return std::move(served.closing);
       if (served.answered) co_return std::nullopt;
       route.reason = RouteReason::kSecondaryUnavailable;
@@ -662,14 +669,36 @@ private:
   };
 
   // Answers the client from the secondary, unless it fails before the first byte did.
+  // `overlap`: the primary still owes answers to the cycle's earlier messages; they are
+  // collected (and reach the client) while the secondary works.
   asio::awaitable<SecondaryServed> read_on_secondary(const ReadJob& job, bool compare,
+                                                     bool overlap,
                                                      const config::ReadRouting& policy) {
     char status = activity_.transaction_status;
     bool in_transaction = status == 'T';
     routing::ResultDigest digest(job.ordered);
     std::string out;
-    SecondaryAnswer answer = co_await read_from_secondary(
-        link_, secondary_read(job, in_transaction), policy.timeout, &out, kFlushThreshold, digest);
+    if (overlap) {
+      request_answers();
+      if (auto closing = co_await flush_primary()) {
+        co_return SecondaryServed{true, std::move(closing)};
+      }
+    }
+    SecondaryAnswer answer =
+        co_await send_secondary_read(link_, secondary_read(job, in_transaction), policy.timeout);
+    if (overlap) {
+      co_await answered();
+      if (cycle_failed_) { // PostgreSQL would skip this Execute: drop the secondary's answer
+        if (answer.state != SecondaryAnswer::State::kFailed) {
+          co_await collect_secondary_answer(link_, policy.timeout, nullptr, 0, digest);
+        }
+        co_return SecondaryServed{true, std::nullopt};
+      }
+    }
+    if (answer.state != SecondaryAnswer::State::kFailed) {
+      answer = co_await collect_secondary_answer(link_, policy.timeout, &out, kFlushThreshold,
+                                                 digest);
+    }
     auto& metrics = services_.metrics();
     if (answer.state == SecondaryAnswer::State::kFailed) {
       metrics.read_fallbacks(answer.failure).Increment();
@@ -817,19 +846,29 @@ private:
     co_return std::nullopt;
   }
 
-  // Waits until the primary has answered everything sent so far.
-  asio::awaitable<std::optional<Closing>> drain() {
+  // Asks the primary to answer what it was sent without waiting for a Sync.
+  void request_answers() {
     if (!expects_.empty()) {
       ExpectKind last = expects_.back().kind;
       if (last != ExpectKind::kSync && last != ExpectKind::kQuery)
         protocol::append_flush(to_primary_);
     }
+  }
+
+  // Waits until the primary has answered everything sent so far.
+  asio::awaitable<std::optional<Closing>> drain() {
+    request_answers();
     if (auto c = co_await flush_primary()) co_return c;
+    co_await answered();
+    co_return std::nullopt;
+  }
+
+  // Waits for the server pump to have every answer owed.
+  asio::awaitable<void> answered() {
     while (!expects_.empty()) {
       wake_.expires_at(Clock::time_point::max());
       co_await wake_.async_wait(use_tuple);
     }
-    co_return std::nullopt;
   }
 
   // Sends the client its ReadyForQuery together with the answers held back before it.

@@ -499,6 +499,10 @@ asio::awaitable<Result<protocol::Frame>> SecondaryLink::read_frame() {
   co_return frame;
 }
 
+bool SecondaryLink::has_frame() const {
+  return connection_ && connection_->reader.has_frame();
+}
+
 void SecondaryLink::abandon_read() {
   drop_connection();
   services_.secondary_down_until() = ticks(Clock::now() + kSecondaryBackoff);

@@ -92,6 +92,8 @@ public:
   asio::awaitable<Status> start_read(const Read& read);
   //! The next message answering the read; its body is valid until the next call.
   asio::awaitable<Result<protocol::Frame>> read_frame();
+  //! Whether read_frame would return at once.
+  bool has_frame() const;
   //! The read failed mid-way (lost, hung or answered nonsense): drops the connection and
   //! keeps every session's reads and writes off the secondary for the back-off period.
   void abandon_read();

@@ -17,6 +17,13 @@ struct NextMessage {
 };
 
 asio::awaitable<NextMessage> next_message(SecondaryLink& link, std::chrono::milliseconds timeout) {
+  if (link.has_frame()) { // no wait, so no timer: most answers arrive in one read
+    auto frame = co_await link.read_frame();
+    if (frame) co_return NextMessage{*frame, {}, {}};
+    link.abandon_read();
+    co_return NextMessage{std::nullopt, ReadFallback::kSecondaryError,
+                          "the secondary sent a malformed message: " + frame.error()};
+  }
   asio::steady_timer timer(co_await asio::this_coro::executor, timeout);
   auto next = co_await (link.read_frame() || timer.async_wait(use_tuple));
   if (next.index() == 1) {
@@ -51,6 +58,14 @@ asio::awaitable<SecondaryAnswer> read_from_secondary(SecondaryLink& link,
                                                      std::chrono::milliseconds timeout,
                                                      std::string* out, size_t limit,
                                                      routing::ResultDigest& digest) {
+  SecondaryAnswer sent = co_await send_secondary_read(link, read, timeout);
+  if (sent.state == SecondaryAnswer::State::kFailed) co_return sent;
+  co_return co_await collect_secondary_answer(link, timeout, out, limit, digest);
+}
+
+asio::awaitable<SecondaryAnswer> send_secondary_read(SecondaryLink& link,
+                                                     const SecondaryLink::Read& read,
+                                                     std::chrono::milliseconds timeout) {
   using State = SecondaryAnswer::State;
   asio::steady_timer timer(co_await asio::this_coro::executor, timeout);
   auto started = co_await (link.start_read(read) || timer.async_wait(use_tuple));
@@ -62,6 +77,14 @@ asio::awaitable<SecondaryAnswer> read_from_secondary(SecondaryLink& link,
   if (auto& status = std::get<0>(started); !status) {
     co_return SecondaryAnswer{State::kFailed, ReadFallback::kConnect, status.error()};
   }
+  co_return SecondaryAnswer{State::kComplete, {}, {}};
+}
+
+asio::awaitable<SecondaryAnswer> collect_secondary_answer(SecondaryLink& link,
+                                                          std::chrono::milliseconds timeout,
+                                                          std::string* out, size_t limit,
+                                                          routing::ResultDigest& digest) {
+  using State = SecondaryAnswer::State;
   std::string error;
   while (true) {
     NextMessage next = co_await next_message(link, timeout);

@@ -34,6 +34,16 @@ asio::awaitable<SecondaryAnswer> read_from_secondary(SecondaryLink& link,
                                                      std::string* out, size_t limit,
                                                      routing::ResultDigest& digest);
 
+//! The two halves of read_from_secondary, for a caller with something to do in between:
+//! sends the read (kComplete once sent), then collects its answer.
+asio::awaitable<SecondaryAnswer> send_secondary_read(SecondaryLink& link,
+                                                     const SecondaryLink::Read& read,
+                                                     std::chrono::milliseconds timeout);
+asio::awaitable<SecondaryAnswer> collect_secondary_answer(SecondaryLink& link,
+                                                          std::chrono::milliseconds timeout,
+                                                          std::string* out, size_t limit,
+                                                          routing::ResultDigest& digest);
+
 //! Sends one batch of the answer to the client; false when the client is gone.
 using ClientSink = std::function<asio::awaitable<bool>(std::string&)>;
 
