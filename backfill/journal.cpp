@@ -173,7 +173,8 @@ Result<std::unique_ptr<DivergenceJournal>> DivergenceJournal::open(const std::st
   return std::unique_ptr<DivergenceJournal>(new DivergenceJournal(path, fd, cursor, backlog));
 }
 
-Status DivergenceJournal::append(std::span<const JournalEntry> entries, uint64_t* unsettled) {
+Status DivergenceJournal::append(std::span<const JournalEntry> entries, uint64_t* unsettled,
+                                 bool sync) {
   if (entries.empty()) return Ok{};
   std::string text;
   std::string time = now_iso8601();
@@ -182,23 +183,29 @@ Status DivergenceJournal::append(std::span<const JournalEntry> entries, uint64_t
     text += to_json_line(entry);
     text += '\n';
   }
-  std::lock_guard lock(mutex_);
-  struct stat st {};
-  if (::fstat(fd_, &st) != 0) return Error{errno_text(path_ + ": cannot stat the journal")};
-  size_t written = 0;
-  while (written < text.size()) {
-    ssize_t n = ::write(fd_, text.data() + written, text.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Error{errno_text(path_ + ": cannot write the divergence journal")};
+  {
+    std::lock_guard lock(mutex_);
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) return Error{errno_text(path_ + ": cannot stat the journal")};
+    size_t written = 0;
+    while (written < text.size()) {
+      ssize_t n = ::write(fd_, text.data() + written, text.size() - written);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return Error{errno_text(path_ + ": cannot write the divergence journal")};
+      }
+      written += static_cast<size_t>(n);
     }
-    written += static_cast<size_t>(n);
+    backlog_ += entries.size();
+    if (unsettled != nullptr) {
+      *unsettled = static_cast<uint64_t>(st.st_size);
+      unsettled_.insert(*unsettled);
+    }
   }
-  if (::fdatasync(fd_) != 0) return Error{errno_text(path_ + ": cannot sync the journal")};
-  backlog_ += entries.size();
-  if (unsettled != nullptr) {
-    *unsettled = static_cast<uint64_t>(st.st_size);
-    unsettled_.insert(*unsettled);
+  // Outside the lock, so appends of other sessions are not queued behind this disk wait
+  // (and one flush may cover several of them).
+  if (sync && ::fdatasync(fd_) != 0) {
+    return Error{errno_text(path_ + ": cannot sync the journal")};
   }
   return Ok{};
 }

@@ -49,10 +49,13 @@ public:
   DivergenceJournal(const DivergenceJournal&) = delete;
   DivergenceJournal& operator=(const DivergenceJournal&) = delete;
 
-  //! Appends entries durably. Their offset goes into `unsettled` when given: the replayer
-  //! leaves them (and all after) alone until settle(offset), because they were written
-  //! before the primary committed and replaying them first would read the row too early.
-  Status append(std::span<const JournalEntry> entries, uint64_t* unsettled = nullptr);
+  //! Appends entries durably (`sync` false: without waiting for the disk, for entries whose
+  //! only other copy was memory anyway). Their offset goes into `unsettled` when given: the
+  //! replayer leaves them (and all after) alone until settle(offset), because they were
+  //! written before the primary committed and replaying them first would read the row too
+  //! early.
+  Status append(std::span<const JournalEntry> entries, uint64_t* unsettled = nullptr,
+                bool sync = true);
   //! The primary transaction behind the entries appended at `offset` has ended.
   void settle(uint64_t offset);
 
