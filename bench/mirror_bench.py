@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Mirroring benchmark: the same pgbench load direct to one database, through switchyard
-(sync mirroring to a second database) and through pgpool-II in native replication mode (its
-statement mirroring to the same two databases), side by side in one run. Prints throughput,
-the ratios, and whether the two databases ended identical (row checksums per table).
+(sync and async mirroring to a second database) and through pgpool-II in native replication
+mode (its statement mirroring to the same two databases), side by side in one run. Prints
+throughput, the ratios, and whether the two databases ended identical (row checksums per
+table; for async, once switchyard reports every committed transaction applied or journaled
+and the journal replayed).
 
 Usage: bench/mirror_bench.py [--duration S] [--clients N] [--scale N]
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
@@ -13,10 +15,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from harness import PASSWORD, PgCluster, Proxy, free_port, make_tempdir, wait_for_port  # noqa: E402
+from harness import PgCluster, Proxy, free_port, make_tempdir, wait_for_port  # noqa: E402
 from test_mirror import CUSTOM_SCRIPT, SCHEMA, TABLES  # noqa: E402
 
 WORKLOADS = [  # (label, pgbench arguments); the custom script has random()/uuid/clock defaults
@@ -100,6 +103,16 @@ def pgbench(port, args, clients, duration):
     return tps, failed
 
 
+def settle(proxy, timeout=120):
+    """Waits until async switchyard has applied or journaled every commit and replayed the journal."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (proxy.metric("switchyard_mirror_async_queue") == 0
+                and proxy.metric("switchyard_journal_backlog") == 0):
+            return
+        time.sleep(0.2)
+
+
 def identical(first: PgCluster, second: PgCluster):
     differing = [t for t, order in TABLES.items() if first.checksum(t, order) != second.checksum(t, order)]
     return "identical" if not differing else "differ: " + ", ".join(differing)
@@ -116,35 +129,49 @@ def main():
     workdir = Path(tempfile.mkdtemp(prefix="sy-mbench-"))
     custom = workdir / "custom.sql"
     custom.write_text(CUSTOM_SCRIPT)
-    proxy = pool = None
+    proxy = async_proxy = pool = None
     try:
         for cluster in (first, second):
             trust_local(cluster)
         proxy = Proxy(f"primary: {first.uri(sslmode='disable')}\nsecondary: {second.uri(sslmode='disable')}\n"
                       f"mirror:\n  journal: {workdir}/journal.jsonl\nlogging:\n  level: warn\n", workdir).start()
+        async_dir = workdir / "async"
+        async_dir.mkdir()
+        async_proxy = Proxy(f"primary: {first.uri(sslmode='disable')}\nsecondary: {second.uri(sslmode='disable')}\n"
+                            f"write_mode: async\nmirror:\n  journal: {async_dir}/journal.jsonl\n"
+                            f"logging:\n  level: error\n", async_dir).start()
         pool = PgPool(first, second, opts.clients)
         print(f"pgbench -T {opts.duration} -c {opts.clients}, scale {opts.scale}, both databases and every "
               f"proxy on the same {os.cpu_count()} cores; data reset before each run\n")
-        print("| workload | direct tps (one db) | switchyard sync tps | pgpool-II native tps | sy/pgpool | sy/direct "
-              "| switchyard: databases after | pgpool-II: databases after |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| workload | direct tps (one db) | switchyard sync tps | switchyard async tps | pgpool-II native tps "
+              "| sync/pgpool | sync/direct | async/direct | switchyard sync: databases after "
+              "| switchyard async: databases after (spilled to the journal) | pgpool-II: databases after |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for label, args in WORKLOADS:
             args = [a.replace("{custom}", str(custom)) for a in args]
             results = {}
-            for name, port in (("direct", first.port), ("switchyard", proxy.port), ("pgpool", pool.port)):
+            for name, port in (("direct", first.port), ("switchyard", proxy.port),
+                               ("async", async_proxy.port), ("pgpool", pool.port)):
                 for cluster in (first, second):
                     reset(cluster, opts.scale)
+                spilled_before = async_proxy.metric("switchyard_mirror_failures_total", reason="async_queue_full")
                 tps, failed = pgbench(port, args, opts.clients, opts.duration)
-                state = "" if name == "direct" else identical(first, second)
+                note = ""
+                if name == "async":
+                    settle(async_proxy)
+                    spilled = async_proxy.metric("switchyard_mirror_failures_total", reason="async_queue_full")
+                    note = f" ({spilled - spilled_before:.0f})"
+                state = "" if name == "direct" else identical(first, second) + note
                 results[name] = (tps, ("client errors; " if failed else "") + state)
-            (dt, _), (st, ss), (pt, ps) = results["direct"], results["switchyard"], results["pgpool"]
-            print(f"| {label} | {dt:.0f} | {st:.0f} | {pt:.0f} | {st / pt if pt else float('inf'):.2f}× "
-                  f"| {st / dt:.2f}× | {ss} | {ps} |", flush=True)
+            (dt, _), (st, ss), (at, as_), (pt, ps) = (results[k] for k in ("direct", "switchyard", "async", "pgpool"))
+            print(f"| {label} | {dt:.0f} | {st:.0f} | {at:.0f} | {pt:.0f} | {st / pt if pt else float('inf'):.2f}× "
+                  f"| {st / dt:.2f}× | {at / dt:.2f}× | {ss} | {as_} | {ps} |", flush=True)
     finally:
         if pool:
             pool.stop()
-        if proxy:
-            proxy.stop()
+        for started in (proxy, async_proxy):
+            if started:
+                started.stop()
         first.destroy()
         second.destroy()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -38,6 +38,9 @@ constexpr SettingInfo kSettings[] = {
     {"mirror.ddl", true, "DDL while mirroring: mirror, primary_only, reject"},
     {"mirror.max_transaction_bytes", true,
      "row images a session buffers per transaction; beyond it rows are journaled"},
+    {"mirror.async_queue", true,
+     "write_mode async: committed transactions that may wait for the secondary in memory; "
+     "more wait in the journal"},
     {"mirror.journal", false, "file of the divergence journal (writes the secondary missed)"},
     {"auth.method", true, "client authentication: trust, password, md5, scram-sha-256"},
     {"auth.users", true, "list of {name, password | scram_verifier | md5_hash}"},
@@ -463,6 +466,7 @@ Result<std::shared_ptr<const Config>> parse_config(std::string_view yaml, std::s
             check);
   read_uint(root, "mirror.max_transaction_bytes", config->mirror.max_transaction_bytes, 1024,
             1u << 30, check);
+  read_uint(root, "mirror.async_queue", config->mirror.async_queue, 1, 10'000'000, check);
   if (auto v = scalar(root, "mirror.journal", check)) {
     if (v->empty()) check.fail("mirror.journal", "must be a file path");
     config->mirror.journal_path = *v;

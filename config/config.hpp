@@ -54,6 +54,7 @@ struct MirrorSettings {
   std::chrono::milliseconds timeout{2'000}; //!< longest a write waits for the secondary
   DdlPolicy ddl = DdlPolicy::kMirror;
   uint32_t max_transaction_bytes = 64u << 20; //!< buffered per transaction; more is journaled
+  uint32_t async_queue = 10'000; //!< async mode: committed transactions waiting, process-wide
   std::string journal_path = "switchyard-data/divergence.jsonl";
   bool operator==(const MirrorSettings&) const = default;
 };

@@ -38,6 +38,7 @@ const char* to_string(MirrorFailure failure) {
   case MirrorFailure::kRowCount: return "row_count";
   case MirrorFailure::kNotMirrorable: return "not_mirrorable";
   case MirrorFailure::kTooLarge: return "transaction_too_large";
+  case MirrorFailure::kQueueFull: return "async_queue_full";
   case MirrorFailure::kCount: break;
   }
   return "unknown";
@@ -50,6 +51,7 @@ const char* to_string(RouteReason reason) {
   case RouteReason::kUnsafe: return "unsafe";
   case RouteReason::kWrittenTransaction: return "written_transaction";
   case RouteReason::kSecondaryUnavailable: return "secondary_unavailable";
+  case RouteReason::kUnappliedWrites: return "unapplied_writes";
   case RouteReason::kCount: break;
   }
   return "unknown";
@@ -172,6 +174,14 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                          .Help("Time to apply a transaction's writes to the secondary (sync lag)")
                          .Register(r)
                          .Add({}, buckets);
+  async_queue_ = &gauge("switchyard_mirror_async_queue",
+                        "Committed transactions waiting to be applied to the secondary (async)")
+                      .Add({});
+  async_lag_seconds_ = &prometheus::BuildHistogram()
+                            .Name("switchyard_mirror_async_lag_seconds")
+                            .Help("Time from the primary's commit to the secondary's (async mode)")
+                            .Register(r)
+                            .Add({}, buckets);
   journal_entries_ =
       &counter("switchyard_journal_entries_total", "Entries written to the divergence journal")
            .Add({});

@@ -53,6 +53,7 @@ enum class MirrorFailure {
   kRowCount,       //!< the secondary changed a different number of rows
   kNotMirrorable,  //!< a write switchyard cannot mirror (e.g. COPY FROM STDIN)
   kTooLarge,       //!< the transaction's writes outgrew what a session may buffer
+  kQueueFull,      //!< async mode: more committed transactions waited than allowed
   kCount,
 };
 const char* to_string(MirrorFailure failure);
@@ -70,6 +71,7 @@ enum class RouteReason {
   kUnsafe,               //!< not a read the secondary may serve: primary
   kWrittenTransaction,   //!< the transaction wrote, so it reads its own writes on the primary
   kSecondaryUnavailable, //!< in the cohort, but the secondary failed moments ago: primary
+  kUnappliedWrites,      //!< in the cohort, but the session's last write is not applied yet
   kCount
 };
 const char* to_string(RouteReason reason);
@@ -106,6 +108,8 @@ public:
   prometheus::Counter& mirrored(MirrorKind k) { return *mirrored_[idx(k)]; }
   prometheus::Counter& mirror_failures(MirrorFailure f) { return *mirror_failures_[idx(f)]; }
   prometheus::Histogram& mirror_seconds() { return *mirror_seconds_; }
+  prometheus::Gauge& async_queue() { return *async_queue_; }
+  prometheus::Histogram& async_lag_seconds() { return *async_lag_seconds_; }
   prometheus::Counter& journal_entries() { return *journal_entries_; }
   prometheus::Gauge& journal_backlog() { return *journal_backlog_; }
   prometheus::Counter& journal_replayed(ReplayResult r) { return *journal_replayed_[idx(r)]; }
@@ -136,6 +140,8 @@ private:
   std::array<prometheus::Counter*, static_cast<size_t>(MirrorKind::kCount)> mirrored_{};
   std::array<prometheus::Counter*, static_cast<size_t>(MirrorFailure::kCount)> mirror_failures_{};
   prometheus::Histogram* mirror_seconds_;
+  prometheus::Gauge* async_queue_;
+  prometheus::Histogram* async_lag_seconds_;
   prometheus::Counter* journal_entries_;
   prometheus::Gauge* journal_backlog_;
   std::array<prometheus::Counter*, static_cast<size_t>(ReplayResult::kCount)> journal_replayed_{};

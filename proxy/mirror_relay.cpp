@@ -80,6 +80,7 @@ struct Expect {
   std::unique_ptr<MirrorOp> op; // the write to mirror once the primary ran it (used once)
   bool digest = false;          // a read being compared: digest its rows as they pass
   bool shadow = false;          // a shadow comparison's run: digest the answer, show none
+  bool hand_over = false;       // a COMMIT whose writes go to the secondary after it (async)
 };
 
 //! Serializes writes to the client from the two pumps, keeping their order.
@@ -140,7 +141,8 @@ public:
                        runtime_->config->limits.max_message_size),
         primary_reader_(primary.stream, protocol::Direction::kBackend,
                         std::numeric_limits<uint32_t>::max()),
-        writer_(client), link_(services, runtime_, std::move(secondary_login), std::move(peer)),
+        writer_(client), link_(services, runtime_, std::move(secondary_login), std::move(peer),
+                               primary.stream.socket().get_executor()),
         cache_(kClassificationCacheSize), wake_(primary.stream.socket().get_executor()) {
     client_reader_.prepend(client_leftover);
     primary_reader_.prepend(primary.leftover);
@@ -256,7 +258,11 @@ private:
       if (s.transaction == TransactionOp::kRollback || ends_transaction(s.transaction)) {
         co_await link_.end_read_transaction();
       }
-      if (ends_transaction(s.transaction)) co_await link_.commit();
+      if (hands_over(s.transaction)) {
+        link_.reserve();
+      } else if (ends_transaction(s.transaction)) {
+        co_await link_.commit();
+      }
       std::string send = s.mirror == MirrorPlan::kRowImage
                              ? protocol::with_row_image(text, s, primary_dialect())
                              : std::string(text);
@@ -274,6 +280,7 @@ private:
       expect.keep = classification;
       expect.statement = &s;
       expect.op = make_op(s, text, nullptr);
+      expect.hand_over = hands_over(s.transaction);
       copy_in_started_ = false;
       protocol::append_query(to_primary_, send);
       expects_.push_back(std::move(expect));
@@ -283,7 +290,7 @@ private:
       if (auto c = co_await drain()) co_return c;
     }
     if (wrap) co_return co_await end_wrapped_transaction(!query_failed_);
-    if (activity_.transaction_status == 'I') co_await link_.commit(false); // autocommit DDL
+    if (activity_.transaction_status == 'I') co_await commit_autocommit_ddl();
     if (last_ready_forwarded) co_return std::nullopt;
     std::string ready;
     protocol::append_ready_for_query(ready, held_status_);
@@ -336,17 +343,36 @@ private:
   // Commits (after the secondary) or rolls back the transaction switchyard opened around an
   // autocommit write; its ReadyForQuery is the one the client waits for.
   asio::awaitable<std::optional<Closing>> end_wrapped_transaction(bool succeeded) {
-    if (succeeded) {
-      co_await link_.commit();
-    } else {
+    if (!succeeded) {
       link_.discard();
+    } else if (hands_over(TransactionOp::kCommit)) {
+      link_.reserve();
+    } else {
+      co_await link_.commit();
     }
     protocol::append_query(to_primary_, succeeded ? "COMMIT" : "ROLLBACK");
     Expect expect{ExpectKind::kQuery};
     expect.drop_complete = true;
+    expect.hand_over = succeeded && hands_over(TransactionOp::kCommit);
     expects_.push_back(std::move(expect));
     expected_in_transaction_ = false;
     co_return co_await flush_primary();
+  }
+
+  // write_mode async: a COMMIT's writes go to the secondary once the primary confirmed it
+  // (PREPARE TRANSACTION keeps the sync order: it may still be rolled back).
+  bool hands_over(TransactionOp op) const {
+    return op == TransactionOp::kCommit &&
+           runtime_->config->write_mode == config::WriteMode::kAsync;
+  }
+
+  // DDL (or a setting) the client ran outside a transaction, which the primary has done.
+  asio::awaitable<void> commit_autocommit_ddl() {
+    if (runtime_->config->write_mode == config::WriteMode::kAsync) {
+      link_.hand_over_applied();
+    } else {
+      co_await link_.commit(false);
+    }
   }
 
   std::optional<Closing> on_parse(const protocol::Frame& frame) {
@@ -449,7 +475,11 @@ private:
     if (ends_transaction(s->transaction)) {
       if (auto c = co_await drain()) co_return c;
       co_await link_.end_read_transaction();
-      co_await link_.commit();
+      if (hands_over(s->transaction)) {
+        link_.reserve();
+      } else {
+        co_await link_.commit();
+      }
     }
     if (s->transaction == TransactionOp::kBegin) expected_in_transaction_ = true;
     if (s->transaction == TransactionOp::kCommit || s->transaction == TransactionOp::kRollback) {
@@ -480,6 +510,7 @@ private:
     expect.keep = prepared->classification;
     expect.statement = s;
     expect.op = make_op(*s, prepared->text, portal);
+    expect.hand_over = hands_over(s->transaction);
     expects_.push_back(std::move(expect));
     co_return std::nullopt;
   }
@@ -531,7 +562,7 @@ private:
     cycle_autocommit_mirror_ = false;
     if (auto c = co_await drain()) co_return c;
     if (wrapped) co_return co_await end_wrapped_transaction(held_status_ == 'T');
-    if (held_status_ == 'I') co_await link_.commit(false);
+    if (held_status_ == 'I') co_await commit_autocommit_ddl();
     std::string ready;
     protocol::append_ready_for_query(ready, held_status_);
     co_return co_await write_ready(ready);
@@ -553,6 +584,9 @@ private:
         policy, routing::ReadRequest{safe, expected_in_transaction_, transaction_wrote_});
     if (decision.target == ReadTarget::kSecondary && !link_.available()) {
       decision = {ReadTarget::kPrimary, RouteReason::kSecondaryUnavailable};
+    } else if (decision.target == ReadTarget::kSecondary && link_.has_unapplied()) {
+      // async mode: the secondary has not applied this session's last write yet
+      decision = {ReadTarget::kPrimary, RouteReason::kUnappliedWrites};
     }
     return decision;
   }
@@ -625,8 +659,8 @@ private:
   serve_reads(const ReadJob& job, routing::RouteDecision route, const config::ReadRouting& policy) {
     // Only autocommit reads are compared: a shadow run that fails must not abort the
     // client's transaction on either side.
-    bool compare =
-        !expected_in_transaction_ && policy.compare_percent > 0 && sampled(policy.compare_percent);
+    bool compare = !expected_in_transaction_ && !link_.has_unapplied() &&
+                   policy.compare_percent > 0 && sampled(policy.compare_percent);
     // A bound read whose cycle so far only parsed, bound and described runs on the secondary
     // while the primary answers those: the transaction status is already known.
     bool overlap = job.portal && route.target == ReadTarget::kSecondary && !compare &&
@@ -671,8 +705,7 @@ private:
   // Answers the client from the secondary, unless it fails before the first byte did.
   // `overlap`: the primary still owes answers to the cycle's earlier messages; they are
   // collected (and reach the client) while the secondary works.
-  asio::awaitable<SecondaryServed> read_on_secondary(const ReadJob& job, bool compare,
-                                                     bool overlap,
+  asio::awaitable<SecondaryServed> read_on_secondary(const ReadJob& job, bool compare, bool overlap,
                                                      const config::ReadRouting& policy) {
     char status = activity_.transaction_status;
     bool in_transaction = status == 'T';
@@ -696,8 +729,8 @@ private:
       }
     }
     if (answer.state != SecondaryAnswer::State::kFailed) {
-      answer = co_await collect_secondary_answer(link_, policy.timeout, &out, kFlushThreshold,
-                                                 digest);
+      answer =
+          co_await collect_secondary_answer(link_, policy.timeout, &out, kFlushThreshold, digest);
     }
     auto& metrics = services_.metrics();
     if (answer.state == SecondaryAnswer::State::kFailed) {
@@ -1080,6 +1113,11 @@ private:
     if (front.drop_first_complete) {
       front.drop_first_complete = false; // the BEGIN switchyard put in front
       return;
+    }
+    if (front.hand_over) {
+      front.hand_over = false;
+      // COMMIT of a failed transaction answers ROLLBACK: its writes are dropped.
+      link_.hand_over(tag == "COMMIT");
     }
     if (!front.drop_complete && !front.internal) pass(frame);
     finish_statement(front, tag);

@@ -12,6 +12,8 @@
 #include "protocol/wire.hpp"
 #include "proxy/backend_query.hpp"
 #include "proxy/log_limiter.hpp"
+#include "proxy/spawn.hpp"
+#include "routing/stable_hash.hpp"
 
 namespace switchyard::proxy {
 namespace {
@@ -46,9 +48,9 @@ struct SecondaryLink::Unit {
 };
 
 SecondaryLink::SecondaryLink(Services& services, std::shared_ptr<const Runtime> runtime,
-                             LoginRequest login, std::string peer)
+                             LoginRequest login, std::string peer, asio::any_io_executor executor)
     : services_(services), runtime_(std::move(runtime)), login_(std::move(login)),
-      peer_(std::move(peer)) {}
+      peer_(std::move(peer)), executor_(executor), applied_(executor) {}
 
 void SecondaryLink::settle() {
   backfill::DivergenceJournal* journal = services_.journal();
@@ -59,6 +61,18 @@ void SecondaryLink::settle() {
 }
 
 SecondaryLink::~SecondaryLink() {
+  // Only a process shutting down ends a session before its queue is applied (close()
+  // waits): journal what is left and release the turns, so no other session waits on them.
+  if (reserved_) queue_.push_back(std::move(*reserved_));
+  for (Batch& batch : queue_) {
+    if (!batch.spilled) {
+      journal_ops(batch.ops, MirrorFailure::kTimeout,
+                  "the session ended before the secondary "
+                  "applied its committed writes",
+                  true);
+    }
+    services_.commit_order().done(batch.ticket);
+  }
   settle();
   if (connection_) services_.metrics().backend_connections(BackendRole::kSecondary).Decrement();
 }
@@ -72,8 +86,8 @@ void SecondaryLink::add(MirrorOp op) {
   for (const auto& value : op.parameters)
     bytes += value ? value->size() + 8 : 8;
   if (pending_bytes_ + bytes > runtime_->config->mirror.max_transaction_bytes) {
-    journal({op}, MirrorFailure::kTooLarge,
-            "the transaction's writes exceed mirror.max_transaction_bytes");
+    journal_ops({op}, MirrorFailure::kTooLarge,
+                "the transaction's writes exceed mirror.max_transaction_bytes", false);
     return;
   }
   pending_bytes_ += bytes;
@@ -134,11 +148,20 @@ asio::awaitable<Status> SecondaryLink::ensure_connected() {
   co_return Ok{};
 }
 
+namespace {
+
+// The name a table's shape is looked up and cached by on the secondary.
+std::string shape_name(const protocol::TargetTable& table) {
+  return table.temporary && table.schema.empty()
+             ? "pg_temp." + protocol::quote_identifier(table.name)
+             : table.qualified();
+}
+
+} // namespace
+
 asio::awaitable<Result<protocol::TableShape>>
 SecondaryLink::shape_of(const protocol::TargetTable& table) {
-  std::string name = table.temporary && table.schema.empty()
-                         ? "pg_temp." + protocol::quote_identifier(table.name)
-                         : table.qualified();
+  std::string name = shape_name(table);
   if (auto found = shapes_.find(name); found != shapes_.end()) co_return found->second;
   auto shape = co_await query_table_shape(connection_->session.stream, connection_->reader, name,
                                           dialect_of(*runtime_->config->secondary));
@@ -344,14 +367,134 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
 
 asio::awaitable<void> SecondaryLink::commit(bool atomic) {
   if (pending_.empty()) co_return;
-  co_await end_read_transaction(); // the writes get a transaction of their own
   std::vector<MirrorOp> ops = std::move(pending_);
   pending_.clear();
   pending_bytes_ = 0;
+  co_await apply_batch(ops, atomic, false);
+}
+
+void SecondaryLink::reserve() {
+  if (pending_.empty() || reserved_) return;
+  Batch batch;
+  batch.ops = std::move(pending_);
+  pending_.clear();
+  pending_bytes_ = 0;
+  std::vector<uint64_t> keys;
+  bool barrier = !row_keys(batch.ops, keys);
+  batch.ticket = services_.commit_order().take(keys, barrier);
+  reserved_ = std::move(batch);
+}
+
+void SecondaryLink::hand_over(bool committed) {
+  if (!reserved_) return;
+  Batch batch = std::move(*reserved_);
+  reserved_.reset();
+  if (!committed) {
+    services_.commit_order().done(batch.ticket); // the primary rolled it back
+    return;
+  }
+  enqueue(std::move(batch));
+}
+
+void SecondaryLink::hand_over_applied() {
+  if (pending_.empty()) return;
+  Batch batch;
+  batch.ops = std::move(pending_);
+  pending_.clear();
+  pending_bytes_ = 0;
+  batch.atomic = false;
+  batch.ticket = services_.commit_order().take({}, true);
+  enqueue(std::move(batch));
+}
+
+void SecondaryLink::enqueue(Batch batch) {
+  batch.committed_at = Clock::now();
+  CommitOrder& order = services_.commit_order();
+  auto& metrics = services_.metrics();
+  if (order.pending() > runtime_->config->mirror.async_queue) {
+    // Full: the writes wait in the journal instead of memory, released to the replayer in
+    // their turn so no earlier write can land after them.
+    batch.spilled = journal(batch.ops, MirrorFailure::kQueueFull,
+                            "more committed transactions await the secondary than "
+                            "mirror.async_queue allows",
+                            false); // no more durable than the queue it stands in for
+    batch.ops.clear();
+    batch.ops.shrink_to_fit();
+  }
+  queue_.push_back(std::move(batch));
+  metrics.async_queue().Set(static_cast<double>(order.pending()));
+  if (!applying_) {
+    applying_ = true;
+    spawn(executor_, apply_queue(), "async mirror");
+  }
+}
+
+bool SecondaryLink::row_keys(const std::vector<MirrorOp>& ops, std::vector<uint64_t>& keys) const {
+  for (const MirrorOp& op : ops) {
+    if (op.statement.transaction != protocol::TransactionOp::kNone) continue; // savepoints
+    if (op.kind != MirrorOp::Kind::kImage) return false;
+    std::string table = shape_name(op.statement.target);
+    auto shape = shapes_.find(table);
+    if (shape == shapes_.end()) return false; // not applied in this session yet
+    const protocol::Statement& statement = op.statement;
+    const std::vector<std::string>& key_columns = shape->second.key_columns;
+    if (key_columns.empty()) {
+      if (statement.node == "InsertStmt") continue; // new rows without a key commute
+      return false;
+    }
+    std::vector<size_t> positions;
+    for (const std::string& column : key_columns) {
+      if (std::find(statement.set_columns.begin(), statement.set_columns.end(), column) !=
+          statement.set_columns.end()) {
+        return false; // a key change: the old key matters too
+      }
+      auto at = std::find_if(op.fields.begin(), op.fields.end(),
+                             [&](const auto& field) { return field.name == column; });
+      if (at == op.fields.end()) return false;
+      positions.push_back(static_cast<size_t>(at - op.fields.begin()));
+    }
+    for (const auto& row : op.rows) {
+      std::string key = table;
+      for (size_t position : positions) {
+        key += '\0';
+        if (row[position]) key += *row[position];
+      }
+      keys.push_back(routing::stable_hash(key));
+    }
+  }
+  return true;
+}
+
+asio::awaitable<void> SecondaryLink::apply_queue() {
+  CommitOrder& order = services_.commit_order();
+  auto& metrics = services_.metrics();
+  while (!queue_.empty()) {
+    Batch& batch = queue_.front();
+    co_await order.wait_ready(batch.ticket);
+    if (batch.spilled) {
+      if (backfill::DivergenceJournal* j = services_.journal()) j->settle(*batch.spilled);
+    } else {
+      co_await apply_batch(batch.ops, batch.atomic, true);
+    }
+    std::chrono::duration<double> lag = Clock::now() - batch.committed_at;
+    metrics.async_lag_seconds().Observe(lag.count());
+    order.done(batch.ticket);
+    queue_.pop_front();
+    metrics.async_queue().Set(static_cast<double>(order.pending()));
+  }
+  applying_ = false;
+  applied_.cancel(); // wakes close(), waiting for the queue to empty
+}
+
+asio::awaitable<void> SecondaryLink::apply_batch(const std::vector<MirrorOp>& ops, bool atomic,
+                                                 bool committed) {
+  if (ops.empty()) co_return;
+  co_await end_read_transaction(); // the writes get a transaction of their own
   auto& metrics = services_.metrics();
   auto started = Clock::now();
   if (services_.secondary_down_until().load() > ticks(started)) {
-    journal(ops, MirrorFailure::kConnect, "the secondary failed moments ago; retrying later");
+    journal_ops(ops, MirrorFailure::kConnect, "the secondary failed moments ago; retrying later",
+                committed);
     co_return;
   }
   bool was_connected = connection_ != nullptr;
@@ -364,15 +507,16 @@ asio::awaitable<void> SecondaryLink::commit(bool atomic) {
   if (outcome.index() == 1) {
     drop_connection();
     services_.secondary_down_until() = ticks(Clock::now() + kSecondaryBackoff);
-    journal(ops, MirrorFailure::kTimeout, "no answer from the secondary within mirror.timeout");
+    journal_ops(ops, MirrorFailure::kTimeout, "no answer from the secondary within mirror.timeout",
+                committed);
     co_return;
   }
   Status& applied = std::get<0>(outcome);
   if (!applied) {
     bool unreachable = !connection_ || (!was_connected && units.empty());
     if (unreachable) services_.secondary_down_until() = ticks(Clock::now() + kSecondaryBackoff);
-    journal(ops, unreachable ? MirrorFailure::kConnect : MirrorFailure::kSecondaryError,
-            applied.error());
+    journal_ops(ops, unreachable ? MirrorFailure::kConnect : MirrorFailure::kSecondaryError,
+                applied.error(), committed);
     co_return;
   }
   std::chrono::duration<double> elapsed = Clock::now() - started;
@@ -388,16 +532,20 @@ asio::awaitable<void> SecondaryLink::commit(bool atomic) {
       if (op.kind == MirrorOp::Kind::kImage) op.rows = {ops[unit.op].rows[unit.row]};
       differing.push_back(std::move(op));
     }
-    journal(differing, MirrorFailure::kRowCount, "affected rows differ: " + row_count_note);
+    journal_ops(differing, MirrorFailure::kRowCount, "affected rows differ: " + row_count_note,
+                committed);
   }
 }
 
-void SecondaryLink::journal(const std::vector<MirrorOp>& ops, MirrorFailure reason,
-                            const std::string& error) {
+std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
+                                               MirrorFailure reason, const std::string& error,
+                                               bool sync) {
   auto& metrics = services_.metrics();
   metrics.mirror_failures(reason).Increment();
   std::vector<backfill::JournalEntry> entries;
   for (const MirrorOp& op : ops) {
+    // Savepoints only shape the transaction; the replayer re-reads each row as committed.
+    if (op.statement.transaction != protocol::TransactionOp::kNone) continue;
     backfill::JournalEntry entry;
     entry.user = login_.user;
     entry.database = login_.database;
@@ -430,14 +578,13 @@ void SecondaryLink::journal(const std::vector<MirrorOp>& ops, MirrorFailure reas
     entries.push_back(std::move(entry));
   }
   backfill::DivergenceJournal* journal = services_.journal();
-  if (journal == nullptr || entries.empty()) return;
+  if (journal == nullptr || entries.empty()) return std::nullopt;
   uint64_t offset = 0;
-  if (auto written = journal->append(entries, &offset); !written) {
+  if (auto written = journal->append(entries, &offset, sync); !written) {
     spdlog::error("session {}: {} writes missed the secondary and could not be journaled: {}",
                   peer_, entries.size(), written.error());
-    return;
+    return std::nullopt;
   }
-  unsettled_.push_back(offset);
   metrics.journal_entries().Increment(static_cast<double>(entries.size()));
   metrics.journal_backlog().Set(static_cast<double>(journal->backlog()));
   static LogLimiter limiter;
@@ -445,12 +592,24 @@ void SecondaryLink::journal(const std::vector<MirrorOp>& ops, MirrorFailure reas
     spdlog::warn("session {}: {} writes journaled for the secondary ({}): {}{}", peer_,
                  entries.size(), monitoring::to_string(reason), error, note);
   }
+  return offset;
+}
+
+void SecondaryLink::journal_ops(const std::vector<MirrorOp>& ops, MirrorFailure reason,
+                                const std::string& error, bool committed) {
+  auto offset = journal(ops, reason, error);
+  if (!offset) return;
+  if (!committed) {
+    unsettled_.push_back(*offset); // the replayer waits for the primary's commit
+  } else if (backfill::DivergenceJournal* j = services_.journal()) {
+    j->settle(*offset);
+  }
 }
 
 void SecondaryLink::journal_unmirrorable(std::string sql, const std::string& why) {
   MirrorOp op;
   op.sql = std::move(sql);
-  journal({op}, MirrorFailure::kNotMirrorable, why);
+  journal_ops({op}, MirrorFailure::kNotMirrorable, why, false);
 }
 
 bool SecondaryLink::available() const {
@@ -519,6 +678,10 @@ asio::awaitable<void> SecondaryLink::end_read_transaction() {
 }
 
 asio::awaitable<void> SecondaryLink::close() {
+  while (applying_) { // committed transactions are applied (or journaled) before the end
+    applied_.expires_at(Clock::time_point::max());
+    co_await applied_.async_wait(use_tuple);
+  }
   if (!connection_) co_return;
   std::string terminate;
   protocol::append_terminate(terminate);

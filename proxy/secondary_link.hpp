@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -45,7 +46,7 @@ struct MirrorOp {
 class SecondaryLink {
 public:
   SecondaryLink(Services& services, std::shared_ptr<const Runtime> runtime, LoginRequest login,
-                std::string peer);
+                std::string peer, asio::any_io_executor executor);
   ~SecondaryLink();
   SecondaryLink(const SecondaryLink&) = delete;
   SecondaryLink& operator=(const SecondaryLink&) = delete;
@@ -68,6 +69,20 @@ public:
   //! one transaction; `atomic` false runs each on its own, as the client ran DDL outside a
   //! transaction block (CREATE INDEX CONCURRENTLY refuses one).
   asio::awaitable<void> commit(bool atomic = true);
+  //! write_mode async, just before the COMMIT goes to the primary: the open transaction's
+  //! writes take their place in Services::commit_order. Taken now, the order is the
+  //! primary's: a transaction waiting for one of these rows cannot commit before this one.
+  void reserve();
+  //! The primary answered that COMMIT: `committed`, the reserved writes are applied to the
+  //! secondary in the background in their order (past mirror.async_queue transactions
+  //! waiting, they wait in the journal instead); otherwise they are dropped.
+  void hand_over(bool committed);
+  //! Writes the primary already made outside a transaction (DDL, settings): applied in the
+  //! background after every transaction ordered before them.
+  void hand_over_applied();
+  //! Whether committed writes of this session still wait for the secondary (async mode):
+  //! until they are applied, the session's reads stay on the primary.
+  bool has_unapplied() const { return !queue_.empty(); }
   //! The primary transaction whose writes were last journaled has ended: the replayer may
   //! take them now.
   void settle();
@@ -109,6 +124,23 @@ private:
   struct Connection;
   struct Unit;
 
+  //! A committed transaction waiting for its turn (async mode).
+  struct Batch {
+    uint64_t ticket = 0;
+    std::vector<MirrorOp> ops;
+    bool atomic = true;
+    std::chrono::steady_clock::time_point committed_at;
+    std::optional<uint64_t> spilled; // journal offset when the queue was full
+  };
+
+  void enqueue(Batch batch);
+  asio::awaitable<void> apply_queue();
+  //! The hashed keys of the rows `ops` write; false when some op cannot be pinned to rows
+  //! (a statement, a key change, a table not seen yet), which makes it a barrier.
+  bool row_keys(const std::vector<MirrorOp>& ops, std::vector<uint64_t>& keys) const;
+  //! Applies `ops` within mirror.timeout, journaling what the secondary does not apply;
+  //! `committed`: the primary has committed them, so journal entries are settled at once.
+  asio::awaitable<void> apply_batch(const std::vector<MirrorOp>& ops, bool atomic, bool committed);
   asio::awaitable<Status> apply(const std::vector<MirrorOp>& ops, bool atomic,
                                 std::vector<Unit>& units, std::vector<Unit>& divergent,
                                 std::string& row_count_note);
@@ -116,8 +148,12 @@ private:
   asio::awaitable<Result<protocol::TableShape>> shape_of(const protocol::TargetTable& table);
   std::string prepared_name(const std::string& sql, const std::vector<uint32_t>& types,
                             std::string& out, std::vector<std::string>& new_names);
-  void journal(const std::vector<MirrorOp>& ops, monitoring::MirrorFailure reason,
-               const std::string& error);
+  //! Appends `ops` to the journal; the offset to settle once the primary committed them.
+  std::optional<uint64_t> journal(const std::vector<MirrorOp>& ops,
+                                  monitoring::MirrorFailure reason, const std::string& error,
+                                  bool sync = true);
+  void journal_ops(const std::vector<MirrorOp>& ops, monitoring::MirrorFailure reason,
+                   const std::string& error, bool committed);
   void drop_connection();
 
   Services& services_;
@@ -136,6 +172,11 @@ private:
   uint64_t next_prepared_ = 0;
   std::vector<uint64_t> unsettled_; // journal offsets awaiting the primary's commit
   bool read_transaction_open_ = false;
+  asio::any_io_executor executor_; // the session's: the async queue is applied there
+  std::deque<Batch> queue_;
+  std::optional<Batch> reserved_; // its COMMIT is on the way to the primary
+  bool applying_ = false;
+  asio::steady_timer applied_;             // cancelled when the queue ran empty
   std::string unconfirmed_read_statement_; // prepared_ key of a read's Parse not yet answered
 };
 

@@ -86,11 +86,9 @@ void Server::run() {
       SWITCHYARD_VERSION, config.listen.to_string(), config.admin_listen.to_string(),
       config.primary.redacted, contexts_.size());
   if (config.secondary) {
-    spdlog::info("mirroring writes to secondary {} (journal {})", config.secondary->redacted,
-                 config.mirror.journal_path);
-    if (config.write_mode == config::WriteMode::kAsync) {
-      spdlog::warn("write_mode async is not built yet: writes are mirrored synchronously");
-    }
+    spdlog::info("mirroring writes ({}) to secondary {} (journal {})",
+                 config.write_mode == config::WriteMode::kAsync ? "async" : "sync",
+                 config.secondary->redacted, config.mirror.journal_path);
   }
   spdlog::info("connect with: psql -h {} -p {}", config.listen.host, config.listen.port);
   for (size_t i = 1; i < contexts_.size(); ++i) {

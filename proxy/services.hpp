@@ -7,6 +7,7 @@
 #include "backfill/journal.hpp"
 #include "monitoring/metrics.hpp"
 #include "proxy/cancel_registry.hpp"
+#include "proxy/commit_order.hpp"
 #include "proxy/runtime.hpp"
 
 namespace switchyard::proxy {
@@ -46,6 +47,8 @@ public:
   //! Until when (steady-clock ticks) sessions skip the secondary after it failed, so a dead
   //! secondary costs one timeout per back-off period rather than one per write.
   std::atomic<int64_t>& secondary_down_until() { return secondary_down_until_; }
+  //! The order async-mirrored transactions reach the secondary in: the primary's.
+  CommitOrder& commit_order() { return commit_order_; }
   //! Bumped by every mirrored DDL so sessions drop their cached table shapes.
   std::atomic<uint64_t>& schema_epoch() { return schema_epoch_; }
 
@@ -59,6 +62,7 @@ private:
   std::atomic<backfill::DivergenceJournal*> journal_{nullptr};
   std::atomic<int64_t> secondary_down_until_{0};
   std::atomic<uint64_t> schema_epoch_{0};
+  CommitOrder commit_order_;
 };
 
 } // namespace switchyard::proxy

@@ -224,6 +224,8 @@ read_routing:
         "test.yaml: read_routing.applications: must be a mapping of name: percent");
   CHECK(load_error(base + "read_routing:\n  safe_functions: f\n") ==
         "test.yaml: read_routing.safe_functions: must be a list of names");
+  CHECK(load_error(base + "mirror:\n  async_queue: 0\n") ==
+        "test.yaml: mirror.async_queue: must be an integer from 1 to 10000000 (got '0')");
   CHECK(load_error(base + "read_routing:\n  compare_percent: -1\n") ==
         "test.yaml: read_routing.compare_percent: must be a number from 0 to 100 (got '-1')");
 }

@@ -1,0 +1,82 @@
+#include <catch2/catch.hpp>
+
+#include <string>
+#include <vector>
+
+#include "proxy/commit_order.hpp"
+
+using switchyard::proxy::CommitOrder;
+namespace asio = boost::asio;
+
+namespace {
+
+// Runs one coroutine per ticket that waits for its turn, records it, and is done; `hold`
+// tickets stay undone until released, so what may run around them shows.
+struct Run {
+  asio::io_context io;
+  CommitOrder order;
+  std::vector<uint64_t> applied;
+
+  // Runs every handler that is ready; waiters on their turn stay suspended.
+  void settle() {
+    io.restart();
+    while (io.poll() > 0) {
+    }
+  }
+
+  void start(uint64_t ticket, bool finish = true) {
+    asio::co_spawn(
+        io,
+        [this, ticket, finish]() -> asio::awaitable<void> {
+          co_await order.wait_ready(ticket);
+          applied.push_back(ticket);
+          if (finish) order.done(ticket);
+        },
+        asio::detached);
+  }
+};
+
+} // namespace
+
+TEST_CASE("conflicting transactions apply in ticket order, unrelated ones do not wait") {
+  Run run;
+  uint64_t first = run.order.take({1, 2}, false);
+  uint64_t unrelated = run.order.take({3}, false);
+  uint64_t conflicting = run.order.take({2}, false);
+  run.start(conflicting);
+  run.start(unrelated);
+  run.start(first, false); // applies, but stays undone
+  run.settle();
+  CHECK(run.applied == std::vector<uint64_t>{unrelated, first});
+  CHECK(run.order.pending() == 2);
+  run.order.done(first);
+  run.settle();
+  CHECK(run.applied == std::vector<uint64_t>{unrelated, first, conflicting});
+  CHECK(run.order.pending() == 0);
+}
+
+TEST_CASE("a barrier waits for every earlier transaction and every later one waits for it") {
+  Run run;
+  uint64_t a = run.order.take({1}, false);
+  uint64_t barrier = run.order.take({}, true);
+  uint64_t b = run.order.take({7}, false);
+  run.start(b);
+  run.start(barrier);
+  run.settle();
+  CHECK(run.applied.empty());
+  run.start(a);
+  run.settle();
+  CHECK(run.applied == std::vector<uint64_t>{a, barrier, b});
+}
+
+TEST_CASE("a ticket released without applying frees its dependents") {
+  Run run;
+  uint64_t gone = run.order.take({5}, false);
+  uint64_t next = run.order.take({5}, false);
+  run.start(next);
+  run.settle();
+  CHECK(run.applied.empty());
+  run.order.done(gone); // its session ended: journaled, never applied
+  run.settle();
+  CHECK(run.applied == std::vector<uint64_t>{next});
+}
