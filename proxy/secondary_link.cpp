@@ -48,7 +48,8 @@ struct SecondaryLink::Unit {
 };
 
 SecondaryLink::SecondaryLink(Services& services, std::shared_ptr<const Runtime> runtime,
-                             LoginRequest login, std::string peer, asio::any_io_executor executor)
+                             LoginRequest login, std::string peer,
+                             const asio::any_io_executor& executor)
     : services_(services), runtime_(std::move(runtime)), login_(std::move(login)),
       peer_(std::move(peer)), executor_(executor), applied_(executor) {}
 

@@ -46,7 +46,7 @@ struct MirrorOp {
 class SecondaryLink {
 public:
   SecondaryLink(Services& services, std::shared_ptr<const Runtime> runtime, LoginRequest login,
-                std::string peer, asio::any_io_executor executor);
+                std::string peer, const asio::any_io_executor& executor);
   ~SecondaryLink();
   SecondaryLink(const SecondaryLink&) = delete;
   SecondaryLink& operator=(const SecondaryLink&) = delete;
