@@ -674,7 +674,9 @@ private:
       // Execute, and so does switchyard.
       if (job.portal && cycle_failed_) co_return std::nullopt;
     }
-    if (route.target == ReadTarget::kSecondary && activity_.transaction_status != 'E') {
+    if (route.target == ReadTarget::kSecondary && activity_.transaction_status == 'E') {
+      route.reason = RouteReason::kUnsafe; // a failed transaction: the primary answers 25P02
+    } else if (route.target == ReadTarget::kSecondary) {
       if (activity_.transaction_status == 'I') co_await link_.end_read_transaction();
       auto served = co_await read_on_secondary(job, compare, overlap, policy);
       if (served.closing) co_return std::move(served.closing);

@@ -228,6 +228,14 @@ def test_a_secondary_error_is_retried_on_the_primary(pair, start_proxy, tmp_path
         with pytest.raises(psycopg.errors.DivisionByZero):
             conn.execute("SELECT 1 / (v - 42) FROM only_on_primary")
         assert side_of(conn.pgconn) == "secondary"
+        # In a failed transaction the primary answers, as it would without switchyard.
+        pgconn = conn.pgconn
+        pgconn.exec_(b"BEGIN")
+        pgconn.exec_(b"SELECT 1/0")
+        result = pgconn.exec_(b"SELECT side FROM whoami")
+        assert result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"25P02"
+        pgconn.exec_(b"ROLLBACK")
+        assert side_of(pgconn) == "secondary"
     assert proxy.metric("switchyard_read_fallbacks_total", reason="secondary_error") >= 3
 
 
