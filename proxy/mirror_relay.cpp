@@ -970,6 +970,10 @@ private:
     case 'E':
       stats_.add_backend_errors(BackendRole::kPrimary, 1);
       if (front.digest) primary_digest_.set_error(sqlstate_of(frame.body));
+      if (front.hand_over) { // the COMMIT failed (a deferred constraint): nothing committed
+        front.hand_over = false;
+        link_.hand_over(false);
+      }
       pass(frame);
       reset_capture();
       if (front.kind == ExpectKind::kQuery) {

@@ -65,12 +65,13 @@ SecondaryLink::~SecondaryLink() {
   // Only a process shutting down ends a session before its queue is applied (close()
   // waits): journal what is left and release the turns, so no other session waits on them.
   if (reserved_) queue_.push_back(std::move(*reserved_));
+  backfill::DivergenceJournal* journal = services_.journal();
   for (Batch& batch : queue_) {
-    if (!batch.spilled) {
+    if (batch.spilled) {
+      if (journal != nullptr) journal->settle(*batch.spilled); // or the replayer stalls on it
+    } else {
       journal_ops(batch.ops, MirrorFailure::kTimeout,
-                  "the session ended before the secondary "
-                  "applied its committed writes",
-                  true);
+                  "the session ended before the secondary applied its committed writes", true);
     }
     services_.commit_order().done(batch.ticket);
   }

@@ -89,7 +89,7 @@ class PgCluster:
         shutil.chown(pwfile, "postgres", "postgres")
         self._as_postgres(PG_BIN / "initdb", "-D", self.data, "-U", "postgres",
                           "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync")
-        conf = [f"listen_addresses = '127.0.0.1'", f"port = {self.port}",
+        conf = ["listen_addresses = '127.0.0.1'", f"port = {self.port}",
                 f"unix_socket_directories = '{self.root}'", f"max_connections = {self.max_connections}",
                 # fsync off is safe against the process kills tests do (the OS keeps the
                 # writes); synchronous_commit stays on so a killed server keeps what it committed.

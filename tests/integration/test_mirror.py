@@ -241,6 +241,30 @@ def test_hung_secondary_costs_at_most_the_mirror_timeout(pair, start_proxy, tmp_
     assert_identical(primary, secondary, {"balances": "account"})
 
 
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_a_commit_the_primary_refuses_leaves_nothing_on_the_secondary(pair, start_proxy, tmp_path,
+                                                                       write_mode):
+    primary, secondary = pair
+    ddl = ("CREATE TABLE parents (id int PRIMARY KEY);"
+           "CREATE TABLE children (id int PRIMARY KEY, parent int REFERENCES parents"
+           " DEFERRABLE INITIALLY DEFERRED)")
+    for cluster in pair:
+        cluster.sql(ddl)
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            with conn.transaction():  # the constraint is checked at COMMIT, which fails
+                conn.execute("INSERT INTO children VALUES (1, 42)")
+        with conn.transaction():
+            conn.execute("INSERT INTO parents VALUES (7)")
+            conn.execute("INSERT INTO children VALUES (2, 7)")
+    assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    for cluster in pair:
+        assert cluster.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM children") == "2"
+    for cluster in pair:
+        cluster.sql("DROP TABLE children, parents")
+
+
 def test_a_row_count_difference_is_journaled(pair, start_proxy, tmp_path):
     primary, secondary = pair
     primary.sql("INSERT INTO balances (account) VALUES (1), (2)")
