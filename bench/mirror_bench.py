@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 from harness import PgCluster, Proxy, free_port, make_tempdir, wait_for_port  # noqa: E402
 from test_mirror import CUSTOM_SCRIPT, SCHEMA, TABLES  # noqa: E402
 
+from bench_common import pgbench, trust_local  # noqa: E402
+
 WORKLOADS = [  # (label, pgbench arguments); the custom script has random()/uuid/clock defaults
     ("-N (simple-update)", ["-N"]),
     ("TPC-B (tpcb-like)", []),
@@ -78,12 +80,6 @@ pid_file_name = '{self.dir}/pgpool.pid'
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def trust_local(cluster: PgCluster):
-    """pgpool-II forwards the client's login: let both proxies in without passwords."""
-    (cluster.data / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
-    cluster.sql("SELECT pg_reload_conf()")
-
-
 def reset(cluster: PgCluster, scale: int):
     """The same starting data on both sides: pgbench's tables and the custom script's."""
     cluster.sql("DROP TABLE IF EXISTS events, ledger, balances, notes")
@@ -91,16 +87,6 @@ def reset(cluster: PgCluster, scale: int):
     subprocess.run(["pgbench", "-i", "-q", "-s", str(scale), "-h", str(cluster.root), "-p", str(cluster.port),
                     "-U", "postgres", "postgres"], check=True, capture_output=True)
     cluster.sql("VACUUM ANALYZE")
-
-
-def pgbench(port, args, clients, duration):
-    out = subprocess.run(["pgbench", "-n", "-T", str(duration), "-c", str(clients), "-j", "2", *args,
-                          f"host=127.0.0.1 port={port} user=postgres dbname=postgres"],
-                         capture_output=True, text=True)
-    tps = next((float(line.split("=")[1].split()[0]) for line in out.stdout.splitlines()
-                if line.startswith("tps =")), 0.0)
-    failed = out.returncode != 0 or "aborted" in out.stderr
-    return tps, failed
 
 
 def settle(proxy, timeout=120):
@@ -155,7 +141,7 @@ def main():
                 for cluster in (first, second):
                     reset(cluster, opts.scale)
                 spilled_before = async_proxy.metric("switchyard_mirror_failures_total", reason="async_queue_full")
-                tps, failed = pgbench(port, args, opts.clients, opts.duration)
+                tps, _, failed = pgbench(port, args, opts.clients, opts.duration)
                 note = ""
                 if name == "async":
                     settle(async_proxy)

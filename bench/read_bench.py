@@ -19,6 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from harness import PgCluster, Proxy  # noqa: E402
 
+from bench_common import pgbench, trust_local  # noqa: E402
+
 # The same SELECT as pgbench -S, with a column alias that pgbench substitutes into the text:
 # every statement has a different shape, so the classification cache never hits.
 COLD_SCRIPT = """\\set aid random(1, 100000 * :scale)
@@ -28,18 +30,6 @@ SELECT abalance AS a:tag FROM pgbench_accounts WHERE aid = :aid;
 WARM_SCRIPT = """\\set aid random(1, 100000 * :scale)
 SELECT abalance AS a1 FROM pgbench_accounts WHERE aid = :aid;
 """
-
-
-def pgbench(port, args, clients, duration):
-    out = subprocess.run(["pgbench", "-n", "-T", str(duration), "-c", str(clients), "-j", "2", *args,
-                          f"host=127.0.0.1 port={port} user=postgres dbname=postgres"],
-                         capture_output=True, text=True)
-    tps = next((float(line.split("=")[1].split()[0]) for line in out.stdout.splitlines()
-                if line.startswith("tps =")), 0.0)
-    latency = next((float(line.split("=")[1].split()[0]) for line in out.stdout.splitlines()
-                    if line.startswith("latency average")), 0.0)
-    failed = out.returncode != 0 or "aborted" in out.stderr
-    return tps, latency, failed
 
 
 def read_counts(proxy):
@@ -60,11 +50,6 @@ def secondary_share(before, after):
     delta = {side: after[side] - before[side] for side in after}
     total = sum(delta.values())
     return 100 * delta["secondary"] / total if total else 0.0
-
-
-def trust_local(cluster: PgCluster):
-    (cluster.data / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
-    cluster.sql("SELECT pg_reload_conf()")
 
 
 def main():

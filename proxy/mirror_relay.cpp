@@ -640,7 +640,7 @@ private:
       protocol::append_query(to_primary_, job.sql);
     }
     expect.digest = digest;
-    primary_digest_ = routing::ResultDigest(job.ordered);
+    if (digest) primary_digest_ = routing::ResultDigest(job.ordered);
     expects_.push_back(std::move(expect));
   }
 

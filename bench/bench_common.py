@@ -1,0 +1,24 @@
+"""What the benchmark drivers share: running pgbench and letting the proxies in."""
+import subprocess
+
+from harness import PgCluster
+
+
+def pgbench(port, args, clients, duration):
+    """Runs pgbench against 127.0.0.1:port; returns (tps, average latency in ms, failed)."""
+    out = subprocess.run(["pgbench", "-n", "-T", str(duration), "-c", str(clients), "-j", "2", *args,
+                          f"host=127.0.0.1 port={port} user=postgres dbname=postgres"],
+                         capture_output=True, text=True)
+
+    def figure(prefix):
+        return next((float(line.split("=")[1].split()[0]) for line in out.stdout.splitlines()
+                     if line.startswith(prefix)), 0.0)
+
+    failed = out.returncode != 0 or "aborted" in out.stderr
+    return figure("tps ="), figure("latency average"), failed
+
+
+def trust_local(cluster: PgCluster):
+    """Lets every local client in without a password (pgpool-II forwards the client's login)."""
+    (cluster.data / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
+    cluster.sql("SELECT pg_reload_conf()")
