@@ -11,9 +11,12 @@
 #include <type_traits>
 
 #include "config/duration.hpp"
+#include "config/yaml_fields.hpp"
 
 namespace switchyard::config {
 namespace {
+
+using namespace yaml_fields;
 
 constexpr SettingInfo kSettings[] = {
     {"listen", false, "host:port clients connect to"},
@@ -42,6 +45,31 @@ constexpr SettingInfo kSettings[] = {
      "write_mode async: committed transactions that may wait for the secondary in memory; "
      "more wait in the journal"},
     {"mirror.journal", false, "file of the divergence journal (writes the secondary missed)"},
+    {"cutover.state_file", false, "where the cutover state is kept when no fleet Redis is set"},
+    {"cutover.audit_log", false, "JSON-lines file of every cutover transition: who, when, why"},
+    {"cutover.ramp.steps", true, "read percentages the ramp plan moves through, ascending"},
+    {"cutover.ramp.soak", true, "least time on a ramp step before the next"},
+    {"cutover.ramp.auto_advance", true, "advance a ramp by itself while every gate holds"},
+    {"cutover.gates.window", true, "sliding window the gates measure over"},
+    {"cutover.gates.interval", true, "how often the gates are evaluated"},
+    {"cutover.gates.secondary_error_rate.enabled", true, "whether this gate may revert"},
+    {"cutover.gates.secondary_error_rate.max", true,
+     "failed secondary reads and mirrored writes over all of them, 0-1"},
+    {"cutover.gates.secondary_error_rate.min_samples", true,
+     "secondary reads and writes the window needs before the gate counts"},
+    {"cutover.gates.latency_p99_ratio.enabled", true, "whether this gate may revert"},
+    {"cutover.gates.latency_p99_ratio.max", true,
+     "p99 query latency on the secondary over the primary's"},
+    {"cutover.gates.latency_p99_ratio.min_samples", true,
+     "queries each side needs in the window before the gate counts"},
+    {"cutover.gates.shadow_mismatch_rate.enabled", true, "whether this gate may revert"},
+    {"cutover.gates.shadow_mismatch_rate.max", true, "mismatching shadow comparisons, 0-1"},
+    {"cutover.gates.shadow_mismatch_rate.min_samples", true,
+     "shadow comparisons the window needs before the gate counts"},
+    {"cutover.gates.journal_backlog.enabled", true, "whether this gate may revert"},
+    {"cutover.gates.journal_backlog.max", true, "divergence journal entries not yet replayed"},
+    {"fleet.redis", false, "redis://[:password@]host[:port][/db] shared by the proxies"},
+    {"fleet.key", false, "Redis key of the shared cutover state"},
     {"auth.method", true, "client authentication: trust, password, md5, scram-sha-256"},
     {"auth.users", true, "list of {name, password | scram_verifier | md5_hash}"},
     {"tls.mode", true, "client TLS: off, allow, require"},
@@ -59,13 +87,6 @@ constexpr SettingInfo kSettings[] = {
     {"logging.format", false, "text or json"},
 };
 
-// Parses all of `text` as a number; false on junk, trailing characters or overflow.
-template <class T> bool parse_whole(std::string_view text, T& value) {
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, value);
-  return ec == std::errc() && ptr == end;
-}
-
 // A shape check; the full parse happens where the verifier is used (protocol/auth).
 bool parse_scram_verifier_shape(std::string_view verifier) {
   return verifier.starts_with("SCRAM-SHA-256$") && verifier.find(':') != std::string_view::npos &&
@@ -73,22 +94,6 @@ bool parse_scram_verifier_shape(std::string_view verifier) {
 }
 
 constexpr std::string_view kUserKeys[] = {"name", "password", "scram_verifier", "md5_hash"};
-
-// Collects the first error with its key, so each check reads as one line.
-class Checker {
-public:
-  explicit Checker(std::string_view source) : source_(source) {}
-
-  void fail(std::string_view key, std::string_view why) {
-    if (error_.empty()) error_ = source_ + ": " + std::string(key) + ": " + std::string(why);
-  }
-  bool failed() const { return !error_.empty(); }
-  const std::string& error() const { return error_; }
-
-private:
-  std::string source_;
-  std::string error_;
-};
 
 bool is_setting(std::string_view path) {
   return std::any_of(std::begin(kSettings), std::end(kSettings),
@@ -120,135 +125,6 @@ void check_known_keys(const YAML::Node& node, const std::string& prefix, Checker
   }
 }
 
-YAML::Node lookup(const YAML::Node& root, std::string_view path) {
-  YAML::Node node = YAML::Clone(root);
-  size_t pos = 0;
-  while (true) {
-    size_t dot = path.find('.', pos);
-    std::string part(
-        path.substr(pos, dot == std::string_view::npos ? std::string_view::npos : dot - pos));
-    if (!node.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
-    YAML::Node child = node[part];
-    if (!child) return YAML::Node(YAML::NodeType::Undefined);
-    node.reset(child);
-    if (dot == std::string_view::npos) return node;
-    pos = dot + 1;
-  }
-}
-
-std::optional<std::string> scalar(const YAML::Node& root, std::string_view path, Checker& check) {
-  YAML::Node node = lookup(root, path);
-  if (!node || node.IsNull()) return std::nullopt;
-  if (!node.IsScalar()) {
-    check.fail(path, "must be a single value");
-    return std::nullopt;
-  }
-  return node.Scalar();
-}
-
-template <class T>
-void read_uint(const YAML::Node& root, std::string_view path, T& out, uint64_t min, uint64_t max,
-               Checker& check) {
-  auto text = scalar(root, path, check);
-  if (!text) return;
-  uint64_t value = 0;
-  if (!parse_whole(*text, value) || value < min || value > max) {
-    check.fail(path, "must be an integer from " + std::to_string(min) + " to " +
-                         std::to_string(max) + " (got '" + *text + "')");
-    return;
-  }
-  out = static_cast<T>(value);
-}
-
-void read_duration(const YAML::Node& root, std::string_view path, std::chrono::milliseconds& out,
-                   Checker& check) {
-  auto text = scalar(root, path, check);
-  if (!text) return;
-  auto value = parse_duration(*text);
-  if (!value) {
-    check.fail(path, "must be a duration such as 500ms, 10s, 5m (got '" + *text + "')");
-    return;
-  }
-  out = *value;
-}
-
-template <class E>
-void read_enum(const YAML::Node& root, std::string_view path, E& out,
-               std::type_identity_t<std::initializer_list<std::pair<std::string_view, E>>> choices,
-               Checker& check) {
-  auto text = scalar(root, path, check);
-  if (!text) return;
-  std::string names;
-  for (const auto& [name, value] : choices) {
-    if (name == *text) {
-      out = value;
-      return;
-    }
-    names += names.empty() ? "" : ", ";
-    names += name;
-  }
-  check.fail(path, "must be one of " + names + " (got '" + *text + "')");
-}
-
-std::optional<double> parse_percent(std::string_view text) {
-  double value = -1;
-  if (!parse_whole(text, value) || !(value >= 0 && value <= 100)) return std::nullopt;
-  return value;
-}
-
-void read_percent(const YAML::Node& root, std::string_view path, double& out, Checker& check) {
-  auto text = scalar(root, path, check);
-  if (!text) return;
-  auto value = parse_percent(*text);
-  if (!value) {
-    check.fail(path, "must be a number from 0 to 100 (got '" + *text + "')");
-    return;
-  }
-  out = *value;
-}
-
-// A {name: percent} mapping, in file order.
-void read_percent_map(const YAML::Node& root, std::string_view path,
-                      std::vector<std::pair<std::string, double>>& out, Checker& check) {
-  YAML::Node node = lookup(root, path);
-  if (!node || node.IsNull()) return;
-  if (!node.IsMap()) {
-    check.fail(path, "must be a mapping of name: percent");
-    return;
-  }
-  for (const auto& entry : node) {
-    std::string name = entry.first.as<std::string>();
-    std::string key = std::string(path) + "." + name;
-    if (!entry.second.IsScalar()) {
-      check.fail(key, "must be a number from 0 to 100");
-      return;
-    }
-    auto value = parse_percent(entry.second.Scalar());
-    if (!value) {
-      check.fail(key, "must be a number from 0 to 100 (got '" + entry.second.Scalar() + "')");
-      return;
-    }
-    out.emplace_back(std::move(name), *value);
-  }
-}
-
-void read_name_list(const YAML::Node& root, std::string_view path, std::vector<std::string>& out,
-                    Checker& check) {
-  YAML::Node node = lookup(root, path);
-  if (!node || node.IsNull()) return;
-  if (!node.IsSequence()) {
-    check.fail(path, "must be a list of names");
-    return;
-  }
-  for (const auto& item : node) {
-    if (!item.IsScalar() || item.Scalar().empty()) {
-      check.fail(path, "must be a list of names");
-      return;
-    }
-    out.push_back(item.Scalar());
-  }
-}
-
 void read_read_routing(const YAML::Node& root, ReadRouting& out, Checker& check) {
   read_percent(root, "read_percent", out.percent, check);
   read_enum(root, "read_routing.key", out.key,
@@ -268,6 +144,92 @@ void read_read_routing(const YAML::Node& root, ReadRouting& out, Checker& check)
   read_name_list(root, "read_routing.safe_functions", out.safe_functions, check);
   read_duration(root, "read_routing.timeout", out.timeout, check);
   if (out.timeout.count() == 0) check.fail("read_routing.timeout", "must be greater than 0");
+}
+
+void read_gate(const YAML::Node& root, const std::string& path, GateLimit& out, Checker& check,
+               double max_limit, bool has_samples) {
+  read_bool(root, path + ".enabled", out.enabled, check);
+  read_number(root, path + ".max", out.max, 0, max_limit, check);
+  if (has_samples) read_uint(root, path + ".min_samples", out.min_samples, 1, 1'000'000'000, check);
+}
+
+void read_cutover(const YAML::Node& root, CutoverSettings& out, Checker& check) {
+  if (auto v = scalar(root, "cutover.state_file", check)) {
+    if (v->empty()) check.fail("cutover.state_file", "must be a file path");
+    out.state_file = *v;
+  }
+  if (auto v = scalar(root, "cutover.audit_log", check)) {
+    if (v->empty()) check.fail("cutover.audit_log", "must be a file path");
+    out.audit_log = *v;
+  }
+  if (YAML::Node steps = lookup(root, "cutover.ramp.steps"); steps && !steps.IsNull()) {
+    out.steps.clear();
+    if (!steps.IsSequence() || steps.size() == 0) {
+      check.fail("cutover.ramp.steps", "must be a list of percentages, e.g. [1, 5, 25, 100]");
+    }
+    for (const auto& item : steps) {
+      auto value = item.IsScalar() ? parse_percent(item.Scalar()) : std::nullopt;
+      if (!value || *value <= 0) {
+        check.fail("cutover.ramp.steps", "each step must be a number above 0 and up to 100");
+        break;
+      }
+      if (!out.steps.empty() && *value <= out.steps.back()) {
+        check.fail("cutover.ramp.steps", "steps must rise: each above the one before");
+        break;
+      }
+      out.steps.push_back(*value);
+    }
+  }
+  read_duration(root, "cutover.ramp.soak", out.soak, check);
+  read_bool(root, "cutover.ramp.auto_advance", out.auto_advance, check);
+  read_duration(root, "cutover.gates.window", out.gate_window, check);
+  read_duration(root, "cutover.gates.interval", out.gate_interval, check);
+  if (out.gate_interval.count() == 0)
+    check.fail("cutover.gates.interval", "must be greater than 0");
+  if (out.gate_window < out.gate_interval) {
+    check.fail("cutover.gates.window", "must be at least cutover.gates.interval");
+  }
+  read_gate(root, "cutover.gates.secondary_error_rate", out.secondary_error_rate, check, 1, true);
+  read_gate(root, "cutover.gates.latency_p99_ratio", out.latency_p99_ratio, check, 1e6, true);
+  read_gate(root, "cutover.gates.shadow_mismatch_rate", out.shadow_mismatch_rate, check, 1, true);
+  read_gate(root, "cutover.gates.journal_backlog", out.journal_backlog, check, 1e12, false);
+}
+
+// redis://[:password@]host[:port][/db]
+void read_fleet(const YAML::Node& root, FleetSettings& out, Checker& check) {
+  if (auto v = scalar(root, "fleet.key", check)) {
+    if (v->empty()) check.fail("fleet.key", "must not be empty");
+    out.key = *v;
+  }
+  auto url = scalar(root, "fleet.redis", check);
+  if (!url) return;
+  constexpr std::string_view kScheme = "redis://";
+  std::string_view rest = *url;
+  auto bad = [&](std::string_view why) {
+    check.fail("fleet.redis", std::string(why) + " (got '" + *url + "'; expected " +
+                                  "redis://[:password@]host[:port][/db])");
+  };
+  if (!rest.starts_with(kScheme)) return bad("must start with redis://");
+  rest.remove_prefix(kScheme.size());
+  if (size_t at = rest.rfind('@'); at != std::string_view::npos) {
+    std::string_view credentials = rest.substr(0, at);
+    out.password = std::string(credentials.substr(credentials.find(':') + 1));
+    rest.remove_prefix(at + 1);
+  }
+  if (size_t slash = rest.find('/'); slash != std::string_view::npos) {
+    std::string_view db = rest.substr(slash + 1);
+    if (!db.empty() && !parse_whole(db, out.database)) return bad("the database must be a number");
+    rest = rest.substr(0, slash);
+  }
+  if (size_t colon = rest.rfind(':'); colon != std::string_view::npos) {
+    if (!parse_whole(rest.substr(colon + 1), out.port) || out.port == 0) {
+      return bad("invalid port");
+    }
+    rest = rest.substr(0, colon);
+  }
+  if (rest.empty()) return bad("a host is required");
+  out.host = std::string(rest);
+  out.redis_url = *url;
 }
 
 void read_listen(const YAML::Node& root, std::string_view path, ListenAddress& out,
@@ -472,6 +434,8 @@ Result<std::shared_ptr<const Config>> parse_config(std::string_view yaml, std::s
     config->mirror.journal_path = *v;
   }
   read_read_routing(root, config->read_routing, check);
+  read_cutover(root, config->cutover, check);
+  read_fleet(root, config->fleet, check);
   read_enum(root, "auth.method", config->auth_method,
             {{"trust", AuthMethod::kTrust},
              {"password", AuthMethod::kPassword},
@@ -540,6 +504,12 @@ std::vector<std::string> restart_only_changes(const Config& before, const Config
   if (before.mirror.journal_path != after.mirror.journal_path) {
     changed.emplace_back("mirror.journal");
   }
+  if (before.cutover.state_file != after.cutover.state_file) {
+    changed.emplace_back("cutover.state_file");
+  }
+  if (before.cutover.audit_log != after.cutover.audit_log)
+    changed.emplace_back("cutover.audit_log");
+  if (before.fleet != after.fleet) changed.emplace_back("fleet");
   return changed;
 }
 

@@ -77,6 +77,41 @@ struct ReadRouting {
   bool operator==(const ReadRouting&) const = default;
 };
 
+//! A gate trips when its value over the window exceeds `max`, once `min_samples` are in.
+struct GateLimit {
+  bool enabled = true;
+  double max = 0;
+  uint64_t min_samples = 0;
+  bool operator==(const GateLimit&) const = default;
+};
+
+//! The cutover's persistence, ramp plan and gates (the `cutover` section).
+struct CutoverSettings {
+  std::string state_file = "switchyard-data/cutover.json"; //!< when no fleet Redis is set
+  std::string audit_log = "switchyard-data/audit.jsonl";
+  std::vector<double> steps{1, 5, 10, 25, 50, 100}; //!< ramp percentages, ascending
+  std::chrono::milliseconds soak{600'000};          //!< least time on a step before the next
+  bool auto_advance = false;
+  std::chrono::milliseconds gate_window{60'000};  //!< the sliding window gates look at
+  std::chrono::milliseconds gate_interval{5'000}; //!< how often gates are evaluated
+  GateLimit secondary_error_rate{true, 0.01, 200};
+  GateLimit latency_p99_ratio{true, 3.0, 200};
+  GateLimit shadow_mismatch_rate{true, 0.001, 100};
+  GateLimit journal_backlog{true, 10'000, 0};
+  bool operator==(const CutoverSettings&) const = default;
+};
+
+//! Proxies sharing one cutover state through Redis (the `fleet` section).
+struct FleetSettings {
+  std::string redis_url; //!< empty: no fleet, the state lives in cutover.state_file
+  std::string host;
+  uint16_t port = 6379;
+  std::string password;
+  uint32_t database = 0;
+  std::string key = "switchyard:cutover"; //!< the state key; its pub/sub channel adds ":changes"
+  bool operator==(const FleetSettings&) const = default;
+};
+
 //! One immutable configuration snapshot. Sessions hold a shared_ptr to the snapshot they
 //! started with; a reload swaps in a new one.
 struct Config {
@@ -91,6 +126,8 @@ struct Config {
   WriteMode write_mode = WriteMode::kSync;
   ReadRouting read_routing;
   MirrorSettings mirror;
+  CutoverSettings cutover;
+  FleetSettings fleet;
   AuthMethod auth_method = AuthMethod::kTrust;
   std::vector<User> users;
   ClientTlsMode tls_mode = ClientTlsMode::kOff;

@@ -229,3 +229,63 @@ read_routing:
   CHECK(load_error(base + "read_routing:\n  compare_percent: -1\n") ==
         "test.yaml: read_routing.compare_percent: must be a number from 0 to 100 (got '-1')");
 }
+
+TEST_CASE("cutover and fleet settings: ramp plan, gates, Redis") {
+  auto config = parse_config(R"(
+primary: postgresql://u@h/db
+cutover:
+  state_file: /var/lib/switchyard/cutover.json
+  audit_log: /var/log/switchyard/audit.jsonl
+  ramp:
+    steps: [1, 5, 12.5, 100]
+    soak: 15m
+    auto_advance: yes
+  gates:
+    window: 2m
+    interval: 10s
+    secondary_error_rate: {max: 0.02, min_samples: 500}
+    latency_p99_ratio: {enabled: false}
+    journal_backlog: {max: 50}
+fleet:
+  redis: redis://:pa55@cache.internal:6380/2
+  key: shop:cutover
+)",
+                             "test.yaml", {});
+  REQUIRE(config);
+  const CutoverSettings& c = (*config)->cutover;
+  CHECK(c.state_file == "/var/lib/switchyard/cutover.json");
+  CHECK(c.steps == std::vector<double>{1, 5, 12.5, 100});
+  CHECK(c.soak == std::chrono::minutes(15));
+  CHECK(c.auto_advance);
+  CHECK(c.gate_window == std::chrono::minutes(2));
+  CHECK(c.secondary_error_rate == GateLimit{true, 0.02, 500});
+  CHECK_FALSE(c.latency_p99_ratio.enabled);
+  CHECK(c.journal_backlog.max == 50);
+  CHECK(c.shadow_mismatch_rate == CutoverSettings{}.shadow_mismatch_rate);
+  const FleetSettings& f = (*config)->fleet;
+  CHECK(f.host == "cache.internal");
+  CHECK(f.port == 6380);
+  CHECK(f.password == "pa55");
+  CHECK(f.database == 2);
+  CHECK(f.key == "shop:cutover");
+
+  std::string base = "primary: postgresql://u@h/db\n";
+  CHECK(load_error(base + "cutover:\n  ramp:\n    steps: [5, 1]\n") ==
+        "test.yaml: cutover.ramp.steps: steps must rise: each above the one before");
+  CHECK(load_error(base + "cutover:\n  ramp:\n    steps: [0, 10]\n") ==
+        "test.yaml: cutover.ramp.steps: each step must be a number above 0 and up to 100");
+  CHECK(load_error(base + "cutover:\n  gates:\n    secondary_error_rate: {max: 2}\n") ==
+        "test.yaml: cutover.gates.secondary_error_rate.max: must be a number from 0 to 1 (got "
+        "'2')");
+  CHECK(load_error(base + "cutover:\n  gates:\n    journal_backlog: {min_samples: 3}\n") ==
+        "test.yaml: cutover.gates.journal_backlog.min_samples: unknown setting");
+  CHECK(load_error(base + "cutover:\n  ramp:\n    auto_advance: maybe\n") ==
+        "test.yaml: cutover.ramp.auto_advance: must be true or false (got 'maybe')");
+  CHECK(load_error(base + "cutover:\n  gates:\n    window: 1s\n    interval: 5s\n") ==
+        "test.yaml: cutover.gates.window: must be at least cutover.gates.interval");
+  CHECK(load_error(base + "fleet:\n  redis: http://cache\n") ==
+        "test.yaml: fleet.redis: must start with redis:// (got 'http://cache'; expected "
+        "redis://[:password@]host[:port][/db])");
+  CHECK(load_error(base + "fleet:\n  redis: redis://cache:0\n").find("invalid port") !=
+        std::string::npos);
+}
