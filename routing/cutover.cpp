@@ -1,10 +1,10 @@
 #include "routing/cutover.hpp"
 
-#include <boost/json.hpp>
-
 #include <array>
 #include <cmath>
 #include <utility>
+
+#include "protocol/json.hpp"
 
 namespace switchyard::routing {
 namespace {
@@ -135,7 +135,7 @@ double cutover_read_percent(const CutoverState& state) {
 std::string to_json(const CutoverState& state) {
   json::object out;
   out["phase"] = to_string(state.phase);
-  out["read_percent"] = state.read_percent;
+  out["read_percent"] = json_number(state.read_percent);
   out["paused"] = state.paused;
   out["version"] = state.version;
   out["changed_at_ms"] = state.changed_at_ms;
