@@ -211,6 +211,27 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   for (size_t i = 0; i < shadow_comparisons_.size(); ++i) {
     shadow_comparisons_[i] = &shadows.Add({{"result", shadow_label(static_cast<ShadowResult>(i))}});
   }
+
+  cutover_phase_ =
+      &gauge("switchyard_cutover_phase", "1 for the cutover's current phase, 0 for the others");
+  cutover_read_percent_ =
+      &gauge("switchyard_cutover_read_percent", "Share of safe reads the cutover sends to the "
+                                                "new database")
+           .Add({});
+  cutover_version_ =
+      &gauge("switchyard_cutover_state_version", "Version of the cutover state (one per change)")
+           .Add({});
+  cutover_transitions_ =
+      &counter("switchyard_cutover_transitions_total", "Cutover transitions made here, by action");
+  cutover_reverts_ = &counter("switchyard_cutover_reverts_total",
+                              "Reverts made here, by reason: the gate that tripped, or manual");
+  gate_value_ = &gauge("switchyard_gate_value", "Each gate's value over its sliding window");
+  gate_threshold_ = &gauge("switchyard_gate_threshold", "Each gate's limit; above it, it reverts");
+  gate_samples_ = &gauge("switchyard_gate_samples", "Samples each gate's window holds");
+  gate_holds_ = &gauge("switchyard_gate_holds",
+                       "1 when the gate holds with enough samples, 0 when breached or too few");
+  fleet_connected_ =
+      &gauge("switchyard_fleet_redis_connected", "1 while the fleet's Redis answers").Add({});
 }
 
 } // namespace switchyard::monitoring

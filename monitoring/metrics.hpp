@@ -119,6 +119,18 @@ public:
   prometheus::Counter& read_fallbacks(ReadFallback f) { return *read_fallbacks_[idx(f)]; }
   prometheus::Counter& shadow_comparisons(ShadowResult r) { return *shadow_comparisons_[idx(r)]; }
 
+  // The control plane's, labelled as it goes: it changes state rarely.
+  prometheus::Family<prometheus::Gauge>& cutover_phase() { return *cutover_phase_; }
+  prometheus::Gauge& cutover_read_percent() { return *cutover_read_percent_; }
+  prometheus::Gauge& cutover_version() { return *cutover_version_; }
+  prometheus::Family<prometheus::Counter>& cutover_transitions() { return *cutover_transitions_; }
+  prometheus::Family<prometheus::Counter>& cutover_reverts() { return *cutover_reverts_; }
+  prometheus::Family<prometheus::Gauge>& gate_value() { return *gate_value_; }
+  prometheus::Family<prometheus::Gauge>& gate_threshold() { return *gate_threshold_; }
+  prometheus::Family<prometheus::Gauge>& gate_samples() { return *gate_samples_; }
+  prometheus::Family<prometheus::Gauge>& gate_holds() { return *gate_holds_; }
+  prometheus::Gauge& fleet_connected() { return *fleet_connected_; }
+
 private:
   template <class E> static size_t idx(E e) { return static_cast<size_t>(e); }
   static constexpr size_t kRoles = static_cast<size_t>(BackendRole::kCount);
@@ -149,6 +161,16 @@ private:
       reads_{};
   std::array<prometheus::Counter*, static_cast<size_t>(ReadFallback::kCount)> read_fallbacks_{};
   std::array<prometheus::Counter*, static_cast<size_t>(ShadowResult::kCount)> shadow_comparisons_{};
+  prometheus::Family<prometheus::Gauge>* cutover_phase_;
+  prometheus::Gauge* cutover_read_percent_;
+  prometheus::Gauge* cutover_version_;
+  prometheus::Family<prometheus::Counter>* cutover_transitions_;
+  prometheus::Family<prometheus::Counter>* cutover_reverts_;
+  prometheus::Family<prometheus::Gauge>* gate_value_;
+  prometheus::Family<prometheus::Gauge>* gate_threshold_;
+  prometheus::Family<prometheus::Gauge>* gate_samples_;
+  prometheus::Family<prometheus::Gauge>* gate_holds_;
+  prometheus::Gauge* fleet_connected_;
 };
 
 } // namespace switchyard::monitoring

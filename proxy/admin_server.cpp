@@ -5,13 +5,13 @@
 #include <prometheus/text_serializer.h>
 #include <spdlog/spdlog.h>
 
+#include "proxy/admin_api.hpp"
 #include "proxy/spawn.hpp"
 
 namespace switchyard::proxy {
 namespace {
 
 namespace beast = boost::beast;
-namespace http = beast::http;
 
 constexpr auto kReadyProbeTimeout = std::chrono::seconds(1);
 constexpr size_t kMaxRequestBytes = size_t{64} * 1024;
@@ -34,12 +34,14 @@ asio::awaitable<std::string> probe_primary(const config::BackendTarget& primary)
 }
 
 asio::awaitable<http::response<http::string_body>>
-handle(const http::request<http::string_body>& request, Services& services) {
+handle(const http::request<http::string_body>& request, AdminContext& context) {
+  Services& services = context.services;
+  std::string_view target = request.target();
+  target = target.substr(0, target.find('?'));
+  if (target.starts_with("/api/")) co_return handle_api(request, context);
   http::response<http::string_body> response{http::status::ok, request.version()};
   response.set(http::field::server, "switchyard");
   response.set(http::field::content_type, "text/plain; charset=utf-8");
-  std::string_view target = request.target();
-  target = target.substr(0, target.find('?'));
   if (request.method() != http::verb::get && request.method() != http::verb::head) {
     response.result(http::status::method_not_allowed);
     response.body() = "only GET is supported here\n";
@@ -59,14 +61,14 @@ handle(const http::request<http::string_body>& request, Services& services) {
     }
   } else {
     response.result(http::status::not_found);
-    response.body() = "not found: try /metrics, /healthz or /readyz\n";
+    response.body() = "not found: try /metrics, /healthz, /readyz or /api/v1/status\n";
   }
   response.keep_alive(request.keep_alive());
   response.prepare_payload();
   co_return response;
 }
 
-asio::awaitable<void> serve_connection(tcp::socket socket, Services& services) {
+asio::awaitable<void> serve_connection(tcp::socket socket, std::shared_ptr<AdminContext> context) {
   beast::flat_buffer buffer(kMaxRequestBytes);
   while (true) {
     http::request_parser<http::string_body> parser;
@@ -74,7 +76,7 @@ asio::awaitable<void> serve_connection(tcp::socket socket, Services& services) {
     auto [ec, n] = co_await http::async_read(socket, buffer, parser, use_tuple);
     if (ec) co_return; // closed, or a request too large or malformed: drop the connection
     auto request = parser.release();
-    auto response = co_await handle(request, services);
+    auto response = co_await handle(request, *context);
     auto [wec, wn] = co_await http::async_write(socket, response, use_tuple);
     if (wec || !response.keep_alive()) co_return;
   }
@@ -82,7 +84,9 @@ asio::awaitable<void> serve_connection(tcp::socket socket, Services& services) {
 
 } // namespace
 
-asio::awaitable<void> serve_admin(tcp::acceptor acceptor, Services& services) {
+asio::awaitable<void> serve_admin(tcp::acceptor acceptor, AdminContext context) {
+  // Shared with every connection, which may outlive this listener at shutdown.
+  auto shared = std::make_shared<AdminContext>(std::move(context));
   while (true) {
     auto [ec, socket] = co_await acceptor.async_accept(use_tuple);
     if (ec == asio::error::operation_aborted) co_return;
@@ -90,8 +94,7 @@ asio::awaitable<void> serve_admin(tcp::acceptor acceptor, Services& services) {
       spdlog::warn("admin accept failed: {}", ec.message());
       continue;
     }
-    spawn(acceptor.get_executor(), serve_connection(std::move(socket), services),
-          "admin connection");
+    spawn(acceptor.get_executor(), serve_connection(std::move(socket), shared), "admin connection");
   }
 }
 

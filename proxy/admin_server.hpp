@@ -1,12 +1,26 @@
 #pragma once
 
+#include <functional>
+#include <memory>
+
+#include "protocol/result.hpp"
 #include "proxy/asio.hpp"
+#include "proxy/cutover_controller.hpp"
 #include "proxy/services.hpp"
 
 namespace switchyard::proxy {
 
-//! Serves the admin HTTP endpoints on an accepted listener: GET /metrics (Prometheus text),
-//! /healthz (the process answers) and /readyz (the primary accepts TCP connections).
-asio::awaitable<void> serve_admin(tcp::acceptor acceptor, Services& services);
+//! What the admin endpoints act on.
+struct AdminContext {
+  Services& services;
+  CutoverController& cutover;
+  std::function<Status()> reload; //!< re-reads the config file, as SIGHUP does
+};
+
+//! Serves the admin HTTP endpoints on an accepted listener. Open: GET /metrics (Prometheus
+//! text), /healthz (the process answers), /readyz (the primary accepts TCP connections).
+//! Behind `Authorization: Bearer <admin.token>`, JSON in and out: GET /api/v1/status,
+//! POST /api/v1/cutover/<action> ({"percent", "reason", "actor"}), POST /api/v1/reload.
+asio::awaitable<void> serve_admin(tcp::acceptor acceptor, AdminContext context);
 
 } // namespace switchyard::proxy

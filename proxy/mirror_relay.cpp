@@ -208,8 +208,8 @@ private:
     protocol::ClassifiedQuery query = cache_.get(sql);
     const auto& classification = query.classification;
     activity_.sync_sent(Clock::now());
-    auto runtime = services_.runtime(); // routing follows reloads at once
-    const config::ReadRouting& policy = runtime->config->read_routing;
+    auto read_policy = services_.read_policy(); // routing follows reloads and the cutover
+    const config::ReadRouting& policy = *read_policy;
     std::optional<routing::RouteDecision> route;
     if (classification->error.empty()) route = route_reads(classification->statements, policy);
     if (route) {
@@ -444,8 +444,8 @@ private:
     const protocol::Statement* s = prepared ? prepared->statement : nullptr;
     // A read fetched whole may be routed; one fetched in parts keeps its portal's backend.
     if (s != nullptr && execute->max_rows == 0 && !prepared->rewritten) {
-      auto runtime = services_.runtime();
-      const config::ReadRouting& policy = runtime->config->read_routing;
+      auto read_policy = services_.read_policy();
+      const config::ReadRouting& policy = *read_policy;
       if (auto route = route_reads(std::span(s, 1), policy)) {
         if (route->target == ReadTarget::kSecondary && !binary_results_portable(portal->bind)) {
           *route = {ReadTarget::kPrimary, RouteReason::kUnsafe};
@@ -719,6 +719,7 @@ private:
         co_return SecondaryServed{true, std::move(closing)};
       }
     }
+    auto started = Clock::now();
     SecondaryAnswer answer =
         co_await send_secondary_read(link_, secondary_read(job, in_transaction), policy.timeout);
     if (overlap) {
@@ -772,6 +773,9 @@ private:
         stats_.observe_query_seconds(BackendRole::kSecondary, *seconds);
       }
       protocol::append_ready_for_query(out, status);
+    } else { // the latency gate compares the secondary's reads with the primary's queries
+      stats_.observe_query_seconds(BackendRole::kSecondary,
+                                   std::chrono::duration<double>(Clock::now() - started).count());
     }
     if (auto ec = co_await writer_.write(out); ec) {
       co_return SecondaryServed{true, peer_gone(CloseReason::kClientDisconnect, ec)};

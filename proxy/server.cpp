@@ -1,6 +1,9 @@
 #include "proxy/server.hpp"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cstring>
 
 #include "monitoring/logging.hpp"
 #include "monitoring/relay_stats.hpp"
@@ -34,12 +37,19 @@ Status open_acceptor(tcp::acceptor& acceptor, const config::ListenAddress& addre
   return Ok{};
 }
 
+// Names this proxy in audit entries and the fleet: host name and client port.
+std::string proxy_id(const config::Config& config) {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "unknown-host");
+  return std::string(host) + ":" + std::to_string(config.listen.port);
+}
+
 } // namespace
 
 Server::Server(std::optional<std::string> config_file, config::Overrides overrides,
                std::shared_ptr<const Runtime> runtime)
     : config_file_(std::move(config_file)), overrides_(std::move(overrides)),
-      services_(runtime, metrics_), contexts_([&] {
+      services_(runtime, metrics_), cutover_(services_, proxy_id(*runtime->config)), contexts_([&] {
         std::vector<std::unique_ptr<asio::io_context>> contexts;
         for (size_t i = 0; i < worker_count(*runtime->config); ++i) {
           contexts.push_back(std::make_unique<asio::io_context>(1));
@@ -67,6 +77,7 @@ Status Server::bind() {
     auto database = SqliteEngine::instance().database(*target);
     if (!database) return Error{database.error()};
   }
+  if (auto s = cutover_.start(config); !s) return s;
   if (auto s = open_acceptor(client_acceptor_, config.listen, "listen"); !s) return s;
   return open_acceptor(admin_acceptor_, config.admin_listen, "admin.listen");
 }
@@ -74,8 +85,10 @@ Status Server::bind() {
 void Server::run() {
   const config::Config& config = *services_.runtime()->config;
   spawn(contexts_[0]->get_executor(), accept_clients(), "client listener");
-  spawn(contexts_[0]->get_executor(), serve_admin(std::move(admin_acceptor_), services_),
+  AdminContext admin{services_, cutover_, [this] { return reload(); }};
+  spawn(contexts_[0]->get_executor(), serve_admin(std::move(admin_acceptor_), std::move(admin)),
         "admin listener");
+  spawn(contexts_[0]->get_executor(), cutover_.run_gates(), "cutover gates");
   spawn(contexts_[0]->get_executor(), handle_signals(), "signal handler");
   spawn(contexts_[0]->get_executor(), replay_journal(services_), "journal replayer");
   for (auto& context : contexts_) {
@@ -173,6 +186,7 @@ Status Server::reload() {
   }
   monitoring::set_log_level((*runtime)->config->log_level);
   services_.set_runtime(*runtime);
+  cutover_.config_reloaded(*current->config, *(*runtime)->config);
   metrics.config_reloads(true).Increment();
   spdlog::info("config reloaded from {}; new sessions use it, open sessions keep theirs",
                (*runtime)->config->source);

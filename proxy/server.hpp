@@ -9,6 +9,7 @@
 #include "config/config.hpp"
 #include "protocol/result.hpp"
 #include "proxy/asio.hpp"
+#include "proxy/cutover_controller.hpp"
 #include "proxy/services.hpp"
 
 namespace switchyard::proxy {
@@ -39,6 +40,7 @@ private:
   config::Overrides overrides_;
   monitoring::Metrics metrics_;
   Services services_;
+  CutoverController cutover_;
   std::vector<std::unique_ptr<asio::io_context>> contexts_;
   std::vector<std::thread> threads_;
   tcp::acceptor client_acceptor_;

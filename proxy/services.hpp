@@ -17,7 +17,11 @@ namespace switchyard::proxy {
 class Services {
 public:
   Services(std::shared_ptr<const Runtime> runtime, monitoring::Metrics& metrics)
-      : runtime_(std::move(runtime)), metrics_(metrics) {}
+      : runtime_(std::move(runtime)), metrics_(metrics) {
+    read_share_ = runtime_->config->read_routing.percent;
+    overrides_apply_ = true;
+    refresh_read_policy();
+  }
 
   std::shared_ptr<const Runtime> runtime() const {
     std::lock_guard lock(mutex_);
@@ -26,6 +30,20 @@ public:
   void set_runtime(std::shared_ptr<const Runtime> runtime) {
     std::lock_guard lock(mutex_);
     runtime_ = std::move(runtime);
+    refresh_read_policy();
+  }
+  //! The read routing in force: the config's, with the share the cutover state allows.
+  std::shared_ptr<const config::ReadRouting> read_policy() const {
+    std::lock_guard lock(mutex_);
+    return read_policy_;
+  }
+  //! The cutover moved: `percent` of safe reads go to the new database; the config's
+  //! per-user and per-application overrides apply only while `overrides_apply` (ramping).
+  void set_read_share(double percent, bool overrides_apply) {
+    std::lock_guard lock(mutex_);
+    read_share_ = percent;
+    overrides_apply_ = overrides_apply;
+    refresh_read_policy();
   }
   monitoring::Metrics& metrics() { return metrics_; }
   CancelRegistry& cancels() { return cancels_; }
@@ -53,8 +71,22 @@ public:
   std::atomic<uint64_t>& schema_epoch() { return schema_epoch_; }
 
 private:
+  void refresh_read_policy() {
+    auto policy = std::make_shared<config::ReadRouting>(runtime_->config->read_routing);
+    policy->percent = read_share_;
+    if (!overrides_apply_) {
+      policy->user_percent.clear();
+      policy->application_percent.clear();
+    }
+    read_policy_ = std::move(policy);
+  }
+
   mutable std::mutex mutex_;
   std::shared_ptr<const Runtime> runtime_;
+  // Until the cutover controller says otherwise, the config decides alone.
+  double read_share_ = 0;
+  bool overrides_apply_ = false;
+  std::shared_ptr<const config::ReadRouting> read_policy_;
   monitoring::Metrics& metrics_;
   CancelRegistry cancels_;
   std::atomic<uint32_t> active_clients_{0};

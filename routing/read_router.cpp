@@ -71,7 +71,9 @@ RouteDecision SessionRouter::route(const ReadPolicy& policy, const ReadRequest& 
     break;
   case DecisionUnit::kSession:
     if (!session_decision_) session_decision_ = decide(policy);
-    secondary = *session_decision_;
+    // At 0 % (a revert) the session's earlier decision does not keep it on the secondary.
+    secondary =
+        *session_decision_ && percent_for(policy, identity_.user, identity_.application_name) > 0;
     break;
   }
   if (secondary) return {ReadTarget::kSecondary, RouteReason::kCohort};

@@ -82,6 +82,12 @@ TEST_CASE("a decision holds for its unit while the policy changes") {
   all.unit = none.unit = DecisionUnit::kSession;
   CHECK(router.route(none, kSafe).target == ReadTarget::kPrimary);
   CHECK(router.route(all, kSafe).target == ReadTarget::kPrimary); // kept for the session
+
+  // A revert (0 %) takes a session-long secondary decision back to the primary at once.
+  SessionRouter kept = session(8);
+  CHECK(kept.route(all, kSafe).target == ReadTarget::kSecondary);
+  CHECK(kept.route(none, kSafe).target == ReadTarget::kPrimary);
+  CHECK(kept.route(all, kSafe).target == ReadTarget::kSecondary);
 }
 
 TEST_CASE("overrides by application_name win over user overrides and the default") {
