@@ -170,21 +170,97 @@ def wait_for(predicate, timeout=10.0):
     return False
 
 
+class RedisServer:
+    """A real redis-server on a free port, without persistence, in its own directory."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="sy-redis-", dir="/tmp"))
+        self.process = None
+
+    def start(self):
+        self.log = open(self.dir / "redis.log", "a")
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)], stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, process=self.process)
+        return self
+
+    def kill(self):
+        self.process.kill()
+        self.process.wait()
+        self.log.close()
+
+    def cli(self, *args):
+        return subprocess.run(["redis-cli", "-p", str(self.port), *args], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def destroy(self):
+        if self.process and self.process.poll() is None:
+            self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class Proxy:
     """A switchyard process started from a YAML config on free ports."""
 
-    def __init__(self, config: str, workdir: Path):
+    def __init__(self, config: str, workdir: Path, admin_token=None, cutover=""):
+        """`cutover`: YAML lines for the cutover section (indented two spaces)."""
         self.port = free_port()
         self.admin_port = free_port()
         self.workdir = workdir
+        self.admin_token = admin_token
+        self.cutover = cutover
         self.config_path = workdir / f"switchyard-{self.port}.yaml"
         self.log_path = workdir / f"switchyard-{self.port}.log"
         self.write_config(config)
         self.process = None
 
     def write_config(self, config: str):
-        self.config_path.write_text(
-            f"listen: 127.0.0.1:{self.port}\nadmin:\n  listen: 127.0.0.1:{self.admin_port}\n" + config)
+        head = f"listen: 127.0.0.1:{self.port}\nadmin:\n  listen: 127.0.0.1:{self.admin_port}\n"
+        if self.admin_token:
+            head += f"  token: {self.admin_token}\n"
+        # Each proxy keeps its own cutover state, as separate installations would.
+        head += (f"cutover:\n  state_file: {self.state_path}\n  audit_log: {self.audit_path}\n"
+                 + self.cutover)
+        self.config_path.write_text(head + config)
+
+    @property
+    def state_path(self):
+        return self.workdir / f"cutover-{self.port}.json"
+
+    @property
+    def audit_path(self):
+        return self.workdir / f"audit-{self.port}.jsonl"
+
+    def audit(self):
+        """The audit log's entries, oldest first."""
+        import json
+        if not self.audit_path.exists():
+            return []
+        return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line]
+
+    def api(self, method, path, body=None, token=None):
+        """Calls the admin API: (HTTP status, decoded JSON body)."""
+        import json
+        import urllib.error
+        import urllib.request
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}{path}", data=data, method=method)
+        token = self.admin_token if token is None else token
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
 
     def start(self, extra_args=()):
         self.log_file = open(self.log_path, "w")

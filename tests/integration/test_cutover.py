@@ -1,0 +1,323 @@
+"""The cutover control plane against two real PostgreSQL 15 clusters and a real Redis: gates
+that revert, a ramp plan that advances, promote and revert, the admin API and CLI, state that
+survives restarts, and a fleet of two proxies sharing one state."""
+import random
+import subprocess
+import threading
+import time
+
+import psycopg
+import pytest
+
+from harness import SWITCHYARD_BIN, PgCluster, Proxy, RedisServer, wait_for
+
+TOKEN = "test-token"
+
+# Each side names itself; `flaky` reads fine on the primary and fails for one id in 20 on the
+# secondary (a view over a function that raises), so errors can be injected into reads the
+# classifier still sees as safe.
+SCHEMA = """
+CREATE TABLE whoami (side text); INSERT INTO whoami VALUES ('{side}');
+CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL);
+INSERT INTO accounts SELECT g, 100 FROM generate_series(1, 1000) g;
+CREATE TABLE ledger (id bigserial PRIMARY KEY, note text NOT NULL);
+"""
+PRIMARY_FLAKY = "CREATE VIEW flaky AS SELECT id, balance AS v FROM accounts;"
+SECONDARY_FLAKY = """
+CREATE FUNCTION boom(i int) RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+  IF i % 20 = 0 THEN RAISE EXCEPTION 'injected failure for id %', i; END IF;
+  RETURN 100;
+END $$;
+CREATE VIEW flaky AS SELECT id, boom(id) AS v FROM accounts;
+"""
+
+
+@pytest.fixture(scope="module")
+def pair():
+    primary, secondary = PgCluster().start(), PgCluster().start()
+    primary.sql(SCHEMA.format(side="primary") + PRIMARY_FLAKY)
+    secondary.sql(SCHEMA.format(side="secondary") + SECONDARY_FLAKY)
+    yield primary, secondary
+    primary.destroy()
+    secondary.destroy()
+
+
+@pytest.fixture
+def redis():
+    server = RedisServer().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def start(tmp_path):
+    """Starts switchyard in front of the pair with an admin token and `cutover` lines."""
+    started = []
+
+    def run(pair, extra="", cutover="", workdir=None):
+        primary, secondary = pair
+        config = (f"primary: {primary.uri()}\nsecondary: {secondary.uri()}\n"
+                  f"mirror:\n  journal: {workdir or tmp_path}/journal-{len(started)}.jsonl\n{extra}")
+        proxy = Proxy(config, workdir or tmp_path, admin_token=TOKEN, cutover=cutover)
+        started.append(proxy)
+        return proxy.start()
+
+    yield run
+    for proxy in started:
+        alive = proxy.alive()
+        proxy.stop()
+        log = proxy.log()
+        assert alive, f"switchyard died during the test:\n{log}"
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            assert marker not in log, f"sanitizer report from switchyard:\n{log}"
+
+
+def status(proxy):
+    code, body = proxy.api("GET", "/api/v1/status")
+    assert code == 200, body
+    return body
+
+
+def act(proxy, action, **body):
+    code, answer = proxy.api("POST", f"/api/v1/cutover/{action}", body or None)
+    assert code == 200, answer
+    return answer["state"]
+
+
+def evaluations_after(proxy, count):
+    """Waits until `count` more gate evaluations ran."""
+    start = status(proxy)["gate_evaluations"]
+    assert wait_for(lambda: status(proxy)["gate_evaluations"] >= start + count, timeout=60)
+
+
+def side(proxy):
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        return conn.execute("SELECT side FROM whoami").fetchone()[0]
+
+
+class Load:
+    """Client threads reading `flaky` (and optionally writing `ledger`) until stopped,
+    counting every error a client saw."""
+
+    def __init__(self, proxy, readers=3, writers=0, ids=None):
+        self.proxy, self.stop_event = proxy, threading.Event()
+        self.errors, self.reads, self.written = [], 0, []
+        self.ids = ids or list(range(1, 1001))
+        self.threads = [threading.Thread(target=self.read) for _ in range(readers)]
+        self.threads += [threading.Thread(target=self.write, args=(i,)) for i in range(writers)]
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join()
+
+    def read(self):
+        # Short sessions: the cohort is drawn per session, so many sessions sample it evenly.
+        try:
+            while not self.stop_event.is_set():
+                with psycopg.connect(self.proxy.dsn(), autocommit=True) as conn:
+                    for _ in range(20):
+                        conn.execute("SELECT v FROM flaky WHERE id = %s",
+                                     (random.choice(self.ids),)).fetchone()
+                        self.reads += 1
+        except Exception as error:  # noqa: BLE001 - every client error counts
+            self.errors.append(repr(error))
+
+    def write(self, writer):
+        try:
+            with psycopg.connect(self.proxy.dsn(), autocommit=True) as conn:
+                n = 0
+                while not self.stop_event.is_set():
+                    note = f"writer {writer} row {n}"
+                    conn.execute("INSERT INTO ledger (note) VALUES (%s)", (note,))
+                    self.written.append(note)
+                    n += 1
+        except Exception as error:  # noqa: BLE001
+            self.errors.append(repr(error))
+
+
+def ledger(cluster):
+    return cluster.sql("SELECT id || ':' || note FROM ledger ORDER BY id").split("\n")
+
+
+def test_injected_secondary_errors_revert_within_two_evaluations(pair, start):
+    proxy = start(pair, "read_percent: 50\n",
+                  "  gates:\n    interval: 1s\n    window: 10s\n"
+                  "    secondary_error_rate: {max: 0.01, min_samples: 50}\n"
+                  "    latency_p99_ratio: {enabled: false}\n")
+    assert status(proxy)["state"]["phase"] == "ramping"
+    before = status(proxy)["gate_evaluations"]
+    with Load(proxy) as load:
+        assert wait_for(lambda: status(proxy)["state"]["phase"] == "reverted", timeout=60)
+        # No flapping: errors go on, the cutover stays reverted and reads stay on the primary.
+        evaluations_after(proxy, 3)
+        assert status(proxy)["state"]["phase"] == "reverted"
+        assert all(side(proxy) == "primary" for _ in range(50))
+    assert load.errors == [] and load.reads > 0
+    revert = proxy.audit()[-1]
+    assert revert["action"] == "revert" and revert["actor"] == "gate:secondary_error_rate"
+    assert "secondary_error_rate" in revert["reason"] and revert["to"] == "reverted"
+    assert revert["gate_evaluation"] - before <= 2, (revert, before)
+    assert proxy.metric("switchyard_cutover_reverts_total", reason="secondary_error_rate") == 1
+    assert proxy.metric("switchyard_cutover_phase", phase="reverted") == 1
+    gate = next(g for g in status(proxy)["gates"] if g["name"] == "secondary_error_rate")
+    assert gate["threshold"] == 0.01 and gate["min_samples"] == 50
+    # Quiet now, and still reverted until someone re-arms it.
+    evaluations_after(proxy, 2)
+    assert status(proxy)["state"]["phase"] == "reverted"
+    code, body = proxy.api("POST", "/api/v1/cutover/ramp", {"percent": 10})
+    assert code == 409 and "cannot ramp while reverted" in body["error"]
+    assert act(proxy, "rearm", reason="fixed the view")["phase"] == "mirroring"
+
+
+def test_low_traffic_neither_reverts_nor_advances(pair, start):
+    proxy = start(pair, "read_percent: 50\n",
+                  "  ramp:\n    steps: [50, 100]\n    soak: 1s\n    auto_advance: true\n"
+                  "  gates:\n    interval: 500ms\n    window: 5s\n"
+                  "    secondary_error_rate: {max: 0.01, min_samples: 1000}\n"
+                  "    latency_p99_ratio: {min_samples: 1000}\n")
+    entries = len(proxy.audit())
+    failing_ids = list(range(20, 1001, 20))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        for i in range(40):  # half reach the secondary, and every one of those fails there
+            conn.execute("SELECT v FROM flaky WHERE id = %s", (failing_ids[i],)).fetchone()
+            time.sleep(0.05)
+    assert proxy.metric("switchyard_read_fallbacks_total", reason="secondary_error") > 0
+    evaluations_after(proxy, 6)
+    state = status(proxy)["state"]
+    assert state["phase"] == "ramping" and state["read_percent"] == 50
+    assert len(proxy.audit()) == entries
+    verdicts = {g["name"]: g["verdict"] for g in status(proxy)["gates"]}
+    assert verdicts["secondary_error_rate"] == "too_few_samples"
+
+
+def test_ramp_plan_advances_then_promote_and_revert_lose_no_row(pair, start):
+    primary, secondary = pair
+    proxy = start(pair, "read_percent: 5\n",
+                  "  ramp:\n    steps: [5, 25, 50, 100]\n    soak: 1s\n    auto_advance: true\n"
+                  "  gates:\n    interval: 500ms\n    window: 3s\n"
+                  "    secondary_error_rate: {min_samples: 20}\n"
+                  "    latency_p99_ratio: {min_samples: 20, max: 50}\n")
+    safe_ids = [i for i in range(1, 1001) if i % 20]
+    with Load(proxy, readers=2, writers=2, ids=safe_ids) as load:
+        assert wait_for(lambda: status(proxy)["state"]["read_percent"] == 100, timeout=90), status(proxy)
+        plan = [e["percent"] for e in proxy.audit() if e["actor"] == "ramp plan"]
+        assert plan == [25, 50, 100]
+        assert act(proxy, "promote", actor="test")["phase"] == "promoted"
+        assert all(side(proxy) == "secondary" for _ in range(20))
+        time.sleep(1)
+        assert act(proxy, "revert", actor="test", reason="rollback drill")["phase"] == "reverted"
+        assert all(side(proxy) == "primary" for _ in range(20))
+        time.sleep(1)
+    assert load.errors == []
+    assert wait_for(lambda: ledger(primary) == ledger(secondary), timeout=30)
+    rows = ledger(primary)
+    assert len(rows) == len(load.written) > 0
+    assert sorted(row.split(":", 1)[1] for row in rows) == sorted(load.written)
+    actions = [(e["actor"], e["action"]) for e in proxy.audit()]
+    assert ("admin:test", "promote") in actions and ("admin:test", "revert") in actions
+
+
+def test_admin_api_refuses_bad_tokens_and_illegal_transitions(pair, start, tmp_path):
+    proxy = start(pair)
+    assert proxy.api("GET", "/api/v1/status", token="")[0] == 401
+    code, body = proxy.api("GET", "/api/v1/status", token="wrong")
+    assert code == 401 and body["error"] == "wrong bearer token"
+    code, body = proxy.api("POST", "/api/v1/cutover/promote")
+    assert code == 409 and body["error"] == \
+        "cannot promote while mirroring: promote needs ramping at 100 %"
+    assert proxy.api("POST", "/api/v1/cutover/ramp", {})[0] == 400
+    assert proxy.api("POST", "/api/v1/cutover/ramp", {"percent": 101})[0] == 409
+    assert proxy.api("POST", "/api/v1/cutover/teleport")[0] == 404
+    assert proxy.api("GET", "/api/v1/cutover/ramp")[0] == 405
+    assert proxy.api("POST", "/api/v1/cutover/ramp", {"percent": 5, "colour": "red"})[0] == 400
+    assert len(proxy.audit()) == 1  # only the start's own mirroring entry
+    assert "wrong token" in proxy.log()
+
+    ctl = [str(SWITCHYARD_BIN), "ctl", "--admin", f"127.0.0.1:{proxy.admin_port}"]
+    env = {"SWITCHYARD_ADMIN_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(ctl + ["ramp", "20", "--reason", "canary", "--actor", "alice"],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and out.stdout == "cutover now ramping at 20 % (version 2)\n", out
+    out = subprocess.run(ctl + ["status"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and "ramping at 20 %" in out.stdout and "\ngates " in out.stdout
+    out = subprocess.run(ctl + ["finalize"], capture_output=True, text=True, env=env)
+    assert out.returncode == 1
+    assert "refused (HTTP 409): cannot finalize while ramping: finalize needs promoted" in out.stderr
+    out = subprocess.run(ctl + ["status"], capture_output=True, text=True, env={"PATH": "/usr/bin"})
+    assert out.returncode == 1 and "missing Authorization" in out.stderr
+    entry = proxy.audit()[-1]
+    assert (entry["actor"], entry["reason"], entry["percent"]) == ("admin:alice", "canary", 20)
+
+    # Without admin.token the API is off, and says so.
+    bare = Proxy(f"primary: {pair[0].uri()}\n", tmp_path)
+    bare.start()
+    try:
+        code, body = bare.api("GET", "/api/v1/status", token="anything")
+        assert code == 403 and "set admin.token" in body["error"]
+    finally:
+        bare.stop()
+
+
+def test_state_survives_restarts_and_config_edits_are_ramps(pair, start, tmp_path):
+    proxy = start(pair, "read_percent: 10\n")
+    act(proxy, "revert", reason="drill")
+    proxy.stop()
+    proxy.start()
+    assert status(proxy)["state"]["phase"] == "reverted"  # not re-ramped by the unchanged config
+    assert side(proxy) == "primary"
+    # An edit made while it was down is a ramp, which a reverted cutover refuses.
+    proxy.stop()
+    proxy.write_config(proxy.config_path.read_text().replace("read_percent: 10", "read_percent: 30"))
+    proxy.start()
+    assert status(proxy)["state"]["phase"] == "reverted"
+    assert "read_percent 30 not applied: cannot ramp while reverted" in proxy.log()
+    act(proxy, "rearm")
+    # A reload that changes read_percent ramps, by "config reload".
+    proxy.write_config(proxy.config_path.read_text().replace("read_percent: 30", "read_percent: 100"))
+    proxy.reload()
+    assert wait_for(lambda: status(proxy)["state"]["read_percent"] == 100)
+    assert proxy.audit()[-1]["actor"] == "config reload"
+    assert side(proxy) == "secondary"
+    code, _ = proxy.api("POST", "/api/v1/reload")
+    assert code == 200
+
+
+def test_fleet_shares_state_fails_static_and_converges(pair, start, redis, tmp_path):
+    key = f"switchyard:test:{random.randrange(1 << 30)}"
+    fleet = f"fleet:\n  redis: {redis.url}\n  key: {key}\n"
+    first = start(pair, fleet, workdir=tmp_path)
+    second = start(pair, fleet, workdir=tmp_path)
+    assert status(second)["state"]["version"] == status(first)["state"]["version"] == 1
+    assert status(first)["fleet"]["connected"]
+
+    began = time.monotonic()
+    act(first, "ramp", percent=100, actor="ops")
+    assert wait_for(lambda: status(second)["state"]["read_percent"] == 100, timeout=5)
+    print(f"ramp on one proxy seen by the other after {time.monotonic() - began:.3f} s")
+    assert side(second) == "secondary"
+    assert '"read_percent":100' in redis.cli("GET", key)
+
+    redis.kill()
+    assert wait_for(lambda: not status(first)["fleet"]["connected"]
+                    and not status(second)["fleet"]["connected"], timeout=10)
+    # Fail static: both serve with the last state.
+    assert side(first) == "secondary" and side(second) == "secondary"
+    code, body = first.api("POST", "/api/v1/cutover/ramp", {"percent": 50})
+    assert code == 409 and "only revert is possible" in body["error"]
+    assert act(second, "revert", reason="redis is down and so is my patience")["phase"] == "reverted"
+    assert side(second) == "primary" and side(first) == "secondary"
+    assert status(second)["fleet"]["unpublished_changes"] == 1
+
+    redis.start()  # an empty Redis on the same port: both converge on the revert
+    assert wait_for(lambda: status(first)["state"]["phase"] == "reverted"
+                    and status(second)["state"] == status(first)["state"], timeout=15)
+    assert status(second)["fleet"]["unpublished_changes"] == 0
+    assert side(first) == "primary"
+    assert '"phase":"reverted"' in redis.cli("GET", key)
