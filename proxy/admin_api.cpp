@@ -1,6 +1,7 @@
 #include "proxy/admin_api.hpp"
 
 #include <boost/json.hpp>
+#include <fmt/format.h>
 #include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 
@@ -101,7 +102,59 @@ Response cutover_action(const http::request<http::string_body>& request, std::st
   return reply(request, http::status::ok, "{\"state\":" + routing::to_json(*applied) + "}");
 }
 
+std::string html_escape(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    switch (c) {
+    case '&': out += "&amp;"; break;
+    case '<': out += "&lt;"; break;
+    case '>': out += "&gt;"; break;
+    case '"': out += "&quot;"; break;
+    case '\'': out += "&#39;"; break;
+    default: out += c;
+    }
+  }
+  return out;
+}
+
+std::string text_of(const json::value& value) {
+  if (value.is_string()) return html_escape(value.get_string());
+  if (value.is_double()) return fmt::format("{:.4g}", value.get_double());
+  return html_escape(json::serialize(value));
+}
+
 } // namespace
+
+std::string status_page(AdminContext& context) {
+  json::value status = json::parse(context.cutover.status_json());
+  const json::object& all = status.get_object();
+  const json::object& state = all.at("state").get_object();
+  std::string page =
+      "<!doctype html><html><head><meta charset=\"utf-8\"><title>switchyard</title>"
+      "<meta http-equiv=\"refresh\" content=\"5\"><style>body{font-family:sans-serif;"
+      "margin:2em}td,th{padding:.2em .8em;text-align:left}.breached{color:#b00}"
+      ".holds{color:#070}</style></head><body><h1>switchyard " +
+      text_of(all.at("proxy")) + "</h1>";
+  page +=
+      "<p>Cutover: <b>" + text_of(state.at("phase")) + "</b>, reads on the new database: <b>" +
+      text_of(all.at("reads_on_new_database_percent")) + " %</b>" +
+      (state.at("paused").get_bool() && state.at("phase") == "ramping" ? " (ramp paused)" : "") +
+      ", version " + text_of(state.at("version")) + ".</p>";
+  page += "<p>Last change by " + text_of(state.at("actor")) + ": " + text_of(state.at("reason")) +
+          "</p><table><tr><th>gate</th><th>value</th><th>limit</th><th>samples</th>"
+          "<th>minimum</th><th>verdict</th></tr>";
+  for (const auto& item : all.at("gates").get_array()) {
+    const json::object& gate = item.get_object();
+    std::string verdict = text_of(gate.at("verdict"));
+    page += "<tr><td>" + text_of(gate.at("name")) + "</td><td>" + text_of(gate.at("value")) +
+            "</td><td>" + text_of(gate.at("threshold")) + "</td><td>" +
+            text_of(gate.at("samples")) + "</td><td>" + text_of(gate.at("min_samples")) +
+            "</td><td class=\"" + verdict + "\">" + verdict + "</td></tr>";
+  }
+  page += "</table><p>Machine-readable: <a href=\"/metrics\">/metrics</a>; actions: "
+          "<code>switchyard ctl</code> or the admin API (bearer token).</p></body></html>\n";
+  return page;
+}
 
 Response handle_api(const http::request<http::string_body>& request, AdminContext& context) {
   auto runtime = context.services.runtime();

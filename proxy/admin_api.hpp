@@ -13,4 +13,8 @@ namespace http = boost::beast::http;
 http::response<http::string_body> handle_api(const http::request<http::string_body>& request,
                                              AdminContext& context);
 
+//! The status page for people at GET / (HTML, read-only, no token: it shows what /metrics
+//! already does, in words).
+std::string status_page(AdminContext& context);
+
 } // namespace switchyard::proxy

@@ -49,6 +49,9 @@ handle(const http::request<http::string_body>& request, AdminContext& context) {
     response.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
     response.body() =
         prometheus::TextSerializer().Serialize(services.metrics().registry().Collect());
+  } else if (target == "/") {
+    response.set(http::field::content_type, "text/html; charset=utf-8");
+    response.body() = status_page(context);
   } else if (target == "/healthz") {
     response.body() = "ok\n";
   } else if (target == "/readyz") {
@@ -61,7 +64,7 @@ handle(const http::request<http::string_body>& request, AdminContext& context) {
     }
   } else {
     response.result(http::status::not_found);
-    response.body() = "not found: try /metrics, /healthz, /readyz or /api/v1/status\n";
+    response.body() = "not found: try /, /metrics, /healthz, /readyz or /api/v1/status\n";
   }
   response.keep_alive(request.keep_alive());
   response.prepare_payload();

@@ -255,6 +255,13 @@ def test_admin_api_refuses_bad_tokens_and_illegal_transitions(pair, start, tmp_p
     entry = proxy.audit()[-1]
     assert (entry["actor"], entry["reason"], entry["percent"]) == ("admin:alice", "canary", 20)
 
+    # The status page for people needs no token and escapes what people typed.
+    act(proxy, "pause", reason="<b>hold</b> & look")
+    import urllib.request
+    page = urllib.request.urlopen(f"http://127.0.0.1:{proxy.admin_port}/", timeout=5).read().decode()
+    assert "Cutover: <b>ramping</b>" in page and "(ramp paused)" in page
+    assert "&lt;b&gt;hold&lt;/b&gt; &amp; look" in page and "<b>hold</b>" not in page
+
     # Without admin.token the API is off, and says so.
     bare = Proxy(f"primary: {pair[0].uri()}\n", tmp_path)
     bare.start()
