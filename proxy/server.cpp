@@ -56,7 +56,7 @@ Server::Server(std::optional<std::string> config_file, config::Overrides overrid
         }
         return contexts;
       }()),
-      client_acceptor_(*contexts_[0]), admin_acceptor_(*contexts_[0]),
+      client_acceptor_(*contexts_[0]), admin_acceptor_(admin_context_),
       signals_(*contexts_[0], SIGHUP, SIGINT, SIGTERM) {}
 
 Server::~Server() {
@@ -86,9 +86,9 @@ void Server::run() {
   const config::Config& config = *services_.runtime()->config;
   spawn(contexts_[0]->get_executor(), accept_clients(), "client listener");
   AdminContext admin{services_, cutover_, [this] { return reload(); }};
-  spawn(contexts_[0]->get_executor(), serve_admin(std::move(admin_acceptor_), std::move(admin)),
+  spawn(admin_context_.get_executor(), serve_admin(std::move(admin_acceptor_), std::move(admin)),
         "admin listener");
-  spawn(contexts_[0]->get_executor(), cutover_.run_gates(), "cutover gates");
+  spawn(admin_context_.get_executor(), cutover_.run_gates(), "cutover gates");
   spawn(contexts_[0]->get_executor(), handle_signals(), "signal handler");
   spawn(contexts_[0]->get_executor(), replay_journal(services_), "journal replayer");
   for (auto& context : contexts_) {
@@ -104,6 +104,10 @@ void Server::run() {
                  config.secondary->redacted, config.mirror.journal_path);
   }
   spdlog::info("connect with: psql -h {} -p {}", config.listen.host, config.listen.port);
+  threads_.emplace_back([this] {
+    auto guard = asio::make_work_guard(admin_context_);
+    admin_context_.run();
+  });
   for (size_t i = 1; i < contexts_.size(); ++i) {
     threads_.emplace_back([this, i] {
       auto guard = asio::make_work_guard(*contexts_[i]);
@@ -116,6 +120,7 @@ void Server::run() {
 void Server::stop() {
   for (auto& context : contexts_)
     context->stop();
+  admin_context_.stop();
 }
 
 asio::awaitable<void> Server::accept_clients() {
@@ -163,6 +168,7 @@ asio::awaitable<void> Server::handle_signals() {
 }
 
 Status Server::reload() {
+  std::lock_guard lock(reload_mutex_);
   auto& metrics = services_.metrics();
   auto config = config::load_config(config_file_, overrides_);
   if (!config) {

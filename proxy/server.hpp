@@ -1,6 +1,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -15,8 +16,8 @@
 namespace switchyard::proxy {
 
 //! The running proxy: one io_context per network thread (a session lives on one thread, so
-//! it needs no locks), the client and admin listeners, and signal handling (SIGHUP reloads,
-//! SIGINT/SIGTERM stop).
+//! it needs no locks), the client listener, the admin listener and gates on their own thread,
+//! and signal handling (SIGHUP reloads, SIGINT/SIGTERM stop).
 class Server {
 public:
   Server(std::optional<std::string> config_file, config::Overrides overrides,
@@ -42,7 +43,11 @@ private:
   Services services_;
   CutoverController cutover_;
   std::vector<std::unique_ptr<asio::io_context>> contexts_;
+  // The admin API and the gates, on a thread of their own: a slow Redis or a large /metrics
+  // never stalls a client session.
+  asio::io_context admin_context_{1};
   std::vector<std::thread> threads_;
+  std::mutex reload_mutex_; // SIGHUP (network thread 0) and the admin API may reload at once
   tcp::acceptor client_acceptor_;
   tcp::acceptor admin_acceptor_;
   asio::signal_set signals_;
