@@ -137,6 +137,12 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                       .Name("switchyard_backend_query_duration_seconds")
                       .Help("Time from a client's Query or Sync to the backend's ReadyForQuery")
                       .Register(r);
+  auto& reads_latency =
+      prometheus::BuildHistogram()
+          .Name("switchyard_read_duration_seconds")
+          .Help("Safe reads from the client's request to the end of the answer, by the database "
+                "that answered (the latency gate compares the two)")
+          .Register(r);
   const prometheus::Histogram::BucketBoundaries buckets(kLatencyBuckets.begin(),
                                                         kLatencyBuckets.end());
   for (size_t i = 0; i < kRoles; ++i) {
@@ -148,6 +154,7 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
     bytes_to_backend_[i] = &bytes.Add({{"backend", role}, {"direction", "to_backend"}});
     bytes_from_backend_[i] = &bytes.Add({{"backend", role}, {"direction", "from_backend"}});
     query_seconds_[i] = &latency.Add({{"backend", role}}, buckets);
+    read_seconds_[i] = &reads_latency.Add({{"target", role}}, buckets);
   }
   auto& cancels =
       counter("switchyard_cancel_requests_total", "CancelRequests received, by outcome");

@@ -103,6 +103,7 @@ public:
   prometheus::Counter& bytes_to_backend(BackendRole r) { return *bytes_to_backend_[idx(r)]; }
   prometheus::Counter& bytes_from_backend(BackendRole r) { return *bytes_from_backend_[idx(r)]; }
   prometheus::Histogram& query_seconds(BackendRole r) { return *query_seconds_[idx(r)]; }
+  prometheus::Histogram& read_seconds(BackendRole r) { return *read_seconds_[idx(r)]; }
   prometheus::Counter& cancel_requests(CancelResult r) { return *cancel_requests_[idx(r)]; }
   prometheus::Counter& config_reloads(bool ok) { return ok ? *reloads_ok_ : *reloads_failed_; }
   prometheus::Counter& mirrored(MirrorKind k) { return *mirrored_[idx(k)]; }
@@ -146,6 +147,7 @@ private:
   std::array<prometheus::Counter*, kRoles> bytes_to_backend_{};
   std::array<prometheus::Counter*, kRoles> bytes_from_backend_{};
   std::array<prometheus::Histogram*, kRoles> query_seconds_{};
+  std::array<prometheus::Histogram*, kRoles> read_seconds_{};
   std::array<prometheus::Counter*, static_cast<size_t>(CancelResult::kCount)> cancel_requests_{};
   prometheus::Counter* reloads_ok_;
   prometheus::Counter* reloads_failed_;

@@ -4,22 +4,26 @@
 
 namespace switchyard::monitoring {
 
-RelayStats::RelayStats(Metrics& metrics) : metrics_(metrics) {
-  for (auto& pending : pending_)
-    pending.bucket_counts.assign(kLatencyBuckets.size() + 1, 0);
-}
+RelayStats::RelayStats(Metrics& metrics) : metrics_(metrics) {}
 
 RelayStats& RelayStats::for_this_thread(Metrics& metrics) {
   thread_local RelayStats stats(metrics);
   return stats;
 }
 
-void RelayStats::observe_query_seconds(BackendRole role, double seconds) {
-  Pending& p = at(role);
+void RelayStats::Latency::observe(double seconds) {
   auto bucket = std::lower_bound(kLatencyBuckets.begin(), kLatencyBuckets.end(), seconds);
-  p.bucket_counts[static_cast<size_t>(bucket - kLatencyBuckets.begin())] += 1;
-  p.latency_sum += seconds;
-  ++p.latency_count;
+  bucket_counts[static_cast<size_t>(bucket - kLatencyBuckets.begin())] += 1;
+  sum += seconds;
+  ++count;
+}
+
+void RelayStats::Latency::flush_into(prometheus::Histogram& histogram) {
+  if (count == 0) return;
+  histogram.ObserveMultiple(bucket_counts, sum);
+  std::fill(bucket_counts.begin(), bucket_counts.end(), 0);
+  sum = 0;
+  count = 0;
 }
 
 void RelayStats::flush() {
@@ -33,11 +37,9 @@ void RelayStats::flush() {
     }
     if (p.queries) metrics_.queries(role).Increment(static_cast<double>(p.queries));
     if (p.errors) metrics_.backend_errors(role).Increment(static_cast<double>(p.errors));
-    if (p.latency_count)
-      metrics_.query_seconds(role).ObserveMultiple(p.bucket_counts, p.latency_sum);
-    p.bytes_to_backend = p.bytes_from_backend = p.queries = p.errors = p.latency_count = 0;
-    p.latency_sum = 0;
-    std::fill(p.bucket_counts.begin(), p.bucket_counts.end(), 0);
+    p.query.flush_into(metrics_.query_seconds(role));
+    p.read.flush_into(metrics_.read_seconds(role));
+    p.bytes_to_backend = p.bytes_from_backend = p.queries = p.errors = 0;
   }
 }
 

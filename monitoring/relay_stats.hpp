@@ -23,20 +23,28 @@ public:
   void add_bytes_from_backend(BackendRole role, uint64_t n) { at(role).bytes_from_backend += n; }
   void add_queries(BackendRole role, uint64_t n) { at(role).queries += n; }
   void add_backend_errors(BackendRole role, uint64_t n) { at(role).errors += n; }
-  void observe_query_seconds(BackendRole role, double seconds);
+  void observe_query_seconds(BackendRole role, double seconds) { at(role).query.observe(seconds); }
+  //! A safe read, from the client's request to the end of its answer, on `role`.
+  void observe_read_seconds(BackendRole role, double seconds) { at(role).read.observe(seconds); }
 
   //! Adds everything pending to the Prometheus metrics and clears it.
   void flush();
 
 private:
+  struct Latency {
+    std::vector<double> bucket_counts = std::vector<double>(kLatencyBuckets.size() + 1, 0);
+    double sum = 0;
+    uint64_t count = 0;
+    void observe(double seconds);
+    void flush_into(prometheus::Histogram& histogram);
+  };
   struct Pending {
     uint64_t bytes_to_backend = 0;
     uint64_t bytes_from_backend = 0;
     uint64_t queries = 0;
     uint64_t errors = 0;
-    std::vector<double> bucket_counts; // one per histogram bucket, +Inf last
-    double latency_sum = 0;
-    uint64_t latency_count = 0;
+    Latency query;
+    Latency read;
   };
   Pending& at(BackendRole role) { return pending_[static_cast<size_t>(role)]; }
 

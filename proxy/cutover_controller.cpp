@@ -316,8 +316,8 @@ routing::GateCounters CutoverController::sample_counters() const {
         monitoring::MirrorFailure::kSecondaryError, monitoring::MirrorFailure::kRowCount}) {
     counters.secondary_failed += metrics.mirror_failures(failure).Value();
   }
-  counters.primary_latency = cumulative_buckets(metrics.query_seconds(BackendRole::kPrimary));
-  counters.secondary_latency = cumulative_buckets(metrics.query_seconds(BackendRole::kSecondary));
+  counters.primary_latency = cumulative_buckets(metrics.read_seconds(BackendRole::kPrimary));
+  counters.secondary_latency = cumulative_buckets(metrics.read_seconds(BackendRole::kSecondary));
   counters.shadow_match = metrics.shadow_comparisons(monitoring::ShadowResult::kMatch).Value();
   counters.shadow_mismatch =
       metrics.shadow_comparisons(monitoring::ShadowResult::kMismatch).Value();

@@ -23,6 +23,7 @@ namespace switchyard::proxy {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
 using monitoring::BackendRole;
 using monitoring::CloseReason;
 using protocol::MirrorPlan;
@@ -31,6 +32,10 @@ using protocol::TransactionOp;
 using routing::ReadTarget;
 using routing::RouteReason;
 namespace sqlstate = protocol::sqlstate;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
 
 constexpr size_t kClassificationCacheSize = 1024;
 constexpr size_t kFlushThreshold = size_t{64} * 1024;
@@ -81,6 +86,7 @@ struct Expect {
   bool digest = false;          // a read being compared: digest its rows as they pass
   bool shadow = false;          // a shadow comparison's run: digest the answer, show none
   bool hand_over = false;       // a COMMIT whose writes go to the secondary after it (async)
+  std::optional<Clock::time_point> read_started; // a safe read: timed for the latency gate
 };
 
 //! Serializes writes to the client from the two pumps, keeping their order.
@@ -640,6 +646,7 @@ private:
       protocol::append_query(to_primary_, job.sql);
     }
     expect.digest = digest;
+    expect.read_started = Clock::now();
     if (digest) primary_digest_ = routing::ResultDigest(job.ordered);
     expects_.push_back(std::move(expect));
   }
@@ -773,10 +780,8 @@ private:
         stats_.observe_query_seconds(BackendRole::kSecondary, *seconds);
       }
       protocol::append_ready_for_query(out, status);
-    } else { // the latency gate compares the secondary's reads with the primary's queries
-      stats_.observe_query_seconds(BackendRole::kSecondary,
-                                   std::chrono::duration<double>(Clock::now() - started).count());
     }
+    stats_.observe_read_seconds(BackendRole::kSecondary, seconds_since(started));
     if (auto ec = co_await writer_.write(out); ec) {
       co_return SecondaryServed{true, peer_gone(CloseReason::kClientDisconnect, ec)};
     }
@@ -1007,7 +1012,12 @@ private:
       if (front.digest) primary_digest_.add_row(frame.body);
       on_data_row(frame);
       return;
-    case 'C': on_command_complete(frame, front); return;
+    case 'C':
+      if (front.read_started && front.kind == ExpectKind::kExecute) {
+        stats_.observe_read_seconds(BackendRole::kPrimary, seconds_since(*front.read_started));
+      }
+      on_command_complete(frame, front);
+      return;
     case 's':
       pass(frame);
       finish_statement(front, std::nullopt);
@@ -1065,6 +1075,9 @@ private:
     }
     if (auto seconds = activity_.ready_received(Clock::now())) {
       stats_.observe_query_seconds(BackendRole::kPrimary, *seconds);
+    }
+    if (front.read_started && front.kind == ExpectKind::kQuery) {
+      stats_.observe_read_seconds(BackendRole::kPrimary, seconds_since(*front.read_started));
     }
     pass(frame);
   }
