@@ -59,7 +59,7 @@ constexpr SettingInfo kSettings[] = {
      "secondary reads and writes the window needs before the gate counts"},
     {"cutover.gates.latency_p99_ratio.enabled", true, "whether this gate may revert"},
     {"cutover.gates.latency_p99_ratio.max", true,
-     "p99 query latency on the secondary over the primary's"},
+     "p99 latency of safe reads on the secondary over those on the primary"},
     {"cutover.gates.latency_p99_ratio.min_samples", true,
      "queries each side needs in the window before the gate counts"},
     {"cutover.gates.shadow_mismatch_rate.enabled", true, "whether this gate may revert"},
@@ -83,6 +83,8 @@ constexpr SettingInfo kSettings[] = {
      "close clients idle inside a transaction (0: never)"},
     {"admin.listen", false, "host:port of the admin HTTP API and /metrics"},
     {"admin.token", true, "bearer token for admin API actions"},
+    {"admin.cert_file", true, "PEM certificate chain: the admin listener serves HTTPS only"},
+    {"admin.key_file", true, "PEM private key of admin.cert_file"},
     {"logging.level", true, "trace, debug, info, warn, error"},
     {"logging.format", false, "text or json"},
 };
@@ -331,6 +333,18 @@ void validate_auth(Config& config, Checker& check) {
 }
 
 void validate_tls(Config& config, Checker& check) {
+  if (config.admin_cert_file.empty() != config.admin_key_file.empty()) {
+    check.fail(config.admin_cert_file.empty() ? "admin.cert_file" : "admin.key_file",
+               "admin.cert_file and admin.key_file go together");
+    return;
+  }
+  for (auto [key, file] : {std::pair{"admin.cert_file", &config.admin_cert_file},
+                           std::pair{"admin.key_file", &config.admin_key_file}}) {
+    if (!file->empty() && !std::ifstream(*file).good()) {
+      check.fail(key, "cannot read '" + *file + "'");
+      return;
+    }
+  }
   if (config.tls_mode == ClientTlsMode::kOff) return;
   for (auto [key, file] : {std::pair{"tls.cert_file", &config.tls_cert_file},
                            std::pair{"tls.key_file", &config.tls_key_file}}) {
@@ -461,6 +475,8 @@ Result<std::shared_ptr<const Config>> parse_config(std::string_view yaml, std::s
     check.fail("limits.startup_timeout", "must be greater than 0");
   }
   if (auto v = scalar(root, "admin.token", check)) config->admin_token = *v;
+  if (auto v = scalar(root, "admin.cert_file", check)) config->admin_cert_file = *v;
+  if (auto v = scalar(root, "admin.key_file", check)) config->admin_key_file = *v;
   read_enum(root, "logging.level", config->log_level,
             {{"trace", "trace"},
              {"debug", "debug"},

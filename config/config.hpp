@@ -134,7 +134,9 @@ struct Config {
   std::string tls_cert_file;
   std::string tls_key_file;
   Limits limits;
-  std::string admin_token; //!< empty: admin API actions other than health and metrics refused
+  std::string admin_token;     //!< empty: admin API actions other than health and metrics refused
+  std::string admin_cert_file; //!< set (with the key): the admin listener speaks HTTPS only
+  std::string admin_key_file;
   std::string log_level = "info";
   LogFormat log_format = LogFormat::kText;
 

@@ -15,6 +15,7 @@ namespace beast = boost::beast;
 
 constexpr auto kReadyProbeTimeout = std::chrono::seconds(1);
 constexpr size_t kMaxRequestBytes = size_t{64} * 1024;
+constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
 
 // Ready when a TCP connection to the primary succeeds within a second.
 asio::awaitable<std::string> probe_primary(const config::BackendTarget& primary) {
@@ -71,7 +72,8 @@ handle(const http::request<http::string_body>& request, AdminContext& context) {
   co_return response;
 }
 
-asio::awaitable<void> serve_connection(tcp::socket socket, std::shared_ptr<AdminContext> context) {
+template <class Stream>
+asio::awaitable<void> serve_requests(Stream& socket, std::shared_ptr<AdminContext> context) {
   beast::flat_buffer buffer(kMaxRequestBytes);
   while (true) {
     http::request_parser<http::string_body> parser;
@@ -83,6 +85,23 @@ asio::awaitable<void> serve_connection(tcp::socket socket, std::shared_ptr<Admin
     auto [wec, wn] = co_await http::async_write(socket, response, use_tuple);
     if (wec || !response.keep_alive()) co_return;
   }
+}
+
+// Plain HTTP, or HTTPS only when admin.cert_file is set (a plain request then fails the
+// handshake and the connection closes).
+asio::awaitable<void> serve_connection(tcp::socket socket, std::shared_ptr<AdminContext> context) {
+  auto runtime = context->services.runtime(); // keeps the TLS context alive for the stream
+  if (!runtime->admin_tls) {
+    co_await serve_requests(socket, std::move(context));
+    co_return;
+  }
+  ssl::stream<tcp::socket> stream(std::move(socket), *runtime->admin_tls);
+  asio::steady_timer timer(stream.get_executor(), kHandshakeTimeout);
+  auto handshake = co_await (stream.async_handshake(ssl::stream_base::server, use_tuple) ||
+                             timer.async_wait(use_tuple));
+  if (handshake.index() == 1 || std::get<0>(std::get<0>(handshake))) co_return;
+  co_await serve_requests(stream, std::move(context));
+  co_await stream.async_shutdown(use_tuple);
 }
 
 } // namespace

@@ -2,6 +2,7 @@
 
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
@@ -23,30 +24,55 @@ struct Answer {
   std::string body;
 };
 
+template <class Stream> Answer exchange(Stream& stream, http::request<http::string_body>& out) {
+  http::write(stream, out);
+  beast::flat_buffer buffer;
+  http::response<http::string_body> in;
+  http::read(stream, buffer, in);
+  return Answer{in.result_int(), in.body()};
+}
+
 Result<Answer> call(const CtlRequest& request, http::verb method, const std::string& target,
                     const std::string& body) {
-  auto address = config::parse_listen_address(request.admin);
+  constexpr std::string_view kHttps = "https://";
+  std::string_view admin = request.admin;
+  bool https = admin.starts_with(kHttps);
+  if (https) admin.remove_prefix(kHttps.size());
+  auto address = config::parse_listen_address(admin);
   if (!address) return Error{"--admin: " + address.error()};
+  http::request<http::string_body> out{method, target, 11};
+  out.set(http::field::host, address->host);
+  out.set(http::field::user_agent, "switchyard-ctl");
+  if (!request.token.empty()) out.set(http::field::authorization, "Bearer " + request.token);
+  if (!body.empty()) {
+    out.set(http::field::content_type, "application/json");
+    out.body() = body;
+  }
+  out.prepare_payload();
   try {
     asio::io_context io;
     tcp::resolver resolver(io);
-    beast::tcp_stream stream(io);
-    stream.expires_after(std::chrono::seconds(10));
-    stream.connect(resolver.resolve(address->host, std::to_string(address->port)));
-    http::request<http::string_body> out{method, target, 11};
-    out.set(http::field::host, address->host);
-    out.set(http::field::user_agent, "switchyard-ctl");
-    if (!request.token.empty()) out.set(http::field::authorization, "Bearer " + request.token);
-    if (!body.empty()) {
-      out.set(http::field::content_type, "application/json");
-      out.body() = body;
+    auto endpoints = resolver.resolve(address->host, std::to_string(address->port));
+    if (!https) {
+      beast::tcp_stream stream(io);
+      stream.expires_after(std::chrono::seconds(10));
+      stream.connect(endpoints);
+      return exchange(stream, out);
     }
-    out.prepare_payload();
-    http::write(stream, out);
-    beast::flat_buffer buffer;
-    http::response<http::string_body> in;
-    http::read(stream, buffer, in);
-    return Answer{in.result_int(), in.body()};
+    ssl::context tls(ssl::context::tls_client);
+    if (request.ca_file.empty()) {
+      tls.set_default_verify_paths();
+    } else {
+      tls.load_verify_file(request.ca_file);
+    }
+    tls.set_verify_mode(ssl::verify_peer);
+    beast::ssl_stream<beast::tcp_stream> stream(io, tls);
+    stream.set_verify_callback(ssl::host_name_verification(address->host));
+    SSL_set_tlsext_host_name(stream.native_handle(), address->host.c_str());
+    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(10));
+    beast::get_lowest_layer(stream).connect(endpoints);
+    stream.handshake(ssl::stream_base::client);
+    return exchange(stream, out);
   } catch (const boost::system::system_error& e) {
     return Error{"cannot reach the admin API at " + request.admin + ": " + e.code().message()};
   }

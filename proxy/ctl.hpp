@@ -7,7 +7,8 @@ namespace switchyard::proxy {
 
 //! What `switchyard ctl` was asked to do.
 struct CtlRequest {
-  std::string admin;             //!< host:port of the admin listener
+  std::string admin;             //!< host:port of the admin listener, or https://host:port
+  std::string ca_file;           //!< verifies an HTTPS admin listener (default: the system CAs)
   std::string token;             //!< bearer token
   std::string command;           //!< status, reload, or a cutover action
   std::optional<double> percent; //!< for ramp

@@ -39,7 +39,10 @@ int main(int argc, char** argv) {
   auto* ctl = app.add_subcommand("ctl", "drive a running proxy's cutover through its admin API");
   ctl->add_option("--config", ctl_config, "read the admin address and token from this config")
       ->check(CLI::ExistingFile);
-  ctl->add_option("--admin", ctl_admin, "HOST:PORT of the admin API (default 127.0.0.1:9543)");
+  ctl->add_option("--admin", ctl_admin,
+                  "HOST:PORT of the admin API, https://HOST:PORT for TLS (default 127.0.0.1:9543)");
+  ctl->add_option("--cacert", ctl_request.ca_file, "CA file verifying an HTTPS admin API")
+      ->check(CLI::ExistingFile);
   ctl->add_option("--token", ctl_token, "bearer token (default: $SWITCHYARD_ADMIN_TOKEN)")
       ->envname("SWITCHYARD_ADMIN_TOKEN");
   ctl->add_option("--reason", ctl_request.reason, "why, for the audit log");
@@ -75,6 +78,7 @@ int main(int argc, char** argv) {
         return 2;
       }
       ctl_request.admin = (*config)->admin_listen.to_string();
+      if (!(*config)->admin_cert_file.empty()) ctl_request.admin = "https://" + ctl_request.admin;
       ctl_request.token = (*config)->admin_token;
     }
     if (ctl_admin) ctl_request.admin = *ctl_admin;

@@ -12,6 +12,25 @@ void harden(ssl::context& context) {
                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
 }
 
+// A TLS server context from `section`.cert_file and `section`.key_file.
+Result<std::unique_ptr<ssl::context>> make_server_tls(const std::string& source,
+                                                      std::string_view section,
+                                                      const std::string& cert_file,
+                                                      const std::string& key_file) {
+  auto context = std::make_unique<ssl::context>(ssl::context::tls_server);
+  harden(*context);
+  error_code ec;
+  if (context->use_certificate_chain_file(cert_file, ec); ec) {
+    return Error{source + ": " + std::string(section) + ".cert_file: cannot load '" + cert_file +
+                 "': " + ec.message()};
+  }
+  if (context->use_private_key_file(key_file, ssl::context::pem, ec); ec) {
+    return Error{source + ": " + std::string(section) + ".key_file: cannot load '" + key_file +
+                 "': " + ec.message()};
+  }
+  return context;
+}
+
 } // namespace
 
 Result<std::unique_ptr<ssl::context>> make_backend_tls(const config::BackendTarget& target) {
@@ -52,17 +71,14 @@ Result<std::shared_ptr<const Runtime>> build_runtime(std::shared_ptr<const confi
   auto runtime = std::make_shared<Runtime>();
   const config::Config& c = *config;
   if (c.tls_mode != config::ClientTlsMode::kOff) {
-    runtime->client_tls = std::make_unique<ssl::context>(ssl::context::tls_server);
-    harden(*runtime->client_tls);
-    error_code ec;
-    if (runtime->client_tls->use_certificate_chain_file(c.tls_cert_file, ec); ec) {
-      return Error{c.source + ": tls.cert_file: cannot load '" + c.tls_cert_file +
-                   "': " + ec.message()};
-    }
-    if (runtime->client_tls->use_private_key_file(c.tls_key_file, ssl::context::pem, ec); ec) {
-      return Error{c.source + ": tls.key_file: cannot load '" + c.tls_key_file +
-                   "': " + ec.message()};
-    }
+    auto tls = make_server_tls(c.source, "tls", c.tls_cert_file, c.tls_key_file);
+    if (!tls) return Error{tls.error()};
+    runtime->client_tls = std::move(*tls);
+  }
+  if (!c.admin_cert_file.empty()) {
+    auto tls = make_server_tls(c.source, "admin", c.admin_cert_file, c.admin_key_file);
+    if (!tls) return Error{tls.error()};
+    runtime->admin_tls = std::move(*tls);
   }
   auto primary_tls = make_backend_tls(c.primary);
   if (!primary_tls) return Error{c.source + ": primary: " + primary_tls.error()};

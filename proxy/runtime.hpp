@@ -18,6 +18,7 @@ struct Runtime {
   std::unique_ptr<ssl::context> client_tls;    //!< for clients' SSLRequest; null when tls.mode off
   std::unique_ptr<ssl::context> primary_tls;   //!< for the primary; null when sslmode disable
   std::unique_ptr<ssl::context> secondary_tls; //!< for the secondary; null when none or disable
+  std::unique_ptr<ssl::context> admin_tls;     //!< for the admin listener; null: plain HTTP
   std::map<std::string, protocol::ScramSecret, std::less<>> scram_secrets; //!< by user name
 };
 

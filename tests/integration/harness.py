@@ -208,13 +208,14 @@ class RedisServer:
 class Proxy:
     """A switchyard process started from a YAML config on free ports."""
 
-    def __init__(self, config: str, workdir: Path, admin_token=None, cutover=""):
-        """`cutover`: YAML lines for the cutover section (indented two spaces)."""
+    def __init__(self, config: str, workdir: Path, admin_token=None, cutover="", admin=""):
+        """`cutover`, `admin`: YAML lines for those sections (indented two spaces)."""
         self.port = free_port()
         self.admin_port = free_port()
         self.workdir = workdir
         self.admin_token = admin_token
         self.cutover = cutover
+        self.admin = admin
         self.config_path = workdir / f"switchyard-{self.port}.yaml"
         self.log_path = workdir / f"switchyard-{self.port}.log"
         self.write_config(config)
@@ -224,9 +225,14 @@ class Proxy:
         head = f"listen: 127.0.0.1:{self.port}\nadmin:\n  listen: 127.0.0.1:{self.admin_port}\n"
         if self.admin_token:
             head += f"  token: {self.admin_token}\n"
-        # Each proxy keeps its own cutover state, as separate installations would.
+        head += self.admin
+        # Each proxy keeps its own cutover state, as separate installations would. Tests of
+        # other features switch the gates off, so no auto-revert moves their reads.
+        gates = self.cutover or ("  gates:\n" + "".join(
+            f"    {gate}: {{enabled: false}}\n" for gate in
+            ("secondary_error_rate", "latency_p99_ratio", "shadow_mismatch_rate", "journal_backlog")))
         head += (f"cutover:\n  state_file: {self.state_path}\n  audit_log: {self.audit_path}\n"
-                 + self.cutover)
+                 + gates)
         self.config_path.write_text(head + config)
 
     @property

@@ -286,6 +286,10 @@ fleet:
   CHECK(load_error(base + "fleet:\n  redis: http://cache\n") ==
         "test.yaml: fleet.redis: must start with redis:// (got 'http://cache'; expected "
         "redis://[:password@]host[:port][/db])");
+  CHECK(load_error(base + "admin:\n  cert_file: /etc/hosts\n") ==
+        "test.yaml: admin.key_file: admin.cert_file and admin.key_file go together");
+  CHECK(load_error(base + "admin:\n  cert_file: /nonexistent.pem\n  key_file: /etc/hosts\n") ==
+        "test.yaml: admin.cert_file: cannot read '/nonexistent.pem'");
   CHECK(load_error(base + "fleet:\n  redis: redis://cache:0\n").find("invalid port") !=
         std::string::npos);
 }
