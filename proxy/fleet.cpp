@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
 #include <chrono>
 #include <memory>
 
@@ -81,6 +82,16 @@ redisContext* RedisFleet::connect(std::string& error) const {
   return context;
 }
 
+// After a failed command: why, in words, and a fresh connection next time.
+std::string RedisFleet::drop_command_connection() {
+  std::string why = command_->err == REDIS_ERR_IO && errno == EAGAIN
+                        ? "no answer within " + std::to_string(kCommandTimeout.tv_sec) + " s"
+                        : std::string("connection lost: ") + command_->errstr;
+  redisFree(command_);
+  command_ = nullptr;
+  return why;
+}
+
 Result<std::optional<routing::CutoverState>> RedisFleet::load() {
   std::lock_guard lock(command_mutex_);
   std::string error;
@@ -89,12 +100,7 @@ Result<std::optional<routing::CutoverState>> RedisFleet::load() {
                  " unreachable: " + error};
   }
   Reply reply(static_cast<redisReply*>(redisCommand(command_, "GET %s", settings_.key.c_str())));
-  if (!reply) {
-    error = command_->errstr;
-    redisFree(command_);
-    command_ = nullptr;
-    return Error{"fleet Redis stopped answering: " + error};
-  }
+  if (!reply) return Error{"fleet Redis: " + drop_command_connection()};
   if (reply->type == REDIS_REPLY_ERROR) {
     return Error{"fleet Redis refused GET: " + std::string(reply->str, reply->len)};
   }
@@ -115,10 +121,9 @@ Result<RedisFleet::Swap> RedisFleet::compare_and_set(const routing::CutoverState
       redisCommand(command_, "EVAL %s 2 %s %s %s %s", kCompareAndSet, settings_.key.c_str(),
                    channel_.c_str(), state.c_str(), version.c_str())));
   if (!reply) {
-    error = command_->errstr;
-    redisFree(command_);
-    command_ = nullptr;
-    return Error{"fleet Redis stopped answering: " + error};
+    // Sent but unconfirmed: Redis may still run it (e.g. once a stopped server resumes).
+    return Error{"fleet Redis: " + drop_command_connection() +
+                 "; the change may still reach the fleet, check the status"};
   }
   if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) {
     std::string why =

@@ -50,6 +50,7 @@ public:
 
 private:
   redisContext* connect(std::string& error) const;
+  std::string drop_command_connection();
   void watch_loop();
   void reconcile();
 
