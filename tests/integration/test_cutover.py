@@ -344,3 +344,20 @@ def test_fleet_shares_state_fails_static_and_converges(pair, start, redis, tmp_p
     assert status(second)["fleet"]["unpublished_changes"] == 0
     assert side(first) == "primary"
     assert '"phase":"reverted"' in redis.cli("GET", key)
+
+
+def test_fleet_with_a_hung_redis_keeps_serving(pair, start, redis, tmp_path):
+    import signal
+    proxy = start(pair, f"fleet:\n  redis: {redis.url}\n  key: hung:{random.randrange(1 << 30)}\n")
+    redis.process.send_signal(signal.SIGSTOP)
+    try:
+        assert status(proxy)["state"]["phase"] == "mirroring"  # status needs no Redis
+        code, body = proxy.api("POST", "/api/v1/cutover/ramp", {"percent": 5})
+        assert code == 409 and "no answer within 1 s" in body["error"]
+        assert side(proxy) == "primary"
+        assert act(proxy, "revert", reason="while Redis hangs")["phase"] == "reverted"
+    finally:
+        redis.process.send_signal(signal.SIGCONT)
+    assert wait_for(lambda: status(proxy)["fleet"]["connected"]
+                    and status(proxy)["fleet"]["unpublished_changes"] == 0, timeout=15)
+    assert status(proxy)["state"]["phase"] == "reverted"
