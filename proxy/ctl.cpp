@@ -116,6 +116,14 @@ void print_status(const json::object& status) {
     std::cout << fmt::format("{:<9} Redis {} ({} changes waiting to be shared)\n", "fleet",
                              fleet.at("connected").get_bool() ? "connected" : "AWAY",
                              number(fleet.at("unpublished_changes")));
+    for (const auto& item : fleet.at("members").get_array()) {
+      const json::object& member = item.get_object();
+      bool same = member.at("version") == state.at("version");
+      std::cout << fmt::format("{:<9} {:<24} {} at {} % (version {}){}\n", "",
+                               member.at("proxy").get_string(), member.at("phase").get_string(),
+                               number(member.at("read_percent")), number(member.at("version")),
+                               same ? "" : "  <- differs from this proxy");
+    }
   } else {
     std::cout << fmt::format("{:<9} none (state in the local state file)\n", "fleet");
   }

@@ -117,7 +117,20 @@ Status CutoverController::start(const config::Config& config) {
                       : state_file_->path());
   if (fleet_) {
     fleet_->watch([this](const std::optional<CutoverState>& stored) { on_fleet_state(stored); },
-                  [this](bool connected) { on_fleet_health(connected); });
+                  [this](bool connected) { on_fleet_health(connected); }, proxy_id_,
+                  [this] {
+                    std::lock_guard guard(mutex_);
+                    json::object beat;
+                    beat["proxy"] = proxy_id_;
+                    beat["phase"] = routing::to_string(state_.phase);
+                    beat["read_percent"] = json_number(routing::cutover_read_percent(state_));
+                    beat["version"] = state_.version;
+                    return json::serialize(beat);
+                  },
+                  [this](std::vector<std::string> members) {
+                    std::lock_guard guard(mutex_);
+                    fleet_members_ = std::move(members);
+                  });
   }
   return Ok{};
 }
@@ -424,6 +437,13 @@ std::string CutoverController::status_json() const {
   fleet["enabled"] = fleet_ != nullptr;
   fleet["connected"] = fleet_connected_;
   fleet["unpublished_changes"] = unpublished_.size();
+  json::array members;
+  for (const std::string& member : fleet_members_) {
+    json::error_code ec;
+    json::value parsed = json::parse(member, ec);
+    if (!ec && parsed.is_object()) members.push_back(std::move(parsed));
+  }
+  fleet["members"] = std::move(members);
   out["fleet"] = std::move(fleet);
   return json::serialize(out);
 }

@@ -68,6 +68,7 @@ private:
   std::unique_ptr<monitoring::AuditLog> audit_;
   std::unique_ptr<RedisFleet> fleet_;
   bool fleet_connected_ = false;
+  std::vector<std::string> fleet_members_; //!< the live proxies' heartbeats (JSON objects)
   //! Commands applied here while the fleet's Redis was away, to re-apply once it answers.
   std::vector<routing::CutoverCommand> unpublished_;
   routing::GateWindow window_;

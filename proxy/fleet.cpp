@@ -15,6 +15,7 @@ constexpr timeval kConnectTimeout{0, 500'000};
 constexpr timeval kCommandTimeout{1, 0};
 constexpr auto kReconcileEvery = std::chrono::seconds(1);
 constexpr int kPollMillis = 200;
+constexpr int kMemberTtlSeconds = 5; // a proxy silent this long is no longer listed
 
 // Sets KEYS[1] to ARGV[1] and announces it on KEYS[2] only if the stored state's version is
 // ARGV[2] (or nothing is stored); otherwise answers the stored state.
@@ -140,9 +141,13 @@ Result<RedisFleet::Swap> RedisFleet::compare_and_set(const routing::CutoverState
   return swap;
 }
 
-void RedisFleet::watch(OnState on_state, OnHealth on_health) {
+void RedisFleet::watch(OnState on_state, OnHealth on_health, std::string member_id,
+                       Heartbeat heartbeat, OnMembers on_members) {
   on_state_ = std::move(on_state);
   on_health_ = std::move(on_health);
+  member_key_ = settings_.key + ":proxies:" + member_id;
+  heartbeat_ = std::move(heartbeat);
+  on_members_ = std::move(on_members);
   watcher_ = std::thread([this] { watch_loop(); });
 }
 
@@ -150,6 +155,49 @@ void RedisFleet::reconcile() {
   auto stored = load();
   on_health_(stored.ok());
   if (stored) on_state_(*stored);
+  if (stored) beat();
+}
+
+// Publishes this proxy's heartbeat and collects the live members' (SCAN + MGET).
+void RedisFleet::beat() {
+  std::string mine = heartbeat_();
+  std::vector<std::string> members;
+  {
+    std::lock_guard lock(command_mutex_);
+    if (command_ == nullptr) return;
+    Reply set(static_cast<redisReply*>(redisCommand(
+        command_, "SET %s %s EX %d", member_key_.c_str(), mine.c_str(), kMemberTtlSeconds)));
+    if (!set) {
+      drop_command_connection();
+      return;
+    }
+    std::string pattern = settings_.key + ":proxies:*";
+    std::string cursor = "0";
+    std::vector<std::string> keys;
+    do {
+      Reply page(static_cast<redisReply*>(
+          redisCommand(command_, "SCAN %s MATCH %s COUNT 100", cursor.c_str(), pattern.c_str())));
+      if (!page) {
+        drop_command_connection();
+        return;
+      }
+      if (page->type != REDIS_REPLY_ARRAY || page->elements != 2) return;
+      cursor.assign(page->element[0]->str, page->element[0]->len);
+      for (size_t i = 0; i < page->element[1]->elements; ++i) {
+        const redisReply* key = page->element[1]->element[i];
+        keys.emplace_back(key->str, key->len);
+      }
+    } while (cursor != "0");
+    for (const std::string& key : keys) {
+      Reply value(static_cast<redisReply*>(redisCommand(command_, "GET %s", key.c_str())));
+      if (!value) {
+        drop_command_connection();
+        return;
+      }
+      if (value->type == REDIS_REPLY_STRING) members.emplace_back(value->str, value->len);
+    }
+  }
+  on_members_(std::move(members));
 }
 
 void RedisFleet::watch_loop() {

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "config/config.hpp"
 #include "protocol/result.hpp"
@@ -41,10 +42,17 @@ public:
   //! Stores and announces `next` if Redis still holds version `expected` (or nothing).
   Result<Swap> compare_and_set(const routing::CutoverState& next, uint64_t expected);
 
+  //! What this proxy tells the fleet about itself (JSON), and what every live member said.
+  using Heartbeat = std::function<std::string()>;
+  using OnMembers = std::function<void(std::vector<std::string>)>;
+
   //! Starts the watcher: `on_state` gets every state announced and, once a second, what is
   //! stored (so a missed message or a Redis restart still converges); `on_health` says
-  //! whether Redis answered. Both run on the watcher's thread.
-  void watch(OnState on_state, OnHealth on_health);
+  //! whether Redis answered. Once a second it also publishes `heartbeat` under
+  //! `<key>:proxies:<id>` (expiring after a few seconds) and hands the live members'
+  //! heartbeats to `on_members`. All run on the watcher's thread.
+  void watch(OnState on_state, OnHealth on_health, std::string member_id, Heartbeat heartbeat,
+             OnMembers on_members);
 
   const config::FleetSettings& settings() const { return settings_; }
 
@@ -53,6 +61,7 @@ private:
   std::string drop_command_connection();
   void watch_loop();
   void reconcile();
+  void beat();
 
   config::FleetSettings settings_;
   std::string channel_;
@@ -60,6 +69,9 @@ private:
   redisContext* command_ = nullptr;
   OnState on_state_;
   OnHealth on_health_;
+  std::string member_key_;
+  Heartbeat heartbeat_;
+  OnMembers on_members_;
   std::atomic<bool> stopping_{false};
   std::mutex sleep_mutex_;
   std::condition_variable wake_;

@@ -326,6 +326,13 @@ def test_fleet_shares_state_fails_static_and_converges(pair, start, redis, tmp_p
     print(f"ramp on one proxy seen by the other after {time.monotonic() - began:.3f} s")
     assert side(second) == "secondary"
     assert '"read_percent":100' in redis.cli("GET", key)
+    # Each proxy lists the fleet's live members from their heartbeats.
+    names = sorted([status(first)["proxy"], status(second)["proxy"]])
+    assert wait_for(lambda: sorted((m["proxy"], m["version"]) for m in status(second)["fleet"]["members"])
+                    == [(name, 2) for name in names], timeout=10)
+    out = subprocess.run([str(SWITCHYARD_BIN), "ctl", "--admin", f"127.0.0.1:{second.admin_port}",
+                          "--token", TOKEN, "status"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.count("ramping at 100 % (version 2)") == 3, out.stdout
 
     redis.kill()
     assert wait_for(lambda: not status(first)["fleet"]["connected"]
