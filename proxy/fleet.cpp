@@ -141,7 +141,7 @@ Result<RedisFleet::Swap> RedisFleet::compare_and_set(const routing::CutoverState
   return swap;
 }
 
-void RedisFleet::watch(OnState on_state, OnHealth on_health, std::string member_id,
+void RedisFleet::watch(OnState on_state, OnHealth on_health, const std::string& member_id,
                        Heartbeat heartbeat, OnMembers on_members) {
   on_state_ = std::move(on_state);
   on_health_ = std::move(on_health);

@@ -51,8 +51,8 @@ public:
   //! whether Redis answered. Once a second it also publishes `heartbeat` under
   //! `<key>:proxies:<id>` (expiring after a few seconds) and hands the live members'
   //! heartbeats to `on_members`. All run on the watcher's thread.
-  void watch(OnState on_state, OnHealth on_health, std::string member_id, Heartbeat heartbeat,
-             OnMembers on_members);
+  void watch(OnState on_state, OnHealth on_health, const std::string& member_id,
+             Heartbeat heartbeat, OnMembers on_members);
 
   const config::FleetSettings& settings() const { return settings_; }
 
