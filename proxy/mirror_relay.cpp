@@ -278,9 +278,10 @@ private:
         expect.drop_first_complete = true;
       }
       // Only the last statement's ReadyForQuery may reach the client, and not when the
-      // transaction switchyard opened must still be closed.
+      // transaction switchyard opened must still be closed, nor before DDL run outside a
+      // transaction reached the secondary (another session's next write may need it).
       bool last = i + 1 == statements.size();
-      expect.hold_ready = wrap || !last;
+      expect.hold_ready = wrap || !last || s.kind == StatementKind::kDdl;
       last_ready_forwarded = !expect.hold_ready;
       expect.rewritten = s.mirror == MirrorPlan::kRowImage;
       expect.keep = classification;
