@@ -66,6 +66,7 @@ std::string to_json_line(const JournalEntry& entry) {
   json::object out;
   out["time"] = entry.time;
   out["kind"] = entry.kind == JournalEntry::Kind::kRow ? "row" : "statement";
+  out["missed_by"] = entry.missed_by;
   out["user"] = entry.user;
   out["database"] = entry.database;
   if (!entry.table.empty()) out["table"] = entry.table;
@@ -109,6 +110,7 @@ Result<JournalEntry> from_json_line(std::string_view line) {
   entry.time = text("time");
   entry.kind =
       text("kind") == "statement" ? JournalEntry::Kind::kStatement : JournalEntry::Kind::kRow;
+  if (text("missed_by") == "old") entry.missed_by = "old"; // entries of old versions lack it
   entry.user = text("user");
   entry.database = text("database");
   entry.table = text("table");
@@ -146,7 +148,8 @@ Result<JournalEntry> from_json_line(std::string_view line) {
 }
 
 DivergenceJournal::DivergenceJournal(std::string path, int fd, uint64_t cursor, uint64_t backlog)
-    : path_(std::move(path)), fd_(fd), cursor_(cursor), backlog_(backlog) {}
+    : path_(std::move(path)), fd_(fd), cursor_(cursor), backlog_(backlog),
+      appended_total_(backlog) {}
 
 DivergenceJournal::~DivergenceJournal() {
   ::close(fd_);
@@ -197,6 +200,7 @@ Status DivergenceJournal::append(std::span<const JournalEntry> entries, uint64_t
       written += static_cast<size_t>(n);
     }
     backlog_ += entries.size();
+    appended_total_ += entries.size();
     if (unsettled != nullptr) {
       *unsettled = static_cast<uint64_t>(st.st_size);
       unsettled_.insert(*unsettled);
@@ -276,7 +280,18 @@ Status DivergenceJournal::acknowledge(uint64_t offset) {
     cursor_ = offset;
   }
   backlog_ = backlog_ > acknowledged ? backlog_ - acknowledged : 0;
+  acknowledged_total_ += acknowledged;
   return save_cursor(cursor_);
+}
+
+uint64_t DivergenceJournal::appended_total() const {
+  std::lock_guard lock(mutex_);
+  return appended_total_;
+}
+
+uint64_t DivergenceJournal::acknowledged_total() const {
+  std::lock_guard lock(mutex_);
+  return acknowledged_total_;
 }
 
 uint64_t DivergenceJournal::backlog() const {

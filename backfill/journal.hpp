@@ -18,6 +18,10 @@ namespace switchyard::backfill {
 struct JournalEntry {
   enum class Kind { kRow, kStatement };
   Kind kind = Kind::kRow;
+  //! The database that missed the write, as the cutover names them: "new" (the config's
+  //! secondary) or "old" (its primary, which misses writes once promotion swapped roles).
+  //! The replayer copies from the other one.
+  std::string missed_by = "new";
   std::string user;     //!< the session's database user, to reconnect as
   std::string database; //!< the session's database
   std::string table;    //!< quoted, possibly qualified name (rows)
@@ -65,6 +69,11 @@ public:
   Status acknowledge(uint64_t offset);
   //! Entries written and not yet acknowledged.
   uint64_t backlog() const;
+  //! Entries appended since open (counting the backlog found then), and acknowledged since
+  //! open: once acknowledged_total() reaches an earlier appended_total(), every entry
+  //! written before that point has been replayed (or given up on).
+  uint64_t appended_total() const;
+  uint64_t acknowledged_total() const;
   const std::string& path() const { return path_; }
 
 private:
@@ -76,6 +85,8 @@ private:
   mutable std::mutex mutex_;
   uint64_t cursor_;
   uint64_t backlog_;
+  uint64_t appended_total_;
+  uint64_t acknowledged_total_ = 0;
   std::multiset<uint64_t> unsettled_;
 };
 

@@ -50,6 +50,8 @@ constexpr SettingInfo kSettings[] = {
     {"cutover.ramp.steps", true, "read percentages the ramp plan moves through, ascending"},
     {"cutover.ramp.soak", true, "least time on a ramp step before the next"},
     {"cutover.ramp.auto_advance", true, "advance a ramp by itself while every gate holds"},
+    {"cutover.swap_timeout", true,
+     "after a role swap, how long sessions with the old roles may finish their transaction"},
     {"cutover.gates.window", true, "sliding window the gates measure over"},
     {"cutover.gates.interval", true, "how often the gates are evaluated"},
     {"cutover.gates.secondary_error_rate.enabled", true, "whether this gate may revert"},
@@ -184,6 +186,7 @@ void read_cutover(const YAML::Node& root, CutoverSettings& out, Checker& check) 
   }
   read_duration(root, "cutover.ramp.soak", out.soak, check);
   read_bool(root, "cutover.ramp.auto_advance", out.auto_advance, check);
+  read_duration(root, "cutover.swap_timeout", out.swap_timeout, check);
   read_duration(root, "cutover.gates.window", out.gate_window, check);
   read_duration(root, "cutover.gates.interval", out.gate_interval, check);
   if (out.gate_interval.count() == 0)

@@ -92,6 +92,8 @@ struct CutoverSettings {
   std::vector<double> steps{1, 5, 10, 25, 50, 100}; //!< ramp percentages, ascending
   std::chrono::milliseconds soak{600'000};          //!< least time on a step before the next
   bool auto_advance = false;
+  //! After a role swap, how long a session with the old roles may stay in its transaction.
+  std::chrono::milliseconds swap_timeout{10'000};
   std::chrono::milliseconds gate_window{60'000};  //!< the sliding window gates look at
   std::chrono::milliseconds gate_interval{5'000}; //!< how often gates are evaluated
   GateLimit secondary_error_rate{true, 0.01, 200};

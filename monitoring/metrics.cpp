@@ -21,6 +21,7 @@ const char* to_string(CloseReason reason) {
   case CloseReason::kBackendRejected: return "backend_rejected";
   case CloseReason::kShutdown: return "shutdown";
   case CloseReason::kCancelRequest: return "cancel_request";
+  case CloseReason::kRoleSwap: return "role_swap";
   case CloseReason::kCount: break;
   }
   return "unknown";
@@ -224,6 +225,15 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   cutover_read_percent_ =
       &gauge("switchyard_cutover_read_percent", "Share of safe reads the cutover sends to the "
                                                 "new database")
+           .Add({});
+  cutover_roles_swapped_ =
+      &gauge("switchyard_cutover_roles_swapped",
+             "1 while the new database is the primary of record (promoted, finalized)")
+           .Add({});
+  cutover_stale_sessions_ =
+      &gauge("switchyard_cutover_stale_sessions",
+             "Sessions still holding the roles from before the last role swap; writes of "
+             "newer sessions wait until there are none")
            .Add({});
   cutover_version_ =
       &gauge("switchyard_cutover_state_version", "Version of the cutover state (one per change)")

@@ -34,6 +34,7 @@ enum class CloseReason {
   kBackendRejected,
   kShutdown,
   kCancelRequest,
+  kRoleSwap, //!< its backends had the roles from before a cutover role swap
   kCount,
 };
 const char* to_string(CloseReason reason);
@@ -123,6 +124,8 @@ public:
   // The control plane's, labelled as it goes: it changes state rarely.
   prometheus::Family<prometheus::Gauge>& cutover_phase() { return *cutover_phase_; }
   prometheus::Gauge& cutover_read_percent() { return *cutover_read_percent_; }
+  prometheus::Gauge& cutover_roles_swapped() { return *cutover_roles_swapped_; }
+  prometheus::Gauge& cutover_stale_sessions() { return *cutover_stale_sessions_; }
   prometheus::Gauge& cutover_version() { return *cutover_version_; }
   prometheus::Family<prometheus::Counter>& cutover_transitions() { return *cutover_transitions_; }
   prometheus::Family<prometheus::Counter>& cutover_reverts() { return *cutover_reverts_; }
@@ -165,6 +168,8 @@ private:
   std::array<prometheus::Counter*, static_cast<size_t>(ShadowResult::kCount)> shadow_comparisons_{};
   prometheus::Family<prometheus::Gauge>* cutover_phase_;
   prometheus::Gauge* cutover_read_percent_;
+  prometheus::Gauge* cutover_roles_swapped_;
+  prometheus::Gauge* cutover_stale_sessions_;
   prometheus::Gauge* cutover_version_;
   prometheus::Family<prometheus::Counter>* cutover_transitions_;
   prometheus::Family<prometheus::Counter>* cutover_reverts_;

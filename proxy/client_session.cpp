@@ -18,6 +18,7 @@
 #include "proxy/closing.hpp"
 #include "proxy/message_reader.hpp"
 #include "proxy/mirror_relay.hpp"
+#include "proxy/role_swap.hpp"
 #include "proxy/session_activity.hpp"
 
 namespace switchyard::proxy {
@@ -57,10 +58,13 @@ public:
   ClientSession(tcp::socket socket, Services& services)
       : peer_(peer_name(socket)), client_(std::move(socket)), services_(services),
         stats_(monitoring::RelayStats::for_this_thread(services.metrics())),
-        runtime_(services.runtime()) {
+        runtime_(services.enter_session()) {
     error_code ec;
     client_.socket().set_option(tcp::no_delay(true), ec);
   }
+  ~ClientSession() { services_.leave_session(*runtime_); }
+  ClientSession(const ClientSession&) = delete;
+  ClientSession& operator=(const ClientSession&) = delete;
 
   asio::awaitable<void> run() {
     services_.metrics().clients_accepted().Increment();
@@ -215,6 +219,7 @@ private:
     }
     backend_.emplace(std::move(std::get<BackendSession>(result)));
     metrics.backend_connections(BackendRole::kPrimary).Increment();
+    if (config.secondary) co_await note_database(startup);
     activity_.transaction_status = backend_->transaction_status;
     auto [pid, key] = services_.cancels().add(CancelTarget{target, backend_->pid, backend_->key});
     cancel_pid_ = pid;
@@ -228,6 +233,20 @@ private:
     }
     spdlog::debug("session {} user={} connected to primary {}", peer_, user_, target.redacted);
     co_return std::nullopt;
+  }
+
+  // Makes the database known to role swaps; the first session of a database after a swap
+  // settled without it catches up its sequences on the new primary first.
+  asio::awaitable<void> note_database(const protocol::StartupPacket& startup) {
+    std::string_view database = startup.parameter("database");
+    Services::SessionDatabase db{user_, std::string(database.empty() ? user_ : database)};
+    if (!services_.note_session_database(db, runtime_->role_generation)) co_return;
+    if (auto caught_up = co_await catch_up_sequences(*runtime_, db); !caught_up) {
+      services_.catch_up_failed(db, runtime_->role_generation);
+      spdlog::error("role swap: the sequences of database {} (user {}) on the new primary could "
+                    "not be caught up: {}",
+                    db.database, db.user, caught_up.error());
+    }
   }
 
   asio::awaitable<Closing> relay() {
@@ -330,16 +349,24 @@ private:
   }
 
   // Closes sessions idle past limits.client_idle_timeout (outside a transaction) or
-  // limits.idle_in_transaction_timeout (inside one). A query in flight is not idle.
+  // limits.idle_in_transaction_timeout (inside one). A query in flight is not idle. With a
+  // secondary, also closes the session once a role swap made its roles stale.
   asio::awaitable<Closing> watchdog() {
     const config::Limits& limits = runtime_->config->limits;
     asio::steady_timer timer(co_await asio::this_coro::executor);
     constexpr auto kRecheck = std::chrono::seconds(1);
+    constexpr auto kSwapRecheck = std::chrono::milliseconds(250);
+    constexpr auto kStaleRecheck = std::chrono::milliseconds(50);
+    bool swappable = runtime_->config->secondary.has_value();
     while (true) {
       bool in_transaction = activity_.transaction_status != 'I';
       auto timeout =
           in_transaction ? limits.idle_in_transaction_timeout : limits.client_idle_timeout;
       auto now = Clock::now();
+      bool stale = swappable && services_.role_fence().generation() != runtime_->role_generation;
+      if (stale) {
+        if (auto closing = close_stale(now)) co_return std::move(*closing);
+      }
       if (timeout.count() > 0 && activity_.syncs_in_flight == 0 &&
           now - activity_.last_activity >= timeout) {
         if (in_transaction) {
@@ -359,9 +386,33 @@ private:
       } else {
         timer.expires_after(kRecheck);
       }
+      if (swappable)
+        timer.expires_at(std::min(timer.expiry(), now + (stale ? kStaleRecheck : kSwapRecheck)));
       auto [ec] = co_await timer.async_wait(use_tuple);
       if (ec) co_return Closing{CloseReason::kShutdown, "watchdog cancelled", {}};
     }
+  }
+
+  // A session whose backends have the roles from before a role swap ends when it is idle,
+  // or idle in a transaction once cutover.swap_timeout has passed, so that the writes of
+  // newer sessions, held until it is gone, never run in the opposite database order.
+  std::optional<Closing> close_stale(Clock::time_point now) const {
+    // A short quiet spell first: a client that just had its answer may be sending the next
+    // request, which the relay then refuses before running it.
+    constexpr auto kQuiet = std::chrono::milliseconds(50);
+    if (activity_.syncs_in_flight > 0 || now - activity_.last_activity < kQuiet) {
+      return std::nullopt;
+    }
+    bool in_transaction = activity_.transaction_status != 'I';
+    if (in_transaction &&
+        now - services_.role_fence().advanced_at() < runtime_->config->cutover.swap_timeout) {
+      return std::nullopt;
+    }
+    return refuse(CloseReason::kRoleSwap, sqlstate::kAdminShutdown,
+                  in_transaction
+                      ? std::string(kRoleSwapMessage) + "; the open transaction did not end within "
+                                                        "cutover.swap_timeout and was rolled back"
+                      : std::string(kRoleSwapMessage));
   }
 
   void sync_sent(Clock::time_point now) { activity_.sync_sent(now); }

@@ -29,6 +29,11 @@ inline Closing protocol_violation(std::string message) {
                 std::move(message));
 }
 
+//! Why a session with the roles from before a cutover role swap is closed (57P01).
+inline constexpr std::string_view kRoleSwapMessage =
+    "terminating connection because switchyard's cutover swapped the primary and secondary "
+    "databases; reconnect to continue";
+
 //! A close because the peer went away (nothing to tell it).
 inline Closing peer_gone(monitoring::CloseReason reason, const error_code& ec) {
   return Closing{reason, ec == asio::error::eof ? "closed by peer" : ec.message(), {}};

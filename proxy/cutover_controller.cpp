@@ -42,9 +42,11 @@ std::vector<double> cumulative_buckets(prometheus::Histogram& histogram) {
   return counts;
 }
 
+// Once promoted, the secondary the gates watch is the old database: a breach says the way
+// back is unhealthy, and reverting onto it would make things worse. So gates revert only
+// before promotion; after it they are shown and alerted on, and a revert is a person's call.
 bool gates_apply(CutoverPhase phase) {
-  return phase == CutoverPhase::kMirroring || phase == CutoverPhase::kRamping ||
-         phase == CutoverPhase::kPromoted;
+  return phase == CutoverPhase::kMirroring || phase == CutoverPhase::kRamping;
 }
 
 // Commands that may apply without the fleet's Redis: a revert (safety first) and the
@@ -142,6 +144,14 @@ Result<CutoverState> CutoverController::apply(const CutoverCommand& command) {
 
 Result<CutoverState> CutoverController::apply_locked(const CutoverCommand& command) {
   int64_t now = now_ms();
+  // The new database becomes the primary of record: it must not be missing any write.
+  backfill::DivergenceJournal* journal = services_.journal();
+  if (command.action == CutoverAction::kPromote && journal != nullptr && journal->backlog() > 0) {
+    return Error{fmt::format("cannot promote while the divergence journal holds {} writes the new "
+                             "database missed; promote once they are replayed "
+                             "(switchyard_journal_backlog is 0)",
+                             journal->backlog())};
+  }
   // With a fleet another proxy may change the state first; then the command applies to its.
   for (int attempt = 0; attempt < 3; ++attempt) {
     auto next = routing::apply_cutover(state_, command, now);
@@ -219,7 +229,16 @@ void CutoverController::save_locked() {
 // Puts the state in force: the sessions' read share and the state's metrics.
 void CutoverController::publish_locked() {
   double percent = routing::cutover_read_percent(state_);
-  services_.set_read_share(percent, state_.phase == CutoverPhase::kRamping);
+  bool swapped = routing::roles_swapped(state_.phase);
+  if (services_.set_roles_swapped(swapped)) {
+    services_.secondary_down_until().store(0); // that was the other database
+    spdlog::info("cutover: the {} database is now the primary of record (role generation {}); "
+                 "sessions with the old roles end at their next idle point, and writes of new "
+                 "sessions wait for them",
+                 swapped ? "new" : "old", services_.role_fence().generation());
+  }
+  // With swapped roles every read goes to the primary, which is the new database.
+  services_.set_read_share(swapped ? 0 : percent, state_.phase == CutoverPhase::kRamping);
   auto& metrics = services_.metrics();
   for (auto phase : {CutoverPhase::kPrimaryOnly, CutoverPhase::kMirroring, CutoverPhase::kRamping,
                      CutoverPhase::kPromoted, CutoverPhase::kFinalized, CutoverPhase::kReverted}) {
@@ -351,6 +370,8 @@ void CutoverController::evaluate_gates(const config::Config& config) {
   readings_ = window_.evaluate(judged, monitoring::kLatencyBuckets);
   ++evaluations_;
   auto& metrics = services_.metrics();
+  metrics.cutover_stale_sessions().Set(
+      static_cast<double>(services_.role_fence().stale_sessions()));
   for (const auto& reading : readings_) {
     prometheus::Labels labels{{"gate", std::string(reading.name)}};
     metrics.gate_value().Add(labels).Set(reading.value);
@@ -406,6 +427,12 @@ std::string CutoverController::status_json() const {
   json::value state = json::parse(routing::to_json(state_));
   out["state"] = state;
   out["reads_on_new_database_percent"] = json_number(routing::cutover_read_percent(state_));
+  json::object roles;
+  roles["primary_of_record"] = routing::roles_swapped(state_.phase) ? "new" : "old";
+  roles["generation"] = services_.role_fence().generation();
+  roles["stale_sessions"] = services_.role_fence().stale_sessions();
+  roles["settled"] = services_.role_fence().settled(); // false: writes wait for the swap
+  out["roles"] = std::move(roles);
   json::object ramp;
   json::array steps;
   for (double step : plan.steps)

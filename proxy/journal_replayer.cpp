@@ -50,6 +50,17 @@ struct Pair {
   std::unique_ptr<Link> secondary;
 };
 
+//! Which way an entry replays: from the database that applied the write to the one that
+//! missed it. Usually the secondary missed it; after a role swap (promote, or a revert
+//! after it) entries from before may name the current primary instead.
+struct Direction {
+  Link* source;
+  Link* target;
+  const config::BackendTarget* source_backend;
+  const config::BackendTarget* target_backend;
+  bool into_primary; // the target is the current primary
+};
+
 class Replayer {
 public:
   explicit Replayer(Services& services) : services_(services) {}
@@ -62,8 +73,12 @@ public:
       backfill::DivergenceJournal* journal = services_.journal();
       bool secondary_up =
           services_.secondary_down_until().load() <= Clock::now().time_since_epoch().count();
+      // While sessions with roles from before a swap remain, which database is primary
+      // depends on the session: the replay waits for one order.
+      bool roles_settled = services_.role_fence().stale_sessions() == 0;
       if (runtime->config->secondary && journal != nullptr && journal->backlog() > 0 &&
-          secondary_up) {
+          secondary_up && roles_settled) {
+        if (runtime != runtime_) pairs_.clear(); // a reload or a role swap: other backends
         runtime_ = runtime;
         auto done = co_await replay_batch(*journal);
         if (!done) {
@@ -97,12 +112,13 @@ private:
         if (acknowledged > 0) (void)journal.acknowledge(acknowledged);
         co_return Error{pair.error()};
       }
+      Direction way = direction(**pair, entry);
       Status applied = Ok{};
       if (entry.kind == JournalEntry::Kind::kRow) {
-        applied = co_await replay_row(**pair, entry, synced);
+        applied = co_await replay_row(**pair, way, entry, synced);
       } else if (entry.ddl) {
         synced.clear(); // a schema change may change what a row sync writes
-        auto ran = co_await (*pair)->secondary->query(entry.sql);
+        auto ran = co_await way.target->query(entry.sql);
         if (!ran) applied = Error{ran.error()};
       } else {
         spdlog::error("journal entry cannot be replayed (statement {}, fingerprint {}); "
@@ -163,15 +179,30 @@ private:
     co_return std::make_unique<Link>(std::move(std::get<BackendSession>(result)));
   }
 
-  // Makes the secondary's row equal the primary's current row, holding the primary's row
-  // lock until the secondary has it, so a live write to that row lands after ours.
-  asio::awaitable<Status> replay_row(Pair& pair, const JournalEntry& entry,
-                                     std::set<std::string>& synced) {
+  Direction direction(Pair& pair, const JournalEntry& entry) const {
     const config::Config& config = *runtime_->config;
-    auto shape = co_await query_table_shape(pair.secondary->session.stream, pair.secondary->reader,
-                                            entry.table, dialect_of(*config.secondary));
+    // The current secondary is the new database unless the roles are swapped.
+    bool into_primary = (entry.missed_by == "old") != runtime_->roles_swapped;
+    if (into_primary) {
+      return {pair.secondary.get(), pair.primary.get(), &*config.secondary, &config.primary, true};
+    }
+    return {pair.primary.get(), pair.secondary.get(), &config.primary, &*config.secondary, false};
+  }
+
+  // Makes the target's row equal the source's current row while holding the current
+  // primary's row lock, which every live write to that row takes first: a live write
+  // lands wholly before or wholly after ours on both databases. Into the secondary, that
+  // is the source row read FOR SHARE; into the primary, the target row locked FOR UPDATE
+  // before the source row is read.
+  asio::awaitable<Status> replay_row(Pair& pair, const Direction& way, const JournalEntry& entry,
+                                     std::set<std::string>& synced) {
+    Link& target = *way.target;
+    auto shape = co_await query_table_shape(target.session.stream, target.reader, entry.table,
+                                            dialect_of(*way.target_backend));
     if (!shape) co_return Error{shape.error()};
-    if (shape->key_columns.empty()) co_return co_await replay_keyless_insert(pair, entry, *shape);
+    if (shape->key_columns.empty()) {
+      co_return co_await replay_keyless_insert(target, entry, *shape);
+    }
     std::vector<uint32_t> types;
     std::vector<uint16_t> formats;
     std::vector<protocol::Value> key;
@@ -200,17 +231,27 @@ private:
       pair.secondary.reset();
       return Error{std::move(what)};
     };
-    // The lock: FOR SHARE on PostgreSQL; on SQLite the writer itself (BEGIN IMMEDIATE).
-    bool sqlite_primary = config.primary.kind == config::BackendKind::kSqlite;
-    auto begun = co_await pair.primary->query(sqlite_primary ? "BEGIN IMMEDIATE" : "BEGIN");
+    // The lock: a row lock on PostgreSQL; on SQLite the writer itself (BEGIN IMMEDIATE).
+    Link& locked = way.into_primary ? target : *way.source;
+    bool sqlite_locked = (way.into_primary ? way.target_backend : way.source_backend)->kind ==
+                         config::BackendKind::kSqlite;
+    std::string target_role = way.into_primary ? "primary: " : "secondary: ";
+    std::string source_role = way.into_primary ? "secondary: " : "primary: ";
+    auto begun = co_await locked.query(sqlite_locked ? "BEGIN IMMEDIATE" : "BEGIN");
     if (!begun) co_return fail(begun.error());
-    auto current = co_await pair.primary->query("SELECT * FROM " + entry.table + " WHERE " + where +
-                                                    (sqlite_primary ? "" : " FOR SHARE"),
-                                                types, formats, key);
-    if (!current) co_return fail("primary: " + current.error());
+    std::string row_sql = "SELECT * FROM " + entry.table + " WHERE " + where;
+    if (way.into_primary && !sqlite_locked) {
+      auto lock = co_await target.query(row_sql + " FOR UPDATE", types, formats, key);
+      if (!lock) co_return fail(target_role + lock.error());
+    }
+    // Named, not a ?: inside the co_await: GCC 12 destroys such temporaries twice.
+    std::string source_sql = row_sql;
+    if (!way.into_primary && !sqlite_locked) source_sql += " FOR SHARE";
+    auto current = co_await way.source->query(source_sql, types, formats, key);
+    if (!current) co_return fail(source_role + current.error());
     Result<QueryRows> written = Error{"not run"};
     if (current->rows.empty()) {
-      written = co_await pair.secondary->query(protocol::delete_sql(*shape), types, formats, key);
+      written = co_await target.query(protocol::delete_sql(*shape), types, formats, key);
     } else {
       std::vector<std::string> names;
       std::vector<uint32_t> value_types;
@@ -222,19 +263,18 @@ private:
         value_types.push_back(protocol::portable_type(field.type_oid));
         values.push_back(current->rows[0][i]);
       }
-      written = co_await pair.secondary->query(protocol::upsert_sql(*shape, names), value_types, {},
-                                               values);
+      written = co_await target.query(protocol::upsert_sql(*shape, names), value_types, {}, values);
     }
-    auto committed = co_await pair.primary->query("COMMIT");
-    if (!committed) co_return fail("primary: " + committed.error());
-    if (!written) co_return Error{"secondary: " + written.error()};
+    auto committed = co_await locked.query("COMMIT");
+    if (!committed) co_return fail("primary: " + committed.error()); // the locked side
+    if (!written) co_return Error{target_role + written.error()};
     co_return Ok{};
   }
 
   // A row of a table without a key cannot be looked up again; an inserted one is written
   // as the primary returned it. (After a timeout the first attempt may have committed late:
   // such tables get at-least-once replay.)
-  static asio::awaitable<Status> replay_keyless_insert(Pair& pair, const JournalEntry& entry,
+  static asio::awaitable<Status> replay_keyless_insert(Link& target, const JournalEntry& entry,
                                                        const protocol::TableShape& shape) {
     if (entry.op != "insert") {
       co_return Error{entry.table + " has no primary key: only inserts replay; use verify/repair"};
@@ -252,8 +292,8 @@ private:
       values.push_back(entry.values[i]);
     }
     auto written =
-        co_await pair.secondary->query(protocol::upsert_sql(shape, names), types, formats, values);
-    if (!written) co_return Error{"secondary: " + written.error()};
+        co_await target.query(protocol::upsert_sql(shape, names), types, formats, values);
+    if (!written) co_return Error{written.error()};
     co_return Ok{};
   }
 

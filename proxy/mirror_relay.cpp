@@ -39,6 +39,8 @@ double seconds_since(Clock::time_point start) {
 
 constexpr size_t kClassificationCacheSize = 1024;
 constexpr size_t kFlushThreshold = size_t{64} * 1024;
+// How often a write held by the role fence looks again; the fence is closed only briefly.
+constexpr auto kRoleFencePoll = std::chrono::milliseconds(2);
 
 // Raised by the primary in place of DDL when mirror.ddl is reject, so the error arrives in
 // protocol order and the extended protocol skips to Sync exactly as for any other error.
@@ -180,6 +182,11 @@ private:
                          sqlstate::kProtocolViolation, frame.error());
       }
       activity_.last_activity = Clock::now();
+      if (stale_roles() && expects_.empty() && activity_.transaction_status == 'I' &&
+          !expected_in_transaction_) {
+        co_return refuse(CloseReason::kRoleSwap, sqlstate::kAdminShutdown,
+                         std::string(kRoleSwapMessage));
+      }
       std::optional<Closing> closing = co_await on_client_message(*frame);
       if (closing) co_return std::move(*closing);
       if (!client_reader_.has_leftover() || to_primary_.size() > kFlushThreshold) {
@@ -252,6 +259,10 @@ private:
       co_return std::nullopt;
     }
 
+    if (std::any_of(statements.begin(), statements.end(),
+                    [](const protocol::Statement& s) { return s.mirror != MirrorPlan::kNone; })) {
+      co_await pass_role_fence();
+    }
     if (auto c = co_await drain()) co_return c;
     // An autocommit write becomes a transaction we commit after the secondary has applied it.
     bool wrap = activity_.transaction_status == 'I' && !classification->has_transaction_control() &&
@@ -492,6 +503,7 @@ private:
     if (s->transaction == TransactionOp::kCommit || s->transaction == TransactionOp::kRollback) {
       expected_in_transaction_ = false;
     }
+    if (s->mirror != MirrorPlan::kNone) co_await pass_role_fence();
     if (s->mirror != MirrorPlan::kNone && !expected_in_transaction_) {
       if (!wants_wrap(*s)) {
         cycle_autocommit_mirror_ = true;
@@ -520,6 +532,23 @@ private:
     expect.hand_over = hands_over(s->transaction);
     expects_.push_back(std::move(expect));
     co_return std::nullopt;
+  }
+
+  // Whether a role swap happened since this session began: its primary is the old one.
+  bool stale_roles() const {
+    return services_.role_fence().generation() != runtime_->role_generation;
+  }
+
+  // A write of a session with the current roles waits while sessions with the roles from
+  // before a swap remain (see RoleFence): writes in the two database orders never overlap.
+  asio::awaitable<void> pass_role_fence() {
+    RoleFence& fence = services_.role_fence();
+    if (!fence.draining() || stale_roles()) co_return;
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    while (fence.draining() && !stale_roles()) {
+      timer.expires_after(kRoleFencePoll);
+      co_await timer.async_wait(use_tuple);
+    }
   }
 
   // BEGIN through a named statement and portal, so the client's unnamed ones stay intact.

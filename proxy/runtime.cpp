@@ -104,4 +104,18 @@ Result<std::shared_ptr<const Runtime>> build_runtime(std::shared_ptr<const confi
   return std::shared_ptr<const Runtime>(std::move(runtime));
 }
 
+std::shared_ptr<const Runtime> orient_runtime(const Runtime& loaded, bool swapped,
+                                              uint64_t generation) {
+  auto oriented = std::make_shared<Runtime>(loaded);
+  oriented->role_generation = generation;
+  oriented->roles_swapped = swapped && loaded.config->secondary.has_value();
+  if (oriented->roles_swapped) {
+    auto config = std::make_shared<config::Config>(*loaded.config);
+    std::swap(config->primary, *config->secondary);
+    oriented->config = std::move(config);
+    std::swap(oriented->primary_tls, oriented->secondary_tls);
+  }
+  return oriented;
+}
+
 } // namespace switchyard::proxy

@@ -549,6 +549,7 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
     // Savepoints only shape the transaction; the replayer re-reads each row as committed.
     if (op.statement.transaction != protocol::TransactionOp::kNone) continue;
     backfill::JournalEntry entry;
+    entry.missed_by = runtime_->roles_swapped ? "old" : "new";
     entry.user = login_.user;
     entry.database = login_.database;
     entry.reason = monitoring::to_string(reason);

@@ -10,6 +10,7 @@
 #include "proxy/admin_server.hpp"
 #include "proxy/client_session.hpp"
 #include "proxy/journal_replayer.hpp"
+#include "proxy/role_swap.hpp"
 #include "proxy/spawn.hpp"
 #include "proxy/sqlite_engine.hpp"
 
@@ -67,7 +68,8 @@ Server::~Server() {
 }
 
 Status Server::bind() {
-  const config::Config& config = *services_.runtime()->config;
+  auto runtime = services_.loaded_runtime();
+  const config::Config& config = *runtime->config;
   if (config.secondary) {
     if (auto s = services_.open_journal(config.mirror.journal_path); !s) return s;
   }
@@ -83,12 +85,14 @@ Status Server::bind() {
 }
 
 void Server::run() {
-  const config::Config& config = *services_.runtime()->config;
+  auto runtime = services_.runtime(); // as the cutover oriented it
+  const config::Config& config = *runtime->config;
   spawn(contexts_[0]->get_executor(), accept_clients(), "client listener");
   AdminContext admin{services_, cutover_, [this] { return reload(); }};
   spawn(admin_context_.get_executor(), serve_admin(std::move(admin_acceptor_), std::move(admin)),
         "admin listener");
   spawn(admin_context_.get_executor(), cutover_.run_gates(), "cutover gates");
+  spawn(admin_context_.get_executor(), settle_role_swaps(services_), "role swaps");
   spawn(contexts_[0]->get_executor(), handle_signals(), "signal handler");
   spawn(contexts_[0]->get_executor(), replay_journal(services_), "journal replayer");
   for (auto& context : contexts_) {
@@ -186,7 +190,7 @@ Status Server::reload() {
       return s;
     }
   }
-  auto current = services_.runtime();
+  auto current = services_.loaded_runtime();
   for (const auto& setting : config::restart_only_changes(*current->config, *(*runtime)->config)) {
     spdlog::warn("config reload: {} changed but takes effect only after a restart", setting);
   }

@@ -3,34 +3,116 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <set>
+#include <string>
+#include <vector>
 
 #include "backfill/journal.hpp"
 #include "monitoring/metrics.hpp"
 #include "proxy/cancel_registry.hpp"
 #include "proxy/commit_order.hpp"
+#include "proxy/role_fence.hpp"
 #include "proxy/runtime.hpp"
 
 namespace switchyard::proxy {
 
-//! What every session shares: the current runtime (swapped by reloads), metrics, the cancel
-//! registry and the client count. Thread-safe.
+//! What every session shares: the current runtime (swapped by reloads and by the cutover's
+//! role swap), metrics, the cancel registry and the client count. Thread-safe.
 class Services {
 public:
   Services(std::shared_ptr<const Runtime> runtime, monitoring::Metrics& metrics)
-      : runtime_(std::move(runtime)), metrics_(metrics) {
+      : loaded_runtime_(std::move(runtime)), metrics_(metrics) {
+    runtime_ = orient_runtime(*loaded_runtime_, false, role_fence_.generation());
     read_share_ = runtime_->config->read_routing.percent;
     overrides_apply_ = true;
     refresh_read_policy();
   }
 
+  //! The runtime new sessions get: the loaded config with the roles the cutover set.
   std::shared_ptr<const Runtime> runtime() const {
     std::lock_guard lock(mutex_);
     return runtime_;
   }
-  void set_runtime(std::shared_ptr<const Runtime> runtime) {
+  //! The config as loaded (primary and secondary as the file names them).
+  std::shared_ptr<const Runtime> loaded_runtime() const {
     std::lock_guard lock(mutex_);
-    runtime_ = std::move(runtime);
+    return loaded_runtime_;
+  }
+  void set_runtime(std::shared_ptr<const Runtime> loaded) {
+    std::lock_guard lock(mutex_);
+    loaded_runtime_ = std::move(loaded);
+    runtime_ = orient_runtime(*loaded_runtime_, roles_swapped_, role_fence_.generation());
     refresh_read_policy();
+  }
+  //! The cutover made the new database (`swapped`) or the old one the primary of record.
+  //! A change starts a new role generation (see RoleFence); false when nothing changed.
+  bool set_roles_swapped(bool swapped) {
+    std::lock_guard lock(mutex_);
+    if (swapped == roles_swapped_) return false;
+    roles_swapped_ = swapped;
+    uint64_t generation = role_fence_.advance(RoleFence::Clock::now());
+    runtime_ = orient_runtime(*loaded_runtime_, roles_swapped_, generation);
+    metrics_.cutover_roles_swapped().Set(swapped ? 1 : 0);
+    return true;
+  }
+  //! A session begins: its runtime, with its role generation registered until leave_session.
+  std::shared_ptr<const Runtime> enter_session() {
+    std::lock_guard lock(mutex_);
+    role_fence_.join(runtime_->role_generation);
+    return runtime_;
+  }
+  void leave_session(const Runtime& runtime) { role_fence_.leave(runtime.role_generation); }
+  RoleFence& role_fence() { return role_fence_; }
+
+  //! A (client user, database) sessions use: after a role swap, the sequences of each are
+  //! caught up on the new primary before writes go on (see role_swap.hpp).
+  struct SessionDatabase {
+    std::string user;
+    std::string database;
+    bool operator<(const SessionDatabase& other) const {
+      return user != other.user ? user < other.user : database < other.database;
+    }
+  };
+  //! A session of generation `generation` logged in to `db`. True when the session must
+  //! catch up that database's sequences itself: its swap is settled, but without `db`.
+  bool note_session_database(const SessionDatabase& db, uint64_t generation) {
+    std::lock_guard lock(mutex_);
+    if (known_databases_.size() < kMaxKnownDatabases) known_databases_.insert(db);
+    if (generation == 0 || generation != role_fence_.generation() || !role_fence_.settled()) {
+      return false; // never swapped, stale, or the settling swap takes it along
+    }
+    restart_catch_up_locked(generation);
+    return caught_up_.insert(db).second;
+  }
+  //! The databases the swap to `generation` has not tried to catch up yet; they count as
+  //! tried (and, until catch_up_failed, as caught up).
+  std::vector<SessionDatabase> databases_to_catch_up(uint64_t generation) {
+    std::lock_guard lock(mutex_);
+    if (generation != role_fence_.generation()) return {};
+    restart_catch_up_locked(generation);
+    std::vector<SessionDatabase> todo;
+    for (const auto& db : known_databases_) {
+      if (attempted_.insert(db).second) todo.push_back(db);
+    }
+    caught_up_.insert(todo.begin(), todo.end());
+    return todo;
+  }
+  //! The catch-up of `db` failed: the next session of it tries again.
+  void catch_up_failed(const SessionDatabase& db, uint64_t generation) {
+    std::lock_guard lock(mutex_);
+    if (generation == caught_up_generation_) caught_up_.erase(db);
+  }
+  //! Settles the swap to `generation` unless sessions found a database it has not tried to
+  //! catch up yet (then false: take those first).
+  bool settle_role_swap(uint64_t generation) {
+    std::lock_guard lock(mutex_);
+    if (generation != role_fence_.generation()) return false;
+    restart_catch_up_locked(generation);
+    for (const auto& db : known_databases_) {
+      if (attempted_.count(db) == 0) return false;
+    }
+    role_fence_.settle(generation);
+    return true;
   }
   //! The read routing in force: the config's, with the share the cutover state allows.
   std::shared_ptr<const config::ReadRouting> read_policy() const {
@@ -71,6 +153,15 @@ public:
   std::atomic<uint64_t>& schema_epoch() { return schema_epoch_; }
 
 private:
+  static constexpr size_t kMaxKnownDatabases = 1024;
+
+  void restart_catch_up_locked(uint64_t generation) {
+    if (caught_up_generation_ == generation) return;
+    caught_up_generation_ = generation;
+    attempted_.clear();
+    caught_up_.clear();
+  }
+
   void refresh_read_policy() {
     auto policy = std::make_shared<config::ReadRouting>(runtime_->config->read_routing);
     policy->percent = read_share_;
@@ -82,7 +173,14 @@ private:
   }
 
   mutable std::mutex mutex_;
-  std::shared_ptr<const Runtime> runtime_;
+  std::shared_ptr<const Runtime> loaded_runtime_;
+  std::shared_ptr<const Runtime> runtime_; // loaded_runtime_ oriented by roles_swapped_
+  bool roles_swapped_ = false;
+  RoleFence role_fence_;
+  std::set<SessionDatabase> known_databases_;
+  std::set<SessionDatabase> attempted_; // by the swap to caught_up_generation_
+  std::set<SessionDatabase> caught_up_; // the same, less those that failed
+  uint64_t caught_up_generation_ = 0;
   // Until the cutover controller says otherwise, the config decides alone.
   double read_share_ = 0;
   bool overrides_apply_ = false;

@@ -132,6 +132,10 @@ double cutover_read_percent(const CutoverState& state) {
   }
 }
 
+bool roles_swapped(CutoverPhase phase) {
+  return phase == CutoverPhase::kPromoted || phase == CutoverPhase::kFinalized;
+}
+
 std::string to_json(const CutoverState& state) {
   json::object out;
   out["phase"] = to_string(state.phase);

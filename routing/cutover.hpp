@@ -53,9 +53,13 @@ struct CutoverCommand {
 Result<CutoverState> apply_cutover(const CutoverState& current, const CutoverCommand& command,
                                    int64_t now_ms);
 
-//! Whether reads may go to the secondary in `state`, and which share: ramping's percent,
-//! 100 once promoted or finalized, else 0.
+//! The share of reads the new database answers in `state`: ramping's percent, 100 once
+//! promoted or finalized, else 0.
 double cutover_read_percent(const CutoverState& state);
+
+//! Whether the new database is the primary of record in `phase` (promoted, finalized):
+//! writes run on it first and are mirrored to the old one.
+bool roles_swapped(CutoverPhase phase);
 
 //! The state as one JSON object (for the state file, Redis and the admin API), and back.
 std::string to_json(const CutoverState& state);

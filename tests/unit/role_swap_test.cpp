@@ -1,0 +1,112 @@
+#include <catch2/catch.hpp>
+
+#include "backfill/journal.hpp"
+#include "config/config.hpp"
+#include "proxy/role_fence.hpp"
+#include "proxy/runtime.hpp"
+#include "routing/cutover.hpp"
+
+using namespace switchyard;
+
+TEST_CASE("the role fence drains sessions of earlier generations before writes go on") {
+  proxy::RoleFence fence;
+  auto start = proxy::RoleFence::Clock::now();
+  fence.join(0);
+  fence.join(0);
+  CHECK_FALSE(fence.draining()); // no swap yet: nothing is stale
+
+  CHECK(fence.advance(start) == 1);
+  CHECK(fence.advanced_at() == start);
+  CHECK(fence.draining());
+  CHECK(fence.stale_sessions() == 2);
+  fence.join(1); // a session with the new roles
+  CHECK(fence.stale_sessions() == 2);
+
+  fence.leave(0);
+  CHECK(fence.draining());
+  fence.leave(0);
+  CHECK(fence.stale_sessions() == 0); // the last session with the old roles is gone...
+  CHECK(fence.draining());            // ...but the new primary's sequences lag still
+  CHECK_FALSE(fence.settled());
+  fence.settle(1);
+  CHECK(fence.settled());
+  CHECK_FALSE(fence.draining());
+
+  SECTION("a second swap makes the sessions of the first one stale in turn") {
+    fence.advance(start);
+    CHECK(fence.generation() == 2);
+    CHECK(fence.draining());
+    CHECK(fence.stale_sessions() == 1);
+    fence.leave(1);
+    fence.settle(1); // a late settle of the earlier swap settles nothing
+    CHECK(fence.draining());
+    fence.settle(2);
+    CHECK_FALSE(fence.draining());
+  }
+  SECTION("leaving an unknown generation changes nothing") {
+    fence.leave(7);
+    CHECK(fence.stale_sessions() == 0);
+    fence.leave(1);
+  }
+}
+
+TEST_CASE("an oriented runtime trades primary and secondary, TLS contexts included") {
+  auto config = std::make_shared<config::Config>();
+  config->primary.host = "old-db";
+  config::BackendTarget secondary;
+  secondary.host = "new-db";
+  config->secondary = secondary;
+  proxy::Runtime loaded;
+  loaded.config = config;
+  loaded.primary_tls = std::make_shared<proxy::ssl::context>(proxy::ssl::context::tls_client);
+
+  auto same = proxy::orient_runtime(loaded, false, 3);
+  CHECK(same->config == config);
+  CHECK(same->role_generation == 3);
+  CHECK_FALSE(same->roles_swapped);
+
+  auto swapped = proxy::orient_runtime(loaded, true, 4);
+  CHECK(swapped->roles_swapped);
+  CHECK(swapped->role_generation == 4);
+  CHECK(swapped->config->primary.host == "new-db");
+  CHECK(swapped->config->secondary->host == "old-db");
+  CHECK(swapped->secondary_tls == loaded.primary_tls);
+  CHECK(swapped->primary_tls == nullptr);
+  CHECK(config->primary.host == "old-db"); // the loaded config is left alone
+
+  config->secondary.reset(); // nothing to swap with
+  CHECK_FALSE(proxy::orient_runtime(loaded, true, 5)->roles_swapped);
+}
+
+TEST_CASE("roles are swapped while promoted or finalized") {
+  using routing::CutoverPhase;
+  CHECK(routing::roles_swapped(CutoverPhase::kPromoted));
+  CHECK(routing::roles_swapped(CutoverPhase::kFinalized));
+  for (auto phase : {CutoverPhase::kPrimaryOnly, CutoverPhase::kMirroring, CutoverPhase::kRamping,
+                     CutoverPhase::kReverted}) {
+    CHECK_FALSE(routing::roles_swapped(phase));
+  }
+}
+
+TEST_CASE("journal entries say which database missed the write") {
+  backfill::JournalEntry entry;
+  entry.table = "public.accounts";
+  entry.columns = {"id"};
+  entry.types = {23};
+  entry.formats = {0};
+  entry.values = {protocol::Value{"7"}};
+  auto fresh = backfill::from_json_line(backfill::to_json_line(entry));
+  REQUIRE(fresh);
+  CHECK(fresh->missed_by == "new");
+
+  entry.missed_by = "old";
+  auto swapped = backfill::from_json_line(backfill::to_json_line(entry));
+  REQUIRE(swapped);
+  CHECK(swapped->missed_by == "old");
+  CHECK(swapped->values == entry.values);
+
+  // Entries written before the field existed were all missed by the new database.
+  auto legacy = backfill::from_json_line(R"({"kind":"row","user":"u","database":"d"})");
+  REQUIRE(legacy);
+  CHECK(legacy->missed_by == "new");
+}
