@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -312,3 +313,26 @@ class Proxy:
             if key == (f"{name}{{{want}}}" if want else name):
                 return float(value)
         return 0.0
+
+
+def closed_by_role_swap(error):
+    """Whether switchyard closed the session because a role swap made its backends stale."""
+    return "swapped the primary and secondary databases" in str(error)
+
+
+class ClientThreads:
+    """Client threads that run until the `with` block ends (they watch `stop_event`)."""
+
+    def __init__(self):
+        self.stop_event = threading.Event()
+        self.threads = []
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join()

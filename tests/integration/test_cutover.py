@@ -9,7 +9,8 @@ import time
 import psycopg
 import pytest
 
-from harness import SWITCHYARD_BIN, PgCluster, Proxy, RedisServer, wait_for
+from harness import (SWITCHYARD_BIN, ClientThreads, PgCluster, Proxy, RedisServer,
+                     closed_by_role_swap, wait_for)
 
 TOKEN = "test-token"
 
@@ -96,50 +97,50 @@ def side(proxy):
         return conn.execute("SELECT side FROM whoami").fetchone()[0]
 
 
-class Load:
+class Load(ClientThreads):
     """Client threads reading `flaky` (and optionally writing `ledger`) until stopped,
-    counting every error a client saw."""
+    counting every error a client saw. Sessions a role swap closed reconnect, as a pool's
+    would; those closes are counted apart."""
 
     def __init__(self, proxy, readers=3, writers=0, ids=None):
-        self.proxy, self.stop_event = proxy, threading.Event()
-        self.errors, self.reads, self.written = [], 0, []
+        super().__init__()
+        self.proxy = proxy
+        self.errors, self.reads, self.written, self.swap_closes = [], 0, [], 0
         self.ids = ids or list(range(1, 1001))
         self.threads = [threading.Thread(target=self.read) for _ in range(readers)]
         self.threads += [threading.Thread(target=self.write, args=(i,)) for i in range(writers)]
 
-    def __enter__(self):
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop_event.set()
-        for thread in self.threads:
-            thread.join()
-
     def read(self):
         # Short sessions: the cohort is drawn per session, so many sessions sample it evenly.
-        try:
-            while not self.stop_event.is_set():
+        while not self.stop_event.is_set():
+            try:
                 with psycopg.connect(self.proxy.dsn(), autocommit=True) as conn:
                     for _ in range(20):
                         conn.execute("SELECT v FROM flaky WHERE id = %s",
                                      (random.choice(self.ids),)).fetchone()
                         self.reads += 1
-        except Exception as error:  # noqa: BLE001 - every client error counts
-            self.errors.append(repr(error))
+            except Exception as error:  # noqa: BLE001 - every client error counts
+                if not closed_by_role_swap(error):
+                    self.errors.append(repr(error))
+                    return
+                self.swap_closes += 1
 
     def write(self, writer):
-        try:
-            with psycopg.connect(self.proxy.dsn(), autocommit=True) as conn:
-                n = 0
-                while not self.stop_event.is_set():
-                    note = f"writer {writer} row {n}"
-                    conn.execute("INSERT INTO ledger (note) VALUES (%s)", (note,))
-                    self.written.append(note)
-                    n += 1
-        except Exception as error:  # noqa: BLE001
-            self.errors.append(repr(error))
+        n = 0
+        while not self.stop_event.is_set():
+            try:
+                with psycopg.connect(self.proxy.dsn(), autocommit=True) as conn:
+                    while not self.stop_event.is_set():
+                        note = f"writer {writer} row {n}"
+                        n += 1
+                        conn.execute("INSERT INTO ledger (note) VALUES (%s)", (note,))
+                        self.written.append(note)
+            except Exception as error:  # noqa: BLE001
+                # A session closed by a role swap had its statement refused, not run.
+                if not closed_by_role_swap(error):
+                    self.errors.append(repr(error))
+                    return
+                self.swap_closes += 1
 
 
 def ledger(cluster):
@@ -222,6 +223,97 @@ def test_ramp_plan_advances_then_promote_and_revert_lose_no_row(pair, start):
     assert sorted(row.split(":", 1)[1] for row in rows) == sorted(load.written)
     actions = [(e["actor"], e["action"]) for e in proxy.audit()]
     assert ("admin:test", "promote") in actions and ("admin:test", "revert") in actions
+
+
+SWAPPED = ("CREATE TABLE IF NOT EXISTS swapped (id bigserial PRIMARY KEY, note text NOT NULL, "
+           "at timestamptz NOT NULL DEFAULT clock_timestamp())")
+
+
+def swapped_rows(cluster):
+    return cluster.sql("SELECT id || ' ' || note || ' ' || at FROM swapped ORDER BY id").split("\n")
+
+
+def insert_swapped(proxy, note):
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        return conn.execute("INSERT INTO swapped (note) VALUES (%s) RETURNING id", (note,)).fetchone()[0]
+
+
+def last_id(cluster):
+    return int(cluster.sql("SELECT last_value FROM swapped_id_seq"))
+
+
+def test_promotion_makes_the_new_database_primary_and_revert_swaps_back(pair, start):
+    old, new = pair
+    proxy = start(pair, "read_percent: 100\n", "  swap_timeout: 5s\n  gates:\n    interval: 1h\n"
+                  "    window: 1h\n")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute(SWAPPED)
+    first = insert_swapped(proxy, "before the swap")
+    idle = psycopg.connect(proxy.dsn(), autocommit=True)
+    idle.execute("SELECT 1")
+    open_transaction = psycopg.connect(proxy.dsn())
+    open_transaction.execute("INSERT INTO swapped (note) VALUES ('open at promotion')")
+
+    assert act(proxy, "promote", actor="test")["phase"] == "promoted"
+    roles = status(proxy)["roles"]
+    assert roles["primary_of_record"] == "new" and roles["stale_sessions"] >= 2, roles
+    assert proxy.metric("switchyard_cutover_roles_swapped") == 1
+
+    # A write of a session with the new roles waits for the transaction begun with the old.
+    done = {}
+    writer = threading.Thread(target=lambda: done.update(id=insert_swapped(proxy, "after the swap")))
+    writer.start()
+    time.sleep(1)
+    assert "id" not in done, "a write ran in the new order while one in the old was open"
+    open_transaction.commit()
+    writer.join(timeout=20)
+    assert done.get("id", 0) > first + 1  # drawn on the new primary, its sequence caught up
+    assert last_id(new) == done["id"] and last_id(old) == first + 1
+    # The sessions with the old roles were closed at their next idle point, and said why.
+    for conn in (open_transaction, idle):
+        with pytest.raises(psycopg.Error) as closed:
+            conn.execute("SELECT 1")
+        assert closed_by_role_swap(closed.value), closed.value
+        conn.close()
+    assert proxy.metric("switchyard_client_disconnects_total", reason="role_swap") >= 2
+    assert swapped_rows(old) == swapped_rows(new)
+
+    # The new database is the primary of record: the old one can go away without an error.
+    old.stop()
+    ids = [insert_swapped(proxy, f"old database down {i}") for i in range(3)]
+    assert proxy.metric("switchyard_journal_backlog") >= 3
+
+    # Revert while the old database is still down: once it is back, the writes it missed
+    # reach it before it takes writes of its own, and its sequence moves past them.
+    assert act(proxy, "revert", actor="test", reason="drill")["phase"] == "reverted"
+    assert status(proxy)["roles"]["primary_of_record"] == "old"
+    old.launch()
+    assert wait_for(lambda: swapped_rows(old) == swapped_rows(new), timeout=30)
+    after_revert = insert_swapped(proxy, "after the revert")
+    assert after_revert > max(ids)
+    assert last_id(old) == after_revert
+    assert swapped_rows(old) == swapped_rows(new)
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=30)
+    entries = [e for e in proxy.audit() if e["actor"] == "admin:test"]
+    assert [e["action"] for e in entries] == ["promote", "revert"]
+
+
+def test_promotion_waits_for_the_journal(pair, start):
+    old, new = pair
+    proxy = start(pair, "read_percent: 100\n",
+                  "  gates:\n    interval: 1h\n    window: 1h\n")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute(SWAPPED)
+    new.stop()
+    try:
+        insert_swapped(proxy, "the new database missed this")
+        code, body = proxy.api("POST", "/api/v1/cutover/promote")
+        assert code == 409, body
+        assert "divergence journal holds 1 writes the new database missed" in body["error"]
+    finally:
+        new.launch()
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=30)
+    assert act(proxy, "promote")["phase"] == "promoted"
 
 
 def test_admin_api_refuses_bad_tokens_and_illegal_transitions(pair, start, tmp_path):
