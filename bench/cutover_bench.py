@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Control-plane benchmark: how fast a cutover change reaches a second proxy through Redis,
-and how fast the gates pull reads back when the secondary starts failing under pgbench load,
-in one run on two PostgreSQL clusters, one Redis and two switchyard processes.
+how fast the gates pull reads back when the secondary starts failing under pgbench load, and
+what a role swap (promote, revert) costs writers on both proxies, in one run on two
+PostgreSQL clusters, one Redis and two switchyard processes.
 
 Usage: bench/cutover_bench.py [--ramps N] [--clients N] [--interval S]
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
 import json
+import random
 import shutil
 import statistics
 import subprocess
@@ -18,8 +20,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psycopg
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from harness import PgCluster, Proxy, RedisServer  # noqa: E402
+from harness import ClientThreads, PgCluster, Proxy, RedisServer, closed_by_role_swap  # noqa: E402
 
 from bench_common import pgbench  # noqa: E402
 
@@ -97,6 +101,77 @@ def revert_reaction(first, second, secondary, clients, interval):
     }
 
 
+class Writers(ClientThreads):
+    """psycopg clients on several proxies, each adding 1 to a random one of 100 counters and
+    inserting a row per transaction, reconnecting when a role swap closes their session (as a
+    pool would); records the latency and end time of every transaction."""
+
+    def __init__(self, proxies, per_proxy):
+        super().__init__()
+        self.samples, self.errors, self.swap_closes, self.lock = [], [], 0, threading.Lock()
+        self.threads = [threading.Thread(target=self.run, args=(proxy,))
+                        for proxy in proxies for _ in range(per_proxy)]
+
+    def run(self, proxy):
+        while not self.stop_event.is_set():
+            try:
+                with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+                    while not self.stop_event.is_set():
+                        began = time.monotonic()
+                        with conn.transaction():
+                            conn.execute("UPDATE swap_counters SET n = n + 1 WHERE id = %s",
+                                         (random.randint(1, 100),))
+                            conn.execute("INSERT INTO swap_log (note) VALUES ('w')")
+                        ended = time.monotonic()
+                        with self.lock:
+                            self.samples.append((ended, ended - began))
+            except Exception as error:  # noqa: BLE001 - every client error counts
+                with self.lock:
+                    if closed_by_role_swap(error):
+                        self.swap_closes += 1
+                    else:
+                        self.errors.append(repr(error))
+
+
+def role_swaps(first, second, primary, secondary, clients):
+    """Promotes and reverts under write load on both proxies: how long writes stall, how
+    many sessions a swap closes, whether any client error or divergence results."""
+    with psycopg.connect(first.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE swap_counters (id int PRIMARY KEY, n bigint NOT NULL)")
+        conn.execute("INSERT INTO swap_counters SELECT g, 0 FROM generate_series(1, 100) g")
+        conn.execute("CREATE TABLE swap_log (id bigserial PRIMARY KEY, note text NOT NULL)")
+    api(first, "POST", "/api/v1/cutover/rearm", {"reason": "bench"})
+    api(first, "POST", "/api/v1/cutover/ramp", {"percent": 100})
+    wait_until(lambda: state(second)["read_percent"] == 100)
+    swaps = []
+    with Writers([first, second], max(1, clients // 2)) as writers:
+        time.sleep(3)
+        for action in ("promote", "revert"):
+            journal_empty = wait_until(lambda: all(
+                proxy.metric("switchyard_journal_backlog") == 0 for proxy in (first, second)), 30)
+            asked = time.monotonic()
+            api(first, "POST", f"/api/v1/cutover/{action}", {"reason": "bench"})
+            settled = wait_until(lambda: all(
+                api(p, "GET", "/api/v1/status")["roles"]["settled"] and
+                api(p, "GET", "/api/v1/status")["state"]["phase"] != "ramping" for p in (first, second)),
+                30)
+            done = time.monotonic()
+            time.sleep(3)
+            with writers.lock:
+                during = [latency for ended, latency in writers.samples if asked <= ended <= done + 1]
+            swaps.append({"action": action, "settle_seconds": done - asked, "settled": settled,
+                          "journal_empty_before": journal_empty,
+                          "max_latency": max(during, default=0.0),
+                          "p50_latency": statistics.median(during) if during else 0.0})
+        writers_total = len(writers.samples)
+    drained = wait_until(lambda: all(
+        proxy.metric("switchyard_journal_backlog") == 0 for proxy in (first, second)), 60)
+    identical = drained and all(primary.checksum(t, "id") == secondary.checksum(t, "id")
+                                for t in ("swap_counters", "swap_log"))
+    return {"swaps": swaps, "transactions": writers_total, "errors": writers.errors,
+            "swap_closes": writers.swap_closes, "identical": identical}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ramps", type=int, default=100)
@@ -124,6 +199,7 @@ def main():
         first, second = proxies
         delays = propagation(first, second, args.ramps)
         reaction = revert_reaction(first, second, secondary, args.clients, args.interval)
+        swapping = role_swaps(first, second, primary, secondary, args.clients)
         print(f"fleet propagation over {args.ramps} ramps (admin API answer on one proxy -> "
               "status of the other, polled every ms):")
         print(f"  p50 {1000 * statistics.median(delays):.1f} ms, p99 "
@@ -134,6 +210,17 @@ def main():
               f"({reaction['evaluations']} gate evaluations); the other proxy followed "
               f"{1000 * reaction['fleet_seconds']:.1f} ms later")
         print(f"  pgbench: {reaction['tps']:.0f} tps, client errors: {reaction['client_errors']}")
+        print(f"role swaps under writes on both proxies ({max(1, args.clients // 2)} psycopg "
+              "clients each, UPDATE of 1 in 100 counters + INSERT per transaction):")
+        for swap in swapping["swaps"]:
+            print(f"  {swap['action']}: settled on both proxies after {swap['settle_seconds']:.2f} s "
+                  f"(settled: {swap['settled']}); transaction latency in that window p50 "
+                  f"{1000 * swap['p50_latency']:.1f} ms, max {1000 * swap['max_latency']:.0f} ms")
+        print(f"  {swapping['transactions']} transactions, sessions closed by the swaps "
+              f"(reconnected): {swapping['swap_closes']}, client errors: "
+              f"{len(swapping['errors'])}, tables identical after: {swapping['identical']}")
+        for error in swapping["errors"][:3]:
+            print(f"    {error}")
     finally:
         for proxy in proxies:
             proxy.stop()
