@@ -70,6 +70,12 @@ constexpr SettingInfo kSettings[] = {
      "shadow comparisons the window needs before the gate counts"},
     {"cutover.gates.journal_backlog.enabled", true, "whether this gate may revert"},
     {"cutover.gates.journal_backlog.max", true, "divergence journal entries not yet replayed"},
+    {"cutover.gates.new_primary_failure_rate.enabled", true, "whether this gate may revert"},
+    {"cutover.gates.new_primary_failure_rate.max", true,
+     "once promoted: failed logins to the new primary and sessions that lost it, over client "
+     "connections, 0-1"},
+    {"cutover.gates.new_primary_failure_rate.min_samples", true,
+     "client connections the window needs before the gate counts"},
     {"fleet.redis", false, "redis://[:password@]host[:port][/db] shared by the proxies"},
     {"fleet.key", false, "Redis key of the shared cutover state"},
     {"auth.method", true, "client authentication: trust, password, md5, scram-sha-256"},
@@ -198,6 +204,8 @@ void read_cutover(const YAML::Node& root, CutoverSettings& out, Checker& check) 
   read_gate(root, "cutover.gates.latency_p99_ratio", out.latency_p99_ratio, check, 1e6, true);
   read_gate(root, "cutover.gates.shadow_mismatch_rate", out.shadow_mismatch_rate, check, 1, true);
   read_gate(root, "cutover.gates.journal_backlog", out.journal_backlog, check, 1e12, false);
+  read_gate(root, "cutover.gates.new_primary_failure_rate", out.new_primary_failure_rate, check, 1,
+            true);
 }
 
 // redis://[:password@]host[:port][/db]

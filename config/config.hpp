@@ -100,6 +100,7 @@ struct CutoverSettings {
   GateLimit latency_p99_ratio{true, 3.0, 200};
   GateLimit shadow_mismatch_rate{true, 0.001, 100};
   GateLimit journal_backlog{true, 10'000, 0};
+  GateLimit new_primary_failure_rate{true, 0.05, 20}; //!< judged once promoted
   bool operator==(const CutoverSettings&) const = default;
 };
 

@@ -139,17 +139,19 @@ std::string status_page(AdminContext& context) {
       "<p>Cutover: <b>" + text_of(state.at("phase")) + "</b>, reads on the new database: <b>" +
       text_of(all.at("reads_on_new_database_percent")) + " %</b>" +
       (state.at("paused").get_bool() && state.at("phase") == "ramping" ? " (ramp paused)" : "") +
-      ", version " + text_of(state.at("version")) + ".</p>";
+      ", version " + text_of(state.at("version")) + ", primary of record: the " +
+      text_of(all.at("roles").as_object().at("primary_of_record")) + " database.</p>";
   page += "<p>Last change by " + text_of(state.at("actor")) + ": " + text_of(state.at("reason")) +
           "</p><table><tr><th>gate</th><th>value</th><th>limit</th><th>samples</th>"
-          "<th>minimum</th><th>verdict</th></tr>";
+          "<th>minimum</th><th>verdict</th><th>judged now</th></tr>";
   for (const auto& item : all.at("gates").get_array()) {
     const json::object& gate = item.get_object();
     std::string verdict = text_of(gate.at("verdict"));
     page += "<tr><td>" + text_of(gate.at("name")) + "</td><td>" + text_of(gate.at("value")) +
             "</td><td>" + text_of(gate.at("threshold")) + "</td><td>" +
             text_of(gate.at("samples")) + "</td><td>" + text_of(gate.at("min_samples")) +
-            "</td><td class=\"" + verdict + "\">" + verdict + "</td></tr>";
+            "</td><td class=\"" + verdict + "\">" + verdict + "</td><td>" +
+            (gate.at("judged").get_bool() ? "yes" : "no") + "</td></tr>";
   }
   page += "</table><p>Machine-readable: <a href=\"/metrics\">/metrics</a>; actions: "
           "<code>switchyard ctl</code> or the admin API (bearer token).</p></body></html>\n";

@@ -100,6 +100,13 @@ void print_status(const json::object& status) {
                            number(status.at("reads_on_new_database_percent")));
   std::cout << fmt::format("{:<9} last change by {}: {}\n", "", state.at("actor").get_string(),
                            state.at("reason").get_string());
+  const json::object& roles = status.at("roles").get_object();
+  std::cout << fmt::format("{:<9} primary of record: the {} database{}\n", "roles",
+                           roles.at("primary_of_record").get_string(),
+                           roles.at("settled").get_bool()
+                               ? ""
+                               : fmt::format(" (swapping: {} sessions with the old roles left)",
+                                             number(roles.at("stale_sessions"))));
   const json::object& ramp = status.at("ramp").get_object();
   std::string steps;
   for (const auto& step : ramp.at("steps").get_array())
@@ -130,11 +137,11 @@ void print_status(const json::object& status) {
   bool first = true;
   for (const auto& item : status.at("gates").get_array()) {
     const json::object& gate = item.get_object();
-    std::cout << fmt::format("{:<9} {:<21} {:>10} / {:<8} {:<16} {} samples (min {})\n",
-                             first ? "gates" : "", gate.at("name").get_string(),
-                             number(gate.at("value")), number(gate.at("threshold")),
-                             gate.at("verdict").get_string(), number(gate.at("samples")),
-                             number(gate.at("min_samples")));
+    std::cout << fmt::format(
+        "{:<9} {:<24} {:>10} / {:<8} {:<16} {} samples (min {}){}\n", first ? "gates" : "",
+        gate.at("name").get_string(), number(gate.at("value")), number(gate.at("threshold")),
+        gate.at("verdict").get_string(), number(gate.at("samples")), number(gate.at("min_samples")),
+        gate.at("judged").get_bool() ? "" : "  (not judged in this phase)");
     first = false;
   }
   if (first) std::cout << fmt::format("{:<9} not evaluated yet\n", "gates");

@@ -42,13 +42,6 @@ std::vector<double> cumulative_buckets(prometheus::Histogram& histogram) {
   return counts;
 }
 
-// Once promoted, the secondary the gates watch is the old database: a breach says the way
-// back is unhealthy, and reverting onto it would make things worse. So gates revert only
-// before promotion; after it they are shown and alerted on, and a revert is a person's call.
-bool gates_apply(CutoverPhase phase) {
-  return phase == CutoverPhase::kMirroring || phase == CutoverPhase::kRamping;
-}
-
 // Commands that may apply without the fleet's Redis: a revert (safety first) and the
 // config's own set-up at start.
 bool applies_offline(const CutoverCommand& command) {
@@ -353,6 +346,10 @@ routing::GateCounters CutoverController::sample_counters() const {
   counters.shadow_match = metrics.shadow_comparisons(monitoring::ShadowResult::kMatch).Value();
   counters.shadow_mismatch =
       metrics.shadow_comparisons(monitoring::ShadowResult::kMismatch).Value();
+  counters.clients_accepted = metrics.clients_accepted().Value();
+  counters.primary_failed =
+      metrics.backend_connect_failures(BackendRole::kPrimary).Value() +
+      metrics.client_closed(monitoring::CloseReason::kBackendDisconnect).Value();
   if (auto* journal = services_.journal()) {
     counters.journal_backlog = static_cast<double>(journal->backlog());
   }
@@ -379,8 +376,8 @@ void CutoverController::evaluate_gates(const config::Config& config) {
     metrics.gate_samples().Add(labels).Set(static_cast<double>(reading.samples));
     metrics.gate_holds().Add(labels).Set(reading.verdict == routing::GateVerdict::kHolds ? 1 : 0);
   }
-  if (!gates_apply(state_.phase)) return;
-  if (auto breach = routing::first_breach(readings_)) {
+  std::vector<routing::GateReading> in_force = routing::judged_in(readings_, state_.phase);
+  if (auto breach = routing::first_breach(in_force)) {
     std::string actor = "gate:" + std::string(breach->name);
     auto reverted =
         apply_locked({CutoverAction::kRevert, 0, actor, format_gate(*breach, plan.gate_window)});
@@ -388,7 +385,7 @@ void CutoverController::evaluate_gates(const config::Config& config) {
     return;
   }
   if (state_.phase != CutoverPhase::kRamping || state_.paused || !plan.auto_advance) return;
-  if (now_ms() - state_.changed_at_ms < plan.soak.count() || !routing::all_gates_hold(readings_)) {
+  if (now_ms() - state_.changed_at_ms < plan.soak.count() || !routing::all_gates_hold(in_force)) {
     return;
   }
   if (fleet_ && !fleet_connected_) return; // the fleet advances together or not at all
@@ -448,6 +445,8 @@ std::string CutoverController::status_json() const {
   }
   out["ramp"] = std::move(ramp);
   json::array gates;
+  // Whether each gate may revert or hold back the ramp in this phase (see judged_in).
+  std::vector<routing::GateReading> in_force = routing::judged_in(readings_, state_.phase);
   for (const auto& reading : readings_) {
     json::object gate;
     gate["name"] = reading.name;
@@ -456,6 +455,8 @@ std::string CutoverController::status_json() const {
     gate["samples"] = reading.samples;
     gate["min_samples"] = reading.min_samples;
     gate["verdict"] = routing::to_string(reading.verdict);
+    gate["judged"] = std::any_of(in_force.begin(), in_force.end(),
+                                 [&](const auto& judged) { return judged.name == reading.name; });
     gates.push_back(std::move(gate));
   }
   out["gates"] = std::move(gates);

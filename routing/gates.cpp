@@ -6,6 +6,8 @@
 namespace switchyard::routing {
 namespace {
 
+constexpr std::string_view kNewPrimaryFailureRate = "new_primary_failure_rate";
+
 GateReading judge(std::string_view name, const config::GateLimit& limit, double value,
                   double samples) {
   GateReading reading;
@@ -99,7 +101,25 @@ std::vector<GateReading> GateWindow::evaluate(const config::CutoverSettings& set
   // The backlog is a level: one reading of it is a whole sample.
   readings.push_back(judge("journal_backlog", settings.journal_backlog, newest.journal_backlog,
                            snapshots_.empty() ? 0 : 1));
+
+  double logins = newest.clients_accepted - base.clients_accepted;
+  double lost = newest.primary_failed - base.primary_failed;
+  readings.push_back(judge(kNewPrimaryFailureRate, settings.new_primary_failure_rate,
+                           logins > 0 ? std::min(1.0, lost / logins) : 0, logins));
   return readings;
+}
+
+std::vector<GateReading> judged_in(std::span<const GateReading> readings, CutoverPhase phase) {
+  std::vector<GateReading> judged;
+  if (phase != CutoverPhase::kMirroring && phase != CutoverPhase::kRamping &&
+      phase != CutoverPhase::kPromoted) {
+    return judged;
+  }
+  bool promoted = phase == CutoverPhase::kPromoted;
+  for (const GateReading& reading : readings) {
+    if ((reading.name == kNewPrimaryFailureRate) == promoted) judged.push_back(reading);
+  }
+  return judged;
 }
 
 std::optional<GateReading> first_breach(std::span<const GateReading> readings) {

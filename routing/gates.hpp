@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "routing/cutover.hpp"
 
 namespace switchyard::routing {
 
@@ -24,7 +25,10 @@ struct GateCounters {
   std::vector<double> secondary_latency;
   double shadow_match = 0;
   double shadow_mismatch = 0;
-  double journal_backlog = 0; //!< a level, not a counter: the newest value counts
+  double journal_backlog = 0;  //!< a level, not a counter: the newest value counts
+  double clients_accepted = 0; //!< client connections accepted
+  //! Logins to the primary that failed plus sessions that lost their primary connection.
+  double primary_failed = 0;
 };
 
 enum class GateVerdict {
@@ -65,6 +69,13 @@ public:
 private:
   std::deque<GateCounters> snapshots_;
 };
+
+//! The readings of the gates that judge in `phase`. Before promotion (mirroring, ramping)
+//! the gates watch the new database as the secondary; once promoted, the roles are swapped,
+//! the secondary is the old database (its trouble is no reason to go back to it), and only
+//! new_primary_failure_rate judges, watching the new database as the primary. In the other
+//! phases none does.
+std::vector<GateReading> judged_in(std::span<const GateReading> readings, CutoverPhase phase);
 
 //! The first breached gate, if any.
 std::optional<GateReading> first_breach(std::span<const GateReading> readings);

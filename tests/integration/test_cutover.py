@@ -298,6 +298,46 @@ def test_promotion_makes_the_new_database_primary_and_revert_swaps_back(pair, st
     assert [e["action"] for e in entries] == ["promote", "revert"]
 
 
+def test_a_failing_new_primary_reverts_on_its_own(pair, start):
+    old, new = pair
+    only_new_primary_gate = "".join(f"    {gate}: {{enabled: false}}\n" for gate in (
+        "secondary_error_rate", "latency_p99_ratio", "shadow_mismatch_rate", "journal_backlog"))
+    proxy = start(pair, "read_percent: 100\n",
+                  "  gates:\n    interval: 500ms\n    window: 3s\n" + only_new_primary_gate +
+                  "    new_primary_failure_rate: {max: 0.2, min_samples: 5}\n")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute(SWAPPED)
+    assert act(proxy, "promote", actor="test")["phase"] == "promoted"
+    assert wait_for(lambda: status(proxy)["roles"]["settled"])
+    written = [f"promoted {i}" for i in range(3)]
+    for note in written:
+        insert_swapped(proxy, note)
+    evaluations_after(proxy, 2)  # too little traffic to judge, and healthy anyway
+    assert status(proxy)["state"]["phase"] == "promoted"
+
+    new.stop()
+    try:
+        start_evaluation = status(proxy)["gate_evaluations"]
+        failures = 0
+        while status(proxy)["state"]["phase"] == "promoted" and failures < 200:
+            try:  # clients keep trying, as a pool would
+                insert_swapped(proxy, "while the new database is down")
+            except psycopg.Error:
+                failures += 1
+            time.sleep(0.02)
+        revert = proxy.audit()[-1]
+        assert (revert["actor"], revert["action"]) == ("gate:new_primary_failure_rate", "revert")
+        assert revert["gate_evaluation"] - start_evaluation <= 3  # the breach, within 2 more
+        assert wait_for(lambda: status(proxy)["roles"]["settled"])
+        # Back on the old database, which has every write made while the new one was primary.
+        insert_swapped(proxy, "after the automatic revert")
+        notes = set(old.sql("SELECT note FROM swapped").split("\n"))
+        assert set(written) | {"after the automatic revert"} <= notes
+    finally:
+        new.launch()
+    assert wait_for(lambda: swapped_rows(old) == swapped_rows(new), timeout=30)
+
+
 def test_promotion_waits_for_the_journal(pair, start):
     old, new = pair
     proxy = start(pair, "read_percent: 100\n",

@@ -246,6 +246,8 @@ cutover:
     secondary_error_rate: {max: 0.02, min_samples: 500}
     latency_p99_ratio: {enabled: false}
     journal_backlog: {max: 50}
+    new_primary_failure_rate: {max: 0.2, min_samples: 10}
+  swap_timeout: 30s
 fleet:
   redis: redis://:pa55@cache.internal:6380/2
   key: shop:cutover
@@ -261,6 +263,8 @@ fleet:
   CHECK(c.secondary_error_rate == GateLimit{true, 0.02, 500});
   CHECK_FALSE(c.latency_p99_ratio.enabled);
   CHECK(c.journal_backlog.max == 50);
+  CHECK(c.new_primary_failure_rate == GateLimit{true, 0.2, 10});
+  CHECK(c.swap_timeout == std::chrono::seconds(30));
   CHECK(c.shadow_mismatch_rate == CutoverSettings{}.shadow_mismatch_rate);
   const FleetSettings& f = (*config)->fleet;
   CHECK(f.host == "cache.internal");

@@ -98,7 +98,41 @@ TEST_CASE("the latency gate compares p99s; the shadow and backlog gates their ow
   readings = window.evaluate(s, kBounds);
   CHECK(reading(readings, "latency_p99_ratio").verdict == GateVerdict::kDisabled);
   CHECK_FALSE(first_breach(readings));
-  CHECK(all_gates_hold(readings));
+  CHECK(all_gates_hold(judged_in(readings, CutoverPhase::kRamping)));
+}
+
+TEST_CASE("once promoted, only the new primary's failure rate judges") {
+  GateWindow window;
+  auto s = settings();
+  std::chrono::milliseconds span(10'000);
+  GateCounters before = at(0, 0, 0);
+  window.add(before, span);
+  GateCounters after = at(5'000, 100, 50); // a sick old database (the secondary now)...
+  after.clients_accepted = 40;
+  after.primary_failed = 1; // ...and a healthy new primary: 1 failure in 40 logins
+  window.add(after, span);
+  auto readings = window.evaluate(s, kBounds);
+  auto failures = reading(readings, "new_primary_failure_rate");
+  CHECK(failures.value == Approx(1.0 / 40));
+  CHECK(failures.verdict == GateVerdict::kHolds);
+
+  auto promoted = judged_in(readings, CutoverPhase::kPromoted);
+  REQUIRE(promoted.size() == 1);
+  CHECK(promoted[0].name == "new_primary_failure_rate");
+  CHECK_FALSE(first_breach(promoted)); // the old database's errors do not revert
+  CHECK(first_breach(judged_in(readings, CutoverPhase::kRamping))->name == "secondary_error_rate");
+  CHECK(judged_in(readings, CutoverPhase::kReverted).empty());
+  CHECK(judged_in(readings, CutoverPhase::kFinalized).empty());
+
+  GateCounters dead = after;
+  dead.at_ms = 9'000;
+  dead.clients_accepted = 70;
+  dead.primary_failed = 31; // the next 30 logins all failed
+  window.add(dead, span);
+  auto breach = first_breach(judged_in(window.evaluate(s, kBounds), CutoverPhase::kPromoted));
+  REQUIRE(breach);
+  CHECK(breach->name == "new_primary_failure_rate");
+  CHECK(breach->value == Approx(31.0 / 70));
 }
 
 TEST_CASE("with no traffic nothing trips and nothing may advance") {
@@ -107,5 +141,6 @@ TEST_CASE("with no traffic nothing trips and nothing may advance") {
   window.add(at(1000, 0, 0), std::chrono::milliseconds(1000));
   auto readings = window.evaluate(settings(), kBounds);
   CHECK_FALSE(first_breach(readings));
-  CHECK_FALSE(all_gates_hold(readings));
+  CHECK_FALSE(all_gates_hold(judged_in(readings, CutoverPhase::kRamping)));
+  CHECK(reading(readings, "new_primary_failure_rate").verdict == GateVerdict::kTooFewSamples);
 }
