@@ -240,12 +240,8 @@ private:
   asio::awaitable<void> note_database(const protocol::StartupPacket& startup) {
     std::string_view database = startup.parameter("database");
     Services::SessionDatabase db{user_, std::string(database.empty() ? user_ : database)};
-    if (!services_.note_session_database(db, runtime_->role_generation)) co_return;
-    if (auto caught_up = co_await catch_up_sequences(*runtime_, db); !caught_up) {
-      services_.catch_up_failed(db, runtime_->role_generation);
-      spdlog::error("role swap: the sequences of database {} (user {}) on the new primary could "
-                    "not be caught up: {}",
-                    db.database, db.user, caught_up.error());
+    if (services_.note_session_database(db, runtime_->role_generation)) {
+      co_await catch_up_sequences(services_, *runtime_, db);
     }
   }
 

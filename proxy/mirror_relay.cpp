@@ -238,9 +238,11 @@ private:
     const auto& statements = classification->statements;
     bool barrier = false;
     bool ddl = false;
+    bool writes = false;
     for (size_t i = 0; i < statements.size(); ++i) {
       const protocol::Statement& s = statements[i];
       barrier |= needs_barrier(s);
+      writes |= s.mirror != MirrorPlan::kNone;
       ddl |= s.kind == StatementKind::kDdl;
       note_for_routing(s, query.text(sql, i));
       if (s.transaction == TransactionOp::kBegin) expected_in_transaction_ = true;
@@ -259,10 +261,7 @@ private:
       co_return std::nullopt;
     }
 
-    if (std::any_of(statements.begin(), statements.end(),
-                    [](const protocol::Statement& s) { return s.mirror != MirrorPlan::kNone; })) {
-      co_await pass_role_fence();
-    }
+    if (writes && services_.role_fence().draining()) co_await pass_role_fence();
     if (auto c = co_await drain()) co_return c;
     // An autocommit write becomes a transaction we commit after the secondary has applied it.
     bool wrap = activity_.transaction_status == 'I' && !classification->has_transaction_control() &&
@@ -503,7 +502,9 @@ private:
     if (s->transaction == TransactionOp::kCommit || s->transaction == TransactionOp::kRollback) {
       expected_in_transaction_ = false;
     }
-    if (s->mirror != MirrorPlan::kNone) co_await pass_role_fence();
+    if (s->mirror != MirrorPlan::kNone && services_.role_fence().draining()) {
+      co_await pass_role_fence();
+    }
     if (s->mirror != MirrorPlan::kNone && !expected_in_transaction_) {
       if (!wants_wrap(*s)) {
         cycle_autocommit_mirror_ = true;
@@ -541,9 +542,9 @@ private:
 
   // A write of a session with the current roles waits while sessions with the roles from
   // before a swap remain (see RoleFence): writes in the two database orders never overlap.
+  // Callers check draining() first, so the write path pays one atomic load, no coroutine.
   asio::awaitable<void> pass_role_fence() {
     RoleFence& fence = services_.role_fence();
-    if (!fence.draining() || stale_roles()) co_return;
     asio::steady_timer timer(co_await asio::this_coro::executor);
     while (fence.draining() && !stale_roles()) {
       timer.expires_after(kRoleFencePoll);

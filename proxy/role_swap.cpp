@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <limits>
+#include <variant>
 
 #include "protocol/messages.hpp"
 #include "proxy/backend_connector.hpp"
@@ -15,7 +16,8 @@ namespace {
 constexpr auto kPoll = std::chrono::milliseconds(20);
 
 // Sequences of other sessions' temporary tables cannot be read; descending ones are left
-// alone (their "largest" is the smallest). A statement_timeout bounds a slow max() scan.
+// alone (their "largest" is the smallest). The statement_timeout stops a slow max() scan that
+// catch_up_sequences gave up on (at cutover.swap_timeout) from running on for long.
 constexpr std::string_view kCatchUpSequences = R"sql(SET statement_timeout = '60s';
 DO $switchyard$
 DECLARE
@@ -40,6 +42,26 @@ BEGIN
   END LOOP;
 END
 $switchyard$)sql";
+
+// One connection to the primary that runs kCatchUpSequences in `db`.
+asio::awaitable<Status> run_catch_up(const Runtime& runtime, const Services::SessionDatabase& db) {
+  const config::BackendTarget& primary = runtime.config->primary;
+  LoginRequest login = backend_login(*runtime.config, primary, db.user, db.database);
+  login.options.emplace_back("application_name", "switchyard role swap");
+  auto connected = co_await connect_backend(primary, runtime.primary_tls.get(), std::move(login));
+  if (auto* failed = std::get_if<BackendFailure>(&connected)) co_return Error{failed->message};
+  auto& session = std::get<BackendSession>(connected);
+  MessageReader reader(session.stream, protocol::Direction::kBackend,
+                       std::numeric_limits<uint32_t>::max());
+  reader.prepend(session.leftover);
+  auto ran = co_await run_query(session.stream, reader, kCatchUpSequences);
+  std::string terminate;
+  protocol::append_terminate(terminate);
+  co_await session.stream.write_all(terminate);
+  session.stream.close();
+  if (!ran) co_return Error{ran.error()};
+  co_return Ok{};
+}
 
 // Writes the new primary missed while it was the secondary must reach it before it takes
 // writes of its own: a row replayed later could overwrite a newer one. The journal
@@ -68,50 +90,37 @@ asio::awaitable<bool> replay_into_new_primary(Services& services, const Runtime&
   co_return fence.generation() == runtime.role_generation;
 }
 
-// Catches up every database sessions used, then settles; false when another swap began.
-asio::awaitable<bool> settle(Services& services, const Runtime& runtime) {
+// Catches up every database sessions used, then settles (unless another swap began).
+asio::awaitable<void> settle(Services& services, const Runtime& runtime) {
   uint64_t generation = runtime.role_generation;
   RoleFence& fence = services.role_fence();
   while (true) {
-    if (fence.generation() != generation) co_return false;
+    if (fence.generation() != generation) co_return;
     if (services.settle_role_swap(generation)) break;
     for (const auto& db : services.databases_to_catch_up(generation)) {
-      if (fence.generation() != generation) co_return false;
-      Status caught_up = co_await catch_up_sequences(runtime, db);
-      if (!caught_up) {
-        services.catch_up_failed(db, generation);
-        spdlog::error("role swap: the sequences of database {} (user {}) on the new primary "
-                      "could not be caught up: {}; the next session of it tries again",
-                      db.database, db.user, caught_up.error());
-      }
+      if (fence.generation() != generation) co_return;
+      co_await catch_up_sequences(services, runtime, db);
     }
   }
   spdlog::info("role swap {} complete: writes go on with the {} database as the primary",
                generation, runtime.roles_swapped ? "new" : "old");
-  co_return true;
 }
 
 } // namespace
 
-asio::awaitable<Status> catch_up_sequences(const Runtime& runtime,
-                                           const Services::SessionDatabase& db) {
-  const config::BackendTarget& primary = runtime.config->primary;
-  if (primary.kind != config::BackendKind::kPostgres) co_return Ok{};
-  LoginRequest login = backend_login(*runtime.config, primary, db.user, db.database);
-  login.options.emplace_back("application_name", "switchyard role swap");
-  auto connected = co_await connect_backend(primary, runtime.primary_tls.get(), std::move(login));
-  if (auto* failed = std::get_if<BackendFailure>(&connected)) co_return Error{failed->message};
-  auto& session = std::get<BackendSession>(connected);
-  MessageReader reader(session.stream, protocol::Direction::kBackend,
-                       std::numeric_limits<uint32_t>::max());
-  reader.prepend(session.leftover);
-  auto ran = co_await run_query(session.stream, reader, kCatchUpSequences);
-  std::string terminate;
-  protocol::append_terminate(terminate);
-  co_await session.stream.write_all(terminate);
-  session.stream.close();
-  if (!ran) co_return Error{ran.error()};
-  co_return Ok{};
+asio::awaitable<void> catch_up_sequences(Services& services, const Runtime& runtime,
+                                         const Services::SessionDatabase& db) {
+  if (runtime.config->primary.kind != config::BackendKind::kPostgres) co_return;
+  asio::steady_timer deadline(co_await asio::this_coro::executor,
+                              runtime.config->cutover.swap_timeout);
+  auto ran = co_await (run_catch_up(runtime, db) || deadline.async_wait(use_tuple));
+  Status caught_up = ran.index() == 0 ? std::get<0>(std::move(ran))
+                                      : Error{"it did not finish within cutover.swap_timeout"};
+  if (caught_up) co_return;
+  services.catch_up_failed(db, runtime.role_generation);
+  spdlog::error("role swap: the sequences of database {} (user {}) on the new primary could not "
+                "be caught up: {}; the next session of it tries again",
+                db.database, db.user, caught_up.error());
 }
 
 asio::awaitable<void> settle_role_swaps(Services& services) {

@@ -11,8 +11,10 @@ namespace switchyard::proxy {
 //! the secondary, rows reached it with the ids the other database drew, so its sequences
 //! stayed behind; without this, the first inserts after a swap would collide with rows it
 //! already has. Nothing to do on SQLite, which draws rowids from the rows themselves.
-asio::awaitable<Status> catch_up_sequences(const Runtime& runtime,
-                                           const Services::SessionDatabase& db);
+//! Bounded by cutover.swap_timeout; a failure is logged and left for the next session of
+//! `db` to try again (Services::catch_up_failed).
+asio::awaitable<void> catch_up_sequences(Services& services, const Runtime& runtime,
+                                         const Services::SessionDatabase& db);
 
 //! Completes each role swap: once no session with the old roles is left, catches up the
 //! sequences of every database sessions have used on the new primary, then settles the

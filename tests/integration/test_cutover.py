@@ -56,9 +56,11 @@ def start(tmp_path):
     """Starts switchyard in front of the pair with an admin token and `cutover` lines."""
     started = []
 
-    def run(pair, extra="", cutover="", workdir=None, admin=""):
+    def run(pair, extra="", cutover="", workdir=None, admin="", dbname="postgres"):
+        """`dbname` "" lets each client choose its database."""
         primary, secondary = pair
-        config = (f"primary: {primary.uri()}\nsecondary: {secondary.uri()}\n"
+        config = (f"primary: {primary.uri(dbname=dbname)}\n"
+                  f"secondary: {secondary.uri(dbname=dbname)}\n"
                   f"mirror:\n  journal: {workdir or tmp_path}/journal-{len(started)}.jsonl\n{extra}")
         proxy = Proxy(config, workdir or tmp_path, admin_token=TOKEN, cutover=cutover, admin=admin)
         started.append(proxy)
@@ -242,12 +244,20 @@ def last_id(cluster):
     return int(cluster.sql("SELECT last_value FROM swapped_id_seq"))
 
 
-def test_promotion_makes_the_new_database_primary_and_revert_swaps_back(pair, start):
-    old, new = pair
-    proxy = start(pair, "read_percent: 100\n", "  swap_timeout: 5s\n  gates:\n    interval: 1h\n"
-                  "    window: 1h\n")
+IDLE_GATES = "  gates:\n    interval: 1h\n    window: 1h\n"
+
+
+def ramped_to_100(pair, start, cutover=IDLE_GATES):
+    """A proxy whose reads all go to the new database (ready to promote), `swapped` created."""
+    proxy = start(pair, "read_percent: 100\n", cutover)
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
         conn.execute(SWAPPED)
+    return proxy
+
+
+def test_promotion_makes_the_new_database_primary_and_revert_swaps_back(pair, start):
+    old, new = pair
+    proxy = ramped_to_100(pair, start, "  swap_timeout: 5s\n" + IDLE_GATES)
     first = insert_swapped(proxy, "before the swap")
     idle = psycopg.connect(proxy.dsn(), autocommit=True)
     idle.execute("SELECT 1")
@@ -298,15 +308,49 @@ def test_promotion_makes_the_new_database_primary_and_revert_swaps_back(pair, st
     assert [e["action"] for e in entries] == ["promote", "revert"]
 
 
+def test_a_transaction_left_open_at_promotion_ends_at_swap_timeout(pair, start):
+    old, new = pair
+    proxy = ramped_to_100(pair, start, "  swap_timeout: 1s\n" + IDLE_GATES)
+    forgotten = psycopg.connect(proxy.dsn())
+    forgotten.execute("INSERT INTO swapped (note) VALUES ('left uncommitted at promotion')")
+    assert act(proxy, "promote")["phase"] == "promoted"
+    began = time.monotonic()
+    insert_swapped(proxy, "held until the forgotten transaction ended")  # waits for it
+    assert time.monotonic() - began >= 0.9
+    with pytest.raises(psycopg.Error) as closed:
+        forgotten.execute("SELECT 1")
+    assert "did not end within cutover.swap_timeout and was rolled back" in str(closed.value)
+    forgotten.close()
+    for cluster in (old, new):
+        notes = cluster.sql("SELECT note FROM swapped").split("\n")
+        assert "left uncommitted at promotion" not in notes
+        assert "held until the forgotten transaction ended" in notes
+
+
+def test_a_database_first_used_after_promotion_gets_its_sequences_caught_up(pair, start):
+    old, new = pair
+    for cluster in (old, new):  # rows both sides hold, with ids the old database drew
+        cluster.sql("DROP DATABASE IF EXISTS late")
+        cluster.sql("CREATE DATABASE late")
+        cluster.sql("CREATE TABLE items (id serial PRIMARY KEY, note text);"
+                    "INSERT INTO items (id, note) SELECT g, 'before' FROM generate_series(1, 5) g",
+                    dbname="late")
+    old.sql("SELECT setval('items_id_seq', 5)", dbname="late")  # the new side's never moved
+    proxy = start(pair, "read_percent: 100\n", IDLE_GATES, dbname="")
+    assert act(proxy, "promote")["phase"] == "promoted"
+    assert wait_for(lambda: status(proxy)["roles"]["settled"])  # without knowing "late"
+    with psycopg.connect(proxy.dsn(dbname="late"), autocommit=True) as conn:
+        assert conn.execute("INSERT INTO items (note) VALUES ('after') RETURNING id").fetchone()[0] == 6
+    assert old.checksum("items", dbname="late") == new.checksum("items", dbname="late")
+
+
 def test_a_failing_new_primary_reverts_on_its_own(pair, start):
     old, new = pair
     only_new_primary_gate = "".join(f"    {gate}: {{enabled: false}}\n" for gate in (
         "secondary_error_rate", "latency_p99_ratio", "shadow_mismatch_rate", "journal_backlog"))
-    proxy = start(pair, "read_percent: 100\n",
-                  "  gates:\n    interval: 500ms\n    window: 3s\n" + only_new_primary_gate +
-                  "    new_primary_failure_rate: {max: 0.2, min_samples: 5}\n")
-    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
-        conn.execute(SWAPPED)
+    proxy = ramped_to_100(pair, start, "  gates:\n    interval: 500ms\n    window: 3s\n" +
+                          only_new_primary_gate +
+                          "    new_primary_failure_rate: {max: 0.2, min_samples: 5}\n")
     assert act(proxy, "promote", actor="test")["phase"] == "promoted"
     assert wait_for(lambda: status(proxy)["roles"]["settled"])
     written = [f"promoted {i}" for i in range(3)]
@@ -340,10 +384,7 @@ def test_a_failing_new_primary_reverts_on_its_own(pair, start):
 
 def test_promotion_waits_for_the_journal(pair, start):
     old, new = pair
-    proxy = start(pair, "read_percent: 100\n",
-                  "  gates:\n    interval: 1h\n    window: 1h\n")
-    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
-        conn.execute(SWAPPED)
+    proxy = ramped_to_100(pair, start)
     new.stop()
     try:
         insert_swapped(proxy, "the new database missed this")
