@@ -159,6 +159,14 @@ std::string shape_name(const protocol::TargetTable& table) {
              : table.qualified();
 }
 
+// Whether an op may run inside the implicit transaction the extended protocol opens up to
+// the next Sync: plain writes may; COPY, DDL, transaction control and unparsed text (which
+// may hold several statements) need a transaction block of their own.
+bool fits_implicit_transaction(const MirrorOp& op) {
+  return op.statement.kind == protocol::StatementKind::kWrite &&
+         op.statement.mirror != protocol::MirrorPlan::kCopyIn;
+}
+
 } // namespace
 
 asio::awaitable<Result<protocol::TableShape>>
@@ -200,6 +208,11 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     shapes_epoch_ = epoch;
   }
 
+  // One Sync for the whole transaction when every op is a plain write: the writes and the
+  // commit then cost the secondary one message cycle and one flush (no BEGIN and COMMIT
+  // round of their own); an error rolls the implicit transaction back as COMMIT would.
+  bool one_sync = atomic && std::all_of(ops.begin(), ops.end(), fits_implicit_transaction);
+  bool block = atomic && !one_sync;
   std::string out;
   size_t ready_expected = 0;
   bool in_extended = false;
@@ -220,7 +233,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       }
       protocol::append_empty_message(out, 'c');
       ++ready_expected;
-    } else if (op.parameters.empty()) {
+    } else if (op.parameters.empty() && !one_sync) {
       end_extended();
       protocol::append_query(out, op.sql);
       ++ready_expected;
@@ -234,7 +247,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     units.push_back(Unit{index, 0, op.ddl ? std::nullopt : op.primary_rows});
   };
 
-  if (atomic) {
+  if (block) {
     protocol::append_query(out, "BEGIN");
     ++ready_expected;
     units.push_back(Unit{});
@@ -310,12 +323,13 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     services_.metrics().mirrored(MirrorKind::kRowImage).Increment();
   }
   end_extended();
-  if (atomic) {
+  if (block) {
     protocol::append_query(out, "COMMIT");
     ++ready_expected;
     units.push_back(Unit{});
   }
 
+  if (out.empty()) co_return Ok{}; // every image was empty: nothing changed
   Stream& stream = connection_->session.stream;
   if (auto ec = co_await stream.write_all(out); ec) {
     drop_connection();
@@ -361,7 +375,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
   for (const std::string& key : unconfirmed)
     prepared_.erase(key);
   if (!error.empty()) co_return Error{error};
-  if (atomic && last_tag != "COMMIT") {
+  if (block && last_tag != "COMMIT") {
     co_return Error{"the secondary rolled the transaction back"};
   }
   co_return Ok{};
