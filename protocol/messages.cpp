@@ -1,5 +1,7 @@
 #include "protocol/messages.hpp"
 
+#include <charconv>
+
 #include "protocol/wire.hpp"
 
 namespace switchyard::protocol {
@@ -40,6 +42,33 @@ Result<ErrorFields> parse_error(std::string_view body) {
     }
   }
   return fields;
+}
+
+void append_error_shifted(std::string& out, char tag, std::string_view body, size_t shift) {
+  std::string shifted;
+  BodyReader reader(body);
+  while (true) {
+    auto code = reader.byte();
+    if (!code) break;
+    if (*code == '\0') {
+      shifted += '\0';
+      MessageBuilder(out, tag).bytes(shifted);
+      return;
+    }
+    auto value = reader.cstring();
+    if (!value) break;
+    shifted += *code;
+    size_t position = 0;
+    auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), position);
+    if (*code == 'P' && ec == std::errc() && end == value->data() + value->size() &&
+        position > shift) {
+      shifted += std::to_string(position - shift);
+    } else {
+      shifted += *value;
+    }
+    shifted += '\0';
+  }
+  MessageBuilder(out, tag).bytes(body);
 }
 
 void append_auth(std::string& out, AuthCode code, std::string_view data) {

@@ -39,6 +39,10 @@ void append_error(std::string& out, const ErrorFields& fields, char tag = 'E');
 std::string fatal_error(std::string_view sqlstate, std::string_view message);
 //! Reads the fields of an ErrorResponse/NoticeResponse body; unknown fields are skipped.
 Result<ErrorFields> parse_error(std::string_view body);
+//! Appends an ErrorResponse/NoticeResponse (`tag`) like `body` but with its cursor position
+//! ('P', in characters) moved back by `shift`: the proxy put that many characters in front
+//! of the client's query. Other fields are kept byte for byte; a malformed body is copied.
+void append_error_shifted(std::string& out, char tag, std::string_view body, size_t shift);
 
 //! Authentication request codes of the 'R' message.
 enum class AuthCode : uint32_t {

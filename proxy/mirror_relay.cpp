@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cctype>
 #include <deque>
 #include <limits>
 #include <random>
@@ -79,7 +81,8 @@ struct Expect {
   ExpectKind kind;
   bool internal = false;            // switchyard's own request: its answers are swallowed
   bool hold_ready = false;          // ReadyForQuery is kept back for the client pump
-  bool drop_first_complete = false; // "BEGIN;" was put in front of the client's query
+  bool drop_first_complete = false; // a BEGIN was put in front of the client's query
+  size_t position_shift = 0;        // characters put there: error cursors move back by these
   bool drop_complete = false;       // switchyard's COMMIT/ROLLBACK closing a wrapped write
   bool rewritten = false;           // strip the row image from what the client sees
   std::shared_ptr<const protocol::Classification> keep; // keeps `statement` alive
@@ -134,6 +137,32 @@ bool wants_wrap(const protocol::Statement& s) {
   return s.mirror != MirrorPlan::kNone && s.kind != StatementKind::kDdl &&
          s.kind != StatementKind::kSession;
 }
+
+// The command tag PostgreSQL answers a BEGIN with, when `text` is one switchyard may answer
+// itself: BEGIN or START TRANSACTION as the first word (nothing in front to interpret).
+std::optional<std::string_view> begin_tag(std::string_view text) {
+  size_t start = text.find_first_not_of(" \t\r\n");
+  if (start == std::string_view::npos) return std::nullopt;
+  auto starts_with = [&](std::string_view word) {
+    if (text.size() - start < word.size()) return false;
+    for (size_t i = 0; i < word.size(); ++i) {
+      if (std::tolower(static_cast<unsigned char>(text[start + i])) != word[i]) return false;
+    }
+    return true;
+  };
+  if (starts_with("begin")) return "BEGIN";
+  if (starts_with("start")) return "START TRANSACTION";
+  return std::nullopt;
+}
+
+// Characters of UTF-8 text, as PostgreSQL counts an error's cursor position.
+size_t character_count(std::string_view text) {
+  return static_cast<size_t>(std::count_if(text.begin(), text.end(), [](char c) {
+    return (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  }));
+}
+
+constexpr std::string_view kWrapBegin = "BEGIN;";
 
 } // namespace
 
@@ -196,6 +225,9 @@ private:
   }
 
   asio::awaitable<std::optional<Closing>> on_client_message(const protocol::Frame& frame) {
+    if (deferred_begin_ && frame.tag != 'Q') {
+      if (auto c = co_await send_deferred_begin(frame.tag)) co_return c;
+    }
     switch (frame.tag) {
     case 'Q': co_return co_await on_query(frame.body.substr(0, frame.body.find('\0')));
     case 'P': co_return on_parse(frame);
@@ -221,6 +253,18 @@ private:
     protocol::ClassifiedQuery query = cache_.get(sql);
     const auto& classification = query.classification;
     activity_.sync_sent(Clock::now());
+    if (deferred_begin_ && classification->error.empty() && classification->statements.empty()) {
+      std::string answer; // an empty query: nothing for the primary to see yet
+      protocol::append_empty_message(answer, 'I');
+      protocol::append_ready_for_query(answer, 'T');
+      co_return co_await write_ready(answer);
+    }
+    if (deferred_begin_ && !classification->error.empty()) {
+      send_hidden_begin(); // PostgreSQL's parser refuses the query too: nothing of it runs
+    }
+    if (auto tag = deferrable_begin(*classification, sql)) {
+      co_return co_await defer_begin(classification->statements[0], query.text(sql, 0), *tag);
+    }
     auto read_policy = services_.read_policy(); // routing follows reloads and the cutover
     const config::ReadRouting& policy = *read_policy;
     std::optional<routing::RouteDecision> route;
@@ -251,13 +295,15 @@ private:
       }
     }
     if (ddl && runtime_->config->mirror.ddl == config::DdlPolicy::kReject) {
-      protocol::append_query(to_primary_, kRejectDdl);
-      expects_.push_back(Expect{ExpectKind::kQuery});
+      Expect expect{ExpectKind::kQuery};
+      append_client_query(kRejectDdl, expect);
+      expects_.push_back(std::move(expect));
       co_return std::nullopt;
     }
     if (!barrier) {
-      protocol::append_query(to_primary_, sql);
-      expects_.push_back(Expect{ExpectKind::kQuery});
+      Expect expect{ExpectKind::kQuery};
+      append_client_query(sql, expect);
+      expects_.push_back(std::move(expect));
       co_return std::nullopt;
     }
 
@@ -284,8 +330,9 @@ private:
                              : std::string(text);
       Expect expect{ExpectKind::kQuery};
       if (i == 0 && wrap) {
-        send = "BEGIN;" + send;
+        send.insert(0, kWrapBegin);
         expect.drop_first_complete = true;
+        expect.position_shift = kWrapBegin.size();
       }
       // Only the last statement's ReadyForQuery may reach the client, and not when the
       // transaction switchyard opened must still be closed, nor before DDL run outside a
@@ -299,7 +346,7 @@ private:
       expect.op = make_op(s, text, nullptr);
       expect.hand_over = hands_over(s.transaction);
       copy_in_started_ = false;
-      protocol::append_query(to_primary_, send);
+      append_client_query(send, expect);
       expects_.push_back(std::move(expect));
       if (s.mirror == MirrorPlan::kCopyIn) {
         if (auto c = co_await relay_copy_in()) co_return c;
@@ -535,6 +582,90 @@ private:
     co_return std::nullopt;
   }
 
+  // ---- BEGIN answered at once, sent with the next query --------------------------------
+
+  // The tag to answer `sql` with when it is a BEGIN switchyard may defer: the session is idle
+  // with nothing in flight, and the query is that one statement.
+  std::optional<std::string_view> deferrable_begin(const protocol::Classification& c,
+                                                   std::string_view sql) const {
+    if (!c.error.empty() || c.statements.size() != 1 ||
+        c.statements[0].transaction != TransactionOp::kBegin || deferred_begin_ ||
+        !expects_.empty() || activity_.transaction_status != 'I' || expected_in_transaction_) {
+      return std::nullopt;
+    }
+    return begin_tag(sql);
+  }
+
+  // An idle session's BEGIN is answered at once and reaches the primary in front of the
+  // session's next query, in the same Query message: one round trip to the primary fewer
+  // per transaction. A BEGIN takes no snapshot and no lock, so only now() (and
+  // pg_stat_activity) tell: they read the time of that next query. Should the BEGIN fail
+  // there, PostgreSQL runs none of the query after it.
+  asio::awaitable<std::optional<Closing>> defer_begin(const protocol::Statement& s,
+                                                      std::string_view text, std::string_view tag) {
+    stats_.add_queries(BackendRole::kPrimary, 1);
+    note_for_routing(s, text);
+    expected_in_transaction_ = true;
+    activity_.transaction_status = 'T';
+    deferred_begin_ = std::string(text);
+    std::string answer;
+    protocol::MessageBuilder(answer, 'C').cstring(tag);
+    protocol::append_ready_for_query(answer, 'T');
+    co_return co_await write_ready(answer);
+  }
+
+  // Appends a query of the client's for the primary, behind the BEGIN it deferred, if any.
+  void append_client_query(std::string_view text, Expect& expect) {
+    if (!deferred_begin_) {
+      protocol::append_query(to_primary_, text);
+      return;
+    }
+    std::string prefixed = std::move(*deferred_begin_);
+    deferred_begin_.reset();
+    prefixed += "\n;"; // the newline ends a trailing "-- comment" of the BEGIN
+    expect.drop_first_complete = true;
+    expect.position_shift = character_count(prefixed);
+    prefixed += text;
+    protocol::append_query(to_primary_, prefixed);
+  }
+
+  // The deferred BEGIN as a Query of its own whose answers the client does not see.
+  void send_hidden_begin() {
+    protocol::append_query(to_primary_, *deferred_begin_);
+    deferred_begin_.reset();
+    Expect expect{ExpectKind::kQuery};
+    expect.internal = true;
+    expect.hold_ready = true;
+    expects_.push_back(std::move(expect));
+  }
+
+  // Before any other message reaches the primary, so must the BEGIN deferred before it.
+  asio::awaitable<std::optional<Closing>> send_deferred_begin(char tag) {
+    switch (tag) {
+    case 'X': deferred_begin_.reset(); co_return std::nullopt; // nothing began, nothing to end
+    case 'd':
+    case 'c':
+    case 'f': co_return std::nullopt; // COPY messages outside a COPY: PostgreSQL ignores them
+    case 'P':
+    case 'B':
+    case 'D':
+    case 'E':
+    case 'C':
+    case 'S':
+    case 'H':
+      inject_begin(*deferred_begin_); // ahead of the cycle, which it fails if it fails
+      deferred_begin_.reset();
+      co_return std::nullopt;
+    default: break;
+    }
+    // A FunctionCall runs whatever came before it: wait and make sure the BEGIN held.
+    send_hidden_begin();
+    if (auto c = co_await drain()) co_return c;
+    if (activity_.transaction_status == 'T') co_return std::nullopt;
+    co_return refuse(CloseReason::kBackendRejected, sqlstate::kInternalError,
+                     "the primary database did not begin the transaction this session began");
+  }
+
   // Whether a role swap happened since this session began: its primary is the old one.
   bool stale_roles() const {
     return services_.role_fence().generation() != runtime_->role_generation;
@@ -553,9 +684,11 @@ private:
   }
 
   // BEGIN through a named statement and portal, so the client's unnamed ones stay intact.
-  void inject_begin() {
+  // Should it fail, PostgreSQL skips the rest of the cycle and the client gets the error.
+  void inject_begin(std::string_view begin = "BEGIN") {
     constexpr std::string_view kName = "switchyard_begin";
-    protocol::append_parse(to_primary_, protocol::ParseMessage{std::string(kName), "BEGIN", {}});
+    protocol::append_parse(to_primary_,
+                           protocol::ParseMessage{std::string(kName), std::string(begin), {}});
     protocol::append_bind(
         to_primary_, protocol::BindMessage{std::string(kName), std::string(kName), {}, {}, {}});
     protocol::append_execute(to_primary_, kName, 0);
@@ -674,7 +807,7 @@ private:
     if (job.portal) {
       forward(*job.execute);
     } else {
-      protocol::append_query(to_primary_, job.sql);
+      append_client_query(job.sql, expect);
     }
     expect.digest = digest;
     expect.read_started = Clock::now();
@@ -1001,6 +1134,10 @@ private:
       return;
     }
     if (tag == 'S') note_parameter(frame.body);
+    if (tag == 'N' && !expects_.empty() && expects_.front().position_shift > 0) {
+      protocol::append_error_shifted(to_client_, tag, frame.body, expects_.front().position_shift);
+      return;
+    }
     if (tag == 'N' || tag == 'S' || tag == 'A' || expects_.empty()) {
       pass(frame);
       return;
@@ -1014,7 +1151,11 @@ private:
         front.hand_over = false;
         link_.hand_over(false);
       }
-      pass(frame);
+      if (front.position_shift > 0) {
+        protocol::append_error_shifted(to_client_, tag, frame.body, front.position_shift);
+      } else {
+        pass(frame);
+      }
       reset_capture();
       if (front.kind == ExpectKind::kQuery) {
         query_failed_ = true;
@@ -1273,6 +1414,8 @@ private:
     routing::ResultDigest secondary; // what the secondary answered the client
   };
   std::optional<PendingShadow> pending_shadow_;
+  // The text of a BEGIN answered but not yet sent to the primary (see defer_begin).
+  std::optional<std::string> deferred_begin_;
   std::minstd_rand sampler_{std::random_device{}()};
 };
 

@@ -141,6 +141,48 @@ def test_volatile_values_are_identical_and_the_client_sees_only_its_own_results(
     assert proxy.metric("switchyard_journal_entries_total") == 0
 
 
+def test_a_begin_sent_with_the_next_query_behaves_as_on_the_primary_alone(pair, start_proxy, tmp_path):
+    """switchyard answers an idle session's BEGIN itself and sends it in front of the next
+    query: tags, statuses, error cursors and the transaction's effects must be the primary's."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    Status = psycopg.pq.TransactionStatus
+
+    def run(conn, sql):
+        result = conn.pgconn.exec_(sql)
+        return (result.status, result.command_status, result.error_field(psycopg.pq.DiagnosticField.SQLSTATE),
+                result.error_field(psycopg.pq.DiagnosticField.STATEMENT_POSITION), conn.pgconn.transaction_status)
+
+    sessions = [b"BEGIN", b"SELECT nosuch FROM notes", b"ROLLBACK",
+                b"start transaction isolation level repeatable read", b"", b"SELEC 1", b"ROLLBACK",
+                b"INSERT INTO nosuch VALUES (1)",  # an autocommit write switchyard wraps
+                b"BEGIN -- a comment", b"SELECT current_setting('transaction_isolation')",
+                b"INSERT INTO notes (body) VALUES ('kept')", b"COMMIT",
+                b"BEGIN", b"INSERT INTO notes (body) VALUES ('rolled back')", b"ROLLBACK"]
+    answers = {}
+    for name, dsn in (("direct", primary.uri()), ("switchyard", proxy.dsn())):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            answers[name] = [run(conn, sql) for sql in sessions]
+        primary.sql("DELETE FROM notes")
+        secondary.sql("DELETE FROM notes")
+    assert answers["switchyard"] == answers["direct"]
+    assert answers["direct"][1][3] == b"8" and answers["direct"][5][4] == Status.INERROR
+
+    # Extended-protocol statements after a simple BEGIN (psycopg's own transactions).
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.pgconn.exec_(b"BEGIN ISOLATION LEVEL SERIALIZABLE")
+        assert conn.execute("SELECT current_setting(%s)", ("transaction_isolation",)).fetchone() == ("serializable",)
+        conn.execute("INSERT INTO notes (body) VALUES (%s)", ("extended",))
+        conn.pgconn.exec_(b"COMMIT")
+        conn.pgconn.exec_(b"BEGIN")
+        conn.execute("INSERT INTO notes (body) VALUES (%s)", ("extended, rolled back",))
+        conn.pgconn.exec_(b"ROLLBACK")
+        assert conn.pgconn.transaction_status == Status.IDLE
+    for cluster in (primary, secondary):
+        assert cluster.sql("SELECT string_agg(body, ',') FROM notes") == "extended"
+    assert_identical(primary, secondary)
+
+
 def test_ddl_settings_and_temp_tables_reach_the_secondary(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path))

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "protocol/frame.hpp"
+#include "protocol/messages.hpp"
 #include "protocol/wire.hpp"
 
 using namespace switchyard::protocol;
@@ -147,4 +148,25 @@ TEST_CASE("BodyReader refuses to read past the body") {
   CHECK_FALSE(reader.byte());
   BodyReader unterminated("abc");
   CHECK_FALSE(unterminated.cstring());
+}
+
+TEST_CASE("an error's cursor position moves back by the characters put in front") {
+  using namespace std::string_literals;
+  std::string body = "SERROR\0C42703\0Mcolumn \"nosuch\" does not exist\0P14\0\0"s;
+  std::string out;
+  append_error_shifted(out, 'E', body, 6);
+  REQUIRE(out.size() == body.size() + 4); // "14" became "8"
+  CHECK(out[0] == 'E');
+  CHECK(read_u32(out.data() + 1) == out.size() - 1);
+  CHECK(out.substr(5) == "SERROR\0C42703\0Mcolumn \"nosuch\" does not exist\0P8\0\0"s);
+
+  out.clear(); // a position inside the prefix, a notice, other fields: kept as they are
+  std::string notice = "SNOTICE\0P3\0q\0\0"s;
+  append_error_shifted(out, 'N', notice, 6);
+  CHECK(out[0] == 'N');
+  CHECK(out.substr(5) == notice);
+
+  out.clear(); // malformed (no terminator): copied unchanged
+  append_error_shifted(out, 'E', "SERROR\0P14"s, 6);
+  CHECK(out.substr(5) == "SERROR\0P14"s);
 }
