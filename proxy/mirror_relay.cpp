@@ -351,6 +351,18 @@ private:
       if (s.mirror == MirrorPlan::kCopyIn) {
         if (auto c = co_await relay_copy_in()) co_return c;
       }
+      // The last statement, answered straight to the client, needs no wait when it is a write
+      // inside the client's transaction or the COMMIT/ROLLBACK ending it: nothing is left to
+      // do after it, and the next statement that needs its answer drains first (a client
+      // that waits for answers finds it in).
+      bool in_block = s.transaction == TransactionOp::kNone
+                          ? expected_in_transaction_
+                          : s.transaction == TransactionOp::kCommit ||
+                                s.transaction == TransactionOp::kRollback;
+      if (last && last_ready_forwarded && in_block && s.kind != StatementKind::kDdl &&
+          s.mirror != MirrorPlan::kCopyIn) {
+        co_return std::nullopt;
+      }
       if (auto c = co_await drain()) co_return c;
     }
     if (wrap) co_return co_await end_wrapped_transaction(!query_failed_);
