@@ -1,4 +1,5 @@
 """What the benchmark drivers share: running pgbench and letting the proxies in."""
+import os
 import subprocess
 
 from harness import PgCluster
@@ -16,6 +17,13 @@ def pgbench(port, args, clients, duration):
 
     failed = out.returncode != 0 or "aborted" in out.stderr
     return figure("tps ="), figure("latency average"), failed
+
+
+def cpu_seconds(pid):
+    """User + system CPU time a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def trust_local(cluster: PgCluster):

@@ -6,12 +6,18 @@ throughput, the ratios, and whether the two databases ended identical (row check
 table; for async, once switchyard reports every committed transaction applied or journaled
 and the journal replayed).
 
-Usage: bench/mirror_bench.py [--duration S] [--clients N] [--scale N]
+Each cell is the median of --rounds runs, the order of the four targets rotated per round
+so drift on a shared machine favours none; "CPU µs/txn" is switchyard sync's own CPU time
+per transaction (steadier than tps where every process shares two cores).
+
+Usage: bench/mirror_bench.py [--duration S] [--clients N] [--scale N] [--rounds N]
+                             [--workloads LABEL,...]
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 from harness import PgCluster, Proxy, free_port, make_tempdir, wait_for_port  # noqa: E402
 from test_mirror import CUSTOM_SCRIPT, SCHEMA, TABLES  # noqa: E402
 
-from bench_common import pgbench, trust_local  # noqa: E402
+from bench_common import cpu_seconds, pgbench, trust_local  # noqa: E402
 
 WORKLOADS = [  # (label, pgbench arguments); the custom script has random()/uuid/clock defaults
     ("-N (simple-update)", ["-N"]),
@@ -109,6 +115,8 @@ def main():
     parser.add_argument("--duration", type=int, default=20, help="seconds per pgbench run")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--scale", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="runs per cell; medians are reported")
+    parser.add_argument("--workloads", default="all", help="comma-separated label prefixes, e.g. '-N,TPC-B'")
     opts = parser.parse_args()
 
     first, second = PgCluster().start(), PgCluster().start()
@@ -127,31 +135,50 @@ def main():
                             f"write_mode: async\nmirror:\n  journal: {async_dir}/journal.jsonl\n"
                             f"logging:\n  level: error\n", async_dir).start()
         pool = PgPool(first, second, opts.clients)
-        print(f"pgbench -T {opts.duration} -c {opts.clients}, scale {opts.scale}, both databases and every "
-              f"proxy on the same {os.cpu_count()} cores; data reset before each run\n")
+        print(f"pgbench -T {opts.duration} -c {opts.clients}, scale {opts.scale}, median of {opts.rounds} rounds, "
+              f"both databases and every proxy on the same {os.cpu_count()} cores; data reset before each run\n")
         print("| workload | direct tps (one db) | switchyard sync tps | switchyard async tps | pgpool-II native tps "
-              "| sync/pgpool | sync/direct | async/direct | switchyard sync: databases after "
+              "| sync/pgpool | sync/direct | async/direct | switchyard sync CPU µs/txn "
+              "| switchyard sync: databases after "
               "| switchyard async: databases after (spilled to the journal) | pgpool-II: databases after |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
-        for label, args in WORKLOADS:
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        targets = [("direct", first.port), ("switchyard", proxy.port), ("async", async_proxy.port),
+                   ("pgpool", pool.port)]
+        chosen = [w for w in WORKLOADS if opts.workloads == "all"
+                  or any(w[0].startswith(prefix) for prefix in opts.workloads.split(","))]
+        for label, args in chosen:
             args = [a.replace("{custom}", str(custom)) for a in args]
-            results = {}
-            for name, port in (("direct", first.port), ("switchyard", proxy.port),
-                               ("async", async_proxy.port), ("pgpool", pool.port)):
-                for cluster in (first, second):
-                    reset(cluster, opts.scale)
-                spilled_before = async_proxy.metric("switchyard_mirror_failures_total", reason="async_queue_full")
-                tps, _, failed = pgbench(port, args, opts.clients, opts.duration)
-                note = ""
-                if name == "async":
-                    settle(async_proxy)
-                    spilled = async_proxy.metric("switchyard_mirror_failures_total", reason="async_queue_full")
-                    note = f" ({spilled - spilled_before:.0f})"
-                state = "" if name == "direct" else identical(first, second) + note
-                results[name] = (tps, ("client errors; " if failed else "") + state)
-            (dt, _), (st, ss), (at, as_), (pt, ps) = (results[k] for k in ("direct", "switchyard", "async", "pgpool"))
+            runs = {name: [] for name, _ in targets}
+            states = {name: set() for name, _ in targets}
+            cpu = []
+            spilled = 0
+            for round_no in range(opts.rounds):
+                order = targets[round_no % len(targets):] + targets[:round_no % len(targets)]
+                for name, port in order:
+                    for cluster in (first, second):
+                        reset(cluster, opts.scale)
+                    spilled_before = async_proxy.metric("switchyard_mirror_failures_total", reason="async_queue_full")
+                    cpu_before = cpu_seconds(proxy.process.pid)
+                    tps, _, failed = pgbench(port, args, opts.clients, opts.duration)
+                    if name == "switchyard":
+                        cpu.append((cpu_seconds(proxy.process.pid) - cpu_before) * 1e6 / (tps * opts.duration))
+                    if name == "async":
+                        settle(async_proxy)
+                        spilled += async_proxy.metric("switchyard_mirror_failures_total",
+                                                      reason="async_queue_full") - spilled_before
+                    runs[name].append(tps)
+                    if failed:
+                        states[name].add("client errors")
+                    if name != "direct":
+                        states[name].add(identical(first, second))
+            dt, st, at, pt = (statistics.median(runs[k]) for k in ("direct", "switchyard", "async", "pgpool"))
+
+            def state(name, note=""):
+                return "; ".join(sorted(states[name])) + note
+
             print(f"| {label} | {dt:.0f} | {st:.0f} | {at:.0f} | {pt:.0f} | {st / pt if pt else float('inf'):.2f}× "
-                  f"| {st / dt:.2f}× | {at / dt:.2f}× | {ss} | {as_} | {ps} |", flush=True)
+                  f"| {st / dt:.2f}× | {at / dt:.2f}× | {statistics.median(cpu):.0f} | {state('switchyard')} "
+                  f"| {state('async', f' ({spilled:.0f})')} | {state('pgpool')} |", flush=True)
     finally:
         if pool:
             pool.stop()

@@ -21,6 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 from harness import PASSWORD, PgCluster, Proxy, free_port, make_tempdir, wait_for_port  # noqa: E402
 from wire import RawClient  # noqa: E402
 
+from bench_common import cpu_seconds  # noqa: E402
+
 ALL_WORKLOADS = [  # (label, pgbench arguments)
     ("-S simple", ["-S", "-M", "simple"]),
     ("-S extended", ["-S", "-M", "extended"]),
@@ -67,13 +69,6 @@ pidfile = {self.dir}/pgbouncer.pid
         subprocess.run(["kill", str(self.pid())], check=False)
         self.process.wait(10)
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def cpu_seconds(pid):
-    """User + system CPU time a process has used so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pgbench(port, args, clients, duration, log_dir, pid=None):
