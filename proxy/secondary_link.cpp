@@ -513,7 +513,6 @@ asio::awaitable<void> SecondaryLink::apply_batch(const std::vector<MirrorOp>& op
                 committed);
     co_return;
   }
-  bool was_connected = connection_ != nullptr;
   std::vector<Unit> units;
   std::vector<Unit> divergent;
   std::string row_count_note;
@@ -529,7 +528,8 @@ asio::awaitable<void> SecondaryLink::apply_batch(const std::vector<MirrorOp>& op
   }
   Status& applied = std::get<0>(outcome);
   if (!applied) {
-    bool unreachable = !connection_ || (!was_connected && units.empty());
+    // A link with its connection still up reached the secondary, which refused.
+    bool unreachable = !connection_;
     if (unreachable) services_.secondary_down_until() = ticks(Clock::now() + kSecondaryBackoff);
     journal_ops(ops, unreachable ? MirrorFailure::kConnect : MirrorFailure::kSecondaryError,
                 applied.error(), committed);
