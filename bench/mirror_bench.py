@@ -11,7 +11,7 @@ so drift on a shared machine favours none; "CPU µs/txn" is switchyard sync's ow
 per transaction (steadier than tps where every process shares two cores).
 
 Usage: bench/mirror_bench.py [--duration S] [--clients N] [--scale N] [--rounds N]
-                             [--workloads LABEL,...]
+                             [--workloads=LABEL,...]
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
@@ -116,7 +116,7 @@ def main():
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--scale", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3, help="runs per cell; medians are reported")
-    parser.add_argument("--workloads", default="all", help="comma-separated label prefixes, e.g. '-N,TPC-B'")
+    parser.add_argument("--workloads", default="all", help="comma-separated label prefixes, e.g. --workloads=-N,TPC-B")
     opts = parser.parse_args()
 
     first, second = PgCluster().start(), PgCluster().start()
