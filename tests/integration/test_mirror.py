@@ -320,6 +320,24 @@ def test_a_row_count_difference_is_journaled(pair, start_proxy, tmp_path):
     assert_identical(primary, secondary, {"balances": "account"})
 
 
+def test_a_write_the_secondary_refuses_rolls_back_the_rest_of_its_transaction_there(pair, start_proxy, tmp_path):
+    """A transaction's writes reach the secondary under one Sync, in the implicit transaction
+    the extended protocol commits there: a later write failing must undo the earlier ones."""
+    primary, secondary = pair
+    secondary.sql("ALTER TABLE notes ADD CONSTRAINT only_on_the_secondary CHECK (body <> 'refused')")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn()) as conn:
+        conn.execute("INSERT INTO balances (account) VALUES (99)")
+        conn.execute("INSERT INTO notes (body) VALUES ('refused')")
+        conn.commit()
+    assert primary.sql("SELECT count(*) FROM balances WHERE account = 99") == "1"
+    assert secondary.sql("SELECT count(*) FROM balances WHERE account = 99") == "0"
+    assert proxy.metric("switchyard_mirror_failures_total", reason="secondary_error") == 1
+    secondary.sql("ALTER TABLE notes DROP CONSTRAINT only_on_the_secondary")
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert_identical(primary, secondary, {"balances": "account", "notes": "t::text"})
+
+
 def test_a_transaction_too_large_to_buffer_is_journaled_and_replayed(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  max_transaction_bytes: 2048\n"))
