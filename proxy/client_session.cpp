@@ -18,6 +18,7 @@
 #include "proxy/closing.hpp"
 #include "proxy/message_reader.hpp"
 #include "proxy/mirror_relay.hpp"
+#include "proxy/relay_accounting.hpp"
 #include "proxy/role_swap.hpp"
 #include "proxy/session_activity.hpp"
 
@@ -275,30 +276,9 @@ private:
 
   asio::awaitable<std::optional<Closing>> forward_to_backend(protocol::FrameScanner& scanner,
                                                              std::string_view chunk) {
-    auto now = Clock::now();
-    activity_.last_activity = now;
     bool terminate = false;
-    uint32_t queries = 0;
-    auto bad = scanner.scan(chunk, [&](const protocol::FrameScanner::Event& event) {
-      switch (event.tag) {
-      case 'Q':
-      case 'F':
-        ++queries;
-        sync_sent(now);
-        break;
-      case 'E': ++queries; break;
-      case 'S': sync_sent(now); break;
-      case 'X': terminate = true; break;
-      default: break;
-      }
-    });
-    if (bad) {
-      bool too_large = bad.fault == protocol::FrameFault::kTooLarge;
-      co_return refuse(too_large ? CloseReason::kMessageTooLarge : CloseReason::kProtocolViolation,
-                       sqlstate::kProtocolViolation, bad.reason);
-    }
-    stats_.add_bytes_to_backend(BackendRole::kPrimary, chunk.size());
-    stats_.add_queries(BackendRole::kPrimary, queries);
+    if (auto refused = scan_client_chunk(scanner, chunk, activity_, stats_, terminate))
+      co_return refused;
     if (auto ec = co_await backend_->stream.write_all(chunk); ec) {
       co_return refuse(CloseReason::kBackendDisconnect, sqlstate::kConnectionFailure,
                        "lost the connection to the primary database: " + ec.message());
@@ -324,21 +304,7 @@ private:
 
   asio::awaitable<std::optional<Closing>> forward_to_client(protocol::FrameScanner& scanner,
                                                             std::string_view chunk) {
-    uint32_t errors = 0;
-    auto bad = scanner.scan(chunk, [&](const protocol::FrameScanner::Event& event) {
-      if (event.tag == 'Z') {
-        activity_.transaction_status = event.peek.empty() ? 'I' : event.peek[0];
-        ready_received();
-      } else if (event.tag == 'E') {
-        ++errors;
-      }
-    });
-    if (bad) {
-      co_return refuse(CloseReason::kProtocolViolation, sqlstate::kProtocolViolation,
-                       "switchyard received invalid data from the primary database: " + bad.reason);
-    }
-    stats_.add_bytes_from_backend(BackendRole::kPrimary, chunk.size());
-    stats_.add_backend_errors(BackendRole::kPrimary, errors);
+    if (auto refused = scan_primary_chunk(scanner, chunk, activity_, stats_)) co_return refused;
     if (auto ec = co_await client_.write_all(chunk); ec)
       co_return peer_gone(CloseReason::kClientDisconnect, ec);
     co_return std::nullopt;
@@ -363,16 +329,7 @@ private:
       if (stale) {
         if (auto closing = close_stale(now)) co_return std::move(*closing);
       }
-      if (timeout.count() > 0 && activity_.syncs_in_flight == 0 &&
-          now - activity_.last_activity >= timeout) {
-        if (in_transaction) {
-          co_return refuse(CloseReason::kIdleInTransactionTimeout,
-                           sqlstate::kIdleInTransactionTimeout,
-                           "terminating connection due to idle-in-transaction timeout");
-        }
-        co_return refuse(CloseReason::kIdleTimeout, sqlstate::kIdleSessionTimeout,
-                         "terminating connection due to idle-session timeout");
-      }
+      if (auto closing = idle_closing(activity_, limits, now)) co_return std::move(*closing);
       bool any_timeout =
           limits.client_idle_timeout.count() > 0 || limits.idle_in_transaction_timeout.count() > 0;
       if (!any_timeout) {
@@ -409,14 +366,6 @@ private:
                       ? std::string(kRoleSwapMessage) + "; the open transaction did not end within "
                                                         "cutover.swap_timeout and was rolled back"
                       : std::string(kRoleSwapMessage));
-  }
-
-  void sync_sent(Clock::time_point now) { activity_.sync_sent(now); }
-
-  void ready_received() {
-    if (auto seconds = activity_.ready_received(Clock::now())) {
-      stats_.observe_query_seconds(BackendRole::kPrimary, *seconds);
-    }
   }
 
   // Writes on a closing connection, bounded: a peer that stops reading must not keep the
