@@ -19,6 +19,7 @@
 #include "proxy/message_reader.hpp"
 #include "proxy/mirror_relay.hpp"
 #include "proxy/relay_accounting.hpp"
+#include "proxy/relay_loop.hpp"
 #include "proxy/role_swap.hpp"
 #include "proxy/session_activity.hpp"
 
@@ -255,8 +256,30 @@ private:
       co_await mirror.finish();
       co_return std::visit([](Closing& c) { return std::move(c); }, ended);
     }
+    RelayLoops* loops = services_.relay_loops();
+    if (loops != nullptr && !client_.tls() && !backend_->stream.tls()) {
+      co_return co_await relay_on_loop(loops->next());
+    }
     auto ended = co_await (client_to_backend() || backend_to_client() || watchdog());
     co_return std::visit([](Closing& c) { return std::move(c); }, ended);
+  }
+
+  // Plain TCP without a secondary: the session's sockets go to a relay loop until it ends
+  // (no watchdog here: the loop checks the idle limits and no role swap concerns the session).
+  asio::awaitable<Closing> relay_on_loop(RelayLoop& loop) {
+    RelayHandoff handoff{client_.detach(),
+                         backend_->stream.detach(),
+                         std::move(client_leftover_),
+                         std::move(backend_->leftover),
+                         &runtime_->config->limits,
+                         &activity_};
+    RelayEnd end = co_await loop.relay(std::move(handoff), asio::use_awaitable);
+    client_.reattach();
+    backend_->stream.reattach();
+    if (!end.unsent_to_primary.empty())
+      co_await write_bounded(backend_->stream, end.unsent_to_primary);
+    if (!end.unsent_to_client.empty()) co_await write_bounded(client_, end.unsent_to_client);
+    co_return std::move(end.closing);
   }
 
   asio::awaitable<Closing> client_to_backend() {

@@ -57,8 +57,8 @@ Server::Server(std::optional<std::string> config_file, config::Overrides overrid
         }
         return contexts;
       }()),
-      client_acceptor_(*contexts_[0]), admin_acceptor_(admin_context_),
-      signals_(*contexts_[0], SIGHUP, SIGINT, SIGTERM) {}
+      relay_loops_(metrics_, contexts_.size()), client_acceptor_(*contexts_[0]),
+      admin_acceptor_(admin_context_), signals_(*contexts_[0], SIGHUP, SIGINT, SIGTERM) {}
 
 Server::~Server() {
   stop();
@@ -98,6 +98,8 @@ void Server::run() {
   for (auto& context : contexts_) {
     spawn(context->get_executor(), flush_relay_stats(), "relay stats flusher");
   }
+  services_.set_relay_loops(&relay_loops_);
+  relay_loops_.start();
   spdlog::info(
       "switchyard {} listening on {} (admin, /metrics on {}), primary {}, {} network threads",
       SWITCHYARD_VERSION, config.listen.to_string(), config.admin_listen.to_string(),
@@ -122,6 +124,7 @@ void Server::run() {
 }
 
 void Server::stop() {
+  relay_loops_.stop();
   for (auto& context : contexts_)
     context->stop();
   admin_context_.stop();

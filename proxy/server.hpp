@@ -11,6 +11,7 @@
 #include "protocol/result.hpp"
 #include "proxy/asio.hpp"
 #include "proxy/cutover_controller.hpp"
+#include "proxy/relay_loop.hpp"
 #include "proxy/services.hpp"
 
 namespace switchyard::proxy {
@@ -43,6 +44,8 @@ private:
   Services services_;
   CutoverController cutover_;
   std::vector<std::unique_ptr<asio::io_context>> contexts_;
+  // After the contexts: a session still on a loop at shutdown is dropped through its context.
+  RelayLoops relay_loops_;
   // The admin API and the gates, on a thread of their own: a slow Redis or a large /metrics
   // never stalls a client session.
   asio::io_context admin_context_{1};

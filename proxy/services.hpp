@@ -16,6 +16,8 @@
 
 namespace switchyard::proxy {
 
+class RelayLoops;
+
 //! What every session shares: the current runtime (swapped by reloads and by the cutover's
 //! role swap), metrics, the cancel registry and the client count. Thread-safe.
 class Services {
@@ -152,6 +154,11 @@ public:
   //! Bumped by every mirrored DDL so sessions drop their cached table shapes.
   std::atomic<uint64_t>& schema_epoch() { return schema_epoch_; }
 
+  //! The loops primary-only plain-TCP sessions are relayed on; null where there are none
+  //! (those sessions then relay on their own coroutines). Set before the first session.
+  RelayLoops* relay_loops() const { return relay_loops_; }
+  void set_relay_loops(RelayLoops* loops) { relay_loops_ = loops; }
+
 private:
   static constexpr size_t kMaxKnownDatabases = 1024;
 
@@ -192,6 +199,7 @@ private:
   std::atomic<backfill::DivergenceJournal*> journal_{nullptr};
   std::atomic<int64_t> secondary_down_until_{0};
   std::atomic<uint64_t> schema_epoch_{0};
+  RelayLoops* relay_loops_ = nullptr;
   CommitOrder commit_order_;
 };
 

@@ -69,6 +69,18 @@ asio::awaitable<error_code> Stream::write_all(std::string_view data) {
   co_return wec;
 }
 
+int Stream::detach() {
+  error_code ec;
+  detached_protocol_ = socket_.local_endpoint(ec).protocol();
+  detached_fd_ = socket_.release();
+  return detached_fd_;
+}
+
+void Stream::reattach() {
+  socket_.assign(*detached_protocol_, detached_fd_);
+  detached_fd_ = -1;
+}
+
 void Stream::close() {
   error_code ignored;
   socket().shutdown(StreamSocket::shutdown_both, ignored);

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string_view>
 
 #include "proxy/asio.hpp"
@@ -34,9 +35,17 @@ public:
   //! Shuts TLS down politely (bounded) and closes the socket; errors are ignored.
   void close();
 
+  //! Hands the plain socket's descriptor to another event loop (the relay loop): Asio stops
+  //! watching it, and the stream must not be used until reattach().
+  int detach();
+  //! Takes back the descriptor detach() handed out.
+  void reattach();
+
 private:
   StreamSocket socket_;
   std::unique_ptr<ssl::stream<StreamSocket>> tls_;
+  std::optional<StreamSocket::protocol_type> detached_protocol_;
+  int detached_fd_ = -1;
 };
 
 } // namespace switchyard::proxy

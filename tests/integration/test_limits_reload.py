@@ -22,8 +22,14 @@ def test_max_clients(pg, start_proxy):
     second.close()
 
 
-def test_idle_timeouts_close_with_the_right_error(pg, start_proxy):
-    proxy = start_proxy(f"primary: {pg.uri()}\nlimits:\n  client_idle_timeout: 1s\n"
+# Plain TCP to the primary: the session is on a relay loop; TLS: on its own coroutines.
+PRIMARY_SSLMODES = pytest.mark.parametrize("sslmode", ["disable", "require"],
+                                           ids=["relay-loop", "tls-to-primary"])
+
+
+@PRIMARY_SSLMODES
+def test_idle_timeouts_close_with_the_right_error(pg, start_proxy, sslmode):
+    proxy = start_proxy(f"primary: {pg.uri(sslmode=sslmode)}\nlimits:\n  client_idle_timeout: 1s\n"
                         "  idle_in_transaction_timeout: 1500ms\n")
     # A long query is not idle.
     with psycopg.connect(proxy.dsn(), autocommit=True) as busy:
@@ -110,8 +116,9 @@ def test_command_line_overrides_and_help(tmp_path):
         assert out.returncode == 0 and "switchyard" in out.stdout
 
 
-def test_proxy_closes_backend_politely_on_timeout(pg, start_proxy):
-    proxy = start_proxy(f"primary: {pg.uri()}\nlimits:\n  idle_in_transaction_timeout: 500ms\n")
+@PRIMARY_SSLMODES
+def test_proxy_closes_backend_politely_on_timeout(pg, start_proxy, sslmode):
+    proxy = start_proxy(f"primary: {pg.uri(sslmode=sslmode)}\nlimits:\n  idle_in_transaction_timeout: 500ms\n")
     log_start = pg.log.stat().st_size
     client = RawClient(proxy.port)
     client.login_trust()

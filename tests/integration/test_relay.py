@@ -1,4 +1,5 @@
 """The relay against a real PostgreSQL 15: psql, pgbench, psycopg and raw protocol."""
+import struct
 import subprocess
 import threading
 import time
@@ -6,8 +7,15 @@ import time
 import psycopg
 import pytest
 
-from harness import wait_for
+from harness import Proxy, wait_for
 from wire import RawClient, cstr, error_fields, message
+
+
+@pytest.fixture(params=["disable", "require"], ids=["relay-loop", "tls-to-primary"])
+def proxy(pg, start_proxy, request):
+    """Every relay test runs on both relays: a plain-TCP session is relayed by a relay loop,
+    one with TLS to the primary by its own coroutines."""
+    return start_proxy(f"primary: {pg.uri(sslmode=request.param)}\n")
 
 
 def psql(proxy, sql, **dsn):
@@ -211,3 +219,117 @@ def test_metrics_count_queries_bytes_and_latency(proxy):
     # SELECT 1 answers in well under 100 ms, so every observation lands at or below that bucket.
     assert proxy.metric("switchyard_backend_query_duration_seconds_bucket", backend="primary", le="0.1") >= 3
     assert proxy.metric("switchyard_client_disconnects_total", reason="client_terminate") >= 3
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def data_rows(raw: bytes):
+    """The DataRow bodies in a run of backend messages."""
+    rows, pos = [], 0
+    while pos < len(raw):
+        tag, length = raw[pos:pos + 1], struct.unpack("!I", raw[pos + 1:pos + 5])[0]
+        if tag == b"D":
+            rows.append(raw[pos + 5:pos + 1 + length])
+        pos += 1 + length
+    return rows
+
+
+def test_a_client_that_stops_reading_holds_the_primary_back_without_proxy_memory(proxy):
+    # 40 MiB of rows the client leaves unread for a while: TCP holds the primary back and
+    # switchyard keeps at most one read's worth for that client. (The bound leaves room for
+    # ASan, whose quarantine keeps freed memory resident; buffering the rows would take 40.)
+    client = RawClient(proxy.port, timeout=30)
+    client.login_trust()
+    before = rss_kib(proxy.process.pid)
+    client.send(message(b"Q", cstr("SELECT g, repeat('x', 1000) FROM generate_series(1, 40000) g")))
+    time.sleep(1.5)  # long enough for the primary to fill every buffer on the way
+    grown = rss_kib(proxy.process.pid) - before
+    assert grown < 16384, f"switchyard grew by {grown} KiB for a client that does not read"
+
+    raw = bytearray(client.buffer)
+    while not raw.endswith(message(b"Z", b"I")):
+        raw += client.sock.recv(1 << 20)
+    rows = data_rows(bytes(raw))
+    assert len(rows) == 40000
+    # Every row intact and in order: field count, then (length, value) pairs.
+    for n, row in enumerate(rows, start=1):
+        count, first_len = struct.unpack("!hI", row[:6])
+        assert count == 2 and row[6:6 + first_len] == str(n).encode()
+        assert row.endswith(b"x" * 1000)
+
+
+def test_a_primary_that_stops_reading_holds_the_client_back_without_proxy_memory(pg, proxy):
+    pg.sql("DROP TABLE IF EXISTS relay_slow_copy; CREATE TABLE relay_slow_copy(id int, pad text)")
+    blocker = psycopg.connect(pg.uri())
+    blocker.execute("LOCK TABLE relay_slow_copy IN ACCESS EXCLUSIVE MODE")  # COPY waits for it
+    client = RawClient(proxy.port, timeout=60)
+    client.login_trust()
+    pad = "y" * 1000
+    rows = 40000  # 40 MiB
+    payload = (message(b"Q", cstr("COPY relay_slow_copy FROM STDIN"))
+               + b"".join(message(b"d", f"{i}\t{pad}\n".encode()) for i in range(rows))
+               + message(b"c"))
+    sender = threading.Thread(target=client.send, args=(payload,))
+    before = rss_kib(proxy.process.pid)
+    sender.start()
+    time.sleep(1.5)  # the client's bytes wait in the sockets' buffers, not in switchyard
+    grown = rss_kib(proxy.process.pid) - before
+    blocker.commit()
+    sender.join(60)
+    assert grown < 16384, f"switchyard grew by {grown} KiB for a primary that does not read"
+    messages = client.read_until(b"Z")
+    assert (b"C", cstr(f"COPY {rows}")) in messages, messages
+    assert pg.sql("SELECT count(*), count(DISTINCT id), min(length(pad)) FROM relay_slow_copy") == \
+        f"{rows}|{rows}|1000"
+    blocker.close()
+
+
+def test_startup_query_and_terminate_in_one_packet(pg, proxy):
+    pg.sql("DROP TABLE IF EXISTS relay_one_packet; CREATE TABLE relay_one_packet(id int)")
+    client = RawClient(proxy.port)
+    from wire import startup_packet
+    # Everything a hurried client might send at once: startup, a write, then goodbye.
+    client.send(startup_packet() + message(b"Q", cstr("INSERT INTO relay_one_packet VALUES (7)"))
+                + message(b"X"))
+    tags = [t for t, _ in client.read_until(b"Z")]
+    assert tags[0] == b"R" and tags[-1] == b"Z"  # the login
+    client.closed()
+    assert wait_for(lambda: pg.sql("SELECT count(*) FROM relay_one_packet WHERE id = 7") == "1")
+    assert wait_for(lambda: proxy.metric("switchyard_client_disconnects_total",
+                                         reason="client_terminate") >= 1)
+
+
+def test_a_client_gone_mid_query_frees_its_primary_connection(pg, proxy):
+    client = RawClient(proxy.port)
+    client.login_trust()
+    client.send(message(b"Q", cstr("SELECT pg_sleep(1) AS relay_gone_mid_query")))
+    assert wait_for(lambda: pg.sql("SELECT count(*) FROM pg_stat_activity "
+                                   "WHERE query LIKE '%relay_gone_mid_query' AND pid <> pg_backend_pid()") == "1")
+    client.close()
+    assert wait_for(lambda: pg.sql("SELECT count(*) FROM pg_stat_activity "
+                                   "WHERE query LIKE '%relay_gone_mid_query' AND pid <> pg_backend_pid()") == "0")
+    assert wait_for(lambda: proxy.metric("switchyard_client_disconnects_total",
+                                         reason="client_disconnect") >= 1)
+
+
+def test_shutdown_with_sessions_mid_relay(pg, tmp_path):
+    proxy = Proxy(f"primary: {pg.uri(sslmode='disable')}\n", tmp_path).start()  # the relay loop
+    try:
+        idle = RawClient(proxy.port)
+        idle.login_trust()
+        busy = RawClient(proxy.port)
+        busy.login_trust()
+        busy.send(message(b"Q", cstr("SELECT pg_sleep(3)")))
+        assert wait_for(lambda: pg.sql("SELECT count(*) FROM pg_stat_activity "
+                                       "WHERE query = 'SELECT pg_sleep(3)'") == "1")
+        proxy.process.terminate()
+        assert proxy.process.wait(10) == 0
+        assert idle.closed() and busy.closed()
+    finally:
+        proxy.stop()
+    log = proxy.log()
+    for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+        assert marker not in log, f"sanitizer report from switchyard:\n{log}"
