@@ -4,7 +4,9 @@ side by side in one run, printing throughput and p50 latency ratios; then the RS
 1,000 idle client connections for both proxies.
 
 Usage: bench/relay_bench.py [--duration S] [--rounds N] [--clients 1,8,32] [--idle 1000]
-Build first with scripts/build.sh release. Not a test: it asserts nothing.
+                           [--baseline PATH]
+--baseline runs a second switchyard binary (e.g. a build of an earlier commit) as a fourth
+target in the same rounds, to measure a change side by side. Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
 import os
@@ -120,30 +122,38 @@ def main():
     parser.add_argument("--idle", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=0, help="switchyard network threads (0: one per core)")
     parser.add_argument("--workloads", default="all", help="comma-separated labels, e.g. '-S prepared'")
+    parser.add_argument("--baseline", help="another switchyard binary to run beside this build")
     opts = parser.parse_args()
     clients_list = [int(c) for c in opts.clients.split(",")]
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # proxies inherit it
 
     pg = PgCluster(max_connections=opts.idle * 2 + 100).start()
-    pgb = proxy = None
+    pgb = proxy = baseline = None
     try:
         pg.sql("ALTER SYSTEM SET max_connections = %d" % (opts.idle * 2 + 100))
         subprocess.run(["pgbench", "-i", "-s", "10", "-q", f"host=127.0.0.1 port={pg.port} user=postgres "
                         f"dbname=postgres password={PASSWORD}"], check=True, capture_output=True)
         pgb = PgBouncer(pg)
         workdir = Path(tempfile.mkdtemp(prefix="sy-bench-"))
-        proxy = Proxy(f"primary: {pg.uri(sslmode='disable')}\nworkers: {opts.workers}\n"
-                      f"limits:\n  max_clients: {opts.idle + 100}\nlogging:\n  level: warn\n", workdir).start()
+        proxy_config = (f"primary: {pg.uri(sslmode='disable')}\nworkers: {opts.workers}\n"
+                        f"limits:\n  max_clients: {opts.idle + 100}\nlogging:\n  level: warn\n")
+        proxy = Proxy(proxy_config, workdir).start()
         targets = [("direct", pg.port, None), ("pgbouncer", pgb.port, pgb.pid()),
                    ("switchyard", proxy.port, proxy.process.pid)]
+        baseline_head = baseline_rule = ""
+        if opts.baseline:
+            baseline = Proxy(proxy_config, workdir, binary=opts.baseline).start()
+            targets.append(("baseline", baseline.port, baseline.process.pid))
+            baseline_head = " baseline tps | sy/baseline | baseline CPU µs/txn |"
+            baseline_rule = "---|---|---|"
         log_dir = Path(tempfile.mkdtemp(prefix="sy-bench-logs-"))
         print(f"pgbench -T {opts.duration} × {opts.rounds} rounds per cell (medians), scale 10, "
               f"{os.cpu_count()} cores shared by PostgreSQL, pgbench and the proxies\n")
         print("| workload | clients | direct tps | pgbouncer tps | switchyard tps | sy/pgbouncer | sy/direct "
               "| p50 direct µs | p50 pgbouncer µs | p50 switchyard µs | sy−direct p50 µs "
-              "| pgbouncer CPU µs/txn | switchyard CPU µs/txn |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "| pgbouncer CPU µs/txn | switchyard CPU µs/txn |" + baseline_head)
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|" + baseline_rule)
         workloads = [w for w in ALL_WORKLOADS if opts.workloads == "all" or w[0] in opts.workloads.split(",")]
         for label, args in workloads:
             for clients in clients_list:
@@ -158,8 +168,12 @@ def main():
                            for name, rs in runs.items()}
                 (dt, dl, _), (bt, bl, bc), (st, sl, sc) = (results["direct"], results["pgbouncer"],
                                                           results["switchyard"])
-                print(f"| {label} | {clients} | {dt:.0f} | {bt:.0f} | {st:.0f} | {st / bt:.2f}× | {st / dt:.2f}× "
-                      f"| {dl:.0f} | {bl:.0f} | {sl:.0f} | {sl - dl:+.0f} | {bc:.1f} | {sc:.1f} |", flush=True)
+                row = (f"| {label} | {clients} | {dt:.0f} | {bt:.0f} | {st:.0f} | {st / bt:.2f}× | {st / dt:.2f}× "
+                       f"| {dl:.0f} | {bl:.0f} | {sl:.0f} | {sl - dl:+.0f} | {bc:.1f} | {sc:.1f} |")
+                if baseline:
+                    at, _, ac = results["baseline"]
+                    row += f" {at:.0f} | {st / at:.2f}× | {ac:.1f} |"
+                print(row, flush=True)
         if opts.idle:
             print(f"\n{opts.idle} idle logged-in clients: RSS growth (total)")
             for name, port, pid in (("pgbouncer", pgb.port, pgb.pid()), ("switchyard", proxy.port, proxy.process.pid)):
@@ -167,8 +181,9 @@ def main():
                 print(f"- {name}: {growth:.1f} MiB ({total:.1f} MiB total)", flush=True)
         shutil.rmtree(log_dir, ignore_errors=True)
     finally:
-        if proxy:
-            proxy.stop()
+        for running in (proxy, baseline):
+            if running:
+                running.stop()
         if pgb:
             pgb.stop()
         pg.destroy()

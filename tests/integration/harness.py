@@ -209,8 +209,11 @@ class RedisServer:
 class Proxy:
     """A switchyard process started from a YAML config on free ports."""
 
-    def __init__(self, config: str, workdir: Path, admin_token=None, cutover="", admin=""):
-        """`cutover`, `admin`: YAML lines for those sections (indented two spaces)."""
+    def __init__(self, config: str, workdir: Path, admin_token=None, cutover="", admin="",
+                 binary=None):
+        """`cutover`, `admin`: YAML lines for those sections (indented two spaces); `binary`:
+        another switchyard build to run (benchmarks compare one against a baseline)."""
+        self.binary = binary or SWITCHYARD_BIN
         self.port = free_port()
         self.admin_port = free_port()
         self.workdir = workdir
@@ -271,7 +274,7 @@ class Proxy:
 
     def start(self, extra_args=()):
         self.log_file = open(self.log_path, "w")
-        self.process = subprocess.Popen([str(SWITCHYARD_BIN), "--config", str(self.config_path), *extra_args], cwd=self.workdir,
+        self.process = subprocess.Popen([str(self.binary), "--config", str(self.config_path), *extra_args], cwd=self.workdir,
                                         stdout=self.log_file, stderr=subprocess.STDOUT)
         wait_for_port(self.port, process=self.process)
         return self
