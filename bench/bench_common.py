@@ -1,6 +1,7 @@
 """What the benchmark drivers share: running pgbench and letting the proxies in."""
 import os
 import subprocess
+from pathlib import Path
 
 from harness import PgCluster
 
@@ -24,6 +25,23 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cluster_cpu_seconds(cluster: PgCluster):
+    """User + system CPU time of a cluster's postmaster and every process it started, those
+    still running and those it has reaped (their time is in the postmaster's cutime/cstime)."""
+    postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(stat.parent.name) == postmaster:
+            ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        elif int(fields[1]) == postmaster:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def trust_local(cluster: PgCluster):

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 from harness import PgCluster, Proxy, free_port, make_tempdir, wait_for_port  # noqa: E402
 from test_mirror import CUSTOM_SCRIPT, SCHEMA, TABLES  # noqa: E402
 
-from bench_common import cpu_seconds, pgbench, trust_local  # noqa: E402
+from bench_common import cluster_cpu_seconds, cpu_seconds, pgbench, trust_local  # noqa: E402
 
 WORKLOADS = [  # (label, pgbench arguments); the custom script has random()/uuid/clock defaults
     ("-N (simple-update)", ["-N"]),
@@ -139,9 +139,10 @@ def main():
               f"both databases and every proxy on the same {os.cpu_count()} cores; data reset before each run\n")
         print("| workload | direct tps (one db) | switchyard sync tps | switchyard async tps | pgpool-II native tps "
               "| sync/pgpool | sync/direct | async/direct | switchyard sync CPU µs/txn "
+              "| PostgreSQL CPU µs/txn: direct / sync primary / sync secondary "
               "| switchyard sync: databases after "
               "| switchyard async: databases after (spilled to the journal) | pgpool-II: databases after |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         targets = [("direct", first.port), ("switchyard", proxy.port), ("async", async_proxy.port),
                    ("pgpool", pool.port)]
         chosen = [w for w in WORKLOADS if opts.workloads == "all"
@@ -151,6 +152,7 @@ def main():
             runs = {name: [] for name, _ in targets}
             states = {name: set() for name, _ in targets}
             cpu = []
+            db_cpu = {"direct": [], "primary": [], "secondary": []}  # µs per transaction
             spilled = 0
             for round_no in range(opts.rounds):
                 order = targets[round_no % len(targets):] + targets[:round_no % len(targets)]
@@ -159,9 +161,16 @@ def main():
                         reset(cluster, opts.scale)
                     spilled_before = async_proxy.metric("switchyard_mirror_failures_total", reason="async_queue_full")
                     cpu_before = cpu_seconds(proxy.process.pid)
+                    db_before = [cluster_cpu_seconds(c) for c in (first, second)]
                     tps, _, failed = pgbench(port, args, opts.clients, opts.duration)
+                    db_used = [cluster_cpu_seconds(c) - b for c, b in zip((first, second), db_before)]
+                    per_txn = 1e6 / (tps * opts.duration) if tps else 0.0
+                    if name == "direct":
+                        db_cpu["direct"].append(db_used[0] * per_txn)
                     if name == "switchyard":
-                        cpu.append((cpu_seconds(proxy.process.pid) - cpu_before) * 1e6 / (tps * opts.duration))
+                        cpu.append((cpu_seconds(proxy.process.pid) - cpu_before) * per_txn)
+                        db_cpu["primary"].append(db_used[0] * per_txn)
+                        db_cpu["secondary"].append(db_used[1] * per_txn)
                     if name == "async":
                         settle(async_proxy)
                         spilled += async_proxy.metric("switchyard_mirror_failures_total",
@@ -177,7 +186,8 @@ def main():
                 return "; ".join(sorted(states[name])) + note
 
             print(f"| {label} | {dt:.0f} | {st:.0f} | {at:.0f} | {pt:.0f} | {st / pt if pt else float('inf'):.2f}× "
-                  f"| {st / dt:.2f}× | {at / dt:.2f}× | {statistics.median(cpu):.0f} | {state('switchyard')} "
+                  f"| {st / dt:.2f}× | {at / dt:.2f}× | {statistics.median(cpu):.0f} "
+                  f"| {' / '.join(f'{statistics.median(v):.0f}' for v in db_cpu.values())} | {state('switchyard')} "
                   f"| {state('async', f' ({spilled:.0f})')} | {state('pgpool')} |", flush=True)
     finally:
         if pool:
