@@ -1,6 +1,7 @@
 """Dual-write mirroring against two real PostgreSQL 15 clusters."""
 import os
 import signal
+import struct
 import subprocess
 import threading
 import time
@@ -9,7 +10,7 @@ import psycopg
 import pytest
 
 from harness import PASSWORD, PgCluster, wait_for
-from wire import RawClient, error_fields, message
+from wire import RawClient, cstr, error_fields, message
 
 SCHEMA = """
 CREATE TABLE events (id bigserial PRIMARY KEY, account int NOT NULL,
@@ -181,6 +182,39 @@ def test_a_begin_sent_with_the_next_query_behaves_as_on_the_primary_alone(pair, 
     for cluster in (primary, secondary):
         assert cluster.sql("SELECT string_agg(body, ',') FROM notes") == "extended"
     assert_identical(primary, secondary)
+
+
+def test_a_function_call_after_a_deferred_begin_runs_in_the_transaction(pair, start_proxy, tmp_path):
+    """A FunctionCall ('F', which psql and psycopg never send) right after a BEGIN switchyard
+    answered itself: the BEGIN must reach the primary first, so the call runs in the
+    transaction, and the client sees the primary's own answers."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    int4pl = 177  # pg_proc oid of int4pl(int4, int4)
+
+    def function_call(a, b):
+        args = b"".join(struct.pack("!i", len(v)) + v for v in (str(a).encode(), str(b).encode()))
+        # one text argument format, two arguments, text result
+        return message(b"F", struct.pack("!Ihhh", int4pl, 1, 0, 2) + args + struct.pack("!h", 0))
+
+    client = RawClient(proxy.port)
+    client.login_trust()
+    answers = []
+    for request in (message(b"Q", cstr("BEGIN")), function_call(2, 3),
+                    function_call(2147483647, 1), message(b"Q", cstr("ROLLBACK"))):
+        client.send(request)
+        answers.append([(tag, error_fields(body)["C"].encode() if tag == b"E" else body)
+                        for tag, body in client.read_until(b"Z")])
+    assert answers == [
+        [(b"C", b"BEGIN\0"), (b"Z", b"T")],
+        # 'T': the primary is in the transaction block, so the BEGIN ran there first
+        [(b"V", struct.pack("!i", 1) + b"5"), (b"Z", b"T")],
+        # an error inside a block fails the block ('E'); outside one it would be 'I'
+        [(b"E", b"22003"), (b"Z", b"E")],
+        [(b"C", b"ROLLBACK\0"), (b"Z", b"I")],
+    ]
+    client.send(message(b"X"))
+    assert client.closed()
 
 
 def test_ddl_settings_and_temp_tables_reach_the_secondary(pair, start_proxy, tmp_path):
