@@ -9,7 +9,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <limits>
 #include <stdexcept>
+#include <utility>
 
 #include "protocol/frame.hpp"
 #include "proxy/relay_accounting.hpp"
