@@ -92,8 +92,8 @@ private:
   std::mutex incoming_mutex_;
   std::vector<std::unique_ptr<Session>> incoming_;
   std::vector<std::unique_ptr<Session>> sessions_;
-  size_t ended_ = 0; // sessions ended since the last reap
-  std::array<char, 16 * 1024> buffer_{};
+  size_t ended_ = 0;                             // sessions ended since the last reap
+  std::array<char, size_t{16} * 1024> buffer_{}; // one read, relayed before the next
 };
 
 //! One relay loop per network thread; sessions are spread over them in turn.
