@@ -31,13 +31,12 @@ error_code last_error() {
   return error_code(errno, boost::system::system_category());
 }
 
-bool would_block() {
-  return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
-}
-
 } // namespace
 
 struct RelayLoop::Side {
+  Side(Session* owner, int descriptor, bool is_client)
+      : session(owner), fd(descriptor), client(is_client) {}
+
   Session* session;
   int fd;
   bool client;
@@ -48,9 +47,7 @@ struct RelayLoop::Side {
 
 struct RelayLoop::Session {
   Session(RelayHandoff handoff, asio::any_io_executor session_executor, Completion completion)
-      : client{this, handoff.client_fd, true, true, false, {}}, primary{this,  handoff.primary_fd,
-                                                                        false, true,
-                                                                        false, {}},
+      : client(this, handoff.client_fd, true), primary(this, handoff.primary_fd, false),
         from_client(protocol::Direction::kFrontend, handoff.limits->max_message_size),
         from_primary(protocol::Direction::kBackend, std::numeric_limits<uint32_t>::max()),
         client_leftover(std::move(handoff.client_leftover)),
@@ -234,9 +231,12 @@ void RelayLoop::send_or_keep(Session& session, Side& to, std::string_view data) 
     to.unsent.append(data);
     return;
   }
-  ssize_t n = ::send(to.fd, data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  ssize_t n = 0;
+  do {
+    n = ::send(to.fd, data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
   if (n < 0) {
-    if (!would_block()) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
       auto ec = last_error();
       if (to.client) return end(session, peer_gone(CloseReason::kClientDisconnect, ec));
       return end(session, refuse(CloseReason::kBackendDisconnect, sqlstate::kConnectionFailure,

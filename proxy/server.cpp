@@ -87,6 +87,8 @@ Status Server::bind() {
 void Server::run() {
   auto runtime = services_.runtime(); // as the cutover oriented it
   const config::Config& config = *runtime->config;
+  services_.set_relay_loops(&relay_loops_); // before the first session can start
+  relay_loops_.start();
   spawn(contexts_[0]->get_executor(), accept_clients(), "client listener");
   AdminContext admin{services_, cutover_, [this] { return reload(); }};
   spawn(admin_context_.get_executor(), serve_admin(std::move(admin_acceptor_), std::move(admin)),
@@ -98,8 +100,6 @@ void Server::run() {
   for (auto& context : contexts_) {
     spawn(context->get_executor(), flush_relay_stats(), "relay stats flusher");
   }
-  services_.set_relay_loops(&relay_loops_);
-  relay_loops_.start();
   spdlog::info(
       "switchyard {} listening on {} (admin, /metrics on {}), primary {}, {} network threads",
       SWITCHYARD_VERSION, config.listen.to_string(), config.admin_listen.to_string(),
