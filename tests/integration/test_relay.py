@@ -146,8 +146,9 @@ def test_extended_protocol_row_limit_pipelining_and_flush(proxy):
     assert client.closed()
 
 
-def test_malformed_packets_get_a_reason_and_the_proxy_stays_up(pg, start_proxy):
-    proxy = start_proxy(f"primary: {pg.uri()}\nlimits:\n  max_message_size: 4096\n")
+@pytest.mark.parametrize("sslmode", ["disable", "require"], ids=["relay-loop", "tls-to-primary"])
+def test_malformed_packets_get_a_reason_and_the_proxy_stays_up(pg, start_proxy, sslmode):
+    proxy = start_proxy(f"primary: {pg.uri(sslmode=sslmode)}\nlimits:\n  max_message_size: 4096\n")
 
     def fatal_after(data, login=False):
         client = RawClient(proxy.port)
@@ -296,7 +297,7 @@ def test_startup_query_and_terminate_in_one_packet(pg, proxy):
                 + message(b"X"))
     tags = [t for t, _ in client.read_until(b"Z")]
     assert tags[0] == b"R" and tags[-1] == b"Z"  # the login
-    client.closed()
+    assert client.closed()  # the Terminate ended the session
     assert wait_for(lambda: pg.sql("SELECT count(*) FROM relay_one_packet WHERE id = 7") == "1")
     assert wait_for(lambda: proxy.metric("switchyard_client_disconnects_total",
                                          reason="client_terminate") >= 1)
