@@ -11,7 +11,7 @@ so drift on a shared machine favours none; "CPU µs/txn" is switchyard sync's ow
 per transaction (steadier than tps where every process shares two cores).
 
 Usage: bench/mirror_bench.py [--duration S] [--clients N] [--scale N] [--rounds N]
-                             [--workloads=LABEL,...]
+                             [--workers N] [--workloads=LABEL,...]
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
@@ -116,6 +116,7 @@ def main():
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--scale", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3, help="runs per cell; medians are reported")
+    parser.add_argument("--workers", type=int, default=0, help="switchyard network threads (0: one per core)")
     parser.add_argument("--workloads", default="all", help="comma-separated label prefixes, e.g. --workloads=-N,TPC-B")
     opts = parser.parse_args()
 
@@ -127,15 +128,16 @@ def main():
     try:
         for cluster in (first, second):
             trust_local(cluster)
-        proxy = Proxy(f"primary: {first.uri(sslmode='disable')}\nsecondary: {second.uri(sslmode='disable')}\n"
-                      f"mirror:\n  journal: {workdir}/journal.jsonl\nlogging:\n  level: warn\n", workdir).start()
+        shared_config = (f"primary: {first.uri(sslmode='disable')}\nsecondary: {second.uri(sslmode='disable')}\n"
+                         f"workers: {opts.workers}\n")
+        proxy = Proxy(f"{shared_config}mirror:\n  journal: {workdir}/journal.jsonl\nlogging:\n  level: warn\n", workdir).start()
         async_dir = workdir / "async"
         async_dir.mkdir()
-        async_proxy = Proxy(f"primary: {first.uri(sslmode='disable')}\nsecondary: {second.uri(sslmode='disable')}\n"
-                            f"write_mode: async\nmirror:\n  journal: {async_dir}/journal.jsonl\n"
+        async_proxy = Proxy(f"{shared_config}write_mode: async\nmirror:\n  journal: {async_dir}/journal.jsonl\n"
                             f"logging:\n  level: error\n", async_dir).start()
         pool = PgPool(first, second, opts.clients)
         print(f"pgbench -T {opts.duration} -c {opts.clients}, scale {opts.scale}, median of {opts.rounds} rounds, "
+              f"switchyard workers: {opts.workers or 'one per core'}, "
               f"both databases and every proxy on the same {os.cpu_count()} cores; data reset before each run\n")
         print("| workload | direct tps (one db) | switchyard sync tps | switchyard async tps | pgpool-II native tps "
               "| sync/pgpool | sync/direct | async/direct | switchyard sync CPU µs/txn "
