@@ -274,8 +274,19 @@ private:
                          &runtime_->config->limits,
                          &activity_};
     RelayEnd end = co_await loop.relay(std::move(handoff), asio::use_awaitable);
-    client_.reattach();
-    backend_->stream.reattach();
+    error_code client_ec = client_.reattach();
+    error_code backend_ec = backend_->stream.reattach();
+    // A socket that could not be taken back is closed already; the other still gets its bytes.
+    if (backend_ec) end.unsent_to_primary.clear();
+    if (client_ec) {
+      end.unsent_to_client.clear();
+      end.closing.client_error.clear();
+    }
+    if (client_ec || backend_ec) {
+      if (!end.closing.detail.empty()) end.closing.detail += "; ";
+      end.closing.detail += "could not take the connections back from the relay loop: " +
+                            (client_ec ? client_ec : backend_ec).message();
+    }
     if (!end.unsent_to_primary.empty())
       co_await write_bounded(backend_->stream, end.unsent_to_primary);
     if (!end.unsent_to_client.empty()) co_await write_bounded(client_, end.unsent_to_client);

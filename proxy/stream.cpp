@@ -1,6 +1,7 @@
 #include "proxy/stream.hpp"
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <string>
@@ -76,9 +77,13 @@ int Stream::detach() {
   return detached_fd_;
 }
 
-void Stream::reattach() {
-  socket_.assign(*detached_protocol_, detached_fd_);
+error_code Stream::reattach() {
+  error_code ec;
+  socket_.assign(*detached_protocol_, detached_fd_, ec);
+  // Asio's reactor refused the descriptor and so did not take it: close it, not leak it.
+  if (ec) ::close(detached_fd_);
   detached_fd_ = -1;
+  return ec;
 }
 
 void Stream::close() {

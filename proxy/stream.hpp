@@ -38,8 +38,9 @@ public:
   //! Hands the plain socket's descriptor to another event loop (the relay loop): Asio stops
   //! watching it, and the stream must not be used until reattach().
   int detach();
-  //! Takes back the descriptor detach() handed out.
-  void reattach();
+  //! Takes back the descriptor detach() handed out. Should Asio refuse it (its epoll set
+  //! cannot take another descriptor), the descriptor is closed and the stream stays closed.
+  [[nodiscard]] error_code reattach();
 
 private:
   StreamSocket socket_;
