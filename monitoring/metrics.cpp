@@ -190,6 +190,11 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                             .Help("Time from the primary's commit to the secondary's (async mode)")
                             .Register(r)
                             .Add({}, buckets);
+  async_merged_commits_ =
+      &counter("switchyard_mirror_async_merged_total",
+               "Committed transactions applied to the secondary in the transaction of an "
+               "earlier one of their session (async mode, catching up)")
+           .Add({});
   journal_entries_ =
       &counter("switchyard_journal_entries_total", "Entries written to the divergence journal")
            .Add({});

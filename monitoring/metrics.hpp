@@ -112,6 +112,7 @@ public:
   prometheus::Histogram& mirror_seconds() { return *mirror_seconds_; }
   prometheus::Gauge& async_queue() { return *async_queue_; }
   prometheus::Histogram& async_lag_seconds() { return *async_lag_seconds_; }
+  prometheus::Counter& async_merged_commits() { return *async_merged_commits_; }
   prometheus::Counter& journal_entries() { return *journal_entries_; }
   prometheus::Gauge& journal_backlog() { return *journal_backlog_; }
   prometheus::Counter& journal_replayed(ReplayResult r) { return *journal_replayed_[idx(r)]; }
@@ -159,6 +160,7 @@ private:
   prometheus::Histogram* mirror_seconds_;
   prometheus::Gauge* async_queue_;
   prometheus::Histogram* async_lag_seconds_;
+  prometheus::Counter* async_merged_commits_;
   prometheus::Counter* journal_entries_;
   prometheus::Gauge* journal_backlog_;
   std::array<prometheus::Counter*, static_cast<size_t>(ReplayResult::kCount)> journal_replayed_{};

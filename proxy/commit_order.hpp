@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -61,6 +62,21 @@ public:
       co_await timer.async_wait(use_tuple);
       timer.expires_at(asio::steady_timer::time_point::max());
     }
+  }
+
+  //! Whether `ticket` may apply in one secondary transaction with `applying`, earlier
+  //! tickets that may apply now: everything else it waits for is done. Never for a barrier.
+  bool ready_with(uint64_t ticket, const std::vector<uint64_t>& applying) const {
+    std::lock_guard lock(mutex_);
+    auto found = outstanding_.find(ticket);
+    if (found == outstanding_.end() || found->second.barrier) return false;
+    for (uint64_t earlier : found->second.depends) {
+      if (outstanding_.count(earlier) > 0 &&
+          std::find(applying.begin(), applying.end(), earlier) == applying.end()) {
+        return false;
+      }
+    }
+    return true;
   }
 
   //! `ticket`'s transaction was applied or journaled (or its session is gone): its

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <deque>
+#include <iterator>
 #include <limits>
 
 #include "protocol/extended.hpp"
@@ -25,6 +26,7 @@ using monitoring::MirrorKind;
 
 constexpr auto kSecondaryBackoff = std::chrono::seconds(1);
 constexpr size_t kMaxSessionStatements = 1000;
+constexpr size_t kMaxMergedCommits = 64; // bounds one apply's size and its mirror.timeout risk
 
 int64_t ticks(Clock::time_point t) {
   return t.time_since_epoch().count();
@@ -481,21 +483,46 @@ bool SecondaryLink::row_keys(const std::vector<MirrorOp>& ops, std::vector<uint6
   return true;
 }
 
+bool SecondaryLink::mergeable(const Batch& batch) {
+  return !batch.spilled && batch.atomic &&
+         std::all_of(batch.ops.begin(), batch.ops.end(), fits_implicit_transaction);
+}
+
 asio::awaitable<void> SecondaryLink::apply_queue() {
   CommitOrder& order = services_.commit_order();
   auto& metrics = services_.metrics();
   while (!queue_.empty()) {
-    Batch& batch = queue_.front();
-    co_await order.wait_ready(batch.ticket);
-    if (batch.spilled) {
-      if (backfill::DivergenceJournal* j = services_.journal()) j->settle(*batch.spilled);
+    Batch& head = queue_.front();
+    co_await order.wait_ready(head.ticket);
+    size_t taken = 1;
+    if (head.spilled) {
+      if (backfill::DivergenceJournal* j = services_.journal()) j->settle(*head.spilled);
     } else {
-      co_await apply_batch(batch.ops, batch.atomic, true);
+      // The session's later commits waiting behind this one go along in the same secondary
+      // transaction while all they wait for is done or in it: one round trip and one commit
+      // on the secondary for many, so a secondary that fell behind catches up. Should it
+      // fail, every one of them is journaled, as each would have been.
+      std::vector<uint64_t> tickets{head.ticket};
+      while (mergeable(head) && taken < std::min(queue_.size(), kMaxMergedCommits) &&
+             mergeable(queue_[taken]) && order.ready_with(queue_[taken].ticket, tickets)) {
+        tickets.push_back(queue_[taken++].ticket);
+      }
+      if (taken == 1) {
+        co_await apply_batch(head.ops, head.atomic, true);
+      } else {
+        std::vector<MirrorOp> ops;
+        for (size_t i = 0; i < taken; ++i)
+          std::move(queue_[i].ops.begin(), queue_[i].ops.end(), std::back_inserter(ops));
+        co_await apply_batch(ops, true, true);
+        metrics.async_merged_commits().Increment(static_cast<double>(taken - 1));
+      }
     }
-    std::chrono::duration<double> lag = Clock::now() - batch.committed_at;
-    metrics.async_lag_seconds().Observe(lag.count());
-    order.done(batch.ticket);
-    queue_.pop_front();
+    for (; taken > 0; --taken) {
+      std::chrono::duration<double> lag = Clock::now() - queue_.front().committed_at;
+      metrics.async_lag_seconds().Observe(lag.count());
+      order.done(queue_.front().ticket);
+      queue_.pop_front();
+    }
     metrics.async_queue().Set(static_cast<double>(order.pending()));
   }
   applying_ = false;

@@ -134,6 +134,9 @@ private:
   };
 
   void enqueue(Batch batch);
+  //! Whether a committed transaction may share a secondary transaction with others of its
+  //! session: plain writes only (no savepoints, COPY or DDL), not spilled to the journal.
+  static bool mergeable(const Batch& batch);
   asio::awaitable<void> apply_queue();
   //! The hashed keys of the rows `ops` write; false when some op cannot be pinned to rows
   //! (a statement, a key change, a table not seen yet), which makes it a barrier.

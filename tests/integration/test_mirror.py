@@ -299,6 +299,31 @@ def test_secondary_crash_loses_nothing_and_the_journal_drains(pair, start_proxy,
     assert proxy.metric("switchyard_journal_replayed_total", result="applied") > 0
 
 
+def test_async_catches_up_with_one_secondary_transaction_for_many_commits(pair, start_proxy, tmp_path):
+    """Commits that queued behind a stalled secondary reach it together once it answers: in
+    their order (the same row, over and over), with the primary's values, nothing journaled."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  timeout: 30s\n")
+                        + "write_mode: async\n")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO balances (account) VALUES (500)")
+        conn.execute("INSERT INTO events (account) VALUES (500)")
+        assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+        secondary.signal(signal.SIGSTOP)
+        try:
+            for _ in range(40):
+                conn.execute("UPDATE balances SET total = total + random(), updated = clock_timestamp()"
+                              " WHERE account = 500")
+                conn.execute("INSERT INTO events (account) VALUES (500)")
+        finally:
+            secondary.signal(signal.SIGCONT)
+    assert wait_for(lambda: async_settled(proxy), timeout=60), proxy.log()
+    assert proxy.metric("switchyard_mirror_async_merged_total") > 0
+    assert proxy.metric("switchyard_journal_entries_total") == 0
+    assert proxy.metric("switchyard_mirror_async_lag_seconds_count") == 82
+    assert_identical(primary, secondary, {"balances": "account", "events": "id"})
+
+
 def test_hung_secondary_costs_at_most_the_mirror_timeout(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  timeout: 500ms\n"))

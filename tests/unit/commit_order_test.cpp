@@ -80,3 +80,22 @@ TEST_CASE("a ticket released without applying frees its dependents") {
   run.settle();
   CHECK(run.applied == std::vector<uint64_t>{next});
 }
+
+TEST_CASE(
+    "a later transaction may join an earlier one's apply when all else it waits for is done") {
+  CommitOrder order;
+  uint64_t first = order.take({1}, false);
+  uint64_t other = order.take({2}, false);        // another session's, unrelated to `first`
+  uint64_t same_row = order.take({1}, false);     // waits for `first` only
+  uint64_t both_rows = order.take({1, 2}, false); // waits for `same_row` and `other`
+  CHECK(order.ready_with(same_row, {first}));
+  CHECK_FALSE(order.ready_with(same_row, {}));
+  CHECK_FALSE(order.ready_with(both_rows, {first, same_row})); // `other` is not done
+  order.done(other);
+  CHECK(order.ready_with(both_rows, {first, same_row}));
+
+  uint64_t barrier = order.take({}, true);
+  uint64_t after_barrier = order.take({9}, false);
+  CHECK_FALSE(order.ready_with(barrier, {first, same_row, both_rows})); // never joins
+  CHECK_FALSE(order.ready_with(after_barrier, {first}));                // waits for it
+}
