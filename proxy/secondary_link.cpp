@@ -175,11 +175,44 @@ asio::awaitable<Result<protocol::TableShape>>
 SecondaryLink::shape_of(const protocol::TargetTable& table) {
   std::string name = shape_name(table);
   if (auto found = shapes_.find(name); found != shapes_.end()) co_return found->second;
+  std::string shared = shared_shape_key(table);
+  ShapeRegistry& registry = services_.shapes();
+  uint64_t epoch = services_.schema_epoch().load();
+  if (!shared.empty()) {
+    if (auto known = registry.find(shared, epoch, ShapeRegistry::Clock::now())) {
+      shapes_.emplace(name, *known);
+      co_return std::move(*known);
+    }
+  }
   auto shape = co_await query_table_shape(connection_->session.stream, connection_->reader, name,
                                           dialect_of(*runtime_->config->secondary));
   if (!shape) co_return shape;
   shapes_.emplace(name, *shape);
+  if (!shared.empty()) registry.remember(shared, *shape, epoch, ShapeRegistry::Clock::now());
   co_return shape;
+}
+
+std::string SecondaryLink::shared_shape_key(const protocol::TargetTable& table) const {
+  if (table.temporary) return {}; // the session's own
+  // What a table name resolves by: the secondary and its role, the login (its database, its
+  // user's default search_path, startup options), and the session's own settings.
+  std::string key = runtime_->config->secondary_uri;
+  for (const std::string& part :
+       {std::to_string(runtime_->role_generation), login_.database, login_.user}) {
+    key += '\0';
+    key += part;
+  }
+  for (const auto& [option, value] : login_.options) {
+    key += '\0';
+    key += option + '=' + value;
+  }
+  for (const std::string& statement : session_statements_) {
+    key += '\0';
+    key += statement;
+  }
+  key += '\0';
+  key += shape_name(table);
+  return key;
 }
 
 std::string SecondaryLink::prepared_name(const std::string& sql, const std::vector<uint32_t>& types,
@@ -452,10 +485,16 @@ bool SecondaryLink::row_keys(const std::vector<MirrorOp>& ops, std::vector<uint6
     if (op.statement.transaction != protocol::TransactionOp::kNone) continue; // savepoints
     if (op.kind != MirrorOp::Kind::kImage) return false;
     std::string table = shape_name(op.statement.target);
-    auto shape = shapes_.find(table);
-    if (shape == shapes_.end()) return false; // not applied in this session yet
+    std::optional<protocol::TableShape> known;
+    if (auto shape = shapes_.find(table); shape != shapes_.end()) {
+      known = shape->second;
+    } else if (std::string shared = shared_shape_key(op.statement.target); !shared.empty()) {
+      known = services_.shapes().find(shared, services_.schema_epoch().load(),
+                                      ShapeRegistry::Clock::now());
+    }
+    if (!known) return false; // no session has written to it yet
     const protocol::Statement& statement = op.statement;
-    const std::vector<std::string>& key_columns = shape->second.key_columns;
+    const std::vector<std::string>& key_columns = known->key_columns;
     if (key_columns.empty()) {
       if (statement.node == "InsertStmt") continue; // new rows without a key commute
       return false;

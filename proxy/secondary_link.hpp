@@ -149,6 +149,8 @@ private:
                                 std::string& row_count_note);
   asio::awaitable<Status> ensure_connected();
   asio::awaitable<Result<protocol::TableShape>> shape_of(const protocol::TargetTable& table);
+  //! The key of `table`'s shape in Services::shapes(); empty for a temporary table.
+  std::string shared_shape_key(const protocol::TargetTable& table) const;
   std::string prepared_name(const std::string& sql, const std::vector<uint32_t>& types,
                             std::string& out, std::vector<std::string>& new_names);
   //! Appends `ops` to the journal; the offset to settle once the primary committed them.

@@ -13,6 +13,7 @@
 #include "proxy/commit_order.hpp"
 #include "proxy/role_fence.hpp"
 #include "proxy/runtime.hpp"
+#include "proxy/shape_registry.hpp"
 
 namespace switchyard::proxy {
 
@@ -153,6 +154,8 @@ public:
   CommitOrder& commit_order() { return commit_order_; }
   //! Bumped by every mirrored DDL so sessions drop their cached table shapes.
   std::atomic<uint64_t>& schema_epoch() { return schema_epoch_; }
+  //! Table shapes the sessions learned from the secondary.
+  ShapeRegistry& shapes() { return shapes_; }
 
   //! The loops primary-only plain-TCP sessions are relayed on; null where there are none
   //! (those sessions then relay on their own coroutines). Set before the first session.
@@ -201,6 +204,7 @@ private:
   std::atomic<uint64_t> schema_epoch_{0};
   RelayLoops* relay_loops_ = nullptr;
   CommitOrder commit_order_;
+  ShapeRegistry shapes_;
 };
 
 } // namespace switchyard::proxy
