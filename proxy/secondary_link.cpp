@@ -485,14 +485,17 @@ bool SecondaryLink::row_keys(const std::vector<MirrorOp>& ops, std::vector<uint6
     if (op.statement.transaction != protocol::TransactionOp::kNone) continue; // savepoints
     if (op.kind != MirrorOp::Kind::kImage) return false;
     std::string table = shape_name(op.statement.target);
-    std::optional<protocol::TableShape> known;
+    // The session's own shape, else one another session learned (copied only then).
+    const protocol::TableShape* known = nullptr;
+    std::optional<protocol::TableShape> shared;
     if (auto shape = shapes_.find(table); shape != shapes_.end()) {
-      known = shape->second;
-    } else if (std::string shared = shared_shape_key(op.statement.target); !shared.empty()) {
-      known = services_.shapes().find(shared, services_.schema_epoch().load(),
-                                      ShapeRegistry::Clock::now());
+      known = &shape->second;
+    } else if (std::string key = shared_shape_key(op.statement.target); !key.empty()) {
+      shared = services_.shapes().find(key, services_.schema_epoch().load(),
+                                       ShapeRegistry::Clock::now());
+      if (shared) known = &*shared;
     }
-    if (!known) return false; // no session has written to it yet
+    if (known == nullptr) return false; // no session has written to it yet
     const protocol::Statement& statement = op.statement;
     const std::vector<std::string>& key_columns = known->key_columns;
     if (key_columns.empty()) {
@@ -542,8 +545,9 @@ asio::awaitable<void> SecondaryLink::apply_queue() {
       // on the secondary for many, so a secondary that fell behind catches up. Should it
       // fail, every one of them is journaled, as each would have been.
       std::vector<uint64_t> tickets{head.ticket};
-      while (mergeable(head) && taken < std::min(queue_.size(), kMaxMergedCommits) &&
-             mergeable(queue_[taken]) && order.ready_with(queue_[taken].ticket, tickets)) {
+      size_t most = mergeable(head) ? std::min(queue_.size(), kMaxMergedCommits) : 1;
+      while (taken < most && mergeable(queue_[taken]) &&
+             order.ready_with(queue_[taken].ticket, tickets)) {
         tickets.push_back(queue_[taken++].ticket);
       }
       if (taken == 1) {
