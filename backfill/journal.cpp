@@ -91,6 +91,7 @@ std::string to_json_line(const JournalEntry& entry) {
   out["values"] = std::move(values);
   if (!entry.sql.empty()) out["sql"] = entry.sql;
   if (entry.ddl) out["ddl"] = true;
+  if (entry.maybe_applied) out["maybe_applied"] = true;
   out["fingerprint"] = entry.fingerprint;
   out["reason"] = entry.reason;
   out["error"] = entry.error;
@@ -121,6 +122,9 @@ Result<JournalEntry> from_json_line(std::string_view line) {
   entry.error = text("error");
   const json::value* ddl = in.if_contains("ddl");
   entry.ddl = ddl != nullptr && ddl->is_bool() && ddl->get_bool();
+  const json::value* maybe_applied = in.if_contains("maybe_applied");
+  entry.maybe_applied =
+      maybe_applied != nullptr && maybe_applied->is_bool() && maybe_applied->get_bool();
   try {
     if (const json::value* columns = in.if_contains("columns")) {
       for (const auto& c : columns->as_array())

@@ -36,6 +36,10 @@ struct JournalEntry {
   std::string reason;                  //!< a MirrorFailure label
   std::string error;                   //!< the secondary's error or what went wrong
   std::string time;                    //!< ISO-8601 UTC, set when appended
+  //! The database that missed it may have applied it after all: the write reached it and
+  //! then its answer did not (a timeout or a broken connection). Not idempotent to replay
+  //! as is where a row has no key.
+  bool maybe_applied = false;
 };
 
 //! Serializes an entry as one JSON line (without the newline), and back.

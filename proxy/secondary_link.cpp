@@ -235,7 +235,7 @@ std::string SecondaryLink::prepared_name(const std::string& sql, const std::vect
 
 asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, bool atomic,
                                              std::vector<Unit>& units, std::vector<Unit>& divergent,
-                                             std::string& row_count_note) {
+                                             std::string& row_count_note, bool& maybe_applied) {
   if (auto connected = co_await ensure_connected(); !connected) co_return connected;
   auto epoch = services_.schema_epoch().load();
   if (epoch != shapes_epoch_) {
@@ -370,6 +370,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     drop_connection();
     co_return Error{"lost the secondary connection: " + ec.message()};
   }
+  maybe_applied = true; // until the answers say otherwise
   std::deque<std::string> unconfirmed(new_names.begin(), new_names.end());
   std::string error;
   std::string last_tag;
@@ -409,6 +410,8 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
   }
   for (const std::string& key : unconfirmed)
     prepared_.erase(key);
+  // An error rolls an atomic batch back whole; statements run one by one keep what went before.
+  maybe_applied = !atomic && !error.empty();
   if (!error.empty()) co_return Error{error};
   if (block && last_tag != "COMMIT") {
     co_return Error{"the secondary rolled the transaction back"};
@@ -587,13 +590,14 @@ asio::awaitable<void> SecondaryLink::apply_batch(const std::vector<MirrorOp>& op
   std::vector<Unit> divergent;
   std::string row_count_note;
   asio::steady_timer timer(co_await asio::this_coro::executor, runtime_->config->mirror.timeout);
-  auto outcome = co_await (apply(ops, atomic, units, divergent, row_count_note) ||
+  bool maybe_applied = false;
+  auto outcome = co_await (apply(ops, atomic, units, divergent, row_count_note, maybe_applied) ||
                            timer.async_wait(use_tuple));
   if (outcome.index() == 1) {
     drop_connection();
     services_.secondary_down_until() = ticks(Clock::now() + kSecondaryBackoff);
     journal_ops(ops, MirrorFailure::kTimeout, "no answer from the secondary within mirror.timeout",
-                committed);
+                committed, maybe_applied);
     co_return;
   }
   Status& applied = std::get<0>(outcome);
@@ -602,7 +606,7 @@ asio::awaitable<void> SecondaryLink::apply_batch(const std::vector<MirrorOp>& op
     bool unreachable = !connection_;
     if (unreachable) services_.secondary_down_until() = ticks(Clock::now() + kSecondaryBackoff);
     journal_ops(ops, unreachable ? MirrorFailure::kConnect : MirrorFailure::kSecondaryError,
-                applied.error(), committed);
+                applied.error(), committed, maybe_applied);
     co_return;
   }
   std::chrono::duration<double> elapsed = Clock::now() - started;
@@ -625,7 +629,7 @@ asio::awaitable<void> SecondaryLink::apply_batch(const std::vector<MirrorOp>& op
 
 std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
                                                MirrorFailure reason, const std::string& error,
-                                               bool sync) {
+                                               bool sync, bool maybe_applied) {
   auto& metrics = services_.metrics();
   metrics.mirror_failures(reason).Increment();
   std::vector<backfill::JournalEntry> entries;
@@ -639,6 +643,7 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
     entry.reason = monitoring::to_string(reason);
     entry.error = error;
     entry.fingerprint = protocol::fingerprint(op.sql);
+    entry.maybe_applied = maybe_applied;
     if (op.kind == MirrorOp::Kind::kImage && !op.statement.target.temporary) {
       entry.kind = backfill::JournalEntry::Kind::kRow;
       entry.table = op.statement.target.qualified();
@@ -683,8 +688,8 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
 }
 
 void SecondaryLink::journal_ops(const std::vector<MirrorOp>& ops, MirrorFailure reason,
-                                const std::string& error, bool committed) {
-  auto offset = journal(ops, reason, error);
+                                const std::string& error, bool committed, bool maybe_applied) {
+  auto offset = journal(ops, reason, error, true, maybe_applied);
   if (!offset) return;
   if (!committed) {
     unsettled_.push_back(*offset); // the replayer waits for the primary's commit

@@ -144,9 +144,11 @@ private:
   //! Applies `ops` within mirror.timeout, journaling what the secondary does not apply;
   //! `committed`: the primary has committed them, so journal entries are settled at once.
   asio::awaitable<void> apply_batch(const std::vector<MirrorOp>& ops, bool atomic, bool committed);
+  //! `maybe_applied` turns true once the writes are sent and stays so unless the secondary's
+  //! answers show it applied none of them.
   asio::awaitable<Status> apply(const std::vector<MirrorOp>& ops, bool atomic,
                                 std::vector<Unit>& units, std::vector<Unit>& divergent,
-                                std::string& row_count_note);
+                                std::string& row_count_note, bool& maybe_applied);
   asio::awaitable<Status> ensure_connected();
   asio::awaitable<Result<protocol::TableShape>> shape_of(const protocol::TargetTable& table);
   //! The key of `table`'s shape in Services::shapes(); empty for a temporary table.
@@ -154,11 +156,12 @@ private:
   std::string prepared_name(const std::string& sql, const std::vector<uint32_t>& types,
                             std::string& out, std::vector<std::string>& new_names);
   //! Appends `ops` to the journal; the offset to settle once the primary committed them.
+  //! `maybe_applied`: the secondary may have applied them after all (see JournalEntry).
   std::optional<uint64_t> journal(const std::vector<MirrorOp>& ops,
                                   monitoring::MirrorFailure reason, const std::string& error,
-                                  bool sync = true);
+                                  bool sync = true, bool maybe_applied = false);
   void journal_ops(const std::vector<MirrorOp>& ops, monitoring::MirrorFailure reason,
-                   const std::string& error, bool committed);
+                   const std::string& error, bool committed, bool maybe_applied = false);
   void drop_connection();
 
   Services& services_;

@@ -110,3 +110,13 @@ TEST_CASE("journal entries say which database missed the write") {
   REQUIRE(legacy);
   CHECK(legacy->missed_by == "new");
 }
+
+TEST_CASE("journal entries say whether the write may have been applied after all") {
+  backfill::JournalEntry entry;
+  entry.table = "h";
+  CHECK_FALSE(backfill::from_json_line(backfill::to_json_line(entry))->maybe_applied);
+  entry.maybe_applied = true;
+  auto line = backfill::to_json_line(entry);
+  CHECK(line.find(R"("maybe_applied":true)") != std::string::npos);
+  CHECK(backfill::from_json_line(line)->maybe_applied);
+}
