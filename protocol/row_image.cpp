@@ -145,4 +145,40 @@ std::string delete_sql(const TableShape& table) {
   return sql;
 }
 
+namespace {
+
+std::string equal_row_condition(const TableShape& table, std::span<const std::string> columns) {
+  std::string condition;
+  for (size_t i = 0; i < columns.size(); ++i) {
+    if (i > 0) condition += " AND ";
+    std::string column = quote_identifier(columns[i]);
+    std::string parameter = "$" + std::to_string(i + 1);
+    if (table.dialect == Dialect::kSqlite) {
+      condition += column + " IS " + parameter;
+    } else {
+      condition +=
+          "CAST(" + column + " AS text) IS NOT DISTINCT FROM CAST(" + parameter + " AS text)";
+    }
+  }
+  return condition;
+}
+
+} // namespace
+
+std::string count_equal_rows_sql(const TableShape& table, std::span<const std::string> columns) {
+  return "SELECT count(*) FROM " + table.qualified + " WHERE " +
+         equal_row_condition(table, columns);
+}
+
+std::string delete_equal_rows_sql(const TableShape& table, std::span<const std::string> columns,
+                                  uint64_t limit) {
+  // A row without a key is told apart by its physical address.
+  std::string address = table.dialect == Dialect::kSqlite ? "rowid" : "ctid";
+  std::string rows = "SELECT " + address + " FROM " + table.qualified + " WHERE " +
+                     equal_row_condition(table, columns) + " LIMIT " + std::to_string(limit);
+  std::string sql = "DELETE FROM " + table.qualified + " WHERE " + address;
+  sql += table.dialect == Dialect::kSqlite ? " IN (" + rows + ")" : " = ANY (ARRAY(" + rows + "))";
+  return sql;
+}
+
 } // namespace switchyard::protocol

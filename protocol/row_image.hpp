@@ -71,4 +71,12 @@ std::string upsert_sql(const TableShape& table, std::span<const std::string> col
 //! A DELETE by primary key with parameters $1..$k in key order.
 std::string delete_sql(const TableShape& table);
 
+//! For a table without a key, whose rows are a multiset: counts the rows whose `columns`
+//! equal parameters $1..$n (NULL equal to NULL). PostgreSQL compares the columns as text,
+//! so types without an equality operator (json, point) compare too.
+std::string count_equal_rows_sql(const TableShape& table, std::span<const std::string> columns);
+//! Deletes up to `limit` of the rows count_equal_rows_sql counts.
+std::string delete_equal_rows_sql(const TableShape& table, std::span<const std::string> columns,
+                                  uint64_t limit);
+
 } // namespace switchyard::protocol

@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
+#include <charconv>
 #include <chrono>
 #include <limits>
 #include <map>
@@ -25,6 +27,15 @@ constexpr auto kIdlePoll = std::chrono::milliseconds(500);
 constexpr auto kFailureBackoff = std::chrono::seconds(2);
 constexpr size_t kBatch = 256;
 constexpr int kAttempts = 3;
+constexpr size_t kMaxReconciledRows = 65536;
+
+//! The columns and values of a keyless row an entry inserts (generated columns left out).
+struct KeylessRow {
+  std::vector<std::string> names;
+  std::vector<uint32_t> types;
+  std::vector<uint16_t> formats;
+  std::vector<protocol::Value> values;
+};
 
 //! A connection the replayer owns.
 struct Link {
@@ -76,6 +87,7 @@ public:
       // While sessions with roles from before a swap remain, which database is primary
       // depends on the session: the replay waits for one order.
       bool roles_settled = services_.role_fence().stale_sessions() == 0;
+      if (journal != nullptr && journal->backlog() == 0) reconciled_.clear();
       if (runtime->config->secondary && journal != nullptr && journal->backlog() > 0 &&
           secondary_up && roles_settled) {
         if (runtime != runtime_) pairs_.clear(); // a reload or a role swap: other backends
@@ -201,7 +213,7 @@ private:
                                             dialect_of(*way.target_backend));
     if (!shape) co_return Error{shape.error()};
     if (shape->key_columns.empty()) {
-      co_return co_await replay_keyless_insert(target, entry, *shape);
+      co_return co_await replay_keyless_insert(pair, way, entry, *shape);
     }
     std::vector<uint32_t> types;
     std::vector<uint16_t> formats;
@@ -271,35 +283,110 @@ private:
     co_return Ok{};
   }
 
-  // A row of a table without a key cannot be looked up again; an inserted one is written
-  // as the primary returned it. (After a timeout the first attempt may have committed late:
-  // such tables get at-least-once replay.)
-  static asio::awaitable<Status> replay_keyless_insert(Link& target, const JournalEntry& entry,
-                                                       const protocol::TableShape& shape) {
+  // A row of a table without a key cannot be looked up again: an inserted one is written as
+  // the primary returned it when the target surely lacks it. Where the target may have
+  // applied it after all, or an equal row's entry was reconciled before (that counted this
+  // row too), the target gets as many rows equal to it as the source has instead.
+  asio::awaitable<Status> replay_keyless_insert(Pair& pair, const Direction& way,
+                                                const JournalEntry& entry,
+                                                const protocol::TableShape& shape) {
     if (entry.op != "insert") {
       co_return Error{entry.table + " has no primary key: only inserts replay; use verify/repair"};
     }
-    std::vector<std::string> names;
-    std::vector<uint32_t> types;
-    std::vector<uint16_t> formats;
-    std::vector<protocol::Value> values;
+    KeylessRow row;
+    std::string identity = entry.table;
     for (size_t i = 0; i < entry.columns.size() && i < entry.values.size(); ++i) {
       if (shape.is_generated(entry.columns[i])) continue;
-      names.push_back(entry.columns[i]);
+      row.names.push_back(entry.columns[i]);
       uint32_t type = i < entry.types.size() ? entry.types[i] : 0;
-      types.push_back(protocol::portable_type(type));
-      formats.push_back(i < entry.formats.size() ? entry.formats[i] : 0);
-      values.push_back(entry.values[i]);
+      row.types.push_back(protocol::portable_type(type));
+      row.formats.push_back(i < entry.formats.size() ? entry.formats[i] : 0);
+      row.values.push_back(entry.values[i]);
+      identity += '\0' + entry.values[i].value_or("\x01NULL");
     }
-    auto written =
-        co_await target.query(protocol::upsert_sql(shape, names), types, formats, values);
-    if (!written) co_return Error{written.error()};
+    if (!entry.maybe_applied && !reconciled_.contains(identity)) {
+      auto written = co_await way.target->query(protocol::upsert_sql(shape, row.names), row.types,
+                                                row.formats, row.values);
+      if (!written) co_return Error{written.error()};
+      co_return Ok{};
+    }
+    if (reconciled_.size() < kMaxReconciledRows) reconciled_.insert(std::move(identity));
+    co_return co_await reconcile_keyless(pair, way, entry, shape, row);
+  }
+
+  // Counts the rows equal to `row` on both sides and inserts or deletes the difference on the
+  // target, holding both tables in SHARE ROW EXCLUSIVE mode (SQLite: the writer), the current
+  // primary's first as every live write does: no write lands on either side meanwhile, and
+  // one still in flight on the target (the late one) finishes before the count.
+  asio::awaitable<Status> reconcile_keyless(Pair& pair, const Direction& way,
+                                            const JournalEntry& entry,
+                                            const protocol::TableShape& shape,
+                                            const KeylessRow& row) {
+    auto fail = [&](std::string what) -> Status {
+      pair.primary.reset(); // leave no transaction open: both reconnect on the next entry
+      pair.secondary.reset();
+      return Error{std::move(what)};
+    };
+    struct Side {
+      Link* link;
+      const config::BackendTarget* backend;
+    };
+    Side source{way.source, way.source_backend};
+    Side target{way.target, way.target_backend};
+    std::array<Side, 2> lock_order{way.into_primary ? target : source,
+                                   way.into_primary ? source : target};
+    for (const Side& side : lock_order) {
+      bool sqlite = side.backend->kind == config::BackendKind::kSqlite;
+      auto begun = co_await side.link->query(sqlite ? "BEGIN IMMEDIATE" : "BEGIN");
+      if (!begun) co_return fail(begun.error());
+      if (sqlite) continue;
+      std::string lock = "LOCK TABLE " + entry.table + " IN SHARE ROW EXCLUSIVE MODE";
+      if (auto locked = co_await side.link->query(lock); !locked) co_return fail(locked.error());
+    }
+    auto count = [&](const Side& side) -> asio::awaitable<Result<uint64_t>> {
+      protocol::TableShape table{entry.table, {}, {}, dialect_of(*side.backend)};
+      auto counted = co_await side.link->query(protocol::count_equal_rows_sql(table, row.names),
+                                               row.types, row.formats, row.values);
+      if (!counted) co_return Error{counted.error()};
+      uint64_t rows = 0;
+      const protocol::Value* text = counted->rows.empty() ? nullptr : &counted->rows[0].at(0);
+      if (text == nullptr || !*text ||
+          std::from_chars((*text)->data(), (*text)->data() + (*text)->size(), rows).ec !=
+              std::errc()) {
+        co_return Error{"no count returned"};
+      }
+      co_return rows;
+    };
+    auto in_source = co_await count(source);
+    if (!in_source) co_return fail("counting equal rows: " + in_source.error());
+    auto in_target = co_await count(target);
+    if (!in_target) co_return fail("counting equal rows: " + in_target.error());
+    for (uint64_t missing = *in_source > *in_target ? *in_source - *in_target : 0; missing > 0;
+         --missing) {
+      auto written = co_await target.link->query(protocol::upsert_sql(shape, row.names), row.types,
+                                                 row.formats, row.values);
+      if (!written) co_return fail(written.error());
+    }
+    if (*in_target > *in_source) {
+      auto trimmed = co_await target.link->query(
+          protocol::delete_equal_rows_sql(shape, row.names, *in_target - *in_source), row.types,
+          row.formats, row.values);
+      if (!trimmed) co_return fail(trimmed.error());
+    }
+    for (Link* link : {target.link, source.link}) {
+      if (auto committed = co_await link->query("COMMIT"); !committed) {
+        co_return fail(committed.error());
+      }
+    }
     co_return Ok{};
   }
 
   Services& services_;
   std::shared_ptr<const Runtime> runtime_;
   std::map<std::string, Pair> pairs_;
+  // Rows of keyless tables reconciled by count while the journal had a backlog: a later
+  // entry for an equal row is reconciled too, never inserted once more.
+  std::set<std::string> reconciled_;
   uint64_t failing_offset_ = 0;
   int attempts_ = 0;
 };

@@ -212,6 +212,25 @@ TEST_CASE("upsert and delete statements for the secondary") {
   CHECK(delete_sql(pair) == "DELETE FROM p WHERE a = $1 AND b = $2");
 }
 
+TEST_CASE("statements that count and trim the rows equal to a row of a table without a key") {
+  std::vector<std::string> columns{"note", "At"};
+  TableShape postgres{"public.h", {}, {}};
+  // Compared as text, so columns of types without an equality operator (json) compare too.
+  CHECK(count_equal_rows_sql(postgres, columns) ==
+        "SELECT count(*) FROM public.h WHERE CAST(note AS text) IS NOT DISTINCT FROM CAST($1 AS "
+        "text) AND CAST(\"At\" AS text) IS NOT DISTINCT FROM CAST($2 AS text)");
+  CHECK(delete_equal_rows_sql(postgres, columns, 2) ==
+        "DELETE FROM public.h WHERE ctid = ANY (ARRAY(SELECT ctid FROM public.h WHERE "
+        "CAST(note AS text) IS NOT DISTINCT FROM CAST($1 AS text) AND CAST(\"At\" AS text) IS "
+        "NOT DISTINCT FROM CAST($2 AS text) LIMIT 2))");
+  TableShape sqlite{"h", {}, {}, Dialect::kSqlite};
+  CHECK(count_equal_rows_sql(sqlite, columns) ==
+        "SELECT count(*) FROM h WHERE note IS $1 AND \"At\" IS $2");
+  CHECK(delete_equal_rows_sql(sqlite, columns, 1) ==
+        "DELETE FROM h WHERE rowid IN (SELECT rowid FROM h WHERE note IS $1 AND \"At\" IS $2 "
+        "LIMIT 1)");
+}
+
 TEST_CASE("extended-protocol parsers refuse truncated messages instead of reading past them") {
   // Found by the fuzzer: a Parse whose statement name has no terminating NUL.
   std::string no_nul = "s1";
