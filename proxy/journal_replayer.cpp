@@ -28,6 +28,7 @@ constexpr auto kFailureBackoff = std::chrono::seconds(2);
 constexpr size_t kBatch = 256;
 constexpr int kAttempts = 3;
 constexpr size_t kMaxReconciledRows = 65536;
+constexpr auto kMinEntryTimeout = std::chrono::milliseconds(10'000);
 
 //! The columns and values of a keyless row an entry inserts (generated columns left out).
 struct KeylessRow {
@@ -127,7 +128,19 @@ private:
       Direction way = direction(**pair, entry);
       Status applied = Ok{};
       if (entry.kind == JournalEntry::Kind::kRow) {
-        applied = co_await replay_row(**pair, way, entry, synced);
+        // Bounded: a row's replay holds a lock on the current primary while it reads and
+        // writes the other database, which may hang; closing the connections frees it.
+        auto limit = std::max(kMinEntryTimeout, 5 * runtime_->config->mirror.timeout);
+        asio::steady_timer timer(co_await asio::this_coro::executor, limit);
+        auto outcome =
+            co_await (replay_row(**pair, way, entry, synced) || timer.async_wait(use_tuple));
+        if (outcome.index() == 1) {
+          pairs_.clear();
+          if (acknowledged > 0) (void)journal.acknowledge(acknowledged);
+          co_return Error{"replaying a row of " + entry.table + " took longer than " +
+                          std::to_string(limit.count()) + " ms; it is tried again"};
+        }
+        applied = std::move(std::get<0>(outcome));
       } else if (entry.ddl) {
         synced.clear(); // a schema change may change what a row sync writes
         auto ran = co_await way.target->query(entry.sql);
