@@ -195,6 +195,11 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                "Committed transactions applied to the secondary in the transaction of an "
                "earlier one of their session (async mode, catching up)")
            .Add({});
+  async_barriers_ =
+      &counter("switchyard_mirror_async_barriers_total",
+               "Committed transactions ordered after every earlier one and before every later "
+               "one, because their rows could not be named (async mode)")
+           .Add({});
   journal_entries_ =
       &counter("switchyard_journal_entries_total", "Entries written to the divergence journal")
            .Add({});

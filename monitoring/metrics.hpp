@@ -113,6 +113,7 @@ public:
   prometheus::Gauge& async_queue() { return *async_queue_; }
   prometheus::Histogram& async_lag_seconds() { return *async_lag_seconds_; }
   prometheus::Counter& async_merged_commits() { return *async_merged_commits_; }
+  prometheus::Counter& async_barriers() { return *async_barriers_; }
   prometheus::Counter& journal_entries() { return *journal_entries_; }
   prometheus::Gauge& journal_backlog() { return *journal_backlog_; }
   prometheus::Counter& journal_replayed(ReplayResult r) { return *journal_replayed_[idx(r)]; }
@@ -161,6 +162,7 @@ private:
   prometheus::Gauge* async_queue_;
   prometheus::Histogram* async_lag_seconds_;
   prometheus::Counter* async_merged_commits_;
+  prometheus::Counter* async_barriers_;
   prometheus::Counter* journal_entries_;
   prometheus::Gauge* journal_backlog_;
   std::array<prometheus::Counter*, static_cast<size_t>(ReplayResult::kCount)> journal_replayed_{};

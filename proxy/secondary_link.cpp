@@ -435,6 +435,7 @@ void SecondaryLink::reserve() {
   pending_bytes_ = 0;
   std::vector<uint64_t> keys;
   bool barrier = !row_keys(batch.ops, keys);
+  if (barrier) services_.metrics().async_barriers().Increment();
   batch.ticket = services_.commit_order().take(keys, barrier);
   reserved_ = std::move(batch);
 }
@@ -457,6 +458,7 @@ void SecondaryLink::hand_over_applied() {
   pending_.clear();
   pending_bytes_ = 0;
   batch.atomic = false;
+  services_.metrics().async_barriers().Increment();
   batch.ticket = services_.commit_order().take({}, true);
   enqueue(std::move(batch));
 }

@@ -324,6 +324,24 @@ def test_async_catches_up_with_one_secondary_transaction_for_many_commits(pair, 
     assert_identical(primary, secondary, {"balances": "account", "events": "id"})
 
 
+def test_async_sessions_order_by_row_with_shapes_another_session_learned(pair, start_proxy, tmp_path):
+    """A barrier waits for every earlier commit and holds up every later one. Only the first
+    write to a table, before any session has read its primary key, needs one."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + "write_mode: async\n")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as first:
+        first.execute("INSERT INTO balances (account) VALUES (1)")
+        assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert proxy.metric("switchyard_mirror_async_barriers_total") == 1
+    for account in (2, 3):
+        with psycopg.connect(proxy.dsn(), autocommit=True) as later:
+            later.execute("INSERT INTO balances (account) VALUES (%s)", (account,))
+            later.execute("UPDATE balances SET total = random() WHERE account = %s", (account,))
+    assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert proxy.metric("switchyard_mirror_async_barriers_total") == 1
+    assert_identical(primary, secondary, {"balances": "account"})
+
+
 def test_hung_secondary_costs_at_most_the_mirror_timeout(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  timeout: 500ms\n"))
