@@ -7,6 +7,7 @@
 #include <deque>
 #include <iterator>
 #include <limits>
+#include <utility>
 
 #include "protocol/extended.hpp"
 #include "protocol/messages.hpp"
@@ -116,9 +117,28 @@ void SecondaryLink::add_session_statement(std::string sql, bool drops_prepared) 
   drops_prepared_ |= drops_prepared;
 }
 
+namespace {
+
+asio::awaitable<void> cancel_on(std::shared_ptr<const Runtime> runtime, uint32_t pid,
+                                uint32_t key) {
+  auto sent = co_await send_cancel_request(*runtime->config->secondary, pid, key);
+  // Expected to fail when the secondary is down, which is why the writes were abandoned.
+  if (!sent) spdlog::debug("cancelling an abandoned write on the secondary: {}", sent.error());
+}
+
+} // namespace
+
 void SecondaryLink::drop_connection() {
   read_transaction_open_ = false;
   if (!connection_) return;
+  // Writes still running there would commit whenever they got there, perhaps after the
+  // replayer wrote a newer version of their rows: cancelled, they roll back unless already
+  // committing (which their maybe_applied journal entries allow for).
+  if (std::exchange(writes_unanswered_, false) &&
+      runtime_->config->secondary->kind == config::BackendKind::kPostgres) {
+    spawn(executor_, cancel_on(runtime_, connection_->session.pid, connection_->session.key),
+          "secondary cancel");
+  }
   connection_->session.stream.close();
   connection_.reset();
   services_.metrics().backend_connections(BackendRole::kSecondary).Decrement();
@@ -371,6 +391,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     co_return Error{"lost the secondary connection: " + ec.message()};
   }
   maybe_applied = true; // until the answers say otherwise
+  writes_unanswered_ = true;
   std::deque<std::string> unconfirmed(new_names.begin(), new_names.end());
   std::string error;
   std::string last_tag;
@@ -408,6 +429,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     default: break;
     }
   }
+  writes_unanswered_ = false;
   for (const std::string& key : unconfirmed)
     prepared_.erase(key);
   // An error rolls an atomic batch back whole; statements run one by one keep what went before.

@@ -162,6 +162,7 @@ private:
                                   bool sync = true, bool maybe_applied = false);
   void journal_ops(const std::vector<MirrorOp>& ops, monitoring::MirrorFailure reason,
                    const std::string& error, bool committed, bool maybe_applied = false);
+  //! Closes the connection; writes sent on it and not answered yet are cancelled.
   void drop_connection();
 
   Services& services_;
@@ -179,6 +180,7 @@ private:
   std::map<std::string, std::string> prepared_; // SQL + types -> statement name
   uint64_t next_prepared_ = 0;
   std::vector<uint64_t> unsettled_; // journal offsets awaiting the primary's commit
+  bool writes_unanswered_ = false;  // apply() sent writes whose answers it has not read
   bool read_transaction_open_ = false;
   asio::any_io_executor executor_; // the session's: the async queue is applied there
   std::deque<Batch> queue_;

@@ -362,29 +362,50 @@ def test_hung_secondary_costs_at_most_the_mirror_timeout(pair, start_proxy, tmp_
 
 def test_a_keyless_row_the_secondary_committed_after_the_timeout_is_not_replayed_twice(
         pair, start_proxy, tmp_path):
-    """After a timeout the secondary's outcome is unknown: the insert may still commit there
-    once it gets its lock. A table without a key cannot be upserted, so the replay makes the
-    number of equal rows match the primary's instead of inserting again."""
+    """After a timeout the secondary's outcome is unknown: here its commit waits for a
+    synchronous standby that never answers, and stays committed when cancelled. A table
+    without a key cannot be upserted, so the replay makes the number of equal rows match the
+    primary's instead of inserting again."""
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  timeout: 500ms\n"))
     for cluster in pair:
         cluster.sql("CREATE TABLE tallies (label text, n int)")
-    with psycopg.connect(secondary.uri()) as blocker, \
-            psycopg.connect(proxy.dsn(), autocommit=True) as conn:
-        blocker.execute("LOCK TABLE tallies IN ACCESS EXCLUSIVE MODE")
-        # Sent, then waits for the lock past mirror.timeout: journaled as a timeout.
-        conn.execute("INSERT INTO tallies VALUES ('same', 1)")
-        # While the secondary backs off: journaled without being sent. An equal row, so the
-        # replay has to count, not look for a row.
-        conn.execute("INSERT INTO tallies VALUES ('same', 1)")
-        conn.execute("INSERT INTO tallies VALUES ('other', 2)")
+    secondary.sql("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+    secondary.sql("SELECT pg_reload_conf()")
+    try:
+        with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+            # Committed on the secondary, unanswered past mirror.timeout: journaled.
+            conn.execute("INSERT INTO tallies VALUES ('same', 1)")
+            # While the secondary backs off: journaled without being sent. An equal row, so
+            # the replay has to count, not look for a row.
+            conn.execute("INSERT INTO tallies VALUES ('same', 1)")
+            conn.execute("INSERT INTO tallies VALUES ('other', 2)")
         assert proxy.metric("switchyard_mirror_failures_total", reason="timeout") == 1
-        blocker.commit()  # the first insert commits on the secondary now, after all
+    finally:
+        secondary.sql("ALTER SYSTEM RESET synchronous_standby_names")
+        secondary.sql("SELECT pg_reload_conf()")
     assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=30), proxy.log()
     for cluster in pair:
         counts = "SELECT string_agg(label || ':' || n, ',' ORDER BY label, n) FROM tallies"
         assert cluster.sql(counts) == "other:2,same:1,same:1"
     assert proxy.metric("switchyard_journal_replayed_total", result="applied") == 3
+
+
+def test_a_write_abandoned_at_the_timeout_is_cancelled_on_the_secondary(pair, start_proxy, tmp_path):
+    """A write still waiting on the secondary when mirror.timeout passes must not commit
+    later, after the replayer wrote the row's current state: switchyard cancels it."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  timeout: 500ms\n"))
+    waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted"
+    with psycopg.connect(secondary.uri()) as blocker, \
+            psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        blocker.execute("LOCK TABLE balances IN ACCESS EXCLUSIVE MODE")
+        conn.execute("INSERT INTO balances (account, total) VALUES (77, 1)")
+        assert proxy.metric("switchyard_mirror_failures_total", reason="timeout") == 1
+        assert wait_for(lambda: secondary.sql(waiting) == "0", timeout=10), proxy.log()
+        assert secondary.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT%'") == "0"
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=30), proxy.log()
+    assert_identical(primary, secondary, {"balances": "account"})
 
 
 @pytest.mark.parametrize("write_mode", ["sync", "async"])
