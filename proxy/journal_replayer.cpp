@@ -30,6 +30,20 @@ constexpr int kAttempts = 3;
 constexpr size_t kMaxReconciledRows = 65536;
 constexpr auto kMinEntryTimeout = std::chrono::milliseconds(10'000);
 
+//! Whether a DDL's error (as "SQLSTATE: message") says its work is already there: what
+//! re-running a CREATE, DROP or ADD COLUMN the database applied before raises.
+bool already_done(std::string_view error) {
+  static constexpr std::array<std::string_view, 11> kStates{
+      // duplicate table, object (index, type, constraint), schema, function, column
+      "42P07", "42710", "42P06", "42723", "42701",
+      // undefined table, object, schema, function, column (a DROP run again)
+      "42P01", "42704", "3F000", "42883", "42703",
+      // invalid table definition: a second primary key
+      "42P16"};
+  std::string_view state = error.substr(0, error.find(':'));
+  return std::find(kStates.begin(), kStates.end(), state) != kStates.end();
+}
+
 //! The columns and values of a keyless row an entry inserts (generated columns left out).
 struct KeylessRow {
   std::vector<std::string> names;
@@ -144,7 +158,12 @@ private:
       } else if (entry.ddl) {
         synced.clear(); // a schema change may change what a row sync writes
         auto ran = co_await way.target->query(entry.sql);
-        if (!ran) applied = Error{ran.error()};
+        if (!ran && entry.maybe_applied && already_done(ran.error())) {
+          spdlog::info("journaled DDL had reached the secondary after all ({}): {}", ran.error(),
+                       entry.sql);
+        } else if (!ran) {
+          applied = Error{ran.error()};
+        }
       } else {
         spdlog::error("journal entry cannot be replayed (statement {}, fingerprint {}); "
                       "verify and repair the table: {}",

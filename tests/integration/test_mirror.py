@@ -391,6 +391,26 @@ def test_a_keyless_row_the_secondary_committed_after_the_timeout_is_not_replayed
     assert proxy.metric("switchyard_journal_replayed_total", result="applied") == 3
 
 
+def test_ddl_the_secondary_committed_after_the_timeout_replays_as_done(pair, start_proxy, tmp_path):
+    """Re-running a CREATE the secondary committed late fails with 'already exists': for an
+    entry that may have been applied, that means it was."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  timeout: 500ms\n"))
+    secondary.sql("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+    secondary.sql("SELECT pg_reload_conf()")
+    try:
+        with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE late (id int PRIMARY KEY)")
+        assert proxy.metric("switchyard_mirror_failures_total", reason="timeout") == 1
+    finally:
+        secondary.sql("ALTER SYSTEM RESET synchronous_standby_names")
+        secondary.sql("SELECT pg_reload_conf()")
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=30), proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="applied") == 1
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0
+    assert secondary.sql("SELECT count(*) FROM pg_tables WHERE tablename = 'late'") == "1"
+
+
 def test_a_write_abandoned_at_the_timeout_is_cancelled_on_the_secondary(pair, start_proxy, tmp_path):
     """A write still waiting on the secondary when mirror.timeout passes must not commit
     later, after the replayer wrote the row's current state: switchyard cancels it."""
