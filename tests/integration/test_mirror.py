@@ -1,4 +1,5 @@
 """Dual-write mirroring against two real PostgreSQL 15 clusters."""
+import contextlib
 import os
 import signal
 import struct
@@ -382,6 +383,19 @@ def test_hung_secondary_costs_at_most_the_mirror_timeout(pair, start_proxy, tmp_
     assert_identical(primary, secondary, {"balances": "account"})
 
 
+@contextlib.contextmanager
+def commits_wait_for_a_standby_that_never_answers(cluster):
+    """Every commit on `cluster` waits for a synchronous standby that does not exist: it
+    gets no answer, and a cancel ends the wait with the transaction committed all the same."""
+    cluster.sql("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+    cluster.sql("SELECT pg_reload_conf()")
+    try:
+        yield
+    finally:
+        cluster.sql("ALTER SYSTEM RESET synchronous_standby_names")
+        cluster.sql("SELECT pg_reload_conf()")
+
+
 def test_a_keyless_row_the_secondary_committed_after_the_timeout_is_not_replayed_twice(
         pair, start_proxy, tmp_path):
     """After a timeout the secondary's outcome is unknown: here its commit waits for a
@@ -392,20 +406,15 @@ def test_a_keyless_row_the_secondary_committed_after_the_timeout_is_not_replayed
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  timeout: 500ms\n"))
     for cluster in pair:
         cluster.sql("CREATE TABLE tallies (label text, n int)")
-    secondary.sql("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
-    secondary.sql("SELECT pg_reload_conf()")
-    try:
-        with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
-            # Committed on the secondary, unanswered past mirror.timeout: journaled.
-            conn.execute("INSERT INTO tallies VALUES ('same', 1)")
-            # While the secondary backs off: journaled without being sent. An equal row, so
-            # the replay has to count, not look for a row.
-            conn.execute("INSERT INTO tallies VALUES ('same', 1)")
-            conn.execute("INSERT INTO tallies VALUES ('other', 2)")
+    with commits_wait_for_a_standby_that_never_answers(secondary), \
+            psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        # Committed on the secondary, unanswered past mirror.timeout: journaled.
+        conn.execute("INSERT INTO tallies VALUES ('same', 1)")
+        # While the secondary backs off: journaled without being sent. An equal row, so the
+        # replay has to count, not look for a row.
+        conn.execute("INSERT INTO tallies VALUES ('same', 1)")
+        conn.execute("INSERT INTO tallies VALUES ('other', 2)")
         assert proxy.metric("switchyard_mirror_failures_total", reason="timeout") == 1
-    finally:
-        secondary.sql("ALTER SYSTEM RESET synchronous_standby_names")
-        secondary.sql("SELECT pg_reload_conf()")
     assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=30), proxy.log()
     for cluster in pair:
         counts = "SELECT string_agg(label || ':' || n, ',' ORDER BY label, n) FROM tallies"
@@ -418,15 +427,10 @@ def test_ddl_the_secondary_committed_after_the_timeout_replays_as_done(pair, sta
     entry that may have been applied, that means it was."""
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  timeout: 500ms\n"))
-    secondary.sql("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
-    secondary.sql("SELECT pg_reload_conf()")
-    try:
-        with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
-            conn.execute("CREATE TABLE late (id int PRIMARY KEY)")
+    with commits_wait_for_a_standby_that_never_answers(secondary), \
+            psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE late (id int PRIMARY KEY)")
         assert proxy.metric("switchyard_mirror_failures_total", reason="timeout") == 1
-    finally:
-        secondary.sql("ALTER SYSTEM RESET synchronous_standby_names")
-        secondary.sql("SELECT pg_reload_conf()")
     assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=30), proxy.log()
     assert proxy.metric("switchyard_journal_replayed_total", result="applied") == 1
     assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0
