@@ -76,6 +76,14 @@ struct Pair {
   std::unique_ptr<Link> secondary;
 };
 
+//! Ends a replay that failed mid-transaction: both connections are dropped, so no
+//! transaction (or its locks) stays open; they reconnect on the next entry.
+Status abandon(Pair& pair, std::string what) {
+  pair.primary.reset();
+  pair.secondary.reset();
+  return Error{std::move(what)};
+}
+
 //! Which way an entry replays: from the database that applied the write to the one that
 //! missed it. Usually the secondary missed it; after a role swap (promote, or a revert
 //! after it) entries from before may name the current primary instead.
@@ -269,12 +277,7 @@ private:
       identity += '\0' + value.value_or("\x01NULL");
     if (!synced.insert(identity).second) co_return Ok{}; // this batch already synced it
 
-    auto fail = [&](std::string what) -> Status {
-      // Leave no transaction open: drop both connections, they reconnect on the next entry.
-      pair.primary.reset();
-      pair.secondary.reset();
-      return Error{std::move(what)};
-    };
+    auto fail = [&](std::string what) { return abandon(pair, std::move(what)); };
     // The lock: a row lock on PostgreSQL; on SQLite the writer itself (BEGIN IMMEDIATE).
     Link& locked = way.into_primary ? target : *way.source;
     bool sqlite_locked = (way.into_primary ? way.target_backend : way.source_backend)->kind ==
@@ -354,11 +357,7 @@ private:
                                             const JournalEntry& entry,
                                             const protocol::TableShape& shape,
                                             const KeylessRow& row) {
-    auto fail = [&](std::string what) -> Status {
-      pair.primary.reset(); // leave no transaction open: both reconnect on the next entry
-      pair.secondary.reset();
-      return Error{std::move(what)};
-    };
+    auto fail = [&](std::string what) { return abandon(pair, std::move(what)); };
     struct Side {
       Link* link;
       const config::BackendTarget* backend;
