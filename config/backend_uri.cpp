@@ -23,7 +23,32 @@ Result<SslMode> parse_sslmode(std::string_view text) {
                "' (disable, allow, prefer, require, verify-ca, verify-full)"};
 }
 
+// sockaddr_un's sun_path holds 108 bytes, the terminating NUL included.
+constexpr size_t kMaxSocketPath = 107;
+
+// A URI's host as libpq reads it back: a socket directory's slashes percent-encoded.
+std::string uri_host(const std::string& host) {
+  std::string out;
+  for (char c : host) {
+    if (c == '/') {
+      out += "%2F";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 } // namespace
+
+std::string BackendTarget::socket_path() const {
+  return host + "/.s.PGSQL." + std::to_string(port);
+}
+
+std::string BackendTarget::endpoint() const {
+  if (unix_socket()) return "socket \"" + socket_path() + "\"";
+  return host + ":" + std::to_string(port);
+}
 
 const char* to_string(SslMode mode) {
   switch (mode) {
@@ -121,8 +146,9 @@ Result<BackendTarget> parse_backend_uri(std::string_view uri) {
   }
   if (target.host.empty()) return Error{"no host given (e.g. postgresql://user@127.0.0.1:5432/db)"};
   if (target.host.find(',') != std::string::npos) return Error{"several hosts are not supported"};
-  if (target.host.starts_with('/')) {
-    return Error{"unix-domain socket hosts are not supported; use a TCP host such as 127.0.0.1"};
+  if (target.host.starts_with('@')) {
+    return Error{"abstract-namespace Unix-domain sockets (host=@...) are not supported; name "
+                 "the socket's directory (host=/var/run/postgresql)"};
   }
   if (!port_text.empty()) {
     unsigned port = 0;
@@ -141,10 +167,14 @@ Result<BackendTarget> parse_backend_uri(std::string_view uri) {
       return Error{"invalid connect_timeout '" + timeout_text + "'"};
     if (seconds > 0) target.connect_timeout = std::chrono::seconds(seconds);
   }
+  if (target.unix_socket() && target.socket_path().size() > kMaxSocketPath) {
+    return Error{"Unix-domain socket path \"" + target.socket_path() + "\" is too long (at most " +
+                 std::to_string(kMaxSocketPath) + " bytes)"};
+  }
   target.redacted =
       "postgresql://" +
       (target.user.empty() ? "" : target.user + (target.password.empty() ? "@" : ":***@")) +
-      target.host + ":" + std::to_string(target.port) + "/" + target.dbname +
+      uri_host(target.host) + ":" + std::to_string(target.port) + "/" + target.dbname +
       "?sslmode=" + to_string(target.sslmode);
   return target;
 }

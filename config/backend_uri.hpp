@@ -24,7 +24,7 @@ struct BackendTarget {
   BackendKind kind = BackendKind::kPostgres;
   std::string path;                             //!< SQLite only: the database file
   std::chrono::milliseconds busy_timeout{5000}; //!< SQLite only: longest wait for the writer
-  std::string host;
+  std::string host; //!< a name or address; starting with '/': the directory of a Unix socket
   uint16_t port = 5432;
   std::string user;     //!< empty: log in as the client's user
   std::string password; //!< empty: use the client user's password from the config
@@ -37,10 +37,19 @@ struct BackendTarget {
   std::string redacted; //!< the URI with the password masked, safe for logs and /status
 
   bool operator==(const BackendTarget&) const = default;
+
+  //! Whether the server is reached through a Unix-domain socket (host is its directory), as
+  //! libpq does; TLS is then never negotiated, whatever sslmode says.
+  bool unix_socket() const { return host.starts_with('/'); }
+  //! The Unix-domain socket's file: `<host>/.s.PGSQL.<port>`.
+  std::string socket_path() const;
+  //! Where the server is, for messages: `host:port` or `socket "<path>"`.
+  std::string endpoint() const;
 };
 
 //! Parses `uri` with libpq's own parser, so every form libpq accepts works the same here.
-//! Unix-socket hosts and several hosts are refused with the reason. A SQLite file is named
+//! A host starting with '/' is a Unix-socket directory; several hosts are refused with the
+//! reason. A SQLite file is named
 //! `sqlite:///absolute/path.db` or `sqlite:relative/path.db`, optionally followed by
 //! `?busy_timeout=<ms>`.
 Result<BackendTarget> parse_backend_uri(std::string_view uri);

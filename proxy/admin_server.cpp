@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "proxy/admin_api.hpp"
+#include "proxy/backend_connector.hpp"
 #include "proxy/spawn.hpp"
 
 namespace switchyard::proxy {
@@ -17,20 +18,14 @@ constexpr auto kReadyProbeTimeout = std::chrono::seconds(1);
 constexpr size_t kMaxRequestBytes = size_t{64} * 1024;
 constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
 
-// Ready when a TCP connection to the primary succeeds within a second.
+// Ready when a connection to the primary succeeds within a second.
 asio::awaitable<std::string> probe_primary(const config::BackendTarget& primary) {
-  auto executor = co_await asio::this_coro::executor;
-  tcp::resolver resolver(executor);
-  auto [rec, endpoints] =
-      co_await resolver.async_resolve(primary.host, std::to_string(primary.port), use_tuple);
-  if (rec) co_return "cannot resolve primary host: " + rec.message();
-  tcp::socket socket(executor);
-  asio::steady_timer timer(executor, kReadyProbeTimeout);
-  auto outcome =
-      co_await (asio::async_connect(socket, endpoints, use_tuple) || timer.async_wait(use_tuple));
+  asio::steady_timer timer(co_await asio::this_coro::executor, kReadyProbeTimeout);
+  auto outcome = co_await (connect_socket(primary) || timer.async_wait(use_tuple));
   if (outcome.index() == 1) co_return "primary did not accept a connection within 1 s";
-  auto [ec, endpoint] = std::get<0>(outcome);
-  if (ec) co_return "primary refused the connection: " + ec.message();
+  auto& socket = std::get<0>(outcome);
+  if (!socket)
+    co_return "cannot connect to the primary at " + primary.endpoint() + ": " + socket.error();
   co_return "";
 }
 

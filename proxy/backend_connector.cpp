@@ -31,21 +31,36 @@ asio::awaitable<Result<StreamSocket>> connect_tcp(const config::BackendTarget& t
   co_return StreamSocket(std::move(socket));
 }
 
-// A connection to the backend: TCP to PostgreSQL, or a socket pair to a new session of the
-// in-process SQLite engine. Both then speak the same protocol.
+// A server on this machine, through its socket file: no TCP/IP stack on either side, which
+// on loopback costs a backend about a fifth of its CPU per short transaction.
+asio::awaitable<Result<StreamSocket>> connect_unix(const config::BackendTarget& target) {
+  asio::local::stream_protocol::socket socket(co_await asio::this_coro::executor);
+  auto [ec] = co_await socket.async_connect(
+      asio::local::stream_protocol::endpoint(target.socket_path()), use_tuple);
+  if (ec) co_return Error{ec.message()};
+  co_return StreamSocket(std::move(socket));
+}
+
+} // namespace
+
 asio::awaitable<Result<StreamSocket>> connect_socket(const config::BackendTarget& target) {
   if (target.kind == config::BackendKind::kSqlite) {
     co_return connect_sqlite(target, co_await asio::this_coro::executor);
   }
+  if (target.unix_socket()) co_return co_await connect_unix(target);
   co_return co_await connect_tcp(target);
 }
+
+namespace {
 
 // Asks for TLS as libpq does for this sslmode; returns false when the backend refused and
 // the mode allows going on in plain text.
 asio::awaitable<Status> negotiate_tls(Stream& stream, const config::BackendTarget& target,
                                       ssl::context* tls) {
   using config::SslMode;
-  if (tls == nullptr || target.sslmode == SslMode::kDisable || target.sslmode == SslMode::kAllow) {
+  // As libpq: sslmode does not apply to Unix-domain sockets, which never carry TLS.
+  if (tls == nullptr || target.unix_socket() || target.sslmode == SslMode::kDisable ||
+      target.sslmode == SslMode::kAllow) {
     co_return Ok{};
   }
   if (auto ec = co_await stream.write_all(protocol::encode_ssl_request()); ec) {

@@ -44,6 +44,11 @@ struct BackendFailure {
 
 using BackendResult = std::variant<BackendSession, BackendFailure>;
 
+//! A connection to `target`, before any login: TCP, a Unix-domain socket (host is its
+//! directory), or a socket pair to a new session of the in-process SQLite engine. All three
+//! then speak the same protocol.
+asio::awaitable<Result<StreamSocket>> connect_socket(const config::BackendTarget& target);
+
 //! Connects to `target`, negotiates TLS per its sslmode, logs in, and reads the greeting up
 //! to ReadyForQuery, all within the target's connect_timeout.
 asio::awaitable<BackendResult> connect_backend(const config::BackendTarget& target,

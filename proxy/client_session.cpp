@@ -216,8 +216,8 @@ private:
                           "primary refused the login: " + failed->message, failed->error_response};
       }
       co_return refuse(CloseReason::kBackendUnavailable, sqlstate::kConnectionFailure,
-                       "could not connect to the primary database at " + target.host + ":" +
-                           std::to_string(target.port) + ": " + failed->message);
+                       "could not connect to the primary database at " + target.endpoint() + ": " +
+                           failed->message);
     }
     backend_.emplace(std::move(std::get<BackendSession>(result)));
     metrics.backend_connections(BackendRole::kPrimary).Increment();

@@ -160,6 +160,10 @@ class PgCluster:
         query = "&".join(f"{k}={v}" for k, v in params.items())
         return f"postgresql://{credentials}{host}:{self.port}/{dbname}" + (f"?{query}" if query else "")
 
+    def socket_uri(self, **params):
+        """The URI of the cluster's Unix-domain socket: its directory as the (percent-encoded) host."""
+        return self.uri(host=str(self.root).replace("/", "%2F"), **params)
+
 
 def wait_for(predicate, timeout=10.0):
     """Polls until predicate() is true; False on timeout."""

@@ -77,8 +77,10 @@ def pair():
     secondary.destroy()
 
 
-def mirror_config(primary, secondary, tmp_path, extra=""):
-    return (f"primary: {primary.uri()}\nsecondary: {secondary.uri()}\n"
+def mirror_config(primary, secondary, tmp_path, extra="", transport="tcp"):
+    """`transport` "unix-socket": both databases are reached through their Unix-domain sockets."""
+    uri = (lambda c: c.socket_uri()) if transport == "unix-socket" else (lambda c: c.uri())
+    return (f"primary: {uri(primary)}\nsecondary: {uri(secondary)}\n"
             f"mirror:\n  journal: {tmp_path}/journal.jsonl\n{extra}")
 
 
@@ -282,10 +284,12 @@ def test_concurrent_workload_leaves_both_sides_identical(pair, start_proxy, tmp_
         assert proxy.metric("switchyard_mirror_async_queue") == 0
 
 
-@pytest.mark.parametrize("write_mode", ["sync", "async"])
-def test_secondary_crash_loses_nothing_and_the_journal_drains(pair, start_proxy, tmp_path, write_mode):
+@pytest.mark.parametrize("write_mode,transport",
+                         [("sync", "tcp"), ("async", "tcp"), ("sync", "unix-socket")])
+def test_secondary_crash_loses_nothing_and_the_journal_drains(pair, start_proxy, tmp_path, write_mode,
+                                                              transport):
     primary, secondary = pair
-    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  timeout: 1s\n")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  timeout: 1s\n", transport)
                         + f"write_mode: {write_mode}\n")
     outcome = {}
     runner = threading.Thread(target=lambda: outcome.update(result=run_pgbench(proxy, 15, 16, tmp_path)))
@@ -460,11 +464,13 @@ def test_ddl_the_secondary_committed_after_the_timeout_replays_as_done(pair, sta
     assert secondary.sql("SELECT count(*) FROM pg_tables WHERE tablename = 'late'") == "1"
 
 
-def test_a_write_abandoned_at_the_timeout_is_cancelled_on_the_secondary(pair, start_proxy, tmp_path):
+@pytest.mark.parametrize("transport", ["tcp", "unix-socket"])
+def test_a_write_abandoned_at_the_timeout_is_cancelled_on_the_secondary(pair, start_proxy, tmp_path,
+                                                                        transport):
     """A write still waiting on the secondary when mirror.timeout passes must not commit
     later, after the replayer wrote the row's current state: switchyard cancels it."""
     primary, secondary = pair
-    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  timeout: 500ms\n"))
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  timeout: 500ms\n", transport))
     waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted"
     with psycopg.connect(secondary.uri()) as blocker, \
             psycopg.connect(proxy.dsn(), autocommit=True) as conn:

@@ -11,10 +11,14 @@ from harness import Proxy, wait_for
 from wire import RawClient, cstr, error_fields, message
 
 
-@pytest.fixture(params=["disable", "require"], ids=["relay-loop", "tls-to-primary"])
+@pytest.fixture(params=["disable", "require", "unix-socket"],
+                ids=["relay-loop", "tls-to-primary", "unix-socket"])
 def proxy(pg, start_proxy, request):
     """Every relay test runs on both relays: a plain-TCP session is relayed by a relay loop,
-    one with TLS to the primary by its own coroutines."""
+    one with TLS to the primary by its own coroutines; and with the primary reached through
+    its Unix-domain socket (relay loop; sslmode=require is ignored there, as libpq does)."""
+    if request.param == "unix-socket":
+        return start_proxy(f"primary: {pg.socket_uri(sslmode='require')}\n")
     return start_proxy(f"primary: {pg.uri(sslmode=request.param)}\n")
 
 
@@ -199,6 +203,26 @@ def test_backend_down_at_connect(start_proxy):
     assert raised.value.code == 503
     assert urllib.request.urlopen(f"http://127.0.0.1:{proxy.admin_port}/healthz", timeout=5).status == 200
     assert proxy.metric("switchyard_client_disconnects_total", reason="backend_unavailable") == 1
+
+
+def test_readyz_when_the_primary_accepts_connections(proxy):
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{proxy.admin_port}/readyz", timeout=5) as ready:
+        assert (ready.status, ready.read()) == (200, b"ready\n")
+
+
+def test_a_missing_unix_socket_is_named_to_the_client(start_proxy, tmp_path):
+    proxy = start_proxy(f"primary: host={tmp_path} port=5999 user=postgres\n")
+    out = psql(proxy, "SELECT 1")
+    assert out.returncode != 0
+    assert (f'could not connect to the primary database at socket "{tmp_path}/.s.PGSQL.5999": '
+            "No such file or directory") in out.stderr
+    import urllib.error
+    import urllib.request
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(f"http://127.0.0.1:{proxy.admin_port}/readyz", timeout=5)
+    assert raised.value.code == 503
+    assert f'.s.PGSQL.5999": No such file or directory' in raised.value.read().decode()
 
 
 def test_backend_rejection_is_relayed_verbatim(pg, start_proxy):

@@ -91,8 +91,9 @@ TEST_CASE("config errors name the file, the key and why") {
       "test.yaml: limits.startup_timeout: must be a duration such as 500ms, 10s, 5m (got 'soon')");
   CHECK(load_error("primary: postgresql:///db\n") ==
         "test.yaml: primary: no host given (e.g. postgresql://user@127.0.0.1:5432/db)");
-  CHECK(load_error("primary: host=/var/run/postgresql\n").find("unix-domain socket") !=
-        std::string::npos);
+  CHECK(load_error("primary: host=@pg\n") ==
+        "test.yaml: primary: abstract-namespace Unix-domain sockets (host=@...) are not "
+        "supported; name the socket's directory (host=/var/run/postgresql)");
   CHECK(load_error("primary: sqlite://host/x.db\n") ==
         "test.yaml: primary: a SQLite URI names a file: sqlite:///absolute/path.db or "
         "sqlite:relative.db");
@@ -157,6 +158,30 @@ TEST_CASE("backend URIs in both libpq forms") {
   CHECK(parse_backend_uri("postgresql://h:0/d").error() == "invalid port '0'");
   CHECK_FALSE(parse_backend_uri("postgresql://h1,h2/d"));
   CHECK_FALSE(parse_backend_uri("not a uri at all ="));
+}
+
+TEST_CASE("backend URIs naming a Unix-domain socket directory, as libpq does") {
+  auto kv = parse_backend_uri("host=/var/run/postgresql port=5433 user=bob sslmode=require");
+  REQUIRE(kv);
+  CHECK(kv->unix_socket());
+  CHECK(kv->socket_path() == "/var/run/postgresql/.s.PGSQL.5433");
+  CHECK(kv->endpoint() == "socket \"/var/run/postgresql/.s.PGSQL.5433\"");
+  auto encoded = parse_backend_uri("postgresql://bob:pw@%2Ftmp%2Fpg/shop");
+  REQUIRE(encoded);
+  CHECK(encoded->host == "/tmp/pg");
+  CHECK(encoded->socket_path() == "/tmp/pg/.s.PGSQL.5432");
+  CHECK(encoded->redacted == "postgresql://bob:***@%2Ftmp%2Fpg:5432/shop?sslmode=prefer");
+  auto query = parse_backend_uri("postgresql:///shop?host=/tmp/pg&port=6000");
+  REQUIRE(query);
+  CHECK(query->socket_path() == "/tmp/pg/.s.PGSQL.6000");
+  auto tcp = parse_backend_uri("postgresql://h:7/d");
+  REQUIRE(tcp);
+  CHECK_FALSE(tcp->unix_socket());
+  CHECK(tcp->endpoint() == "h:7");
+  // sun_path holds 108 bytes, the terminating NUL included.
+  std::string deep = "/" + std::string(100, 'd');
+  CHECK(parse_backend_uri("host=" + deep).error() ==
+        "Unix-domain socket path \"" + deep + "/.s.PGSQL.5432\" is too long (at most 107 bytes)");
 }
 
 TEST_CASE("SQLite URIs and the embedded default") {
