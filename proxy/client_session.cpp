@@ -264,7 +264,7 @@ private:
     co_return std::visit([](Closing& c) { return std::move(c); }, ended);
   }
 
-  // Plain TCP without a secondary: the session's sockets go to a relay loop until it ends
+  // No TLS and no secondary: the session's sockets go to a relay loop until it ends
   // (no watchdog here: the loop checks the idle limits and no role swap concerns the session).
   asio::awaitable<Closing> relay_on_loop(RelayLoop& loop) {
     RelayHandoff handoff{client_.detach(),

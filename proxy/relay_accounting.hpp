@@ -13,7 +13,7 @@
 namespace switchyard::proxy {
 
 //! What the primary-only relay notes about the bytes it passes on, shared by the coroutine
-//! relay (TLS sessions) and the relay loop (plain TCP).
+//! relay (TLS sessions) and the relay loop (no TLS).
 
 //! Scans a chunk the client sent for the primary: counts its queries and bytes, marks the
 //! session active, times each Query/Sync, and sets `terminate` when it holds a Terminate.

@@ -19,9 +19,10 @@
 
 namespace switchyard::proxy {
 
-//! A primary-only session on plain TCP, handed to a relay loop: both descriptors (detached
-//! from Asio), the bytes each side sent that were read but not relayed yet, and the session's
-//! limits and activity, which the loop alone uses until it hands the session back.
+//! A primary-only session without TLS (TCP, or a Unix-domain socket to the primary), handed to
+//! a relay loop: both descriptors (detached from Asio), the bytes each side sent that were read
+//! but not relayed yet, and the session's limits and activity, which the loop alone uses until
+//! it hands the session back.
 struct RelayHandoff {
   int client_fd = -1;
   int primary_fd = -1;
@@ -39,7 +40,7 @@ struct RelayEnd {
   std::string unsent_to_primary;
 };
 
-//! Relays primary-only plain-TCP sessions the way pgbouncer does, on a thread of its own:
+//! Relays primary-only sessions without TLS the way pgbouncer does, on a thread of its own:
 //! each socket is registered once, edge-triggered, with an epoll set, and a readiness event
 //! costs one recv() and one send(). Asio's reactor costs a failed speculative recv() (or an
 //! epoll_ctl()) per wait and a handler dispatch per read, which on a busy machine is a fifth

@@ -157,7 +157,7 @@ public:
   //! Table shapes the sessions learned from the secondary.
   ShapeRegistry& shapes() { return shapes_; }
 
-  //! The loops primary-only plain-TCP sessions are relayed on; null where there are none
+  //! The loops primary-only sessions without TLS are relayed on; null where there are none
   //! (those sessions then relay on their own coroutines). Set before the first session.
   RelayLoops* relay_loops() const { return relay_loops_; }
   void set_relay_loops(RelayLoops* loops) { relay_loops_ = loops; }

@@ -28,7 +28,7 @@ public:
 
   //! Reads what is available, at least one byte, waiting if needed.
   asio::awaitable<std::tuple<error_code, size_t>> read_some(asio::mutable_buffer buffer);
-  //! Reads what is available now without waiting (plain TCP); 0 when nothing is or on TLS.
+  //! Reads what is available now without waiting (no TLS); 0 when nothing is or on TLS.
   size_t read_available(asio::mutable_buffer buffer, error_code& ec);
   //! Writes all of `data`.
   asio::awaitable<error_code> write_all(std::string_view data);

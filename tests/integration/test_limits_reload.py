@@ -22,7 +22,7 @@ def test_max_clients(pg, start_proxy):
     second.close()
 
 
-# Plain TCP to the primary: the session is on a relay loop; TLS: on its own coroutines.
+# No TLS to the primary: the session is on a relay loop; TLS: on its own coroutines.
 PRIMARY_SSLMODES = pytest.mark.parametrize("sslmode", ["disable", "require"],
                                            ids=["relay-loop", "tls-to-primary"])
 

@@ -14,7 +14,7 @@ from wire import RawClient, cstr, error_fields, message
 @pytest.fixture(params=["disable", "require", "unix-socket"],
                 ids=["relay-loop", "tls-to-primary", "unix-socket"])
 def proxy(pg, start_proxy, request):
-    """Every relay test runs on both relays: a plain-TCP session is relayed by a relay loop,
+    """Every relay test runs on both relays: a session without TLS is relayed by a relay loop,
     one with TLS to the primary by its own coroutines; and with the primary reached through
     its Unix-domain socket (relay loop; sslmode=require is ignored there, as libpq does)."""
     if request.param == "unix-socket":
