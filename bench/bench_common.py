@@ -6,10 +6,11 @@ from pathlib import Path
 from harness import PgCluster
 
 
-def pgbench(port, args, clients, duration):
-    """Runs pgbench against 127.0.0.1:port; returns (tps, average latency in ms, failed)."""
+def pgbench(port, args, clients, duration, host="127.0.0.1"):
+    """Runs pgbench against host:port (a directory as host: that Unix-domain socket); returns
+    (tps, average latency in ms, failed)."""
     out = subprocess.run(["pgbench", "-n", "-T", str(duration), "-c", str(clients), "-j", "2", *args,
-                          f"host=127.0.0.1 port={port} user=postgres dbname=postgres"],
+                          f"host={host} port={port} user=postgres dbname=postgres"],
                          capture_output=True, text=True)
 
     def figure(prefix):
@@ -29,19 +30,28 @@ def cpu_seconds(pid):
 
 def cluster_cpu_seconds(cluster: PgCluster):
     """User + system CPU time of a cluster's postmaster and every process it started, those
-    still running and those it has reaped (their time is in the postmaster's cutime/cstime)."""
+    still running and those it has reaped (their time is in the postmaster's cutime/cstime).
+    Read again while the postmaster reaps a child mid-scan (as when pgbench has just
+    disconnected), which would otherwise count that child in neither place."""
     postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
-    ticks = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(stat.parent.name) == postmaster:
-            ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
-        elif int(fields[1]) == postmaster:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+
+    def own_and_reaped():
+        fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+
+    while True:
+        before = own_and_reaped()
+        children = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile: then the postmaster's total moved, and we read again
+            if int(fields[1]) == postmaster:
+                children += int(fields[11]) + int(fields[12])
+        after = own_and_reaped()
+        if after == before:
+            return (after + children) / os.sysconf("SC_CLK_TCK")
 
 
 def trust_local(cluster: PgCluster):
