@@ -10,8 +10,12 @@ Each cell is the median of --rounds runs, the order of the four targets rotated 
 so drift on a shared machine favours none; "CPU µs/txn" is switchyard sync's own CPU time
 per transaction (steadier than tps where every process shares two cores).
 
+pgbench always connects over loopback TCP. `--backends unix` has switchyard and pgpool-II
+reach the two databases through their Unix-domain sockets instead (as a proxy on the
+databases' machine would) and adds "direct (socket)": pgbench on the database's socket.
+
 Usage: bench/mirror_bench.py [--duration S] [--clients N] [--scale N] [--rounds N]
-                             [--workers N] [--workloads=LABEL,...]
+                             [--workers N] [--workloads=LABEL,...] [--backends tcp|unix]
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
@@ -40,7 +44,7 @@ WORKLOADS = [  # (label, pgbench arguments); the custom script has random()/uuid
 class PgPool:
     """pgpool-II in native replication mode over the two clusters."""
 
-    def __init__(self, first: PgCluster, second: PgCluster, clients: int):
+    def __init__(self, first: PgCluster, second: PgCluster, clients: int, unix: bool):
         self.dir = make_tempdir("sy-pgpool-")
         self.port = free_port()
         (self.dir / "pcp.conf").write_text("")
@@ -53,11 +57,11 @@ unix_socket_directories = '{self.dir}'
 pcp_listen_addresses = ''
 pcp_port = {free_port()}
 pcp_socket_dir = '{self.dir}'
-backend_hostname0 = '127.0.0.1'
+backend_hostname0 = '{first.root if unix else "127.0.0.1"}'
 backend_port0 = {first.port}
 backend_weight0 = 1
 backend_flag0 = 'DISALLOW_TO_FAILOVER'
-backend_hostname1 = '127.0.0.1'
+backend_hostname1 = '{second.root if unix else "127.0.0.1"}'
 backend_port1 = {second.port}
 backend_weight1 = 1
 backend_flag1 = 'DISALLOW_TO_FAILOVER'
@@ -118,7 +122,10 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="runs per cell; medians are reported")
     parser.add_argument("--workers", type=int, default=0, help="switchyard network threads (0: one per core)")
     parser.add_argument("--workloads", default="all", help="comma-separated label prefixes, e.g. --workloads=-N,TPC-B")
+    parser.add_argument("--backends", choices=("tcp", "unix"), default="tcp",
+                        help="how switchyard and pgpool-II reach the databases")
     opts = parser.parse_args()
+    unix = opts.backends == "unix"
 
     first, second = PgCluster().start(), PgCluster().start()
     workdir = Path(tempfile.mkdtemp(prefix="sy-mbench-"))
@@ -128,25 +135,29 @@ def main():
     try:
         for cluster in (first, second):
             trust_local(cluster)
-        shared_config = (f"primary: {first.uri(sslmode='disable')}\nsecondary: {second.uri(sslmode='disable')}\n"
-                         f"workers: {opts.workers}\n")
+        def uri(cluster):
+            return cluster.socket_uri() if unix else cluster.uri(sslmode="disable")
+
+        shared_config = f"primary: {uri(first)}\nsecondary: {uri(second)}\nworkers: {opts.workers}\n"
         proxy = Proxy(f"{shared_config}mirror:\n  journal: {workdir}/journal.jsonl\nlogging:\n  level: warn\n", workdir).start()
         async_dir = workdir / "async"
         async_dir.mkdir()
         async_proxy = Proxy(f"{shared_config}write_mode: async\nmirror:\n  journal: {async_dir}/journal.jsonl\n"
                             f"logging:\n  level: error\n", async_dir).start()
-        pool = PgPool(first, second, opts.clients)
+        pool = PgPool(first, second, opts.clients, unix)
         print(f"pgbench -T {opts.duration} -c {opts.clients}, scale {opts.scale}, median of {opts.rounds} rounds, "
-              f"switchyard workers: {opts.workers or 'one per core'}, "
+              f"switchyard workers: {opts.workers or 'one per core'}, proxies reach the databases over "
+              f"{'their Unix-domain sockets' if unix else 'loopback TCP'}, "
               f"both databases and every proxy on the same {os.cpu_count()} cores; data reset before each run\n")
+        socket_columns = ("| direct (socket) tps | sync/direct (socket) " if unix else "")
         print("| workload | direct tps (one db) | switchyard sync tps | switchyard async tps | pgpool-II native tps "
-              "| sync/pgpool | sync/direct | async/direct | switchyard sync CPU µs/txn "
+              f"| sync/pgpool | sync/direct | async/direct {socket_columns}| switchyard sync CPU µs/txn "
               "| PostgreSQL CPU µs/txn: direct / sync primary / sync secondary "
               "| switchyard sync: databases after "
               "| switchyard async: databases after (spilled to the journal) | pgpool-II: databases after |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if unix else ""))
         targets = [("direct", first.port), ("switchyard", proxy.port), ("async", async_proxy.port),
-                   ("pgpool", pool.port)]
+                   ("pgpool", pool.port)] + ([("direct-socket", first.port)] if unix else [])
         chosen = [w for w in WORKLOADS if opts.workloads == "all"
                   or any(w[0].startswith(prefix) for prefix in opts.workloads.split(","))]
         for label, args in chosen:
@@ -164,7 +175,8 @@ def main():
                     spilled_before = async_proxy.metric("switchyard_mirror_failures_total", reason="async_queue_full")
                     cpu_before = cpu_seconds(proxy.process.pid)
                     db_before = [cluster_cpu_seconds(c) for c in (first, second)]
-                    tps, _, failed = pgbench(port, args, opts.clients, opts.duration)
+                    host = str(first.root) if name == "direct-socket" else "127.0.0.1"
+                    tps, _, failed = pgbench(port, args, opts.clients, opts.duration, host)
                     db_used = [cluster_cpu_seconds(c) - b for c, b in zip((first, second), db_before)]
                     per_txn = 1e6 / (tps * opts.duration) if tps else 0.0
                     if name == "direct":
@@ -180,15 +192,19 @@ def main():
                     runs[name].append(tps)
                     if failed:
                         states[name].add("client errors")
-                    if name != "direct":
+                    if not name.startswith("direct"):
                         states[name].add(identical(first, second))
             dt, st, at, pt = (statistics.median(runs[k]) for k in ("direct", "switchyard", "async", "pgpool"))
 
             def state(name, note=""):
                 return "; ".join(sorted(states[name])) + note
 
+            socket_cells = ""
+            if unix:
+                ut = statistics.median(runs["direct-socket"])
+                socket_cells = f"| {ut:.0f} | {st / ut:.2f}× "
             print(f"| {label} | {dt:.0f} | {st:.0f} | {at:.0f} | {pt:.0f} | {st / pt if pt else float('inf'):.2f}× "
-                  f"| {st / dt:.2f}× | {at / dt:.2f}× | {statistics.median(cpu):.0f} "
+                  f"| {st / dt:.2f}× | {at / dt:.2f}× {socket_cells}| {statistics.median(cpu):.0f} "
                   f"| {' / '.join(f'{statistics.median(v):.0f}' for v in db_cpu.values())} | {state('switchyard')} "
                   f"| {state('async', f' ({spilled:.0f})')} | {state('pgpool')} |", flush=True)
     finally:

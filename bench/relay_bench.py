@@ -4,7 +4,9 @@ side by side in one run, printing throughput and p50 latency ratios; then the RS
 1,000 idle client connections for both proxies.
 
 Usage: bench/relay_bench.py [--duration S] [--rounds N] [--clients 1,8,32] [--idle 1000]
-                           [--baseline PATH]
+                           [--baseline PATH] [--backends tcp|unix]
+pgbench always connects over loopback TCP; --backends unix has both proxies reach PostgreSQL
+through its Unix-domain socket instead.
 --baseline runs a second switchyard binary (e.g. a build of an earlier commit) as a fourth
 target in the same rounds, to measure a change side by side. Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
@@ -36,12 +38,12 @@ ALL_WORKLOADS = [  # (label, pgbench arguments)
 class PgBouncer:
     """pgbouncer in session mode in front of the cluster, run as postgres (it refuses root)."""
 
-    def __init__(self, pg: PgCluster):
+    def __init__(self, pg: PgCluster, unix: bool):
         self.dir = make_tempdir("sy-pgb-")
         self.port = free_port()
         (self.dir / "users.txt").write_text(f'"postgres" "{PASSWORD}"\n')
         (self.dir / "pgbouncer.ini").write_text(f"""[databases]
-postgres = host=127.0.0.1 port={pg.port} dbname=postgres user=postgres password={PASSWORD}
+postgres = host={pg.root if unix else "127.0.0.1"} port={pg.port} dbname=postgres user=postgres password={PASSWORD}
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = {self.port}
@@ -123,7 +125,10 @@ def main():
     parser.add_argument("--workers", type=int, default=0, help="switchyard network threads (0: one per core)")
     parser.add_argument("--workloads", default="all", help="comma-separated labels, e.g. '-S prepared'")
     parser.add_argument("--baseline", help="another switchyard binary to run beside this build")
+    parser.add_argument("--backends", choices=("tcp", "unix"), default="tcp",
+                        help="how pgbouncer and switchyard reach PostgreSQL")
     opts = parser.parse_args()
+    unix = opts.backends == "unix"
     clients_list = [int(c) for c in opts.clients.split(",")]
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # proxies inherit it
@@ -134,9 +139,10 @@ def main():
         pg.sql("ALTER SYSTEM SET max_connections = %d" % (opts.idle * 2 + 100))
         subprocess.run(["pgbench", "-i", "-s", "10", "-q", f"host=127.0.0.1 port={pg.port} user=postgres "
                         f"dbname=postgres password={PASSWORD}"], check=True, capture_output=True)
-        pgb = PgBouncer(pg)
+        pgb = PgBouncer(pg, unix)
         workdir = Path(tempfile.mkdtemp(prefix="sy-bench-"))
-        proxy_config = (f"primary: {pg.uri(sslmode='disable')}\nworkers: {opts.workers}\n"
+        primary = pg.socket_uri() if unix else pg.uri(sslmode="disable")
+        proxy_config = (f"primary: {primary}\nworkers: {opts.workers}\n"
                         f"limits:\n  max_clients: {opts.idle + 100}\nlogging:\n  level: warn\n")
         proxy = Proxy(proxy_config, workdir).start()
         targets = [("direct", pg.port, None), ("pgbouncer", pgb.port, pgb.pid()),
@@ -149,7 +155,8 @@ def main():
             baseline_rule = "---|---|---|"
         log_dir = Path(tempfile.mkdtemp(prefix="sy-bench-logs-"))
         print(f"pgbench -T {opts.duration} × {opts.rounds} rounds per cell (medians), scale 10, "
-              f"{os.cpu_count()} cores shared by PostgreSQL, pgbench and the proxies\n")
+              f"{os.cpu_count()} cores shared by PostgreSQL, pgbench and the proxies; the proxies reach "
+              f"PostgreSQL over {'its Unix-domain socket' if unix else 'loopback TCP'}\n")
         print("| workload | clients | direct tps | pgbouncer tps | switchyard tps | sy/pgbouncer | sy/direct "
               "| p50 direct µs | p50 pgbouncer µs | p50 switchyard µs | sy−direct p50 µs "
               "| pgbouncer CPU µs/txn | switchyard CPU µs/txn |" + baseline_head)
