@@ -46,6 +46,7 @@ std::string BackendTarget::socket_path() const {
 }
 
 std::string BackendTarget::endpoint() const {
+  if (kind == BackendKind::kSqlite) return "SQLite file \"" + path + "\"";
   if (unix_socket()) return "socket \"" + socket_path() + "\"";
   return host + ":" + std::to_string(port);
 }

@@ -43,7 +43,8 @@ struct BackendTarget {
   bool unix_socket() const { return host.starts_with('/'); }
   //! The Unix-domain socket's file: `<host>/.s.PGSQL.<port>`.
   std::string socket_path() const;
-  //! Where the server is, for messages: `host:port` or `socket "<path>"`.
+  //! Where the database is, for messages: `host:port`, `socket "<path>"` or
+  //! `SQLite file "<path>"`.
   std::string endpoint() const;
 };
 

@@ -51,6 +51,10 @@ SHOW server_version;
     assert "  1 | ann   |     101" in out.stdout, out.stdout
     assert "ERROR:  23505: UNIQUE constraint failed: accounts.owner" in out.stderr, out.stderr
     assert " 15.0" in out.stdout
+    # /readyz opens a session on the SQLite primary, as it connects to a PostgreSQL one.
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{proxy.admin_port}/readyz", timeout=5) as ready:
+        assert (ready.status, ready.read()) == (200, b"ready\n")
 
 
 def test_psycopg_parameters_transactions_and_sqlstates(start_proxy, tmp_path):

@@ -188,6 +188,7 @@ TEST_CASE("SQLite URIs and the embedded default") {
   auto absolute = parse_backend_uri("sqlite:///var/lib/app/main.db?busy_timeout=250");
   REQUIRE(absolute);
   CHECK(absolute->kind == switchyard::config::BackendKind::kSqlite);
+  CHECK(absolute->endpoint() == "SQLite file \"/var/lib/app/main.db\"");
   CHECK(absolute->path == "/var/lib/app/main.db");
   CHECK(absolute->busy_timeout == std::chrono::milliseconds(250));
   CHECK(absolute->redacted == "sqlite:/var/lib/app/main.db");
