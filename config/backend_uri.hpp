@@ -50,9 +50,8 @@ struct BackendTarget {
 
 //! Parses `uri` with libpq's own parser, so every form libpq accepts works the same here.
 //! A host starting with '/' is a Unix-socket directory; several hosts are refused with the
-//! reason. A SQLite file is named
-//! `sqlite:///absolute/path.db` or `sqlite:relative/path.db`, optionally followed by
-//! `?busy_timeout=<ms>`.
+//! reason. A SQLite file is named `sqlite:///absolute/path.db` or `sqlite:relative/path.db`,
+//! optionally followed by `?busy_timeout=<ms>`.
 Result<BackendTarget> parse_backend_uri(std::string_view uri);
 
 //! Parses a sqlite: URI (see parse_backend_uri).
