@@ -41,18 +41,6 @@ asio::awaitable<Result<StreamSocket>> connect_unix(const config::BackendTarget& 
   co_return StreamSocket(std::move(socket));
 }
 
-} // namespace
-
-asio::awaitable<Result<StreamSocket>> connect_socket(const config::BackendTarget& target) {
-  if (target.kind == config::BackendKind::kSqlite) {
-    co_return connect_sqlite(target, co_await asio::this_coro::executor);
-  }
-  if (target.unix_socket()) co_return co_await connect_unix(target);
-  co_return co_await connect_tcp(target);
-}
-
-namespace {
-
 // Asks for TLS as libpq does for this sslmode; returns false when the backend refused and
 // the mode allows going on in plain text.
 asio::awaitable<Status> negotiate_tls(Stream& stream, const config::BackendTarget& target,
@@ -201,6 +189,14 @@ asio::awaitable<BackendResult> login(const config::BackendTarget& target, ssl::c
 }
 
 } // namespace
+
+asio::awaitable<Result<StreamSocket>> connect_socket(const config::BackendTarget& target) {
+  if (target.kind == config::BackendKind::kSqlite) {
+    co_return connect_sqlite(target, co_await asio::this_coro::executor);
+  }
+  if (target.unix_socket()) co_return co_await connect_unix(target);
+  co_return co_await connect_tcp(target);
+}
 
 asio::awaitable<BackendResult> connect_backend(const config::BackendTarget& target,
                                                ssl::context* tls, LoginRequest request) {

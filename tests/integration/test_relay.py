@@ -3,6 +3,8 @@ import struct
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import psycopg
 import pytest
@@ -196,8 +198,6 @@ def test_backend_down_at_connect(start_proxy):
     out = psql(proxy, "SELECT 1")
     assert out.returncode != 0
     assert "could not connect to the primary database" in out.stderr
-    import urllib.error
-    import urllib.request
     with pytest.raises(urllib.error.HTTPError) as raised:
         urllib.request.urlopen(f"http://127.0.0.1:{proxy.admin_port}/readyz", timeout=5)
     assert raised.value.code == 503
@@ -206,7 +206,6 @@ def test_backend_down_at_connect(start_proxy):
 
 
 def test_readyz_when_the_primary_accepts_connections(proxy):
-    import urllib.request
     with urllib.request.urlopen(f"http://127.0.0.1:{proxy.admin_port}/readyz", timeout=5) as ready:
         assert (ready.status, ready.read()) == (200, b"ready\n")
 
@@ -217,8 +216,6 @@ def test_a_missing_unix_socket_is_named_to_the_client(start_proxy, tmp_path):
     assert out.returncode != 0
     assert (f'could not connect to the primary database at socket "{tmp_path}/.s.PGSQL.5999": '
             "No such file or directory") in out.stderr
-    import urllib.error
-    import urllib.request
     with pytest.raises(urllib.error.HTTPError) as raised:
         urllib.request.urlopen(f"http://127.0.0.1:{proxy.admin_port}/readyz", timeout=5)
     assert raised.value.code == 503

@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+import urllib.request
 
 import psycopg
 import pytest
@@ -52,7 +53,6 @@ SHOW server_version;
     assert "ERROR:  23505: UNIQUE constraint failed: accounts.owner" in out.stderr, out.stderr
     assert " 15.0" in out.stdout
     # /readyz opens a session on the SQLite primary, as it connects to a PostgreSQL one.
-    import urllib.request
     with urllib.request.urlopen(f"http://127.0.0.1:{proxy.admin_port}/readyz", timeout=5) as ready:
         assert (ready.status, ready.read()) == (200, b"ready\n")
 
