@@ -108,8 +108,9 @@ def main():
                   f"| {statistics.median(idle[label]):.0f} |")
         before = medians["direct, TPC-B + 1 round trip before the branch update"]
         inside = medians["direct, TPC-B + 1 round trip while the branch row is locked"]
-        print(f"\nThe same round trip costs {100 * (1 - inside / before):.1f} % more throughput inside the "
-              "window than before it.")
+        cost = 100 * (1 - inside / before)
+        print(f"\nThe same round trip costs {abs(cost):.1f} % {'more' if cost >= 0 else 'less'} throughput "
+              "inside the window than before it.")
     finally:
         if proxy:
             proxy.stop()
