@@ -40,6 +40,8 @@ BRANCH = "UPDATE pgbench_branches SET bbalance = bbalance + :delta WHERE bid = :
 HISTORY = ("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
            "VALUES (:tid, :bid, :aid, :delta, CURRENT_TIMESTAMP);\n")
 EXTRA = "SELECT 1;\n"
+BEFORE = "direct, TPC-B + 1 round trip before the branch update"
+INSIDE = "direct, TPC-B + 1 round trip while the branch row is locked"
 SCRIPTS = {  # tpcb-like with one more round trip before the branch row is locked, or after
     "before": TPCB_HEAD + EXTRA + BRANCH + HISTORY + "END;\n",
     "inside": TPCB_HEAD + BRANCH + HISTORY + EXTRA + "END;\n",
@@ -74,21 +76,19 @@ def main():
         for name, text in SCRIPTS.items():
             (workdir / f"{name}.sql").write_text(text)
         scale = ["-s", str(opts.scale)]  # custom scripts read :scale from here
-        targets = [  # (label, port, pgbench arguments)
-            ("direct, TPC-B", first.port, ["-b", "tpcb-like"]),
-            ("direct, TPC-B + 1 round trip before the branch update", first.port,
-             [*scale, "-f", str(workdir / "before.sql")]),
-            ("direct, TPC-B + 1 round trip while the branch row is locked", first.port,
-             [*scale, "-f", str(workdir / "inside.sql")]),
-            ("switchyard sync, TPC-B", proxy.port, ["-b", "tpcb-like"]),
-            ("direct, -N", first.port, ["-N"]),
-            ("switchyard sync, -N", proxy.port, ["-N"]),
+        targets = [  # (label, port, pgbench arguments, the direct target it is compared with)
+            ("direct, TPC-B", first.port, ["-b", "tpcb-like"], "direct, TPC-B"),
+            (BEFORE, first.port, [*scale, "-f", str(workdir / "before.sql")], "direct, TPC-B"),
+            (INSIDE, first.port, [*scale, "-f", str(workdir / "inside.sql")], "direct, TPC-B"),
+            ("switchyard sync, TPC-B", proxy.port, ["-b", "tpcb-like"], "direct, TPC-B"),
+            ("direct, -N", first.port, ["-N"], "direct, -N"),
+            ("switchyard sync, -N", proxy.port, ["-N"], "direct, -N"),
         ]
-        runs = {label: [] for label, _, _ in targets}
-        idle = {label: [] for label, _, _ in targets}
+        runs = {target[0]: [] for target in targets}
+        idle = {target[0]: [] for target in targets}
         for round_no in range(opts.rounds):
             order = targets[round_no % len(targets):] + targets[:round_no % len(targets)]
-            for label, port, args in order:
+            for label, port, args, _ in order:
                 idle_before, total_before = idle_and_total()
                 tps, _, failed = pgbench(port, args, opts.clients, opts.duration)
                 idle_after, total_after = idle_and_total()
@@ -102,13 +102,10 @@ def main():
         print("| target | tps | vs direct, same workload | CPU idle % |")
         print("|---|---|---|---|")
         medians = {label: statistics.median(values) for label, values in runs.items()}
-        for label, _, _ in targets:
-            base = medians["direct, -N" if label.endswith("-N") else "direct, TPC-B"]
-            print(f"| {label} | {medians[label]:.0f} | {medians[label] / base:.2f}× "
+        for label, _, _, direct in targets:
+            print(f"| {label} | {medians[label]:.0f} | {medians[label] / medians[direct]:.2f}× "
                   f"| {statistics.median(idle[label]):.0f} |")
-        before = medians["direct, TPC-B + 1 round trip before the branch update"]
-        inside = medians["direct, TPC-B + 1 round trip while the branch row is locked"]
-        cost = 100 * (1 - inside / before)
+        cost = 100 * (1 - medians[INSIDE] / medians[BEFORE])
         print(f"\nThe same round trip costs {abs(cost):.1f} % {'more' if cost >= 0 else 'less'} throughput "
               "inside the window than before it.")
     finally:
