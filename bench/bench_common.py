@@ -1,9 +1,22 @@
-"""What the benchmark drivers share: running pgbench and letting the proxies in."""
+"""What the benchmark drivers share: starting clusters, running pgbench and letting the
+proxies in."""
 import os
 import subprocess
+from contextlib import ExitStack
 from pathlib import Path
 
 from harness import PgCluster
+
+
+def start_clusters(cleanup: ExitStack, count, **options):
+    """Starts `count` PostgreSQL clusters, each destroyed when `cleanup` closes, also when a
+    later one fails to start."""
+    clusters = []
+    for _ in range(count):
+        cluster = PgCluster(**options).start()
+        cleanup.callback(cluster.destroy)
+        clusters.append(cluster)
+    return clusters
 
 
 def pgbench(port, args, clients, duration, host="127.0.0.1"):

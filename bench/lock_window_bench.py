@@ -15,16 +15,16 @@ Usage: bench/lock_window_bench.py [--duration S] [--clients N] [--scale N] [--ro
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
-import shutil
 import statistics
 import sys
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from harness import PgCluster, Proxy  # noqa: E402
+from harness import Proxy  # noqa: E402
 
-from bench_common import pgbench, trust_local  # noqa: E402
+from bench_common import pgbench, start_clusters, trust_local  # noqa: E402
 from mirror_bench import reset  # noqa: E402
 
 TPCB_HEAD = """\\set aid random(1, 100000 * :scale)
@@ -63,16 +63,16 @@ def main():
     parser.add_argument("--workers", type=int, default=1, help="switchyard network threads (0: one per core)")
     opts = parser.parse_args()
 
-    first, second = PgCluster().start(), PgCluster().start()
-    workdir = Path(tempfile.mkdtemp(prefix="sy-lwbench-"))
-    proxy = None
-    try:
+    with ExitStack() as cleanup:  # stops whatever was started, last first, however main() ends
+        first, second = start_clusters(cleanup, 2)
+        workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-lwbench-")))
         for cluster in (first, second):
             trust_local(cluster)
             reset(cluster, opts.scale)
         proxy = Proxy(f"primary: {first.uri(sslmode='disable')}\nsecondary: {second.uri(sslmode='disable')}\n"
                       f"workers: {opts.workers}\nmirror:\n  journal: {workdir}/journal.jsonl\n"
                       "logging:\n  level: warn\n", workdir).start()
+        cleanup.callback(proxy.stop)
         for name, text in SCRIPTS.items():
             (workdir / f"{name}.sql").write_text(text)
         scale = ["-s", str(opts.scale)]  # custom scripts read :scale from here
@@ -108,12 +108,6 @@ def main():
         cost = 100 * (1 - medians[INSIDE] / medians[BEFORE])
         print(f"\nThe same round trip costs {abs(cost):.1f} % {'more' if cost >= 0 else 'less'} throughput "
               "inside the window than before it.")
-    finally:
-        if proxy:
-            proxy.stop()
-        first.destroy()
-        second.destroy()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -26,13 +26,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from harness import PgCluster, Proxy, free_port, make_tempdir, wait_for_port  # noqa: E402
 from test_mirror import CUSTOM_SCRIPT, SCHEMA, TABLES  # noqa: E402
 
-from bench_common import cluster_cpu_seconds, cpu_seconds, pgbench, trust_local  # noqa: E402
+from bench_common import cluster_cpu_seconds, cpu_seconds, pgbench, start_clusters, trust_local  # noqa: E402
 
 WORKLOADS = [  # (label, pgbench arguments); the custom script has random()/uuid/clock defaults
     ("-N (simple-update)", ["-N"]),
@@ -127,24 +128,27 @@ def main():
     opts = parser.parse_args()
     unix = opts.backends == "unix"
 
-    first, second = PgCluster().start(), PgCluster().start()
-    workdir = Path(tempfile.mkdtemp(prefix="sy-mbench-"))
-    custom = workdir / "custom.sql"
-    custom.write_text(CUSTOM_SCRIPT)
-    proxy = async_proxy = pool = None
-    try:
+    with ExitStack() as cleanup:  # stops whatever was started, last first, however main() ends
+        first, second = start_clusters(cleanup, 2)
+        workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-mbench-")))
+        custom = workdir / "custom.sql"
+        custom.write_text(CUSTOM_SCRIPT)
         for cluster in (first, second):
             trust_local(cluster)
+
         def uri(cluster):
             return cluster.socket_uri() if unix else cluster.uri(sslmode="disable")
 
         shared_config = f"primary: {uri(first)}\nsecondary: {uri(second)}\nworkers: {opts.workers}\n"
         proxy = Proxy(f"{shared_config}mirror:\n  journal: {workdir}/journal.jsonl\nlogging:\n  level: warn\n", workdir).start()
+        cleanup.callback(proxy.stop)
         async_dir = workdir / "async"
         async_dir.mkdir()
         async_proxy = Proxy(f"{shared_config}write_mode: async\nmirror:\n  journal: {async_dir}/journal.jsonl\n"
                             f"logging:\n  level: error\n", async_dir).start()
+        cleanup.callback(async_proxy.stop)
         pool = PgPool(first, second, opts.clients, unix)
+        cleanup.callback(pool.stop)
         print(f"pgbench -T {opts.duration} -c {opts.clients}, scale {opts.scale}, median of {opts.rounds} rounds, "
               f"switchyard workers: {opts.workers or 'one per core'}, proxies reach the databases over "
               f"{'their Unix-domain sockets' if unix else 'loopback TCP'}, "
@@ -207,15 +211,6 @@ def main():
                   f"| {st / dt:.2f}× | {at / dt:.2f}× {socket_cells}| {statistics.median(cpu):.0f} "
                   f"| {' / '.join(f'{statistics.median(v):.0f}' for v in db_cpu.values())} | {state('switchyard')} "
                   f"| {state('async', f' ({spilled:.0f})')} | {state('pgpool')} |", flush=True)
-    finally:
-        if pool:
-            pool.stop()
-        for started in (proxy, async_proxy):
-            if started:
-                started.stop()
-        first.destroy()
-        second.destroy()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

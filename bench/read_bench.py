@@ -9,17 +9,17 @@ Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from harness import PgCluster, Proxy  # noqa: E402
+from harness import Proxy  # noqa: E402
 
-from bench_common import pgbench, trust_local  # noqa: E402
+from bench_common import pgbench, start_clusters, trust_local  # noqa: E402
 
 # The same SELECT as pgbench -S, with a column alias that pgbench substitutes into the text:
 # every statement has a different shape, so the classification cache never hits.
@@ -59,15 +59,15 @@ def main():
     parser.add_argument("--scale", type=int, default=10)
     opts = parser.parse_args()
 
-    first, second = PgCluster().start(), PgCluster().start()
-    workdir = Path(tempfile.mkdtemp(prefix="sy-rbench-"))
-    proxies = []
-    try:
+    with ExitStack() as cleanup:  # stops whatever was started, last first, however main() ends
+        first, second = start_clusters(cleanup, 2)
+        workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-rbench-")))
         for cluster in (first, second):
             trust_local(cluster)
             subprocess.run(["pgbench", "-i", "-q", "-s", str(opts.scale), "-h", str(cluster.root), "-p",
                             str(cluster.port), "-U", "postgres", "postgres"], check=True, capture_output=True)
             cluster.sql("VACUUM ANALYZE")
+        proxies = []
         for percent in (0, 50):
             directory = workdir / f"at-{percent}"
             directory.mkdir()
@@ -75,6 +75,7 @@ def main():
                                  f"secondary: {second.uri(sslmode='disable')}\n"
                                  f"mirror:\n  journal: {directory}/journal.jsonl\n"
                                  f"read_percent: {percent}\nlogging:\n  level: warn\n", directory).start())
+            cleanup.callback(proxies[-1].stop)
         at0, at50 = proxies
         print(f"pgbench -S -T {opts.duration} -c {opts.clients}, scale {opts.scale}; both databases and "
               f"switchyard on the same {os.cpu_count()} cores\n")
@@ -104,12 +105,6 @@ def main():
             _, proxied, _ = pgbench(at0.port, args, 1, opts.duration)
             print(f"| {label} | {direct * 1000:.0f} | {proxied * 1000:.0f} | {(proxied - direct) * 1000:.0f} |",
                   flush=True)
-    finally:
-        for proxy in proxies:
-            proxy.stop()
-        first.destroy()
-        second.destroy()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

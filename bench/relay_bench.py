@@ -19,13 +19,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from harness import PASSWORD, PgCluster, Proxy, free_port, make_tempdir, wait_for_port  # noqa: E402
 from wire import RawClient  # noqa: E402
 
-from bench_common import cpu_seconds  # noqa: E402
+from bench_common import cpu_seconds, start_clusters  # noqa: E402
 
 ALL_WORKLOADS = [  # (label, pgbench arguments)
     ("-S simple", ["-S", "-M", "simple"]),
@@ -133,27 +134,29 @@ def main():
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # proxies inherit it
 
-    pg = PgCluster(max_connections=opts.idle * 2 + 100).start()
-    pgb = proxy = baseline = None
-    try:
+    with ExitStack() as cleanup:  # stops whatever was started, last first, however main() ends
+        pg, = start_clusters(cleanup, 1, max_connections=opts.idle * 2 + 100)
         pg.sql("ALTER SYSTEM SET max_connections = %d" % (opts.idle * 2 + 100))
         subprocess.run(["pgbench", "-i", "-s", "10", "-q", f"host=127.0.0.1 port={pg.port} user=postgres "
                         f"dbname=postgres password={PASSWORD}"], check=True, capture_output=True)
         pgb = PgBouncer(pg, unix)
-        workdir = Path(tempfile.mkdtemp(prefix="sy-bench-"))
+        cleanup.callback(pgb.stop)
+        workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-bench-")))
         primary = pg.socket_uri() if unix else pg.uri(sslmode="disable")
         proxy_config = (f"primary: {primary}\nworkers: {opts.workers}\n"
                         f"limits:\n  max_clients: {opts.idle + 100}\nlogging:\n  level: warn\n")
         proxy = Proxy(proxy_config, workdir).start()
+        cleanup.callback(proxy.stop)
         targets = [("direct", pg.port, None), ("pgbouncer", pgb.port, pgb.pid()),
                    ("switchyard", proxy.port, proxy.process.pid)]
         baseline_head = baseline_rule = ""
         if opts.baseline:
             baseline = Proxy(proxy_config, workdir, binary=opts.baseline).start()
+            cleanup.callback(baseline.stop)
             targets.append(("baseline", baseline.port, baseline.process.pid))
             baseline_head = " baseline tps | sy/baseline | baseline CPU µs/txn |"
             baseline_rule = "---|---|---|"
-        log_dir = Path(tempfile.mkdtemp(prefix="sy-bench-logs-"))
+        log_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-bench-logs-")))
         print(f"pgbench -T {opts.duration} × {opts.rounds} rounds per cell (medians), scale 10, "
               f"{os.cpu_count()} cores shared by PostgreSQL, pgbench and the proxies; the proxies reach "
               f"PostgreSQL over {'its Unix-domain socket' if unix else 'loopback TCP'}\n")
@@ -177,7 +180,7 @@ def main():
                                                           results["switchyard"])
                 row = (f"| {label} | {clients} | {dt:.0f} | {bt:.0f} | {st:.0f} | {st / bt:.2f}× | {st / dt:.2f}× "
                        f"| {dl:.0f} | {bl:.0f} | {sl:.0f} | {sl - dl:+.0f} | {bc:.1f} | {sc:.1f} |")
-                if baseline:
+                if opts.baseline:
                     at, _, ac = results["baseline"]
                     row += f" {at:.0f} | {st / at:.2f}× | {ac:.1f} |"
                 print(row, flush=True)
@@ -186,14 +189,6 @@ def main():
             for name, port, pid in (("pgbouncer", pgb.port, pgb.pid()), ("switchyard", proxy.port, proxy.process.pid)):
                 growth, total = idle_cost(port, pid, opts.idle)
                 print(f"- {name}: {growth:.1f} MiB ({total:.1f} MiB total)", flush=True)
-        shutil.rmtree(log_dir, ignore_errors=True)
-    finally:
-        for running in (proxy, baseline):
-            if running:
-                running.stop()
-        if pgb:
-            pgb.stop()
-        pg.destroy()
 
 
 if __name__ == "__main__":

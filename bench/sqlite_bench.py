@@ -14,17 +14,19 @@ Usage: bench/sqlite_bench.py [--duration S] [--rows N]. Not a test: it asserts n
 import argparse
 import os
 import random
-import shutil
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from harness import PgCluster, Proxy  # noqa: E402
+
+from bench_common import start_clusters  # noqa: E402
 
 SQLITE_SCHEMA = """
 CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL, note TEXT);
@@ -95,18 +97,18 @@ def main():
     parser.add_argument("--rows", type=int, default=10000)
     opts = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="sy-sqlite-bench-"))
-    script = workdir / "script.sql"
-    script.write_text(SCRIPT.format(rows=opts.rows))
-    cluster = PgCluster().start()
-    proxies = []
-    try:
+    with ExitStack() as cleanup:  # stops whatever was started, last first, however main() ends
+        workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-sqlite-bench-")))
+        script = workdir / "script.sql"
+        script.write_text(SCRIPT.format(rows=opts.rows))
+        cluster, = start_clusters(cleanup, 1)
+
         def start(primary, secondary=None):
             config = f"primary: {primary}\nlogging:\n  level: warn\n"
             if secondary:
                 config += f"secondary: {secondary}\nmirror:\n  ddl: primary_only\n  journal: {workdir}/journal.jsonl\n"
             proxy = Proxy(config, workdir).start()
-            proxies.append(proxy)
+            cleanup.callback(proxy.stop)  # stopping twice is harmless
             return proxy
 
         print(f"{opts.duration} s per run, {opts.rows} rows, {os.cpu_count()} cores shared by everything; "
@@ -151,11 +153,6 @@ def main():
             alone = tps_by[None]
             print(f"| {clients} | {' | '.join(results)} | {tps_by['sqlite'] / alone:.2f}× "
                   f"| {tps_by['postgres'] / alone:.2f}× |", flush=True)
-    finally:
-        for proxy in proxies:
-            proxy.stop()
-        cluster.destroy()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
