@@ -10,7 +10,6 @@ Build first with scripts/build.sh release. Not a test: it asserts nothing.
 import argparse
 import json
 import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -18,14 +17,15 @@ import tempfile
 import threading
 import time
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from harness import ClientThreads, PgCluster, Proxy, RedisServer, closed_by_role_swap  # noqa: E402
+from harness import ClientThreads, Proxy, RedisServer, closed_by_role_swap  # noqa: E402
 
-from bench_common import pgbench  # noqa: E402
+from bench_common import pgbench, start_clusters  # noqa: E402
 
 TOKEN = "bench"
 
@@ -179,11 +179,11 @@ def main():
     parser.add_argument("--interval", type=int, default=1, help="gate interval, seconds")
     args = parser.parse_args()
 
-    primary, secondary = PgCluster().start(), PgCluster().start()
-    redis = RedisServer().start()
-    workdir = Path(tempfile.mkdtemp(prefix="sy-cutover-bench-"))
-    proxies = []
-    try:
+    with ExitStack() as cleanup:  # stops whatever was started, last first, however main() ends
+        primary, secondary = start_clusters(cleanup, 2)
+        redis = RedisServer().start()
+        cleanup.callback(redis.destroy)
+        workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-cutover-bench-")))
         for cluster in (primary, secondary):
             subprocess.run(["pgbench", "-i", "-q", "-s", "1", "-h", str(cluster.root), "-p",
                             str(cluster.port), "-U", "postgres", "postgres"], check=True, capture_output=True)
@@ -192,10 +192,12 @@ def main():
         gates = (f"  gates:\n    interval: {args.interval}s\n    window: {5 * args.interval}s\n"
                  "    secondary_error_rate: {max: 0.01, min_samples: 100}\n"
                  "    latency_p99_ratio: {enabled: false}\n")
+        proxies = []
         for i in range(2):
             proxy = Proxy(config + f"mirror:\n  journal: {workdir}/journal-{i}.jsonl\n", workdir,
                           admin_token=TOKEN, cutover=gates)
             proxies.append(proxy.start())
+            cleanup.callback(proxy.stop)
         first, second = proxies
         delays = propagation(first, second, args.ramps)
         reaction = revert_reaction(first, second, secondary, args.clients, args.interval)
@@ -221,13 +223,6 @@ def main():
               f"{len(swapping['errors'])}, tables identical after: {swapping['identical']}")
         for error in swapping["errors"][:3]:
             print(f"    {error}")
-    finally:
-        for proxy in proxies:
-            proxy.stop()
-        redis.destroy()
-        primary.destroy()
-        secondary.destroy()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
