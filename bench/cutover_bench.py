@@ -84,11 +84,15 @@ def revert_reaction(first, second, secondary, clients, interval):
     evaluations = api(first, "GET", "/api/v1/status")["gate_evaluations"]
     broken_at = time.monotonic()
     secondary.sql("ALTER TABLE pgbench_accounts RENAME TO pgbench_accounts_hidden")
-    wait_until(lambda: state(first)["phase"] == "reverted", timeout=60)
+    reverted = wait_until(lambda: state(first)["phase"] == "reverted", timeout=60)
     reverted_at = time.monotonic()
-    wait_until(lambda: state(second)["phase"] == "reverted", timeout=10)
+    followed = reverted and wait_until(lambda: state(second)["phase"] == "reverted", timeout=10)
     followed_at = time.monotonic()
     runner.join()
+    if not followed:  # say so here rather than fail later on a rearm with nothing to rearm
+        raise RuntimeError(f"no revert within 60 s of breaking the secondary ({state(first)}, other proxy "
+                           f"{state(second)}); with few --clients the session cohort may have sent "
+                           "none of their reads to the secondary")
     secondary.sql("ALTER TABLE pgbench_accounts_hidden RENAME TO pgbench_accounts")
     revert = [json.loads(line) for line in first.audit_path.read_text().splitlines()][-1]
     return {
