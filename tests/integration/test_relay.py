@@ -219,7 +219,7 @@ def test_a_missing_unix_socket_is_named_to_the_client(start_proxy, tmp_path):
     with pytest.raises(urllib.error.HTTPError) as raised:
         urllib.request.urlopen(f"http://127.0.0.1:{proxy.admin_port}/readyz", timeout=5)
     assert raised.value.code == 503
-    assert f'.s.PGSQL.5999": No such file or directory' in raised.value.read().decode()
+    assert '.s.PGSQL.5999": No such file or directory' in raised.value.read().decode()
 
 
 def test_backend_rejection_is_relayed_verbatim(pg, start_proxy):
