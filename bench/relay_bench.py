@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Relay benchmark: pgbench through direct PostgreSQL, pgbouncer (session mode) and switchyard,
-side by side in one run, printing throughput and p50 latency ratios; then the RSS cost of
-1,000 idle client connections for both proxies.
+side by side in one run, printing throughput and p50 latency ratios (and how far the
+switchyard/pgbouncer ratio spread over the rounds, with a count of the rows that stayed above
+1.0×, below it, or crossed it); then the RSS cost of 1,000 idle client connections for both
+proxies.
 
 Usage: bench/relay_bench.py [--duration S] [--rounds N] [--clients 1,8,32] [--idle 1000]
                            [--baseline PATH] [--backends tcp|unix]
@@ -160,10 +162,12 @@ def main():
         print(f"pgbench -T {opts.duration} × {opts.rounds} rounds per cell (medians), scale 10, "
               f"{os.cpu_count()} cores shared by PostgreSQL, pgbench and the proxies; the proxies reach "
               f"PostgreSQL over {'its Unix-domain socket' if unix else 'loopback TCP'}\n")
-        print("| workload | clients | direct tps | pgbouncer tps | switchyard tps | sy/pgbouncer | sy/direct "
+        print("| workload | clients | direct tps | pgbouncer tps | switchyard tps | sy/pgbouncer "
+              "| sy/pgbouncer per round, lowest–highest | sy/direct "
               "| p50 direct µs | p50 pgbouncer µs | p50 switchyard µs | sy−direct p50 µs "
               "| pgbouncer CPU µs/txn | switchyard CPU µs/txn |" + baseline_head)
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|" + baseline_rule)
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + baseline_rule)
+        verdicts = {"above": 0, "below": 0, "either side": 0}  # of 1.0×, in every round
         workloads = [w for w in ALL_WORKLOADS if opts.workloads == "all" or w[0] in opts.workloads.split(",")]
         for label, args in workloads:
             for clients in clients_list:
@@ -178,12 +182,20 @@ def main():
                            for name, rs in runs.items()}
                 (dt, dl, _), (bt, bl, bc), (st, sl, sc) = (results["direct"], results["pgbouncer"],
                                                           results["switchyard"])
-                row = (f"| {label} | {clients} | {dt:.0f} | {bt:.0f} | {st:.0f} | {st / bt:.2f}× | {st / dt:.2f}× "
+                # The two proxies ran minutes apart at most within a round: the spread of their
+                # ratio over the rounds says whether a median above or below 1.0× is more than noise.
+                per_round = [sy[0] / pgb[0] for sy, pgb in zip(runs["switchyard"], runs["pgbouncer"])]
+                low, high = min(per_round), max(per_round)
+                verdicts["above" if low >= 1.0 else "below" if high < 1.0 else "either side"] += 1
+                row = (f"| {label} | {clients} | {dt:.0f} | {bt:.0f} | {st:.0f} | {st / bt:.2f}× "
+                       f"| {low:.2f}–{high:.2f}× | {st / dt:.2f}× "
                        f"| {dl:.0f} | {bl:.0f} | {sl:.0f} | {sl - dl:+.0f} | {bc:.1f} | {sc:.1f} |")
                 if opts.baseline:
                     at, _, ac = results["baseline"]
                     row += f" {at:.0f} | {st / at:.2f}× | {ac:.1f} |"
                 print(row, flush=True)
+        print(f"\nswitchyard against pgbouncer, rows whose every round was at or above 1.0×: "
+              f"{verdicts['above']}, below: {verdicts['below']}, on either side: {verdicts['either side']}")
         if opts.idle:
             print(f"\n{opts.idle} idle logged-in clients: RSS growth (total)")
             for name, port, pid in (("pgbouncer", pgb.port, pgb.pid()), ("switchyard", proxy.port, proxy.process.pid)):
