@@ -6,11 +6,12 @@ switchyard/pgbouncer ratio spread over the rounds, with a count of the rows that
 proxies.
 
 Usage: bench/relay_bench.py [--duration S] [--rounds N] [--clients 1,8,32] [--idle 1000]
-                           [--baseline PATH] [--backends tcp|unix]
+                           [--baseline PATH [--baseline-workers N]] [--backends tcp|unix]
 pgbench always connects over loopback TCP; --backends unix has both proxies reach PostgreSQL
 through its Unix-domain socket instead.
 --baseline runs a second switchyard binary (e.g. a build of an earlier commit) as a fourth
-target in the same rounds, to measure a change side by side. Build first with scripts/build.sh release. Not a test: it asserts nothing.
+target in the same rounds, to measure a change side by side; with --baseline-workers (this
+build as the baseline works too) it runs with that many network threads instead. Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
 import os
@@ -128,6 +129,7 @@ def main():
     parser.add_argument("--workers", type=int, default=0, help="switchyard network threads (0: one per core)")
     parser.add_argument("--workloads", default="all", help="comma-separated labels, e.g. '-S prepared'")
     parser.add_argument("--baseline", help="another switchyard binary to run beside this build")
+    parser.add_argument("--baseline-workers", type=int, help="the baseline's network threads (default: --workers)")
     parser.add_argument("--backends", choices=("tcp", "unix"), default="tcp",
                         help="how pgbouncer and switchyard reach PostgreSQL")
     opts = parser.parse_args()
@@ -145,19 +147,23 @@ def main():
         cleanup.callback(pgb.stop)
         workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-bench-")))
         primary = pg.socket_uri() if unix else pg.uri(sslmode="disable")
-        proxy_config = (f"primary: {primary}\nworkers: {opts.workers}\n"
-                        f"limits:\n  max_clients: {opts.idle + 100}\nlogging:\n  level: warn\n")
-        proxy = Proxy(proxy_config, workdir).start()
+
+        def proxy_config(workers):
+            return (f"primary: {primary}\nworkers: {workers}\n"
+                    f"limits:\n  max_clients: {opts.idle + 100}\nlogging:\n  level: warn\n")
+
+        proxy = Proxy(proxy_config(opts.workers), workdir).start()
         cleanup.callback(proxy.stop)
         targets = [("direct", pg.port, None), ("pgbouncer", pgb.port, pgb.pid()),
                    ("switchyard", proxy.port, proxy.process.pid)]
         baseline_head = baseline_rule = ""
         if opts.baseline:
-            baseline = Proxy(proxy_config, workdir, binary=opts.baseline).start()
+            workers = opts.workers if opts.baseline_workers is None else opts.baseline_workers
+            baseline = Proxy(proxy_config(workers), workdir, binary=opts.baseline).start()
             cleanup.callback(baseline.stop)
             targets.append(("baseline", baseline.port, baseline.process.pid))
-            baseline_head = " baseline tps | sy/baseline | baseline CPU µs/txn |"
-            baseline_rule = "---|---|---|"
+            baseline_head = " baseline tps | sy/baseline | baseline/pgbouncer | baseline CPU µs/txn |"
+            baseline_rule = "---|---|---|---|"
         log_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-bench-logs-")))
         print(f"pgbench -T {opts.duration} × {opts.rounds} rounds per cell (medians), scale 10, "
               f"{os.cpu_count()} cores shared by PostgreSQL, pgbench and the proxies; the proxies reach "
@@ -192,7 +198,7 @@ def main():
                        f"| {dl:.0f} | {bl:.0f} | {sl:.0f} | {sl - dl:+.0f} | {bc:.1f} | {sc:.1f} |")
                 if opts.baseline:
                     at, _, ac = results["baseline"]
-                    row += f" {at:.0f} | {st / at:.2f}× | {ac:.1f} |"
+                    row += f" {at:.0f} | {st / at:.2f}× | {at / bt:.2f}× | {ac:.1f} |"
                 print(row, flush=True)
         print(f"\nswitchyard against pgbouncer, rows whose every round was at or above 1.0×: "
               f"{verdicts['above']}, below: {verdicts['below']}, on either side: {verdicts['either side']}")
