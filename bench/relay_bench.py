@@ -159,7 +159,7 @@ def main():
         baseline_head = baseline_rule = ""
         if opts.baseline:
             workers = opts.workers if opts.baseline_workers is None else opts.baseline_workers
-            baseline = Proxy(proxy_config(workers), workdir, binary=opts.baseline).start()
+            baseline = Proxy(proxy_config(workers), workdir, binary=Path(opts.baseline).resolve()).start()
             cleanup.callback(baseline.stop)
             targets.append(("baseline", baseline.port, baseline.process.pid))
             baseline_head = " baseline tps | sy/baseline | baseline/pgbouncer | baseline CPU µs/txn |"
