@@ -11,7 +11,8 @@ pgbench always connects over loopback TCP; --backends unix has both proxies reac
 through its Unix-domain socket instead.
 --baseline runs a second switchyard binary (e.g. a build of an earlier commit) as a fourth
 target in the same rounds, to measure a change side by side; with --baseline-workers (this
-build as the baseline works too) it runs with that many network threads instead. Build first with scripts/build.sh release. Not a test: it asserts nothing.
+build as the baseline works too) it runs with that many network threads instead.
+Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
 import os
