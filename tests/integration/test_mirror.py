@@ -443,7 +443,8 @@ def test_a_replay_stuck_on_the_secondary_lets_go_of_the_primary(pair, start_prox
         with psycopg.connect(primary.uri(), autocommit=True) as direct:
             direct.execute("SET statement_timeout = '60s'")  # a lock held for good fails the test
             direct.execute("INSERT INTO tallies VALUES ('live', 2)")
-        assert "took longer than" in proxy.log()
+        # The replayer frees the primary's lock by closing its connections, then logs why.
+        assert wait_for(lambda: "took longer than" in proxy.log(), timeout=10), proxy.log()
     assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
     assert primary.sql("SELECT string_agg(label, ',' ORDER BY label) FROM tallies") == "journaled,live"
     assert secondary.sql("SELECT string_agg(label, ',' ORDER BY label) FROM tallies") == "journaled"
