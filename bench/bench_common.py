@@ -19,6 +19,13 @@ def start_clusters(cleanup: ExitStack, count, **options):
     return clusters
 
 
+def pgbench_init(cluster: PgCluster, scale):
+    """Loads pgbench's tables at `scale` through the cluster's socket, then VACUUM ANALYZE."""
+    subprocess.run(["pgbench", "-i", "-q", "-s", str(scale), "-h", str(cluster.root), "-p", str(cluster.port),
+                    "-U", "postgres", "postgres"], check=True, capture_output=True)
+    cluster.sql("VACUUM ANALYZE")
+
+
 def pgbench(port, args, clients, duration, host="127.0.0.1"):
     """Runs pgbench against host:port (a directory as host: that Unix-domain socket); returns
     (tps, average latency in ms, failed)."""

@@ -11,7 +11,6 @@ import argparse
 import json
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,7 +24,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from harness import ClientThreads, Proxy, RedisServer, closed_by_role_swap  # noqa: E402
 
-from bench_common import pgbench, start_clusters  # noqa: E402
+from bench_common import pgbench, pgbench_init, start_clusters  # noqa: E402
 
 TOKEN = "bench"
 
@@ -189,8 +188,7 @@ def main():
         cleanup.callback(redis.destroy)
         workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-cutover-bench-")))
         for cluster in (primary, secondary):
-            subprocess.run(["pgbench", "-i", "-q", "-s", "1", "-h", str(cluster.root), "-p",
-                            str(cluster.port), "-U", "postgres", "postgres"], check=True, capture_output=True)
+            pgbench_init(cluster, 1)
         config = (f"primary: {primary.uri()}\nsecondary: {secondary.uri()}\n"
                   f"fleet:\n  redis: {redis.url}\n  key: bench:cutover\n")
         gates = (f"  gates:\n    interval: {args.interval}s\n    window: {5 * args.interval}s\n"

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 from harness import PgCluster, Proxy, free_port, make_tempdir, wait_for_port  # noqa: E402
 from test_mirror import CUSTOM_SCRIPT, SCHEMA, TABLES  # noqa: E402
 
-from bench_common import cluster_cpu_seconds, cpu_seconds, pgbench, start_clusters, trust_local  # noqa: E402
+from bench_common import cluster_cpu_seconds, cpu_seconds, pgbench, pgbench_init, start_clusters, trust_local  # noqa: E402
 
 WORKLOADS = [  # (label, pgbench arguments); the custom script has random()/uuid/clock defaults
     ("-N (simple-update)", ["-N"]),
@@ -95,9 +95,7 @@ def reset(cluster: PgCluster, scale: int):
     """The same starting data on both sides: pgbench's tables and the custom script's."""
     cluster.sql("DROP TABLE IF EXISTS events, ledger, balances, notes")
     cluster.sql(SCHEMA)
-    subprocess.run(["pgbench", "-i", "-q", "-s", str(scale), "-h", str(cluster.root), "-p", str(cluster.port),
-                    "-U", "postgres", "postgres"], check=True, capture_output=True)
-    cluster.sql("VACUUM ANALYZE")
+    pgbench_init(cluster, scale)
 
 
 def settle(proxy, timeout=120):

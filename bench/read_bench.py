@@ -9,7 +9,6 @@ Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import urllib.request
@@ -19,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from harness import Proxy  # noqa: E402
 
-from bench_common import pgbench, start_clusters, trust_local  # noqa: E402
+from bench_common import pgbench, pgbench_init, start_clusters, trust_local  # noqa: E402
 
 # The same SELECT as pgbench -S, with a column alias that pgbench substitutes into the text:
 # every statement has a different shape, so the classification cache never hits.
@@ -64,9 +63,7 @@ def main():
         workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-rbench-")))
         for cluster in (first, second):
             trust_local(cluster)
-            subprocess.run(["pgbench", "-i", "-q", "-s", str(opts.scale), "-h", str(cluster.root), "-p",
-                            str(cluster.port), "-U", "postgres", "postgres"], check=True, capture_output=True)
-            cluster.sql("VACUUM ANALYZE")
+            pgbench_init(cluster, opts.scale)
         proxies = []
         for percent in (0, 50):
             directory = workdir / f"at-{percent}"
