@@ -14,8 +14,12 @@ pgbench always connects over loopback TCP. `--backends unix` has switchyard and 
 reach the two databases through their Unix-domain sockets instead (as a proxy on the
 databases' machine would) and adds "direct (socket)": pgbench on the database's socket.
 
+--baseline runs a second switchyard binary (e.g. a build of an earlier commit) in sync mode as
+one more target in the same rounds, to measure a change side by side.
+
 Usage: bench/mirror_bench.py [--duration S] [--clients N] [--scale N] [--rounds N]
                              [--workers N] [--workloads=LABEL,...] [--backends tcp|unix]
+                             [--baseline PATH]
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
@@ -123,6 +127,7 @@ def main():
     parser.add_argument("--workloads", default="all", help="comma-separated label prefixes, e.g. --workloads=-N,TPC-B")
     parser.add_argument("--backends", choices=("tcp", "unix"), default="tcp",
                         help="how switchyard and pgpool-II reach the databases")
+    parser.add_argument("--baseline", help="another switchyard binary to run in sync mode beside this build")
     opts = parser.parse_args()
     unix = opts.backends == "unix"
 
@@ -145,6 +150,13 @@ def main():
         async_proxy = Proxy(f"{shared_config}write_mode: async\nmirror:\n  journal: {async_dir}/journal.jsonl\n"
                             f"logging:\n  level: error\n", async_dir).start()
         cleanup.callback(async_proxy.stop)
+        baseline = None
+        if opts.baseline:
+            baseline_dir = workdir / "baseline"
+            baseline_dir.mkdir()
+            baseline = Proxy(f"{shared_config}mirror:\n  journal: {baseline_dir}/journal.jsonl\n"
+                             "logging:\n  level: warn\n", baseline_dir, binary=Path(opts.baseline).resolve()).start()
+            cleanup.callback(baseline.stop)
         pool = PgPool(first, second, opts.clients, unix)
         cleanup.callback(pool.stop)
         print(f"pgbench -T {opts.duration} -c {opts.clients}, scale {opts.scale}, median of {opts.rounds} rounds, "
@@ -152,22 +164,28 @@ def main():
               f"{'their Unix-domain sockets' if unix else 'loopback TCP'}, "
               f"both databases and every proxy on the same {os.cpu_count()} cores; data reset before each run\n")
         socket_columns = ("| direct (socket) tps | sync/direct (socket) " if unix else "")
+        baseline_columns = ("| baseline sync tps | sync/baseline | baseline sync CPU µs/txn "
+                            "| PostgreSQL CPU µs/txn: baseline primary / secondary " if baseline else "")
         print("| workload | direct tps (one db) | switchyard sync tps | switchyard async tps | pgpool-II native tps "
               f"| sync/pgpool | sync/direct | async/direct {socket_columns}| switchyard sync CPU µs/txn "
               "| PostgreSQL CPU µs/txn: direct / sync primary / sync secondary "
               "| switchyard sync: databases after "
-              "| switchyard async: databases after (spilled to the journal) | pgpool-II: databases after |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if unix else ""))
+              f"| switchyard async: databases after (spilled to the journal) | pgpool-II: databases after "
+              f"{baseline_columns}|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if unix else "")
+              + ("---|---|---|---|" if baseline else ""))
         targets = [("direct", first.port), ("switchyard", proxy.port), ("async", async_proxy.port),
-                   ("pgpool", pool.port)] + ([("direct-socket", first.port)] if unix else [])
+                   ("pgpool", pool.port)] + ([("direct-socket", first.port)] if unix else []) \
+            + ([("baseline", baseline.port)] if baseline else [])
         chosen = [w for w in WORKLOADS if opts.workloads == "all"
                   or any(w[0].startswith(prefix) for prefix in opts.workloads.split(","))]
         for label, args in chosen:
             args = [a.replace("{custom}", str(custom)) for a in args]
             runs = {name: [] for name, _ in targets}
             states = {name: set() for name, _ in targets}
-            cpu = []
+            cpu = {"switchyard": [], "baseline": []}  # sync proxies' own CPU µs per transaction
             db_cpu = {"direct": [], "primary": [], "secondary": []}  # µs per transaction
+            baseline_db_cpu = {"primary": [], "secondary": []}
             spilled = 0
             for round_no in range(opts.rounds):
                 order = targets[round_no % len(targets):] + targets[:round_no % len(targets)]
@@ -175,7 +193,7 @@ def main():
                     for cluster in (first, second):
                         reset(cluster, opts.scale)
                     spilled_before = async_proxy.metric("switchyard_mirror_failures_total", reason="async_queue_full")
-                    cpu_before = cpu_seconds(proxy.process.pid)
+                    cpu_before = {p: cpu_seconds(p.process.pid) for p in (proxy, baseline) if p}
                     db_before = [cluster_cpu_seconds(c) for c in (first, second)]
                     host = str(first.root) if name == "direct-socket" else "127.0.0.1"
                     tps, _, failed = pgbench(port, args, opts.clients, opts.duration, host)
@@ -183,10 +201,12 @@ def main():
                     per_txn = 1e6 / (tps * opts.duration) if tps else 0.0
                     if name == "direct":
                         db_cpu["direct"].append(db_used[0] * per_txn)
-                    if name == "switchyard":
-                        cpu.append((cpu_seconds(proxy.process.pid) - cpu_before) * per_txn)
-                        db_cpu["primary"].append(db_used[0] * per_txn)
-                        db_cpu["secondary"].append(db_used[1] * per_txn)
+                    if name in ("switchyard", "baseline"):
+                        sync = proxy if name == "switchyard" else baseline
+                        cpu[name].append((cpu_seconds(sync.process.pid) - cpu_before[sync]) * per_txn)
+                        cells = db_cpu if name == "switchyard" else baseline_db_cpu
+                        cells["primary"].append(db_used[0] * per_txn)
+                        cells["secondary"].append(db_used[1] * per_txn)
                     if name == "async":
                         settle(async_proxy)
                         spilled += async_proxy.metric("switchyard_mirror_failures_total",
@@ -205,10 +225,15 @@ def main():
             if unix:
                 ut = statistics.median(runs["direct-socket"])
                 socket_cells = f"| {ut:.0f} | {st / ut:.2f}× "
+            baseline_cells = ""
+            if baseline:
+                bt = statistics.median(runs["baseline"])
+                baseline_cells = (f"| {bt:.0f} | {st / bt:.2f}× | {statistics.median(cpu['baseline']):.0f} "
+                                  f"| {' / '.join(f'{statistics.median(v):.0f}' for v in baseline_db_cpu.values())} ")
             print(f"| {label} | {dt:.0f} | {st:.0f} | {at:.0f} | {pt:.0f} | {st / pt if pt else float('inf'):.2f}× "
-                  f"| {st / dt:.2f}× | {at / dt:.2f}× {socket_cells}| {statistics.median(cpu):.0f} "
+                  f"| {st / dt:.2f}× | {at / dt:.2f}× {socket_cells}| {statistics.median(cpu['switchyard']):.0f} "
                   f"| {' / '.join(f'{statistics.median(v):.0f}' for v in db_cpu.values())} | {state('switchyard')} "
-                  f"| {state('async', f' ({spilled:.0f})')} | {state('pgpool')} |", flush=True)
+                  f"| {state('async', f' ({spilled:.0f})')} | {state('pgpool')} {baseline_cells}|", flush=True)
 
 
 if __name__ == "__main__":
