@@ -33,15 +33,50 @@ int64_t ticks(Clock::time_point t) {
   return t.time_since_epoch().count();
 }
 
+// What a secondary connection's login is: the secondary and its role, the database, the user
+// and the startup options.
+std::string login_key(const Runtime& runtime, const LoginRequest& login) {
+  std::string key = runtime.config->secondary_uri;
+  for (const std::string& part :
+       {std::to_string(runtime.role_generation), login.database, login.user}) {
+    key += '\0';
+    key += part;
+  }
+  for (const auto& [option, value] : login.options) {
+    key += '\0';
+    key += option + '=' + value;
+  }
+  return key;
+}
+
 } // namespace
 
-struct SecondaryLink::Connection {
-  explicit Connection(BackendSession s)
+struct SecondaryConnection {
+  explicit SecondaryConnection(BackendSession s)
       : session(std::move(s)), reader(session.stream, protocol::Direction::kBackend,
                                       std::numeric_limits<uint32_t>::max()) {}
   BackendSession session;
   MessageReader reader;
+  std::map<std::string, std::string> prepared; // SQL + types -> statement name
+  uint64_t next_prepared = 0;
 };
+
+namespace {
+
+//! A network thread's shared secondary connections, kept by its io_context.
+class SharedSecondaryConnections : public asio::execution_context::service,
+                                   public SharedConnections<SecondaryConnection> {
+public:
+  static asio::execution_context::id id;
+  explicit SharedSecondaryConnections(asio::execution_context& context) : service(context) {}
+
+private:
+  void shutdown() override { clear(); }
+};
+
+asio::execution_context::id SharedSecondaryConnections::id;
+
+} // namespace
 
 //! What one result of the batch should be.
 struct SecondaryLink::Unit {
@@ -54,7 +89,8 @@ SecondaryLink::SecondaryLink(Services& services, std::shared_ptr<const Runtime> 
                              LoginRequest login, std::string peer,
                              const asio::any_io_executor& executor)
     : services_(services), runtime_(std::move(runtime)), login_(std::move(login)),
-      peer_(std::move(peer)), executor_(executor), applied_(executor) {}
+      peer_(std::move(peer)), login_key_(login_key(*runtime_, login_)), executor_(executor),
+      applied_(executor) {}
 
 void SecondaryLink::settle() {
   backfill::DivergenceJournal* journal = services_.journal();
@@ -79,7 +115,19 @@ SecondaryLink::~SecondaryLink() {
     services_.commit_order().done(batch.ticket);
   }
   settle();
-  if (connection_) services_.metrics().backend_connections(BackendRole::kSecondary).Decrement();
+  auto& connections = services_.metrics().backend_connections(BackendRole::kSecondary);
+  if (connection_) connections.Decrement();
+  if (sharing_) {
+    for (auto& surplus : shared_connections().leave(login_key_)) {
+      surplus.reset();
+      connections.Decrement();
+    }
+  }
+}
+
+SharedConnections<SecondaryConnection>& SecondaryLink::shared_connections() const {
+  return asio::use_service<SharedSecondaryConnections>(
+      asio::query(executor_, asio::execution::context));
 }
 
 void SecondaryLink::add(MirrorOp op) {
@@ -130,6 +178,7 @@ asio::awaitable<void> cancel_on(std::shared_ptr<const Runtime> runtime, uint32_t
 
 void SecondaryLink::drop_connection() {
   read_transaction_open_ = false;
+  borrowed_ = false;
   if (!connection_) return;
   // Writes still running there would commit whenever they got there, perhaps after the
   // replayer wrote a newer version of their rows: cancelled, they roll back unless already
@@ -142,21 +191,70 @@ void SecondaryLink::drop_connection() {
   connection_->session.stream.close();
   connection_.reset();
   services_.metrics().backend_connections(BackendRole::kSecondary).Decrement();
-  prepared_.clear();
   session_applied_ = 0;
 }
 
-asio::awaitable<Status> SecondaryLink::ensure_connected() {
+bool SecondaryLink::may_share(const std::vector<MirrorOp>& ops) const {
+  // Only writes switchyard phrases itself (row images; savepoints, which end with the
+  // transaction) leave nothing on the connection for the next session to inherit. Settings
+  // would, and a SQLite secondary has no backend processes to keep warm.
+  if (!session_statements_.empty() ||
+      runtime_->config->secondary->kind != config::BackendKind::kPostgres) {
+    return false;
+  }
+  return std::all_of(ops.begin(), ops.end(), [](const MirrorOp& op) {
+    return op.statement.transaction != protocol::TransactionOp::kNone ||
+           (op.kind == MirrorOp::Kind::kImage && !op.statement.target.temporary && !op.ddl);
+  });
+}
+
+void SecondaryLink::give_back_shared() {
+  if (!borrowed_ || !connection_) {
+    borrowed_ = false;
+    return;
+  }
+  if (connection_->session.transaction_status != 'I') { // an apply that ended half-way
+    drop_connection();
+    return;
+  }
+  borrowed_ = false;
+  if (auto surplus = shared_connections().give_back(login_key_, std::move(connection_))) {
+    retire(std::move(surplus));
+  }
+}
+
+void SecondaryLink::retire(std::unique_ptr<SecondaryConnection> connection) {
+  auto goodbye = [](std::unique_ptr<SecondaryConnection> c,
+                    Services& services) -> asio::awaitable<void> {
+    std::string terminate;
+    protocol::append_terminate(terminate);
+    asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::seconds(1));
+    co_await (c->session.stream.write_all(terminate) || timer.async_wait(use_tuple));
+    c->session.stream.close();
+    services.metrics().backend_connections(BackendRole::kSecondary).Decrement();
+  };
+  spawn(executor_, goodbye(std::move(connection), services_), "secondary goodbye");
+}
+
+asio::awaitable<Status> SecondaryLink::ensure_connected(bool may_share) {
   if (!connection_) {
+    borrowed_ = may_share;
+    if (borrowed_) {
+      if (!std::exchange(sharing_, true)) shared_connections().join(login_key_);
+      connection_ = shared_connections().take(login_key_);
+      if (connection_) co_return Ok{};
+    }
     auto result = co_await connect_backend(*runtime_->config->secondary,
                                            runtime_->secondary_tls.get(), login_);
     if (auto* failed = std::get_if<BackendFailure>(&result)) {
       services_.metrics().backend_connect_failures(BackendRole::kSecondary).Increment();
       co_return Error{"could not connect to the secondary: " + failed->message};
     }
-    connection_ = std::make_unique<Connection>(std::move(std::get<BackendSession>(result)));
+    connection_ =
+        std::make_unique<SecondaryConnection>(std::move(std::get<BackendSession>(result)));
     services_.metrics().backend_connections(BackendRole::kSecondary).Increment();
     shapes_.clear();
+    if (borrowed_) co_return Ok{}; // shared: no settings of this session's
   }
   // Settings come first: they decide how names resolve and values parse on the secondary.
   while (session_applied_ < session_statements_.size()) {
@@ -166,7 +264,7 @@ asio::awaitable<Status> SecondaryLink::ensure_connected() {
       spdlog::warn("session {}: secondary refused session statement: {}", peer_, done.error());
   }
   if (drops_prepared_) {
-    prepared_.clear(); // re-prepared (Close + Parse) on next use
+    connection_->prepared.clear(); // re-prepared (Close + Parse) on next use
     drops_prepared_ = false;
   }
   co_return Ok{};
@@ -216,16 +314,7 @@ std::string SecondaryLink::shared_shape_key(const protocol::TargetTable& table) 
   if (table.temporary) return {}; // the session's own
   // What a table name resolves by: the secondary and its role, the login (its database, its
   // user's default search_path, startup options), and the session's own settings.
-  std::string key = runtime_->config->secondary_uri;
-  for (const std::string& part :
-       {std::to_string(runtime_->role_generation), login_.database, login_.user}) {
-    key += '\0';
-    key += part;
-  }
-  for (const auto& [option, value] : login_.options) {
-    key += '\0';
-    key += option + '=' + value;
-  }
+  std::string key = login_key_;
   for (const std::string& statement : session_statements_) {
     key += '\0';
     key += statement;
@@ -242,13 +331,14 @@ std::string SecondaryLink::prepared_name(const std::string& sql, const std::vect
     key += ',';
     key += std::to_string(type);
   }
-  if (auto found = prepared_.find(key); found != prepared_.end()) return found->second;
+  auto& prepared = connection_->prepared;
+  if (auto found = prepared.find(key); found != prepared.end()) return found->second;
   std::string name = "switchyard_";
-  name += std::to_string(++next_prepared_);
+  name += std::to_string(++connection_->next_prepared);
   // Close first: a DEALLOCATE ALL or DISCARD the client ran may have dropped the name.
   protocol::append_close(out, 'S', name);
   protocol::append_parse(out, protocol::ParseMessage{name, sql, types});
-  prepared_.emplace(key, name);
+  prepared.emplace(key, name);
   new_names.push_back(std::move(key));
   return name;
 }
@@ -256,7 +346,8 @@ std::string SecondaryLink::prepared_name(const std::string& sql, const std::vect
 asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, bool atomic,
                                              std::vector<Unit>& units, std::vector<Unit>& divergent,
                                              std::string& row_count_note, bool& maybe_applied) {
-  if (auto connected = co_await ensure_connected(); !connected) co_return connected;
+  if (auto connected = co_await ensure_connected(may_share(ops)); !connected) co_return connected;
+  connection_->session.transaction_status = '?'; // until a ReadyForQuery tells
   auto epoch = services_.schema_epoch().load();
   if (epoch != shapes_epoch_) {
     shapes_.clear();
@@ -384,7 +475,10 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     units.push_back(Unit{});
   }
 
-  if (out.empty()) co_return Ok{}; // every image was empty: nothing changed
+  if (out.empty()) { // every image was empty: nothing changed
+    connection_->session.transaction_status = 'I';
+    co_return Ok{};
+  }
   Stream& stream = connection_->session.stream;
   if (auto ec = co_await stream.write_all(out); ec) {
     drop_connection();
@@ -425,13 +519,16 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       if (error.empty()) error = describe_error(frame->body);
       ++unit;
       break;
-    case 'Z': --ready_expected; break;
+    case 'Z':
+      --ready_expected;
+      connection_->session.transaction_status = frame->body.empty() ? '?' : frame->body[0];
+      break;
     default: break;
     }
   }
   writes_unanswered_ = false;
   for (const std::string& key : unconfirmed)
-    prepared_.erase(key);
+    connection_->prepared.erase(key);
   // An error rolls an atomic batch back whole; statements run one by one keep what went before.
   maybe_applied = !atomic && !error.empty();
   if (!error.empty()) co_return Error{error};
@@ -625,9 +722,9 @@ asio::awaitable<void> SecondaryLink::apply_batch(const std::vector<MirrorOp>& op
     co_return;
   }
   Status& applied = std::get<0>(outcome);
+  bool unreachable = !connection_; // else the secondary answered, if with a refusal
+  give_back_shared();
   if (!applied) {
-    // A link with its connection still up reached the secondary, which refused.
-    bool unreachable = !connection_;
     if (unreachable) services_.secondary_down_until() = ticks(Clock::now() + kSecondaryBackoff);
     journal_ops(ops, unreachable ? MirrorFailure::kConnect : MirrorFailure::kSecondaryError,
                 applied.error(), committed, maybe_applied);
@@ -768,7 +865,8 @@ asio::awaitable<Result<protocol::Frame>> SecondaryLink::read_frame() {
   auto frame = co_await connection_->reader.read_frame();
   if (frame && frame->tag == '1') unconfirmed_read_statement_.clear();
   if (frame && frame->tag == 'Z' && !unconfirmed_read_statement_.empty()) {
-    prepared_.erase(unconfirmed_read_statement_); // its Parse failed: prepare it anew next time
+    connection_->prepared.erase(
+        unconfirmed_read_statement_); // its Parse failed: prepare it anew next time
     unconfirmed_read_statement_.clear();
   }
   co_return frame;
@@ -797,6 +895,10 @@ asio::awaitable<void> SecondaryLink::close() {
   while (applying_) { // committed transactions are applied (or journaled) before the end
     applied_.expires_at(Clock::time_point::max());
     co_await applied_.async_wait(use_tuple);
+  }
+  if (std::exchange(sharing_, false)) {
+    for (auto& surplus : shared_connections().leave(login_key_))
+      retire(std::move(surplus));
   }
   if (!connection_) co_return;
   std::string terminate;

@@ -15,8 +15,11 @@
 #include "proxy/backend_connector.hpp"
 #include "proxy/message_reader.hpp"
 #include "proxy/services.hpp"
+#include "proxy/shared_connections.hpp"
 
 namespace switchyard::proxy {
+
+struct SecondaryConnection;
 
 //! One write the primary made, to be applied to the secondary when the transaction commits.
 struct MirrorOp {
@@ -42,7 +45,10 @@ struct MirrorOp {
 //! before the primary commits, while the primary still holds its row locks: conflicting
 //! writes of concurrent sessions thus reach the secondary in the primary's order, and the
 //! two databases cannot deadlock each other. Whatever the secondary does not apply goes to
-//! the divergence journal; nothing here ever fails the client.
+//! the divergence journal; nothing here ever fails the client. A session without settings of
+//! its own applies its writes on connections it shares with the other sessions of its login
+//! on its network thread (see SharedConnections); one that has settings, or reads from the
+//! secondary, has a connection of its own.
 class SecondaryLink {
 public:
   SecondaryLink(Services& services, std::shared_ptr<const Runtime> runtime, LoginRequest login,
@@ -121,7 +127,6 @@ public:
   asio::awaitable<void> close();
 
 private:
-  struct Connection;
   struct Unit;
 
   //! A committed transaction waiting for its turn (async mode).
@@ -149,7 +154,15 @@ private:
   asio::awaitable<Status> apply(const std::vector<MirrorOp>& ops, bool atomic,
                                 std::vector<Unit>& units, std::vector<Unit>& divergent,
                                 std::string& row_count_note, bool& maybe_applied);
-  asio::awaitable<Status> ensure_connected();
+  //! Makes connection_ ready: the session's own, or with `may_share`, when the session has
+  //! none, one shared with sessions of the same login (given back by give_back_shared).
+  asio::awaitable<Status> ensure_connected(bool may_share = false);
+  //! Whether `ops` may be applied on a shared connection (see the class comment).
+  bool may_share(const std::vector<MirrorOp>& ops) const;
+  //! Returns a shared connection_ after an apply, unless it is in doubt (then closed).
+  void give_back_shared();
+  //! Ends a connection politely in the background.
+  void retire(std::unique_ptr<SecondaryConnection> connection);
   asio::awaitable<Result<protocol::TableShape>> shape_of(const protocol::TargetTable& table);
   //! The key of `table`'s shape in Services::shapes(); empty for a temporary table.
   std::string shared_shape_key(const protocol::TargetTable& table) const;
@@ -164,21 +177,24 @@ private:
                    const std::string& error, bool committed, bool maybe_applied = false);
   //! Closes the connection; writes sent on it and not answered yet are cancelled.
   void drop_connection();
+  //! This network thread's shared connections.
+  SharedConnections<SecondaryConnection>& shared_connections() const;
 
   Services& services_;
   std::shared_ptr<const Runtime> runtime_;
   LoginRequest login_;
   std::string peer_;
+  std::string login_key_; // the secondary and the login: what shared connections are kept by
   std::vector<MirrorOp> pending_;
   size_t pending_bytes_ = 0;
   std::vector<std::string> session_statements_;
   size_t session_applied_ = 0;  // how many of session_statements_ the connection has run
   bool drops_prepared_ = false; // a pending session statement may drop our prepared ones
-  std::unique_ptr<Connection> connection_;
+  std::unique_ptr<SecondaryConnection> connection_;
+  bool borrowed_ = false; // connection_ is a shared one, for the apply under way
+  bool sharing_ = false;  // joined the shared connections of login_key_
   std::map<std::string, protocol::TableShape> shapes_;
   uint64_t shapes_epoch_ = 0;
-  std::map<std::string, std::string> prepared_; // SQL + types -> statement name
-  uint64_t next_prepared_ = 0;
   std::vector<uint64_t> unsettled_; // journal offsets awaiting the primary's commit
   bool writes_unanswered_ = false;  // apply() sent writes whose answers it has not read
   bool read_transaction_open_ = false;
@@ -187,7 +203,7 @@ private:
   std::optional<Batch> reserved_; // its COMMIT is on the way to the primary
   bool applying_ = false;
   asio::steady_timer applied_;             // cancelled when the queue ran empty
-  std::string unconfirmed_read_statement_; // prepared_ key of a read's Parse not yet answered
+  std::string unconfirmed_read_statement_; // the prepared key of a read's Parse not yet answered
 };
 
 } // namespace switchyard::proxy

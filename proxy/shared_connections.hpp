@@ -1,0 +1,73 @@
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace switchyard::proxy {
+
+//! Idle backend connections that the sessions of one key (a backend and a login) take turns
+//! on, the most recently used first: a few connections then do all the work and keep their
+//! backend processes' caches warm, where one connection per session would wake a cold
+//! process each time (on PostgreSQL, three times the CPU for the same writes). There are
+//! never more idle connections of a key than sessions sharing it. Not thread-safe: one per
+//! network thread, as the connections belong to that thread's io_context.
+template <class Connection> class SharedConnections {
+public:
+  using Owned = std::unique_ptr<Connection>;
+
+  //! A session starts sharing the connections of `key`.
+  void join(const std::string& key) { ++entries_[key].sessions; }
+
+  //! The idle connection of `key` used last; null when none is idle.
+  Owned take(const std::string& key) {
+    auto found = entries_.find(key);
+    if (found == entries_.end() || found->second.idle.empty()) return nullptr;
+    Owned connection = std::move(found->second.idle.back());
+    found->second.idle.pop_back();
+    return connection;
+  }
+
+  //! Gives back a connection any session of `key` may use as it is. Returned again when
+  //! `key` already has an idle connection per session: the caller closes it.
+  Owned give_back(const std::string& key, Owned connection) {
+    Entry& entry = entries_[key];
+    if (entry.idle.size() >= entry.sessions) return connection;
+    entry.idle.push_back(std::move(connection));
+    return nullptr;
+  }
+
+  //! A session of `key` stops sharing: the idle connections beyond one per session left,
+  //! least recently used first, for the caller to close.
+  std::vector<Owned> leave(const std::string& key) {
+    std::vector<Owned> surplus;
+    auto found = entries_.find(key);
+    if (found == entries_.end()) return surplus;
+    Entry& entry = found->second;
+    if (entry.sessions > 0) --entry.sessions;
+    size_t extra = entry.idle.size() > entry.sessions ? entry.idle.size() - entry.sessions : 0;
+    for (size_t i = 0; i < extra; ++i)
+      surplus.push_back(std::move(entry.idle[i]));
+    entry.idle.erase(entry.idle.begin(), entry.idle.begin() + static_cast<std::ptrdiff_t>(extra));
+    if (entry.sessions == 0) entries_.erase(found);
+    return surplus;
+  }
+
+  size_t idle(const std::string& key) const {
+    auto found = entries_.find(key);
+    return found == entries_.end() ? 0 : found->second.idle.size();
+  }
+
+  //! Drops every idle connection (the io_context is shutting down).
+  void clear() { entries_.clear(); }
+
+private:
+  struct Entry {
+    size_t sessions = 0;
+    std::vector<Owned> idle; // the last used at the back
+  };
+  std::map<std::string, Entry> entries_;
+};
+
+} // namespace switchyard::proxy
