@@ -59,6 +59,7 @@ struct SecondaryConnection {
   MessageReader reader;
   std::map<std::string, std::string> prepared; // SQL + types -> statement name
   uint64_t next_prepared = 0;
+  uint64_t shared_rank = 0; // see SharedConnections
 };
 
 namespace {
