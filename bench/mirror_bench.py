@@ -14,12 +14,15 @@ pgbench always connects over loopback TCP. `--backends unix` has switchyard and 
 reach the two databases through their Unix-domain sockets instead (as a proxy on the
 databases' machine would) and adds "direct (socket)": pgbench on the database's socket.
 
+--rate caps every target at that many transactions per second (pgbench -R): below saturation
+the tps columns agree and the CPU columns show what each transaction costs at that rate.
+
 --baseline runs a second switchyard binary (e.g. a build of an earlier commit) in sync mode as
 one more target in the same rounds, to measure a change side by side.
 
 Usage: bench/mirror_bench.py [--duration S] [--clients N] [--scale N] [--rounds N]
                              [--workers N] [--workloads=LABEL,...] [--backends tcp|unix]
-                             [--baseline PATH]
+                             [--rate TPS] [--baseline PATH]
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
@@ -127,6 +130,7 @@ def main():
     parser.add_argument("--workloads", default="all", help="comma-separated label prefixes, e.g. --workloads=-N,TPC-B")
     parser.add_argument("--backends", choices=("tcp", "unix"), default="tcp",
                         help="how switchyard and pgpool-II reach the databases")
+    parser.add_argument("--rate", type=int, help="transactions per second per target (pgbench -R)")
     parser.add_argument("--baseline", help="another switchyard binary to run in sync mode beside this build")
     opts = parser.parse_args()
     unix = opts.backends == "unix"
@@ -159,7 +163,8 @@ def main():
             cleanup.callback(baseline.stop)
         pool = PgPool(first, second, opts.clients, unix)
         cleanup.callback(pool.stop)
-        print(f"pgbench -T {opts.duration} -c {opts.clients}, scale {opts.scale}, median of {opts.rounds} rounds, "
+        rate = f" -R {opts.rate}" if opts.rate else ""
+        print(f"pgbench -T {opts.duration} -c {opts.clients}{rate}, scale {opts.scale}, median of {opts.rounds} rounds, "
               f"switchyard workers: {opts.workers or 'one per core'}, proxies reach the databases over "
               f"{'their Unix-domain sockets' if unix else 'loopback TCP'}, "
               f"both databases and every proxy on the same {os.cpu_count()} cores; data reset before each run\n")
@@ -180,7 +185,7 @@ def main():
         chosen = [w for w in WORKLOADS if opts.workloads == "all"
                   or any(w[0].startswith(prefix) for prefix in opts.workloads.split(","))]
         for label, args in chosen:
-            args = [a.replace("{custom}", str(custom)) for a in args]
+            args = [a.replace("{custom}", str(custom)) for a in args] + (["-R", str(opts.rate)] if opts.rate else [])
             runs = {name: [] for name, _ in targets}
             states = {name: set() for name, _ in targets}
             cpu = {"switchyard": [], "baseline": []}  # sync proxies' own CPU µs per transaction
