@@ -13,10 +13,10 @@ namespace switchyard::proxy {
 //! on, always the first-ranked idle one (ranks are given in the order connections are first
 //! given back): the first does most of the work and the later ones only what overlaps, so
 //! few backend processes stay busy with warm caches, where one connection per session would
-//! wake a cold process each time (on PostgreSQL, up to twice the CPU for the same writes).
-//! There are never more idle connections of a key than sessions sharing it. Not thread-safe:
-//! one per network thread, as the connections belong to that thread's io_context.
-//! `Connection` has a `uint64_t shared_rank` member, 0 until the pool ranks it.
+//! wake a cold process each time (on PostgreSQL, two to three times the CPU for the same
+//! writes). There are never more idle connections of a key than sessions sharing it. Not
+//! thread-safe: one per network thread, as the connections belong to that thread's
+//! io_context. `Connection` has a `uint64_t shared_rank` member, 0 until the pool ranks it.
 template <class Connection> class SharedConnections {
 public:
   using Owned = std::unique_ptr<Connection>;
