@@ -75,6 +75,7 @@ private:
   void shutdown() override { clear(); }
 };
 
+// NOLINTNEXTLINE(cert-err58-cpp): asio's registry key; constructing it allocates nothing
 asio::execution_context::id SharedSecondaryConnections::id;
 
 } // namespace

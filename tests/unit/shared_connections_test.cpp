@@ -29,8 +29,10 @@ TEST_CASE("a session takes the first-ranked idle connection, whichever came back
   REQUIRE((first && second));
   CHECK(first->id == 1);
   CHECK(second->id == 2);
-  CHECK(pool.give_back("k", std::move(second)) == nullptr); // back in reverse order
-  CHECK(pool.give_back("k", std::move(first)) == nullptr);
+  auto refused_second = pool.give_back("k", std::move(second)); // back in reverse order
+  auto refused_first = pool.give_back("k", std::move(first));
+  CHECK(refused_second == nullptr);
+  CHECK(refused_first == nullptr);
   auto again = pool.take("k");
   REQUIRE(again);
   CHECK(again->id == 1);                // still the first: its backend stays the busy one
