@@ -288,8 +288,8 @@ private:
                             (client_ec ? client_ec : backend_ec).message();
     }
     if (!end.unsent_to_primary.empty())
-      co_await write_bounded(backend_->stream, end.unsent_to_primary);
-    if (!end.unsent_to_client.empty()) co_await write_bounded(client_, end.unsent_to_client);
+      co_await backend_->stream.write_last_words(end.unsent_to_primary);
+    if (!end.unsent_to_client.empty()) co_await client_.write_last_words(end.unsent_to_client);
     co_return std::move(end.closing);
   }
 
@@ -404,11 +404,6 @@ private:
 
   // Writes on a closing connection, bounded: a peer that stops reading must not keep the
   // session alive.
-  static asio::awaitable<void> write_bounded(Stream& stream, std::string_view bytes) {
-    asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::seconds(1));
-    co_await (stream.write_all(bytes) || timer.async_wait(use_tuple));
-  }
-
   // Counts and logs first, so the metric is settled by the time the client reads the error.
   asio::awaitable<void> finish(const Closing& closing) {
     services_.metrics().client_closed(closing.reason).Increment();
@@ -422,12 +417,12 @@ private:
       if (closing.reason != CloseReason::kClientTerminate) {
         std::string terminate;
         protocol::append_terminate(terminate);
-        co_await write_bounded(backend_->stream, terminate);
+        co_await backend_->stream.write_last_words(terminate);
       }
       backend_->stream.close();
       services_.metrics().backend_connections(BackendRole::kPrimary).Decrement();
     }
-    if (!closing.client_error.empty()) co_await write_bounded(client_, closing.client_error);
+    if (!closing.client_error.empty()) co_await client_.write_last_words(closing.client_error);
     client_.close();
   }
 

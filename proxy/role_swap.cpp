@@ -57,7 +57,7 @@ asio::awaitable<Status> run_catch_up(const Runtime& runtime, const Services::Ses
   auto ran = co_await run_query(session.stream, reader, kCatchUpSequences);
   std::string terminate;
   protocol::append_terminate(terminate);
-  co_await session.stream.write_all(terminate);
+  co_await session.stream.write_last_words(terminate);
   session.stream.close();
   if (!ran) co_return Error{ran.error()};
   co_return Ok{};

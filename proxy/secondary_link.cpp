@@ -176,6 +176,13 @@ asio::awaitable<void> cancel_on(std::shared_ptr<const Runtime> runtime, uint32_t
   if (!sent) spdlog::debug("cancelling an abandoned write on the secondary: {}", sent.error());
 }
 
+// Terminate ends the backend at once rather than when it notices the closed socket.
+asio::awaitable<void> say_goodbye(BackendSession& session) {
+  std::string terminate;
+  protocol::append_terminate(terminate);
+  co_await session.stream.write_last_words(terminate);
+}
+
 } // namespace
 
 void SecondaryLink::drop_connection() {
@@ -228,10 +235,7 @@ void SecondaryLink::give_back_shared() {
 void SecondaryLink::retire(std::unique_ptr<SecondaryConnection> connection) {
   auto goodbye = [](std::unique_ptr<SecondaryConnection> c,
                     Services& services) -> asio::awaitable<void> {
-    std::string terminate;
-    protocol::append_terminate(terminate);
-    asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::seconds(1));
-    co_await (c->session.stream.write_all(terminate) || timer.async_wait(use_tuple));
+    co_await say_goodbye(c->session);
     c->session.stream.close();
     services.metrics().backend_connections(BackendRole::kSecondary).Decrement();
   };
@@ -903,10 +907,7 @@ asio::awaitable<void> SecondaryLink::close() {
       retire(std::move(surplus));
   }
   if (!connection_) co_return;
-  std::string terminate;
-  protocol::append_terminate(terminate);
-  asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::seconds(1));
-  co_await (connection_->session.stream.write_all(terminate) || timer.async_wait(use_tuple));
+  co_await say_goodbye(connection_->session);
   drop_connection();
 }
 

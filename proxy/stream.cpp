@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <string>
 
 namespace switchyard::proxy {
@@ -84,6 +85,11 @@ error_code Stream::reattach() {
   if (ec) ::close(detached_fd_);
   detached_fd_ = -1;
   return ec;
+}
+
+asio::awaitable<void> Stream::write_last_words(std::string_view data) {
+  asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::seconds(1));
+  co_await (write_all(data) || timer.async_wait(use_tuple));
 }
 
 void Stream::close() {

@@ -32,6 +32,9 @@ public:
   size_t read_available(asio::mutable_buffer buffer, error_code& ec);
   //! Writes all of `data`.
   asio::awaitable<error_code> write_all(std::string_view data);
+  //! Writes `data` for at most a second, errors ignored: last words (a Terminate, an error)
+  //! to a peer that may have stopped reading must not hold up the close that follows.
+  asio::awaitable<void> write_last_words(std::string_view data);
   //! Shuts TLS down politely (bounded) and closes the socket; errors are ignored.
   void close();
 
