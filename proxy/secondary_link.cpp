@@ -203,14 +203,17 @@ void SecondaryLink::drop_connection() {
   session_applied_ = 0;
 }
 
+bool SecondaryLink::shares_connections() const {
+  // Settings would stay on the connection for the next session to inherit, and a SQLite
+  // secondary has no backend processes to keep warm.
+  return session_statements_.empty() &&
+         runtime_->config->secondary->kind == config::BackendKind::kPostgres;
+}
+
 bool SecondaryLink::may_share(const std::vector<MirrorOp>& ops) const {
   // Only writes switchyard phrases itself (row images; savepoints, which end with the
-  // transaction) leave nothing on the connection for the next session to inherit. Settings
-  // would, and a SQLite secondary has no backend processes to keep warm.
-  if (!session_statements_.empty() ||
-      runtime_->config->secondary->kind != config::BackendKind::kPostgres) {
-    return false;
-  }
+  // transaction) leave nothing on the connection for the next session to inherit.
+  if (!shares_connections()) return false;
   return std::all_of(ops.begin(), ops.end(), [](const MirrorOp& op) {
     return op.statement.transaction != protocol::TransactionOp::kNone ||
            (op.kind == MirrorOp::Kind::kImage && !op.statement.target.temporary && !op.ddl);
@@ -222,7 +225,7 @@ void SecondaryLink::give_back_shared() {
     borrowed_ = false;
     return;
   }
-  if (connection_->session.transaction_status != 'I') { // an apply that ended half-way
+  if (connection_->session.transaction_status != 'I') { // ended half-way
     drop_connection();
     return;
   }
@@ -836,15 +839,21 @@ bool SecondaryLink::available() const {
 }
 
 asio::awaitable<Status> SecondaryLink::start_read(const Read& read) {
-  if (auto connected = co_await ensure_connected(); !connected) {
+  // A read leaves nothing behind on the connection, nor does a read transaction once rolled
+  // back: without settings of its own the session borrows a shared connection until then.
+  if (auto connected = co_await ensure_connected(shares_connections()); !connected) {
     services_.secondary_down_until() = ticks(Clock::now() + kSecondaryBackoff);
     co_return connected;
   }
   if (read.begin != nullptr && !read_transaction_open_) {
     auto begun = co_await run_query(connection_->session.stream, connection_->reader, *read.begin);
-    if (!begun) co_return Error{begun.error()};
+    if (!begun) {
+      if (borrowed_) drop_connection(); // in whatever state the failed BEGIN left it
+      co_return Error{begun.error()};
+    }
     read_transaction_open_ = true;
   }
+  connection_->session.transaction_status = '?'; // until the read's ReadyForQuery tells
   std::string out;
   if (read.bind == nullptr) {
     protocol::append_query(out, read.sql);
@@ -870,10 +879,15 @@ asio::awaitable<Result<protocol::Frame>> SecondaryLink::read_frame() {
   if (!connection_) co_return Error{"no secondary connection"};
   auto frame = co_await connection_->reader.read_frame();
   if (frame && frame->tag == '1') unconfirmed_read_statement_.clear();
-  if (frame && frame->tag == 'Z' && !unconfirmed_read_statement_.empty()) {
-    connection_->prepared.erase(
-        unconfirmed_read_statement_); // its Parse failed: prepare it anew next time
-    unconfirmed_read_statement_.clear();
+  if (frame && frame->tag == 'Z') {
+    if (!unconfirmed_read_statement_.empty()) {
+      connection_->prepared.erase(
+          unconfirmed_read_statement_); // its Parse failed: prepare it anew next time
+      unconfirmed_read_statement_.clear();
+    }
+    connection_->session.transaction_status = frame->body.empty() ? '?' : frame->body[0];
+    // The read is over; the frame's one byte of body stays readable in the idle connection.
+    if (borrowed_ && !read_transaction_open_) give_back_shared();
   }
   co_return frame;
 }
@@ -894,7 +908,12 @@ asio::awaitable<void> SecondaryLink::end_read_transaction() {
   asio::steady_timer timer(co_await asio::this_coro::executor, runtime_->config->mirror.timeout);
   auto ended = co_await (run_query(connection_->session.stream, connection_->reader, "ROLLBACK") ||
                          timer.async_wait(use_tuple));
-  if (ended.index() == 1 || !std::get<0>(ended)) abandon_read();
+  if (ended.index() == 1 || !std::get<0>(ended)) {
+    abandon_read();
+    co_return;
+  }
+  connection_->session.transaction_status = 'I';
+  give_back_shared();
 }
 
 asio::awaitable<void> SecondaryLink::close() {

@@ -46,9 +46,9 @@ struct MirrorOp {
 //! writes of concurrent sessions thus reach the secondary in the primary's order, and the
 //! two databases cannot deadlock each other. Whatever the secondary does not apply goes to
 //! the divergence journal; nothing here ever fails the client. A session without settings of
-//! its own applies its writes on connections it shares with the other sessions of its login
-//! on its network thread (see SharedConnections); one that has settings, or reads from the
-//! secondary, has a connection of its own.
+//! its own applies its writes, and runs the reads routed to the secondary, on connections it
+//! shares with the other sessions of its login on its network thread (see SharedConnections);
+//! one that has settings has a connection of its own.
 class SecondaryLink {
 public:
   SecondaryLink(Services& services, std::shared_ptr<const Runtime> runtime, LoginRequest login,
@@ -157,9 +157,12 @@ private:
   //! Makes connection_ ready: the session's own, or with `may_share`, when the session has
   //! none, one shared with sessions of the same login (given back by give_back_shared).
   asio::awaitable<Status> ensure_connected(bool may_share = false);
+  //! Whether the session has nothing of its own a secondary connection would have to hold.
+  bool shares_connections() const;
   //! Whether `ops` may be applied on a shared connection (see the class comment).
   bool may_share(const std::vector<MirrorOp>& ops) const;
-  //! Returns a shared connection_ after an apply, unless it is in doubt (then closed).
+  //! Returns a shared connection_ after an apply or a read, unless it is in doubt (then
+  //! closed); a connection of the session's own stays.
   void give_back_shared();
   //! Ends a connection politely in the background.
   void retire(std::unique_ptr<SecondaryConnection> connection);
@@ -191,7 +194,7 @@ private:
   size_t session_applied_ = 0;  // how many of session_statements_ the connection has run
   bool drops_prepared_ = false; // a pending session statement may drop our prepared ones
   std::unique_ptr<SecondaryConnection> connection_;
-  bool borrowed_ = false; // connection_ is a shared one, for the apply under way
+  bool borrowed_ = false; // connection_ is a shared one, for the apply or read under way
   bool sharing_ = false;  // joined the shared connections of login_key_
   std::map<std::string, protocol::TableShape> shapes_;
   uint64_t shapes_epoch_ = 0;
