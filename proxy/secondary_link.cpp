@@ -26,6 +26,9 @@ using monitoring::MirrorFailure;
 using monitoring::MirrorKind;
 
 constexpr auto kSecondaryBackoff = std::chrono::seconds(1);
+// A shared connection unused this long goes: a new backend costs the secondary a few
+// milliseconds, an idle one its memory for as long as the sessions last.
+constexpr auto kSharedIdleLimit = std::chrono::seconds(10);
 constexpr size_t kMaxSessionStatements = 1000;
 constexpr size_t kMaxMergedCommits = 64; // bounds one apply's size and its mirror.timeout risk
 
@@ -69,7 +72,8 @@ class SharedSecondaryConnections : public asio::execution_context::service,
                                    public SharedConnections<SecondaryConnection> {
 public:
   static asio::execution_context::id id;
-  explicit SharedSecondaryConnections(asio::execution_context& context) : service(context) {}
+  explicit SharedSecondaryConnections(asio::execution_context& context)
+      : service(context), SharedConnections(kSharedIdleLimit) {}
 
 private:
   void shutdown() override { clear(); }
@@ -230,9 +234,8 @@ void SecondaryLink::give_back_shared() {
     return;
   }
   borrowed_ = false;
-  if (auto surplus = shared_connections().give_back(login_key_, std::move(connection_))) {
+  for (auto& surplus : shared_connections().give_back(login_key_, std::move(connection_)))
     retire(std::move(surplus));
-  }
 }
 
 void SecondaryLink::retire(std::unique_ptr<SecondaryConnection> connection) {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -14,12 +15,17 @@ namespace switchyard::proxy {
 //! given back): the first does most of the work and the later ones only what overlaps, so
 //! few backend processes stay busy with warm caches, where one connection per session would
 //! wake a cold process each time (on PostgreSQL, two to three times the CPU for the same
-//! writes). There are never more idle connections of a key than sessions sharing it. Not
-//! thread-safe: one per network thread, as the connections belong to that thread's
-//! io_context. `Connection` has a `uint64_t shared_rank` member, 0 until the pool ranks it.
+//! writes). There are never more idle connections of a key than sessions sharing it, and
+//! one left idle longer than `idle_limit` goes (checked whenever one is given back), so a
+//! burst leaves no more backends behind than the load goes on needing. Not thread-safe: one
+//! per network thread, as the connections belong to that thread's io_context. `Connection`
+//! has a `uint64_t shared_rank` member, 0 until the pool ranks it.
 template <class Connection> class SharedConnections {
 public:
   using Owned = std::unique_ptr<Connection>;
+  using Clock = std::chrono::steady_clock;
+
+  explicit SharedConnections(Clock::duration idle_limit) : idle_limit_(idle_limit) {}
 
   //! A session starts sharing the connections of `key`.
   void join(const std::string& key) { ++entries_[key].sessions; }
@@ -28,24 +34,33 @@ public:
   Owned take(const std::string& key) {
     auto found = entries_.find(key);
     if (found == entries_.end() || found->second.idle.empty()) return nullptr;
-    Owned connection = std::move(found->second.idle.back());
+    Owned connection = std::move(found->second.idle.back().connection);
     found->second.idle.pop_back();
     return connection;
   }
 
-  //! Gives back a connection any session of `key` may use as it is. Returned again when
-  //! `key` already has an idle connection per session: the caller closes it.
-  Owned give_back(const std::string& key, Owned connection) {
+  //! Gives back a connection any session of `key` may use as it is, at `now`. Returns what
+  //! the caller closes: this one or another when `key` already has an idle connection per
+  //! session (the last-ranked goes), and any idle for longer than the limit.
+  std::vector<Owned> give_back(const std::string& key, Owned connection,
+                               Clock::time_point now = Clock::now()) {
     Entry& entry = entries_[key];
     if (connection->shared_rank == 0) connection->shared_rank = ++ranked_;
-    auto at =
-        std::upper_bound(entry.idle.begin(), entry.idle.end(), connection->shared_rank,
-                         [](uint64_t rank, const Owned& idle) { return rank > idle->shared_rank; });
-    entry.idle.insert(at, std::move(connection));
-    if (entry.idle.size() <= entry.sessions) return nullptr;
-    Owned last = std::move(entry.idle.front()); // the last-ranked goes
-    entry.idle.erase(entry.idle.begin());
-    return last;
+    auto at = std::upper_bound(
+        entry.idle.begin(), entry.idle.end(), connection->shared_rank,
+        [](uint64_t rank, const Idle& idle) { return rank > idle.connection->shared_rank; });
+    entry.idle.insert(at, Idle{std::move(connection), now});
+    std::vector<Owned> surplus;
+    if (entry.idle.size() > entry.sessions) {
+      surplus.push_back(std::move(entry.idle.front().connection));
+      entry.idle.erase(entry.idle.begin());
+    }
+    std::erase_if(entry.idle, [&](Idle& idle) {
+      if (now - idle.since <= idle_limit_) return false;
+      surplus.push_back(std::move(idle.connection));
+      return true;
+    });
+    return surplus;
   }
 
   //! A session of `key` stops sharing: the idle connections beyond one per session left,
@@ -58,7 +73,7 @@ public:
     if (entry.sessions > 0) --entry.sessions;
     size_t extra = entry.idle.size() > entry.sessions ? entry.idle.size() - entry.sessions : 0;
     for (size_t i = 0; i < extra; ++i)
-      surplus.push_back(std::move(entry.idle[i]));
+      surplus.push_back(std::move(entry.idle[i].connection));
     entry.idle.erase(entry.idle.begin(), entry.idle.begin() + static_cast<std::ptrdiff_t>(extra));
     if (entry.sessions == 0) entries_.erase(found);
     return surplus;
@@ -73,10 +88,15 @@ public:
   void clear() { entries_.clear(); }
 
 private:
+  struct Idle {
+    Owned connection;
+    Clock::time_point since;
+  };
   struct Entry {
     size_t sessions = 0;
-    std::vector<Owned> idle; // by rank, the first-ranked at the back
+    std::vector<Idle> idle; // by rank, the first-ranked at the back
   };
+  Clock::duration idle_limit_;
   std::map<std::string, Entry> entries_;
   uint64_t ranked_ = 0;
 };
