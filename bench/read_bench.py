@@ -4,13 +4,17 @@ and 50 % of reads routed to the secondary, side by side in one run, in simple an
 mode; then the cost of classifying a statement, with a warm and with a cold statement cache,
 as the latency switchyard adds to one client's SELECT.
 
-Usage: bench/read_bench.py [--duration S] [--clients N] [--scale N]
+Usage: bench/read_bench.py [--duration S] [--clients N] [--scale N] [--rate TPS]
+                           [--baseline path/to/another/switchyard]
+`--baseline` runs another build at 50 % beside this one in the same rounds; for both, the
+secondary's client connections (sampled mid-run) and its CPU per read it answered are shown.
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
 import os
 import sys
 import tempfile
+import threading
 import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from harness import Proxy  # noqa: E402
 
-from bench_common import pgbench, pgbench_init, start_clusters, trust_local  # noqa: E402
+from bench_common import cluster_cpu_seconds, pgbench, pgbench_init, start_clusters, trust_local  # noqa: E402
 
 # The same SELECT as pgbench -S, with a column alias that pgbench substitutes into the text:
 # every statement has a different shape, so the classification cache never hits.
@@ -51,11 +55,33 @@ def secondary_share(before, after):
     return 100 * delta["secondary"] / total if total else 0.0
 
 
+def client_connections(cluster):
+    """Client backends the cluster serves besides the one asking."""
+    return int(cluster.sql("SELECT count(*) FROM pg_stat_activity "
+                           "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"))
+
+
+def routed_run(proxy, secondary, args, clients, duration):
+    """pgbench through a routing proxy: (tps, failed, share of reads the secondary answered in
+    %, the secondary's client connections halfway through, its CPU µs per read it answered)."""
+    sampled = []
+    sampler = threading.Timer(duration / 2, lambda: sampled.append(client_connections(secondary)))
+    before, cpu_before = read_counts(proxy), cluster_cpu_seconds(secondary)
+    sampler.start()
+    tps, _, failed = pgbench(proxy.port, args, clients, duration)
+    sampler.join()
+    after, cpu = read_counts(proxy), cluster_cpu_seconds(secondary) - cpu_before
+    routed = after["secondary"] - before["secondary"]
+    return tps, failed, secondary_share(before, after), sampled[0], 1e6 * cpu / routed if routed else 0.0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=15, help="seconds per pgbench run")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--scale", type=int, default=10)
+    parser.add_argument("--rate", type=int, help="transactions per second per target (pgbench -R)")
+    parser.add_argument("--baseline", help="another switchyard binary to run at 50 %% beside this build")
     opts = parser.parse_args()
 
     with ExitStack() as cleanup:  # stops whatever was started, last first, however main() ends
@@ -65,31 +91,43 @@ def main():
             trust_local(cluster)
             pgbench_init(cluster, opts.scale)
         proxies = []
-        for percent in (0, 50):
-            directory = workdir / f"at-{percent}"
+        for percent, binary in ((0, None), (50, None)) + (((50, opts.baseline),) if opts.baseline else ()):
+            directory = workdir / f"at-{percent}-{len(proxies)}"
             directory.mkdir()
             proxies.append(Proxy(f"primary: {first.uri(sslmode='disable')}\n"
                                  f"secondary: {second.uri(sslmode='disable')}\n"
                                  f"mirror:\n  journal: {directory}/journal.jsonl\n"
-                                 f"read_percent: {percent}\nlogging:\n  level: warn\n", directory).start())
+                                 f"read_percent: {percent}\nlogging:\n  level: warn\n", directory,
+                                 binary=Path(binary).resolve() if binary else None).start())
             cleanup.callback(proxies[-1].stop)
-        at0, at50 = proxies
-        print(f"pgbench -S -T {opts.duration} -c {opts.clients}, scale {opts.scale}; both databases and "
-              f"switchyard on the same {os.cpu_count()} cores\n")
+        at0, at50 = proxies[:2]
+        baseline = proxies[2] if opts.baseline else None
+        rate = ["-R", str(opts.rate)] if opts.rate else []
+        print(f"pgbench -S -T {opts.duration} -c {opts.clients}{' -R ' + str(opts.rate) if opts.rate else ''}, "
+              f"scale {opts.scale}; both databases and switchyard on the same {os.cpu_count()} cores\n")
+        baseline_columns = ("| baseline 50 % tps | 50 %/baseline | baseline: secondary connections "
+                            "| baseline: secondary CPU µs/read " if baseline else "")
         print("| mode | direct tps | switchyard 0 % tps | switchyard 50 % tps | 0 %/direct | 50 %/direct "
-              "| reads the secondary answered at 50 % |")
-        print("|---|---|---|---|---|---|---|")
+              "| reads the secondary answered at 50 % | secondary connections mid-run "
+              f"| secondary CPU µs per read it answered {baseline_columns}|")
+        print("|---|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if baseline else ""))
         for mode in ("simple", "prepared"):
-            args = ["-S", "-M", mode]
+            args = ["-S", "-M", mode, *rate]
             direct, _, direct_failed = pgbench(first.port, args, opts.clients, opts.duration)
             zero, _, zero_failed = pgbench(at0.port, args, opts.clients, opts.duration)
-            before = read_counts(at50)
-            half, _, half_failed = pgbench(at50.port, args, opts.clients, opts.duration)
-            share = secondary_share(before, read_counts(at50))
+            half, half_failed, share, connections, per_read = routed_run(at50, second, args, opts.clients,
+                                                                         opts.duration)
+            baseline_cells = ""
+            if baseline:
+                base, base_failed, _, base_connections, base_per_read = routed_run(
+                    baseline, second, args, opts.clients, opts.duration)
+                half_failed = half_failed or base_failed
+                baseline_cells = (f"| {base:.0f} | {half / base:.2f}× | {base_connections} "
+                                  f"| {base_per_read:.0f} ")
             failed = " (client errors)" if direct_failed or zero_failed or half_failed else ""
             print(f"| {mode} | {direct:.0f} | {zero:.0f} | {half:.0f} | {zero / direct:.2f}× "
-                  f"| {half / direct:.2f}× | {share:.0f} %{failed} |",
-                  flush=True)
+                  f"| {half / direct:.2f}× | {share:.0f} %{failed} | {connections} | {per_read:.0f} "
+                  f"{baseline_cells}|", flush=True)
 
         print("\nClassification cost: one client, simple protocol, latency per SELECT\n")
         print("| statement cache | direct µs | switchyard 0 % µs | added by switchyard µs |")
