@@ -402,8 +402,6 @@ private:
                       : std::string(kRoleSwapMessage));
   }
 
-  // Writes on a closing connection, bounded: a peer that stops reading must not keep the
-  // session alive.
   // Counts and logs first, so the metric is settled by the time the client reads the error.
   asio::awaitable<void> finish(const Closing& closing) {
     services_.metrics().client_closed(closing.reason).Increment();
