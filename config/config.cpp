@@ -44,6 +44,8 @@ constexpr SettingInfo kSettings[] = {
     {"mirror.async_queue", true,
      "write_mode async: committed transactions that may wait for the secondary in memory; "
      "more wait in the journal"},
+    {"mirror.shared_idle_timeout", true,
+     "a secondary connection sessions take turns on, left idle this long, is closed"},
     {"mirror.journal", false, "file of the divergence journal (writes the secondary missed)"},
     {"cutover.state_file", false, "where the cutover state is kept when no fleet Redis is set"},
     {"cutover.audit_log", false, "JSON-lines file of every cutover transition: who, when, why"},
@@ -446,6 +448,10 @@ Result<std::shared_ptr<const Config>> parse_config(std::string_view yaml, std::s
             {{"sync", WriteMode::kSync}, {"async", WriteMode::kAsync}}, check);
   read_duration(root, "mirror.timeout", config->mirror.timeout, check);
   if (config->mirror.timeout.count() == 0) check.fail("mirror.timeout", "must be greater than 0");
+  read_duration(root, "mirror.shared_idle_timeout", config->mirror.shared_idle_timeout, check);
+  if (config->mirror.shared_idle_timeout.count() == 0) {
+    check.fail("mirror.shared_idle_timeout", "must be greater than 0");
+  }
   read_enum(root, "mirror.ddl", config->mirror.ddl,
             {{"mirror", DdlPolicy::kMirror},
              {"primary_only", DdlPolicy::kPrimaryOnly},

@@ -26,9 +26,6 @@ using monitoring::MirrorFailure;
 using monitoring::MirrorKind;
 
 constexpr auto kSecondaryBackoff = std::chrono::seconds(1);
-// A shared connection unused this long goes: a new backend costs the secondary a few
-// milliseconds, an idle one its memory for as long as the sessions last.
-constexpr auto kSharedIdleLimit = std::chrono::seconds(10);
 constexpr size_t kMaxSessionStatements = 1000;
 constexpr size_t kMaxMergedCommits = 64; // bounds one apply's size and its mirror.timeout risk
 
@@ -72,8 +69,7 @@ class SharedSecondaryConnections : public asio::execution_context::service,
                                    public SharedConnections<SecondaryConnection> {
 public:
   static asio::execution_context::id id;
-  explicit SharedSecondaryConnections(asio::execution_context& context)
-      : service(context), SharedConnections(kSharedIdleLimit) {}
+  explicit SharedSecondaryConnections(asio::execution_context& context) : service(context) {}
 
 private:
   void shutdown() override { clear(); }
@@ -234,8 +230,10 @@ void SecondaryLink::give_back_shared() {
     return;
   }
   borrowed_ = false;
-  for (auto& surplus : shared_connections().give_back(login_key_, std::move(connection_)))
+  for (auto& surplus : shared_connections().give_back(
+           login_key_, std::move(connection_), runtime_->config->mirror.shared_idle_timeout)) {
     retire(std::move(surplus));
+  }
 }
 
 void SecondaryLink::retire(std::unique_ptr<SecondaryConnection> connection) {

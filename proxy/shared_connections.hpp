@@ -16,16 +16,14 @@ namespace switchyard::proxy {
 //! few backend processes stay busy with warm caches, where one connection per session would
 //! wake a cold process each time (on PostgreSQL, two to three times the CPU for the same
 //! writes). There are never more idle connections of a key than sessions sharing it, and
-//! one left idle longer than `idle_limit` goes (checked whenever one is given back), so a
-//! burst leaves no more backends behind than the load goes on needing. Not thread-safe: one
+//! one left idle longer than the caller's limit goes (checked whenever one is given back),
+//! so a burst leaves no more backends behind than the load goes on needing. Not thread-safe: one
 //! per network thread, as the connections belong to that thread's io_context. `Connection`
 //! has a `uint64_t shared_rank` member, 0 until the pool ranks it.
 template <class Connection> class SharedConnections {
 public:
   using Owned = std::unique_ptr<Connection>;
   using Clock = std::chrono::steady_clock;
-
-  explicit SharedConnections(Clock::duration idle_limit) : idle_limit_(idle_limit) {}
 
   //! A session starts sharing the connections of `key`.
   void join(const std::string& key) { ++entries_[key].sessions; }
@@ -41,8 +39,8 @@ public:
 
   //! Gives back a connection any session of `key` may use as it is, at `now`. Returns what
   //! the caller closes: this one or another when `key` already has an idle connection per
-  //! session (the last-ranked goes), and any idle for longer than the limit.
-  std::vector<Owned> give_back(const std::string& key, Owned connection,
+  //! session (the last-ranked goes), and any idle for longer than `idle_limit`.
+  std::vector<Owned> give_back(const std::string& key, Owned connection, Clock::duration idle_limit,
                                Clock::time_point now = Clock::now()) {
     Entry& entry = entries_[key];
     if (connection->shared_rank == 0) connection->shared_rank = ++ranked_;
@@ -56,7 +54,7 @@ public:
       entry.idle.erase(entry.idle.begin());
     }
     std::erase_if(entry.idle, [&](Idle& idle) {
-      if (now - idle.since <= idle_limit_) return false;
+      if (now - idle.since <= idle_limit) return false;
       surplus.push_back(std::move(idle.connection));
       return true;
     });
@@ -96,7 +94,6 @@ private:
     size_t sessions = 0;
     std::vector<Idle> idle; // by rank, the first-ranked at the back
   };
-  Clock::duration idle_limit_;
   std::map<std::string, Entry> entries_;
   uint64_t ranked_ = 0;
 };

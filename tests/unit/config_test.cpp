@@ -252,6 +252,11 @@ read_routing:
         "test.yaml: read_routing.safe_functions: must be a list of names");
   CHECK(load_error(base + "mirror:\n  async_queue: 0\n") ==
         "test.yaml: mirror.async_queue: must be an integer from 1 to 10000000 (got '0')");
+  CHECK(load_error(base + "mirror:\n  shared_idle_timeout: 0s\n") ==
+        "test.yaml: mirror.shared_idle_timeout: must be greater than 0");
+  auto longer_idle = parse_config(base + "mirror:\n  shared_idle_timeout: 90s\n", "test.yaml", {});
+  REQUIRE(longer_idle);
+  CHECK((*longer_idle)->mirror.shared_idle_timeout == std::chrono::seconds(90));
   CHECK(load_error(base + "read_routing:\n  compare_percent: -1\n") ==
         "test.yaml: read_routing.compare_percent: must be a number from 0 to 100 (got '-1')");
 }

@@ -19,20 +19,20 @@ std::unique_ptr<Connection> connection(int id) {
 } // namespace
 
 TEST_CASE("a session takes the first-ranked idle connection, whichever came back last") {
-  Pool pool(kIdleLimit);
+  Pool pool;
   for (int i = 0; i < 3; ++i)
     pool.join("k");
   CHECK(pool.take("k") == nullptr); // none idle yet: the session connects
-  CHECK(pool.give_back("k", connection(1)).empty());
-  CHECK(pool.give_back("k", connection(2)).empty());
-  CHECK(pool.give_back("k", connection(3)).empty());
+  CHECK(pool.give_back("k", connection(1), kIdleLimit).empty());
+  CHECK(pool.give_back("k", connection(2), kIdleLimit).empty());
+  CHECK(pool.give_back("k", connection(3), kIdleLimit).empty());
   auto first = pool.take("k");
   auto second = pool.take("k");
   REQUIRE((first && second));
   CHECK(first->id == 1);
   CHECK(second->id == 2);
-  auto refused_second = pool.give_back("k", std::move(second)); // back in reverse order
-  auto refused_first = pool.give_back("k", std::move(first));
+  auto refused_second = pool.give_back("k", std::move(second), kIdleLimit); // back in reverse order
+  auto refused_first = pool.give_back("k", std::move(first), kIdleLimit);
   CHECK(refused_second.empty());
   CHECK(refused_first.empty());
   auto again = pool.take("k");
@@ -42,15 +42,15 @@ TEST_CASE("a session takes the first-ranked idle connection, whichever came back
 }
 
 TEST_CASE("idle shared connections never outnumber the sessions sharing them") {
-  Pool pool(kIdleLimit);
+  Pool pool;
   pool.join("k");
-  CHECK(pool.give_back("k", connection(1)).empty());
-  auto refused = pool.give_back("k", connection(2));
+  CHECK(pool.give_back("k", connection(1), kIdleLimit).empty());
+  auto refused = pool.give_back("k", connection(2), kIdleLimit);
   REQUIRE(refused.size() == 1);
   CHECK(refused[0]->id == 2); // the last-ranked goes
 
   pool.join("k");
-  CHECK(pool.give_back("k", connection(3)).empty());
+  CHECK(pool.give_back("k", connection(3), kIdleLimit).empty());
   auto surplus = pool.leave("k"); // one session left: the last-ranked idle connection goes
   REQUIRE(surplus.size() == 1);
   CHECK(surplus[0]->id == 3);
@@ -64,18 +64,18 @@ TEST_CASE("idle shared connections never outnumber the sessions sharing them") {
 }
 
 TEST_CASE("a shared connection left idle longer than the limit goes at the next give-back") {
-  Pool pool(kIdleLimit);
+  Pool pool;
   for (int i = 0; i < 3; ++i)
     pool.join("k");
   auto start = Pool::Clock::time_point{};
-  CHECK(pool.give_back("k", connection(1), start).empty());
-  CHECK(pool.give_back("k", connection(2), start).empty());
-  CHECK(pool.give_back("k", connection(3), start).empty()); // a burst needed three
+  CHECK(pool.give_back("k", connection(1), kIdleLimit, start).empty());
+  CHECK(pool.give_back("k", connection(2), kIdleLimit, start).empty());
+  CHECK(pool.give_back("k", connection(3), kIdleLimit, start).empty()); // a burst needed three
   for (int step = 1; step <= 4; ++step) { // then one at a time: the first-ranked does it all
     auto busy = pool.take("k");
     REQUIRE(busy);
     CHECK(busy->id == 1);
-    auto closed = pool.give_back("k", std::move(busy), start + seconds(step * 3));
+    auto closed = pool.give_back("k", std::move(busy), kIdleLimit, start + seconds(step * 3));
     if (step < 4) {
       CHECK(closed.empty()); // 9 s idle is within the limit
     } else {
