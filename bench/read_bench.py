@@ -55,17 +55,11 @@ def secondary_share(before, after):
     return 100 * delta["secondary"] / total if total else 0.0
 
 
-def client_connections(cluster):
-    """Client backends the cluster serves besides the one asking."""
-    return int(cluster.sql("SELECT count(*) FROM pg_stat_activity "
-                           "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"))
-
-
 def routed_run(proxy, secondary, args, clients, duration):
     """pgbench through a routing proxy: (tps, failed, share of reads the secondary answered in
     %, the secondary's client connections halfway through, its CPU µs per read it answered)."""
     sampled = []
-    sampler = threading.Timer(duration / 2, lambda: sampled.append(client_connections(secondary)))
+    sampler = threading.Timer(duration / 2, lambda: sampled.append(secondary.client_sessions()))
     before, cpu_before = read_counts(proxy), cluster_cpu_seconds(secondary)
     sampler.start()
     tps, _, failed = pgbench(proxy.port, args, clients, duration)

@@ -155,6 +155,11 @@ class PgCluster:
                              check=True, capture_output=True, text=True)
         return out.stdout.strip()
 
+    def client_sessions(self):
+        """How many client sessions the cluster serves besides the one asking."""
+        return int(self.sql("SELECT count(*) FROM pg_stat_activity "
+                            "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"))
+
     def uri(self, user="postgres", password=PASSWORD, host="127.0.0.1", dbname="postgres", **params):
         credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
         query = "&".join(f"{k}={v}" for k, v in params.items())

@@ -240,12 +240,6 @@ def test_ddl_settings_and_temp_tables_reach_the_secondary(pair, start_proxy, tmp
     assert_identical(primary, secondary, {"app.items": "id"})
 
 
-def secondary_sessions(cluster):
-    """How many client sessions the cluster serves besides the one asking."""
-    return int(cluster.sql("SELECT count(*) FROM pg_stat_activity "
-                           "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"))
-
-
 def test_sessions_without_settings_take_turns_on_one_secondary_connection(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "workers: 1\n"))
@@ -255,12 +249,12 @@ def test_sessions_without_settings_take_turns_on_one_secondary_connection(pair, 
             for number, conn in enumerate(sessions):
                 conn.execute("INSERT INTO balances (account, total) VALUES (%s, %s)",
                              (round_no * 10 + number, number))
-        assert secondary_sessions(primary) == 6
-        assert secondary_sessions(secondary) == 1
+        assert primary.client_sessions() == 6
+        assert secondary.client_sessions() == 1
     finally:
         for conn in sessions:
             conn.close()
-    assert wait_for(lambda: secondary_sessions(secondary) == 0, timeout=10)
+    assert wait_for(lambda: secondary.client_sessions() == 0, timeout=10)
     assert_identical(primary, secondary, {"balances": "account"})
 
 
@@ -275,7 +269,7 @@ def test_a_session_with_settings_writes_on_a_secondary_connection_of_its_own(pai
         for n in range(3):  # were the setting to leak, plain's notes would land in app.notes
             plain.execute("INSERT INTO notes (body) VALUES (%s)", (f"plain {n}",))
             in_app.execute("INSERT INTO notes (body) VALUES (%s)", (f"app {n}",))
-        assert secondary_sessions(secondary) == 2
+        assert secondary.client_sessions() == 2
     for cluster in pair:
         assert cluster.sql("SELECT string_agg(body, ',' ORDER BY body) FROM public.notes") == "plain 0,plain 1,plain 2"
         assert cluster.sql("SELECT string_agg(body, ',' ORDER BY body) FROM app.notes") == "app 0,app 1,app 2"

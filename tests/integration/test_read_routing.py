@@ -303,12 +303,6 @@ def test_extended_protocol_reads_are_routed_with_their_parameters(pair, start_pr
     assert 1 <= mismatches <= 9  # the whoami reads outside a transaction
 
 
-def client_sessions(cluster):
-    """How many client sessions the cluster serves besides the one asking."""
-    return int(cluster.sql("SELECT count(*) FROM pg_stat_activity "
-                           "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"))
-
-
 def test_sessions_without_settings_read_on_shared_secondary_connections(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(routing_config(primary, secondary, tmp_path, 100, "workers: 1\n"))
@@ -319,21 +313,21 @@ def test_sessions_without_settings_read_on_shared_secondary_connections(pair, st
                 assert side_of(conn.pgconn) == "secondary"
                 bound = conn.execute("SELECT side, %s::int FROM whoami", (1,), prepare=True)
                 assert bound.fetchall() == [("secondary", 1)]
-        assert client_sessions(secondary) == 1
+        assert secondary.client_sessions() == 1
         # A read transaction holds its connection until it ends; the others read meanwhile.
         with sessions[0].transaction():
             assert sessions[0].execute("SELECT side FROM whoami").fetchone() == ("secondary",)
             assert side_of(sessions[1].pgconn) == "secondary"
-            assert client_sessions(secondary) == 2
+            assert secondary.client_sessions() == 2
             assert sessions[0].execute("SELECT side FROM whoami WHERE true").fetchone() == ("secondary",)
         for conn in sessions:
             assert side_of(conn.pgconn) == "secondary"
-        assert client_sessions(secondary) == 2  # both kept idle, as many as sessions need
+        assert secondary.client_sessions() == 2  # both kept idle, as many as sessions need
         # A setting of the session's own: its reads get a connection no one else shares.
         sessions[2].execute("SET search_path = public")
         assert side_of(sessions[2].pgconn) == "secondary"
-        assert client_sessions(secondary) == 3
+        assert secondary.client_sessions() == 3
     finally:
         for conn in sessions:
             conn.close()
-    assert wait_for(lambda: client_sessions(secondary) == 0, timeout=10)
+    assert wait_for(lambda: secondary.client_sessions() == 0, timeout=10)
