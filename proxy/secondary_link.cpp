@@ -887,7 +887,8 @@ asio::awaitable<Result<protocol::Frame>> SecondaryLink::read_frame() {
       unconfirmed_read_statement_.clear();
     }
     connection_->session.transaction_status = frame->body.empty() ? '?' : frame->body[0];
-    // The read is over; the frame's one byte of body stays readable in the idle connection.
+    // The read is over. Callers look no further than a ReadyForQuery's tag, so the
+    // connection may go back (or be retired) before its frame is returned.
     if (borrowed_ && !read_transaction_open_) give_back_shared();
   }
   co_return frame;
