@@ -225,6 +225,9 @@ private:
   }
 
   asio::awaitable<std::optional<Closing>> on_client_message(const protocol::Frame& frame) {
+    if (skipping_to_sync() && frame.tag != 'S' && frame.tag != 'X') {
+      co_return std::nullopt; // PostgreSQL ignores it: nothing to forward, answer or mirror
+    }
     if (deferred_begin_ && frame.tag != 'Q') {
       if (auto c = co_await send_deferred_begin(frame.tag)) co_return c;
     }
@@ -546,10 +549,14 @@ private:
     note_for_routing(*s, prepared->text);
     if (s->transaction == TransactionOp::kRollback && link_.read_transaction_open()) {
       if (auto c = co_await drain()) co_return c;
+      if (skipping_to_sync()) co_return std::nullopt;
       co_await link_.end_read_transaction();
     }
     if (ends_transaction(s->transaction)) {
       if (auto c = co_await drain()) co_return c;
+      // An earlier message of the cycle failed: PostgreSQL skips this COMMIT, and the
+      // secondary must not commit either.
+      if (skipping_to_sync()) co_return std::nullopt;
       co_await link_.end_read_transaction();
       if (hands_over(s->transaction)) {
         link_.reserve();
@@ -563,6 +570,7 @@ private:
     }
     if (s->mirror != MirrorPlan::kNone && services_.role_fence().draining()) {
       co_await pass_role_fence();
+      if (skipping_to_sync()) co_return std::nullopt;
     }
     if (s->mirror != MirrorPlan::kNone && !expected_in_transaction_) {
       if (!wants_wrap(*s)) {
@@ -1082,6 +1090,10 @@ private:
     co_await answered();
     co_return std::nullopt;
   }
+
+  // An extended-protocol message failed and its cycle's Sync is not sent yet: PostgreSQL
+  // ignores every message before that Sync (the error emptied expects_ up to it).
+  bool skipping_to_sync() const { return cycle_failed_ && expects_.empty(); }
 
   // Waits for the server pump to have every answer owed.
   asio::awaitable<void> answered() {

@@ -1,6 +1,7 @@
 """Dual-write mirroring against two real PostgreSQL 15 clusters."""
 import contextlib
 import os
+import select
 import signal
 import struct
 import subprocess
@@ -220,6 +221,67 @@ def test_a_function_call_after_a_deferred_begin_runs_in_the_transaction(pair, st
     ]
     client.send(message(b"X"))
     assert client.closed()
+
+
+def pipeline_results(pgconn, count):
+    """The next `count` results of a libpq pipeline: (status name, SQLSTATE or None)."""
+    results = []
+    while len(results) < count:
+        while pgconn.is_busy():
+            readable, _, _ = select.select([pgconn.socket], [], [], 10)
+            assert readable, f"no answer within 10 s after {results}"
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is not None:
+            results.append((psycopg.pq.ExecStatus(result.status).name,
+                            result.error_field(psycopg.pq.DiagnosticField.SQLSTATE)))
+    return results
+
+
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_a_failed_pipeline_skips_to_its_sync_as_postgresql_does(pair, start_proxy, tmp_path, write_mode):
+    """After an error in an extended-protocol cycle PostgreSQL ignores every message up to the
+    Sync, the pipeline's COMMIT included: nothing of it may reach the secondary, and messages
+    the client sends after it read the error must not leave switchyard waiting for answers."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    Status = psycopg.pq.TransactionStatus
+    answers = {}
+    for name, dsn in (("direct", primary.uri()), ("switchyard", proxy.dsn())):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            pgconn, seen = conn.pgconn, []
+            pgconn.enter_pipeline_mode()
+            for sql in (b"BEGIN", b"INSERT INTO balances (account) VALUES (1)",
+                        b"INSERT INTO balances (account) VALUES (1)", b"COMMIT"):
+                pgconn.send_query_params(sql, None)
+            pgconn.pipeline_sync()
+            pgconn.flush()
+            seen += pipeline_results(pgconn, 5) + [pgconn.transaction_status]
+            pgconn.send_query_params(b"ROLLBACK", None)
+            pgconn.pipeline_sync()
+            pgconn.flush()
+            seen += pipeline_results(pgconn, 2) + [pgconn.transaction_status]
+            # The error read before the rest of the cycle is even sent.
+            pgconn.send_query_params(b"INSERT INTO balances (account) VALUES (1 / 0)", None)
+            pgconn.send_flush_request()
+            pgconn.flush()
+            seen += pipeline_results(pgconn, 1)
+            pgconn.send_query_params(b"INSERT INTO balances (account) VALUES (2)", None)
+            pgconn.send_query_params(b"SELECT count(*) FROM balances", None)
+            pgconn.pipeline_sync()
+            pgconn.flush()
+            seen += pipeline_results(pgconn, 3)
+            pgconn.exit_pipeline_mode()
+            conn.execute("INSERT INTO balances (account) VALUES (3)")
+            with conn.transaction():
+                conn.execute("INSERT INTO balances (account) VALUES (4)")
+            seen.append(conn.execute("SELECT string_agg(account::text, ',' ORDER BY account) FROM balances").fetchone())
+            answers[name] = seen
+        primary.sql("DELETE FROM balances")
+    assert answers["switchyard"] == answers["direct"]
+    assert answers["direct"][5] == Status.INERROR and answers["direct"][-1] == ("3,4",)
+    assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert secondary.sql("SELECT string_agg(account::text, ',' ORDER BY account) FROM balances") == "3,4"
 
 
 def test_ddl_settings_and_temp_tables_reach_the_secondary(pair, start_proxy, tmp_path):
