@@ -491,7 +491,8 @@ private:
       bind->result_formats.clear(); // the client expects no rows; the image comes as text
     }
     protocol::append_bind(to_primary_, *bind);
-    portals_[bind->portal] = PortalInfo{prepared, std::move(*bind)};
+    std::string portal = bind->portal; // not in the assignment: its right side, run first, moves
+    portals_[portal] = PortalInfo{prepared, std::move(*bind)};
     expects_.push_back(Expect{ExpectKind::kBind});
     return std::nullopt;
   }

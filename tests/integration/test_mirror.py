@@ -284,6 +284,30 @@ def test_a_failed_pipeline_skips_to_its_sync_as_postgresql_does(pair, start_prox
     assert secondary.sql("SELECT string_agg(account::text, ',' ORDER BY account) FROM balances") == "3,4"
 
 
+def test_writes_through_named_portals_reach_the_secondary(pair, start_proxy, tmp_path):
+    """libpq and psycopg bind the unnamed portal; other drivers (and cursors fetched in parts)
+    name theirs. A write executed through a named portal is mirrored like any other."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    client = RawClient(proxy.port)
+    client.login_trust()
+    insert = "INSERT INTO events (account) VALUES ($1) RETURNING account"
+    client.send(message(b"P", cstr("ins") + cstr(insert) + struct.pack("!hI", 1, 23)) + message(b"S"))
+    assert [tag for tag, _ in client.read_until(b"Z")] == [b"1", b"Z"]
+    for account in (7, 8):
+        value = str(account).encode()
+        client.send(message(b"B", cstr(f"portal{account}") + cstr("ins") + struct.pack("!hh", 0, 1)
+                            + struct.pack("!i", len(value)) + value + struct.pack("!h", 0))
+                    + message(b"E", cstr(f"portal{account}") + struct.pack("!I", 0)) + message(b"S"))
+        answer = client.read_until(b"Z")
+        assert [tag for tag, _ in answer] == [b"2", b"D", b"C", b"Z"]
+        assert answer[1][1].endswith(value) and answer[2][1] == b"INSERT 0 1\0"
+    client.send(message(b"X"))
+    for cluster in pair:
+        assert cluster.sql("SELECT string_agg(account::text, ',' ORDER BY account) FROM events") == "7,8"
+    assert_identical(primary, secondary, {"events": "id"})
+
+
 def test_ddl_settings_and_temp_tables_reach_the_secondary(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
