@@ -18,6 +18,12 @@ void append_empty_message(std::string& out, char tag) {
   append_u32(out, 4);
 }
 
+void append_message(std::string& out, char tag, std::string_view body) {
+  out.push_back(tag);
+  append_u32(out, static_cast<uint32_t>(body.size() + 4));
+  out.append(body);
+}
+
 std::optional<uint32_t> BodyReader::u32() {
   if (body_.size() - pos_ < 4) return std::nullopt;
   uint32_t v = read_u32(body_.data() + pos_);

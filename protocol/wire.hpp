@@ -26,6 +26,8 @@ void append_u16(std::string& out, uint16_t v);
 
 //! Appends a message that has no body (Sync, Flush, Terminate, CopyDone, ...).
 void append_empty_message(std::string& out, char tag);
+//! Appends a message: `tag`, its length, `body`.
+void append_message(std::string& out, char tag, std::string_view body);
 
 //! Walks a message body field by field; every read is bounds-checked and a short body makes
 //! the reader fail (ok() == false) instead of reading past the end.

@@ -40,12 +40,6 @@ asio::awaitable<NextMessage> next_message(SecondaryLink& link, std::chrono::mill
   co_return NextMessage{*frame, {}, {}};
 }
 
-void append_frame(std::string& out, const protocol::Frame& frame) {
-  out += frame.tag;
-  protocol::append_u32(out, static_cast<uint32_t>(frame.body.size() + 4));
-  out.append(frame.body);
-}
-
 // What the client sees of a read's answer; the rest is the secondary connection's own.
 bool for_client(char tag) {
   return tag == 'T' || tag == 'D' || tag == 'C' || tag == 'I' || tag == 'N';
@@ -116,7 +110,7 @@ asio::awaitable<SecondaryAnswer> collect_secondary_answer(SecondaryLink& link,
     if (!error.empty()) continue;
     if (frame.tag == 'D') digest.add_row(frame.body);
     if (out == nullptr) continue;
-    append_frame(*out, frame);
+    protocol::append_message(*out, frame.tag, frame.body);
     if (out->size() > limit) co_return SecondaryAnswer{State::kPartial, {}, {}};
   }
 }
@@ -141,10 +135,10 @@ asio::awaitable<bool> stream_secondary_rest(SecondaryLink& link, std::chrono::mi
     if (frame.tag == 'E' && !failed) {
       failed = true;
       digest.set_error(sqlstate_of(frame.body));
-      append_frame(out, frame);
+      protocol::append_message(out, frame.tag, frame.body);
     } else if (for_client(frame.tag) && !failed) {
       if (frame.tag == 'D') digest.add_row(frame.body);
-      append_frame(out, frame);
+      protocol::append_message(out, frame.tag, frame.body);
     }
     if (out.size() > limit) {
       if (!co_await sink(out)) co_return false;

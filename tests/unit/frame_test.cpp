@@ -170,3 +170,16 @@ TEST_CASE("an error's cursor position moves back by the characters put in front"
   append_error_shifted(out, 'E', "SERROR\0P14"s, 6);
   CHECK(out.substr(5) == "SERROR\0P14"s);
 }
+
+TEST_CASE("append_message re-encodes a decoded message byte for byte") {
+  std::string stream = frontend_stream();
+  std::string again;
+  std::string_view rest = stream;
+  while (!rest.empty()) {
+    auto result = decode_frame(rest, Direction::kFrontend, 1 << 20);
+    REQUIRE(result.status == DecodeStatus::kMessage);
+    append_message(again, result.frame.tag, result.frame.body);
+    rest.remove_prefix(result.consumed);
+  }
+  REQUIRE(again == stream);
+}
