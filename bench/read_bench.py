@@ -6,8 +6,9 @@ as the latency switchyard adds to one client's SELECT.
 
 Usage: bench/read_bench.py [--duration S] [--clients N] [--scale N] [--rate TPS]
                            [--baseline path/to/another/switchyard]
-`--baseline` runs another build at 50 % beside this one in the same rounds; for both, the
-secondary's client connections (sampled mid-run) and its CPU per read it answered are shown.
+At 50 %, the secondary's client connections (sampled mid-run), its CPU per read it answered
+and the primary's CPU per read (all reads: those it answered and those it did not) are shown.
+`--baseline` runs another build at 50 % beside this one in the same rounds, with the same.
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
@@ -55,18 +56,23 @@ def secondary_share(before, after):
     return 100 * delta["secondary"] / total if total else 0.0
 
 
-def routed_run(proxy, secondary, args, clients, duration):
+def routed_run(proxy, primary, secondary, args, clients, duration):
     """pgbench through a routing proxy: (tps, failed, share of reads the secondary answered in
-    %, the secondary's client connections halfway through, its CPU µs per read it answered)."""
+    %, the secondary's client connections halfway through, its CPU µs per read it answered,
+    the primary's CPU µs per transaction)."""
     sampled = []
     sampler = threading.Timer(duration / 2, lambda: sampled.append(secondary.client_sessions()))
-    before, cpu_before = read_counts(proxy), cluster_cpu_seconds(secondary)
+    before = read_counts(proxy)
+    cpu_before = cluster_cpu_seconds(secondary), cluster_cpu_seconds(primary)
     sampler.start()
     tps, _, failed = pgbench(proxy.port, args, clients, duration)
     sampler.join()
-    after, cpu = read_counts(proxy), cluster_cpu_seconds(secondary) - cpu_before
+    after = read_counts(proxy)
+    cpu = cluster_cpu_seconds(secondary) - cpu_before[0], cluster_cpu_seconds(primary) - cpu_before[1]
     routed = after["secondary"] - before["secondary"]
-    return tps, failed, secondary_share(before, after), sampled[0], 1e6 * cpu / routed if routed else 0.0
+    total = sum(after.values()) - sum(before.values())
+    return (tps, failed, secondary_share(before, after), sampled[0], 1e6 * cpu[0] / routed if routed else 0.0,
+            1e6 * cpu[1] / total if total else 0.0)
 
 
 def main():
@@ -100,27 +106,29 @@ def main():
         print(f"pgbench -S -T {opts.duration} -c {opts.clients}{' -R ' + str(opts.rate) if opts.rate else ''}, "
               f"scale {opts.scale}; both databases and switchyard on the same {os.cpu_count()} cores\n")
         baseline_columns = ("| baseline 50 % tps | 50 %/baseline | baseline: secondary connections "
-                            "| baseline: secondary CPU µs/read " if baseline else "")
+                            "| baseline: secondary CPU µs/read | baseline: primary CPU µs/read "
+                            if baseline else "")
         print("| mode | direct tps | switchyard 0 % tps | switchyard 50 % tps | 0 %/direct | 50 %/direct "
               "| reads the secondary answered at 50 % | secondary connections mid-run "
-              f"| secondary CPU µs per read it answered {baseline_columns}|")
-        print("|---|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if baseline else ""))
+              f"| secondary CPU µs per read it answered | primary CPU µs per read at 50 % {baseline_columns}|")
+        print("|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|---|---|" if baseline else ""))
         for mode in ("simple", "prepared"):
             args = ["-S", "-M", mode, *rate]
             direct, _, direct_failed = pgbench(first.port, args, opts.clients, opts.duration)
             zero, _, zero_failed = pgbench(at0.port, args, opts.clients, opts.duration)
-            half, half_failed, share, connections, per_read = routed_run(at50, second, args, opts.clients,
-                                                                         opts.duration)
+            half, half_failed, share, connections, per_read, primary_per_read = routed_run(
+                at50, first, second, args, opts.clients, opts.duration)
             baseline_cells = ""
             if baseline:
-                base, base_failed, _, base_connections, base_per_read = routed_run(
-                    baseline, second, args, opts.clients, opts.duration)
+                base, base_failed, _, base_connections, base_per_read, base_primary = routed_run(
+                    baseline, first, second, args, opts.clients, opts.duration)
                 half_failed = half_failed or base_failed
                 baseline_cells = (f"| {base:.0f} | {half / base:.2f}× | {base_connections} "
-                                  f"| {base_per_read:.0f} ")
+                                  f"| {base_per_read:.0f} | {base_primary:.0f} ")
             failed = " (client errors)" if direct_failed or zero_failed or half_failed else ""
             print(f"| {mode} | {direct:.0f} | {zero:.0f} | {half:.0f} | {zero / direct:.2f}× "
                   f"| {half / direct:.2f}× | {share:.0f} %{failed} | {connections} | {per_read:.0f} "
+                  f"| {primary_per_read:.0f} "
                   f"{baseline_cells}|", flush=True)
 
         print("\nClassification cost: one client, simple protocol, latency per SELECT\n")

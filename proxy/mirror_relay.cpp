@@ -57,6 +57,15 @@ struct PreparedInfo {
   std::shared_ptr<const protocol::Classification> classification;
   const protocol::Statement* statement = nullptr; // set when the text is one statement
   bool rewritten = false;                         // row image appended
+  //! The primary's RowDescription of a portal of this statement bound with these result
+  //! formats, while no DDL moved the schema epoch: lets a Describe of a portal whose read the
+  //! secondary answers skip the primary (see HeldBind). A cache, hence mutable.
+  struct Description {
+    std::vector<uint16_t> result_formats;
+    uint64_t schema_epoch = 0;
+    std::string message;
+  };
+  mutable std::optional<Description> description;
 };
 
 struct PortalInfo {
@@ -92,6 +101,8 @@ struct Expect {
   bool shadow = false;          // a shadow comparison's run: digest the answer, show none
   bool hand_over = false;       // a COMMIT whose writes go to the secondary after it (async)
   std::optional<Clock::time_point> read_started; // a safe read: timed for the latency gate
+  std::shared_ptr<const PreparedInfo> describes; // a portal's Describe: cache the answer here
+  std::vector<uint16_t> result_formats;          // ... for a portal bound with these
 };
 
 //! Serializes writes to the client from the two pumps, keeping their order.
@@ -227,6 +238,18 @@ private:
   asio::awaitable<std::optional<Closing>> on_client_message(const protocol::Frame& frame) {
     if (skipping_to_sync() && frame.tag != 'S' && frame.tag != 'X') {
       co_return std::nullopt; // PostgreSQL ignores it: nothing to forward, answer or mirror
+    }
+    if (held_bind_ && frame.tag != 'D' && frame.tag != 'E') release_held_bind();
+    if (unsent_portal_ && names_portal(frame, unsent_portal_->portal)) {
+      // A Describe, an Execute or a Bind of the same named portal needs the portal there;
+      // closing it or binding the unnamed portal anew does not.
+      bool needed = frame.tag == 'D' || frame.tag == 'E' ||
+                    (frame.tag == 'B' && !unsent_portal_->portal.empty());
+      if (needed) {
+        send_unsent_portal();
+      } else {
+        unsent_portal_.reset();
+      }
     }
     if (deferred_begin_ && frame.tag != 'Q') {
       if (auto c = co_await send_deferred_begin(frame.tag)) co_return c;
@@ -490,27 +513,106 @@ private:
     if (prepared && prepared->rewritten && !prepared->statement->has_returning) {
       bind->result_formats.clear(); // the client expects no rows; the image comes as text
     }
-    protocol::append_bind(to_primary_, *bind);
+    if (may_be_routed(prepared.get())) {
+      held_bind_ = HeldBind{std::string(), bind->portal, std::nullopt};
+      protocol::append_message(held_bind_->bind, frame.tag, frame.body);
+    } else {
+      protocol::append_bind(to_primary_, *bind);
+      expects_.push_back(Expect{ExpectKind::kBind});
+    }
     std::string portal = bind->portal; // not in the assignment: its right side, run first, moves
     portals_[portal] = PortalInfo{prepared, std::move(*bind)};
-    expects_.push_back(Expect{ExpectKind::kBind});
     return std::nullopt;
+  }
+
+  // ---- a routed bound read's Bind and Describe kept from the primary ------------------
+
+  // Whether a portal of `prepared`, bound now, may have its read answered by the secondary:
+  // a read outside any transaction (a portal of a transaction block could outlive the cycle).
+  bool may_be_routed(const PreparedInfo* prepared) const {
+    return prepared != nullptr && prepared->statement != nullptr && !prepared->rewritten &&
+           prepared->statement->kind == StatementKind::kRead &&
+           activity_.transaction_status == 'I' && !expected_in_transaction_ && link_.available();
+  }
+
+  // The cached RowDescription answering a Describe of `portal`, if still valid.
+  const std::string* cached_description(const PortalInfo& portal) const {
+    if (!portal.prepared || !portal.prepared->description) return nullptr;
+    const PreparedInfo::Description& cached = *portal.prepared->description;
+    if (cached.result_formats != portal.bind.result_formats ||
+        cached.schema_epoch != services_.schema_epoch().load(std::memory_order_relaxed)) {
+      return nullptr;
+    }
+    return &cached.message;
+  }
+
+  // The held Bind (and Describe) go to the primary after all: the read runs there.
+  void release_held_bind() {
+    HeldBind held = std::move(*held_bind_);
+    held_bind_.reset();
+    to_primary_ += held.bind;
+    expects_.push_back(Expect{ExpectKind::kBind});
+    if (held.description) {
+      protocol::append_describe(to_primary_, 'P', held.portal);
+      expects_.push_back(Expect{ExpectKind::kDescribePortal});
+    }
+  }
+
+  // A later message of the cycle names the portal the secondary answered: create it on the
+  // primary, hiding the BindComplete the client already had from switchyard.
+  void send_unsent_portal() {
+    to_primary_ += unsent_portal_->bind;
+    unsent_portal_.reset();
+    Expect expect{ExpectKind::kBind};
+    expect.internal = true;
+    expects_.push_back(std::move(expect));
+  }
+
+  static bool names_portal(const protocol::Frame& frame, std::string_view portal) {
+    switch (frame.tag) {
+    case 'B': {
+      auto bind = protocol::parse_bind(frame.body);
+      return !bind || bind->portal == portal;
+    }
+    case 'E': {
+      auto execute = protocol::parse_execute(frame.body);
+      return !execute || execute->portal == portal;
+    }
+    case 'D':
+    case 'C': {
+      auto target = protocol::parse_target(frame.body);
+      return !target || (target->kind == 'P' && target->name == portal);
+    }
+    default: return false;
+    }
   }
 
   std::optional<Closing> on_describe(const protocol::Frame& frame) {
     auto target = protocol::parse_target(frame.body);
     if (!target) return protocol_violation(target.error());
     std::shared_ptr<const PreparedInfo> prepared;
+    const PortalInfo* portal = nullptr;
     if (target->kind == 'S') {
       if (auto found = statements_.find(target->name); found != statements_.end())
         prepared = found->second;
     } else if (auto found = portals_.find(target->name); found != portals_.end()) {
-      prepared = found->second.prepared;
+      portal = &found->second;
+      prepared = portal->prepared;
+      bool held = held_bind_ && !held_bind_->description && held_bind_->portal == target->name;
+      if (const std::string* cached = held ? cached_description(*portal) : nullptr) {
+        held_bind_->description = *cached; // answered with the read, or sent if it falls back
+        return std::nullopt;
+      }
     }
+    if (held_bind_) release_held_bind();
     forward(frame);
     Expect expect{target->kind == 'S' ? ExpectKind::kDescribeStatement
                                       : ExpectKind::kDescribePortal};
     expect.rewritten = prepared && prepared->rewritten;
+    if (portal != nullptr && may_be_routed(prepared.get())) {
+      expect.describes = prepared;
+      expect.result_formats = portal->bind.result_formats;
+    }
     expects_.push_back(std::move(expect));
     return std::nullopt;
   }
@@ -518,6 +620,7 @@ private:
   asio::awaitable<std::optional<Closing>> on_execute(const protocol::Frame& frame) {
     auto execute = protocol::parse_execute(frame.body);
     if (!execute) co_return protocol_violation(execute.error());
+    if (held_bind_ && held_bind_->portal != execute->portal) release_held_bind();
     auto found = portals_.find(execute->portal);
     const PortalInfo* portal = found == portals_.end() ? nullptr : &found->second;
     const PreparedInfo* prepared = portal ? portal->prepared.get() : nullptr;
@@ -535,6 +638,7 @@ private:
       }
       count_unsafe_reads(std::span(s, 1));
     }
+    if (held_bind_) release_held_bind();
     stats_.add_queries(BackendRole::kPrimary, 1);
     if (s != nullptr && s->mirror == MirrorPlan::kCopyIn) {
       // COPY through the extended protocol sends its data after Sync; it reaches the primary.
@@ -737,7 +841,28 @@ private:
   }
 
   asio::awaitable<std::optional<Closing>> on_sync(const protocol::Frame& frame) {
+    if (unsent_portal_) {
+      // The cycle's implicit transaction ends here and its portals with it, unless the
+      // cycle began a transaction block, which keeps them.
+      if (expected_in_transaction_) {
+        send_unsent_portal();
+      } else {
+        unsent_portal_.reset();
+      }
+    }
+    if (primary_bytes_queued() == cycle_start_bytes_ && expects_.empty() && !holding_ &&
+        to_client_.empty() && !cycle_wrapped_ && !cycle_autocommit_mirror_ && !pending_shadow_ &&
+        !expected_in_transaction_ && activity_.transaction_status == 'I') {
+      // Nothing of the cycle reached the primary (the secondary answered its reads): the
+      // primary's answer to this Sync could only be the status it already reported.
+      std::string ready;
+      protocol::append_ready_for_query(ready, 'I');
+      if (auto ec = co_await writer_.write(ready); ec)
+        co_return peer_gone(CloseReason::kClientDisconnect, ec);
+      co_return std::nullopt;
+    }
     forward(frame);
+    cycle_start_bytes_ = primary_bytes_queued();
     activity_.sync_sent(Clock::now());
     Expect expect{ExpectKind::kSync};
     bool wrapped = cycle_wrapped_;
@@ -853,6 +978,7 @@ private:
     // client's transaction on either side.
     bool compare = !expected_in_transaction_ && !link_.has_unapplied() &&
                    policy.compare_percent > 0 && sampled(policy.compare_percent);
+    if (held_bind_ && (route.target != ReadTarget::kSecondary || compare)) release_held_bind();
     // A bound read whose cycle so far only parsed, bound and described runs on the secondary
     // while the primary answers those: the transaction status is already known.
     bool overlap = job.portal && route.target == ReadTarget::kSecondary && !compare &&
@@ -863,8 +989,11 @@ private:
     if ((route.target == ReadTarget::kSecondary && !overlap) || compare) {
       if (auto closing = co_await drain()) co_return closing;
       // An earlier message of this extended-protocol cycle failed: PostgreSQL skips the
-      // Execute, and so does switchyard.
-      if (job.portal && cycle_failed_) co_return std::nullopt;
+      // Bind and Execute, and so does switchyard.
+      if (job.portal && cycle_failed_) {
+        held_bind_.reset();
+        co_return std::nullopt;
+      }
     }
     if (route.target == ReadTarget::kSecondary && activity_.transaction_status == 'E') {
       route.reason = RouteReason::kUnsafe; // a failed transaction: the primary answers 25P02
@@ -877,6 +1006,7 @@ private:
       compare = false;
     }
     services_.metrics().reads(BackendRole::kPrimary, route.reason).Increment();
+    if (held_bind_) release_held_bind();
     read_on_primary(job, compare);
     if (!compare) co_return std::nullopt;
     // The client has its answer once the primary's is in; then the secondary's turn.
@@ -905,6 +1035,10 @@ private:
     bool in_transaction = status == 'T';
     routing::ResultDigest digest(job.ordered);
     std::string out;
+    if (held_bind_) { // the client's Bind and Describe are answered here, not by the primary
+      protocol::append_empty_message(out, '2');
+      if (held_bind_->description) out += *held_bind_->description;
+    }
     if (overlap) {
       request_answers();
       if (auto closing = co_await flush_primary()) {
@@ -917,6 +1051,7 @@ private:
     if (overlap) {
       co_await answered();
       if (cycle_failed_) { // PostgreSQL would skip this Execute: drop the secondary's answer
+        held_bind_.reset();
         if (answer.state != SecondaryAnswer::State::kFailed) {
           co_await collect_secondary_answer(link_, policy.timeout, nullptr, 0, digest);
         }
@@ -945,6 +1080,10 @@ private:
     }
     metrics.reads(BackendRole::kSecondary, RouteReason::kCohort).Increment();
     stats_.add_queries(BackendRole::kSecondary, 1);
+    if (held_bind_) {
+      unsent_portal_ = std::move(held_bind_);
+      held_bind_.reset();
+    }
     if (answer.state == SecondaryAnswer::State::kPartial) {
       if (auto ec = co_await writer_.write(out); ec) {
         co_return SecondaryServed{true, peer_gone(CloseReason::kClientDisconnect, ec)};
@@ -1058,14 +1197,13 @@ private:
   }
 
   void forward(const protocol::Frame& frame) {
-    to_primary_ += frame.tag;
-    protocol::append_u32(to_primary_, static_cast<uint32_t>(frame.body.size() + 4));
-    to_primary_.append(frame.body);
+    protocol::append_message(to_primary_, frame.tag, frame.body);
   }
 
   asio::awaitable<std::optional<Closing>> flush_primary() {
     if (to_primary_.empty()) co_return std::nullopt;
     stats_.add_bytes_to_backend(BackendRole::kPrimary, to_primary_.size());
+    primary_bytes_flushed_ += to_primary_.size();
     auto ec = co_await primary_.stream.write_all(to_primary_);
     to_primary_.clear();
     if (ec) {
@@ -1074,6 +1212,9 @@ private:
     }
     co_return std::nullopt;
   }
+
+  // Bytes for the primary so far, sent or about to be.
+  uint64_t primary_bytes_queued() const { return primary_bytes_flushed_ + to_primary_.size(); }
 
   // Asks the primary to answer what it was sent without waiting for a Sync.
   void request_answers() {
@@ -1147,9 +1288,7 @@ private:
   }
 
   void pass(const protocol::Frame& frame) {
-    to_client_ += frame.tag;
-    protocol::append_u32(to_client_, static_cast<uint32_t>(frame.body.size() + 4));
-    to_client_.append(frame.body);
+    protocol::append_message(to_client_, frame.tag, frame.body);
   }
 
   void on_primary_message(const protocol::Frame& frame) {
@@ -1285,6 +1424,11 @@ private:
     bool capture = front.internal || (front.kind == ExpectKind::kQuery && front.rewritten);
     if (!front.rewritten && !front.internal) {
       pass(frame);
+      if (front.describes) {
+        front.describes->description = PreparedInfo::Description{
+            std::move(front.result_formats), services_.schema_epoch().load(), std::string()};
+        protocol::append_message(front.describes->description->message, frame.tag, frame.body);
+      }
       if (describe) expects_.pop_front();
       return;
     }
@@ -1359,6 +1503,7 @@ private:
     case TransactionOp::kRollbackTo: link_.add(std::move(*front.op)); return;
     default: break;
     }
+    if (s->kind == StatementKind::kDdl) ++services_.schema_epoch(); // see PreparedInfo
     if (s->mirror == MirrorPlan::kNone) {
       reset_capture();
       return;
@@ -1441,6 +1586,20 @@ private:
   std::optional<PendingShadow> pending_shadow_;
   // The text of a BEGIN answered but not yet sent to the primary (see defer_begin).
   std::optional<std::string> deferred_begin_;
+  // A Bind kept from the primary because the Execute that follows may be a read the
+  // secondary answers, in which case the primary never needs the portal; with the
+  // Describe of its portal when the statement's RowDescription is cached. The next message
+  // that is not that Describe or Execute sends them on first, in order.
+  struct HeldBind {
+    std::string bind; // the client's message
+    std::string portal;
+    std::optional<std::string> description; // the cached RowDescription answering Describe
+  };
+  std::optional<HeldBind> held_bind_;
+  // The held Bind of a portal the secondary answered, until the cycle's Sync.
+  std::optional<HeldBind> unsent_portal_;
+  uint64_t primary_bytes_flushed_ = 0;
+  uint64_t cycle_start_bytes_ = 0; // primary_bytes_queued() at the last Sync sent
   std::minstd_rand sampler_{std::random_device{}()};
 };
 

@@ -1,13 +1,16 @@
 """Read routing against two real PostgreSQL 15 clusters: the cohort split, ramps, reloads,
 read-your-writes, fallback to the primary, and shadow comparison."""
 import os
+import struct
 import subprocess
 import threading
+import time
 
 import psycopg
 import pytest
 
 from harness import PASSWORD, PgCluster, wait_for
+from wire import RawClient, cstr, message
 
 # Each side answers "which database am I": the table is created on each cluster directly,
 # so a read through the proxy tells where it ran.
@@ -301,6 +304,74 @@ def test_extended_protocol_reads_are_routed_with_their_parameters(pair, start_pr
     assert proxy.metric("switchyard_shadow_comparisons_total", result="match") >= 800
     mismatches = proxy.metric("switchyard_shadow_comparisons_total", result="mismatch")
     assert 1 <= mismatches <= 9  # the whoami reads outside a transaction
+
+
+def test_prepared_reads_the_secondary_answers_send_nothing_to_the_primary(pair, start_proxy, tmp_path):
+    """A routed read of a prepared statement keeps its Bind and Describe from the primary:
+    switchyard answers them (the RowDescription from the primary's first answer) and the
+    cycle's Sync. Whatever else the cycle does still reaches the primary in order."""
+    primary, secondary = pair
+    proxy = start_proxy(routing_config(primary, secondary, tmp_path, 100))
+
+    def bytes_to_primary():
+        time.sleep(0.3)  # the network thread adds its counts to /metrics every 100 ms
+        return proxy.metric("switchyard_backend_bytes_total", backend="primary", direction="to_backend")
+
+    for cluster, value in ((primary, 1), (secondary, 2)):
+        cluster.sql(f"DROP TABLE IF EXISTS held; CREATE TABLE held (v int); INSERT INTO held VALUES ({value})")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        query = "SELECT side, %s::int AS n FROM whoami"
+        assert conn.execute(query, (0,), prepare=True).fetchall() == [("secondary", 0)]
+        before = bytes_to_primary()
+        for n in range(1, 6):
+            cur = conn.execute(query, (n,), prepare=True)
+            assert cur.fetchall() == [("secondary", n)]
+            assert [(c.name, c.type_code) for c in cur.description] == [("side", 25), ("n", 23)]
+        with conn.pipeline():  # several reads before one Sync
+            cursors = [conn.execute(query, (n,), prepare=True) for n in range(3)]
+        assert [cur.fetchall() for cur in cursors] == [[("secondary", n)] for n in range(3)]
+        assert bytes_to_primary() == before
+        # Binary results: described once by the primary for these formats, then not again.
+        binary = conn.cursor(binary=True)
+        for n in range(3):
+            assert binary.execute(query, (n,), prepare=True).fetchall() == [("secondary", n)]
+        after_binary = bytes_to_primary()
+        assert binary.execute(query, (7,), prepare=True).fetchall() == [("secondary", 7)]
+        assert bytes_to_primary() == after_binary
+
+        # The secondary fails the read: Bind, Describe and Execute run on the primary instead.
+        read_held = "SELECT v, %s::int FROM held"
+        for _ in range(2):
+            assert conn.execute(read_held, (5,), prepare=True).fetchall() == [(2, 5)]
+        secondary.sql("DROP TABLE held")
+        assert conn.execute(read_held, (6,), prepare=True).fetchall() == [(1, 6)]
+        assert proxy.metric("switchyard_read_fallbacks_total", reason="secondary_error") >= 1
+        primary.sql("DROP TABLE held")
+
+        # A pipeline, one Sync: a routed read, a write, and a read that must see the write.
+        with conn.pipeline():
+            first = conn.execute(query, (1,), prepare=True)
+            conn.execute("INSERT INTO items VALUES (%s, 'pipelined')", (3000,))
+            second = conn.execute(query, (2,), prepare=True)
+        assert first.fetchall() == [("secondary", 1)] and second.fetchall() == [("primary", 2)]
+        assert conn.execute("SELECT name FROM items WHERE id = 3000").fetchall() == [("pipelined",)]
+        conn.execute("DELETE FROM items WHERE id = 3000")
+
+    # The portal the secondary answered, named again before the cycle ends.
+    client = RawClient(proxy.port)
+    client.login_trust()
+    client.send(message(b"P", cstr("s") + cstr("SELECT side FROM whoami") + struct.pack("!h", 0))
+                + message(b"S"))
+    assert [tag for tag, _ in client.read_until(b"Z")] == [b"1", b"Z"]
+    bind = message(b"B", cstr("p") + cstr("s") + struct.pack("!hhh", 0, 0, 0))
+    for _ in range(2):  # the second time with the RowDescription cached
+        client.send(bind + message(b"D", b"P" + cstr("p")) + message(b"E", cstr("p") + struct.pack("!I", 0))
+                    + message(b"D", b"P" + cstr("p")) + message(b"C", b"P" + cstr("p"))
+                    + message(b"S"))
+        answer = client.read_until(b"Z")
+        assert [tag for tag, _ in answer] == [b"2", b"T", b"D", b"C", b"T", b"3", b"Z"]
+        assert answer[2][1].endswith(b"secondary") and answer[6][1] == b"I"
+    client.send(message(b"X"))
 
 
 def test_sessions_without_settings_read_on_shared_secondary_connections(pair, start_proxy, tmp_path):
