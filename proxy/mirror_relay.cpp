@@ -71,6 +71,11 @@ struct PreparedInfo {
 struct PortalInfo {
   std::shared_ptr<const PreparedInfo> prepared;
   protocol::BindMessage bind;
+  //! Where an Execute of the portal ran. Only the first may be routed: another continues
+  //! where that one stopped, which only the primary can do.
+  enum class Ran { kNot, kOnPrimary, kOnSecondary } ran = Ran::kNot;
+  //! The client's Bind while the primary has not had it (the secondary answered the portal).
+  std::string unsent_bind;
 };
 
 enum class ExpectKind {
@@ -240,17 +245,6 @@ private:
       co_return std::nullopt; // PostgreSQL ignores it: nothing to forward, answer or mirror
     }
     if (held_bind_ && frame.tag != 'D' && frame.tag != 'E') release_held_bind();
-    if (unsent_portal_ && names_portal(frame, unsent_portal_->portal)) {
-      // A Describe, an Execute or a Bind of the same named portal needs the portal there;
-      // closing it or binding the unnamed portal anew does not.
-      bool needed = frame.tag == 'D' || frame.tag == 'E' ||
-                    (frame.tag == 'B' && !unsent_portal_->portal.empty());
-      if (needed) {
-        send_unsent_portal();
-      } else {
-        unsent_portal_.reset();
-      }
-    }
     if (deferred_begin_ && frame.tag != 'Q') {
       if (auto c = co_await send_deferred_begin(frame.tag)) co_return c;
     }
@@ -513,15 +507,15 @@ private:
     if (prepared && prepared->rewritten && !prepared->statement->has_returning) {
       bind->result_formats.clear(); // the client expects no rows; the image comes as text
     }
-    if (may_be_routed(prepared.get())) {
-      held_bind_ = HeldBind{std::string(), bind->portal, std::nullopt};
+    if (bind->portal.empty() && may_be_routed(prepared.get())) {
+      held_bind_ = HeldBind{};
       protocol::append_message(held_bind_->bind, frame.tag, frame.body);
     } else {
       protocol::append_bind(to_primary_, *bind);
       expects_.push_back(Expect{ExpectKind::kBind});
     }
     std::string portal = bind->portal; // not in the assignment: its right side, run first, moves
-    portals_[portal] = PortalInfo{prepared, std::move(*bind)};
+    portals_[portal] = PortalInfo{prepared, std::move(*bind), PortalInfo::Ran::kNot, {}};
     return std::nullopt;
   }
 
@@ -529,6 +523,8 @@ private:
 
   // Whether a portal of `prepared`, bound now, may have its read answered by the secondary:
   // a read outside any transaction (a portal of a transaction block could outlive the cycle).
+  // Only the unnamed portal is held: binding it again replaces it, where binding a named
+  // portal that exists is an error only the primary can raise.
   bool may_be_routed(const PreparedInfo* prepared) const {
     return prepared != nullptr && prepared->statement != nullptr && !prepared->rewritten &&
            prepared->statement->kind == StatementKind::kRead &&
@@ -553,58 +549,52 @@ private:
     to_primary_ += held.bind;
     expects_.push_back(Expect{ExpectKind::kBind});
     if (held.description) {
-      protocol::append_describe(to_primary_, 'P', held.portal);
+      protocol::append_describe(to_primary_, 'P', "");
       expects_.push_back(Expect{ExpectKind::kDescribePortal});
     }
   }
 
-  // A later message of the cycle names the portal the secondary answered: create it on the
-  // primary, hiding the BindComplete the client already had from switchyard.
-  void send_unsent_portal() {
-    to_primary_ += unsent_portal_->bind;
-    unsent_portal_.reset();
-    Expect expect{ExpectKind::kBind};
-    expect.internal = true;
-    expects_.push_back(std::move(expect));
+  // A message names a portal the secondary answered, so the primary needs it: its Bind,
+  // with the BindComplete the client already had from switchyard hidden.
+  void create_on_primary(PortalInfo& portal) {
+    if (portal.unsent_bind.empty()) return;
+    to_primary_ += portal.unsent_bind;
+    portal.unsent_bind.clear();
+    Expect bind{ExpectKind::kBind};
+    bind.internal = true;
+    expects_.push_back(std::move(bind));
   }
 
-  static bool names_portal(const protocol::Frame& frame, std::string_view portal) {
-    switch (frame.tag) {
-    case 'B': {
-      auto bind = protocol::parse_bind(frame.body);
-      return !bind || bind->portal == portal;
-    }
-    case 'E': {
-      auto execute = protocol::parse_execute(frame.body);
-      return !execute || execute->portal == portal;
-    }
-    case 'D':
-    case 'C': {
-      auto target = protocol::parse_target(frame.body);
-      return !target || (target->kind == 'P' && target->name == portal);
-    }
-    default: return false;
-    }
+  // The client executes again a portal the secondary ran to its end, which PostgreSQL
+  // answers from the end (no rows): the primary's portal is run there first, unseen.
+  void run_out_on_primary(PortalInfo& portal, const std::string& name) {
+    create_on_primary(portal);
+    protocol::append_execute(to_primary_, name, 0);
+    Expect run{ExpectKind::kExecute};
+    run.internal = true;
+    expects_.push_back(std::move(run));
+    portal.ran = PortalInfo::Ran::kOnPrimary;
   }
 
   std::optional<Closing> on_describe(const protocol::Frame& frame) {
     auto target = protocol::parse_target(frame.body);
     if (!target) return protocol_violation(target.error());
     std::shared_ptr<const PreparedInfo> prepared;
-    const PortalInfo* portal = nullptr;
+    PortalInfo* portal = nullptr;
     if (target->kind == 'S') {
       if (auto found = statements_.find(target->name); found != statements_.end())
         prepared = found->second;
     } else if (auto found = portals_.find(target->name); found != portals_.end()) {
       portal = &found->second;
       prepared = portal->prepared;
-      bool held = held_bind_ && !held_bind_->description && held_bind_->portal == target->name;
+      bool held = held_bind_ && !held_bind_->description && target->name.empty();
       if (const std::string* cached = held ? cached_description(*portal) : nullptr) {
         held_bind_->description = *cached; // answered with the read, or sent if it falls back
         return std::nullopt;
       }
     }
     if (held_bind_) release_held_bind();
+    if (portal != nullptr) create_on_primary(*portal);
     forward(frame);
     Expect expect{target->kind == 'S' ? ExpectKind::kDescribeStatement
                                       : ExpectKind::kDescribePortal};
@@ -620,13 +610,18 @@ private:
   asio::awaitable<std::optional<Closing>> on_execute(const protocol::Frame& frame) {
     auto execute = protocol::parse_execute(frame.body);
     if (!execute) co_return protocol_violation(execute.error());
-    if (held_bind_ && held_bind_->portal != execute->portal) release_held_bind();
+    if (held_bind_ && !execute->portal.empty()) release_held_bind();
     auto found = portals_.find(execute->portal);
-    const PortalInfo* portal = found == portals_.end() ? nullptr : &found->second;
+    PortalInfo* portal = found == portals_.end() ? nullptr : &found->second;
     const PreparedInfo* prepared = portal ? portal->prepared.get() : nullptr;
     const protocol::Statement* s = prepared ? prepared->statement : nullptr;
-    // A read fetched whole may be routed; one fetched in parts keeps its portal's backend.
-    if (s != nullptr && execute->max_rows == 0 && !prepared->rewritten) {
+    if (portal != nullptr && portal->ran == PortalInfo::Ran::kOnSecondary) {
+      run_out_on_primary(*portal, execute->portal);
+    }
+    // A read fetched whole, by the portal's first Execute, may be routed; one fetched in
+    // parts keeps its portal's backend.
+    if (s != nullptr && execute->max_rows == 0 && !prepared->rewritten &&
+        portal->ran == PortalInfo::Ran::kNot) {
       auto read_policy = services_.read_policy();
       const config::ReadRouting& policy = *read_policy;
       if (auto route = route_reads(std::span(s, 1), policy)) {
@@ -639,6 +634,7 @@ private:
       count_unsafe_reads(std::span(s, 1));
     }
     if (held_bind_) release_held_bind();
+    if (portal != nullptr) portal->ran = PortalInfo::Ran::kOnPrimary;
     stats_.add_queries(BackendRole::kPrimary, 1);
     if (s != nullptr && s->mirror == MirrorPlan::kCopyIn) {
       // COPY through the extended protocol sends its data after Sync; it reaches the primary.
@@ -841,13 +837,13 @@ private:
   }
 
   asio::awaitable<std::optional<Closing>> on_sync(const protocol::Frame& frame) {
-    if (unsent_portal_) {
+    if (auto unnamed = portals_.find(""); unnamed != portals_.end()) {
       // The cycle's implicit transaction ends here and its portals with it, unless the
       // cycle began a transaction block, which keeps them.
       if (expected_in_transaction_) {
-        send_unsent_portal();
+        create_on_primary(unnamed->second);
       } else {
-        unsent_portal_.reset();
+        unnamed->second.unsent_bind.clear();
       }
     }
     if (primary_bytes_queued() == cycle_start_bytes_ && expects_.empty() && !holding_ &&
@@ -942,7 +938,7 @@ private:
   struct ReadJob {
     std::string_view sql;
     bool ordered = false;
-    const PortalInfo* portal = nullptr;
+    PortalInfo* portal = nullptr;
     const protocol::Frame* execute = nullptr; // the client's Execute, for the primary
   };
 
@@ -1007,6 +1003,7 @@ private:
     }
     services_.metrics().reads(BackendRole::kPrimary, route.reason).Increment();
     if (held_bind_) release_held_bind();
+    if (job.portal != nullptr) job.portal->ran = PortalInfo::Ran::kOnPrimary;
     read_on_primary(job, compare);
     if (!compare) co_return std::nullopt;
     // The client has its answer once the primary's is in; then the secondary's turn.
@@ -1080,8 +1077,9 @@ private:
     }
     metrics.reads(BackendRole::kSecondary, RouteReason::kCohort).Increment();
     stats_.add_queries(BackendRole::kSecondary, 1);
-    if (held_bind_) {
-      unsent_portal_ = std::move(held_bind_);
+    if (job.portal != nullptr) {
+      job.portal->ran = PortalInfo::Ran::kOnSecondary;
+      if (held_bind_) job.portal->unsent_bind = std::move(held_bind_->bind);
       held_bind_.reset();
     }
     if (answer.state == SecondaryAnswer::State::kPartial) {
@@ -1345,6 +1343,7 @@ private:
       return;
     case 'T': on_row_description(frame, front); return;
     case 'D':
+      if (front.internal) return; // a run of switchyard's own (run_out_on_primary)
       if (front.digest) primary_digest_.add_row(frame.body);
       on_data_row(frame);
       return;
@@ -1586,18 +1585,15 @@ private:
   std::optional<PendingShadow> pending_shadow_;
   // The text of a BEGIN answered but not yet sent to the primary (see defer_begin).
   std::optional<std::string> deferred_begin_;
-  // A Bind kept from the primary because the Execute that follows may be a read the
-  // secondary answers, in which case the primary never needs the portal; with the
-  // Describe of its portal when the statement's RowDescription is cached. The next message
+  // A Bind of the unnamed portal kept from the primary because the Execute that follows may
+  // be a read the secondary answers, in which case the primary never needs the portal; with
+  // the portal's Describe when the statement's RowDescription is cached. The next message
   // that is not that Describe or Execute sends them on first, in order.
   struct HeldBind {
-    std::string bind; // the client's message
-    std::string portal;
+    std::string bind;                       // the client's message
     std::optional<std::string> description; // the cached RowDescription answering Describe
   };
   std::optional<HeldBind> held_bind_;
-  // The held Bind of a portal the secondary answered, until the cycle's Sync.
-  std::optional<HeldBind> unsent_portal_;
   uint64_t primary_bytes_flushed_ = 0;
   uint64_t cycle_start_bytes_ = 0; // primary_bytes_queued() at the last Sync sent
   std::minstd_rand sampler_{std::random_device{}()};
