@@ -20,6 +20,7 @@
 #include "proxy/message_reader.hpp"
 #include "proxy/secondary_link.hpp"
 #include "proxy/secondary_read.hpp"
+#include "proxy/shape_registry.hpp"
 
 namespace switchyard::proxy {
 namespace {
@@ -58,11 +59,14 @@ struct PreparedInfo {
   const protocol::Statement* statement = nullptr; // set when the text is one statement
   bool rewritten = false;                         // row image appended
   //! The primary's RowDescription of a portal of this statement bound with these result
-  //! formats, while no DDL moved the schema epoch: lets a Describe of a portal whose read the
-  //! secondary answers skip the primary (see HeldBind). A cache, hence mutable.
+  //! formats: lets a Describe of a portal whose read the secondary answers skip the primary
+  //! (see HeldBind). Like a table shape (ShapeRegistry) it holds until DDL through switchyard
+  //! moves the schema epoch and for kTtl at most, for DDL that bypassed this process (another
+  //! switchyard of the fleet). A cache, hence mutable.
   struct Description {
     std::vector<uint16_t> result_formats;
     uint64_t schema_epoch = 0;
+    Clock::time_point described_at;
     std::string message;
   };
   mutable std::optional<Description> description;
@@ -536,7 +540,8 @@ private:
     if (!portal.prepared || !portal.prepared->description) return nullptr;
     const PreparedInfo::Description& cached = *portal.prepared->description;
     if (cached.result_formats != portal.bind.result_formats ||
-        cached.schema_epoch != services_.schema_epoch().load(std::memory_order_relaxed)) {
+        cached.schema_epoch != services_.schema_epoch().load(std::memory_order_relaxed) ||
+        Clock::now() - cached.described_at > ShapeRegistry::kTtl) {
       return nullptr;
     }
     return &cached.message;
@@ -1424,8 +1429,9 @@ private:
     if (!front.rewritten && !front.internal) {
       pass(frame);
       if (front.describes) {
-        front.describes->description = PreparedInfo::Description{
-            std::move(front.result_formats), services_.schema_epoch().load(), std::string()};
+        front.describes->description =
+            PreparedInfo::Description{std::move(front.result_formats),
+                                      services_.schema_epoch().load(), Clock::now(), std::string()};
         protocol::append_message(front.describes->description->message, frame.tag, frame.body);
       }
       if (describe) expects_.pop_front();

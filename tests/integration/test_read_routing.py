@@ -338,6 +338,15 @@ def test_prepared_reads_the_secondary_answers_send_nothing_to_the_primary(pair, 
         after_binary = bytes_to_primary()
         assert binary.execute(query, (7,), prepare=True).fetchall() == [("secondary", 7)]
         assert bytes_to_primary() == after_binary
+        # DDL through switchyard may change what a statement returns: described anew, once.
+        conn.execute("CREATE TABLE held_ddl (v int)")
+        mark = bytes_to_primary()
+        assert conn.execute(query, (8,), prepare=True).fetchall() == [("secondary", 8)]
+        assert bytes_to_primary() > mark
+        mark = bytes_to_primary()
+        assert conn.execute(query, (9,), prepare=True).fetchall() == [("secondary", 9)]
+        assert bytes_to_primary() == mark
+        conn.execute("DROP TABLE held_ddl")
 
         # The secondary fails the read: Bind, Describe and Execute run on the primary instead.
         read_held = "SELECT v, %s::int FROM held"
