@@ -102,7 +102,7 @@ CASES = [
     ("two reads before one Sync",
      [bind("", "s2", b"1"), describe(b"P", ""), execute(""), bind("", "s2", b"2"), describe(b"P", ""), execute(""),
       SYNC], 1),
-    ("a read, then Flush", [bind("", "s2", b"9"), describe(b"P", ""), execute(""), FLUSH], ("messages", 3)),
+    ("a read, then Flush", [bind("", "s2", b"9"), describe(b"P", ""), execute(""), FLUSH], ("messages", 4)),
     ("its Sync", [SYNC], 1),
     ("a read in a transaction block begun in its cycle",
      run_extended("BEGIN") + [bind("", "s2", b"3"), describe(b"P", ""), execute(""), SYNC,
