@@ -443,6 +443,15 @@ private:
   // Commits (after the secondary) or rolls back the transaction switchyard opened around an
   // autocommit write; its ReadyForQuery is the one the client waits for.
   asio::awaitable<std::optional<Closing>> end_wrapped_transaction(bool succeeded) {
+    if (!succeeded && held_status_ == 'I') {
+      // It failed before its BEGIN ran (a syntax error fails the whole Query): a ROLLBACK
+      // would only earn the client a "no transaction in progress" warning.
+      link_.discard();
+      expected_in_transaction_ = false;
+      std::string ready;
+      protocol::append_ready_for_query(ready, 'I');
+      co_return co_await write_ready(ready);
+    }
     if (!succeeded) {
       link_.discard();
     } else if (hands_over(TransactionOp::kCommit)) {
