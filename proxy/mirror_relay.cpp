@@ -443,15 +443,6 @@ private:
   // Commits (after the secondary) or rolls back the transaction switchyard opened around an
   // autocommit write; its ReadyForQuery is the one the client waits for.
   asio::awaitable<std::optional<Closing>> end_wrapped_transaction(bool succeeded) {
-    if (!succeeded && held_status_ == 'I') {
-      // It failed before its BEGIN ran (a syntax error fails the whole Query): a ROLLBACK
-      // would only earn the client a "no transaction in progress" warning.
-      link_.discard();
-      expected_in_transaction_ = false;
-      std::string ready;
-      protocol::append_ready_for_query(ready, 'I');
-      co_return co_await write_ready(ready);
-    }
     if (!succeeded) {
       link_.discard();
     } else if (hands_over(TransactionOp::kCommit)) {
@@ -459,12 +450,19 @@ private:
     } else {
       co_await link_.commit();
     }
+    expected_in_transaction_ = false;
+    if (!succeeded && held_status_ == 'I') {
+      // It failed before its BEGIN ran (a syntax error fails the whole Query): a ROLLBACK
+      // would only earn the client a "no transaction in progress" warning.
+      std::string ready;
+      protocol::append_ready_for_query(ready, 'I');
+      co_return co_await write_ready(ready);
+    }
     protocol::append_query(to_primary_, succeeded ? "COMMIT" : "ROLLBACK");
     Expect expect{ExpectKind::kQuery};
     expect.drop_complete = true;
     expect.hand_over = succeeded && hands_over(TransactionOp::kCommit);
     expects_.push_back(std::move(expect));
-    expected_in_transaction_ = false;
     co_return co_await flush_primary();
   }
 
