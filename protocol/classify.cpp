@@ -331,6 +331,94 @@ std::vector<std::string> set_columns_of(const json::object& stmt) {
   return columns;
 }
 
+// The SQL text of a COPY option's argument; nullopt for a kind of argument not expected.
+std::optional<std::string> option_argument(const json::value* arg) {
+  if (arg == nullptr || !arg->is_object()) return std::string();
+  const json::object& node = arg->get_object();
+  if (const json::value* s = node.if_contains("String"); s && s->is_object()) {
+    return string_constant(string_at(s->get_object(), "sval"));
+  }
+  if (const json::value* b = node.if_contains("Boolean"); b && b->is_object()) {
+    const json::value* value = b->get_object().if_contains("boolval");
+    return value != nullptr && value->is_bool() && value->get_bool() ? "true" : "false";
+  }
+  if (const json::value* i = node.if_contains("Integer"); i && i->is_object()) {
+    const json::value* value = i->get_object().if_contains("ival");
+    return value != nullptr && value->is_int64() ? std::to_string(value->get_int64()) : "0";
+  }
+  if (const json::value* list = node.if_contains("List"); list && list->is_object()) {
+    const json::value* items = list->get_object().if_contains("items");
+    std::string out = "(";
+    for (const json::value& item :
+         items && items->is_array() ? items->get_array() : json::array()) {
+      const json::value* s = item.is_object() ? item.get_object().if_contains("String") : nullptr;
+      if (s == nullptr || !s->is_object()) return std::nullopt;
+      if (out.size() > 1) out += ", ";
+      out += quote_identifier(string_at(s->get_object(), "sval"));
+    }
+    return out + ")";
+  }
+  return std::nullopt;
+}
+
+// A COPY FROM STDIN's column list and options, and how its data is split (copy_rows).
+CopyFrom copy_from_of(const json::object& stmt) {
+  CopyFrom copy;
+  if (const json::value* list = stmt.if_contains("attlist"); list && list->is_array()) {
+    for (const json::value& item : list->get_array()) {
+      const json::value* s = item.is_object() ? item.get_object().if_contains("String") : nullptr;
+      if (s != nullptr && s->is_object())
+        copy.columns.emplace_back(string_at(s->get_object(), "sval"));
+    }
+  }
+  copy.extendable = !stmt.contains("whereClause");
+  bool escape_given = false;
+  const json::value* options = stmt.if_contains("options");
+  for (const json::value& item :
+       options && options->is_array() ? options->get_array() : json::array()) {
+    const json::value* def = item.is_object() ? item.get_object().if_contains("DefElem") : nullptr;
+    if (def == nullptr || !def->is_object()) continue;
+    const json::object& elem = def->get_object();
+    std::string name(string_at(elem, "defname"));
+    const json::value* arg = elem.if_contains("arg");
+    std::optional<std::string> argument = option_argument(arg);
+    if (!argument) {
+      copy.extendable = false;
+      continue;
+    }
+    std::string_view text;
+    if (arg != nullptr && arg->is_object()) {
+      if (const json::value* s = arg->get_object().if_contains("String"); s && s->is_object())
+        text = string_at(s->get_object(), "sval");
+    }
+    if (name == "format") {
+      copy.format.kind = text == "csv"    ? CopyFormat::Kind::kCsv
+                         : text == "text" ? CopyFormat::Kind::kText
+                                          : CopyFormat::Kind::kBinary;
+    } else if (name == "delimiter" && !text.empty()) {
+      copy.format.delimiter = text[0];
+    } else if (name == "quote" && !text.empty()) {
+      copy.format.quote = text[0];
+    } else if (name == "escape" && !text.empty()) {
+      copy.format.escape = text[0];
+      escape_given = true;
+    } else if (name == "header") {
+      copy.format.header = *argument != "false" && *argument != "0" && text != "false" &&
+                           text != "off" && text != "0";
+      copy.extendable &= text != "match"; // it checks the header against the column list
+    }
+    copy.options.emplace_back(std::move(name), std::move(*argument));
+  }
+  if (copy.format.kind == CopyFormat::Kind::kCsv) {
+    bool delimiter_given = std::any_of(copy.options.begin(), copy.options.end(),
+                                       [](const auto& o) { return o.first == "delimiter"; });
+    if (!delimiter_given) copy.format.delimiter = ',';
+    if (!escape_given) copy.format.escape = copy.format.quote;
+  }
+  copy.extendable &= copy.format.kind != CopyFormat::Kind::kBinary;
+  return copy;
+}
+
 TransactionOp transaction_op(std::string_view kind) {
   if (kind == "TRANS_STMT_BEGIN" || kind == "TRANS_STMT_START") return TransactionOp::kBegin;
   if (kind == "TRANS_STMT_COMMIT") return TransactionOp::kCommit;
@@ -424,6 +512,10 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
       out.kind = StatementKind::kWrite;
       // A server-side file is not ours to read; the secondary cannot see it.
       out.mirror = program_or_file ? MirrorPlan::kStatement : MirrorPlan::kCopyIn;
+      if (!program_or_file) {
+        out.target = target_of(body);
+        out.copy_from = copy_from_of(body);
+      }
     }
     return;
   }

@@ -3,12 +3,14 @@
 #include <cstddef>
 #include <list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "protocol/copy_data.hpp"
 #include "protocol/dialect.hpp"
 
 namespace switchyard::protocol {
@@ -69,7 +71,8 @@ struct Statement {
   bool locking = false;       //!< SELECT ... FOR UPDATE/SHARE
   bool has_returning = false; //!< the client's own RETURNING clause
   RowImageOp image_op = RowImageOp::kUpsert;
-  TargetTable target;                   //!< row-image statements only
+  TargetTable target;                   //!< row-image statements and COPY FROM STDIN
+  std::optional<CopyFrom> copy_from;    //!< COPY FROM STDIN
   std::vector<std::string> set_columns; //!< UPDATE ... SET targets (a key change needs care)
   std::string node;                     //!< parse node name, e.g. "InsertStmt"
   // What read routing needs to know about a SELECT or SHOW.

@@ -1,0 +1,149 @@
+#include "protocol/copy_data.hpp"
+
+#include <algorithm>
+#include <cctype>
+
+#include "protocol/classify.hpp"
+
+namespace switchyard::protocol {
+
+std::string string_constant(std::string_view text) {
+  std::string out = "E'";
+  for (char c : text) {
+    if (c == '\'' || c == '\\') out += c;
+    out += c;
+  }
+  out += '\'';
+  return out;
+}
+
+namespace {
+
+// " WITH (name arg, ...)" of the options of `copy` for which `keep` holds; empty for none.
+template <typename Keep> std::string with_options(const CopyFrom& copy, Keep keep) {
+  std::string out;
+  for (const auto& [name, argument] : copy.options) {
+    if (!keep(name)) continue;
+    out += out.empty() ? " WITH (" : ", ";
+    out += name;
+    if (!argument.empty()) out += " " + argument;
+  }
+  if (!out.empty()) out += ")";
+  return out;
+}
+
+} // namespace
+
+std::vector<CopyRow> copy_rows(std::string_view data, const CopyFormat& format) {
+  std::vector<CopyRow> rows;
+  bool csv = format.kind == CopyFormat::Kind::kCsv;
+  // As in PostgreSQL, an escape equal to the quote is no escape: a doubled quote toggles twice.
+  char escape = format.escape == format.quote ? '\0' : format.escape;
+  bool header = format.header;
+  size_t pos = 0;
+  while (pos < data.size()) {
+    CopyRow row{pos, pos, 1};
+    bool in_quote = false;
+    bool last_was_escape = false;
+    size_t i = pos;
+    for (; i < data.size(); ++i) {
+      char c = data[i];
+      if (csv) {
+        if (in_quote && escape != '\0' && c == escape) last_was_escape = !last_was_escape;
+        if (c == format.quote && !last_was_escape) in_quote = !in_quote;
+        if (c != escape) last_was_escape = false;
+        if (in_quote) continue;
+      } else if (c == '\\') {
+        ++i; // the escaped character, even a newline, belongs to the field
+        continue;
+      }
+      if (c == '\n' || c == '\r') break;
+      if (c == format.delimiter) ++row.fields;
+    }
+    row.end = std::min(i, data.size());
+    pos = row.end;
+    if (pos < data.size()) pos += data.compare(pos, 2, "\r\n") == 0 ? 2 : 1;
+    if (data.substr(row.begin, row.end - row.begin) == "\\.") break;
+    if (header) {
+      header = false;
+    } else {
+      rows.push_back(row);
+    }
+  }
+  return rows;
+}
+
+std::string append_copy_fields(std::string_view data, std::span<const CopyRow> rows, size_t fields,
+                               std::span<const std::string_view> values, char delimiter) {
+  std::string out;
+  out.reserve(data.size() + rows.size() * (values.empty() ? 0 : values[0].size() + 1));
+  size_t copied = 0;
+  size_t next = 0;
+  for (const CopyRow& row : rows) {
+    if (row.fields < fields) continue;
+    if (next == values.size()) break;
+    out.append(data.substr(copied, row.end - copied));
+    out += delimiter;
+    out.append(values[next++]);
+    copied = row.end;
+  }
+  out.append(data.substr(copied));
+  return out;
+}
+
+std::string copy_from_sql(const CopyFrom& copy, std::string_view table,
+                          std::span<const std::string> columns) {
+  std::string sql = "COPY ";
+  sql += table;
+  sql += " (";
+  for (size_t i = 0; i < columns.size(); ++i) {
+    if (i > 0) sql += ", ";
+    sql += quote_identifier(columns[i]);
+  }
+  sql += ") FROM STDIN";
+  sql += with_options(copy, [](const std::string&) { return true; });
+  return sql;
+}
+
+std::string copy_values_sql(const CopyFrom& copy, std::span<const std::string> expressions,
+                            size_t rows) {
+  std::string sql = "COPY (SELECT ";
+  for (size_t i = 0; i < expressions.size(); ++i) {
+    if (i > 0) sql += ", ";
+    sql += expressions[i];
+  }
+  sql += " FROM generate_series(1, " + std::to_string(rows) + ")) TO STDOUT";
+  sql += with_options(copy, [](const std::string& name) {
+    return name == "format" || name == "delimiter" || name == "null" || name == "quote" ||
+           name == "escape" || name == "encoding";
+  });
+  return sql;
+}
+
+std::string column_defaults_sql(std::string_view table) {
+  return "SELECT a.attname, pg_catalog.current_setting('client_encoding'), CASE WHEN a.attidentity "
+         "<> '' THEN format('nextval(%L::regclass)', "
+         "pg_get_serial_sequence(a.attrelid::regclass::text, a.attname)) "
+         "ELSE pg_get_expr(d.adbin, d.adrelid) END "
+         "FROM pg_catalog.pg_attribute a LEFT JOIN pg_catalog.pg_attrdef d "
+         "ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+         "WHERE a.attrelid = pg_catalog.to_regclass(" +
+         string_constant(table) +
+         ") AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum";
+}
+
+bool encoding_embeds_ascii(std::string_view encoding) {
+  std::string name;
+  for (char c : encoding) {
+    if (c != '_' && c != '-')
+      name += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  }
+  for (std::string_view unsafe :
+       {"SJIS", "SHIFTJIS", "SHIFTJIS2004", "BIG5", "GBK", "UHC", "GB18030", "WIN932", "WIN936",
+        "WIN949", "WIN950", "CP932", "CP936", "CP949", "CP950"}) {
+    if (name == unsafe) return true;
+  }
+  return false;
+}
+
+} // namespace switchyard::protocol

@@ -1,0 +1,105 @@
+#include <catch2/catch.hpp>
+
+#include "protocol/classify.hpp"
+#include "protocol/copy_data.hpp"
+
+using namespace switchyard::protocol;
+
+namespace {
+
+CopyFrom copy_of(std::string_view sql) {
+  Classification c = classify(sql);
+  REQUIRE(c.error.empty());
+  REQUIRE(c.statements.size() == 1);
+  REQUIRE(c.statements[0].copy_from);
+  return *c.statements[0].copy_from;
+}
+
+// The rows of `data` as text, each followed by its field count.
+std::vector<std::string> rows_of(std::string_view data, const CopyFormat& format) {
+  std::vector<std::string> out;
+  for (const CopyRow& row : copy_rows(data, format)) {
+    out.push_back(std::string(data.substr(row.begin, row.end - row.begin)) + "|" +
+                  std::to_string(row.fields));
+  }
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("COPY FROM STDIN: columns, options and format as the parser reads them") {
+  CopyFrom csv = copy_of("COPY public.t (a, \"B\") FROM STDIN WITH (FORMAT csv, DELIMITER ';', "
+                         "HEADER, FORCE_NULL (a), QUOTE '''', FREEZE)");
+  CHECK(csv.columns == std::vector<std::string>{"a", "B"});
+  CHECK(csv.format.kind == CopyFormat::Kind::kCsv);
+  CHECK(csv.format.delimiter == ';');
+  CHECK(csv.format.quote == '\'');
+  CHECK(csv.format.escape == '\''); // defaults to the quote
+  CHECK(csv.format.header);
+  CHECK(csv.extendable);
+  CHECK(copy_from_sql(csv, "public.t", std::vector<std::string>{"a", "B", "id"}) ==
+        "COPY public.t (a, \"B\", id) FROM STDIN WITH (format E'csv', delimiter E';', header, "
+        "force_null (a), quote E'''', freeze)");
+  CHECK(copy_values_sql(csv, std::vector<std::string>{"nextval('s'::regclass)", "now()"}, 3) ==
+        "COPY (SELECT nextval('s'::regclass), now() FROM generate_series(1, 3)) TO STDOUT WITH "
+        "(format E'csv', delimiter E';', quote E'''')");
+
+  CopyFrom old_style = copy_of("copy t from stdin csv header delimiter '|' escape '\\' null 'x'");
+  CHECK(old_style.columns.empty());
+  CHECK(old_style.format.delimiter == '|');
+  CHECK(old_style.format.escape == '\\');
+  CHECK(old_style.format.header);
+  CHECK(copy_from_sql(old_style, "t", std::vector<std::string>{"a"}) ==
+        "COPY t (a) FROM STDIN WITH (format E'csv', header true, delimiter E'|', escape "
+        "E'\\\\', null E'x')");
+
+  CopyFrom text = copy_of("COPY t FROM STDIN");
+  CHECK(text.format.kind == CopyFormat::Kind::kText);
+  CHECK(text.format.delimiter == '\t');
+  CHECK_FALSE(text.format.header);
+  CHECK(copy_of("COPY t FROM STDIN (HEADER false)").format.header == false);
+
+  CHECK_FALSE(copy_of("COPY t FROM STDIN (FORMAT binary)").extendable);
+  CHECK_FALSE(copy_of("COPY t FROM STDIN (FORMAT csv, HEADER match)").extendable);
+  CHECK_FALSE(copy_of("COPY t FROM STDIN WHERE a > 1").extendable);
+  CHECK_FALSE(classify("COPY t FROM '/tmp/file'").statements.at(0).copy_from);
+}
+
+TEST_CASE("COPY text data splits into rows as PostgreSQL reads them") {
+  CopyFormat text;
+  CHECK(rows_of("1\ta\n2\tb\n", text) == std::vector<std::string>{"1\ta|2", "2\tb|2"});
+  // Escaped tabs and newlines stay in their field; \r\n ends a row; no final newline.
+  CHECK(rows_of("1\\\tx\\\ny\r\n2\tz", text) ==
+        std::vector<std::string>{"1\\\tx\\\ny|1", "2\tz|2"});
+  CHECK(rows_of("1\r2\r", text) == std::vector<std::string>{"1|1", "2|1"});
+  // The end-of-data line ends the rows; a header line is none of them.
+  CHECK(rows_of("1\n\\.\n2\n", text) == std::vector<std::string>{"1|1"});
+  text.header = true;
+  CHECK(rows_of("a\tb\n1\t2\n", text) == std::vector<std::string>{"1\t2|2"});
+  CHECK(rows_of("", text).empty());
+}
+
+TEST_CASE("COPY CSV data splits into rows, quotes and escapes respected") {
+  CopyFormat csv{CopyFormat::Kind::kCsv, ',', '"', '"', false};
+  CHECK(rows_of("1,\"a,b\nc\"\n2,\"say \"\"hi\"\"\"\n", csv) ==
+        std::vector<std::string>{"1,\"a,b\nc\"|2", "2,\"say \"\"hi\"\"\"|2"});
+  csv.escape = '\\';
+  CHECK(rows_of("1,\"a\\\",b\"\n2,x\n", csv) ==
+        std::vector<std::string>{"1,\"a\\\",b\"|2", "2,x|2"});
+  // A backslash outside quotes is data in CSV, not an escape.
+  CHECK(rows_of("1,a\\\n2,b\n", csv) == std::vector<std::string>{"1,a\\|2", "2,b|2"});
+}
+
+TEST_CASE("values are appended to the rows with all their fields") {
+  CopyFormat text;
+  std::string data = "1\ta\n2\n3\tc\td\r\n\\.\n";
+  auto rows = copy_rows(data, text);
+  std::vector<std::string_view> values{"10", "11"};
+  // The short row is left short; the long one still gets a value (and its error).
+  CHECK(append_copy_fields(data, rows, 2, values, '\t') == "1\ta\t10\n2\n3\tc\td\t11\r\n\\.\n");
+}
+
+TEST_CASE("the catalog query names the table as a string constant") {
+  std::string sql = column_defaults_sql("\"My\".\"t'x\"");
+  CHECK(sql.find("to_regclass(E'\"My\".\"t''x\"')") != std::string::npos);
+}
