@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "protocol/classify.hpp"
+#include "protocol/copy_data.hpp"
 #include "protocol/extended.hpp"
 #include "protocol/messages.hpp"
 #include "protocol/row_image.hpp"
@@ -98,6 +99,8 @@ struct Expect {
   explicit Expect(ExpectKind k) : kind(k) {}
   ExpectKind kind;
   bool internal = false;            // switchyard's own request: its answers are swallowed
+  bool capture = false;             // ... and read into captured_ (run_captured)
+  bool swallow_copy_in = false;     // a COPY whose CopyInResponse switchyard sent already
   bool hold_ready = false;          // ReadyForQuery is kept back for the client pump
   bool drop_first_complete = false; // a BEGIN was put in front of the client's query
   size_t position_shift = 0;        // characters put there: error cursors move back by these
@@ -370,10 +373,16 @@ private:
       expect.op = make_op(s, text, nullptr);
       expect.hand_over = hands_over(s.transaction);
       copy_in_started_ = false;
-      append_client_query(send, expect);
-      expects_.push_back(std::move(expect));
-      if (s.mirror == MirrorPlan::kCopyIn) {
-        if (auto c = co_await relay_copy_in()) co_return c;
+      if (s.copy_from && s.copy_from->extendable && statements.size() == 1 &&
+          activity_.transaction_status != 'E') {
+        if (auto c = co_await relay_copy_with_defaults(s, send, std::move(expect), wrap))
+          co_return c;
+      } else {
+        append_client_query(send, expect);
+        expects_.push_back(std::move(expect));
+        if (s.mirror == MirrorPlan::kCopyIn) {
+          if (auto c = co_await relay_copy_in()) co_return c;
+        }
       }
       // The last statement, answered straight to the client, needs no wait when it is a write
       // inside the client's transaction or the COMMIT/ROLLBACK ending it: nothing is left to
@@ -409,7 +418,13 @@ private:
     copy_in_started_ = false;
     copy_data_.clear();
     copy_too_large_ = false;
-    size_t bytes = 0;
+    co_return co_await relay_copy_data(0);
+  }
+
+  // Relays the client's CopyData to the primary, keeping a copy for the secondary in
+  // copy_data_ (`bytes` kept already) up to mirror.max_transaction_bytes, until CopyDone or
+  // CopyFail.
+  asio::awaitable<std::optional<Closing>> relay_copy_data(size_t bytes) {
     size_t limit = runtime_->config->mirror.max_transaction_bytes;
     while (true) {
       auto frame = co_await client_reader_.read_frame();
@@ -438,6 +453,207 @@ private:
       }
     }
     co_return co_await flush_primary();
+  }
+
+  // A COPY FROM STDIN leaves the columns it does not list to their defaults, which the
+  // secondary would evaluate again: other serial ids, times, random values. When the table
+  // has such columns, switchyard answers the CopyInResponse itself and keeps the data; at
+  // CopyDone the primary evaluates the defaults for every row, in the COPY's transaction (so
+  // now() is that transaction's), and the COPY runs on both databases with those columns
+  // listed and their values appended to the rows. Data that ends otherwise than in CopyDone
+  // or outgrows mirror.max_transaction_bytes reaches the primary as the client's COPY.
+  asio::awaitable<std::optional<Closing>> relay_copy_with_defaults(const protocol::Statement& s,
+                                                                   std::string_view send,
+                                                                   Expect expect, bool wrap) {
+    const protocol::CopyFrom& copy = *s.copy_from;
+    std::string table = s.target.qualified();
+    if (auto c = co_await run_captured(protocol::column_defaults_sql(table))) co_return c;
+    if (!captured_.error.empty()) co_return co_await fail_captured(wrap);
+    std::optional<CopyFill> fill = copy_fill(copy);
+    if (!fill) {
+      append_client_query(send, expect);
+      expects_.push_back(std::move(expect));
+      co_return co_await relay_copy_in();
+    }
+    std::string response; // text format, one format code per column, as PostgreSQL answers
+    response += '\0';
+    protocol::append_u16(response, static_cast<uint16_t>(fill->given));
+    for (size_t i = 0; i < fill->given; ++i)
+      protocol::append_u16(response, 0);
+    std::string out;
+    out.swap(to_client_);
+    protocol::append_message(out, 'G', response);
+    if (auto ec = co_await writer_.write(out); ec)
+      co_return peer_gone(CloseReason::kClientDisconnect, ec);
+
+    std::string data;
+    size_t limit = runtime_->config->mirror.max_transaction_bytes;
+    char ending = 0; // CopyDone, CopyFail or a message that fails the COPY; 0 when too large
+    std::string ending_body;
+    while (data.size() <= limit) {
+      auto frame = co_await client_reader_.read_frame();
+      if (!frame) {
+        if (client_reader_.peer_closed()) {
+          co_return Closing{CloseReason::kClientDisconnect, "closed during COPY", {}};
+        }
+        co_return protocol_violation(frame.error());
+      }
+      activity_.last_activity = Clock::now();
+      if (frame->tag == 'd') {
+        data.append(frame->body);
+      } else if (frame->tag != 'H' && frame->tag != 'S') { // PostgreSQL ignores those in COPY
+        ending = frame->tag;
+        ending_body = frame->body;
+        break;
+      }
+    }
+    std::vector<protocol::CopyRow> rows;
+    if (ending == 'c') rows = protocol::copy_rows(data, copy.format);
+    size_t filled_rows = static_cast<size_t>(std::count_if(
+        rows.begin(), rows.end(), [&](const auto& row) { return row.fields >= fill->given; }));
+    expect.swallow_copy_in = true;
+    if (filled_rows == 0) { // PostgreSQL answers as it would have: no rows, or no CopyDone
+      append_client_query(send, expect);
+      expects_.push_back(std::move(expect));
+      co_return co_await send_copy_data(data, ending, ending_body, ending != 0);
+    }
+
+    std::string values_sql = protocol::copy_values_sql(copy, fill->expressions, filled_rows);
+    if (wrap) values_sql.insert(0, kWrapBegin);
+    captured_limit_ = limit - data.size();
+    auto closing = co_await run_captured(values_sql);
+    captured_limit_ = std::numeric_limits<size_t>::max();
+    if (closing) co_return closing;
+    if (!captured_.error.empty()) co_return co_await fail_captured(wrap);
+    if (captured_.overflow) { // more values than data: the primary takes the COPY alone
+      if (wrap) send.remove_prefix(kWrapBegin.size()); // BEGIN went with the values
+      expect.drop_first_complete = false;
+      expect.position_shift = 0;
+      append_client_query(send, expect);
+      expects_.push_back(std::move(expect));
+      co_return co_await send_copy_data(data, 'c', {}, false);
+    }
+    protocol::CopyFormat values_format = copy.format;
+    values_format.header = false;
+    std::vector<std::string_view> values;
+    for (const protocol::CopyRow& row : protocol::copy_rows(captured_.copy_out, values_format)) {
+      values.push_back(std::string_view(captured_.copy_out).substr(row.begin, row.end - row.begin));
+    }
+    std::string filled =
+        protocol::append_copy_fields(data, rows, fill->given, values, copy.format.delimiter);
+    data = std::string();
+    captured_ = Captured{};
+    std::string sql = protocol::copy_from_sql(copy, table, fill->columns);
+    expect.op = make_op(s, sql, nullptr);
+    expect.drop_first_complete = false; // the BEGIN went with the values
+    expect.position_shift = 0;
+    append_client_query(sql, expect);
+    expects_.push_back(std::move(expect));
+    co_return co_await send_copy_data(filled, 'c', {}, true);
+  }
+
+  // Sends COPY data switchyard kept to the primary, then the message that ended it (0: the
+  // data outgrew mirror.max_transaction_bytes and the rest is still to be relayed). The
+  // secondary gets the data too when `mirrored`, and it was not too large.
+  asio::awaitable<std::optional<Closing>>
+  send_copy_data(std::string_view data, char ending, std::string_view ending_body, bool mirrored) {
+    copy_data_.clear();
+    copy_too_large_ = ending == 0 || !mirrored;
+    for (size_t at = 0; at < data.size(); at += kFlushThreshold) {
+      std::string_view piece = data.substr(at, kFlushThreshold);
+      protocol::append_message(to_primary_, 'd', piece);
+      if (!copy_too_large_) copy_data_.emplace_back(piece);
+      if (auto c = co_await flush_primary()) co_return c;
+    }
+    if (ending == 0) co_return co_await relay_copy_data(data.size());
+    protocol::append_message(to_primary_, ending, ending_body);
+    co_return co_await flush_primary();
+  }
+
+  //! The columns a COPY leaves to a default, from the catalog rows run_captured read.
+  struct CopyFill {
+    std::vector<std::string> columns;     // the client's, then those switchyard fills
+    size_t given = 0;                     // how many of them the client's data has
+    std::vector<std::string> expressions; // the defaults of the others
+  };
+
+  // nullopt when no column is left to a default, and when PostgreSQL refuses the COPY before
+  // any data (no such table or column): it then answers the client's COPY itself.
+  std::optional<CopyFill> copy_fill(const protocol::CopyFrom& copy) const {
+    CopyFill fill;
+    fill.columns = copy.columns;
+    std::vector<std::string> names;
+    for (const auto& row : captured_.rows) {
+      if (row.size() != 3 || !row[0] || !row[1]) return std::nullopt;
+      // Multi-byte characters with ASCII-looking bytes cannot be split byte by byte.
+      if (protocol::encoding_embeds_ascii(*row[1])) return std::nullopt;
+      names.push_back(*row[0]);
+    }
+    bool own_encoding = std::any_of(copy.options.begin(), copy.options.end(),
+                                    [](const auto& option) { return option.first == "encoding"; });
+    if (names.empty() || own_encoding) return std::nullopt;
+    if (fill.columns.empty()) fill.columns = names;
+    for (const std::string& column : fill.columns) {
+      if (std::count(fill.columns.begin(), fill.columns.end(), column) != 1 ||
+          std::find(names.begin(), names.end(), column) == names.end()) {
+        return std::nullopt;
+      }
+    }
+    fill.given = fill.columns.size();
+    for (size_t i = 0; i < names.size(); ++i) {
+      const protocol::Value& expression = captured_.rows[i][2];
+      auto given_end = fill.columns.begin() + static_cast<std::ptrdiff_t>(fill.given);
+      if (expression && std::find(fill.columns.begin(), given_end, names[i]) == given_end) {
+        fill.columns.push_back(names[i]);
+        fill.expressions.push_back(*expression);
+      }
+    }
+    if (fill.expressions.empty()) return std::nullopt;
+    return fill;
+  }
+
+  // Runs switchyard's own query on the primary, in the session, and reads its answer into
+  // captured_; the client sees nothing of it.
+  asio::awaitable<std::optional<Closing>> run_captured(std::string_view sql) {
+    captured_ = Captured{};
+    Expect expect{ExpectKind::kQuery};
+    expect.internal = true;
+    expect.capture = true;
+    expect.hold_ready = true; // its status lands in held_status_
+    append_client_query(sql, expect);
+    expects_.push_back(std::move(expect));
+    auto closing = co_await drain();
+    holding_ = false; // nothing of the client's waits for that ReadyForQuery
+    co_return closing;
+  }
+
+  void on_captured_answer(const protocol::Frame& frame) {
+    switch (frame.tag) {
+    case 'D':
+      if (auto values = protocol::parse_data_row(frame.body)) captured_.rows.push_back(*values);
+      break;
+    case 'd':
+      captured_.overflow |= captured_.copy_out.size() + frame.body.size() > captured_limit_;
+      if (!captured_.overflow) captured_.copy_out.append(frame.body);
+      break;
+    case 'E':
+      stats_.add_backend_errors(BackendRole::kPrimary, 1);
+      captured_.error = frame.body;
+      break;
+    case 'Z': on_ready(frame); break;
+    default: break;
+    }
+  }
+
+  // switchyard's own query for the client's statement failed: the client gets its error in
+  // the statement's place (on_query ends a wrapped transaction).
+  asio::awaitable<std::optional<Closing>> fail_captured(bool wrap) {
+    protocol::append_message(to_client_, 'E', captured_.error);
+    query_failed_ = true;
+    if (wrap) co_return std::nullopt;
+    std::string ready;
+    protocol::append_ready_for_query(ready, held_status_);
+    co_return co_await write_ready(ready);
   }
 
   // Commits (after the secondary) or rolls back the transaction switchyard opened around an
@@ -1317,6 +1533,10 @@ private:
       return;
     }
     Expect& front = expects_.front();
+    if (front.capture) {
+      on_captured_answer(frame);
+      return;
+    }
     switch (tag) {
     case 'E':
       stats_.add_backend_errors(BackendRole::kPrimary, 1);
@@ -1375,6 +1595,7 @@ private:
       if (front.kind == ExpectKind::kExecute) expects_.pop_front();
       return;
     case 'G':
+      if (front.swallow_copy_in) return;
       pass(frame);
       copy_in_started_ = true; // the client pump relays the data now
       wake_.cancel();
@@ -1576,6 +1797,14 @@ private:
   bool cycle_failed_ = false; // an extended-protocol message failed; the rest waits for Sync
   char held_status_ = 'I';
   bool copy_in_started_ = false; // the primary sent CopyInResponse
+  //! What run_captured read: the rows, COPY data and error of switchyard's own query.
+  struct Captured {
+    std::vector<std::vector<protocol::Value>> rows;
+    std::string copy_out;
+    std::string error;     // an ErrorResponse body; empty when it succeeded
+    bool overflow = false; // COPY data beyond captured_limit_ was dropped
+  } captured_;
+  size_t captured_limit_ = std::numeric_limits<size_t>::max();
   bool copy_too_large_ = false;
   std::vector<std::string> copy_data_; // of the COPY running now, for the secondary
   bool holding_ = false; // a ReadyForQuery was held back: keep the answers before it too

@@ -694,6 +694,80 @@ def test_copy_from_stdin_reaches_both_sides(pair, start_proxy, tmp_path):
     assert proxy.metric("switchyard_journal_entries_total") == 0
 
 
+def copy_failure(dsn, statement, payload):
+    """The error a COPY of `payload` ends in, and that the session goes on after it."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        with pytest.raises(psycopg.Error) as failure:
+            with conn.cursor().copy(statement) as copy:
+                copy.write(payload)
+        assert conn.execute("SELECT 7").fetchone() == (7,)
+    diag = failure.value.diag
+    return failure.value.sqlstate, diag.message_primary, diag.context
+
+
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_copy_leaving_out_columns_with_defaults_writes_the_primarys_values(pair, start_proxy, tmp_path,
+                                                                           write_mode):
+    """A COPY that leaves out a serial or identity id or a uuid, time or random default: the
+    secondary gets the values the primary generated, not values of its own."""
+    primary, secondary = pair
+    # The secondary's sequence ahead, as after writes that bypassed it: its own ids would differ.
+    secondary.sql("SELECT setval('events_id_seq', 500)")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    data = tmp_path / "accounts.csv"
+    data.write_text("account\n" + "".join(f"{i}\n" for i in range(300)))
+    out = subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", proxy.dsn(),
+                          "-c", f"\\copy events (account) FROM '{data}' CSV HEADER"], capture_output=True, text=True)
+    assert out.returncode == 0 and "COPY 300" in out.stdout, out.stderr
+    with psycopg.connect(proxy.dsn()) as conn:  # one transaction: now() is the same in both COPYs
+        with conn.cursor() as cur:
+            with cur.copy("COPY ledger (account, total) FROM STDIN") as copy:
+                for i in range(50):
+                    copy.write_row((i, i / 3))
+            with cur.copy("COPY notes (body) FROM STDIN") as copy:
+                copy.write_row(("tab\there, newline\nthere, backslash \\",))
+            with cur.copy("COPY notes (body) FROM STDIN WITH (FORMAT csv, QUOTE '|')") as copy:
+                copy.write('|quoted, with a\nnewline|\nplain\n|say ||hi|||\n')
+            cur.execute("INSERT INTO balances (account) VALUES (1)")
+            with cur.copy("COPY balances FROM STDIN") as copy:  # every column: nothing to fill
+                copy.write("2\t5\t\\N\n")
+    assert primary.sql("SELECT count(DISTINCT noted) FROM ledger") == "1"
+    # Errors are PostgreSQL's own, and nothing of a failed COPY stays anywhere.
+    for statement, payload in (("COPY events (account) FROM STDIN", "1\nabc\n"),
+                               ("COPY ledger (account, total) FROM STDIN", "1\t2\n3\n"),
+                               ("COPY events (nope) FROM STDIN", "1\n"),
+                               ("COPY missing (account) FROM STDIN", "1\n")):
+        assert copy_failure(proxy.dsn(), statement, payload) == copy_failure(primary.uri(), statement, payload)
+    # A row with more fields than columns fails as it does directly; the line PostgreSQL
+    # quotes in the error's context shows the values switchyard appended.
+    extra = copy_failure(proxy.dsn(), "COPY events (account) FROM STDIN", "1\n2\t3\n")
+    assert extra[:2] == copy_failure(primary.uri(), "COPY events (account) FROM STDIN", "1\n2\t3\n")[:2]
+    assert wait_for(lambda: async_settled(proxy), timeout=60), proxy.log()
+    assert primary.sql("SELECT count(*) FROM events") == "300"
+    assert_identical(primary, secondary, {"events": "id", "ledger": "id", "notes": "t::text",
+                                          "balances": "account"})
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+
+
+def test_a_copy_too_large_to_keep_reaches_the_primary_and_the_journal(pair, start_proxy, tmp_path):
+    """Past mirror.max_transaction_bytes, of the data or of the values switchyard would fill
+    in, the client's COPY runs on the primary alone and is journaled as not mirrorable."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  max_transaction_bytes: 4096\n"))
+    small, large = tmp_path / "small.txt", tmp_path / "large.txt"
+    small.write_text("1\n" * 1000)  # 2 kB of data, but some 70 kB of ids, uuids, times
+    large.write_text("2\n" * 5000)  # 10 kB of data
+    for path, rows in ((small, 1000), (large, 5000)):
+        out = subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", proxy.dsn(),
+                              "-c", f"\\copy events (account) FROM '{path}'", "-c", "SELECT 'after'"],
+                             capture_output=True, text=True)
+        assert out.returncode == 0 and f"COPY {rows}" in out.stdout and "after" in out.stdout, out.stderr
+        assert out.stderr == ""  # no warning of a second BEGIN
+    assert primary.sql("SELECT count(*) FROM events") == "6000"
+    assert secondary.sql("SELECT count(*) FROM events") == "0"
+    assert proxy.metric("switchyard_mirror_failures_total", reason="not_mirrorable") == 2
+
+
 def test_malformed_messages_close_the_session_with_a_reason(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "limits:\n  max_message_size: 4096\n"))
