@@ -392,9 +392,13 @@ CopyFrom copy_from_of(const json::object& stmt) {
         text = string_at(s->get_object(), "sval");
     }
     if (name == "format") {
-      copy.format.kind = text == "csv"    ? CopyFormat::Kind::kCsv
-                         : text == "text" ? CopyFormat::Kind::kText
-                                          : CopyFormat::Kind::kBinary;
+      if (text == "csv") {
+        copy.format.kind = CopyFormat::Kind::kCsv;
+      } else if (text == "binary") {
+        copy.format.kind = CopyFormat::Kind::kBinary;
+      } else {
+        copy.extendable &= text == "text"; // else PostgreSQL refuses the COPY
+      }
     } else if (name == "delimiter" && !text.empty()) {
       copy.format.delimiter = text[0];
     } else if (name == "quote" && !text.empty()) {
@@ -415,7 +419,6 @@ CopyFrom copy_from_of(const json::object& stmt) {
     if (!delimiter_given) copy.format.delimiter = ',';
     if (!escape_given) copy.format.escape = copy.format.quote;
   }
-  copy.extendable &= copy.format.kind != CopyFormat::Kind::kBinary;
   return copy;
 }
 

@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "protocol/classify.hpp"
+#include "protocol/wire.hpp"
 
 namespace switchyard::protocol {
 
@@ -73,6 +74,57 @@ std::vector<CopyRow> copy_rows(std::string_view data, const CopyFormat& format) 
   return rows;
 }
 
+std::optional<std::vector<CopyRow>> binary_copy_rows(std::string_view data) {
+  constexpr std::string_view kSignature("PGCOPY\n\377\r\n\0", 11);
+  if (data.substr(0, kSignature.size()) != kSignature || data.size() < kSignature.size() + 8) {
+    return std::nullopt;
+  }
+  size_t pos = kSignature.size() + 4; // the flags
+  uint32_t extension = read_u32(data.data() + pos);
+  pos += 4;
+  if (extension > data.size() - pos) return std::nullopt;
+  pos += extension;
+  std::vector<CopyRow> rows;
+  while (true) {
+    if (data.size() - pos < 2) return std::nullopt;
+    auto count = static_cast<int16_t>(read_u16(data.data() + pos));
+    if (count == -1) return rows; // the trailer
+    if (count < 0) return std::nullopt;
+    CopyRow row{pos, pos + 2, static_cast<size_t>(count)};
+    for (int16_t i = 0; i < count; ++i) {
+      if (data.size() - row.end < 4) return std::nullopt;
+      auto length = static_cast<int32_t>(read_u32(data.data() + row.end));
+      row.end += 4;
+      if (length < -1 || (length > 0 && static_cast<size_t>(length) > data.size() - row.end)) {
+        return std::nullopt;
+      }
+      if (length > 0) row.end += static_cast<size_t>(length);
+    }
+    rows.push_back(row);
+    pos = row.end;
+  }
+}
+
+std::string append_binary_copy_fields(std::string_view data, std::span<const CopyRow> rows,
+                                      size_t fields, std::span<const std::string_view> values,
+                                      size_t added) {
+  std::string out;
+  out.reserve(data.size() + rows.size() * (values.empty() ? 0 : values[0].size()));
+  size_t copied = 0;
+  size_t next = 0;
+  for (const CopyRow& row : rows) {
+    if (row.fields != fields) continue;
+    if (next == values.size()) break;
+    out.append(data.substr(copied, row.begin - copied));
+    append_u16(out, static_cast<uint16_t>(fields + added));
+    out.append(data.substr(row.begin + 2, row.end - row.begin - 2));
+    out.append(values[next++]);
+    copied = row.end;
+  }
+  out.append(data.substr(copied));
+  return out;
+}
+
 std::string append_copy_fields(std::string_view data, std::span<const CopyRow> rows, size_t fields,
                                std::span<const std::string_view> values, char delimiter) {
   std::string out;
@@ -124,7 +176,8 @@ std::string column_defaults_sql(std::string_view table) {
   return "SELECT a.attname, pg_catalog.current_setting('client_encoding'), CASE WHEN a.attidentity "
          "<> '' THEN format('nextval(%L::regclass)', "
          "pg_get_serial_sequence(a.attrelid::regclass::text, a.attname)) "
-         "ELSE pg_get_expr(d.adbin, d.adrelid) END "
+         "ELSE pg_get_expr(d.adbin, d.adrelid) END, "
+         "pg_catalog.format_type(a.atttypid, a.atttypmod) "
          "FROM pg_catalog.pg_attribute a LEFT JOIN pg_catalog.pg_attrdef d "
          "ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
          "WHERE a.attrelid = pg_catalog.to_regclass(" +

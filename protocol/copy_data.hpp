@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -25,8 +26,8 @@ struct CopyFrom {
   //! Its options, each as name and SQL argument ("" when it has none, as FREEZE).
   std::vector<std::pair<std::string, std::string>> options;
   CopyFormat format;
-  //! false when switchyard cannot add columns to it: binary data, HEADER MATCH (which
-  //! checks the header against the column list), or a WHERE clause.
+  //! false when switchyard cannot add columns to it: HEADER MATCH (which checks the header
+  //! against the column list), or a WHERE clause.
   bool extendable = true;
 };
 
@@ -45,6 +46,17 @@ std::string string_constant(std::string_view text);
 //! and everything from an end-of-data line ("\.") on are not rows.
 std::vector<CopyRow> copy_rows(std::string_view data, const CopyFormat& format);
 
+//! The tuples of COPY binary data: each row spans a tuple, its field count included, and
+//! `fields` is that count; the header and the trailer are not rows. nullopt when the data is
+//! not well-formed binary COPY data (PostgreSQL then says what is wrong with it).
+std::optional<std::vector<CopyRow>> binary_copy_rows(std::string_view data);
+
+//! `data` with the fields of `values[i]` (each field's length and bytes) appended to the i-th
+//! of `rows` that has exactly `fields` fields, its field count raised by `added`.
+std::string append_binary_copy_fields(std::string_view data, std::span<const CopyRow> rows,
+                                      size_t fields, std::span<const std::string_view> values,
+                                      size_t added);
+
 //! `data` with `values[i]` appended, behind a delimiter, to the i-th of `rows` that has at
 //! least `fields` fields. A row with fewer is left as it is, so PostgreSQL still reports
 //! the column it misses; one with more still gets the values, and its extra data error.
@@ -62,8 +74,9 @@ std::string copy_values_sql(const CopyFrom& copy, std::span<const std::string> e
                             size_t rows);
 
 //! For each column of `table` a COPY can write (not dropped, not GENERATED ... STORED), in
-//! order: its name, the session's client_encoding, and the expression of its default (an
-//! identity column's nextval), NULL when it has none. No rows when the table does not exist.
+//! order: its name, the session's client_encoding, the expression of its default (an
+//! identity column's nextval; NULL when it has none) and its type. No rows when the table
+//! does not exist.
 std::string column_defaults_sql(std::string_view table);
 
 //! Whether `encoding` is one whose multi-byte characters may contain bytes that look like

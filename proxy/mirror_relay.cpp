@@ -475,11 +475,12 @@ private:
       expects_.push_back(std::move(expect));
       co_return co_await relay_copy_in();
     }
-    std::string response; // text format, one format code per column, as PostgreSQL answers
-    response += '\0';
+    bool binary = copy.format.kind == protocol::CopyFormat::Kind::kBinary;
+    std::string response; // the COPY's format, and the same for every column
+    response += binary ? '\1' : '\0';
     protocol::append_u16(response, static_cast<uint16_t>(fill->given));
     for (size_t i = 0; i < fill->given; ++i)
-      protocol::append_u16(response, 0);
+      protocol::append_u16(response, binary ? 1 : 0);
     std::string out;
     out.swap(to_client_);
     protocol::append_message(out, 'G', response);
@@ -508,9 +509,17 @@ private:
       }
     }
     std::vector<protocol::CopyRow> rows;
-    if (ending == 'c') rows = protocol::copy_rows(data, copy.format);
-    size_t filled_rows = static_cast<size_t>(std::count_if(
-        rows.begin(), rows.end(), [&](const auto& row) { return row.fields >= fill->given; }));
+    if (ending == 'c') {
+      // Malformed binary data fills nothing: PostgreSQL answers it.
+      rows = binary ? protocol::binary_copy_rows(data).value_or(std::vector<protocol::CopyRow>{})
+                    : protocol::copy_rows(data, copy.format);
+    }
+    // Rows with too few fields are left so, for PostgreSQL to name the column they miss; in
+    // binary data, rows with too many as well.
+    size_t filled_rows =
+        static_cast<size_t>(std::count_if(rows.begin(), rows.end(), [&](const auto& row) {
+          return binary ? row.fields == fill->given : row.fields >= fill->given;
+        }));
     expect.swallow_copy_in = true;
     if (filled_rows == 0) { // PostgreSQL answers as it would have: no rows, or no CopyDone
       append_client_query(send, expect);
@@ -535,12 +544,22 @@ private:
     }
     protocol::CopyFormat values_format = copy.format;
     values_format.header = false;
+    std::vector<protocol::CopyRow> value_rows =
+        binary ? protocol::binary_copy_rows(captured_.copy_out)
+                     .value_or(std::vector<protocol::CopyRow>{})
+               : protocol::copy_rows(captured_.copy_out, values_format);
+    size_t skip = binary ? 2 : 0; // a binary tuple's field count
     std::vector<std::string_view> values;
-    for (const protocol::CopyRow& row : protocol::copy_rows(captured_.copy_out, values_format)) {
-      values.push_back(std::string_view(captured_.copy_out).substr(row.begin, row.end - row.begin));
+    values.reserve(value_rows.size());
+    for (const protocol::CopyRow& row : value_rows) {
+      values.push_back(std::string_view(captured_.copy_out)
+                           .substr(row.begin + skip, row.end - row.begin - skip));
     }
     std::string filled =
-        protocol::append_copy_fields(data, rows, fill->given, values, copy.format.delimiter);
+        binary
+            ? protocol::append_binary_copy_fields(data, rows, fill->given, values,
+                                                  fill->expressions.size())
+            : protocol::append_copy_fields(data, rows, fill->given, values, copy.format.delimiter);
     data = std::string();
     captured_ = Captured{};
     std::string sql = protocol::copy_from_sql(copy, table, fill->columns);
@@ -584,7 +603,7 @@ private:
     fill.columns = copy.columns;
     std::vector<std::string> names;
     for (const auto& row : captured_.rows) {
-      if (row.size() != 3 || !row[0] || !row[1]) return std::nullopt;
+      if (row.size() != 4 || !row[0] || !row[1] || !row[3]) return std::nullopt;
       // Multi-byte characters with ASCII-looking bytes cannot be split byte by byte.
       if (protocol::encoding_embeds_ascii(*row[1])) return std::nullopt;
       names.push_back(*row[0]);
@@ -605,7 +624,8 @@ private:
       auto given_end = fill.columns.begin() + static_cast<std::ptrdiff_t>(fill.given);
       if (expression && std::find(fill.columns.begin(), given_end, names[i]) == given_end) {
         fill.columns.push_back(names[i]);
-        fill.expressions.push_back(*expression);
+        // In the column's type: binary data must be (nextval() is a bigint, the id an int).
+        fill.expressions.push_back("CAST((" + *expression + ") AS " + *captured_.rows[i][3] + ")");
       }
     }
     if (fill.expressions.empty()) return std::nullopt;

@@ -708,8 +708,8 @@ def copy_failure(dsn, statement, payload):
 @pytest.mark.parametrize("write_mode", ["sync", "async"])
 def test_copy_leaving_out_columns_with_defaults_writes_the_primarys_values(pair, start_proxy, tmp_path,
                                                                            write_mode):
-    """A COPY that leaves out a serial or identity id or a uuid, time or random default: the
-    secondary gets the values the primary generated, not values of its own."""
+    """A COPY (text, CSV or binary) that leaves out a serial or identity id or a uuid, time or
+    random default: the secondary gets the values the primary generated, not its own."""
     primary, secondary = pair
     # The secondary's sequence ahead, as after writes that bypassed it: its own ids would differ.
     secondary.sql("SELECT setval('events_id_seq', 500)")
@@ -728,6 +728,10 @@ def test_copy_leaving_out_columns_with_defaults_writes_the_primarys_values(pair,
                 copy.write_row(("tab\there, newline\nthere, backslash \\",))
             with cur.copy("COPY notes (body) FROM STDIN WITH (FORMAT csv, QUOTE '|')") as copy:
                 copy.write('|quoted, with a\nnewline|\nplain\n|say ||hi|||\n')
+            with cur.copy("COPY events (account) FROM STDIN (FORMAT binary)") as copy:
+                copy.set_types(["int4"])
+                for i in range(20):
+                    copy.write_row((i,))
             cur.execute("INSERT INTO balances (account) VALUES (1)")
             with cur.copy("COPY balances FROM STDIN") as copy:  # every column: nothing to fill
                 copy.write("2\t5\t\\N\n")
@@ -743,7 +747,7 @@ def test_copy_leaving_out_columns_with_defaults_writes_the_primarys_values(pair,
     extra = copy_failure(proxy.dsn(), "COPY events (account) FROM STDIN", "1\n2\t3\n")
     assert extra[:2] == copy_failure(primary.uri(), "COPY events (account) FROM STDIN", "1\n2\t3\n")[:2]
     assert wait_for(lambda: async_settled(proxy), timeout=60), proxy.log()
-    assert primary.sql("SELECT count(*) FROM events") == "300"
+    assert primary.sql("SELECT count(*) FROM events") == "320"
     assert_identical(primary, secondary, {"events": "id", "ledger": "id", "notes": "t::text",
                                           "balances": "account"})
     assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()

@@ -2,6 +2,7 @@
 
 #include "protocol/classify.hpp"
 #include "protocol/copy_data.hpp"
+#include "protocol/wire.hpp"
 
 using namespace switchyard::protocol;
 
@@ -59,7 +60,8 @@ TEST_CASE("COPY FROM STDIN: columns, options and format as the parser reads them
   CHECK_FALSE(text.format.header);
   CHECK(copy_of("COPY t FROM STDIN (HEADER false)").format.header == false);
 
-  CHECK_FALSE(copy_of("COPY t FROM STDIN (FORMAT binary)").extendable);
+  CHECK(copy_of("COPY t FROM STDIN (FORMAT binary)").format.kind == CopyFormat::Kind::kBinary);
+  CHECK_FALSE(copy_of("COPY t FROM STDIN (FORMAT 'CSV')").extendable); // PostgreSQL refuses it
   CHECK_FALSE(copy_of("COPY t FROM STDIN (FORMAT csv, HEADER match)").extendable);
   CHECK_FALSE(copy_of("COPY t FROM STDIN WHERE a > 1").extendable);
   CHECK_FALSE(classify("COPY t FROM '/tmp/file'").statements.at(0).copy_from);
@@ -97,6 +99,55 @@ TEST_CASE("values are appended to the rows with all their fields") {
   std::vector<std::string_view> values{"10", "11"};
   // The short row is left short; the long one still gets a value (and its error).
   CHECK(append_copy_fields(data, rows, 2, values, '\t') == "1\ta\t10\n2\n3\tc\td\t11\r\n\\.\n");
+}
+
+namespace {
+
+std::string binary_field(std::string_view bytes) {
+  std::string out;
+  append_u32(out, static_cast<uint32_t>(bytes.size()));
+  return out.append(bytes);
+}
+
+std::string binary_tuple(std::initializer_list<std::string_view> fields) {
+  std::string out;
+  append_u16(out, static_cast<uint16_t>(fields.size()));
+  for (std::string_view field : fields)
+    out += binary_field(field);
+  return out;
+}
+
+constexpr std::string_view kBinaryHeader("PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0", 19);
+constexpr std::string_view kBinaryTrailer("\377\377", 2);
+
+} // namespace
+
+TEST_CASE("COPY binary data: tuples found, fields appended to those with all theirs") {
+  std::string data = std::string(kBinaryHeader) + binary_tuple({"ab", "c"}) + binary_tuple({"d"}) +
+                     binary_tuple({"e", "f"}) + std::string(kBinaryTrailer);
+  auto rows = binary_copy_rows(data);
+  REQUIRE(rows);
+  REQUIRE(rows->size() == 3);
+  CHECK((*rows)[0].fields == 2);
+  CHECK((*rows)[1].fields == 1);
+  std::string added1 = binary_field("X");
+  std::string added2 = binary_field("Y");
+  std::vector<std::string_view> values{added1, added2};
+  CHECK(append_binary_copy_fields(data, *rows, 2, values, 1) ==
+        std::string(kBinaryHeader) + binary_tuple({"ab", "c", "X"}) + binary_tuple({"d"}) +
+            binary_tuple({"e", "f", "Y"}) + std::string(kBinaryTrailer));
+  // A NULL field (length -1) is a field without bytes.
+  std::string null_field;
+  append_u16(null_field, 1);
+  append_u32(null_field, 0xFFFFFFFF);
+  auto with_null =
+      binary_copy_rows(std::string(kBinaryHeader) + null_field + std::string(kBinaryTrailer));
+  REQUIRE(with_null);
+  CHECK(with_null->at(0).fields == 1);
+  // Truncated or foreign data is no binary COPY data.
+  CHECK_FALSE(binary_copy_rows(std::string(kBinaryHeader) + binary_tuple({"ab"}).substr(0, 5)));
+  CHECK_FALSE(binary_copy_rows(std::string(kBinaryHeader) + binary_tuple({"ab"})));
+  CHECK_FALSE(binary_copy_rows("1\t2\n"));
 }
 
 TEST_CASE("the catalog query names the table as a string constant") {
