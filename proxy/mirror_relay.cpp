@@ -42,6 +42,9 @@ double seconds_since(Clock::time_point start) {
 }
 
 constexpr size_t kClassificationCacheSize = 1024;
+// Reads parsed into the unnamed statement whose PreparedInfo is kept, and the largest Parse.
+constexpr size_t kUnnamedReads = 64;
+constexpr size_t kMaxUnnamedRead = 4096;
 constexpr size_t kFlushThreshold = size_t{64} * 1024;
 // How often a write held by the role fence looks again; the fence is closed only briefly.
 constexpr auto kRoleFencePoll = std::chrono::milliseconds(2);
@@ -252,6 +255,7 @@ private:
       co_return std::nullopt; // PostgreSQL ignores it: nothing to forward, answer or mirror
     }
     if (held_bind_ && frame.tag != 'D' && frame.tag != 'E') release_held_bind();
+    if (held_parse_ && !held_bind_ && frame.tag != 'B') release_held_parse();
     if (deferred_begin_ && frame.tag != 'Q') {
       if (auto c = co_await send_deferred_begin(frame.tag)) co_return c;
     }
@@ -277,6 +281,7 @@ private:
   }
 
   asio::awaitable<std::optional<Closing>> on_query(std::string_view sql) {
+    unsent_parse_.clear(); // a Query ends the unnamed statement on the primary too
     protocol::ClassifiedQuery query = cache_.get(sql);
     const auto& classification = query.classification;
     activity_.sync_sent(Clock::now());
@@ -721,6 +726,21 @@ private:
   std::optional<Closing> on_parse(const protocol::Frame& frame) {
     auto parse = protocol::parse_parse(frame.body);
     if (!parse) return protocol_violation(parse.error());
+    if (parse->statement.empty()) {
+      unsent_parse_.clear(); // replaced: the primary's unnamed statement no longer matters
+      if (auto known = unnamed_reads_.find(std::string(frame.body));
+          known != unnamed_reads_.end()) {
+        statements_[""] = known->second;
+        if (may_be_routed(known->second.get())) {
+          held_parse_.emplace();
+          protocol::append_message(*held_parse_, frame.tag, frame.body);
+          return std::nullopt;
+        }
+        protocol::append_message(to_primary_, frame.tag, frame.body);
+        expects_.push_back(Expect{ExpectKind::kParse});
+        return std::nullopt;
+      }
+    }
     auto info = std::make_shared<PreparedInfo>();
     info->types = parse->parameter_types;
     protocol::ClassifiedQuery query = cache_.get(parse->query);
@@ -739,6 +759,13 @@ private:
         info->rewritten = true;
       }
     }
+    if (parse->statement.empty() && info->statement != nullptr && !info->rewritten &&
+        info->statement->kind == StatementKind::kRead && frame.body.size() <= kMaxUnnamedRead) {
+      // Clients that bind values parse the same reads into the unnamed statement again and
+      // again: one PreparedInfo per text keeps its cached RowDescription between them.
+      if (unnamed_reads_.size() >= kUnnamedReads) unnamed_reads_.clear();
+      unnamed_reads_.emplace(frame.body, info);
+    }
     statements_[parse->statement] = info;
     protocol::append_parse(to_primary_, *parse);
     expects_.push_back(Expect{ExpectKind::kParse});
@@ -754,10 +781,14 @@ private:
     if (prepared && prepared->rewritten && !prepared->statement->has_returning) {
       bind->result_formats.clear(); // the client expects no rows; the image comes as text
     }
-    if (bind->portal.empty() && may_be_routed(prepared.get())) {
+    if (bind->portal.empty() && (!held_parse_ || bind->statement.empty()) &&
+        may_be_routed(prepared.get())) {
       held_bind_ = HeldBind{};
+      held_bind_->unnamed_statement = bind->statement.empty();
       protocol::append_message(held_bind_->bind, frame.tag, frame.body);
     } else {
+      if (held_parse_) release_held_parse();
+      if (bind->statement.empty()) send_unsent_parse();
       protocol::append_bind(to_primary_, *bind);
       expects_.push_back(Expect{ExpectKind::kBind});
     }
@@ -794,6 +825,11 @@ private:
   void release_held_bind() {
     HeldBind held = std::move(*held_bind_);
     held_bind_.reset();
+    if (held_parse_) {
+      release_held_parse();
+    } else if (held.unnamed_statement) {
+      send_unsent_parse();
+    }
     to_primary_ += held.bind;
     expects_.push_back(Expect{ExpectKind::kBind});
     if (held.description) {
@@ -802,10 +838,29 @@ private:
     }
   }
 
+  // The held Parse goes to the primary after all, its ParseComplete for the client.
+  void release_held_parse() {
+    to_primary_ += *held_parse_;
+    held_parse_.reset();
+    expects_.push_back(Expect{ExpectKind::kParse});
+  }
+
+  // A message needs the unnamed statement the secondary's read left unsent: its Parse,
+  // with the ParseComplete the client already had from switchyard hidden.
+  void send_unsent_parse() {
+    if (unsent_parse_.empty()) return;
+    to_primary_ += unsent_parse_;
+    unsent_parse_.clear();
+    Expect parse{ExpectKind::kParse};
+    parse.internal = true;
+    expects_.push_back(std::move(parse));
+  }
+
   // A message names a portal the secondary answered, so the primary needs it: its Bind,
   // with the BindComplete the client already had from switchyard hidden.
   void create_on_primary(PortalInfo& portal) {
     if (portal.unsent_bind.empty()) return;
+    if (portal.bind.statement.empty()) send_unsent_parse();
     to_primary_ += portal.unsent_bind;
     portal.unsent_bind.clear();
     Expect bind{ExpectKind::kBind};
@@ -832,6 +887,7 @@ private:
     if (target->kind == 'S') {
       if (auto found = statements_.find(target->name); found != statements_.end())
         prepared = found->second;
+      if (target->name.empty()) send_unsent_parse();
     } else if (auto found = portals_.find(target->name); found != portals_.end()) {
       portal = &found->second;
       prepared = portal->prepared;
@@ -1076,6 +1132,7 @@ private:
     if (!target) return protocol_violation(target.error());
     if (target->kind == 'S') {
       statements_.erase(target->name);
+      if (target->name.empty()) unsent_parse_.clear(); // the primary may close its older one
     } else {
       portals_.erase(target->name);
     }
@@ -1236,6 +1293,7 @@ private:
       // Bind and Execute, and so does switchyard.
       if (job.portal && cycle_failed_) {
         held_bind_.reset();
+        held_parse_.reset();
         co_return std::nullopt;
       }
     }
@@ -1281,6 +1339,7 @@ private:
     routing::ResultDigest digest(job.ordered);
     std::string out;
     if (held_bind_) { // the client's Bind and Describe are answered here, not by the primary
+      if (held_parse_) protocol::append_empty_message(out, '1');
       protocol::append_empty_message(out, '2');
       if (held_bind_->description) out += *held_bind_->description;
     }
@@ -1297,6 +1356,7 @@ private:
       co_await answered();
       if (cycle_failed_) { // PostgreSQL would skip this Execute: drop the secondary's answer
         held_bind_.reset();
+        held_parse_.reset();
         if (answer.state != SecondaryAnswer::State::kFailed) {
           co_await collect_secondary_answer(link_, policy.timeout, nullptr, 0, digest);
         }
@@ -1329,6 +1389,8 @@ private:
       job.portal->ran = PortalInfo::Ran::kOnSecondary;
       if (held_bind_) job.portal->unsent_bind = std::move(held_bind_->bind);
       held_bind_.reset();
+      if (held_parse_) unsent_parse_ = std::move(*held_parse_);
+      held_parse_.reset();
     }
     if (answer.state == SecondaryAnswer::State::kPartial) {
       if (auto ec = co_await writer_.write(out); ec) {
@@ -1853,9 +1915,18 @@ private:
   // that is not that Describe or Execute sends them on first, in order.
   struct HeldBind {
     std::string bind;                       // the client's message
+    bool unnamed_statement = false;         // it binds the unnamed statement
     std::optional<std::string> description; // the cached RowDescription answering Describe
   };
   std::optional<HeldBind> held_bind_;
+  // The Parse of a read into the unnamed statement, held like the Bind after it (the first
+  // Bind may hold only a Bind of that statement). Answered with the read, or sent on first.
+  std::optional<std::string> held_parse_;
+  // The unnamed statement's Parse the primary has not had, as the secondary answered its
+  // read: sent, its ParseComplete hidden, when a later message needs that statement.
+  std::string unsent_parse_;
+  // Reads parsed into the unnamed statement, by their Parse message (text and types).
+  std::unordered_map<std::string, std::shared_ptr<const PreparedInfo>> unnamed_reads_;
   uint64_t primary_bytes_flushed_ = 0;
   uint64_t cycle_start_bytes_ = 0; // primary_bytes_queued() at the last Sync sent
   std::minstd_rand sampler_{std::random_device{}()};

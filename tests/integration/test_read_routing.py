@@ -383,6 +383,63 @@ def test_prepared_reads_the_secondary_answers_send_nothing_to_the_primary(pair, 
     client.send(message(b"X"))
 
 
+def test_reads_parsed_into_the_unnamed_statement_send_nothing_to_the_primary(pair, start_proxy, tmp_path):
+    """Clients that bind values parse each read into the unnamed statement (psycopg without
+    prepare, JDBC, pgbench -M extended): once the primary described a text, its Parse is held
+    with the Bind and answered by switchyard when the secondary takes the read. The unnamed
+    statement reaches the primary, unseen, when a later message needs it."""
+    primary, secondary = pair
+    proxy = start_proxy(routing_config(primary, secondary, tmp_path, 100))
+
+    def bytes_to_primary():
+        time.sleep(0.3)  # the network thread adds its counts to /metrics every 100 ms
+        return proxy.metric("switchyard_backend_bytes_total", backend="primary", direction="to_backend")
+
+    with psycopg.connect(proxy.dsn(), autocommit=True, prepare_threshold=None) as conn:
+        query = "SELECT side, %s::int AS n FROM whoami"
+        assert conn.execute(query, (0,)).fetchall() == [("secondary", 0)]
+        before = bytes_to_primary()
+        for n in range(1, 6):
+            cur = conn.execute(query, (n,))
+            assert cur.fetchall() == [("secondary", n)]
+            assert [(c.name, c.type_code) for c in cur.description] == [("side", 25), ("n", 23)]
+        assert bytes_to_primary() == before
+        # The secondary fails the read: Parse, Bind, Describe and Execute run on the primary.
+        for cluster, value in ((primary, 1), (secondary, 2)):
+            cluster.sql(f"DROP TABLE IF EXISTS held; CREATE TABLE held (v int); INSERT INTO held VALUES ({value})")
+        read_held = "SELECT v, %s::int FROM held"
+        for _ in range(2):
+            assert conn.execute(read_held, (5,)).fetchall() == [(2, 5)]
+        secondary.sql("DROP TABLE held")
+        assert conn.execute(read_held, (6,)).fetchall() == [(1, 6)]
+        primary.sql("DROP TABLE held")
+        # A pipeline, one Sync: a routed read, a write, and a read that must see the write.
+        with conn.pipeline():
+            first = conn.execute(query, (1,))
+            conn.execute("INSERT INTO items VALUES (%s, 'pipelined')", (3001,))
+            second = conn.execute(query, (2,))
+        assert first.fetchall() == [("secondary", 1)] and second.fetchall() == [("primary", 2)]
+        conn.execute("DELETE FROM items WHERE id = 3001")
+
+    client = RawClient(proxy.port)
+    client.login_trust()
+    parse = message(b"P", cstr("") + cstr("SELECT side FROM whoami") + struct.pack("!h", 0))
+    bind = message(b"B", cstr("") + cstr("") + struct.pack("!hhh", 0, 0, 0))
+    run = message(b"D", b"P" + cstr("")) + message(b"E", cstr("") + struct.pack("!I", 0))
+    for _ in range(2):  # the second time described from the cache, so held
+        client.send(parse + bind + run + message(b"S"))
+        answer = client.read_until(b"Z")
+        assert [tag for tag, _ in answer] == [b"1", b"2", b"T", b"D", b"C", b"Z"]
+        assert answer[3][1].endswith(b"secondary")
+    # The unnamed statement, bound and described again without a new Parse.
+    client.send(bind + run + message(b"D", b"S" + cstr("")) + message(b"S"))
+    assert [tag for tag, _ in client.read_until(b"Z")] == [b"2", b"T", b"D", b"C", b"t", b"T", b"Z"]
+    # A Parse alone in its cycle.
+    client.send(parse + message(b"S"))
+    assert [tag for tag, _ in client.read_until(b"Z")] == [b"1", b"Z"]
+    client.send(message(b"X"))
+
+
 def test_sessions_without_settings_read_on_shared_secondary_connections(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(routing_config(primary, secondary, tmp_path, 100, "workers: 1\n"))
