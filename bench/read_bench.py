@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Read-routing benchmark: pgbench -S direct to the primary and through switchyard with 0 %
-and 50 % of reads routed to the secondary, side by side in one run, in simple and prepared
-mode; then the cost of classifying a statement, with a warm and with a cold statement cache,
-as the latency switchyard adds to one client's SELECT.
+and 50 % of reads routed to the secondary, side by side in one run, in simple, extended and
+prepared mode; then the cost of classifying a statement, with a warm and with a cold
+statement cache, as the latency switchyard adds to one client's SELECT.
 
 Usage: bench/read_bench.py [--duration S] [--clients N] [--scale N] [--rate TPS]
                            [--baseline path/to/another/switchyard]
@@ -112,7 +112,7 @@ def main():
               "| reads the secondary answered at 50 % | secondary connections mid-run "
               f"| secondary CPU µs per read it answered | primary CPU µs per read at 50 % {baseline_columns}|")
         print("|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|---|---|" if baseline else ""))
-        for mode in ("simple", "prepared"):
+        for mode in ("simple", "extended", "prepared"):
             args = ["-S", "-M", mode, *rate]
             direct, _, direct_failed = pgbench(first.port, args, opts.clients, opts.duration)
             zero, _, zero_failed = pgbench(at0.port, args, opts.clients, opts.duration)
