@@ -940,12 +940,6 @@ private:
     if (held_bind_) release_held_bind();
     if (portal != nullptr) portal->ran = PortalInfo::Ran::kOnPrimary;
     stats_.add_queries(BackendRole::kPrimary, 1);
-    if (s != nullptr && s->mirror == MirrorPlan::kCopyIn) {
-      // COPY through the extended protocol sends its data after Sync; it reaches the primary.
-      link_.journal_unmirrorable(prepared->text,
-                                 "COPY FROM STDIN via the extended protocol is not mirrored");
-      s = nullptr;
-    }
     if (s == nullptr) {
       forward(frame);
       expects_.push_back(Expect{ExpectKind::kExecute});
@@ -1004,6 +998,12 @@ private:
     expect.op = make_op(*s, prepared->text, portal);
     expect.hand_over = hands_over(s->transaction);
     expects_.push_back(std::move(expect));
+    if (s->mirror == MirrorPlan::kCopyIn) {
+      // The data follows, and often a Sync before it (tokio-postgres) that PostgreSQL
+      // ignores in COPY: relay it all here, before the pump takes a Sync as a cycle's end.
+      copy_in_started_ = false;
+      co_return co_await relay_copy_in();
+    }
     co_return std::nullopt;
   }
 

@@ -138,6 +138,15 @@ CASES = [
     ("COPY of a column that does not exist", [query("COPY t (w) FROM STDIN"), message(b"d", b"36\n"),
                                               message(b"c")], 1),
     ("COPY out", [query("COPY (SELECT v FROM t ORDER BY id) TO STDOUT")], 1),
+    # As tokio-postgres sends it: the Sync after Execute arrives during the COPY, which
+    # PostgreSQL ignores; the one after CopyDone ends the cycle. The ids are given: through
+    # the extended protocol the secondary evaluates the defaults a COPY leaves out itself.
+    ("COPY through the extended protocol",
+     run_extended("COPY t (id, v) FROM STDIN") + [SYNC, message(b"d", b"1003\t40\n1004\t41\n"), message(b"c"),
+                                                 SYNC, query("SELECT 1")], 2),
+    ("COPY through the extended protocol, failed by the client",
+     run_extended("COPY t (id, v) FROM STDIN") + [SYNC, message(b"d", b"1005\t42\n"),
+                                                 message(b"f", cstr("changed my mind")), SYNC], 1),
     ("a syntax error", [query("SELEC 1")], 1),
     ("a transaction in one Query", [query("BEGIN; INSERT INTO t (v) VALUES (23); COMMIT")], 1),
     ("a write rolled back with the Query that fails", [query("INSERT INTO t (v) VALUES (24); SELECT 1/0")], 1),
