@@ -251,8 +251,9 @@ private:
   }
 
   asio::awaitable<std::optional<Closing>> on_client_message(const protocol::Frame& frame) {
-    if (skipping_to_sync() && frame.tag != 'S' && frame.tag != 'X') {
-      co_return std::nullopt; // PostgreSQL ignores it: nothing to forward, answer or mirror
+    if (skipping_to_sync()) {
+      drop_held();
+      if (frame.tag != 'S' && frame.tag != 'X') co_return std::nullopt;
     }
     if (held_bind_ && frame.tag != 'D' && frame.tag != 'E') release_held_bind();
     if (held_parse_ && !held_bind_ && frame.tag != 'B') release_held_parse();
@@ -838,6 +839,15 @@ private:
     }
   }
 
+  // PostgreSQL skipped the held messages with the rest of a failed cycle: it has neither
+  // the unnamed statement nor the unnamed portal they would have made.
+  void drop_held() {
+    if (held_bind_) portals_.erase("");
+    if (held_parse_) statements_.erase("");
+    held_bind_.reset();
+    held_parse_.reset();
+  }
+
   // The held Parse goes to the primary after all, its ParseComplete for the client.
   void release_held_parse() {
     to_primary_ += *held_parse_;
@@ -1292,8 +1302,7 @@ private:
       // An earlier message of this extended-protocol cycle failed: PostgreSQL skips the
       // Bind and Execute, and so does switchyard.
       if (job.portal && cycle_failed_) {
-        held_bind_.reset();
-        held_parse_.reset();
+        drop_held();
         co_return std::nullopt;
       }
     }
@@ -1355,8 +1364,7 @@ private:
     if (overlap) {
       co_await answered();
       if (cycle_failed_) { // PostgreSQL would skip this Execute: drop the secondary's answer
-        held_bind_.reset();
-        held_parse_.reset();
+        drop_held();
         if (answer.state != SecondaryAnswer::State::kFailed) {
           co_await collect_secondary_answer(link_, policy.timeout, nullptr, 0, digest);
         }
