@@ -380,7 +380,8 @@ private:
       expect.hand_over = hands_over(s.transaction);
       copy_in_started_ = false;
       if (s.copy_from && s.copy_from->extendable && statements.size() == 1 &&
-          activity_.transaction_status != 'E') {
+          activity_.transaction_status != 'E' &&
+          primary_dialect() == protocol::Dialect::kPostgres) {
         if (auto c = co_await relay_copy_with_defaults(s, send, std::move(expect), wrap))
           co_return c;
       } else {
