@@ -22,6 +22,7 @@
 #include "proxy/secondary_link.hpp"
 #include "proxy/secondary_read.hpp"
 #include "proxy/shape_registry.hpp"
+#include "proxy/text_hash.hpp"
 
 namespace switchyard::proxy {
 namespace {
@@ -428,20 +429,30 @@ private:
     co_return co_await relay_copy_data(0);
   }
 
+  // The client's next message during a COPY; nullopt, with `closing` set, when the client
+  // is gone or sent something unreadable.
+  asio::awaitable<std::optional<protocol::Frame>>
+  read_copy_message(std::optional<Closing>& closing) {
+    auto frame = co_await client_reader_.read_frame();
+    if (!frame) {
+      closing = client_reader_.peer_closed()
+                    ? Closing{CloseReason::kClientDisconnect, "closed during COPY", {}}
+                    : protocol_violation(frame.error());
+      co_return std::nullopt;
+    }
+    activity_.last_activity = Clock::now();
+    co_return *frame;
+  }
+
   // Relays the client's CopyData to the primary, keeping a copy for the secondary in
   // copy_data_ (`bytes` kept already) up to mirror.max_transaction_bytes, until CopyDone or
   // CopyFail.
   asio::awaitable<std::optional<Closing>> relay_copy_data(size_t bytes) {
     size_t limit = runtime_->config->mirror.max_transaction_bytes;
     while (true) {
-      auto frame = co_await client_reader_.read_frame();
-      if (!frame) {
-        if (client_reader_.peer_closed()) {
-          co_return Closing{CloseReason::kClientDisconnect, "closed during COPY", {}};
-        }
-        co_return protocol_violation(frame.error());
-      }
-      activity_.last_activity = Clock::now();
+      std::optional<Closing> closing;
+      auto frame = co_await read_copy_message(closing);
+      if (!frame) co_return closing;
       forward(*frame);
       if (frame->tag == 'd' && !copy_too_large_) {
         bytes += frame->body.size();
@@ -499,14 +510,9 @@ private:
     char ending = 0; // CopyDone, CopyFail or a message that fails the COPY; 0 when too large
     std::string ending_body;
     while (data.size() <= limit) {
-      auto frame = co_await client_reader_.read_frame();
-      if (!frame) {
-        if (client_reader_.peer_closed()) {
-          co_return Closing{CloseReason::kClientDisconnect, "closed during COPY", {}};
-        }
-        co_return protocol_violation(frame.error());
-      }
-      activity_.last_activity = Clock::now();
+      std::optional<Closing> closing;
+      auto frame = co_await read_copy_message(closing);
+      if (!frame) co_return closing;
       if (frame->tag == 'd') {
         data.append(frame->body);
       } else if (frame->tag != 'H' && frame->tag != 'S') { // PostgreSQL ignores those in COPY
@@ -730,8 +736,7 @@ private:
     if (!parse) return protocol_violation(parse.error());
     if (parse->statement.empty()) {
       unsent_parse_.clear(); // replaced: the primary's unnamed statement no longer matters
-      if (auto known = unnamed_reads_.find(std::string(frame.body));
-          known != unnamed_reads_.end()) {
+      if (auto known = unnamed_reads_.find(frame.body); known != unnamed_reads_.end()) {
         statements_[""] = known->second;
         if (may_be_routed(known->second.get())) {
           held_parse_.emplace();
@@ -1935,7 +1940,8 @@ private:
   // read: sent, its ParseComplete hidden, when a later message needs that statement.
   std::string unsent_parse_;
   // Reads parsed into the unnamed statement, by their Parse message (text and types).
-  std::unordered_map<std::string, std::shared_ptr<const PreparedInfo>> unnamed_reads_;
+  std::unordered_map<std::string, std::shared_ptr<const PreparedInfo>, TextHash, std::equal_to<>>
+      unnamed_reads_;
   uint64_t primary_bytes_flushed_ = 0;
   uint64_t cycle_start_bytes_ = 0; // primary_bytes_queued() at the last Sync sent
   std::minstd_rand sampler_{std::random_device{}()};

@@ -16,6 +16,7 @@
 #include "config/backend_uri.hpp"
 #include "protocol/result.hpp"
 #include "proxy/asio.hpp"
+#include "proxy/text_hash.hpp"
 
 namespace switchyard::proxy {
 
@@ -31,12 +32,6 @@ using SqlStatus = std::optional<SqlError>;
 //! The SQLSTATE PostgreSQL uses for what SQLite reports as extended result `code` with
 //! `message` (e.g. SQLITE_CONSTRAINT_UNIQUE -> 23505, "no such table" -> 42P01).
 std::string_view sqlstate_for(int code, std::string_view message);
-
-//! Hashes std::string keys and string_view lookups alike, so a lookup allocates nothing.
-struct TextHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view text) const { return std::hash<std::string_view>{}(text); }
-};
 
 //! One SQLite connection and its prepared statements, used by one session at a time.
 class SqliteConnection {
