@@ -361,6 +361,28 @@ std::optional<std::string> option_argument(const json::value* arg) {
   return std::nullopt;
 }
 
+// A boolean option as PostgreSQL's defGetBoolean reads it: true when given without a value.
+bool option_is_true(const json::object& def) {
+  const json::value* arg = def.if_contains("arg");
+  if (arg == nullptr || !arg->is_object()) return true;
+  const json::object& node = arg->get_object();
+  if (const json::value* s = node.if_contains("String"); s && s->is_object()) {
+    std::string text(string_at(s->get_object(), "sval"));
+    std::transform(text.begin(), text.end(), text.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return text != "false" && text != "off" && text != "0";
+  }
+  if (const json::value* b = node.if_contains("Boolean"); b && b->is_object()) {
+    const json::value* value = b->get_object().if_contains("boolval");
+    return value != nullptr && value->is_bool() && value->get_bool();
+  }
+  if (const json::value* i = node.if_contains("Integer"); i && i->is_object()) {
+    const json::value* value = i->get_object().if_contains("ival"); // left out when 0
+    return value != nullptr && value->is_int64() && value->get_int64() != 0;
+  }
+  return true;
+}
+
 // A COPY FROM STDIN's column list and options, and how its data is split (copy_rows).
 CopyFrom copy_from_of(const json::object& stmt) {
   CopyFrom copy;
@@ -407,8 +429,7 @@ CopyFrom copy_from_of(const json::object& stmt) {
       copy.format.escape = text[0];
       escape_given = true;
     } else if (name == "header") {
-      copy.format.header = *argument != "false" && *argument != "0" && text != "false" &&
-                           text != "off" && text != "0";
+      copy.format.header = option_is_true(elem);
       copy.extendable &= text != "match"; // it checks the header against the column list
     }
     copy.options.emplace_back(std::move(name), std::move(*argument));
@@ -463,6 +484,19 @@ bool begins_read_only(const json::object& stmt) {
   return value != nullptr && value->is_int64() && value->get_int64() == 1;
 }
 
+void classify_node(std::string_view node, const json::object& body, Statement& out);
+
+// The statement EXPLAIN or PREPARE holds (its "query"), classified on its own.
+Statement classify_nested(const json::object& body) {
+  Statement nested;
+  const json::value* query = body.if_contains("query");
+  if (query != nullptr && query->is_object() && query->get_object().size() == 1) {
+    const auto& [node, inner] = *query->get_object().begin();
+    if (inner.is_object()) classify_node({node.data(), node.size()}, inner.get_object(), nested);
+  }
+  return nested;
+}
+
 void classify_node(std::string_view node, const json::object& body, Statement& out) {
   out.node = std::string(node);
   TreeFacts facts;
@@ -499,6 +533,19 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
     out.mirror = facts.writes ? MirrorPlan::kStatement : MirrorPlan::kRowImage;
     return;
   }
+  if (node == "PrepareStmt" || node == "ExecuteStmt" || node == "DeallocateStmt") {
+    out.prepared_name = std::string(string_at(body, "name"));
+    out.drops_all_prepared = node == "DeallocateStmt" && out.prepared_name.empty();
+  }
+  out.drops_all_prepared |= node == "DiscardStmt" && string_at(body, "target") == "DISCARD_ALL";
+  if (node == "PrepareStmt") {
+    Statement prepared = classify_nested(body);
+    if (prepared.mirror == MirrorPlan::kRowImage) {
+      auto write = std::make_shared<Classification>();
+      write->statements.push_back(std::move(prepared));
+      out.prepared_write = std::move(write);
+    }
+  }
   if (node == "MergeStmt" || node == "CallStmt" || node == "DoStmt" || node == "ExecuteStmt") {
     out.kind = StatementKind::kWrite;
     out.mirror = MirrorPlan::kStatement;
@@ -529,10 +576,22 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
     out.read_only = out.transaction == TransactionOp::kBegin && begins_read_only(body);
     return;
   }
-  if (node == "VariableShowStmt" || node == "ExplainStmt") {
-    // EXPLAIN ANALYZE runs the statement.
-    bool analyze = node == "ExplainStmt" && option_named(body, "analyze") != nullptr;
-    out.kind = analyze ? StatementKind::kWrite : StatementKind::kRead;
+  if (node == "ExplainStmt") {
+    const json::object* analyze = option_named(body, "analyze");
+    if (analyze == nullptr || !option_is_true(*analyze)) {
+      out.kind = StatementKind::kRead;
+      out.mirror = MirrorPlan::kNone;
+      return;
+    }
+    // EXPLAIN ANALYZE runs its statement: what that writes, the secondary must write too.
+    // Its answer is the plan, not rows, so it is mirrored as itself.
+    Statement explained = classify_nested(body);
+    out.kind = explained.kind == StatementKind::kRead ? StatementKind::kWrite : explained.kind;
+    out.mirror = explained.mirror == MirrorPlan::kNone ? MirrorPlan::kNone : MirrorPlan::kStatement;
+    return;
+  }
+  if (node == "VariableShowStmt") {
+    out.kind = StatementKind::kRead;
     out.mirror = MirrorPlan::kNone;
     return;
   }
@@ -685,7 +744,75 @@ size_t dollar_tag_length(std::string_view sql, size_t pos) {
   return end < sql.size() ? end - pos + 1 : 0;
 }
 
+// Where the block comment opening at `pos` ends, just past its "*/"; npos if it does not.
+size_t block_comment_end(std::string_view sql, size_t pos) {
+  size_t depth = 1; // PostgreSQL block comments nest
+  size_t j = pos + 2;
+  while (j < sql.size()) {
+    if (sql.compare(j, 2, "/*") == 0) {
+      ++depth;
+      j += 2;
+    } else if (sql.compare(j, 2, "*/") == 0) {
+      j += 2;
+      if (--depth == 0) return j;
+    } else {
+      ++j;
+    }
+  }
+  return std::string_view::npos;
+}
+
+// Where the statement of `prepare` (PREPARE name [(types)] AS statement) starts: after its
+// first AS outside parentheses, quotes and comments.
+std::optional<size_t> prepared_statement_offset(std::string_view prepare) {
+  size_t depth = 0;
+  size_t i = 0;
+  while (i < prepare.size()) {
+    char c = prepare[i];
+    if (prepare.compare(i, 2, "--") == 0) {
+      i = prepare.find('\n', i);
+      if (i == std::string_view::npos) return std::nullopt;
+    } else if (prepare.compare(i, 2, "/*") == 0) {
+      i = block_comment_end(prepare, i);
+      if (i == std::string_view::npos) return std::nullopt;
+    } else if (c == '"') {
+      size_t close = prepare.find('"', i + 1);
+      while (close != std::string_view::npos && prepare.compare(close, 2, "\"\"") == 0) {
+        close = prepare.find('"', close + 2);
+      }
+      if (close == std::string_view::npos) return std::nullopt;
+      i = close + 1;
+    } else if (is_identifier_char(c)) {
+      size_t end = i;
+      while (end < prepare.size() && is_identifier_char(prepare[end]))
+        ++end;
+      std::string_view word = prepare.substr(i, end - i);
+      if (depth == 0 && word.size() == 2 &&
+          std::tolower(static_cast<unsigned char>(word[0])) == 'a' &&
+          std::tolower(static_cast<unsigned char>(word[1])) == 's') {
+        return end;
+      }
+      i = end;
+    } else {
+      if (c == '(') ++depth;
+      if (c == ')' && depth > 0) --depth;
+      ++i;
+    }
+  }
+  return std::nullopt;
+}
+
 } // namespace
+
+std::optional<std::string> prepare_with_row_image(std::string_view statement_text,
+                                                  const Statement& statement, Dialect dialect) {
+  if (!statement.prepared_write) return std::nullopt;
+  auto offset = prepared_statement_offset(statement_text);
+  if (!offset) return std::nullopt;
+  return std::string(statement_text.substr(0, *offset)) +
+         with_row_image(statement_text.substr(*offset), statement.prepared_write->statements[0],
+                        dialect);
+}
 
 QueryShape query_shape(std::string_view sql) {
   QueryShape shape;
@@ -707,20 +834,11 @@ QueryShape query_shape(std::string_view sql) {
       shape.key.append(sql.substr(i, end - i));
       i = end;
     } else if (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
-      size_t depth = 1; // PostgreSQL block comments nest
-      size_t j = i + 2;
-      while (j < sql.size() && depth > 0) {
-        if (sql.compare(j, 2, "/*") == 0) {
-          ++depth;
-          j += 2;
-        } else if (sql.compare(j, 2, "*/") == 0) {
-          --depth;
-          j += 2;
-        } else {
-          ++j;
-        }
+      size_t j = block_comment_end(sql, i);
+      if (j == std::string_view::npos) {
+        shape.ok = false;
+        j = sql.size();
       }
-      if (depth > 0) shape.ok = false;
       shape.key.append(sql.substr(i, j - i));
       i = j;
     } else if (c == '\'') {

@@ -60,6 +60,8 @@ struct TargetTable {
   std::string qualified() const;
 };
 
+struct Classification;
+
 //! One statement of a query string.
 struct Statement {
   size_t offset = 0; //!< byte offset of the statement in the classified text
@@ -75,6 +77,11 @@ struct Statement {
   std::optional<CopyFrom> copy_from;    //!< COPY FROM STDIN
   std::vector<std::string> set_columns; //!< UPDATE ... SET targets (a key change needs care)
   std::string node;                     //!< parse node name, e.g. "InsertStmt"
+  //! PREPARE, EXECUTE and DEALLOCATE: the prepared statement's name (empty: DEALLOCATE ALL).
+  std::string prepared_name;
+  bool drops_all_prepared = false; //!< DEALLOCATE ALL, DISCARD ALL
+  //! PREPARE of a row-image write: that write, classified on its own.
+  std::shared_ptr<const Classification> prepared_write;
   // What read routing needs to know about a SELECT or SHOW.
   bool nested_write = false; //!< a writing CTE or sub-statement
   bool pinned_call = false;  //!< calls a function whose answer depends on the connection
@@ -104,6 +111,13 @@ inline constexpr std::string_view kImageMarker = "__switchyard_image";
 //! SQLite's RETURNING knows only its target table's columns and takes no "table.*".
 std::string with_row_image(std::string_view statement_text, const Statement& statement,
                            Dialect dialect = Dialect::kPostgres);
+
+//! The text to send the primary for a PREPARE of a row-image write: its statement with the
+//! row image appended (see with_row_image), so an EXECUTE of it returns the image. nullopt
+//! when `statement` prepares no such write.
+std::optional<std::string> prepare_with_row_image(std::string_view statement_text,
+                                                  const Statement& statement,
+                                                  Dialect dialect = Dialect::kPostgres);
 
 //! libpg_query's fingerprint of `sql` (same for statements that differ only in constants),
 //! as 16 hex digits; empty when the text does not parse.

@@ -73,7 +73,13 @@ TEST_CASE("transaction control, session state and DDL") {
   CHECK(begin.transaction == TransactionOp::kBegin);
   CHECK(begin.read_only);
   CHECK_FALSE(only("START TRANSACTION READ WRITE").read_only);
-  CHECK(only("EXPLAIN (ANALYZE) DELETE FROM t").kind == StatementKind::kWrite);
+  // EXPLAIN ANALYZE runs its statement, so a write in it must reach the secondary too.
+  Statement explained = only("EXPLAIN (ANALYZE) DELETE FROM t");
+  CHECK(explained.kind == StatementKind::kWrite);
+  CHECK(explained.mirror == MirrorPlan::kStatement);
+  CHECK(only("EXPLAIN ANALYZE SELECT 1").mirror == MirrorPlan::kNone);
+  CHECK(only("EXPLAIN (ANALYZE false) DELETE FROM t").kind == StatementKind::kRead);
+  CHECK(only("EXPLAIN DELETE FROM t").mirror == MirrorPlan::kNone);
   CHECK(only("EXPLAIN SELECT * FROM \"analyze\"").kind == StatementKind::kRead);
   CHECK(only("END").transaction == TransactionOp::kCommit);
   CHECK(only("ROLLBACK TO SAVEPOINT a").transaction == TransactionOp::kRollbackTo);
@@ -116,6 +122,41 @@ TEST_CASE("row-image rewrite appends after the statement, even behind a comment"
         "UPDATE t AS x SET a = 1 RETURNING a\n, NULL AS __switchyard_image, x.*");
   CHECK(quote_identifier("a\"b") == "\"a\"\"b\"");
   CHECK(quote_identifier("Abc") == "\"Abc\"");
+}
+
+TEST_CASE("a PREPARE of a row-image write is sent with the image; EXECUTE names it") {
+  std::string_view text = "PREPARE \"as\" (int, varchar(10)) /* (as */ AS\n"
+                          "UPDATE t SET a = $1 WHERE b = $2 RETURNING a";
+  Statement prepare = only(text);
+  CHECK(prepare.kind == StatementKind::kSession);
+  CHECK(prepare.mirror == MirrorPlan::kStatement);
+  CHECK(prepare.prepared_name == "as");
+  REQUIRE(prepare.prepared_write != nullptr);
+  const Statement& write = prepare.prepared_write->statements.at(0);
+  CHECK(write.mirror == MirrorPlan::kRowImage);
+  CHECK(write.target.name == "t");
+  CHECK(write.set_columns == std::vector<std::string>{"a"});
+  CHECK(prepare_with_row_image(text, prepare) ==
+        "PREPARE \"as\" (int, varchar(10)) /* (as */ AS\n"
+        "UPDATE t SET a = $1 WHERE b = $2 RETURNING a\n, NULL AS __switchyard_image, t.*");
+  CHECK(prepare_with_row_image("prepare p as delete from t", only("prepare p as delete from t")) ==
+        "prepare p as delete from t\nRETURNING NULL AS __switchyard_image, t.*");
+
+  // Nothing to rewrite: a read, or a write whose values the RETURNING clause cannot see.
+  CHECK(only("PREPARE q AS SELECT 1").prepared_write == nullptr);
+  Statement nested = only("PREPARE q AS WITH d AS (DELETE FROM a RETURNING *) INSERT INTO b "
+                          "SELECT * FROM d");
+  CHECK(nested.prepared_write == nullptr);
+  CHECK_FALSE(prepare_with_row_image("PREPARE q AS SELECT 1", only("PREPARE q AS SELECT 1")));
+
+  Statement execute = only("EXECUTE \"as\"(1, 'x')");
+  CHECK(execute.prepared_name == "as");
+  CHECK(execute.mirror == MirrorPlan::kStatement);
+  CHECK(only("DEALLOCATE PREPARE p").prepared_name == "p");
+  CHECK_FALSE(only("DEALLOCATE p").drops_all_prepared);
+  CHECK(only("DEALLOCATE ALL").drops_all_prepared);
+  CHECK(only("DISCARD ALL").drops_all_prepared);
+  CHECK_FALSE(only("DISCARD PLANS").drops_all_prepared);
 }
 
 TEST_CASE("query shapes replace literals and split statements as the parser does") {
