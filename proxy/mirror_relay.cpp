@@ -63,6 +63,7 @@ struct PreparedInfo {
   std::shared_ptr<const protocol::Classification> classification;
   const protocol::Statement* statement = nullptr; // set when the text is one statement
   bool rewritten = false;                         // row image appended
+  bool prepares_image = false; // a PREPARE sent with its write's row image (image_prepared_)
   //! The primary's RowDescription of a portal of this statement bound with these result
   //! formats: lets a Describe of a portal whose read the secondary answers skip the primary
   //! (see HeldBind). Like a table shape (ShapeRegistry) it holds until DDL through switchyard
@@ -98,6 +99,11 @@ enum class ExpectKind {
   kQuery
 };
 
+//! A session's SQL-level prepared statements that are row-image writes, by name: the primary
+//! has them with the image appended, so an EXECUTE of one returns it.
+using ImagePrepared =
+    std::unordered_map<std::string, std::shared_ptr<const protocol::Classification>>;
+
 //! A response the primary owes, in the order the requests were sent.
 struct Expect {
   explicit Expect(ExpectKind k) : kind(k) {}
@@ -110,6 +116,7 @@ struct Expect {
   size_t position_shift = 0;        // characters put there: error cursors move back by these
   bool drop_complete = false;       // switchyard's COMMIT/ROLLBACK closing a wrapped write
   bool rewritten = false;           // strip the row image from what the client sees
+  std::optional<ImagePrepared> prepared_before;         // put back if this PREPARE/DEALLOCATE fails
   std::shared_ptr<const protocol::Classification> keep; // keeps `statement` alive
   const protocol::Statement* statement = nullptr;
   std::unique_ptr<MirrorOp> op; // the write to mirror once the primary ran it (used once)
@@ -349,7 +356,8 @@ private:
     query_failed_ = false;
     bool last_ready_forwarded = false;
     for (size_t i = 0; i < statements.size() && !query_failed_; ++i) {
-      const protocol::Statement& s = statements[i];
+      auto executed = executed_write(statements[i]);
+      const protocol::Statement& s = executed ? executed->statements[0] : statements[i];
       std::string_view text = query.text(sql, i);
       if (s.transaction == TransactionOp::kRollback || ends_transaction(s.transaction)) {
         co_await link_.end_read_transaction();
@@ -359,10 +367,13 @@ private:
       } else if (ends_transaction(s.transaction)) {
         co_await link_.commit();
       }
-      std::string send = s.mirror == MirrorPlan::kRowImage
+      auto prepare_image = prepare_with_row_image(text, s);
+      std::string send = prepare_image ? std::move(*prepare_image)
+                         : s.mirror == MirrorPlan::kRowImage && !executed
                              ? protocol::with_row_image(text, s, primary_dialect())
                              : std::string(text);
       Expect expect{ExpectKind::kQuery};
+      note_prepared_names(s, prepare_image.has_value(), expect);
       if (i == 0 && wrap) {
         send.insert(0, kWrapBegin);
         expect.drop_first_complete = true;
@@ -375,7 +386,7 @@ private:
       expect.hold_ready = wrap || !last || s.kind == StatementKind::kDdl;
       last_ready_forwarded = !expect.hold_ready;
       expect.rewritten = s.mirror == MirrorPlan::kRowImage;
-      expect.keep = classification;
+      expect.keep = executed ? executed : classification;
       expect.statement = &s;
       expect.op = make_op(s, text, nullptr);
       expect.hand_over = hands_over(s.transaction);
@@ -761,9 +772,16 @@ private:
           runtime_->config->mirror.ddl == config::DdlPolicy::kReject) {
         parse->query = std::string(kRejectDdl);
         info->statement = nullptr;
+      } else if (auto executed = executed_write(*info->statement)) {
+        info->classification = executed;
+        info->statement = &executed->statements[0];
+        info->rewritten = true;
       } else if (info->statement->mirror == MirrorPlan::kRowImage) {
         parse->query = protocol::with_row_image(info->text, *info->statement, primary_dialect());
         info->rewritten = true;
+      } else if (auto prepare_image = prepare_with_row_image(info->text, *info->statement)) {
+        parse->query = std::move(*prepare_image);
+        info->prepares_image = true;
       }
     }
     if (parse->statement.empty() && info->statement != nullptr && !info->rewritten &&
@@ -1009,6 +1027,7 @@ private:
     }
     Expect expect{ExpectKind::kExecute};
     expect.rewritten = prepared->rewritten;
+    note_prepared_names(*s, prepared->prepares_image, expect);
     expect.keep = prepared->classification;
     expect.statement = s;
     expect.op = make_op(*s, prepared->text, portal);
@@ -1500,6 +1519,47 @@ private:
     spdlog::debug("session {}: mismatching statement: {}", peer_, sql);
   }
 
+  // The text to send the primary for `s`, a PREPARE of a row-image write: the write with
+  // the image appended. nullopt for any other statement, and on a SQLite primary (its
+  // engine has no PREPARE).
+  std::optional<std::string> prepare_with_row_image(std::string_view text,
+                                                    const protocol::Statement& s) const {
+    if (!s.prepared_write || primary_dialect() != protocol::Dialect::kPostgres) return std::nullopt;
+    return protocol::prepare_with_row_image(text, s, primary_dialect());
+  }
+
+  // The row-image write `s` runs when it is an EXECUTE of one (see ImagePrepared).
+  std::shared_ptr<const protocol::Classification>
+  executed_write(const protocol::Statement& s) const {
+    if (s.node != "ExecuteStmt") return nullptr;
+    auto found = image_prepared_.find(s.prepared_name);
+    return found == image_prepared_.end() ? nullptr : found->second;
+  }
+
+  // PREPARE (sent with the image when `image`), DEALLOCATE and DISCARD ALL change what the
+  // session's prepared names stand for. Noted as they are sent, so an EXECUTE behind one, in
+  // the same pipeline too, is read right; undone if the primary refuses them.
+  void note_prepared_names(const protocol::Statement& s, bool image, Expect& expect) {
+    bool prepare = s.node == "PrepareStmt";
+    if (!prepare && s.node != "DeallocateStmt" && !s.drops_all_prepared) return;
+    expect.prepared_before = image_prepared_;
+    if (s.drops_all_prepared) {
+      image_prepared_.clear();
+    } else if (image) {
+      image_prepared_[s.prepared_name] = s.prepared_write;
+    } else {
+      image_prepared_.erase(s.prepared_name);
+    }
+  }
+
+  // Puts the prepared names back as they were before `failed` was sent; false if it changed none.
+  bool undo_prepared_names(Expect& failed) {
+    if (!failed.prepared_before) return false;
+    image_prepared_ = std::move(*failed.prepared_before);
+    failed.prepared_before.reset();
+    return true;
+  }
+
   std::unique_ptr<MirrorOp> make_op(const protocol::Statement& s, std::string_view text,
                                     const PortalInfo* portal) {
     if (s.mirror == MirrorPlan::kNone && s.transaction == TransactionOp::kNone) return nullptr;
@@ -1648,12 +1708,17 @@ private:
       }
       reset_capture();
       if (front.kind == ExpectKind::kQuery) {
+        undo_prepared_names(front);
         query_failed_ = true;
       } else {
         cycle_failed_ = true;
-        // The extended protocol skips everything up to the next Sync after an error.
-        while (!expects_.empty() && expects_.front().kind != ExpectKind::kSync)
+        // The extended protocol skips everything up to the next Sync after an error. Of the
+        // prepared names those messages changed, the earliest snapshot is from before them all.
+        bool undone = false;
+        while (!expects_.empty() && expects_.front().kind != ExpectKind::kSync) {
+          if (!undone) undone = undo_prepared_names(expects_.front());
           expects_.pop_front();
+        }
       }
       return;
     case 'Z': on_ready(frame); return;
@@ -1886,6 +1951,7 @@ private:
   std::deque<Expect> expects_;
   std::unordered_map<std::string, std::shared_ptr<const PreparedInfo>> statements_;
   std::unordered_map<std::string, PortalInfo> portals_;
+  ImagePrepared image_prepared_;
   bool expected_in_transaction_ = false; // as the client's requests so far leave it
   bool cycle_wrapped_ = false;           // switchyard opened a transaction before this Sync
   bool cycle_autocommit_mirror_ = false; // DDL or a setting ran outside a transaction

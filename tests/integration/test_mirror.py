@@ -308,6 +308,66 @@ def test_writes_through_named_portals_reach_the_secondary(pair, start_proxy, tmp
     assert_identical(primary, secondary, {"events": "id"})
 
 
+def test_sql_prepared_writes_and_explain_analyze_reach_the_secondary(pair, start_proxy, tmp_path):
+    """EXECUTE of a write prepared with SQL PREPARE carries the primary's values like the write
+    itself; EXPLAIN ANALYZE, which runs its statement, reaches the secondary too."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        explain = "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) INSERT INTO balances (account, total) VALUES (90, 1)"
+        assert [row[0] for row in conn.execute(explain)] == ["Insert on balances (actual rows=0 loops=1)",
+                                                            "  ->  Result (actual rows=1 loops=1)"]
+        # Run in the simple protocol and, asking for binary results, in the extended one
+        # (which takes no parameters for EXECUTE: PostgreSQL binds none to utility statements).
+        conn.execute("PREPARE ins AS INSERT INTO events (account) VALUES ($1)")
+        assert conn.execute("EXECUTE ins(1)").description is None
+        cur = conn.cursor(binary=True).execute("EXECUTE ins(2)")
+        assert cur.description is None and cur.rowcount == 1
+        conn.execute("PREPARE ret (int) AS INSERT INTO events (account) VALUES ($1) RETURNING id, account")
+        cur = conn.execute("EXECUTE ret(3)")
+        assert [c.name for c in cur.description] == ["id", "account"] and cur.fetchall() == [(3, 3)]
+        assert conn.cursor(binary=True).execute("EXECUTE ret(4)").fetchall() == [(4, 4)]
+        conn.execute("PREPARE bump (int) AS UPDATE balances SET total = total + random(), "
+                     "updated = clock_timestamp() WHERE account = $1")
+        assert conn.execute("EXECUTE bump(90)").rowcount == 1
+        # A PREPARE that fails leaves the statement of that name as it was.
+        with pytest.raises(psycopg.errors.DuplicatePreparedStatement):
+            conn.execute("PREPARE ins AS SELECT 1")
+        conn.execute("EXECUTE ins(5)")
+        # The name stands for a read once the write is deallocated.
+        conn.execute("DEALLOCATE ins")
+        conn.execute("PREPARE ins AS SELECT $1::int AS n")
+        assert conn.execute("EXECUTE ins(6)").fetchall() == [(6,)]
+        # In a pipeline the EXECUTE reaches the proxy before the primary answered the PREPARE.
+        with conn.pipeline():
+            conn.execute("PREPARE pip AS INSERT INTO ledger (account, total) VALUES ($1, random()) "
+                         "RETURNING account")
+            cur = conn.execute("EXECUTE pip(7)")
+        assert [c.name for c in cur.description] == ["account"] and cur.fetchall() == [(7,)]
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            with conn.transaction():
+                conn.execute("EXECUTE pip(8)")
+                conn.execute("SELECT 1/0")
+        conn.execute("DISCARD ALL")
+        conn.execute("PREPARE pip AS SELECT 'read' AS word")
+        assert conn.execute("EXECUTE pip").fetchall() == [("read",)]
+    # Several statements in one Query: PREPARE, EXECUTE and DEALLOCATE one after the other.
+    out = subprocess.run(["psql", "-X", "-At", proxy.dsn(), "-c",
+                          "PREPARE d AS DELETE FROM events WHERE id = (SELECT min(id) FROM events) "
+                          "RETURNING account; EXECUTE d; DEALLOCATE d; PREPARE d AS INSERT INTO notes "
+                          "(body) VALUES ('psql'); EXECUTE d; EXECUTE d"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["PREPARE", "1", "DELETE 1", "DEALLOCATE", "PREPARE", "INSERT 0 1",
+                                       "INSERT 0 1"]
+    assert primary.sql("SELECT string_agg(account::text, ',' ORDER BY id) FROM events") == "2,3,4,5"
+    assert primary.sql("SELECT count(*) FROM ledger WHERE account = 7") == "1"
+    assert primary.sql("SELECT count(*) FROM notes WHERE body = 'psql'") == "2"
+    assert secondary.sql("SELECT account FROM balances") == "90"
+    assert_identical(primary, secondary, {"events": "id", "ledger": "id", "notes": "t::text",
+                                          "balances": "account"})
+    assert proxy.metric("switchyard_journal_entries_total") == 0
+
+
 def test_ddl_settings_and_temp_tables_reach_the_secondary(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path))

@@ -157,6 +157,25 @@ CASES = [
     ("a notification to itself", [query("LISTEN ch; NOTIFY ch, 'payload'")], 1),
     ("PREPARE, EXECUTE, DEALLOCATE",
      [query("PREPARE ps(int) AS SELECT $1 + 1"), query("EXECUTE ps(4)"), query("DEALLOCATE ps")], 3),
+    # A write prepared with SQL PREPARE runs with switchyard's row image on the primary.
+    ("a prepared write, executed in both protocols and described",
+     [query("PREPARE pw(int) AS INSERT INTO t (v) VALUES ($1) RETURNING v"), query("EXECUTE pw(30)"),
+      parse("", "EXECUTE pw(31)"), bind("", ""), describe(b"P", ""), execute(""),
+      parse("ex", "EXECUTE pw(32)"), describe(b"S", "ex"), bind("", "ex", result_formats=(1,)), execute(""),
+      close(b"S", "ex"), SYNC], 3),
+    ("a prepared write without RETURNING, in one pipeline with its PREPARE",
+     run_extended("PREPARE pn AS UPDATE t SET v = v + 100 WHERE v = 30")
+     + [parse("", "EXECUTE pn"), bind("", "", result_formats=(1,)), describe(b"P", ""), execute(""), SYNC,
+        query("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) DELETE FROM t WHERE v = 31"),
+        query("DEALLOCATE ALL")], 3),
+    ("a PREPARE skipped after an error leaves the name as it was",
+     [query("PREPARE pu AS SELECT 42::int8 AS n")] + run_extended("SELECT 1/0")
+     + run_extended("PREPARE pu AS INSERT INTO t (v) VALUES (40)")
+     + [SYNC, parse("", "EXECUTE pu"), bind("", "", result_formats=(1,)), execute(""), SYNC,
+        query("DEALLOCATE pu")], 4),
+    ("a prepared write failing, a PREPARE refused",
+     [query("PREPARE pf AS INSERT INTO t (id, v) VALUES (1, 0)"), query("EXECUTE pf"),
+      query("PREPARE pf AS SELECT 1"), query("EXECUTE pf; DEALLOCATE pf")], 4),
     ("a cursor", [query("BEGIN; DECLARE cur CURSOR FOR SELECT g FROM generate_series(1, 5) g;"
                         " FETCH 2 FROM cur; FETCH ALL FROM cur; CLOSE cur; COMMIT")], 1),
     ("RETURNING", [query("INSERT INTO t (v) VALUES (25), (26) RETURNING id, v")], 1),
