@@ -556,8 +556,14 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
         body.contains("is_from") && body.at("is_from").is_bool() && body.at("is_from").get_bool();
     bool program_or_file = body.contains("filename") || body.contains("is_program");
     if (!from) {
-      out.kind = StatementKind::kRead;
-      out.mirror = MirrorPlan::kNone;
+      // COPY (query) TO runs its query, which may write (INSERT ... RETURNING, a writing CTE,
+      // nextval()): the secondary must write it too. The answer is COPY data, not rows, so
+      // it is mirrored as itself.
+      Statement copied = body.contains("query") ? classify_nested(body) : Statement{};
+      bool reads = !body.contains("query") || copied.kind == StatementKind::kRead;
+      out.kind = reads ? StatementKind::kRead : StatementKind::kWrite;
+      out.mirror = reads || copied.mirror == MirrorPlan::kNone ? MirrorPlan::kNone
+                                                               : MirrorPlan::kStatement;
     } else {
       out.kind = StatementKind::kWrite;
       // A server-side file is not ours to read; the secondary cannot see it.

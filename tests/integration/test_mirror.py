@@ -308,15 +308,19 @@ def test_writes_through_named_portals_reach_the_secondary(pair, start_proxy, tmp
     assert_identical(primary, secondary, {"events": "id"})
 
 
-def test_sql_prepared_writes_and_explain_analyze_reach_the_secondary(pair, start_proxy, tmp_path):
+def test_writes_run_by_execute_explain_analyze_and_copy_to_reach_the_secondary(pair, start_proxy, tmp_path):
     """EXECUTE of a write prepared with SQL PREPARE carries the primary's values like the write
-    itself; EXPLAIN ANALYZE, which runs its statement, reaches the secondary too."""
+    itself; EXPLAIN ANALYZE and COPY (query) TO, which run their statement, reach the secondary
+    too."""
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
         explain = "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) INSERT INTO balances (account, total) VALUES (90, 1)"
         assert [row[0] for row in conn.execute(explain)] == ["Insert on balances (actual rows=0 loops=1)",
                                                             "  ->  Result (actual rows=1 loops=1)"]
+        with conn.cursor().copy("COPY (INSERT INTO balances (account, total) VALUES (91, 2) "
+                                "RETURNING account) TO STDOUT") as copy:
+            assert list(copy.rows()) == [("91",)]
         # Run in the simple protocol and, asking for binary results, in the extended one
         # (which takes no parameters for EXECUTE: PostgreSQL binds none to utility statements).
         conn.execute("PREPARE ins AS INSERT INTO events (account) VALUES ($1)")
@@ -362,7 +366,7 @@ def test_sql_prepared_writes_and_explain_analyze_reach_the_secondary(pair, start
     assert primary.sql("SELECT string_agg(account::text, ',' ORDER BY id) FROM events") == "2,3,4,5"
     assert primary.sql("SELECT count(*) FROM ledger WHERE account = 7") == "1"
     assert primary.sql("SELECT count(*) FROM notes WHERE body = 'psql'") == "2"
-    assert secondary.sql("SELECT account FROM balances") == "90"
+    assert secondary.sql("SELECT string_agg(account::text, ',' ORDER BY account) FROM balances") == "90,91"
     assert_identical(primary, secondary, {"events": "id", "ledger": "id", "notes": "t::text",
                                           "balances": "account"})
     assert proxy.metric("switchyard_journal_entries_total") == 0

@@ -176,6 +176,7 @@ CASES = [
     ("a prepared write failing, a PREPARE refused",
      [query("PREPARE pf AS INSERT INTO t (id, v) VALUES (1, 0)"), query("EXECUTE pf"),
       query("PREPARE pf AS SELECT 1"), query("EXECUTE pf; DEALLOCATE pf")], 4),
+    ("a write in COPY TO", [query("COPY (INSERT INTO t (id, v) VALUES (2001, 41), (2002, 42) RETURNING id, v) TO STDOUT")], 1),
     ("a cursor", [query("BEGIN; DECLARE cur CURSOR FOR SELECT g FROM generate_series(1, 5) g;"
                         " FETCH 2 FROM cur; FETCH ALL FROM cur; CLOSE cur; COMMIT")], 1),
     ("RETURNING", [query("INSERT INTO t (v) VALUES (25), (26) RETURNING id, v")], 1),

@@ -66,6 +66,15 @@ TEST_CASE("DML is mirrored by row image with its target table") {
         MirrorPlan::kStatement);
   CHECK(only("COPY t FROM STDIN").mirror == MirrorPlan::kCopyIn);
   CHECK(only("COPY t TO STDOUT").kind == StatementKind::kRead);
+  CHECK(only("COPY (SELECT * FROM t) TO STDOUT").mirror == MirrorPlan::kNone);
+  // COPY (query) TO runs the query: what it writes, the secondary must write too.
+  Statement copied = only("COPY (INSERT INTO t VALUES (1) RETURNING *) TO STDOUT");
+  CHECK(copied.kind == StatementKind::kWrite);
+  CHECK(copied.mirror == MirrorPlan::kStatement);
+  CHECK(only("COPY (SELECT nextval('s')) TO STDOUT").mirror == MirrorPlan::kStatement);
+  Statement locking = only("COPY (SELECT * FROM t FOR UPDATE) TO STDOUT");
+  CHECK(locking.kind == StatementKind::kWrite);
+  CHECK(locking.mirror == MirrorPlan::kNone);
 }
 
 TEST_CASE("transaction control, session state and DDL") {
