@@ -6,6 +6,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "protocol/dialect.hpp"
@@ -51,6 +52,8 @@ struct TableShape {
   std::vector<std::string> key_columns; //!< primary key; empty when the table has none
   std::vector<std::string> generated;   //!< GENERATED ... STORED columns: never written
   Dialect dialect = Dialect::kPostgres; //!< of the database the shape was read from
+  //! Serial and identity columns, each with its sequence (schema-qualified, quoted as needed).
+  std::vector<std::pair<std::string, std::string>> sequences{};
 
   bool is_generated(std::string_view column) const {
     return std::find(generated.begin(), generated.end(), column) != generated.end();

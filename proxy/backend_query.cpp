@@ -156,7 +156,10 @@ asio::awaitable<Result<protocol::TableShape>> query_table_shape(Stream& stream,
     co_return co_await query_sqlite_table_shape(stream, reader, name);
   }
   std::string sql =
-      "SELECT a.attname, a.attgenerated <> '', coalesce(a.attnum = ANY(i.indkey), false) "
+      "SELECT a.attname, a.attgenerated <> '', coalesce(a.attnum = ANY(i.indkey), false), "
+      "pg_catalog.pg_get_serial_sequence(" +
+      quote_literal(name) +
+      ", a.attname) "
       "FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
       "WHERE a.attrelid = " +
       quote_literal(name) + "::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
@@ -165,9 +168,10 @@ asio::awaitable<Result<protocol::TableShape>> query_table_shape(Stream& stream,
   protocol::TableShape shape;
   shape.qualified = name;
   for (const auto& row : rows->rows) {
-    if (row.size() != 3 || !row[0]) continue;
+    if (row.size() != 4 || !row[0]) continue;
     if (row[1] == "t") shape.generated.push_back(*row[0]);
     if (row[2] == "t") shape.key_columns.push_back(*row[0]);
+    if (row[3]) shape.sequences.emplace_back(*row[0], *row[3]);
   }
   co_return shape;
 }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <deque>
 #include <iterator>
 #include <limits>
@@ -91,8 +92,10 @@ SecondaryLink::SecondaryLink(Services& services, std::shared_ptr<const Runtime> 
                              LoginRequest login, std::string peer,
                              const asio::any_io_executor& executor)
     : services_(services), runtime_(std::move(runtime)), login_(std::move(login)),
-      peer_(std::move(peer)), login_key_(login_key(*runtime_, login_)), executor_(executor),
-      applied_(executor) {}
+      peer_(std::move(peer)), login_key_(login_key(*runtime_, login_)),
+      database_key_(runtime_->config->secondary_uri + '\0' +
+                    std::to_string(runtime_->role_generation) + '\0' + login_.database),
+      executor_(executor), applied_(executor) {}
 
 void SecondaryLink::settle() {
   backfill::DivergenceJournal* journal = services_.journal();
@@ -292,6 +295,39 @@ std::string shape_name(const protocol::TargetTable& table) {
 // Whether an op may run inside the implicit transaction the extended protocol opens up to
 // the next Sync: plain writes may; COPY, DDL, transaction control and unparsed text (which
 // may hold several statements) need a transaction block of their own.
+// Moves sequence $1 (a qualified name) on to $2 unless it is there already, it is gone or
+// the login may not: a statement in the same batch must not fail for it.
+constexpr std::string_view kAdvanceSequenceSql =
+    "SELECT pg_catalog.setval(s, $2) FROM (SELECT pg_catalog.to_regclass($1) AS s) q "
+    "WHERE CASE WHEN pg_catalog.has_sequence_privilege(s, 'SELECT') AND "
+    "pg_catalog.has_sequence_privilege(s, 'UPDATE') "
+    "THEN coalesce(pg_catalog.pg_sequence_last_value(s), 0) < $2 ELSE false END";
+
+// The largest value of integer column `column` in the rows of `op` (text, or binary int2,
+// int4 or int8), if it has one.
+std::optional<int64_t> largest_integer(const MirrorOp& op, size_t column) {
+  std::optional<int64_t> largest;
+  bool binary = op.fields[column].format == 1;
+  for (const auto& row : op.rows) {
+    if (column >= row.size() || !row[column]) continue;
+    const std::string& bytes = *row[column];
+    int64_t value = 0;
+    if (binary) {
+      if (bytes.size() != 2 && bytes.size() != 4 && bytes.size() != 8) continue;
+      uint64_t raw = 0;
+      for (char c : bytes)
+        raw = (raw << 8) | static_cast<unsigned char>(c);
+      size_t unused_bits = 64 - 8 * bytes.size(); // sign-extend the narrower ones
+      value = static_cast<int64_t>(raw << unused_bits) >> unused_bits;
+    } else {
+      auto [end, ec] = std::from_chars(bytes.data(), bytes.data() + bytes.size(), value);
+      if (ec != std::errc() || end != bytes.data() + bytes.size()) continue;
+    }
+    if (!largest || value > *largest) largest = value;
+  }
+  return largest;
+}
+
 bool fits_implicit_transaction(const MirrorOp& op) {
   return op.statement.kind == protocol::StatementKind::kWrite &&
          op.statement.mirror != protocol::MirrorPlan::kCopyIn;
@@ -353,6 +389,17 @@ std::string SecondaryLink::prepared_name(const std::string& sql, const std::vect
   return name;
 }
 
+void SecondaryLink::note_sequence_values(const protocol::TableShape& shape, const MirrorOp& op) {
+  for (const auto& serial : shape.sequences) {
+    auto at = std::find_if(op.fields.begin(), op.fields.end(),
+                           [&](const auto& f) { return f.name == serial.first; });
+    if (at == op.fields.end()) continue;
+    if (auto largest = largest_integer(op, static_cast<size_t>(at - op.fields.begin()))) {
+      services_.sequence_marks().note(database_key_, serial.second, *largest);
+    }
+  }
+}
+
 asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, bool atomic,
                                              std::vector<Unit>& units, std::vector<Unit>& divergent,
                                              std::string& row_count_note, bool& maybe_applied) {
@@ -408,9 +455,24 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     ++ready_expected;
     units.push_back(Unit{});
   }
+  // Before the secondary draws ids itself, its sequences catch up with the images.
+  auto advance_lagging_sequences = [&](size_t index) {
+    for (auto& [sequence, value] : services_.sequence_marks().take_lagging(database_key_)) {
+      in_extended = true;
+      std::string name = prepared_name(std::string(kAdvanceSequenceSql), {25, 20}, out, new_names);
+      protocol::append_bind(
+          out, protocol::BindMessage{"", name, {}, {sequence, std::to_string(value)}, {}});
+      protocol::append_execute(out, "", 0);
+      units.push_back(Unit{index, 0, std::nullopt});
+    }
+  };
   for (size_t index = 0; index < ops.size(); ++index) {
     const MirrorOp& op = ops[index];
     if (op.kind == MirrorOp::Kind::kStatement) {
+      if (op.statement.kind == protocol::StatementKind::kWrite ||
+          op.statement.kind == protocol::StatementKind::kUnknown) {
+        advance_lagging_sequences(index);
+      }
       add_statement(op, index);
       services_.metrics().mirrored(MirrorKind::kStatement).Increment();
       continue;
@@ -456,6 +518,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
         names.push_back(name);
       }
       sql = protocol::upsert_sql(*shape, names);
+      if (statement.node == "InsertStmt") note_sequence_values(*shape, op);
     }
     std::vector<uint32_t> types;
     std::vector<uint16_t> formats;

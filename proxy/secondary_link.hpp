@@ -180,6 +180,9 @@ private:
                    const std::string& error, bool committed, bool maybe_applied = false);
   //! Closes the connection; writes sent on it and not answered yet are cancelled.
   void drop_connection();
+  //! Notes in SequenceMarks the ids INSERT image `op` wrote to the serial and identity
+  //! columns of `shape`.
+  void note_sequence_values(const protocol::TableShape& shape, const MirrorOp& op);
   //! This network thread's shared connections.
   SharedConnections<SecondaryConnection>& shared_connections() const;
 
@@ -187,7 +190,8 @@ private:
   std::shared_ptr<const Runtime> runtime_;
   LoginRequest login_;
   std::string peer_;
-  std::string login_key_; // the secondary and the login: what shared connections are kept by
+  std::string login_key_;    // the secondary and the login: what shared connections are kept by
+  std::string database_key_; // the secondary database: what SequenceMarks are kept by
   std::vector<MirrorOp> pending_;
   size_t pending_bytes_ = 0;
   std::vector<std::string> session_statements_;

@@ -13,6 +13,7 @@
 #include "proxy/commit_order.hpp"
 #include "proxy/role_fence.hpp"
 #include "proxy/runtime.hpp"
+#include "proxy/sequence_marks.hpp"
 #include "proxy/shape_registry.hpp"
 
 namespace switchyard::proxy {
@@ -156,6 +157,8 @@ public:
   std::atomic<uint64_t>& schema_epoch() { return schema_epoch_; }
   //! Table shapes the sessions learned from the secondary.
   ShapeRegistry& shapes() { return shapes_; }
+  //! How far row images took the secondary's sequences.
+  SequenceMarks& sequence_marks() { return sequence_marks_; }
 
   //! The loops primary-only sessions without TLS are relayed on; null where there are none
   //! (those sessions then relay on their own coroutines). Set before the first session.
@@ -205,6 +208,7 @@ private:
   RelayLoops* relay_loops_ = nullptr;
   CommitOrder commit_order_;
   ShapeRegistry shapes_;
+  SequenceMarks sequence_marks_;
 };
 
 } // namespace switchyard::proxy

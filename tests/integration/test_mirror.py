@@ -372,6 +372,36 @@ def test_writes_run_by_execute_explain_analyze_and_copy_to_reach_the_secondary(p
     assert proxy.metric("switchyard_journal_entries_total") == 0
 
 
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_statements_the_secondary_runs_itself_draw_ids_after_the_images(pair, start_proxy, tmp_path,
+                                                                        write_mode):
+    """Row images write the primary's serial and identity ids without drawing them from the
+    secondary's sequences; a statement the secondary runs itself (a writing CTE, EXPLAIN
+    ANALYZE) then draws ids after those, not ids the images already took."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, f"write_mode: {write_mode}\n"))
+    fixed = "0.5, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2026-01-01'"
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        for account in range(5):
+            conn.execute("INSERT INTO events (account) VALUES (%s)", (account,))
+            conn.execute("INSERT INTO ledger (account, total) VALUES (%s, random())", (account,))
+        cur = conn.execute(f"WITH e AS (INSERT INTO events (account, amount, token, created) VALUES (90, {fixed}) "
+                           "RETURNING id) INSERT INTO ledger (account, total, noted) "
+                           "SELECT 90, id, '2026-01-01' FROM e RETURNING total")
+        assert cur.fetchall() == [(6.0,)]
+        conn.execute(f"EXPLAIN ANALYZE INSERT INTO events (account, amount, token, created) VALUES (91, {fixed})")
+        with conn.transaction():
+            conn.execute("INSERT INTO events (account) VALUES (92)")
+            conn.execute(f"WITH e AS (INSERT INTO events (account, amount, token, created) VALUES (93, {fixed}) "
+                         "RETURNING id) SELECT id FROM e")
+    tables = {"events": "id", "ledger": "id"}
+    assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert_identical(primary, secondary, tables)
+    assert secondary.sql("SELECT string_agg(account::text, ',' ORDER BY id) FROM events WHERE account >= 90") == \
+        "90,91,92,93"
+    assert proxy.metric("switchyard_journal_entries_total") == 0
+
+
 def test_ddl_settings_and_temp_tables_reach_the_secondary(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
