@@ -486,7 +486,7 @@ bool begins_read_only(const json::object& stmt) {
 
 void classify_node(std::string_view node, const json::object& body, Statement& out);
 
-// The statement EXPLAIN or PREPARE holds (its "query"), classified on its own.
+// The statement EXPLAIN, PREPARE or COPY (query) holds (its "query"), classified on its own.
 Statement classify_nested(const json::object& body) {
   Statement nested;
   const json::value* query = body.if_contains("query");

@@ -292,9 +292,6 @@ std::string shape_name(const protocol::TargetTable& table) {
              : table.qualified();
 }
 
-// Whether an op may run inside the implicit transaction the extended protocol opens up to
-// the next Sync: plain writes may; COPY, DDL, transaction control and unparsed text (which
-// may hold several statements) need a transaction block of their own.
 // Moves sequence $1 (a qualified name) on to $2 unless it is there already, it is gone or
 // the login may not: a statement in the same batch must not fail for it.
 constexpr std::string_view kAdvanceSequenceSql =
@@ -328,6 +325,9 @@ std::optional<int64_t> largest_integer(const MirrorOp& op, size_t column) {
   return largest;
 }
 
+// Whether an op may run inside the implicit transaction the extended protocol opens up to
+// the next Sync: plain writes may; COPY, DDL, transaction control and unparsed text (which
+// may hold several statements) need a transaction block of their own.
 bool fits_implicit_transaction(const MirrorOp& op) {
   return op.statement.kind == protocol::StatementKind::kWrite &&
          op.statement.mirror != protocol::MirrorPlan::kCopyIn;
