@@ -562,8 +562,8 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
       Statement copied = body.contains("query") ? classify_nested(body) : Statement{};
       bool reads = !body.contains("query") || copied.kind == StatementKind::kRead;
       out.kind = reads ? StatementKind::kRead : StatementKind::kWrite;
-      out.mirror = reads || copied.mirror == MirrorPlan::kNone ? MirrorPlan::kNone
-                                                               : MirrorPlan::kStatement;
+      out.mirror =
+          reads || copied.mirror == MirrorPlan::kNone ? MirrorPlan::kNone : MirrorPlan::kStatement;
     } else {
       out.kind = StatementKind::kWrite;
       // A server-side file is not ours to read; the secondary cannot see it.
