@@ -262,8 +262,28 @@ struct TreeFacts {
   bool locking = false; // FOR UPDATE/SHARE anywhere
   bool primary_only_call = false;
   bool volatile_call = false;
+  bool catalog = false; // reads the system catalogs (OIDs differ between databases)
   std::vector<std::string> unknown_calls; // functions off the read-only allow-list
 };
+
+// The system catalogs and information_schema, by name as a query names them: what they say
+// about a database (OIDs above all) differs between the two.
+bool names_catalog(const json::object& range) {
+  std::string_view schema = string_at(range, "schemaname");
+  if (schema == "pg_catalog" || schema == "information_schema") return true;
+  return schema.empty() && string_at(range, "relname").starts_with("pg_");
+}
+
+// A cast to an OID alias type (regclass, regtype ...) looks the name up in the catalogs.
+bool casts_to_oid_alias(const json::object& cast) {
+  const json::value* type = cast.if_contains("typeName");
+  const json::value* names =
+      type != nullptr && type->is_object() ? type->get_object().if_contains("names") : nullptr;
+  if (names == nullptr || !names->is_array() || names->get_array().empty()) return false;
+  const json::value& last = names->get_array().back();
+  const json::value* s = last.is_object() ? last.get_object().if_contains("String") : nullptr;
+  return s != nullptr && s->is_object() && string_at(s->get_object(), "sval").starts_with("reg");
+}
 
 void walk(const json::value& value, TreeFacts& facts, bool top) {
   if (value.is_array()) {
@@ -278,6 +298,9 @@ void walk(const json::value& value, TreeFacts& facts, bool top) {
       facts.writes = true;
     } else if (key == "lockingClause" && child.is_array() && !child.get_array().empty()) {
       facts.locking = true;
+    } else if ((key == "RangeVar" && child.is_object() && names_catalog(child.get_object())) ||
+               (key == "TypeCast" && child.is_object() && casts_to_oid_alias(child.get_object()))) {
+      facts.catalog = true;
     } else if (key == "FuncCall" && child.is_object()) {
       const json::value* names = child.get_object().if_contains("funcname");
       if (names != nullptr && names->is_array() && !names->get_array().empty()) {
@@ -504,6 +527,7 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
   out.locking = facts.locking;
   out.nested_write = facts.writes;
   out.pinned_call = facts.primary_only_call || facts.volatile_call;
+  out.reads_catalog = facts.catalog;
   out.unlisted_functions = std::move(facts.unknown_calls);
 
   if (node == "SelectStmt") {

@@ -83,9 +83,10 @@ struct Statement {
   //! PREPARE of a row-image write: that write, classified on its own.
   std::shared_ptr<const Classification> prepared_write;
   // What read routing needs to know about a SELECT or SHOW.
-  bool nested_write = false; //!< a writing CTE or sub-statement
-  bool pinned_call = false;  //!< calls a function whose answer depends on the connection
-  bool ordered = false;      //!< the top-level query has ORDER BY: row order is meaningful
+  bool nested_write = false;  //!< a writing CTE or sub-statement
+  bool pinned_call = false;   //!< calls a function whose answer depends on the connection
+  bool reads_catalog = false; //!< reads the system catalogs, whose OIDs are the primary's
+  bool ordered = false;       //!< the top-level query has ORDER BY: row order is meaningful
   std::vector<std::string> unlisted_functions; //!< calls off the read-only allow-list
 };
 

@@ -35,7 +35,11 @@ bool is_safe_read(const protocol::Statement& statement,
   if (statement.node != "SelectStmt" || statement.kind == protocol::StatementKind::kDdl) {
     return false; // SELECT INTO creates a table
   }
-  if (statement.locking || statement.nested_write || statement.pinned_call) return false;
+  // The client knows the primary's OIDs (see OidTranslation): catalogs are read there.
+  if (statement.locking || statement.nested_write || statement.pinned_call ||
+      statement.reads_catalog) {
+    return false;
+  }
   return std::all_of(statement.unlisted_functions.begin(), statement.unlisted_functions.end(),
                      [&](const std::string& name) {
                        return std::find(safe_functions.begin(), safe_functions.end(), name) !=

@@ -137,6 +137,13 @@ TEST_CASE("only reads without locks, writes or connection-bound functions are sa
   CHECK_FALSE(safe("COPY t TO STDOUT"));
   CHECK_FALSE(safe("SELECT my_lookup(id) FROM t"));
   CHECK(safe("SELECT my_lookup(id) FROM t", {"my_lookup"}));
+  // Catalogs name objects by the OIDs of the database they are read on.
+  CHECK_FALSE(safe("SELECT oid FROM pg_type WHERE typname = 'mood'"));
+  CHECK_FALSE(safe("SELECT typname FROM pg_catalog.pg_type t JOIN items i ON true"));
+  CHECK_FALSE(safe("SELECT column_name FROM information_schema.columns"));
+  CHECK_FALSE(safe("SELECT 'mood'::regtype::oid"));
+  CHECK_FALSE(safe("WITH x AS (SELECT * FROM pg_class) SELECT count(*) FROM x"));
+  CHECK(safe("SELECT * FROM app.pg_like_name"));
   CHECK_FALSE(safe("SELECT my_lookup(other(id)) FROM t", {"my_lookup"}));
 }
 
