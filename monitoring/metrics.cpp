@@ -53,6 +53,7 @@ const char* to_string(RouteReason reason) {
   case RouteReason::kWrittenTransaction: return "written_transaction";
   case RouteReason::kSecondaryUnavailable: return "secondary_unavailable";
   case RouteReason::kUnappliedWrites: return "unapplied_writes";
+  case RouteReason::kUndescribed: return "undescribed";
   case RouteReason::kCount: break;
   }
   return "unknown";

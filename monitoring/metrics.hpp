@@ -73,6 +73,9 @@ enum class RouteReason {
   kWrittenTransaction,   //!< the transaction wrote, so it reads its own writes on the primary
   kSecondaryUnavailable, //!< in the cohort, but the secondary failed moments ago: primary
   kUnappliedWrites,      //!< in the cohort, but the session's last write is not applied yet
+  //! in the cohort, but the secondary's answer named tables or types not yet matched to the
+  //! primary's (see OidTranslation): primary, while they are looked up
+  kUndescribed,
   kCount
 };
 const char* to_string(RouteReason reason);

@@ -206,6 +206,7 @@ private:
     const config::BackendTarget& target = config.primary;
     LoginRequest login = login_for(target, startup);
     if (config.secondary) secondary_login_ = login_for(*config.secondary, startup);
+    primary_database_ = login.database;
     application_name_ = std::string(startup.parameter("application_name"));
     auto& metrics = services_.metrics();
     auto result = co_await connect_backend(target, runtime_->primary_tls.get(), std::move(login));
@@ -251,7 +252,8 @@ private:
     activity_.last_activity = Clock::now();
     if (secondary_login_) {
       MirrorRelay mirror(client_, *backend_, services_, runtime_, stats_, activity_,
-                         std::move(*secondary_login_), identity(), peer_, client_leftover_);
+                         primary_database_, std::move(*secondary_login_), identity(), peer_,
+                         client_leftover_);
       auto ended = co_await (mirror.run() || watchdog());
       co_await mirror.finish();
       co_return std::visit([](Closing& c) { return std::move(c); }, ended);
@@ -452,6 +454,7 @@ private:
   std::string client_leftover_;
   std::optional<BackendSession> backend_;
   std::optional<LoginRequest> secondary_login_; //!< set when writes are mirrored
+  std::string primary_database_;                //!< the database of the primary's login
   uint32_t cancel_pid_ = 0;
   SessionActivity activity_;
 };

@@ -13,12 +13,14 @@
 #include "protocol/classify.hpp"
 #include "protocol/copy_data.hpp"
 #include "protocol/extended.hpp"
+#include "protocol/frame.hpp"
 #include "protocol/messages.hpp"
 #include "protocol/row_image.hpp"
 #include "protocol/wire.hpp"
 #include "proxy/backend_query.hpp"
 #include "proxy/log_limiter.hpp"
 #include "proxy/message_reader.hpp"
+#include "proxy/oid_translation.hpp"
 #include "proxy/secondary_link.hpp"
 #include "proxy/secondary_read.hpp"
 #include "proxy/shape_registry.hpp"
@@ -47,6 +49,10 @@ constexpr size_t kClassificationCacheSize = 1024;
 constexpr size_t kUnnamedReads = 64;
 constexpr size_t kMaxUnnamedRead = 4096;
 constexpr size_t kFlushThreshold = size_t{64} * 1024;
+// The secondary RowDescriptions a session keeps translated (see describe_as_primary), and for
+// how long before it asks the shared translation again.
+constexpr size_t kDescribedBodies = 256;
+constexpr auto kDescribedTtl = std::chrono::seconds(30);
 // How often a write held by the role fence looks again; the fence is closed only briefly.
 constexpr auto kRoleFencePoll = std::chrono::milliseconds(2);
 
@@ -204,12 +210,14 @@ class MirrorRelay::Impl {
 public:
   Impl(Stream& client, BackendSession& primary, Services& services,
        std::shared_ptr<const Runtime> runtime, monitoring::RelayStats& stats,
-       SessionActivity& activity, LoginRequest secondary_login, routing::SessionIdentity identity,
-       std::string peer, const std::string& client_leftover)
+       SessionActivity& activity, const std::string& primary_database, LoginRequest secondary_login,
+       routing::SessionIdentity identity, std::string peer, const std::string& client_leftover)
       : primary_(primary), services_(services), runtime_(std::move(runtime)), stats_(stats),
-        activity_(activity), peer_(peer), router_(std::move(identity)),
-        client_reader_(client, protocol::Direction::kFrontend,
-                       runtime_->config->limits.max_message_size),
+        activity_(activity), peer_(peer),
+        oid_key_(std::to_string(runtime_->role_generation) + '\0' + primary_database + '\0' +
+                 secondary_login.database),
+        router_(std::move(identity)), client_reader_(client, protocol::Direction::kFrontend,
+                                                     runtime_->config->limits.max_message_size),
         primary_reader_(primary.stream, protocol::Direction::kBackend,
                         std::numeric_limits<uint32_t>::max()),
         writer_(client), link_(services, runtime_, std::move(secondary_login), std::move(peer),
@@ -1338,7 +1346,7 @@ private:
       auto served = co_await read_on_secondary(job, compare, overlap, policy);
       if (served.closing) co_return std::move(served.closing);
       if (served.answered) co_return std::nullopt;
-      route.reason = RouteReason::kSecondaryUnavailable;
+      route.reason = served.fallback;
       compare = false;
     }
     services_.metrics().reads(BackendRole::kPrimary, route.reason).Increment();
@@ -1361,7 +1369,70 @@ private:
   struct SecondaryServed {
     bool answered = false; // the client has its answer; false: run it on the primary
     std::optional<Closing> closing;
+    RouteReason fallback = RouteReason::kSecondaryUnavailable; // why not, when not answered
   };
+
+  // The body of the secondary's RowDescription `body` with the primary's table OIDs, column
+  // numbers and type OIDs; nullopt when it names objects not matched yet (`unknown`) or
+  // not on the primary.
+  std::optional<std::string> describe_as_primary(std::string_view body,
+                                                 OidTranslation::Unknown& unknown) {
+    auto now = Clock::now();
+    uint64_t epoch = services_.schema_epoch().load(std::memory_order_relaxed);
+    if (!oids_ || epoch != oids_epoch_ || now - oids_at_ > kDescribedTtl) {
+      oids_ = services_.oid_translation(oid_key_);
+      oids_epoch_ = epoch;
+      oids_at_ = now;
+      described_.clear();
+    }
+    if (auto known = described_.find(body); known != described_.end()) return known->second;
+    auto described = oids_->translate(body, unknown);
+    if (!described) return std::nullopt;
+    if (described_.size() >= kDescribedBodies) described_.clear();
+    return described_.emplace(std::string(body), std::move(*described)).first->second;
+  }
+
+  // Matches what `unknown` names on the secondary with the primary's objects: one catalog
+  // query to each database. A failure leaves it for another read to try.
+  asio::awaitable<std::optional<Closing>> learn_oids(const OidTranslation::Unknown& unknown,
+                                                     std::chrono::milliseconds timeout) {
+    std::string sql = OidTranslation::secondary_names_sql(unknown);
+    SecondaryLink::Read read;
+    read.sql = sql;
+    std::string answer;
+    routing::ResultDigest unused(false);
+    auto names = co_await read_from_secondary(link_, read, timeout, &answer,
+                                              std::numeric_limits<size_t>::max(), unused);
+    if (names.state != SecondaryAnswer::State::kComplete) {
+      spdlog::debug("session {}: cannot read the secondary's catalog: {}", peer_, names.error);
+      co_return std::nullopt;
+    }
+    CatalogRows secondary;
+    for (std::string_view rest = answer; !rest.empty();) {
+      auto decoded = protocol::decode_frame(rest, protocol::Direction::kBackend,
+                                            std::numeric_limits<uint32_t>::max());
+      if (decoded.status != protocol::DecodeStatus::kMessage) break;
+      if (decoded.frame.tag == 'D') {
+        if (auto row = protocol::parse_data_row(decoded.frame.body)) secondary.push_back(*row);
+      }
+      rest.remove_prefix(decoded.consumed);
+    }
+    CatalogRows primary;
+    if (std::string primary_sql = OidTranslation::primary_objects_sql(secondary);
+        !primary_sql.empty()) {
+      if (auto closing = co_await run_captured(primary_sql)) co_return closing;
+      if (!captured_.error.empty()) {
+        spdlog::debug("session {}: cannot read the primary's catalog: {}", peer_,
+                      describe_error(captured_.error));
+        co_return std::nullopt;
+      }
+      primary = std::move(captured_.rows);
+    }
+    spdlog::debug("session {}: matched {} catalog rows of the secondary with {} of the primary",
+                  peer_, secondary.size(), primary.size());
+    oids_->learn(unknown, secondary, primary);
+    co_return std::nullopt;
+  }
 
   // Answers the client from the secondary, unless it fails before the first byte did.
   // `overlap`: the primary still owes answers to the cycle's earlier messages; they are
@@ -1396,9 +1467,36 @@ private:
         co_return SecondaryServed{true, std::nullopt};
       }
     }
+    // A simple read's RowDescription comes from the secondary: it gets the primary's OIDs.
+    // (A bound read's comes from the primary's Describe.)
+    OidTranslation::Unknown unknown;
+    DescriptionFilter as_primary = [&](std::string_view body) {
+      return describe_as_primary(body, unknown);
+    };
+    const DescriptionFilter* describe = job.portal ? nullptr : &as_primary;
+    size_t answer_start = out.size();
     if (answer.state != SecondaryAnswer::State::kFailed) {
+      answer = co_await collect_secondary_answer(link_, policy.timeout, &out, kFlushThreshold,
+                                                 digest, describe);
+    }
+    if (answer.state == SecondaryAnswer::State::kUndescribed && !unknown.empty()) {
+      // Match what it named with the primary's objects, then ask the secondary again.
+      if (auto closing = co_await learn_oids(unknown, policy.timeout)) {
+        co_return SecondaryServed{true, std::move(closing)};
+      }
+      out.resize(answer_start);
+      digest = routing::ResultDigest(job.ordered);
+      unknown = {};
       answer =
-          co_await collect_secondary_answer(link_, policy.timeout, &out, kFlushThreshold, digest);
+          co_await read_from_secondary(link_, secondary_read(job, in_transaction), policy.timeout,
+                                       &out, kFlushThreshold, digest, describe);
+    }
+    if (answer.state == SecondaryAnswer::State::kUndescribed) {
+      if (in_transaction) {
+        transaction_pinned_ = true; // its reads stay on one database from here
+        co_await link_.end_read_transaction();
+      }
+      co_return SecondaryServed{false, std::nullopt, RouteReason::kUndescribed};
     }
     auto& metrics = services_.metrics();
     if (answer.state == SecondaryAnswer::State::kFailed) {
@@ -1433,8 +1531,8 @@ private:
       ClientSink sink = [this](std::string& batch) -> asio::awaitable<bool> {
         co_return !co_await writer_.write(batch);
       };
-      bool client_there =
-          co_await stream_secondary_rest(link_, policy.timeout, kFlushThreshold, digest, sink);
+      bool client_there = co_await stream_secondary_rest(link_, policy.timeout, kFlushThreshold,
+                                                         digest, sink, describe);
       if (!client_there)
         co_return SecondaryServed{true,
                                   Closing{CloseReason::kClientDisconnect, "closed by peer", {}}};
@@ -1938,6 +2036,7 @@ private:
   monitoring::RelayStats& stats_;
   SessionActivity& activity_;
   std::string peer_;
+  std::string oid_key_; // the role generation and the two databases: see describe_as_primary
   routing::SessionRouter router_;
   MessageReader client_reader_;
   MessageReader primary_reader_;
@@ -1952,6 +2051,11 @@ private:
   std::unordered_map<std::string, std::shared_ptr<const PreparedInfo>> statements_;
   std::unordered_map<std::string, PortalInfo> portals_;
   ImagePrepared image_prepared_;
+  // The secondary's RowDescriptions of routed simple reads as the primary would send them.
+  std::shared_ptr<OidTranslation> oids_;
+  uint64_t oids_epoch_ = 0;
+  Clock::time_point oids_at_;
+  std::unordered_map<std::string, std::string, TextHash, std::equal_to<>> described_;
   bool expected_in_transaction_ = false; // as the client's requests so far leave it
   bool cycle_wrapped_ = false;           // switchyard opened a transaction before this Sync
   bool cycle_autocommit_mirror_ = false; // DDL or a setting ran outside a transaction
@@ -2015,12 +2119,12 @@ private:
 
 MirrorRelay::MirrorRelay(Stream& client, BackendSession& primary, Services& services,
                          std::shared_ptr<const Runtime> runtime, monitoring::RelayStats& stats,
-                         SessionActivity& activity, LoginRequest secondary_login,
-                         routing::SessionIdentity identity, std::string peer,
-                         const std::string& client_leftover)
+                         SessionActivity& activity, const std::string& primary_database,
+                         LoginRequest secondary_login, routing::SessionIdentity identity,
+                         std::string peer, const std::string& client_leftover)
     : impl_(std::make_unique<Impl>(client, primary, services, std::move(runtime), stats, activity,
-                                   std::move(secondary_login), std::move(identity), std::move(peer),
-                                   client_leftover)) {}
+                                   primary_database, std::move(secondary_login),
+                                   std::move(identity), std::move(peer), client_leftover)) {}
 
 MirrorRelay::~MirrorRelay() = default;
 

@@ -23,8 +23,8 @@ class MirrorRelay {
 public:
   MirrorRelay(Stream& client, BackendSession& primary, Services& services,
               std::shared_ptr<const Runtime> runtime, monitoring::RelayStats& stats,
-              SessionActivity& activity, LoginRequest secondary_login,
-              routing::SessionIdentity identity, std::string peer,
+              SessionActivity& activity, const std::string& primary_database,
+              LoginRequest secondary_login, routing::SessionIdentity identity, std::string peer,
               const std::string& client_leftover);
   ~MirrorRelay();
   MirrorRelay(const MirrorRelay&) = delete;

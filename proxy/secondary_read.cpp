@@ -47,14 +47,13 @@ bool for_client(char tag) {
 
 } // namespace
 
-asio::awaitable<SecondaryAnswer> read_from_secondary(SecondaryLink& link,
-                                                     const SecondaryLink::Read& read,
-                                                     std::chrono::milliseconds timeout,
-                                                     std::string* out, size_t limit,
-                                                     routing::ResultDigest& digest) {
+asio::awaitable<SecondaryAnswer>
+read_from_secondary(SecondaryLink& link, const SecondaryLink::Read& read,
+                    std::chrono::milliseconds timeout, std::string* out, size_t limit,
+                    routing::ResultDigest& digest, const DescriptionFilter* describe) {
   SecondaryAnswer sent = co_await send_secondary_read(link, read, timeout);
   if (sent.state == SecondaryAnswer::State::kFailed) co_return sent;
-  co_return co_await collect_secondary_answer(link, timeout, out, limit, digest);
+  co_return co_await collect_secondary_answer(link, timeout, out, limit, digest, describe);
 }
 
 asio::awaitable<SecondaryAnswer> send_secondary_read(SecondaryLink& link,
@@ -77,9 +76,11 @@ asio::awaitable<SecondaryAnswer> send_secondary_read(SecondaryLink& link,
 asio::awaitable<SecondaryAnswer> collect_secondary_answer(SecondaryLink& link,
                                                           std::chrono::milliseconds timeout,
                                                           std::string* out, size_t limit,
-                                                          routing::ResultDigest& digest) {
+                                                          routing::ResultDigest& digest,
+                                                          const DescriptionFilter* describe) {
   using State = SecondaryAnswer::State;
   std::string error;
+  bool undescribed = false; // read on to ReadyForQuery, then let the primary answer
   while (true) {
     NextMessage next = co_await next_message(link, timeout);
     if (!next.frame) co_return SecondaryAnswer{State::kFailed, next.failure, next.error};
@@ -87,6 +88,7 @@ asio::awaitable<SecondaryAnswer> collect_secondary_answer(SecondaryLink& link,
     if (frame.tag == 'Z') {
       if (!error.empty())
         co_return SecondaryAnswer{State::kFailed, ReadFallback::kSecondaryError, error};
+      if (undescribed) co_return SecondaryAnswer{State::kUndescribed, {}, {}};
       co_return SecondaryAnswer{State::kComplete, {}, {}};
     }
     if (frame.tag == 'E') {
@@ -107,17 +109,27 @@ asio::awaitable<SecondaryAnswer> collect_secondary_answer(SecondaryLink& link,
                                 std::string("unexpected message '") + frame.tag +
                                     "' answering a read"};
     }
-    if (!error.empty()) continue;
+    if (!error.empty() || undescribed) continue;
     if (frame.tag == 'D') digest.add_row(frame.body);
     if (out == nullptr) continue;
-    protocol::append_message(*out, frame.tag, frame.body);
+    if (frame.tag == 'T' && describe != nullptr) {
+      auto body = (*describe)(frame.body);
+      if (!body) {
+        undescribed = true;
+        continue;
+      }
+      protocol::append_message(*out, frame.tag, *body);
+    } else {
+      protocol::append_message(*out, frame.tag, frame.body);
+    }
     if (out->size() > limit) co_return SecondaryAnswer{State::kPartial, {}, {}};
   }
 }
 
 asio::awaitable<bool> stream_secondary_rest(SecondaryLink& link, std::chrono::milliseconds timeout,
                                             size_t limit, routing::ResultDigest& digest,
-                                            const ClientSink& sink) {
+                                            const ClientSink& sink,
+                                            const DescriptionFilter* describe) {
   std::string out;
   bool failed = false;
   while (true) {
@@ -138,7 +150,9 @@ asio::awaitable<bool> stream_secondary_rest(SecondaryLink& link, std::chrono::mi
       protocol::append_message(out, frame.tag, frame.body);
     } else if (for_client(frame.tag) && !failed) {
       if (frame.tag == 'D') digest.add_row(frame.body);
-      protocol::append_message(out, frame.tag, frame.body);
+      std::optional<std::string> described;
+      if (frame.tag == 'T' && describe != nullptr) described = (*describe)(frame.body);
+      protocol::append_message(out, frame.tag, described ? *described : frame.body);
     }
     if (out.size() > limit) {
       if (!co_await sink(out)) co_return false;

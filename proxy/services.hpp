@@ -1,6 +1,8 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -11,6 +13,7 @@
 #include "monitoring/metrics.hpp"
 #include "proxy/cancel_registry.hpp"
 #include "proxy/commit_order.hpp"
+#include "proxy/oid_translation.hpp"
 #include "proxy/role_fence.hpp"
 #include "proxy/runtime.hpp"
 #include "proxy/sequence_marks.hpp"
@@ -160,6 +163,24 @@ public:
   //! How far row images took the secondary's sequences.
   SequenceMarks& sequence_marks() { return sequence_marks_; }
 
+  //! How long an OID translation is trusted, for objects changed behind switchyard's back.
+  static constexpr auto kOidTranslationTtl = std::chrono::minutes(10);
+  //! The OID translation the sessions between one pair of databases (`databases` names the
+  //! pair and the role generation) share; a new one once a DDL through switchyard moved the
+  //! schema epoch or the last one is kOidTranslationTtl old.
+  std::shared_ptr<OidTranslation> oid_translation(const std::string& databases) {
+    auto now = std::chrono::steady_clock::now();
+    uint64_t epoch = schema_epoch_.load();
+    std::lock_guard lock(mutex_);
+    if (oid_translations_.size() >= kMaxKnownDatabases && !oid_translations_.contains(databases))
+      oid_translations_.clear();
+    OidTranslationEntry& entry = oid_translations_[databases];
+    if (!entry.translation || entry.epoch != epoch || now - entry.created > kOidTranslationTtl) {
+      entry = OidTranslationEntry{std::make_shared<OidTranslation>(), epoch, now};
+    }
+    return entry.translation;
+  }
+
   //! The loops primary-only sessions without TLS are relayed on; null where there are none
   //! (those sessions then relay on their own coroutines). Set before the first session.
   RelayLoops* relay_loops() const { return relay_loops_; }
@@ -209,6 +230,12 @@ private:
   CommitOrder commit_order_;
   ShapeRegistry shapes_;
   SequenceMarks sequence_marks_;
+  struct OidTranslationEntry {
+    std::shared_ptr<OidTranslation> translation;
+    uint64_t epoch = 0;
+    std::chrono::steady_clock::time_point created;
+  };
+  std::map<std::string, OidTranslationEntry> oid_translations_;
 };
 
 } // namespace switchyard::proxy

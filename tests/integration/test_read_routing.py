@@ -242,6 +242,53 @@ def test_a_secondary_error_is_retried_on_the_primary(pair, start_proxy, tmp_path
     assert proxy.metric("switchyard_read_fallbacks_total", reason="secondary_error") >= 3
 
 
+def test_routed_reads_describe_their_columns_as_the_primary_does(pair, start_proxy, tmp_path):
+    """Tables and user types have other OIDs on the secondary, and a dropped column moves
+    column numbers on: a read the secondary answers still describes its columns with the
+    primary's, byte for byte, and catalog reads go to the primary, so a driver that looks a
+    type up by OID finds the primary's."""
+    primary, secondary = pair
+    schema = ("CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');"
+              "CREATE TABLE people (id int PRIMARY KEY, {extra} name text, feeling mood);"
+              "INSERT INTO people (id, name, feeling) VALUES (1, 'ann', 'happy'), (2, 'bob', 'sad');"
+              "GRANT SELECT ON people, whoami TO trustuser;")
+    primary.sql(schema.format(extra=""))
+    secondary.sql("CREATE TYPE filler AS ENUM ('x'); CREATE TABLE filler_t (a int);"
+                  + schema.format(extra="gone int,") + "ALTER TABLE people DROP COLUMN gone;")
+    oids = "SELECT 'people'::regclass::oid, 'mood'::regtype::oid"
+    assert primary.sql(oids) != secondary.sql(oids)
+    read = "SELECT p.id, p.name, p.feeling, p.ctid, w.side FROM people p, whoami w ORDER BY p.id"
+
+    def answer(port):
+        client = RawClient(port)
+        client.login_trust(user="trustuser")
+        client.send(message(b"Q", cstr(read)))
+        got = client.read_until(b"Z")
+        client.send(message(b"X"))
+        return [(tag, body) for tag, body in got if tag in (b"T", b"D")]
+
+    proxy = start_proxy(routing_config(primary, secondary, tmp_path, 100))
+    direct = answer(primary.port)
+    for _ in range(2):  # matched on the first read of the pair, known on the second
+        routed = answer(proxy.port)
+        assert routed[0] == direct[0]  # the RowDescription
+        assert all(body.endswith(b"secondary") for tag, body in routed[1:])
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        info = psycopg.types.enum.EnumInfo.fetch(conn, "mood")
+        assert info.oid == int(primary.sql("SELECT 'mood'::regtype::oid"))
+        psycopg.types.enum.register_enum(info, conn)
+        assert [row[0].name for row in conn.execute("SELECT feeling FROM people ORDER BY id")] == \
+            ["happy", "sad"]
+        assert side_of(conn.pgconn) == "secondary"
+    assert proxy.metric("switchyard_reads_total", reason="undescribed", target="primary") == 0
+    # A type only the secondary has cannot be described as the primary would: the primary
+    # answers, as it would without switchyard.
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.UndefinedObject):
+            conn.execute("SELECT 'x'::filler")
+    assert proxy.metric("switchyard_reads_total", reason="undescribed", target="primary") == 1
+
+
 def test_shadow_comparison_catches_a_row_altered_on_the_secondary(pair, start_proxy, tmp_path):
     primary, secondary = pair
     for percent in (0, 100):  # the primary answers and the secondary is compared, then the reverse
