@@ -1468,12 +1468,13 @@ private:
       }
     }
     // A simple read's RowDescription comes from the secondary: it gets the primary's OIDs.
-    // (A bound read's comes from the primary's Describe.)
+    // (A bound read's comes from the primary's Describe; a SQLite primary has no catalog.)
     OidTranslation::Unknown unknown;
     DescriptionFilter as_primary = [&](std::string_view body) {
       return describe_as_primary(body, unknown);
     };
-    const DescriptionFilter* describe = job.portal ? nullptr : &as_primary;
+    bool translate = !job.portal && primary_dialect() == protocol::Dialect::kPostgres;
+    const DescriptionFilter* describe = translate ? &as_primary : nullptr;
     size_t answer_start = out.size();
     if (answer.state != SecondaryAnswer::State::kFailed) {
       answer = co_await collect_secondary_answer(link_, policy.timeout, &out, kFlushThreshold,
