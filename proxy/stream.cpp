@@ -54,6 +54,12 @@ size_t Stream::read_available(asio::mutable_buffer buffer, error_code& ec) {
   return recv_now(socket_, static_cast<char*>(buffer.data()), buffer.size(), ec);
 }
 
+bool Stream::quiet() {
+  char byte = 0;
+  ssize_t n = ::recv(socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 asio::awaitable<error_code> Stream::write_all(std::string_view data) {
   if (tls_) {
     auto [ec, n] =

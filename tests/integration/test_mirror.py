@@ -402,6 +402,28 @@ def test_statements_the_secondary_runs_itself_draw_ids_after_the_images(pair, st
     assert proxy.metric("switchyard_journal_entries_total") == 0
 
 
+def test_writes_after_the_secondary_restarted_reach_it_at_once(pair, start_proxy, tmp_path):
+    """The secondary's restart closes the connections switchyard keeps idle there (shared, and
+    a session's own); the next write finds that out before sending and connects anew, so it
+    is applied, not journaled, and the session's settings come along."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE SCHEMA app; CREATE TABLE app.notes (body text, written timestamptz)")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as shared, \
+            psycopg.connect(proxy.dsn(), autocommit=True) as own:
+        own.execute("SET search_path = app, public")
+        shared.execute("INSERT INTO balances (account, total) VALUES (1, 1)")
+        own.execute("INSERT INTO notes (body) VALUES ('before')")
+        secondary.stop()
+        secondary.launch()
+        shared.execute("INSERT INTO balances (account, total) VALUES (2, 2)")
+        own.execute("INSERT INTO notes (body) VALUES ('after')")
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+    assert_identical(primary, secondary, {"balances": "account", "app.notes": "body"})
+    assert secondary.sql("SELECT string_agg(body, ',' ORDER BY body) FROM app.notes") == "after,before"
+
+
 def test_ddl_settings_and_temp_tables_reach_the_secondary(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path))

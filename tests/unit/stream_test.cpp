@@ -61,3 +61,26 @@ TEST_CASE("a stream's descriptor handed to a relay loop comes back, or is closed
   }
   ::close(fds[1]);
 }
+
+TEST_CASE("a stream is quiet until something arrives or the peer closes") {
+  asio::io_context io;
+  int fds[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0);
+  Stream stream(StreamSocket(io, asio::generic::stream_protocol(AF_UNIX, SOCK_STREAM), fds[0]));
+  CHECK(stream.quiet());
+  SECTION("data arrived: not quiet, and the data is still there to read") {
+    REQUIRE(::write(fds[1], "E", 1) == 1);
+    CHECK_FALSE(stream.quiet());
+    char byte = 0;
+    error_code ec;
+    CHECK(stream.read_available(asio::buffer(&byte, 1), ec) == 1);
+    CHECK(byte == 'E');
+    CHECK(stream.quiet());
+  }
+  SECTION("the peer closed") {
+    ::close(fds[1]);
+    fds[1] = -1;
+    CHECK_FALSE(stream.quiet());
+  }
+  if (fds[1] >= 0) ::close(fds[1]);
+}
