@@ -33,35 +33,44 @@ template <typename Keep> std::string with_options(const CopyFrom& copy, Keep kee
   return out;
 }
 
+// Scans the line of COPY text or CSV data starting at `pos` to its end (an unescaped or
+// unquoted newline or carriage return, or the end of the data), which it returns; calls
+// `on_delimiter(i)` at each delimiter between fields.
+template <typename OnDelimiter>
+size_t scan_line(std::string_view data, size_t pos, const CopyFormat& format,
+                 OnDelimiter on_delimiter) {
+  bool csv = format.kind == CopyFormat::Kind::kCsv;
+  // As in PostgreSQL, an escape equal to the quote is no escape: a doubled quote toggles twice.
+  char escape = format.escape == format.quote ? '\0' : format.escape;
+  bool in_quote = false;
+  bool last_was_escape = false;
+  size_t i = pos;
+  for (; i < data.size(); ++i) {
+    char c = data[i];
+    if (csv) {
+      if (in_quote && escape != '\0' && c == escape) last_was_escape = !last_was_escape;
+      if (c == format.quote && !last_was_escape) in_quote = !in_quote;
+      if (c != escape) last_was_escape = false;
+      if (in_quote) continue;
+    } else if (c == '\\') {
+      ++i; // the escaped character, even a newline, belongs to the field
+      continue;
+    }
+    if (c == '\n' || c == '\r') break;
+    if (c == format.delimiter) on_delimiter(i);
+  }
+  return std::min(i, data.size());
+}
+
 } // namespace
 
 std::vector<CopyRow> copy_rows(std::string_view data, const CopyFormat& format) {
   std::vector<CopyRow> rows;
-  bool csv = format.kind == CopyFormat::Kind::kCsv;
-  // As in PostgreSQL, an escape equal to the quote is no escape: a doubled quote toggles twice.
-  char escape = format.escape == format.quote ? '\0' : format.escape;
   bool header = format.header;
   size_t pos = 0;
   while (pos < data.size()) {
     CopyRow row{pos, pos, 1};
-    bool in_quote = false;
-    bool last_was_escape = false;
-    size_t i = pos;
-    for (; i < data.size(); ++i) {
-      char c = data[i];
-      if (csv) {
-        if (in_quote && escape != '\0' && c == escape) last_was_escape = !last_was_escape;
-        if (c == format.quote && !last_was_escape) in_quote = !in_quote;
-        if (c != escape) last_was_escape = false;
-        if (in_quote) continue;
-      } else if (c == '\\') {
-        ++i; // the escaped character, even a newline, belongs to the field
-        continue;
-      }
-      if (c == '\n' || c == '\r') break;
-      if (c == format.delimiter) ++row.fields;
-    }
-    row.end = std::min(i, data.size());
+    row.end = scan_line(data, pos, format, [&](size_t) { ++row.fields; });
     pos = row.end;
     if (pos < data.size()) pos += data.compare(pos, 2, "\r\n") == 0 ? 2 : 1;
     if (data.substr(row.begin, row.end - row.begin) == "\\.") break;
@@ -72,6 +81,17 @@ std::vector<CopyRow> copy_rows(std::string_view data, const CopyFormat& format) 
     }
   }
   return rows;
+}
+
+std::vector<std::string_view> copy_fields(std::string_view line, const CopyFormat& format) {
+  std::vector<std::string_view> fields;
+  size_t begin = 0;
+  size_t end = scan_line(line, 0, format, [&](size_t delimiter) {
+    fields.push_back(line.substr(begin, delimiter - begin));
+    begin = delimiter + 1;
+  });
+  fields.push_back(line.substr(begin, end - begin));
+  return fields;
 }
 
 std::optional<std::vector<CopyRow>> binary_copy_rows(std::string_view data) {
@@ -103,6 +123,25 @@ std::optional<std::vector<CopyRow>> binary_copy_rows(std::string_view data) {
     rows.push_back(row);
     pos = row.end;
   }
+}
+
+std::optional<std::vector<std::optional<std::string_view>>>
+binary_copy_fields(std::string_view fields) {
+  std::vector<std::optional<std::string_view>> out;
+  size_t pos = 0;
+  while (pos < fields.size()) {
+    if (fields.size() - pos < 4) return std::nullopt;
+    auto length = static_cast<int32_t>(read_u32(fields.data() + pos));
+    pos += 4;
+    if (length == -1) {
+      out.emplace_back();
+      continue;
+    }
+    if (length < 0 || static_cast<size_t>(length) > fields.size() - pos) return std::nullopt;
+    out.emplace_back(fields.substr(pos, static_cast<size_t>(length)));
+    pos += static_cast<size_t>(length);
+  }
+  return out;
 }
 
 std::string append_binary_copy_fields(std::string_view data, std::span<const CopyRow> rows,
@@ -177,7 +216,8 @@ std::string column_defaults_sql(std::string_view table) {
          "<> '' THEN format('nextval(%L::regclass)', "
          "pg_get_serial_sequence(a.attrelid::regclass::text, a.attname)) "
          "ELSE pg_get_expr(d.adbin, d.adrelid) END, "
-         "pg_catalog.format_type(a.atttypid, a.atttypmod) "
+         "pg_catalog.format_type(a.atttypid, a.atttypmod), "
+         "pg_catalog.pg_get_serial_sequence(a.attrelid::regclass::text, a.attname) "
          "FROM pg_catalog.pg_attribute a LEFT JOIN pg_catalog.pg_attrdef d "
          "ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
          "WHERE a.attrelid = pg_catalog.to_regclass(" +

@@ -46,6 +46,15 @@ std::string string_constant(std::string_view text);
 //! and everything from an end-of-data line ("\.") on are not rows.
 std::vector<CopyRow> copy_rows(std::string_view data, const CopyFormat& format);
 
+//! The fields of one line of COPY text or CSV data (a row as copy_rows finds it) as they
+//! stand in the data: escapes and quotes are not undone.
+std::vector<std::string_view> copy_fields(std::string_view line, const CopyFormat& format);
+
+//! The fields of binary COPY tuple data after its field count: each field's bytes, nullopt
+//! for NULL. nullopt when a length runs past the end.
+std::optional<std::vector<std::optional<std::string_view>>>
+binary_copy_fields(std::string_view fields);
+
 //! The tuples of COPY binary data: each row spans a tuple, its field count included, and
 //! `fields` is that count; the header and the trailer are not rows. nullopt when the data is
 //! not well-formed binary COPY data (PostgreSQL then says what is wrong with it).
@@ -75,8 +84,8 @@ std::string copy_values_sql(const CopyFrom& copy, std::span<const std::string> e
 
 //! For each column of `table` a COPY can write (not dropped, not GENERATED ... STORED), in
 //! order: its name, the session's client_encoding, the expression of its default (an
-//! identity column's nextval; NULL when it has none) and its type. No rows when the table
-//! does not exist.
+//! identity column's nextval; NULL when it has none), its type, and the sequence of a serial
+//! or identity column (NULL for others). No rows when the table does not exist.
 std::string column_defaults_sql(std::string_view table);
 
 //! Whether `encoding` is one whose multi-byte characters may contain bytes that look like

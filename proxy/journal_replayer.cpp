@@ -12,9 +12,11 @@
 
 #include "protocol/classify.hpp"
 #include "protocol/messages.hpp"
+#include "protocol/pg_values.hpp"
 #include "proxy/backend_connector.hpp"
 #include "proxy/backend_query.hpp"
 #include "proxy/message_reader.hpp"
+#include "proxy/sequence_marks.hpp"
 
 namespace switchyard::proxy {
 namespace {
@@ -315,7 +317,36 @@ private:
     auto committed = co_await locked.query("COMMIT");
     if (!committed) co_return fail("primary: " + committed.error()); // the locked side
     if (!written) co_return Error{target_role + written.error()};
+    if (!current->rows.empty()) {
+      std::vector<std::string> columns;
+      std::vector<uint16_t> column_formats;
+      for (const auto& field : current->fields) {
+        columns.push_back(field.name);
+        column_formats.push_back(field.format);
+      }
+      note_written_ids(way, entry, *shape, columns, column_formats, current->rows[0]);
+    }
     co_return Ok{};
+  }
+
+  // The row the replay wrote into the secondary holds the primary's serial and identity ids,
+  // which the secondary's sequences did not give: noted, so that a statement the secondary
+  // runs itself draws after them (see SequenceMarks).
+  void note_written_ids(const Direction& way, const JournalEntry& entry,
+                        const protocol::TableShape& shape, const std::vector<std::string>& names,
+                        const std::vector<uint16_t>& formats,
+                        const std::vector<protocol::Value>& values) {
+    if (way.into_primary || shape.sequences.empty()) return;
+    std::string database = SequenceMarks::database_key(runtime_->config->secondary_uri,
+                                                       runtime_->role_generation, entry.database);
+    for (const auto& [column, sequence] : shape.sequences) {
+      auto at = std::find(names.begin(), names.end(), column);
+      auto i = static_cast<size_t>(at - names.begin());
+      if (at == names.end() || i >= values.size() || !values[i]) continue;
+      bool binary = i < formats.size() && formats[i] == 1;
+      auto id = binary ? protocol::decode_int_binary(*values[i]) : protocol::parse_int8(*values[i]);
+      if (id) services_.sequence_marks().note(database, sequence, *id);
+    }
   }
 
   // A row of a table without a key cannot be looked up again: an inserted one is written as
@@ -343,10 +374,13 @@ private:
       auto written = co_await way.target->query(protocol::upsert_sql(shape, row.names), row.types,
                                                 row.formats, row.values);
       if (!written) co_return Error{written.error()};
+      note_written_ids(way, entry, shape, row.names, row.formats, row.values);
       co_return Ok{};
     }
     if (reconciled_.size() < kMaxReconciledRows) reconciled_.insert(std::move(identity));
-    co_return co_await reconcile_keyless(pair, way, entry, shape, row);
+    auto reconciled = co_await reconcile_keyless(pair, way, entry, shape, row);
+    if (reconciled) note_written_ids(way, entry, shape, row.names, row.formats, row.values);
+    co_return reconciled;
   }
 
   // Counts the rows equal to `row` on both sides and inserts or deletes the difference on the

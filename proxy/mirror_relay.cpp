@@ -15,6 +15,7 @@
 #include "protocol/extended.hpp"
 #include "protocol/frame.hpp"
 #include "protocol/messages.hpp"
+#include "protocol/pg_values.hpp"
 #include "protocol/row_image.hpp"
 #include "protocol/wire.hpp"
 #include "proxy/backend_query.hpp"
@@ -596,6 +597,7 @@ private:
     captured_ = Captured{};
     std::string sql = protocol::copy_from_sql(copy, table, fill->columns);
     expect.op = make_op(s, sql, nullptr);
+    if (expect.op) expect.op->sequence_values = filled_ids(*fill, values, values_format);
     expect.drop_first_complete = false; // the BEGIN went with the values
     expect.position_shift = 0;
     append_client_query(sql, expect);
@@ -626,7 +628,41 @@ private:
     std::vector<std::string> columns;     // the client's, then those switchyard fills
     size_t given = 0;                     // how many of them the client's data has
     std::vector<std::string> expressions; // the defaults of the others
+    std::vector<std::string> sequences;   // per expression: a serial's sequence, or ""
   };
+
+  // The highest id the primary filled into each serial or identity column of a COPY, by its
+  // sequence: `values` are the filled fields of each row, in `format`.
+  static SequenceMarks::Advances filled_ids(const CopyFill& fill,
+                                            std::span<const std::string_view> values,
+                                            const protocol::CopyFormat& format) {
+    SequenceMarks::Advances ids;
+    if (std::all_of(fill.sequences.begin(), fill.sequences.end(),
+                    [](const std::string& sequence) { return sequence.empty(); })) {
+      return ids;
+    }
+    std::vector<std::optional<int64_t>> largest(fill.sequences.size());
+    bool binary = format.kind == protocol::CopyFormat::Kind::kBinary;
+    for (std::string_view row : values) {
+      std::vector<std::optional<std::string_view>> fields;
+      if (binary) {
+        fields = protocol::binary_copy_fields(row).value_or(fields);
+      } else {
+        for (std::string_view field : protocol::copy_fields(row, format))
+          fields.emplace_back(field);
+      }
+      for (size_t i = 0; i < fields.size() && i < largest.size(); ++i) {
+        if (fill.sequences[i].empty() || !fields[i]) continue;
+        auto id =
+            binary ? protocol::decode_int_binary(*fields[i]) : protocol::parse_int8(*fields[i]);
+        if (id && (!largest[i] || *id > *largest[i])) largest[i] = *id;
+      }
+    }
+    for (size_t i = 0; i < largest.size(); ++i) {
+      if (largest[i]) ids.emplace_back(fill.sequences[i], *largest[i]);
+    }
+    return ids;
+  }
 
   // nullopt when no column is left to a default, and when PostgreSQL refuses the COPY before
   // any data (no such table or column): it then answers the client's COPY itself.
@@ -635,7 +671,7 @@ private:
     fill.columns = copy.columns;
     std::vector<std::string> names;
     for (const auto& row : captured_.rows) {
-      if (row.size() != 4 || !row[0] || !row[1] || !row[3]) return std::nullopt;
+      if (row.size() != 5 || !row[0] || !row[1] || !row[3]) return std::nullopt;
       // Multi-byte characters with ASCII-looking bytes cannot be split byte by byte.
       if (protocol::encoding_embeds_ascii(*row[1])) return std::nullopt;
       names.push_back(*row[0]);
@@ -658,6 +694,7 @@ private:
         fill.columns.push_back(names[i]);
         // In the column's type: binary data must be (nextval() is a bigint, the id an int).
         fill.expressions.push_back("CAST((" + *expression + ") AS " + *captured_.rows[i][3] + ")");
+        fill.sequences.push_back(captured_.rows[i][4].value_or(""));
       }
     }
     if (fill.expressions.empty()) return std::nullopt;

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <charconv>
 #include <deque>
 #include <iterator>
 #include <limits>
@@ -12,6 +11,7 @@
 
 #include "protocol/extended.hpp"
 #include "protocol/messages.hpp"
+#include "protocol/pg_values.hpp"
 #include "protocol/wire.hpp"
 #include "proxy/backend_query.hpp"
 #include "proxy/log_limiter.hpp"
@@ -93,8 +93,8 @@ SecondaryLink::SecondaryLink(Services& services, std::shared_ptr<const Runtime> 
                              const asio::any_io_executor& executor)
     : services_(services), runtime_(std::move(runtime)), login_(std::move(login)),
       peer_(std::move(peer)), login_key_(login_key(*runtime_, login_)),
-      database_key_(runtime_->config->secondary_uri + '\0' +
-                    std::to_string(runtime_->role_generation) + '\0' + login_.database),
+      database_key_(SequenceMarks::database_key(runtime_->config->secondary_uri,
+                                                runtime_->role_generation, login_.database)),
       executor_(executor), applied_(executor) {}
 
 void SecondaryLink::settle() {
@@ -317,20 +317,9 @@ std::optional<int64_t> largest_integer(const MirrorOp& op, size_t column) {
   bool binary = op.fields[column].format == 1;
   for (const auto& row : op.rows) {
     if (column >= row.size() || !row[column]) continue;
-    const std::string& bytes = *row[column];
-    int64_t value = 0;
-    if (binary) {
-      if (bytes.size() != 2 && bytes.size() != 4 && bytes.size() != 8) continue;
-      uint64_t raw = 0;
-      for (char c : bytes)
-        raw = (raw << 8) | static_cast<unsigned char>(c);
-      size_t unused_bits = 64 - 8 * bytes.size(); // sign-extend the narrower ones
-      value = static_cast<int64_t>(raw << unused_bits) >> unused_bits;
-    } else {
-      auto [end, ec] = std::from_chars(bytes.data(), bytes.data() + bytes.size(), value);
-      if (ec != std::errc() || end != bytes.data() + bytes.size()) continue;
-    }
-    if (!largest || value > *largest) largest = value;
+    auto value =
+        binary ? protocol::decode_int_binary(*row[column]) : protocol::parse_int8(*row[column]);
+    if (value && (!largest || *value > *largest)) largest = *value;
   }
   return largest;
 }
@@ -413,6 +402,7 @@ void SecondaryLink::note_sequence_values(const protocol::TableShape& shape, cons
 asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, bool atomic,
                                              std::vector<Unit>& units, std::vector<Unit>& divergent,
                                              std::string& row_count_note, bool& maybe_applied) {
+  advances_.clear();
   if (auto connected = co_await ensure_connected(may_share(ops)); !connected) co_return connected;
   connection_->session.transaction_status = '?'; // until a ReadyForQuery tells
   auto epoch = services_.schema_epoch().load();
@@ -467,7 +457,9 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
   }
   // Before the secondary draws ids itself, its sequences catch up with the images.
   auto advance_lagging_sequences = [&](size_t index) {
-    for (auto& [sequence, value] : services_.sequence_marks().take_lagging(database_key_)) {
+    SequenceMarks::Advances lagging = services_.sequence_marks().take_lagging(database_key_);
+    advances_.insert(advances_.end(), lagging.begin(), lagging.end());
+    for (auto& [sequence, value] : lagging) {
       in_extended = true;
       std::string name = prepared_name(std::string(kAdvanceSequenceSql), {25, 20}, out, new_names);
       protocol::append_bind(
@@ -484,6 +476,8 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
         advance_lagging_sequences(index);
       }
       add_statement(op, index);
+      for (const auto& [sequence, value] : op.sequence_values)
+        services_.sequence_marks().note(database_key_, sequence, value);
       services_.metrics().mirrored(MirrorKind::kStatement).Increment();
       continue;
     }
@@ -798,6 +792,7 @@ asio::awaitable<void> SecondaryLink::apply_batch(const std::vector<MirrorOp>& op
   auto outcome = co_await (apply(ops, atomic, units, divergent, row_count_note, maybe_applied) ||
                            timer.async_wait(use_tuple));
   if (outcome.index() == 1) {
+    services_.sequence_marks().put_back(database_key_, advances_);
     drop_connection();
     services_.secondary_down_until() = ticks(Clock::now() + kSecondaryBackoff);
     journal_ops(ops, MirrorFailure::kTimeout, "no answer from the secondary within mirror.timeout",
@@ -808,6 +803,7 @@ asio::awaitable<void> SecondaryLink::apply_batch(const std::vector<MirrorOp>& op
   bool unreachable = !connection_; // else the secondary answered, if with a refusal
   give_back_shared();
   if (!applied) {
+    services_.sequence_marks().put_back(database_key_, advances_);
     if (unreachable) services_.secondary_down_until() = ticks(Clock::now() + kSecondaryBackoff);
     journal_ops(ops, unreachable ? MirrorFailure::kConnect : MirrorFailure::kSecondaryError,
                 applied.error(), committed, maybe_applied);
@@ -865,6 +861,9 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
       }
       continue;
     }
+    // The primary gave these ids: a statement the secondary runs later still draws after them.
+    for (const auto& [sequence, value] : op.sequence_values)
+      services_.sequence_marks().note(database_key_, sequence, value);
     entry.kind = backfill::JournalEntry::Kind::kStatement;
     entry.sql = op.sql;
     entry.ddl = op.ddl;

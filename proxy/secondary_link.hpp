@@ -14,6 +14,7 @@
 #include "protocol/row_image.hpp"
 #include "proxy/backend_connector.hpp"
 #include "proxy/message_reader.hpp"
+#include "proxy/sequence_marks.hpp"
 #include "proxy/services.hpp"
 #include "proxy/shared_connections.hpp"
 
@@ -34,6 +35,10 @@ struct MirrorOp {
   bool ddl = false;
   std::vector<std::string> copy_data;   //!< CopyData payloads of a COPY FROM STDIN
   std::optional<uint64_t> primary_rows; //!< rows the primary's CommandComplete reported
+  //! Ids a statement op writes that the secondary's sequences did not give (COPY data
+  //! switchyard filled): each sequence with the highest; noted in SequenceMarks when the op
+  //! is applied or journaled.
+  SequenceMarks::Advances sequence_values;
   // Image ops: the table, what the statement did, and the rows the primary returned.
   protocol::Statement statement;
   std::vector<protocol::FieldDescription> fields;
@@ -192,6 +197,7 @@ private:
   std::string peer_;
   std::string login_key_;    // the secondary and the login: what shared connections are kept by
   std::string database_key_; // the secondary database: what SequenceMarks are kept by
+  SequenceMarks::Advances advances_; // taken by the apply under way; put back if it fails
   std::vector<MirrorOp> pending_;
   size_t pending_bytes_ = 0;
   std::vector<std::string> session_statements_;

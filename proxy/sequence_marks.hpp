@@ -5,6 +5,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -20,6 +21,20 @@ namespace switchyard::proxy {
 class SequenceMarks {
 public:
   static constexpr size_t kMaxSequences = 65536;
+  //! Sequences with the value to advance each to.
+  using Advances = std::vector<std::pair<std::string, int64_t>>;
+
+  //! What marks of the secondary's database `database` are kept by: a role swap or another
+  //! secondary starts afresh.
+  static std::string database_key(std::string_view secondary_uri, uint64_t role_generation,
+                                  std::string_view database) {
+    std::string key(secondary_uri);
+    key += '\0';
+    key += std::to_string(role_generation);
+    key += '\0';
+    key += database;
+    return key;
+  }
 
   //! A row image wrote `value` to a column drawing from `sequence` in database `database`.
   void note(const std::string& database, const std::string& sequence, int64_t value) {
@@ -38,8 +53,8 @@ public:
   //! The sequences of `database` that images took beyond where they were last advanced, with
   //! the value to advance each to. They count as advanced from now on: setval is not undone
   //! by a rollback, and one that failed is not worth failing every later statement for.
-  std::vector<std::pair<std::string, int64_t>> take_lagging(const std::string& database) {
-    std::vector<std::pair<std::string, int64_t>> lagging;
+  Advances take_lagging(const std::string& database) {
+    Advances lagging;
     std::lock_guard lock(mutex_);
     auto found = databases_.find(database);
     if (found == databases_.end()) return lagging;
@@ -51,6 +66,20 @@ public:
     }
     marks.lagging.clear();
     return lagging;
+  }
+
+  //! Advances taken that may not have run (their batch failed on the secondary): lagging
+  //! again unless advanced further since. Sending one twice is harmless, it only moves on.
+  void put_back(const std::string& database, const Advances& advances) {
+    if (advances.empty()) return;
+    std::lock_guard lock(mutex_);
+    Database& marks = databases_[database];
+    for (const auto& [sequence, value] : advances) {
+      auto found = marks.marks.find(sequence);
+      if (found == marks.marks.end() || found->second.advanced > value) continue;
+      found->second.advanced = 0;
+      marks.lagging.insert(sequence);
+    }
   }
 
 private:

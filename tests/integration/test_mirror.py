@@ -402,6 +402,57 @@ def test_statements_the_secondary_runs_itself_draw_ids_after_the_images(pair, st
     assert proxy.metric("switchyard_journal_entries_total") == 0
 
 
+FIXED_EVENT_CTE = ("WITH e AS (INSERT INTO events (account, amount, token, created) VALUES "
+                   "(%s, 0.5, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2026-01-01') RETURNING id) "
+                   "SELECT id FROM e")
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_ids_copy_and_journal_replays_wrote_are_drawn_after_on_the_secondary(pair, start_proxy, tmp_path,
+                                                                            binary):
+    """The ids switchyard fills into a COPY, and those the journal replayer writes, reach the
+    secondary without its sequence giving them, as an INSERT's row image does; a statement
+    the secondary runs itself still draws ids after them."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        statement = "COPY events (account) FROM STDIN" + (" WITH (FORMAT binary)" if binary else "")
+        with conn.cursor().copy(statement) as copy:
+            if binary:
+                copy.set_types(["int4"])
+            for account in range(3):
+                copy.write_row((account,))
+        assert conn.execute(FIXED_EVENT_CTE, (90,)).fetchall() == [(4,)]
+        secondary.stop()
+        for account in range(3):  # journaled; the replayer writes them with the primary's ids
+            conn.execute("INSERT INTO events (account) VALUES (%s)", (account,))
+        secondary.launch()
+        assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=30), proxy.log()
+        assert conn.execute(FIXED_EVENT_CTE, (91,)).fetchall() == [(8,)]
+    assert_identical(primary, secondary, {"events": "id"})
+    assert proxy.metric("switchyard_journal_replayed_total", result="applied") == 3
+
+
+def test_a_sequence_advance_the_secondary_skipped_is_sent_again(pair, start_proxy, tmp_path):
+    """A batch that fails on the secondary before its sequence advance ran leaves the
+    sequence behind: the next statement the secondary runs itself advances it again."""
+    primary, secondary = pair
+    secondary.sql("ALTER TABLE balances ADD CHECK (total < 1000)")  # refused there only
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("INSERT INTO events (account) VALUES (1)")
+            conn.execute("INSERT INTO balances (account, total) VALUES (1, 5000)")
+            # Run by the secondary itself: the events sequence is advanced just before it.
+            conn.execute("WITH n AS (INSERT INTO notes (body) VALUES ('x') RETURNING body) SELECT body FROM n")
+        assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=30), proxy.log()
+        assert conn.execute(FIXED_EVENT_CTE, (91,)).fetchall() == [(2,)]
+    assert_identical(primary, secondary, {"events": "id"})
+    # The statement is not replayable and the balance breaks the secondary's check.
+    assert secondary.sql("SELECT count(*) FROM notes") == "0"
+    assert proxy.metric("switchyard_journal_replayed_total", result="unreplayable") == 1
+
+
 def test_writes_after_the_secondary_restarted_reach_it_at_once(pair, start_proxy, tmp_path):
     """The secondary's restart closes the connections switchyard keeps idle there (shared, and
     a session's own); the next write finds that out before sending and connects anew, so it

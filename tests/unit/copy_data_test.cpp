@@ -92,6 +92,15 @@ TEST_CASE("COPY CSV data splits into rows, quotes and escapes respected") {
   CHECK(rows_of("1,a\\\n2,b\n", csv) == std::vector<std::string>{"1,a\\|2", "2,b|2"});
 }
 
+TEST_CASE("a line of COPY text or CSV data splits into its fields as they stand") {
+  using Fields = std::vector<std::string_view>;
+  CopyFormat text;
+  CHECK(copy_fields("12\tab\\\tc\t\\N", text) == Fields{"12", "ab\\\tc", "\\N"});
+  CHECK(copy_fields("", text) == Fields{""});
+  CopyFormat csv{CopyFormat::Kind::kCsv, ',', '"', '"', false};
+  CHECK(copy_fields("7,\"a,\"\"b\",,9", csv) == Fields{"7", "\"a,\"\"b\"", "", "9"});
+}
+
 TEST_CASE("values are appended to the rows with all their fields") {
   CopyFormat text;
   std::string data = "1\ta\n2\n3\tc\td\r\n\\.\n";
@@ -148,6 +157,19 @@ TEST_CASE("COPY binary data: tuples found, fields appended to those with all the
   CHECK_FALSE(binary_copy_rows(std::string(kBinaryHeader) + binary_tuple({"ab"}).substr(0, 5)));
   CHECK_FALSE(binary_copy_rows(std::string(kBinaryHeader) + binary_tuple({"ab"})));
   CHECK_FALSE(binary_copy_rows("1\t2\n"));
+}
+
+TEST_CASE("the fields of binary COPY tuple data, NULL included") {
+  std::string fields = binary_field("ab") + binary_field("");
+  append_u32(fields, 0xFFFFFFFF);
+  auto split = binary_copy_fields(fields);
+  REQUIRE(split);
+  REQUIRE(split->size() == 3);
+  CHECK((*split)[0] == std::optional<std::string_view>("ab"));
+  CHECK((*split)[1] == std::optional<std::string_view>(""));
+  CHECK_FALSE((*split)[2]);
+  CHECK_FALSE(binary_copy_fields(binary_field("ab").substr(0, 5))); // cut short
+  CHECK_FALSE(binary_copy_fields(std::string_view("\0\0", 2)));
 }
 
 TEST_CASE("the catalog query names the table as a string constant") {

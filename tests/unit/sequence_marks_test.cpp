@@ -34,3 +34,25 @@ TEST_CASE("sequence marks stay bounded: past the limit new sequences are not not
   CHECK(std::none_of(lagging.begin(), lagging.end(),
                      [](const auto& mark) { return mark.first == "one too many"; }));
 }
+
+TEST_CASE("advances put back after a failed batch lag again, unless advanced further since") {
+  SequenceMarks marks;
+  marks.note("db", "a", 5);
+  marks.note("db", "b", 3);
+  Lagging taken = marks.take_lagging("db");
+  REQUIRE(taken == Lagging{{"a", 5}, {"b", 3}});
+  marks.note("db", "b", 8);
+  CHECK(marks.take_lagging("db") == Lagging{{"b", 8}}); // another batch advanced b to 8
+  marks.put_back("db", taken);
+  CHECK(marks.take_lagging("db") == Lagging{{"a", 5}});
+  marks.put_back("other", taken); // nothing noted there: nothing to send
+  CHECK(marks.take_lagging("other").empty());
+}
+
+TEST_CASE("marks are kept per secondary, role generation and database") {
+  std::string key = SequenceMarks::database_key("postgresql://s/db", 2, "app");
+  CHECK(key == std::string("postgresql://s/db\0"
+                           "2\0app",
+                           23));
+  CHECK(key != SequenceMarks::database_key("postgresql://s/db", 3, "app"));
+}
