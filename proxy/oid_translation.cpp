@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <map>
+#include <optional>
 #include <utility>
 
 #include "protocol/copy_data.hpp"
@@ -35,9 +36,24 @@ template <typename Number> std::optional<Number> number(const protocol::Value& v
   return n;
 }
 
-// A catalog row: kind ('r' or 't'), then the columns the queries below give in that order.
-bool well_formed(const std::vector<protocol::Value>& row) {
-  return row.size() == 6 && row[0] && row[1] && row[2] && row[3];
+// A row of the catalog queries below: a type, or a table with one of its columns (none when
+// the LEFT JOIN found no column).
+struct CatalogObject {
+  bool type = false;
+  uint32_t oid = 0;
+  Name name;
+  std::optional<uint16_t> attnum;
+  const protocol::Value* attname = nullptr;
+};
+
+// The catalog row `row` (kind 'r' or 't', oid, schema, name, attnum, attname); nullopt when
+// it is not one.
+std::optional<CatalogObject> catalog_object(const std::vector<protocol::Value>& row) {
+  if (row.size() != 6 || !row[0] || !row[1] || !row[2] || !row[3]) return std::nullopt;
+  auto oid = number<uint32_t>(row[1]);
+  if (!oid) return std::nullopt;
+  return CatalogObject{*row[0] == "t", *oid, Name{*row[2], *row[3]}, number<uint16_t>(row[4]),
+                       &row[5]};
 }
 
 // The columns of a table, then a type: kind, oid, schema, name, attnum, attname.
@@ -138,10 +154,11 @@ std::string OidTranslation::primary_objects_sql(const CatalogRows& secondary) {
   std::vector<Name> tables;
   std::vector<Name> types;
   for (const auto& row : secondary) {
-    if (!well_formed(row)) continue;
-    auto& names = *row[0] == "r" ? tables : types;
-    Name name{*row[2], *row[3]};
-    if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+    auto object = catalog_object(row);
+    if (!object) continue;
+    auto& names = object->type ? types : tables;
+    if (std::find(names.begin(), names.end(), object->name) == names.end())
+      names.push_back(object->name);
   }
   return catalog_sql(names_condition("n.nspname", "c.relname", tables),
                      names_condition("n.nspname", "t.typname", types));
@@ -156,17 +173,15 @@ void OidTranslation::learn(const Unknown& unknown, const CatalogRows& secondary,
   std::map<Name, PrimaryTable> primary_tables;
   std::map<Name, uint32_t> primary_types;
   for (const auto& row : primary) {
-    if (!well_formed(row)) continue;
-    auto oid = number<uint32_t>(row[1]);
-    if (!oid) continue;
-    Name name{*row[2], *row[3]};
-    if (*row[0] == "t") {
-      primary_types[name] = *oid;
+    auto object = catalog_object(row);
+    if (!object) continue;
+    if (object->type) {
+      primary_types[object->name] = object->oid;
       continue;
     }
-    PrimaryTable& table = primary_tables[name];
-    table.oid = *oid;
-    if (auto attnum = number<uint16_t>(row[4]); attnum && row[5]) table.columns[*row[5]] = *attnum;
+    PrimaryTable& table = primary_tables[object->name];
+    table.oid = object->oid;
+    if (object->attnum && *object->attname) table.columns[**object->attname] = *object->attnum;
   }
 
   std::lock_guard lock(mutex_);
@@ -179,23 +194,20 @@ void OidTranslation::learn(const Unknown& unknown, const CatalogRows& secondary,
   for (uint32_t oid : unknown.types)
     types_[oid] = 0;
   for (const auto& row : secondary) {
-    if (!well_formed(row)) continue;
-    auto oid = number<uint32_t>(row[1]);
-    if (!oid) continue;
-    Name name{*row[2], *row[3]};
-    if (*row[0] == "t") {
-      auto found = primary_types.find(name);
-      types_[*oid] = found == primary_types.end() ? 0 : found->second;
+    auto object = catalog_object(row);
+    if (!object) continue;
+    if (object->type) {
+      auto found = primary_types.find(object->name);
+      types_[object->oid] = found == primary_types.end() ? 0 : found->second;
       continue;
     }
-    Table& table = tables_[*oid];
-    auto found = primary_tables.find(name);
+    Table& table = tables_[object->oid];
+    auto found = primary_tables.find(object->name);
     if (found == primary_tables.end()) continue;
     table.oid = found->second.oid;
-    auto attnum = number<uint16_t>(row[4]);
-    if (!attnum || !row[5]) continue;
-    auto column = found->second.columns.find(*row[5]);
-    table.columns[*attnum] = column == found->second.columns.end() ? 0 : column->second;
+    if (!object->attnum || !*object->attname) continue;
+    auto column = found->second.columns.find(**object->attname);
+    table.columns[*object->attnum] = column == found->second.columns.end() ? 0 : column->second;
   }
 }
 
