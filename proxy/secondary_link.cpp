@@ -253,7 +253,7 @@ asio::awaitable<Status> SecondaryLink::ensure_connected(bool may_share) {
   // A connection the secondary closed while it sat idle (a restart, idle_session_timeout)
   // says so before anything is sent: replaced, rather than failing the writes it would carry.
   // One in a read transaction is left alone: the transaction's reads fall back as they are.
-  if (connection_ && !read_transaction_open_ && !connection_->session.stream.quiet()) {
+  if (connection_ && !read_transaction_open_ && connection_->session.stream.peer_closed()) {
     drop_connection();
   }
   if (!connection_) {
@@ -261,7 +261,7 @@ asio::awaitable<Status> SecondaryLink::ensure_connected(bool may_share) {
     if (borrowed_) {
       if (!std::exchange(sharing_, true)) shared_connections().join(login_key_);
       while ((connection_ = shared_connections().take(login_key_))) {
-        if (connection_->session.stream.quiet()) co_return Ok{};
+        if (!connection_->session.stream.peer_closed()) co_return Ok{};
         connection_->session.stream.close();
         connection_.reset();
         services_.metrics().backend_connections(BackendRole::kSecondary).Decrement();

@@ -1,5 +1,6 @@
 #include "proxy/stream.hpp"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -54,10 +55,10 @@ size_t Stream::read_available(asio::mutable_buffer buffer, error_code& ec) {
   return recv_now(socket_, static_cast<char*>(buffer.data()), buffer.size(), ec);
 }
 
-bool Stream::quiet() {
-  char byte = 0;
-  ssize_t n = ::recv(socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+bool Stream::peer_closed() {
+  pollfd watched{socket().native_handle(), POLLRDHUP, 0};
+  if (::poll(&watched, 1, 0) <= 0) return false;
+  return (watched.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
 }
 
 asio::awaitable<error_code> Stream::write_all(std::string_view data) {

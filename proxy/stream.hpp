@@ -30,9 +30,9 @@ public:
   asio::awaitable<std::tuple<error_code, size_t>> read_some(asio::mutable_buffer buffer);
   //! Reads what is available now without waiting (no TLS); 0 when nothing is or on TLS.
   size_t read_available(asio::mutable_buffer buffer, error_code& ec);
-  //! Whether nothing has arrived and the peer has not closed, as an idle backend connection
-  //! should be; checked at once, without reading (TLS records count as arrivals).
-  bool quiet();
+  //! Whether the peer has closed the connection (its end of stream is waiting, perhaps behind
+  //! the last data it sent, or the socket failed); checked at once, nothing is read.
+  bool peer_closed();
   //! Writes all of `data`.
   asio::awaitable<error_code> write_all(std::string_view data);
   //! Writes `data` for at most a second, errors ignored: last words (a Terminate, an error)
