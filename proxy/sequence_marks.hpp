@@ -11,13 +11,14 @@
 
 namespace switchyard::proxy {
 
-//! How far row images took the secondary's sequences. An INSERT's row image writes the ids
-//! the primary's sequence gave (serial and identity columns) without drawing them from the
-//! secondary's sequence, which then lags: a statement the secondary runs itself (a writing
-//! CTE, EXPLAIN ANALYZE, CALL, a COPY) would draw ids the images already wrote. Sessions
-//! note the highest id each image wrote per sequence (keyed by the secondary database and
-//! the sequence's qualified name); before the secondary runs a statement of its own, the
-//! sequences of its database that images took further are advanced. Thread-safe.
+//! How far switchyard's own writes took the secondary's sequences. An INSERT's row image (as
+//! well as a COPY's filled defaults and a journal replay) writes the ids the primary's
+//! sequence gave (serial and identity columns) without drawing them from the secondary's
+//! sequence, which then lags: a statement the secondary runs itself (a writing CTE, EXPLAIN
+//! ANALYZE, CALL, a COPY) would draw ids already written. The highest id written is noted per
+//! sequence (keyed by the secondary database and the sequence's qualified name); before the
+//! secondary runs a statement of its own, the sequences of its database that were written
+//! further are advanced. Thread-safe.
 class SequenceMarks {
 public:
   static constexpr size_t kMaxSequences = 65536;
@@ -36,7 +37,7 @@ public:
     return key;
   }
 
-  //! A row image wrote `value` to a column drawing from `sequence` in database `database`.
+  //! `value` was written to a column drawing from `sequence` in database `database`.
   void note(const std::string& database, const std::string& sequence, int64_t value) {
     std::lock_guard lock(mutex_);
     Database& marks = databases_[database];
@@ -50,9 +51,9 @@ public:
     if (value > found->second.advanced) marks.lagging.insert(sequence);
   }
 
-  //! The sequences of `database` that images took beyond where they were last advanced, with
-  //! the value to advance each to. They count as advanced from now on: setval is not undone
-  //! by a rollback, and one that failed is not worth failing every later statement for.
+  //! The sequences of `database` written beyond where they were last advanced, with the value
+  //! to advance each to. They count as advanced from now on (setval is not undone by a
+  //! rollback) unless the batch that sends them fails and puts them back.
   Advances take_lagging(const std::string& database) {
     Advances lagging;
     std::lock_guard lock(mutex_);
@@ -73,7 +74,9 @@ public:
   void put_back(const std::string& database, const Advances& advances) {
     if (advances.empty()) return;
     std::lock_guard lock(mutex_);
-    Database& marks = databases_[database];
+    auto noted = databases_.find(database);
+    if (noted == databases_.end()) return;
+    Database& marks = noted->second;
     for (const auto& [sequence, value] : advances) {
       auto found = marks.marks.find(sequence);
       if (found == marks.marks.end() || found->second.advanced > value) continue;
