@@ -196,6 +196,11 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                "Committed transactions applied to the secondary in the transaction of an "
                "earlier one of their session (async mode, catching up)")
            .Add({});
+  grouped_commits_ =
+      &counter("switchyard_mirror_grouped_total",
+               "Commits applied to the secondary in one transaction with another session's "
+               "(several sessions committing at once)")
+           .Add({});
   async_barriers_ =
       &counter("switchyard_mirror_async_barriers_total",
                "Committed transactions ordered after every earlier one and before every later "

@@ -116,6 +116,7 @@ public:
   prometheus::Gauge& async_queue() { return *async_queue_; }
   prometheus::Histogram& async_lag_seconds() { return *async_lag_seconds_; }
   prometheus::Counter& async_merged_commits() { return *async_merged_commits_; }
+  prometheus::Counter& grouped_commits() { return *grouped_commits_; }
   prometheus::Counter& async_barriers() { return *async_barriers_; }
   prometheus::Counter& journal_entries() { return *journal_entries_; }
   prometheus::Gauge& journal_backlog() { return *journal_backlog_; }
@@ -165,6 +166,7 @@ private:
   prometheus::Gauge* async_queue_;
   prometheus::Histogram* async_lag_seconds_;
   prometheus::Counter* async_merged_commits_;
+  prometheus::Counter* grouped_commits_;
   prometheus::Counter* async_barriers_;
   prometheus::Counter* journal_entries_;
   prometheus::Gauge* journal_backlog_;

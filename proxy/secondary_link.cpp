@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <deque>
+#include <exception>
 #include <iterator>
 #include <limits>
 #include <utility>
@@ -28,7 +29,8 @@ using monitoring::MirrorKind;
 
 constexpr auto kSecondaryBackoff = std::chrono::seconds(1);
 constexpr size_t kMaxSessionStatements = 1000;
-constexpr size_t kMaxMergedCommits = 64; // bounds one apply's size and its mirror.timeout risk
+constexpr size_t kMaxMergedCommits = 64;   // bounds one apply's size and its mirror.timeout risk
+constexpr size_t kMaxGroupedWrites = 1024; // a group takes no further member past this many
 
 int64_t ticks(Clock::time_point t) {
   return t.time_since_epoch().count();
@@ -86,7 +88,55 @@ struct SecondaryLink::Unit {
   size_t op = std::numeric_limits<size_t>::max(); // index into the ops; max for BEGIN/COMMIT
   size_t row = 0;                                 // which row of an image op
   std::optional<uint64_t> expected_rows;          // checked when set
+  std::optional<uint64_t> secondary_rows;         // what the secondary said, when it differed
 };
+
+//! How an apply went: applied (perhaps with row counts other than the primary's), or why not.
+struct SecondaryLink::ApplyOutcome {
+  enum class Kind { kApplied, kDown, kTimeout, kUnreachable, kRefused };
+  Kind kind = Kind::kApplied;
+  std::string error;
+  bool maybe_applied = false;
+  std::vector<Unit> divergent;
+};
+
+//! A session's commit waiting in ApplyGroups; the session waits on `woken`, which stays
+//! alive (and so does the session's link) until the group it joined was applied.
+struct SecondaryLink::GroupMember {
+  GroupMember(SecondaryLink& l, std::vector<MirrorOp> o, const asio::any_io_executor& executor)
+      : link(l), ops(std::move(o)), woken(executor, Clock::time_point::max()) {}
+  SecondaryLink& link;
+  std::vector<MirrorOp> ops;
+  asio::steady_timer woken;            // cancelled once done
+  bool done = false;                   // the group was applied, or failed
+  std::optional<ApplyOutcome> outcome; // none: the group failed, apply alone
+};
+
+//! The commits that sessions of one login on this network thread are ready to apply while an
+//! apply of theirs is under way wait here and go to the secondary together as the next one,
+//! in one transaction under one Sync: one round trip, one commit and one backend wake-up
+//! for many. No two of them wrote the same row, so their order there does not matter: in
+//! sync mode every member's primary holds its row locks until then, in async mode each is
+//! ready in Services::commit_order, which no commit is while an earlier one that wrote one of
+//! its rows is not done. Not thread-safe: one per network thread, like
+//! SharedSecondaryConnections.
+class SecondaryLink::ApplyGroups : public asio::execution_context::service {
+public:
+  static asio::execution_context::id id;
+  explicit ApplyGroups(asio::execution_context& context) : service(context) {}
+
+  struct Queue {
+    std::deque<std::shared_ptr<GroupMember>> waiting;
+    bool applying = false; // an apply_groups coroutine serves the queue
+  };
+  std::map<std::string, Queue> queues; // by login key
+
+private:
+  void shutdown() override { queues.clear(); }
+};
+
+// NOLINTNEXTLINE(cert-err58-cpp): asio's registry key; constructing it allocates nothing
+asio::execution_context::id SecondaryLink::ApplyGroups::id;
 
 SecondaryLink::SecondaryLink(Services& services, std::shared_ptr<const Runtime> runtime,
                              LoginRequest login, std::string peer,
@@ -401,7 +451,7 @@ void SecondaryLink::note_sequence_values(const protocol::TableShape& shape, cons
 
 asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, bool atomic,
                                              std::vector<Unit>& units, std::vector<Unit>& divergent,
-                                             std::string& row_count_note, bool& maybe_applied) {
+                                             bool& maybe_applied) {
   advances_.clear();
   if (auto connected = co_await ensure_connected(may_share(ops)); !connected) co_return connected;
   connection_->session.transaction_status = '?'; // until a ReadyForQuery tells
@@ -447,7 +497,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
                             protocol::BindMessage{"", "", op.parameter_formats, op.parameters, {}});
       protocol::append_execute(out, "", 0);
     }
-    units.push_back(Unit{index, 0, op.ddl ? std::nullopt : op.primary_rows});
+    units.push_back(Unit{index, 0, op.ddl ? std::nullopt : op.primary_rows, std::nullopt});
   };
 
   if (block) {
@@ -465,7 +515,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       protocol::append_bind(
           out, protocol::BindMessage{"", name, {}, {sequence, std::to_string(value)}, {}});
       protocol::append_execute(out, "", 0);
-      units.push_back(Unit{index, 0, std::nullopt});
+      units.push_back(Unit{index, 0, std::nullopt, std::nullopt});
     }
   };
   for (size_t index = 0; index < ops.size(); ++index) {
@@ -541,7 +591,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       protocol::append_execute(out, "", 0);
       std::optional<uint64_t> expected;
       if (statement.image_op == protocol::RowImageOp::kDelete) expected = 1;
-      units.push_back(Unit{index, row, expected});
+      units.push_back(Unit{index, row, expected, std::nullopt});
     }
     services_.metrics().mirrored(MirrorKind::kRowImage).Increment();
   }
@@ -582,9 +632,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       if (error.empty() && unit < units.size() && units[unit].expected_rows) {
         auto rows = protocol::affected_rows(last_tag);
         if (rows && *rows != *units[unit].expected_rows) {
-          row_count_note += "statement " + std::to_string(units[unit].op) + ": primary " +
-                            std::to_string(*units[unit].expected_rows) + " rows, secondary " +
-                            std::to_string(*rows) + "; ";
+          units[unit].secondary_rows = *rows;
           divergent.push_back(units[unit]);
         }
       }
@@ -620,7 +668,162 @@ asio::awaitable<void> SecondaryLink::commit(bool atomic) {
   std::vector<MirrorOp> ops = std::move(pending_);
   pending_.clear();
   pending_bytes_ = 0;
-  co_await apply_batch(ops, atomic, false);
+  if (groupable(ops, atomic)) {
+    co_await apply_together(std::move(ops), false);
+  } else {
+    co_await apply_batch(ops, atomic, false);
+  }
+}
+
+bool SecondaryLink::groupable(const std::vector<MirrorOp>& ops, bool atomic) const {
+  // A connection of the session's own may hold its temp tables, which would catch other
+  // members' writes to tables of the same name: such a session applies alone.
+  bool own_connection = connection_ && !borrowed_;
+  return atomic && !own_connection && may_share(ops) &&
+         std::all_of(ops.begin(), ops.end(), fits_implicit_transaction);
+}
+
+asio::awaitable<void> SecondaryLink::apply_together(std::vector<MirrorOp> ops, bool committed) {
+  co_await end_read_transaction(); // the writes get a transaction of their own
+  auto& groups = asio::use_service<ApplyGroups>(asio::query(executor_, asio::execution::context));
+  auto member = std::make_shared<GroupMember>(*this, std::move(ops), executor_);
+  ApplyGroups::Queue& queue = groups.queues[login_key_];
+  queue.waiting.push_back(member);
+  if (!queue.applying) {
+    queue.applying = true;
+    spawn(executor_, apply_groups(groups, login_key_), "secondary group apply");
+  }
+  // Not cancellable: the group holds this session's writes (and this link) until it is
+  // applied, within mirror.timeout. Spawned on this thread, the group may be done already.
+  if (!member->done) {
+    co_await member->woken.async_wait(
+        asio::bind_cancellation_slot(asio::cancellation_slot(), use_tuple));
+  }
+  if (member->outcome) {
+    journal_outcome(member->ops, *member->outcome, committed);
+  } else {
+    co_await apply_batch(member->ops, true, committed);
+  }
+}
+
+asio::awaitable<void> SecondaryLink::apply_groups(ApplyGroups& groups, std::string key) {
+  ApplyGroups::Queue& queue = groups.queues[key];
+  while (!queue.waiting.empty()) {
+    std::vector<std::shared_ptr<GroupMember>> group;
+    std::vector<MirrorOp> ops;
+    while (!queue.waiting.empty() && group.size() < kMaxMergedCommits &&
+           ops.size() < kMaxGroupedWrites) {
+      group.push_back(std::move(queue.waiting.front()));
+      queue.waiting.pop_front();
+      std::move(group.back()->ops.begin(), group.back()->ops.end(), std::back_inserter(ops));
+    }
+    // The first member's link applies the group: its session waits for it, idle.
+    SecondaryLink& applier = group.front()->link;
+    ApplyOutcome outcome;
+    try {
+      outcome = co_await applier.try_apply(ops, true);
+    } catch (const std::exception& e) { // the members must not wait forever
+      applier.drop_connection();        // in whatever state the exception left it
+      outcome.kind = ApplyOutcome::Kind::kRefused;
+      outcome.error = e.what();
+    }
+    if (group.size() > 1) {
+      applier.services_.metrics().grouped_commits().Increment(
+          static_cast<double>(group.size() - 1));
+    }
+    size_t begin = 0;
+    for (auto& member : group) {
+      size_t end = begin + member->ops.size();
+      std::move(ops.begin() + static_cast<std::ptrdiff_t>(begin),
+                ops.begin() + static_cast<std::ptrdiff_t>(end), member->ops.begin());
+      // A refusal rolled back every member's writes for one member's sake: each tries alone.
+      if (outcome.kind != ApplyOutcome::Kind::kRefused || group.size() == 1) {
+        ApplyOutcome own{outcome.kind, outcome.error, outcome.maybe_applied, {}};
+        for (const Unit& unit : outcome.divergent) {
+          if (unit.op < begin || unit.op >= end) continue;
+          own.divergent.push_back(unit);
+          own.divergent.back().op -= begin;
+        }
+        member->outcome = std::move(own);
+      }
+      member->done = true;
+      member->woken.cancel();
+      begin = end;
+    }
+  }
+  groups.queues.erase(key);
+}
+
+asio::awaitable<SecondaryLink::ApplyOutcome>
+SecondaryLink::try_apply(const std::vector<MirrorOp>& ops, bool atomic) {
+  ApplyOutcome outcome;
+  auto started = Clock::now();
+  if (services_.secondary_down_until().load() > ticks(started)) {
+    outcome.kind = ApplyOutcome::Kind::kDown;
+    outcome.error = "the secondary failed moments ago; retrying later";
+    co_return outcome;
+  }
+  std::vector<Unit> units;
+  asio::steady_timer timer(co_await asio::this_coro::executor, runtime_->config->mirror.timeout);
+  auto result = co_await (apply(ops, atomic, units, outcome.divergent, outcome.maybe_applied) ||
+                          timer.async_wait(use_tuple));
+  if (result.index() == 1) {
+    services_.sequence_marks().put_back(database_key_, advances_);
+    drop_connection();
+    services_.secondary_down_until() = ticks(Clock::now() + kSecondaryBackoff);
+    outcome.kind = ApplyOutcome::Kind::kTimeout;
+    outcome.error = "no answer from the secondary within mirror.timeout";
+    co_return outcome;
+  }
+  Status& applied = std::get<0>(result);
+  bool unreachable = !connection_; // else the secondary answered, if with a refusal
+  give_back_shared();
+  if (!applied) {
+    services_.sequence_marks().put_back(database_key_, advances_);
+    if (unreachable) services_.secondary_down_until() = ticks(Clock::now() + kSecondaryBackoff);
+    outcome.kind = unreachable ? ApplyOutcome::Kind::kUnreachable : ApplyOutcome::Kind::kRefused;
+    outcome.error = applied.error();
+    co_return outcome;
+  }
+  std::chrono::duration<double> elapsed = Clock::now() - started;
+  services_.metrics().mirror_seconds().Observe(elapsed.count());
+  if (std::any_of(ops.begin(), ops.end(), [](const MirrorOp& op) { return op.ddl; })) {
+    ++services_.schema_epoch();
+  }
+  co_return outcome;
+}
+
+void SecondaryLink::journal_outcome(const std::vector<MirrorOp>& ops, const ApplyOutcome& outcome,
+                                    bool committed) {
+  switch (outcome.kind) {
+  case ApplyOutcome::Kind::kApplied: break;
+  case ApplyOutcome::Kind::kDown:
+    journal_ops(ops, MirrorFailure::kConnect, outcome.error, committed);
+    return;
+  case ApplyOutcome::Kind::kTimeout:
+    journal_ops(ops, MirrorFailure::kTimeout, outcome.error, committed, outcome.maybe_applied);
+    return;
+  case ApplyOutcome::Kind::kUnreachable:
+  case ApplyOutcome::Kind::kRefused:
+    journal_ops(ops,
+                outcome.kind == ApplyOutcome::Kind::kUnreachable ? MirrorFailure::kConnect
+                                                                 : MirrorFailure::kSecondaryError,
+                outcome.error, committed, outcome.maybe_applied);
+    return;
+  }
+  if (outcome.divergent.empty()) return;
+  // Journal just the rows (or statements) whose counts differed.
+  std::vector<MirrorOp> differing;
+  std::string note;
+  for (const Unit& unit : outcome.divergent) {
+    MirrorOp op = ops[unit.op];
+    if (op.kind == MirrorOp::Kind::kImage) op.rows = {ops[unit.op].rows[unit.row]};
+    differing.push_back(std::move(op));
+    note += "statement " + std::to_string(unit.op) + ": primary " +
+            std::to_string(unit.expected_rows.value_or(0)) + " rows, secondary " +
+            std::to_string(unit.secondary_rows.value_or(0)) + "; ";
+  }
+  journal_ops(differing, MirrorFailure::kRowCount, "affected rows differ: " + note, committed);
 }
 
 void SecondaryLink::reserve() {
@@ -751,14 +954,15 @@ asio::awaitable<void> SecondaryLink::apply_queue() {
              order.ready_with(queue_[taken].ticket, tickets)) {
         tickets.push_back(queue_[taken++].ticket);
       }
-      if (taken == 1) {
-        co_await apply_batch(head.ops, head.atomic, true);
+      std::vector<MirrorOp> ops;
+      for (size_t i = 0; i < taken; ++i)
+        std::move(queue_[i].ops.begin(), queue_[i].ops.end(), std::back_inserter(ops));
+      if (taken > 1) metrics.async_merged_commits().Increment(static_cast<double>(taken - 1));
+      // Other sessions' commits that are ready too may share the secondary transaction.
+      if (groupable(ops, head.atomic)) {
+        co_await apply_together(std::move(ops), true);
       } else {
-        std::vector<MirrorOp> ops;
-        for (size_t i = 0; i < taken; ++i)
-          std::move(queue_[i].ops.begin(), queue_[i].ops.end(), std::back_inserter(ops));
-        co_await apply_batch(ops, true, true);
-        metrics.async_merged_commits().Increment(static_cast<double>(taken - 1));
+        co_await apply_batch(ops, head.atomic, true);
       }
     }
     for (; taken > 0; --taken) {
@@ -777,54 +981,7 @@ asio::awaitable<void> SecondaryLink::apply_batch(const std::vector<MirrorOp>& op
                                                  bool committed) {
   if (ops.empty()) co_return;
   co_await end_read_transaction(); // the writes get a transaction of their own
-  auto& metrics = services_.metrics();
-  auto started = Clock::now();
-  if (services_.secondary_down_until().load() > ticks(started)) {
-    journal_ops(ops, MirrorFailure::kConnect, "the secondary failed moments ago; retrying later",
-                committed);
-    co_return;
-  }
-  std::vector<Unit> units;
-  std::vector<Unit> divergent;
-  std::string row_count_note;
-  asio::steady_timer timer(co_await asio::this_coro::executor, runtime_->config->mirror.timeout);
-  bool maybe_applied = false;
-  auto outcome = co_await (apply(ops, atomic, units, divergent, row_count_note, maybe_applied) ||
-                           timer.async_wait(use_tuple));
-  if (outcome.index() == 1) {
-    services_.sequence_marks().put_back(database_key_, advances_);
-    drop_connection();
-    services_.secondary_down_until() = ticks(Clock::now() + kSecondaryBackoff);
-    journal_ops(ops, MirrorFailure::kTimeout, "no answer from the secondary within mirror.timeout",
-                committed, maybe_applied);
-    co_return;
-  }
-  Status& applied = std::get<0>(outcome);
-  bool unreachable = !connection_; // else the secondary answered, if with a refusal
-  give_back_shared();
-  if (!applied) {
-    services_.sequence_marks().put_back(database_key_, advances_);
-    if (unreachable) services_.secondary_down_until() = ticks(Clock::now() + kSecondaryBackoff);
-    journal_ops(ops, unreachable ? MirrorFailure::kConnect : MirrorFailure::kSecondaryError,
-                applied.error(), committed, maybe_applied);
-    co_return;
-  }
-  std::chrono::duration<double> elapsed = Clock::now() - started;
-  metrics.mirror_seconds().Observe(elapsed.count());
-  if (std::any_of(ops.begin(), ops.end(), [](const MirrorOp& op) { return op.ddl; })) {
-    ++services_.schema_epoch();
-  }
-  if (!divergent.empty()) {
-    // Journal just the rows (or statements) whose counts differed.
-    std::vector<MirrorOp> differing;
-    for (const Unit& unit : divergent) {
-      MirrorOp op = ops[unit.op];
-      if (op.kind == MirrorOp::Kind::kImage) op.rows = {ops[unit.op].rows[unit.row]};
-      differing.push_back(std::move(op));
-    }
-    journal_ops(differing, MirrorFailure::kRowCount, "affected rows differ: " + row_count_note,
-                committed);
-  }
+  journal_outcome(ops, co_await try_apply(ops, atomic), committed);
 }
 
 std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,

@@ -77,7 +77,8 @@ public:
   bool has_pending() const { return !pending_.empty(); }
 
   //! Applies the open transaction's writes to the secondary, bounded by mirror.timeout, in
-  //! one transaction; `atomic` false runs each on its own, as the client ran DDL outside a
+  //! one transaction (shared with other sessions' commits of the moment where it may be, see
+  //! apply_together); `atomic` false runs each on its own, as the client ran DDL outside a
   //! transaction block (CREATE INDEX CONCURRENTLY refuses one).
   asio::awaitable<void> commit(bool atomic = true);
   //! write_mode async, just before the COMMIT goes to the primary: the open transaction's
@@ -133,6 +134,9 @@ public:
 
 private:
   struct Unit;
+  struct ApplyOutcome;
+  struct GroupMember;
+  class ApplyGroups;
 
   //! A committed transaction waiting for its turn (async mode).
   struct Batch {
@@ -154,11 +158,26 @@ private:
   //! Applies `ops` within mirror.timeout, journaling what the secondary does not apply;
   //! `committed`: the primary has committed them, so journal entries are settled at once.
   asio::awaitable<void> apply_batch(const std::vector<MirrorOp>& ops, bool atomic, bool committed);
+  //! Whether `ops` may be applied together with other sessions' (see ApplyGroups): plain
+  //! writes that may run on a shared connection, in one transaction, of a session that has
+  //! no secondary connection of its own.
+  bool groupable(const std::vector<MirrorOp>& ops, bool atomic) const;
+  //! Applies groupable `ops` in one secondary transaction with the commits other sessions of
+  //! the login on this network thread make meanwhile (see ApplyGroups); journaled as
+  //! apply_batch would.
+  asio::awaitable<void> apply_together(std::vector<MirrorOp> ops, bool committed);
+  //! Applies the groups of login `key` one after the other until no commit waits.
+  static asio::awaitable<void> apply_groups(ApplyGroups& groups, std::string key);
+  //! Applies `ops` within mirror.timeout and says how it went; journals nothing.
+  asio::awaitable<ApplyOutcome> try_apply(const std::vector<MirrorOp>& ops, bool atomic);
+  //! Journals what `outcome` says the secondary did not apply of `ops`.
+  void journal_outcome(const std::vector<MirrorOp>& ops, const ApplyOutcome& outcome,
+                       bool committed);
   //! `maybe_applied` turns true once the writes are sent and stays so unless the secondary's
   //! answers show it applied none of them.
   asio::awaitable<Status> apply(const std::vector<MirrorOp>& ops, bool atomic,
                                 std::vector<Unit>& units, std::vector<Unit>& divergent,
-                                std::string& row_count_note, bool& maybe_applied);
+                                bool& maybe_applied);
   //! Makes connection_ ready: the session's own, or with `may_share`, when the session has
   //! none, one shared with sessions of the same login (given back by give_back_shared).
   asio::awaitable<Status> ensure_connected(bool may_share = false);

@@ -529,6 +529,74 @@ def test_a_session_with_settings_writes_on_a_secondary_connection_of_its_own(pai
     assert_identical(primary, secondary, {"notes": "t::text", "app.notes": "t::text"})
 
 
+def test_sessions_committing_at_once_share_a_secondary_transaction_but_not_its_refusal(
+        pair, start_proxy, tmp_path):
+    """Sync mode: commits that arrive while an apply of their login is under way reach the
+    secondary together, in one transaction. A row only the secondary refuses fails that
+    transaction for all of them: the others are applied again on their own, and only the
+    refused transaction is journaled."""
+    primary, secondary = pair
+    secondary.sql("ALTER TABLE notes ADD CONSTRAINT only_on_the_secondary CHECK (body <> 'refused')")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "workers: 1\n"))
+    failures = []
+
+    def write(session):
+        try:
+            with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+                for n in range(150):
+                    conn.execute("INSERT INTO balances (account, total, updated) "
+                                 "VALUES (%s, random(), clock_timestamp())", (session * 1000 + n,))
+                    if session == 0 and n % 50 == 25:
+                        conn.execute("INSERT INTO notes (body) VALUES ('refused')")
+        except psycopg.Error as error:
+            failures.append(error)
+
+    writers = [threading.Thread(target=write, args=(session,)) for session in range(8)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert failures == []
+    assert proxy.metric("switchyard_mirror_grouped_total") > 0, proxy.log()
+    assert proxy.metric("switchyard_mirror_failures_total", reason="secondary_error") == 3
+    assert proxy.metric("switchyard_journal_entries_total") == 3
+    assert secondary.sql("SELECT count(*) FROM notes") == "0"
+    assert_identical(primary, secondary, {"balances": "account"})
+
+
+def test_a_session_with_a_temp_table_never_applies_other_sessions_writes(pair, start_proxy, tmp_path):
+    """A temp table on a session's own secondary connection hides the table of the same name
+    from every statement run there: other sessions' writes must not be applied on it."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "workers: 1\n"))
+    failures = []
+
+    def write(session, shadowing):
+        try:
+            with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+                if shadowing:
+                    conn.execute("CREATE TEMP TABLE balances (account int PRIMARY KEY, total float8 "
+                                 "NOT NULL DEFAULT 0, updated timestamptz)")
+                for n in range(150):
+                    if shadowing:
+                        conn.execute("INSERT INTO events (account) VALUES (%s)", (n,))
+                    else:
+                        conn.execute("INSERT INTO balances (account, total) VALUES (%s, random())",
+                                     (session * 1000 + n,))
+        except psycopg.Error as error:
+            failures.append(error)
+
+    writers = [threading.Thread(target=write, args=(session, session < 2)) for session in range(6)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert failures == []
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+    assert primary.sql("SELECT count(*) FROM balances") == "600"
+    assert_identical(primary, secondary, {"balances": "account", "events": "id"})
+
+
 def test_ddl_can_be_refused(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  ddl: reject\n"))
