@@ -954,8 +954,8 @@ asio::awaitable<void> SecondaryLink::apply_queue() {
              order.ready_with(queue_[taken].ticket, tickets)) {
         tickets.push_back(queue_[taken++].ticket);
       }
-      std::vector<MirrorOp> ops;
-      for (size_t i = 0; i < taken; ++i)
+      std::vector<MirrorOp> ops = std::move(head.ops);
+      for (size_t i = 1; i < taken; ++i)
         std::move(queue_[i].ops.begin(), queue_[i].ops.end(), std::back_inserter(ops));
       if (taken > 1) metrics.async_merged_commits().Increment(static_cast<double>(taken - 1));
       // Other sessions' commits that are ready too may share the secondary transaction.
