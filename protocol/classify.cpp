@@ -2,9 +2,11 @@
 
 #include <boost/json.hpp>
 #include <pg_query.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <cctype>
+#include <functional>
 
 namespace switchyard::protocol {
 namespace json = boost::json;
@@ -285,44 +287,66 @@ bool casts_to_oid_alias(const json::object& cast) {
   return s != nullptr && s->is_object() && string_at(s->get_object(), "sval").starts_with("reg");
 }
 
-void walk(const json::value& value, TreeFacts& facts, bool top) {
-  if (value.is_array()) {
-    for (const json::value& item : value.get_array())
-      walk(item, facts, false);
-    return;
-  }
-  if (!value.is_object()) return;
-  for (const auto& [key, child] : value.get_object()) {
-    if (!top &&
-        (key == "InsertStmt" || key == "UpdateStmt" || key == "DeleteStmt" || key == "MergeStmt")) {
-      facts.writes = true;
-    } else if (key == "lockingClause" && child.is_array() && !child.get_array().empty()) {
-      facts.locking = true;
-    } else if ((key == "RangeVar" && child.is_object() && names_catalog(child.get_object())) ||
-               (key == "TypeCast" && child.is_object() && casts_to_oid_alias(child.get_object()))) {
-      facts.catalog = true;
-    } else if (key == "FuncCall" && child.is_object()) {
-      const json::value* names = child.get_object().if_contains("funcname");
-      if (names != nullptr && names->is_array() && !names->get_array().empty()) {
-        const json::value& last = names->get_array().back();
-        std::string_view name;
-        if (const json::value* s =
-                last.is_object() ? last.get_object().if_contains("String") : nullptr) {
-          if (s->is_object()) name = string_at(s->get_object(), "sval");
+// What the member `key` of an object holding `child` tells; `top`: the object is the
+// statement's own node, or the SelectStmt right in it.
+void note_member(std::string_view key, const json::value& child, bool top, TreeFacts& facts) {
+  if (!top &&
+      (key == "InsertStmt" || key == "UpdateStmt" || key == "DeleteStmt" || key == "MergeStmt")) {
+    facts.writes = true;
+  } else if (key == "lockingClause" && child.is_array() && !child.get_array().empty()) {
+    facts.locking = true;
+  } else if ((key == "RangeVar" && child.is_object() && names_catalog(child.get_object())) ||
+             (key == "TypeCast" && child.is_object() && casts_to_oid_alias(child.get_object()))) {
+    facts.catalog = true;
+  } else if (key == "FuncCall" && child.is_object()) {
+    const json::value* names = child.get_object().if_contains("funcname");
+    if (names != nullptr && names->is_array() && !names->get_array().empty()) {
+      const json::value& last = names->get_array().back();
+      std::string_view name;
+      if (const json::value* s =
+              last.is_object() ? last.get_object().if_contains("String") : nullptr) {
+        if (s->is_object()) name = string_at(s->get_object(), "sval");
+      }
+      if (is_one_of(kPrimaryOnlyFunctions, name)) {
+        facts.primary_only_call = true;
+      } else if (!is_one_of(kReadOnlyFunctions, name)) {
+        if (std::find(facts.unknown_calls.begin(), facts.unknown_calls.end(), name) ==
+            facts.unknown_calls.end()) {
+          facts.unknown_calls.emplace_back(name);
         }
-        if (is_one_of(kPrimaryOnlyFunctions, name)) {
-          facts.primary_only_call = true;
-        } else if (!is_one_of(kReadOnlyFunctions, name)) {
-          if (std::find(facts.unknown_calls.begin(), facts.unknown_calls.end(), name) ==
-              facts.unknown_calls.end()) {
-            facts.unknown_calls.emplace_back(name);
-          }
-        } else if (is_one_of(kConnectionDependentFunctions, name)) {
-          facts.volatile_call = true;
-        }
+      } else if (is_one_of(kConnectionDependentFunctions, name)) {
+        facts.volatile_call = true;
       }
     }
-    walk(child, facts, top && key == "SelectStmt");
+  }
+}
+
+// Notes every member below `root` in document order, as a recursive walk would, with a stack
+// of its own: trees nest as deeply as the statement does (see classify).
+void walk(const json::value& root, TreeFacts& facts) {
+  struct Pending {
+    const json::value* value;
+    bool top;
+    std::string_view key; // of the member `value` is; empty for array items and the root
+    bool parent_top;
+  };
+  std::vector<Pending> pending{{&root, true, {}, true}};
+  while (!pending.empty()) {
+    Pending next = pending.back();
+    pending.pop_back();
+    if (!next.key.empty()) note_member(next.key, *next.value, next.parent_top, facts);
+    if (next.value->is_array()) {
+      const json::array& items = next.value->get_array();
+      for (auto item = items.rbegin(); item != items.rend(); ++item)
+        pending.push_back({&*item, false, {}, false});
+    } else if (next.value->is_object()) {
+      const json::object& members = next.value->get_object();
+      for (auto member = members.end(); member != members.begin();) {
+        --member;
+        std::string_view key = member->key();
+        pending.push_back({&member->value(), next.top && key == "SelectStmt", key, next.top});
+      }
+    }
   }
 }
 
@@ -523,7 +547,7 @@ Statement classify_nested(const json::object& body) {
 void classify_node(std::string_view node, const json::object& body, Statement& out) {
   out.node = std::string(node);
   TreeFacts facts;
-  walk(body, facts, true);
+  walk(body, facts);
   out.locking = facts.locking;
   out.nested_write = facts.writes;
   out.pinned_call = facts.primary_only_call || facts.volatile_call;
@@ -686,20 +710,86 @@ bool Classification::has_transaction_control() const {
                      [](const Statement& s) { return s.kind == StatementKind::kTransaction; });
 }
 
-Classification classify(std::string_view sql) {
+namespace {
+
+// libpg_query's parser and JSON writer and Boost.JSON's parser each recurse once per level of
+// the parse tree. The most stack any construct took per unit of QueryShape::nesting was 636
+// bytes (nested subqueries; chains of operators, casts, UNIONs, NOTs, JOINs, CASEs, function
+// calls and arrays took less), 3,164 in an ASan build, whose redzones make frames larger;
+// twice that leaves room for what was not measured.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) // clang's way of saying __SANITIZE_ADDRESS__
+#define SWITCHYARD_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(SWITCHYARD_ASAN)
+constexpr size_t kStackPerNesting = 6500;
+#else
+constexpr size_t kStackPerNesting = 1300;
+#endif
+// Up to 2 MB of it a statement is parsed on the caller's stack (8 MB for a thread): 1,600
+// units, 300 with ASan. Ordinary statements need a few dozen.
+constexpr size_t kInlineNesting = (2u << 20) / kStackPerNesting;
+// Beyond this nothing is parsed (it would take 130 MB of stack). PostgreSQL refuses far less:
+// "stack depth limit exceeded" at a few thousand levels with the default max_stack_depth.
+constexpr size_t kMaxNesting = 100'000;
+
+// Runs `work` on a thread of its own with a stack of `bytes` and waits for it; false when the
+// thread could not be started. Only reserved: the kernel maps the pages the work touches.
+bool run_on_stack(size_t bytes, const std::function<void()>& work) {
+  pthread_attr_t attributes;
+  if (pthread_attr_init(&attributes) != 0) return false;
+  pthread_t thread;
+  bool started = pthread_attr_setstacksize(&attributes, bytes) == 0 &&
+                 pthread_create(
+                     &thread, &attributes,
+                     [](void* argument) -> void* {
+                       (*static_cast<const std::function<void()>*>(argument))();
+                       return nullptr;
+                     },
+                     const_cast<std::function<void()>*>(&work)) == 0;
+  pthread_attr_destroy(&attributes);
+  if (started) pthread_join(thread, nullptr);
+  return started;
+}
+
+// Runs `work` where a parse of text nesting up to `nesting` has the stack it needs; false when
+// the text nests too deeply to parse at all, or no thread could be started for it.
+bool with_stack_for(size_t nesting, const std::function<void()>& work) {
+  if (nesting > kMaxNesting) return false;
+  if (nesting <= kInlineNesting) {
+    work();
+    return true;
+  }
+  return run_on_stack(nesting * kStackPerNesting + (1u << 20), work);
+}
+
+Classification unparsed(std::string_view sql, std::string error) {
+  Classification result;
+  result.error = std::move(error);
+  Statement whole;
+  whole.length = sql.size();
+  result.statements.push_back(std::move(whole));
+  return result;
+}
+
+Classification classify_parsed(std::string_view sql, size_t nesting) {
   Classification result;
   std::string text(sql); // libpg_query wants a NUL-terminated string
   PgQueryParseResult parsed = pg_query_parse(text.c_str());
   if (parsed.error != nullptr) {
-    result.error = parsed.error->message;
+    result = unparsed(sql, parsed.error->message);
     pg_query_free_parse_result(parsed);
-    Statement whole;
-    whole.length = sql.size();
-    result.statements.push_back(std::move(whole));
     return result;
   }
-  json::value tree = json::parse(parsed.parse_tree);
+  json::parse_options options;
+  options.max_depth = 8 * nesting + 64; // several JSON levels per node, a few per token
+  json::error_code ec;
+  // Freed all at once, with no destructor recursing down the tree.
+  json::monotonic_resource memory;
+  json::value tree = json::parse(parsed.parse_tree, ec, &memory, options);
   pg_query_free_parse_result(parsed);
+  if (ec) return unparsed(sql, "the parse tree could not be read: " + ec.message());
 
   const json::value* stmts = tree.as_object().if_contains("stmts");
   if (stmts == nullptr || !stmts->is_array()) return result; // empty or comments only
@@ -726,6 +816,26 @@ Classification classify(std::string_view sql) {
   return result;
 }
 
+} // namespace
+
+Classification classify(std::string_view sql) {
+  size_t nesting = query_shape(sql).nesting;
+  Classification result;
+  bool parsed = with_stack_for(nesting, [&] {
+    try {
+      result = classify_parsed(sql, nesting);
+    } catch (const std::exception& e) { // a parse tree not shaped as expected
+      result = unparsed(sql, std::string("the parse tree could not be read: ") + e.what());
+    }
+  });
+  if (!parsed) {
+    result = unparsed(sql, "the statement nests too deeply for switchyard to classify (" +
+                               std::to_string(nesting) + " tokens deep, at most " +
+                               std::to_string(kMaxNesting) + ")");
+  }
+  return result;
+}
+
 std::string with_row_image(std::string_view statement_text, const Statement& statement,
                            Dialect dialect) {
   std::string text(statement_text);
@@ -744,11 +854,12 @@ std::string with_row_image(std::string_view statement_text, const Statement& sta
 
 std::string fingerprint(std::string_view sql) {
   std::string text(sql);
-  PgQueryFingerprintResult result = pg_query_fingerprint(text.c_str());
-  std::string out = result.error == nullptr && result.fingerprint_str != nullptr
-                        ? std::string(result.fingerprint_str)
-                        : std::string();
-  pg_query_free_fingerprint_result(result);
+  std::string out;
+  with_stack_for(query_shape(sql).nesting, [&] {
+    PgQueryFingerprintResult result = pg_query_fingerprint(text.c_str());
+    if (result.error == nullptr && result.fingerprint_str != nullptr) out = result.fingerprint_str;
+    pg_query_free_fingerprint_result(result);
+  });
   return out;
 }
 
@@ -790,6 +901,56 @@ size_t block_comment_end(std::string_view sql, size_t pos) {
     }
   }
   return std::string_view::npos;
+}
+
+// QueryShape::nesting, counted as the lexer goes.
+class NestingBound {
+public:
+  void token() { ++levels_.back().segment; }
+  void open() {
+    token();
+    levels_.emplace_back();
+  }
+  void close() {
+    if (levels_.size() == 1) return token(); // unbalanced: the parser refuses it
+    size_t bound = levels_.back().bound();
+    levels_.pop_back();
+    levels_.back().inner = std::max(levels_.back().inner, bound);
+  }
+  void separator() {
+    Level& level = levels_.back();
+    level.finished = std::max(level.finished, level.segment + level.inner);
+    level.segment = level.inner = 0;
+  }
+  void set_operation() {
+    token();
+    ++levels_.back().set_operations;
+  }
+  size_t finish() {
+    while (levels_.size() > 1)
+      close();
+    return levels_.back().bound();
+  }
+
+private:
+  struct Level {
+    size_t segment = 0;  // tokens since the last comma or semicolon, brackets counting one
+    size_t inner = 0;    // the deepest bracketed part of this segment
+    size_t finished = 0; // the deepest segment before it
+    size_t set_operations = 0;
+    size_t bound() const { return std::max(finished, segment + inner) + set_operations; }
+  };
+  std::vector<Level> levels_{1};
+};
+
+bool is_set_operation(std::string_view word) {
+  auto equals = [&](std::string_view keyword) {
+    return word.size() == keyword.size() &&
+           std::equal(word.begin(), word.end(), keyword.begin(), [](char a, char b) {
+             return std::tolower(static_cast<unsigned char>(a)) == b;
+           });
+  };
+  return equals("union") || equals("intersect") || equals("except");
 }
 
 // Where the statement of `prepare` (PREPARE name [(types)] AS statement) starts: after its
@@ -846,6 +1007,8 @@ std::optional<std::string> prepare_with_row_image(std::string_view statement_tex
 
 QueryShape query_shape(std::string_view sql) {
   QueryShape shape;
+  NestingBound nesting;
+  size_t literal_end = 0; // a word right behind a literal is a token of its own
   shape.key.reserve(sql.size());
   size_t start = 0;    // of the current statement
   bool tokens = false; // the current statement has more than whitespace and comments
@@ -896,7 +1059,8 @@ QueryShape query_shape(std::string_view sql) {
       }
       shape.key += '?';
       tokens = true;
-      i = std::min(j, sql.size());
+      nesting.token();
+      i = literal_end = std::min(j, sql.size());
     } else if (c == '"') {
       size_t j = i + 1;
       while (j < sql.size() && !(sql[j] == '"' && (j + 1 >= sql.size() || sql[j + 1] != '"'))) {
@@ -906,7 +1070,8 @@ QueryShape query_shape(std::string_view sql) {
       j = std::min(j + 1, sql.size());
       shape.key.append(sql.substr(i, j - i));
       tokens = true;
-      i = j;
+      nesting.token();
+      i = literal_end = j;
     } else if (c == '$' && !is_identifier_char(previous) && dollar_tag_length(sql, i) > 0) {
       size_t tag = dollar_tag_length(sql, i);
       size_t end = sql.find(sql.substr(i, tag), i + tag);
@@ -918,7 +1083,8 @@ QueryShape query_shape(std::string_view sql) {
       }
       shape.key += '?';
       tokens = true;
-      i = end;
+      nesting.token();
+      i = literal_end = end;
     } else if ((std::isdigit(static_cast<unsigned char>(c)) ||
                 (c == '.' && i + 1 < sql.size() &&
                  std::isdigit(static_cast<unsigned char>(sql[i + 1])))) &&
@@ -937,18 +1103,39 @@ QueryShape query_shape(std::string_view sql) {
       }
       shape.key += '?';
       tokens = true;
-      i = j;
+      nesting.token();
+      i = literal_end = j;
     } else if (c == ';') {
       shape.key += ';';
       close_statement(i);
+      nesting.separator();
       ++i;
     } else {
       if (!std::isspace(static_cast<unsigned char>(c))) tokens = true;
       shape.key += c;
+      if (c == '(' || c == '[') {
+        nesting.open();
+      } else if (c == ')' || c == ']') {
+        nesting.close();
+      } else if (c == ',') {
+        nesting.separator();
+      } else if (!is_identifier_char(c)) {
+        if (!std::isspace(static_cast<unsigned char>(c))) nesting.token(); // each operator char
+      } else if (!is_identifier_char(previous) || i == literal_end) {
+        size_t end = i;
+        while (end < sql.size() && is_identifier_char(sql[end]))
+          ++end;
+        if (is_set_operation(sql.substr(i, end - i))) {
+          nesting.set_operation();
+        } else {
+          nesting.token();
+        }
+      }
       ++i;
     }
   }
   close_statement(sql.size());
+  shape.nesting = nesting.finish();
   return shape;
 }
 

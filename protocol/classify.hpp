@@ -100,7 +100,10 @@ struct Classification {
   bool has_transaction_control() const;
 };
 
-//! Classifies `sql` with the PostgreSQL 15 parser.
+//! Classifies `sql` with the PostgreSQL 15 parser. The parser recurses once per level of the
+//! parse tree, so a statement that may nest deeply (QueryShape::nesting) is parsed on a thread
+//! with a stack to match, and one that may nest deeper than PostgreSQL accepts is left
+//! unparsed (`error` set): neither a crash nor an exception, whatever the text.
 Classification classify(std::string_view sql);
 
 //! The name of the result column that separates the client's own RETURNING columns from
@@ -121,7 +124,7 @@ std::optional<std::string> prepare_with_row_image(std::string_view statement_tex
                                                   Dialect dialect = Dialect::kPostgres);
 
 //! libpg_query's fingerprint of `sql` (same for statements that differ only in constants),
-//! as 16 hex digits; empty when the text does not parse.
+//! as 16 hex digits; empty when the text does not parse or nests too deeply to (see classify).
 std::string fingerprint(std::string_view sql);
 
 //! `name` as a PostgreSQL identifier: bare when it is a plain lower-case name, else quoted.
@@ -141,6 +144,12 @@ struct QueryShape {
   std::string key;
   std::vector<StatementSpan> spans;
   bool ok = true;
+  //! An upper bound of how deeply the parse trees nest, in tokens: within each pair of
+  //! brackets, the most tokens between two commas or semicolons (a bracketed part counting as
+  //! one token there, and its own bound below), plus every UNION, INTERSECT and EXCEPT (whose
+  //! trees hold all their arms, commas and all). Lists and statements add nothing: their items
+  //! are side by side in the tree.
+  size_t nesting = 0;
 };
 QueryShape query_shape(std::string_view sql);
 

@@ -1,8 +1,8 @@
 // libFuzzer target for everything that reads untrusted bytes in protocol/: the whole-message
 // decoder, the streaming scanner (split at a point the input chooses), startup packets, error
 // bodies, extended-protocol and row messages, the SQL lexer behind the classification cache,
-// the value codecs the SQLite engine decodes parameters with, and the SCRAM server. It must
-// never crash, hang or read out of bounds.
+// the classifier and the row-image rewrite, the value codecs the SQLite engine decodes
+// parameters with, and the SCRAM server. It must never crash, hang or read out of bounds.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -79,6 +79,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (span.offset < end || span.offset + span.length > bytes.size()) __builtin_trap();
     end = span.offset + span.length;
   }
+  // Any text is classified without a crash or an exception, however deeply it nests, and the
+  // row-image rewrite of a write that parsed parses too, as the same kind of statement.
+  Classification classification = classify(bytes);
+  for (const Statement& statement : classification.statements) {
+    if (statement.offset + statement.length > bytes.size()) __builtin_trap();
+    if (!classification.error.empty() || statement.mirror != MirrorPlan::kRowImage) continue;
+    Classification rewritten =
+        classify(with_row_image(bytes.substr(statement.offset, statement.length), statement));
+    if (!rewritten.error.empty() || rewritten.statements.size() != 1 ||
+        rewritten.statements[0].node != statement.node) {
+      __builtin_trap();
+    }
+  }
+  (void)fingerprint(bytes);
   (void)valid_utf8(bytes);
   (void)parse_int8(bytes);
   (void)parse_float8(bytes);

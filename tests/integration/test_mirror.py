@@ -148,6 +148,35 @@ def test_volatile_values_are_identical_and_the_client_sees_only_its_own_results(
     assert proxy.metric("switchyard_journal_entries_total") == 0
 
 
+def test_statements_that_nest_deeply_are_mirrored_and_never_stall_the_session(pair, start_proxy, tmp_path):
+    """A chain of operators nests the parse tree a level per operator however flat its text. Once
+    more than 32 JSON levels deep (about ten operators) the classification threw and the session
+    stalled; now such statements are parsed on a stack to match, and one nesting deeper than
+    PostgreSQL accepts goes to the primary unparsed, which refuses it."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    psql = ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", proxy.dsn()]
+    sums = {terms: "SELECT " + "+".join(["1"] * terms) for terms in (30, 1500, 200_000)}
+    # Simple protocol, through psql: a stalled session would time out here.
+    out = subprocess.run(psql, input=f"{sums[30]};\n{sums[1500]};\n", capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["30", "1500"], out.stderr
+    out = subprocess.run(psql, input=f"{sums[200_000]};\n", capture_output=True, text=True, timeout=60)
+    assert "stack depth limit exceeded" in out.stderr
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO balances (account, total) VALUES (1, 0), (2, 0)")
+        for account, terms in ((1, 30), (2, 1500)):  # the row images carry random()'s values
+            conn.execute("UPDATE balances SET total = total" + " + random()" * terms + " WHERE account = %s",
+                         (account,))
+        assert conn.execute(sums[1500]).fetchone() == (1500,)
+        with pytest.raises(psycopg.errors.StatementTooComplex):
+            conn.execute(sums[200_000])
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert proxy.alive()
+    assert primary.sql("SELECT count(*) FROM balances WHERE total > 1") == "2"
+    assert_identical(primary, secondary, {"balances": "account"})
+    assert proxy.metric("switchyard_journal_entries_total") == 0
+
+
 def test_a_begin_sent_with_the_next_query_behaves_as_on_the_primary_alone(pair, start_proxy, tmp_path):
     """switchyard answers an idle session's BEGIN itself and sends it in front of the next
     query: tags, statuses, error cursors and the transaction's effects must be the primary's."""

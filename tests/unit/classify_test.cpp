@@ -122,6 +122,65 @@ TEST_CASE("statement boundaries and unparsable text") {
   CHECK(classify("-- nothing").statements.empty());
 }
 
+namespace {
+
+std::string repeated(std::string head, std::string_view link, size_t times,
+                     std::string_view tail = "") {
+  for (size_t i = 0; i < times; ++i)
+    head += link;
+  return head += tail;
+}
+
+} // namespace
+
+TEST_CASE("statements that nest deeply are classified, not a crash or an exception") {
+  // Left-deep chains nest one level per operator, cast or UNION however flat the text looks;
+  // PostgreSQL accepts a few thousand of them.
+  CHECK(only(repeated("SELECT 1", "+1", 30)).kind == StatementKind::kRead);
+  CHECK(only(repeated("SELECT 1", "+1", 4000)).kind == StatementKind::kRead);
+  CHECK(only(repeated("SELECT 1", "::int", 4000)).kind == StatementKind::kRead);
+  CHECK(only(repeated("SELECT 1", " UNION ALL SELECT 1", 4000)).kind == StatementKind::kRead);
+  CHECK(only(repeated("SELECT 1", " IS NOT NULL", 4000)).kind == StatementKind::kRead);
+  CHECK(only(repeated("SELECT ", "NOT ", 4000, "true")).kind == StatementKind::kRead);
+  CHECK(only(repeated("SELECT * FROM t", " JOIN t USING (id)", 4000)).kind == StatementKind::kRead);
+  // Nested subqueries take the most stack per level; the parser's own stack stops them sooner.
+  CHECK(only(repeated("SELECT ", "(SELECT ", 900, "1") + std::string(900, ')')).kind ==
+        StatementKind::kRead);
+  CHECK(only(repeated("SELECT ", "EXISTS (SELECT ", 900, "1") + std::string(900, ')')).kind ==
+        StatementKind::kRead);
+  CHECK(only("SELECT CASE WHEN a THEN (SELECT x FROM y WHERE z IN (SELECT q FROM r WHERE s = "
+             "coalesce((SELECT 1), 2))) END FROM t")
+            .kind == StatementKind::kRead);
+  Statement update = only(repeated("UPDATE t SET x = x", " + random()", 4000, " WHERE id = 1"));
+  CHECK(update.mirror == MirrorPlan::kRowImage);
+  CHECK(update.target.name == "t");
+  // A bulk insert is long but shallow: classified like a short one.
+  Statement bulk = only(repeated("INSERT INTO t (a, b) VALUES (0, -1)", ", (1, now())", 50000));
+  CHECK(bulk.mirror == MirrorPlan::kRowImage);
+
+  // Deeper than PostgreSQL accepts: left unparsed, an unknown statement mirrored as it is.
+  Classification absurd = classify(repeated("SELECT 1", "+1", 1'000'000));
+  CHECK_THAT(absurd.error, Catch::Contains("nests too deeply"));
+  REQUIRE(absurd.statements.size() == 1);
+  CHECK(absurd.statements[0].kind == StatementKind::kUnknown);
+  CHECK(absurd.statements[0].mirror == MirrorPlan::kStatement);
+  CHECK(fingerprint(repeated("SELECT 1", "+1", 1'000'000)).empty());
+  CHECK(fingerprint(repeated("SELECT 1", "+1", 4000)).size() == 16);
+}
+
+TEST_CASE("the nesting bound counts what can nest, not what only repeats") {
+  CHECK(query_shape("SELECT 1").nesting == 2);
+  CHECK(query_shape("SELECT 1+1+1").nesting == 6);
+  CHECK(query_shape("SELECT f((1))").nesting == 5); // SELECT f ( here, ( and 1 a level down
+  CHECK(query_shape("SELECT a, b FROM t").nesting == 3);
+  // Commas and semicolons separate subtrees, so lists and statements add no depth ...
+  CHECK(query_shape(repeated("VALUES (1, -1)", ", (1, -1)", 1000)).nesting < 10);
+  CHECK(query_shape(repeated("SELECT 1", "; SELECT 1", 1000)).nesting < 10);
+  // ... but a UNION takes every arm below it, commas and all.
+  CHECK(query_shape(repeated("SELECT 1, 2", " UNION SELECT 1, 2", 1000)).nesting >= 1000);
+  CHECK(query_shape("SELECT 'a)' || \"b(\" -- )").nesting == 5);
+}
+
 TEST_CASE("row-image rewrite appends after the statement, even behind a comment") {
   Statement plain = only("INSERT INTO t VALUES (1) -- note");
   CHECK(with_row_image("INSERT INTO t VALUES (1) -- note", plain) ==
