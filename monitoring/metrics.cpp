@@ -22,6 +22,7 @@ const char* to_string(CloseReason reason) {
   case CloseReason::kShutdown: return "shutdown";
   case CloseReason::kCancelRequest: return "cancel_request";
   case CloseReason::kRoleSwap: return "role_swap";
+  case CloseReason::kInternalError: return "internal_error";
   case CloseReason::kCount: break;
   }
   return "unknown";

@@ -34,7 +34,8 @@ enum class CloseReason {
   kBackendRejected,
   kShutdown,
   kCancelRequest,
-  kRoleSwap, //!< its backends had the roles from before a cutover role swap
+  kRoleSwap,      //!< its backends had the roles from before a cutover role swap
+  kInternalError, //!< switchyard failed: an exception ended one of the session's pumps
   kCount,
 };
 const char* to_string(CloseReason reason);

@@ -262,7 +262,8 @@ private:
     if (loops != nullptr && !client_.tls() && !backend_->stream.tls()) {
       co_return co_await relay_on_loop(loops->next());
     }
-    auto ended = co_await (client_to_backend() || backend_to_client() || watchdog());
+    auto ended = co_await (closing_on_exception(client_to_backend()) ||
+                           closing_on_exception(backend_to_client()) || watchdog());
     co_return std::visit([](Closing& c) { return std::move(c); }, ended);
   }
 
@@ -407,7 +408,9 @@ private:
   // Counts and logs first, so the metric is settled by the time the client reads the error.
   asio::awaitable<void> finish(const Closing& closing) {
     services_.metrics().client_closed(closing.reason).Increment();
-    auto level = is_quiet(closing.reason) ? spdlog::level::debug : spdlog::level::info;
+    auto level = is_quiet(closing.reason)                                    ? spdlog::level::debug
+                 : closing.reason == monitoring::CloseReason::kInternalError ? spdlog::level::err
+                                                                             : spdlog::level::info;
     spdlog::log(level, "session {} user={} closed: reason={} {}", peer_,
                 user_.empty() ? "-" : user_, monitoring::to_string(closing.reason), closing.detail);
     if (cancel_pid_ != 0) services_.cancels().remove(cancel_pid_);

@@ -34,6 +34,18 @@ inline constexpr std::string_view kRoleSwapMessage =
     "terminating connection because switchyard's cutover swapped the primary and secondary "
     "databases; reconnect to continue";
 
+//! Awaits `pump` and turns an exception ending it into a close with an internal error (XX000)
+//! for the client. A session runs its pumps as `a || b`, which ends when one of them returns
+//! but keeps waiting on the others when one throws: an exception must not stall the session.
+inline asio::awaitable<Closing> closing_on_exception(asio::awaitable<Closing> pump) {
+  try {
+    co_return co_await std::move(pump);
+  } catch (const std::exception& e) {
+    co_return refuse(monitoring::CloseReason::kInternalError, protocol::sqlstate::kInternalError,
+                     std::string("switchyard internal error: ") + e.what());
+  }
+}
+
 //! A close because the peer went away (nothing to tell it).
 inline Closing peer_gone(monitoring::CloseReason reason, const error_code& ec) {
   return Closing{reason, ec == asio::error::eof ? "closed by peer" : ec.message(), {}};

@@ -230,7 +230,8 @@ public:
   }
 
   asio::awaitable<Closing> run() {
-    auto ended = co_await (client_pump() || server_pump());
+    auto ended =
+        co_await (closing_on_exception(client_pump()) || closing_on_exception(server_pump()));
     co_return std::visit([](Closing& c) { return std::move(c); }, ended);
   }
 
