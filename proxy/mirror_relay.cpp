@@ -427,7 +427,7 @@ private:
       }
       if (auto c = co_await drain()) co_return c;
     }
-    if (wrap) co_return co_await end_wrapped_transaction(!query_failed_);
+    if (wrap) co_return co_await end_wrapped_transaction(!query_failed_, false);
     if (activity_.transaction_status == 'I') co_await commit_autocommit_ddl();
     if (last_ready_forwarded) co_return std::nullopt;
     std::string ready;
@@ -747,8 +747,9 @@ private:
   }
 
   // Commits (after the secondary) or rolls back the transaction switchyard opened around an
-  // autocommit write; its ReadyForQuery is the one the client waits for.
-  asio::awaitable<std::optional<Closing>> end_wrapped_transaction(bool succeeded) {
+  // autocommit write; its ReadyForQuery is the one the client waits for. `extended`: the write
+  // came in the extended protocol, whose unnamed statement a simple Query would drop.
+  asio::awaitable<std::optional<Closing>> end_wrapped_transaction(bool succeeded, bool extended) {
     if (!succeeded) {
       link_.discard();
     } else if (hands_over(TransactionOp::kCommit)) {
@@ -764,11 +765,19 @@ private:
       protocol::append_ready_for_query(ready, 'I');
       co_return co_await write_ready(ready);
     }
-    protocol::append_query(to_primary_, succeeded ? "COMMIT" : "ROLLBACK");
-    Expect expect{ExpectKind::kQuery};
-    expect.drop_complete = true;
-    expect.hand_over = succeeded && hands_over(TransactionOp::kCommit);
-    expects_.push_back(std::move(expect));
+    std::string_view end = succeeded ? "COMMIT" : "ROLLBACK";
+    bool hand_over = succeeded && hands_over(TransactionOp::kCommit);
+    if (extended) {
+      run_named(end, hand_over);
+      protocol::append_sync(to_primary_);
+      expects_.push_back(Expect{ExpectKind::kSync});
+    } else {
+      protocol::append_query(to_primary_, end);
+      Expect expect{ExpectKind::kQuery};
+      expect.drop_complete = true;
+      expect.hand_over = hand_over;
+      expects_.push_back(std::move(expect));
+    }
     co_return co_await flush_primary();
   }
 
@@ -1191,10 +1200,15 @@ private:
 
   // BEGIN through a named statement and portal, so the client's unnamed ones stay intact.
   // Should it fail, PostgreSQL skips the rest of the cycle and the client gets the error.
-  void inject_begin(std::string_view begin = "BEGIN") {
-    constexpr std::string_view kName = "switchyard_begin";
+  void inject_begin(std::string_view begin = "BEGIN") { run_named(begin); }
+
+  // A transaction statement of switchyard's own through a named statement and portal, closed
+  // again, leaving the client's statements and portals as they were. `hand_over`: a COMMIT
+  // whose writes go to the secondary once it succeeded (async).
+  void run_named(std::string_view sql, bool hand_over = false) {
+    constexpr std::string_view kName = "switchyard_own";
     protocol::append_parse(to_primary_,
-                           protocol::ParseMessage{std::string(kName), std::string(begin), {}});
+                           protocol::ParseMessage{std::string(kName), std::string(sql), {}});
     protocol::append_bind(
         to_primary_, protocol::BindMessage{std::string(kName), std::string(kName), {}, {}, {}});
     protocol::append_execute(to_primary_, kName, 0);
@@ -1204,6 +1218,7 @@ private:
                             ExpectKind::kClose, ExpectKind::kClose}) {
       Expect expect{kind};
       expect.internal = true;
+      expect.hand_over = hand_over && kind == ExpectKind::kExecute;
       expects_.push_back(std::move(expect));
     }
   }
@@ -1259,7 +1274,7 @@ private:
     cycle_wrapped_ = false;
     cycle_autocommit_mirror_ = false;
     if (auto c = co_await drain()) co_return c;
-    if (wrapped) co_return co_await end_wrapped_transaction(held_status_ == 'T');
+    if (wrapped) co_return co_await end_wrapped_transaction(held_status_ == 'T', true);
     if (held_status_ == 'I') co_await commit_autocommit_ddl();
     std::string ready;
     protocol::append_ready_for_query(ready, held_status_);

@@ -268,6 +268,31 @@ def pipeline_results(pgconn, count):
 
 
 @pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_the_unnamed_statement_outlives_the_writes_it_runs(pair, start_proxy, tmp_path, write_mode):
+    """libpq's PQprepare with an empty name, then PQexecPrepared of it again and again: the
+    transaction switchyard opens around each autocommit write must not end with a simple Query,
+    which drops the client's unnamed statement on the primary."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    ExecStatus = psycopg.pq.ExecStatus
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        pgconn = conn.pgconn
+        assert pgconn.prepare(b"", b"INSERT INTO balances (account, total) VALUES ($1, random())").status == \
+            ExecStatus.COMMAND_OK
+        outcomes = []
+        for account in (b"1", b"2", b"2", b"3"):  # the second 2 fails: its transaction rolls back
+            result = pgconn.exec_prepared(b"", [account])
+            outcomes.append(result.status if result.status == ExecStatus.COMMAND_OK
+                            else result.error_field(psycopg.pq.DiagnosticField.SQLSTATE))
+        assert outcomes == [ExecStatus.COMMAND_OK, ExecStatus.COMMAND_OK, b"23505", ExecStatus.COMMAND_OK]
+        assert pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    if write_mode == "async":
+        assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert primary.sql("SELECT string_agg(account::text, ',' ORDER BY account) FROM balances") == "1,2,3"
+    assert_identical(primary, secondary, {"balances": "account"})
+
+
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
 def test_a_failed_pipeline_skips_to_its_sync_as_postgresql_does(pair, start_proxy, tmp_path, write_mode):
     """After an error in an extended-protocol cycle PostgreSQL ignores every message up to the
     Sync, the pipeline's COMMIT included: nothing of it may reach the secondary, and messages
