@@ -334,16 +334,24 @@ private:
     bool barrier = false;
     bool ddl = false;
     bool writes = false;
+    std::optional<bool> in_transaction_after; // where the query leaves the session, if it moves
     for (size_t i = 0; i < statements.size(); ++i) {
       const protocol::Statement& s = statements[i];
       barrier |= needs_barrier(s);
       writes |= s.mirror != MirrorPlan::kNone;
       ddl |= s.kind == StatementKind::kDdl;
       note_for_routing(s, query.text(sql, i));
-      if (s.transaction == TransactionOp::kBegin) expected_in_transaction_ = true;
+      if (s.transaction == TransactionOp::kBegin) in_transaction_after = true;
       if (s.transaction == TransactionOp::kCommit || s.transaction == TransactionOp::kRollback) {
-        expected_in_transaction_ = false;
+        in_transaction_after = false;
       }
+    }
+    // Set once the answers ahead are in: the last of them resets it from its ReadyForQuery.
+    auto expect_transaction = [&] {
+      if (in_transaction_after) expected_in_transaction_ = *in_transaction_after;
+    };
+    if (!barrier || (ddl && runtime_->config->mirror.ddl == config::DdlPolicy::kReject)) {
+      expect_transaction();
     }
     if (ddl && runtime_->config->mirror.ddl == config::DdlPolicy::kReject) {
       Expect expect{ExpectKind::kQuery};
@@ -360,6 +368,7 @@ private:
 
     if (writes && services_.role_fence().draining()) co_await pass_role_fence();
     if (auto c = co_await drain()) co_return c;
+    expect_transaction();
     // An autocommit write becomes a transaction we commit after the secondary has applied it.
     bool wrap = activity_.transaction_status == 'I' && !classification->has_transaction_control() &&
                 !ddl && std::any_of(statements.begin(), statements.end(), wants_wrap);
@@ -423,6 +432,7 @@ private:
                                 s.transaction == TransactionOp::kRollback;
       if (last && last_ready_forwarded && in_block && s.kind != StatementKind::kDdl &&
           s.mirror != MirrorPlan::kCopyIn) {
+        expect_transaction(); // the earlier statements' ReadyForQuery predates a COMMIT in flight
         co_return std::nullopt;
       }
       if (auto c = co_await drain()) co_return c;

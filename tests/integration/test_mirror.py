@@ -338,6 +338,35 @@ def test_a_failed_pipeline_skips_to_its_sync_as_postgresql_does(pair, start_prox
     assert secondary.sql("SELECT string_agg(account::text, ',' ORDER BY account) FROM balances") == "3,4"
 
 
+def test_a_write_sent_right_behind_a_commit_is_mirrored_as_an_autocommit_write(pair, start_proxy, tmp_path):
+    """A client may send its next statement before the answer to a COMMIT arrived (drivers
+    that pipeline, here a simple-query COMMIT followed by an extended-protocol INSERT). The
+    ReadyForQuery of the statement before the COMMIT once made switchyard take that INSERT for
+    part of the committed transaction: it reached only the primary, and its row image waited
+    for a commit that never came (the failing query behind it discarded it)."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    insert = message(b"P", cstr("") + cstr("INSERT INTO notes (body) VALUES ($1)") + struct.pack("!h", 0))
+
+    def bind_execute(body):
+        return (message(b"B", cstr("") + cstr("") + struct.pack("!hh", 0, 1) + struct.pack("!i", len(body)) + body
+                        + struct.pack("!h", 0)) + message(b"E", cstr("") + struct.pack("!I", 0)) + message(b"S"))
+
+    client = RawClient(proxy.port)
+    client.login_trust()
+    for commit, body in ((message(b"Q", cstr("BEGIN; INSERT INTO notes (body) VALUES ('a'); COMMIT")), b"b"),
+                         (message(b"Q", cstr("BEGIN")) + message(b"Q", cstr("INSERT INTO notes (body) VALUES ('c')"))
+                          + message(b"Q", cstr("COMMIT")), b"d")):
+        # All in one write: the INSERT is on its way before the COMMIT's answer.
+        client.send(commit + insert + bind_execute(body) + message(b"Q", cstr("SELEC 1")))
+        answers = [tag for tag, _ in client.read_until(b"E")]
+        assert answers.count(b"E") == 1 and client.read_message()[0] == b"Z"
+    client.send(message(b"X"))
+    assert primary.sql("SELECT string_agg(body, ',' ORDER BY body) FROM notes") == "a,b,c,d"
+    assert_identical(primary, secondary, {"notes": "body"})
+    assert proxy.metric("switchyard_journal_entries_total") == 0
+
+
 def test_writes_through_named_portals_reach_the_secondary(pair, start_proxy, tmp_path):
     """libpq and psycopg bind the unnamed portal; other drivers (and cursors fetched in parts)
     name theirs. A write executed through a named portal is mirrored like any other."""
