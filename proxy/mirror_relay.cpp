@@ -123,7 +123,11 @@ struct Expect {
   size_t position_shift = 0;        // characters put there: error cursors move back by these
   bool drop_complete = false;       // switchyard's COMMIT/ROLLBACK closing a wrapped write
   bool rewritten = false;           // strip the row image from what the client sees
-  std::optional<ImagePrepared> prepared_before;         // put back if this PREPARE/DEALLOCATE fails
+  std::optional<ImagePrepared> prepared_before; // put back if this PREPARE/DEALLOCATE fails
+  // A Close's statement or portal, put back should PostgreSQL skip the Close (an error before
+  // it in the cycle).
+  std::optional<std::pair<std::string, std::shared_ptr<const PreparedInfo>>> closed_statement;
+  std::optional<std::pair<std::string, PortalInfo>> closed_portal;
   std::shared_ptr<const protocol::Classification> keep; // keeps `statement` alive
   const protocol::Statement* statement = nullptr;
   std::unique_ptr<MirrorOp> op; // the write to mirror once the primary ran it (used once)
@@ -1236,14 +1240,19 @@ private:
   std::optional<Closing> on_close(const protocol::Frame& frame) {
     auto target = protocol::parse_target(frame.body);
     if (!target) return protocol_violation(target.error());
+    Expect expect{ExpectKind::kClose};
     if (target->kind == 'S') {
-      statements_.erase(target->name);
+      if (auto known = statements_.find(target->name); known != statements_.end()) {
+        expect.closed_statement.emplace(known->first, std::move(known->second));
+        statements_.erase(known);
+      }
       if (target->name.empty()) unsent_parse_.clear(); // the primary may close its older one
-    } else {
-      portals_.erase(target->name);
+    } else if (auto known = portals_.find(target->name); known != portals_.end()) {
+      expect.closed_portal.emplace(known->first, std::move(known->second));
+      portals_.erase(known);
     }
     forward(frame);
-    expects_.push_back(Expect{ExpectKind::kClose});
+    expects_.push_back(std::move(expect));
     return std::nullopt;
   }
 
@@ -1878,7 +1887,12 @@ private:
         // prepared names those messages changed, the earliest snapshot is from before them all.
         bool undone = false;
         while (!expects_.empty() && expects_.front().kind != ExpectKind::kSync) {
-          if (!undone) undone = undo_prepared_names(expects_.front());
+          Expect& skipped = expects_.front();
+          if (!undone) undone = undo_prepared_names(skipped);
+          if (auto& closed = skipped.closed_statement)
+            statements_.insert_or_assign(std::move(closed->first), std::move(closed->second));
+          if (auto& closed = skipped.closed_portal)
+            portals_.insert_or_assign(std::move(closed->first), std::move(closed->second));
           expects_.pop_front();
         }
       }

@@ -367,6 +367,27 @@ def test_a_write_sent_right_behind_a_commit_is_mirrored_as_an_autocommit_write(p
     assert proxy.metric("switchyard_journal_entries_total") == 0
 
 
+def test_a_close_skipped_after_an_error_leaves_the_statement_known(pair, start_proxy, tmp_path):
+    """After an error PostgreSQL skips the rest of the cycle, a Close of the statement too: the
+    statement lives on, and switchyard must still know it carries a row image, or a Describe of
+    it shows the client the image's columns."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    client = RawClient(proxy.port)
+    client.login_trust()
+    client.send(message(b"P", cstr("") + cstr("INSERT INTO notes (body) VALUES ('kept')") + struct.pack("!h", 0))
+                + message(b"E", cstr("no such portal") + struct.pack("!I", 0))
+                + message(b"C", b"S" + cstr("")) + message(b"S"))
+    answer = client.read_until(b"Z")
+    assert [tag for tag, _ in answer] == [b"1", b"E", b"Z"] and error_fields(answer[1][1])["C"] == "34000"
+    client.send(message(b"B", cstr("") + cstr("") + struct.pack("!hhh", 0, 0, 0)) + message(b"D", b"P" + cstr(""))
+                + message(b"E", cstr("") + struct.pack("!I", 0)) + message(b"S"))
+    assert [tag for tag, _ in client.read_until(b"Z")] == [b"2", b"n", b"C", b"Z"]
+    client.send(message(b"X"))
+    assert primary.sql("SELECT body FROM notes") == "kept"
+    assert_identical(primary, secondary, {"notes": "body"})
+
+
 def test_writes_through_named_portals_reach_the_secondary(pair, start_proxy, tmp_path):
     """libpq and psycopg bind the unnamed portal; other drivers (and cursors fetched in parts)
     name theirs. A write executed through a named portal is mirrored like any other."""
