@@ -124,9 +124,9 @@ struct Expect {
   bool drop_complete = false;       // switchyard's COMMIT/ROLLBACK closing a wrapped write
   bool rewritten = false;           // strip the row image from what the client sees
   std::optional<ImagePrepared> prepared_before; // put back if this PREPARE/DEALLOCATE fails
-  // A Close's statement or portal, put back should PostgreSQL skip the Close (an error before
-  // it in the cycle).
-  std::optional<std::pair<std::string, std::shared_ptr<const PreparedInfo>>> closed_statement;
+  // What a Parse or Close changed in switchyard's books: the statement of that name before it
+  // (null: none), and a Close's portal, put back when PostgreSQL refuses or skips the message.
+  std::optional<std::pair<std::string, std::shared_ptr<const PreparedInfo>>> statement_before;
   std::optional<std::pair<std::string, PortalInfo>> closed_portal;
   std::shared_ptr<const protocol::Classification> keep; // keeps `statement` alive
   const protocol::Statement* statement = nullptr;
@@ -860,9 +860,11 @@ private:
       if (unnamed_reads_.size() >= kUnnamedReads) unnamed_reads_.clear();
       unnamed_reads_.emplace(frame.body, info);
     }
-    statements_[parse->statement] = info;
+    Expect expect{ExpectKind::kParse};
+    std::shared_ptr<const PreparedInfo>& entry = statements_[parse->statement];
+    expect.statement_before.emplace(parse->statement, std::exchange(entry, std::move(info)));
     protocol::append_parse(to_primary_, *parse);
-    expects_.push_back(Expect{ExpectKind::kParse});
+    expects_.push_back(std::move(expect));
     return std::nullopt;
   }
 
@@ -1243,7 +1245,7 @@ private:
     Expect expect{ExpectKind::kClose};
     if (target->kind == 'S') {
       if (auto known = statements_.find(target->name); known != statements_.end()) {
-        expect.closed_statement.emplace(known->first, std::move(known->second));
+        expect.statement_before.emplace(known->first, std::move(known->second));
         statements_.erase(known);
       }
       if (target->name.empty()) unsent_parse_.clear(); // the primary may close its older one
@@ -1724,6 +1726,26 @@ private:
   }
 
   // Puts the prepared names back as they were before `failed` was sent; false if it changed none.
+  // Puts back the statements and portals that `refused` messages (the failed one first, then
+  // those skipped up to the Sync) changed in switchyard's books, latest first so the state
+  // from before them all wins.
+  void undo_books(std::vector<Expect>& refused) {
+    for (size_t i = refused.size(); i-- > 0;) {
+      Expect& message = refused[i];
+      if (auto& before = message.statement_before) {
+        // A failed Parse of the unnamed statement dropped the old one before it failed.
+        bool dropped = i == 0 && message.kind == ExpectKind::kParse && before->first.empty();
+        if (before->second && !dropped) {
+          statements_.insert_or_assign(std::move(before->first), std::move(before->second));
+        } else {
+          statements_.erase(before->first);
+        }
+      }
+      if (auto& closed = message.closed_portal)
+        portals_.insert_or_assign(std::move(closed->first), std::move(closed->second));
+    }
+  }
+
   bool undo_prepared_names(Expect& failed) {
     if (!failed.prepared_before) return false;
     image_prepared_ = std::move(*failed.prepared_before);
@@ -1886,15 +1908,13 @@ private:
         // The extended protocol skips everything up to the next Sync after an error. Of the
         // prepared names those messages changed, the earliest snapshot is from before them all.
         bool undone = false;
+        std::vector<Expect> refused; // the failed message, then those PostgreSQL skipped
         while (!expects_.empty() && expects_.front().kind != ExpectKind::kSync) {
-          Expect& skipped = expects_.front();
-          if (!undone) undone = undo_prepared_names(skipped);
-          if (auto& closed = skipped.closed_statement)
-            statements_.insert_or_assign(std::move(closed->first), std::move(closed->second));
-          if (auto& closed = skipped.closed_portal)
-            portals_.insert_or_assign(std::move(closed->first), std::move(closed->second));
+          if (!undone) undone = undo_prepared_names(expects_.front());
+          refused.push_back(std::move(expects_.front()));
           expects_.pop_front();
         }
+        undo_books(refused);
       }
       return;
     case 'Z': on_ready(frame); return;

@@ -388,6 +388,30 @@ def test_a_close_skipped_after_an_error_leaves_the_statement_known(pair, start_p
     assert_identical(primary, secondary, {"notes": "body"})
 
 
+def test_a_parse_postgresql_refuses_leaves_the_statement_it_would_have_replaced(pair, start_proxy, tmp_path):
+    """A Parse of a name in use fails, and the statement of that name stays what it was: an
+    Execute of it is still that write, mirrored, not the read the refused Parse held."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    client = RawClient(proxy.port)
+    client.login_trust()
+
+    def parse(sql):
+        return message(b"P", cstr("s1") + cstr(sql) + struct.pack("!h", 0)) + message(b"S")
+
+    client.send(parse("INSERT INTO notes (body) VALUES ('written')"))
+    assert [tag for tag, _ in client.read_until(b"Z")] == [b"1", b"Z"]
+    client.send(parse("SELECT 1"))
+    answer = client.read_until(b"Z")
+    assert [tag for tag, _ in answer] == [b"E", b"Z"] and error_fields(answer[0][1])["C"] == "42P05"
+    client.send(message(b"B", cstr("") + cstr("s1") + struct.pack("!hhh", 0, 0, 0))
+                + message(b"E", cstr("") + struct.pack("!I", 0)) + message(b"S"))
+    assert [tag for tag, _ in client.read_until(b"Z")] == [b"2", b"C", b"Z"]
+    client.send(message(b"X"))
+    assert primary.sql("SELECT body FROM notes") == "written"
+    assert_identical(primary, secondary, {"notes": "body"})
+
+
 def test_writes_through_named_portals_reach_the_secondary(pair, start_proxy, tmp_path):
     """libpq and psycopg bind the unnamed portal; other drivers (and cursors fetched in parts)
     name theirs. A write executed through a named portal is mirrored like any other."""
