@@ -816,10 +816,8 @@ Classification classify_parsed(std::string_view sql, size_t nesting) {
   return result;
 }
 
-} // namespace
-
-Classification classify(std::string_view sql) {
-  size_t nesting = query_shape(sql).nesting;
+// classify() of a text whose QueryShape::nesting is known already.
+Classification classify_bounded(std::string_view sql, size_t nesting) {
   Classification result;
   bool parsed = with_stack_for(nesting, [&] {
     try {
@@ -834,6 +832,12 @@ Classification classify(std::string_view sql) {
                                std::to_string(kMaxNesting) + ")");
   }
   return result;
+}
+
+} // namespace
+
+Classification classify(std::string_view sql) {
+  return classify_bounded(sql, query_shape(sql).nesting);
 }
 
 std::string with_row_image(std::string_view statement_text, const Statement& statement,
@@ -1149,7 +1153,8 @@ ClassifiedQuery ClassificationCache::get(std::string_view sql) {
     }
   }
   ++misses_;
-  auto classification = std::make_shared<const Classification>(classify(sql));
+  auto classification =
+      std::make_shared<const Classification>(classify_bounded(sql, shape.nesting));
   std::vector<StatementSpan> spans;
   for (const Statement& statement : classification->statements) {
     spans.push_back(StatementSpan{statement.offset, statement.length});
