@@ -283,7 +283,12 @@ private:
       if (auto c = co_await send_deferred_begin(frame.tag)) co_return c;
     }
     switch (frame.tag) {
-    case 'Q': co_return co_await on_query(frame.body.substr(0, frame.body.find('\0')));
+    case 'Q': {
+      auto closing = co_await on_query(frame.body.substr(0, frame.body.find('\0')));
+      // A Query ends a cycle as a Sync does, unless the cycle failed and PostgreSQL skipped it.
+      if (!cycle_failed_) cycle_start_bytes_ = primary_bytes_queued();
+      co_return closing;
+    }
     case 'P': co_return on_parse(frame);
     case 'B': co_return on_bind(frame);
     case 'D': co_return on_describe(frame);
@@ -320,10 +325,15 @@ private:
     if (auto tag = deferrable_begin(*classification, sql)) {
       co_return co_await defer_begin(classification->statements[0], query.text(sql, 0), *tag);
     }
+    // A Query sent before the Sync of extended messages runs in their implicit transaction
+    // and ends it, or PostgreSQL skips it when one of them failed: it stays on the primary.
+    bool mid_cycle = cycle_open();
     auto read_policy = services_.read_policy(); // routing follows reloads and the cutover
     const config::ReadRouting& policy = *read_policy;
     std::optional<routing::RouteDecision> route;
-    if (classification->error.empty()) route = route_reads(classification->statements, policy);
+    if (classification->error.empty() && !mid_cycle) {
+      route = route_reads(classification->statements, policy);
+    }
     if (route) {
       ReadJob job;
       job.sql = sql;
@@ -350,6 +360,10 @@ private:
         in_transaction_after = false;
       }
     }
+    // The cycle's autocommit writes run in a transaction switchyard opened: the Query joins it
+    // and then ends it, as it would end the cycle's implicit transaction.
+    bool joins_cycle = cycle_wrapped_;
+    barrier |= cycle_wrapped_ || cycle_autocommit_mirror_;
     // Set once the answers ahead are in: the last of them resets it from its ReadyForQuery.
     auto expect_transaction = [&] {
       if (in_transaction_after) expected_in_transaction_ = *in_transaction_after;
@@ -372,12 +386,25 @@ private:
 
     if (writes && services_.role_fence().draining()) co_await pass_role_fence();
     if (auto c = co_await drain()) co_return c;
+    if (skipping_to_sync()) co_return std::nullopt; // an earlier message of the cycle failed
     expect_transaction();
+    cycle_wrapped_ = false;
+    cycle_autocommit_mirror_ = false; // committed below once the Query's answer is in
     // An autocommit write becomes a transaction we commit after the secondary has applied it.
-    bool wrap = activity_.transaction_status == 'I' && !classification->has_transaction_control() &&
-                !ddl && std::any_of(statements.begin(), statements.end(), wants_wrap);
+    // Mid-cycle the last ReadyForQuery is older than the cycle's BEGIN or COMMIT.
+    bool autocommit = mid_cycle ? !expected_in_transaction_ : activity_.transaction_status == 'I';
+    bool wrap = !classification->has_transaction_control() &&
+                (joins_cycle || (autocommit && !ddl &&
+                                 std::any_of(statements.begin(), statements.end(), wants_wrap)));
     query_failed_ = false;
     bool last_ready_forwarded = false;
+    if (statements.empty()) { // an empty or unparsable Query in the cycle's transaction
+      Expect expect{ExpectKind::kQuery};
+      expect.hold_ready = true;
+      append_client_query(sql, expect);
+      expects_.push_back(std::move(expect));
+      if (auto c = co_await drain()) co_return c;
+    }
     for (size_t i = 0; i < statements.size() && !query_failed_; ++i) {
       auto executed = executed_write(statements[i]);
       const protocol::Statement& s = executed ? executed->statements[0] : statements[i];
@@ -397,7 +424,7 @@ private:
                              : std::string(text);
       Expect expect{ExpectKind::kQuery};
       note_prepared_names(s, prepare_image.has_value(), expect);
-      if (i == 0 && wrap) {
+      if (i == 0 && wrap && !joins_cycle) {
         send.insert(0, kWrapBegin);
         expect.drop_first_complete = true;
         expect.position_shift = kWrapBegin.size();
@@ -1121,7 +1148,8 @@ private:
                                                    std::string_view sql) const {
     if (!c.error.empty() || c.statements.size() != 1 ||
         c.statements[0].transaction != TransactionOp::kBegin || deferred_begin_ ||
-        !expects_.empty() || activity_.transaction_status != 'I' || expected_in_transaction_) {
+        !expects_.empty() || cycle_open() || activity_.transaction_status != 'I' ||
+        expected_in_transaction_) {
       return std::nullopt;
     }
     return begin_tag(sql);
@@ -1268,9 +1296,9 @@ private:
         unnamed->second.unsent_bind.clear();
       }
     }
-    if (primary_bytes_queued() == cycle_start_bytes_ && expects_.empty() && !holding_ &&
-        to_client_.empty() && !cycle_wrapped_ && !cycle_autocommit_mirror_ && !pending_shadow_ &&
-        !expected_in_transaction_ && activity_.transaction_status == 'I') {
+    if (primary_bytes_queued() == cycle_start_bytes_ && expects_.empty() && !cycle_failed_ &&
+        !holding_ && to_client_.empty() && !cycle_wrapped_ && !cycle_autocommit_mirror_ &&
+        !pending_shadow_ && !expected_in_transaction_ && activity_.transaction_status == 'I') {
       // Nothing of the cycle reached the primary (the secondary answered its reads): the
       // primary's answer to this Sync could only be the status it already reported.
       std::string ready;
@@ -1808,6 +1836,9 @@ private:
     co_return std::nullopt;
   }
 
+  // Extended-protocol messages reached the primary since the last Sync or Query.
+  bool cycle_open() const { return primary_bytes_queued() != cycle_start_bytes_; }
+
   // An extended-protocol message failed and its cycle's Sync is not sent yet: PostgreSQL
   // ignores every message before that Sync (the error emptied expects_ up to it).
   bool skipping_to_sync() const { return cycle_failed_ && expects_.empty(); }
@@ -2211,7 +2242,7 @@ private:
   std::unordered_map<std::string, std::shared_ptr<const PreparedInfo>, TextHash, std::equal_to<>>
       unnamed_reads_;
   uint64_t primary_bytes_flushed_ = 0;
-  uint64_t cycle_start_bytes_ = 0; // primary_bytes_queued() at the last Sync sent
+  uint64_t cycle_start_bytes_ = 0; // primary_bytes_queued() at the last Sync or Query sent
   std::minstd_rand sampler_{std::random_device{}()};
 };
 
