@@ -199,25 +199,23 @@ void SecondaryLink::add(MirrorOp op) {
     return;
   }
   pending_bytes_ += bytes;
+  op.session_seq = session_seq_;
   pending_.push_back(std::move(op));
 }
 
 void SecondaryLink::add_session_statement(std::string sql, bool drops_prepared) {
-  // Repeating a statement (ORMs re-send their SETs) moves it last rather than growing the log.
-  auto same = std::find(session_statements_.begin(), session_statements_.end(), sql);
-  if (same != session_statements_.end()) {
-    size_t at = static_cast<size_t>(same - session_statements_.begin());
-    session_statements_.erase(same);
-    if (at < session_applied_) --session_applied_;
-  }
+  // Repeating a statement (ORMs re-send their SETs) moves it last rather than growing the log,
+  // while no write that has yet to reach the secondary needs it in its old place.
+  bool writes_unapplied = !pending_.empty() || reserved_ || !queue_.empty() || applying_ops_;
+  auto same = std::find_if(session_statements_.begin(), session_statements_.end(),
+                           [&](const SessionStatement& s) { return s.sql == sql; });
+  if (same != session_statements_.end() && !writes_unapplied) session_statements_.erase(same);
   if (session_statements_.size() >= kMaxSessionStatements) {
     spdlog::warn("session {}: more than {} session statements; the oldest is forgotten", peer_,
                  kMaxSessionStatements);
     session_statements_.erase(session_statements_.begin());
-    if (session_applied_ > 0) --session_applied_;
   }
-  session_statements_.push_back(std::move(sql));
-  drops_prepared_ |= drops_prepared;
+  session_statements_.push_back(SessionStatement{++session_seq_, std::move(sql), drops_prepared});
 }
 
 namespace {
@@ -299,7 +297,7 @@ void SecondaryLink::retire(std::unique_ptr<SecondaryConnection> connection) {
   spawn(executor_, goodbye(std::move(connection), services_), "secondary goodbye");
 }
 
-asio::awaitable<Status> SecondaryLink::ensure_connected(bool may_share) {
+asio::awaitable<Status> SecondaryLink::ensure_connected(bool may_share, uint64_t settings_up_to) {
   // A connection the secondary closed while it sat idle (a restart, idle_session_timeout)
   // says so before anything is sent: replaced, rather than failing the writes it would carry.
   // One in a read transaction is left alone: the transaction's reads fall back as they are.
@@ -330,15 +328,16 @@ asio::awaitable<Status> SecondaryLink::ensure_connected(bool may_share) {
     if (borrowed_) co_return Ok{}; // shared: no settings of this session's
   }
   // Settings come first: they decide how names resolve and values parse on the secondary.
-  while (session_applied_ < session_statements_.size()) {
-    const std::string& sql = session_statements_[session_applied_++];
-    auto done = co_await run_query(connection_->session.stream, connection_->reader, sql);
+  while (true) {
+    auto next = std::find_if(session_statements_.begin(), session_statements_.end(),
+                             [&](const SessionStatement& s) { return s.seq > session_applied_; });
+    if (next == session_statements_.end() || next->seq > settings_up_to) break;
+    SessionStatement statement = *next; // the session may add another while this one runs
+    session_applied_ = statement.seq;
+    auto done = co_await run_query(connection_->session.stream, connection_->reader, statement.sql);
     if (!done)
       spdlog::warn("session {}: secondary refused session statement: {}", peer_, done.error());
-  }
-  if (drops_prepared_) {
-    connection_->prepared.clear(); // re-prepared (Close + Parse) on next use
-    drops_prepared_ = false;
+    if (statement.drops_prepared) connection_->prepared.clear(); // re-prepared on next use
   }
   co_return Ok{};
 }
@@ -410,9 +409,9 @@ std::string SecondaryLink::shared_shape_key(const protocol::TargetTable& table) 
   // What a table name resolves by: the secondary and its role, the login (its database, its
   // user's default search_path, startup options), and the session's own settings.
   std::string key = login_key_;
-  for (const std::string& statement : session_statements_) {
+  for (const SessionStatement& statement : session_statements_) {
     key += '\0';
-    key += statement;
+    key += statement.sql;
   }
   key += '\0';
   key += shape_name(table);
@@ -453,7 +452,16 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
                                              std::vector<Unit>& units, std::vector<Unit>& divergent,
                                              bool& maybe_applied) {
   advances_.clear();
-  if (auto connected = co_await ensure_connected(may_share(ops)); !connected) co_return connected;
+  struct Applying { // the ops hold their places among the session statements meanwhile
+    bool& flag;
+    explicit Applying(bool& f) : flag(f) { flag = true; }
+    ~Applying() { flag = false; }
+    Applying(const Applying&) = delete;
+    Applying& operator=(const Applying&) = delete;
+  } applying(applying_ops_);
+  uint64_t settings = ops.empty() ? session_seq_ : ops.front().session_seq;
+  if (auto connected = co_await ensure_connected(may_share(ops), settings); !connected)
+    co_return connected;
   connection_->session.transaction_status = '?'; // until a ReadyForQuery tells
   auto epoch = services_.schema_epoch().load();
   if (epoch != shapes_epoch_) {
@@ -518,8 +526,24 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       units.push_back(Unit{index, 0, std::nullopt, std::nullopt});
     }
   };
+  // Session statements the client ran between two of the writes run between them here too,
+  // in the writes' transaction, as the primary ran them.
+  uint64_t settings_sent = session_applied_;
+  auto interleave_settings = [&](const MirrorOp& op, size_t index) {
+    for (const SessionStatement& statement : session_statements_) {
+      if (statement.seq <= settings_sent || statement.seq > op.session_seq) continue;
+      in_extended = true;
+      protocol::append_parse(out, protocol::ParseMessage{"", statement.sql, {}});
+      protocol::append_bind(out, protocol::BindMessage{"", "", {}, {}, {}});
+      protocol::append_execute(out, "", 0);
+      units.push_back(Unit{index, 0, std::nullopt, std::nullopt});
+      if (statement.drops_prepared) connection_->prepared.clear();
+      settings_sent = statement.seq;
+    }
+  };
   for (size_t index = 0; index < ops.size(); ++index) {
     const MirrorOp& op = ops[index];
+    interleave_settings(op, index);
     if (op.kind == MirrorOp::Kind::kStatement) {
       if (op.statement.kind == protocol::StatementKind::kWrite ||
           op.statement.kind == protocol::StatementKind::kUnknown) {
@@ -660,6 +684,8 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
   if (block && last_tag != "COMMIT") {
     co_return Error{"the secondary rolled the transaction back"};
   }
+  // Not on failure: settings roll back with the transaction, and running one again is harmless.
+  session_applied_ = settings_sent;
   co_return Ok{};
 }
 

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <deque>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -43,6 +44,9 @@ struct MirrorOp {
   protocol::Statement statement;
   std::vector<protocol::FieldDescription> fields;
   std::vector<std::vector<protocol::Value>> rows;
+  //! The last of the session's statements (SecondaryLink::add_session_statement) the primary
+  //! had run when it ran this: the secondary runs the op after that one and before the next.
+  uint64_t session_seq = 0;
 };
 
 //! A session's connection to the secondary and the writes of its open transaction. Writes
@@ -66,7 +70,8 @@ public:
   //! transaction's further writes go to the journal instead (replayed once it commits), so
   //! memory stays bounded.
   void add(MirrorOp op);
-  //! Records a session setting (SET, PREPARE, ...) every secondary connection must share.
+  //! Records a session setting (SET, PREPARE, ...) every secondary connection must share. It
+  //! reaches the secondary after the writes added before it and before those added after.
   //! `drops_prepared`: it may deallocate prepared statements (DEALLOCATE, DISCARD).
   void add_session_statement(std::string sql, bool drops_prepared);
   //! Drops the open transaction's writes (the client rolled back).
@@ -94,7 +99,7 @@ public:
   void hand_over_applied();
   //! Whether committed writes of this session still wait for the secondary (async mode):
   //! until they are applied, the session's reads stay on the primary.
-  bool has_unapplied() const { return !queue_.empty(); }
+  bool has_unapplied() const { return !queue_.empty() || reserved_.has_value(); }
   //! The primary transaction whose writes were last journaled has ended: the replayer may
   //! take them now.
   void settle();
@@ -179,8 +184,11 @@ private:
                                 std::vector<Unit>& units, std::vector<Unit>& divergent,
                                 bool& maybe_applied);
   //! Makes connection_ ready: the session's own, or with `may_share`, when the session has
-  //! none, one shared with sessions of the same login (given back by give_back_shared).
-  asio::awaitable<Status> ensure_connected(bool may_share = false);
+  //! none, one shared with sessions of the same login (given back by give_back_shared); with
+  //! the session statements up to `settings_up_to` run on it.
+  asio::awaitable<Status>
+  ensure_connected(bool may_share = false,
+                   uint64_t settings_up_to = std::numeric_limits<uint64_t>::max());
   //! Whether the session has nothing of its own a secondary connection would have to hold.
   bool shares_connections() const;
   //! Whether `ops` may be applied on a shared connection (see the class comment).
@@ -219,9 +227,17 @@ private:
   SequenceMarks::Advances advances_; // taken by the apply under way; put back if it fails
   std::vector<MirrorOp> pending_;
   size_t pending_bytes_ = 0;
-  std::vector<std::string> session_statements_;
-  size_t session_applied_ = 0;  // how many of session_statements_ the connection has run
-  bool drops_prepared_ = false; // a pending session statement may drop our prepared ones
+  //! A session statement and its place among the session's writes (MirrorOp::session_seq).
+  struct SessionStatement {
+    uint64_t seq = 0;
+    std::string sql;
+    bool drops_prepared = false;
+  };
+  std::vector<SessionStatement> session_statements_; // by seq
+  // The latest session statement's seq.
+  uint64_t session_seq_ = 0;
+  uint64_t session_applied_ = 0; // the connection ran the session statements up to this seq
+  bool applying_ops_ = false;    // apply() is under way
   std::unique_ptr<SecondaryConnection> connection_;
   bool borrowed_ = false; // connection_ is a shared one, for the apply or read under way
   bool sharing_ = false;  // joined the shared connections of login_key_

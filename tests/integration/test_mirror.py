@@ -657,6 +657,40 @@ def test_a_session_with_settings_writes_on_a_secondary_connection_of_its_own(pai
     assert_identical(primary, secondary, {"notes": "t::text", "app.notes": "t::text"})
 
 
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_writes_reach_the_secondary_under_the_settings_they_ran_with(pair, start_proxy, tmp_path,
+                                                                     write_mode):
+    """A setting changed after a write, in its transaction or after its commit while async mode
+    has not applied it yet, must not reach the secondary before that write."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE SCHEMA tenant_a; CREATE SCHEMA tenant_b;"
+                    "CREATE TABLE tenant_a.items (id int PRIMARY KEY, note text);"
+                    "CREATE TABLE tenant_b.items (id int PRIMARY KEY, note text)")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        with conn.transaction():
+            for n, tenant in enumerate(("tenant_a", "tenant_b", "tenant_a")):
+                conn.execute(f"SET search_path = {tenant}")
+                conn.execute("INSERT INTO items VALUES (%s, 'in a transaction')", (n,))
+            conn.execute("UPDATE items SET note = 'updated' WHERE id = 0")
+        for n in range(10, 20):  # autocommit: each SET arrives while async mode applies the write
+            conn.execute(f"SET search_path = {('tenant_a', 'tenant_b')[n % 2]}")
+            conn.execute("INSERT INTO items VALUES (%s, 'autocommit')", (n,))
+        conn.execute("PREPARE add_item (int) AS INSERT INTO items VALUES ($1, 'prepared')")
+        conn.execute("EXECUTE add_item (30)")
+        conn.execute("DEALLOCATE add_item")
+    assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    items = "SELECT string_agg(id || ':' || note, ',' ORDER BY id) FROM {}.items"
+    for tenant in ("tenant_a", "tenant_b"):
+        assert secondary.sql(items.format(tenant)) == primary.sql(items.format(tenant)), tenant
+    assert primary.sql(items.format("tenant_a")) == "0:updated,2:in a transaction," + ",".join(
+        f"{n}:autocommit" for n in range(10, 20, 2))
+    assert primary.sql(items.format("tenant_b")) == "1:in a transaction," + ",".join(
+        f"{n}:autocommit" for n in range(11, 20, 2)) + ",30:prepared"
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+
+
 def test_sessions_committing_at_once_share_a_secondary_transaction_but_not_its_refusal(
         pair, start_proxy, tmp_path):
     """Sync mode: commits that arrive while an apply of their login is under way reach the
