@@ -588,6 +588,8 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
   out.drops_all_prepared |= node == "DiscardStmt" && string_at(body, "target") == "DISCARD_ALL";
   if (node == "PrepareStmt") {
     Statement prepared = classify_nested(body);
+    out.prepared_read = prepared.kind == StatementKind::kRead &&
+                        prepared.mirror == MirrorPlan::kNone && !prepared.locking;
     if (prepared.mirror == MirrorPlan::kRowImage) {
       auto write = std::make_shared<Classification>();
       write->statements.push_back(std::move(prepared));

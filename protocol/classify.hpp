@@ -82,6 +82,7 @@ struct Statement {
   bool drops_all_prepared = false; //!< DEALLOCATE ALL, DISCARD ALL
   //! PREPARE of a row-image write: that write, classified on its own.
   std::shared_ptr<const Classification> prepared_write;
+  bool prepared_read = false; //!< PREPARE of a read that writes and locks nothing
   // What read routing needs to know about a SELECT or SHOW.
   bool nested_write = false;  //!< a writing CTE or sub-statement
   bool pinned_call = false;   //!< calls a function whose answer depends on the connection

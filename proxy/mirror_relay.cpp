@@ -70,7 +70,7 @@ struct PreparedInfo {
   std::shared_ptr<const protocol::Classification> classification;
   const protocol::Statement* statement = nullptr; // set when the text is one statement
   bool rewritten = false;                         // row image appended
-  bool prepares_image = false; // a PREPARE sent with its write's row image (image_prepared_)
+  bool prepares_image = false; // a PREPARE sent with its write's row image (sql_prepared_)
   //! The primary's RowDescription of a portal of this statement bound with these result
   //! formats: lets a Describe of a portal whose read the secondary answers skip the primary
   //! (see HeldBind). Like a table shape (ShapeRegistry) it holds until DDL through switchyard
@@ -106,9 +106,10 @@ enum class ExpectKind {
   kQuery
 };
 
-//! A session's SQL-level prepared statements that are row-image writes, by name: the primary
-//! has them with the image appended, so an EXECUTE of one returns it.
-using ImagePrepared =
+//! A session's SQL-level prepared statements that are row-image writes or plain reads, by name,
+//! with what they run: the primary has the writes with the image appended, so an EXECUTE of
+//! one returns it; an EXECUTE of a read writes nothing, so it is not mirrored.
+using SqlPrepared =
     std::unordered_map<std::string, std::shared_ptr<const protocol::Classification>>;
 
 //! A response the primary owes, in the order the requests were sent.
@@ -123,7 +124,7 @@ struct Expect {
   size_t position_shift = 0;        // characters put there: error cursors move back by these
   bool drop_complete = false;       // switchyard's COMMIT/ROLLBACK closing a wrapped write
   bool rewritten = false;           // strip the row image from what the client sees
-  std::optional<ImagePrepared> prepared_before; // put back if this PREPARE/DEALLOCATE fails
+  std::optional<SqlPrepared> prepared_before; // put back if this PREPARE/DEALLOCATE fails
   // What a Parse or Close changed in switchyard's books: the statement of that name before it
   // (null: none), and a Close's portal, put back when PostgreSQL refuses or skips the message.
   std::optional<std::pair<std::string, std::shared_ptr<const PreparedInfo>>> statement_before;
@@ -311,6 +312,12 @@ private:
   asio::awaitable<std::optional<Closing>> on_query(std::string_view sql) {
     unsent_parse_.clear(); // a Query ends the unnamed statement on the primary too
     protocol::ClassifiedQuery query = cache_.get(sql);
+    if (query.classification->statements.size() == 1) { // an EXECUTE of a read is that read
+      if (auto executed = executed_statement(query.classification->statements[0]);
+          executed && executed->statements[0].kind == StatementKind::kRead) {
+        query.classification = std::move(executed);
+      }
+    }
     const auto& classification = query.classification;
     activity_.sync_sent(Clock::now());
     if (deferred_begin_ && classification->error.empty() && classification->statements.empty()) {
@@ -406,7 +413,7 @@ private:
       if (auto c = co_await drain()) co_return c;
     }
     for (size_t i = 0; i < statements.size() && !query_failed_; ++i) {
-      auto executed = executed_write(statements[i]);
+      auto executed = executed_statement(statements[i]);
       const protocol::Statement& s = executed ? executed->statements[0] : statements[i];
       std::string_view text = query.text(sql, i);
       if (s.transaction == TransactionOp::kRollback || ends_transaction(s.transaction)) {
@@ -868,7 +875,9 @@ private:
           runtime_->config->mirror.ddl == config::DdlPolicy::kReject) {
         parse->query = std::string(kRejectDdl);
         info->statement = nullptr;
-      } else if (auto executed = executed_write(*info->statement)) {
+      } else if (auto executed = executed_statement(*info->statement);
+                 executed && executed->statements[0].mirror == MirrorPlan::kRowImage) {
+        // Not a read: this statement may run after the name was prepared again as a write.
         info->classification = executed;
         info->statement = &executed->statements[0];
         info->rewritten = true;
@@ -1729,12 +1738,26 @@ private:
     return protocol::prepare_with_row_image(text, s, primary_dialect());
   }
 
-  // The row-image write `s` runs when it is an EXECUTE of one (see ImagePrepared).
+  // What an EXECUTE of a prepared plain read is to switchyard: a read for the primary (not
+  // routed: the secondary's connection need not have the name) that is not mirrored.
+  static std::shared_ptr<const protocol::Classification> executed_read() {
+    static const auto read = [] {
+      auto classification = std::make_shared<protocol::Classification>();
+      protocol::Statement& s = classification->statements.emplace_back();
+      s.node = "ExecuteStmt";
+      s.kind = StatementKind::kRead;
+      s.mirror = MirrorPlan::kNone;
+      return std::shared_ptr<const protocol::Classification>(std::move(classification));
+    }();
+    return read;
+  }
+
+  // The row-image write or plain read `s` runs when it is an EXECUTE of one (see SqlPrepared).
   std::shared_ptr<const protocol::Classification>
-  executed_write(const protocol::Statement& s) const {
+  executed_statement(const protocol::Statement& s) const {
     if (s.node != "ExecuteStmt") return nullptr;
-    auto found = image_prepared_.find(s.prepared_name);
-    return found == image_prepared_.end() ? nullptr : found->second;
+    auto found = sql_prepared_.find(s.prepared_name);
+    return found == sql_prepared_.end() ? nullptr : found->second;
   }
 
   // PREPARE (sent with the image when `image`), DEALLOCATE and DISCARD ALL change what the
@@ -1743,17 +1766,18 @@ private:
   void note_prepared_names(const protocol::Statement& s, bool image, Expect& expect) {
     bool prepare = s.node == "PrepareStmt";
     if (!prepare && s.node != "DeallocateStmt" && !s.drops_all_prepared) return;
-    expect.prepared_before = image_prepared_;
+    expect.prepared_before = sql_prepared_;
     if (s.drops_all_prepared) {
-      image_prepared_.clear();
+      sql_prepared_.clear();
     } else if (image) {
-      image_prepared_[s.prepared_name] = s.prepared_write;
+      sql_prepared_[s.prepared_name] = s.prepared_write;
+    } else if (prepare && s.prepared_read) {
+      sql_prepared_[s.prepared_name] = executed_read();
     } else {
-      image_prepared_.erase(s.prepared_name);
+      sql_prepared_.erase(s.prepared_name);
     }
   }
 
-  // Puts the prepared names back as they were before `failed` was sent; false if it changed none.
   // Puts back the statements and portals that `refused` messages (the failed one first, then
   // those skipped up to the Sync) changed in switchyard's books, latest first so the state
   // from before them all wins.
@@ -1774,9 +1798,10 @@ private:
     }
   }
 
+  // Puts the prepared names back as they were before `failed` was sent; false if it changed none.
   bool undo_prepared_names(Expect& failed) {
     if (!failed.prepared_before) return false;
-    image_prepared_ = std::move(*failed.prepared_before);
+    sql_prepared_ = std::move(*failed.prepared_before);
     failed.prepared_before.reset();
     return true;
   }
@@ -2179,7 +2204,7 @@ private:
   std::deque<Expect> expects_;
   std::unordered_map<std::string, std::shared_ptr<const PreparedInfo>> statements_;
   std::unordered_map<std::string, PortalInfo> portals_;
-  ImagePrepared image_prepared_;
+  SqlPrepared sql_prepared_;
   // The secondary's RowDescriptions of routed simple reads as the primary would send them.
   std::shared_ptr<OidTranslation> oids_;
   uint64_t oids_epoch_ = 0;

@@ -691,6 +691,27 @@ def test_writes_reach_the_secondary_under_the_settings_they_ran_with(pair, start
     assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
 
 
+def test_an_execute_of_a_prepared_read_is_a_read(pair, start_proxy, tmp_path):
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    statements = 'switchyard_mirrored_statements_total{kind="statement"}'
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("PREPARE total (int) AS SELECT count(*) FROM balances WHERE account > $1")
+        mirrored_before = proxy.metric(statements)
+        assert [conn.execute(f"EXECUTE total ({n})").fetchone()[0] for n in range(3)] == [0, 0, 0]
+        assert proxy.metric(statements) == mirrored_before  # nothing ran on the secondary
+        # The name prepared again as a write: its EXECUTE is that write, on both sides.
+        conn.execute("DEALLOCATE total")
+        conn.execute("PREPARE total (int) AS UPDATE balances SET total = total + 1 WHERE account > $1")
+        conn.execute("INSERT INTO balances (account) VALUES (1), (2)")
+        conn.execute("EXECUTE total (0)")
+        conn.execute("PREPARE busy AS SELECT nextval('events_id_seq')")  # a read that writes
+        conn.execute("EXECUTE busy")
+    assert proxy.metric(statements) == mirrored_before + 1  # EXECUTE busy
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+    assert_identical(primary, secondary, {"balances": "account"})
+
+
 def test_sessions_committing_at_once_share_a_secondary_transaction_but_not_its_refusal(
         pair, start_proxy, tmp_path):
     """Sync mode: commits that arrive while an apply of their login is under way reach the

@@ -251,7 +251,8 @@ def pair():
     secondary.destroy()
 
 
-@pytest.mark.parametrize("read_percent,write_mode", [(None, None), (0, "sync"), (100, "sync")])
+@pytest.mark.parametrize("read_percent,write_mode", [(None, None), (0, "sync"), (100, "sync"),
+                                                     (0, "async")])
 def test_switchyard_answers_as_postgresql_does(pair, start_proxy, tmp_path, read_percent, write_mode):
     """read_percent None: no secondary, so the sessions run on the byte relay."""
     primary, secondary = pair

@@ -217,6 +217,14 @@ TEST_CASE("a PREPARE of a row-image write is sent with the image; EXECUTE names 
   CHECK(nested.prepared_write == nullptr);
   CHECK_FALSE(prepare_with_row_image("PREPARE q AS SELECT 1", only("PREPARE q AS SELECT 1")));
 
+  // A PREPARE of a read whose EXECUTE writes and locks nothing, and of reads that do.
+  CHECK(only("PREPARE q (int) AS SELECT $1 + 1 FROM t").prepared_read);
+  CHECK_FALSE(prepare.prepared_read);
+  CHECK_FALSE(only("PREPARE q AS SELECT nextval('s')").prepared_read);
+  CHECK_FALSE(only("PREPARE q AS SELECT * FROM t FOR UPDATE").prepared_read);
+  CHECK_FALSE(only("PREPARE q AS SELECT * INTO u FROM t").prepared_read);
+  CHECK_FALSE(nested.prepared_read);
+
   Statement execute = only("EXECUTE \"as\"(1, 'x')");
   CHECK(execute.prepared_name == "as");
   CHECK(execute.mirror == MirrorPlan::kStatement);
