@@ -130,6 +130,11 @@ CASES = [
     ("COMMIT before Sync", run_extended("INSERT INTO t (v) VALUES (115)") + [query("COMMIT"), SYNC], 2),
     ("BEGIN before Sync", run_extended("INSERT INTO t (v) VALUES (116)")
      + [query("BEGIN; INSERT INTO t (v) VALUES (117)"), SYNC, query("COMMIT")], 3),
+    # Statements PostgreSQL refuses outside a transaction block: switchyard opens none for them.
+    ("LOCK outside a transaction", run_extended("LOCK TABLE t") + [SYNC, query("LOCK TABLE t")], 2),
+    ("savepoints outside a transaction",
+     run_extended("SAVEPOINT a") + [SYNC] + run_extended("RELEASE SAVEPOINT a") + [SYNC]
+     + run_extended("ROLLBACK TO SAVEPOINT a") + [SYNC], 3),
     # The simple query protocol.
     ("COPY in", [query("COPY t (id, v) FROM STDIN"), message(b"d", b"1000\t20\n1001\t21\n"), message(b"c")], 1),
     ("COPY failed by the client", [query("COPY t (id, v) FROM STDIN"), message(b"d", b"1002\t22\n"),
