@@ -367,10 +367,11 @@ private:
         in_transaction_after = false;
       }
     }
-    // The cycle's autocommit writes run in a transaction switchyard opened: the Query joins it
-    // and then ends it, as it would end the cycle's implicit transaction.
-    bool joins_cycle = cycle_wrapped_;
-    barrier |= cycle_wrapped_ || cycle_autocommit_mirror_;
+    // The cycle's autocommit writes wait in its implicit transaction, which this Query ends:
+    // switchyard wraps the Query, the BEGIN making that transaction a block it commits after
+    // the secondary (or rolls back).
+    bool joins_cycle = cycle_writes_;
+    barrier |= cycle_writes_ || cycle_autocommit_mirror_;
     // Set once the answers ahead are in: the last of them resets it from its ReadyForQuery.
     auto expect_transaction = [&] {
       if (in_transaction_after) expected_in_transaction_ = *in_transaction_after;
@@ -395,19 +396,29 @@ private:
     if (auto c = co_await drain()) co_return c;
     if (skipping_to_sync()) co_return std::nullopt; // an earlier message of the cycle failed
     expect_transaction();
-    cycle_wrapped_ = false;
+    cycle_writes_ = false;
     cycle_autocommit_mirror_ = false; // committed below once the Query's answer is in
     // An autocommit write becomes a transaction we commit after the secondary has applied it.
     // Mid-cycle the last ReadyForQuery is older than the cycle's BEGIN or COMMIT.
     bool autocommit = mid_cycle ? !expected_in_transaction_ : activity_.transaction_status == 'I';
-    bool wrap = !classification->has_transaction_control() &&
+    bool wrap = !classification->has_transaction_control() && !statements.empty() &&
                 (joins_cycle || (autocommit && !ddl &&
                                  std::any_of(statements.begin(), statements.end(), wants_wrap)));
     query_failed_ = false;
     bool last_ready_forwarded = false;
-    if (statements.empty()) { // an empty or unparsable Query in the cycle's transaction
+    if (statements.empty()) { // empty or unparsable, behind the cycle's writes or autocommit DDL
       Expect expect{ExpectKind::kQuery};
       expect.hold_ready = true;
+      if (joins_cycle && !classification->error.empty()) {
+        link_.discard(); // PostgreSQL refuses the Query and rolls the cycle back
+      } else if (joins_cycle) {
+        expect.hand_over = hands_over(TransactionOp::kCommit);
+        if (expect.hand_over) {
+          link_.reserve();
+        } else {
+          co_await link_.commit();
+        }
+      }
       append_client_query(sql, expect);
       expects_.push_back(std::move(expect));
       if (auto c = co_await drain()) co_return c;
@@ -431,7 +442,7 @@ private:
                              : std::string(text);
       Expect expect{ExpectKind::kQuery};
       note_prepared_names(s, prepare_image.has_value(), expect);
-      if (i == 0 && wrap && !joins_cycle) {
+      if (i == 0 && wrap) {
         send.insert(0, kWrapBegin);
         expect.drop_first_complete = true;
         expect.position_shift = kWrapBegin.size();
@@ -475,7 +486,7 @@ private:
       }
       if (auto c = co_await drain()) co_return c;
     }
-    if (wrap) co_return co_await end_wrapped_transaction(!query_failed_, false);
+    if (wrap) co_return co_await end_wrapped_transaction(!query_failed_);
     if (activity_.transaction_status == 'I') co_await commit_autocommit_ddl();
     if (last_ready_forwarded) co_return std::nullopt;
     std::string ready;
@@ -795,9 +806,8 @@ private:
   }
 
   // Commits (after the secondary) or rolls back the transaction switchyard opened around an
-  // autocommit write; its ReadyForQuery is the one the client waits for. `extended`: the write
-  // came in the extended protocol, whose unnamed statement a simple Query would drop.
-  asio::awaitable<std::optional<Closing>> end_wrapped_transaction(bool succeeded, bool extended) {
+  // autocommit write; its ReadyForQuery is the one the client waits for.
+  asio::awaitable<std::optional<Closing>> end_wrapped_transaction(bool succeeded) {
     if (!succeeded) {
       link_.discard();
     } else if (hands_over(TransactionOp::kCommit)) {
@@ -813,19 +823,11 @@ private:
       protocol::append_ready_for_query(ready, 'I');
       co_return co_await write_ready(ready);
     }
-    std::string_view end = succeeded ? "COMMIT" : "ROLLBACK";
-    bool hand_over = succeeded && hands_over(TransactionOp::kCommit);
-    if (extended) {
-      run_named(end, hand_over);
-      protocol::append_sync(to_primary_);
-      expects_.push_back(Expect{ExpectKind::kSync});
-    } else {
-      protocol::append_query(to_primary_, end);
-      Expect expect{ExpectKind::kQuery};
-      expect.drop_complete = true;
-      expect.hand_over = hand_over;
-      expects_.push_back(std::move(expect));
-    }
+    protocol::append_query(to_primary_, succeeded ? "COMMIT" : "ROLLBACK");
+    Expect expect{ExpectKind::kQuery};
+    expect.drop_complete = true;
+    expect.hand_over = succeeded && hands_over(TransactionOp::kCommit);
+    expects_.push_back(std::move(expect));
     co_return co_await flush_primary();
   }
 
@@ -1113,12 +1115,8 @@ private:
       if (skipping_to_sync()) co_return std::nullopt;
     }
     if (s->mirror != MirrorPlan::kNone && !expected_in_transaction_) {
-      if (!wants_wrap(*s)) {
-        cycle_autocommit_mirror_ = true;
-      } else if (!cycle_wrapped_) {
-        inject_begin();
-        cycle_wrapped_ = true;
-      }
+      // The cycle's implicit transaction holds the write until the Sync (see on_sync).
+      (wants_wrap(*s) ? cycle_writes_ : cycle_autocommit_mirror_) = true;
     }
     if (prepared->rewritten) {
       // The image's columns come from a Describe of our own, answered just before the rows.
@@ -1221,7 +1219,7 @@ private:
     case 'C':
     case 'S':
     case 'H':
-      inject_begin(*deferred_begin_); // ahead of the cycle, which it fails if it fails
+      run_named(*deferred_begin_); // ahead of the cycle, which it fails if it fails
       deferred_begin_.reset();
       co_return std::nullopt;
     default: break;
@@ -1251,14 +1249,10 @@ private:
     }
   }
 
-  // BEGIN through a named statement and portal, so the client's unnamed ones stay intact.
-  // Should it fail, PostgreSQL skips the rest of the cycle and the client gets the error.
-  void inject_begin(std::string_view begin = "BEGIN") { run_named(begin); }
-
-  // A transaction statement of switchyard's own through a named statement and portal, closed
-  // again, leaving the client's statements and portals as they were. `hand_over`: a COMMIT
-  // whose writes go to the secondary once it succeeded (async).
-  void run_named(std::string_view sql, bool hand_over = false) {
+  // A transaction statement (the client's deferred BEGIN) through a named statement and
+  // portal, closed again, leaving the client's statements and portals as they were. Should
+  // it fail, PostgreSQL skips the rest of the cycle and the client gets the error.
+  void run_named(std::string_view sql) {
     constexpr std::string_view kName = "switchyard_own";
     protocol::append_parse(to_primary_,
                            protocol::ParseMessage{std::string(kName), std::string(sql), {}});
@@ -1271,7 +1265,6 @@ private:
                             ExpectKind::kClose, ExpectKind::kClose}) {
       Expect expect{kind};
       expect.internal = true;
-      expect.hand_over = hand_over && kind == ExpectKind::kExecute;
       expects_.push_back(std::move(expect));
     }
   }
@@ -1306,7 +1299,7 @@ private:
       }
     }
     if (primary_bytes_queued() == cycle_start_bytes_ && expects_.empty() && !cycle_failed_ &&
-        !holding_ && to_client_.empty() && !cycle_wrapped_ && !cycle_autocommit_mirror_ &&
+        !holding_ && to_client_.empty() && !cycle_writes_ && !cycle_autocommit_mirror_ &&
         !pending_shadow_ && !expected_in_transaction_ && activity_.transaction_status == 'I') {
       // Nothing of the cycle reached the primary (the secondary answered its reads): the
       // primary's answer to this Sync could only be the status it already reported.
@@ -1316,12 +1309,27 @@ private:
         co_return peer_gone(CloseReason::kClientDisconnect, ec);
       co_return std::nullopt;
     }
+    Expect expect{ExpectKind::kSync};
+    if (std::exchange(cycle_writes_, false)) {
+      // This Sync commits the cycle's autocommit writes: the secondary's commit comes first,
+      // once the cycle's answers (a Flush asks for them) show that it did not fail. A failed
+      // cycle rolls back at the Sync; a BEGIN in it made the writes part of the client's block.
+      pending_shadow_.reset(); // the cycle also wrote: nothing to compare in isolation
+      if (auto c = co_await drain()) co_return c;
+      bool ends_writes = !expected_in_transaction_;
+      if (ends_writes && cycle_failed_) {
+        link_.discard();
+      } else if (ends_writes && hands_over(TransactionOp::kCommit)) {
+        link_.reserve();
+        expect.hand_over = true;
+      } else if (ends_writes) {
+        co_await link_.commit();
+      }
+    }
     forward(frame);
     cycle_start_bytes_ = primary_bytes_queued();
     activity_.sync_sent(Clock::now());
-    Expect expect{ExpectKind::kSync};
-    bool wrapped = cycle_wrapped_;
-    bool hold = wrapped || cycle_autocommit_mirror_;
+    bool hold = cycle_autocommit_mirror_;
     expect.hold_ready = hold;
     expects_.push_back(std::move(expect));
     if (!hold) {
@@ -1329,10 +1337,8 @@ private:
       co_return std::nullopt;
     }
     pending_shadow_.reset(); // the cycle also wrote: nothing to compare in isolation
-    cycle_wrapped_ = false;
     cycle_autocommit_mirror_ = false;
     if (auto c = co_await drain()) co_return c;
-    if (wrapped) co_return co_await end_wrapped_transaction(held_status_ == 'T', true);
     if (held_status_ == 'I') co_await commit_autocommit_ddl();
     std::string ready;
     protocol::append_ready_for_query(ready, held_status_);
@@ -2040,6 +2046,8 @@ private:
     Expect front = std::move(expects_.front());
     expects_.pop_front();
     activity_.transaction_status = status;
+    // A Sync or an empty Query that ended the implicit transaction of a cycle's writes.
+    if (front.hand_over) link_.hand_over(status == 'I');
     cycle_failed_ = false;
     if (status == 'I') {
       transaction_wrote_ = false;
@@ -2211,7 +2219,7 @@ private:
   Clock::time_point oids_at_;
   std::unordered_map<std::string, std::string, TextHash, std::equal_to<>> described_;
   bool expected_in_transaction_ = false; // as the client's requests so far leave it
-  bool cycle_wrapped_ = false;           // switchyard opened a transaction before this Sync
+  bool cycle_writes_ = false; // autocommit writes of this cycle await its Sync (see on_sync)
   bool cycle_autocommit_mirror_ = false; // DDL or a setting ran outside a transaction
   bool query_failed_ = false;
   bool cycle_failed_ = false; // an extended-protocol message failed; the rest waits for Sync
