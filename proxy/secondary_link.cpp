@@ -8,6 +8,8 @@
 #include <exception>
 #include <iterator>
 #include <limits>
+#include <string_view>
+#include <unordered_set>
 #include <utility>
 
 #include "protocol/extended.hpp"
@@ -204,18 +206,46 @@ void SecondaryLink::add(MirrorOp op) {
 }
 
 void SecondaryLink::add_session_statement(std::string sql, bool drops_prepared) {
-  // Repeating a statement (ORMs re-send their SETs) moves it last rather than growing the log,
-  // while no write that has yet to reach the secondary needs it in its old place.
-  bool writes_unapplied = !pending_.empty() || reserved_ || !queue_.empty() || applying_ops_;
-  auto same = std::find_if(session_statements_.begin(), session_statements_.end(),
-                           [&](const SessionStatement& s) { return s.sql == sql; });
-  if (same != session_statements_.end() && !writes_unapplied) session_statements_.erase(same);
-  if (session_statements_.size() >= kMaxSessionStatements) {
-    spdlog::warn("session {}: more than {} session statements; the oldest is forgotten", peer_,
-                 kMaxSessionStatements);
-    session_statements_.erase(session_statements_.begin());
-  }
   session_statements_.push_back(SessionStatement{++session_seq_, std::move(sql), drops_prepared});
+  // Repeated statements (ORMs re-send their SETs) leave only their last copy, once no write
+  // that has yet to reach the secondary holds a place among them.
+  bool writes_unapplied = !pending_.empty() || reserved_ || !queue_.empty() || applying_ops_;
+  if (!writes_unapplied) {
+    std::vector<SessionStatement> kept;
+    kept.reserve(session_statements_.size()); // `later` views the strings kept
+    std::unordered_set<std::string_view> later;
+    for (auto it = session_statements_.rbegin(); it != session_statements_.rend(); ++it) {
+      if (later.contains(it->sql)) continue;
+      kept.push_back(std::move(*it));
+      later.insert(kept.back().sql);
+    }
+    session_statements_.assign(std::make_move_iterator(kept.rbegin()),
+                               std::make_move_iterator(kept.rend()));
+  }
+  if (session_statements_.size() > kMaxSessionStatements) forget_a_session_statement();
+}
+
+void SecondaryLink::forget_a_session_statement() {
+  // Only a statement the connection ran already and a later copy repeats can go: only a
+  // reconnect would replay it, for writes queued between the two. Past ten times the bound
+  // (a secondary far behind), the oldest goes regardless.
+  std::unordered_set<std::string_view> later;
+  auto forgotten = session_statements_.end();
+  for (auto it = session_statements_.end(); it != session_statements_.begin();) {
+    --it;
+    if (it->seq <= session_applied_ && later.contains(it->sql)) forgotten = it;
+    later.insert(it->sql);
+  }
+  if (forgotten == session_statements_.end()) {
+    if (session_statements_.size() <= 10 * kMaxSessionStatements) return;
+    forgotten = session_statements_.begin();
+  }
+  if (!forgot_statements_) {
+    spdlog::warn("session {}: more than {} session statements; the oldest are forgotten", peer_,
+                 kMaxSessionStatements);
+    forgot_statements_ = true;
+  }
+  session_statements_.erase(forgotten);
 }
 
 namespace {

@@ -189,6 +189,9 @@ private:
   asio::awaitable<Status>
   ensure_connected(bool may_share = false,
                    uint64_t settings_up_to = std::numeric_limits<uint64_t>::max());
+  //! Drops a statement from a log grown past kMaxSessionStatements, where writes waiting for
+  //! the secondary kept repeats, if one can go.
+  void forget_a_session_statement();
   //! Whether the session has nothing of its own a secondary connection would have to hold.
   bool shares_connections() const;
   //! Whether `ops` may be applied on a shared connection (see the class comment).
@@ -236,8 +239,9 @@ private:
   std::vector<SessionStatement> session_statements_; // by seq
   // The latest session statement's seq.
   uint64_t session_seq_ = 0;
-  uint64_t session_applied_ = 0; // the connection ran the session statements up to this seq
-  bool applying_ops_ = false;    // apply() is under way
+  uint64_t session_applied_ = 0;   // the connection ran the session statements up to this seq
+  bool applying_ops_ = false;      // apply() is under way
+  bool forgot_statements_ = false; // more than kMaxSessionStatements: said once
   std::unique_ptr<SecondaryConnection> connection_;
   bool borrowed_ = false; // connection_ is a shared one, for the apply or read under way
   bool sharing_ = false;  // joined the shared connections of login_key_

@@ -691,6 +691,36 @@ def test_writes_reach_the_secondary_under_the_settings_they_ran_with(pair, start
     assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
 
 
+def test_settings_re_sent_before_every_write_survive_a_lagging_secondary(pair, start_proxy, tmp_path):
+    """An ORM re-sends its settings before every transaction. While async mode's queue is
+    never empty, the copies pile up in the session's log (2,100 here, past its bound of 1,000);
+    the first setting must still be there when a new secondary connection replays the log."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE SCHEMA tenant_c; CREATE TABLE tenant_c.items (id int PRIMARY KEY)")
+    secondary.sql("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS"
+                  " $$BEGIN PERFORM pg_sleep(0.004); RETURN NEW; END$$;"
+                  "CREATE TRIGGER slow BEFORE INSERT ON tenant_c.items FOR EACH ROW EXECUTE FUNCTION slow()")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + "write_mode: async\n")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("SET search_path = tenant_c")
+        for n in range(700):
+            conn.execute("SET lock_timeout = '1min'")
+            conn.execute("SET statement_timeout = '1min'")
+            conn.execute("INSERT INTO items VALUES (%s)", (n,))
+        assert wait_for(lambda: async_settled(proxy), timeout=60), proxy.log()
+        secondary.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                      " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        assert wait_for(lambda: secondary.client_sessions() == 0)
+        conn.execute("INSERT INTO items VALUES (700)")  # on a new connection, the log replayed
+    assert wait_for(lambda: async_settled(proxy), timeout=60), proxy.log()
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+    assert secondary.sql("SELECT count(*) FROM tenant_c.items") == "701"
+    for cluster in pair:
+        cluster.sql("DROP SCHEMA tenant_c CASCADE")
+    secondary.sql("DROP FUNCTION slow()")
+
+
 def test_an_execute_of_a_prepared_read_is_a_read(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
