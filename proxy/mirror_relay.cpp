@@ -134,7 +134,8 @@ struct Expect {
   std::unique_ptr<MirrorOp> op; // the write to mirror once the primary ran it (used once)
   bool digest = false;          // a read being compared: digest its rows as they pass
   bool shadow = false;          // a shadow comparison's run: digest the answer, show none
-  bool hand_over = false;       // a COMMIT whose writes go to the secondary after it (async)
+  bool hand_over = false;       // a COMMIT (or a Sync or Query that ends a cycle's implicit
+                                // transaction) whose writes go to the secondary after it (async)
   std::optional<Clock::time_point> read_started; // a safe read: timed for the latency gate
   std::shared_ptr<const PreparedInfo> describes; // a portal's Describe: cache the answer here
   std::vector<uint16_t> result_formats;          // ... for a portal bound with these
