@@ -1310,6 +1310,9 @@ private:
         co_return peer_gone(CloseReason::kClientDisconnect, ec);
       co_return std::nullopt;
     }
+    // Counted from here: a session waiting for the secondary's commit is not idle (a role
+    // swap closes idle ones, which would roll the primary's side back).
+    activity_.sync_sent(Clock::now());
     Expect expect{ExpectKind::kSync};
     if (std::exchange(cycle_writes_, false)) {
       // This Sync commits the cycle's autocommit writes: the secondary's commit comes first,
@@ -1329,7 +1332,6 @@ private:
     }
     forward(frame);
     cycle_start_bytes_ = primary_bytes_queued();
-    activity_.sync_sent(Clock::now());
     bool hold = cycle_autocommit_mirror_;
     expect.hold_ready = hold;
     expects_.push_back(std::move(expect));

@@ -255,6 +255,34 @@ def ramped_to_100(pair, start, cutover=IDLE_GATES):
     return proxy
 
 
+def test_a_write_the_secondary_is_committing_when_roles_swap_reaches_both(pair, start):
+    """An extended-protocol autocommit write waits at its Sync for the secondary's commit; a
+    role swap then must not take the session for idle and close it, which would roll the
+    primary's side back after the secondary committed it."""
+    old, new = pair
+    proxy = ramped_to_100(pair, start, "  swap_timeout: 5s\n" + IDLE_GATES)
+    new.sql("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$BEGIN PERFORM pg_sleep(1); RETURN NEW; END$$;"
+            "CREATE TRIGGER slow BEFORE INSERT ON swapped FOR EACH ROW EXECUTE FUNCTION slow()")
+    outcome = []
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        def write():
+            try:
+                conn.execute("INSERT INTO swapped (note) VALUES (%s)", ("during the swap",))
+                outcome.append("written")
+            except psycopg.Error as error:
+                outcome.append(repr(error))
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert wait_for(lambda: new.sql("SELECT count(*) FROM pg_stat_activity"
+                                         " WHERE wait_event = 'PgSleep'") == "1")
+        assert act(proxy, "promote", actor="test")["phase"] == "promoted"
+        writer.join()
+    assert outcome == ["written"]
+    new.sql("DROP TRIGGER slow ON swapped; DROP FUNCTION slow()")
+    assert swapped_rows(old) == swapped_rows(new)
+
+
 def test_promotion_makes_the_new_database_primary_and_revert_swaps_back(pair, start):
     old, new = pair
     proxy = ramped_to_100(pair, start, "  swap_timeout: 5s\n" + IDLE_GATES)
