@@ -630,6 +630,7 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
     out.mirror = MirrorPlan::kNone;
     out.transaction = transaction_op(string_at(body, "kind"));
     out.read_only = out.transaction == TransactionOp::kBegin && begins_read_only(body);
+    out.savepoint_name = string_at(body, "savepoint_name");
     return;
   }
   if (node == "ExplainStmt") {
@@ -654,6 +655,11 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
   if (is_one_of(kMirroredSessionNodes, node)) {
     out.kind = StatementKind::kSession;
     out.mirror = MirrorPlan::kStatement;
+    std::string_view name = string_at(body, "name");
+    out.transaction_scoped =
+        (body.contains("is_local") && body.at("is_local").is_bool() &&
+         body.at("is_local").get_bool()) ||
+        (string_at(body, "kind") == "VAR_SET_MULTI" && name.starts_with("TRANSACTION"));
     return;
   }
   if (is_one_of(kPrimaryOnlyNodes, node)) {

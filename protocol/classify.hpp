@@ -80,6 +80,9 @@ struct Statement {
   //! PREPARE, EXECUTE and DEALLOCATE: the prepared statement's name (empty: DEALLOCATE ALL).
   std::string prepared_name;
   bool drops_all_prepared = false; //!< DEALLOCATE ALL, DISCARD ALL
+  std::string savepoint_name;      //!< SAVEPOINT, RELEASE and ROLLBACK TO
+  //! SET LOCAL and SET TRANSACTION: the setting ends with its transaction, committed or not.
+  bool transaction_scoped = false;
   //! PREPARE of a row-image write: that write, classified on its own.
   std::shared_ptr<const Classification> prepared_write;
   bool prepared_read = false; //!< PREPARE of a read that writes and locks nothing

@@ -402,9 +402,12 @@ private:
     // An autocommit write becomes a transaction we commit after the secondary has applied it.
     // Mid-cycle the last ReadyForQuery is older than the cycle's BEGIN or COMMIT.
     bool autocommit = mid_cycle ? !expected_in_transaction_ : activity_.transaction_status == 'I';
+    // PostgreSQL runs the statements of one Query in one implicit transaction: split up, they
+    // are wrapped to keep it (SET a; SELECT 1/0 leaves no setting behind).
     bool wrap = !classification->has_transaction_control() && !statements.empty() &&
                 (joins_cycle || (autocommit && !ddl &&
-                                 std::any_of(statements.begin(), statements.end(), wants_wrap)));
+                                 (statements.size() > 1 ||
+                                  std::any_of(statements.begin(), statements.end(), wants_wrap))));
     query_failed_ = false;
     bool last_ready_forwarded = false;
     if (statements.empty()) { // empty or unparsable, behind the cycle's writes or autocommit DDL
@@ -788,6 +791,7 @@ private:
       break;
     case 'E':
       stats_.add_backend_errors(BackendRole::kPrimary, 1);
+      transaction_failed_ = true;
       captured_.error = frame.body;
       break;
     case 'Z': on_ready(frame); break;
@@ -1389,11 +1393,13 @@ private:
   }
 
   // What routing must know of a statement the client runs: how its transaction began and
-  // whether it wrote.
+  // whether it wrote. A setting counts as a write: should the transaction roll back, the
+  // secondary connection a read ran on would keep it.
   void note_for_routing(const protocol::Statement& s, std::string_view text) {
     if (s.transaction == TransactionOp::kBegin) begin_sql_ = std::string(text);
     if (s.kind == StatementKind::kWrite || s.kind == StatementKind::kDdl ||
-        s.kind == StatementKind::kUnknown) {
+        s.kind == StatementKind::kUnknown ||
+        (s.kind == StatementKind::kSession && s.mirror != MirrorPlan::kNone)) {
       transaction_wrote_ = true;
     }
   }
@@ -1954,6 +1960,7 @@ private:
     switch (tag) {
     case 'E':
       stats_.add_backend_errors(BackendRole::kPrimary, 1);
+      transaction_failed_ = true;
       if (front.digest) primary_digest_.set_error(sqlstate_of(frame.body));
       if (front.hand_over) { // the COMMIT failed (a deferred constraint): nothing committed
         front.hand_over = false;
@@ -2053,6 +2060,8 @@ private:
     if (front.hand_over) link_.hand_over(status == 'I');
     cycle_failed_ = false;
     if (status == 'I') {
+      // Implicit transactions end here: committed unless something in them failed.
+      link_.end_transaction(!std::exchange(transaction_failed_, false));
       transaction_wrote_ = false;
       transaction_pinned_ = false;
       begin_sql_ = "BEGIN";
@@ -2140,9 +2149,28 @@ private:
       // COMMIT of a failed transaction answers ROLLBACK: its writes are dropped.
       link_.hand_over(tag == "COMMIT");
     }
+    note_transaction_control(tag, front.statement);
     if (!front.drop_complete && !front.internal) pass(frame);
     finish_statement(front, tag);
     if (front.kind == ExpectKind::kExecute) expects_.pop_front();
+  }
+
+  // A transaction's end, or a savepoint's, decides which of its settings hold (see
+  // SecondaryLink::end_transaction). By the tag: a COMMIT may answer ROLLBACK, and the
+  // COMMIT or ROLLBACK closing a write switchyard wrapped is its own.
+  void note_transaction_control(std::string_view tag, const protocol::Statement* s) {
+    if (tag == "COMMIT" || tag == "PREPARE TRANSACTION" || tag == "ROLLBACK") {
+      if (s != nullptr && s->transaction == TransactionOp::kRollbackTo) {
+        link_.rollback_to_savepoint(s->savepoint_name);
+        return;
+      }
+      link_.end_transaction(tag != "ROLLBACK");
+      transaction_failed_ = false; // what failed before is over
+    } else if (s != nullptr && tag == "SAVEPOINT") {
+      link_.savepoint(s->savepoint_name);
+    } else if (s != nullptr && tag == "RELEASE") {
+      link_.release_savepoint(s->savepoint_name);
+    }
   }
 
   // A statement succeeded on the primary: mirror what it did.
@@ -2171,8 +2199,7 @@ private:
       return;
     }
     if (s->kind == StatementKind::kSession) {
-      link_.add_session_statement(front.op->sql,
-                                  s->node == "DeallocateStmt" || s->node == "DiscardStmt");
+      link_.add_session_statement(front.op->sql, *s);
     } else if (!(s->kind == StatementKind::kDdl &&
                  runtime_->config->mirror.ddl == config::DdlPolicy::kPrimaryOnly)) {
       MirrorOp op = std::move(*front.op);
@@ -2225,7 +2252,8 @@ private:
   bool cycle_writes_ = false; // autocommit writes of this cycle await its Sync (see on_sync)
   bool cycle_autocommit_mirror_ = false; // DDL or a setting ran outside a transaction
   bool query_failed_ = false;
-  bool cycle_failed_ = false; // an extended-protocol message failed; the rest waits for Sync
+  bool cycle_failed_ = false;       // an extended-protocol message failed; the rest waits for Sync
+  bool transaction_failed_ = false; // an error since the transaction began: it rolls back
   char held_status_ = 'I';
   bool copy_in_started_ = false; // the primary sent CopyInResponse
   //! What run_captured read: the rows, COPY data and error of switchyard's own query.
@@ -2245,7 +2273,7 @@ private:
   std::vector<std::vector<protocol::Value>> captured_rows_;
   // Read routing: the state of the client's transaction as routing sees it.
   std::string begin_sql_ = "BEGIN"; // how the open transaction began, for the secondary's
-  bool transaction_wrote_ = false;  // reads of this transaction stay on the primary
+  bool transaction_wrote_ = false;  // wrote or set: reads of this transaction stay on the primary
   bool transaction_pinned_ = false; // a secondary read of it failed: the rest on the primary
   routing::ResultDigest primary_digest_{false}; // the primary's side of a shadow comparison
   struct PendingShadow {

@@ -202,39 +202,87 @@ void SecondaryLink::add(MirrorOp op) {
   }
   pending_bytes_ += bytes;
   op.session_seq = session_seq_;
+  op.transaction_seq = transaction_seq_;
   pending_.push_back(std::move(op));
 }
 
-void SecondaryLink::add_session_statement(std::string sql, bool drops_prepared) {
-  session_statements_.push_back(SessionStatement{++session_seq_, std::move(sql), drops_prepared});
-  // Repeated statements (ORMs re-send their SETs) leave only their last copy, once no write
-  // that has yet to reach the secondary holds a place among them.
-  bool writes_unapplied = !pending_.empty() || reserved_ || !queue_.empty() || applying_ops_;
-  if (!writes_unapplied) {
-    std::vector<SessionStatement> kept;
-    kept.reserve(session_statements_.size()); // `later` views the strings kept
-    std::unordered_set<std::string_view> later;
-    for (auto it = session_statements_.rbegin(); it != session_statements_.rend(); ++it) {
-      if (later.contains(it->sql)) continue;
-      kept.push_back(std::move(*it));
-      later.insert(kept.back().sql);
-    }
-    session_statements_.assign(std::make_move_iterator(kept.rbegin()),
-                               std::make_move_iterator(kept.rend()));
-  }
+void SecondaryLink::add_session_statement(std::string sql, const protocol::Statement& statement) {
+  using Kind = SessionStatement::Kind;
+  Kind kind = statement.node == "VariableSetStmt" ? Kind::kSetting
+              : statement.node == "DiscardStmt"   ? Kind::kDiscard
+                                                  : Kind::kPrepared;
+  session_statements_.push_back(
+      SessionStatement{++session_seq_, std::move(sql), kind,
+                       statement.node == "DeallocateStmt" || statement.drops_all_prepared,
+                       statement.transaction_scoped});
   if (session_statements_.size() > kMaxSessionStatements) forget_a_session_statement();
+}
+
+void SecondaryLink::end_transaction(bool committed) {
+  if (!committed) undo_settings_after(transaction_seq_);
+  savepoints_.clear();
+  transaction_seq_ = session_seq_;
+  if (session_seq_ == compacted_up_to_ || writes_hold_places()) return;
+  compacted_up_to_ = session_seq_;
+  // No write that has yet to reach the secondary holds a place among the statements now:
+  // SET LOCALs are over, and repeats (ORMs re-send their SETs) leave only their last copy.
+  std::erase_if(session_statements_,
+                [](const SessionStatement& statement) { return statement.transaction_scoped; });
+  std::vector<SessionStatement> kept;
+  kept.reserve(session_statements_.size()); // `later` views the strings kept
+  std::unordered_set<std::string_view> later;
+  for (auto it = session_statements_.rbegin(); it != session_statements_.rend(); ++it) {
+    if (later.contains(it->sql)) continue;
+    kept.push_back(std::move(*it));
+    later.insert(kept.back().sql);
+  }
+  session_statements_.assign(std::make_move_iterator(kept.rbegin()),
+                             std::make_move_iterator(kept.rend()));
+}
+
+void SecondaryLink::savepoint(std::string name) {
+  savepoints_.emplace_back(std::move(name), session_seq_);
+}
+
+void SecondaryLink::release_savepoint(const std::string& name) {
+  // The latest savepoint of that name goes, with those made after it.
+  auto found = std::find_if(savepoints_.rbegin(), savepoints_.rend(),
+                            [&](const auto& savepoint) { return savepoint.first == name; });
+  if (found != savepoints_.rend()) savepoints_.erase(std::next(found).base(), savepoints_.end());
+}
+
+void SecondaryLink::rollback_to_savepoint(const std::string& name) {
+  // The savepoint itself stays; those made after it go.
+  auto found = std::find_if(savepoints_.rbegin(), savepoints_.rend(),
+                            [&](const auto& savepoint) { return savepoint.first == name; });
+  if (found == savepoints_.rend()) return;
+  undo_settings_after(found->second);
+  savepoints_.erase(found.base(), savepoints_.end());
+}
+
+void SecondaryLink::undo_settings_after(uint64_t seq) {
+  bool ran = false;
+  std::erase_if(session_statements_, [&](const SessionStatement& statement) {
+    if (statement.seq <= seq || !statement.transactional()) return false;
+    ran |= statement.seq <= session_applied_;
+    return true;
+  });
+  // The secondary committed settings the primary then rolled back (its COMMIT failed after
+  // the secondary's): only a new connection is sure to be without them.
+  if (ran && !applying_ops_) drop_connection();
 }
 
 void SecondaryLink::forget_a_session_statement() {
   // Only a statement the connection ran already and a later copy repeats can go: only a
-  // reconnect would replay it, for writes queued between the two. Past ten times the bound
-  // (a secondary far behind), the oldest goes regardless.
+  // reconnect would replay it, for writes queued between the two. A copy a rollback may still
+  // undo does not count. Past ten times the bound (a secondary far behind), the oldest goes
+  // regardless.
   std::unordered_set<std::string_view> later;
   auto forgotten = session_statements_.end();
   for (auto it = session_statements_.end(); it != session_statements_.begin();) {
     --it;
     if (it->seq <= session_applied_ && later.contains(it->sql)) forgotten = it;
-    later.insert(it->sql);
+    if (it->seq <= transaction_seq_ || !it->transactional()) later.insert(it->sql);
   }
   if (forgotten == session_statements_.end()) {
     if (session_statements_.size() <= 10 * kMaxSessionStatements) return;
@@ -413,39 +461,58 @@ bool fits_implicit_transaction(const MirrorOp& op) {
 
 } // namespace
 
-asio::awaitable<Result<protocol::TableShape>>
-SecondaryLink::shape_of(const protocol::TargetTable& table) {
-  std::string name = shape_name(table);
-  if (auto found = shapes_.find(name); found != shapes_.end()) co_return found->second;
-  std::string shared = shared_shape_key(table);
+asio::awaitable<Result<protocol::TableShape>> SecondaryLink::shape_of(const MirrorOp& op) {
+  std::string key = shape_key(op);
+  if (auto found = shapes_.find(key); found != shapes_.end()) co_return found->second;
+  std::string shared = shared_shape_key(op);
   ShapeRegistry& registry = services_.shapes();
   uint64_t epoch = services_.schema_epoch().load();
   if (!shared.empty()) {
     if (auto known = registry.find(shared, epoch, ShapeRegistry::Clock::now())) {
-      shapes_.emplace(name, *known);
+      shapes_.emplace(key, *known);
       co_return std::move(*known);
     }
   }
-  auto shape = co_await query_table_shape(connection_->session.stream, connection_->reader, name,
+  // Settings of the op's transaction run on the secondary inside the batch, after this
+  // lookup: it runs under them in a transaction of its own, rolled back to undo them.
+  std::vector<std::string_view> pending;
+  for (std::string_view setting : settings_of(op, session_applied_))
+    pending.push_back(setting);
+  Stream& stream = connection_->session.stream;
+  MessageReader& reader = connection_->reader;
+  if (!pending.empty()) pending.insert(pending.begin(), "BEGIN");
+  std::optional<std::string> failed;
+  for (std::string_view sql : pending) {
+    if (auto ran = co_await run_query(stream, reader, sql); !ran && !failed) failed = ran.error();
+  }
+  auto shape = co_await query_table_shape(stream, reader, shape_name(op.statement.target),
                                           dialect_of(*runtime_->config->secondary));
+  if (!pending.empty()) (void)co_await run_query(stream, reader, "ROLLBACK");
+  if (failed) co_return Error{"a setting of the session failed on the secondary: " + *failed};
   if (!shape) co_return shape;
-  shapes_.emplace(name, *shape);
+  shapes_.emplace(key, *shape);
   if (!shared.empty()) registry.remember(shared, *shape, epoch, ShapeRegistry::Clock::now());
   co_return shape;
 }
 
-std::string SecondaryLink::shared_shape_key(const protocol::TargetTable& table) const {
-  if (table.temporary) return {}; // the session's own
+std::string SecondaryLink::shape_key(const MirrorOp& op) const {
+  // A temporary table's name needs no settings to resolve.
+  std::string key;
+  if (!op.statement.target.temporary) {
+    for (std::string_view setting : settings_of(op)) {
+      key += setting;
+      key += '\0';
+    }
+  }
+  key += shape_name(op.statement.target);
+  return key;
+}
+
+std::string SecondaryLink::shared_shape_key(const MirrorOp& op) const {
+  if (op.statement.target.temporary) return {}; // the session's own
   // What a table name resolves by: the secondary and its role, the login (its database, its
   // user's default search_path, startup options), and the session's own settings.
-  std::string key = login_key_;
-  for (const SessionStatement& statement : session_statements_) {
-    key += '\0';
-    key += statement.sql;
-  }
-  key += '\0';
-  key += shape_name(table);
-  return key;
+  return login_key_ + '\0' + shape_key(op);
 }
 
 std::string SecondaryLink::prepared_name(const std::string& sql, const std::vector<uint32_t>& types,
@@ -489,7 +556,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     Applying(const Applying&) = delete;
     Applying& operator=(const Applying&) = delete;
   } applying(applying_ops_);
-  uint64_t settings = ops.empty() ? session_seq_ : ops.front().session_seq;
+  uint64_t settings = ops.empty() ? session_seq_ : ops.front().transaction_seq;
   if (auto connected = co_await ensure_connected(may_share(ops), settings); !connected)
     co_return connected;
   connection_->session.transaction_status = '?'; // until a ReadyForQuery tells
@@ -559,6 +626,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
   // Session statements the client ran between two of the writes run between them here too,
   // in the writes' transaction, as the primary ran them.
   uint64_t settings_sent = session_applied_;
+  bool lasting_settings_sent = false; // PREPARE, DEALLOCATE: not undone should the batch fail
   auto interleave_settings = [&](const MirrorOp& op, size_t index) {
     for (const SessionStatement& statement : session_statements_) {
       if (statement.seq <= settings_sent || statement.seq > op.session_seq) continue;
@@ -568,6 +636,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       protocol::append_execute(out, "", 0);
       units.push_back(Unit{index, 0, std::nullopt, std::nullopt});
       if (statement.drops_prepared) connection_->prepared.clear();
+      lasting_settings_sent |= !statement.transactional();
       settings_sent = statement.seq;
     }
   };
@@ -585,7 +654,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       services_.metrics().mirrored(MirrorKind::kStatement).Increment();
       continue;
     }
-    auto shape = co_await shape_of(op.statement.target);
+    auto shape = co_await shape_of(op);
     if (!shape) co_return Error{shape.error()};
     const protocol::Statement& statement = op.statement;
     bool update = statement.node == "UpdateStmt";
@@ -710,9 +779,11 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     connection_->prepared.erase(key);
   // An error rolls an atomic batch back whole; statements run one by one keep what went before.
   maybe_applied = !atomic && !error.empty();
-  if (!error.empty()) co_return Error{error};
-  if (block && last_tag != "COMMIT") {
-    co_return Error{"the secondary rolled the transaction back"};
+  if (!error.empty() || (block && last_tag != "COMMIT")) {
+    // Running a PREPARE again would fail, skipping it might miss one: a new connection
+    // replays the session's statements afresh.
+    if (lasting_settings_sent) drop_connection();
+    co_return Error{error.empty() ? "the secondary rolled the transaction back" : error};
   }
   // Not on failure: settings roll back with the transaction, and running one again is harmless.
   session_applied_ = settings_sent;
@@ -892,6 +963,9 @@ void SecondaryLink::reserve() {
   bool barrier = !row_keys(batch.ops, keys);
   if (barrier) services_.metrics().async_barriers().Increment();
   batch.ticket = services_.commit_order().take(keys, barrier);
+  batch.scoped_settings =
+      std::any_of(session_statements_.begin(), session_statements_.end(),
+                  [&](const auto& s) { return s.transaction_scoped && s.seq > transaction_seq_; });
   reserved_ = std::move(batch);
 }
 
@@ -948,9 +1022,9 @@ bool SecondaryLink::row_keys(const std::vector<MirrorOp>& ops, std::vector<uint6
     // The session's own shape, else one another session learned (copied only then).
     const protocol::TableShape* known = nullptr;
     std::optional<protocol::TableShape> shared;
-    if (auto shape = shapes_.find(table); shape != shapes_.end()) {
+    if (auto shape = shapes_.find(shape_key(op)); shape != shapes_.end()) {
       known = &shape->second;
-    } else if (std::string key = shared_shape_key(op.statement.target); !key.empty()) {
+    } else if (std::string key = shared_shape_key(op); !key.empty()) {
       shared = services_.shapes().find(key, services_.schema_epoch().load(),
                                        ShapeRegistry::Clock::now());
       if (shared) known = &*shared;
@@ -986,7 +1060,7 @@ bool SecondaryLink::row_keys(const std::vector<MirrorOp>& ops, std::vector<uint6
 }
 
 bool SecondaryLink::mergeable(const Batch& batch) {
-  return !batch.spilled && batch.atomic &&
+  return !batch.spilled && batch.atomic && !batch.scoped_settings &&
          std::all_of(batch.ops.begin(), batch.ops.end(), fits_implicit_transaction);
 }
 
@@ -1101,6 +1175,21 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
                  entries.size(), monitoring::to_string(reason), error, note);
   }
   return offset;
+}
+
+std::vector<std::string_view> SecondaryLink::settings_of(const MirrorOp& op, uint64_t after) const {
+  std::vector<std::string_view> settings;
+  for (const SessionStatement& statement : session_statements_) {
+    if (statement.seq > op.session_seq) break;
+    if (statement.seq <= after) continue;
+    if (statement.kind == SessionStatement::Kind::kDiscard && statement.drops_prepared) {
+      settings.clear();
+    } else if (statement.kind == SessionStatement::Kind::kSetting &&
+               (!statement.transaction_scoped || statement.seq > op.transaction_seq)) {
+      settings.push_back(statement.sql);
+    }
+  }
+  return settings;
 }
 
 void SecondaryLink::journal_ops(const std::vector<MirrorOp>& ops, MirrorFailure reason,

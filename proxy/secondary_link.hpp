@@ -47,6 +47,9 @@ struct MirrorOp {
   //! The last of the session's statements (SecondaryLink::add_session_statement) the primary
   //! had run when it ran this: the secondary runs the op after that one and before the next.
   uint64_t session_seq = 0;
+  //! The last session statement from before this op's transaction: the secondary runs those
+  //! up to it before the transaction and the later ones inside it, where a SET LOCAL holds.
+  uint64_t transaction_seq = 0;
 };
 
 //! A session's connection to the secondary and the writes of its open transaction. Writes
@@ -70,10 +73,18 @@ public:
   //! transaction's further writes go to the journal instead (replayed once it commits), so
   //! memory stays bounded.
   void add(MirrorOp op);
-  //! Records a session setting (SET, PREPARE, ...) every secondary connection must share. It
-  //! reaches the secondary after the writes added before it and before those added after.
-  //! `drops_prepared`: it may deallocate prepared statements (DEALLOCATE, DISCARD).
-  void add_session_statement(std::string sql, bool drops_prepared);
+  //! Records a session statement `statement` (SET, PREPARE, ...; its text `sql`) every
+  //! secondary connection must share. It reaches the secondary after the writes added before
+  //! it and before those added after.
+  void add_session_statement(std::string sql, const protocol::Statement& statement);
+  //! The client's transaction ended (an explicit one, or the implicit one of a statement, a
+  //! Query or a cycle): its settings stay if `committed`, else they are dropped as PostgreSQL
+  //! undoes them; its SET LOCALs end either way. PREPARE and DEALLOCATE outlive a rollback.
+  void end_transaction(bool committed);
+  //! The client's savepoints: a ROLLBACK TO drops the settings made since the savepoint.
+  void savepoint(std::string name);
+  void release_savepoint(const std::string& name);
+  void rollback_to_savepoint(const std::string& name);
   //! Drops the open transaction's writes (the client rolled back).
   void discard() {
     pending_.clear();
@@ -150,11 +161,13 @@ private:
     bool atomic = true;
     std::chrono::steady_clock::time_point committed_at;
     std::optional<uint64_t> spilled; // journal offset when the queue was full
+    bool scoped_settings = false;    // its transaction ran a SET LOCAL: applied on its own
   };
 
   void enqueue(Batch batch);
   //! Whether a committed transaction may share a secondary transaction with others of its
-  //! session: plain writes only (no savepoints, COPY or DDL), not spilled to the journal.
+  //! session: plain writes only (no savepoints, COPY or DDL), not spilled to the journal, and
+  //! no SET LOCAL, which would hold for the transactions after it in the shared one.
   static bool mergeable(const Batch& batch);
   asio::awaitable<void> apply_queue();
   //! The hashed keys of the rows `ops` write; false when some op cannot be pinned to rows
@@ -192,6 +205,13 @@ private:
   //! Drops a statement from a log grown past kMaxSessionStatements, where writes waiting for
   //! the secondary kept repeats, if one can go.
   void forget_a_session_statement();
+  //! Drops the settings made after session statement `seq` (a rollback undid them).
+  void undo_settings_after(uint64_t seq);
+  //! Whether writes added to the link, yet to reach the secondary (or the journal), hold
+  //! their places among the session statements.
+  bool writes_hold_places() const {
+    return !pending_.empty() || reserved_ || !queue_.empty() || applying_ops_;
+  }
   //! Whether the session has nothing of its own a secondary connection would have to hold.
   bool shares_connections() const;
   //! Whether `ops` may be applied on a shared connection (see the class comment).
@@ -201,9 +221,12 @@ private:
   void give_back_shared();
   //! Ends a connection politely in the background.
   void retire(std::unique_ptr<SecondaryConnection> connection);
-  asio::awaitable<Result<protocol::TableShape>> shape_of(const protocol::TargetTable& table);
-  //! The key of `table`'s shape in Services::shapes(); empty for a temporary table.
-  std::string shared_shape_key(const protocol::TargetTable& table) const;
+  //! The shape of the table `op` writes, as its name resolves under the op's settings.
+  asio::awaitable<Result<protocol::TableShape>> shape_of(const MirrorOp& op);
+  //! The key of that shape in shapes_: the table's name and the settings it resolves by.
+  std::string shape_key(const MirrorOp& op) const;
+  //! Its key in Services::shapes(); empty for a temporary table.
+  std::string shared_shape_key(const MirrorOp& op) const;
   std::string prepared_name(const std::string& sql, const std::vector<uint32_t>& types,
                             std::string& out, std::vector<std::string>& new_names);
   //! Appends `ops` to the journal; the offset to settle once the primary committed them.
@@ -232,15 +255,27 @@ private:
   size_t pending_bytes_ = 0;
   //! A session statement and its place among the session's writes (MirrorOp::session_seq).
   struct SessionStatement {
+    enum class Kind { kSetting, kPrepared, kDiscard }; // SET, RESET; PREPARE, DEALLOCATE; DISCARD
     uint64_t seq = 0;
     std::string sql;
-    bool drops_prepared = false;
+    Kind kind = Kind::kSetting;
+    bool drops_prepared = false;     // DEALLOCATE, DISCARD ALL
+    bool transaction_scoped = false; // SET LOCAL, SET TRANSACTION: over when its transaction is
+    //! A rollback undoes settings and DISCARD, not PREPARE or DEALLOCATE.
+    bool transactional() const { return kind != Kind::kPrepared; }
   };
+  //! The settings (SET, RESET) `op` ran under, in order, of those after session statement
+  //! `after`: a DISCARD ALL cleared those before it, and a SET LOCAL holds only in its own
+  //! transaction. Views into session_statements_.
+  std::vector<std::string_view> settings_of(const MirrorOp& op, uint64_t after = 0) const;
   std::vector<SessionStatement> session_statements_; // by seq
   // The latest session statement's seq.
   uint64_t session_seq_ = 0;
-  uint64_t session_applied_ = 0;   // the connection ran the session statements up to this seq
-  bool applying_ops_ = false;      // apply() is under way
+  uint64_t session_applied_ = 0; // the connection ran the session statements up to this seq
+  uint64_t transaction_seq_ = 0; // the last session statement from before the open transaction
+  uint64_t compacted_up_to_ = 0; // end_transaction compacted the log with statements up to it
+  std::vector<std::pair<std::string, uint64_t>> savepoints_; // with the session_seq_ at each
+  bool applying_ops_ = false;                                // apply() is under way
   bool forgot_statements_ = false; // more than kMaxSessionStatements: said once
   std::unique_ptr<SecondaryConnection> connection_;
   bool borrowed_ = false; // connection_ is a shared one, for the apply or read under way

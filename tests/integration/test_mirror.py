@@ -691,6 +691,73 @@ def test_writes_reach_the_secondary_under_the_settings_they_ran_with(pair, start
     assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
 
 
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_settings_a_transaction_undid_do_not_reach_the_secondary(pair, start_proxy, tmp_path,
+                                                                  write_mode):
+    """A SET rolled back with its transaction (or savepoint, or failed implicit transaction), or
+    one that lasts only for its transaction (SET LOCAL), no longer holds on the primary: the
+    secondary must not run later writes under it, on its connection or on a new one."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE SCHEMA tenant_d; CREATE SCHEMA tenant_e;"
+                    "CREATE TABLE tenant_d.items (id int PRIMARY KEY, note text);"
+                    "CREATE TABLE tenant_e.items (id int PRIMARY KEY, note text)")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    add = "INSERT INTO items VALUES (%s, %s)"
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("SET search_path = tenant_d")
+        conn.execute("BEGIN")
+        conn.execute("SET search_path = tenant_e")
+        conn.execute("ROLLBACK")
+        conn.execute(add, (1, "after a rolled-back SET"))
+        conn.execute("BEGIN")
+        conn.execute("SET search_path = tenant_e")
+        conn.execute(add, (2, "rolled back"))
+        conn.execute("ROLLBACK")
+        conn.execute(add, (3, "after a rolled-back SET and write"))
+        conn.execute("BEGIN")
+        conn.execute("SAVEPOINT s")
+        conn.execute("SET search_path = tenant_e")
+        conn.execute("ROLLBACK TO SAVEPOINT s")
+        conn.execute(add, (4, "after a SET rolled back to a savepoint"))
+        conn.execute("COMMIT")
+        conn.execute("BEGIN")
+        conn.execute("SET search_path = tenant_e")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1/0")
+        conn.execute("COMMIT")  # answered ROLLBACK
+        conn.execute(add, (5, "after a SET in a failed transaction"))
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            with conn.pipeline():  # one implicit transaction up to the Sync
+                conn.execute("SET search_path = tenant_e")
+                conn.execute("SELECT 1/0")
+        conn.execute(add, (6, "after a SET in a failed implicit transaction"))
+        conn.execute("BEGIN")
+        conn.execute("SET LOCAL search_path = tenant_e")
+        conn.execute(add, (7, "under SET LOCAL"))
+        conn.execute("COMMIT")
+        conn.execute(add, (8, "after SET LOCAL"))
+        conn.execute("BEGIN")
+        conn.execute("SET search_path = tenant_e")
+        conn.execute("SET search_path = tenant_d")  # repeats the committed setting
+        conn.execute("ROLLBACK")
+        assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+        secondary.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                      " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        assert wait_for(lambda: secondary.client_sessions() == 0)
+        conn.execute(add, (9, "on a new secondary connection"))
+        assert conn.execute("SHOW search_path").fetchone()[0] == "tenant_d"
+    assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    items = "SELECT string_agg(id::text, ',' ORDER BY id) FROM {}.items"
+    assert primary.sql(items.format("tenant_d")) == "1,3,4,5,6,8,9"
+    assert primary.sql(items.format("tenant_e")) == "7"
+    for tenant in ("tenant_d", "tenant_e"):
+        assert secondary.sql(items.format(tenant)) == primary.sql(items.format(tenant)), tenant
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+    for cluster in pair:
+        cluster.sql("DROP SCHEMA tenant_d, tenant_e CASCADE")
+
+
 def test_settings_re_sent_before_every_write_survive_a_lagging_secondary(pair, start_proxy, tmp_path):
     """An ORM re-sends its settings before every transaction. While async mode's queue is
     never empty, the copies pile up in the session's log (2,100 here, past its bound of 1,000);

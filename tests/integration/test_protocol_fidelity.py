@@ -184,6 +184,8 @@ CASES = [
     ("an empty Query", [query("")], 1),
     ("only semicolons", [query(";;")], 1),
     ("a setting, shown", [query("SET application_name = 'fidelity'; SHOW application_name")], 1),
+    ("a setting rolled back with the Query that fails",
+     [query("SET application_name = 'undone'; SELECT 1/0"), query("SHOW application_name")], 2),
     ("a notification to itself", [query("LISTEN ch; NOTIFY ch, 'payload'")], 1),
     ("PREPARE, EXECUTE, DEALLOCATE",
      [query("PREPARE ps(int) AS SELECT $1 + 1"), query("EXECUTE ps(4)"), query("DEALLOCATE ps")], 3),

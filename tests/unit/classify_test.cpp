@@ -93,10 +93,22 @@ TEST_CASE("transaction control, session state and DDL") {
   CHECK(only("END").transaction == TransactionOp::kCommit);
   CHECK(only("ROLLBACK TO SAVEPOINT a").transaction == TransactionOp::kRollbackTo);
   CHECK(only("SAVEPOINT a").transaction == TransactionOp::kSavepoint);
+  CHECK(only("SAVEPOINT a").savepoint_name == "a");
+  CHECK(only("RELEASE \"B c\"").savepoint_name == "B c");
+  CHECK(only("ROLLBACK TO SAVEPOINT A").savepoint_name == "a");
 
   Statement set = only("SET search_path = app, public");
   CHECK(set.kind == StatementKind::kSession);
   CHECK(set.mirror == MirrorPlan::kStatement);
+  CHECK_FALSE(set.transaction_scoped);
+  // Settings that end with their transaction, and those that outlive it.
+  CHECK(only("SET LOCAL search_path = app").transaction_scoped);
+  CHECK(only("SET LOCAL TIME ZONE 'UTC'").transaction_scoped);
+  CHECK(only("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").transaction_scoped);
+  CHECK(only("SET TRANSACTION SNAPSHOT '00000003-0000001B-1'").transaction_scoped);
+  CHECK_FALSE(only("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY").transaction_scoped);
+  CHECK_FALSE(only("SET SESSION search_path = app").transaction_scoped);
+  CHECK_FALSE(only("RESET search_path").transaction_scoped);
   CHECK(only("LISTEN channel").mirror == MirrorPlan::kNone);
 
   Statement ddl = only("CREATE TABLE t (id serial PRIMARY KEY)");
