@@ -90,6 +90,12 @@ std::string to_json_line(const JournalEntry& entry) {
   out["formats"] = std::move(formats);
   out["values"] = std::move(values);
   if (!entry.sql.empty()) out["sql"] = entry.sql;
+  if (!entry.settings.empty()) {
+    json::array settings;
+    for (const auto& setting : entry.settings)
+      settings.emplace_back(setting);
+    out["settings"] = std::move(settings);
+  }
   if (entry.ddl) out["ddl"] = true;
   if (entry.maybe_applied) out["maybe_applied"] = true;
   out["fingerprint"] = entry.fingerprint;
@@ -126,6 +132,10 @@ Result<JournalEntry> from_json_line(std::string_view line) {
   entry.maybe_applied =
       maybe_applied != nullptr && maybe_applied->is_bool() && maybe_applied->get_bool();
   try {
+    if (const json::value* settings = in.if_contains("settings")) {
+      for (const auto& setting : settings->as_array())
+        entry.settings.emplace_back(setting.as_string());
+    }
     if (const json::value* columns = in.if_contains("columns")) {
       for (const auto& c : columns->as_array())
         entry.columns.emplace_back(c.as_string());

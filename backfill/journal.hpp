@@ -31,11 +31,14 @@ struct JournalEntry {
   std::vector<uint16_t> formats;       //!< 0 text, 1 binary, per value
   std::vector<protocol::Value> values; //!< the row image (rows) or the parameters (statements)
   std::string sql;                     //!< the statement (statements)
-  bool ddl = false;                    //!< the statement changes the schema (replayed in order)
-  std::string fingerprint;             //!< libpg_query fingerprint of the client's statement
-  std::string reason;                  //!< a MirrorFailure label
-  std::string error;                   //!< the secondary's error or what went wrong
-  std::string time;                    //!< ISO-8601 UTC, set when appended
+  //! The session's settings (SET statements, in order) the write ran under: the replayer
+  //! adopts them, so names resolve by the session's search_path.
+  std::vector<std::string> settings;
+  bool ddl = false;        //!< the statement changes the schema (replayed in order)
+  std::string fingerprint; //!< libpg_query fingerprint of the client's statement
+  std::string reason;      //!< a MirrorFailure label
+  std::string error;       //!< the secondary's error or what went wrong
+  std::string time;        //!< ISO-8601 UTC, set when appended
   //! The database that missed it may have applied it after all: the write reached it and
   //! then its answer did not (a timeout or a broken connection). Not idempotent to replay
   //! as is where a row has no key.

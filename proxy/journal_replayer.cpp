@@ -31,6 +31,11 @@ constexpr size_t kBatch = 256;
 constexpr int kAttempts = 3;
 constexpr size_t kMaxReconciledRows = 65536;
 constexpr auto kMinEntryTimeout = std::chrono::milliseconds(10'000);
+// Makes the settings of the transaction it runs in the session's (a SET LOCAL's too). The
+// transaction's own characteristics cannot outlive it.
+constexpr std::string_view kKeepSettings =
+    "SELECT pg_catalog.set_config(name, pg_catalog.current_setting(name), false) "
+    "FROM pg_catalog.pg_settings WHERE source = 'session' AND name NOT LIKE 'transaction\\_%'";
 
 //! Whether a DDL's error (as "SQLSTATE: message") says its work is already there: what
 //! re-running a CREATE, DROP or ADD COLUMN the database applied before raises.
@@ -61,6 +66,8 @@ struct Link {
                                       std::numeric_limits<uint32_t>::max()) {}
   BackendSession session;
   MessageReader reader;
+  //! The session settings adopted (see Replayer::adopt_settings); none: in doubt.
+  std::optional<std::vector<std::string>> settings = std::vector<std::string>{};
 
   asio::awaitable<Result<QueryRows>> query(std::string_view sql) {
     return run_query(session.stream, reader, sql);
@@ -150,8 +157,10 @@ private:
         co_return Error{pair.error()};
       }
       Direction way = direction(**pair, entry);
-      Status applied = Ok{};
-      if (entry.kind == JournalEntry::Kind::kRow) {
+      Status applied = co_await adopt_settings(**pair, entry.settings);
+      if (!applied) {
+        // counted as a failed replay below
+      } else if (entry.kind == JournalEntry::Kind::kRow) {
         // Bounded: a row's replay holds a lock on the current primary while it reads and
         // writes the other database, which may hang; closing the connections frees it.
         auto limit = std::max(kMinEntryTimeout, 5 * runtime_->config->mirror.timeout);
@@ -231,6 +240,29 @@ private:
     auto result = co_await connect_backend(target, tls, std::move(login));
     if (auto* failed = std::get_if<BackendFailure>(&result)) co_return Error{failed->message};
     co_return std::make_unique<Link>(std::move(std::get<BackendSession>(result)));
+  }
+
+  // The settings the entry's session had (its search_path above all: how the entry's names
+  // resolve) hold on both connections while it replays. Set in a transaction and then made
+  // the session's, so that a SET LOCAL holds too.
+  asio::awaitable<Status> adopt_settings(Pair& pair, const std::vector<std::string>& settings) {
+    const config::Config& config = *runtime_->config;
+    for (auto [link, backend] : {std::pair{pair.primary.get(), &config.primary},
+                                 std::pair{pair.secondary.get(), &*config.secondary}}) {
+      if (link->settings == settings || backend->kind != config::BackendKind::kPostgres) continue;
+      link->settings.reset(); // in doubt until the COMMIT
+      std::vector<std::string_view> steps{"BEGIN", "RESET ALL"};
+      steps.insert(steps.end(), settings.begin(), settings.end());
+      steps.insert(steps.end(), {kKeepSettings, "COMMIT"});
+      for (std::string_view step : steps) {
+        if (auto ran = co_await link->query(step); !ran) {
+          co_return abandon(pair, "adopting the session's setting \"" + std::string(step) +
+                                      "\": " + ran.error());
+        }
+      }
+      link->settings = settings;
+    }
+    co_return Ok{};
   }
 
   Direction direction(Pair& pair, const JournalEntry& entry) const {

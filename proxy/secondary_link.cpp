@@ -1131,6 +1131,8 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
     entry.error = error;
     entry.fingerprint = protocol::fingerprint(op.sql);
     entry.maybe_applied = maybe_applied;
+    for (std::string_view setting : settings_of(op))
+      entry.settings.emplace_back(setting);
     if (op.kind == MirrorOp::Kind::kImage && !op.statement.target.temporary) {
       entry.kind = backfill::JournalEntry::Kind::kRow;
       entry.table = op.statement.target.qualified();

@@ -1185,6 +1185,45 @@ def test_a_write_the_secondary_refuses_rolls_back_the_rest_of_its_transaction_th
     secondary.sql("DROP TRIGGER only_on_the_secondary ON notes; DROP FUNCTION refuse()")
 
 
+def test_the_replayer_resolves_names_by_the_sessions_search_path(pair, start_proxy, tmp_path):
+    """A journaled row names its table as the client's statement did: the replayer must find
+    it where the session's search_path (SET, or SET LOCAL) found it, not in its own."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE SCHEMA tenant_f; CREATE SCHEMA tenant_g;"
+                    "CREATE TABLE tenant_f.items (id int PRIMARY KEY, note text);"
+                    "CREATE TABLE tenant_g.items (id int PRIMARY KEY, note text);"
+                    "CREATE TABLE public.items (id int PRIMARY KEY, note text)")
+    # The session's writes are refused on the secondary, the replay's are not.
+    secondary.sql("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
+                  " IF current_setting('application_name') <> 'switchyard journal replayer'"
+                  " THEN RAISE EXCEPTION 'not here'; END IF; RETURN NEW; END$$;"
+                  "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON tenant_f.items"
+                  " FOR EACH ROW EXECUTE FUNCTION refuse();"
+                  "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON tenant_g.items"
+                  " FOR EACH ROW EXECUTE FUNCTION refuse()")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("SET search_path = tenant_f")
+        conn.execute("INSERT INTO items VALUES (1, 'under SET')")
+        with conn.transaction():
+            conn.execute("SET LOCAL search_path = tenant_g")
+            conn.execute("INSERT INTO items VALUES (2, 'under SET LOCAL')")
+        conn.execute("UPDATE items SET note = 'updated' WHERE id = 1")
+    assert proxy.metric("switchyard_mirror_failures_total", reason="secondary_error") == 3
+    journal = (tmp_path / "journal.jsonl").read_text()
+    assert '"settings":["SET search_path = tenant_f","SET LOCAL search_path = tenant_g"]' in journal
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="applied") == 3, proxy.log()
+    items = "SELECT string_agg(id || ':' || note, ',' ORDER BY id) FROM {}.items"
+    for schema in ("tenant_f", "tenant_g", "public"):
+        assert secondary.sql(items.format(schema)) == primary.sql(items.format(schema)), schema
+    assert secondary.sql(items.format("tenant_f")) == "1:updated"
+    for cluster in pair:
+        cluster.sql("DROP SCHEMA tenant_f, tenant_g CASCADE; DROP TABLE public.items")
+    secondary.sql("DROP FUNCTION refuse()")
+
+
 def test_a_transaction_too_large_to_buffer_is_journaled_and_replayed(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  max_transaction_bytes: 2048\n"))

@@ -120,3 +120,12 @@ TEST_CASE("journal entries say whether the write may have been applied after all
   CHECK(line.find(R"("maybe_applied":true)") != std::string::npos);
   CHECK(backfill::from_json_line(line)->maybe_applied);
 }
+
+TEST_CASE("journal entries keep the settings their write ran under") {
+  backfill::JournalEntry entry;
+  entry.table = "items";
+  CHECK(backfill::to_json_line(entry).find("settings") == std::string::npos);
+  CHECK(backfill::from_json_line(backfill::to_json_line(entry))->settings.empty());
+  entry.settings = {"SET search_path = tenant_a", "SET LOCAL \"TimeZone\" = 'UTC'"};
+  CHECK(backfill::from_json_line(backfill::to_json_line(entry))->settings == entry.settings);
+}
