@@ -6,8 +6,11 @@ round. Prints tps and the proxy's CPU per transaction for each, and whether the 
 databases ended identical. switchyard wraps each such write in a transaction it opens and
 commits itself, so this is the path that wrapping costs.
 
+With --setting, each transaction is preceded by a SET of its own (as ORMs re-send their
+settings): the session-statement log, its compaction and the shape lookups by settings.
+
 Usage: bench/autocommit_bench.py --baseline path/to/another/switchyard [--rounds R]
-       [--seconds S] [--clients C]
+       [--seconds S] [--clients C] [--setting]
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
@@ -35,6 +38,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--setting", action="store_true", help="a SET before every transaction")
     args = parser.parse_args()
     binaries = {"switchyard": ROOT / "build" / "proxy" / "switchyard", "baseline": args.baseline}
     with ExitStack() as cleanup:
@@ -43,7 +47,7 @@ def main():
             trust_local(cluster)
             cluster.sql("CREATE TABLE kv (id int PRIMARY KEY, v float8)")
         work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="autocommit-bench-")))
-        (work / "upsert.sql").write_text(SCRIPT)
+        (work / "upsert.sql").write_text(("SET search_path = public;\n" if args.setting else "") + SCRIPT)
         proxies = {}
         for name, binary in binaries.items():
             (work / name).mkdir()
