@@ -464,7 +464,7 @@ bool fits_implicit_transaction(const MirrorOp& op) {
 asio::awaitable<Result<protocol::TableShape>> SecondaryLink::shape_of(const MirrorOp& op) {
   std::string key = shape_key(op);
   if (auto found = shapes_.find(key); found != shapes_.end()) co_return found->second;
-  std::string shared = shared_shape_key(op);
+  std::string shared = shared_shape_key(op, key);
   ShapeRegistry& registry = services_.shapes();
   uint64_t epoch = services_.schema_epoch().load();
   if (!shared.empty()) {
@@ -475,9 +475,7 @@ asio::awaitable<Result<protocol::TableShape>> SecondaryLink::shape_of(const Mirr
   }
   // Settings of the op's transaction run on the secondary inside the batch, after this
   // lookup: it runs under them in a transaction of its own, rolled back to undo them.
-  std::vector<std::string_view> pending;
-  for (std::string_view setting : settings_of(op, session_applied_))
-    pending.push_back(setting);
+  std::vector<std::string_view> pending = settings_of(op, session_applied_);
   Stream& stream = connection_->session.stream;
   MessageReader& reader = connection_->reader;
   if (!pending.empty()) pending.insert(pending.begin(), "BEGIN");
@@ -508,11 +506,11 @@ std::string SecondaryLink::shape_key(const MirrorOp& op) const {
   return key;
 }
 
-std::string SecondaryLink::shared_shape_key(const MirrorOp& op) const {
+std::string SecondaryLink::shared_shape_key(const MirrorOp& op, const std::string& key) const {
   if (op.statement.target.temporary) return {}; // the session's own
   // What a table name resolves by: the secondary and its role, the login (its database, its
   // user's default search_path, startup options), and the session's own settings.
-  return login_key_ + '\0' + shape_key(op);
+  return login_key_ + '\0' + key;
 }
 
 std::string SecondaryLink::prepared_name(const std::string& sql, const std::vector<uint32_t>& types,
@@ -1022,9 +1020,10 @@ bool SecondaryLink::row_keys(const std::vector<MirrorOp>& ops, std::vector<uint6
     // The session's own shape, else one another session learned (copied only then).
     const protocol::TableShape* known = nullptr;
     std::optional<protocol::TableShape> shared;
-    if (auto shape = shapes_.find(shape_key(op)); shape != shapes_.end()) {
+    std::string own_key = shape_key(op);
+    if (auto shape = shapes_.find(own_key); shape != shapes_.end()) {
       known = &shape->second;
-    } else if (std::string key = shared_shape_key(op); !key.empty()) {
+    } else if (std::string key = shared_shape_key(op, own_key); !key.empty()) {
       shared = services_.shapes().find(key, services_.schema_epoch().load(),
                                        ShapeRegistry::Clock::now());
       if (shared) known = &*shared;

@@ -225,8 +225,8 @@ private:
   asio::awaitable<Result<protocol::TableShape>> shape_of(const MirrorOp& op);
   //! The key of that shape in shapes_: the table's name and the settings it resolves by.
   std::string shape_key(const MirrorOp& op) const;
-  //! Its key in Services::shapes(); empty for a temporary table.
-  std::string shared_shape_key(const MirrorOp& op) const;
+  //! Its key in Services::shapes(), from its `key` in shapes_; empty for a temporary table.
+  std::string shared_shape_key(const MirrorOp& op, const std::string& key) const;
   std::string prepared_name(const std::string& sql, const std::vector<uint32_t>& types,
                             std::string& out, std::vector<std::string>& new_names);
   //! Appends `ops` to the journal; the offset to settle once the primary committed them.
