@@ -177,9 +177,9 @@ bool needs_barrier(const protocol::Statement& s) {
          (s.transaction != TransactionOp::kNone && s.transaction != TransactionOp::kBegin);
 }
 
-// Writes switchyard wraps in a transaction when the client runs them in autocommit. DDL is
-// left alone (CREATE INDEX CONCURRENTLY and friends refuse transaction blocks) and mirrored
-// right after it ran; session statements need no transaction.
+// Writes switchyard wraps in a transaction when the client runs one alone in autocommit. DDL
+// alone is left alone (CREATE INDEX CONCURRENTLY and friends refuse transaction blocks) and
+// mirrored right after it ran; session statements need no transaction.
 bool wants_wrap(const protocol::Statement& s) {
   return s.mirror != MirrorPlan::kNone && s.kind != StatementKind::kDdl &&
          s.kind != StatementKind::kSession;
@@ -403,11 +403,13 @@ private:
     // Mid-cycle the last ReadyForQuery is older than the cycle's BEGIN or COMMIT.
     bool autocommit = mid_cycle ? !expected_in_transaction_ : activity_.transaction_status == 'I';
     // PostgreSQL runs the statements of one Query in one implicit transaction: split up, they
-    // are wrapped to keep it (SET a; SELECT 1/0 leaves no setting behind).
-    bool wrap = !classification->has_transaction_control() && !statements.empty() &&
-                (joins_cycle || (autocommit && !ddl &&
-                                 (statements.size() > 1 ||
-                                  std::any_of(statements.begin(), statements.end(), wants_wrap))));
+    // are wrapped to keep it (SET a; SELECT 1/0 leaves no setting behind, CREATE TABLE w;
+    // SELECT 1/0 no table). DDL that refuses a transaction block refuses an implicit one too.
+    bool wrap =
+        !classification->has_transaction_control() && !statements.empty() &&
+        (joins_cycle ||
+         (autocommit && (statements.size() > 1 ||
+                         (!ddl && std::any_of(statements.begin(), statements.end(), wants_wrap)))));
     query_failed_ = false;
     bool last_ready_forwarded = false;
     if (statements.empty()) { // empty or unparsable, behind the cycle's writes or autocommit DDL

@@ -220,6 +220,11 @@ CASES = [
     ("a read, then a write", [query("SELECT count(*) FROM t; INSERT INTO t (v) VALUES (29)")], 1),
     ("SELECT FOR UPDATE", [query("SELECT v FROM t WHERE v = 29 FOR UPDATE")], 1),
     ("DDL", [query("CREATE TABLE u (id int); DROP TABLE u")], 1),
+    ("DDL rolled back with the Query that fails",
+     [query("CREATE TABLE w (id int); INSERT INTO w VALUES (1); SELECT 1/0"),
+      query("SELECT to_regclass('w') IS NULL")], 2),
+    ("a statement that refuses a transaction block, in a Query of several",
+     [query("CREATE INDEX CONCURRENTLY t_v ON t (v); SELECT 1"), query("SELECT to_regclass('t_v') IS NULL")], 2),
 ]
 
 
@@ -267,9 +272,10 @@ def test_switchyard_answers_as_postgresql_does(pair, start_proxy, tmp_path, read
     proxy = start_proxy(config)
     runs, rows = {}, {}
     table = "SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM t"
+    tables = "SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class WHERE relnamespace = 'public'::regnamespace"
     for name, port, user in (("direct", primary.port, "trustuser"), ("switchyard", proxy.port, "trustuser")):
         for cluster in pair:
-            cluster.sql("TRUNCATE t RESTART IDENTITY")
+            cluster.sql("TRUNCATE t RESTART IDENTITY; DROP TABLE IF EXISTS w; DROP INDEX IF EXISTS t_v")
         runs[name] = answers(port, user)
         rows[name] = primary.sql(table)
     different = [name for name, _, _ in CASES if runs["direct"][name] != runs["switchyard"][name]]
@@ -279,4 +285,5 @@ def test_switchyard_answers_as_postgresql_does(pair, start_proxy, tmp_path, read
     if read_percent is not None:
         assert wait_for(lambda: proxy.metric("switchyard_mirror_async_queue") == 0), proxy.log()
         assert secondary.sql(table) == rows["direct"]
+        assert secondary.sql(tables) == primary.sql(tables)
         assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
