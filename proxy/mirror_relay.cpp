@@ -1069,6 +1069,16 @@ private:
     PortalInfo* portal = found == portals_.end() ? nullptr : &found->second;
     const PreparedInfo* prepared = portal ? portal->prepared.get() : nullptr;
     const protocol::Statement* s = prepared ? prepared->statement : nullptr;
+    std::shared_ptr<const protocol::Classification> keep =
+        prepared ? prepared->classification : nullptr;
+    if (s != nullptr && !prepared->rewritten) {
+      // An EXECUTE of a read is that read, by what the name stands for now (see on_query).
+      if (auto executed = executed_statement(*s);
+          executed && executed->statements[0].kind == StatementKind::kRead) {
+        keep = std::move(executed);
+        s = keep->statements.data();
+      }
+    }
     if (portal != nullptr && portal->ran == PortalInfo::Ran::kOnSecondary) {
       run_out_on_primary(*portal, execute->portal);
     }
@@ -1140,7 +1150,7 @@ private:
     Expect expect{ExpectKind::kExecute};
     expect.rewritten = prepared->rewritten;
     note_prepared_names(*s, prepared->prepares_image, expect);
-    expect.keep = prepared->classification;
+    expect.keep = std::move(keep);
     expect.statement = s;
     expect.op = make_op(*s, prepared->text, portal);
     expect.hand_over = hands_over(s->transaction);

@@ -796,6 +796,9 @@ def test_an_execute_of_a_prepared_read_is_a_read(pair, start_proxy, tmp_path):
         conn.execute("PREPARE total (int) AS SELECT count(*) FROM balances WHERE account > $1")
         mirrored_before = proxy.metric(statements)
         assert [conn.execute(f"EXECUTE total ({n})").fetchone()[0] for n in range(3)] == [0, 0, 0]
+        # Through the extended protocol: unnamed (binary results) and a named statement.
+        assert conn.cursor(binary=True).execute("EXECUTE total (1)").fetchone()[0] == 0
+        assert [conn.execute("EXECUTE total (2)", prepare=True).fetchone()[0] for _ in range(2)] == [0, 0]
         assert proxy.metric(statements) == mirrored_before  # nothing ran on the secondary
         # The name prepared again as a write: its EXECUTE is that write, on both sides.
         conn.execute("DEALLOCATE total")

@@ -200,6 +200,9 @@ CASES = [
      + [parse("", "EXECUTE pn"), bind("", "", result_formats=(1,)), describe(b"P", ""), execute(""), SYNC,
         query("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) DELETE FROM t WHERE v = 31"),
         query("DEALLOCATE ALL")], 3),
+    ("a prepared read, executed in the extended protocol",
+     [query("PREPARE pr(int) AS SELECT $1 * 2 AS twice"), parse("", "EXECUTE pr(21)"),
+      bind("", "", result_formats=(1,)), describe(b"P", ""), execute(""), SYNC, query("DEALLOCATE pr")], 3),
     ("a PREPARE skipped after an error leaves the name as it was",
      [query("PREPARE pu AS SELECT 42::int8 AS n")] + run_extended("SELECT 1/0")
      + run_extended("PREPARE pu AS INSERT INTO t (v) VALUES (40)")
