@@ -43,22 +43,95 @@ BEGIN
 END
 $switchyard$)sql";
 
-// One connection to the primary that runs kCatchUpSequences in `db`.
-asio::awaitable<Status> run_catch_up(const Runtime& runtime, const Services::SessionDatabase& db) {
-  const config::BackendTarget& primary = runtime.config->primary;
-  LoginRequest login = backend_login(*runtime.config, primary, db.user, db.database);
+// On the old primary: where each of its ascending sequences stands, as a JSON array of
+// {"name", "top"} (NULL when none has drawn). pg_sequences leaves out other sessions'
+// temporary sequences and has no last_value where the login may not read it.
+constexpr std::string_view kSequencePositions =
+    "SELECT pg_catalog.json_agg(pg_catalog.json_build_object('name', "
+    "pg_catalog.format('%I.%I', schemaname, sequencename), 'top', last_value))::text "
+    "FROM pg_catalog.pg_sequences WHERE last_value IS NOT NULL AND increment_by > 0";
+
+// On the new primary: moves each sequence of $1 (kSequencePositions) that exists, ascends and
+// the login may read and update up to the old primary's position, unless it is there already.
+// Row images carried ids drawn from sequences no column owns too (a DEFAULT naming a shared
+// sequence, nextval() in the statement), which kCatchUpSequences cannot find.
+constexpr std::string_view kAdoptSequencePositions =
+    R"sql(SELECT count(pg_catalog.setval(c.oid, v.top))
+FROM pg_catalog.json_to_recordset($1::json) AS v(name text, top int8)
+JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(v.name) AND c.relkind = 'S'
+  AND c.relpersistence <> 't'
+JOIN pg_catalog.pg_sequence q ON q.seqrelid = c.oid AND q.seqincrement > 0
+WHERE CASE WHEN pg_catalog.has_sequence_privilege(c.oid, 'SELECT')
+  AND pg_catalog.has_sequence_privilege(c.oid, 'UPDATE')
+  THEN COALESCE(pg_catalog.pg_sequence_last_value(c.oid), 0) < v.top ELSE false END)sql";
+
+// Runs `statements` in `db` on a connection of its own to `target`, the last with text
+// parameters `values` if there are any; the last answer, or the first error.
+asio::awaitable<Result<QueryRows>>
+query_for_swap(const Runtime& runtime, const config::BackendTarget& target, ssl::context* tls,
+               const Services::SessionDatabase& db, std::vector<std::string_view> statements,
+               const std::vector<protocol::Value>& values) {
+  LoginRequest login = backend_login(*runtime.config, target, db.user, db.database);
   login.options.emplace_back("application_name", "switchyard role swap");
-  auto connected = co_await connect_backend(primary, runtime.primary_tls.get(), std::move(login));
+  auto connected = co_await connect_backend(target, tls, std::move(login));
   if (auto* failed = std::get_if<BackendFailure>(&connected)) co_return Error{failed->message};
   auto& session = std::get<BackendSession>(connected);
   MessageReader reader(session.stream, protocol::Direction::kBackend,
                        std::numeric_limits<uint32_t>::max());
   reader.prepend(session.leftover);
-  auto ran = co_await run_query(session.stream, reader, kCatchUpSequences);
+  Result<QueryRows> ran = QueryRows{};
+  std::vector<uint32_t> types(values.size(), 0); // each parameter's type as the SQL casts it
+  std::vector<uint16_t> text_formats;
+  for (size_t i = 0; i < statements.size() && ran; ++i) {
+    if (i + 1 == statements.size() && !values.empty()) {
+      ran = co_await run_query(session.stream, reader, statements[i], types, text_formats, values);
+    } else {
+      ran = co_await run_query(session.stream, reader, statements[i]);
+    }
+  }
   std::string terminate;
   protocol::append_terminate(terminate);
   co_await session.stream.write_last_words(terminate);
   session.stream.close();
+  co_return ran;
+}
+
+// Where the old primary's sequences stand in `db` (kSequencePositions); nullopt when it is
+// not PostgreSQL or cannot say within half of cutover.swap_timeout (it may be down: the
+// owned sequences still get the rest), which is logged.
+asio::awaitable<std::optional<protocol::Value>>
+old_sequence_positions(const Runtime& runtime, const Services::SessionDatabase& db) {
+  const auto& old_primary = runtime.config->secondary;
+  if (!old_primary || old_primary->kind != config::BackendKind::kPostgres) co_return std::nullopt;
+  asio::steady_timer deadline(co_await asio::this_coro::executor,
+                              runtime.config->cutover.swap_timeout / 2);
+  std::vector<std::string_view> statements{kSequencePositions};
+  std::vector<protocol::Value> no_values;
+  auto answered = co_await (query_for_swap(runtime, *old_primary, runtime.secondary_tls.get(), db,
+                                           std::move(statements), no_values) ||
+                            deadline.async_wait(use_tuple));
+  Result<QueryRows> read = answered.index() == 0
+                               ? std::get<0>(std::move(answered))
+                               : Error{"no answer within cutover.swap_timeout / 2"};
+  if (read && read->rows.size() == 1 && read->rows[0].size() == 1) co_return read->rows[0][0];
+  spdlog::error("role swap: where the sequences of database {} (user {}) stand on the old "
+                "primary could not be read ({}); sequences no serial or identity column owns "
+                "are left where they are on the new primary",
+                db.database, db.user, read ? "no answer" : read.error());
+  co_return std::nullopt;
+}
+
+// Catches up the sequences of `db` on the primary: kCatchUpSequences, then
+// kAdoptSequencePositions with the old primary's positions.
+asio::awaitable<Status> run_catch_up(const Runtime& runtime, const Services::SessionDatabase& db) {
+  std::vector<std::string_view> statements{kCatchUpSequences};
+  std::vector<protocol::Value> positions;
+  if (auto old = co_await old_sequence_positions(runtime, db); old && *old) {
+    statements.push_back(kAdoptSequencePositions);
+    positions.push_back(std::move(*old));
+  }
+  auto ran = co_await query_for_swap(runtime, runtime.config->primary, runtime.primary_tls.get(),
+                                     db, std::move(statements), positions);
   if (!ran) co_return Error{ran.error()};
   co_return Ok{};
 }

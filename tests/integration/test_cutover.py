@@ -372,6 +372,36 @@ def test_a_database_first_used_after_promotion_gets_its_sequences_caught_up(pair
     assert old.checksum("items", dbname="late") == new.checksum("items", dbname="late")
 
 
+def test_sequences_no_column_owns_go_on_from_the_old_primarys_position_after_promotion(pair, start):
+    """Row images carry the ids the old primary drew, also from sequences no column owns (a
+    DEFAULT naming a shared sequence, nextval() called in the statement), which the new
+    database's own sequences never drew. After promotion they go on from where the old
+    primary's stood, and the first inserts do not collide."""
+    old, new = pair
+    for cluster in (old, new):
+        cluster.sql("DROP DATABASE IF EXISTS numbered")
+        cluster.sql("CREATE DATABASE numbered")
+        cluster.sql("CREATE SEQUENCE invoice_no; CREATE SEQUENCE ticket_no START 100;"
+                    "CREATE SEQUENCE untouched START 7;"
+                    "CREATE TABLE invoices (no bigint PRIMARY KEY DEFAULT nextval('invoice_no'), note text)",
+                    dbname="numbered")
+    proxy = start(pair, "read_percent: 100\n", IDLE_GATES, dbname="")
+    with psycopg.connect(proxy.dsn(dbname="numbered"), autocommit=True) as conn:
+        for n in range(3):
+            conn.execute("INSERT INTO invoices (note) VALUES (%s)", (f"before {n}",))
+        conn.execute("INSERT INTO invoices (no, note) VALUES (nextval('ticket_no'), 'a ticket')")
+    assert old.checksum("invoices", dbname="numbered") == new.checksum("invoices", dbname="numbered")
+    assert act(proxy, "promote")["phase"] == "promoted"
+    assert wait_for(lambda: status(proxy)["roles"]["settled"])
+    with psycopg.connect(proxy.dsn(dbname="numbered"), autocommit=True) as conn:
+        assert conn.execute("INSERT INTO invoices (note) VALUES ('after') RETURNING no").fetchone()[0] == 4
+        assert conn.execute("INSERT INTO invoices (no, note) VALUES (nextval('ticket_no'), 'after')"
+                            " RETURNING no").fetchone()[0] == 101
+    # A sequence nothing drew from stays where it was.
+    assert new.sql("SELECT last_value, is_called FROM untouched", dbname="numbered") == "7|f"
+    assert old.checksum("invoices", dbname="numbered") == new.checksum("invoices", dbname="numbered")
+
+
 def test_a_failing_new_primary_reverts_on_its_own(pair, start):
     old, new = pair
     only_new_primary_gate = "".join(f"    {gate}: {{enabled: false}}\n" for gate in (
