@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "protocol/classify.hpp"
+#include "protocol/row_image.hpp"
 #include "protocol/wire.hpp"
 
 namespace switchyard::protocol {
@@ -216,9 +217,9 @@ std::string column_defaults_sql(std::string_view table) {
          "<> '' THEN format('nextval(%L::regclass)', "
          "pg_get_serial_sequence(a.attrelid::regclass::text, a.attname)) "
          "ELSE pg_get_expr(d.adbin, d.adrelid) END, "
-         "pg_catalog.format_type(a.atttypid, a.atttypmod), "
-         "pg_catalog.pg_get_serial_sequence(a.attrelid::regclass::text, a.attname) "
-         "FROM pg_catalog.pg_attribute a LEFT JOIN pg_catalog.pg_attrdef d "
+         "pg_catalog.format_type(a.atttypid, a.atttypmod), " +
+         std::string(kColumnSequenceSql) +
+         " FROM pg_catalog.pg_attribute a LEFT JOIN pg_catalog.pg_attrdef d "
          "ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
          "WHERE a.attrelid = pg_catalog.to_regclass(" +
          string_constant(table) +

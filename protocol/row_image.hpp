@@ -46,13 +46,26 @@ std::optional<uint64_t> affected_rows(std::string_view command_tag);
 //! client's columns are [0, marker), the image (marker, end).
 std::optional<size_t> find_image_marker(std::span<const FieldDescription> fields);
 
+//! SQL for the sequence the pg_attribute row `a` draws its values from, schema-qualified and
+//! quoted as needed, or NULL: the one it owns (serial, identity), else one its DEFAULT names
+//! (a sequence shared by several tables, or created apart).
+inline constexpr std::string_view kColumnSequenceSql =
+    "coalesce(pg_catalog.pg_get_serial_sequence(a.attrelid::pg_catalog.regclass::text, "
+    "a.attname), (SELECT pg_catalog.format('%I.%I', n.nspname, s.relname) "
+    "FROM pg_catalog.pg_attrdef ad JOIN pg_catalog.pg_depend d "
+    "ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid "
+    "AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass "
+    "JOIN pg_catalog.pg_class s ON s.oid = d.refobjid AND s.relkind = 'S' "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = s.relnamespace "
+    "WHERE ad.adrelid = a.attrelid AND ad.adnum = a.attnum LIMIT 1))";
+
 //! A table as the secondary sees it, for applying row images.
 struct TableShape {
   std::string qualified;                //!< quoted, possibly schema-qualified name
   std::vector<std::string> key_columns; //!< primary key; empty when the table has none
   std::vector<std::string> generated;   //!< GENERATED ... STORED columns: never written
   Dialect dialect = Dialect::kPostgres; //!< of the database the shape was read from
-  //! Serial and identity columns, each with its sequence (schema-qualified, quoted as needed).
+  //! Columns drawing from a sequence (kColumnSequenceSql), each with its sequence.
   std::vector<std::pair<std::string, std::string>> sequences{};
 
   bool is_generated(std::string_view column) const {

@@ -156,11 +156,10 @@ asio::awaitable<Result<protocol::TableShape>> query_table_shape(Stream& stream,
     co_return co_await query_sqlite_table_shape(stream, reader, name);
   }
   std::string sql =
-      "SELECT a.attname, a.attgenerated <> '', coalesce(a.attnum = ANY(i.indkey), false), "
-      "pg_catalog.pg_get_serial_sequence(" +
-      quote_literal(name) +
-      ", a.attname) "
-      "FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
+      "SELECT a.attname, a.attgenerated <> '', "
+      "coalesce(a.attnum = ANY(i.indkey), false), " +
+      std::string(protocol::kColumnSequenceSql) +
+      " FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
       "WHERE a.attrelid = " +
       quote_literal(name) + "::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
   auto rows = co_await run_query(stream, reader, sql);

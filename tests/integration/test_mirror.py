@@ -530,6 +530,30 @@ def test_statements_the_secondary_runs_itself_draw_ids_after_the_images(pair, st
     assert proxy.metric("switchyard_journal_entries_total") == 0
 
 
+def test_a_sequence_a_default_names_without_owning_it_is_advanced_too(pair, start_proxy, tmp_path):
+    """A column DEFAULT can draw from a sequence no column owns (shared, or created apart):
+    its images move that sequence past the secondary's too, so a statement the secondary runs
+    itself draws after them."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE SEQUENCE invoice_no;"
+                    "CREATE TABLE invoices (no bigint PRIMARY KEY DEFAULT nextval('invoice_no'), note text)")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        for n in range(3):
+            conn.execute("INSERT INTO invoices (note) VALUES (%s)", (f"image {n}",))
+        cur = conn.execute("WITH i AS (INSERT INTO invoices (note) VALUES ('run by each side') RETURNING no)"
+                           " SELECT no FROM i")
+        assert cur.fetchall() == [(4,)]
+        with conn.cursor().copy("COPY invoices (note) FROM STDIN") as copy:  # ids filled in: 5, 6
+            for n in range(2):
+                copy.write_row((f"copied {n}",))
+        assert conn.execute("WITH i AS (INSERT INTO invoices (note) VALUES ('after the copy') RETURNING no)"
+                            " SELECT no FROM i").fetchall() == [(7,)]
+    assert_identical(primary, secondary, {"invoices": "no"})
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+
+
 FIXED_EVENT_CTE = ("WITH e AS (INSERT INTO events (account, amount, token, created) VALUES "
                    "(%s, 0.5, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2026-01-01') RETURNING id) "
                    "SELECT id FROM e")
