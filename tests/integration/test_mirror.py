@@ -716,6 +716,34 @@ def test_writes_reach_the_secondary_under_the_settings_they_ran_with(pair, start
 
 
 @pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_a_discard_all_resets_how_a_table_name_resolves_for_the_secondary(pair, start_proxy, tmp_path,
+                                                                          write_mode):
+    """After DISCARD ALL a session's table names resolve by the login's defaults again. The
+    secondary connection still holds the session's earlier search_path when the next write's
+    table shape is looked up: that lookup (and the shape other sessions then share) must not
+    resolve the name under it."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE SCHEMA tenant_k; CREATE TABLE tenant_k.items (code text PRIMARY KEY, note text);"
+                    "CREATE TABLE public.items (id int PRIMARY KEY, note text)")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("SET search_path = tenant_k, public")
+        conn.execute("INSERT INTO items VALUES ('k1', 'tenant')")
+        assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+        conn.execute("DISCARD ALL")
+        conn.execute("INSERT INTO items VALUES (1, 'after the discard')")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as other:  # no settings: the shared shape
+        other.execute("INSERT INTO items VALUES (2, 'another session')")
+        other.execute("UPDATE items SET note = 'updated' WHERE id = 1")
+    assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert_identical(primary, secondary, {"public.items": "id", "tenant_k.items": "code"})
+    assert primary.sql("SELECT string_agg(id || ':' || note, ',' ORDER BY id) FROM public.items") == \
+        "1:updated,2:another session"
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+
+
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
 def test_settings_a_transaction_undid_do_not_reach_the_secondary(pair, start_proxy, tmp_path,
                                                                   write_mode):
     """A SET rolled back with its transaction (or savepoint, or failed implicit transaction), or
