@@ -71,6 +71,9 @@ struct PreparedInfo {
   const protocol::Statement* statement = nullptr; // set when the text is one statement
   bool rewritten = false;                         // row image appended
   bool prepares_image = false; // a PREPARE sent with its write's row image (sql_prepared_)
+  //! When the text is an `EXECUTE name`: its own classification. What it runs is resolved
+  //! again at each Bind (resolve_execute), as the name may have been prepared again.
+  std::shared_ptr<const protocol::Classification> executes;
   //! The primary's RowDescription of a portal of this statement bound with these result
   //! formats: lets a Describe of a portal whose read the secondary answers skip the primary
   //! (see HeldBind). Like a table shape (ShapeRegistry) it holds until DDL through switchyard
@@ -884,12 +887,9 @@ private:
           runtime_->config->mirror.ddl == config::DdlPolicy::kReject) {
         parse->query = std::string(kRejectDdl);
         info->statement = nullptr;
-      } else if (auto executed = executed_statement(*info->statement);
-                 executed && executed->statements[0].mirror == MirrorPlan::kRowImage) {
-        // Not a read: this statement may run after the name was prepared again as a write.
-        info->classification = executed;
-        info->statement = &executed->statements[0];
-        info->rewritten = true;
+      } else if (info->statement->node == "ExecuteStmt") {
+        info->executes = info->classification;
+        resolve_execute(*info);
       } else if (info->statement->mirror == MirrorPlan::kRowImage) {
         parse->query = protocol::with_row_image(info->text, *info->statement, primary_dialect());
         info->rewritten = true;
@@ -919,6 +919,13 @@ private:
     auto found = statements_.find(bind->statement);
     std::shared_ptr<const PreparedInfo> prepared =
         found == statements_.end() ? nullptr : found->second;
+    if (prepared && prepared->executes && executed_now(*prepared) != prepared->classification) {
+      auto resolved = std::make_shared<PreparedInfo>(*prepared); // the name was prepared again
+      resolved->description.reset();
+      resolve_execute(*resolved);
+      found->second = resolved;
+      prepared = std::move(resolved);
+    }
     if (prepared && prepared->rewritten && !prepared->statement->has_returning) {
       bind->result_formats.clear(); // the client expects no rows; the image comes as text
     }
@@ -1785,6 +1792,21 @@ private:
     if (s.node != "ExecuteStmt") return nullptr;
     auto found = sql_prepared_.find(s.prepared_name);
     return found == sql_prepared_.end() ? nullptr : found->second;
+  }
+
+  // What a statement that is an `EXECUTE name` runs as, by what the name stands for now: its
+  // row-image write (the primary prepared it with the image), else the EXECUTE itself (a read
+  // among them is told apart at Execute, where it cannot change the Bind).
+  std::shared_ptr<const protocol::Classification> executed_now(const PreparedInfo& info) const {
+    auto executed = executed_statement(info.executes->statements[0]);
+    return executed && executed->statements[0].mirror == MirrorPlan::kRowImage ? executed
+                                                                               : info.executes;
+  }
+
+  void resolve_execute(PreparedInfo& info) const {
+    info.classification = executed_now(info);
+    info.statement = &info.classification->statements[0];
+    info.rewritten = info.classification != info.executes;
   }
 
   // PREPARE (sent with the image when `image`), DEALLOCATE and DISCARD ALL change what the

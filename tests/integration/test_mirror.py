@@ -864,6 +864,33 @@ def test_an_execute_of_a_prepared_read_is_a_read(pair, start_proxy, tmp_path):
     assert_identical(primary, secondary, {"balances": "account"})
 
 
+def test_a_prepared_statement_that_executes_a_name_follows_the_name_prepared_again(
+        pair, start_proxy, tmp_path):
+    """psycopg prepares a statement it runs often (or with prepare=True) once and binds it
+    again each time; when that statement is `EXECUTE name`, each run is what the name stands
+    for then, also after the name was prepared again as a write to another table or a read."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO balances (account, total) VALUES (1, 0), (2, 0)")
+        conn.execute("INSERT INTO notes (body) VALUES ('n')")
+        conn.execute("PREPARE change AS UPDATE balances SET total = total + 1 WHERE account = 1")
+        assert conn.execute("EXECUTE change", prepare=True).statusmessage == "UPDATE 1"
+        conn.execute("DEALLOCATE change")
+        conn.execute("PREPARE change AS UPDATE notes SET written = '2026-01-01' WHERE body = 'n'")
+        assert conn.execute("EXECUTE change", prepare=True).statusmessage == "UPDATE 1"
+        conn.execute("DEALLOCATE change")
+        conn.execute("PREPARE change AS SELECT 42 AS answer")
+        assert conn.execute("EXECUTE change", prepare=True).fetchall() == [(42,)]
+        conn.execute("DEALLOCATE change")
+        conn.execute("PREPARE change AS UPDATE balances SET total = total + 10 WHERE account = 2 RETURNING total")
+        cur = conn.execute("EXECUTE change", prepare=True)
+        assert [c.name for c in cur.description] == ["total"] and cur.fetchall() == [(10.0,)]
+    assert primary.sql("SELECT string_agg(account || ':' || total, ',' ORDER BY account) FROM balances") == "1:1,2:10"
+    assert_identical(primary, secondary, {"balances": "account", "notes": "t::text"})
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+
+
 def test_sessions_committing_at_once_share_a_secondary_transaction_but_not_its_refusal(
         pair, start_proxy, tmp_path):
     """Sync mode: commits that arrive while an apply of their login is under way reach the
