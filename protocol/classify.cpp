@@ -378,6 +378,50 @@ std::vector<std::string> set_columns_of(const json::object& stmt) {
   return columns;
 }
 
+// Statement::valued_columns and friends of an InsertStmt.
+void note_valued_columns(const json::object& insert, Statement& out) {
+  std::vector<std::string> listed;
+  if (const json::value* cols = insert.if_contains("cols"); cols && cols->is_array()) {
+    for (const json::value& col : cols->get_array()) {
+      const json::value* target =
+          col.is_object() ? col.get_object().if_contains("ResTarget") : nullptr;
+      if (target != nullptr && target->is_object())
+        listed.emplace_back(string_at(target->get_object(), "name"));
+    }
+  }
+  const json::value* select = insert.if_contains("selectStmt");
+  if (select != nullptr && select->is_object())
+    select = select->get_object().if_contains("SelectStmt");
+  if (select == nullptr || !select->is_object()) return; // DEFAULT VALUES
+  const json::value* rows = select->get_object().if_contains("valuesLists");
+  if (rows == nullptr || !rows->is_array()) { // a query gives every column it fills
+    out.values_every_column = listed.empty();
+    out.valued_columns = std::move(listed);
+    return;
+  }
+  std::vector<bool> valued;
+  for (const json::value& row : rows->get_array()) {
+    const json::value* list = row.is_object() ? row.get_object().if_contains("List") : nullptr;
+    const json::value* items =
+        list != nullptr && list->is_object() ? list->get_object().if_contains("items") : nullptr;
+    if (items == nullptr || !items->is_array()) continue;
+    const json::array& values = items->get_array();
+    if (valued.size() < values.size()) valued.resize(values.size());
+    for (size_t i = 0; i < values.size(); ++i) {
+      valued[i] =
+          valued[i] || !values[i].is_object() || !values[i].get_object().contains("SetToDefault");
+    }
+  }
+  for (size_t i = 0; i < valued.size(); ++i) {
+    if (!valued[i]) continue;
+    if (listed.empty()) {
+      out.valued_positions.push_back(i);
+    } else if (i < listed.size()) {
+      out.valued_columns.push_back(listed[i]);
+    }
+  }
+}
+
 // The SQL text of a COPY option's argument; nullopt for a kind of argument not expected.
 std::optional<std::string> option_argument(const json::value* arg) {
   if (arg == nullptr || !arg->is_object()) return std::string();
@@ -576,6 +620,7 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
     out.target = target_of(body);
     out.has_returning = has_items(body, "returningList");
     if (node == "UpdateStmt") out.set_columns = set_columns_of(body);
+    if (node == "InsertStmt") note_valued_columns(body, out);
     out.image_op = node == "DeleteStmt" ? RowImageOp::kDelete : RowImageOp::kUpsert;
     // A writing CTE inside changes rows the RETURNING clause cannot see.
     out.mirror = facts.writes ? MirrorPlan::kStatement : MirrorPlan::kRowImage;

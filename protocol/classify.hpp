@@ -76,7 +76,14 @@ struct Statement {
   TargetTable target;                   //!< row-image statements and COPY FROM STDIN
   std::optional<CopyFrom> copy_from;    //!< COPY FROM STDIN
   std::vector<std::string> set_columns; //!< UPDATE ... SET targets (a key change needs care)
-  std::string node;                     //!< parse node name, e.g. "InsertStmt"
+  //! INSERT: the columns some row gives a value of its own rather than DEFAULT, so a serial
+  //! or identity id there came from the client, not from the sequence. By name when the
+  //! statement lists its columns, else by position in the table (`valued_positions`);
+  //! `values_every_column` for a query feeding a table without a column list.
+  std::vector<std::string> valued_columns;
+  std::vector<size_t> valued_positions;
+  bool values_every_column = false;
+  std::string node; //!< parse node name, e.g. "InsertStmt"
   //! PREPARE, EXECUTE and DEALLOCATE: the prepared statement's name (empty: DEALLOCATE ALL).
   std::string prepared_name;
   bool drops_all_prepared = false; //!< DEALLOCATE ALL, DISCARD ALL

@@ -533,11 +533,22 @@ std::string SecondaryLink::prepared_name(const std::string& sql, const std::vect
 }
 
 void SecondaryLink::note_sequence_values(const protocol::TableShape& shape, const MirrorOp& op) {
+  const protocol::Statement& insert = op.statement;
   for (const auto& serial : shape.sequences) {
     auto at = std::find_if(op.fields.begin(), op.fields.end(),
                            [&](const auto& f) { return f.name == serial.first; });
     if (at == op.fields.end()) continue;
-    if (auto largest = largest_integer(op, static_cast<size_t>(at - op.fields.begin()))) {
+    // The image holds the table's columns in order. An id the client gave itself moved the
+    // primary's sequence no more than it may move the secondary's.
+    auto column = static_cast<size_t>(at - op.fields.begin());
+    if (insert.values_every_column ||
+        std::find(insert.valued_columns.begin(), insert.valued_columns.end(), serial.first) !=
+            insert.valued_columns.end() ||
+        std::find(insert.valued_positions.begin(), insert.valued_positions.end(), column) !=
+            insert.valued_positions.end()) {
+      continue;
+    }
+    if (auto largest = largest_integer(op, column)) {
       services_.sequence_marks().note(database_key_, serial.second, *largest);
     }
   }

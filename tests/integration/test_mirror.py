@@ -554,6 +554,27 @@ def test_a_sequence_a_default_names_without_owning_it_is_advanced_too(pair, star
     assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
 
 
+def test_ids_the_client_gave_itself_do_not_move_the_secondarys_sequence(pair, start_proxy, tmp_path):
+    """An INSERT that gives a serial or identity column a value of its own draws nothing from
+    the primary's sequence, so the secondary's must not move past it either: a statement the
+    secondary runs itself then draws the ids the primary drew, not ids after the client's."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO events (id, account) VALUES (1000, 1)")
+        conn.execute("INSERT INTO events VALUES (2000, 2, 0.5, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', now())")
+        conn.execute("INSERT INTO events (id, account) SELECT 3000 + g, g FROM generate_series(1, 2) g")
+        conn.execute("INSERT INTO events (account) VALUES (3)")  # draws 1
+        conn.execute("INSERT INTO events VALUES (DEFAULT, 4)")  # draws 2
+        conn.execute("INSERT INTO ledger (id, account) OVERRIDING SYSTEM VALUE VALUES (500, 5)")
+        conn.execute("INSERT INTO ledger (account) VALUES (6)")  # draws 1
+        assert conn.execute(FIXED_EVENT_CTE, (7,)).fetchall() == [(3,)]
+        assert conn.execute("WITH l AS (INSERT INTO ledger (account, noted) VALUES (8, '2026-01-01')"
+                            " RETURNING id) SELECT id FROM l").fetchall() == [(2,)]
+    assert_identical(primary, secondary, {"events": "id", "ledger": "id"})
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+
+
 FIXED_EVENT_CTE = ("WITH e AS (INSERT INTO events (account, amount, token, created) VALUES "
                    "(%s, 0.5, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2026-01-01') RETURNING id) "
                    "SELECT id FROM e")

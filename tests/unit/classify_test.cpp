@@ -42,6 +42,30 @@ TEST_CASE("reads stay reads; locking, writing CTEs and unknown functions do not"
   CHECK(advisory.mirror == MirrorPlan::kNone);
 }
 
+TEST_CASE("an INSERT tells the columns it gives values of its own from those left DEFAULT") {
+  Statement listed = only("INSERT INTO t (id, a, b) VALUES (DEFAULT, 1, DEFAULT), (DEFAULT, 2, 3)");
+  CHECK(listed.valued_columns == std::vector<std::string>{"a", "b"});
+  CHECK(listed.valued_positions.empty());
+  CHECK_FALSE(listed.values_every_column);
+
+  Statement positional = only("INSERT INTO t VALUES (DEFAULT, 1), (DEFAULT, $1)");
+  CHECK(positional.valued_columns.empty());
+  CHECK(positional.valued_positions == std::vector<size_t>{1});
+
+  Statement omitted = only("INSERT INTO t (a) VALUES (1) ON CONFLICT DO NOTHING");
+  CHECK(omitted.valued_columns == std::vector<std::string>{"a"});
+
+  Statement query = only("INSERT INTO t (id, a) SELECT g, g FROM generate_series(1, 3) g");
+  CHECK(query.valued_columns == std::vector<std::string>{"id", "a"});
+  CHECK_FALSE(query.values_every_column);
+  CHECK(only("INSERT INTO t SELECT * FROM u").values_every_column);
+
+  Statement defaults = only("INSERT INTO t DEFAULT VALUES");
+  CHECK(defaults.valued_columns.empty());
+  CHECK(defaults.valued_positions.empty());
+  CHECK_FALSE(defaults.values_every_column);
+}
+
 TEST_CASE("DML is mirrored by row image with its target table") {
   Statement insert = only("INSERT INTO public.\"Orders\" AS o (a) VALUES (now()) RETURNING a");
   CHECK(insert.mirror == MirrorPlan::kRowImage);
