@@ -180,9 +180,9 @@ bool needs_barrier(const protocol::Statement& s) {
          (s.transaction != TransactionOp::kNone && s.transaction != TransactionOp::kBegin);
 }
 
-// Writes switchyard wraps in a transaction when the client runs one alone in autocommit. DDL
-// alone is left alone (CREATE INDEX CONCURRENTLY and friends refuse transaction blocks) and
-// mirrored right after it ran; session statements need no transaction.
+// Writes switchyard wraps in a transaction when the client runs one alone in autocommit. A
+// lone DDL statement is not wrapped (CREATE INDEX CONCURRENTLY and friends refuse transaction
+// blocks) and is mirrored right after it ran; session statements need no transaction.
 bool wants_wrap(const protocol::Statement& s) {
   return s.mirror != MirrorPlan::kNone && s.kind != StatementKind::kDdl &&
          s.kind != StatementKind::kSession;
