@@ -67,6 +67,11 @@ struct TableShape {
   Dialect dialect = Dialect::kPostgres; //!< of the database the shape was read from
   //! Columns drawing from a sequence (kColumnSequenceSql), each with its sequence.
   std::vector<std::pair<std::string, std::string>> sequences{};
+  //! Enabled BEFORE ROW triggers on INSERT or UPDATE, which may change the values an image
+  //! writes (a timestamp, a normalised value) as they changed the primary's.
+  bool rewriting_triggers = false;
+  //! The session may set session_replication_role, which turns those triggers off.
+  bool may_disable_triggers = false;
 
   bool is_generated(std::string_view column) const {
     return std::find(generated.begin(), generated.end(), column) != generated.end();

@@ -34,8 +34,21 @@ asio::awaitable<Result<QueryRows>> run_query(Stream& stream, MessageReader& read
                                              const std::vector<uint16_t>& formats,
                                              const std::vector<protocol::Value>& values);
 
+//! A BEFORE trigger stamps a row written from an image again (clock_timestamp(), a normalised
+//! value) as it stamped the primary's row: such a row is written a second time with the
+//! triggers session_replication_role governs off (TableShape::rewriting_triggers), for the
+//! current transaction only; kTriggersBackSql restores the role the session had.
+inline constexpr std::string_view kTriggersOffSql =
+    "SELECT pg_catalog.set_config('switchyard.replication_role', "
+    "pg_catalog.current_setting('session_replication_role'), true), "
+    "pg_catalog.set_config('session_replication_role', 'replica', true)";
+inline constexpr std::string_view kTriggersBackSql =
+    "SELECT pg_catalog.set_config('session_replication_role', "
+    "pg_catalog.current_setting('switchyard.replication_role'), true)";
+
 //! The shape of table `name` (quoted, possibly qualified) as the backend's catalog has it
-//! (pg_attribute, or SQLite's table_xinfo pragma): its primary key and generated columns.
+//! (pg_attribute, or SQLite's table_xinfo pragma): its primary key, generated columns,
+//! sequences, and whether BEFORE triggers may rewrite the rows written into it.
 asio::awaitable<Result<protocol::TableShape>> query_table_shape(Stream& stream,
                                                                 MessageReader& reader,
                                                                 const std::string& name,

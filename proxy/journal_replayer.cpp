@@ -344,7 +344,12 @@ private:
         value_types.push_back(protocol::portable_type(field.type_oid));
         values.push_back(current->rows[0][i]);
       }
-      written = co_await target.query(protocol::upsert_sql(*shape, names), value_types, {}, values);
+      std::string upsert = protocol::upsert_sql(*shape, names);
+      written = co_await target.query(upsert, value_types, {}, values);
+      if (written && shape->rewriting_triggers && shape->may_disable_triggers) {
+        written =
+            co_await write_without_triggers(target, way.into_primary, upsert, value_types, values);
+      }
     }
     auto committed = co_await locked.query("COMMIT");
     if (!committed) co_return fail("primary: " + committed.error()); // the locked side
@@ -359,6 +364,26 @@ private:
       note_written_ids(way, entry, *shape, columns, column_formats, current->rows[0]);
     }
     co_return Ok{};
+  }
+
+  // Writes the row again with the target's BEFORE triggers off (kTriggersOffSql), so it holds
+  // the source's values; in a transaction of its own unless the target is the locked side,
+  // whose transaction is open.
+  static asio::awaitable<Result<QueryRows>>
+  write_without_triggers(Link& target, bool in_transaction, const std::string& upsert,
+                         const std::vector<uint32_t>& types,
+                         const std::vector<protocol::Value>& values) {
+    if (!in_transaction) {
+      if (auto begun = co_await target.query("BEGIN"); !begun) co_return begun;
+    }
+    Result<QueryRows> written = co_await target.query(kTriggersOffSql);
+    if (written) written = co_await target.query(upsert, types, {}, values);
+    if (!in_transaction) {
+      std::string_view end = written ? "COMMIT" : "ROLLBACK";
+      auto ended = co_await target.query(end);
+      if (written && !ended) written = ended;
+    }
+    co_return written;
   }
 
   // The row the replay wrote into the secondary holds the primary's serial and identity ids,

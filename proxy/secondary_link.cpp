@@ -488,6 +488,16 @@ asio::awaitable<Result<protocol::TableShape>> SecondaryLink::shape_of(const Mirr
   if (!pending.empty()) (void)co_await run_query(stream, reader, "ROLLBACK");
   if (failed) co_return Error{"a setting of the session failed on the secondary: " + *failed};
   if (!shape) co_return shape;
+  if (shape->rewriting_triggers && !shape->may_disable_triggers) {
+    static LogLimiter limiter;
+    if (std::string note; limiter.due(note)) {
+      spdlog::warn("session {}: {} has BEFORE triggers on the secondary, which may change the "
+                   "values rows are written there with; the secondary's login may not set "
+                   "session_replication_role to turn them off (GRANT SET ON PARAMETER "
+                   "session_replication_role TO it){}",
+                   peer_, shape->qualified, note);
+    }
+  }
   shapes_.emplace(key, *shape);
   if (!shared.empty()) registry.remember(shared, *shape, epoch, ShapeRegistry::Clock::now());
   co_return shape;
@@ -714,16 +724,33 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     }
     in_extended = true;
     std::string name = prepared_name(sql, types, out, new_names);
-    for (size_t row = 0; row < op.rows.size(); ++row) {
-      std::vector<protocol::Value> values;
-      values.reserve(columns.size());
-      for (size_t column : columns)
-        values.push_back(op.rows[row][column]);
-      protocol::append_bind(out, protocol::BindMessage{"", name, formats, std::move(values), {}});
+    auto write_rows = [&](bool again) {
+      for (size_t row = 0; row < op.rows.size(); ++row) {
+        std::vector<protocol::Value> values;
+        values.reserve(columns.size());
+        for (size_t column : columns)
+          values.push_back(op.rows[row][column]);
+        protocol::append_bind(out, protocol::BindMessage{"", name, formats, std::move(values), {}});
+        protocol::append_execute(out, "", 0);
+        std::optional<uint64_t> expected;
+        if (statement.image_op == protocol::RowImageOp::kDelete && !again) expected = 1;
+        units.push_back(Unit{index, row, expected, std::nullopt});
+      }
+    };
+    auto run_prepared = [&](std::string_view run) {
+      std::string prepared = prepared_name(std::string(run), {}, out, new_names);
+      protocol::append_bind(out, protocol::BindMessage{"", prepared, {}, {}, {}});
       protocol::append_execute(out, "", 0);
-      std::optional<uint64_t> expected;
-      if (statement.image_op == protocol::RowImageOp::kDelete) expected = 1;
-      units.push_back(Unit{index, row, expected, std::nullopt});
+      units.push_back(Unit{index, 0, std::nullopt, std::nullopt});
+    };
+    write_rows(false);
+    // Written once with the triggers on, so AFTER triggers still run (a counter, an audit
+    // row); then again with them off, an upsert that leaves the primary's values.
+    if (shape->rewriting_triggers && shape->may_disable_triggers && !keyless &&
+        statement.image_op != protocol::RowImageOp::kDelete) {
+      run_prepared(kTriggersOffSql);
+      write_rows(true);
+      run_prepared(kTriggersBackSql);
     }
     services_.metrics().mirrored(MirrorKind::kRowImage).Increment();
   }

@@ -1249,6 +1249,91 @@ def test_a_commit_the_primary_refuses_leaves_nothing_on_the_secondary(pair, star
         cluster.sql("DROP TABLE children, parents")
 
 
+STAMPED_PROFILES = """
+CREATE TABLE profiles (id serial PRIMARY KEY, email text UNIQUE, edits int, stamped timestamptz);
+CREATE TABLE profile_count (n int);
+INSERT INTO profile_count VALUES (0);
+CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN
+  NEW.email := lower(NEW.email);
+  NEW.edits := CASE TG_OP WHEN 'INSERT' THEN 1 ELSE OLD.edits + 1 END;
+  NEW.stamped := clock_timestamp();
+  RETURN NEW; END$$;
+CREATE TRIGGER stamp BEFORE INSERT OR UPDATE ON profiles FOR EACH ROW EXECUTE FUNCTION stamp();
+CREATE FUNCTION count_profiles() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN
+  UPDATE profile_count SET n = n + 1; RETURN NULL; END$$;
+CREATE TRIGGER count_profiles AFTER INSERT ON profiles FOR EACH ROW EXECUTE FUNCTION count_profiles();
+"""
+
+
+def write_profiles(dsn):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO profiles (email) VALUES ('Ann@X'), ('Bob@X')")
+        with conn.transaction():
+            conn.execute("UPDATE profiles SET email = 'ANN@Y' WHERE email = 'ann@x'")
+            conn.execute("INSERT INTO profiles (email) VALUES ('bob@x') "
+                         "ON CONFLICT (email) DO UPDATE SET email = 'Bob@Z'")
+        conn.execute("INSERT INTO profiles (email) VALUES ('Cy@X') RETURNING id", prepare=True)
+
+
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_values_a_before_trigger_set_on_the_primary_are_the_secondarys_too(pair, start_proxy, tmp_path,
+                                                                          write_mode):
+    """A BEFORE trigger that stamps a row (clock_timestamp(), a normalised value) would stamp
+    the row image again on the secondary: the secondary must keep the primary's values, while
+    its AFTER triggers still run (here a deterministic counter)."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql(STAMPED_PROFILES)
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    write_profiles(proxy.dsn())
+    assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert primary.sql("SELECT string_agg(email || ':' || edits, ',' ORDER BY id) FROM profiles") == \
+        "ann@y:2,bob@z:2,cy@x:1"
+    assert_identical(primary, secondary, {"profiles": "id", "profile_count": "n"})
+    assert secondary.sql("SELECT n FROM profile_count") == "3"
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+
+
+def test_rows_the_replayer_writes_keep_the_values_a_before_trigger_set_on_the_primary(
+        pair, start_proxy, tmp_path):
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql(STAMPED_PROFILES)
+    # The session's writes are refused on the secondary, the replay's are not.
+    secondary.sql("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
+                  " IF current_setting('application_name') <> 'switchyard journal replayer'"
+                  " THEN RAISE EXCEPTION 'not here'; END IF; RETURN NEW; END$$;"
+                  "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON profiles"
+                  " FOR EACH ROW EXECUTE FUNCTION refuse()")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    write_profiles(proxy.dsn())
+    assert proxy.metric("switchyard_mirror_failures_total", reason="secondary_error") == 3
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert_identical(primary, secondary, {"profiles": "id"})
+
+
+def test_without_the_right_to_turn_triggers_off_the_secondary_still_gets_every_write(
+        pair, start_proxy, tmp_path):
+    """A secondary login that may not set session_replication_role cannot keep a BEFORE
+    trigger off the row images: the writes still reach the secondary (as the trigger there
+    makes them), with a warning naming the table and what to grant."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql(STAMPED_PROFILES)
+    secondary.sql(f"CREATE ROLE app LOGIN PASSWORD '{PASSWORD}';"
+                  "GRANT ALL ON ALL TABLES IN SCHEMA public TO app;"
+                  "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO app")
+    config = (f"primary: {primary.uri()}\nsecondary: {secondary.uri(user='app')}\n"
+              f"mirror:\n  journal: {tmp_path}/journal.jsonl\n")
+    proxy = start_proxy(config)
+    write_profiles(proxy.dsn())
+    rows = "SELECT string_agg(id || ':' || email || ':' || edits, ',' ORDER BY id) FROM profiles"
+    assert secondary.sql(rows) == primary.sql(rows)
+    assert secondary.sql("SELECT n FROM profile_count") == "3"
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+    assert "profiles" in proxy.log() and "session_replication_role" in proxy.log(), proxy.log()
+
+
 def test_a_row_count_difference_is_journaled(pair, start_proxy, tmp_path):
     primary, secondary = pair
     primary.sql("INSERT INTO balances (account) VALUES (1), (2)")
