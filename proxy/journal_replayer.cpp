@@ -344,6 +344,8 @@ private:
         value_types.push_back(protocol::portable_type(field.type_oid));
         values.push_back(current->rows[0][i]);
       }
+      // As SecondaryLink::apply writes it: with the triggers, then again without the BEFORE
+      // triggers that stamped it.
       std::string upsert = protocol::upsert_sql(*shape, names);
       written = co_await target.query(upsert, value_types, {}, values);
       if (written && shape->rewriting_triggers && shape->may_disable_triggers) {

@@ -642,6 +642,47 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       units.push_back(Unit{index, 0, std::nullopt, std::nullopt});
     }
   };
+  struct RowWrite {
+    size_t index; // of the op
+    std::string prepared;
+    std::vector<uint16_t> formats;
+    std::vector<size_t> columns; // of the image, one per parameter
+  };
+  auto write_rows = [&](const RowWrite& write, bool count_each) {
+    const MirrorOp& op = ops[write.index];
+    for (size_t row = 0; row < op.rows.size(); ++row) {
+      std::vector<protocol::Value> values;
+      values.reserve(write.columns.size());
+      for (size_t column : write.columns)
+        values.push_back(op.rows[row][column]);
+      protocol::append_bind(
+          out, protocol::BindMessage{"", write.prepared, write.formats, std::move(values), {}});
+      protocol::append_execute(out, "", 0);
+      std::optional<uint64_t> expected;
+      if (count_each) expected = 1;
+      units.push_back(Unit{write.index, row, expected, std::nullopt});
+    }
+  };
+  // Images a BEFORE trigger stamped again (TableShape::rewriting_triggers), written once more
+  // with session_replication_role = replica, which turns such triggers off: an upsert that
+  // leaves the primary's values. All together, as each change of the role makes the
+  // secondary plan its statements afresh, but before anything that may see them (a
+  // statement, a setting, a DELETE).
+  std::vector<RowWrite> rewrites;
+  auto run_prepared = [&](std::string_view sql, size_t index) {
+    std::string prepared = prepared_name(std::string(sql), {}, out, new_names);
+    protocol::append_bind(out, protocol::BindMessage{"", prepared, {}, {}, {}});
+    protocol::append_execute(out, "", 0);
+    units.push_back(Unit{index, 0, std::nullopt, std::nullopt});
+  };
+  auto rewrite_without_triggers = [&] {
+    if (rewrites.empty()) return;
+    run_prepared(kTriggersOffSql, rewrites.front().index);
+    for (const RowWrite& write : rewrites)
+      write_rows(write, false);
+    run_prepared(kTriggersBackSql, rewrites.back().index);
+    rewrites.clear();
+  };
   // Session statements the client ran between two of the writes run between them here too,
   // in the writes' transaction, as the primary ran them.
   uint64_t settings_sent = session_applied_;
@@ -649,6 +690,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
   auto interleave_settings = [&](const MirrorOp& op, size_t index) {
     for (const SessionStatement& statement : session_statements_) {
       if (statement.seq <= settings_sent || statement.seq > op.session_seq) continue;
+      rewrite_without_triggers();
       in_extended = true;
       protocol::append_parse(out, protocol::ParseMessage{"", statement.sql, {}});
       protocol::append_bind(out, protocol::BindMessage{"", "", {}, {}, {}});
@@ -663,6 +705,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     const MirrorOp& op = ops[index];
     interleave_settings(op, index);
     if (op.kind == MirrorOp::Kind::kStatement) {
+      rewrite_without_triggers();
       if (op.statement.kind == protocol::StatementKind::kWrite ||
           op.statement.kind == protocol::StatementKind::kUnknown) {
         advance_lagging_sequences(index);
@@ -688,6 +731,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     // run the statement itself (then, for a key change, still write the exact new values).
     if ((keyless && statement.image_op == protocol::RowImageOp::kDelete) || (keyless && update) ||
         key_change) {
+      rewrite_without_triggers();
       add_statement(op, index);
       services_.metrics().mirrored(MirrorKind::kKeyFallback).Increment();
       if (!key_change) continue;
@@ -696,6 +740,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     std::vector<size_t> columns;
     std::string sql;
     if (statement.image_op == protocol::RowImageOp::kDelete) {
+      rewrite_without_triggers(); // a row written again after its DELETE would come back
       for (const std::string& key : shape->key_columns) {
         auto at = std::find_if(op.fields.begin(), op.fields.end(),
                                [&](const auto& f) { return f.name == key; });
@@ -723,37 +768,18 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       formats.push_back(op.fields[column].format);
     }
     in_extended = true;
-    std::string name = prepared_name(sql, types, out, new_names);
-    auto write_rows = [&](bool again) {
-      for (size_t row = 0; row < op.rows.size(); ++row) {
-        std::vector<protocol::Value> values;
-        values.reserve(columns.size());
-        for (size_t column : columns)
-          values.push_back(op.rows[row][column]);
-        protocol::append_bind(out, protocol::BindMessage{"", name, formats, std::move(values), {}});
-        protocol::append_execute(out, "", 0);
-        std::optional<uint64_t> expected;
-        if (statement.image_op == protocol::RowImageOp::kDelete && !again) expected = 1;
-        units.push_back(Unit{index, row, expected, std::nullopt});
-      }
-    };
-    auto run_prepared = [&](std::string_view run) {
-      std::string prepared = prepared_name(std::string(run), {}, out, new_names);
-      protocol::append_bind(out, protocol::BindMessage{"", prepared, {}, {}, {}});
-      protocol::append_execute(out, "", 0);
-      units.push_back(Unit{index, 0, std::nullopt, std::nullopt});
-    };
-    write_rows(false);
-    // Written once with the triggers on, so AFTER triggers still run (a counter, an audit
-    // row); then again with them off, an upsert that leaves the primary's values.
+    RowWrite write{index, prepared_name(sql, types, out, new_names), std::move(formats),
+                   std::move(columns)};
+    write_rows(write, statement.image_op == protocol::RowImageOp::kDelete);
+    // Written first with the secondary's triggers on, as they ran on the primary (AFTER
+    // triggers: a counter, an audit row; BEFORE triggers filling a column only it has).
     if (shape->rewriting_triggers && shape->may_disable_triggers && !keyless &&
         statement.image_op != protocol::RowImageOp::kDelete) {
-      run_prepared(kTriggersOffSql);
-      write_rows(true);
-      run_prepared(kTriggersBackSql);
+      rewrites.push_back(std::move(write));
     }
     services_.metrics().mirrored(MirrorKind::kRowImage).Increment();
   }
+  rewrite_without_triggers();
   end_extended();
   if (block) {
     protocol::append_query(out, "COMMIT");
