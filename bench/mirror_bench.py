@@ -46,7 +46,25 @@ WORKLOADS = [  # (label, pgbench arguments); the custom script has random()/uuid
     ("-N (simple-update)", ["-N"]),
     ("TPC-B (tpcb-like)", []),
     ("custom: volatile values", ["-f", "{custom}"]),
+    ("triggers: a BEFORE trigger stamps each row", ["-f", "{stamped}"]),
 ]
+
+# A table whose BEFORE trigger stamps every row it writes with clock_timestamp(), as an
+# updated_at trigger does: the secondary must keep the primary's stamps.
+STAMPED_SCHEMA = """
+CREATE TABLE stamped (id int PRIMARY KEY, hits int NOT NULL DEFAULT 0, touched timestamptz);
+INSERT INTO stamped (id) SELECT g FROM generate_series(1, 1000) g;
+CREATE OR REPLACE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN
+  NEW.touched := clock_timestamp(); RETURN NEW; END$$;
+CREATE TRIGGER stamp BEFORE INSERT OR UPDATE ON stamped FOR EACH ROW EXECUTE FUNCTION stamp();
+"""
+STAMPED_SCRIPT = r"""
+\set id random(1, 1000)
+BEGIN;
+UPDATE stamped SET hits = hits + 1 WHERE id = :id;
+INSERT INTO stamped (id) VALUES (:id + 1000) ON CONFLICT (id) DO UPDATE SET hits = stamped.hits + 1;
+END;
+"""
 
 
 class PgPool:
@@ -99,9 +117,10 @@ pid_file_name = '{self.dir}/pgpool.pid'
 
 
 def reset(cluster: PgCluster, scale: int):
-    """The same starting data on both sides: pgbench's tables and the custom script's."""
-    cluster.sql("DROP TABLE IF EXISTS events, ledger, balances, notes")
+    """The same starting data on both sides: pgbench's tables and the custom scripts'."""
+    cluster.sql("DROP TABLE IF EXISTS events, ledger, balances, notes, stamped")
     cluster.sql(SCHEMA)
+    cluster.sql(STAMPED_SCHEMA)
     pgbench_init(cluster, scale)
 
 
@@ -116,7 +135,8 @@ def settle(proxy, timeout=120):
 
 
 def identical(first: PgCluster, second: PgCluster):
-    differing = [t for t, order in TABLES.items() if first.checksum(t, order) != second.checksum(t, order)]
+    differing = [t for t, order in {**TABLES, "stamped": "id"}.items()
+                 if first.checksum(t, order) != second.checksum(t, order)]
     return "identical" if not differing else "differ: " + ", ".join(differing)
 
 
@@ -140,6 +160,8 @@ def main():
         workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-mbench-")))
         custom = workdir / "custom.sql"
         custom.write_text(CUSTOM_SCRIPT)
+        stamped = workdir / "stamped.sql"
+        stamped.write_text(STAMPED_SCRIPT)
         for cluster in (first, second):
             trust_local(cluster)
 
@@ -170,7 +192,8 @@ def main():
               f"both databases and every proxy on the same {os.cpu_count()} cores; data reset before each run\n")
         socket_columns = ("| direct (socket) tps | sync/direct (socket) " if unix else "")
         baseline_columns = ("| baseline sync tps | sync/baseline | baseline sync CPU µs/txn "
-                            "| PostgreSQL CPU µs/txn: baseline primary / secondary " if baseline else "")
+                            "| PostgreSQL CPU µs/txn: baseline primary / secondary "
+                            "| baseline sync: databases after " if baseline else "")
         print("| workload | direct tps (one db) | switchyard sync tps | switchyard async tps | pgpool-II native tps "
               f"| sync/pgpool | sync/direct | async/direct {socket_columns}| switchyard sync CPU µs/txn "
               "| PostgreSQL CPU µs/txn: direct / sync primary / sync secondary "
@@ -178,14 +201,14 @@ def main():
               f"| switchyard async: databases after (spilled to the journal) | pgpool-II: databases after "
               f"{baseline_columns}|")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if unix else "")
-              + ("---|---|---|---|" if baseline else ""))
+              + ("---|---|---|---|---|" if baseline else ""))
         targets = [("direct", first.port), ("switchyard", proxy.port), ("async", async_proxy.port),
                    ("pgpool", pool.port)] + ([("direct-socket", first.port)] if unix else []) \
             + ([("baseline", baseline.port)] if baseline else [])
         chosen = [w for w in WORKLOADS if opts.workloads == "all"
                   or any(w[0].startswith(prefix) for prefix in opts.workloads.split(","))]
         for label, args in chosen:
-            args = [a.replace("{custom}", str(custom)) for a in args] + (["-R", str(opts.rate)] if opts.rate else [])
+            args = [a.replace("{custom}", str(custom)).replace("{stamped}", str(stamped)) for a in args] + (["-R", str(opts.rate)] if opts.rate else [])
             runs = {name: [] for name, _ in targets}
             states = {name: set() for name, _ in targets}
             cpu = {"switchyard": [], "baseline": []}  # sync proxies' own CPU µs per transaction
@@ -234,7 +257,8 @@ def main():
             if baseline:
                 bt = statistics.median(runs["baseline"])
                 baseline_cells = (f"| {bt:.0f} | {st / bt:.2f}× | {statistics.median(cpu['baseline']):.0f} "
-                                  f"| {' / '.join(f'{statistics.median(v):.0f}' for v in baseline_db_cpu.values())} ")
+                                  f"| {' / '.join(f'{statistics.median(v):.0f}' for v in baseline_db_cpu.values())} "
+                                  f"| {state('baseline')} ")
             print(f"| {label} | {dt:.0f} | {st:.0f} | {at:.0f} | {pt:.0f} | {st / pt if pt else float('inf'):.2f}× "
                   f"| {st / dt:.2f}× | {at / dt:.2f}× {socket_cells}| {statistics.median(cpu['switchyard']):.0f} "
                   f"| {' / '.join(f'{statistics.median(v):.0f}' for v in db_cpu.values())} | {state('switchyard')} "
