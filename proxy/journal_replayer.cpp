@@ -345,12 +345,22 @@ private:
         values.push_back(current->rows[0][i]);
       }
       // As SecondaryLink::apply writes it: with the triggers, then again without the BEFORE
-      // triggers that stamped it.
+      // triggers that stamped it (kTriggersOffSql), both in one transaction: the target's
+      // own unless it is the locked side, whose transaction is open.
       std::string upsert = protocol::upsert_sql(*shape, names);
-      written = co_await target.query(upsert, value_types, {}, values);
-      if (written && shape->rewriting_triggers && shape->may_disable_triggers) {
-        written =
-            co_await write_without_triggers(target, way.into_primary, upsert, value_types, values);
+      bool stamped_again = shape->rewriting_triggers && shape->may_disable_triggers;
+      bool own_transaction = stamped_again && !way.into_primary;
+      if (own_transaction) written = co_await target.query("BEGIN");
+      if (written || !own_transaction)
+        written = co_await target.query(upsert, value_types, {}, values);
+      if (written && stamped_again) {
+        written = co_await target.query(kTriggersOffSql);
+        if (written) written = co_await target.query(upsert, value_types, {}, values);
+      }
+      if (own_transaction) {
+        std::string_view end = written ? "COMMIT" : "ROLLBACK";
+        auto ended = co_await target.query(end);
+        if (written && !ended) written = ended;
       }
     }
     auto committed = co_await locked.query("COMMIT");
@@ -366,26 +376,6 @@ private:
       note_written_ids(way, entry, *shape, columns, column_formats, current->rows[0]);
     }
     co_return Ok{};
-  }
-
-  // Writes the row again with the target's BEFORE triggers off (kTriggersOffSql), so it holds
-  // the source's values; in a transaction of its own unless the target is the locked side,
-  // whose transaction is open.
-  static asio::awaitable<Result<QueryRows>>
-  write_without_triggers(Link& target, bool in_transaction, const std::string& upsert,
-                         const std::vector<uint32_t>& types,
-                         const std::vector<protocol::Value>& values) {
-    if (!in_transaction) {
-      if (auto begun = co_await target.query("BEGIN"); !begun) co_return begun;
-    }
-    Result<QueryRows> written = co_await target.query(kTriggersOffSql);
-    if (written) written = co_await target.query(upsert, types, {}, values);
-    if (!in_transaction) {
-      std::string_view end = written ? "COMMIT" : "ROLLBACK";
-      auto ended = co_await target.query(end);
-      if (written && !ended) written = ended;
-    }
-    co_return written;
   }
 
   // The row the replay wrote into the secondary holds the primary's serial and identity ids,
