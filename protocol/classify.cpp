@@ -258,6 +258,26 @@ bool has_items(const json::object& object, std::string_view key) {
   return value != nullptr && value->is_array() && !value->get_array().empty();
 }
 
+// The member `key` of `value` when `value` is an object and that member one too.
+const json::object* member_object(const json::value& value, std::string_view key) {
+  const json::value* member = value.is_object() ? value.get_object().if_contains(key) : nullptr;
+  return member != nullptr && member->is_object() ? &member->get_object() : nullptr;
+}
+
+// A RETURNING column that is `*` or `t.*` (not a whole-row value inside an expression).
+bool returns_star(const json::object& statement) {
+  const json::value* list = statement.if_contains("returningList");
+  if (list == nullptr || !list->is_array()) return false;
+  return std::ranges::any_of(list->get_array(), [](const json::value& item) {
+    const json::object* target = member_object(item, "ResTarget");
+    const json::value* val = target != nullptr ? target->if_contains("val") : nullptr;
+    const json::object* ref = val != nullptr ? member_object(*val, "ColumnRef") : nullptr;
+    const json::value* fields = ref != nullptr ? ref->if_contains("fields") : nullptr;
+    return fields != nullptr && fields->is_array() && !fields->get_array().empty() &&
+           member_object(fields->get_array().back(), "A_Star") != nullptr;
+  });
+}
+
 // What a walk over a statement's parse tree finds below its top node.
 struct TreeFacts {
   bool writes = false;  // a nested INSERT/UPDATE/DELETE/MERGE (writing CTE)
@@ -619,6 +639,7 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
     out.kind = StatementKind::kWrite;
     out.target = target_of(body);
     out.has_returning = has_items(body, "returningList");
+    out.returning_star = returns_star(body);
     if (node == "UpdateStmt") out.set_columns = set_columns_of(body);
     if (node == "InsertStmt") note_valued_columns(body, out);
     out.image_op = node == "DeleteStmt" ? RowImageOp::kDelete : RowImageOp::kUpsert;

@@ -72,6 +72,9 @@ struct Statement {
   bool read_only = false;     //!< BEGIN/START TRANSACTION READ ONLY
   bool locking = false;       //!< SELECT ... FOR UPDATE/SHARE
   bool has_returning = false; //!< the client's own RETURNING clause
+  //! That clause has a `*` or `t.*` column: its columns are the table's as they are when the
+  //! statement runs, so a column added since it was prepared changes what it returns.
+  bool returning_star = false;
   RowImageOp image_op = RowImageOp::kUpsert;
   TargetTable target;                   //!< row-image statements and COPY FROM STDIN
   std::optional<CopyFrom> copy_from;    //!< COPY FROM STDIN

@@ -63,6 +63,9 @@ constexpr std::string_view kRejectDdl =
     "DO $switchyard$BEGIN RAISE EXCEPTION 'DDL is refused while switchyard mirrors writes "
     "(mirror.ddl is reject)' USING ERRCODE = 'feature_not_supported'; END$switchyard$";
 
+// "cached plan must not change result type": a prepared statement's table changed under it.
+constexpr std::string_view kResultTypeChanged = "0A000";
+
 //! A statement the client prepared (Parse), as switchyard classified and rewrote it.
 struct PreparedInfo {
   std::string text; // the client's statement, without a trailing semicolon
@@ -86,6 +89,15 @@ struct PreparedInfo {
     std::string message;
   };
   mutable std::optional<Description> description;
+  //! A rewritten statement as the primary has it prepared, with its row image (`t.*`): the
+  //! schema epoch it was prepared at (none: to prepare again, see on_bind), and its width
+  //! once a Describe told it. Books, hence mutable.
+  struct Width {
+    size_t client = 0; //!< the client's own columns
+    size_t total = 0;  //!< those, the image marker and the image
+  };
+  mutable std::optional<uint64_t> prepared_epoch;
+  mutable std::optional<Width> primary_width;
 };
 
 struct PortalInfo {
@@ -141,7 +153,10 @@ struct Expect {
                                 // transaction) whose writes go to the secondary after it (async)
   std::optional<Clock::time_point> read_started; // a safe read: timed for the latency gate
   std::shared_ptr<const PreparedInfo> describes; // a portal's Describe: cache the answer here
-  std::vector<uint16_t> result_formats;          // ... for a portal bound with these
+  //! A rewritten statement's Describe or Bind: its width, or a refusal of it, goes to its
+  //! books (PreparedInfo::primary_width, prepared_epoch).
+  std::shared_ptr<const PreparedInfo> rewritten_statement;
+  std::vector<uint16_t> result_formats; // ... for a portal bound with these
 };
 
 //! Serializes writes to the client from the two pumps, keeping their order.
@@ -295,7 +310,11 @@ private:
       co_return closing;
     }
     case 'P': co_return on_parse(frame);
-    case 'B': co_return on_bind(frame);
+    case 'B': {
+      std::optional<Closing> closing = on_bind(frame);
+      if (closing || !undescribed_bind_) co_return closing;
+      co_return co_await bind_once_described();
+    }
     case 'D': co_return on_describe(frame);
     case 'E': co_return co_await on_execute(frame);
     case 'C': co_return on_close(frame);
@@ -893,6 +912,7 @@ private:
       } else if (info->statement->mirror == MirrorPlan::kRowImage) {
         parse->query = protocol::with_row_image(info->text, *info->statement, primary_dialect());
         info->rewritten = true;
+        info->prepared_epoch = services_.schema_epoch().load(std::memory_order_relaxed);
       } else if (auto prepare_image = prepare_with_row_image(info->text, *info->statement)) {
         parse->query = std::move(*prepare_image);
         info->prepares_image = true;
@@ -937,12 +957,97 @@ private:
     } else {
       if (held_parse_) release_held_parse();
       if (bind->statement.empty()) send_unsent_parse();
-      protocol::append_bind(to_primary_, *bind);
-      expects_.push_back(Expect{ExpectKind::kBind});
+      if (prepared && prepared->rewritten) {
+        if (prepared_before_ddl(*prepared)) prepare_again(bind->statement, prepared);
+        if (!fit_result_formats(*prepared, bind->result_formats)) {
+          describe_internally(bind->statement, prepared);
+          undescribed_bind_.emplace(*bind, prepared); // sent by bind_once_described
+        } else {
+          send_bind(*bind, prepared);
+        }
+      } else {
+        send_bind(*bind, nullptr);
+      }
     }
     std::string portal = bind->portal; // not in the assignment: its right side, run first, moves
     portals_[portal] = PortalInfo{prepared, std::move(*bind), PortalInfo::Ran::kNot, {}};
     return std::nullopt;
+  }
+
+  void send_bind(const protocol::BindMessage& bind, std::shared_ptr<const PreparedInfo> rewritten) {
+    protocol::append_bind(to_primary_, bind);
+    Expect expect{ExpectKind::kBind};
+    expect.rewritten_statement = std::move(rewritten);
+    expects_.push_back(std::move(expect));
+  }
+
+  // ---- a rewritten write prepared again, and bound with formats for its image ------------
+  //
+  // A column added to (or dropped from) a table changes what the row image `t.*` returns,
+  // and PostgreSQL refuses to run a prepared statement whose result changed ("cached plan
+  // must not change result type", 0A000), though the client's own columns are unchanged.
+
+  // Prepared before DDL through switchyard, or refused so since (DDL that bypassed it). A
+  // client's own `RETURNING *` changes with the table too: PostgreSQL's refusal is then the
+  // client's to see, as without switchyard. An `EXECUTE name` is not the statement prepared.
+  bool prepared_before_ddl(const PreparedInfo& prepared) const {
+    return !prepared.executes && !prepared.statement->returning_star &&
+           prepared.prepared_epoch != services_.schema_epoch().load(std::memory_order_relaxed);
+  }
+
+  // Prepares the statement `name` again on the primary, under the same name, and describes it.
+  // Should the text no longer prepare (a column it names was dropped), the client sees that
+  // error in place of its Bind's, as it would have seen it at the Bind; the books stay stale,
+  // so the next Bind tries again.
+  void prepare_again(const std::string& name, const std::shared_ptr<const PreparedInfo>& prepared) {
+    protocol::append_close(to_primary_, 'S', name);
+    protocol::append_parse(
+        to_primary_,
+        protocol::ParseMessage{
+            name, protocol::with_row_image(prepared->text, *prepared->statement, primary_dialect()),
+            prepared->types});
+    for (ExpectKind kind : {ExpectKind::kClose, ExpectKind::kParse}) {
+      Expect expect{kind};
+      expect.internal = true;
+      expects_.push_back(std::move(expect));
+    }
+    describe_internally(name, prepared);
+    prepared->prepared_epoch = services_.schema_epoch().load(std::memory_order_relaxed);
+    prepared->primary_width.reset();
+  }
+
+  void describe_internally(const std::string& name, std::shared_ptr<const PreparedInfo> prepared) {
+    protocol::append_describe(to_primary_, 'S', name);
+    Expect describe{ExpectKind::kDescribeStatement};
+    describe.internal = true;
+    describe.rewritten = true;
+    describe.rewritten_statement = std::move(prepared);
+    expects_.push_back(std::move(describe));
+  }
+
+  // The client's result formats fitted to the statement the primary runs. PostgreSQL takes
+  // none, one for all, or exactly one per column; one per column (pgJDBC's, binary for ids)
+  // must cover the image's columns too, which are text. False when that takes the
+  // statement's width and no Describe told it yet.
+  static bool fit_result_formats(const PreparedInfo& prepared, std::vector<uint16_t>& formats) {
+    if (formats.size() < 2) return true;
+    if (!prepared.primary_width) return false;
+    // A count other than the client's columns is PostgreSQL's to refuse.
+    if (formats.size() == prepared.primary_width->client) {
+      formats.resize(prepared.primary_width->total, 0);
+    }
+    return true;
+  }
+
+  // Sends the Bind on_bind kept back once the primary described its statement.
+  asio::awaitable<std::optional<Closing>> bind_once_described() {
+    auto [bind, prepared] = std::move(*undescribed_bind_);
+    undescribed_bind_.reset();
+    if (auto closing = co_await drain()) co_return closing;
+    if (skipping_to_sync()) co_return std::nullopt; // an error before it: PostgreSQL skips it
+    fit_result_formats(*prepared, bind.result_formats);
+    send_bind(bind, std::move(prepared));
+    co_return std::nullopt;
   }
 
   // ---- a routed bound read's Bind and Describe kept from the primary ------------------
@@ -1060,6 +1165,7 @@ private:
     Expect expect{target->kind == 'S' ? ExpectKind::kDescribeStatement
                                       : ExpectKind::kDescribePortal};
     expect.rewritten = prepared && prepared->rewritten;
+    if (expect.rewritten) expect.rewritten_statement = prepared;
     if (portal != nullptr && may_be_routed(prepared.get())) {
       expect.describes = prepared;
       expect.result_formats = portal->bind.result_formats;
@@ -1995,6 +2101,10 @@ private:
     case 'E':
       stats_.add_backend_errors(BackendRole::kPrimary, 1);
       transaction_failed_ = true;
+      if (front.kind == ExpectKind::kBind && front.rewritten_statement &&
+          sqlstate_of(frame.body) == kResultTypeChanged) {
+        front.rewritten_statement->prepared_epoch.reset(); // DDL bypassed switchyard
+      }
       if (front.digest) primary_digest_.set_error(sqlstate_of(frame.body));
       if (front.hand_over) { // the COMMIT failed (a deferred constraint): nothing committed
         front.hand_over = false;
@@ -2030,7 +2140,9 @@ private:
       if (!front.internal) pass(frame);
       expects_.pop_front();
       return;
-    case 't': pass(frame); return;
+    case 't':
+      if (!front.internal) pass(frame);
+      return;
     case 'n':
       if (!front.internal) pass(frame);
       if (front.kind == ExpectKind::kDescribePortal && front.internal) reset_capture();
@@ -2120,7 +2232,8 @@ private:
   void on_row_description(const protocol::Frame& frame, Expect& front) {
     bool describe =
         front.kind == ExpectKind::kDescribePortal || front.kind == ExpectKind::kDescribeStatement;
-    bool capture = front.internal || (front.kind == ExpectKind::kQuery && front.rewritten);
+    bool capture = (front.internal && front.kind != ExpectKind::kDescribeStatement) ||
+                   (front.kind == ExpectKind::kQuery && front.rewritten);
     if (!front.rewritten && !front.internal) {
       pass(frame);
       if (front.describes) {
@@ -2138,6 +2251,9 @@ private:
       if (!front.internal) pass(frame);
       if (describe) expects_.pop_front();
       return;
+    }
+    if (describe && front.rewritten_statement) {
+      front.rewritten_statement->primary_width = PreparedInfo::Width{*marker, fields->size()};
     }
     if (capture) {
       reset_capture();
@@ -2277,6 +2393,9 @@ private:
   std::unordered_map<std::string, std::shared_ptr<const PreparedInfo>> statements_;
   std::unordered_map<std::string, PortalInfo> portals_;
   SqlPrepared sql_prepared_;
+  //! A Bind with a result format per column, kept until the primary describes its statement.
+  std::optional<std::pair<protocol::BindMessage, std::shared_ptr<const PreparedInfo>>>
+      undescribed_bind_;
   // The secondary's RowDescriptions of routed simple reads as the primary would send them.
   std::shared_ptr<OidTranslation> oids_;
   uint64_t oids_epoch_ = 0;

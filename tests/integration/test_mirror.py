@@ -412,6 +412,103 @@ def test_a_parse_postgresql_refuses_leaves_the_statement_it_would_have_replaced(
     assert_identical(primary, secondary, {"notes": "body"})
 
 
+def data_row_values(body):
+    """The column values of a DataRow body (None for NULL)."""
+    count, offset, values = struct.unpack("!h", body[:2])[0], 2, []
+    for _ in range(count):
+        length = struct.unpack("!i", body[offset:offset + 4])[0]
+        offset += 4
+        values.append(None if length < 0 else body[offset:offset + length])
+        offset += max(length, 0)
+    return values
+
+
+def test_a_bind_with_a_result_format_per_column_gets_them_from_a_write(pair, start_proxy, tmp_path):
+    """pgJDBC describes a statement it has prepared, then binds it with one result format per
+    column the description showed (binary for ids, text for the rest). switchyard's row image
+    adds columns behind the client's, and PostgreSQL refused every such Bind of a write with
+    RETURNING (08P01 "bind message has 2 result formats but query has 8 columns")."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    client = RawClient(proxy.port)
+    client.login_trust()
+    insert = "INSERT INTO events (account) VALUES ($1) RETURNING id, account"
+    client.send(message(b"P", cstr("ins") + cstr(insert) + struct.pack("!hI", 1, 23))
+                + message(b"D", b"S" + cstr("ins")) + message(b"S"))
+    answer = client.read_until(b"Z")
+    assert [tag for tag, _ in answer] == [b"1", b"t", b"T", b"Z"]
+    assert struct.unpack("!h", answer[2][1][:2])[0] == 2  # the client's two columns only
+
+    def bind_execute(statement, account, formats):
+        value = str(account).encode()
+        return (message(b"B", cstr("") + cstr(statement) + struct.pack("!hh", 0, 1) + struct.pack("!i", len(value))
+                        + value + struct.pack("!h", len(formats)) + struct.pack(f"!{len(formats)}h", *formats))
+                + message(b"E", cstr("") + struct.pack("!I", 0)) + message(b"S"))
+
+    def run(account, expected_id):
+        client.send(bind_execute("ins", account, (1, 0)))
+        answer = client.read_until(b"Z")
+        assert [tag for tag, _ in answer] == [b"2", b"D", b"C", b"Z"], answer
+        assert data_row_values(answer[1][1]) == [struct.pack("!q", expected_id), str(account).encode()]
+
+    run(7, 1)
+    run(8, 2)
+    # A column added to the table: the statement is prepared again, its image one wider.
+    client.send(message(b"Q", cstr("ALTER TABLE events ADD COLUMN region text DEFAULT 'eu'")))
+    assert [tag for tag, _ in client.read_until(b"Z")] == [b"C", b"Z"]
+    run(9, 3)
+    # Formats per column for a statement nobody described yet.
+    client.send(message(b"P", cstr("") + cstr("UPDATE events SET amount = random() WHERE account = $1 "
+                                               "RETURNING account, id") + struct.pack("!hI", 1, 23))
+                + bind_execute("", 8, (0, 1)))
+    answer = client.read_until(b"Z")
+    assert [tag for tag, _ in answer] == [b"1", b"2", b"D", b"C", b"Z"], answer
+    assert data_row_values(answer[2][1]) == [b"8", struct.pack("!q", 2)]
+    client.send(message(b"X"))
+    assert_identical(primary, secondary, {"events": "id"})
+    assert proxy.metric("switchyard_journal_entries_total") == 0
+
+
+def test_prepared_writes_run_on_after_a_column_is_added_to_their_table(pair, start_proxy, tmp_path):
+    """switchyard prepares a write on the primary with its row image (`t.*`) appended, so a
+    column added to the table changes what the prepared statement returns, which PostgreSQL
+    refuses ("cached plan must not change result type", 0A000) where the client's statement
+    alone would run on. psycopg prepares what it runs five times; after an expand-phase ALTER
+    TABLE ... ADD COLUMN every later run of such a write failed, for good."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO balances (account) VALUES (1)")
+
+        def run(account):
+            cur = conn.execute("INSERT INTO events (account) VALUES (%s) RETURNING account", (account,), prepare=True)
+            assert cur.fetchone() == (account,)
+            conn.execute("UPDATE balances SET total = total + random() WHERE account = %s", (1,), prepare=True)
+
+        run(1)
+        conn.execute("ALTER TABLE events ADD COLUMN region text DEFAULT 'eu'")
+        conn.execute("ALTER TABLE balances ADD COLUMN note text")
+        run(2)
+        run(3)
+        # DDL that bypassed switchyard (run on both databases directly) shows in the refusal;
+        # the statement is prepared again for its next run.
+        for cluster in pair:
+            cluster.sql("ALTER TABLE events ADD COLUMN tier int DEFAULT 1")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            run(4)
+        run(5)
+        # A client's own RETURNING * returns the table's columns: PostgreSQL's refusal is the
+        # client's to see, as without switchyard.
+        star = "INSERT INTO notes (body) VALUES (%s) RETURNING *"
+        conn.execute(star, ("a",), prepare=True)
+        conn.execute("ALTER TABLE notes ADD COLUMN late int")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute(star, ("b",), prepare=True)
+    assert primary.sql("SELECT string_agg(account::text, ',' ORDER BY id) FROM events") == "1,2,3,5"
+    assert_identical(primary, secondary, {"events": "id", "balances": "account", "notes": "t::text"})
+    assert proxy.metric("switchyard_journal_entries_total") == 0
+
+
 def test_writes_through_named_portals_reach_the_secondary(pair, start_proxy, tmp_path):
     """libpq and psycopg bind the unnamed portal; other drivers (and cursors fetched in parts)
     name theirs. A write executed through a named portal is mirrored like any other."""

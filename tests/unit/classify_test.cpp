@@ -73,6 +73,11 @@ TEST_CASE("DML is mirrored by row image with its target table") {
   CHECK(insert.has_returning);
   CHECK(insert.target.qualified() == "public.\"Orders\"");
   CHECK(insert.target.reference() == "o");
+  CHECK_FALSE(insert.returning_star);
+  // Only a star of its own yields the table's columns as they are when it runs.
+  CHECK(only("INSERT INTO t VALUES (1) RETURNING *").returning_star);
+  CHECK(only("UPDATE t AS x SET a = 1 RETURNING a, x.*").returning_star);
+  CHECK_FALSE(only("UPDATE t SET a = 1 RETURNING row_to_json(t.*), t").returning_star);
 
   Statement update = only("UPDATE t SET x = x + random(), id = 3 FROM u WHERE t.id = u.id");
   CHECK(update.mirror == MirrorPlan::kRowImage);
