@@ -593,7 +593,13 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
   std::string out;
   size_t ready_expected = 0;
   bool in_extended = false;
+  // The statements this batch parses, in order: the key a new name has in
+  // connection_->prepared, empty for the unnamed statement. A ParseComplete confirms each.
   std::vector<std::string> new_names;
+  auto parse_unnamed = [&](std::string sql, std::vector<uint32_t> types) {
+    protocol::append_parse(out, protocol::ParseMessage{"", std::move(sql), std::move(types)});
+    new_names.emplace_back();
+  };
   auto end_extended = [&] {
     if (!in_extended) return;
     protocol::append_sync(out);
@@ -616,7 +622,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       ++ready_expected;
     } else {
       in_extended = true;
-      protocol::append_parse(out, protocol::ParseMessage{"", op.sql, op.parameter_types});
+      parse_unnamed(op.sql, op.parameter_types);
       protocol::append_bind(out,
                             protocol::BindMessage{"", "", op.parameter_formats, op.parameters, {}});
       protocol::append_execute(out, "", 0);
@@ -692,7 +698,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       if (statement.seq <= settings_sent || statement.seq > op.session_seq) continue;
       rewrite_without_triggers();
       in_extended = true;
-      protocol::append_parse(out, protocol::ParseMessage{"", statement.sql, {}});
+      parse_unnamed(statement.sql, {});
       protocol::append_bind(out, protocol::BindMessage{"", "", {}, {}, {}});
       protocol::append_execute(out, "", 0);
       units.push_back(Unit{index, 0, std::nullopt, std::nullopt});
@@ -837,8 +843,9 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     }
   }
   writes_unanswered_ = false;
-  for (const std::string& key : unconfirmed)
-    connection_->prepared.erase(key);
+  for (const std::string& key : unconfirmed) {
+    if (!key.empty()) connection_->prepared.erase(key);
+  }
   // An error rolls an atomic batch back whole; statements run one by one keep what went before.
   maybe_applied = !atomic && !error.empty();
   if (!error.empty() || (block && last_tag != "COMMIT")) {

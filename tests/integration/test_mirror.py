@@ -1009,6 +1009,27 @@ def test_a_prepared_statement_that_executes_a_name_follows_the_name_prepared_aga
     assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
 
 
+def test_a_statement_the_secondary_refuses_leaves_no_name_there_it_did_not_prepare(pair, start_proxy, tmp_path):
+    """The ParseComplete of a statement the secondary then refused once counted for the
+    prepared upsert behind it, which PostgreSQL skipped after the error: switchyard took the
+    upsert for prepared, and every later write to that table through the connection failed
+    there ("prepared statement ... does not exist") and was journaled."""
+    primary, secondary = pair
+    secondary.sql("ALTER TABLE notes ADD CONSTRAINT only_on_the_secondary CHECK (body <> 'refused')")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO notes (body) VALUES ('a')")
+        with conn.transaction():
+            conn.execute("UPDATE notes SET body = 'refused'")  # no key: run as the statement
+            conn.execute("INSERT INTO balances (account) VALUES (1)")
+        for account in (2, 3):
+            conn.execute("INSERT INTO balances (account) VALUES (%s)", (account,))
+    # The refused transaction's two writes, and nothing after them.
+    assert proxy.metric("switchyard_journal_entries_total") == 2, proxy.log()
+    wait_for(lambda: primary.checksum("balances", "account") == secondary.checksum("balances", "account"))
+    assert_identical(primary, secondary, {"balances": "account"})
+
+
 def test_sessions_committing_at_once_share_a_secondary_transaction_but_not_its_refusal(
         pair, start_proxy, tmp_path):
     """Sync mode: commits that arrive while an apply of their login is under way reach the
