@@ -100,7 +100,7 @@ std::optional<size_t> find_image_marker(std::span<const FieldDescription> fields
   return std::nullopt;
 }
 
-std::string upsert_sql(const TableShape& table, std::span<const std::string> columns) {
+std::string upsert_sql(const TableShape& table, std::span<const std::string> columns, size_t rows) {
   std::string sql = "INSERT INTO " + table.qualified + " (";
   for (size_t i = 0; i < columns.size(); ++i) {
     if (i > 0) sql += ", ";
@@ -108,13 +108,16 @@ std::string upsert_sql(const TableShape& table, std::span<const std::string> col
   }
   // The primary already chose identity values; the secondary must take them as they are.
   // (SQLite has no identity columns, so nothing to override.)
-  sql += table.dialect == Dialect::kPostgres ? ") OVERRIDING SYSTEM VALUE VALUES (" : ") VALUES (";
-  for (size_t i = 0; i < columns.size(); ++i) {
-    if (i > 0) sql += ", ";
-    sql += '$';
-    sql += std::to_string(i + 1);
+  sql += table.dialect == Dialect::kPostgres ? ") OVERRIDING SYSTEM VALUE VALUES " : ") VALUES ";
+  for (size_t row = 0; row < rows; ++row) {
+    sql += row > 0 ? ", (" : "(";
+    for (size_t i = 0; i < columns.size(); ++i) {
+      if (i > 0) sql += ", ";
+      sql += '$';
+      sql += std::to_string(row * columns.size() + i + 1);
+    }
+    sql += ")";
   }
-  sql += ")";
   if (table.key_columns.empty()) return sql;
   sql += " ON CONFLICT (";
   for (size_t i = 0; i < table.key_columns.size(); ++i) {
@@ -134,13 +137,25 @@ std::string upsert_sql(const TableShape& table, std::span<const std::string> col
   return sql;
 }
 
-std::string delete_sql(const TableShape& table) {
+std::string delete_sql(const TableShape& table, size_t rows) {
   std::string sql = "DELETE FROM " + table.qualified + " WHERE ";
-  for (size_t i = 0; i < table.key_columns.size(); ++i) {
-    if (i > 0) sql += " AND ";
-    sql += quote_identifier(table.key_columns[i]);
-    sql += " = $";
-    sql += std::to_string(i + 1);
+  const auto& keys = table.key_columns;
+  if (keys.size() == 1 && rows > 1) { // an IN list: one index scan for them all
+    sql += quote_identifier(keys[0]) + " IN (";
+    for (size_t row = 0; row < rows; ++row) {
+      if (row > 0) sql += ", ";
+      sql += "$" + std::to_string(row + 1);
+    }
+    return sql + ")";
+  }
+  for (size_t row = 0; row < rows; ++row) {
+    if (row > 0) sql += " OR ";
+    if (rows > 1) sql += "(";
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (i > 0) sql += " AND ";
+      sql += quote_identifier(keys[i]) + " = $" + std::to_string(row * keys.size() + i + 1);
+    }
+    if (rows > 1) sql += ")";
   }
   return sql;
 }

@@ -85,12 +85,19 @@ inline uint32_t portable_type(uint32_t oid) {
   return oid < 16384 ? oid : 0;
 }
 
-//! An INSERT ... ON CONFLICT (key) DO UPDATE for `columns` (in image order), with
-//! parameters $1..$n; a plain INSERT when the table has no key. Generated columns are left
-//! out of `columns` by the caller.
-std::string upsert_sql(const TableShape& table, std::span<const std::string> columns);
-//! A DELETE by primary key with parameters $1..$k in key order.
-std::string delete_sql(const TableShape& table);
+//! An INSERT ... ON CONFLICT (key) DO UPDATE of `rows` rows of `columns` (in image order),
+//! with parameters $1..$n for the first row, the next n for the second and so on; a plain
+//! INSERT when the table has no key. Generated columns are left out of `columns` by the
+//! caller. Several rows in one statement have their constraints checked after them all, as
+//! the primary checked them after the statement that wrote them.
+std::string upsert_sql(const TableShape& table, std::span<const std::string> columns,
+                       size_t rows = 1);
+//! A DELETE of `rows` rows by primary key, with parameters $1..$k for the first row's key (in
+//! key order), the next k for the second's and so on.
+std::string delete_sql(const TableShape& table, size_t rows = 1);
+//! The most parameters one statement for the secondary takes (SQLite's limit; PostgreSQL's
+//! is twice that): a row image of more is written by several.
+inline constexpr size_t kMaxStatementParameters = 32766;
 
 //! For a table without a key, whose rows are a multiset: counts the rows whose `columns`
 //! equal parameters $1..$n (NULL equal to NULL). PostgreSQL compares the columns as text,

@@ -91,6 +91,7 @@ struct SecondaryLink::Unit {
   size_t row = 0;                                 // which row of an image op
   std::optional<uint64_t> expected_rows;          // checked when set
   std::optional<uint64_t> secondary_rows;         // what the secondary said, when it differed
+  size_t rows = 1;                                // image rows from `row` on it wrote
 };
 
 //! How an apply went: applied (perhaps with row counts other than the primary's), or why not.
@@ -648,25 +649,50 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       units.push_back(Unit{index, 0, std::nullopt, std::nullopt});
     }
   };
+  // An image op's rows, written by one statement as the primary's statement wrote them, so
+  // the secondary checks its foreign keys and deferrable unique constraints after them all
+  // (a child before its parent, positions moved up by one). A single row takes a statement
+  // prepared on the connection; more, unnamed statements of `per_statement` rows each
+  // (`full`), the rest by `last`.
   struct RowWrite {
-    size_t index; // of the op
-    std::string prepared;
-    std::vector<uint16_t> formats;
-    std::vector<size_t> columns; // of the image, one per parameter
+    size_t index;                  // of the op
+    std::string prepared;          // one row's statement
+    size_t per_statement;          // rows, as many as kMaxStatementParameters allows
+    std::string full;              // the statement for per_statement rows, if there are so many
+    std::string last;              // ... for the rows after the last such statement
+    std::vector<uint32_t> types;   // one row's parameters'
+    std::vector<uint16_t> formats; // ...
+    std::vector<size_t> columns;   // of the image, one per parameter
   };
-  auto write_rows = [&](const RowWrite& write, bool count_each) {
+  auto write_rows = [&](const RowWrite& write, bool check_count) {
     const MirrorOp& op = ops[write.index];
-    for (size_t row = 0; row < op.rows.size(); ++row) {
+    size_t per_statement = write.per_statement;
+    for (size_t row = 0; row < op.rows.size(); row += per_statement) {
+      size_t rows = std::min(per_statement, op.rows.size() - row);
       std::vector<protocol::Value> values;
-      values.reserve(write.columns.size());
-      for (size_t column : write.columns)
-        values.push_back(op.rows[row][column]);
+      values.reserve(write.columns.size() * rows);
+      for (size_t r = row; r < row + rows; ++r) {
+        for (size_t column : write.columns)
+          values.push_back(op.rows[r][column]);
+      }
+      std::string statement = write.prepared;
+      std::vector<uint16_t> formats = write.formats;
+      if (op.rows.size() > 1) {
+        statement.clear();
+        std::vector<uint32_t> types;
+        types.reserve(write.types.size() * rows);
+        for (size_t r = 0; r < rows; ++r) {
+          types.insert(types.end(), write.types.begin(), write.types.end());
+          if (r > 0) formats.insert(formats.end(), write.formats.begin(), write.formats.end());
+        }
+        parse_unnamed(rows == per_statement ? write.full : write.last, std::move(types));
+      }
       protocol::append_bind(
-          out, protocol::BindMessage{"", write.prepared, write.formats, std::move(values), {}});
+          out, protocol::BindMessage{"", statement, std::move(formats), std::move(values), {}});
       protocol::append_execute(out, "", 0);
       std::optional<uint64_t> expected;
-      if (count_each) expected = 1;
-      units.push_back(Unit{write.index, row, expected, std::nullopt});
+      if (check_count) expected = rows;
+      units.push_back(Unit{write.index, row, expected, std::nullopt, rows});
     }
   };
   // Images a BEFORE trigger stamped again (TableShape::rewriting_triggers), written once more
@@ -744,7 +770,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     }
     if (op.rows.empty()) continue;
     std::vector<size_t> columns;
-    std::string sql;
+    std::vector<std::string> names; // the columns an upsert writes
     if (statement.image_op == protocol::RowImageOp::kDelete) {
       rewrite_without_triggers(); // a row written again after its DELETE would come back
       for (const std::string& key : shape->key_columns) {
@@ -755,16 +781,13 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
         }
         columns.push_back(static_cast<size_t>(at - op.fields.begin()));
       }
-      sql = protocol::delete_sql(*shape);
     } else {
-      std::vector<std::string> names;
       for (size_t i = 0; i < op.fields.size(); ++i) {
         const std::string& name = op.fields[i].name;
         if (shape->is_generated(name)) continue;
         columns.push_back(i);
         names.push_back(name);
       }
-      sql = protocol::upsert_sql(*shape, names);
       if (statement.node == "InsertStmt") note_sequence_values(*shape, op);
     }
     std::vector<uint32_t> types;
@@ -773,9 +796,25 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       types.push_back(protocol::portable_type(op.fields[column].type_oid));
       formats.push_back(op.fields[column].format);
     }
+    auto sql = [&](size_t rows) {
+      return statement.image_op == protocol::RowImageOp::kDelete
+                 ? protocol::delete_sql(*shape, rows)
+                 : protocol::upsert_sql(*shape, names, rows);
+    };
     in_extended = true;
-    RowWrite write{index, prepared_name(sql, types, out, new_names), std::move(formats),
-                   std::move(columns)};
+    RowWrite write;
+    write.index = index;
+    write.per_statement = std::max<size_t>(
+        protocol::kMaxStatementParameters / std::max<size_t>(columns.size(), 1), 1);
+    if (size_t rows = op.rows.size(); rows == 1) {
+      write.prepared = prepared_name(sql(1), types, out, new_names);
+    } else {
+      if (rows >= write.per_statement) write.full = sql(write.per_statement);
+      if (rows % write.per_statement != 0) write.last = sql(rows % write.per_statement);
+    }
+    write.types = std::move(types);
+    write.formats = std::move(formats);
+    write.columns = std::move(columns);
     write_rows(write, statement.image_op == protocol::RowImageOp::kDelete);
     // Written first with the secondary's triggers on, as they ran on the primary (AFTER
     // triggers: a counter, an audit row; BEFORE triggers filling a column only it has).
@@ -1013,7 +1052,11 @@ void SecondaryLink::journal_outcome(const std::vector<MirrorOp>& ops, const Appl
   std::string note;
   for (const Unit& unit : outcome.divergent) {
     MirrorOp op = ops[unit.op];
-    if (op.kind == MirrorOp::Kind::kImage) op.rows = {ops[unit.op].rows[unit.row]};
+    if (op.kind == MirrorOp::Kind::kImage) {
+      const auto& rows = ops[unit.op].rows;
+      auto first = rows.begin() + static_cast<std::ptrdiff_t>(unit.row);
+      op.rows.assign(first, first + static_cast<std::ptrdiff_t>(unit.rows));
+    }
     differing.push_back(std::move(op));
     note += "statement " + std::to_string(unit.op) + ": primary " +
             std::to_string(unit.expected_rows.value_or(0)) + " rows, secondary " +

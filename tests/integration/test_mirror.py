@@ -509,6 +509,37 @@ def test_prepared_writes_run_on_after_a_column_is_added_to_their_table(pair, sta
     assert proxy.metric("switchyard_journal_entries_total") == 0
 
 
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_the_rows_of_one_statement_meet_the_secondarys_constraints_together(pair, start_proxy, tmp_path, write_mode):
+    """PostgreSQL checks a statement's foreign keys, and its DEFERRABLE unique constraints,
+    once the statement is done. switchyard wrote a statement's row images a statement each, so
+    the secondary checked them after every row: a child inserted before its parent by one
+    INSERT, a parent and its child deleted by one DELETE, and a list's positions moved up by
+    one (UNIQUE (list, pos) DEFERRABLE, the usual way to allow that) failed there, were
+    journaled, failed to replay the same way, and the tables stayed different."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE tree (id int PRIMARY KEY, parent int REFERENCES tree);"
+                    "CREATE TABLE items (id int PRIMARY KEY, list int, pos int,"
+                    "                    CONSTRAINT items_pos UNIQUE (list, pos) DEFERRABLE);"
+                    "CREATE TABLE wide (id int PRIMARY KEY, v int)")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO tree VALUES (2, 1), (1, NULL), (3, NULL), (4, 3)")
+        assert conn.execute("DELETE FROM tree WHERE id IN (3, 4)").rowcount == 2
+        conn.execute("INSERT INTO items SELECT g, 1, g FROM generate_series(1, 5) g")
+        conn.execute("UPDATE items SET pos = pos + 1 WHERE list = 1 AND pos >= 2")
+        conn.execute("INSERT INTO items VALUES (6, 1, 2)")
+        # More rows than one statement for the secondary takes parameters for.
+        conn.execute("INSERT INTO wide SELECT g, g FROM generate_series(1, 20000) g")
+        conn.execute("UPDATE wide SET v = v + 1 WHERE id > 10")
+        assert conn.execute("DELETE FROM wide WHERE id % 2 = 0").rowcount == 10000
+    tables = {"tree": "id", "items": "id", "wide": "id"}
+    wait_for(lambda: all(primary.checksum(t, o) == secondary.checksum(t, o) for t, o in tables.items()))
+    assert_identical(primary, secondary, tables)
+    assert proxy.metric("switchyard_journal_entries_total") == 0
+
+
 def test_writes_through_named_portals_reach_the_secondary(pair, start_proxy, tmp_path):
     """libpq and psycopg bind the unnamed portal; other drivers (and cursors fetched in parts)
     name theirs. A write executed through a named portal is mirrored like any other."""

@@ -312,7 +312,8 @@ def rows_from_pg(cluster, table, order):
 
 
 def workload(dsn, seconds, seed, errors):
-    """Inserts with generated ids, updates, upserts, deletes and transactions on one session."""
+    """Inserts with generated ids, updates, upserts, deletes (of one row and of several) and
+    transactions on one session."""
     rng = random.Random(seed)
     mine = []
     deadline = time.monotonic() + seconds
@@ -334,9 +335,14 @@ def workload(dsn, seconds, seed, errors):
                     conn.execute("INSERT INTO counters (name, hits) VALUES (%s, 1) "
                                  "ON CONFLICT (name) DO UPDATE SET hits = counters.hits + 1",
                                  (f"c{rng.randrange(20)}",))
-                elif choice < 0.85:
+                elif choice < 0.8:
                     victim = mine.pop(rng.randrange(len(mine)))
                     conn.execute("DELETE FROM items WHERE id = %s", (victim,))
+                elif choice < 0.85 and len(mine) >= 2:
+                    # Several rows by one statement: one statement on the other side too.
+                    victims = [mine.pop(rng.randrange(len(mine))) for _ in range(2)]
+                    conn.execute("UPDATE items SET qty = qty * 2 WHERE id IN (%s, %s)", victims)
+                    conn.execute("DELETE FROM items WHERE id IN (%s, %s)", victims)
                 else:
                     with conn.transaction():
                         row = conn.execute("INSERT INTO items (name) VALUES (%s) RETURNING id",

@@ -368,6 +368,12 @@ TEST_CASE("upsert and delete statements for the secondary") {
   std::vector<std::string> keys_only{"a", "b"};
   CHECK(upsert_sql(pair, keys_only).ends_with("ON CONFLICT (a, b) DO NOTHING"));
   CHECK(delete_sql(pair) == "DELETE FROM p WHERE a = $1 AND b = $2");
+  // Several rows in one statement, so the secondary checks constraints after them all.
+  CHECK(upsert_sql(table, columns, 2) ==
+        "INSERT INTO public.t (id, \"Name\") OVERRIDING SYSTEM VALUE VALUES ($1, $2), ($3, $4) "
+        "ON CONFLICT (id) DO UPDATE SET \"Name\" = EXCLUDED.\"Name\"");
+  CHECK(delete_sql(table, 3) == "DELETE FROM public.t WHERE id IN ($1, $2, $3)");
+  CHECK(delete_sql(pair, 2) == "DELETE FROM p WHERE (a = $1 AND b = $2) OR (a = $3 AND b = $4)");
 }
 
 TEST_CASE("statements that count and trim the rows equal to a row of a table without a key") {
