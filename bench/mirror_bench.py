@@ -47,6 +47,7 @@ WORKLOADS = [  # (label, pgbench arguments); the custom script has random()/uuid
     ("TPC-B (tpcb-like)", []),
     ("custom: volatile values", ["-f", "{custom}"]),
     ("triggers: a BEFORE trigger stamps each row", ["-f", "{stamped}"]),
+    ("bulk: statements of 20-100 rows", ["-f", "{bulk}"]),
 ]
 
 # A table whose BEFORE trigger stamps every row it writes with clock_timestamp(), as an
@@ -63,6 +64,16 @@ STAMPED_SCRIPT = r"""
 BEGIN;
 UPDATE stamped SET hits = hits + 1 WHERE id = :id;
 INSERT INTO stamped (id) VALUES (:id + 1000) ON CONFLICT (id) DO UPDATE SET hits = stamped.hits + 1;
+END;
+"""
+
+# Statements that write many rows each: one statement per statement on the secondary.
+BULK_SCRIPT = r"""
+\set aid random(1, 99900)
+BEGIN;
+UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid BETWEEN :aid AND :aid + 99;
+INSERT INTO ledger (account, total) SELECT aid, abalance FROM pgbench_accounts WHERE aid BETWEEN :aid AND :aid + 19;
+DELETE FROM ledger WHERE account BETWEEN :aid AND :aid + 19;
 END;
 """
 
@@ -162,6 +173,8 @@ def main():
         custom.write_text(CUSTOM_SCRIPT)
         stamped = workdir / "stamped.sql"
         stamped.write_text(STAMPED_SCRIPT)
+        bulk = workdir / "bulk.sql"
+        bulk.write_text(BULK_SCRIPT)
         for cluster in (first, second):
             trust_local(cluster)
 
@@ -208,7 +221,8 @@ def main():
         chosen = [w for w in WORKLOADS if opts.workloads == "all"
                   or any(w[0].startswith(prefix) for prefix in opts.workloads.split(","))]
         for label, args in chosen:
-            args = [a.replace("{custom}", str(custom)).replace("{stamped}", str(stamped)) for a in args] + (["-R", str(opts.rate)] if opts.rate else [])
+            args = [a.replace("{custom}", str(custom)).replace("{stamped}", str(stamped))
+                    .replace("{bulk}", str(bulk)) for a in args] + (["-R", str(opts.rate)] if opts.rate else [])
             runs = {name: [] for name, _ in targets}
             states = {name: set() for name, _ in targets}
             cpu = {"switchyard": [], "baseline": []}  # sync proxies' own CPU µs per transaction
