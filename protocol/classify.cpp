@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cctype>
 #include <functional>
+#include <unordered_map>
 
 namespace switchyard::protocol {
 namespace json = boost::json;
@@ -742,6 +743,8 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
   out.mirror = MirrorPlan::kStatement;
 }
 
+constexpr size_t kKnownNames = 4096;
+
 bool is_plain_identifier(std::string_view name) {
   if (name.empty() || !(std::islower(static_cast<unsigned char>(name[0])) || name[0] == '_')) {
     return false;
@@ -752,10 +755,30 @@ bool is_plain_identifier(std::string_view name) {
   });
 }
 
+// A plain name PostgreSQL reads unquoted as that identifier: not one of its keywords but
+// the unreserved ones, which is when its quote_ident leaves a name as it is. Asked of the
+// parser, which takes a name for a table and a column (no reserved or type-or-function
+// keyword) and for a function (no column-name keyword) only then; remembered per thread,
+// as the names a workload writes to are few.
+bool reads_unquoted(std::string_view name) {
+  if (!is_plain_identifier(name)) return false;
+  thread_local std::unordered_map<std::string, bool> known;
+  std::string key(name);
+  if (auto found = known.find(key); found != known.end()) return found->second;
+  std::string probe =
+      "CREATE TABLE " + key + " (" + key + " int); CREATE FUNCTION " + key + "() RETURNS int AS ''";
+  PgQueryParseResult result = pg_query_parse(probe.c_str());
+  bool unquoted = result.error == nullptr;
+  pg_query_free_parse_result(result);
+  if (known.size() >= kKnownNames) known.clear(); // names from clients' aliases are many
+  known.emplace(std::move(key), unquoted);
+  return unquoted;
+}
+
 } // namespace
 
 std::string quote_identifier(std::string_view name) {
-  if (is_plain_identifier(name)) return std::string(name);
+  if (reads_unquoted(name)) return std::string(name);
   std::string quoted = "\"";
   for (char c : name) {
     if (c == '"') quoted += '"';

@@ -540,6 +540,25 @@ def test_the_rows_of_one_statement_meet_the_secondarys_constraints_together(pair
     assert proxy.metric("switchyard_journal_entries_total") == 0
 
 
+def test_tables_and_columns_named_by_keywords_are_mirrored(pair, start_proxy, tmp_path):
+    """A table named "order" took the client's INSERT through switchyard to a syntax error: the
+    row image's `order.*` went to the primary unquoted, as did a column "user" or "time" in
+    the secondary's upsert."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql('CREATE TABLE "order" (id serial PRIMARY KEY, "user" text, "time" timestamptz DEFAULT now(),'
+                    ' "left" float8 DEFAULT random(), name text)')
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute('INSERT INTO "order" ("user", name) VALUES (%s, %s), (%s, %s)', ("a", "x", "b", "y"))
+        conn.execute('UPDATE "order" SET "user" = "user" || %s, "left" = random() WHERE id = 1', ("!",))
+        conn.execute('INSERT INTO public."order" AS o ("user") VALUES (%s) RETURNING o."time"', ("c",))
+        conn.execute('DELETE FROM "order" WHERE id = 2')
+    assert primary.sql('SELECT string_agg("user", \',\' ORDER BY id) FROM "order"') == "a!,c"
+    assert_identical(primary, secondary, {'"order"': "id"})
+    assert proxy.metric("switchyard_journal_entries_total") == 0
+
+
 def test_writes_through_named_portals_reach_the_secondary(pair, start_proxy, tmp_path):
     """libpq and psycopg bind the unnamed portal; other drivers (and cursors fetched in parts)
     name theirs. A write executed through a named portal is mirrored like any other."""

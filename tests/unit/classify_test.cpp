@@ -231,6 +231,18 @@ TEST_CASE("row-image rewrite appends after the statement, even behind a comment"
         "UPDATE t AS x SET a = 1 RETURNING a\n, NULL AS __switchyard_image, x.*");
   CHECK(quote_identifier("a\"b") == "\"a\"\"b\"");
   CHECK(quote_identifier("Abc") == "\"Abc\"");
+  // Keywords are quoted as PostgreSQL's quote_ident quotes them: all but the unreserved.
+  CHECK(quote_identifier("order") == "\"order\""); // reserved
+  CHECK(quote_identifier("time") == "\"time\"");   // a column-name keyword
+  CHECK(quote_identifier("left") == "\"left\"");   // a type or function name keyword
+  CHECK(quote_identifier("name") == "name");       // unreserved
+  CHECK(quote_identifier("user") == "\"user\"");
+  CHECK(quote_identifier("int") == "\"int\"");
+  CHECK(quote_identifier("value") == "value");
+  CHECK(quote_identifier("orders_2") == "orders_2");
+  Statement keyword = only("INSERT INTO public.\"order\" (\"user\") VALUES ('a')");
+  CHECK(with_row_image("INSERT INTO public.\"order\" (\"user\") VALUES ('a')", keyword)
+            .ends_with("RETURNING NULL AS __switchyard_image, \"order\".*"));
 }
 
 TEST_CASE("a PREPARE of a row-image write is sent with the image; EXECUTE names it") {
