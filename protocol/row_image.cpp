@@ -137,6 +137,20 @@ std::string upsert_sql(const TableShape& table, std::span<const std::string> col
   return sql;
 }
 
+std::string update_sql(const TableShape& table, std::span<const std::string> columns) {
+  std::string set;
+  std::string where;
+  for (size_t i = 0; i < columns.size(); ++i) {
+    bool key = std::find(table.key_columns.begin(), table.key_columns.end(), columns[i]) !=
+               table.key_columns.end();
+    std::string& clause = key ? where : set;
+    if (!clause.empty()) clause += key ? " AND " : ", ";
+    clause += quote_identifier(columns[i]) + " = $" + std::to_string(i + 1);
+  }
+  if (set.empty() || where.empty()) return {};
+  return "UPDATE " + table.qualified + " SET " + set + " WHERE " + where;
+}
+
 std::string delete_sql(const TableShape& table, size_t rows) {
   std::string sql = "DELETE FROM " + table.qualified + " WHERE ";
   const auto& keys = table.key_columns;

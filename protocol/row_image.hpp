@@ -72,6 +72,9 @@ struct TableShape {
   bool rewriting_triggers = false;
   //! The session may set session_replication_role, which turns those triggers off.
   bool may_disable_triggers = false;
+  //! Tables inherit from it (INHERITS; a partitioned table's partitions do not count): an
+  //! UPDATE of it returns their rows too, which an upsert would write into it.
+  bool inheriting_children = false;
 
   bool is_generated(std::string_view column) const {
     return std::find(generated.begin(), generated.end(), column) != generated.end();
@@ -92,6 +95,9 @@ inline uint32_t portable_type(uint32_t oid) {
 //! the primary checked them after the statement that wrote them.
 std::string upsert_sql(const TableShape& table, std::span<const std::string> columns,
                        size_t rows = 1);
+//! An UPDATE of the row with the key in `columns` (image order, parameters $1..$n) to those
+//! values; it finds the row in a child by inheritance too. Empty when `columns` are all key.
+std::string update_sql(const TableShape& table, std::span<const std::string> columns);
 //! A DELETE of `rows` rows by primary key, with parameters $1..$k for the first row's key (in
 //! key order), the next k for the second's and so on.
 std::string delete_sql(const TableShape& table, size_t rows = 1);

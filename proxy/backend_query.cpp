@@ -163,7 +163,9 @@ asio::awaitable<Result<protocol::TableShape>> query_table_shape(Stream& stream,
       std::string(protocol::kColumnSequenceSql) +
       ", EXISTS (SELECT FROM pg_catalog.pg_trigger t WHERE t.tgrelid = a.attrelid "
       "AND NOT t.tgisinternal AND t.tgenabled = 'O' AND t.tgtype & 3 = 3 AND t.tgtype & 20 <> 0), "
-      "pg_catalog.has_parameter_privilege('session_replication_role', 'SET')"
+      "pg_catalog.has_parameter_privilege('session_replication_role', 'SET'), "
+      "EXISTS (SELECT FROM pg_catalog.pg_inherits h JOIN pg_catalog.pg_class c "
+      "ON c.oid = h.inhparent AND c.relkind = 'r' WHERE h.inhparent = a.attrelid)"
       " FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
       "WHERE a.attrelid = " +
       quote_literal(name) + "::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
@@ -172,12 +174,13 @@ asio::awaitable<Result<protocol::TableShape>> query_table_shape(Stream& stream,
   protocol::TableShape shape;
   shape.qualified = name;
   for (const auto& row : rows->rows) {
-    if (row.size() != 6 || !row[0]) continue;
+    if (row.size() != 7 || !row[0]) continue;
     if (row[1] == "t") shape.generated.push_back(*row[0]);
     if (row[2] == "t") shape.key_columns.push_back(*row[0]);
     if (row[3]) shape.sequences.emplace_back(*row[0], *row[3]);
     shape.rewriting_triggers = row[4] == "t";
     shape.may_disable_triggers = row[5] == "t";
+    shape.inheriting_children = row[6] == "t";
   }
   co_return shape;
 }

@@ -677,8 +677,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       }
       std::string statement = write.prepared;
       std::vector<uint16_t> formats = write.formats;
-      if (op.rows.size() > 1) {
-        statement.clear();
+      if (write.prepared.empty()) {
         std::vector<uint32_t> types;
         types.reserve(write.types.size() * rows);
         for (size_t r = 0; r < rows; ++r) {
@@ -796,17 +795,24 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       types.push_back(protocol::portable_type(op.fields[column].type_oid));
       formats.push_back(op.fields[column].format);
     }
+    // An UPDATE of a parent by inheritance returned its children's rows too, which an upsert
+    // would write into the parent: each row is updated by key where it is, a statement each.
+    bool in_hierarchy = update && shape->inheriting_children && !keyless;
+    bool deleting = statement.image_op == protocol::RowImageOp::kDelete;
     auto sql = [&](size_t rows) {
-      return statement.image_op == protocol::RowImageOp::kDelete
-                 ? protocol::delete_sql(*shape, rows)
-                 : protocol::upsert_sql(*shape, names, rows);
+      if (deleting) return protocol::delete_sql(*shape, rows);
+      return in_hierarchy ? protocol::update_sql(*shape, names)
+                          : protocol::upsert_sql(*shape, names, rows);
     };
+    if (in_hierarchy && sql(1).empty()) continue; // it sets key columns only: done above
     in_extended = true;
     RowWrite write;
     write.index = index;
-    write.per_statement = std::max<size_t>(
-        protocol::kMaxStatementParameters / std::max<size_t>(columns.size(), 1), 1);
-    if (size_t rows = op.rows.size(); rows == 1) {
+    write.per_statement = in_hierarchy ? 1
+                                       : std::max<size_t>(protocol::kMaxStatementParameters /
+                                                              std::max<size_t>(columns.size(), 1),
+                                                          1);
+    if (size_t rows = op.rows.size(); rows == 1 || write.per_statement == 1) {
       write.prepared = prepared_name(sql(1), types, out, new_names);
     } else {
       if (rows >= write.per_statement) write.full = sql(write.per_statement);
@@ -815,11 +821,10 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     write.types = std::move(types);
     write.formats = std::move(formats);
     write.columns = std::move(columns);
-    write_rows(write, statement.image_op == protocol::RowImageOp::kDelete);
+    write_rows(write, deleting || in_hierarchy);
     // Written first with the secondary's triggers on, as they ran on the primary (AFTER
     // triggers: a counter, an audit row; BEFORE triggers filling a column only it has).
-    if (shape->rewriting_triggers && shape->may_disable_triggers && !keyless &&
-        statement.image_op != protocol::RowImageOp::kDelete) {
+    if (shape->rewriting_triggers && shape->may_disable_triggers && !keyless && !deleting) {
       rewrites.push_back(std::move(write));
     }
     services_.metrics().mirrored(MirrorKind::kRowImage).Increment();

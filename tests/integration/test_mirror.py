@@ -559,6 +559,28 @@ def test_tables_and_columns_named_by_keywords_are_mirrored(pair, start_proxy, tm
     assert proxy.metric("switchyard_journal_entries_total") == 0
 
 
+def test_an_update_of_a_parent_by_inheritance_writes_its_childrens_rows_where_they_are(
+        pair, start_proxy, tmp_path):
+    """An UPDATE of a table others inherit from (INHERITS, as partitioning was done before
+    PostgreSQL 10) returns their rows too. switchyard upserted those into the parent on the
+    secondary: the child's row stayed as it was there, and the parent got a copy of it."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE parent (id int PRIMARY KEY, v float8, note text);"
+                    "CREATE TABLE child (extra int DEFAULT 7, PRIMARY KEY (id)) INHERITS (parent)")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO parent VALUES (1, 0), (3, 0)")
+        conn.execute("INSERT INTO child (id, v) VALUES (2, 0), (4, 0)")
+        assert conn.execute("UPDATE parent SET v = v + random(), note = 'x'").rowcount == 4
+        conn.execute("UPDATE parent SET id = id + 10, v = random() WHERE id IN (3, 4)")  # keys change
+        conn.execute("UPDATE child SET extra = 8 WHERE id = 2")
+        conn.execute("DELETE FROM parent WHERE id IN (1, 2)")
+    assert primary.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM parent") == "13,14"
+    assert_identical(primary, secondary, {"ONLY parent": "id", "child": "id"})
+    assert proxy.metric("switchyard_journal_entries_total") == 0
+
+
 def test_writes_through_named_portals_reach_the_secondary(pair, start_proxy, tmp_path):
     """libpq and psycopg bind the unnamed portal; other drivers (and cursors fetched in parts)
     name theirs. A write executed through a named portal is mirrored like any other."""

@@ -386,6 +386,8 @@ TEST_CASE("upsert and delete statements for the secondary") {
         "ON CONFLICT (id) DO UPDATE SET \"Name\" = EXCLUDED.\"Name\"");
   CHECK(delete_sql(table, 3) == "DELETE FROM public.t WHERE id IN ($1, $2, $3)");
   CHECK(delete_sql(pair, 2) == "DELETE FROM p WHERE (a = $1 AND b = $2) OR (a = $3 AND b = $4)");
+  CHECK(update_sql(table, columns) == "UPDATE public.t SET \"Name\" = $2 WHERE id = $1");
+  CHECK(update_sql(pair, keys_only).empty());
 }
 
 TEST_CASE("statements that count and trim the rows equal to a row of a table without a key") {
