@@ -153,10 +153,10 @@ struct Expect {
                                 // transaction) whose writes go to the secondary after it (async)
   std::optional<Clock::time_point> read_started; // a safe read: timed for the latency gate
   std::shared_ptr<const PreparedInfo> describes; // a portal's Describe: cache the answer here
+  std::vector<uint16_t> result_formats;          // ... for a portal bound with these
   //! A rewritten statement's Describe or Bind: its width, or a refusal of it, goes to its
   //! books (PreparedInfo::primary_width, prepared_epoch).
   std::shared_ptr<const PreparedInfo> rewritten_statement;
-  std::vector<uint16_t> result_formats; // ... for a portal bound with these
 };
 
 //! Serializes writes to the client from the two pumps, keeping their order.

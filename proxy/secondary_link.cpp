@@ -655,9 +655,9 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
   // prepared on the connection; more, unnamed statements of `per_statement` rows each
   // (`full`), the rest by `last`.
   struct RowWrite {
-    size_t index;                  // of the op
+    size_t index = 0;              // of the op
     std::string prepared;          // one row's statement
-    size_t per_statement;          // rows, as many as kMaxStatementParameters allows
+    size_t per_statement = 1;      // rows, as many as kMaxStatementParameters allows
     std::string full;              // the statement for per_statement rows, if there are so many
     std::string last;              // ... for the rows after the last such statement
     std::vector<uint32_t> types;   // one row's parameters'
