@@ -127,9 +127,7 @@ std::string upsert_sql(const TableShape& table, std::span<const std::string> col
   sql += ")";
   std::string updates;
   for (const std::string& column : columns) {
-    bool key = std::find(table.key_columns.begin(), table.key_columns.end(), column) !=
-               table.key_columns.end();
-    if (key) continue;
+    if (table.is_key(column)) continue;
     if (!updates.empty()) updates += ", ";
     updates += quote_identifier(column) + " = EXCLUDED." + quote_identifier(column);
   }
@@ -141,8 +139,7 @@ std::string update_sql(const TableShape& table, std::span<const std::string> col
   std::string set;
   std::string where;
   for (size_t i = 0; i < columns.size(); ++i) {
-    bool key = std::find(table.key_columns.begin(), table.key_columns.end(), columns[i]) !=
-               table.key_columns.end();
+    bool key = table.is_key(columns[i]);
     std::string& clause = key ? where : set;
     if (!clause.empty()) clause += key ? " AND " : ", ";
     clause += quote_identifier(columns[i]) + " = $" + std::to_string(i + 1);

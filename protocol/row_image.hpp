@@ -79,6 +79,9 @@ struct TableShape {
   bool is_generated(std::string_view column) const {
     return std::find(generated.begin(), generated.end(), column) != generated.end();
   }
+  bool is_key(std::string_view column) const {
+    return std::find(key_columns.begin(), key_columns.end(), column) != key_columns.end();
+  }
 };
 
 //! The parameter type to declare for a value of type `oid` on another server: built-in

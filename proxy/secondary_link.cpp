@@ -752,12 +752,9 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     const protocol::Statement& statement = op.statement;
     bool update = statement.node == "UpdateStmt";
     bool keyless = shape->key_columns.empty();
-    bool key_change = update && std::any_of(statement.set_columns.begin(),
-                                            statement.set_columns.end(), [&](const std::string& c) {
-                                              return std::find(shape->key_columns.begin(),
-                                                               shape->key_columns.end(),
-                                                               c) != shape->key_columns.end();
-                                            });
+    bool key_change = update && std::ranges::any_of(statement.set_columns, [&](const auto& c) {
+                        return shape->is_key(c);
+                      });
     // Without a key a row cannot be found again, and a key change leaves the old key behind:
     // run the statement itself (then, for a key change, still write the exact new values).
     if ((keyless && statement.image_op == protocol::RowImageOp::kDelete) || (keyless && update) ||
