@@ -96,6 +96,7 @@ std::string to_json_line(const JournalEntry& entry) {
       settings.emplace_back(setting);
     out["settings"] = std::move(settings);
   }
+  if (entry.statement_rows != 1) out["statement_rows"] = entry.statement_rows;
   if (entry.ddl) out["ddl"] = true;
   if (entry.maybe_applied) out["maybe_applied"] = true;
   out["fingerprint"] = entry.fingerprint;
@@ -132,6 +133,10 @@ Result<JournalEntry> from_json_line(std::string_view line) {
   entry.maybe_applied =
       maybe_applied != nullptr && maybe_applied->is_bool() && maybe_applied->get_bool();
   try {
+    // Entries of versions before the field each replay alone.
+    if (const json::value* rows = in.if_contains("statement_rows")) {
+      entry.statement_rows = rows->to_number<uint32_t>();
+    }
     if (const json::value* settings = in.if_contains("settings")) {
       for (const auto& setting : settings->as_array())
         entry.settings.emplace_back(setting.as_string());

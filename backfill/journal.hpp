@@ -34,6 +34,10 @@ struct JournalEntry {
   //! The session's settings (SET statements, in order) the write ran under: the replayer
   //! adopts them, so names resolve by the session's search_path.
   std::vector<std::string> settings;
+  //! The rows one primary statement wrote are consecutive entries: the first says how many
+  //! (at least 1), those after it 0. They replay as one statement, so the database that
+  //! missed them checks its constraints after them all, as the primary did.
+  uint32_t statement_rows = 1;
   bool ddl = false;        //!< the statement changes the schema (replayed in order)
   std::string fingerprint; //!< libpg_query fingerprint of the client's statement
   std::string reason;      //!< a MirrorFailure label

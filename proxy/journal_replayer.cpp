@@ -6,6 +6,7 @@
 #include <array>
 #include <charconv>
 #include <chrono>
+#include <functional>
 #include <limits>
 #include <map>
 #include <set>
@@ -28,6 +29,7 @@ using monitoring::ReplayResult;
 constexpr auto kIdlePoll = std::chrono::milliseconds(500);
 constexpr auto kFailureBackoff = std::chrono::seconds(2);
 constexpr size_t kBatch = 256;
+constexpr size_t kMaxStatementRows = 32768; // replayed together; a larger statement's in parts
 constexpr int kAttempts = 3;
 constexpr size_t kMaxReconciledRows = 65536;
 constexpr auto kMinEntryTimeout = std::chrono::milliseconds(10'000);
@@ -51,11 +53,16 @@ bool already_done(std::string_view error) {
   return std::find(kStates.begin(), kStates.end(), state) != kStates.end();
 }
 
+//! The types and formats of a statement's parameters.
+struct Parameters {
+  std::vector<uint32_t> types;
+  std::vector<uint16_t> formats;
+};
+
 //! The columns and values of a keyless row an entry inserts (generated columns left out).
 struct KeylessRow {
   std::vector<std::string> names;
-  std::vector<uint32_t> types;
-  std::vector<uint16_t> formats;
+  Parameters parameters;
   std::vector<protocol::Value> values;
 };
 
@@ -147,10 +154,26 @@ private:
     auto entries = journal.pending(kBatch);
     if (!entries) co_return Error{entries.error()};
     if (entries->empty()) co_return false;
+    // A statement of more rows than a batch holds is read whole, up to a bound.
+    if (uint32_t rows = entries->front().second.statement_rows; rows > entries->size()) {
+      entries = journal.pending(std::min<size_t>(rows, kMaxStatementRows));
+      if (!entries) co_return Error{entries.error()};
+    }
     auto& metrics = services_.metrics();
     uint64_t acknowledged = 0;
     std::set<std::string> synced; // rows already re-synced in this batch
-    for (auto& [offset, entry] : *entries) {
+    for (size_t next = 0; next < entries->size();) {
+      const JournalEntry& entry = (*entries)[next].second;
+      // The rows of one statement replay together (those of it in this batch).
+      std::vector<const JournalEntry*> group{&entry};
+      bool first_in_batch = next == 0;
+      while (++next < entries->size() && continues(entry, (*entries)[next].second))
+        group.push_back(&(*entries)[next].second);
+      // A statement whose rows go on past this batch waits for the next, which begins with it.
+      if (next == entries->size() && !first_in_batch && group.size() < entry.statement_rows) {
+        break;
+      }
+      uint64_t offset = (*entries)[next - 1].first;
       auto pair = co_await pair_for(entry);
       if (!pair) {
         if (acknowledged > 0) (void)journal.acknowledge(acknowledged);
@@ -161,17 +184,19 @@ private:
       if (!applied) {
         // counted as a failed replay below
       } else if (entry.kind == JournalEntry::Kind::kRow) {
-        // Bounded: a row's replay holds a lock on the current primary while it reads and
-        // writes the other database, which may hang; closing the connections frees it.
-        auto limit = std::max(kMinEntryTimeout, 5 * runtime_->config->mirror.timeout);
+        // Bounded: a replay holds locks on the current primary while it reads and writes the
+        // other database, which may hang; closing the connections frees them.
+        auto limit = std::max(kMinEntryTimeout, 5 * runtime_->config->mirror.timeout) *
+                     static_cast<int64_t>(1 + group.size() / 1000);
         asio::steady_timer timer(co_await asio::this_coro::executor, limit);
         auto outcome =
-            co_await (replay_row(**pair, way, entry, synced) || timer.async_wait(use_tuple));
+            co_await (replay_rows(**pair, way, group, synced) || timer.async_wait(use_tuple));
         if (outcome.index() == 1) {
           pairs_.clear();
           if (acknowledged > 0) (void)journal.acknowledge(acknowledged);
-          co_return Error{"replaying a row of " + entry.table + " took longer than " +
-                          std::to_string(limit.count()) + " ms; it is tried again"};
+          co_return Error{"replaying " + std::to_string(group.size()) + " rows of " + entry.table +
+                          " took longer than " + std::to_string(limit.count()) +
+                          " ms; they are tried again"};
         }
         applied = std::move(std::get<0>(outcome));
       } else if (entry.ddl) {
@@ -191,9 +216,10 @@ private:
         acknowledged = offset;
         continue;
       }
+      auto replayed = static_cast<double>(group.size());
       if (!applied) {
-        // A connection that failed mid-way leaves the entry for the next attempt, a few
-        // times; an entry that keeps failing is skipped rather than blocking the journal.
+        // A connection that failed mid-way leaves the entries for the next attempt, a few
+        // times; entries that keep failing are skipped rather than blocking the journal.
         bool broken = !(*pair)->secondary || !(*pair)->primary;
         if (broken) pairs_.clear();
         attempts_ = offset == failing_offset_ ? attempts_ + 1 : 1;
@@ -202,18 +228,27 @@ private:
           if (acknowledged > 0) (void)journal.acknowledge(acknowledged);
           co_return Error{applied.error()};
         }
-        spdlog::error("journal entry for {} failed to replay and is skipped: {}",
+        spdlog::error("journal {} for {} failed to replay and {} skipped: {}",
+                      group.size() == 1 ? "entry" : std::to_string(group.size()) + " entries",
                       entry.kind == JournalEntry::Kind::kRow ? entry.table : entry.sql,
-                      applied.error());
-        metrics.journal_replayed(ReplayResult::kFailed).Increment();
+                      group.size() == 1 ? "is" : "are", applied.error());
+        metrics.journal_replayed(ReplayResult::kFailed).Increment(replayed);
       } else {
-        metrics.journal_replayed(ReplayResult::kApplied).Increment();
+        metrics.journal_replayed(ReplayResult::kApplied).Increment(replayed);
       }
       acknowledged = offset;
     }
     if (auto saved = journal.acknowledge(acknowledged); !saved) co_return Error{saved.error()};
     metrics.journal_backlog().Set(static_cast<double>(journal.backlog()));
     co_return true;
+  }
+
+  // Whether `next` holds another row of the statement whose rows `first` begins.
+  static bool continues(const JournalEntry& first, const JournalEntry& next) {
+    return first.kind == JournalEntry::Kind::kRow && next.kind == JournalEntry::Kind::kRow &&
+           next.statement_rows == 0 && next.table == first.table && next.op == first.op &&
+           next.user == first.user && next.database == first.database &&
+           next.missed_by == first.missed_by && next.settings == first.settings;
   }
 
   asio::awaitable<Result<Pair*>> pair_for(const JournalEntry& entry) {
@@ -275,44 +310,53 @@ private:
     return {pair.primary.get(), pair.secondary.get(), &config.primary, &*config.secondary, false};
   }
 
-  // Makes the target's row equal the source's current row while holding the current
-  // primary's row lock, which every live write to that row takes first: a live write
+  // Makes the target's rows equal the source's current rows while holding the current
+  // primary's row locks, which every live write to those rows takes first: a live write
   // lands wholly before or wholly after ours on both databases. Into the secondary, that
-  // is the source row read FOR SHARE; into the primary, the target row locked FOR UPDATE
-  // before the source row is read.
-  asio::awaitable<Status> replay_row(Pair& pair, const Direction& way, const JournalEntry& entry,
-                                     std::set<std::string>& synced) {
+  // is each source row read FOR SHARE; into the primary, each target row locked FOR UPDATE
+  // before the source row is read. The rows of one statement are locked in its order, as it
+  // locked them, and written as it wrote them, by one statement (see write_current).
+  asio::awaitable<Status> replay_rows(Pair& pair, const Direction& way,
+                                      const std::vector<const JournalEntry*>& group,
+                                      std::set<std::string>& synced) {
     Link& target = *way.target;
-    auto shape = co_await query_table_shape(target.session.stream, target.reader, entry.table,
+    const JournalEntry& first = *group.front();
+    auto shape = co_await query_table_shape(target.session.stream, target.reader, first.table,
                                             dialect_of(*way.target_backend));
     if (!shape) co_return Error{shape.error()};
     if (shape->key_columns.empty()) {
-      co_return co_await replay_keyless_insert(pair, way, entry, *shape);
+      co_return co_await replay_keyless_inserts(pair, way, group, *shape);
     }
-    std::vector<uint32_t> types;
-    std::vector<uint16_t> formats;
-    std::vector<protocol::Value> key;
+    // The rows of one statement have the same columns: the key is at the same places in each.
+    std::vector<size_t> key_at;
+    Parameters key_parameters;
     std::string where;
     for (const std::string& column : shape->key_columns) {
-      auto at = std::find(entry.columns.begin(), entry.columns.end(), column);
-      if (at == entry.columns.end()) co_return Error{"entry lacks key column " + column};
-      size_t i = static_cast<size_t>(at - entry.columns.begin());
-      uint32_t type = i < entry.types.size() ? entry.types[i] : 0;
-      types.push_back(protocol::portable_type(type));
-      formats.push_back(i < entry.formats.size() ? entry.formats[i] : 0);
-      key.push_back(i < entry.values.size() ? entry.values[i] : protocol::Value{});
+      auto at = std::find(first.columns.begin(), first.columns.end(), column);
+      if (at == first.columns.end()) co_return Error{"entry lacks key column " + column};
+      size_t i = static_cast<size_t>(at - first.columns.begin());
+      key_at.push_back(i);
+      key_parameters.types.push_back(
+          protocol::portable_type(i < first.types.size() ? first.types[i] : 0));
+      key_parameters.formats.push_back(i < first.formats.size() ? first.formats[i] : 0);
       if (!where.empty()) where += " AND ";
-      where += protocol::quote_identifier(column);
-      where += " = $";
-      where += std::to_string(key.size());
+      where += protocol::quote_identifier(column) + " = $" + std::to_string(key_at.size());
     }
-    std::string identity = entry.table;
-    for (const auto& value : key)
-      identity += '\0' + value.value_or("\x01NULL");
-    if (!synced.insert(identity).second) co_return Ok{}; // this batch already synced it
+    std::vector<std::vector<protocol::Value>> keys;
+    for (const JournalEntry* entry : group) {
+      std::vector<protocol::Value> key;
+      std::string identity = first.table;
+      for (size_t i : key_at) {
+        key.push_back(i < entry->values.size() ? entry->values[i] : protocol::Value{});
+        identity += '\0' + key.back().value_or("\x01NULL");
+      }
+      // A row this batch synced already is as the source has it now.
+      if (synced.insert(std::move(identity)).second) keys.push_back(std::move(key));
+    }
+    if (keys.empty()) co_return Ok{};
 
     auto fail = [&](std::string what) { return abandon(pair, std::move(what)); };
-    // The lock: a row lock on PostgreSQL; on SQLite the writer itself (BEGIN IMMEDIATE).
+    // The lock: row locks on PostgreSQL; on SQLite the writer itself (BEGIN IMMEDIATE).
     Link& locked = way.into_primary ? target : *way.source;
     bool sqlite_locked = (way.into_primary ? way.target_backend : way.source_backend)->kind ==
                          config::BackendKind::kSqlite;
@@ -320,62 +364,128 @@ private:
     std::string source_role = way.into_primary ? "secondary: " : "primary: ";
     auto begun = co_await locked.query(sqlite_locked ? "BEGIN IMMEDIATE" : "BEGIN");
     if (!begun) co_return fail(begun.error());
-    std::string row_sql = "SELECT * FROM " + entry.table + " WHERE " + where;
-    if (way.into_primary && !sqlite_locked) {
-      auto lock = co_await target.query(row_sql + " FOR UPDATE", types, formats, key);
-      if (!lock) co_return fail(target_role + lock.error());
-    }
-    // Named, not a ?: inside the co_await: GCC 12 destroys such temporaries twice.
+    std::string row_sql = "SELECT * FROM " + first.table + " WHERE " + where;
+    std::string lock_sql = row_sql + " FOR UPDATE";
     std::string source_sql = row_sql;
     if (!way.into_primary && !sqlite_locked) source_sql += " FOR SHARE";
-    auto current = co_await way.source->query(source_sql, types, formats, key);
-    if (!current) co_return fail(source_role + current.error());
-    Result<QueryRows> written = Error{"not run"};
-    if (current->rows.empty()) {
-      written = co_await target.query(protocol::delete_sql(*shape), types, formats, key);
-    } else {
-      std::vector<std::string> names;
-      std::vector<uint32_t> value_types;
-      std::vector<protocol::Value> values;
-      for (size_t i = 0; i < current->fields.size(); ++i) {
-        const auto& field = current->fields[i];
-        if (shape->is_generated(field.name)) continue;
-        names.push_back(field.name);
-        value_types.push_back(protocol::portable_type(field.type_oid));
-        values.push_back(current->rows[0][i]);
+    QueryRows present;                                // the source's rows, in the statement's order
+    std::vector<std::vector<protocol::Value>> absent; // keys of rows the source no longer has
+    for (auto& key : keys) {
+      if (way.into_primary && !sqlite_locked) {
+        auto lock =
+            co_await target.query(lock_sql, key_parameters.types, key_parameters.formats, key);
+        if (!lock) co_return fail(target_role + lock.error());
       }
-      // As SecondaryLink::apply writes it: with the triggers, then again without the BEFORE
-      // triggers that stamped it (kTriggersOffSql), both in one transaction: the target's
-      // own unless it is the locked side, whose transaction is open.
-      std::string upsert = protocol::upsert_sql(*shape, names);
-      bool stamped_again = shape->rewriting_triggers && shape->may_disable_triggers;
-      bool own_transaction = stamped_again && !way.into_primary;
-      if (own_transaction) written = co_await target.query("BEGIN");
-      if (written || !own_transaction)
-        written = co_await target.query(upsert, value_types, {}, values);
-      if (written && stamped_again) {
-        written = co_await target.query(kTriggersOffSql);
-        if (written) written = co_await target.query(upsert, value_types, {}, values);
+      auto current =
+          co_await way.source->query(source_sql, key_parameters.types, key_parameters.formats, key);
+      if (!current) co_return fail(source_role + current.error());
+      if (current->rows.empty()) {
+        absent.push_back(std::move(key));
+        continue;
       }
-      if (own_transaction) {
-        std::string_view end = written ? "COMMIT" : "ROLLBACK";
-        auto ended = co_await target.query(end);
-        if (written && !ended) written = ended;
-      }
+      if (present.rows.empty()) present.fields = std::move(current->fields);
+      present.rows.push_back(std::move(current->rows[0]));
     }
+    Status written =
+        co_await write_current(way, *shape, first.op == "delete", present, key_parameters, absent);
     auto committed = co_await locked.query("COMMIT");
     if (!committed) co_return fail("primary: " + committed.error()); // the locked side
     if (!written) co_return Error{target_role + written.error()};
-    if (!current->rows.empty()) {
-      std::vector<std::string> columns;
-      std::vector<uint16_t> column_formats;
-      for (const auto& field : current->fields) {
-        columns.push_back(field.name);
-        column_formats.push_back(field.format);
+    std::vector<std::string> columns;
+    std::vector<uint16_t> column_formats;
+    for (const auto& field : present.fields) {
+      columns.push_back(field.name);
+      column_formats.push_back(field.format);
+    }
+    for (const auto& row : present.rows)
+      note_written_ids(way, first, *shape, columns, column_formats, row);
+    co_return Ok{};
+  }
+
+  // Writes the source's `present` rows into the target and deletes those keyed by `absent`
+  // there, as SecondaryLink::apply writes row images: each by one statement (split only at
+  // the parameter limit), so the target checks its foreign keys and deferrable unique
+  // constraints after all the rows, as the primary did; with the triggers, then again
+  // without the BEFORE triggers that stamped them (kTriggersOffSql). A deleting statement's
+  // deletes come first. More than one statement run in one transaction: the target's own
+  // unless it is the locked side, whose transaction is open.
+  asio::awaitable<Status> write_current(const Direction& way, const protocol::TableShape& shape,
+                                        bool deleting, const QueryRows& present,
+                                        const Parameters& key_parameters,
+                                        const std::vector<std::vector<protocol::Value>>& absent) {
+    Link& target = *way.target;
+    std::vector<std::string> names;
+    Parameters row_parameters; // text, as the source's rows were read
+    std::vector<size_t> columns;
+    for (size_t i = 0; i < present.fields.size(); ++i) {
+      const auto& field = present.fields[i];
+      if (shape.is_generated(field.name)) continue;
+      names.push_back(field.name);
+      row_parameters.types.push_back(protocol::portable_type(field.type_oid));
+      columns.push_back(i);
+    }
+    std::vector<std::vector<protocol::Value>> rows;
+    for (const auto& row : present.rows) {
+      auto& values = rows.emplace_back();
+      for (size_t column : columns)
+        values.push_back(row[column]);
+    }
+    std::function<std::string(size_t)> upsert = [&](size_t n) {
+      return protocol::upsert_sql(shape, names, n);
+    };
+    std::function<std::string(size_t)> erase = [&](size_t n) {
+      return protocol::delete_sql(shape, n);
+    };
+    bool stamped_again = !rows.empty() && shape.rewriting_triggers && shape.may_disable_triggers;
+    bool own_transaction = !way.into_primary && (stamped_again || rows.size() + absent.size() > 1);
+    Status written = Ok{};
+    if (own_transaction) written = co_await run(target, "BEGIN");
+    if (written && deleting) written = co_await write_rows(target, erase, key_parameters, absent);
+    if (written) written = co_await write_rows(target, upsert, row_parameters, rows);
+    if (written && !deleting) written = co_await write_rows(target, erase, key_parameters, absent);
+    if (written && stamped_again) {
+      written = co_await run(target, kTriggersOffSql);
+      if (written) written = co_await write_rows(target, upsert, row_parameters, rows);
+    }
+    if (own_transaction) {
+      std::string_view end = written ? "COMMIT" : "ROLLBACK";
+      auto ended = co_await run(target, end);
+      if (written && !ended) written = ended;
+    }
+    co_return written;
+  }
+
+  static asio::awaitable<Status> run(Link& link, std::string_view sql) {
+    auto ran = co_await link.query(sql);
+    if (!ran) co_return Error{ran.error()};
+    co_return Ok{};
+  }
+
+  // Runs the statement `sql(n)` gives for n of `rows` at a time, as many as the parameter
+  // limit allows; each row's parameters are as `each_row` says.
+  static asio::awaitable<Status> write_rows(Link& link,
+                                            const std::function<std::string(size_t)>& sql,
+                                            const Parameters& each_row,
+                                            const std::vector<std::vector<protocol::Value>>& rows) {
+    size_t per_statement = rows_per_statement(each_row.types.size());
+    for (size_t row = 0; row < rows.size(); row += per_statement) {
+      size_t count = std::min(per_statement, rows.size() - row);
+      Parameters all;
+      std::vector<protocol::Value> values;
+      for (size_t r = row; r < row + count; ++r) {
+        all.types.insert(all.types.end(), each_row.types.begin(), each_row.types.end());
+        all.formats.insert(all.formats.end(), each_row.formats.begin(), each_row.formats.end());
+        values.insert(values.end(), rows[r].begin(), rows[r].end());
       }
-      note_written_ids(way, entry, *shape, columns, column_formats, current->rows[0]);
+      auto ran = co_await link.query(sql(count), all.types, all.formats, values);
+      if (!ran) co_return Error{ran.error()};
     }
     co_return Ok{};
+  }
+
+  static size_t rows_per_statement(size_t parameters_per_row) {
+    return std::max<size_t>(
+        protocol::kMaxStatementParameters / std::max<size_t>(parameters_per_row, 1), 1);
   }
 
   // The row the replay wrote into the secondary holds the primary's serial and identity ids,
@@ -398,38 +508,66 @@ private:
     }
   }
 
-  // A row of a table without a key cannot be looked up again: an inserted one is written as
-  // the primary returned it when the target surely lacks it. Where the target may have
-  // applied it after all, or an equal row's entry was reconciled before (that counted this
-  // row too), the target gets as many rows equal to it as the source has instead.
-  asio::awaitable<Status> replay_keyless_insert(Pair& pair, const Direction& way,
-                                                const JournalEntry& entry,
-                                                const protocol::TableShape& shape) {
-    if (entry.op != "insert") {
-      co_return Error{entry.table + " has no primary key: only inserts replay; use verify/repair"};
+  // A row of a table without a key cannot be looked up again: the rows a statement inserted
+  // are written as the primary returned them, by one statement, when the target surely lacks
+  // them. Where the target may have applied them after all, or an equal row's entry was
+  // reconciled before (that counted this row too), the target gets as many rows equal to
+  // each as the source has instead.
+  asio::awaitable<Status> replay_keyless_inserts(Pair& pair, const Direction& way,
+                                                 const std::vector<const JournalEntry*>& group,
+                                                 const protocol::TableShape& shape) {
+    const JournalEntry& first = *group.front();
+    if (first.op != "insert") {
+      co_return Error{first.table + " has no primary key: only inserts replay; use verify/repair"};
     }
-    KeylessRow row;
-    std::string identity = entry.table;
-    for (size_t i = 0; i < entry.columns.size() && i < entry.values.size(); ++i) {
-      if (shape.is_generated(entry.columns[i])) continue;
-      row.names.push_back(entry.columns[i]);
-      uint32_t type = i < entry.types.size() ? entry.types[i] : 0;
-      row.types.push_back(protocol::portable_type(type));
-      row.formats.push_back(i < entry.formats.size() ? entry.formats[i] : 0);
-      row.values.push_back(entry.values[i]);
-      identity += '\0' + entry.values[i].value_or("\x01NULL");
+    std::vector<KeylessRow> rows;
+    std::vector<std::string> identities;
+    bool reconcile = false;
+    for (const JournalEntry* entry : group) {
+      KeylessRow& row = rows.emplace_back();
+      std::string& identity = identities.emplace_back(entry->table);
+      for (size_t i = 0; i < entry->columns.size() && i < entry->values.size(); ++i) {
+        if (shape.is_generated(entry->columns[i])) continue;
+        row.names.push_back(entry->columns[i]);
+        uint32_t type = i < entry->types.size() ? entry->types[i] : 0;
+        row.parameters.types.push_back(protocol::portable_type(type));
+        row.parameters.formats.push_back(i < entry->formats.size() ? entry->formats[i] : 0);
+        row.values.push_back(entry->values[i]);
+        identity += '\0' + entry->values[i].value_or("\x01NULL");
+      }
+      reconcile |= entry->maybe_applied || reconciled_.contains(identity);
     }
-    if (!entry.maybe_applied && !reconciled_.contains(identity)) {
-      auto written = co_await way.target->query(protocol::upsert_sql(shape, row.names), row.types,
-                                                row.formats, row.values);
-      if (!written) co_return Error{written.error()};
-      note_written_ids(way, entry, shape, row.names, row.formats, row.values);
+    if (!reconcile) {
+      std::vector<std::vector<protocol::Value>> values;
+      values.reserve(rows.size());
+      for (const KeylessRow& row : rows)
+        values.push_back(row.values);
+      const KeylessRow& each = rows.front();
+      std::function<std::string(size_t)> insert = [&](size_t n) {
+        return protocol::upsert_sql(shape, each.names, n);
+      };
+      bool several = rows.size() > rows_per_statement(each.names.size());
+      Status written = Ok{};
+      if (several) written = co_await run(*way.target, "BEGIN");
+      if (written) written = co_await write_rows(*way.target, insert, each.parameters, values);
+      if (several) {
+        std::string_view end = written ? "COMMIT" : "ROLLBACK";
+        auto ended = co_await run(*way.target, end);
+        if (written && !ended) written = ended;
+      }
+      if (!written) co_return written;
+      for (const KeylessRow& row : rows)
+        note_written_ids(way, first, shape, row.names, row.parameters.formats, row.values);
       co_return Ok{};
     }
-    if (reconciled_.size() < kMaxReconciledRows) reconciled_.insert(std::move(identity));
-    auto reconciled = co_await reconcile_keyless(pair, way, entry, shape, row);
-    if (reconciled) note_written_ids(way, entry, shape, row.names, row.formats, row.values);
-    co_return reconciled;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (reconciled_.size() < kMaxReconciledRows) reconciled_.insert(identities[i]);
+      auto reconciled = co_await reconcile_keyless(pair, way, *group[i], shape, rows[i]);
+      if (!reconciled) co_return reconciled;
+      note_written_ids(way, first, shape, rows[i].names, rows[i].parameters.formats,
+                       rows[i].values);
+    }
+    co_return Ok{};
   }
 
   // Counts the rows equal to `row` on both sides and inserts or deletes the difference on the
@@ -459,8 +597,9 @@ private:
     }
     auto count = [&](const Side& side) -> asio::awaitable<Result<uint64_t>> {
       protocol::TableShape table{entry.table, {}, {}, dialect_of(*side.backend)};
-      auto counted = co_await side.link->query(protocol::count_equal_rows_sql(table, row.names),
-                                               row.types, row.formats, row.values);
+      auto counted =
+          co_await side.link->query(protocol::count_equal_rows_sql(table, row.names),
+                                    row.parameters.types, row.parameters.formats, row.values);
       if (!counted) co_return Error{counted.error()};
       uint64_t rows = 0;
       const protocol::Value* text = counted->rows.empty() ? nullptr : &counted->rows[0].at(0);
@@ -477,14 +616,15 @@ private:
     if (!in_target) co_return fail("counting equal rows: " + in_target.error());
     for (uint64_t missing = *in_source > *in_target ? *in_source - *in_target : 0; missing > 0;
          --missing) {
-      auto written = co_await target.link->query(protocol::upsert_sql(shape, row.names), row.types,
-                                                 row.formats, row.values);
+      auto written =
+          co_await target.link->query(protocol::upsert_sql(shape, row.names), row.parameters.types,
+                                      row.parameters.formats, row.values);
       if (!written) co_return fail(written.error());
     }
     if (*in_target > *in_source) {
       auto trimmed = co_await target.link->query(
-          protocol::delete_equal_rows_sql(shape, row.names, *in_target - *in_source), row.types,
-          row.formats, row.values);
+          protocol::delete_equal_rows_sql(shape, row.names, *in_target - *in_source),
+          row.parameters.types, row.parameters.formats, row.values);
       if (!trimmed) co_return fail(trimmed.error());
     }
     for (Link* link : {target.link, source.link}) {

@@ -1259,9 +1259,11 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
         entry.types.push_back(field.type_oid);
         entry.formats.push_back(field.format);
       }
+      entry.statement_rows = static_cast<uint32_t>(op.rows.size());
       for (const auto& row : op.rows) {
         entry.values = row;
         entries.push_back(entry);
+        entry.statement_rows = 0;
       }
       continue;
     }

@@ -1630,6 +1630,47 @@ def test_the_replayer_resolves_names_by_the_sessions_search_path(pair, start_pro
     secondary.sql("DROP FUNCTION refuse()")
 
 
+def test_the_rows_of_one_journaled_statement_replay_together(pair, start_proxy, tmp_path):
+    """A statement's rows meet the secondary's foreign keys and deferrable unique constraints
+    together when they replay, as they met the primary's: a child inserted before its parent,
+    a parent deleted before its child, positions moved up by one; also past a batch's end."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE tree (id int PRIMARY KEY, parent int REFERENCES tree, name text);"
+                    "CREATE TABLE slots (id int PRIMARY KEY, list int, pos int,"
+                    " UNIQUE (list, pos) DEFERRABLE);"
+                    "CREATE TABLE marks (note text);"
+                    "INSERT INTO tree VALUES (10, NULL, 'old root'), (11, 10, 'old leaf');"
+                    "INSERT INTO slots VALUES (1, 1, 1), (2, 1, 2), (3, 1, 3)")
+    # The session's writes are refused on the secondary, the replay's are not.
+    secondary.sql("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
+                  " IF current_setting('application_name') <> 'switchyard journal replayer'"
+                  " THEN RAISE EXCEPTION 'not here'; END IF; RETURN coalesce(NEW, OLD); END$$;"
+                  "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE OR DELETE ON tree"
+                  " FOR EACH ROW EXECUTE FUNCTION refuse();"
+                  "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE OR DELETE ON slots"
+                  " FOR EACH ROW EXECUTE FUNCTION refuse();"
+                  "CREATE TRIGGER refuse BEFORE INSERT ON marks"
+                  " FOR EACH ROW EXECUTE FUNCTION refuse()")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO tree VALUES (2, 1, 'leaf'), (1, NULL, 'root')")
+        conn.execute("INSERT INTO marks VALUES ('x'), ('y'), ('x')")  # no key: inserted once
+        assert conn.execute("DELETE FROM tree WHERE id IN (10, 11)").rowcount == 2
+        assert conn.execute("UPDATE slots SET pos = pos + 1 WHERE list = 1").rowcount == 3
+        # More rows than the replayer reads at once (256), each a child of the next.
+        conn.execute("INSERT INTO tree SELECT g, nullif(g + 1, 1300), 'chain'"
+                     " FROM generate_series(1000, 1299) g")
+    assert proxy.metric("switchyard_mirror_failures_total", reason="secondary_error") == 5
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="applied") == 310, proxy.log()
+    assert_identical(primary, secondary, {"tree": "id", "slots": "id", "marks": "note"})
+    for cluster in pair:
+        cluster.sql("DROP TABLE tree, slots, marks")
+    secondary.sql("DROP FUNCTION refuse()")
+
+
 def test_a_transaction_too_large_to_buffer_is_journaled_and_replayed(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  max_transaction_bytes: 2048\n"))

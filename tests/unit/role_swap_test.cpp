@@ -129,3 +129,15 @@ TEST_CASE("journal entries keep the settings their write ran under") {
   entry.settings = {"SET search_path = tenant_a", "SET LOCAL \"TimeZone\" = 'UTC'"};
   CHECK(backfill::from_json_line(backfill::to_json_line(entry))->settings == entry.settings);
 }
+
+TEST_CASE("journal entries say which rows one statement wrote") {
+  backfill::JournalEntry entry;
+  entry.table = "tree";
+  CHECK(backfill::to_json_line(entry).find("statement_rows") == std::string::npos);
+  CHECK(backfill::from_json_line(backfill::to_json_line(entry))->statement_rows == 1);
+  for (uint32_t rows : {0U, 3U}) {
+    entry.statement_rows = rows;
+    CHECK(backfill::from_json_line(backfill::to_json_line(entry))->statement_rows == rows);
+  }
+  CHECK_FALSE(backfill::from_json_line(R"({"kind":"row","statement_rows":"x"})"));
+}
