@@ -364,11 +364,22 @@ private:
     std::string source_role = way.into_primary ? "secondary: " : "primary: ";
     auto begun = co_await locked.query(sqlite_locked ? "BEGIN IMMEDIATE" : "BEGIN");
     if (!begun) co_return fail(begun.error());
-    std::string row_sql = "SELECT * FROM " + first.table + " WHERE " + where;
-    std::string lock_sql = row_sql + " FOR UPDATE";
-    std::string source_sql = row_sql;
+    std::string lock_sql = "SELECT * FROM " + first.table + " WHERE " + where + " FOR UPDATE";
+    // A row of a table others inherit from may be a child's: the source says whose, as a last
+    // column (the table's name is the parameter after the key).
+    bool ask_whose =
+        shape->inheriting_children && way.source_backend->kind == config::BackendKind::kPostgres;
+    Parameters source_parameters = key_parameters;
+    std::string source_sql = "SELECT *";
+    if (ask_whose) {
+      source_sql += ", tableoid <> $" + std::to_string(key_at.size() + 1) + "::regclass";
+      source_parameters.types.push_back(protocol::oid::kText);
+      source_parameters.formats.push_back(0);
+    }
+    source_sql += " FROM " + first.table + " WHERE " + where;
     if (!way.into_primary && !sqlite_locked) source_sql += " FOR SHARE";
     QueryRows present;                                // the source's rows, in the statement's order
+    std::vector<bool> children;                       // per present row: whether it is a child's
     std::vector<std::vector<protocol::Value>> absent; // keys of rows the source no longer has
     for (auto& key : keys) {
       if (way.into_primary && !sqlite_locked) {
@@ -376,18 +387,26 @@ private:
             co_await target.query(lock_sql, key_parameters.types, key_parameters.formats, key);
         if (!lock) co_return fail(target_role + lock.error());
       }
-      auto current =
-          co_await way.source->query(source_sql, key_parameters.types, key_parameters.formats, key);
+      std::vector<protocol::Value> parameters = key;
+      if (ask_whose) parameters.emplace_back(first.table);
+      auto current = co_await way.source->query(source_sql, source_parameters.types,
+                                                source_parameters.formats, parameters);
       if (!current) co_return fail(source_role + current.error());
       if (current->rows.empty()) {
         absent.push_back(std::move(key));
         continue;
       }
+      std::vector<protocol::Value>& row = current->rows[0];
+      children.push_back(ask_whose && row.back() == "t");
+      if (ask_whose) {
+        row.pop_back();
+        current->fields.pop_back();
+      }
       if (present.rows.empty()) present.fields = std::move(current->fields);
-      present.rows.push_back(std::move(current->rows[0]));
+      present.rows.push_back(std::move(row));
     }
-    Status written =
-        co_await write_current(way, *shape, first.op == "delete", present, key_parameters, absent);
+    Status written = co_await write_current(way, *shape, first.op == "delete", present, children,
+                                            key_parameters, absent);
     auto committed = co_await locked.query("COMMIT");
     if (!committed) co_return fail("primary: " + committed.error()); // the locked side
     if (!written) co_return Error{target_role + written.error()};
@@ -406,11 +425,13 @@ private:
   // there, as SecondaryLink::apply writes row images: each by one statement (split only at
   // the parameter limit), so the target checks its foreign keys and deferrable unique
   // constraints after all the rows, as the primary did; with the triggers, then again
-  // without the BEFORE triggers that stamped them (kTriggersOffSql). A deleting statement's
-  // deletes come first. More than one statement run in one transaction: the target's own
-  // unless it is the locked side, whose transaction is open.
+  // without the BEFORE triggers that stamped them (kTriggersOffSql). Rows of a child by
+  // inheritance (`children`) are updated where they are instead, a statement each. A deleting
+  // statement's deletes come first. More than one statement run in one transaction: the
+  // target's own unless it is the locked side, whose transaction is open.
   asio::awaitable<Status> write_current(const Direction& way, const protocol::TableShape& shape,
                                         bool deleting, const QueryRows& present,
+                                        const std::vector<bool>& children,
                                         const Parameters& key_parameters,
                                         const std::vector<std::vector<protocol::Value>>& absent) {
     Link& target = *way.target;
@@ -425,10 +446,11 @@ private:
       columns.push_back(i);
     }
     std::vector<std::vector<protocol::Value>> rows;
-    for (const auto& row : present.rows) {
-      auto& values = rows.emplace_back();
+    std::vector<std::vector<protocol::Value>> child_rows;
+    for (size_t r = 0; r < present.rows.size(); ++r) {
+      auto& values = (r < children.size() && children[r] ? child_rows : rows).emplace_back();
       for (size_t column : columns)
-        values.push_back(row[column]);
+        values.push_back(present.rows[r][column]);
     }
     std::function<std::string(size_t)> upsert = [&](size_t n) {
       return protocol::upsert_sql(shape, names, n);
@@ -436,16 +458,21 @@ private:
     std::function<std::string(size_t)> erase = [&](size_t n) {
       return protocol::delete_sql(shape, n);
     };
-    bool stamped_again = !rows.empty() && shape.rewriting_triggers && shape.may_disable_triggers;
-    bool own_transaction = !way.into_primary && (stamped_again || rows.size() + absent.size() > 1);
+    size_t written_rows = rows.size() + child_rows.size();
+    bool stamped_again = written_rows > 0 && shape.rewriting_triggers && shape.may_disable_triggers;
+    bool own_transaction = !way.into_primary && (stamped_again || written_rows + absent.size() > 1);
     Status written = Ok{};
     if (own_transaction) written = co_await run(target, "BEGIN");
     if (written && deleting) written = co_await write_rows(target, erase, key_parameters, absent);
     if (written) written = co_await write_rows(target, upsert, row_parameters, rows);
+    if (written)
+      written = co_await update_in_place(target, shape, names, row_parameters, child_rows);
     if (written && !deleting) written = co_await write_rows(target, erase, key_parameters, absent);
     if (written && stamped_again) {
       written = co_await run(target, kTriggersOffSql);
       if (written) written = co_await write_rows(target, upsert, row_parameters, rows);
+      if (written)
+        written = co_await update_in_place(target, shape, names, row_parameters, child_rows);
     }
     if (own_transaction) {
       std::string_view end = written ? "COMMIT" : "ROLLBACK";
@@ -453,6 +480,25 @@ private:
       if (written && !ended) written = ended;
     }
     co_return written;
+  }
+
+  // Updates each of `rows` (values of `names`) by key where it is, in a child by inheritance
+  // of `shape`'s table: an upsert into the table itself would write a copy there.
+  static asio::awaitable<Status>
+  update_in_place(Link& link, const protocol::TableShape& shape,
+                  const std::vector<std::string>& names, const Parameters& each_row,
+                  const std::vector<std::vector<protocol::Value>>& rows) {
+    std::string sql = protocol::update_sql(shape, names);
+    if (sql.empty()) co_return Ok{}; // only key columns: nothing to change
+    for (const auto& row : rows) {
+      auto ran = co_await link.query(sql, each_row.types, each_row.formats, row);
+      if (!ran) co_return Error{ran.error()};
+      if (protocol::affected_rows(ran->command_tag) != 1) {
+        co_return Error{"a row of a table inheriting from " + shape.qualified +
+                        " is not there; verify and repair it"};
+      }
+    }
+    co_return Ok{};
   }
 
   static asio::awaitable<Status> run(Link& link, std::string_view sql) {

@@ -1671,6 +1671,35 @@ def test_the_rows_of_one_journaled_statement_replay_together(pair, start_proxy, 
     secondary.sql("DROP FUNCTION refuse()")
 
 
+def test_a_replayed_update_of_a_parent_by_inheritance_writes_its_childrens_rows_where_they_are(
+        pair, start_proxy, tmp_path):
+    """The rows an UPDATE of a parent returned from its children replay into the children:
+    the replayer upserted them into the parent, which got copies while the children kept
+    their old values."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE parent (id int PRIMARY KEY, v int, note text);"
+                    "CREATE TABLE child (extra int DEFAULT 7, PRIMARY KEY (id)) INHERITS (parent);"
+                    "INSERT INTO parent VALUES (1, 0), (3, 0); INSERT INTO child VALUES (2, 0), (4, 0)")
+    # The session's writes are refused on the secondary, the replay's are not.
+    secondary.sql("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
+                  " IF current_setting('application_name') <> 'switchyard journal replayer'"
+                  " THEN RAISE EXCEPTION 'not here'; END IF; RETURN NEW; END$$;"
+                  "CREATE TRIGGER refuse BEFORE UPDATE ON parent FOR EACH ROW EXECUTE FUNCTION refuse();"
+                  "CREATE TRIGGER refuse BEFORE UPDATE ON child FOR EACH ROW EXECUTE FUNCTION refuse()")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        assert conn.execute("UPDATE parent SET v = id * 10, note = 'x'").rowcount == 4
+        conn.execute("DELETE FROM child WHERE id = 4")  # gone before the replay: gone there too
+    assert proxy.metric("switchyard_mirror_failures_total", reason="secondary_error") == 1
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
+    assert_identical(primary, secondary, {"ONLY parent": "id", "child": "id"})
+    for cluster in pair:
+        cluster.sql("DROP TABLE parent CASCADE")
+    secondary.sql("DROP FUNCTION refuse()")
+
+
 def test_a_transaction_too_large_to_buffer_is_journaled_and_replayed(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  max_transaction_bytes: 2048\n"))
