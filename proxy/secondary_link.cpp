@@ -462,13 +462,22 @@ bool fits_implicit_transaction(const MirrorOp& op) {
 
 } // namespace
 
-asio::awaitable<Result<protocol::TableShape>> SecondaryLink::shape_of(const MirrorOp& op) {
+asio::awaitable<Result<protocol::TableShape>>
+SecondaryLink::shape_of(const MirrorOp& op, std::span<const MirrorOp> earlier) {
+  // DDL the batch runs before the op (CREATE TABLE, then rows for it) runs in the lookup's
+  // transaction too, and the shape it gives is the batch's own: not kept.
+  std::vector<std::string_view> ddl;
+  for (const MirrorOp& before : earlier) {
+    if (before.ddl) ddl.push_back(before.sql);
+  }
   std::string key = shape_key(op);
-  if (auto found = shapes_.find(key); found != shapes_.end()) co_return found->second;
+  if (auto found = shapes_.find(key); ddl.empty() && found != shapes_.end()) {
+    co_return found->second;
+  }
   std::string shared = shared_shape_key(op, key);
   ShapeRegistry& registry = services_.shapes();
   uint64_t epoch = services_.schema_epoch().load();
-  if (!shared.empty()) {
+  if (!shared.empty() && ddl.empty()) {
     if (auto known = registry.find(shared, epoch, ShapeRegistry::Clock::now())) {
       shapes_.emplace(key, *known);
       co_return std::move(*known);
@@ -477,6 +486,7 @@ asio::awaitable<Result<protocol::TableShape>> SecondaryLink::shape_of(const Mirr
   // Settings of the op's transaction run on the secondary inside the batch, after this
   // lookup: it runs under them in a transaction of its own, rolled back to undo them.
   std::vector<std::string_view> pending = settings_of(op, session_applied_);
+  pending.insert(pending.end(), ddl.begin(), ddl.end());
   Stream& stream = connection_->session.stream;
   MessageReader& reader = connection_->reader;
   if (!pending.empty()) pending.insert(pending.begin(), "BEGIN");
@@ -487,7 +497,10 @@ asio::awaitable<Result<protocol::TableShape>> SecondaryLink::shape_of(const Mirr
   auto shape = co_await query_table_shape(stream, reader, shape_name(op.statement.target),
                                           dialect_of(*runtime_->config->secondary));
   if (!pending.empty()) (void)co_await run_query(stream, reader, "ROLLBACK");
-  if (failed) co_return Error{"a setting of the session failed on the secondary: " + *failed};
+  if (failed) {
+    co_return Error{"a setting of the session or an earlier DDL failed on the secondary: " +
+                    *failed};
+  }
   if (!shape) co_return shape;
   if (shape->rewriting_triggers && !shape->may_disable_triggers) {
     static LogLimiter limiter;
@@ -499,6 +512,7 @@ asio::awaitable<Result<protocol::TableShape>> SecondaryLink::shape_of(const Mirr
                    peer_, shape->qualified, note);
     }
   }
+  if (!ddl.empty()) co_return shape;
   shapes_.emplace(key, *shape);
   if (!shared.empty()) registry.remember(shared, *shape, epoch, ShapeRegistry::Clock::now());
   co_return shape;
@@ -747,7 +761,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       services_.metrics().mirrored(MirrorKind::kStatement).Increment();
       continue;
     }
-    auto shape = co_await shape_of(op);
+    auto shape = co_await shape_of(op, std::span(ops).first(index));
     if (!shape) co_return Error{shape.error()};
     const protocol::Statement& statement = op.statement;
     bool update = statement.node == "UpdateStmt";

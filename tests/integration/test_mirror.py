@@ -1700,6 +1700,33 @@ def test_a_replayed_update_of_a_parent_by_inheritance_writes_its_childrens_rows_
     secondary.sql("DROP FUNCTION refuse()")
 
 
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_a_transaction_that_creates_a_table_and_writes_to_it_is_mirrored_as_it_runs(
+        pair, start_proxy, tmp_path, write_mode):
+    """A migration creates a table and fills it, or adds a column and sets it, in one
+    transaction. switchyard read the table's shape on the secondary before the batch's DDL
+    ran there: "relation does not exist", and the whole transaction went to the journal as
+    failed (counted against the secondary's error-rate gate) to be replayed later."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("CREATE TABLE seeded (id serial PRIMARY KEY, name text,"
+                         " at timestamptz DEFAULT clock_timestamp())")
+            conn.execute("INSERT INTO seeded (name) VALUES ('a'), ('b')")
+            conn.execute("ALTER TABLE seeded ADD COLUMN shout text GENERATED ALWAYS AS (upper(name)) STORED")
+            conn.execute("UPDATE seeded SET name = name || '!'")
+        conn.execute("INSERT INTO seeded (name) VALUES ('c')")
+    created = "SELECT count(*) FROM pg_tables WHERE tablename = 'seeded'"
+    assert wait_for(lambda: secondary.sql(created) == "1", timeout=10)  # async: it comes later
+    assert wait_for(lambda: secondary.sql("SELECT count(*) FROM seeded") == "3", timeout=10)
+    assert proxy.metric("switchyard_mirror_failures_total") == 0, proxy.log()
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+    assert_identical(primary, secondary, {"seeded": "id"})
+    for cluster in pair:
+        cluster.sql("DROP TABLE seeded")
+
+
 def test_a_transaction_too_large_to_buffer_is_journaled_and_replayed(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  max_transaction_bytes: 2048\n"))
