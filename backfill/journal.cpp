@@ -65,7 +65,9 @@ Result<protocol::Value> decode_value(const json::value& value) {
 std::string to_json_line(const JournalEntry& entry) {
   json::object out;
   out["time"] = entry.time;
-  out["kind"] = entry.kind == JournalEntry::Kind::kRow ? "row" : "statement";
+  out["kind"] = entry.kind == JournalEntry::Kind::kRow         ? "row"
+                : entry.kind == JournalEntry::Kind::kStatement ? "statement"
+                                                               : "table";
   out["missed_by"] = entry.missed_by;
   out["user"] = entry.user;
   out["database"] = entry.database;
@@ -116,8 +118,10 @@ Result<JournalEntry> from_json_line(std::string_view line) {
   };
   JournalEntry entry;
   entry.time = text("time");
-  entry.kind =
-      text("kind") == "statement" ? JournalEntry::Kind::kStatement : JournalEntry::Kind::kRow;
+  std::string kind = text("kind");
+  entry.kind = kind == "statement" ? JournalEntry::Kind::kStatement
+               : kind == "table"   ? JournalEntry::Kind::kTable
+                                   : JournalEntry::Kind::kRow;
   if (text("missed_by") == "old") entry.missed_by = "old"; // entries of old versions lack it
   entry.user = text("user");
   entry.database = text("database");

@@ -16,7 +16,9 @@ namespace switchyard::backfill {
 //! A write the secondary did not apply as the primary did: which rows (table and values,
 //! from which the replayer takes the key) or which statement, and why.
 struct JournalEntry {
-  enum class Kind { kRow, kStatement };
+  //! kTable: the whole table (`table`) is to be copied, as a query filled it on the primary
+  //! with rows the secondary's run of that query need not choose alike.
+  enum class Kind { kRow, kStatement, kTable };
   Kind kind = Kind::kRow;
   //! The database that missed the write, as the cutover names them: "new" (the config's
   //! secondary) or "old" (its primary, which misses writes once promotion swapped roles).

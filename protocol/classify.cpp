@@ -371,11 +371,8 @@ void walk(const json::value& root, TreeFacts& facts) {
   }
 }
 
-TargetTable target_of(const json::object& stmt) {
+TargetTable table_named(const json::object& rel) {
   TargetTable target;
-  const json::value* relation = stmt.if_contains("relation");
-  if (relation == nullptr || !relation->is_object()) return target;
-  const json::object& rel = relation->get_object();
   target.schema = std::string(string_at(rel, "schemaname"));
   target.name = std::string(string_at(rel, "relname"));
   target.temporary = string_at(rel, "relpersistence") == "t";
@@ -383,6 +380,25 @@ TargetTable target_of(const json::object& stmt) {
     target.alias = std::string(string_at(alias->get_object(), "aliasname"));
   }
   return target;
+}
+
+TargetTable target_of(const json::object& stmt) {
+  const json::value* relation = stmt.if_contains("relation");
+  if (relation == nullptr || !relation->is_object()) return {};
+  return table_named(relation->get_object());
+}
+
+// CREATE TABLE AS and SELECT INTO: the table `into` (an IntoClause) makes, and whether the
+// primary's rows are to be copied into it (a table, WITH DATA, not temporary).
+void note_filled_table(const json::value* into, bool table, Statement& out) {
+  if (into == nullptr || !into->is_object()) return;
+  const json::object& clause = into->get_object();
+  const json::value* rel = clause.if_contains("rel");
+  if (rel == nullptr || !rel->is_object()) return;
+  out.target = table_named(rel->get_object());
+  const json::value* skip = clause.if_contains("skipData");
+  bool with_data = skip == nullptr || !skip->is_bool() || !skip->get_bool();
+  out.fills_table = table && with_data && !out.target.temporary;
 }
 
 std::vector<std::string> set_columns_of(const json::object& stmt) {
@@ -624,6 +640,7 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
     if (body.contains("intoClause")) {
       out.kind = StatementKind::kDdl; // SELECT INTO creates a table
       out.mirror = MirrorPlan::kStatement;
+      note_filled_table(body.if_contains("intoClause"), true, out);
     } else if (facts.writes || !out.unlisted_functions.empty()) {
       out.kind = StatementKind::kWrite;
       out.mirror = MirrorPlan::kStatement;
@@ -737,6 +754,10 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
   if (is_one_of(kDdlNodes, node)) {
     out.kind = StatementKind::kDdl;
     out.mirror = MirrorPlan::kStatement;
+    if (node == "CreateTableAsStmt") {
+      note_filled_table(body.if_contains("into"), string_at(body, "objtype") == "OBJECT_TABLE",
+                        out);
+    }
     return;
   }
   out.kind = StatementKind::kUnknown;

@@ -76,7 +76,10 @@ struct Statement {
   //! statement runs, so a column added since it was prepared changes what it returns.
   bool returning_star = false;
   RowImageOp image_op = RowImageOp::kUpsert;
-  TargetTable target;                   //!< row-image statements and COPY FROM STDIN
+  TargetTable target; //!< row-image statements, COPY FROM STDIN, a table filled by a query
+  //! CREATE TABLE AS or SELECT INTO (WITH DATA, not temporary): the rows of the table it makes
+  //! are the primary's to copy, as the query may not give the secondary the same ones.
+  bool fills_table = false;
   std::optional<CopyFrom> copy_from;    //!< COPY FROM STDIN
   std::vector<std::string> set_columns; //!< UPDATE ... SET targets (a key change needs care)
   //! INSERT: the columns some row gives a value of its own rather than DEFAULT, so a serial

@@ -29,7 +29,9 @@ using monitoring::ReplayResult;
 constexpr auto kIdlePoll = std::chrono::milliseconds(500);
 constexpr auto kFailureBackoff = std::chrono::seconds(2);
 constexpr size_t kBatch = 256;
-constexpr size_t kMaxStatementRows = 32768; // replayed together; a larger statement's in parts
+constexpr size_t kMaxStatementRows = 32768;
+constexpr size_t kCopyBatch = 1000; // rows of a table copy read and written at a time // replayed
+                                    // together; a larger statement's in parts
 constexpr int kAttempts = 3;
 constexpr size_t kMaxReconciledRows = 65536;
 constexpr auto kMinEntryTimeout = std::chrono::milliseconds(10'000);
@@ -199,6 +201,8 @@ private:
                           " ms; they are tried again"};
         }
         applied = std::move(std::get<0>(outcome));
+      } else if (entry.kind == JournalEntry::Kind::kTable) {
+        applied = co_await copy_table(**pair, way, entry);
       } else if (entry.ddl) {
         synced.clear(); // a schema change may change what a row sync writes
         auto ran = co_await way.target->query(entry.sql);
@@ -614,6 +618,107 @@ private:
                        rows[i].values);
     }
     co_return Ok{};
+  }
+
+  // Makes the target's copy of a table a query filled (CREATE TABLE AS, SELECT INTO) the
+  // source's: what the query chose (now(), random(), the rows a LIMIT took) is the primary's.
+  // Both tables are held in SHARE ROW EXCLUSIVE mode (SQLite: the writer), the current
+  // primary's first, as live writes take them, and the target's rows are replaced in one
+  // transaction by the source's, read a batch at a time. Each step is bounded as a
+  // statement's replay is; a table the source no longer has is left to its DROP.
+  asio::awaitable<Status> copy_table(Pair& pair, const Direction& way, const JournalEntry& entry) {
+    auto limit = std::max(kMinEntryTimeout, 5 * runtime_->config->mirror.timeout);
+    auto fail = [&](std::string what) { return abandon(pair, std::move(what)); };
+    struct Side {
+      Link* link;
+      bool sqlite;
+      std::string role;
+    };
+    Side source{way.source, way.source_backend->kind == config::BackendKind::kSqlite,
+                way.into_primary ? "secondary: " : "primary: "};
+    Side target{way.target, way.target_backend->kind == config::BackendKind::kSqlite,
+                way.into_primary ? "primary: " : "secondary: "};
+    for (const Side* side :
+         way.into_primary ? std::array{&target, &source} : std::array{&source, &target}) {
+      auto begun =
+          co_await within(side->link->query(side->sqlite ? "BEGIN IMMEDIATE" : "BEGIN"), limit);
+      if (!begun) co_return fail(side->role + begun.error());
+      if (side->sqlite) continue;
+      std::string lock = "LOCK TABLE " + entry.table + " IN SHARE ROW EXCLUSIVE MODE";
+      auto locked = co_await within(side->link->query(lock), limit);
+      if (!locked && side == &source && locked.error().starts_with("42P01")) {
+        (void)abandon(pair, {}); // ends both transactions; the DROP reaches the target as DDL does
+        co_return Ok{};
+      }
+      if (!locked) co_return fail(side->role + locked.error());
+    }
+    auto shape = co_await within(query_table_shape(target.link->session.stream, target.link->reader,
+                                                   entry.table, dialect_of(*way.target_backend)),
+                                 limit);
+    if (!shape) co_return fail(target.role + shape.error());
+    std::string emptied = "DELETE FROM " + entry.table;
+    if (auto deleted = co_await within(target.link->query(emptied), limit); !deleted) {
+      co_return fail(target.role + deleted.error());
+    }
+    std::string next_batch = "FETCH " + std::to_string(kCopyBatch) + " FROM switchyard_copy";
+    if (!source.sqlite) {
+      std::string declare =
+          "DECLARE switchyard_copy NO SCROLL CURSOR FOR SELECT * FROM " + entry.table;
+      if (auto declared = co_await within(source.link->query(declare), limit); !declared) {
+        co_return fail(source.role + declared.error());
+      }
+    }
+    for (size_t copied = 0;;) {
+      if (source.sqlite) { // no cursors: the writer is held, so the rows stay where they are
+        next_batch = "SELECT * FROM " + entry.table + " ORDER BY rowid LIMIT " +
+                     std::to_string(kCopyBatch) + " OFFSET " + std::to_string(copied);
+      }
+      auto batch = co_await within(source.link->query(next_batch), limit);
+      if (!batch) co_return fail(source.role + batch.error());
+      Parameters each_row; // text, as the rows were read
+      std::vector<std::string> names;
+      std::vector<size_t> columns;
+      for (size_t i = 0; i < batch->fields.size(); ++i) {
+        if (shape->is_generated(batch->fields[i].name)) continue;
+        names.push_back(batch->fields[i].name);
+        each_row.types.push_back(protocol::portable_type(batch->fields[i].type_oid));
+        columns.push_back(i);
+      }
+      std::vector<std::vector<protocol::Value>> rows;
+      rows.reserve(batch->rows.size());
+      for (const auto& row : batch->rows) {
+        auto& values = rows.emplace_back();
+        for (size_t column : columns)
+          values.push_back(row[column]);
+      }
+      std::function<std::string(size_t)> insert = [&](size_t n) {
+        return protocol::upsert_sql(*shape, names, n);
+      };
+      auto written = co_await within(write_rows(*target.link, insert, each_row, rows), limit);
+      if (!written) {
+        co_return fail(target.role + written.error());
+      }
+      copied += rows.size();
+      if (rows.size() < kCopyBatch) break;
+    }
+    for (const Side* side : {&target, &source}) {
+      if (auto committed = co_await within(side->link->query("COMMIT"), limit); !committed) {
+        co_return fail(side->role + committed.error());
+      }
+    }
+    co_return Ok{};
+  }
+
+  // `step`, or an error once it has taken longer than `limit` (its connection is then in
+  // doubt, to be closed).
+  template <class T>
+  static asio::awaitable<T> within(asio::awaitable<T> step, std::chrono::milliseconds limit) {
+    asio::steady_timer timer(co_await asio::this_coro::executor, limit);
+    auto outcome = co_await (std::move(step) || timer.async_wait(use_tuple));
+    if (outcome.index() == 1) {
+      co_return Error{"no answer within " + std::to_string(limit.count()) + " ms"};
+    }
+    co_return std::move(std::get<0>(outcome));
   }
 
   // Counts the rows equal to `row` on both sides and inserts or deletes the difference on the

@@ -1047,7 +1047,7 @@ SecondaryLink::try_apply(const std::vector<MirrorOp>& ops, bool atomic) {
 void SecondaryLink::journal_outcome(const std::vector<MirrorOp>& ops, const ApplyOutcome& outcome,
                                     bool committed) {
   switch (outcome.kind) {
-  case ApplyOutcome::Kind::kApplied: break;
+  case ApplyOutcome::Kind::kApplied: journal_filled_tables(ops, committed); break;
   case ApplyOutcome::Kind::kDown:
     journal_ops(ops, MirrorFailure::kConnect, outcome.error, committed);
     return;
@@ -1067,6 +1067,7 @@ void SecondaryLink::journal_outcome(const std::vector<MirrorOp>& ops, const Appl
   std::vector<MirrorOp> differing;
   std::string note;
   for (const Unit& unit : outcome.divergent) {
+    if (ops[unit.op].statement.fills_table) continue; // its table is copied whole
     MirrorOp op = ops[unit.op];
     if (op.kind == MirrorOp::Kind::kImage) {
       const auto& rows = ops[unit.op].rows;
@@ -1078,6 +1079,7 @@ void SecondaryLink::journal_outcome(const std::vector<MirrorOp>& ops, const Appl
             std::to_string(unit.expected_rows.value_or(0)) + " rows, secondary " +
             std::to_string(unit.secondary_rows.value_or(0)) + "; ";
   }
+  if (differing.empty()) return;
   journal_ops(differing, MirrorFailure::kRowCount, "affected rows differ: " + note, committed);
 }
 
@@ -1246,22 +1248,15 @@ asio::awaitable<void> SecondaryLink::apply_batch(const std::vector<MirrorOp>& op
 std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
                                                MirrorFailure reason, const std::string& error,
                                                bool sync, bool maybe_applied) {
-  auto& metrics = services_.metrics();
-  metrics.mirror_failures(reason).Increment();
+  services_.metrics().mirror_failures(reason).Increment();
   std::vector<backfill::JournalEntry> entries;
   for (const MirrorOp& op : ops) {
     // Savepoints only shape the transaction; the replayer re-reads each row as committed.
     if (op.statement.transaction != protocol::TransactionOp::kNone) continue;
-    backfill::JournalEntry entry;
-    entry.missed_by = runtime_->roles_swapped ? "old" : "new";
-    entry.user = login_.user;
-    entry.database = login_.database;
+    backfill::JournalEntry entry = entry_for(op);
     entry.reason = monitoring::to_string(reason);
     entry.error = error;
-    entry.fingerprint = protocol::fingerprint(op.sql);
     entry.maybe_applied = maybe_applied;
-    for (std::string_view setting : settings_of(op))
-      entry.settings.emplace_back(setting);
     if (op.kind == MirrorOp::Kind::kImage && !op.statement.target.temporary) {
       entry.kind = backfill::JournalEntry::Kind::kRow;
       entry.table = op.statement.target.qualified();
@@ -1291,7 +1286,38 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
     entry.formats = op.parameter_formats;
     entry.values = op.parameters;
     entries.push_back(std::move(entry));
+    if (op.statement.fills_table) entries.push_back(table_copy_entry(op));
   }
+  auto offset = append_to_journal(entries, sync);
+  static LogLimiter limiter;
+  if (std::string note; offset && limiter.due(note)) {
+    spdlog::warn("session {}: {} writes journaled for the secondary ({}): {}{}", peer_,
+                 entries.size(), monitoring::to_string(reason), error, note);
+  }
+  return offset;
+}
+
+backfill::JournalEntry SecondaryLink::entry_for(const MirrorOp& op) const {
+  backfill::JournalEntry entry;
+  entry.missed_by = runtime_->roles_swapped ? "old" : "new";
+  entry.user = login_.user;
+  entry.database = login_.database;
+  entry.fingerprint = protocol::fingerprint(op.sql);
+  for (std::string_view setting : settings_of(op))
+    entry.settings.emplace_back(setting);
+  return entry;
+}
+
+backfill::JournalEntry SecondaryLink::table_copy_entry(const MirrorOp& op) const {
+  backfill::JournalEntry entry = entry_for(op);
+  entry.kind = backfill::JournalEntry::Kind::kTable;
+  entry.table = op.statement.target.qualified();
+  entry.reason = "filled_by_query";
+  return entry;
+}
+
+std::optional<uint64_t>
+SecondaryLink::append_to_journal(const std::vector<backfill::JournalEntry>& entries, bool sync) {
   backfill::DivergenceJournal* journal = services_.journal();
   if (journal == nullptr || entries.empty()) return std::nullopt;
   uint64_t offset = 0;
@@ -1300,14 +1326,18 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
                   peer_, entries.size(), written.error());
     return std::nullopt;
   }
+  auto& metrics = services_.metrics();
   metrics.journal_entries().Increment(static_cast<double>(entries.size()));
   metrics.journal_backlog().Set(static_cast<double>(journal->backlog()));
-  static LogLimiter limiter;
-  if (std::string note; limiter.due(note)) {
-    spdlog::warn("session {}: {} writes journaled for the secondary ({}): {}{}", peer_,
-                 entries.size(), monitoring::to_string(reason), error, note);
-  }
   return offset;
+}
+
+void SecondaryLink::journal_filled_tables(const std::vector<MirrorOp>& ops, bool committed) {
+  std::vector<backfill::JournalEntry> entries;
+  for (const MirrorOp& op : ops) {
+    if (op.statement.fills_table) entries.push_back(table_copy_entry(op));
+  }
+  hold_until_committed(append_to_journal(entries, true), committed);
 }
 
 std::vector<std::string_view> SecondaryLink::settings_of(const MirrorOp& op, uint64_t after) const {
@@ -1327,7 +1357,10 @@ std::vector<std::string_view> SecondaryLink::settings_of(const MirrorOp& op, uin
 
 void SecondaryLink::journal_ops(const std::vector<MirrorOp>& ops, MirrorFailure reason,
                                 const std::string& error, bool committed, bool maybe_applied) {
-  auto offset = journal(ops, reason, error, true, maybe_applied);
+  hold_until_committed(journal(ops, reason, error, true, maybe_applied), committed);
+}
+
+void SecondaryLink::hold_until_committed(std::optional<uint64_t> offset, bool committed) {
   if (!offset) return;
   if (!committed) {
     unsettled_.push_back(*offset); // the replayer waits for the primary's commit

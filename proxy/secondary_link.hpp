@@ -239,6 +239,18 @@ private:
                                   bool sync = true, bool maybe_applied = false);
   void journal_ops(const std::vector<MirrorOp>& ops, monitoring::MirrorFailure reason,
                    const std::string& error, bool committed, bool maybe_applied = false);
+  //! A journal entry with `op`'s session: its login, the settings it ran under.
+  backfill::JournalEntry entry_for(const MirrorOp& op) const;
+  //! The entry that has the replayer copy the table a CREATE TABLE AS or SELECT INTO filled
+  //! (Statement::fills_table) from the primary: the query's rows are the primary's.
+  backfill::JournalEntry table_copy_entry(const MirrorOp& op) const;
+  //! Journals such a copy for each op that filled a table, the secondary having run them.
+  void journal_filled_tables(const std::vector<MirrorOp>& ops, bool committed);
+  //! Appends durably (`sync`) and counts; the offset of the entries, none if not journaled.
+  std::optional<uint64_t> append_to_journal(const std::vector<backfill::JournalEntry>& entries,
+                                            bool sync);
+  //! Entries appended at `offset` wait for the replayer until the primary committed them.
+  void hold_until_committed(std::optional<uint64_t> offset, bool committed);
   //! Closes the connection; writes sent on it and not answered yet are cancelled.
   void drop_connection();
   //! Notes in SequenceMarks the ids INSERT image `op` wrote to the serial and identity

@@ -1727,6 +1727,36 @@ def test_a_transaction_that_creates_a_table_and_writes_to_it_is_mirrored_as_it_r
         cluster.sql("DROP TABLE seeded")
 
 
+def test_tables_a_query_filled_get_the_primarys_rows(pair, start_proxy, tmp_path):
+    """CREATE TABLE AS and SELECT INTO ran again on the secondary chose their own values
+    (random(), now()) and rows (a LIMIT without ORDER BY): the secondary's table differed for
+    good. The primary's rows are copied into it."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE src (id int PRIMARY KEY, v int);"
+                    "INSERT INTO src SELECT g, g FROM generate_series(1, 50) g")
+    # The same rows in another physical order on the secondary: a LIMIT takes others there.
+    secondary.sql("UPDATE src SET v = v WHERE id <= 25")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE snap AS SELECT g AS id, random() AS r, now() AS at"
+                     " FROM generate_series(1, 2500) g")
+        conn.execute("SELECT id, v, gen_random_uuid() AS token INTO picked FROM src LIMIT 5")
+        conn.execute("CREATE TABLE empty_copy AS SELECT random() AS r WITH NO DATA")
+        with conn.transaction():
+            conn.execute("CREATE TABLE archived AS SELECT id, clock_timestamp() AS at FROM src"
+                         " WHERE id <= 3")
+            conn.execute("INSERT INTO archived VALUES (99, now())")
+    for table in ("snap", "picked", "archived"):
+        assert primary.sql(f"SELECT count(*) FROM {table}") != "0"
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="applied") == 3, proxy.log()
+    assert proxy.metric("switchyard_mirror_failures_total") == 0, proxy.log()
+    assert_identical(primary, secondary, {t: "t::text" for t in ("snap", "picked", "archived", "empty_copy")})
+    for cluster in pair:
+        cluster.sql("DROP TABLE src, snap, picked, archived, empty_copy")
+
+
 def test_a_transaction_too_large_to_buffer_is_journaled_and_replayed(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  max_transaction_bytes: 2048\n"))

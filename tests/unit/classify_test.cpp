@@ -146,6 +146,23 @@ TEST_CASE("transaction control, session state and DDL") {
   CHECK(only("TRUNCATE t").kind == StatementKind::kDdl);
 }
 
+TEST_CASE("tables filled by a query are named, with whether their rows are the primary's") {
+  Statement ctas = only("CREATE TABLE s.\"Snap\" AS SELECT random() FROM t");
+  CHECK(ctas.kind == StatementKind::kDdl);
+  CHECK(ctas.fills_table);
+  CHECK(ctas.target.qualified() == "s.\"Snap\"");
+  Statement into = only("SELECT now() AS at INTO UNLOGGED snap FROM t LIMIT 3");
+  CHECK(into.kind == StatementKind::kDdl);
+  CHECK(into.fills_table);
+  CHECK(into.target.qualified() == "snap");
+  CHECK(only("CREATE TABLE IF NOT EXISTS snap AS EXECUTE q").fills_table);
+  CHECK_FALSE(only("CREATE TABLE snap AS SELECT random() WITH NO DATA").fills_table);
+  CHECK_FALSE(only("CREATE TEMP TABLE snap AS SELECT random()").fills_table);
+  CHECK_FALSE(only("SELECT random() INTO TEMP snap").fills_table);
+  CHECK_FALSE(only("CREATE MATERIALIZED VIEW snap AS SELECT random()").fills_table);
+  CHECK_FALSE(only("CREATE TABLE snap (id int)").fills_table);
+}
+
 TEST_CASE("statement boundaries and unparsable text") {
   std::string sql = "BEGIN; INSERT INTO t VALUES (1) ;\n  COMMIT";
   Classification c = classify(sql);

@@ -141,3 +141,15 @@ TEST_CASE("journal entries say which rows one statement wrote") {
   }
   CHECK_FALSE(backfill::from_json_line(R"({"kind":"row","statement_rows":"x"})"));
 }
+
+TEST_CASE("journal entries of a table to copy whole") {
+  backfill::JournalEntry entry;
+  entry.kind = backfill::JournalEntry::Kind::kTable;
+  entry.table = R"(s."Snap")";
+  auto line = backfill::to_json_line(entry);
+  CHECK(line.find(R"("kind":"table")") != std::string::npos);
+  auto read = backfill::from_json_line(line);
+  REQUIRE(read);
+  CHECK(read->kind == backfill::JournalEntry::Kind::kTable);
+  CHECK(read->table == entry.table);
+}
