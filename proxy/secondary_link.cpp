@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <deque>
 #include <exception>
 #include <iterator>
@@ -460,15 +461,32 @@ bool fits_implicit_transaction(const MirrorOp& op) {
          op.statement.mirror != protocol::MirrorPlan::kCopyIn;
 }
 
+// Whether `sql` mentions the table `name` (as a word, in any case): may be DDL of it.
+bool names_table(std::string_view sql, std::string_view name) {
+  if (name.empty()) return false;
+  auto lower = [](unsigned char c) { return static_cast<char>(std::tolower(c)); };
+  auto word = [](unsigned char c) { return std::isalnum(c) != 0 || c == '_' || c >= 0x80; };
+  auto same = [&](char a, char b) { return lower(a) == lower(b); };
+  for (auto at = sql.begin();; ++at) {
+    at = std::search(at, sql.end(), name.begin(), name.end(), same);
+    if (at == sql.end()) return false;
+    auto after = at + static_cast<std::ptrdiff_t>(name.size());
+    if ((at == sql.begin() || !word(at[-1])) && (after == sql.end() || !word(*after))) return true;
+  }
+}
+
 } // namespace
 
 asio::awaitable<Result<protocol::TableShape>>
 SecondaryLink::shape_of(const MirrorOp& op, std::span<const MirrorOp> earlier) {
-  // DDL the batch runs before the op (CREATE TABLE, then rows for it) runs in the lookup's
-  // transaction too, and the shape it gives is the batch's own: not kept.
+  // DDL the batch runs before the op that names its table (CREATE TABLE, then rows for it)
+  // runs in the lookup's transaction too, and the shape it gives is the batch's own: not
+  // kept. Other DDL (an index built on another table) is not run twice.
   std::vector<std::string_view> ddl;
   for (const MirrorOp& before : earlier) {
-    if (before.ddl) ddl.push_back(before.sql);
+    if (before.ddl && names_table(before.sql, op.statement.target.name)) {
+      ddl.push_back(before.sql);
+    }
   }
   std::string key = shape_key(op);
   if (auto found = shapes_.find(key); ddl.empty() && found != shapes_.end()) {
