@@ -88,6 +88,11 @@ struct Link {
   }
 };
 
+//! Whether the server has closed the connection (a restart, a crash).
+bool lost(Link& link) {
+  return link.session.stream.peer_closed();
+}
+
 //! The primary and secondary connections for one (user, database) of the journal.
 struct Pair {
   std::unique_ptr<Link> primary;
@@ -224,7 +229,8 @@ private:
       if (!applied) {
         // A connection that failed mid-way leaves the entries for the next attempt, a few
         // times; entries that keep failing are skipped rather than blocking the journal.
-        bool broken = !(*pair)->secondary || !(*pair)->primary;
+        bool broken = !(*pair)->secondary || !(*pair)->primary || lost(*(*pair)->secondary) ||
+                      lost(*(*pair)->primary);
         if (broken) pairs_.clear();
         attempts_ = offset == failing_offset_ ? attempts_ + 1 : 1;
         failing_offset_ = offset;
@@ -258,6 +264,10 @@ private:
   asio::awaitable<Result<Pair*>> pair_for(const JournalEntry& entry) {
     std::string key = entry.user + '\0' + entry.database;
     Pair& pair = pairs_[key];
+    // A connection its server closed since (a restart) is replaced before it is used.
+    for (std::unique_ptr<Link>* link : {&pair.primary, &pair.secondary}) {
+      if (*link && lost(**link)) link->reset();
+    }
     const config::Config& config = *runtime_->config;
     if (!pair.primary) {
       auto link = co_await connect(config.primary, runtime_->primary_tls.get(), entry);

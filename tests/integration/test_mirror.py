@@ -1330,6 +1330,23 @@ def commits_wait_for_a_standby_that_never_answers(cluster):
         cluster.sql("SELECT pg_reload_conf()")
 
 
+def test_the_journal_drains_after_each_restart_of_the_secondary(pair, start_proxy, tmp_path):
+    """The replayer keeps its connections between entries. After the secondary restarted,
+    those were dead: every entry failed on them at once and was skipped, none replayed."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    for restart in range(2):
+        secondary.stop()
+        with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+            for i in range(20):
+                conn.execute("INSERT INTO balances (account) VALUES (%s)", (restart * 100 + i,))
+        secondary.launch()
+        assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="applied") == 40, proxy.log()
+    assert_identical(primary, secondary, {"balances": "account"})
+
+
 def test_a_keyless_row_the_secondary_committed_after_the_timeout_is_not_replayed_twice(
         pair, start_proxy, tmp_path):
     """After a timeout the secondary's outcome is unknown: here its commit waits for a
