@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Journal replay benchmark: how fast switchyard's replayer brings a secondary that was down
+back in line, for statements of one row and statements of many rows, with this build and
+(with --baseline) another one in the same run.
+
+For each target and form, in every round: the secondary is stopped; a client writes through
+switchyard (sync) — `--rows` rows inserted, all of them updated, half of them deleted, by
+statements of one row or of `--rows-per-statement` rows — so every write goes to the
+journal; the secondary is started again and the time until the journal's backlog is 0 is
+taken (it includes up to 1.5 s before the replayer notices the secondary is back: its retry
+pause and its poll). Then the table is compared on both databases.
+
+Usage: bench/replay_bench.py [--rows N] [--rows-per-statement K] [--rounds R]
+                             [--baseline path/to/another/switchyard]
+Build first with scripts/build.sh release. Not a test: it asserts nothing.
+"""
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+from harness import Proxy  # noqa: E402
+
+from bench_common import start_clusters, trust_local  # noqa: E402
+
+TABLE = "CREATE TABLE items (id bigint PRIMARY KEY, v float8 NOT NULL, note text)"
+
+
+def write(dsn, rows, per_statement):
+    """Inserts `rows` rows, updates them all and deletes every other one, `per_statement`
+    rows a statement; returns the rows written (journal entries expected)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for first in range(1, rows + 1, per_statement):
+            last = min(first + per_statement - 1, rows)
+            conn.execute("INSERT INTO items SELECT g, random(), 'n' || g FROM generate_series(%s::bigint, %s::bigint) g",
+                         (first, last))
+        for first in range(1, rows + 1, per_statement):
+            last = min(first + per_statement - 1, rows)
+            conn.execute("UPDATE items SET v = v + random() WHERE id BETWEEN %s AND %s", (first, last))
+        for first in range(1, rows + 1, 2 * per_statement):
+            last = min(first + 2 * per_statement - 1, rows)
+            conn.execute("DELETE FROM items WHERE id BETWEEN %s AND %s AND id %% 2 = 0", (first, last))
+    return rows + rows + rows // 2
+
+
+def wait_drained(proxy, timeout=600):
+    start = time.perf_counter()
+    while proxy.metric("switchyard_journal_backlog") != 0:
+        if time.perf_counter() - start > timeout:
+            return None
+        time.sleep(0.05)
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=4000, help="rows inserted per run")
+    parser.add_argument("--rows-per-statement", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline", help="another switchyard binary to replay with as well")
+    opts = parser.parse_args()
+
+    with ExitStack() as cleanup:
+        primary, secondary = start_clusters(cleanup, 2)
+        workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-rbench-")))
+        for cluster in (primary, secondary):
+            trust_local(cluster)
+            cluster.sql(TABLE)
+        binaries = {"switchyard": None}
+        if opts.baseline:
+            binaries["baseline"] = Path(opts.baseline).resolve()
+
+        def start_proxy(name, run):
+            directory = workdir / f"{name}-{run}"
+            directory.mkdir()
+            proxy = Proxy(f"primary: {primary.uri(sslmode='disable')}\n"
+                          f"secondary: {secondary.uri(sslmode='disable')}\n"
+                          f"mirror:\n  journal: {directory}/journal.jsonl\n  timeout: 1s\n"
+                          "logging:\n  level: error\n", directory, binary=binaries[name]).start()
+            cleanup.callback(proxy.stop)
+            return proxy
+
+        forms = {"1 row per statement": 1, f"{opts.rows_per_statement} rows per statement": opts.rows_per_statement}
+        seconds = {(form, name): [] for form in forms for name in binaries}
+        identical = {name: True for name in binaries}
+        entries = {}
+        for round_number in range(opts.rounds):
+            for form, per_statement in forms.items():
+                for name in binaries:
+                    # A process of its own per run: the replayer starts without connections.
+                    proxy = start_proxy(name, f"{round_number}-{per_statement}")
+                    for cluster in (primary, secondary):
+                        cluster.sql("TRUNCATE items")
+                    secondary.stop()
+                    entries[form] = write(proxy.dsn(), opts.rows, per_statement)
+                    secondary.launch()
+                    took = wait_drained(proxy)
+                    if took is None:
+                        print(f"{name}, {form}: the journal did not drain", file=sys.stderr)
+                        identical[name] = False
+                        continue
+                    seconds[(form, name)].append(took)
+                    identical[name] &= primary.checksum("items", "id") == secondary.checksum("items", "id")
+                    proxy.stop()
+
+        print(f"Journal drained after the secondary came back: {opts.rows} rows inserted, updated, half "
+              f"deleted; entries replayed per second, median of {opts.rounds} rounds (seconds in brackets); "
+              f"both databases and switchyard on the same {os.cpu_count()} cores\n")
+        names = list(binaries)
+        header = "| form | journal entries | " + " | ".join(f"{n} entries/s (s)" for n in names)
+        if "baseline" in binaries:
+            header += " | switchyard/baseline"
+        print(header + " |")
+        print("|" + "---|" * (header.count("|")))
+        for form in forms:
+            cells = [form, str(entries.get(form, 0))]
+            rates = {}
+            for name in names:
+                runs = seconds[(form, name)]
+                if not runs:
+                    cells.append("did not drain")
+                    continue
+                median = statistics.median(runs)
+                rates[name] = entries[form] / median
+                cells.append(f"{rates[name]:.0f} ({median:.2f})")
+            if "baseline" in binaries:
+                ratio = rates.get("switchyard", 0) / rates["baseline"] if rates.get("baseline") else 0
+                cells.append(f"{ratio:.2f}×")
+            print("| " + " | ".join(cells) + " |")
+        print()
+        for name in names:
+            print(f"{name}: tables identical after every drain: {'yes' if identical[name] else 'NO'}")
+
+
+if __name__ == "__main__":
+    main()
