@@ -107,6 +107,10 @@ std::string delete_sql(const TableShape& table, size_t rows = 1);
 //! The most parameters one statement for the secondary takes (SQLite's limit; PostgreSQL's
 //! is twice that): a row image of more is written by several.
 inline constexpr size_t kMaxStatementParameters = 32766;
+//! How many rows of `parameters_per_row` values one such statement takes (at least one).
+inline size_t rows_per_statement(size_t parameters_per_row) {
+  return std::max<size_t>(kMaxStatementParameters / std::max<size_t>(parameters_per_row, 1), 1);
+}
 
 //! For a table without a key, whose rows are a multiset: counts the rows whose `columns`
 //! equal parameters $1..$n (NULL equal to NULL). PostgreSQL compares the columns as text,

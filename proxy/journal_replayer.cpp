@@ -29,9 +29,8 @@ using monitoring::ReplayResult;
 constexpr auto kIdlePoll = std::chrono::milliseconds(500);
 constexpr auto kFailureBackoff = std::chrono::seconds(2);
 constexpr size_t kBatch = 256;
-constexpr size_t kMaxStatementRows = 32768;
-constexpr size_t kCopyBatch = 1000; // rows of a table copy read and written at a time // replayed
-                                    // together; a larger statement's in parts
+constexpr size_t kMaxStatementRows = 32768; // replayed together; a larger statement's in parts
+constexpr size_t kCopyBatch = 1000;         // rows of a table copy read and written at a time
 constexpr int kAttempts = 3;
 constexpr size_t kMaxReconciledRows = 65536;
 constexpr auto kMinEntryTimeout = std::chrono::milliseconds(10'000);
@@ -488,11 +487,7 @@ private:
       if (written)
         written = co_await update_in_place(target, shape, names, row_parameters, child_rows);
     }
-    if (own_transaction) {
-      std::string_view end = written ? "COMMIT" : "ROLLBACK";
-      auto ended = co_await run(target, end);
-      if (written && !ended) written = ended;
-    }
+    if (own_transaction) written = co_await end_transaction(target, std::move(written));
     co_return written;
   }
 
@@ -515,6 +510,15 @@ private:
     co_return Ok{};
   }
 
+  // Ends the transaction a replay opened on `link`: COMMIT after `written` went well, else
+  // ROLLBACK; what failed first.
+  static asio::awaitable<Status> end_transaction(Link& link, Status written) {
+    std::string_view end = written ? "COMMIT" : "ROLLBACK";
+    auto ended = co_await run(link, end);
+    if (written && !ended) co_return ended;
+    co_return written;
+  }
+
   static asio::awaitable<Status> run(Link& link, std::string_view sql) {
     auto ran = co_await link.query(sql);
     if (!ran) co_return Error{ran.error()};
@@ -527,7 +531,7 @@ private:
                                             const std::function<std::string(size_t)>& sql,
                                             const Parameters& each_row,
                                             const std::vector<std::vector<protocol::Value>>& rows) {
-    size_t per_statement = rows_per_statement(each_row.types.size());
+    size_t per_statement = protocol::rows_per_statement(each_row.types.size());
     for (size_t row = 0; row < rows.size(); row += per_statement) {
       size_t count = std::min(per_statement, rows.size() - row);
       Parameters all;
@@ -541,11 +545,6 @@ private:
       if (!ran) co_return Error{ran.error()};
     }
     co_return Ok{};
-  }
-
-  static size_t rows_per_statement(size_t parameters_per_row) {
-    return std::max<size_t>(
-        protocol::kMaxStatementParameters / std::max<size_t>(parameters_per_row, 1), 1);
   }
 
   // The row the replay wrote into the secondary holds the primary's serial and identity ids,
@@ -606,15 +605,11 @@ private:
       std::function<std::string(size_t)> insert = [&](size_t n) {
         return protocol::upsert_sql(shape, each.names, n);
       };
-      bool several = rows.size() > rows_per_statement(each.names.size());
+      bool several = rows.size() > protocol::rows_per_statement(each.names.size());
       Status written = Ok{};
       if (several) written = co_await run(*way.target, "BEGIN");
       if (written) written = co_await write_rows(*way.target, insert, each.parameters, values);
-      if (several) {
-        std::string_view end = written ? "COMMIT" : "ROLLBACK";
-        auto ended = co_await run(*way.target, end);
-        if (written && !ended) written = ended;
-      }
+      if (several) written = co_await end_transaction(*way.target, std::move(written));
       if (!written) co_return written;
       for (const KeylessRow& row : rows)
         note_written_ids(way, first, shape, row.names, row.parameters.formats, row.values);

@@ -837,10 +837,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     in_extended = true;
     RowWrite write;
     write.index = index;
-    write.per_statement = in_hierarchy ? 1
-                                       : std::max<size_t>(protocol::kMaxStatementParameters /
-                                                              std::max<size_t>(columns.size(), 1),
-                                                          1);
+    write.per_statement = in_hierarchy ? 1 : protocol::rows_per_statement(columns.size());
     if (size_t rows = op.rows.size(); rows == 1 || write.per_statement == 1) {
       write.prepared = prepared_name(sql(1), types, out, new_names);
     } else {
