@@ -1127,6 +1127,54 @@ std::optional<std::string> prepare_with_row_image(std::string_view statement_tex
                         dialect);
 }
 
+std::optional<std::string> prepare_renamed(std::string_view prepare, std::string_view name) {
+  // The start of the next token at or after `i`, past whitespace and comments.
+  auto next_token = [&](size_t i) -> std::optional<size_t> {
+    while (i < prepare.size()) {
+      if (std::isspace(static_cast<unsigned char>(prepare[i]))) {
+        ++i;
+      } else if (prepare.compare(i, 2, "--") == 0) {
+        i = prepare.find('\n', i);
+      } else if (prepare.compare(i, 2, "/*") == 0) {
+        i = block_comment_end(prepare, i);
+      } else {
+        return i;
+      }
+    }
+    return std::nullopt;
+  };
+  auto word_end = [&](size_t i) {
+    while (i < prepare.size() && is_identifier_char(prepare[i]))
+      ++i;
+    return i;
+  };
+  auto keyword = next_token(0);
+  if (!keyword) return std::nullopt;
+  size_t keyword_end = word_end(*keyword);
+  std::string_view word = prepare.substr(*keyword, keyword_end - *keyword);
+  if (word.size() != 7 || !std::equal(word.begin(), word.end(), "prepare", [](char a, char b) {
+        return std::tolower(static_cast<unsigned char>(a)) == b;
+      })) {
+    return std::nullopt;
+  }
+  auto start = next_token(keyword_end);
+  if (!start) return std::nullopt;
+  size_t end = 0;
+  if (prepare[*start] == '"') {
+    size_t close = prepare.find('"', *start + 1);
+    while (close != std::string_view::npos && prepare.compare(close, 2, "\"\"") == 0) {
+      close = prepare.find('"', close + 2);
+    }
+    if (close == std::string_view::npos) return std::nullopt;
+    end = close + 1;
+  } else {
+    end = word_end(*start);
+    if (end == *start) return std::nullopt;
+  }
+  return std::string(prepare.substr(0, *start)) + std::string(name) +
+         std::string(prepare.substr(end));
+}
+
 QueryShape query_shape(std::string_view sql) {
   QueryShape shape;
   NestingBound nesting;

@@ -140,6 +140,10 @@ std::optional<std::string> prepare_with_row_image(std::string_view statement_tex
                                                   const Statement& statement,
                                                   Dialect dialect = Dialect::kPostgres);
 
+//! `prepare` (PREPARE name ...) preparing the same statement under `name` (an identifier as
+//! it is to appear in SQL). nullopt when the text does not start so.
+std::optional<std::string> prepare_renamed(std::string_view prepare, std::string_view name);
+
 //! libpg_query's fingerprint of `sql` (same for statements that differ only in constants),
 //! as 16 hex digits; empty when the text does not parse or nests too deeply to (see classify).
 std::string fingerprint(std::string_view sql);

@@ -66,6 +66,13 @@ constexpr std::string_view kRejectDdl =
 // "cached plan must not change result type": a prepared statement's table changed under it.
 constexpr std::string_view kResultTypeChanged = "0A000";
 
+// A SQL-prepared write prepared again is prepared under this name first (see
+// statements_preparing_again); switchyard's own protocol-level statement and portal running
+// those statements in the extended protocol have the other (SQL and protocol-level statement
+// names share one namespace).
+constexpr std::string_view kProbeName = "switchyard_probe";
+constexpr std::string_view kInternalName = "switchyard_internal";
+
 //! A statement the client prepared (Parse), as switchyard classified and rewrote it.
 struct PreparedInfo {
   std::string text; // the client's statement, without a trailing semicolon
@@ -121,24 +128,33 @@ enum class ExpectKind {
   kQuery
 };
 
-//! A session's SQL-level prepared statements that are row-image writes or plain reads, by name,
-//! with what they run: the primary has the writes with the image appended, so an EXECUTE of
-//! one returns it; an EXECUTE of a read writes nothing, so it is not mirrored.
-using SqlPrepared =
-    std::unordered_map<std::string, std::shared_ptr<const protocol::Classification>>;
+//! A session's SQL-level prepared statement that is a row-image write or a plain read, with
+//! what it runs: the primary has a write with the image appended, so an EXECUTE of it returns
+//! the image; an EXECUTE of a read writes nothing, so it is not mirrored.
+struct SqlPreparedStatement {
+  std::shared_ptr<const protocol::Classification> runs;
+  //! A write's PREPARE as the primary ran it (with the image) and the schema epoch it ran
+  //! at: prepared again once DDL moved the epoch, as a protocol-level one is (see
+  //! prepare_again), since the image `t.*` changes with its table.
+  std::string prepare_sql;
+  std::optional<uint64_t> epoch; // none: to prepare again (refused so, see sql_name)
+};
+using SqlPrepared = std::unordered_map<std::string, SqlPreparedStatement>;
 
 //! A response the primary owes, in the order the requests were sent.
 struct Expect {
   explicit Expect(ExpectKind k) : kind(k) {}
   ExpectKind kind;
-  bool internal = false;            // switchyard's own request: its answers are swallowed
-  bool capture = false;             // ... and read into captured_ (run_captured)
-  bool swallow_copy_in = false;     // a COPY whose CopyInResponse switchyard sent already
-  bool hold_ready = false;          // ReadyForQuery is kept back for the client pump
-  bool drop_first_complete = false; // a BEGIN was put in front of the client's query
-  size_t position_shift = 0;        // characters put there: error cursors move back by these
-  bool drop_complete = false;       // switchyard's COMMIT/ROLLBACK closing a wrapped write
-  bool rewritten = false;           // strip the row image from what the client sees
+  bool internal = false;        // switchyard's own request: its answers are swallowed
+  bool capture = false;         // ... and read into captured_ (run_captured)
+  bool swallow_copy_in = false; // a COPY whose CopyInResponse switchyard sent already
+  bool hold_ready = false;      // ReadyForQuery is kept back for the client pump
+  size_t completes_to_drop = 0; // statements put in front of the client's query (a BEGIN,
+                                // a PREPARE again): their CommandCompletes are not its
+  size_t position_shift = 0;    // characters put there: error cursors move back by these
+  bool drop_complete = false;   // switchyard's COMMIT/ROLLBACK closing a wrapped write
+  bool rewritten = false;       // strip the row image from what the client sees
+  std::string sql_name; // an EXECUTE's SQL-prepared write: prepared again after a 0A000 refusal
   std::optional<SqlPrepared> prepared_before; // put back if this PREPARE/DEALLOCATE fails
   // What a Parse or Close changed in switchyard's books: the statement of that name before it
   // (null: none), and a Close's portal, put back when PostgreSQL refuses or skips the message.
@@ -464,16 +480,28 @@ private:
         co_await link_.commit();
       }
       auto prepare_image = prepare_with_row_image(text, s);
-      std::string send = prepare_image ? std::move(*prepare_image)
+      std::string send = prepare_image ? *prepare_image
                          : s.mirror == MirrorPlan::kRowImage && !executed
                              ? protocol::with_row_image(text, s, primary_dialect())
                              : std::string(text);
       Expect expect{ExpectKind::kQuery};
-      note_prepared_names(s, prepare_image.has_value(), expect);
+      note_prepared_names(s, prepare_image.value_or(std::string()), expect);
+      if (executed && s.mirror == MirrorPlan::kRowImage) {
+        std::string ahead;
+        for (const std::string& again :
+             statements_preparing_again(statements[i], expect.prepared_before)) {
+          ahead += again;
+          ahead += "\n;"; // the newline ends a trailing "-- comment"
+          ++expect.completes_to_drop;
+        }
+        expect.position_shift += character_count(ahead);
+        send.insert(0, ahead);
+        expect.sql_name = statements[i].prepared_name;
+      }
       if (i == 0 && wrap) {
         send.insert(0, kWrapBegin);
-        expect.drop_first_complete = true;
-        expect.position_shift = kWrapBegin.size();
+        ++expect.completes_to_drop;
+        expect.position_shift += kWrapBegin.size();
       }
       // Only the last statement's ReadyForQuery may reach the client, and not when the
       // transaction switchyard opened must still be closed, nor before DDL run outside a
@@ -657,7 +685,7 @@ private:
     if (!captured_.error.empty()) co_return co_await fail_captured(wrap);
     if (captured_.overflow) { // more values than data: the primary takes the COPY alone
       if (wrap) send.remove_prefix(kWrapBegin.size()); // BEGIN went with the values
-      expect.drop_first_complete = false;
+      expect.completes_to_drop = 0;
       expect.position_shift = 0;
       append_client_query(send, expect);
       expects_.push_back(std::move(expect));
@@ -686,7 +714,7 @@ private:
     std::string sql = protocol::copy_from_sql(copy, table, fill->columns);
     expect.op = make_op(s, sql, nullptr);
     if (expect.op) expect.op->sequence_values = filled_ids(*fill, values, values_format);
-    expect.drop_first_complete = false; // the BEGIN went with the values
+    expect.completes_to_drop = 0; // the BEGIN went with the values
     expect.position_shift = 0;
     append_client_query(sql, expect);
     expects_.push_back(std::move(expect));
@@ -958,7 +986,11 @@ private:
       if (held_parse_) release_held_parse();
       if (bind->statement.empty()) send_unsent_parse();
       if (prepared && prepared->rewritten) {
-        if (prepared_before_ddl(*prepared)) prepare_again(bind->statement, prepared);
+        if (prepared->executes) {
+          prepare_sql_name_again(prepared->executes->statements[0]);
+        } else if (prepared_before_ddl(*prepared)) {
+          prepare_again(bind->statement, prepared);
+        }
         if (!fit_result_formats(*prepared, bind->result_formats)) {
           describe_internally(bind->statement, prepared);
           undescribed_bind_.emplace(*bind, prepared); // sent by bind_once_described
@@ -1014,6 +1046,36 @@ private:
     describe_internally(name, prepared);
     prepared->prepared_epoch = services_.schema_epoch().load(std::memory_order_relaxed);
     prepared->primary_width.reset();
+  }
+
+  // The write an `EXECUTE name` runs prepared again under its name where DDL changed its
+  // table (see statements_preparing_again), ahead of the client's Bind: each statement by a
+  // Parse, Bind and Execute of switchyard's own statement and portal. The statement is closed
+  // before the Execute (its portal runs on without it), so none is left when one fails; a
+  // portal left in a failed transaction block ends with it, and is closed first anyway.
+  // Should the probe fail, the client sees that error in place of its Bind's answer.
+  void prepare_sql_name_again(const protocol::Statement& execute) {
+    std::optional<SqlPrepared> books_before;
+    for (const std::string& sql : statements_preparing_again(execute, books_before)) {
+      protocol::append_close(to_primary_, 'P', kInternalName);
+      protocol::append_parse(to_primary_,
+                             protocol::ParseMessage{std::string(kInternalName), sql, {}});
+      protocol::BindMessage bind;
+      bind.portal = kInternalName;
+      bind.statement = kInternalName;
+      protocol::append_bind(to_primary_, bind);
+      protocol::append_close(to_primary_, 'S', kInternalName);
+      protocol::append_execute(to_primary_, kInternalName, 0);
+      protocol::append_close(to_primary_, 'P', kInternalName);
+      for (ExpectKind kind : {ExpectKind::kClose, ExpectKind::kParse, ExpectKind::kBind,
+                              ExpectKind::kClose, ExpectKind::kExecute, ExpectKind::kClose}) {
+        Expect expect{kind};
+        expect.internal = true;
+        // The books are put back from the first message that fails or is skipped.
+        if (kind == ExpectKind::kExecute) expect.prepared_before = std::exchange(books_before, {});
+        expects_.push_back(std::move(expect));
+      }
+    }
   }
 
   void describe_internally(const std::string& name, std::shared_ptr<const PreparedInfo> prepared) {
@@ -1165,7 +1227,10 @@ private:
     Expect expect{target->kind == 'S' ? ExpectKind::kDescribeStatement
                                       : ExpectKind::kDescribePortal};
     expect.rewritten = prepared && prepared->rewritten;
-    if (expect.rewritten) expect.rewritten_statement = prepared;
+    if (expect.rewritten) {
+      expect.rewritten_statement = prepared;
+      expect.sql_name = executed_sql_name(*prepared); // PostgreSQL checks it when describing
+    }
     if (portal != nullptr && may_be_routed(prepared.get())) {
       expect.describes = prepared;
       expect.result_formats = portal->bind.result_formats;
@@ -1262,7 +1327,10 @@ private:
     }
     Expect expect{ExpectKind::kExecute};
     expect.rewritten = prepared->rewritten;
-    note_prepared_names(*s, prepared->prepares_image, expect);
+    expect.sql_name = executed_sql_name(*prepared);
+    note_prepared_names(
+        *s, prepared->prepares_image ? prepare_with_row_image(prepared->text, *s).value_or("") : "",
+        expect);
     expect.keep = std::move(keep);
     expect.statement = s;
     expect.op = make_op(*s, prepared->text, portal);
@@ -1319,8 +1387,8 @@ private:
     std::string prefixed = std::move(*deferred_begin_);
     deferred_begin_.reset();
     prefixed += "\n;"; // the newline ends a trailing "-- comment" of the BEGIN
-    expect.drop_first_complete = true;
-    expect.position_shift = character_count(prefixed);
+    ++expect.completes_to_drop;
+    expect.position_shift += character_count(prefixed);
     prefixed += text;
     protocol::append_query(to_primary_, prefixed);
   }
@@ -1897,7 +1965,7 @@ private:
   executed_statement(const protocol::Statement& s) const {
     if (s.node != "ExecuteStmt") return nullptr;
     auto found = sql_prepared_.find(s.prepared_name);
-    return found == sql_prepared_.end() ? nullptr : found->second;
+    return found == sql_prepared_.end() ? nullptr : found->second.runs;
   }
 
   // What a statement that is an `EXECUTE name` runs as, by what the name stands for now: its
@@ -1909,28 +1977,60 @@ private:
                                                                                : info.executes;
   }
 
+  // The SQL name of the row-image write `prepared` runs as an `EXECUTE name`, else empty.
+  static std::string executed_sql_name(const PreparedInfo& prepared) {
+    if (!prepared.executes || !prepared.rewritten) return {};
+    return prepared.executes->statements[0].prepared_name;
+  }
+
   void resolve_execute(PreparedInfo& info) const {
     info.classification = executed_now(info);
     info.statement = &info.classification->statements[0];
     info.rewritten = info.classification != info.executes;
   }
 
-  // PREPARE (sent with the image when `image`), DEALLOCATE and DISCARD ALL change what the
-  // session's prepared names stand for. Noted as they are sent, so an EXECUTE behind one, in
-  // the same pipeline too, is read right; undone if the primary refuses them.
-  void note_prepared_names(const protocol::Statement& s, bool image, Expect& expect) {
+  // PREPARE (sent as `image_sql`, with the image, when that is not empty), DEALLOCATE and
+  // DISCARD ALL change what the session's prepared names stand for. Noted as they are sent,
+  // so an EXECUTE behind one, in the same pipeline too, is read right; undone if the primary
+  // refuses them.
+  void note_prepared_names(const protocol::Statement& s, std::string image_sql, Expect& expect) {
     bool prepare = s.node == "PrepareStmt";
     if (!prepare && s.node != "DeallocateStmt" && !s.drops_all_prepared) return;
     expect.prepared_before = sql_prepared_;
     if (s.drops_all_prepared) {
       sql_prepared_.clear();
-    } else if (image) {
-      sql_prepared_[s.prepared_name] = s.prepared_write;
+    } else if (!image_sql.empty()) {
+      sql_prepared_[s.prepared_name] =
+          SqlPreparedStatement{s.prepared_write, std::move(image_sql),
+                               services_.schema_epoch().load(std::memory_order_relaxed)};
     } else if (prepare && s.prepared_read) {
-      sql_prepared_[s.prepared_name] = executed_read();
+      sql_prepared_[s.prepared_name] = SqlPreparedStatement{executed_read(), {}, {}};
     } else {
       sql_prepared_.erase(s.prepared_name);
     }
+  }
+
+  // The statements that prepare the row-image write `execute` runs again under its name,
+  // when DDL through switchyard moved the schema epoch since it was prepared (none
+  // otherwise), the books as they were kept in `books_before` (put back should they fail). A probe
+  // under another name goes first: a text that no longer prepares (a column it names was dropped)
+  // fails before the name is touched, as PostgreSQL fails the EXECUTE and keeps the name.
+  // A client's own `RETURNING *` is left to PostgreSQL's refusal, as in prepared_before_ddl.
+  std::vector<std::string> statements_preparing_again(const protocol::Statement& execute,
+                                                      std::optional<SqlPrepared>& books_before) {
+    auto found = sql_prepared_.find(execute.prepared_name);
+    uint64_t epoch = services_.schema_epoch().load(std::memory_order_relaxed);
+    if (found == sql_prepared_.end() || found->second.prepare_sql.empty() ||
+        found->second.epoch == epoch || found->second.runs->statements[0].returning_star) {
+      return {};
+    }
+    auto probe = protocol::prepare_renamed(found->second.prepare_sql, kProbeName);
+    if (!probe) return {};
+    if (!books_before) books_before = sql_prepared_;
+    found->second.epoch = epoch;
+    return {std::move(*probe), "DEALLOCATE " + std::string(kProbeName),
+            "DEALLOCATE " + protocol::quote_identifier(execute.prepared_name),
+            found->second.prepare_sql};
   }
 
   // Puts back the statements and portals that `refused` messages (the failed one first, then
@@ -2101,9 +2201,13 @@ private:
     case 'E':
       stats_.add_backend_errors(BackendRole::kPrimary, 1);
       transaction_failed_ = true;
-      if (front.kind == ExpectKind::kBind && front.rewritten_statement &&
-          sqlstate_of(frame.body) == kResultTypeChanged) {
-        front.rewritten_statement->prepared_epoch.reset(); // DDL bypassed switchyard
+      if (sqlstate_of(frame.body) == kResultTypeChanged) { // DDL bypassed switchyard
+        if (front.kind == ExpectKind::kBind && front.rewritten_statement) {
+          front.rewritten_statement->prepared_epoch.reset();
+        }
+        if (auto found = sql_prepared_.find(front.sql_name); found != sql_prepared_.end()) {
+          found->second.epoch.reset();
+        }
       }
       if (front.digest) primary_digest_.set_error(sqlstate_of(frame.body));
       if (front.hand_over) { // the COMMIT failed (a deferred constraint): nothing committed
@@ -2290,8 +2394,8 @@ private:
 
   void on_command_complete(const protocol::Frame& frame, Expect& front) {
     std::string_view tag = frame.body.substr(0, frame.body.find('\0'));
-    if (front.drop_first_complete) {
-      front.drop_first_complete = false; // the BEGIN switchyard put in front
+    if (front.completes_to_drop > 0) {
+      --front.completes_to_drop; // a statement switchyard put in front
       return;
     }
     if (front.hand_over) {

@@ -509,6 +509,64 @@ def test_prepared_writes_run_on_after_a_column_is_added_to_their_table(pair, sta
     assert proxy.metric("switchyard_journal_entries_total") == 0
 
 
+def test_writes_prepared_by_sql_run_on_after_a_column_is_added_to_their_table(pair, start_proxy, tmp_path):
+    """A write prepared by SQL PREPARE is prepared on the primary with its row image (`t.*`)
+    appended too, so after ALTER TABLE ... ADD COLUMN every EXECUTE of it failed ("cached plan
+    must not change result type", 0A000) where PostgreSQL alone runs it on. The name is
+    prepared again before the EXECUTE; a text that no longer prepares fails as the EXECUTE
+    would and keeps its name."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO balances (account) VALUES (1)")
+        conn.execute("PREPARE ins (int) AS INSERT INTO events (account) VALUES ($1)")
+        conn.execute('PREPARE "Bump" AS UPDATE balances SET total = total + random() WHERE account = $1 '
+                     "RETURNING account")
+        conn.execute("EXECUTE ins(1)")
+        conn.execute("ALTER TABLE events ADD COLUMN region text DEFAULT 'eu'")
+        conn.execute("EXECUTE ins(2)")
+        assert conn.cursor(binary=True).execute("EXECUTE ins(3)").rowcount == 1  # extended protocol
+        conn.execute("ALTER TABLE balances ADD COLUMN note text")
+        with conn.transaction():
+            assert conn.execute('EXECUTE "Bump"(1)').fetchall() == [(1,)]
+            conn.execute("EXECUTE ins(4)")
+        conn.execute("PREPARE tagged AS INSERT INTO events (account, region) VALUES ($1, 'us')")
+        conn.execute("ALTER TABLE events DROP COLUMN region")
+        with pytest.raises(psycopg.errors.UndefinedColumn):
+            conn.execute("EXECUTE tagged(5)")
+        with pytest.raises(psycopg.errors.UndefinedColumn):
+            conn.cursor(binary=True).execute("EXECUTE tagged(5)")
+        with pytest.raises(psycopg.errors.UndefinedColumn):
+            with conn.transaction():
+                conn.execute("EXECUTE tagged(5)")
+        assert conn.execute("SELECT name FROM pg_prepared_statements ORDER BY name").fetchall() == [
+            ("Bump",), ("ins",), ("tagged",)]
+        conn.execute("ALTER TABLE events ADD COLUMN region text")
+        conn.execute("EXECUTE tagged(6)")
+        conn.execute("EXECUTE ins(6)")
+        # DDL that bypassed switchyard shows in the refusal; the name is prepared again for its
+        # next run.
+        for cluster in pair:
+            cluster.sql("ALTER TABLE events ADD COLUMN tier int DEFAULT 1")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute("EXECUTE ins(9)")
+        conn.execute("EXECUTE ins(9)")
+        for cluster in pair:
+            cluster.sql("ALTER TABLE events DROP COLUMN tier")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.cursor(binary=True).execute("EXECUTE ins(10)")
+        conn.cursor(binary=True).execute("EXECUTE ins(10)")
+    # DDL and EXECUTE in one Query.
+    out = subprocess.run(["psql", "-X", "-At", proxy.dsn(), "-c",
+                          "PREPARE ins (int) AS INSERT INTO events (account) VALUES ($1); EXECUTE ins(7); "
+                          "ALTER TABLE events ADD COLUMN late int; EXECUTE ins(8)"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["PREPARE", "INSERT 0 1", "ALTER TABLE", "INSERT 0 1"]
+    assert primary.sql("SELECT string_agg(account::text, ',' ORDER BY id) FROM events") == "1,2,3,4,6,6,9,10,7,8"
+    assert_identical(primary, secondary, {"events": "id", "balances": "account"})
+    assert proxy.metric("switchyard_journal_entries_total") == 0
+
+
 @pytest.mark.parametrize("write_mode", ["sync", "async"])
 def test_the_rows_of_one_statement_meet_the_secondarys_constraints_together(pair, start_proxy, tmp_path, write_mode):
     """PostgreSQL checks a statement's foreign keys, and its DEFERRABLE unique constraints,

@@ -280,6 +280,15 @@ TEST_CASE("a PREPARE of a row-image write is sent with the image; EXECUTE names 
   CHECK(prepare_with_row_image("prepare p as delete from t", only("prepare p as delete from t")) ==
         "prepare p as delete from t\nRETURNING NULL AS __switchyard_image, t.*");
 
+  // The same PREPARE under another name, for switchyard's probe (see MirrorRelay).
+  CHECK(prepare_renamed(text, "probe") == "PREPARE probe (int, varchar(10)) /* (as */ AS\nUPDATE t "
+                                          "SET a = $1 WHERE b = $2 RETURNING a");
+  CHECK(prepare_renamed("/* a */ prepare\n-- b\n\"x \"\"y\"\"\" as delete from t", "probe") ==
+        "/* a */ prepare\n-- b\nprobe as delete from t");
+  CHECK_FALSE(prepare_renamed("EXECUTE p", "probe"));
+  CHECK_FALSE(prepare_renamed("PREPARE \"unclosed AS SELECT 1", "probe"));
+  CHECK_FALSE(prepare_renamed("PREPARE -- nothing", "probe"));
+
   // Nothing to rewrite: a read, or a write whose values the RETURNING clause cannot see.
   CHECK(only("PREPARE q AS SELECT 1").prepared_write == nullptr);
   Statement nested = only("PREPARE q AS WITH d AS (DELETE FROM a RETURNING *) INSERT INTO b "
