@@ -17,7 +17,9 @@ namespace switchyard::backfill {
 //! from which the replayer takes the key) or which statement, and why.
 struct JournalEntry {
   //! kTable: the whole table (`table`) is to be copied, as a query filled it on the primary
-  //! with rows the secondary's run of that query need not choose alike.
+  //! with rows the secondary's run of that query need not choose alike (reason
+  //! "filled_by_query": its rows replaced), or a column's default gave its rows values
+  //! chosen on each side ("filled_by_default": the primary's rows written over by key).
   enum class Kind { kRow, kStatement, kTable };
   Kind kind = Kind::kRow;
   //! The database that missed the write, as the cutover names them: "new" (the config's

@@ -183,6 +183,10 @@ constexpr std::string_view kConnectionDependentFunctions[] = {
     "pg_backend_pid",
 };
 
+// Column types that are an integer filled from a sequence of their own.
+constexpr std::string_view kSerialTypes[] = {"smallserial", "serial",  "bigserial",
+                                             "serial2",     "serial4", "serial8"};
+
 constexpr std::string_view kDdlNodes[] = {
     "CreateStmt",
     "AlterTableStmt",
@@ -398,7 +402,64 @@ void note_filled_table(const json::value* into, bool table, Statement& out) {
   out.target = table_named(rel->get_object());
   const json::value* skip = clause.if_contains("skipData");
   bool with_data = skip == nullptr || !skip->is_bool() || !skip->get_bool();
-  out.fills_table = table && with_data && !out.target.temporary;
+  if (table && with_data && !out.target.temporary) out.fills_table = TableFill::kQuery;
+}
+
+// Whether a column definition's value for the rows a table has may differ where it is
+// evaluated again: a default other than a constant (a literal, or one cast), an identity,
+// or a serial type.
+bool default_is_chosen(const json::object& column) {
+  if (const json::value* type = column.if_contains("typeName"); type && type->is_object()) {
+    const json::value* names = type->get_object().if_contains("names");
+    if (names != nullptr && names->is_array() && !names->get_array().empty()) {
+      const json::value& last = names->get_array().back();
+      const json::value* s = last.is_object() ? last.get_object().if_contains("String") : nullptr;
+      std::string_view name = s && s->is_object() ? string_at(s->get_object(), "sval") : "";
+      if (is_one_of(kSerialTypes, name)) return true;
+    }
+  }
+  const json::value* constraints = column.if_contains("constraints");
+  if (constraints == nullptr || !constraints->is_array()) return false;
+  for (const json::value& item : constraints->get_array()) {
+    const json::value* c = item.is_object() ? item.get_object().if_contains("Constraint") : nullptr;
+    if (c == nullptr || !c->is_object()) continue;
+    std::string_view type = string_at(c->get_object(), "contype");
+    if (type == "CONSTR_IDENTITY") return true;
+    if (type != "CONSTR_DEFAULT") continue;
+    const json::value* expr = c->get_object().if_contains("raw_expr");
+    if (expr != nullptr && expr->is_object() && expr->get_object().contains("TypeCast")) {
+      const json::value& cast = expr->get_object().at("TypeCast");
+      expr = cast.is_object() ? cast.get_object().if_contains("arg") : nullptr;
+    }
+    if (expr == nullptr || !expr->is_object() || !expr->get_object().contains("A_Const")) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// ALTER TABLE ... ADD COLUMN whose default (see default_is_chosen) fills the rows the table
+// has with values of the primary's choosing.
+void note_filled_columns(const json::object& stmt, Statement& out) {
+  if (string_at(stmt, "objtype") != "OBJECT_TABLE") return;
+  const json::value* commands = stmt.if_contains("cmds");
+  if (commands == nullptr || !commands->is_array()) return;
+  for (const json::value& item : commands->get_array()) {
+    const json::value* cmd =
+        item.is_object() ? item.get_object().if_contains("AlterTableCmd") : nullptr;
+    if (cmd == nullptr || !cmd->is_object() ||
+        string_at(cmd->get_object(), "subtype") != "AT_AddColumn") {
+      continue;
+    }
+    const json::value* def = cmd->get_object().if_contains("def");
+    const json::value* column =
+        def && def->is_object() ? def->get_object().if_contains("ColumnDef") : nullptr;
+    if (column != nullptr && column->is_object() && default_is_chosen(column->get_object())) {
+      out.target = target_of(stmt);
+      out.fills_table = TableFill::kColumnDefault;
+      return;
+    }
+  }
 }
 
 std::vector<std::string> set_columns_of(const json::object& stmt) {
@@ -757,6 +818,8 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
     if (node == "CreateTableAsStmt") {
       note_filled_table(body.if_contains("into"), string_at(body, "objtype") == "OBJECT_TABLE",
                         out);
+    } else if (node == "AlterTableStmt") {
+      note_filled_columns(body, out);
     }
     return;
   }

@@ -16,6 +16,10 @@
 namespace switchyard::protocol {
 
 //! What a statement does, as far as routing and mirroring care.
+//! How a statement fills a table with values of the primary's own choosing (see
+//! Statement::fills_table).
+enum class TableFill { kNone, kQuery, kColumnDefault };
+
 enum class StatementKind {
   kRead,        //!< SELECT, SHOW, VALUES, read-only CTE, COPY TO, EXPLAIN
   kWrite,       //!< INSERT/UPDATE/DELETE/MERGE, writing CTE, locking SELECT, nextval, CALL, DO
@@ -77,9 +81,12 @@ struct Statement {
   bool returning_star = false;
   RowImageOp image_op = RowImageOp::kUpsert;
   TargetTable target; //!< row-image statements, COPY FROM STDIN, a table filled by a query
-  //! CREATE TABLE AS or SELECT INTO (WITH DATA, not temporary): the rows of the table it makes
-  //! are the primary's to copy, as the query may not give the secondary the same ones.
-  bool fills_table = false;
+  //! Whether the rows of `target` are the primary's to copy after the statement, as running it
+  //! again need not give the secondary the same values: kQuery for CREATE TABLE AS or SELECT
+  //! INTO (WITH DATA, not temporary), the rows its query chose; kColumnDefault for ALTER
+  //! TABLE ... ADD COLUMN with a default that is not a constant (now(), random(), a serial or
+  //! identity column), the values that default gave the rows the table had.
+  TableFill fills_table = TableFill::kNone;
   std::optional<CopyFrom> copy_from;    //!< COPY FROM STDIN
   std::vector<std::string> set_columns; //!< UPDATE ... SET targets (a key change needs care)
   //! INSERT: the columns some row gives a value of its own rather than DEFAULT, so a serial

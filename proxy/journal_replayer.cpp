@@ -206,7 +206,11 @@ private:
         }
         applied = std::move(std::get<0>(outcome));
       } else if (entry.kind == JournalEntry::Kind::kTable) {
-        applied = co_await copy_table(**pair, way, entry);
+        if (entry.reason == "filled_by_default") {
+          applied = co_await refresh_table(**pair, way, entry);
+        } else {
+          applied = co_await copy_table(**pair, way, entry);
+        }
       } else if (entry.ddl) {
         synced.clear(); // a schema change may change what a row sync writes
         auto ran = co_await way.target->query(entry.sql);
@@ -710,6 +714,107 @@ private:
       if (auto committed = co_await within(side->link->query("COMMIT"), limit); !committed) {
         co_return fail(side->role + committed.error());
       }
+    }
+    co_return Ok{};
+  }
+
+  // Writes the source's rows over the target's after a column's default gave them values
+  // each database chose itself (ALTER TABLE ... ADD COLUMN ... DEFAULT now(), a serial):
+  // kCopyBatch rows at a time in key order, each batch in a transaction that holds them
+  // (the source's rows FOR SHARE when it is the current primary; else the target's table in
+  // SHARE ROW EXCLUSIVE mode; SQLite: the writer) while write_current writes them as a
+  // replay does, past BEFORE triggers and into inheritance children where they live. No row
+  // is deleted, so a foreign key into the table cascades nothing, and no table stays locked
+  // for the whole copy. A table without a key is copied whole (copy_table).
+  asio::awaitable<Status> refresh_table(Pair& pair, const Direction& way,
+                                        const JournalEntry& entry) {
+    auto limit = std::max(kMinEntryTimeout, 5 * runtime_->config->mirror.timeout);
+    auto fail = [&](std::string what) { return abandon(pair, std::move(what)); };
+    std::string target_role = way.into_primary ? "primary: " : "secondary: ";
+    std::string source_role = way.into_primary ? "secondary: " : "primary: ";
+    auto shape = co_await within(query_table_shape(way.target->session.stream, way.target->reader,
+                                                   entry.table, dialect_of(*way.target_backend)),
+                                 limit);
+    if (!shape && shape.error().starts_with("42P01")) co_return Ok{}; // dropped since
+    if (!shape) co_return fail(target_role + shape.error());
+    if (shape->key_columns.empty()) co_return co_await copy_table(pair, way, entry);
+    Link& locked = way.into_primary ? *way.target : *way.source;
+    bool sqlite_locked = (way.into_primary ? way.target_backend : way.source_backend)->kind ==
+                         config::BackendKind::kSqlite;
+    bool ask_whose =
+        shape->inheriting_children && way.source_backend->kind == config::BackendKind::kPostgres;
+    std::string key_list;
+    std::string after_list;
+    for (size_t i = 0; i < shape->key_columns.size(); ++i) {
+      key_list += (i > 0 ? ", " : "") + protocol::quote_identifier(shape->key_columns[i]);
+      after_list += (i > 0 ? ", $" : "$") + std::to_string(i + 1);
+    }
+    std::vector<protocol::Value> after; // the key of the last row written
+    std::vector<size_t> key_at;         // where the key is in a row read
+    Parameters key_parameters;
+    for (;;) {
+      std::string begin = sqlite_locked ? "BEGIN IMMEDIATE" : "BEGIN";
+      if (auto begun = co_await within(locked.query(begin), limit); !begun) {
+        co_return fail((way.into_primary ? target_role : source_role) + begun.error());
+      }
+      if (way.into_primary && !sqlite_locked) {
+        std::string lock = "LOCK TABLE " + entry.table + " IN SHARE ROW EXCLUSIVE MODE";
+        if (auto held = co_await within(locked.query(lock), limit); !held) {
+          co_return fail(target_role + held.error());
+        }
+      }
+      // The rows after the last one written; a row of a child by inheritance says so in a
+      // last column (the table's name is the parameter after the key).
+      std::string sql = "SELECT *";
+      std::vector<protocol::Value> parameters = after;
+      Parameters batch_parameters = after.empty() ? Parameters{} : key_parameters;
+      if (ask_whose) {
+        sql += ", tableoid <> $" + std::to_string(parameters.size() + 1) + "::regclass";
+        parameters.emplace_back(entry.table);
+        batch_parameters.types.push_back(protocol::oid::kText);
+        batch_parameters.formats.push_back(0);
+      }
+      sql += " FROM " + entry.table;
+      if (!after.empty()) sql += " WHERE (" + key_list + ") > (" + after_list + ")";
+      sql += " ORDER BY " + key_list + " LIMIT " + std::to_string(kCopyBatch);
+      if (!way.into_primary && !sqlite_locked) sql += " FOR SHARE";
+      auto batch = co_await within(
+          way.source->query(sql, batch_parameters.types, batch_parameters.formats, parameters),
+          limit);
+      if (!batch && batch.error().starts_with("42P01")) { // dropped since: left to its DROP
+        (void)abandon(pair, {});
+        co_return Ok{};
+      }
+      if (!batch) co_return fail(source_role + batch.error());
+      std::vector<bool> children;
+      if (ask_whose) {
+        batch->fields.pop_back();
+        for (auto& row : batch->rows) {
+          children.push_back(row.back() == "t");
+          row.pop_back();
+        }
+      }
+      if (key_at.empty()) {
+        for (const std::string& column : shape->key_columns) {
+          auto at = std::find_if(batch->fields.begin(), batch->fields.end(),
+                                 [&](const auto& field) { return field.name == column; });
+          if (at == batch->fields.end()) co_return fail(source_role + "no key column " + column);
+          key_at.push_back(static_cast<size_t>(at - batch->fields.begin()));
+          key_parameters.types.push_back(protocol::portable_type(at->type_oid));
+          key_parameters.formats.push_back(0);
+        }
+      }
+      const std::vector<std::vector<protocol::Value>> none_absent;
+      Status written = co_await within(
+          write_current(way, *shape, false, *batch, children, key_parameters, none_absent), limit);
+      if (!written) co_return fail(target_role + written.error());
+      if (auto committed = co_await within(locked.query("COMMIT"), limit); !committed) {
+        co_return fail((way.into_primary ? target_role : source_role) + committed.error());
+      }
+      if (batch->rows.size() < kCopyBatch) break;
+      after.clear();
+      for (size_t i : key_at)
+        after.push_back(batch->rows.back()[i]);
     }
     co_return Ok{};
   }

@@ -1082,7 +1082,7 @@ void SecondaryLink::journal_outcome(const std::vector<MirrorOp>& ops, const Appl
   std::vector<MirrorOp> differing;
   std::string note;
   for (const Unit& unit : outcome.divergent) {
-    if (ops[unit.op].statement.fills_table) continue; // its table is copied whole
+    if (ops[unit.op].statement.fills_table != protocol::TableFill::kNone) continue; // copied
     MirrorOp op = ops[unit.op];
     if (op.kind == MirrorOp::Kind::kImage) {
       const auto& rows = ops[unit.op].rows;
@@ -1301,7 +1301,9 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
     entry.formats = op.parameter_formats;
     entry.values = op.parameters;
     entries.push_back(std::move(entry));
-    if (op.statement.fills_table) entries.push_back(table_copy_entry(op));
+    if (op.statement.fills_table != protocol::TableFill::kNone) {
+      entries.push_back(table_copy_entry(op));
+    }
   }
   auto offset = append_to_journal(entries, sync);
   static LogLimiter limiter;
@@ -1327,7 +1329,8 @@ backfill::JournalEntry SecondaryLink::table_copy_entry(const MirrorOp& op) const
   backfill::JournalEntry entry = entry_for(op);
   entry.kind = backfill::JournalEntry::Kind::kTable;
   entry.table = op.statement.target.qualified();
-  entry.reason = "filled_by_query";
+  entry.reason = op.statement.fills_table == protocol::TableFill::kQuery ? "filled_by_query"
+                                                                         : "filled_by_default";
   return entry;
 }
 
@@ -1350,7 +1353,9 @@ SecondaryLink::append_to_journal(const std::vector<backfill::JournalEntry>& entr
 void SecondaryLink::journal_filled_tables(const std::vector<MirrorOp>& ops, bool committed) {
   std::vector<backfill::JournalEntry> entries;
   for (const MirrorOp& op : ops) {
-    if (op.statement.fills_table) entries.push_back(table_copy_entry(op));
+    if (op.statement.fills_table != protocol::TableFill::kNone) {
+      entries.push_back(table_copy_entry(op));
+    }
   }
   hold_until_committed(append_to_journal(entries, true), committed);
 }

@@ -241,8 +241,9 @@ private:
                    const std::string& error, bool committed, bool maybe_applied = false);
   //! A journal entry with `op`'s session: its login, the settings it ran under.
   backfill::JournalEntry entry_for(const MirrorOp& op) const;
-  //! The entry that has the replayer copy the table a CREATE TABLE AS or SELECT INTO filled
-  //! (Statement::fills_table) from the primary: the query's rows are the primary's.
+  //! The entry that has the replayer copy the table a CREATE TABLE AS or SELECT INTO filled,
+  //! or the values a column's default gave its rows (Statement::fills_table), from the
+  //! primary: they are the primary's.
   backfill::JournalEntry table_copy_entry(const MirrorOp& op) const;
   //! Journals such a copy for each op that filled a table, the secondary having run them.
   void journal_filled_tables(const std::vector<MirrorOp>& ops, bool committed);

@@ -1832,6 +1832,52 @@ def test_tables_a_query_filled_get_the_primarys_rows(pair, start_proxy, tmp_path
         cluster.sql("DROP TABLE src, snap, picked, archived, empty_copy")
 
 
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_columns_added_with_a_default_that_is_not_a_constant_get_the_primarys_values(pair, start_proxy, tmp_path,
+                                                                                     write_mode):
+    """ALTER TABLE ... ADD COLUMN fills every existing row with the column's default: now()
+    evaluated once, a volatile default (random(), gen_random_uuid(), a serial or identity
+    column) once per row. The secondary, running the same DDL, chose its own values: every
+    row there differed in the new column, silently. The replayer now writes the primary's
+    rows into the secondary's, a chunk at a time by key, without deleting any (a foreign key
+    into the table cascades nothing) and past BEFORE triggers that stamp rows."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE accounts (id int PRIMARY KEY, name text);"
+                    "CREATE TABLE orders (id int PRIMARY KEY, account int REFERENCES accounts ON DELETE CASCADE);"
+                    "CREATE TABLE parts (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);"
+                    "CREATE TABLE parts_eu PARTITION OF parts FOR VALUES IN ('eu');"
+                    "CREATE TABLE parts_us PARTITION OF parts FOR VALUES IN ('us');"
+                    "CREATE TABLE stamped (id int PRIMARY KEY, v int, touched timestamptz);"
+                    "CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS"
+                    " $$BEGIN NEW.touched := clock_timestamp(); RETURN NEW; END$$;"
+                    "CREATE TRIGGER stamp BEFORE INSERT OR UPDATE ON stamped FOR EACH ROW EXECUTE FUNCTION stamp()")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO accounts SELECT g, 'a' || g FROM generate_series(1, 2500) g")
+        conn.execute("INSERT INTO orders SELECT g, g FROM generate_series(1, 2500) g")
+        conn.execute("INSERT INTO parts SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END"
+                     " FROM generate_series(1, 50) g")
+        conn.execute("INSERT INTO stamped SELECT g, g FROM generate_series(1, 20) g")
+        conn.execute("ALTER TABLE accounts ADD COLUMN created timestamptz NOT NULL DEFAULT now(),"
+                     " ADD COLUMN token uuid DEFAULT gen_random_uuid()")
+        conn.execute("ALTER TABLE accounts ADD COLUMN seq bigserial")
+        conn.execute("ALTER TABLE parts ADD COLUMN r float8 DEFAULT random()")
+        conn.execute("ALTER TABLE stamped ADD COLUMN at timestamptz DEFAULT clock_timestamp()")
+        with conn.transaction():  # a migration: the column, then writes to the table
+            conn.execute("ALTER TABLE accounts ADD COLUMN score float8 DEFAULT random()")
+            conn.execute("UPDATE accounts SET name = 'renamed' WHERE id = 1")
+        conn.execute("ALTER TABLE accounts ADD COLUMN tier int DEFAULT 7")  # a constant: nothing to copy
+    # Async mode journals them as it applies the DDL, after the client had its answers.
+    assert wait_for(lambda: proxy.metric("switchyard_journal_replayed_total", result="applied") == 5
+                    and proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert proxy.metric("switchyard_mirror_failures_total") == 0, proxy.log()
+    assert secondary.sql("SELECT count(*) FROM orders") == "2500"
+    assert_identical(primary, secondary, {t: "t::text" for t in ("accounts", "orders", "parts", "stamped")})
+    for cluster in pair:
+        cluster.sql("DROP TABLE orders, accounts, parts, stamped; DROP FUNCTION stamp()")
+
+
 def test_a_transaction_too_large_to_buffer_is_journaled_and_replayed(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  max_transaction_bytes: 2048\n"))

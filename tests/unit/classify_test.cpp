@@ -149,18 +149,43 @@ TEST_CASE("transaction control, session state and DDL") {
 TEST_CASE("tables filled by a query are named, with whether their rows are the primary's") {
   Statement ctas = only("CREATE TABLE s.\"Snap\" AS SELECT random() FROM t");
   CHECK(ctas.kind == StatementKind::kDdl);
-  CHECK(ctas.fills_table);
+  CHECK(ctas.fills_table == TableFill::kQuery);
   CHECK(ctas.target.qualified() == "s.\"Snap\"");
   Statement into = only("SELECT now() AS at INTO UNLOGGED snap FROM t LIMIT 3");
   CHECK(into.kind == StatementKind::kDdl);
-  CHECK(into.fills_table);
+  CHECK(into.fills_table == TableFill::kQuery);
   CHECK(into.target.qualified() == "snap");
-  CHECK(only("CREATE TABLE IF NOT EXISTS snap AS EXECUTE q").fills_table);
-  CHECK_FALSE(only("CREATE TABLE snap AS SELECT random() WITH NO DATA").fills_table);
-  CHECK_FALSE(only("CREATE TEMP TABLE snap AS SELECT random()").fills_table);
-  CHECK_FALSE(only("SELECT random() INTO TEMP snap").fills_table);
-  CHECK_FALSE(only("CREATE MATERIALIZED VIEW snap AS SELECT random()").fills_table);
-  CHECK_FALSE(only("CREATE TABLE snap (id int)").fills_table);
+  CHECK(only("CREATE TABLE IF NOT EXISTS snap AS EXECUTE q").fills_table == TableFill::kQuery);
+  for (std::string_view sql :
+       {"CREATE TABLE snap AS SELECT random() WITH NO DATA",
+        "CREATE TEMP TABLE snap AS SELECT random()", "SELECT random() INTO TEMP snap",
+        "CREATE MATERIALIZED VIEW snap AS SELECT random()", "CREATE TABLE snap (id int)"}) {
+    CHECK(only(sql).fills_table == TableFill::kNone);
+  }
+}
+
+TEST_CASE("columns added with a default of the primary's choosing fill the table's rows") {
+  Statement added = only("ALTER TABLE s.t ADD COLUMN at timestamptz NOT NULL DEFAULT now()");
+  CHECK(added.fills_table == TableFill::kColumnDefault);
+  CHECK(added.target.qualified() == "s.t");
+  for (std::string_view sql :
+       {"ALTER TABLE t ADD COLUMN n int DEFAULT 1, ADD token uuid DEFAULT gen_random_uuid()",
+        "ALTER TABLE t ADD id bigserial", "ALTER TABLE IF EXISTS t ADD COLUMN i serial4",
+        "ALTER TABLE t ADD COLUMN i int GENERATED ALWAYS AS IDENTITY",
+        "ALTER TABLE t ADD COLUMN r float8 DEFAULT random() * 2",
+        "ALTER TABLE t ADD COLUMN d date DEFAULT CURRENT_DATE"}) {
+    CHECK(only(sql).fills_table == TableFill::kColumnDefault);
+  }
+  for (std::string_view sql :
+       {"ALTER TABLE t ADD COLUMN n int", "ALTER TABLE t ADD COLUMN n int DEFAULT -1 NOT NULL",
+        "ALTER TABLE t ADD COLUMN s text DEFAULT 'x'::text",
+        "ALTER TABLE t ADD COLUMN b bool DEFAULT true",
+        "ALTER TABLE t ADD COLUMN g int GENERATED ALWAYS AS (n * 2) STORED",
+        "ALTER TABLE t ALTER COLUMN n SET DEFAULT now()",
+        "ALTER FOREIGN TABLE f ADD COLUMN at timestamptz DEFAULT now()",
+        "ALTER TABLE t ADD COLUMN n int DEFAULT NULL"}) {
+    CHECK(only(sql).fills_table == TableFill::kNone);
+  }
 }
 
 TEST_CASE("statement boundaries and unparsable text") {
