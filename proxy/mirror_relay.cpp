@@ -513,6 +513,7 @@ private:
       expect.keep = executed ? executed : classification;
       expect.statement = &s;
       expect.op = make_op(s, text, nullptr);
+      note_ddl_sent(s);
       expect.hand_over = hands_over(s.transaction);
       copy_in_started_ = false;
       if (s.copy_from && s.copy_from->extendable && statements.size() == 1 &&
@@ -1334,6 +1335,7 @@ private:
     expect.keep = std::move(keep);
     expect.statement = s;
     expect.op = make_op(*s, prepared->text, portal);
+    note_ddl_sent(*s);
     expect.hand_over = hands_over(s->transaction);
     expects_.push_back(std::move(expect));
     if (s->mirror == MirrorPlan::kCopyIn) {
@@ -2059,6 +2061,14 @@ private:
     sql_prepared_ = std::move(*failed.prepared_before);
     failed.prepared_before.reset();
     return true;
+  }
+
+  // DDL on its way to the primary moves the schema epoch (see PreparedInfo), as its
+  // completion does (finish_statement): another session's rewritten statement bound while it
+  // runs is prepared again first, rather than meet the changed table and fail with 0A000, and
+  // one prepared again before the change took hold is prepared again after it.
+  void note_ddl_sent(const protocol::Statement& s) {
+    if (s.kind == StatementKind::kDdl) ++services_.schema_epoch();
   }
 
   std::unique_ptr<MirrorOp> make_op(const protocol::Statement& s, std::string_view text,
