@@ -313,6 +313,17 @@ class Proxy:
             parts["password"] = password
         return " ".join(f"{k}={v}" for k, v in parts.items())
 
+    def metric_sum(self, name):
+        """The sum of a metric's samples over all their labels (0 if absent)."""
+        import urllib.request
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5).read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            key, _, value = line.rpartition(" ")
+            if key == name or key.startswith(name + "{"):
+                total += float(value)
+        return total
+
     def metric(self, name, **labels):
         """The value of one sample from /metrics (0 if absent)."""
         import urllib.request
