@@ -9,7 +9,9 @@ and inserting one, over and over (psycopg prepares statements it ran five times,
 run as prepared statements switchyard rewrote with their row image); after a second one more
 client runs `ALTER TABLE ... ADD COLUMN created timestamptz DEFAULT now(), ADD COLUMN r
 float8 DEFAULT random()`; the writers go on for `--seconds` seconds and stop; once the
-journal is drained the table is compared on both databases by an md5 of all its rows.
+journal is drained the table is compared on both databases by an md5 of all its rows. The
+writes the secondary refused (journaled, and counted by the error-rate gate) and those
+applied again once the secondary had the DDL are counted too.
 
 Errors a client sees here are errors it would not see without switchyard ("cached plan must
 not change result type" on a statement without RETURNING *). Not a test: it asserts nothing.
@@ -37,7 +39,8 @@ from bench_common import start_clusters  # noqa: E402
 
 
 def one_run(binary, mode, opts):
-    """(client errors by message, tables identical) for one migration under load."""
+    """(client errors by message, secondary refusals, writes retried after the DDL, tables
+    identical) for one migration under load."""
     with ExitStack() as cleanup:
         primary, secondary = start_clusters(cleanup, 2)
         for cluster in (primary, secondary):
@@ -78,7 +81,9 @@ def one_run(binary, mode, opts):
         time.sleep(1)  # async: the last writes and the journal entry of the DDL
         wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=120)
         digest = "SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM acc t"
-        return errors, primary.sql(digest) == secondary.sql(digest)
+        return (errors, int(proxy.metric_sum("switchyard_mirror_failures_total")),
+                int(proxy.metric("switchyard_mirror_retried_after_ddl_total")),
+                primary.sql(digest) == secondary.sql(digest))
 
 
 def main():
@@ -92,15 +97,15 @@ def main():
     binaries = {"switchyard": SWITCHYARD_BIN}
     if opts.baseline:
         binaries["baseline"] = Path(opts.baseline).resolve()
-    print("| target | mode | round | client errors | tables identical |")
-    print("|---|---|---|---|---|")
+    print("| target | mode | round | client errors | secondary refused (journaled) | retried after the DDL | tables identical |")
+    print("|---|---|---|---|---|---|---|")
     for round_ in range(1, opts.rounds + 1):
         for mode in ("sync", "async"):
             for name, binary in binaries.items():
-                errors, identical = one_run(binary, mode, opts)
+                errors, refused, retried, identical = one_run(binary, mode, opts)
                 shown = "; ".join(f"{count}× {message}" for message, count in errors.items()) or "0"
-                print(f"| {name} | {mode} | {round_} | {shown} | {'yes' if identical else 'NO'} |",
-                      flush=True)
+                print(f"| {name} | {mode} | {round_} | {shown} | {refused} | {retried} | "
+                      f"{'yes' if identical else 'NO'} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -202,6 +202,11 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                "Commits applied to the secondary in one transaction with another session's "
                "(several sessions committing at once)")
            .Add({});
+  mirror_retried_after_ddl_ =
+      &counter("switchyard_mirror_retried_after_ddl_total",
+               "Writes the secondary refused for a table or column that DDL under way was "
+               "adding, applied again once the secondary had that DDL")
+           .Add({});
   async_barriers_ =
       &counter("switchyard_mirror_async_barriers_total",
                "Committed transactions ordered after every earlier one and before every later "

@@ -118,6 +118,7 @@ public:
   prometheus::Histogram& async_lag_seconds() { return *async_lag_seconds_; }
   prometheus::Counter& async_merged_commits() { return *async_merged_commits_; }
   prometheus::Counter& grouped_commits() { return *grouped_commits_; }
+  prometheus::Counter& mirror_retried_after_ddl() { return *mirror_retried_after_ddl_; }
   prometheus::Counter& async_barriers() { return *async_barriers_; }
   prometheus::Counter& journal_entries() { return *journal_entries_; }
   prometheus::Gauge& journal_backlog() { return *journal_backlog_; }
@@ -168,6 +169,7 @@ private:
   prometheus::Histogram* async_lag_seconds_;
   prometheus::Counter* async_merged_commits_;
   prometheus::Counter* grouped_commits_;
+  prometheus::Counter* mirror_retried_after_ddl_;
   prometheus::Counter* async_barriers_;
   prometheus::Counter* journal_entries_;
   prometheus::Gauge* journal_backlog_;

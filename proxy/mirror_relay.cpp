@@ -2068,7 +2068,9 @@ private:
   // runs is prepared again first, rather than meet the changed table and fail with 0A000, and
   // one prepared again before the change took hold is prepared again after it.
   void note_ddl_sent(const protocol::Statement& s) {
-    if (s.kind == StatementKind::kDdl) ++services_.schema_epoch();
+    if (s.kind != StatementKind::kDdl) return;
+    ++services_.schema_epoch();
+    services_.ddl_sent_at() = Clock::now().time_since_epoch().count();
   }
 
   std::unique_ptr<MirrorOp> make_op(const protocol::Statement& s, std::string_view text,

@@ -31,6 +31,10 @@ using monitoring::MirrorFailure;
 using monitoring::MirrorKind;
 
 constexpr auto kSecondaryBackoff = std::chrono::seconds(1);
+// How often a write the secondary refused looks whether the DDL it waits for is there.
+constexpr auto kDdlPoll = std::chrono::milliseconds(2);
+constexpr std::string_view kUndefinedColumn = "42703";
+constexpr std::string_view kUndefinedTable = "42P01";
 constexpr size_t kMaxSessionStatements = 1000;
 constexpr size_t kMaxMergedCommits = 64;   // bounds one apply's size and its mirror.timeout risk
 constexpr size_t kMaxGroupedWrites = 1024; // a group takes no further member past this many
@@ -1002,8 +1006,10 @@ asio::awaitable<void> SecondaryLink::apply_groups(ApplyGroups& groups, std::stri
       size_t end = begin + member->ops.size();
       std::move(ops.begin() + static_cast<std::ptrdiff_t>(begin),
                 ops.begin() + static_cast<std::ptrdiff_t>(end), member->ops.begin());
-      // A refusal rolled back every member's writes for one member's sake: each tries alone.
-      if (outcome.kind != ApplyOutcome::Kind::kRefused || group.size() == 1) {
+      // A refusal rolled back every member's writes for one member's sake: each tries alone,
+      // as one refused for what DDL under way adds does (it may wait for it, see apply_batch).
+      if (outcome.kind != ApplyOutcome::Kind::kRefused ||
+          (group.size() == 1 && !lacks_what_ddl_adds(outcome))) {
         ApplyOutcome own{outcome.kind, outcome.error, outcome.maybe_applied, {}};
         for (const Unit& unit : outcome.divergent) {
           if (unit.op < begin || unit.op >= end) continue;
@@ -1018,6 +1024,25 @@ asio::awaitable<void> SecondaryLink::apply_groups(ApplyGroups& groups, std::stri
     }
   }
   groups.queues.erase(key);
+}
+
+bool SecondaryLink::lacks_what_ddl_adds(const ApplyOutcome& outcome) {
+  return outcome.kind == ApplyOutcome::Kind::kRefused &&
+         (outcome.error.starts_with(kUndefinedColumn) ||
+          outcome.error.starts_with(kUndefinedTable));
+}
+
+asio::awaitable<bool> SecondaryLink::secondary_ddl_since(uint64_t applied) {
+  auto timeout = runtime_->config->mirror.timeout;
+  auto sent = Clock::time_point(Clock::duration(services_.ddl_sent_at().load()));
+  auto deadline = Clock::now() + timeout;
+  asio::steady_timer poll(executor_);
+  while (services_.secondary_ddl_applied().load() == applied) {
+    if (Clock::now() - sent > timeout || Clock::now() >= deadline) co_return false;
+    poll.expires_after(kDdlPoll);
+    co_await poll.async_wait(use_tuple);
+  }
+  co_return true;
 }
 
 asio::awaitable<SecondaryLink::ApplyOutcome>
@@ -1055,6 +1080,7 @@ SecondaryLink::try_apply(const std::vector<MirrorOp>& ops, bool atomic) {
   services_.metrics().mirror_seconds().Observe(elapsed.count());
   if (std::any_of(ops.begin(), ops.end(), [](const MirrorOp& op) { return op.ddl; })) {
     ++services_.schema_epoch();
+    ++services_.secondary_ddl_applied();
   }
   co_return outcome;
 }
@@ -1257,7 +1283,19 @@ asio::awaitable<void> SecondaryLink::apply_batch(const std::vector<MirrorOp>& op
                                                  bool committed) {
   if (ops.empty()) co_return;
   co_await end_read_transaction(); // the writes get a transaction of their own
-  journal_outcome(ops, co_await try_apply(ops, atomic), committed);
+  uint64_t ddl_applied = services_.secondary_ddl_applied().load();
+  ApplyOutcome outcome = co_await try_apply(ops, atomic);
+  // A write another session's DDL made possible: the primary ran it after that DDL, the
+  // secondary before its copy of the DDL (autocommit DDL reaches the secondary after the
+  // primary committed it), and refused it for the column or table it lacks. In sync mode it
+  // is applied again once the secondary has the DDL, rather than journaled and counted as
+  // the secondary's error. (The async queue applies in commit order; the DDL may be behind.)
+  if (lacks_what_ddl_adds(outcome) && runtime_->config->write_mode == config::WriteMode::kSync &&
+      co_await secondary_ddl_since(ddl_applied)) {
+    services_.metrics().mirror_retried_after_ddl().Increment();
+    outcome = co_await try_apply(ops, atomic);
+  }
+  journal_outcome(ops, outcome, committed);
 }
 
 std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,

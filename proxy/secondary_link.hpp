@@ -189,6 +189,11 @@ private:
   static asio::awaitable<void> apply_groups(ApplyGroups& groups, std::string key);
   //! Applies `ops` within mirror.timeout and says how it went; journals nothing.
   asio::awaitable<ApplyOutcome> try_apply(const std::vector<MirrorOp>& ops, bool atomic);
+  //! A refusal for a column or table the secondary lacks, which DDL under way may add.
+  static bool lacks_what_ddl_adds(const ApplyOutcome& outcome);
+  //! Whether the secondary applied DDL since it had applied `applied` DDL batches, waiting
+  //! for it within mirror.timeout while DDL sent to the primary may still be on its way.
+  asio::awaitable<bool> secondary_ddl_since(uint64_t applied);
   //! Journals what `outcome` says the secondary did not apply of `ops`.
   void journal_outcome(const std::vector<MirrorOp>& ops, const ApplyOutcome& outcome,
                        bool committed);

@@ -158,6 +158,12 @@ public:
   CommitOrder& commit_order() { return commit_order_; }
   //! Bumped by every mirrored DDL so sessions drop their cached table shapes.
   std::atomic<uint64_t>& schema_epoch() { return schema_epoch_; }
+  //! When (steady-clock ticks) a session last sent DDL to the primary, and how many DDL
+  //! batches the secondary has applied: a write the secondary refused for a table or column
+  //! it lacks may have come between the primary's DDL and the secondary's (see
+  //! SecondaryLink::try_apply).
+  std::atomic<int64_t>& ddl_sent_at() { return ddl_sent_at_; }
+  std::atomic<uint64_t>& secondary_ddl_applied() { return secondary_ddl_applied_; }
   //! Table shapes the sessions learned from the secondary.
   ShapeRegistry& shapes() { return shapes_; }
   //! How far row images took the secondary's sequences.
@@ -226,6 +232,8 @@ private:
   std::atomic<backfill::DivergenceJournal*> journal_{nullptr};
   std::atomic<int64_t> secondary_down_until_{0};
   std::atomic<uint64_t> schema_epoch_{0};
+  std::atomic<int64_t> ddl_sent_at_{0};
+  std::atomic<uint64_t> secondary_ddl_applied_{0};
   RelayLoops* relay_loops_ = nullptr;
   CommitOrder commit_order_;
   ShapeRegistry shapes_;
