@@ -509,6 +509,50 @@ def test_prepared_writes_run_on_after_a_column_is_added_to_their_table(pair, sta
     assert proxy.metric("switchyard_journal_entries_total") == 0
 
 
+def test_a_prepared_write_bound_while_ddl_waits_for_its_lock_runs_after_it(pair, start_proxy, tmp_path):
+    """Another session's prepared write (its row image `t.*` prepared with it) bound while an
+    ALTER TABLE ... ADD COLUMN waited for its lock ran after the DDL on the primary and failed
+    with "cached plan must not change result type": switchyard counted the DDL only once its
+    answer was in. The write also reached the secondary before the DDL did and was refused
+    there for the column it lacked; it waits for the DDL and is applied (sync mode)."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    insert = "INSERT INTO events (account) VALUES (%s) RETURNING account"
+    outcome = {}
+    with psycopg.connect(proxy.dsn(), autocommit=True) as writer, \
+            psycopg.connect(primary.uri(), autocommit=True) as holder:
+        writer.execute(insert, (1,), prepare=True)  # prepared on the primary with the image
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE events IN ACCESS SHARE MODE")
+
+        def waiting(sessions):
+            return primary.sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                               " AND datname = 'postgres'") == str(sessions)
+
+        def migrate():
+            with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+                conn.execute("ALTER TABLE events ADD COLUMN region text DEFAULT 'eu'")
+
+        def write():
+            try:
+                outcome["rows"] = writer.execute(insert, (2,), prepare=True).fetchall()
+            except psycopg.Error as e:
+                outcome["error"] = e
+
+        migration = threading.Thread(target=migrate)
+        migration.start()
+        assert wait_for(lambda: waiting(1), timeout=10)  # the ALTER TABLE
+        writing = threading.Thread(target=write)
+        writing.start()
+        assert wait_for(lambda: waiting(2), timeout=10)  # and the write, queued behind it
+        holder.execute("COMMIT")
+        migration.join(timeout=30)
+        writing.join(timeout=30)
+    assert "error" not in outcome and outcome["rows"] == [(2,)], outcome
+    assert proxy.metric_sum("switchyard_mirror_failures_total") == 0, proxy.log()
+    assert_identical(primary, secondary, {"events": "id"})
+
+
 def test_writes_prepared_by_sql_run_on_after_a_column_is_added_to_their_table(pair, start_proxy, tmp_path):
     """A write prepared by SQL PREPARE is prepared on the primary with its row image (`t.*`)
     appended too, so after ALTER TABLE ... ADD COLUMN every EXECUTE of it failed ("cached plan
