@@ -80,7 +80,7 @@ struct PreparedInfo {
   std::shared_ptr<const protocol::Classification> classification;
   const protocol::Statement* statement = nullptr; // set when the text is one statement
   bool rewritten = false;                         // row image appended
-  bool prepares_image = false; // a PREPARE sent with its write's row image (sql_prepared_)
+  std::string prepare_image; // a PREPARE as sent, with its write's row image (sql_prepared_)
   //! When the text is an `EXECUTE name`: its own classification. What it runs is resolved
   //! again at each Bind (resolve_execute), as the name may have been prepared again.
   std::shared_ptr<const protocol::Classification> executes;
@@ -943,8 +943,8 @@ private:
         info->rewritten = true;
         info->prepared_epoch = services_.schema_epoch().load(std::memory_order_relaxed);
       } else if (auto prepare_image = prepare_with_row_image(info->text, *info->statement)) {
-        parse->query = std::move(*prepare_image);
-        info->prepares_image = true;
+        parse->query = *prepare_image;
+        info->prepare_image = std::move(*prepare_image);
       }
     }
     if (parse->statement.empty() && info->statement != nullptr && !info->rewritten &&
@@ -1329,9 +1329,7 @@ private:
     Expect expect{ExpectKind::kExecute};
     expect.rewritten = prepared->rewritten;
     expect.sql_name = executed_sql_name(*prepared);
-    note_prepared_names(
-        *s, prepared->prepares_image ? prepare_with_row_image(prepared->text, *s).value_or("") : "",
-        expect);
+    note_prepared_names(*s, prepared->prepare_image, expect);
     expect.keep = std::move(keep);
     expect.statement = s;
     expect.op = make_op(*s, prepared->text, portal);
