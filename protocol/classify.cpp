@@ -295,6 +295,13 @@ struct TreeFacts {
 
 // The system catalogs and information_schema, by name as a query names them: what they say
 // about a database (OIDs above all) differs between the two.
+// The object's own name in a qualified name (a list of String nodes): its last; empty if none.
+std::string_view last_name(const json::array& names) {
+  if (names.empty() || !names.back().is_object()) return {};
+  const json::value* s = names.back().get_object().if_contains("String");
+  return s != nullptr && s->is_object() ? string_at(s->get_object(), "sval") : std::string_view();
+}
+
 bool names_catalog(const json::object& range) {
   std::string_view schema = string_at(range, "schemaname");
   if (schema == "pg_catalog" || schema == "information_schema") return true;
@@ -326,12 +333,7 @@ void note_member(std::string_view key, const json::value& child, bool top, TreeF
   } else if (key == "FuncCall" && child.is_object()) {
     const json::value* names = child.get_object().if_contains("funcname");
     if (names != nullptr && names->is_array() && !names->get_array().empty()) {
-      const json::value& last = names->get_array().back();
-      std::string_view name;
-      if (const json::value* s =
-              last.is_object() ? last.get_object().if_contains("String") : nullptr) {
-        if (s->is_object()) name = string_at(s->get_object(), "sval");
-      }
+      std::string_view name = last_name(names->get_array());
       if (is_one_of(kPrimaryOnlyFunctions, name)) {
         facts.primary_only_call = true;
       } else if (!is_one_of(kReadOnlyFunctions, name)) {
@@ -411,11 +413,9 @@ void note_filled_table(const json::value* into, bool table, Statement& out) {
 bool default_is_chosen(const json::object& column) {
   if (const json::value* type = column.if_contains("typeName"); type && type->is_object()) {
     const json::value* names = type->get_object().if_contains("names");
-    if (names != nullptr && names->is_array() && !names->get_array().empty()) {
-      const json::value& last = names->get_array().back();
-      const json::value* s = last.is_object() ? last.get_object().if_contains("String") : nullptr;
-      std::string_view name = s && s->is_object() ? string_at(s->get_object(), "sval") : "";
-      if (is_one_of(kSerialTypes, name)) return true;
+    if (names != nullptr && names->is_array() &&
+        is_one_of(kSerialTypes, last_name(names->get_array()))) {
+      return true;
     }
   }
   const json::value* constraints = column.if_contains("constraints");
