@@ -425,6 +425,7 @@ private:
       co_return std::nullopt;
     }
     if (!barrier) {
+      link_.note_sent(false); // a read, whose locks may hold back DDL sent after it
       Expect expect{ExpectKind::kQuery};
       append_client_query(sql, expect);
       expects_.push_back(std::move(expect));
@@ -467,10 +468,15 @@ private:
       expects_.push_back(std::move(expect));
       if (auto c = co_await drain()) co_return c;
     }
+    bool in_client_block = !autocommit;
     for (size_t i = 0; i < statements.size() && !query_failed_; ++i) {
       auto executed = executed_statement(statements[i]);
       const protocol::Statement& s = executed ? executed->statements[0] : statements[i];
       std::string_view text = query.text(sql, i);
+      if (s.transaction == TransactionOp::kBegin) in_client_block = true;
+      if (s.transaction == TransactionOp::kCommit || s.transaction == TransactionOp::kRollback) {
+        in_client_block = false;
+      }
       if (s.transaction == TransactionOp::kRollback || ends_transaction(s.transaction)) {
         co_await link_.end_read_transaction();
       }
@@ -513,7 +519,7 @@ private:
       expect.keep = executed ? executed : classification;
       expect.statement = &s;
       expect.op = make_op(s, text, nullptr);
-      note_ddl_sent(s);
+      note_sent(s, in_client_block);
       expect.hand_over = hands_over(s.transaction);
       copy_in_started_ = false;
       if (s.copy_from && s.copy_from->extendable && statements.size() == 1 &&
@@ -1333,7 +1339,7 @@ private:
     expect.keep = std::move(keep);
     expect.statement = s;
     expect.op = make_op(*s, prepared->text, portal);
-    note_ddl_sent(*s);
+    note_sent(*s, expected_in_transaction_);
     expect.hand_over = hands_over(s->transaction);
     expects_.push_back(std::move(expect));
     if (s->mirror == MirrorPlan::kCopyIn) {
@@ -2061,14 +2067,25 @@ private:
     return true;
   }
 
-  // DDL on its way to the primary moves the schema epoch (see PreparedInfo), as its
-  // completion does (finish_statement): another session's rewritten statement bound while it
-  // runs is prepared again first, rather than meet the changed table and fail with 0A000, and
-  // one prepared again before the change took hold is prepared again after it.
-  void note_ddl_sent(const protocol::Statement& s) {
-    if (s.kind != StatementKind::kDdl) return;
-    ++services_.schema_epoch();
-    services_.ddl_sent_at() = Clock::now().time_since_epoch().count();
+  // A statement on its way to the primary, in the client's transaction block or not
+  // (`in_block`). DDL moves the schema epoch now (see PreparedInfo), as its completion does
+  // (finish_statement): another session's rewritten statement bound while it runs is prepared
+  // again first, rather than meet the changed table and fail with 0A000, and one prepared
+  // again before the change took hold is prepared again after it. DDL outside a block takes
+  // its place in async mode's commit order now (SecondaryLink::note_sent), but for index
+  // builds and materialized view refreshes: no write depends on them, and they may run for
+  // long while every later commit would wait.
+  void note_sent(const protocol::Statement& s, bool in_block) {
+    bool ddl = s.kind == StatementKind::kDdl;
+    if (ddl) {
+      ++services_.schema_epoch();
+      services_.ddl_sent_at() = Clock::now().time_since_epoch().count();
+    }
+    if (s.transaction != TransactionOp::kCommit && s.transaction != TransactionOp::kRollback) {
+      link_.note_sent(ddl && !in_block &&
+                      runtime_->config->mirror.ddl == config::DdlPolicy::kMirror &&
+                      s.node != "IndexStmt" && s.node != "RefreshMatViewStmt");
+    }
   }
 
   std::unique_ptr<MirrorOp> make_op(const protocol::Statement& s, std::string_view text,

@@ -166,6 +166,7 @@ void SecondaryLink::settle() {
 SecondaryLink::~SecondaryLink() {
   // Only a process shutting down ends a session before its queue is applied (close()
   // waits): journal what is left and release the turns, so no other session waits on them.
+  release_ddl_barrier();
   if (reserved_) queue_.push_back(std::move(*reserved_));
   backfill::DivergenceJournal* journal = services_.journal();
   for (Batch& batch : queue_) {
@@ -224,7 +225,14 @@ void SecondaryLink::add_session_statement(std::string sql, const protocol::State
   if (session_statements_.size() > kMaxSessionStatements) forget_a_session_statement();
 }
 
+void SecondaryLink::discard() {
+  pending_.clear();
+  pending_bytes_ = 0;
+  release_ddl_barrier(); // its DDL rolled back with the rest
+}
+
 void SecondaryLink::end_transaction(bool committed) {
+  transaction_began_.reset();
   if (!committed) undo_settings_after(transaction_seq_);
   savepoints_.clear();
   transaction_seq_ = session_seq_;
@@ -1124,16 +1132,41 @@ void SecondaryLink::journal_outcome(const std::vector<MirrorOp>& ops, const Appl
   journal_ops(differing, MirrorFailure::kRowCount, "affected rows differ: " + note, committed);
 }
 
+void SecondaryLink::note_sent(bool ddl_on_its_own) {
+  if (runtime_->config->write_mode != config::WriteMode::kAsync) return;
+  CommitOrder& order = services_.commit_order();
+  if (ddl_on_its_own && !ddl_barrier_) {
+    ddl_barrier_ = order.take_ddl_barrier();
+    transaction_began_.reset(); // what the session sends next comes after its DDL
+  } else if (!transaction_began_) {
+    transaction_began_ = order.position();
+  }
+}
+
+std::optional<uint64_t> SecondaryLink::answered_ddl_barrier() {
+  if (ddl_barrier_) services_.commit_order().ddl_answered(*ddl_barrier_);
+  return std::exchange(ddl_barrier_, std::nullopt);
+}
+
+void SecondaryLink::release_ddl_barrier() {
+  if (auto barrier = answered_ddl_barrier()) services_.commit_order().done(*barrier);
+}
+
 void SecondaryLink::reserve() {
-  if (pending_.empty() || reserved_) return;
+  std::optional<uint64_t> began = std::exchange(transaction_began_, std::nullopt);
+  std::optional<uint64_t> ddl_barrier = answered_ddl_barrier();
+  if (pending_.empty() || reserved_) {
+    if (ddl_barrier) services_.commit_order().done(*ddl_barrier); // the DDL failed
+    return;
+  }
   Batch batch;
   batch.ops = std::move(pending_);
   pending_.clear();
   pending_bytes_ = 0;
   std::vector<uint64_t> keys;
-  bool barrier = !row_keys(batch.ops, keys);
+  bool barrier = ddl_barrier || !row_keys(batch.ops, keys);
   if (barrier) services_.metrics().async_barriers().Increment();
-  batch.ticket = services_.commit_order().take(keys, barrier);
+  batch.ticket = ddl_barrier ? *ddl_barrier : services_.commit_order().take(keys, barrier, began);
   batch.scoped_settings =
       std::any_of(session_statements_.begin(), session_statements_.end(),
                   [&](const auto& s) { return s.transaction_scoped && s.seq > transaction_seq_; });
@@ -1152,14 +1185,18 @@ void SecondaryLink::hand_over(bool committed) {
 }
 
 void SecondaryLink::hand_over_applied() {
-  if (pending_.empty()) return;
+  std::optional<uint64_t> ddl_barrier = answered_ddl_barrier();
+  if (pending_.empty()) {
+    if (ddl_barrier) services_.commit_order().done(*ddl_barrier); // the DDL failed
+    return;
+  }
   Batch batch;
   batch.ops = std::move(pending_);
   pending_.clear();
   pending_bytes_ = 0;
   batch.atomic = false;
   services_.metrics().async_barriers().Increment();
-  batch.ticket = services_.commit_order().take({}, true);
+  batch.ticket = ddl_barrier ? *ddl_barrier : services_.commit_order().take({}, true);
   enqueue(std::move(batch));
 }
 

@@ -87,10 +87,7 @@ public:
   void release_savepoint(const std::string& name);
   void rollback_to_savepoint(const std::string& name);
   //! Drops the open transaction's writes (the client rolled back).
-  void discard() {
-    pending_.clear();
-    pending_bytes_ = 0;
-  }
+  void discard();
   bool has_pending() const { return !pending_.empty(); }
 
   //! Applies the open transaction's writes to the secondary, bounded by mirror.timeout, in
@@ -98,6 +95,12 @@ public:
   //! apply_together); `atomic` false runs each on its own, as the client ran DDL outside a
   //! transaction block (CREATE INDEX CONCURRENTLY refuses one).
   asio::awaitable<void> commit(bool atomic = true);
+  //! write_mode async, as a statement goes to the primary: the first of a transaction notes
+  //! where Services::commit_order stood then (see CommitOrder::take). DDL that runs on its
+  //! own (`ddl_on_its_own`: outside a transaction block of the client's) takes its barrier
+  //! there now rather than once the primary answered it: a write the primary runs after it
+  //! may commit before switchyard has read that answer, and must reach the secondary after it.
+  void note_sent(bool ddl_on_its_own);
   //! write_mode async, just before the COMMIT goes to the primary: the open transaction's
   //! writes take their place in Services::commit_order. Taken now, the order is the
   //! primary's: a transaction waiting for one of these rows cannot commit before this one.
@@ -225,6 +228,10 @@ private:
   //! Returns a shared connection_ after an apply or a read, unless it is in doubt (then
   //! closed); a connection of the session's own stays.
   void give_back_shared();
+  //! This session's DDL barrier, taken as the DDL was sent, now that the primary answered it.
+  std::optional<uint64_t> answered_ddl_barrier();
+  //! Lets go of that barrier without applying anything (the DDL failed or rolled back).
+  void release_ddl_barrier();
   //! Ends a connection politely in the background.
   void retire(std::unique_ptr<SecondaryConnection> connection);
   //! The shape of the table `op` writes, as its name resolves under the op's settings and
@@ -308,7 +315,9 @@ private:
   bool read_transaction_open_ = false;
   asio::any_io_executor executor_; // the session's: the async queue is applied there
   std::deque<Batch> queue_;
-  std::optional<Batch> reserved_; // its COMMIT is on the way to the primary
+  std::optional<Batch> reserved_;             // its COMMIT is on the way to the primary
+  std::optional<uint64_t> transaction_began_; // the commit order's position as it began
+  std::optional<uint64_t> ddl_barrier_;       // its DDL's, taken as the DDL was sent
   bool applying_ = false;
   asio::steady_timer applied_;             // cancelled when the queue ran empty
   std::string unconfirmed_read_statement_; // the prepared key of a read's Parse not yet answered

@@ -509,14 +509,18 @@ def test_prepared_writes_run_on_after_a_column_is_added_to_their_table(pair, sta
     assert proxy.metric("switchyard_journal_entries_total") == 0
 
 
-def test_a_prepared_write_bound_while_ddl_waits_for_its_lock_runs_after_it(pair, start_proxy, tmp_path):
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_a_prepared_write_bound_while_ddl_waits_for_its_lock_runs_after_it(pair, start_proxy, tmp_path,
+                                                                           write_mode):
     """Another session's prepared write (its row image `t.*` prepared with it) bound while an
     ALTER TABLE ... ADD COLUMN waited for its lock ran after the DDL on the primary and failed
     with "cached plan must not change result type": switchyard counted the DDL only once its
     answer was in. The write also reached the secondary before the DDL did and was refused
-    there for the column it lacked; it waits for the DDL and is applied (sync mode)."""
+    there for the column it lacked: in sync mode it waits for the DDL and is applied again; in
+    async mode it took its place in the commit order before the DDL's, which was taken only
+    once the primary had answered the DDL."""
     primary, secondary = pair
-    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
     insert = "INSERT INTO events (account) VALUES (%s) RETURNING account"
     outcome = {}
     with psycopg.connect(proxy.dsn(), autocommit=True) as writer, \
@@ -549,6 +553,40 @@ def test_a_prepared_write_bound_while_ddl_waits_for_its_lock_runs_after_it(pair,
         migration.join(timeout=30)
         writing.join(timeout=30)
     assert "error" not in outcome and outcome["rows"] == [(2,)], outcome
+    if write_mode == "async":
+        assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert proxy.metric_sum("switchyard_mirror_failures_total") == 0, proxy.log()
+    assert_identical(primary, secondary, {"events": "id"})
+
+
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_a_transaction_that_holds_back_ddl_reaches_the_secondary_before_it(pair, start_proxy, tmp_path,
+                                                                           write_mode):
+    """A transaction that wrote to a table before an ALTER TABLE ... DROP COLUMN was sent holds
+    the DDL back on the primary until it commits, though it commits after the DDL was sent: its
+    rows, which have the column, go to the secondary before the DDL does."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("ALTER TABLE events ADD COLUMN note text")
+    with psycopg.connect(proxy.dsn()) as writer:
+        writer.execute("INSERT INTO events (account, note) VALUES (1, 'before the drop')")
+
+        def migrate():
+            with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+                conn.execute("ALTER TABLE events DROP COLUMN note")
+
+        migration = threading.Thread(target=migrate)
+        migration.start()
+        assert wait_for(lambda: primary.sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                                            "'Lock' AND datname = 'postgres'") == "1", timeout=10)
+        writer.commit()
+        migration.join(timeout=30)
+        writer.execute("INSERT INTO events (account) VALUES (2)")
+        writer.commit()
+    if write_mode == "async":
+        assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert primary.sql("SELECT string_agg(account::text, ',' ORDER BY id) FROM events") == "1,2"
     assert proxy.metric_sum("switchyard_mirror_failures_total") == 0, proxy.log()
     assert_identical(primary, secondary, {"events": "id"})
 

@@ -99,3 +99,79 @@ TEST_CASE(
   CHECK_FALSE(order.ready_with(barrier, {first, same_row, both_rows})); // never joins
   CHECK_FALSE(order.ready_with(after_barrier, {first}));                // waits for it
 }
+
+TEST_CASE("a transaction that began before running DDL was sent goes before its barrier") {
+  Run run;
+  uint64_t began = run.order.position(); // BEGIN; INSERT ... (holding its locks)
+  uint64_t ddl = run.order.take_ddl_barrier();
+  uint64_t after = run.order.take({2}, false, run.order.position()); // began after the DDL
+  uint64_t held_back = run.order.take({1}, false, began); // commits while the DDL waits for it
+  run.start(after);
+  run.start(ddl);
+  run.start(held_back);
+  run.settle();
+  CHECK(run.applied == std::vector<uint64_t>{held_back, ddl, after});
+
+  // Once the primary answered the DDL, a transaction that began before it goes after it.
+  uint64_t began_early = run.order.position();
+  uint64_t answered = run.order.take_ddl_barrier();
+  run.order.ddl_answered(answered);
+  uint64_t late = run.order.take({3}, false, began_early);
+  run.start(late);
+  run.start(answered, false);
+  run.settle();
+  CHECK(run.applied.back() == answered);
+  run.order.done(answered);
+  run.settle();
+  CHECK(run.applied.back() == late);
+  CHECK(run.order.pending() == 0);
+}
+
+TEST_CASE("a transaction that follows one after running DDL goes after the DDL") {
+  Run run;
+  uint64_t began = run.order.position();
+  uint64_t ddl = run.order.take_ddl_barrier();
+  uint64_t after = run.order.take({5}, false, run.order.position());
+  uint64_t same_row = run.order.take({5}, false, began); // wrote row 5 after `after` did
+  uint64_t other_row = run.order.take({6}, false, began);
+  run.start(same_row);
+  run.start(other_row);
+  run.start(after);
+  run.start(ddl);
+  run.settle();
+  CHECK(run.applied == std::vector<uint64_t>{other_row, ddl, after, same_row});
+}
+
+TEST_CASE("a transaction goes before every running DDL sent after it began") {
+  Run run;
+  uint64_t began = run.order.position();
+  uint64_t first_ddl = run.order.take_ddl_barrier();
+  uint64_t second_ddl = run.order.take_ddl_barrier();
+  uint64_t held_back = run.order.take({1}, false, began);
+  uint64_t between = run.order.position();
+  uint64_t third_ddl = run.order.take_ddl_barrier();
+  uint64_t after_first = run.order.take({2}, false, between); // before the third only
+  run.start(third_ddl);
+  run.start(after_first);
+  run.start(second_ddl);
+  run.start(first_ddl);
+  run.start(held_back);
+  run.settle();
+  CHECK(run.applied ==
+        std::vector<uint64_t>{held_back, first_ddl, second_ddl, after_first, third_ddl});
+}
+
+TEST_CASE("a transaction without row keys that began before running DDL goes before it too") {
+  Run run;
+  uint64_t began = run.order.position();
+  uint64_t ddl = run.order.take_ddl_barrier();
+  uint64_t after = run.order.take({2}, false, run.order.position());
+  uint64_t held_back = run.order.take({}, true, began); // a barrier of its own
+  uint64_t also_held_back = run.order.take({3}, false, began);
+  run.start(after);
+  run.start(ddl);
+  run.start(also_held_back);
+  run.start(held_back);
+  run.settle();
+  CHECK(run.applied == std::vector<uint64_t>{held_back, also_held_back, ddl, after});
+}
