@@ -22,16 +22,28 @@ template <size_t N> bool is_one_of(const std::string_view (&list)[N], std::strin
 // SELECT makes it a write (it may change data), mirrored as a statement.
 constexpr std::string_view kReadOnlyFunctions[] = {
     "abs",
+    "acos",
     "age",
     "array_agg",
+    "array_append",
+    "array_cat",
+    "array_dims",
+    "array_fill",
     "array_length",
     "array_lower",
+    "array_ndims",
     "array_position",
     "array_positions",
+    "array_prepend",
+    "array_remove",
+    "array_replace",
     "array_to_json",
     "array_to_string",
     "array_upper",
     "ascii",
+    "asin",
+    "atan",
+    "atan2",
     "avg",
     "bit_and",
     "bit_length",
@@ -50,14 +62,22 @@ constexpr std::string_view kReadOnlyFunctions[] = {
     "coalesce",
     "concat",
     "concat_ws",
+    "convert_from",
+    "convert_to",
     "corr",
+    "cos",
     "count",
+    "covar_pop",
+    "covar_samp",
     "current_database",
     "current_schema",
+    "current_schemas",
     "current_setting",
     "current_user",
+    "date_bin",
     "date_part",
     "date_trunc",
+    "daterange",
     "decode",
     "degrees",
     "dense_rank",
@@ -66,30 +86,70 @@ constexpr std::string_view kReadOnlyFunctions[] = {
     "every",
     "exp",
     "extract",
+    "factorial",
     "first_value",
     "floor",
     "format",
+    "gcd",
     "generate_series",
     "generate_subscripts",
     "greatest",
     "has_table_privilege",
     "initcap",
+    "int4range",
+    "int8range",
+    "isempty",
     "isfinite",
     "json_agg",
+    "json_array_elements",
+    "json_array_elements_text",
+    "json_array_length",
     "json_build_array",
     "json_build_object",
+    "json_each",
+    "json_each_text",
     "json_extract_path",
     "json_extract_path_text",
+    "json_object",
     "json_object_agg",
+    "json_object_keys",
+    "json_populate_record",
+    "json_strip_nulls",
+    "json_to_record",
+    "json_to_recordset",
+    "json_typeof",
     "jsonb_agg",
+    "jsonb_array_elements",
+    "jsonb_array_elements_text",
+    "jsonb_array_length",
     "jsonb_build_array",
     "jsonb_build_object",
+    "jsonb_each",
+    "jsonb_each_text",
     "jsonb_extract_path",
     "jsonb_extract_path_text",
+    "jsonb_insert",
+    "jsonb_object",
     "jsonb_object_agg",
+    "jsonb_object_keys",
+    "jsonb_path_exists",
+    "jsonb_path_match",
+    "jsonb_path_query",
+    "jsonb_path_query_array",
+    "jsonb_path_query_first",
+    "jsonb_populate_record",
+    "jsonb_pretty",
     "jsonb_set",
+    "jsonb_strip_nulls",
+    "jsonb_to_record",
+    "jsonb_to_recordset",
+    "jsonb_typeof",
+    "justify_days",
+    "justify_hours",
+    "justify_interval",
     "lag",
     "last_value",
+    "lcm",
     "lead",
     "least",
     "left",
@@ -98,21 +158,26 @@ constexpr std::string_view kReadOnlyFunctions[] = {
     "localtime",
     "localtimestamp",
     "log",
+    "log10",
     "lower",
+    "lower_inc",
     "lpad",
     "ltrim",
     "make_date",
     "make_interval",
+    "make_time",
     "make_timestamp",
     "make_timestamptz",
     "max",
     "md5",
     "min",
     "mod",
+    "mode",
     "now",
     "nth_value",
     "ntile",
     "nullif",
+    "numrange",
     "octet_length",
     "overlay",
     "percent_rank",
@@ -120,18 +185,32 @@ constexpr std::string_view kReadOnlyFunctions[] = {
     "percentile_disc",
     "pg_backend_pid",
     "pg_column_size",
+    "pg_size_pretty",
+    "phraseto_tsquery",
     "pi",
+    "plainto_tsquery",
     "position",
     "power",
     "quote_ident",
     "quote_literal",
     "quote_nullable",
     "radians",
+    "range_merge",
     "rank",
+    "regexp_count",
+    "regexp_instr",
+    "regexp_like",
     "regexp_match",
     "regexp_matches",
     "regexp_replace",
     "regexp_split_to_array",
+    "regexp_substr",
+    "regr_avgx",
+    "regr_avgy",
+    "regr_count",
+    "regr_intercept",
+    "regr_r2",
+    "regr_slope",
     "repeat",
     "replace",
     "reverse",
@@ -141,22 +220,56 @@ constexpr std::string_view kReadOnlyFunctions[] = {
     "row_to_json",
     "rpad",
     "rtrim",
+    "setweight",
+    "sha224",
+    "sha256",
+    "sha384",
+    "sha512",
     "sign",
+    "sin",
     "split_part",
     "sqrt",
+    "starts_with",
     "statement_timestamp",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
     "string_agg",
+    "string_to_array",
+    "string_to_table",
     "strpos",
     "substr",
     "substring",
     "sum",
+    "tan",
     "timezone",
     "to_char",
+    "to_date",
+    "to_hex",
     "to_json",
     "to_jsonb",
     "to_number",
     "to_timestamp",
+    "to_tsquery",
+    "to_tsvector",
+    "transaction_timestamp",
+    "translate",
+    "trim_array",
+    "trunc",
+    "ts_headline",
+    "ts_rank",
+    "ts_rank_cd",
+    "tsrange",
+    "tstzrange",
+    "unnest",
+    "upper",
+    "upper_inc",
+    "var_pop",
+    "var_samp",
+    "variance",
     "version",
+    "websearch_to_tsquery",
+    "width_bucket",
 };
 
 // Functions with effects only on the connection they run on; mirroring them would do harm
@@ -174,6 +287,52 @@ constexpr std::string_view kPrimaryOnlyFunctions[] = {
     "pg_terminate_backend",
     "txid_current",
     "pg_current_xact_id",
+};
+
+// Read-only functions that answer from the system catalogs, which differ between the two
+// databases (OIDs, sizes, definitions): a read calling one stays on the primary, as one
+// reading a catalog table does. psql's \d and pgbench's start-up call them.
+constexpr std::string_view kCatalogFunctions[] = {
+    "col_description",
+    "format_type",
+    "has_column_privilege",
+    "has_database_privilege",
+    "has_function_privilege",
+    "has_schema_privilege",
+    "has_sequence_privilege",
+    "obj_description",
+    "pg_collation_is_visible",
+    "pg_database_size",
+    "pg_encoding_to_char",
+    "pg_function_is_visible",
+    "pg_get_constraintdef",
+    "pg_get_expr",
+    "pg_get_function_arguments",
+    "pg_get_function_identity_arguments",
+    "pg_get_function_result",
+    "pg_get_functiondef",
+    "pg_get_indexdef",
+    "pg_get_partkeydef",
+    "pg_get_ruledef",
+    "pg_get_serial_sequence",
+    "pg_get_statisticsobjdef",
+    "pg_get_triggerdef",
+    "pg_get_userbyid",
+    "pg_get_viewdef",
+    "pg_has_role",
+    "pg_indexes_size",
+    "pg_relation_size",
+    "pg_table_is_visible",
+    "pg_table_size",
+    "pg_tablespace_location",
+    "pg_total_relation_size",
+    "pg_type_is_visible",
+    "pg_typeof",
+    "shobj_description",
+    "to_regclass",
+    "to_regnamespace",
+    "to_regproc",
+    "to_regtype",
 };
 
 // Read-only functions whose answer depends on the connection or the instant it runs: a
@@ -293,8 +452,6 @@ struct TreeFacts {
   std::vector<std::string> unknown_calls; // functions off the read-only allow-list
 };
 
-// The system catalogs and information_schema, by name as a query names them: what they say
-// about a database (OIDs above all) differs between the two.
 // The object's own name in a qualified name (a list of String nodes): its last; empty if none.
 std::string_view last_name(const json::array& names) {
   if (names.empty() || !names.back().is_object()) return {};
@@ -302,6 +459,22 @@ std::string_view last_name(const json::array& names) {
   return s != nullptr && s->is_object() ? string_at(s->get_object(), "sval") : std::string_view();
 }
 
+// A function's name as one of PostgreSQL's own: unqualified or in pg_catalog. Empty for one
+// a schema of the database's names, which may be anything (and write).
+std::string_view builtin_name(const json::array& names) {
+  if (names.size() == 2) {
+    const json::value& schema = names.front();
+    const json::value* s = schema.is_object() ? schema.get_object().if_contains("String") : nullptr;
+    if (s == nullptr || !s->is_object() || string_at(s->get_object(), "sval") != "pg_catalog")
+      return {};
+  } else if (names.size() != 1) {
+    return {};
+  }
+  return last_name(names);
+}
+
+// The system catalogs and information_schema, by name as a query names them: what they say
+// about a database (OIDs above all) differs between the two.
 bool names_catalog(const json::object& range) {
   std::string_view schema = string_at(range, "schemaname");
   if (schema == "pg_catalog" || schema == "information_schema") return true;
@@ -333,10 +506,13 @@ void note_member(std::string_view key, const json::value& child, bool top, TreeF
   } else if (key == "FuncCall" && child.is_object()) {
     const json::value* names = child.get_object().if_contains("funcname");
     if (names != nullptr && names->is_array() && !names->get_array().empty()) {
-      std::string_view name = last_name(names->get_array());
+      std::string_view name = builtin_name(names->get_array());
       if (is_one_of(kPrimaryOnlyFunctions, name)) {
         facts.primary_only_call = true;
+      } else if (is_one_of(kCatalogFunctions, name)) {
+        facts.catalog = true;
       } else if (!is_one_of(kReadOnlyFunctions, name)) {
+        name = last_name(names->get_array()); // as the client wrote it, schema aside
         if (std::find(facts.unknown_calls.begin(), facts.unknown_calls.end(), name) ==
             facts.unknown_calls.end()) {
           facts.unknown_calls.emplace_back(name);

@@ -116,6 +116,10 @@ def test_only_safe_reads_leave_the_primary_and_transactions_keep_their_decision(
         assert side_of(pgconn, b"SELECT side FROM whoami FOR SHARE") == "primary"
         assert side_of(pgconn, b"SELECT side FROM whoami WHERE pg_backend_pid() > 0") == "primary"
         assert side_of(pgconn, b"SELECT side FROM whoami WHERE random() >= 0") == "primary"
+        # PostgreSQL's own functions are known by name: pure ones are safe; those that answer
+        # from the catalogs read the primary's.
+        assert side_of(pgconn, b"SELECT lower(upper(side)) FROM whoami") == "secondary"
+        assert side_of(pgconn, b"SELECT side FROM whoami WHERE pg_relation_size('whoami') >= 0") == "primary"
         # A transaction that wrote reads its own writes on the primary.
         assert pgconn.exec_(b"BEGIN").status == psycopg.pq.ExecStatus.COMMAND_OK
         assert side_of(pgconn) == "secondary"  # not written yet: the read transaction's side

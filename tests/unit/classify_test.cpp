@@ -42,6 +42,36 @@ TEST_CASE("reads stay reads; locking, writing CTEs and unknown functions do not"
   CHECK(advisory.mirror == MirrorPlan::kNone);
 }
 
+TEST_CASE("built-in functions are known by their own name, not by a schema's function of it") {
+  Statement pure = only("SELECT upper(name), unnest(tags), to_date(d, 'YYYY') FROM t");
+  CHECK(pure.kind == StatementKind::kRead);
+  CHECK_FALSE(pure.reads_catalog);
+  CHECK(only("SELECT pg_catalog.upper(name) FROM t").kind == StatementKind::kRead);
+
+  Statement own = only("SELECT app.upper(name) FROM t");
+  CHECK(own.kind == StatementKind::kWrite);
+  CHECK(own.mirror == MirrorPlan::kStatement);
+  CHECK(own.unlisted_functions == std::vector<std::string>{"upper"});
+
+  // pgbench's start-up and psql's \dt: reads of the primary's catalog, never mirrored.
+  for (const char* sql :
+       {"select o.n, p.partstrat, pg_catalog.count(i.inhparent) from pg_catalog.pg_class as c "
+        "join pg_catalog.pg_namespace as n on (n.oid = c.relnamespace) cross join lateral "
+        "(select pg_catalog.array_position(pg_catalog.current_schemas(true), n.nspname)) as o(n) "
+        "left join pg_catalog.pg_partitioned_table as p on (p.partrelid = c.oid) left join "
+        "pg_catalog.pg_inherits as i on (c.oid = i.inhparent) where c.relname = "
+        "'pgbench_accounts' and o.n is not null group by 1, 2 order by 1 asc limit 1",
+        "SELECT n.nspname, c.relname, pg_catalog.pg_get_userbyid(c.relowner) FROM "
+        "pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r','p','') AND pg_catalog.pg_table_is_visible(c.oid)",
+        "SELECT pg_size_pretty(pg_total_relation_size('t'))"}) {
+    Statement s = only(sql);
+    CHECK(s.kind == StatementKind::kRead);
+    CHECK(s.mirror == MirrorPlan::kNone);
+    CHECK(s.reads_catalog);
+  }
+}
+
 TEST_CASE("an INSERT tells the columns it gives values of its own from those left DEFAULT") {
   Statement listed = only("INSERT INTO t (id, a, b) VALUES (DEFAULT, 1, DEFAULT), (DEFAULT, 2, 3)");
   CHECK(listed.valued_columns == std::vector<std::string>{"a", "b"});
