@@ -1149,14 +1149,20 @@ std::optional<uint64_t> SecondaryLink::answered_ddl_barrier() {
 }
 
 void SecondaryLink::release_ddl_barrier() {
-  if (auto barrier = answered_ddl_barrier()) services_.commit_order().done(*barrier);
+  if (auto barrier = answered_ddl_barrier()) release(*barrier);
+}
+
+void SecondaryLink::release(uint64_t ticket) {
+  CommitOrder& order = services_.commit_order();
+  order.done(ticket);
+  services_.metrics().async_queue().Set(static_cast<double>(order.pending()));
 }
 
 void SecondaryLink::reserve() {
   std::optional<uint64_t> began = std::exchange(transaction_began_, std::nullopt);
   std::optional<uint64_t> ddl_barrier = answered_ddl_barrier();
   if (pending_.empty() || reserved_) {
-    if (ddl_barrier) services_.commit_order().done(*ddl_barrier); // the DDL failed
+    if (ddl_barrier) release(*ddl_barrier); // the DDL failed
     return;
   }
   Batch batch;
@@ -1178,7 +1184,7 @@ void SecondaryLink::hand_over(bool committed) {
   Batch batch = std::move(*reserved_);
   reserved_.reset();
   if (!committed) {
-    services_.commit_order().done(batch.ticket); // the primary rolled it back
+    release(batch.ticket); // the primary rolled it back
     return;
   }
   enqueue(std::move(batch));
@@ -1187,7 +1193,7 @@ void SecondaryLink::hand_over(bool committed) {
 void SecondaryLink::hand_over_applied() {
   std::optional<uint64_t> ddl_barrier = answered_ddl_barrier();
   if (pending_.empty()) {
-    if (ddl_barrier) services_.commit_order().done(*ddl_barrier); // the DDL failed
+    if (ddl_barrier) release(*ddl_barrier); // the DDL failed
     return;
   }
   Batch batch;

@@ -232,6 +232,8 @@ private:
   std::optional<uint64_t> answered_ddl_barrier();
   //! Lets go of that barrier without applying anything (the DDL failed or rolled back).
   void release_ddl_barrier();
+  //! Lets go of a ticket never queued (its writes were dropped), keeping the queue's gauge.
+  void release(uint64_t ticket);
   //! Ends a connection politely in the background.
   void retire(std::unique_ptr<SecondaryConnection> connection);
   //! The shape of the table `op` writes, as its name resolves under the op's settings and

@@ -559,6 +559,48 @@ def test_a_prepared_write_bound_while_ddl_waits_for_its_lock_runs_after_it(pair,
     assert_identical(primary, secondary, {"events": "id"})
 
 
+def test_ddl_that_fails_on_the_primary_holds_up_no_later_commit(pair, start_proxy, tmp_path):
+    """Async mode: DDL takes its place in the commit order as it is sent. When the primary
+    refuses it (here a lock_timeout while it waits for a lock), that place is given up: later
+    commits apply, and the queue's gauge, set while an earlier commit was applied, drops to 0."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  timeout: 30s\n")
+                        + "write_mode: async\n")
+    outcome = {}
+    with psycopg.connect(proxy.dsn(), autocommit=True) as writer, \
+            psycopg.connect(primary.uri(), autocommit=True) as holder:
+        secondary.signal(signal.SIGSTOP)
+        try:
+            writer.execute("INSERT INTO balances (account) VALUES (1)")  # applies once resumed
+            holder.execute("BEGIN")
+            holder.execute("LOCK TABLE events IN ACCESS SHARE MODE")
+
+            def migrate():
+                with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+                    conn.execute("SET lock_timeout = '3s'")
+                    try:
+                        conn.execute("ALTER TABLE events ADD COLUMN region text")
+                    except psycopg.errors.LockNotAvailable as e:
+                        outcome["error"] = e
+
+            migration = threading.Thread(target=migrate)
+            migration.start()
+            assert wait_for(lambda: primary.sql("SELECT count(*) FROM pg_stat_activity WHERE "
+                                                "wait_event_type = 'Lock' AND datname = 'postgres'") == "1",
+                            timeout=10)
+        finally:
+            secondary.signal(signal.SIGCONT)
+        assert wait_for(lambda: secondary.sql("SELECT count(*) FROM balances") == "1", timeout=30)
+        migration.join(timeout=30)
+        holder.execute("COMMIT")
+        assert "error" in outcome
+        assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+        writer.execute("INSERT INTO events (account) VALUES (2)")
+    assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert proxy.metric_sum("switchyard_mirror_failures_total") == 0, proxy.log()
+    assert_identical(primary, secondary, {"balances": "account", "events": "id"})
+
+
 @pytest.mark.parametrize("write_mode", ["sync", "async"])
 def test_a_transaction_that_holds_back_ddl_reaches_the_secondary_before_it(pair, start_proxy, tmp_path,
                                                                            write_mode):
