@@ -638,6 +638,18 @@ void note_filled_columns(const json::object& stmt, Statement& out) {
   }
 }
 
+// Statement::reshapes_table of DDL `node`.
+void note_reshaped_table(std::string_view node, const json::object& stmt, Statement& out) {
+  if (node == "AlterTableStmt" || node == "RenameStmt") {
+    const json::value* relation = stmt.if_contains("relation");
+    if (relation != nullptr && relation->is_object()) {
+      out.reshapes_table = std::string(string_at(relation->get_object(), "relname"));
+    }
+  } else if (node == "DropStmt" && string_at(stmt, "behavior") == "DROP_CASCADE") {
+    out.reshapes_table = std::string(); // a column of a type or domain dropped may be anywhere
+  }
+}
+
 std::vector<std::string> set_columns_of(const json::object& stmt) {
   std::vector<std::string> columns;
   const json::value* list = stmt.if_contains("targetList");
@@ -997,6 +1009,7 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
     } else if (node == "AlterTableStmt") {
       note_filled_columns(body, out);
     }
+    note_reshaped_table(node, body, out);
     return;
   }
   out.kind = StatementKind::kUnknown;

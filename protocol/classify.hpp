@@ -87,6 +87,9 @@ struct Statement {
   //! TABLE ... ADD COLUMN with a default that is not a constant (now(), random(), a serial or
   //! identity column), the values that default gave the rows the table had.
   TableFill fills_table = TableFill::kNone;
+  //! DDL that may change the columns of tables that exist: the table's name (without its
+  //! schema) for ALTER TABLE and RENAME, empty when it may be any (DROP ... CASCADE).
+  std::optional<std::string> reshapes_table;
   std::optional<CopyFrom> copy_from;    //!< COPY FROM STDIN
   std::vector<std::string> set_columns; //!< UPDATE ... SET targets (a key change needs care)
   //! INSERT: the columns some row gives a value of its own rather than DEFAULT, so a serial

@@ -19,6 +19,7 @@
 #include "protocol/row_image.hpp"
 #include "protocol/wire.hpp"
 #include "proxy/backend_query.hpp"
+#include "proxy/bound_plans.hpp"
 #include "proxy/log_limiter.hpp"
 #include "proxy/message_reader.hpp"
 #include "proxy/oid_translation.hpp"
@@ -56,6 +57,9 @@ constexpr size_t kDescribedBodies = 256;
 constexpr auto kDescribedTtl = std::chrono::seconds(30);
 // How often a write held by the role fence looks again; the fence is closed only briefly.
 constexpr auto kRoleFencePoll = std::chrono::milliseconds(2);
+// How often DDL waiting for other sessions' Binds looks again; they are answered in well
+// under a millisecond unless a lock holds them.
+constexpr auto kBoundPlanPoll = std::chrono::milliseconds(1);
 
 // Raised by the primary in place of DDL when mirror.ddl is reject, so the error arrives in
 // protocol order and the extended protocol skips to Sync exactly as for any other error.
@@ -173,6 +177,10 @@ struct Expect {
   //! A rewritten statement's Describe or Bind: its width, or a refusal of it, goes to its
   //! books (PreparedInfo::primary_width, prepared_epoch).
   std::shared_ptr<const PreparedInfo> rewritten_statement;
+  //! ... bound with the plan it was prepared with, or an EXECUTE of such a SQL-prepared
+  //! write: DDL on its table waits for its answer (see BoundPlans).
+  BoundPlans::Hold bound_plan;
+  BoundPlans::DdlUnderWay ddl_under_way; // DDL: until its answer is in (see BoundPlans)
 };
 
 //! Serializes writes to the client from the two pumps, keeping their order.
@@ -493,13 +501,16 @@ private:
       Expect expect{ExpectKind::kQuery};
       note_prepared_names(s, prepare_image.value_or(std::string()), expect);
       if (executed && s.mirror == MirrorPlan::kRowImage) {
+        expect.bound_plan = services_.bound_plans().hold(s.target.name);
         std::string ahead;
-        for (const std::string& again :
-             statements_preparing_again(statements[i], expect.prepared_before)) {
+        for (const std::string& again : statements_preparing_again(
+                 statements[i], expect.bound_plan.epoch(), expect.prepared_before)) {
           ahead += again;
           ahead += "\n;"; // the newline ends a trailing "-- comment"
           ++expect.completes_to_drop;
         }
+        // Prepared again in the EXECUTE's transaction, with no DDL between.
+        if (!ahead.empty()) expect.bound_plan = BoundPlans::Hold();
         expect.position_shift += character_count(ahead);
         send.insert(0, ahead);
         expect.sql_name = statements[i].prepared_name;
@@ -519,6 +530,9 @@ private:
       expect.keep = executed ? executed : classification;
       expect.statement = &s;
       expect.op = make_op(s, text, nullptr);
+      if (s.kind == StatementKind::kDdl) {
+        if (auto c = co_await before_sending_ddl(s, in_client_block, expect)) co_return c;
+      }
       note_sent(s, in_client_block);
       expect.hand_over = hands_over(s.transaction);
       copy_in_started_ = false;
@@ -947,7 +961,7 @@ private:
       } else if (info->statement->mirror == MirrorPlan::kRowImage) {
         parse->query = protocol::with_row_image(info->text, *info->statement, primary_dialect());
         info->rewritten = true;
-        info->prepared_epoch = services_.schema_epoch().load(std::memory_order_relaxed);
+        info->prepared_epoch = services_.bound_plans().plan_epoch();
       } else if (auto prepare_image = prepare_with_row_image(info->text, *info->statement)) {
         parse->query = *prepare_image;
         info->prepare_image = std::move(*prepare_image);
@@ -993,16 +1007,23 @@ private:
       if (held_parse_) release_held_parse();
       if (bind->statement.empty()) send_unsent_parse();
       if (prepared && prepared->rewritten) {
+        BoundPlans::Hold hold; // taken before the epoch is compared (see BoundPlans)
         if (prepared->executes) {
           prepare_sql_name_again(prepared->executes->statements[0]);
-        } else if (prepared_before_ddl(*prepared)) {
-          prepare_again(bind->statement, prepared);
+        } else {
+          hold = services_.bound_plans().hold(prepared->statement->target.name);
+          if (!prepared->statement->returning_star &&
+              prepared_before_ddl(*prepared, hold.epoch())) {
+            hold = BoundPlans::Hold(); // prepared again in the Bind's transaction: no DDL between
+            prepare_again(bind->statement, prepared);
+          }
         }
         if (!fit_result_formats(*prepared, bind->result_formats)) {
           describe_internally(bind->statement, prepared);
-          undescribed_bind_.emplace(*bind, prepared); // sent by bind_once_described
+          undescribed_bind_ =
+              UndescribedBind{*bind, prepared, std::move(hold)}; // see bind_once_described
         } else {
-          send_bind(*bind, prepared);
+          send_bind(*bind, prepared, std::move(hold));
         }
       } else {
         send_bind(*bind, nullptr);
@@ -1013,10 +1034,12 @@ private:
     return std::nullopt;
   }
 
-  void send_bind(const protocol::BindMessage& bind, std::shared_ptr<const PreparedInfo> rewritten) {
+  void send_bind(const protocol::BindMessage& bind, std::shared_ptr<const PreparedInfo> rewritten,
+                 BoundPlans::Hold hold = {}) {
     protocol::append_bind(to_primary_, bind);
     Expect expect{ExpectKind::kBind};
     expect.rewritten_statement = std::move(rewritten);
+    expect.bound_plan = std::move(hold);
     expects_.push_back(std::move(expect));
   }
 
@@ -1026,12 +1049,13 @@ private:
   // and PostgreSQL refuses to run a prepared statement whose result changed ("cached plan
   // must not change result type", 0A000), though the client's own columns are unchanged.
 
-  // Prepared before DDL through switchyard, or refused so since (DDL that bypassed it). A
-  // client's own `RETURNING *` changes with the table too: PostgreSQL's refusal is then the
-  // client's to see, as without switchyard. An `EXECUTE name` is not the statement prepared.
-  bool prepared_before_ddl(const PreparedInfo& prepared) const {
-    return !prepared.executes && !prepared.statement->returning_star &&
-           prepared.prepared_epoch != services_.schema_epoch().load(std::memory_order_relaxed);
+  // Whether a rewritten statement must be prepared again before it is bound, at schema epoch
+  // `epoch`: it was prepared before DDL through switchyard, or refused so since (DDL that
+  // bypassed it). Not asked of a client's own `RETURNING *`, which changes with the table
+  // too: PostgreSQL's refusal is then the client's to see, as without switchyard; nor of an
+  // `EXECUTE name`, which is not the statement prepared.
+  static bool prepared_before_ddl(const PreparedInfo& prepared, uint64_t epoch) {
+    return prepared.prepared_epoch != epoch;
   }
 
   // Prepares the statement `name` again on the primary, under the same name, and describes it.
@@ -1051,7 +1075,7 @@ private:
       expects_.push_back(std::move(expect));
     }
     describe_internally(name, prepared);
-    prepared->prepared_epoch = services_.schema_epoch().load(std::memory_order_relaxed);
+    prepared->prepared_epoch = services_.bound_plans().plan_epoch();
     prepared->primary_width.reset();
   }
 
@@ -1063,7 +1087,8 @@ private:
   // Should the probe fail, the client sees that error in place of its Bind's answer.
   void prepare_sql_name_again(const protocol::Statement& execute) {
     std::optional<SqlPrepared> books_before;
-    for (const std::string& sql : statements_preparing_again(execute, books_before)) {
+    for (const std::string& sql : statements_preparing_again(
+             execute, services_.schema_epoch().load(std::memory_order_relaxed), books_before)) {
       protocol::append_close(to_primary_, 'P', kInternalName);
       protocol::append_parse(to_primary_,
                              protocol::ParseMessage{std::string(kInternalName), sql, {}});
@@ -1110,12 +1135,12 @@ private:
 
   // Sends the Bind on_bind kept back once the primary described its statement.
   asio::awaitable<std::optional<Closing>> bind_once_described() {
-    auto [bind, prepared] = std::move(*undescribed_bind_);
+    auto [bind, prepared, hold] = std::move(*undescribed_bind_);
     undescribed_bind_.reset();
     if (auto closing = co_await drain()) co_return closing;
     if (skipping_to_sync()) co_return std::nullopt; // an error before it: PostgreSQL skips it
     fit_result_formats(*prepared, bind.result_formats);
-    send_bind(bind, std::move(prepared));
+    send_bind(bind, std::move(prepared), std::move(hold));
     co_return std::nullopt;
   }
 
@@ -1320,6 +1345,10 @@ private:
       // The cycle's implicit transaction holds the write until the Sync (see on_sync).
       (wants_wrap(*s) ? cycle_writes_ : cycle_autocommit_mirror_) = true;
     }
+    Expect expect{ExpectKind::kExecute};
+    if (s->kind == StatementKind::kDdl) {
+      if (auto c = co_await before_sending_ddl(*s, expected_in_transaction_, expect)) co_return c;
+    }
     if (prepared->rewritten) {
       // The image's columns come from a Describe of our own, answered just before the rows.
       protocol::append_describe(to_primary_, 'P', execute->portal);
@@ -1332,7 +1361,6 @@ private:
     } else {
       forward(frame);
     }
-    Expect expect{ExpectKind::kExecute};
     expect.rewritten = prepared->rewritten;
     expect.sql_name = executed_sql_name(*prepared);
     note_prepared_names(*s, prepared->prepare_image, expect);
@@ -2006,9 +2034,8 @@ private:
     if (s.drops_all_prepared) {
       sql_prepared_.clear();
     } else if (!image_sql.empty()) {
-      sql_prepared_[s.prepared_name] =
-          SqlPreparedStatement{s.prepared_write, std::move(image_sql),
-                               services_.schema_epoch().load(std::memory_order_relaxed)};
+      sql_prepared_[s.prepared_name] = SqlPreparedStatement{s.prepared_write, std::move(image_sql),
+                                                            services_.bound_plans().plan_epoch()};
     } else if (prepare && s.prepared_read) {
       sql_prepared_[s.prepared_name] = SqlPreparedStatement{executed_read(), {}, {}};
     } else {
@@ -2017,15 +2044,15 @@ private:
   }
 
   // The statements that prepare the row-image write `execute` runs again under its name,
-  // when DDL through switchyard moved the schema epoch since it was prepared (none
+  // when DDL through switchyard moved the schema epoch since it was prepared (to `epoch`; none
   // otherwise), the books as they were kept in `books_before` (put back should they fail). A probe
   // under another name goes first: a text that no longer prepares (a column it names was dropped)
   // fails before the name is touched, as PostgreSQL fails the EXECUTE and keeps the name.
   // A client's own `RETURNING *` is left to PostgreSQL's refusal, as in prepared_before_ddl.
   std::vector<std::string> statements_preparing_again(const protocol::Statement& execute,
+                                                      uint64_t epoch,
                                                       std::optional<SqlPrepared>& books_before) {
     auto found = sql_prepared_.find(execute.prepared_name);
-    uint64_t epoch = services_.schema_epoch().load(std::memory_order_relaxed);
     if (found == sql_prepared_.end() || found->second.prepare_sql.empty() ||
         found->second.epoch == epoch || found->second.runs->statements[0].returning_star) {
       return {};
@@ -2033,7 +2060,7 @@ private:
     auto probe = protocol::prepare_renamed(found->second.prepare_sql, kProbeName);
     if (!probe) return {};
     if (!books_before) books_before = sql_prepared_;
-    found->second.epoch = epoch;
+    found->second.epoch = services_.bound_plans().plan_epoch();
     return {std::move(*probe), "DEALLOCATE " + std::string(kProbeName),
             "DEALLOCATE " + protocol::quote_identifier(execute.prepared_name),
             found->second.prepare_sql};
@@ -2067,20 +2094,40 @@ private:
     return true;
   }
 
+  // DDL about to be sent, in the client's transaction block or not (`in_block`), moves the
+  // schema epoch (see PreparedInfo), as its completion does (finish_statement): another
+  // session's rewritten statement bound while it runs is prepared again first, rather than
+  // meet the changed table and fail with 0A000, and one prepared again before the change took
+  // hold is prepared again after it. Such statements bound before the epoch moved may still
+  // reach PostgreSQL after the DDL: DDL outside a block that may change a table's columns
+  // waits for them to be answered (see BoundPlans), within mirror.timeout. (Inside a block
+  // they may wait for a lock the block holds.) Called before the DDL is appended for the
+  // primary, and before note_sent.
+  asio::awaitable<std::optional<Closing>> before_sending_ddl(const protocol::Statement& s,
+                                                             bool in_block, Expect& expect) {
+    BoundPlans& plans = services_.bound_plans();
+    auto [epoch, under_way] = plans.ddl_sending();
+    expect.ddl_under_way = std::move(under_way);
+    if (in_block || !s.reshapes_table || !plans.held_before(epoch, *s.reshapes_table)) {
+      co_return std::nullopt;
+    }
+    if (auto c = co_await flush_primary()) co_return c; // this session's own may be unsent
+    auto deadline = Clock::now() + runtime_->config->mirror.timeout;
+    asio::steady_timer poll(co_await asio::this_coro::executor);
+    while (plans.held_before(epoch, *s.reshapes_table) && Clock::now() < deadline) {
+      poll.expires_after(kBoundPlanPoll);
+      co_await poll.async_wait(use_tuple);
+    }
+    co_return std::nullopt;
+  }
+
   // A statement on its way to the primary, in the client's transaction block or not
-  // (`in_block`). DDL moves the schema epoch now (see PreparedInfo), as its completion does
-  // (finish_statement): another session's rewritten statement bound while it runs is prepared
-  // again first, rather than meet the changed table and fail with 0A000, and one prepared
-  // again before the change took hold is prepared again after it. DDL outside a block takes
-  // its place in async mode's commit order now (SecondaryLink::note_sent), but for index
-  // builds and materialized view refreshes: no write depends on them, and they may run for
-  // long while every later commit would wait.
+  // (`in_block`). DDL outside a block takes its place in async mode's commit order now
+  // (SecondaryLink::note_sent), but for index builds and materialized view refreshes: no
+  // write depends on them, and they may run for long while every later commit would wait.
   void note_sent(const protocol::Statement& s, bool in_block) {
     bool ddl = s.kind == StatementKind::kDdl;
-    if (ddl) {
-      ++services_.schema_epoch();
-      services_.ddl_sent_at() = Clock::now().time_since_epoch().count();
-    }
+    if (ddl) services_.ddl_sent_at() = Clock::now().time_since_epoch().count();
     if (s.transaction != TransactionOp::kCommit && s.transaction != TransactionOp::kRollback) {
       link_.note_sent(ddl && !in_block &&
                       runtime_->config->mirror.ddl == config::DdlPolicy::kMirror &&
@@ -2525,8 +2572,12 @@ private:
   std::unordered_map<std::string, PortalInfo> portals_;
   SqlPrepared sql_prepared_;
   //! A Bind with a result format per column, kept until the primary describes its statement.
-  std::optional<std::pair<protocol::BindMessage, std::shared_ptr<const PreparedInfo>>>
-      undescribed_bind_;
+  struct UndescribedBind {
+    protocol::BindMessage bind;
+    std::shared_ptr<const PreparedInfo> prepared;
+    BoundPlans::Hold hold;
+  };
+  std::optional<UndescribedBind> undescribed_bind_;
   // The secondary's RowDescriptions of routed simple reads as the primary would send them.
   std::shared_ptr<OidTranslation> oids_;
   uint64_t oids_epoch_ = 0;

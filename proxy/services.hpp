@@ -11,6 +11,7 @@
 
 #include "backfill/journal.hpp"
 #include "monitoring/metrics.hpp"
+#include "proxy/bound_plans.hpp"
 #include "proxy/cancel_registry.hpp"
 #include "proxy/commit_order.hpp"
 #include "proxy/oid_translation.hpp"
@@ -158,6 +159,8 @@ public:
   CommitOrder& commit_order() { return commit_order_; }
   //! Bumped by every mirrored DDL so sessions drop their cached table shapes.
   std::atomic<uint64_t>& schema_epoch() { return schema_epoch_; }
+  //! Rewritten statements' Binds on their way to the primary, which DDL waits for.
+  BoundPlans& bound_plans() { return bound_plans_; }
   //! When (steady-clock ticks) a session last sent DDL to the primary, and how many DDL
   //! batches the secondary has applied: a write the secondary refused for a table or column
   //! it lacks may have come between the primary's DDL and the secondary's (see
@@ -232,6 +235,7 @@ private:
   std::atomic<backfill::DivergenceJournal*> journal_{nullptr};
   std::atomic<int64_t> secondary_down_until_{0};
   std::atomic<uint64_t> schema_epoch_{0};
+  BoundPlans bound_plans_{schema_epoch_};
   std::atomic<int64_t> ddl_sent_at_{0};
   std::atomic<uint64_t> secondary_ddl_applied_{0};
   RelayLoops* relay_loops_ = nullptr;

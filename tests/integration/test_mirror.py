@@ -559,6 +559,44 @@ def test_a_prepared_write_bound_while_ddl_waits_for_its_lock_runs_after_it(pair,
     assert_identical(primary, secondary, {"events": "id"})
 
 
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_a_prepared_write_bound_just_before_ddl_was_sent_runs_before_it(pair, start_proxy, tmp_path,
+                                                                       write_mode):
+    """A Bind of a prepared write (its row image `t.*` prepared with it) that switchyard sent
+    just before another session's ALTER TABLE ... ADD COLUMN, but that PostgreSQL reached only
+    after the DDL had run, failed with "cached plan must not change result type", an error
+    PostgreSQL alone would not raise. Here the Bind waits in a pipeline behind a one-second
+    read; the DDL waits, before it is sent, for that Bind to be answered."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n"
+                        "read_routing:\n  safe_functions: [pg_sleep]\n")
+    insert = b"INSERT INTO events (account) VALUES ($1) RETURNING account"
+    with psycopg.connect(proxy.dsn(), autocommit=True) as writer:
+        pgconn = writer.pgconn
+        assert pgconn.prepare(b"write", insert).status == psycopg.pq.ExecStatus.COMMAND_OK
+        assert pgconn.exec_prepared(b"write", [b"1"]).status == psycopg.pq.ExecStatus.TUPLES_OK
+        pgconn.enter_pipeline_mode()
+        pgconn.send_query_params(b"SELECT pg_sleep(1)", None)
+        pgconn.pipeline_sync()
+        pgconn.send_query_prepared(b"write", [b"2"])
+        pgconn.pipeline_sync()
+        pgconn.flush()
+        assert wait_for(lambda: primary.sql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                                            "AND query = 'SELECT pg_sleep(1)'") == "1", timeout=10)
+        time.sleep(0.1)  # the Bind behind it reaches switchyard and the primary's socket
+        with psycopg.connect(proxy.dsn(), autocommit=True) as migrator:
+            migrator.execute("ALTER TABLE events ADD COLUMN region text DEFAULT 'eu'")
+        results = pipeline_results(pgconn, 4)
+        pgconn.exit_pipeline_mode()
+    assert results == [("TUPLES_OK", None), ("PIPELINE_SYNC", None), ("TUPLES_OK", None),
+                       ("PIPELINE_SYNC", None)]
+    if write_mode == "async":
+        assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert primary.sql("SELECT string_agg(account || region, ',' ORDER BY id) FROM events") == "1eu,2eu"
+    assert proxy.metric_sum("switchyard_mirror_failures_total") == 0, proxy.log()
+    assert_identical(primary, secondary, {"events": "id"})
+
+
 def test_ddl_that_fails_on_the_primary_holds_up_no_later_commit(pair, start_proxy, tmp_path):
     """Async mode: DDL takes its place in the commit order as it is sent. When the primary
     refuses it (here a lock_timeout while it waits for a lock), that place is given up: later

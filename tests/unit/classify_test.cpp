@@ -218,6 +218,17 @@ TEST_CASE("columns added with a default of the primary's choosing fill the table
   }
 }
 
+TEST_CASE("DDL that may change the columns of a table says which table, or any") {
+  CHECK(only("ALTER TABLE s.events ADD COLUMN n int").reshapes_table == "events");
+  CHECK(only("ALTER TABLE IF EXISTS \"Events\" DROP COLUMN n").reshapes_table == "Events");
+  CHECK(only("ALTER TABLE events RENAME COLUMN n TO m").reshapes_table == "events");
+  CHECK(only("DROP TYPE mood CASCADE").reshapes_table == "");
+  for (std::string_view sql :
+       {"DROP TYPE mood", "CREATE INDEX ON events (n)", "CREATE TABLE t (n int)",
+        "GRANT SELECT ON events TO app", "COMMENT ON TABLE events IS 'x'"}) {
+    CHECK_FALSE(only(sql).reshapes_table);
+  }
+}
 TEST_CASE("statement boundaries and unparsable text") {
   std::string sql = "BEGIN; INSERT INTO t VALUES (1) ;\n  COMMIT";
   Classification c = classify(sql);
