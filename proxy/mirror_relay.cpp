@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <deque>
+#include <functional>
 #include <limits>
 #include <random>
 #include <span>
@@ -20,6 +21,7 @@
 #include "protocol/wire.hpp"
 #include "proxy/backend_query.hpp"
 #include "proxy/bound_plans.hpp"
+#include "proxy/function_volatility.hpp"
 #include "proxy/log_limiter.hpp"
 #include "proxy/message_reader.hpp"
 #include "proxy/oid_translation.hpp"
@@ -60,6 +62,8 @@ constexpr auto kRoleFencePoll = std::chrono::milliseconds(2);
 // How often DDL waiting for other sessions' Binds looks again; they are answered in well
 // under a millisecond unless a lock holds them.
 constexpr auto kBoundPlanPoll = std::chrono::milliseconds(1);
+// Functions a session keeps to ask the primary's catalog about (see learn_functions).
+constexpr size_t kFunctionsToLearn = 64;
 
 // Raised by the primary in place of DDL when mirror.ddl is reject, so the error arrives in
 // protocol order and the extended protocol skips to Sync exactly as for any other error.
@@ -273,6 +277,12 @@ public:
                                primary.stream.socket().get_executor()),
         cache_(kClassificationCacheSize), wake_(primary.stream.socket().get_executor()) {
     client_reader_.prepend(client_leftover);
+    functions_ = services_.function_volatility(oid_key_);
+    known_read_only_ = [this](const std::string& name) {
+      return functions_
+          ->read_only(name, services_.schema_epoch().load(std::memory_order_relaxed), Clock::now())
+          .value_or(false);
+    };
     primary_reader_.prepend(primary.leftover);
     primary.leftover.clear();
   }
@@ -307,6 +317,9 @@ private:
           !expected_in_transaction_) {
         co_return refuse(CloseReason::kRoleSwap, sqlstate::kAdminShutdown,
                          std::string(kRoleSwapMessage));
+      }
+      if (!functions_to_learn_.empty()) {
+        if (auto c = co_await learn_functions()) co_return std::move(*c);
       }
       std::optional<Closing> closing = co_await on_client_message(*frame);
       if (closing) co_return std::move(*closing);
@@ -382,6 +395,9 @@ private:
     // A Query sent before the Sync of extended messages runs in their implicit transaction
     // and ends it, or PostgreSQL skips it when one of them failed: it stays on the primary.
     bool mid_cycle = cycle_open();
+    if (note_unknown_functions(classification->statements)) {
+      if (auto c = co_await learn_functions()) co_return c;
+    }
     auto read_policy = services_.read_policy(); // routing follows reloads and the cutover
     const config::ReadRouting& policy = *read_policy;
     std::optional<routing::RouteDecision> route;
@@ -948,6 +964,7 @@ private:
     info->classification = query.classification;
     info->text = parse->query;
     const auto& statements = info->classification->statements;
+    note_unknown_functions(statements); // learned before the client's next message
     if (statements.size() == 1) {
       info->statement = &statements[0];
       info->text = std::string(query.text(parse->query, 0));
@@ -1587,7 +1604,7 @@ private:
     if (statements.empty()) return std::nullopt;
     bool safe = !transaction_pinned_;
     for (const protocol::Statement& s : statements) {
-      bool listed_read = routing::is_safe_read(s, policy.safe_functions);
+      bool listed_read = routing::is_safe_read(s, policy.safe_functions, known_read_only_);
       if (s.kind != StatementKind::kRead && !listed_read) return std::nullopt;
       safe = safe && listed_read;
     }
@@ -1608,6 +1625,51 @@ private:
     bool binary = std::any_of(bind.result_formats.begin(), bind.result_formats.end(),
                               [](uint16_t format) { return format != 0; });
     return !binary || dialect_of(*runtime_->config->secondary) == protocol::Dialect::kPostgres;
+  }
+
+  // ---- functions the primary's catalog says cannot write ------------------------------
+
+  // Notes the functions SELECTs among `statements` call that are off the built-in list and
+  // not known to FunctionVolatility yet; true if there are any to learn.
+  bool note_unknown_functions(std::span<const protocol::Statement> statements) {
+    if (primary_dialect() != protocol::Dialect::kPostgres) return false;
+    uint64_t epoch = services_.schema_epoch().load(std::memory_order_relaxed);
+    auto now = Clock::now();
+    for (const protocol::Statement& s : statements) {
+      if (s.node != "SelectStmt" || s.locking || s.nested_write) continue;
+      for (const std::string& name : s.unlisted_functions) {
+        if (functions_to_learn_.size() < kFunctionsToLearn &&
+            !functions_->read_only(name, epoch, now) &&
+            std::find(functions_to_learn_.begin(), functions_to_learn_.end(), name) ==
+                functions_to_learn_.end()) {
+          functions_to_learn_.push_back(name);
+        }
+      }
+    }
+    return !functions_to_learn_.empty();
+  }
+
+  // Asks the primary's catalog about functions_to_learn_ while the session is idle outside a
+  // transaction with nothing in flight, so the query changes nothing of the client's (else
+  // they wait for such a moment). A failure leaves them unknown: a SELECT calling one is
+  // taken for a write, as it was before.
+  asio::awaitable<std::optional<Closing>> learn_functions() {
+    if (activity_.transaction_status != 'I' || expected_in_transaction_ || deferred_begin_ ||
+        !expects_.empty() || cycle_open()) {
+      co_return std::nullopt;
+    }
+    std::vector<std::string> names = std::move(functions_to_learn_);
+    functions_to_learn_.clear();
+    uint64_t epoch = services_.schema_epoch().load(std::memory_order_relaxed);
+    auto asked = Clock::now();
+    if (auto c = co_await run_captured(FunctionVolatility::lookup_sql(names))) co_return c;
+    if (!captured_.error.empty()) {
+      spdlog::debug("session {}: cannot read the primary's functions: {}", peer_,
+                    describe_error(captured_.error));
+      co_return std::nullopt;
+    }
+    functions_->learn(names, captured_.rows, epoch, asked);
+    co_return std::nullopt;
   }
 
   // SELECTs that lock rows or may write (unknown functions) are reads the primary keeps.
@@ -2557,6 +2619,9 @@ private:
   SessionActivity& activity_;
   std::string peer_;
   std::string oid_key_; // the role generation and the two databases: see describe_as_primary
+  std::shared_ptr<FunctionVolatility> functions_;           // the primary's, shared by its sessions
+  std::vector<std::string> functions_to_learn_;             // see note_unknown_functions
+  std::function<bool(const std::string&)> known_read_only_; // what functions_ knows cannot write
   routing::SessionRouter router_;
   MessageReader client_reader_;
   MessageReader primary_reader_;

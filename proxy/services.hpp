@@ -14,6 +14,7 @@
 #include "proxy/bound_plans.hpp"
 #include "proxy/cancel_registry.hpp"
 #include "proxy/commit_order.hpp"
+#include "proxy/function_volatility.hpp"
 #include "proxy/oid_translation.hpp"
 #include "proxy/role_fence.hpp"
 #include "proxy/runtime.hpp"
@@ -190,6 +191,19 @@ public:
     return entry.translation;
   }
 
+  //! What the sessions between one pair of databases (named as for oid_translation) learned
+  //! of the primary's functions.
+  std::shared_ptr<FunctionVolatility> function_volatility(const std::string& databases) {
+    std::lock_guard lock(mutex_);
+    if (function_volatility_.size() >= kMaxKnownDatabases &&
+        !function_volatility_.contains(databases)) {
+      function_volatility_.clear();
+    }
+    auto& known = function_volatility_[databases];
+    if (!known) known = std::make_shared<FunctionVolatility>();
+    return known;
+  }
+
   //! The loops primary-only sessions without TLS are relayed on; null where there are none
   //! (those sessions then relay on their own coroutines). Set before the first session.
   RelayLoops* relay_loops() const { return relay_loops_; }
@@ -248,6 +262,7 @@ private:
     std::chrono::steady_clock::time_point created;
   };
   std::map<std::string, OidTranslationEntry> oid_translations_;
+  std::map<std::string, std::shared_ptr<FunctionVolatility>> function_volatility_;
 };
 
 } // namespace switchyard::proxy

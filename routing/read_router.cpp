@@ -30,7 +30,8 @@ double percent_for(const ReadPolicy& policy, std::string_view user, std::string_
 }
 
 bool is_safe_read(const protocol::Statement& statement,
-                  const std::vector<std::string>& safe_functions) {
+                  const std::vector<std::string>& safe_functions,
+                  const std::function<bool(const std::string&)>& known_read_only) {
   if (statement.node == "VariableShowStmt") return true;
   if (statement.node != "SelectStmt" || statement.kind == protocol::StatementKind::kDdl) {
     return false; // SELECT INTO creates a table
@@ -43,7 +44,8 @@ bool is_safe_read(const protocol::Statement& statement,
   return std::all_of(statement.unlisted_functions.begin(), statement.unlisted_functions.end(),
                      [&](const std::string& name) {
                        return std::find(safe_functions.begin(), safe_functions.end(), name) !=
-                              safe_functions.end();
+                                  safe_functions.end() ||
+                              (known_read_only && known_read_only(name));
                      });
 }
 

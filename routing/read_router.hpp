@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -35,9 +36,11 @@ double percent_for(const ReadPolicy& policy, std::string_view user, std::string_
 
 //! Whether `statement` may be answered by the secondary: a SELECT (VALUES, read-only CTE)
 //! or SHOW without locking clauses, writes, or functions whose answer depends on the
-//! connection, calling only allow-listed functions (built in, or `safe_functions`).
+//! connection, calling only allow-listed functions (built in, or `safe_functions`) or those
+//! `known_read_only` accepts (the database's own, declared STABLE or IMMUTABLE).
 bool is_safe_read(const protocol::Statement& statement,
-                  const std::vector<std::string>& safe_functions);
+                  const std::vector<std::string>& safe_functions,
+                  const std::function<bool(const std::string&)>& known_read_only = nullptr);
 
 //! Who a session is, for its cohort key.
 struct SessionIdentity {

@@ -153,6 +153,42 @@ def test_only_safe_reads_leave_the_primary_and_transactions_keep_their_decision(
     assert secondary.sql("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'") == "0"
 
 
+def test_reads_calling_the_databases_own_stable_functions_are_routed(pair, start_proxy, tmp_path):
+    """A SELECT calling a function of the database's own was taken for a possible write: kept
+    on the primary and run on the secondary too. PostgreSQL refuses writes in a function
+    declared STABLE or IMMUTABLE, so switchyard asks the primary's catalog: such a SELECT is a
+    read. A name with a VOLATILE function (any overload) stays a write, mirrored."""
+    primary, secondary = pair
+    proxy = start_proxy(routing_config(primary, secondary, tmp_path, 100))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        pgconn = conn.pgconn
+        conn.execute("CREATE TABLE visits (id serial PRIMARY KEY, side text)")
+        conn.execute("CREATE FUNCTION side_label(t text) RETURNS text STABLE LANGUAGE sql "
+                     "AS $$ SELECT 'side ' || t $$")
+        conn.execute("CREATE FUNCTION note_visit() RETURNS text LANGUAGE sql AS "
+                     "$$ INSERT INTO visits (side) SELECT side FROM whoami; SELECT 'noted' $$")
+        try:
+            assert side_of(pgconn, b"SELECT side_label(side) FROM whoami") == "side secondary"
+            # Through the extended protocol the name is learned after the first run.
+            runs = [conn.execute("SELECT side_label(side) FROM whoami WHERE %s", (True,)).fetchone()[0]
+                    for _ in range(3)]
+            assert runs[1:] == ["side secondary"] * 2, runs
+            # PostgreSQL's own STABLE functions may answer by the server they run on.
+            assert side_of(pgconn, b"SELECT side FROM whoami WHERE inet_server_port() > 0") == "primary"
+            # A volatile function may write: it runs on the primary and on the secondary.
+            assert side_of(pgconn, b"SELECT note_visit()") == "noted"
+            assert primary.sql("SELECT string_agg(side, ',') FROM visits") == "primary"
+            assert secondary.sql("SELECT string_agg(side, ',') FROM visits") == "secondary"
+            # A volatile overload makes the name a possible write; DDL through switchyard
+            # makes the sessions ask again.
+            conn.execute("CREATE FUNCTION side_label(n int) RETURNS text LANGUAGE sql "
+                         "AS $$ SELECT 'side ' || nextval('visits_id_seq') $$")
+            assert side_of(pgconn, b"SELECT side_label(side) FROM whoami") == "side primary"
+        finally:
+            conn.execute("DROP FUNCTION IF EXISTS side_label(text), side_label(int), note_visit()")
+            conn.execute("DROP TABLE visits")
+
+
 @pytest.mark.parametrize("write_mode", ["sync", "async"])
 def test_reads_see_the_sessions_own_writes_under_concurrent_load(pair, start_proxy, tmp_path, write_mode):
     primary, secondary = pair

@@ -145,6 +145,13 @@ TEST_CASE("only reads without locks, writes or connection-bound functions are sa
   CHECK_FALSE(safe("WITH x AS (SELECT * FROM pg_class) SELECT count(*) FROM x"));
   CHECK(safe("SELECT * FROM app.pg_like_name"));
   CHECK_FALSE(safe("SELECT my_lookup(other(id)) FROM t", {"my_lookup"}));
+  // Functions the database declares read-only, as the caller knows them.
+  auto stable = [](const std::string& name) { return name == "other"; };
+  auto c = switchyard::protocol::classify("SELECT my_lookup(other(id)) FROM t");
+  CHECK(is_safe_read(c.statements[0], {"my_lookup"}, stable));
+  CHECK_FALSE(is_safe_read(c.statements[0], {}, stable));
+  c = switchyard::protocol::classify("SELECT other(id) FROM t FOR UPDATE");
+  CHECK_FALSE(is_safe_read(c.statements[0], {}, stable));
 }
 
 TEST_CASE("result digests: order counts only when asked, every row and error counts") {
