@@ -2,10 +2,11 @@
 """Read-routing benchmark: pgbench -S direct to the primary and through switchyard with 0 %
 and 50 % of reads routed to the secondary, side by side in one run, in simple, extended and
 prepared mode; then the cost of classifying a statement, with a warm and with a cold
-statement cache, as the latency switchyard adds to one client's SELECT.
+statement cache, as the latency switchyard adds to one client's SELECT; then reads calling a
+STABLE function of the database's own (routed once the primary's catalog vouches for it).
 
 Usage: bench/read_bench.py [--duration S] [--clients N] [--scale N] [--rate TPS]
-                           [--baseline path/to/another/switchyard]
+                           [--baseline path/to/another/switchyard] [--functions-only]
 At 50 %, the secondary's client connections (sampled mid-run), its CPU per read it answered
 and the primary's CPU per read (all reads: those it answered and those it did not) are shown.
 `--baseline` runs another build at 50 % beside this one in the same rounds, with the same.
@@ -33,6 +34,12 @@ SELECT abalance AS a:tag FROM pgbench_accounts WHERE aid = :aid;
 """
 WARM_SCRIPT = """\\set aid random(1, 100000 * :scale)
 SELECT abalance AS a1 FROM pgbench_accounts WHERE aid = :aid;
+"""
+# pgbench -S's SELECT behind a function of the database's own, declared STABLE.
+BALANCE_FUNCTION = ("CREATE FUNCTION account_balance(id int) RETURNS int STABLE LANGUAGE sql "
+                    "AS $$ SELECT abalance FROM pgbench_accounts WHERE aid = id $$")
+FUNCTION_SCRIPT = """\\set aid random(1, 100000 * :scale)
+SELECT account_balance(:aid);
 """
 
 
@@ -82,6 +89,7 @@ def main():
     parser.add_argument("--scale", type=int, default=10)
     parser.add_argument("--rate", type=int, help="transactions per second per target (pgbench -R)")
     parser.add_argument("--baseline", help="another switchyard binary to run at 50 %% beside this build")
+    parser.add_argument("--functions-only", action="store_true", help="only the STABLE-function table")
     opts = parser.parse_args()
 
     with ExitStack() as cleanup:  # stops whatever was started, last first, however main() ends
@@ -90,6 +98,7 @@ def main():
         for cluster in (first, second):
             trust_local(cluster)
             pgbench_init(cluster, opts.scale)
+            cluster.sql(BALANCE_FUNCTION)
         proxies = []
         for percent, binary in ((0, None), (50, None)) + (((50, opts.baseline),) if opts.baseline else ()):
             directory = workdir / f"at-{percent}-{len(proxies)}"
@@ -108,6 +117,9 @@ def main():
         baseline_columns = ("| baseline 50 % tps | 50 %/baseline | baseline: secondary connections "
                             "| baseline: secondary CPU µs/read | baseline: primary CPU µs/read "
                             if baseline else "")
+        if opts.functions_only:
+            function_reads(opts, workdir, first, second, at50, baseline)
+            return
         print("| mode | direct tps | switchyard 0 % tps | switchyard 50 % tps | 0 %/direct | 50 %/direct "
               "| reads the secondary answered at 50 % | secondary connections mid-run "
               f"| secondary CPU µs per read it answered | primary CPU µs per read at 50 % {baseline_columns}|")
@@ -142,6 +154,30 @@ def main():
             _, proxied, _ = pgbench(at0.port, args, 1, opts.duration)
             print(f"| {label} | {direct * 1000:.0f} | {proxied * 1000:.0f} | {(proxied - direct) * 1000:.0f} |",
                   flush=True)
+        function_reads(opts, workdir, first, second, at50, baseline)
+
+
+def function_reads(opts, workdir, primary, secondary, at50, baseline):
+    """pgbench of FUNCTION_SCRIPT direct and through switchyard at 50 % (and the baseline)."""
+    print(f"\nReads calling a STABLE function of the database's own: `SELECT account_balance(:aid)`, "
+          f"-c {opts.clients}, 50 %\n")
+    print("| mode | direct tps | switchyard tps | /direct | reads the secondary answered "
+          + ("| baseline tps | /baseline | baseline: reads the secondary answered " if baseline else "") + "|")
+    print("|---|---|---|---|---|" + ("---|---|---|" if baseline else ""))
+    path = workdir / "function.sql"
+    path.write_text(FUNCTION_SCRIPT)
+    for mode in ("simple", "extended", "prepared"):
+        args = ["-M", mode, "-f", str(path), "-D", f"scale={opts.scale}"]
+        direct, _, direct_failed = pgbench(primary.port, args, opts.clients, opts.duration)
+        tps, failed, share, *_ = routed_run(at50, primary, secondary, args, opts.clients, opts.duration)
+        cells = ""
+        if baseline:
+            base, base_failed, base_share, *_ = routed_run(baseline, primary, secondary, args, opts.clients,
+                                                         opts.duration)
+            failed = failed or base_failed
+            cells = f"| {base:.0f} | {tps / base:.2f}× | {base_share:.0f} % "
+        errors = " (client errors)" if failed or direct_failed else ""
+        print(f"| {mode} | {direct:.0f} | {tps:.0f} | {tps / direct:.2f}× | {share:.0f} %{errors} {cells}|", flush=True)
 
 
 if __name__ == "__main__":
