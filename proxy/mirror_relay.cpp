@@ -318,7 +318,7 @@ private:
         co_return refuse(CloseReason::kRoleSwap, sqlstate::kAdminShutdown,
                          std::string(kRoleSwapMessage));
       }
-      if (!functions_to_learn_.empty()) {
+      if (!functions_to_learn_.empty() && idle_outside_transaction()) {
         if (auto c = co_await learn_functions()) co_return std::move(*c);
       }
       std::optional<Closing> closing = co_await on_client_message(*frame);
@@ -395,7 +395,7 @@ private:
     // A Query sent before the Sync of extended messages runs in their implicit transaction
     // and ends it, or PostgreSQL skips it when one of them failed: it stays on the primary.
     bool mid_cycle = cycle_open();
-    if (note_unknown_functions(classification->statements)) {
+    if (note_unknown_functions(classification->statements) && idle_outside_transaction()) {
       if (auto c = co_await learn_functions()) co_return c;
     }
     auto read_policy = services_.read_policy(); // routing follows reloads and the cutover
@@ -1649,15 +1649,17 @@ private:
     return !functions_to_learn_.empty();
   }
 
-  // Asks the primary's catalog about functions_to_learn_ while the session is idle outside a
-  // transaction with nothing in flight, so the query changes nothing of the client's (else
-  // they wait for such a moment). A failure leaves them unknown: a SELECT calling one is
-  // taken for a write, as it was before.
+  // Whether the session is idle outside a transaction with nothing in flight: a query of
+  // switchyard's own then changes nothing of the client's.
+  bool idle_outside_transaction() const {
+    return activity_.transaction_status == 'I' && !expected_in_transaction_ && !deferred_begin_ &&
+           expects_.empty() && !cycle_open();
+  }
+
+  // Asks the primary's catalog about functions_to_learn_; called when the session is
+  // idle_outside_transaction (the names wait for such a moment). A failure leaves them
+  // unknown: a SELECT calling one is taken for a write, as it was before.
   asio::awaitable<std::optional<Closing>> learn_functions() {
-    if (activity_.transaction_status != 'I' || expected_in_transaction_ || deferred_begin_ ||
-        !expects_.empty() || cycle_open()) {
-      co_return std::nullopt;
-    }
     std::vector<std::string> names = std::move(functions_to_learn_);
     functions_to_learn_.clear();
     uint64_t epoch = services_.schema_epoch().load(std::memory_order_relaxed);
