@@ -59,8 +59,8 @@ constexpr size_t kDescribedBodies = 256;
 constexpr auto kDescribedTtl = std::chrono::seconds(30);
 // How often a write held by the role fence looks again; the fence is closed only briefly.
 constexpr auto kRoleFencePoll = std::chrono::milliseconds(2);
-// How often DDL waiting for other sessions' Binds looks again; they are answered in well
-// under a millisecond unless a lock holds them.
+// How often DDL waiting for other sessions' Binds looks again; they are answered within a
+// round trip to the primary unless a lock holds them.
 constexpr auto kBoundPlanPoll = std::chrono::milliseconds(1);
 // Functions a session keeps to ask the primary's catalog about (see learn_functions).
 constexpr size_t kFunctionsToLearn = 64;
