@@ -1121,7 +1121,10 @@ private:
         Expect expect{kind};
         expect.internal = true;
         // The books are put back from the first message that fails or is skipped.
-        if (kind == ExpectKind::kExecute) expect.prepared_before = std::exchange(books_before, {});
+        if (kind == ExpectKind::kExecute && books_before) {
+          expect.prepared_before = std::move(books_before);
+          books_before.reset();
+        }
         expects_.push_back(std::move(expect));
       }
     }
