@@ -1123,7 +1123,7 @@ private:
         // The books are put back from the first message that fails or is skipped.
         if (kind == ExpectKind::kExecute && books_before) {
           expect.prepared_before = std::move(books_before);
-          books_before.reset();
+          books_before = std::nullopt;
         }
         expects_.push_back(std::move(expect));
       }
