@@ -557,7 +557,7 @@ TargetTable table_named(const json::object& rel) {
   TargetTable target;
   target.schema = std::string(string_at(rel, "schemaname"));
   target.name = std::string(string_at(rel, "relname"));
-  target.temporary = string_at(rel, "relpersistence") == "t";
+  target.temporary = string_at(rel, "relpersistence") == "t" || target.schema == "pg_temp";
   if (const json::value* alias = rel.if_contains("alias"); alias && alias->is_object()) {
     target.alias = std::string(string_at(alias->get_object(), "aliasname"));
   }
@@ -648,6 +648,27 @@ void note_reshaped_table(std::string_view node, const json::object& stmt, Statem
   } else if (node == "DropStmt" && string_at(stmt, "behavior") == "DROP_CASCADE") {
     out.reshapes_table = std::string(); // a column of a type or domain dropped may be anywhere
   }
+}
+
+// Statement::private_ddl (and its target) of DDL `node`; CREATE TABLE AS and SELECT INTO
+// noted their table already (note_filled_table).
+void note_private_ddl(std::string_view node, const json::object& stmt, Statement& out) {
+  const json::value* created = nullptr;
+  if (node == "CreateStmt" && !has_items(stmt, "inhRelations")) {
+    created = stmt.if_contains("relation");
+  } else if (node == "ViewStmt") {
+    created = stmt.if_contains("view");
+  } else if (node == "CreateSeqStmt") {
+    created = stmt.if_contains("sequence");
+  } else if (node == "CreateTableAsStmt" || node == "SelectStmt") {
+    out.private_ddl = out.target.temporary;
+    return;
+  }
+  if (created == nullptr || !created->is_object()) return;
+  TargetTable target = table_named(created->get_object());
+  if (!target.temporary) return;
+  out.target = std::move(target);
+  out.private_ddl = true;
 }
 
 std::vector<std::string> set_columns_of(const json::object& stmt) {
@@ -890,6 +911,7 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
       out.kind = StatementKind::kDdl; // SELECT INTO creates a table
       out.mirror = MirrorPlan::kStatement;
       note_filled_table(body.if_contains("intoClause"), true, out);
+      note_private_ddl(node, body, out);
     } else if (facts.writes || !out.unlisted_functions.empty()) {
       out.kind = StatementKind::kWrite;
       out.mirror = MirrorPlan::kStatement;
@@ -1010,6 +1032,7 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
       note_filled_columns(body, out);
     }
     note_reshaped_table(node, body, out);
+    note_private_ddl(node, body, out);
     return;
   }
   out.kind = StatementKind::kUnknown;

@@ -90,6 +90,10 @@ struct Statement {
   //! DDL that may change the columns of tables that exist: the table's name (without its
   //! schema) for ALTER TABLE and RENAME, empty when it may be any (DROP ... CASCADE).
   std::optional<std::string> reshapes_table;
+  //! DDL that only creates a temporary table, view or sequence (`target`), which no other
+  //! session sees: what other sessions know of the schema holds. A temporary child of a
+  //! permanent table is not private (its parent's queries in this session see its rows).
+  bool private_ddl = false;
   std::optional<CopyFrom> copy_from;    //!< COPY FROM STDIN
   std::vector<std::string> set_columns; //!< UPDATE ... SET targets (a key change needs care)
   //! INSERT: the columns some row gives a value of its own rather than DEFAULT, so a serial

@@ -229,6 +229,30 @@ TEST_CASE("DDL that may change the columns of a table says which table, or any")
     CHECK_FALSE(only(sql).reshapes_table);
   }
 }
+
+TEST_CASE("DDL creating only a temporary object of the session's own is private, naming it") {
+  for (std::string_view sql :
+       {"CREATE TEMP TABLE stage (id int PRIMARY KEY) ON COMMIT DROP",
+        "CREATE TEMPORARY TABLE IF NOT EXISTS stage (LIKE events)",
+        "CREATE TABLE pg_temp.stage (id int)", "CREATE TEMP TABLE stage AS SELECT * FROM events",
+        "SELECT * INTO TEMP stage FROM events", "CREATE TEMP VIEW stage AS SELECT 1",
+        "CREATE TEMP SEQUENCE stage"}) {
+    const Statement s = only(sql);
+    CHECK(s.kind == StatementKind::kDdl);
+    CHECK(s.private_ddl);
+    CHECK(s.target.name == "stage");
+  }
+  // A temporary child changes what its permanent parent's queries see.
+  for (std::string_view sql :
+       {"CREATE TABLE stage (id int)", "CREATE TEMP TABLE stage () INHERITS (events)",
+        "CREATE UNLOGGED TABLE stage (id int)", "CREATE TABLE stage AS SELECT 1",
+        "DROP TABLE stage", "ALTER TABLE stage ADD COLUMN n int", "CREATE INDEX ON stage (id)",
+        "CREATE VIEW stage AS SELECT 1",
+        "CREATE FUNCTION pg_temp.f() RETURNS int AS 'SELECT 1' "
+        "LANGUAGE sql"}) {
+    CHECK_FALSE(only(sql).private_ddl);
+  }
+}
 TEST_CASE("statement boundaries and unparsable text") {
   std::string sql = "BEGIN; INSERT INTO t VALUES (1) ;\n  COMMIT";
   Classification c = classify(sql);
