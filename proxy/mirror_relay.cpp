@@ -95,8 +95,8 @@ struct PreparedInfo {
   //! The primary's RowDescription of a portal of this statement bound with these result
   //! formats: lets a Describe of a portal whose read the secondary answers skip the primary
   //! (see HeldBind). Like a table shape (ShapeRegistry) it holds until DDL through switchyard
-  //! moves the schema epoch and for kTtl at most, for DDL that bypassed this process (another
-  //! switchyard of the fleet). A cache, hence mutable.
+  //! moves the session's schema epoch (session_schema_epoch) and for kTtl at most, for DDL that
+  //! bypassed this process (another switchyard of the fleet). A cache, hence mutable.
   struct Description {
     std::vector<uint16_t> result_formats;
     uint64_t schema_epoch = 0;
@@ -105,8 +105,8 @@ struct PreparedInfo {
   };
   mutable std::optional<Description> description;
   //! A rewritten statement as the primary has it prepared, with its row image (`t.*`): the
-  //! schema epoch it was prepared at (none: to prepare again, see on_bind), and its width
-  //! once a Describe told it. Books, hence mutable.
+  //! session's schema epoch it was prepared at (none: to prepare again, see on_bind), and its
+  //! width once a Describe told it. Books, hence mutable.
   struct Width {
     size_t client = 0; //!< the client's own columns
     size_t total = 0;  //!< those, the image marker and the image
@@ -978,7 +978,7 @@ private:
       } else if (info->statement->mirror == MirrorPlan::kRowImage) {
         parse->query = protocol::with_row_image(info->text, *info->statement, primary_dialect());
         info->rewritten = true;
-        info->prepared_epoch = services_.bound_plans().plan_epoch();
+        info->prepared_epoch = plan_epoch();
       } else if (auto prepare_image = prepare_with_row_image(info->text, *info->statement)) {
         parse->query = *prepare_image;
         info->prepare_image = std::move(*prepare_image);
@@ -1030,7 +1030,7 @@ private:
         } else {
           hold = services_.bound_plans().hold(prepared->statement->target.name);
           if (!prepared->statement->returning_star &&
-              prepared_before_ddl(*prepared, hold.epoch())) {
+              prepared_before_ddl(*prepared, hold.epoch() + private_ddl_)) {
             hold = BoundPlans::Hold(); // prepared again in the Bind's transaction: no DDL between
             prepare_again(bind->statement, prepared);
           }
@@ -1075,6 +1075,18 @@ private:
     return prepared.prepared_epoch != epoch;
   }
 
+  // The schema epoch as this session's own books see it: DDL through switchyard, and this
+  // session's private DDL (a temporary table may take the place of a table its statements
+  // name). Both only grow, so the sum moves exactly when either does.
+  uint64_t session_schema_epoch() const {
+    return services_.schema_epoch().load(std::memory_order_relaxed) + private_ddl_;
+  }
+  // BoundPlans::plan_epoch as this session's books see it.
+  std::optional<uint64_t> plan_epoch() const {
+    auto shared = services_.bound_plans().plan_epoch();
+    return shared ? std::optional<uint64_t>(*shared + private_ddl_) : std::nullopt;
+  }
+
   // Prepares the statement `name` again on the primary, under the same name, and describes it.
   // Should the text no longer prepare (a column it names was dropped), the client sees that
   // error in place of its Bind's, as it would have seen it at the Bind; the books stay stale,
@@ -1092,7 +1104,7 @@ private:
       expects_.push_back(std::move(expect));
     }
     describe_internally(name, prepared);
-    prepared->prepared_epoch = services_.bound_plans().plan_epoch();
+    prepared->prepared_epoch = plan_epoch();
     prepared->primary_width.reset();
   }
 
@@ -1104,8 +1116,8 @@ private:
   // Should the probe fail, the client sees that error in place of its Bind's answer.
   void prepare_sql_name_again(const protocol::Statement& execute) {
     std::optional<SqlPrepared> books_before;
-    for (const std::string& sql : statements_preparing_again(
-             execute, services_.schema_epoch().load(std::memory_order_relaxed), books_before)) {
+    for (const std::string& sql :
+         statements_preparing_again(execute, session_schema_epoch(), books_before)) {
       protocol::append_close(to_primary_, 'P', kInternalName);
       protocol::append_parse(to_primary_,
                              protocol::ParseMessage{std::string(kInternalName), sql, {}});
@@ -1181,7 +1193,7 @@ private:
     if (!portal.prepared || !portal.prepared->description) return nullptr;
     const PreparedInfo::Description& cached = *portal.prepared->description;
     if (cached.result_formats != portal.bind.result_formats ||
-        cached.schema_epoch != services_.schema_epoch().load(std::memory_order_relaxed) ||
+        cached.schema_epoch != session_schema_epoch() ||
         Clock::now() - cached.described_at > ShapeRegistry::kTtl) {
       return nullptr;
     }
@@ -1798,7 +1810,7 @@ private:
   std::optional<std::string> describe_as_primary(std::string_view body,
                                                  OidTranslation::Unknown& unknown) {
     auto now = Clock::now();
-    uint64_t epoch = services_.schema_epoch().load(std::memory_order_relaxed);
+    uint64_t epoch = session_schema_epoch();
     if (!oids_ || epoch != oids_epoch_ || now - oids_at_ > kDescribedTtl) {
       oids_ = services_.oid_translation(oid_key_);
       oids_epoch_ = epoch;
@@ -2101,8 +2113,8 @@ private:
     if (s.drops_all_prepared) {
       sql_prepared_.clear();
     } else if (!image_sql.empty()) {
-      sql_prepared_[s.prepared_name] = SqlPreparedStatement{s.prepared_write, std::move(image_sql),
-                                                            services_.bound_plans().plan_epoch()};
+      sql_prepared_[s.prepared_name] =
+          SqlPreparedStatement{s.prepared_write, std::move(image_sql), plan_epoch()};
     } else if (prepare && s.prepared_read) {
       sql_prepared_[s.prepared_name] = SqlPreparedStatement{executed_read(), {}, {}};
     } else {
@@ -2127,7 +2139,7 @@ private:
     auto probe = protocol::prepare_renamed(found->second.prepare_sql, kProbeName);
     if (!probe) return {};
     if (!books_before) books_before = sql_prepared_;
-    found->second.epoch = services_.bound_plans().plan_epoch();
+    found->second.epoch = plan_epoch();
     return {std::move(*probe), "DEALLOCATE " + std::string(kProbeName),
             "DEALLOCATE " + protocol::quote_identifier(execute.prepared_name),
             found->second.prepare_sql};
@@ -2172,6 +2184,10 @@ private:
   // primary, and before note_sent.
   asio::awaitable<std::optional<Closing>> before_sending_ddl(const protocol::Statement& s,
                                                              bool in_block, Expect& expect) {
+    if (s.private_ddl) { // no other session's statement can resolve to what it creates
+      ++private_ddl_;
+      co_return std::nullopt;
+    }
     BoundPlans& plans = services_.bound_plans();
     auto [epoch, under_way] = plans.ddl_sending();
     expect.ddl_under_way = std::move(under_way);
@@ -2482,9 +2498,8 @@ private:
     if (!front.rewritten && !front.internal) {
       pass(frame);
       if (front.describes) {
-        front.describes->description =
-            PreparedInfo::Description{std::move(front.result_formats),
-                                      services_.schema_epoch().load(), Clock::now(), std::string()};
+        front.describes->description = PreparedInfo::Description{
+            std::move(front.result_formats), session_schema_epoch(), Clock::now(), std::string()};
         protocol::append_message(front.describes->description->message, frame.tag, frame.body);
       }
       if (describe) expects_.pop_front();
@@ -2583,7 +2598,11 @@ private:
     case TransactionOp::kRollbackTo: link_.add(std::move(*front.op)); return;
     default: break;
     }
-    if (s->kind == StatementKind::kDdl) ++services_.schema_epoch(); // see PreparedInfo
+    if (s->private_ddl) {
+      ++private_ddl_; // see PreparedInfo and session_schema_epoch
+    } else if (s->kind == StatementKind::kDdl) {
+      ++services_.schema_epoch();
+    }
     if (s->mirror == MirrorPlan::kNone) {
       reset_capture();
       return;
@@ -2653,6 +2672,7 @@ private:
   uint64_t oids_epoch_ = 0;
   Clock::time_point oids_at_;
   std::unordered_map<std::string, std::string, TextHash, std::equal_to<>> described_;
+  uint64_t private_ddl_ = 0;             // DDL sent or answered that created temporary objects
   bool expected_in_transaction_ = false; // as the client's requests so far leave it
   bool cycle_writes_ = false; // autocommit writes of this cycle await its Sync (see on_sync)
   bool cycle_autocommit_mirror_ = false; // DDL or a setting ran outside a transaction

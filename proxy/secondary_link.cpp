@@ -562,7 +562,10 @@ std::string SecondaryLink::shape_key(const MirrorOp& op) const {
 }
 
 std::string SecondaryLink::shared_shape_key(const MirrorOp& op, const std::string& key) const {
-  if (op.statement.target.temporary) return {}; // the session's own
+  // The session's own; so may be any table named without its schema once the session has
+  // temporary tables, which come first in the search path.
+  if (op.statement.target.temporary || (created_temporary_ && op.statement.target.schema.empty()))
+    return {};
   // What a table name resolves by: the secondary and its role, the login (its database, its
   // user's default search_path, startup options), and the session's own settings.
   return login_key_ + '\0' + key;
@@ -624,7 +627,10 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
   if (auto connected = co_await ensure_connected(may_share(ops), settings); !connected)
     co_return connected;
   connection_->session.transaction_status = '?'; // until a ReadyForQuery tells
-  auto epoch = services_.schema_epoch().load();
+  if (std::any_of(ops.begin(), ops.end(),
+                  [](const MirrorOp& op) { return op.statement.private_ddl; }))
+    created_temporary_ = true;
+  auto epoch = services_.schema_epoch().load() + private_ddl_;
   if (epoch != shapes_epoch_) {
     shapes_.clear();
     shapes_epoch_ = epoch;
@@ -1086,9 +1092,19 @@ SecondaryLink::try_apply(const std::vector<MirrorOp>& ops, bool atomic) {
   }
   std::chrono::duration<double> elapsed = Clock::now() - started;
   services_.metrics().mirror_seconds().Observe(elapsed.count());
-  if (std::any_of(ops.begin(), ops.end(), [](const MirrorOp& op) { return op.ddl; })) {
-    ++services_.schema_epoch();
+  bool ddl = false;
+  bool shared_ddl = false; // DDL that only created temporary objects is this session's own
+  for (const MirrorOp& op : ops) {
+    ddl = ddl || op.ddl;
+    shared_ddl = shared_ddl || (op.ddl && !op.statement.private_ddl);
+  }
+  if (ddl) {
     ++services_.secondary_ddl_applied();
+    if (shared_ddl) {
+      ++services_.schema_epoch();
+    } else {
+      ++private_ddl_;
+    }
   }
   co_return outcome;
 }

@@ -242,7 +242,8 @@ private:
                                                          std::span<const MirrorOp> earlier);
   //! The key of that shape in shapes_: the table's name and the settings it resolves by.
   std::string shape_key(const MirrorOp& op) const;
-  //! Its key in Services::shapes(), from its `key` in shapes_; empty for a temporary table.
+  //! Its key in Services::shapes(), from its `key` in shapes_; empty for a table that is or
+  //! may be a temporary one (the session's own).
   std::string shared_shape_key(const MirrorOp& op, const std::string& key) const;
   std::string prepared_name(const std::string& sql, const std::vector<uint32_t>& types,
                             std::string& out, std::vector<std::string>& new_names);
@@ -311,7 +312,10 @@ private:
   bool borrowed_ = false; // connection_ is a shared one, for the apply or read under way
   bool sharing_ = false;  // joined the shared connections of login_key_
   std::map<std::string, protocol::TableShape> shapes_;
-  uint64_t shapes_epoch_ = 0;
+  uint64_t shapes_epoch_ = 0; // the schema epoch, plus private_ddl_, shapes_ were read at
+  // DDL applied that created temporary objects: it moves only this session's schema epoch.
+  uint64_t private_ddl_ = 0;
+  bool created_temporary_ = false;  // tables named without a schema may be temporary ones
   std::vector<uint64_t> unsettled_; // journal offsets awaiting the primary's commit
   bool writes_unanswered_ = false;  // apply() sent writes whose answers it has not read
   bool read_transaction_open_ = false;

@@ -597,6 +597,34 @@ def test_a_prepared_write_bound_just_before_ddl_was_sent_runs_before_it(pair, st
     assert_identical(primary, secondary, {"events": "id"})
 
 
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_a_temporary_table_named_as_a_table_is_its_sessions_own(pair, start_proxy, tmp_path, write_mode):
+    """A temporary table comes first in its session's search path. That session's prepared
+    write to the name is prepared again (its row image is the temporary table's now), and
+    the shape switchyard reads of the temporary table (keyed by `note`) stays the session's:
+    another session's writes to the permanent table keep that table's key (`id`)."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE shadowed (id int PRIMARY KEY, note text)")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    insert = "INSERT INTO shadowed (id, note) VALUES (%s, %s)"
+    with psycopg.connect(proxy.dsn(), autocommit=True) as own, \
+            psycopg.connect(proxy.dsn(), autocommit=True) as other:
+        own.execute(insert, (1, "a1"), prepare=True)
+        own.execute("CREATE TEMP TABLE shadowed (note text PRIMARY KEY, id int, extra int DEFAULT 7)")
+        own.execute(insert, (2, "a2"), prepare=True)  # the same prepared statement
+        own.execute("UPDATE shadowed SET id = 3 WHERE note = 'a2'")
+        other.execute(insert, (2, "b2"))
+        other.execute("UPDATE shadowed SET note = 'b2x' WHERE id = 2")
+        own.execute("INSERT INTO public.shadowed SELECT id + 10, note FROM shadowed")
+        assert own.execute("SELECT id, note, extra FROM shadowed").fetchall() == [(3, "a2", 7)]
+    if write_mode == "async":
+        assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert primary.sql("SELECT string_agg(id || note, ',' ORDER BY id) FROM shadowed") == "1a1,2b2x,13a2"
+    assert proxy.metric_sum("switchyard_mirror_failures_total") == 0, proxy.log()
+    assert_identical(primary, secondary, {"shadowed": "id"})
+
+
 def test_ddl_that_fails_on_the_primary_holds_up_no_later_commit(pair, start_proxy, tmp_path):
     """Async mode: DDL takes its place in the commit order as it is sent. When the primary
     refuses it (here a lock_timeout while it waits for a lock), that place is given up: later

@@ -189,6 +189,29 @@ def test_reads_calling_the_databases_own_stable_functions_are_routed(pair, start
             conn.execute("DROP TABLE visits")
 
 
+def test_a_temporary_table_leaves_what_sessions_learned_of_functions(pair, start_proxy, tmp_path):
+    """DDL through switchyard has every session ask the catalog about functions again, and
+    an extended-protocol read calling one not known then is routed only from its second run.
+    DDL that only creates temporary objects (a staging table) changes nothing another
+    session sees: a new read calling a function learned before is routed from its first."""
+    primary, secondary = pair
+    proxy = start_proxy(routing_config(primary, secondary, tmp_path, 100))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn, psycopg.connect(proxy.dsn()) as stager:
+        conn.execute("CREATE FUNCTION side_tag(t text) RETURNS text STABLE LANGUAGE sql "
+                     "AS $$ SELECT 'tag ' || t $$")
+        try:
+            assert side_of(conn.pgconn, b"SELECT side_tag(side) FROM whoami") == "tag secondary"
+            with stager.transaction():
+                stager.execute("CREATE TEMP TABLE stage (id int PRIMARY KEY) ON COMMIT DROP")
+                stager.execute("INSERT INTO stage VALUES (1)")
+            with stager.transaction():
+                stager.execute("CREATE TEMP TABLE kept (id int)")
+            first = conn.execute("SELECT side_tag(side) FROM whoami WHERE %s", (True,)).fetchone()[0]
+            assert first == "tag secondary"
+        finally:
+            conn.execute("DROP FUNCTION side_tag(text)")
+
+
 @pytest.mark.parametrize("write_mode", ["sync", "async"])
 def test_reads_see_the_sessions_own_writes_under_concurrent_load(pair, start_proxy, tmp_path, write_mode):
     primary, secondary = pair
