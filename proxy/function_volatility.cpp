@@ -1,17 +1,10 @@
 #include "proxy/function_volatility.hpp"
 
+#include <unordered_set>
+
 #include "proxy/backend_query.hpp"
 
 namespace switchyard::proxy {
-
-std::optional<bool> FunctionVolatility::read_only(std::string_view name, uint64_t epoch,
-                                                  Clock::time_point now) const {
-  std::lock_guard lock(mutex_);
-  auto found = known_.find(std::string(name));
-  if (found == known_.end() || found->second.epoch != epoch || now - found->second.learned > kTtl)
-    return std::nullopt;
-  return found->second.read_only;
-}
 
 std::string FunctionVolatility::lookup_sql(const std::vector<std::string>& names) {
   std::string list;
@@ -29,16 +22,12 @@ std::string FunctionVolatility::lookup_sql(const std::vector<std::string>& names
 
 void FunctionVolatility::learn(const std::vector<std::string>& names, const CatalogRows& rows,
                                uint64_t epoch, Clock::time_point now) {
-  std::lock_guard lock(mutex_);
-  if (known_.size() + names.size() > kMaxNames) known_.clear();
-  for (const std::string& name : names)
-    known_[name] = Known{false, epoch, now};
+  std::unordered_set<std::string_view> read_only;
   for (const auto& row : rows) {
-    if (row.size() != 2 || !row[0] || !row[1]) continue;
-    if (auto found = known_.find(*row[0]); found != known_.end()) {
-      found->second.read_only = *row[1] == "t";
-    }
+    if (row.size() == 2 && row[0] && row[1] && *row[1] == "t") read_only.insert(*row[0]);
   }
+  for (const std::string& name : names)
+    known_.remember(name, read_only.contains(name), epoch, now);
 }
 
 } // namespace switchyard::proxy

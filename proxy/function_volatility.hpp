@@ -1,14 +1,12 @@
 #pragma once
 
-#include <chrono>
 #include <cstdint>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
+#include "proxy/epoch_cache.hpp"
 #include "proxy/oid_translation.hpp"
 
 namespace switchyard::proxy {
@@ -20,17 +18,18 @@ namespace switchyard::proxy {
 //! is; an aggregate or window function (whose state functions may write), a procedure, a name
 //! with no function, or one PostgreSQL has a function of (`pg_backend_pid()` is STABLE, yet
 //! answers differently on another server: built-ins are classify's lists to know) is not.
-//! Sessions learn names from the primary (lookup_sql, learn);
-//! what was learned holds until DDL through switchyard moves the schema epoch and for kTtl at
-//! most (DDL that bypassed switchyard). Thread-safe.
+//! Sessions learn names from the primary (lookup_sql, learn), and what they learned holds as
+//! an EpochCache holds it. Thread-safe.
 class FunctionVolatility {
 public:
-  using Clock = std::chrono::steady_clock;
-  static constexpr auto kTtl = std::chrono::seconds(30);
-  static constexpr size_t kMaxNames = 4096;
+  using Clock = EpochCache<bool>::Clock;
+  static constexpr auto kTtl = EpochCache<bool>::kTtl;
 
   //! Whether the functions named `name` are read-only; nullopt when not known (any more).
-  std::optional<bool> read_only(std::string_view name, uint64_t epoch, Clock::time_point now) const;
+  std::optional<bool> read_only(std::string_view name, uint64_t epoch,
+                                Clock::time_point now) const {
+    return known_.find(name, epoch, now);
+  }
 
   //! The catalog query telling what `names` are: a row (name, read-only) per name there is a
   //! function of.
@@ -41,14 +40,7 @@ public:
              Clock::time_point now);
 
 private:
-  struct Known {
-    bool read_only = false;
-    uint64_t epoch = 0;
-    Clock::time_point learned;
-  };
-
-  mutable std::mutex mutex_;
-  std::unordered_map<std::string, Known> known_;
+  EpochCache<bool> known_;
 };
 
 } // namespace switchyard::proxy

@@ -4,7 +4,7 @@
 
 using switchyard::proxy::ShapeRegistry;
 
-TEST_CASE("a shared table shape holds until it is old or the schema epoch moved") {
+TEST_CASE("a shared table shape (an EpochCache) holds until it is old or the schema epoch moved") {
   ShapeRegistry registry;
   auto now = ShapeRegistry::Clock::now();
   switchyard::protocol::TableShape shape;
@@ -21,9 +21,9 @@ TEST_CASE("a shared table shape holds until it is old or the schema epoch moved"
   CHECK_FALSE(registry.find("other", 3, now));
 
   SECTION("it stays bounded: full, it starts over") {
-    for (size_t i = 0; i < ShapeRegistry::kMaxShapes; ++i)
+    for (size_t i = 0; i < ShapeRegistry::kMaxEntries; ++i)
       registry.remember("t" + std::to_string(i), shape, 3, now);
     CHECK_FALSE(registry.find("k", 3, now));
-    CHECK(registry.find("t" + std::to_string(ShapeRegistry::kMaxShapes - 1), 3, now));
+    CHECK(registry.find("t" + std::to_string(ShapeRegistry::kMaxEntries - 1), 3, now));
   }
 }
