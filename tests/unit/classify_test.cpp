@@ -248,8 +248,7 @@ TEST_CASE("DDL creating only a temporary object of the session's own is private,
         "CREATE UNLOGGED TABLE stage (id int)", "CREATE TABLE stage AS SELECT 1",
         "DROP TABLE stage", "ALTER TABLE stage ADD COLUMN n int", "CREATE INDEX ON stage (id)",
         "CREATE VIEW stage AS SELECT 1",
-        "CREATE FUNCTION pg_temp.f() RETURNS int AS 'SELECT 1' "
-        "LANGUAGE sql"}) {
+        "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql RETURN 1"}) {
     CHECK_FALSE(only(sql).private_ddl);
   }
 }
