@@ -671,6 +671,70 @@ void note_private_ddl(std::string_view node, const json::object& stmt, Statement
   out.private_ddl = true;
 }
 
+// The relation a DROP names (a List of one or two String nodes: [schema,] name); nullopt for
+// any other form (a database-qualified name).
+std::optional<TargetTable> dropped_relation(const json::value& object) {
+  const json::object* list = member_object(object, "List");
+  const json::value* items = list != nullptr ? list->if_contains("items") : nullptr;
+  if (items == nullptr || !items->is_array()) return std::nullopt;
+  std::vector<std::string_view> parts;
+  for (const json::value& item : items->get_array()) {
+    const json::object* name = member_object(item, "String");
+    if (name == nullptr) return std::nullopt;
+    parts.push_back(string_at(*name, "sval"));
+  }
+  if (parts.empty() || parts.size() > 2) return std::nullopt;
+  TargetTable relation;
+  relation.name = std::string(parts.back());
+  if (parts.size() == 2) relation.schema = std::string(parts.front());
+  relation.temporary = relation.schema == "pg_temp";
+  return relation;
+}
+
+// Statement::names_relations of DDL `node`, and private_ddl when they are all named in
+// schema pg_temp. Forms that may reach beyond the relations named (CASCADE, inheritance,
+// partitions) name none.
+void note_named_relations(std::string_view node, const json::object& stmt, Statement& out) {
+  constexpr std::string_view kDroppedKinds[] = {"OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_SEQUENCE",
+                                                "OBJECT_INDEX"};
+  constexpr std::string_view kReachingCommands[] = {"AT_AddInherit", "AT_DropInherit",
+                                                    "AT_AttachPartition", "AT_DetachPartition"};
+  if (string_at(stmt, "behavior") == "DROP_CASCADE") return;
+  std::vector<TargetTable> named;
+  if (node == "DropStmt" && is_one_of(kDroppedKinds, string_at(stmt, "removeType"))) {
+    const json::value* objects = stmt.if_contains("objects");
+    if (objects == nullptr || !objects->is_array()) return;
+    for (const json::value& object : objects->get_array()) {
+      auto relation = dropped_relation(object);
+      if (!relation) return;
+      named.push_back(std::move(*relation));
+    }
+  } else if (node == "AlterTableStmt") {
+    const json::value* commands = stmt.if_contains("cmds");
+    if (commands == nullptr || !commands->is_array()) return;
+    for (const json::value& item : commands->get_array()) {
+      const json::object* cmd = member_object(item, "AlterTableCmd");
+      if (cmd == nullptr || is_one_of(kReachingCommands, string_at(*cmd, "subtype"))) return;
+    }
+    named.push_back(target_of(stmt));
+  } else if (node == "IndexStmt") {
+    named.push_back(target_of(stmt));
+  } else if (node == "TruncateStmt") {
+    const json::value* relations = stmt.if_contains("relations");
+    if (relations == nullptr || !relations->is_array()) return;
+    for (const json::value& item : relations->get_array()) {
+      const json::object* range = member_object(item, "RangeVar");
+      if (range == nullptr) return;
+      named.push_back(table_named(*range));
+    }
+  }
+  if (named.empty() ||
+      std::ranges::any_of(named, [](const TargetTable& t) { return t.name.empty(); }))
+    return;
+  out.private_ddl = std::ranges::all_of(named, [](const TargetTable& t) { return t.temporary; });
+  out.names_relations = std::move(named);
+}
+
 std::vector<std::string> set_columns_of(const json::object& stmt) {
   std::vector<std::string> columns;
   const json::value* list = stmt.if_contains("targetList");
@@ -1033,6 +1097,7 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
     }
     note_reshaped_table(node, body, out);
     note_private_ddl(node, body, out);
+    note_named_relations(node, body, out);
     return;
   }
   out.kind = StatementKind::kUnknown;

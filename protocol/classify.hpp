@@ -93,7 +93,13 @@ struct Statement {
   //! DDL that only creates a temporary table, view or sequence (`target`), which no other
   //! session sees: what other sessions know of the schema holds. A temporary child of a
   //! permanent table is not private (its parent's queries in this session see its rows).
+  //! So is DDL whose names_relations are all in schema pg_temp.
   bool private_ddl = false;
+  //! DDL that acts only on the relations it names: DROP TABLE/VIEW/SEQUENCE/INDEX, ALTER
+  //! TABLE, CREATE INDEX, TRUNCATE (none with CASCADE, nor ALTER TABLE's inheritance and
+  //! partition commands). Private too when those are the session's temporary relations,
+  //! which only the primary can tell for a name without a schema (MirrorRelay asks it).
+  std::vector<TargetTable> names_relations;
   std::optional<CopyFrom> copy_from;    //!< COPY FROM STDIN
   std::vector<std::string> set_columns; //!< UPDATE ... SET targets (a key change needs care)
   //! INSERT: the columns some row gives a value of its own rather than DEFAULT, so a serial

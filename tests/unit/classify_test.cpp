@@ -252,6 +252,38 @@ TEST_CASE("DDL creating only a temporary object of the session's own is private,
     CHECK_FALSE(only(sql).private_ddl);
   }
 }
+
+TEST_CASE("DDL acting only on the relations it names lists them, private when all are pg_temp's") {
+  auto names = [](std::string_view sql) {
+    std::vector<std::string> out;
+    for (const TargetTable& t : only(sql).names_relations)
+      out.push_back(t.qualified());
+    return out;
+  };
+  using Names = std::vector<std::string>;
+  CHECK(names("DROP TABLE stage, s.\"Kept\"") == Names{"stage", "s.\"Kept\""});
+  CHECK(names("DROP VIEW IF EXISTS v") == Names{"v"});
+  CHECK(names("DROP INDEX stage_id") == Names{"stage_id"});
+  CHECK(names("ALTER TABLE stage ADD COLUMN n int, DROP COLUMN m") == Names{"stage"});
+  CHECK(names("CREATE INDEX ON stage (id)") == Names{"stage"});
+  CHECK(names("TRUNCATE stage, kept") == Names{"stage", "kept"});
+  CHECK_FALSE(only("DROP TABLE stage").private_ddl);
+  for (std::string_view sql : {"DROP TABLE pg_temp.stage", "TRUNCATE pg_temp.a, pg_temp.b",
+                               "ALTER TABLE pg_temp.stage ADD COLUMN n int"}) {
+    CHECK(only(sql).private_ddl);
+  }
+  CHECK_FALSE(only("TRUNCATE pg_temp.a, b").private_ddl);
+  // Forms that may reach past the relations named name none.
+  for (std::string_view sql :
+       {"DROP TABLE stage CASCADE", "TRUNCATE stage CASCADE", "ALTER TABLE stage INHERIT events",
+        "ALTER TABLE events ATTACH PARTITION stage FOR VALUES IN (1)", "DROP TYPE mood",
+        "DROP FUNCTION f()", "DROP TABLE db.s.stage", "ALTER TABLE stage RENAME TO kept",
+        "CREATE TABLE stage (id int)", "GRANT SELECT ON stage TO app"}) {
+    CHECK(names(sql).empty());
+    CHECK_FALSE(only(sql).private_ddl);
+  }
+}
+
 TEST_CASE("statement boundaries and unparsable text") {
   std::string sql = "BEGIN; INSERT INTO t VALUES (1) ;\n  COMMIT";
   Classification c = classify(sql);
