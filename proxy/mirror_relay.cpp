@@ -185,6 +185,7 @@ struct Expect {
   //! write: DDL on its table waits for its answer (see BoundPlans).
   BoundPlans::Hold bound_plan;
   BoundPlans::DdlUnderWay ddl_under_way; // DDL: until its answer is in (see BoundPlans)
+  bool private_ddl = false; // DDL no other session sees: private_ddl_ moves, not the shared epoch
 };
 
 //! Serializes writes to the client from the two pumps, keeping their order.
@@ -336,6 +337,9 @@ private:
     }
     if (held_bind_ && frame.tag != 'D' && frame.tag != 'E') release_held_bind();
     if (held_parse_ && !held_bind_ && frame.tag != 'B') release_held_parse();
+    if ((frame.tag == 'P' || frame.tag == 'B') && created_temporary_ && !cycle_open()) {
+      if (auto c = co_await ask_at_cycle_start_if_own_temporaries(frame)) co_return c;
+    }
     if (deferred_begin_ && frame.tag != 'Q') {
       if (auto c = co_await send_deferred_begin(frame.tag)) co_return c;
     }
@@ -361,6 +365,7 @@ private:
       if (auto c = co_await flush_primary()) co_return c;
       co_return Closing{CloseReason::kClientTerminate, {}, {}};
     case 'F':
+      own_temporaries_parsed_.reset(); // the function may create or drop them
       forward(frame);
       expects_.push_back(Expect{ExpectKind::kQuery});
       activity_.sync_sent(Clock::now());
@@ -370,7 +375,8 @@ private:
   }
 
   asio::awaitable<std::optional<Closing>> on_query(std::string_view sql) {
-    unsent_parse_.clear(); // a Query ends the unnamed statement on the primary too
+    unsent_parse_.clear();           // a Query ends the unnamed statement on the primary too
+    own_temporaries_parsed_.reset(); // what the Query runs may create or drop them
     protocol::ClassifiedQuery query = cache_.get(sql);
     if (query.classification->statements.size() == 1) { // an EXECUTE of a read is that read
       if (auto executed = executed_statement(query.classification->statements[0]);
@@ -459,6 +465,10 @@ private:
     if (writes && services_.role_fence().draining()) co_await pass_role_fence();
     if (auto c = co_await drain()) co_return c;
     if (skipping_to_sync()) co_return std::nullopt; // an earlier message of the cycle failed
+    bool own_temporaries = false;
+    if (!mid_cycle && statements.size() == 1 && may_act_on_own_temporaries(statements[0])) {
+      if (auto c = co_await ask_if_own_temporaries(statements[0], own_temporaries)) co_return c;
+    }
     expect_transaction();
     cycle_writes_ = false;
     cycle_autocommit_mirror_ = false; // committed below once the Query's answer is in
@@ -545,11 +555,12 @@ private:
       expect.rewritten = s.mirror == MirrorPlan::kRowImage;
       expect.keep = executed ? executed : classification;
       expect.statement = &s;
-      expect.op = make_op(s, text, nullptr);
+      expect.private_ddl = s.private_ddl || own_temporaries;
+      expect.op = make_op(s, text, nullptr, expect.private_ddl);
       if (s.kind == StatementKind::kDdl) {
         if (auto c = co_await before_sending_ddl(s, in_client_block, expect)) co_return c;
       }
-      note_sent(s, in_client_block);
+      note_sent(s, in_client_block, expect.private_ddl);
       expect.hand_over = hands_over(s.transaction);
       copy_in_started_ = false;
       if (s.copy_from && s.copy_from->extendable && statements.size() == 1 &&
@@ -1313,6 +1324,9 @@ private:
     const protocol::Statement* s = prepared ? prepared->statement : nullptr;
     std::shared_ptr<const protocol::Classification> keep =
         prepared ? prepared->classification : nullptr;
+    // Asked when the statement was parsed or bound, with nothing run since.
+    auto parsed_own_temporaries = std::exchange(own_temporaries_parsed_, nullptr);
+    bool own_temporaries = keep && parsed_own_temporaries == keep;
     if (s != nullptr && !prepared->rewritten) {
       // An EXECUTE of a read is that read, by what the name stands for now (see on_query).
       if (auto executed = executed_statement(*s);
@@ -1378,6 +1392,7 @@ private:
       (wants_wrap(*s) ? cycle_writes_ : cycle_autocommit_mirror_) = true;
     }
     Expect expect{ExpectKind::kExecute};
+    expect.private_ddl = s->private_ddl || own_temporaries;
     if (s->kind == StatementKind::kDdl) {
       if (auto c = co_await before_sending_ddl(*s, expected_in_transaction_, expect)) co_return c;
     }
@@ -1398,8 +1413,8 @@ private:
     note_prepared_names(*s, prepared->prepare_image, expect);
     expect.keep = std::move(keep);
     expect.statement = s;
-    expect.op = make_op(*s, prepared->text, portal);
-    note_sent(*s, expected_in_transaction_);
+    expect.op = make_op(*s, prepared->text, portal, expect.private_ddl);
+    note_sent(*s, expected_in_transaction_, expect.private_ddl);
     expect.hand_over = hands_over(s->transaction);
     expects_.push_back(std::move(expect));
     if (s->mirror == MirrorPlan::kCopyIn) {
@@ -2173,6 +2188,68 @@ private:
     return true;
   }
 
+  // Whether `s` may be DDL on temporary relations of this session's only (see
+  // Statement::names_relations), which only the primary can tell: a temporary table hides a
+  // permanent one of its name, and may be gone since it was made. Asked only by a session
+  // that made temporary objects, and not in a failed transaction.
+  bool may_act_on_own_temporaries(const protocol::Statement& s) const {
+    return created_temporary_ && s.kind == StatementKind::kDdl && !s.private_ddl &&
+           !s.names_relations.empty() && activity_.transaction_status != 'E' &&
+           !transaction_failed_;
+  }
+
+  // Asks the primary whether every relation `s` names is a temporary one of this session's.
+  // Runs a Query of its own: called only between extended-protocol cycles.
+  asio::awaitable<std::optional<Closing>> ask_if_own_temporaries(const protocol::Statement& s,
+                                                                 bool& own) {
+    std::string names;
+    for (const protocol::TargetTable& relation : s.names_relations) {
+      if (!names.empty()) names += ", ";
+      names += quote_literal(relation.qualified());
+    }
+    // A name that finds nothing (to_regclass gives NULL) is not a temporary relation.
+    if (auto c = co_await run_captured(
+            "SELECT pg_catalog.bool_and(coalesce(c.relpersistence = 't', false)) FROM "
+            "pg_catalog.unnest(ARRAY[" +
+            names +
+            "]::text[]) AS n(name) LEFT JOIN pg_catalog.pg_class c "
+            "ON c.oid = pg_catalog.to_regclass(n.name)")) {
+      co_return c;
+    }
+    own = captured_.error.empty() && captured_.rows.size() == 1 && captured_.rows[0].size() == 1 &&
+          captured_.rows[0][0] == "t";
+    co_return std::nullopt;
+  }
+
+  // The first message of an extended-protocol cycle, a Parse or a Bind (of a statement
+  // prepared before), of DDL that may act on this session's temporary relations only: the
+  // primary is asked now, before the cycle opens (a Query of switchyard's own in it would end
+  // its implicit transaction), and its Execute, when nothing ran in between, is private
+  // (on_execute).
+  asio::awaitable<std::optional<Closing>>
+  ask_at_cycle_start_if_own_temporaries(const protocol::Frame& frame) {
+    std::shared_ptr<const protocol::Classification> classification;
+    if (frame.tag == 'P') {
+      auto parse = protocol::parse_parse(frame.body);
+      if (!parse) co_return std::nullopt; // on_parse refuses it
+      classification = cache_.get(parse->query).classification;
+    } else {
+      auto bind = protocol::parse_bind(frame.body);
+      if (!bind) co_return std::nullopt; // on_bind refuses it
+      auto found = statements_.find(bind->statement);
+      if (found == statements_.end() || !found->second) co_return std::nullopt;
+      classification = found->second->classification;
+    }
+    if (!classification || classification->statements.size() != 1 ||
+        !may_act_on_own_temporaries(classification->statements[0])) {
+      co_return std::nullopt;
+    }
+    bool own = false;
+    if (auto c = co_await ask_if_own_temporaries(classification->statements[0], own)) co_return c;
+    if (own) own_temporaries_parsed_ = std::move(classification);
+    co_return std::nullopt;
+  }
+
   // DDL about to be sent, in the client's transaction block or not (`in_block`), moves the
   // schema epoch (see PreparedInfo), as its completion does (finish_statement): another
   // session's rewritten statement bound while it runs is prepared again first, rather than
@@ -2184,7 +2261,7 @@ private:
   // primary, and before note_sent.
   asio::awaitable<std::optional<Closing>> before_sending_ddl(const protocol::Statement& s,
                                                              bool in_block, Expect& expect) {
-    if (s.private_ddl) { // no other session's statement can resolve to what it creates
+    if (expect.private_ddl) { // no other session's statement can resolve to what it acts on
       ++private_ddl_;
       co_return std::nullopt;
     }
@@ -2206,20 +2283,21 @@ private:
 
   // A statement on its way to the primary, in the client's transaction block or not
   // (`in_block`). DDL outside a block takes its place in async mode's commit order now
-  // (SecondaryLink::note_sent), but for index builds and materialized view refreshes: no
-  // write depends on them, and they may run for long while every later commit would wait.
-  void note_sent(const protocol::Statement& s, bool in_block) {
+  // (SecondaryLink::note_sent), but for index builds and materialized view refreshes and DDL
+  // of the session's own (`private_ddl`): no other session's write depends on them, and an
+  // index build may run for long while every later commit would wait.
+  void note_sent(const protocol::Statement& s, bool in_block, bool private_ddl) {
     bool ddl = s.kind == StatementKind::kDdl;
     if (ddl) services_.ddl_sent_at() = Clock::now().time_since_epoch().count();
     if (s.transaction != TransactionOp::kCommit && s.transaction != TransactionOp::kRollback) {
-      link_.note_sent(ddl && !in_block &&
+      link_.note_sent(ddl && !in_block && !private_ddl &&
                       runtime_->config->mirror.ddl == config::DdlPolicy::kMirror &&
                       s.node != "IndexStmt" && s.node != "RefreshMatViewStmt");
     }
   }
 
   std::unique_ptr<MirrorOp> make_op(const protocol::Statement& s, std::string_view text,
-                                    const PortalInfo* portal) {
+                                    const PortalInfo* portal, bool private_ddl = false) {
     if (s.mirror == MirrorPlan::kNone && s.transaction == TransactionOp::kNone) return nullptr;
     auto op = std::make_unique<MirrorOp>();
     op->kind =
@@ -2227,6 +2305,7 @@ private:
     op->sql = std::string(text);
     op->ddl = s.kind == StatementKind::kDdl;
     op->statement = s;
+    if (private_ddl) op->statement.private_ddl = true; // its link moves its own epoch too
     if (portal != nullptr) {
       op->parameter_types = portal->prepared->types;
       op->parameter_formats = portal->bind.parameter_formats;
@@ -2598,8 +2677,9 @@ private:
     case TransactionOp::kRollbackTo: link_.add(std::move(*front.op)); return;
     default: break;
     }
-    if (s->private_ddl) {
+    if (front.private_ddl) {
       ++private_ddl_; // see PreparedInfo and session_schema_epoch
+      created_temporary_ = true;
     } else if (s->kind == StatementKind::kDdl) {
       ++services_.schema_epoch();
     }
@@ -2672,7 +2752,11 @@ private:
   uint64_t oids_epoch_ = 0;
   Clock::time_point oids_at_;
   std::unordered_map<std::string, std::string, TextHash, std::equal_to<>> described_;
-  uint64_t private_ddl_ = 0;             // DDL sent or answered that created temporary objects
+  uint64_t private_ddl_ = 0;       // DDL sent or answered that acted on temporary objects only
+  bool created_temporary_ = false; // ... answered: DDL may name temporary relations since
+  //! A DDL statement the primary said, as it was parsed or bound, names temporary relations
+  //! only; cleared by the next Execute or Query (see ask_at_cycle_start_if_own_temporaries).
+  std::shared_ptr<const protocol::Classification> own_temporaries_parsed_;
   bool expected_in_transaction_ = false; // as the client's requests so far leave it
   bool cycle_writes_ = false; // autocommit writes of this cycle await its Sync (see on_sync)
   bool cycle_autocommit_mirror_ = false; // DDL or a setting ran outside a transaction

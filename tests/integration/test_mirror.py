@@ -618,9 +618,17 @@ def test_a_temporary_table_named_as_a_table_is_its_sessions_own(pair, start_prox
         other.execute("UPDATE shadowed SET note = 'b2x' WHERE id = 2")
         own.execute("INSERT INTO public.shadowed SELECT id + 10, note FROM shadowed")
         assert own.execute("SELECT id, note, extra FROM shadowed").fetchall() == [(3, "a2", 7)]
+        # Dropping the temporary table uncovers the permanent one: the prepared statement is
+        # prepared again for it, and DDL on the name is the permanent table's again.
+        own.execute("DROP TABLE shadowed")
+        own.execute(insert, (4, "a4"), prepare=True)
+        own.pgconn.exec_(b"ALTER TABLE shadowed ADD COLUMN later int DEFAULT 5")
+        other.execute(insert, (5, "b5"))
+        other.execute("UPDATE shadowed SET later = 6 WHERE id = 5")
     if write_mode == "async":
         assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
-    assert primary.sql("SELECT string_agg(id || note, ',' ORDER BY id) FROM shadowed") == "1a1,2b2x,13a2"
+    assert primary.sql("SELECT string_agg(id || note || later, ',' ORDER BY id) FROM shadowed") == \
+        "1a15,2b2x5,4a45,5b56,13a25"
     assert proxy.metric_sum("switchyard_mirror_failures_total") == 0, proxy.log()
     assert_identical(primary, secondary, {"shadowed": "id"})
 

@@ -192,13 +192,22 @@ def test_reads_calling_the_databases_own_stable_functions_are_routed(pair, start
 def test_a_temporary_table_leaves_what_sessions_learned_of_functions(pair, start_proxy, tmp_path):
     """DDL through switchyard has every session ask the catalog about functions again, and
     an extended-protocol read calling one not known then is routed only from its second run.
-    DDL that only creates temporary objects (a staging table) changes nothing another
-    session sees: a new read calling a function learned before is routed from its first."""
+    DDL that only creates temporary objects (a staging table), or acts only on the session's
+    temporary relations (indexes it, alters, truncates and drops them), changes nothing
+    another session sees: a new read calling a function learned before is routed from its
+    first. The same DDL on a permanent table the temporary one hid does change it."""
     primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE kept (id int)")
     proxy = start_proxy(routing_config(primary, secondary, tmp_path, 100))
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn, psycopg.connect(proxy.dsn()) as stager:
         conn.execute("CREATE FUNCTION side_tag(t text) RETURNS text STABLE LANGUAGE sql "
                      "AS $$ SELECT 'tag ' || t $$")
+        reads = iter(range(1, 100))
+
+        def first_run_side():  # a read of a text not run before
+            return conn.execute(f"SELECT side_tag(side) FROM whoami WHERE %s AND {next(reads)} > 0",
+                                (True,)).fetchone()[0]
         try:
             assert side_of(conn.pgconn, b"SELECT side_tag(side) FROM whoami") == "tag secondary"
             with stager.transaction():
@@ -206,10 +215,33 @@ def test_a_temporary_table_leaves_what_sessions_learned_of_functions(pair, start
                 stager.execute("INSERT INTO stage VALUES (1)")
             with stager.transaction():
                 stager.execute("CREATE TEMP TABLE kept (id int)")
-            first = conn.execute("SELECT side_tag(side) FROM whoami WHERE %s", (True,)).fetchone()[0]
-            assert first == "tag secondary"
+            assert first_run_side() == "tag secondary"
+            stager.autocommit = True
+            for ddl in ("CREATE INDEX kept_id ON kept (id)", "ALTER TABLE kept ADD COLUMN note text",
+                        "TRUNCATE kept", "DROP INDEX kept_id"):
+                stager.execute(ddl)  # the extended protocol
+                assert first_run_side() == "tag secondary", ddl
+            with stager.transaction():
+                stager.execute("ALTER TABLE kept ADD COLUMN more int")
+            assert first_run_side() == "tag secondary"
+            stager.pgconn.exec_(b"DROP TABLE kept")  # the simple protocol
+            assert first_run_side() == "tag secondary"
+            stager.autocommit = False
+            for _ in range(2):
+                with stager.transaction():  # a batch staged through a table it drops itself
+                    stager.execute("CREATE TEMP TABLE batch (id int PRIMARY KEY, d int)")
+                    stager.execute("INSERT INTO batch SELECT DISTINCT (random() * 9)::int + 1, 1 "
+                                   "FROM generate_series(1, 5) ON CONFLICT DO NOTHING")
+                    stager.execute("UPDATE kept k SET id = k.id + b.d FROM batch b WHERE k.id = b.id")
+                    stager.execute("DROP TABLE batch", prepare=True)  # then bound, not parsed
+                assert first_run_side() == "tag secondary"
+            stager.autocommit = True
+            assert stager.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'kept'").fetchone()[0] == 1
+            stager.pgconn.exec_(b"ALTER TABLE kept ADD COLUMN note text")  # the permanent one now
+            assert first_run_side() == "tag primary"
         finally:
             conn.execute("DROP FUNCTION side_tag(text)")
+            conn.execute("DROP TABLE kept")
 
 
 @pytest.mark.parametrize("write_mode", ["sync", "async"])
