@@ -337,7 +337,8 @@ private:
     }
     if (held_bind_ && frame.tag != 'D' && frame.tag != 'E') release_held_bind();
     if (held_parse_ && !held_bind_ && frame.tag != 'B') release_held_parse();
-    if ((frame.tag == 'P' || frame.tag == 'B') && created_temporary_ && !cycle_open()) {
+    if ((frame.tag == 'P' || frame.tag == 'B') && created_temporary_ && !cycle_open() &&
+        expects_.empty()) {
       if (auto c = co_await ask_at_cycle_start_if_own_temporaries(frame)) co_return c;
     }
     if (deferred_begin_ && frame.tag != 'Q') {
@@ -2222,7 +2223,8 @@ private:
   }
 
   // The first message of an extended-protocol cycle, a Parse or a Bind (of a statement
-  // prepared before), of DDL that may act on this session's temporary relations only: the
+  // prepared before), with every answer in, of DDL that may act on this session's temporary
+  // relations only: the
   // primary is asked now, before the cycle opens (a Query of switchyard's own in it would end
   // its implicit transaction), and its Execute, when nothing ran in between, is private
   // (on_execute).
