@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Temporary tables beside a load: what one client loading batches through a staging table
 (`CREATE TEMP TABLE ... ON COMMIT DROP`, fill it, `UPDATE ... FROM` it, commit, as bulk
-upserts are often written) costs every other client of switchyard.
+upserts are often written) costs every other client of switchyard. `--staging drop` drops
+the staging table at the end of each batch instead (`DROP TABLE stage` before the commit).
 
 Each round runs each workload with `--clients` clients for `--duration` seconds through
 switchyard (read_percent 50), once alone ("quiet") and once beside the staging client
@@ -16,7 +17,8 @@ later), and whether the two databases ended identical once switchyard reported i
 queue empty and its journal replayed.
 
 Usage: bench/temp_table_bench.py [--duration S] [--clients N] [--rounds N] [--scale N]
-                                 [--workloads=LABEL,...] [--baseline path/to/another/switchyard]
+                                 [--workloads=LABEL,...] [--staging on-commit-drop|drop]
+                                 [--baseline path/to/another/switchyard]
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
@@ -43,16 +45,20 @@ TABLES = {"pgbench_accounts": "aid", "pgbench_branches": "bid", "pgbench_tellers
           "pgbench_history": "t::text"}
 
 
-def staging_batches(dsn, stop, done):
-    """Loads batches through a temporary table until `stop`; counts them in done[0]."""
+def staging_batches(dsn, dropped, stop, done):
+    """Loads batches through a temporary table until `stop`, dropping it at the end of each
+    (`dropped`) or leaving that to ON COMMIT DROP; counts them in done[0]."""
     with psycopg.connect(dsn) as conn:
         while not stop.is_set():
             with conn.transaction():
-                conn.execute("CREATE TEMP TABLE stage (aid int PRIMARY KEY, delta int) ON COMMIT DROP")
+                conn.execute("CREATE TEMP TABLE stage (aid int PRIMARY KEY, delta int)"
+                             + ("" if dropped else " ON COMMIT DROP"))
                 conn.execute("INSERT INTO stage SELECT DISTINCT (random() * 99999)::int + 1, 1 "
                              f"FROM generate_series(1, {BATCH_ROWS}) ON CONFLICT DO NOTHING")
                 conn.execute("UPDATE pgbench_accounts a SET abalance = a.abalance + s.delta "
                              "FROM stage s WHERE a.aid = s.aid")
+                if dropped:
+                    conn.execute("DROP TABLE stage")
             done[0] += 1
 
 
@@ -63,7 +69,7 @@ def one_run(proxy, mode, args, staging, first, second, opts):
         pgbench_init(cluster, opts.scale)
     stop = threading.Event()
     done = [0]
-    stager = threading.Thread(target=staging_batches, args=(proxy.dsn(), stop, done))
+    stager = threading.Thread(target=staging_batches, args=(proxy.dsn(), opts.staging == "drop", stop, done))
     if staging:
         stager.start()
     reads_before = read_counts(proxy)
@@ -91,6 +97,8 @@ def main():
     parser.add_argument("--scale", type=int, default=1)
     parser.add_argument("--baseline", help="another switchyard binary to run as well")
     parser.add_argument("--workloads", default="all", help="comma-separated label prefixes, e.g. --workloads=reads")
+    parser.add_argument("--staging", choices=("on-commit-drop", "drop"), default="on-commit-drop",
+                        help="how each batch's staging table goes")
     opts = parser.parse_args()
     binaries = {"switchyard": SWITCHYARD_BIN}
     if opts.baseline:
@@ -114,7 +122,8 @@ def main():
                 cleanup.callback(proxy.stop)
                 proxies[(name, mode)] = proxy
         print(f"-T {opts.duration} -c {opts.clients}, scale {opts.scale}, median of {opts.rounds} rounds; "
-              f"staging: one more client loading {BATCH_ROWS}-row batches through a temporary table\n")
+              f"staging: one more client loading {BATCH_ROWS}-row batches through a temporary table "
+              f"({'dropped by DROP TABLE' if opts.staging == 'drop' else 'ON COMMIT DROP'})\n")
         print("| workload | target | mode | tps, quiet | tps, with staging | staging/quiet "
               "| reads the secondary answered, quiet / with staging | staging batches/s "
               "| writes the secondary did not apply | databases after |")
