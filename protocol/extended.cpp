@@ -36,6 +36,14 @@ Result<ParseMessage> parse_parse(std::string_view body) {
   return parse;
 }
 
+std::optional<std::string_view> second_cstring(std::string_view body) {
+  BodyReader reader(body);
+  if (!reader.cstring()) return std::nullopt;
+  auto second = reader.cstring();
+  if (!second) return std::nullopt;
+  return *second;
+}
+
 Result<BindMessage> parse_bind(std::string_view body) {
   BodyReader reader(body);
   BindMessage bind;

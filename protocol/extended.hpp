@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -43,6 +44,9 @@ Result<ParseMessage> parse_parse(std::string_view body);
 Result<BindMessage> parse_bind(std::string_view body);
 Result<ExecuteMessage> parse_execute(std::string_view body);
 Result<TargetMessage> parse_target(std::string_view body);
+//! The second string of a Parse (its query) or a Bind (its statement's name), read in place;
+//! nullopt when the message ends before it.
+std::optional<std::string_view> second_cstring(std::string_view body);
 
 void append_query(std::string& out, std::string_view sql);
 void append_parse(std::string& out, const ParseMessage& parse);

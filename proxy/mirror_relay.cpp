@@ -2224,21 +2224,18 @@ private:
 
   // The first message of an extended-protocol cycle, a Parse or a Bind (of a statement
   // prepared before), with every answer in, of DDL that may act on this session's temporary
-  // relations only: the
-  // primary is asked now, before the cycle opens (a Query of switchyard's own in it would end
-  // its implicit transaction), and its Execute, when nothing ran in between, is private
-  // (on_execute).
+  // relations only: the primary is asked now, before the cycle opens (a Query of
+  // switchyard's own in it would end its implicit transaction), and its Execute, when nothing
+  // ran in between, is private (on_execute). Only the query or name is read here, in place.
   asio::awaitable<std::optional<Closing>>
   ask_at_cycle_start_if_own_temporaries(const protocol::Frame& frame) {
+    auto field = protocol::second_cstring(frame.body);
+    if (!field) co_return std::nullopt; // on_parse or on_bind refuses it
     std::shared_ptr<const protocol::Classification> classification;
     if (frame.tag == 'P') {
-      auto parse = protocol::parse_parse(frame.body);
-      if (!parse) co_return std::nullopt; // on_parse refuses it
-      classification = cache_.get(parse->query).classification;
+      classification = cache_.get(*field).classification;
     } else {
-      auto bind = protocol::parse_bind(frame.body);
-      if (!bind) co_return std::nullopt; // on_bind refuses it
-      auto found = statements_.find(bind->statement);
+      auto found = statements_.find(std::string(*field));
       if (found == statements_.end() || !found->second) co_return std::nullopt;
       classification = found->second->classification;
     }

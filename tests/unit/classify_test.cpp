@@ -573,4 +573,11 @@ TEST_CASE("extended-protocol parsers refuse truncated messages instead of readin
   REQUIRE(back.ok());
   CHECK(back->query == "SELECT $1");
   CHECK(back->parameter_types == std::vector<uint32_t>{23});
+  // The second string of a Parse or a Bind, read in place.
+  CHECK(second_cstring(std::string_view(wire).substr(5)) == "SELECT $1");
+  std::string bind;
+  append_bind(bind, BindMessage{"portal", "stmt", {}, {Value("1")}, {}});
+  CHECK(second_cstring(std::string_view(bind).substr(5)) == "stmt");
+  CHECK_FALSE(second_cstring(std::string_view("s1")));
+  CHECK_FALSE(second_cstring(std::string_view("s\0SELECT 1", 10)));
 }
