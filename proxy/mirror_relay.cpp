@@ -950,6 +950,7 @@ private:
       link_.hand_over_applied();
     } else {
       co_await link_.commit(false);
+      link_.settle(); // the primary committed it first: what the secondary missed may replay
     }
   }
 

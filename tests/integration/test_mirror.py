@@ -1605,6 +1605,25 @@ def test_the_journal_drains_after_each_restart_of_the_secondary(pair, start_prox
     assert_identical(primary, secondary, {"balances": "account"})
 
 
+def test_autocommit_ddl_the_secondary_missed_replays_while_its_session_idles(pair, start_proxy, tmp_path):
+    """Sync mode mirrors DDL run outside a transaction once the primary has committed it.
+    Journaled, it used to wait for the session's next statement before the replayer took it,
+    holding up every later entry of every session meanwhile."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as idle, \
+            psycopg.connect(proxy.dsn(), autocommit=True) as other:
+        secondary.stop()
+        idle.execute("ALTER TABLE balances ADD COLUMN region text")
+        other.execute("INSERT INTO events (account) VALUES (1)")
+        secondary.launch()
+        assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=30), proxy.log()
+    assert secondary.sql("SELECT count(*) FROM information_schema.columns "
+                         "WHERE table_name = 'balances' AND column_name = 'region'") == "1"
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
+    assert_identical(primary, secondary, {"balances": "account", "events": "id"})
+
+
 def test_a_keyless_row_the_secondary_committed_after_the_timeout_is_not_replayed_twice(
         pair, start_proxy, tmp_path):
     """After a timeout the secondary's outcome is unknown: here its commit waits for a
