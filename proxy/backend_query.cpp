@@ -32,6 +32,19 @@ std::string sqlstate_of(std::string_view body) {
 
 namespace {
 
+// A failure to read table `name`'s shape, led by the SQLSTATE of `error` when the backend
+// refused ("SQLSTATE: message"), as such errors are: 42P01 tells a table that does not exist.
+Error shape_error(const std::string& name, std::string_view error) {
+  bool refused = error.size() > 7 && error.substr(5, 2) == ": " &&
+                 std::all_of(error.begin(), error.begin() + 5, [](char c) {
+                   return std::isupper(static_cast<unsigned char>(c)) != 0 ||
+                          std::isdigit(static_cast<unsigned char>(c)) != 0;
+                 });
+  std::string what = "cannot read the shape of " + name + ": ";
+  if (!refused) return Error{what + std::string(error)};
+  return Error{std::string(error.substr(0, 7)) + what + std::string(error.substr(7))};
+}
+
 // Reads the answers to what was just sent, up to ReadyForQuery.
 asio::awaitable<Result<QueryRows>> read_results(MessageReader& reader) {
   QueryRows result;
@@ -128,8 +141,8 @@ query_sqlite_table_shape(Stream& stream, MessageReader& reader, const std::strin
   std::string sql = "SELECT name, hidden IN (2, 3), pk FROM pragma_table_xinfo(" +
                     quote_literal(table) + ", " + quote_literal(schema) + ") ORDER BY cid";
   auto rows = co_await run_query(stream, reader, sql);
-  if (!rows) co_return Error{"cannot read the shape of " + name + ": " + rows.error()};
-  if (rows->rows.empty()) co_return Error{"cannot read the shape of " + name + ": no such table"};
+  if (!rows) co_return shape_error(name, rows.error());
+  if (rows->rows.empty()) co_return shape_error(name, "42P01: no such table");
   protocol::TableShape shape;
   shape.dialect = protocol::Dialect::kSqlite;
   shape.qualified = (schema == "main" ? "" : protocol::quote_identifier(schema) + ".") +
@@ -170,7 +183,7 @@ asio::awaitable<Result<protocol::TableShape>> query_table_shape(Stream& stream,
       "WHERE a.attrelid = " +
       quote_literal(name) + "::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
   auto rows = co_await run_query(stream, reader, sql);
-  if (!rows) co_return Error{"cannot read the shape of " + name + ": " + rows.error()};
+  if (!rows) co_return shape_error(name, rows.error());
   protocol::TableShape shape;
   shape.qualified = name;
   for (const auto& row : rows->rows) {

@@ -34,6 +34,7 @@ constexpr size_t kCopyBatch = 1000;         // rows of a table copy read and wri
 constexpr int kAttempts = 3;
 constexpr size_t kMaxReconciledRows = 65536;
 constexpr auto kMinEntryTimeout = std::chrono::milliseconds(10'000);
+constexpr std::string_view kUndefinedTable = "42P01";
 // Makes the settings of the transaction it runs in the session's (a SET LOCAL's too). The
 // transaction's own characteristics cannot outlive it.
 constexpr std::string_view kKeepSettings =
@@ -333,6 +334,20 @@ private:
   // is each source row read FOR SHARE; into the primary, each target row locked FOR UPDATE
   // before the source row is read. The rows of one statement are locked in its order, as it
   // locked them, and written as it wrote them, by one statement (see write_current).
+  // Whether `table`, whose shape the target could not read (`error`), is missing from the
+  // source too: there is then nothing to write nor anywhere to write it (dropped since, or
+  // a session's temporary table, which no other connection sees).
+  static asio::awaitable<bool> gone_from_both(const Direction& way, const std::string& error,
+                                              const std::string& table) {
+    if (!error.starts_with(kUndefinedTable)) co_return false;
+    auto source = co_await within(query_table_shape(way.source->session.stream, way.source->reader,
+                                                    table, dialect_of(*way.source_backend)),
+                                  kMinEntryTimeout);
+    if (source || !source.error().starts_with(kUndefinedTable)) co_return false;
+    spdlog::info("journal entry for {} skipped: neither database has the table", table);
+    co_return true;
+  }
+
   asio::awaitable<Status> replay_rows(Pair& pair, const Direction& way,
                                       const std::vector<const JournalEntry*>& group,
                                       std::set<std::string>& synced) {
@@ -340,6 +355,7 @@ private:
     const JournalEntry& first = *group.front();
     auto shape = co_await query_table_shape(target.session.stream, target.reader, first.table,
                                             dialect_of(*way.target_backend));
+    if (!shape && co_await gone_from_both(way, shape.error(), first.table)) co_return Ok{};
     if (!shape) co_return Error{shape.error()};
     if (shape->key_columns.empty()) {
       co_return co_await replay_keyless_inserts(pair, way, group, *shape);
@@ -408,6 +424,10 @@ private:
       if (ask_whose) parameters.emplace_back(first.table);
       auto current = co_await way.source->query(source_sql, source_parameters.types,
                                                 source_parameters.formats, parameters);
+      if (!current && current.error().starts_with(kUndefinedTable)) {
+        (void)abandon(pair, {}); // dropped since: its DROP reaches the target as DDL does
+        co_return Ok{};
+      }
       if (!current) co_return fail(source_role + current.error());
       if (current->rows.empty()) {
         absent.push_back(std::move(key));
@@ -655,7 +675,7 @@ private:
       if (side->sqlite) continue;
       std::string lock = "LOCK TABLE " + entry.table + " IN SHARE ROW EXCLUSIVE MODE";
       auto locked = co_await within(side->link->query(lock), limit);
-      if (!locked && side == &source && locked.error().starts_with("42P01")) {
+      if (!locked && side == &source && locked.error().starts_with(kUndefinedTable)) {
         (void)abandon(pair, {}); // ends both transactions; the DROP reaches the target as DDL does
         co_return Ok{};
       }
@@ -735,7 +755,7 @@ private:
     auto shape = co_await within(query_table_shape(way.target->session.stream, way.target->reader,
                                                    entry.table, dialect_of(*way.target_backend)),
                                  limit);
-    if (!shape && shape.error().starts_with("42P01")) co_return Ok{}; // dropped since
+    if (!shape && co_await gone_from_both(way, shape.error(), entry.table)) co_return Ok{};
     if (!shape) co_return fail(target_role + shape.error());
     if (shape->key_columns.empty()) co_return co_await copy_table(pair, way, entry);
     Link& locked = way.into_primary ? *way.target : *way.source;
@@ -781,7 +801,7 @@ private:
       auto batch = co_await within(
           way.source->query(sql, batch_parameters.types, batch_parameters.formats, parameters),
           limit);
-      if (!batch && batch.error().starts_with("42P01")) { // dropped since: left to its DROP
+      if (!batch && batch.error().starts_with(kUndefinedTable)) { // dropped since: left to its DROP
         (void)abandon(pair, {});
         co_return Ok{};
       }

@@ -1624,6 +1624,27 @@ def test_autocommit_ddl_the_secondary_missed_replays_while_its_session_idles(pai
     assert_identical(primary, secondary, {"balances": "account", "events": "id"})
 
 
+def test_rows_journaled_for_a_table_dropped_since_are_left_to_its_drop(pair, start_proxy, tmp_path):
+    """Rows the secondary missed replay from the primary's current state. When the primary
+    has dropped their table since, there is nothing to replay, and nothing failed: the DROP,
+    journaled after them, removes the table from the secondary."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE doomed (id int PRIMARY KEY)")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        secondary.stop()
+        conn.execute("INSERT INTO doomed VALUES (1)")
+        conn.execute("INSERT INTO balances (account) VALUES (1)")
+        conn.execute("DROP TABLE doomed")
+        secondary.launch()
+        assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=30), proxy.log()
+    assert secondary.sql("SELECT to_regclass('doomed') IS NULL") == "t"
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="applied") == 3, proxy.log()
+    assert_identical(primary, secondary, {"balances": "account"})
+
+
 def test_a_keyless_row_the_secondary_committed_after_the_timeout_is_not_replayed_twice(
         pair, start_proxy, tmp_path):
     """After a timeout the secondary's outcome is unknown: here its commit waits for a
