@@ -41,6 +41,7 @@ const char* to_string(MirrorFailure failure) {
   case MirrorFailure::kNotMirrorable: return "not_mirrorable";
   case MirrorFailure::kTooLarge: return "transaction_too_large";
   case MirrorFailure::kQueueFull: return "async_queue_full";
+  case MirrorFailure::kTemporaryLost: return "temporary_lost";
   case MirrorFailure::kCount: break;
   }
   return "unknown";

@@ -56,6 +56,8 @@ enum class MirrorFailure {
   kNotMirrorable,  //!< a write switchyard cannot mirror (e.g. COPY FROM STDIN)
   kTooLarge,       //!< the transaction's writes outgrew what a session may buffer
   kQueueFull,      //!< async mode: more committed transactions waited than allowed
+  //! on a session's temporary relation the secondary connection lost (see SecondaryLink)
+  kTemporaryLost,
   kCount,
 };
 const char* to_string(MirrorFailure failure);

@@ -344,6 +344,14 @@ void SecondaryLink::drop_connection() {
   connection_.reset();
   services_.metrics().backend_connections(BackendRole::kSecondary).Decrement();
   session_applied_ = 0;
+  lost_temporaries_.merge(temporary_names_); // they were that connection's
+  temporary_names_.clear();
+}
+
+void SecondaryLink::drop_if_closed() {
+  if (connection_ && !read_transaction_open_ && connection_->session.stream.peer_closed()) {
+    drop_connection();
+  }
 }
 
 bool SecondaryLink::shares_connections() const {
@@ -392,10 +400,7 @@ void SecondaryLink::retire(std::unique_ptr<SecondaryConnection> connection) {
 asio::awaitable<Status> SecondaryLink::ensure_connected(bool may_share, uint64_t settings_up_to) {
   // A connection the secondary closed while it sat idle (a restart, idle_session_timeout)
   // says so before anything is sent: replaced, rather than failing the writes it would carry.
-  // One in a read transaction is left alone: the transaction's reads fall back as they are.
-  if (connection_ && !read_transaction_open_ && connection_->session.stream.peer_closed()) {
-    drop_connection();
-  }
+  drop_if_closed();
   if (!connection_) {
     borrowed_ = may_share;
     if (borrowed_) {
@@ -626,6 +631,9 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
   uint64_t settings = ops.empty() ? session_seq_ : ops.front().transaction_seq;
   if (auto connected = co_await ensure_connected(may_share(ops), settings); !connected)
     co_return connected;
+  // The connection was replaced just now, with the temporary relations these ops name.
+  if (std::ranges::any_of(ops, [&](const MirrorOp& op) { return names_lost_temporary(op); }))
+    co_return Error{"the secondary connection that held the session's temporary tables was lost"};
   connection_->session.transaction_status = '?'; // until a ReadyForQuery tells
   if (std::any_of(ops.begin(), ops.end(),
                   [](const MirrorOp& op) { return op.statement.private_ddl; }))
@@ -952,6 +960,7 @@ asio::awaitable<void> SecondaryLink::commit(bool atomic) {
   std::vector<MirrorOp> ops = std::move(pending_);
   pending_.clear();
   pending_bytes_ = 0;
+  set_aside_lost_temporaries(ops, false);
   if (groupable(ops, atomic)) {
     co_await apply_together(std::move(ops), false);
   } else {
@@ -1092,6 +1101,7 @@ SecondaryLink::try_apply(const std::vector<MirrorOp>& ops, bool atomic) {
   }
   std::chrono::duration<double> elapsed = Clock::now() - started;
   services_.metrics().mirror_seconds().Observe(elapsed.count());
+  note_temporaries(ops);
   bool ddl = false;
   bool shared_ddl = false; // DDL that only created temporary objects is this session's own
   for (const MirrorOp& op : ops) {
@@ -1318,6 +1328,7 @@ asio::awaitable<void> SecondaryLink::apply_queue() {
       std::vector<MirrorOp> ops = std::move(head.ops);
       for (size_t i = 1; i < taken; ++i)
         std::move(queue_[i].ops.begin(), queue_[i].ops.end(), std::back_inserter(ops));
+      set_aside_lost_temporaries(ops, true);
       if (taken > 1) metrics.async_merged_commits().Increment(static_cast<double>(taken - 1));
       // Other sessions' commits that are ready too may share the secondary transaction.
       if (groupable(ops, head.atomic)) {
@@ -1357,6 +1368,89 @@ asio::awaitable<void> SecondaryLink::apply_batch(const std::vector<MirrorOp>& op
   journal_outcome(ops, outcome, committed);
 }
 
+std::vector<const protocol::TargetTable*> SecondaryLink::relations_of(const MirrorOp& op) {
+  std::vector<const protocol::TargetTable*> relations;
+  auto of_the_session = [](const protocol::TargetTable& t) {
+    return !t.name.empty() && (t.schema.empty() || t.schema == "pg_temp");
+  };
+  for (const protocol::TargetTable& relation : op.statement.names_relations) {
+    if (of_the_session(relation)) relations.push_back(&relation);
+  }
+  if (op.statement.names_relations.empty() && of_the_session(op.statement.target))
+    relations.push_back(&op.statement.target);
+  return relations;
+}
+
+bool SecondaryLink::session_only(const MirrorOp& op) {
+  if (op.statement.private_ddl) return true;
+  return !op.ddl && op.statement.transaction == protocol::TransactionOp::kNone &&
+         !op.statement.target.name.empty() && op.statement.target.temporary;
+}
+
+bool SecondaryLink::names_lost_temporary(const MirrorOp& op) const {
+  if (lost_temporaries_.empty()) return false;
+  // A CREATE of one: the primary had none of the name left, so the secondary gets it anew.
+  // DDL of every session's runs as the client ran it.
+  if (op.ddl && (!op.statement.private_ddl || op.statement.names_relations.empty())) return false;
+  return std::ranges::any_of(relations_of(op), [&](const protocol::TargetTable* relation) {
+    return lost_temporaries_.contains(relation->name);
+  });
+}
+
+void SecondaryLink::note_temporaries(const std::vector<MirrorOp>& ops) {
+  for (const MirrorOp& op : ops) {
+    if (!op.statement.private_ddl) continue;
+    bool created = op.statement.names_relations.empty();
+    bool dropped = op.statement.node == "DropStmt";
+    for (const protocol::TargetTable* relation : relations_of(op)) {
+      if (created) {
+        temporary_names_.insert(relation->name);
+        lost_temporaries_.erase(relation->name);
+      } else if (dropped) {
+        temporary_names_.erase(relation->name);
+      }
+    }
+  }
+}
+
+void SecondaryLink::set_aside_lost_temporaries(std::vector<MirrorOp>& ops, bool committed) {
+  drop_if_closed(); // a connection lost with the session's temporary tables says so now
+  if (lost_temporaries_.empty()) return;
+  std::vector<MirrorOp> kept;
+  std::vector<MirrorOp> writes; // to a table by the bare name of a lost one
+  size_t dropped = 0;
+  for (MirrorOp& op : ops) {
+    if (!names_lost_temporary(op)) {
+      kept.push_back(std::move(op));
+    } else if (session_only(op)) {
+      ++dropped;
+      if (op.statement.node == "DropStmt") { // the primary has none of these names left
+        for (const protocol::TargetTable* relation : relations_of(op))
+          lost_temporaries_.erase(relation->name);
+      }
+    } else {
+      writes.push_back(std::move(op));
+    }
+  }
+  ops = std::move(kept);
+  if (dropped > 0) {
+    services_.metrics()
+        .mirror_failures(MirrorFailure::kTemporaryLost)
+        .Increment(static_cast<double>(dropped));
+    static LogLimiter limiter;
+    if (std::string note; limiter.due(note)) {
+      spdlog::warn("session {}: {} statements on temporary tables the secondary connection lost "
+                   "not mirrored (they were the session's own){}",
+                   peer_, dropped, note);
+    }
+  }
+  if (!writes.empty()) {
+    journal_ops(writes, MirrorFailure::kTemporaryLost,
+                "the secondary connection that held the session's temporary tables was lost",
+                committed);
+  }
+}
+
 std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
                                                MirrorFailure reason, const std::string& error,
                                                bool sync, bool maybe_applied) {
@@ -1365,6 +1459,13 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
   for (const MirrorOp& op : ops) {
     // Savepoints only shape the transaction; the replayer re-reads each row as committed.
     if (op.statement.transaction != protocol::TransactionOp::kNone) continue;
+    // What the secondary missed of a temporary relation, the session's copy there lacks.
+    for (const protocol::TargetTable* relation : relations_of(op)) {
+      if (op.statement.private_ddl || relation->temporary ||
+          temporary_names_.contains(relation->name))
+        lost_temporaries_.insert(relation->name);
+    }
+    if (session_only(op)) continue;
     backfill::JournalEntry entry = entry_for(op);
     entry.reason = monitoring::to_string(reason);
     entry.error = error;

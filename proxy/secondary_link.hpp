@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -269,6 +270,30 @@ private:
   void hold_until_committed(std::optional<uint64_t> offset, bool committed);
   //! Closes the connection; writes sent on it and not answered yet are cancelled.
   void drop_connection();
+  //! Drops a connection the secondary closed while it sat idle, unless a read transaction
+  //! is open on it (its reads fall back as they are).
+  void drop_if_closed();
+
+  // ---- the session's temporary relations (see temporary_names_) ---------------------
+
+  //! The relations `op` names without a schema or in pg_temp: those its DDL acts on, or the
+  //! table it creates or writes.
+  static std::vector<const protocol::TargetTable*> relations_of(const MirrorOp& op);
+  //! Whether `op` acts on temporary relations of the session's alone, which no connection but
+  //! its own secondary one can reach: DDL found to (Statement::private_ddl), or a write to a
+  //! table in pg_temp. Never journaled: replayed on another connection it would fail, or
+  //! find a permanent relation of the same name (a DROP of the session's staging table).
+  static bool session_only(const MirrorOp& op);
+  //! Whether `op` names a temporary relation the secondary connection lost.
+  bool names_lost_temporary(const MirrorOp& op) const;
+  //! Notes the temporary relations `ops`, applied, created and dropped.
+  void note_temporaries(const std::vector<MirrorOp>& ops);
+  //! Takes out of `ops` those naming temporary relations the secondary connection lost: the
+  //! session-only ones are dropped (counted); writes to a table by such a bare name are
+  //! journaled (a row image's rows the replayer re-reads from the primary, where the name
+  //! may be a permanent table's by now) rather than run where the name finds a permanent
+  //! table of the same name.
+  void set_aside_lost_temporaries(std::vector<MirrorOp>& ops, bool committed);
   //! Notes in SequenceMarks the ids INSERT image `op` wrote to the serial and identity
   //! columns of `shape`.
   void note_sequence_values(const protocol::TableShape& shape, const MirrorOp& op);
@@ -315,7 +340,13 @@ private:
   uint64_t shapes_epoch_ = 0; // the schema epoch, plus private_ddl_, shapes_ were read at
   // DDL applied that created temporary objects: it moves only this session's schema epoch.
   uint64_t private_ddl_ = 0;
-  bool created_temporary_ = false;  // tables named without a schema may be temporary ones
+  bool created_temporary_ = false; // tables named without a schema may be temporary ones
+  //! Names of the temporary relations the session created that its secondary connection
+  //! holds, and of those it lost: the connection that held them was lost, or DDL or a write
+  //! of theirs missed it. Statements naming a lost one must not reach a permanent relation
+  //! of the same name on the connection that replaced it.
+  std::set<std::string> temporary_names_;
+  std::set<std::string> lost_temporaries_;
   std::vector<uint64_t> unsettled_; // journal offsets awaiting the primary's commit
   bool writes_unanswered_ = false;  // apply() sent writes whose answers it has not read
   bool read_transaction_open_ = false;

@@ -633,6 +633,50 @@ def test_a_temporary_table_named_as_a_table_is_its_sessions_own(pair, start_prox
     assert_identical(primary, secondary, {"shadowed": "id"})
 
 
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_temporary_tables_the_secondary_lost_leave_the_tables_they_hid_alone(pair, start_proxy, tmp_path,
+                                                                           write_mode):
+    """A session's temporary table lives on its own secondary connection. When that
+    connection is lost (here the secondary restarts) the table is gone there: what the
+    session then does to it by name must not reach the permanent table of the same name
+    (an index, a write, a DROP), on the session's new connection or by the journal's replay
+    on another one. Its rows copied into a permanent table still are."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE shadowed (id int PRIMARY KEY, note text); "
+                    "INSERT INTO shadowed VALUES (1, 'kept')")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as own:
+        own.execute("CREATE TEMP TABLE shadowed (id int PRIMARY KEY, note text)")
+        own.execute("CREATE TEMP TABLE scratch (id int PRIMARY KEY)")
+        own.execute("INSERT INTO shadowed VALUES (2, 'temp')")
+        if write_mode == "async":
+            assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+        secondary.stop()
+        own.execute("INSERT INTO shadowed VALUES (3, 'temp while down')")
+        own.execute("INSERT INTO scratch VALUES (1)")  # journaled: replayed nowhere, not failed
+        own.execute("CREATE INDEX shadowed_note ON shadowed (note)")
+        secondary.launch()
+        assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+        time.sleep(2.5)  # past the back-off after the failure: the next writes reach the secondary
+        own.execute("INSERT INTO shadowed VALUES (5, 'temp again')")
+        own.execute("UPDATE shadowed SET note = note || '!' WHERE id = 2")
+        own.execute("INSERT INTO public.shadowed SELECT id + 10, note FROM shadowed")
+        own.execute("TRUNCATE shadowed")
+        own.execute("DROP TABLE shadowed")
+        own.execute("INSERT INTO shadowed VALUES (4, 'permanent')")
+    if write_mode == "async":
+        assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert primary.sql("SELECT string_agg(id || note, ',' ORDER BY id) FROM shadowed") == \
+        "1kept,4permanent,12temp!,13temp while down,15temp again"
+    assert_identical(primary, secondary, {"shadowed": "id"})
+    for cluster in pair:
+        assert cluster.sql("SELECT count(*) FROM pg_indexes WHERE tablename = 'shadowed'") == "1"
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
+    assert proxy.metric("switchyard_mirror_failures_total", reason="temporary_lost") > 0, proxy.log()
+
+
 def test_ddl_that_fails_on_the_primary_holds_up_no_later_commit(pair, start_proxy, tmp_path):
     """Async mode: DDL takes its place in the commit order as it is sent. When the primary
     refuses it (here a lock_timeout while it waits for a lock), that place is given up: later
