@@ -225,6 +225,7 @@ void CutoverController::publish_locked() {
   bool swapped = routing::roles_swapped(state_.phase);
   if (services_.set_roles_swapped(swapped)) {
     services_.secondary_down_until().store(0); // that was the other database
+    services_.secondary_reads_down_until().store(0);
     spdlog::info("cutover: the {} database is now the primary of record (role generation {}); "
                  "sessions with the old roles end at their next idle point, and writes of new "
                  "sessions wait for them",

@@ -334,8 +334,9 @@ void SecondaryLink::drop_connection() {
   if (!connection_) return;
   // Writes still running there would commit whenever they got there, perhaps after the
   // replayer wrote a newer version of their rows: cancelled, they roll back unless already
-  // committing (which their maybe_applied journal entries allow for).
-  if (std::exchange(writes_unanswered_, false) &&
+  // committing (which their maybe_applied journal entries allow for). A read abandoned as
+  // too slow would go on taking the secondary's time.
+  if (std::exchange(sent_unanswered_, false) &&
       runtime_->config->secondary->kind == config::BackendKind::kPostgres) {
     spawn(executor_, cancel_on(runtime_, connection_->session.pid, connection_->session.key),
           "secondary cancel");
@@ -899,7 +900,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     co_return Error{"lost the secondary connection: " + ec.message()};
   }
   maybe_applied = true; // until the answers say otherwise
-  writes_unanswered_ = true;
+  sent_unanswered_ = true;
   std::deque<std::string> unconfirmed(new_names.begin(), new_names.end());
   std::string error;
   std::string last_tag;
@@ -938,7 +939,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     default: break;
     }
   }
-  writes_unanswered_ = false;
+  sent_unanswered_ = false;
   for (const std::string& key : unconfirmed) {
     if (!key.empty()) connection_->prepared.erase(key);
   }
@@ -1594,7 +1595,9 @@ void SecondaryLink::journal_unmirrorable(std::string sql, const std::string& why
 }
 
 bool SecondaryLink::available() const {
-  return services_.secondary_down_until().load() <= ticks(Clock::now());
+  auto now = ticks(Clock::now());
+  return services_.secondary_down_until().load() <= now &&
+         services_.secondary_reads_down_until().load() <= now;
 }
 
 asio::awaitable<Status> SecondaryLink::start_read(const Read& read) {
@@ -1631,6 +1634,7 @@ asio::awaitable<Status> SecondaryLink::start_read(const Read& read) {
     abandon_read();
     co_return Error{"lost the secondary connection: " + ec.message()};
   }
+  sent_unanswered_ = true;
   co_return Ok{};
 }
 
@@ -1639,6 +1643,7 @@ asio::awaitable<Result<protocol::Frame>> SecondaryLink::read_frame() {
   auto frame = co_await connection_->reader.read_frame();
   if (frame && frame->tag == '1') unconfirmed_read_statement_.clear();
   if (frame && frame->tag == 'Z') {
+    sent_unanswered_ = false;
     if (!unconfirmed_read_statement_.empty()) {
       connection_->prepared.erase(
           unconfirmed_read_statement_); // its Parse failed: prepare it anew next time
@@ -1658,7 +1663,7 @@ bool SecondaryLink::has_frame() const {
 
 void SecondaryLink::abandon_read() {
   drop_connection();
-  services_.secondary_down_until() = ticks(Clock::now() + kSecondaryBackoff);
+  services_.secondary_reads_down_until() = ticks(Clock::now() + kSecondaryBackoff);
 }
 
 asio::awaitable<void> SecondaryLink::end_read_transaction() {

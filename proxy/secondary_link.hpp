@@ -124,7 +124,8 @@ public:
 
   // ---- reads routed to the secondary ------------------------------------------------
 
-  //! Whether the secondary is worth trying: it has not failed within the back-off period.
+  //! Whether a read is worth trying there: neither a write nor a read failed there within
+  //! the back-off period.
   bool available() const;
   //! Sends a read to the secondary, connecting (and replaying the session's settings) first
   //! if need be: a simple Query, or with `bind` set, the statement `read.sql` prepared
@@ -142,8 +143,10 @@ public:
   asio::awaitable<Result<protocol::Frame>> read_frame();
   //! Whether read_frame would return at once.
   bool has_frame() const;
-  //! The read failed mid-way (lost, hung or answered nonsense): drops the connection and
-  //! keeps every session's reads and writes off the secondary for the back-off period.
+  //! The read failed mid-way (lost, slow or answered nonsense): drops the connection (the
+  //! read still running there is cancelled) and keeps every session's reads off the
+  //! secondary for the back-off period. Not its writes: a slow read says nothing of them,
+  //! and a secondary that is down or hung fails their own attempt, within mirror.timeout.
   void abandon_read();
   //! Whether a read transaction (see start_read) is open on the secondary.
   bool read_transaction_open() const { return read_transaction_open_; }
@@ -348,7 +351,7 @@ private:
   std::set<std::string> temporary_names_;
   std::set<std::string> lost_temporaries_;
   std::vector<uint64_t> unsettled_; // journal offsets awaiting the primary's commit
-  bool writes_unanswered_ = false;  // apply() sent writes whose answers it has not read
+  bool sent_unanswered_ = false;    // writes (apply) or a read sent, not all answers read
   bool read_transaction_open_ = false;
   asio::any_io_executor executor_; // the session's: the async queue is applied there
   std::deque<Batch> queue_;

@@ -156,6 +156,9 @@ public:
   //! Until when (steady-clock ticks) sessions skip the secondary after it failed, so a dead
   //! secondary costs one timeout per back-off period rather than one per write.
   std::atomic<int64_t>& secondary_down_until() { return secondary_down_until_; }
+  //! Until when sessions route no reads to the secondary after a read there failed or was
+  //! slower than read_routing.timeout (writes go on).
+  std::atomic<int64_t>& secondary_reads_down_until() { return secondary_reads_down_until_; }
   //! The order async-mirrored transactions reach the secondary in: the primary's.
   CommitOrder& commit_order() { return commit_order_; }
   //! Bumped by every mirrored DDL so sessions drop their cached table shapes.
@@ -248,6 +251,7 @@ private:
   std::unique_ptr<backfill::DivergenceJournal> journal_owner_;
   std::atomic<backfill::DivergenceJournal*> journal_{nullptr};
   std::atomic<int64_t> secondary_down_until_{0};
+  std::atomic<int64_t> secondary_reads_down_until_{0};
   std::atomic<uint64_t> schema_epoch_{0};
   BoundPlans bound_plans_{schema_epoch_};
   std::atomic<int64_t> ddl_sent_at_{0};

@@ -337,6 +337,32 @@ def test_a_secondary_error_is_retried_on_the_primary(pair, start_proxy, tmp_path
     assert proxy.metric("switchyard_read_fallbacks_total", reason="secondary_error") >= 3
 
 
+def test_a_read_slower_than_the_timeout_there_keeps_writes_on_the_secondary(pair, start_proxy, tmp_path):
+    """A routed read that outlasts read_routing.timeout is answered by the primary and
+    cancelled on the secondary. It shows a slow read, not a secondary that is down: reads
+    stay off the secondary for the back-off period, while writes go on reaching it (they
+    went to the journal, every session's, for that second)."""
+    primary, secondary = pair
+    primary.sql("CREATE FUNCTION slow_there() RETURNS int STABLE LANGUAGE sql AS 'SELECT 1'")
+    secondary.sql("CREATE FUNCTION slow_there() RETURNS int STABLE LANGUAGE sql "
+                  "AS 'SELECT 2 FROM pg_sleep(5)'")
+    proxy = start_proxy(routing_config(primary, secondary, tmp_path, 100,
+                                       "read_routing:\n  timeout: 300ms\n"))
+    sleeping = ("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                "AND query LIKE '%slow_there()%' AND pid <> pg_backend_pid()")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as reader, \
+            psycopg.connect(proxy.dsn(), autocommit=True) as writer:
+        assert reader.execute("SELECT slow_there()").fetchone() == (1,)
+        assert proxy.metric("switchyard_read_fallbacks_total", reason="timeout") == 1
+        writer.execute("INSERT INTO items VALUES (9001, 'written after a slow read')")
+        assert side_of(reader.pgconn) == "primary"  # reads wait out the back-off
+        assert wait_for(lambda: secondary.sql(sleeping) == "0", timeout=2)
+        time.sleep(1.2)
+        assert side_of(reader.pgconn) == "secondary"
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+    assert secondary.sql("SELECT name FROM items WHERE id = 9001") == "written after a slow read"
+
+
 def test_routed_reads_describe_their_columns_as_the_primary_does(pair, start_proxy, tmp_path):
     """Tables and user types have other OIDs on the secondary, and a dropped column moves
     column numbers on: a read the secondary answers still describes its columns with the
