@@ -1415,7 +1415,9 @@ void SecondaryLink::note_temporaries(const std::vector<MirrorOp>& ops) {
 }
 
 void SecondaryLink::set_aside_lost_temporaries(std::vector<MirrorOp>& ops, bool committed) {
-  drop_if_closed(); // a connection lost with the session's temporary tables says so now
+  // A connection lost with the session's temporary tables says so now (ensure_connected
+  // would find out only after the ops were set aside).
+  if (!temporary_names_.empty()) drop_if_closed();
   if (lost_temporaries_.empty()) return;
   std::vector<MirrorOp> kept;
   std::vector<MirrorOp> writes; // to a table by the bare name of a lost one
