@@ -559,7 +559,7 @@ private:
       expect.private_ddl = s.private_ddl || own_temporaries;
       expect.op = make_op(s, text, nullptr, expect.private_ddl);
       if (s.kind == StatementKind::kDdl) {
-        if (auto c = co_await before_sending_ddl(s, in_client_block, expect)) co_return c;
+        if (auto c = co_await before_sending_ddl(s, expect)) co_return c;
       }
       note_sent(s, in_client_block, expect.private_ddl);
       expect.hand_over = hands_over(s.transaction);
@@ -1396,7 +1396,7 @@ private:
     Expect expect{ExpectKind::kExecute};
     expect.private_ddl = s->private_ddl || own_temporaries;
     if (s->kind == StatementKind::kDdl) {
-      if (auto c = co_await before_sending_ddl(*s, expected_in_transaction_, expect)) co_return c;
+      if (auto c = co_await before_sending_ddl(*s, expect)) co_return c;
     }
     if (prepared->rewritten) {
       // The image's columns come from a Describe of our own, answered just before the rows.
@@ -2250,17 +2250,17 @@ private:
     co_return std::nullopt;
   }
 
-  // DDL about to be sent, in the client's transaction block or not (`in_block`), moves the
-  // schema epoch (see PreparedInfo), as its completion does (finish_statement): another
-  // session's rewritten statement bound while it runs is prepared again first, rather than
-  // meet the changed table and fail with 0A000, and one prepared again before the change took
-  // hold is prepared again after it. Such statements bound before the epoch moved may still
-  // reach PostgreSQL after the DDL: DDL outside a block that may change a table's columns
-  // waits for them to be answered (see BoundPlans), within mirror.timeout. (Inside a block
-  // they may wait for a lock the block holds.) Called before the DDL is appended for the
-  // primary, and before note_sent.
+  // DDL about to be sent moves the schema epoch (see PreparedInfo), as its completion does
+  // (finish_statement): another session's rewritten statement bound while it runs is
+  // prepared again first, rather than meet the changed table and fail with 0A000, and one
+  // prepared again before the change took hold is prepared again after it. Such statements
+  // bound before the epoch moved may still reach PostgreSQL after the DDL: DDL that may
+  // change a table's columns waits for them to be answered (see BoundPlans), within
+  // mirror.timeout, unless its transaction already holds locks they may be waiting for
+  // (transaction_took_locks_): a migration's block whose first statement it is waits too.
+  // Called before the DDL is appended for the primary, and before note_sent.
   asio::awaitable<std::optional<Closing>> before_sending_ddl(const protocol::Statement& s,
-                                                             bool in_block, Expect& expect) {
+                                                             Expect& expect) {
     if (expect.private_ddl) { // no other session's statement can resolve to what it acts on
       ++private_ddl_;
       co_return std::nullopt;
@@ -2268,7 +2268,8 @@ private:
     BoundPlans& plans = services_.bound_plans();
     auto [epoch, under_way] = plans.ddl_sending();
     expect.ddl_under_way = std::move(under_way);
-    if (in_block || !s.reshapes_table || !plans.held_before(epoch, *s.reshapes_table)) {
+    if (transaction_took_locks_ || !s.reshapes_table ||
+        !plans.held_before(epoch, *s.reshapes_table)) {
       co_return std::nullopt;
     }
     if (auto c = co_await flush_primary()) co_return c; // this session's own may be unsent
@@ -2288,6 +2289,8 @@ private:
   // index build may run for long while every later commit would wait.
   void note_sent(const protocol::Statement& s, bool in_block, bool private_ddl) {
     bool ddl = s.kind == StatementKind::kDdl;
+    transaction_took_locks_ |= ddl || s.kind == StatementKind::kWrite ||
+                               s.kind == StatementKind::kUnknown || s.node == "LockStmt";
     if (ddl) services_.ddl_sent_at() = Clock::now().time_since_epoch().count();
     if (s.transaction != TransactionOp::kCommit && s.transaction != TransactionOp::kRollback) {
       link_.note_sent(ddl && !in_block && !private_ddl &&
@@ -2549,6 +2552,7 @@ private:
       // Implicit transactions end here: committed unless something in them failed.
       link_.end_transaction(!std::exchange(transaction_failed_, false));
       transaction_wrote_ = false;
+      transaction_took_locks_ = false;
       transaction_pinned_ = false;
       begin_sql_ = "BEGIN";
       router_.end_transaction();
@@ -2783,6 +2787,9 @@ private:
   // Read routing: the state of the client's transaction as routing sees it.
   std::string begin_sql_ = "BEGIN"; // how the open transaction began, for the secondary's
   bool transaction_wrote_ = false;  // wrote or set: reads of this transaction stay on the primary
+  // Sent a write, DDL or LOCK: the transaction may hold locks (rows, a table) that other
+  // sessions' statements wait for; a read takes none they could.
+  bool transaction_took_locks_ = false;
   bool transaction_pinned_ = false; // a secondary read of it failed: the rest on the primary
   routing::ResultDigest primary_digest_{false}; // the primary's side of a shadow comparison
   struct PendingShadow {

@@ -560,13 +560,16 @@ def test_a_prepared_write_bound_while_ddl_waits_for_its_lock_runs_after_it(pair,
 
 
 @pytest.mark.parametrize("write_mode", ["sync", "async"])
+@pytest.mark.parametrize("ddl_in", ["autocommit", "block"])
 def test_a_prepared_write_bound_just_before_ddl_was_sent_runs_before_it(pair, start_proxy, tmp_path,
-                                                                       write_mode):
+                                                                       write_mode, ddl_in):
     """A Bind of a prepared write (its row image `t.*` prepared with it) that switchyard sent
     just before another session's ALTER TABLE ... ADD COLUMN, but that PostgreSQL reached only
     after the DDL had run, failed with "cached plan must not change result type", an error
     PostgreSQL alone would not raise. Here the Bind waits in a pipeline behind a one-second
-    read; the DDL waits, before it is sent, for that Bind to be answered."""
+    read; the DDL waits, before it is sent, for that Bind to be answered: run alone, or as
+    the first statement of a migration's transaction block, which holds no lock yet that the
+    Bind could be waiting for."""
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n"
                         "read_routing:\n  safe_functions: [pg_sleep]\n")
@@ -584,8 +587,10 @@ def test_a_prepared_write_bound_just_before_ddl_was_sent_runs_before_it(pair, st
         assert wait_for(lambda: primary.sql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
                                             "AND query = 'SELECT pg_sleep(1)'") == "1", timeout=10)
         time.sleep(0.1)  # the Bind behind it reaches switchyard and the primary's socket
-        with psycopg.connect(proxy.dsn(), autocommit=True) as migrator:
+        with psycopg.connect(proxy.dsn(), autocommit=ddl_in == "autocommit") as migrator:
+            migrator.execute("SELECT count(*) FROM events")  # a read takes no lock a write waits for
             migrator.execute("ALTER TABLE events ADD COLUMN region text DEFAULT 'eu'")
+            migrator.commit()
         results = pipeline_results(pgconn, 4)
         pgconn.exit_pipeline_mode()
     assert results == [("TUPLES_OK", None), ("PIPELINE_SYNC", None), ("TUPLES_OK", None),
@@ -595,6 +600,53 @@ def test_a_prepared_write_bound_just_before_ddl_was_sent_runs_before_it(pair, st
     assert primary.sql("SELECT string_agg(account || region, ',' ORDER BY id) FROM events") == "1eu,2eu"
     assert proxy.metric_sum("switchyard_mirror_failures_total") == 0, proxy.log()
     assert_identical(primary, secondary, {"events": "id"})
+
+
+def test_ddl_in_a_block_that_wrote_does_not_wait_for_binds_it_may_hold_back(pair, start_proxy, tmp_path):
+    """DDL waits for other sessions' Binds sent before it (above) only while its transaction
+    holds no lock they could be waiting for. Here the migration's block updated a row first,
+    a writer's pipeline waits for that row, and behind it waits a Bind of a prepared write to
+    the table the block then alters: waiting for that Bind would hold the block, and every
+    session that wants the row, for all of mirror.timeout. The ALTER reaches the primary while
+    the Bind is still unanswered."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE hot (id int PRIMARY KEY, n int NOT NULL); INSERT INTO hot VALUES (1, 0)")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, extra="  timeout: 60s\n"))
+    insert = b"INSERT INTO events (account) VALUES ($1) RETURNING account"
+    with psycopg.connect(proxy.dsn(), autocommit=True) as writer, psycopg.connect(proxy.dsn()) as migrator:
+        pgconn = writer.pgconn
+        assert pgconn.prepare(b"write", insert).status == psycopg.pq.ExecStatus.COMMAND_OK
+        assert pgconn.exec_prepared(b"write", [b"1"]).status == psycopg.pq.ExecStatus.TUPLES_OK
+        migrator.execute("UPDATE hot SET n = n + 10 WHERE id = 1")
+        pgconn.enter_pipeline_mode()
+        pgconn.send_query_params(b"UPDATE hot SET n = n + 1 WHERE id = 1", None)
+        pgconn.send_query_prepared(b"write", [b"2"])  # in the same implicit transaction
+        pgconn.pipeline_sync()
+        pgconn.flush()
+        assert wait_for(lambda: primary.sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                            "AND query LIKE 'UPDATE hot%'") == "1", timeout=10)
+        time.sleep(0.1)  # the Bind behind it reaches switchyard and the primary's socket
+        altering = threading.Thread(target=migrator.execute,
+                                    args=("ALTER TABLE events ADD COLUMN region text DEFAULT 'eu'",))
+        altering.start()
+        try:
+            assert wait_for(lambda: primary.sql(
+                "SELECT count(*) FROM pg_locks WHERE granted AND mode = 'AccessExclusiveLock' "
+                "AND relation = 'events'::regclass") == "1", timeout=10), \
+                "the ALTER waited for a Bind that waits for its transaction"
+        finally:
+            altering.join()
+        migrator.commit()
+        results = pipeline_results(pgconn, 3)
+        pgconn.exit_pipeline_mode()
+    # Left as documented: the Bind, which met the DDL, fails once where PostgreSQL alone
+    # would prepare the client's statement again (and takes the UPDATE before it along).
+    assert results in ([("COMMAND_OK", None), ("TUPLES_OK", None), ("PIPELINE_SYNC", None)],
+                       [("COMMAND_OK", None), ("FATAL_ERROR", b"0A000"), ("PIPELINE_SYNC", None)])
+    assert primary.sql("SELECT n FROM hot") == ("11" if results[1][0] == "TUPLES_OK" else "10")
+    assert proxy.metric_sum("switchyard_mirror_failures_total") == 0, proxy.log()
+    assert_identical(primary, secondary, {"events": "id", "hot": "id"})
 
 
 @pytest.mark.parametrize("write_mode", ["sync", "async"])
