@@ -24,9 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
-from harness import Proxy  # noqa: E402
-
-from bench_common import cpu_seconds, start_clusters, trust_local  # noqa: E402
+from bench_common import builds, cpu_seconds, start_clusters, start_mirrored_proxy, trust_local  # noqa: E402
 
 SCRIPT = ("\\set id random(1, 10000000)\n"
           "INSERT INTO kv (id, v) VALUES (:id, random()) ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v;\n")
@@ -40,7 +38,7 @@ def main():
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--setting", action="store_true", help="a SET before every transaction")
     args = parser.parse_args()
-    binaries = {"switchyard": ROOT / "build" / "proxy" / "switchyard", "baseline": args.baseline}
+    binaries = builds(args.baseline)
     with ExitStack() as cleanup:
         primary, secondary = start_clusters(cleanup, 2)
         for cluster in (primary, secondary):
@@ -48,13 +46,8 @@ def main():
             cluster.sql("CREATE TABLE kv (id int PRIMARY KEY, v float8)")
         work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="autocommit-bench-")))
         (work / "upsert.sql").write_text(("SET search_path = public;\n" if args.setting else "") + SCRIPT)
-        proxies = {}
-        for name, binary in binaries.items():
-            (work / name).mkdir()
-            config = (f"primary: {primary.uri(sslmode='disable')}\nsecondary: {secondary.uri(sslmode='disable')}\n"
-                      f"mirror:\n  journal: {work / name}/journal.jsonl\nlogging:\n  level: warn\n")
-            proxies[name] = Proxy(config, work / name, binary=binary).start()
-            cleanup.callback(proxies[name].stop)
+        proxies = {name: start_mirrored_proxy(cleanup, primary, secondary, work, binary=binary)
+                   for name, binary in binaries.items()}
         results = {name: [] for name in binaries}
         for round_ in range(args.rounds):
             for name in (list(binaries) if round_ % 2 == 0 else list(reversed(binaries))):

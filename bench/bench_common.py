@@ -1,11 +1,15 @@
-"""What the benchmark drivers share: starting clusters, running pgbench and letting the
-proxies in."""
+"""What the benchmark drivers share: starting clusters and mirroring proxies, running
+pgbench, comparing tables and letting the proxies in."""
 import os
 import subprocess
+import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from harness import PgCluster
+from harness import SWITCHYARD_BIN, PgCluster, Proxy
+
+PGBENCH_TABLES = {"pgbench_accounts": "aid", "pgbench_branches": "bid", "pgbench_tellers": "tid",
+                  "pgbench_history": "t::text"}
 
 
 def start_clusters(cleanup: ExitStack, count, **options):
@@ -17,6 +21,44 @@ def start_clusters(cleanup: ExitStack, count, **options):
         cleanup.callback(cluster.destroy)
         clusters.append(cluster)
     return clusters
+
+
+def start_mirrored_proxy(cleanup: ExitStack, primary: PgCluster, secondary: PgCluster, workdir: Path,
+                         settings="", mirror="", binary=None, log_level="warn", unix=False):
+    """Starts switchyard (this build, or `binary`) mirroring `primary` to `secondary`, over
+    loopback TCP without TLS or (`unix`) their sockets, in a directory of its own under
+    `workdir` that holds its journal. `settings`: more top-level config lines; `mirror`: more
+    lines of its mirror section (indented). Stopped when `cleanup` closes."""
+    directory = Path(tempfile.mkdtemp(prefix="proxy-", dir=workdir))
+
+    def uri(cluster):
+        return cluster.socket_uri() if unix else cluster.uri(sslmode="disable")
+
+    proxy = Proxy(f"primary: {uri(primary)}\nsecondary: {uri(secondary)}\n{settings}"
+                  f"mirror:\n  journal: {directory}/journal.jsonl\n{mirror}logging:\n  level: {log_level}\n",
+                  directory, binary=binary).start()
+    cleanup.callback(proxy.stop)
+    return proxy
+
+
+def builds(baseline):
+    """The switchyard binaries a driver runs by name: this build and, given, the baseline."""
+    binaries = {"switchyard": SWITCHYARD_BIN}
+    if baseline:
+        binaries["baseline"] = Path(baseline).resolve()
+    return binaries
+
+
+def rotated(items, round_no):
+    """`items` in the order of round `round_no`: each round starts one further along, so no
+    target always runs first (on a cold cache) or last."""
+    start = round_no % len(items)
+    return items[start:] + items[:start]
+
+
+def tables_that_differ(first: PgCluster, second: PgCluster, tables=PGBENCH_TABLES):
+    """The tables (name: ORDER BY of its checksum) whose rows differ between the clusters."""
+    return [table for table, order in tables.items() if first.checksum(table, order) != second.checksum(table, order)]
 
 
 def pgbench_init(cluster: PgCluster, scale):

@@ -21,9 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from harness import Proxy  # noqa: E402
-
-from bench_common import start_clusters, trust_local  # noqa: E402
+from bench_common import builds, rotated, start_clusters, start_mirrored_proxy, trust_local  # noqa: E402
 
 TABLE = ("CREATE TABLE loads (id bigserial PRIMARY KEY, account int NOT NULL, "
          "amount float8 NOT NULL DEFAULT random(), created timestamptz NOT NULL DEFAULT now())")
@@ -62,18 +60,9 @@ def main():
         files = {"every column given": full, "id, random() and now() left out": partial}
 
         targets = {"direct": primary.port}
-        for name, binary in (("switchyard", None), ("baseline", opts.baseline)):
-            if name == "baseline" and not binary:
-                continue
-            directory = workdir / name
-            directory.mkdir()
-            proxy = Proxy(f"primary: {primary.uri(sslmode='disable')}\n"
-                          f"secondary: {secondary.uri(sslmode='disable')}\n"
-                          f"mirror:\n  journal: {directory}/journal.jsonl\n  max_transaction_bytes: 268435456\n"
-                          "logging:\n  level: warn\n", directory,
-                          binary=Path(binary).resolve() if binary else None).start()
-            cleanup.callback(proxy.stop)
-            targets[name] = proxy.port
+        for name, binary in builds(opts.baseline).items():
+            targets[name] = start_mirrored_proxy(cleanup, primary, secondary, workdir, binary=binary,
+                                                 mirror="  max_transaction_bytes: 268435456\n").port
 
         print(f"\\copy of {opts.rows} rows (CSV), rows per second over the median of {opts.rounds} rounds; both databases and "
               f"switchyard on the same {os.cpu_count()} cores\n")
@@ -88,7 +77,7 @@ def main():
             seconds = {name: [] for name in names}
             identical = {name: True for name in others}
             for round_ in range(opts.rounds):
-                for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                for name in rotated(names, round_):
                     for cluster in (primary, secondary):
                         cluster.sql("TRUNCATE loads RESTART IDENTITY")
                     seconds[name].append(load(targets[name], target, files[form]))

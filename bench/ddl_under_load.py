@@ -33,9 +33,9 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from harness import SWITCHYARD_BIN, Proxy, wait_for  # noqa: E402
+from harness import wait_for  # noqa: E402
 
-from bench_common import start_clusters  # noqa: E402
+from bench_common import builds, start_clusters, start_mirrored_proxy  # noqa: E402
 
 
 def one_run(binary, mode, opts):
@@ -46,12 +46,9 @@ def one_run(binary, mode, opts):
         for cluster in (primary, secondary):
             cluster.sql("CREATE TABLE acc (id int PRIMARY KEY, v int, note text);"
                         f"INSERT INTO acc SELECT g, 0, 'x' FROM generate_series(1, {opts.rows}) g")
-        workdir = Path(tempfile.mkdtemp())
-        proxy = Proxy(f"primary: {primary.uri(sslmode='disable')}\n"
-                      f"secondary: {secondary.uri(sslmode='disable')}\nwrite_mode: {mode}\n"
-                      f"mirror:\n  journal: {workdir}/journal.jsonl\n", workdir, binary=binary)
-        proxy.start()
-        cleanup.callback(proxy.stop)
+        workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-ddlbench-")))
+        proxy = start_mirrored_proxy(cleanup, primary, secondary, workdir, settings=f"write_mode: {mode}\n",
+                                     binary=binary)
         stop = threading.Event()
         errors = Counter()
 
@@ -94,9 +91,7 @@ def main():
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--baseline", help="another switchyard binary to run as well")
     opts = parser.parse_args()
-    binaries = {"switchyard": SWITCHYARD_BIN}
-    if opts.baseline:
-        binaries["baseline"] = Path(opts.baseline).resolve()
+    binaries = builds(opts.baseline)
     print("| target | mode | round | client errors | secondary refused (journaled) | retried after the DDL | tables identical |")
     print("|---|---|---|---|---|---|---|")
     for round_ in range(1, opts.rounds + 1):

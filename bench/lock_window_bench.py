@@ -22,9 +22,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from harness import Proxy  # noqa: E402
-
-from bench_common import pgbench, start_clusters, trust_local  # noqa: E402
+from bench_common import pgbench, rotated, start_clusters, start_mirrored_proxy, trust_local  # noqa: E402
 from mirror_bench import reset  # noqa: E402
 
 TPCB_HEAD = """\\set aid random(1, 100000 * :scale)
@@ -69,10 +67,7 @@ def main():
         for cluster in (first, second):
             trust_local(cluster)
             reset(cluster, opts.scale)
-        proxy = Proxy(f"primary: {first.uri(sslmode='disable')}\nsecondary: {second.uri(sslmode='disable')}\n"
-                      f"workers: {opts.workers}\nmirror:\n  journal: {workdir}/journal.jsonl\n"
-                      "logging:\n  level: warn\n", workdir).start()
-        cleanup.callback(proxy.stop)
+        proxy = start_mirrored_proxy(cleanup, first, second, workdir, settings=f"workers: {opts.workers}\n")
         for name, text in SCRIPTS.items():
             (workdir / f"{name}.sql").write_text(text)
         scale = ["-s", str(opts.scale)]  # custom scripts read :scale from here
@@ -87,8 +82,7 @@ def main():
         runs = {target[0]: [] for target in targets}
         idle = {target[0]: [] for target in targets}
         for round_no in range(opts.rounds):
-            order = targets[round_no % len(targets):] + targets[:round_no % len(targets)]
-            for label, port, args, _ in order:
+            for label, port, args, _ in rotated(targets, round_no):
                 idle_before, total_before = idle_and_total()
                 tps, _, failed = pgbench(port, args, opts.clients, opts.duration)
                 idle_after, total_after = idle_and_total()

@@ -37,10 +37,11 @@ from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from harness import PgCluster, Proxy, free_port, make_tempdir, wait_for_port  # noqa: E402
+from harness import PgCluster, free_port, make_tempdir, wait_for_port  # noqa: E402
 from test_mirror import CUSTOM_SCRIPT, SCHEMA, TABLES  # noqa: E402
 
-from bench_common import cluster_cpu_seconds, cpu_seconds, pgbench, pgbench_init, start_clusters, trust_local  # noqa: E402
+from bench_common import (builds, cluster_cpu_seconds, cpu_seconds, pgbench, pgbench_init,  # noqa: E402
+                          rotated, start_clusters, start_mirrored_proxy, trust_local)
 
 WORKLOADS = [  # (label, pgbench arguments); the custom script has random()/uuid/clock defaults
     ("-N (simple-update)", ["-N"]),
@@ -177,25 +178,14 @@ def main():
         bulk.write_text(BULK_SCRIPT)
         for cluster in (first, second):
             trust_local(cluster)
-
-        def uri(cluster):
-            return cluster.socket_uri() if unix else cluster.uri(sslmode="disable")
-
-        shared_config = f"primary: {uri(first)}\nsecondary: {uri(second)}\nworkers: {opts.workers}\n"
-        proxy = Proxy(f"{shared_config}mirror:\n  journal: {workdir}/journal.jsonl\nlogging:\n  level: warn\n", workdir).start()
-        cleanup.callback(proxy.stop)
-        async_dir = workdir / "async"
-        async_dir.mkdir()
-        async_proxy = Proxy(f"{shared_config}write_mode: async\nmirror:\n  journal: {async_dir}/journal.jsonl\n"
-                            f"logging:\n  level: error\n", async_dir).start()
-        cleanup.callback(async_proxy.stop)
+        workers = f"workers: {opts.workers}\n"
+        proxy = start_mirrored_proxy(cleanup, first, second, workdir, settings=workers, unix=unix)
+        async_proxy = start_mirrored_proxy(cleanup, first, second, workdir, settings=workers + "write_mode: async\n",
+                                           log_level="error", unix=unix)
         baseline = None
         if opts.baseline:
-            baseline_dir = workdir / "baseline"
-            baseline_dir.mkdir()
-            baseline = Proxy(f"{shared_config}mirror:\n  journal: {baseline_dir}/journal.jsonl\n"
-                             "logging:\n  level: warn\n", baseline_dir, binary=Path(opts.baseline).resolve()).start()
-            cleanup.callback(baseline.stop)
+            baseline = start_mirrored_proxy(cleanup, first, second, workdir, settings=workers,
+                                            binary=builds(opts.baseline)["baseline"], unix=unix)
         pool = PgPool(first, second, opts.clients, unix)
         cleanup.callback(pool.stop)
         rate = f" -R {opts.rate}" if opts.rate else ""
@@ -230,8 +220,7 @@ def main():
             baseline_db_cpu = {"primary": [], "secondary": []}
             spilled = 0
             for round_no in range(opts.rounds):
-                order = targets[round_no % len(targets):] + targets[:round_no % len(targets)]
-                for name, port in order:
+                for name, port in rotated(targets, round_no):
                     for cluster in (first, second):
                         reset(cluster, opts.scale)
                     spilled_before = async_proxy.metric("switchyard_mirror_failures_total", reason="async_queue_full")

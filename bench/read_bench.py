@@ -22,9 +22,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from harness import Proxy  # noqa: E402
-
-from bench_common import cluster_cpu_seconds, pgbench, pgbench_init, start_clusters, trust_local  # noqa: E402
+from bench_common import (cluster_cpu_seconds, pgbench, pgbench_init, start_clusters,  # noqa: E402
+                          start_mirrored_proxy, trust_local)
 
 # The same SELECT as pgbench -S, with a column alias that pgbench substitutes into the text:
 # every statement has a different shape, so the classification cache never hits.
@@ -99,16 +98,9 @@ def main():
             trust_local(cluster)
             pgbench_init(cluster, opts.scale)
             cluster.sql(BALANCE_FUNCTION)
-        proxies = []
-        for percent, binary in ((0, None), (50, None)) + (((50, opts.baseline),) if opts.baseline else ()):
-            directory = workdir / f"at-{percent}-{len(proxies)}"
-            directory.mkdir()
-            proxies.append(Proxy(f"primary: {first.uri(sslmode='disable')}\n"
-                                 f"secondary: {second.uri(sslmode='disable')}\n"
-                                 f"mirror:\n  journal: {directory}/journal.jsonl\n"
-                                 f"read_percent: {percent}\nlogging:\n  level: warn\n", directory,
-                                 binary=Path(binary).resolve() if binary else None).start())
-            cleanup.callback(proxies[-1].stop)
+        proxies = [start_mirrored_proxy(cleanup, first, second, workdir, settings=f"read_percent: {percent}\n",
+                                        binary=binary)
+                   for percent, binary in ((0, None), (50, None)) + (((50, opts.baseline),) if opts.baseline else ())]
         at0, at50 = proxies[:2]
         baseline = proxies[2] if opts.baseline else None
         rate = ["-R", str(opts.rate)] if opts.rate else []

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 from harness import PASSWORD, PgCluster, Proxy, free_port, make_tempdir, wait_for_port  # noqa: E402
 from wire import RawClient  # noqa: E402
 
-from bench_common import cpu_seconds, start_clusters  # noqa: E402
+from bench_common import cpu_seconds, rotated, start_clusters  # noqa: E402
 
 ALL_WORKLOADS = [  # (label, pgbench arguments)
     ("-S simple", ["-S", "-M", "simple"]),
@@ -182,8 +182,7 @@ def main():
                 # do not favour whoever runs first; the median of each is reported.
                 runs = {name: [] for name, _, _ in targets}
                 for round_no in range(opts.rounds):
-                    order = targets[round_no % len(targets):] + targets[:round_no % len(targets)]
-                    for name, port, pid in order:
+                    for name, port, pid in rotated(targets, round_no):
                         runs[name].append(pgbench(port, args, clients, opts.duration, log_dir, pid))
                 results = {name: tuple(statistics.median(r[i] for r in rs) for i in range(3))
                            for name, rs in runs.items()}

@@ -26,9 +26,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from harness import Proxy  # noqa: E402
-
-from bench_common import start_clusters, trust_local  # noqa: E402
+from bench_common import builds, start_clusters, start_mirrored_proxy, trust_local  # noqa: E402
 
 TABLE = "CREATE TABLE items (id bigint PRIMARY KEY, v float8 NOT NULL, note text)"
 
@@ -73,19 +71,7 @@ def main():
         for cluster in (primary, secondary):
             trust_local(cluster)
             cluster.sql(TABLE)
-        binaries = {"switchyard": None}
-        if opts.baseline:
-            binaries["baseline"] = Path(opts.baseline).resolve()
-
-        def start_proxy(name, run):
-            directory = workdir / f"{name}-{run}"
-            directory.mkdir()
-            proxy = Proxy(f"primary: {primary.uri(sslmode='disable')}\n"
-                          f"secondary: {secondary.uri(sslmode='disable')}\n"
-                          f"mirror:\n  journal: {directory}/journal.jsonl\n  timeout: 1s\n"
-                          "logging:\n  level: error\n", directory, binary=binaries[name]).start()
-            cleanup.callback(proxy.stop)
-            return proxy
+        binaries = builds(opts.baseline)
 
         forms = {"1 row per statement": 1, f"{opts.rows_per_statement} rows per statement": opts.rows_per_statement}
         seconds = {(form, name): [] for form in forms for name in binaries}
@@ -95,7 +81,8 @@ def main():
             for form, per_statement in forms.items():
                 for name in binaries:
                     # A process of its own per run: the replayer starts without connections.
-                    proxy = start_proxy(name, f"{round_number}-{per_statement}")
+                    proxy = start_mirrored_proxy(cleanup, primary, secondary, workdir, binary=binaries[name],
+                                                 mirror="  timeout: 1s\n", log_level="error")
                     for cluster in (primary, secondary):
                         cluster.sql("TRUNCATE items")
                     secondary.stop()

@@ -28,13 +28,9 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from harness import SWITCHYARD_BIN, Proxy  # noqa: E402
-
-from bench_common import pgbench, pgbench_init, start_clusters, trust_local  # noqa: E402
+from bench_common import (builds, pgbench, pgbench_init, rotated, start_clusters,  # noqa: E402
+                          start_mirrored_proxy, tables_that_differ, trust_local)
 from mirror_bench import settle  # noqa: E402
-
-TABLES = {"pgbench_accounts": "aid", "pgbench_branches": "bid", "pgbench_tellers": "tid",
-          "pgbench_history": "t::text"}
 
 
 def slow_reads(dsn, every, stop, done):
@@ -65,8 +61,7 @@ def one_run(proxy, first, second, opts):
     fallbacks = proxy.metric_sum("switchyard_read_fallbacks_total") - fallbacks_before
     failures = proxy.metric_sum("switchyard_mirror_failures_total") - failures_before
     settle(proxy)  # the journal of what the secondary missed replayed
-    differing = [t for t, order in TABLES.items() if first.checksum(t, order) != second.checksum(t, order)]
-    return tps, done[0], fallbacks, failures, differing
+    return tps, done[0], fallbacks, failures, tables_that_differ(first, second)
 
 
 def main():
@@ -80,9 +75,6 @@ def main():
     parser.add_argument("--every-ms", type=int, default=1000, help="time between slow reads")
     parser.add_argument("--baseline", help="another switchyard binary to run as well")
     opts = parser.parse_args()
-    binaries = {"switchyard": SWITCHYARD_BIN}
-    if opts.baseline:
-        binaries["baseline"] = Path(opts.baseline).resolve()
 
     with ExitStack() as cleanup:
         first, second = start_clusters(cleanup, 2)
@@ -91,16 +83,11 @@ def main():
         first.sql("CREATE FUNCTION slow_there() RETURNS int STABLE LANGUAGE sql AS 'SELECT 1'")
         second.sql("CREATE FUNCTION slow_there() RETURNS int STABLE LANGUAGE sql "
                    f"AS 'SELECT 2 FROM pg_sleep({opts.slow_ms / 1000})'")
-        proxies = {}
-        for name, binary in binaries.items():
-            workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-slowread-")))
-            proxy = Proxy(f"primary: {first.uri(sslmode='disable')}\nsecondary: {second.uri(sslmode='disable')}\n"
-                          f"write_mode: sync\nread_percent: 100\n"
-                          f"read_routing:\n  timeout: {opts.read_timeout_ms}ms\n"
-                          f"mirror:\n  journal: {workdir}/journal.jsonl\nlogging:\n  level: error\n",
-                          workdir, binary=binary).start()
-            cleanup.callback(proxy.stop)
-            proxies[name] = proxy
+        workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-slowread-")))
+        proxies = {name: start_mirrored_proxy(cleanup, first, second, workdir, binary=binary, log_level="error",
+                                              settings="write_mode: sync\nread_percent: 100\nread_routing:\n"
+                                                       f"  timeout: {opts.read_timeout_ms}ms\n")
+                   for name, binary in builds(opts.baseline).items()}
         print(f"pgbench -N -M prepared, -T {opts.duration} -c {opts.clients}, scale {opts.scale}, sync, "
               f"read_percent 100; beside it one read every {opts.every_ms} ms that takes {opts.slow_ms} ms "
               f"on the secondary (read_routing.timeout {opts.read_timeout_ms} ms); median of {opts.rounds} rounds\n")
@@ -111,7 +98,7 @@ def main():
         results = {name: [] for name in names}
         differing = {name: set() for name in names}
         for round_no in range(opts.rounds):
-            for name in names[round_no % len(names):] + names[:round_no % len(names)]:
+            for name in rotated(names, round_no):
                 *figures, differ = one_run(proxies[name], first, second, opts)
                 results[name].append(figures)
                 differing[name].update(differ)

@@ -32,17 +32,14 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from harness import SWITCHYARD_BIN, Proxy  # noqa: E402
-
-from bench_common import pgbench, pgbench_init, start_clusters, trust_local  # noqa: E402
+from bench_common import (builds, pgbench, pgbench_init, rotated, start_clusters,  # noqa: E402
+                          start_mirrored_proxy, tables_that_differ, trust_local)
 from mirror_bench import settle  # noqa: E402
 from read_bench import BALANCE_FUNCTION, FUNCTION_SCRIPT, read_counts, secondary_share  # noqa: E402
 
 BATCH_ROWS = 50
 WORKLOADS = [("-N, prepared", ["-N", "-M", "prepared"]),
              ("reads calling a STABLE function, prepared", ["-M", "prepared", "-f", "{function}"])]
-TABLES = {"pgbench_accounts": "aid", "pgbench_branches": "bid", "pgbench_tellers": "tid",
-          "pgbench_history": "t::text"}
 
 
 def staging_batches(dsn, dropped, stop, done):
@@ -84,9 +81,8 @@ def one_run(proxy, mode, args, staging, first, second, opts):
     if failed:
         raise SystemExit(f"pgbench failed through {proxy.workdir} ({mode})")
     settle(proxy)  # async: the queue applied; both modes: the journal of what failed replayed
-    differing = [t for t, order in TABLES.items() if first.checksum(t, order) != second.checksum(t, order)]
     failures = proxy.metric_sum("switchyard_mirror_failures_total") - failures_before
-    return tps, share, done[0] / opts.duration, failures, differing
+    return tps, share, done[0] / opts.duration, failures, tables_that_differ(first, second)
 
 
 def main():
@@ -100,9 +96,6 @@ def main():
     parser.add_argument("--staging", choices=("on-commit-drop", "drop"), default="on-commit-drop",
                         help="how each batch's staging table goes")
     opts = parser.parse_args()
-    binaries = {"switchyard": SWITCHYARD_BIN}
-    if opts.baseline:
-        binaries["baseline"] = Path(opts.baseline).resolve()
 
     with ExitStack() as cleanup:
         first, second = start_clusters(cleanup, 2)
@@ -110,17 +103,13 @@ def main():
             trust_local(cluster)
             pgbench_init(cluster, opts.scale)  # the function's body is checked as it is created
             cluster.sql(BALANCE_FUNCTION)
-        function = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-ttbench-"))) / "function.sql"
+        workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-ttbench-")))
+        function = workdir / "function.sql"
         function.write_text(FUNCTION_SCRIPT)
-        proxies = {}
-        for name, binary in binaries.items():
-            for mode in ("sync", "async"):
-                workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-ttbench-")))
-                proxy = Proxy(f"primary: {first.uri(sslmode='disable')}\nsecondary: {second.uri(sslmode='disable')}\n"
-                              f"write_mode: {mode}\nread_percent: 50\nmirror:\n  journal: {workdir}/journal.jsonl\n"
-                              "logging:\n  level: error\n", workdir, binary=binary).start()
-                cleanup.callback(proxy.stop)
-                proxies[(name, mode)] = proxy
+        proxies = {(name, mode): start_mirrored_proxy(cleanup, first, second, workdir, binary=binary,
+                                                      settings=f"write_mode: {mode}\nread_percent: 50\n",
+                                                      log_level="error")
+                   for name, binary in builds(opts.baseline).items() for mode in ("sync", "async")}
         print(f"-T {opts.duration} -c {opts.clients}, scale {opts.scale}, median of {opts.rounds} rounds; "
               f"staging: one more client loading {BATCH_ROWS}-row batches through a temporary table "
               f"({'dropped by DROP TABLE' if opts.staging == 'drop' else 'ON COMMIT DROP'})\n")
@@ -138,7 +127,7 @@ def main():
             differing = {key: set() for key in proxies}
             failures = {key: 0 for key in proxies}
             for round_no in range(opts.rounds):
-                for key, staging in runs[round_no % len(runs):] + runs[:round_no % len(runs)]:
+                for key, staging in rotated(runs, round_no):
                     run_tps, share, per_second, failed, differ = one_run(proxies[key], key[1], args, staging,
                                                                          first, second, opts)
                     failures[key] += failed
