@@ -1393,8 +1393,14 @@ bool SecondaryLink::names_lost_temporary(const MirrorOp& op) const {
   // A CREATE of one: the primary had none of the name left, so the secondary gets it anew.
   // DDL of every session's runs as the client ran it.
   if (op.ddl && (!op.statement.private_ddl || op.statement.names_relations.empty())) return false;
+  // A DROP of the session's own relation (the primary said so) that this connection did not
+  // create was on one lost since; an index's name is not noted (PostgreSQL may have chosen
+  // it), so one on a temporary table lost with its connection counts here too. Set aside
+  // needlessly, such a DROP leaves an index on the secondary's own temporary table.
+  bool drop = op.statement.private_ddl && op.statement.node == "DropStmt";
   return std::ranges::any_of(relations_of(op), [&](const protocol::TargetTable* relation) {
-    return lost_temporaries_.contains(relation->name);
+    return lost_temporaries_.contains(relation->name) ||
+           (drop && !temporary_names_.contains(relation->name));
   });
 }
 

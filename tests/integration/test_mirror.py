@@ -729,6 +729,37 @@ def test_temporary_tables_the_secondary_lost_leave_the_tables_they_hid_alone(pai
     assert proxy.metric("switchyard_mirror_failures_total", reason="temporary_lost") > 0, proxy.log()
 
 
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_an_index_of_a_temporary_table_the_secondary_lost_is_not_dropped_by_name_there(pair, start_proxy,
+                                                                                      tmp_path, write_mode):
+    """An index of a temporary table, named as PostgreSQL names it (`<table>_<column>_idx`),
+    can share its name with an index of the permanent table the temporary one hides. Once
+    the secondary connection that held the temporary table is lost (here the secondary
+    restarts), the session's `DROP INDEX` of that name must not run on its new connection,
+    where the name finds the permanent table's index."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE shadowed (id int PRIMARY KEY, note text); CREATE INDEX ON shadowed (note)")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as own:
+        own.execute("CREATE TEMP TABLE shadowed (id int PRIMARY KEY, note text)")
+        own.execute("CREATE INDEX ON shadowed (note)")
+        if write_mode == "async":
+            assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+        secondary.stop()
+        secondary.launch()
+        own.execute("DROP INDEX shadowed_note_idx")
+        own.execute("INSERT INTO public.shadowed VALUES (1, 'permanent')")
+    if write_mode == "async":
+        assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert [cluster.sql("SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes "
+                        "WHERE schemaname = 'public' AND tablename = 'shadowed'") for cluster in pair] == \
+        ["shadowed_note_idx,shadowed_pkey"] * 2
+    assert_identical(primary, secondary, {"shadowed": "id"})
+    assert proxy.metric("switchyard_mirror_failures_total", reason="temporary_lost") == 1, proxy.log()
+
+
 def test_ddl_that_fails_on_the_primary_holds_up_no_later_commit(pair, start_proxy, tmp_path):
     """Async mode: DDL takes its place in the commit order as it is sent. When the primary
     refuses it (here a lock_timeout while it waits for a lock), that place is given up: later
