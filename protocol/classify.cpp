@@ -578,6 +578,7 @@ void note_filled_table(const json::value* into, bool table, Statement& out) {
   const json::value* rel = clause.if_contains("rel");
   if (rel == nullptr || !rel->is_object()) return;
   out.target = table_named(rel->get_object());
+  out.dropped_at_commit = string_at(clause, "onCommit") == "ONCOMMIT_DROP";
   const json::value* skip = clause.if_contains("skipData");
   bool with_data = skip == nullptr || !skip->is_bool() || !skip->get_bool();
   if (table && with_data && !out.target.temporary) out.fills_table = TableFill::kQuery;
@@ -669,6 +670,7 @@ void note_private_ddl(std::string_view node, const json::object& stmt, Statement
   if (!target.temporary) return;
   out.target = std::move(target);
   out.private_ddl = true;
+  out.dropped_at_commit = string_at(stmt, "oncommit") == "ONCOMMIT_DROP";
 }
 
 // The relation a DROP names (a List of one or two String nodes: [schema,] name); nullopt for
@@ -1005,6 +1007,8 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
     out.drops_all_prepared = node == "DeallocateStmt" && out.prepared_name.empty();
   }
   out.drops_all_prepared |= node == "DiscardStmt" && string_at(body, "target") == "DISCARD_ALL";
+  out.drops_temporaries = node == "DiscardStmt" && (string_at(body, "target") == "DISCARD_ALL" ||
+                                                    string_at(body, "target") == "DISCARD_TEMP");
   if (node == "PrepareStmt") {
     Statement prepared = classify_nested(body);
     out.prepared_read = prepared.kind == StatementKind::kRead &&

@@ -95,6 +95,8 @@ struct Statement {
   //! permanent table is not private (its parent's queries in this session see its rows).
   //! So is DDL whose names_relations are all in schema pg_temp.
   bool private_ddl = false;
+  //! A temporary table created ON COMMIT DROP: gone when its transaction ends.
+  bool dropped_at_commit = false;
   //! DDL that acts only on the relations it names: DROP TABLE/VIEW/SEQUENCE/INDEX, ALTER
   //! TABLE, CREATE INDEX, TRUNCATE (none with CASCADE, nor ALTER TABLE's inheritance and
   //! partition commands). Private too when those are the session's temporary relations,
@@ -113,6 +115,7 @@ struct Statement {
   //! PREPARE, EXECUTE and DEALLOCATE: the prepared statement's name (empty: DEALLOCATE ALL).
   std::string prepared_name;
   bool drops_all_prepared = false; //!< DEALLOCATE ALL, DISCARD ALL
+  bool drops_temporaries = false;  //!< DISCARD TEMP, DISCARD ALL
   std::string savepoint_name;      //!< SAVEPOINT, RELEASE and ROLLBACK TO
   //! SET LOCAL and SET TRANSACTION: the setting ends with its transaction, committed or not.
   bool transaction_scoped = false;

@@ -218,6 +218,10 @@ void SecondaryLink::add_session_statement(std::string sql, const protocol::State
   Kind kind = statement.node == "VariableSetStmt" ? Kind::kSetting
               : statement.node == "DiscardStmt"   ? Kind::kDiscard
                                                   : Kind::kPrepared;
+  if (statement.drops_temporaries) { // DISCARD: no name is a temporary relation's any more
+    temporary_names_.clear();
+    lost_temporaries_.clear();
+  }
   session_statements_.push_back(
       SessionStatement{++session_seq_, std::move(sql), kind,
                        statement.node == "DeallocateStmt" || statement.drops_all_prepared,
@@ -1388,6 +1392,10 @@ bool SecondaryLink::session_only(const MirrorOp& op) {
          !op.statement.target.name.empty() && op.statement.target.temporary;
 }
 
+bool SecondaryLink::statement_write(const MirrorOp& op) {
+  return op.kind == MirrorOp::Kind::kStatement && !op.ddl;
+}
+
 bool SecondaryLink::names_lost_temporary(const MirrorOp& op) const {
   if (lost_temporaries_.empty()) return false;
   // A CREATE of one: the primary had none of the name left, so the secondary gets it anew.
@@ -1411,7 +1419,8 @@ void SecondaryLink::note_temporaries(const std::vector<MirrorOp>& ops) {
     bool dropped = op.statement.node == "DropStmt";
     for (const protocol::TargetTable* relation : relations_of(op)) {
       if (created) {
-        temporary_names_.insert(relation->name);
+        // ON COMMIT DROP: gone again once the ops, a transaction's, were applied.
+        if (!op.statement.dropped_at_commit) temporary_names_.insert(relation->name);
         lost_temporaries_.erase(relation->name);
       } else if (dropped) {
         temporary_names_.erase(relation->name);
@@ -1426,12 +1435,12 @@ void SecondaryLink::set_aside_lost_temporaries(std::vector<MirrorOp>& ops, bool 
   if (!temporary_names_.empty()) drop_if_closed();
   if (lost_temporaries_.empty()) return;
   std::vector<MirrorOp> kept;
-  std::vector<MirrorOp> writes; // to a table by the bare name of a lost one
+  std::vector<MirrorOp> writes; // row images of a table by the bare name of a lost one
   size_t dropped = 0;
   for (MirrorOp& op : ops) {
     if (!names_lost_temporary(op)) {
       kept.push_back(std::move(op));
-    } else if (session_only(op)) {
+    } else if (session_only(op) || statement_write(op)) {
       ++dropped;
       if (op.statement.node == "DropStmt") { // the primary has none of these names left
         for (const protocol::TargetTable* relation : relations_of(op))
@@ -1465,16 +1474,28 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
                                                bool sync, bool maybe_applied) {
   services_.metrics().mirror_failures(reason).Increment();
   std::vector<backfill::JournalEntry> entries;
+  std::set<std::string> gone_at_commit; // temporary tables these ops created ON COMMIT DROP
   for (const MirrorOp& op : ops) {
     // Savepoints only shape the transaction; the replayer re-reads each row as committed.
     if (op.statement.transaction != protocol::TransactionOp::kNone) continue;
     // What the secondary missed of a temporary relation, the session's copy there lacks.
+    bool temporary = false;
     for (const protocol::TargetTable* relation : relations_of(op)) {
-      if (op.statement.private_ddl || relation->temporary ||
-          temporary_names_.contains(relation->name))
-        lost_temporaries_.insert(relation->name);
+      const std::string& name = relation->name;
+      if (!op.statement.private_ddl && !relation->temporary && !temporary_names_.contains(name) &&
+          !lost_temporaries_.contains(name) && !gone_at_commit.contains(name))
+        continue;
+      temporary = true;
+      if (op.statement.dropped_at_commit) { // its transaction's ops are these: it goes with them
+        gone_at_commit.insert(name);
+        lost_temporaries_.erase(name);
+      } else if (!gone_at_commit.contains(name)) {
+        lost_temporaries_.insert(name);
+      }
     }
-    if (session_only(op)) continue;
+    // A statement (a COPY, not a row image the replayer re-reads from the primary) on such a
+    // name could run nowhere but on the session's own connection.
+    if (session_only(op) || (temporary && statement_write(op))) continue;
     backfill::JournalEntry entry = entry_for(op);
     entry.reason = monitoring::to_string(reason);
     entry.error = error;

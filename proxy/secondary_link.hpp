@@ -287,15 +287,18 @@ private:
   //! table in pg_temp. Never journaled: replayed on another connection it would fail, or
   //! find a permanent relation of the same name (a DROP of the session's staging table).
   static bool session_only(const MirrorOp& op);
+  //! Whether `op` is a write run as the client's statement (a COPY, a writing CTE): journaled,
+  //! it is not replayed (there are no rows to re-read), only reported.
+  static bool statement_write(const MirrorOp& op);
   //! Whether `op` names a temporary relation the secondary connection lost.
   bool names_lost_temporary(const MirrorOp& op) const;
   //! Notes the temporary relations `ops`, applied, created and dropped.
   void note_temporaries(const std::vector<MirrorOp>& ops);
   //! Takes out of `ops` those naming temporary relations the secondary connection lost: the
-  //! session-only ones are dropped (counted); writes to a table by such a bare name are
-  //! journaled (a row image's rows the replayer re-reads from the primary, where the name
-  //! may be a permanent table's by now) rather than run where the name finds a permanent
-  //! table of the same name.
+  //! session-only ones and statement writes are dropped (counted); row images of a table by
+  //! such a bare name are journaled (a row image's rows the replayer re-reads from the primary,
+  //! where the name may be a permanent table's by now) rather than run where the name finds a
+  //! permanent table of the same name.
   void set_aside_lost_temporaries(std::vector<MirrorOp>& ops, bool committed);
   //! Notes in SequenceMarks the ids INSERT image `op` wrote to the serial and identity
   //! columns of `shape`.

@@ -760,6 +760,55 @@ def test_an_index_of_a_temporary_table_the_secondary_lost_is_not_dropped_by_name
     assert proxy.metric("switchyard_mirror_failures_total", reason="temporary_lost") == 1, proxy.log()
 
 
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_statements_on_temporary_tables_the_secondary_missed_stay_the_sessions_own(pair, start_proxy,
+                                                                                  tmp_path, write_mode):
+    """A statement (not a row image: a COPY) into a session's temporary table named without
+    a schema that the secondary missed was journaled, where the replayer can only report it
+    ("cannot be replayed ... verify and repair the table") though no permanent table lacks
+    anything; it is the session's own now, as DDL on its temporary tables is. A staging table
+    dropped at commit (ON COMMIT DROP) no longer leaves its name counted as a lost temporary
+    table: the session's writes to a permanent table created with that name later were set
+    aside for the journal instead of applied, a COPY among them for good."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE stage (id int PRIMARY KEY, note text); INSERT INTO stage VALUES (1, 'kept')")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+
+    def copy_rows(conn, table, rows):
+        with conn.cursor().copy(f"COPY {table} FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def settled():
+        if write_mode == "async":
+            assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+        assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+
+    with psycopg.connect(proxy.dsn(), autocommit=True) as own:
+        own.execute("CREATE TEMP TABLE stage (id int PRIMARY KEY, note text)")
+        settled()
+        secondary.stop()
+        copy_rows(own, "stage", [(2, "temp")])
+        with own.transaction():
+            own.execute("CREATE TEMP TABLE batch (id int PRIMARY KEY, note text) ON COMMIT DROP")
+            copy_rows(own, "batch", [(3, "batch")])
+            own.execute("INSERT INTO public.stage SELECT id, note FROM batch")
+        secondary.launch()
+        settled()
+        time.sleep(2.5)  # past the back-off after the failure: the next writes reach the secondary
+        own.execute("CREATE TABLE batch (id int PRIMARY KEY, note text)")  # a permanent one
+        copy_rows(own, "batch", [(4, "permanent")])
+        own.execute("INSERT INTO batch VALUES (5, 'permanent')")
+        settled()
+    assert primary.sql("SELECT string_agg(id || note, ',' ORDER BY id) FROM stage") == "1kept,3batch"
+    assert primary.sql("SELECT string_agg(id || note, ',' ORDER BY id) FROM batch") == "4permanent,5permanent"
+    assert_identical(primary, secondary, {"stage": "id", "batch": "id"})
+    for result in ("failed", "unreplayable"):
+        assert proxy.metric("switchyard_journal_replayed_total", result=result) == 0, proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="applied") == 1, proxy.log()
+
+
 def test_ddl_that_fails_on_the_primary_holds_up_no_later_commit(pair, start_proxy, tmp_path):
     """Async mode: DDL takes its place in the commit order as it is sent. When the primary
     refuses it (here a lock_timeout while it waits for a lock), that place is given up: later

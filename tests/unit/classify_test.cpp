@@ -241,7 +241,10 @@ TEST_CASE("DDL creating only a temporary object of the session's own is private,
     CHECK(s.kind == StatementKind::kDdl);
     CHECK(s.private_ddl);
     CHECK(s.target.name == "stage");
+    CHECK(s.dropped_at_commit == (sql.find("ON COMMIT DROP") != std::string_view::npos));
   }
+  CHECK(only("CREATE TEMP TABLE stage ON COMMIT DROP AS SELECT 1").dropped_at_commit);
+  CHECK_FALSE(only("CREATE TEMP TABLE stage (id int) ON COMMIT DELETE ROWS").dropped_at_commit);
   // A temporary child changes what its permanent parent's queries see.
   for (std::string_view sql :
        {"CREATE TABLE stage (id int)", "CREATE TEMP TABLE stage () INHERITS (events)",
@@ -433,6 +436,9 @@ TEST_CASE("a PREPARE of a row-image write is sent with the image; EXECUTE names 
   CHECK(only("DEALLOCATE ALL").drops_all_prepared);
   CHECK(only("DISCARD ALL").drops_all_prepared);
   CHECK_FALSE(only("DISCARD PLANS").drops_all_prepared);
+  CHECK(only("DISCARD ALL").drops_temporaries);
+  CHECK(only("DISCARD TEMP").drops_temporaries);
+  CHECK_FALSE(only("DISCARD PLANS").drops_temporaries);
 }
 
 TEST_CASE("query shapes replace literals and split statements as the parser does") {
