@@ -8,7 +8,8 @@ of `--rows` rows; `--clients` clients write through switchyard, each updating a 
 and inserting one, over and over (psycopg prepares statements it ran five times, so most
 run as prepared statements switchyard rewrote with their row image); after a second one more
 client runs `ALTER TABLE ... ADD COLUMN created timestamptz DEFAULT now(), ADD COLUMN r
-float8 DEFAULT random()`; the writers go on for `--seconds` seconds and stop; once the
+float8 DEFAULT random()` (alone, or with `--ddl-in-block` as a migration tool does: `BEGIN`,
+the `ALTER`, an insert into a bookkeeping table, `COMMIT`); the writers go on for `--seconds` seconds and stop; once the
 journal is drained the table is compared on both databases by an md5 of all its rows. The
 writes the secondary refused (journaled, and counted by the error-rate gate) and those
 applied again once the secondary had the DDL are counted too.
@@ -17,7 +18,7 @@ Errors a client sees here are errors it would not see without switchyard ("cache
 not change result type" on a statement without RETURNING *). Not a test: it asserts nothing.
 
 Usage: bench/ddl_under_load.py [--rounds R] [--clients C] [--seconds S] [--rows N]
-                               [--baseline path/to/another/switchyard]
+                               [--ddl-in-block] [--baseline path/to/another/switchyard]
 Build first with scripts/build.sh release.
 """
 import argparse
@@ -45,7 +46,8 @@ def one_run(binary, mode, opts):
         primary, secondary = start_clusters(cleanup, 2)
         for cluster in (primary, secondary):
             cluster.sql("CREATE TABLE acc (id int PRIMARY KEY, v int, note text);"
-                        f"INSERT INTO acc SELECT g, 0, 'x' FROM generate_series(1, {opts.rows}) g")
+                        f"INSERT INTO acc SELECT g, 0, 'x' FROM generate_series(1, {opts.rows}) g;"
+                        "CREATE TABLE migrations (version int PRIMARY KEY)")
         workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-ddlbench-")))
         proxy = start_mirrored_proxy(cleanup, primary, secondary, workdir, settings=f"write_mode: {mode}\n",
                                      binary=binary)
@@ -67,9 +69,12 @@ def one_run(binary, mode, opts):
         for writer in writers:
             writer.start()
         time.sleep(1)
-        with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        with psycopg.connect(proxy.dsn(), autocommit=not opts.ddl_in_block) as conn:
             conn.execute("ALTER TABLE acc ADD COLUMN created timestamptz DEFAULT now(),"
                          " ADD COLUMN r float8 DEFAULT random()")
+            if opts.ddl_in_block:
+                conn.execute("INSERT INTO migrations VALUES (1)")
+                conn.commit()
         time.sleep(opts.seconds)
         stop.set()
         for writer in writers:
@@ -89,6 +94,8 @@ def main():
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=3)
     parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--ddl-in-block", action="store_true",
+                        help="run the ALTER in a transaction block with a bookkeeping insert")
     parser.add_argument("--baseline", help="another switchyard binary to run as well")
     opts = parser.parse_args()
     binaries = builds(opts.baseline)
