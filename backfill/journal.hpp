@@ -19,7 +19,8 @@ struct JournalEntry {
   //! kTable: the whole table (`table`) is to be copied, as a query filled it on the primary
   //! with rows the secondary's run of that query need not choose alike (reason
   //! "filled_by_query": its rows replaced), or a column's default gave its rows values
-  //! chosen on each side ("filled_by_default": the primary's rows written over by key).
+  //! chosen on each side ("filled_by_default": the primary's rows written over by key), or
+  //! a COPY FROM STDIN the secondary missed added rows ("filled_by_copy": as the latter).
   enum class Kind { kRow, kStatement, kTable };
   Kind kind = Kind::kRow;
   //! The database that missed the write, as the cutover names them: "new" (the config's

@@ -207,7 +207,7 @@ private:
         }
         applied = std::move(std::get<0>(outcome));
       } else if (entry.kind == JournalEntry::Kind::kTable) {
-        if (entry.reason == "filled_by_default") {
+        if (entry.reason == "filled_by_default" || entry.reason == "filled_by_copy") {
           applied = co_await refresh_table(**pair, way, entry);
         } else {
           applied = co_await copy_table(**pair, way, entry);

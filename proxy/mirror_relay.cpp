@@ -2692,7 +2692,7 @@ private:
       return;
     }
     if (s->mirror == MirrorPlan::kCopyIn && copy_too_large_) {
-      link_.journal_unmirrorable(front.op->sql,
+      link_.journal_unmirrorable(std::move(*front.op),
                                  "COPY data exceeds mirror.max_transaction_bytes; not mirrored");
       return;
     }

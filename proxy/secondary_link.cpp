@@ -1522,6 +1522,13 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
     // The primary gave these ids: a statement the secondary runs later still draws after them.
     for (const auto& [sequence, value] : op.sequence_values)
       services_.sequence_marks().note(database_key_, sequence, value);
+    if (op.statement.copy_from && !op.statement.target.name.empty()) {
+      // A COPY's data gives no rows to re-read by key: its table is refreshed from the primary.
+      entries.push_back(table_copy_entry(op));
+      entries.back().error = error;
+      entries.back().maybe_applied = maybe_applied;
+      continue;
+    }
     entry.kind = backfill::JournalEntry::Kind::kStatement;
     entry.sql = op.sql;
     entry.ddl = op.ddl;
@@ -1557,8 +1564,9 @@ backfill::JournalEntry SecondaryLink::table_copy_entry(const MirrorOp& op) const
   backfill::JournalEntry entry = entry_for(op);
   entry.kind = backfill::JournalEntry::Kind::kTable;
   entry.table = op.statement.target.qualified();
-  entry.reason = op.statement.fills_table == protocol::TableFill::kQuery ? "filled_by_query"
-                                                                         : "filled_by_default";
+  entry.reason = op.statement.copy_from                                    ? "filled_by_copy"
+                 : op.statement.fills_table == protocol::TableFill::kQuery ? "filled_by_query"
+                                                                           : "filled_by_default";
   return entry;
 }
 
@@ -1617,10 +1625,12 @@ void SecondaryLink::hold_until_committed(std::optional<uint64_t> offset, bool co
   }
 }
 
-void SecondaryLink::journal_unmirrorable(std::string sql, const std::string& why) {
-  MirrorOp op;
-  op.sql = std::move(sql);
-  journal_ops({op}, MirrorFailure::kNotMirrorable, why, false);
+void SecondaryLink::journal_unmirrorable(MirrorOp op, const std::string& why) {
+  op.session_seq = session_seq_; // the settings it ran under resolve its table's name
+  op.transaction_seq = transaction_seq_;
+  std::vector<MirrorOp> ops;
+  ops.push_back(std::move(op));
+  journal_ops(ops, MirrorFailure::kNotMirrorable, why, false);
 }
 
 bool SecondaryLink::available() const {

@@ -119,8 +119,9 @@ public:
   //! The primary transaction whose writes were last journaled has ended: the replayer may
   //! take them now.
   void settle();
-  //! Journals a write switchyard could not mirror at all.
-  void journal_unmirrorable(std::string sql, const std::string& why);
+  //! Journals a write switchyard could not mirror at all (a COPY larger than
+  //! mirror.max_transaction_bytes: its table, to refresh from the primary).
+  void journal_unmirrorable(MirrorOp op, const std::string& why);
 
   // ---- reads routed to the secondary ------------------------------------------------
 
@@ -261,8 +262,8 @@ private:
   //! A journal entry with `op`'s session: its login, the settings it ran under.
   backfill::JournalEntry entry_for(const MirrorOp& op) const;
   //! The entry that has the replayer copy the table a CREATE TABLE AS or SELECT INTO filled,
-  //! or the values a column's default gave its rows (Statement::fills_table), from the
-  //! primary: they are the primary's.
+  //! or the values a column's default gave its rows (Statement::fills_table), or the rows of
+  //! a COPY FROM STDIN the secondary missed, from the primary: they are the primary's.
   backfill::JournalEntry table_copy_entry(const MirrorOp& op) const;
   //! Journals such a copy for each op that filled a table, the secondary having run them.
   void journal_filled_tables(const std::vector<MirrorOp>& ops, bool committed);
