@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
 """Journal replay benchmark: how fast switchyard's replayer brings a secondary that was down
-back in line, for statements of one row and statements of many rows, with this build and
-(with --baseline) another one in the same run.
+back in line, for statements of one row, statements of many rows and a COPY, with this
+build and (with --baseline) another one in the same run.
 
 For each target and form, in every round: the secondary is stopped; a client writes through
 switchyard (sync) — `--rows` rows inserted, all of them updated, half of them deleted, by
-statements of one row or of `--rows-per-statement` rows — so every write goes to the
-journal; the secondary is started again and the time until the journal's backlog is 0 is
+statements of one row or of `--rows-per-statement` rows, or only inserted, by one COPY
+FROM STDIN (journaled as its table, which the replayer refreshes from the primary) — so
+every write goes to the journal; the secondary is started again and the time until the journal's backlog is 0 is
 taken (it includes up to 1.5 s before the replayer notices the secondary is back: its retry
 pause and its poll). Then the table is compared on both databases.
 
-Usage: bench/replay_bench.py [--rows N] [--rows-per-statement K] [--rounds R]
+Usage: bench/replay_bench.py [--rows N] [--rows-per-statement K] [--rounds R] [--forms=LABEL,...]
                              [--baseline path/to/another/switchyard]
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
@@ -33,8 +34,14 @@ TABLE = "CREATE TABLE items (id bigint PRIMARY KEY, v float8 NOT NULL, note text
 
 def write(dsn, rows, per_statement):
     """Inserts `rows` rows, updates them all and deletes every other one, `per_statement`
-    rows a statement; returns the rows written (journal entries expected)."""
+    rows a statement, or (`per_statement` 0) inserts them by one COPY; returns the journal
+    entries expected and the row writes they stand for."""
     with psycopg.connect(dsn, autocommit=True) as conn:
+        if per_statement == 0:
+            with conn.cursor().copy("COPY items FROM STDIN") as copy:
+                for i in range(1, rows + 1):
+                    copy.write_row((i, i / 7, f"n{i}"))
+            return 1, rows
         for first in range(1, rows + 1, per_statement):
             last = min(first + per_statement - 1, rows)
             conn.execute("INSERT INTO items SELECT g, random(), 'n' || g FROM generate_series(%s::bigint, %s::bigint) g",
@@ -45,7 +52,7 @@ def write(dsn, rows, per_statement):
         for first in range(1, rows + 1, 2 * per_statement):
             last = min(first + 2 * per_statement - 1, rows)
             conn.execute("DELETE FROM items WHERE id BETWEEN %s AND %s AND id %% 2 = 0", (first, last))
-    return rows + rows + rows // 2
+    return rows + rows + rows // 2, rows + rows + rows // 2
 
 
 def wait_drained(proxy, timeout=600):
@@ -62,6 +69,7 @@ def main():
     parser.add_argument("--rows", type=int, default=4000, help="rows inserted per run")
     parser.add_argument("--rows-per-statement", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--forms", default="all", help="comma-separated label prefixes, e.g. --forms=one")
     parser.add_argument("--baseline", help="another switchyard binary to replay with as well")
     opts = parser.parse_args()
 
@@ -73,10 +81,14 @@ def main():
             cluster.sql(TABLE)
         binaries = builds(opts.baseline)
 
-        forms = {"1 row per statement": 1, f"{opts.rows_per_statement} rows per statement": opts.rows_per_statement}
+        forms = {"1 row per statement": 1, f"{opts.rows_per_statement} rows per statement": opts.rows_per_statement,
+                 "one COPY, inserts only": 0}
+        forms = {label: per_statement for label, per_statement in forms.items()
+                 if opts.forms == "all" or any(label.startswith(prefix) for prefix in opts.forms.split(","))}
         seconds = {(form, name): [] for form in forms for name in binaries}
         identical = {name: True for name in binaries}
         entries = {}
+        writes = {}
         for round_number in range(opts.rounds):
             for form, per_statement in forms.items():
                 for name in binaries:
@@ -86,7 +98,7 @@ def main():
                     for cluster in (primary, secondary):
                         cluster.sql("TRUNCATE items")
                     secondary.stop()
-                    entries[form] = write(proxy.dsn(), opts.rows, per_statement)
+                    entries[form], writes[form] = write(proxy.dsn(), opts.rows, per_statement)
                     secondary.launch()
                     took = wait_drained(proxy)
                     if took is None:
@@ -97,17 +109,17 @@ def main():
                     identical[name] &= primary.checksum("items", "id") == secondary.checksum("items", "id")
                     proxy.stop()
 
-        print(f"Journal drained after the secondary came back: {opts.rows} rows inserted, updated, half "
-              f"deleted; entries replayed per second, median of {opts.rounds} rounds (seconds in brackets); "
-              f"both databases and switchyard on the same {os.cpu_count()} cores\n")
+        print(f"Journal drained after the secondary came back: {opts.rows} rows inserted (and, but for the COPY, "
+              f"updated, half deleted); row writes brought in line per second, median of {opts.rounds} rounds "
+              f"(seconds in brackets); both databases and switchyard on the same {os.cpu_count()} cores\n")
         names = list(binaries)
-        header = "| form | journal entries | " + " | ".join(f"{n} entries/s (s)" for n in names)
+        header = "| form | journal entries | row writes | " + " | ".join(f"{n} row writes/s (s)" for n in names)
         if "baseline" in binaries:
             header += " | switchyard/baseline"
         print(header + " |")
         print("|" + "---|" * (header.count("|")))
         for form in forms:
-            cells = [form, str(entries.get(form, 0))]
+            cells = [form, str(entries.get(form, 0)), str(writes.get(form, 0))]
             rates = {}
             for name in names:
                 runs = seconds[(form, name)]
@@ -115,7 +127,7 @@ def main():
                     cells.append("did not drain")
                     continue
                 median = statistics.median(runs)
-                rates[name] = entries[form] / median
+                rates[name] = writes[form] / median
                 cells.append(f"{rates[name]:.0f} ({median:.2f})")
             if "baseline" in binaries:
                 ratio = rates.get("switchyard", 0) / rates["baseline"] if rates.get("baseline") else 0
