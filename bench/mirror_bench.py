@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 from harness import PgCluster, free_port, make_tempdir, wait_for_port  # noqa: E402
 from test_mirror import CUSTOM_SCRIPT, SCHEMA, TABLES  # noqa: E402
 
-from bench_common import (builds, cluster_cpu_seconds, cpu_seconds, pgbench, pgbench_init,  # noqa: E402
+from bench_common import (cluster_cpu_seconds, cpu_seconds, pgbench, pgbench_init,  # noqa: E402
                           rotated, start_clusters, start_mirrored_proxy, trust_local)
 
 WORKLOADS = [  # (label, pgbench arguments); the custom script has random()/uuid/clock defaults
@@ -185,7 +185,7 @@ def main():
         baseline = None
         if opts.baseline:
             baseline = start_mirrored_proxy(cleanup, first, second, workdir, settings=workers,
-                                            binary=builds(opts.baseline)["baseline"], unix=unix)
+                                            binary=Path(opts.baseline).resolve(), unix=unix)
         pool = PgPool(first, second, opts.clients, unix)
         cleanup.callback(pool.stop)
         rate = f" -R {opts.rate}" if opts.rate else ""

@@ -7,8 +7,8 @@ For each target and form, in every round: the secondary is stopped; a client wri
 switchyard (sync) — `--rows` rows inserted, all of them updated, half of them deleted, by
 statements of one row or of `--rows-per-statement` rows, or only inserted, by one COPY
 FROM STDIN (journaled as its table, which the replayer refreshes from the primary) — so
-every write goes to the journal; the secondary is started again and the time until the journal's backlog is 0 is
-taken (it includes up to 1.5 s before the replayer notices the secondary is back: its retry
+every write goes to the journal; the secondary is started again and the time until the
+journal's backlog is 0 is taken (it includes up to 1.5 s before the replayer notices the secondary is back: its retry
 pause and its poll). Then the table is compared on both databases.
 
 Usage: bench/replay_bench.py [--rows N] [--rows-per-statement K] [--rounds R] [--forms=LABEL,...]

@@ -1522,11 +1522,12 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
     // The primary gave these ids: a statement the secondary runs later still draws after them.
     for (const auto& [sequence, value] : op.sequence_values)
       services_.sequence_marks().note(database_key_, sequence, value);
-    if (op.statement.copy_from && !op.statement.target.name.empty()) {
+    if (op.statement.copy_from) {
       // A COPY's data gives no rows to re-read by key: its table is refreshed from the primary.
-      entries.push_back(table_copy_entry(op));
-      entries.back().error = error;
-      entries.back().maybe_applied = maybe_applied;
+      entry.kind = backfill::JournalEntry::Kind::kTable;
+      entry.table = op.statement.target.qualified();
+      entry.reason = "filled_by_copy";
+      entries.push_back(std::move(entry));
       continue;
     }
     entry.kind = backfill::JournalEntry::Kind::kStatement;
@@ -1564,9 +1565,8 @@ backfill::JournalEntry SecondaryLink::table_copy_entry(const MirrorOp& op) const
   backfill::JournalEntry entry = entry_for(op);
   entry.kind = backfill::JournalEntry::Kind::kTable;
   entry.table = op.statement.target.qualified();
-  entry.reason = op.statement.copy_from                                    ? "filled_by_copy"
-                 : op.statement.fills_table == protocol::TableFill::kQuery ? "filled_by_query"
-                                                                           : "filled_by_default";
+  entry.reason = op.statement.fills_table == protocol::TableFill::kQuery ? "filled_by_query"
+                                                                         : "filled_by_default";
   return entry;
 }
 

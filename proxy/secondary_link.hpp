@@ -262,8 +262,8 @@ private:
   //! A journal entry with `op`'s session: its login, the settings it ran under.
   backfill::JournalEntry entry_for(const MirrorOp& op) const;
   //! The entry that has the replayer copy the table a CREATE TABLE AS or SELECT INTO filled,
-  //! or the values a column's default gave its rows (Statement::fills_table), or the rows of
-  //! a COPY FROM STDIN the secondary missed, from the primary: they are the primary's.
+  //! or the values a column's default gave its rows (Statement::fills_table), from the
+  //! primary: they are the primary's.
   backfill::JournalEntry table_copy_entry(const MirrorOp& op) const;
   //! Journals such a copy for each op that filled a table, the secondary having run them.
   void journal_filled_tables(const std::vector<MirrorOp>& ops, bool committed);
@@ -288,8 +288,8 @@ private:
   //! table in pg_temp. Never journaled: replayed on another connection it would fail, or
   //! find a permanent relation of the same name (a DROP of the session's staging table).
   static bool session_only(const MirrorOp& op);
-  //! Whether `op` is a write run as the client's statement (a COPY, a writing CTE): journaled,
-  //! it is not replayed (there are no rows to re-read), only reported.
+  //! Whether `op` is a write run as the client's statement (a COPY, a writing CTE), which
+  //! carries no row images for the replayer to re-read from the primary.
   static bool statement_write(const MirrorOp& op);
   //! Whether `op` names a temporary relation the secondary connection lost.
   bool names_lost_temporary(const MirrorOp& op) const;
