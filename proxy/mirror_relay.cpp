@@ -366,7 +366,7 @@ private:
       if (auto c = co_await flush_primary()) co_return c;
       co_return Closing{CloseReason::kClientTerminate, {}, {}};
     case 'F':
-      own_temporaries_parsed_.reset(); // the function may create or drop them
+      temporaries_asked_.reset(); // the function may create or drop them
       forward(frame);
       expects_.push_back(Expect{ExpectKind::kQuery});
       activity_.sync_sent(Clock::now());
@@ -376,8 +376,8 @@ private:
   }
 
   asio::awaitable<std::optional<Closing>> on_query(std::string_view sql) {
-    unsent_parse_.clear();           // a Query ends the unnamed statement on the primary too
-    own_temporaries_parsed_.reset(); // what the Query runs may create or drop them
+    unsent_parse_.clear();      // a Query ends the unnamed statement on the primary too
+    temporaries_asked_.reset(); // what the Query runs may create or drop them
     protocol::ClassifiedQuery query = cache_.get(sql);
     if (query.classification->statements.size() == 1) { // an EXECUTE of a read is that read
       if (auto executed = executed_statement(query.classification->statements[0]);
@@ -466,9 +466,11 @@ private:
     if (writes && services_.role_fence().draining()) co_await pass_role_fence();
     if (auto c = co_await drain()) co_return c;
     if (skipping_to_sync()) co_return std::nullopt; // an earlier message of the cycle failed
-    bool own_temporaries = false;
+    std::optional<bool> own_temporaries;            // the primary's answer, if asked
     if (!mid_cycle && statements.size() == 1 && may_act_on_own_temporaries(statements[0])) {
-      if (auto c = co_await ask_if_own_temporaries(statements[0], own_temporaries)) co_return c;
+      bool own = false;
+      if (auto c = co_await ask_if_own_temporaries(statements[0], own)) co_return c;
+      own_temporaries = own;
     }
     expect_transaction();
     cycle_writes_ = false;
@@ -556,8 +558,8 @@ private:
       expect.rewritten = s.mirror == MirrorPlan::kRowImage;
       expect.keep = executed ? executed : classification;
       expect.statement = &s;
-      expect.private_ddl = s.private_ddl || own_temporaries;
-      expect.op = make_op(s, text, nullptr, expect.private_ddl);
+      expect.private_ddl = s.private_ddl || own_temporaries.value_or(false);
+      expect.op = make_op(s, text, nullptr, own_temporaries);
       if (s.kind == StatementKind::kDdl) {
         if (auto c = co_await before_sending_ddl(s, expect)) co_return c;
       }
@@ -1327,8 +1329,9 @@ private:
     std::shared_ptr<const protocol::Classification> keep =
         prepared ? prepared->classification : nullptr;
     // Asked when the statement was parsed or bound, with nothing run since.
-    auto parsed_own_temporaries = std::exchange(own_temporaries_parsed_, nullptr);
-    bool own_temporaries = keep && parsed_own_temporaries == keep;
+    std::optional<bool> own_temporaries;
+    if (auto asked = std::exchange(temporaries_asked_, nullptr); keep && asked == keep)
+      own_temporaries = temporaries_own_;
     if (s != nullptr && !prepared->rewritten) {
       // An EXECUTE of a read is that read, by what the name stands for now (see on_query).
       if (auto executed = executed_statement(*s);
@@ -1394,7 +1397,7 @@ private:
       (wants_wrap(*s) ? cycle_writes_ : cycle_autocommit_mirror_) = true;
     }
     Expect expect{ExpectKind::kExecute};
-    expect.private_ddl = s->private_ddl || own_temporaries;
+    expect.private_ddl = s->private_ddl || own_temporaries.value_or(false);
     if (s->kind == StatementKind::kDdl) {
       if (auto c = co_await before_sending_ddl(*s, expect)) co_return c;
     }
@@ -1415,7 +1418,7 @@ private:
     note_prepared_names(*s, prepared->prepare_image, expect);
     expect.keep = std::move(keep);
     expect.statement = s;
-    expect.op = make_op(*s, prepared->text, portal, expect.private_ddl);
+    expect.op = make_op(*s, prepared->text, portal, own_temporaries);
     note_sent(*s, expected_in_transaction_, expect.private_ddl);
     expect.hand_over = hands_over(s->transaction);
     expects_.push_back(std::move(expect));
@@ -2227,7 +2230,8 @@ private:
   // prepared before), with every answer in, of DDL that may act on this session's temporary
   // relations only: the primary is asked now, before the cycle opens (a Query of
   // switchyard's own in it would end its implicit transaction), and its Execute, when nothing
-  // ran in between, is private (on_execute). Only the query or name is read here, in place.
+  // ran in between, is private or shared as it said (on_execute). Only the query or name is
+  // read here, in place.
   asio::awaitable<std::optional<Closing>>
   ask_at_cycle_start_if_own_temporaries(const protocol::Frame& frame) {
     auto field = protocol::second_cstring(frame.body);
@@ -2244,9 +2248,9 @@ private:
         !may_act_on_own_temporaries(classification->statements[0])) {
       co_return std::nullopt;
     }
-    bool own = false;
-    if (auto c = co_await ask_if_own_temporaries(classification->statements[0], own)) co_return c;
-    if (own) own_temporaries_parsed_ = std::move(classification);
+    if (auto c = co_await ask_if_own_temporaries(classification->statements[0], temporaries_own_))
+      co_return c;
+    temporaries_asked_ = std::move(classification);
     co_return std::nullopt;
   }
 
@@ -2299,8 +2303,10 @@ private:
     }
   }
 
+  // `own_temporaries`: the primary's answer to ask_if_own_temporaries, if asked about `s`.
   std::unique_ptr<MirrorOp> make_op(const protocol::Statement& s, std::string_view text,
-                                    const PortalInfo* portal, bool private_ddl = false) {
+                                    const PortalInfo* portal,
+                                    std::optional<bool> own_temporaries = std::nullopt) {
     if (s.mirror == MirrorPlan::kNone && s.transaction == TransactionOp::kNone) return nullptr;
     auto op = std::make_unique<MirrorOp>();
     op->kind =
@@ -2308,7 +2314,8 @@ private:
     op->sql = std::string(text);
     op->ddl = s.kind == StatementKind::kDdl;
     op->statement = s;
-    if (private_ddl) op->statement.private_ddl = true; // its link moves its own epoch too
+    if (own_temporaries == true) op->statement.private_ddl = true; // its link moves its own epoch
+    op->primary_said_shared = own_temporaries == false;
     if (portal != nullptr) {
       op->parameter_types = portal->prepared->types;
       op->parameter_formats = portal->bind.parameter_formats;
@@ -2758,9 +2765,11 @@ private:
   std::unordered_map<std::string, std::string, TextHash, std::equal_to<>> described_;
   uint64_t private_ddl_ = 0;       // DDL sent or answered that acted on temporary objects only
   bool created_temporary_ = false; // ... answered: DDL may name temporary relations since
-  //! A DDL statement the primary said, as it was parsed or bound, names temporary relations
-  //! only; cleared by the next Execute or Query (see ask_at_cycle_start_if_own_temporaries).
-  std::shared_ptr<const protocol::Classification> own_temporaries_parsed_;
+  //! A DDL statement the primary was asked about as it was parsed or bound, and whether it
+  //! said the statement names temporary relations of the session's only; cleared by the next
+  //! Execute or Query (see ask_at_cycle_start_if_own_temporaries).
+  std::shared_ptr<const protocol::Classification> temporaries_asked_;
+  bool temporaries_own_ = false;
   bool expected_in_transaction_ = false; // as the client's requests so far leave it
   bool cycle_writes_ = false; // autocommit writes of this cycle await its Sync (see on_sync)
   bool cycle_autocommit_mirror_ = false; // DDL or a setting ran outside a transaction

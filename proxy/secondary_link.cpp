@@ -1399,8 +1399,9 @@ bool SecondaryLink::statement_write(const MirrorOp& op) {
 bool SecondaryLink::names_lost_temporary(const MirrorOp& op) const {
   if (lost_temporaries_.empty()) return false;
   // A CREATE of one: the primary had none of the name left, so the secondary gets it anew.
-  // DDL of every session's runs as the client ran it.
-  if (op.ddl && (!op.statement.private_ddl || op.statement.names_relations.empty())) return false;
+  // DDL the primary said acts on relations other sessions see runs as the client ran it; DDL
+  // not asked about, by a lost name, acted on the session's temporary relation on the primary.
+  if (op.ddl && (op.primary_said_shared || op.statement.names_relations.empty())) return false;
   // A DROP of the session's own relation (the primary said so) that this connection did not
   // create was on one lost since; an index's name is not noted (PostgreSQL may have chosen
   // it), so one on a temporary table lost with its connection counts here too. Set aside
@@ -1414,17 +1415,17 @@ bool SecondaryLink::names_lost_temporary(const MirrorOp& op) const {
 
 void SecondaryLink::note_temporaries(const std::vector<MirrorOp>& ops) {
   for (const MirrorOp& op : ops) {
-    if (!op.statement.private_ddl) continue;
-    bool created = op.statement.names_relations.empty();
+    bool created = op.statement.private_ddl && op.statement.names_relations.empty();
     bool dropped = op.statement.node == "DropStmt";
+    if (!created && !dropped) continue;
     for (const protocol::TargetTable* relation : relations_of(op)) {
       if (created) {
         // ON COMMIT DROP: gone again once the ops, a transaction's, were applied.
         if (!op.statement.dropped_at_commit) temporary_names_.insert(relation->name);
-        lost_temporaries_.erase(relation->name);
-      } else if (dropped) {
+      } else {
         temporary_names_.erase(relation->name);
       }
+      lost_temporaries_.erase(relation->name);
     }
   }
 }
@@ -1440,7 +1441,7 @@ void SecondaryLink::set_aside_lost_temporaries(std::vector<MirrorOp>& ops, bool 
   for (MirrorOp& op : ops) {
     if (!names_lost_temporary(op)) {
       kept.push_back(std::move(op));
-    } else if (session_only(op) || statement_write(op)) {
+    } else if (session_only(op) || op.ddl || statement_write(op)) {
       ++dropped;
       if (op.statement.node == "DropStmt") { // the primary has none of these names left
         for (const protocol::TargetTable* relation : relations_of(op))
@@ -1494,8 +1495,11 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
       }
     }
     // A statement (a COPY, not a row image the replayer re-reads from the primary) on such a
-    // name could run nowhere but on the session's own connection.
-    if (session_only(op) || (temporary && statement_write(op))) continue;
+    // name could run nowhere but on the session's own connection; so could DDL acting on one
+    // (not creating it) that the primary was not asked about.
+    bool ddl_on_temporary =
+        op.ddl && !op.primary_said_shared && !op.statement.names_relations.empty();
+    if (session_only(op) || (temporary && (statement_write(op) || ddl_on_temporary))) continue;
     backfill::JournalEntry entry = entry_for(op);
     entry.reason = monitoring::to_string(reason);
     entry.error = error;

@@ -36,6 +36,12 @@ struct MirrorOp {
   std::vector<uint16_t> parameter_formats;
   std::vector<protocol::Value> parameters;
   bool ddl = false;
+  //! DDL the primary, asked just before it ran, said acts on relations besides the session's
+  //! temporary ones (MirrorRelay::ask_if_own_temporaries): the secondary runs it as the client
+  //! ran it, whatever names the session's bookkeeping counts as temporary. DDL not asked about
+  //! (among other statements of one Query, or within an extended-protocol cycle) is told by
+  //! that bookkeeping.
+  bool primary_said_shared = false;
   std::vector<std::string> copy_data;   //!< CopyData payloads of a COPY FROM STDIN
   std::optional<uint64_t> primary_rows; //!< rows the primary's CommandComplete reported
   //! Ids a statement op writes that the secondary's sequences did not give (COPY data
@@ -293,10 +299,11 @@ private:
   static bool statement_write(const MirrorOp& op);
   //! Whether `op` names a temporary relation the secondary connection lost.
   bool names_lost_temporary(const MirrorOp& op) const;
-  //! Notes the temporary relations `ops`, applied, created and dropped.
+  //! Notes the temporary relations `ops`, applied, created and dropped (a DROP the primary
+  //! was not asked about too: a bare name finds the session's temporary relation first).
   void note_temporaries(const std::vector<MirrorOp>& ops);
   //! Takes out of `ops` those naming temporary relations the secondary connection lost: the
-  //! session-only ones and statement writes are dropped (counted); row images of a table by
+  //! session-only ones, DDL and statement writes are dropped (counted); row images of a table by
   //! such a bare name are journaled (a row image's rows the replayer re-reads from the primary,
   //! where the name may be a permanent table's by now) rather than run where the name finds a
   //! permanent table of the same name.

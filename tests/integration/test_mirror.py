@@ -761,6 +761,48 @@ def test_an_index_of_a_temporary_table_the_secondary_lost_is_not_dropped_by_name
 
 
 @pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_ddl_among_other_statements_acts_on_the_temporary_table_it_names_on_both(pair, start_proxy,
+                                                                                tmp_path, write_mode):
+    """DDL among other statements of one Query is not asked about (the primary cannot be asked
+    between them), so a bare name that finds a session's temporary table on the primary ran
+    on the secondary as it came. Where the secondary's connection lost that table (here the
+    secondary restarts), the name found the permanent table the temporary one hides: a
+    `DROP TABLE` dropped the secondary's permanent table, an `ALTER TABLE` changed it. Such
+    DDL is now the session's own, as when the primary says so; and a DROP of such a name,
+    applied, ends its count as a temporary table's (a COPY into the permanent table of that
+    name, later, was set aside as the lost temporary table's)."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE shadowed (id int PRIMARY KEY, note text); INSERT INTO shadowed VALUES (1, 'kept');"
+                    "CREATE TABLE widened (id int PRIMARY KEY); CREATE TABLE stage (id int PRIMARY KEY, note text)")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+
+    def settled():
+        if write_mode == "async":
+            assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+        assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+
+    with psycopg.connect(proxy.dsn(), autocommit=True) as own:
+        for table in ("shadowed", "widened", "stage"):
+            own.execute(f"CREATE TEMP TABLE {table} (LIKE public.{table})")
+        own.execute("DROP TABLE stage; SELECT 1")  # on both connections, which hold it
+        settled()
+        secondary.stop()
+        secondary.launch()
+        own.execute("DROP TABLE shadowed; ALTER TABLE widened ADD COLUMN extra int;"
+                    "INSERT INTO shadowed VALUES (2, 'after')")
+        with own.cursor().copy("COPY stage FROM STDIN") as copy:
+            copy.write_row((1, "staged"))
+        settled()
+    assert primary.sql("SELECT string_agg(id || note, ',' ORDER BY id) FROM shadowed") == "1kept,2after"
+    assert primary.sql("SELECT note FROM stage") == "staged"
+    assert_identical(primary, secondary, {"shadowed": "id", "stage": "id", "widened": "id"})
+    assert [cluster.sql("SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM "
+                        "information_schema.columns WHERE table_schema = 'public' AND table_name = 'widened'")
+            for cluster in pair] == ["id"] * 2
+
+
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
 def test_statements_on_temporary_tables_the_secondary_missed_stay_the_sessions_own(pair, start_proxy,
                                                                                   tmp_path, write_mode):
     """A statement (not a row image: a COPY) into a session's temporary table named without
