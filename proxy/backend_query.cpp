@@ -105,6 +105,60 @@ asio::awaitable<Result<QueryRows>> run_query(Stream& stream, MessageReader& read
   co_return co_await read_results(reader);
 }
 
+asio::awaitable<Result<std::vector<QueryRows>>>
+run_query_each(Stream& stream, MessageReader& reader, std::string_view sql,
+               const std::vector<uint32_t>& types, const std::vector<uint16_t>& formats,
+               const std::vector<std::vector<protocol::Value>>& each) {
+  std::vector<QueryRows> results;
+  results.reserve(each.size());
+  for (size_t from = 0; from < each.size(); from += kPipelinedExecutions) {
+    size_t to = std::min(each.size(), from + kPipelinedExecutions);
+    std::string message;
+    protocol::append_parse(message, protocol::ParseMessage{"", std::string(sql), types});
+    for (size_t i = from; i < to; ++i) {
+      protocol::append_bind(message, protocol::BindMessage{"", "", formats, each[i], {}});
+      if (i == from) protocol::append_describe(message, 'P', "");
+      protocol::append_execute(message, "", 0);
+    }
+    protocol::append_sync(message);
+    if (auto ec = co_await stream.write_all(message); ec) co_return Error{ec.message()};
+    std::vector<protocol::FieldDescription> fields;
+    QueryRows current;
+    std::string error;
+    for (bool ready = false; !ready;) {
+      auto frame = co_await reader.read_frame();
+      if (!frame) co_return Error{frame.error()};
+      switch (frame->tag) {
+      case 'T': {
+        auto described = protocol::parse_row_description(frame->body);
+        if (!described) co_return Error{described.error()};
+        fields = std::move(*described);
+        break;
+      }
+      case 'D': {
+        auto values = protocol::parse_data_row(frame->body);
+        if (!values) co_return Error{values.error()};
+        current.rows.push_back(std::move(*values));
+        break;
+      }
+      case 'C':
+        current.command_tag = std::string(frame->body.substr(0, frame->body.find('\0')));
+        current.fields = fields;
+        results.push_back(std::move(current));
+        current = QueryRows{};
+        break;
+      case 'E':
+        if (error.empty()) error = describe_error(frame->body);
+        break;
+      case 'Z': ready = true; break;
+      default: break; // ParseComplete, BindComplete
+      }
+    }
+    if (!error.empty()) co_return Error{error};
+  }
+  co_return results;
+}
+
 namespace {
 
 // The parts of a possibly qualified, possibly quoted name ("s"."t" -> s, t).

@@ -34,6 +34,18 @@ asio::awaitable<Result<QueryRows>> run_query(Stream& stream, MessageReader& read
                                              const std::vector<uint16_t>& formats,
                                              const std::vector<protocol::Value>& values);
 
+//! Runs `sql` once with each of `each` as its parameters, as run_query does, but parsed once
+//! and with every execution sent before any answer is read: one round trip for up to
+//! kPipelinedExecutions of them rather than one each (more are sent in flights of that many,
+//! so that the backend's answers never fill the socket while switchyard still writes). One
+//! result per execution, in order; the first error fails the whole (the backend skips the
+//! rest of that flight).
+asio::awaitable<Result<std::vector<QueryRows>>>
+run_query_each(Stream& stream, MessageReader& reader, std::string_view sql,
+               const std::vector<uint32_t>& types, const std::vector<uint16_t>& formats,
+               const std::vector<std::vector<protocol::Value>>& each);
+inline constexpr size_t kPipelinedExecutions = 128;
+
 //! A BEFORE trigger stamps a row written from an image again (clock_timestamp(), a normalised
 //! value) as it stamped the primary's row: such a row is written a second time with the
 //! triggers session_replication_role governs off (TableShape::rewriting_triggers), for the

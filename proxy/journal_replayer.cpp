@@ -86,6 +86,12 @@ struct Link {
                                            const std::vector<protocol::Value>& values) {
     return run_query(session.stream, reader, sql, types, formats, values);
   }
+  asio::awaitable<Result<std::vector<QueryRows>>>
+  query_each(std::string_view sql, const std::vector<uint32_t>& types,
+             const std::vector<uint16_t>& formats,
+             const std::vector<std::vector<protocol::Value>>& each) {
+    return run_query_each(session.stream, reader, sql, types, formats, each);
+  }
 };
 
 //! Whether the server has closed the connection (a restart, a crash).
@@ -169,16 +175,35 @@ private:
     auto& metrics = services_.metrics();
     uint64_t acknowledged = 0;
     std::set<std::string> synced; // rows already re-synced in this batch
+    size_t one_by_one_until = 0;  // entries of statements that failed replayed together
     for (size_t next = 0; next < entries->size();) {
       const JournalEntry& entry = (*entries)[next].second;
-      // The rows of one statement replay together (those of it in this batch).
+      // The rows of one statement replay together (those of it in this batch), and with them
+      // those of the statements after it that wrote rows of the same table the same way.
       std::vector<const JournalEntry*> group{&entry};
+      size_t group_begins = next;
+      size_t last_statement = 0; // where in `group` the last statement's rows begin
+      size_t statements = 1;
       bool first_in_batch = next == 0;
-      while (++next < entries->size() && continues(entry, (*entries)[next].second))
-        group.push_back(&(*entries)[next].second);
+      while (++next < entries->size()) {
+        const JournalEntry& more = (*entries)[next].second;
+        if (!continues(entry, more)) {
+          if (next < one_by_one_until || !joins(entry, more)) break;
+          last_statement = group.size();
+          ++statements;
+        }
+        group.push_back(&more);
+      }
       // A statement whose rows go on past this batch waits for the next, which begins with it.
-      if (next == entries->size() && !first_in_batch && group.size() < entry.statement_rows) {
-        break;
+      if (next == entries->size() &&
+          group.size() - last_statement < group[last_statement]->statement_rows) {
+        if (last_statement > 0) {
+          group.resize(last_statement);
+          next = group_begins + last_statement;
+          --statements;
+        } else if (!first_in_batch) {
+          break;
+        }
       }
       uint64_t offset = (*entries)[next - 1].first;
       auto pair = co_await pair_for(entry);
@@ -236,6 +261,13 @@ private:
         bool broken = !(*pair)->secondary || !(*pair)->primary || lost(*(*pair)->secondary) ||
                       lost(*(*pair)->primary);
         if (broken) pairs_.clear();
+        // Statements replayed together are tried again one by one: one whose rows the target
+        // refuses must not take the others with it.
+        if (!broken && statements > 1) {
+          one_by_one_until = next;
+          next = group_begins;
+          continue;
+        }
         attempts_ = offset == failing_offset_ ? attempts_ + 1 : 1;
         failing_offset_ = offset;
         if (broken && attempts_ < kAttempts) {
@@ -259,10 +291,24 @@ private:
 
   // Whether `next` holds another row of the statement whose rows `first` begins.
   static bool continues(const JournalEntry& first, const JournalEntry& next) {
+    return next.statement_rows == 0 && same_writes(first, next);
+  }
+
+  // Whether `next` begins a statement whose rows replay with those of the statement `first`
+  // begins, in one transaction and one statement where the target gets them as the primary
+  // has them now (rows of one table written the same way, where the session's settings name
+  // it; with the same columns, which locate the key in each). Their order stays the
+  // journal's; the target checks its foreign keys after them all.
+  static bool joins(const JournalEntry& first, const JournalEntry& next) {
+    return next.statement_rows > 0 && same_writes(first, next) && next.columns == first.columns &&
+           next.types == first.types && next.formats == first.formats;
+  }
+
+  static bool same_writes(const JournalEntry& first, const JournalEntry& next) {
     return first.kind == JournalEntry::Kind::kRow && next.kind == JournalEntry::Kind::kRow &&
-           next.statement_rows == 0 && next.table == first.table && next.op == first.op &&
-           next.user == first.user && next.database == first.database &&
-           next.missed_by == first.missed_by && next.settings == first.settings;
+           next.table == first.table && next.op == first.op && next.user == first.user &&
+           next.database == first.database && next.missed_by == first.missed_by &&
+           next.settings == first.settings;
   }
 
   asio::awaitable<Result<Pair*>> pair_for(const JournalEntry& entry) {
@@ -376,6 +422,7 @@ private:
       where += protocol::quote_identifier(column) + " = $" + std::to_string(key_at.size());
     }
     std::vector<std::vector<protocol::Value>> keys;
+    std::set<std::string> syncing; // into `synced` once written
     for (const JournalEntry* entry : group) {
       std::vector<protocol::Value> key;
       std::string identity = first.table;
@@ -384,7 +431,8 @@ private:
         identity += '\0' + key.back().value_or("\x01NULL");
       }
       // A row this batch synced already is as the source has it now.
-      if (synced.insert(std::move(identity)).second) keys.push_back(std::move(key));
+      if (!synced.contains(identity) && syncing.insert(std::move(identity)).second)
+        keys.push_back(std::move(key));
     }
     if (keys.empty()) co_return Ok{};
 
@@ -411,35 +459,41 @@ private:
     }
     source_sql += " FROM " + first.table + " WHERE " + where;
     if (!way.into_primary && !sqlite_locked) source_sql += " FOR SHARE";
-    QueryRows present;                                // the source's rows, in the statement's order
+    // Locked and read in the statements' order, each row by one execution, the executions
+    // sent together (run_query_each).
+    if (way.into_primary && !sqlite_locked) {
+      auto locks =
+          co_await target.query_each(lock_sql, key_parameters.types, key_parameters.formats, keys);
+      if (!locks) co_return fail(target_role + locks.error());
+    }
+    std::vector<std::vector<protocol::Value>> source_parameters_each = keys;
+    if (ask_whose) {
+      for (auto& parameters : source_parameters_each)
+        parameters.emplace_back(first.table);
+    }
+    auto current = co_await way.source->query_each(
+        source_sql, source_parameters.types, source_parameters.formats, source_parameters_each);
+    if (!current && current.error().starts_with(kUndefinedTable)) {
+      (void)abandon(pair, {}); // dropped since: its DROP reaches the target as DDL does
+      co_return Ok{};
+    }
+    if (!current) co_return fail(source_role + current.error());
+    QueryRows present;                                // the source's rows, in the statements' order
     std::vector<bool> children;                       // per present row: whether it is a child's
     std::vector<std::vector<protocol::Value>> absent; // keys of rows the source no longer has
-    for (auto& key : keys) {
-      if (way.into_primary && !sqlite_locked) {
-        auto lock =
-            co_await target.query(lock_sql, key_parameters.types, key_parameters.formats, key);
-        if (!lock) co_return fail(target_role + lock.error());
-      }
-      std::vector<protocol::Value> parameters = key;
-      if (ask_whose) parameters.emplace_back(first.table);
-      auto current = co_await way.source->query(source_sql, source_parameters.types,
-                                                source_parameters.formats, parameters);
-      if (!current && current.error().starts_with(kUndefinedTable)) {
-        (void)abandon(pair, {}); // dropped since: its DROP reaches the target as DDL does
-        co_return Ok{};
-      }
-      if (!current) co_return fail(source_role + current.error());
-      if (current->rows.empty()) {
-        absent.push_back(std::move(key));
+    for (size_t k = 0; k < keys.size(); ++k) {
+      QueryRows& found = (*current)[k];
+      if (found.rows.empty()) {
+        absent.push_back(std::move(keys[k]));
         continue;
       }
-      std::vector<protocol::Value>& row = current->rows[0];
+      std::vector<protocol::Value>& row = found.rows[0];
       children.push_back(ask_whose && row.back() == "t");
       if (ask_whose) {
         row.pop_back();
-        current->fields.pop_back();
+        found.fields.pop_back();
       }
-      if (present.rows.empty()) present.fields = std::move(current->fields);
+      if (present.rows.empty()) present.fields = std::move(found.fields);
       present.rows.push_back(std::move(row));
     }
     Status written = co_await write_current(way, *shape, first.op == "delete", present, children,
@@ -455,6 +509,7 @@ private:
     }
     for (const auto& row : present.rows)
       note_written_ids(way, first, *shape, columns, column_formats, row);
+    synced.merge(syncing);
     co_return Ok{};
   }
 
