@@ -95,6 +95,86 @@ std::vector<std::string_view> copy_fields(std::string_view line, const CopyForma
   return fields;
 }
 
+namespace {
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Text format: \b \f \n \r \t \v, up to three octal digits, \x and up to two hex digits;
+// a backslash before any other character stands for that character.
+std::string unescape_text_field(std::string_view field) {
+  std::string value;
+  value.reserve(field.size());
+  for (size_t i = 0; i < field.size(); ++i) {
+    if (field[i] != '\\' || i + 1 == field.size()) {
+      value += field[i];
+      continue;
+    }
+    char c = field[++i];
+    if (c >= '0' && c <= '7') {
+      int code = c - '0';
+      for (int more = 0;
+           more < 2 && i + 1 < field.size() && field[i + 1] >= '0' && field[i + 1] <= '7'; ++more)
+        code = code * 8 + (field[++i] - '0');
+      value += static_cast<char>(code & 0xff);
+    } else if (c == 'x' && i + 1 < field.size() && hex_digit(field[i + 1]) >= 0) {
+      int code = hex_digit(field[++i]);
+      if (i + 1 < field.size() && hex_digit(field[i + 1]) >= 0)
+        code = code * 16 + hex_digit(field[++i]);
+      value += static_cast<char>(code);
+    } else {
+      switch (c) {
+      case 'b': value += '\b'; break;
+      case 'f': value += '\f'; break;
+      case 'n': value += '\n'; break;
+      case 'r': value += '\r'; break;
+      case 't': value += '\t'; break;
+      case 'v': value += '\v'; break;
+      default: value += c; break;
+      }
+    }
+  }
+  return value;
+}
+
+// CSV: a quote opens a quoted stretch anywhere in the field; in it, the escape character
+// before a quote or itself stands for that character, and the next quote closes it.
+std::string unquote_csv_field(std::string_view field, char quote, char escape) {
+  std::string value;
+  value.reserve(field.size());
+  bool quoted = false;
+  for (size_t i = 0; i < field.size(); ++i) {
+    char c = field[i];
+    if (!quoted) {
+      if (c == quote) {
+        quoted = true;
+      } else {
+        value += c;
+      }
+    } else if (c == escape && i + 1 < field.size() &&
+               (field[i + 1] == quote || field[i + 1] == escape)) {
+      value += field[++i];
+    } else if (c == quote) {
+      quoted = false;
+    } else {
+      value += c;
+    }
+  }
+  return value;
+}
+
+} // namespace
+
+std::string copy_field_value(std::string_view field, const CopyFormat& format) {
+  if (format.kind == CopyFormat::Kind::kCsv)
+    return unquote_csv_field(field, format.quote, format.escape);
+  return unescape_text_field(field);
+}
+
 std::optional<std::vector<CopyRow>> binary_copy_rows(std::string_view data) {
   constexpr std::string_view kSignature("PGCOPY\n\377\r\n\0", 11);
   if (data.substr(0, kSignature.size()) != kSignature || data.size() < kSignature.size() + 8) {
@@ -219,6 +299,8 @@ std::string column_defaults_sql(std::string_view table) {
          "ELSE pg_get_expr(d.adbin, d.adrelid) END, "
          "pg_catalog.format_type(a.atttypid, a.atttypmod), " +
          std::string(kColumnSequenceSql) +
+         ", EXISTS (SELECT FROM pg_catalog.pg_index i WHERE i.indrelid = a.attrelid AND "
+         "i.indisprimary AND a.attnum = ANY (i.indkey))"
          " FROM pg_catalog.pg_attribute a LEFT JOIN pg_catalog.pg_attrdef d "
          "ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
          "WHERE a.attrelid = pg_catalog.to_regclass(" +

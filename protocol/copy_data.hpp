@@ -50,6 +50,10 @@ std::vector<CopyRow> copy_rows(std::string_view data, const CopyFormat& format);
 //! stand in the data: escapes and quotes are not undone.
 std::vector<std::string_view> copy_fields(std::string_view line, const CopyFormat& format);
 
+//! The value of a field of COPY text or CSV data (one of copy_fields), as PostgreSQL reads it:
+//! text's backslash escapes undone, CSV's quotes. Whether it stands for NULL is not told.
+std::string copy_field_value(std::string_view field, const CopyFormat& format);
+
 //! The fields of binary COPY tuple data after its field count: each field's bytes, nullopt
 //! for NULL. nullopt when a length runs past the end.
 std::optional<std::vector<std::optional<std::string_view>>>
@@ -84,8 +88,9 @@ std::string copy_values_sql(const CopyFrom& copy, std::span<const std::string> e
 
 //! For each column of `table` a COPY can write (not dropped, not GENERATED ... STORED), in
 //! order: its name, the session's client_encoding, the expression of its default (an
-//! identity column's nextval; NULL when it has none), its type, and the sequence of a serial
-//! or identity column (NULL for others). No rows when the table does not exist.
+//! identity column's nextval; NULL when it has none), its type, the sequence of a serial
+//! or identity column (NULL for others), and whether it is in the primary key. No rows when
+//! the table does not exist.
 std::string column_defaults_sql(std::string_view table);
 
 //! Whether `encoding` is one whose multi-byte characters may contain bytes that look like

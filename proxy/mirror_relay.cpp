@@ -675,7 +675,10 @@ private:
     if (auto c = co_await run_captured(protocol::column_defaults_sql(table))) co_return c;
     if (!captured_.error.empty()) co_return co_await fail_captured(wrap);
     std::optional<CopyFill> fill = copy_fill(copy);
+    std::vector<std::pair<size_t, std::string>> key =
+        copy_key(fill ? fill->columns : copy.columns, copy);
     if (!fill) {
+      if (expect.op) expect.op->copy_key = std::move(key);
       append_client_query(send, expect);
       expects_.push_back(std::move(expect));
       co_return co_await relay_copy_in();
@@ -764,7 +767,10 @@ private:
     captured_ = Captured{};
     std::string sql = protocol::copy_from_sql(copy, table, fill->columns);
     expect.op = make_op(s, sql, nullptr);
-    if (expect.op) expect.op->sequence_values = filled_ids(*fill, values, values_format);
+    if (expect.op) {
+      expect.op->sequence_values = filled_ids(*fill, values, values_format);
+      expect.op->copy_key = std::move(key);
+    }
     expect.completes_to_drop = 0; // the BEGIN went with the values
     expect.position_shift = 0;
     append_client_query(sql, expect);
@@ -838,7 +844,7 @@ private:
     fill.columns = copy.columns;
     std::vector<std::string> names;
     for (const auto& row : captured_.rows) {
-      if (row.size() != 5 || !row[0] || !row[1] || !row[3]) return std::nullopt;
+      if (row.size() != 6 || !row[0] || !row[1] || !row[3]) return std::nullopt;
       // Multi-byte characters with ASCII-looking bytes cannot be split byte by byte.
       if (protocol::encoding_embeds_ascii(*row[1])) return std::nullopt;
       names.push_back(*row[0]);
@@ -866,6 +872,32 @@ private:
     }
     if (fill.expressions.empty()) return std::nullopt;
     return fill;
+  }
+
+  // Where the primary key's columns are among `columns`, those of a COPY's data (none given:
+  // every column), by the catalog rows column_defaults_sql captured (see MirrorOp::copy_key);
+  // none when the table has no key, the data lacks one of its columns, or cannot be split
+  // byte by byte.
+  std::vector<std::pair<size_t, std::string>> copy_key(const std::vector<std::string>& columns,
+                                                       const protocol::CopyFrom& copy) const {
+    std::vector<std::pair<size_t, std::string>> key;
+    std::vector<std::string> every;
+    for (const auto& row : captured_.rows) {
+      if (row.size() != 6 || !row[0] || !row[1] || protocol::encoding_embeds_ascii(*row[1]))
+        return {};
+      every.push_back(*row[0]);
+    }
+    const std::vector<std::string>& data_columns = columns.empty() ? every : columns;
+    for (const auto& row : captured_.rows) {
+      if (row[5] != "t") continue;
+      auto at = std::find(data_columns.begin(), data_columns.end(), *row[0]);
+      if (at == data_columns.end()) return {};
+      key.emplace_back(static_cast<size_t>(at - data_columns.begin()), *row[0]);
+    }
+    bool own_encoding = std::any_of(copy.options.begin(), copy.options.end(),
+                                    [](const auto& option) { return option.first == "encoding"; });
+    if (own_encoding) return {};
+    return key;
   }
 
   // Runs switchyard's own query on the primary, in the session, and reads its answer into

@@ -38,6 +38,9 @@ constexpr std::string_view kUndefinedTable = "42P01";
 constexpr size_t kMaxSessionStatements = 1000;
 constexpr size_t kMaxMergedCommits = 64;   // bounds one apply's size and its mirror.timeout risk
 constexpr size_t kMaxGroupedWrites = 1024; // a group takes no further member past this many
+// A missed COPY of more rows is journaled as its table, refreshed whole: a bulk load's rows
+// would make the journal (written in the session's path) large, and refresh faster.
+constexpr size_t kMaxCopyRowEntries = 10000;
 
 int64_t ticks(Clock::time_point t) {
   return t.time_since_epoch().count();
@@ -1527,7 +1530,11 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
     for (const auto& [sequence, value] : op.sequence_values)
       services_.sequence_marks().note(database_key_, sequence, value);
     if (op.statement.copy_from) {
-      // A COPY's data gives no rows to re-read by key: its table is refreshed from the primary.
+      // The rows it wrote, by their keys in its data; else its table is refreshed whole.
+      if (auto rows = copy_row_entries(op, entry)) {
+        std::move(rows->begin(), rows->end(), std::back_inserter(entries));
+        continue;
+      }
       entry.kind = backfill::JournalEntry::Kind::kTable;
       entry.table = op.statement.target.qualified();
       entry.reason = "filled_by_copy";
@@ -1572,6 +1579,58 @@ backfill::JournalEntry SecondaryLink::table_copy_entry(const MirrorOp& op) const
   entry.reason = op.statement.fills_table == protocol::TableFill::kQuery ? "filled_by_query"
                                                                          : "filled_by_default";
   return entry;
+}
+
+std::optional<std::vector<backfill::JournalEntry>>
+SecondaryLink::copy_row_entries(const MirrorOp& op, const backfill::JournalEntry& base) {
+  if (op.copy_key.empty() || op.copy_data.empty()) return std::nullopt;
+  std::string data;
+  for (const std::string& piece : op.copy_data)
+    data += piece;
+  const protocol::CopyFormat& format = op.statement.copy_from->format;
+  bool binary = format.kind == protocol::CopyFormat::Kind::kBinary;
+  std::vector<protocol::CopyRow> rows;
+  if (binary) {
+    auto tuples = protocol::binary_copy_rows(data);
+    if (!tuples) return std::nullopt;
+    rows = std::move(*tuples);
+  } else {
+    rows = protocol::copy_rows(data, format);
+  }
+  if (rows.empty() || rows.size() > kMaxCopyRowEntries) return std::nullopt;
+  backfill::JournalEntry entry = base;
+  entry.kind = backfill::JournalEntry::Kind::kRow;
+  entry.table = op.statement.target.qualified();
+  entry.op = "insert";
+  for (const auto& column : op.copy_key) {
+    entry.columns.push_back(column.second);
+    entry.types.push_back(0); // the replayer's lookup takes the column's
+    entry.formats.push_back(binary ? 1 : 0);
+  }
+  entry.statement_rows = static_cast<uint32_t>(rows.size());
+  std::vector<backfill::JournalEntry> entries;
+  entries.reserve(rows.size());
+  for (const protocol::CopyRow& row : rows) {
+    std::string_view line = std::string_view(data).substr(row.begin, row.end - row.begin);
+    entry.values.clear();
+    if (binary) {
+      auto fields = protocol::binary_copy_fields(line.substr(2)); // after the field count
+      if (!fields) return std::nullopt;
+      for (const auto& column : op.copy_key) {
+        if (column.first >= fields->size() || !(*fields)[column.first]) return std::nullopt;
+        entry.values.emplace_back(std::string(*(*fields)[column.first]));
+      }
+    } else {
+      std::vector<std::string_view> fields = protocol::copy_fields(line, format);
+      for (const auto& column : op.copy_key) {
+        if (column.first >= fields.size()) return std::nullopt;
+        entry.values.emplace_back(protocol::copy_field_value(fields[column.first], format));
+      }
+    }
+    entries.push_back(entry);
+    entry.statement_rows = 0;
+  }
+  return entries;
 }
 
 std::optional<uint64_t>

@@ -42,7 +42,11 @@ struct MirrorOp {
   //! (among other statements of one Query, or within an extended-protocol cycle) is told by
   //! that bookkeeping.
   bool primary_said_shared = false;
-  std::vector<std::string> copy_data;   //!< CopyData payloads of a COPY FROM STDIN
+  std::vector<std::string> copy_data; //!< CopyData payloads of a COPY FROM STDIN
+  //! A COPY's primary key: where each of its columns is among the fields of the data, and
+  //! its name. Empty when not known (the table has none, the data cannot be split): a COPY
+  //! the secondary misses is then journaled as its table, which the replayer refreshes whole.
+  std::vector<std::pair<size_t, std::string>> copy_key;
   std::optional<uint64_t> primary_rows; //!< rows the primary's CommandComplete reported
   //! Ids a statement op writes that the secondary's sequences did not give (COPY data
   //! switchyard filled): each sequence with the highest; noted in SequenceMarks when the op
@@ -271,6 +275,11 @@ private:
   //! or the values a column's default gave its rows (Statement::fills_table), from the
   //! primary: they are the primary's.
   backfill::JournalEntry table_copy_entry(const MirrorOp& op) const;
+  //! The rows a COPY op wrote, as row entries like `base` of its key's values taken from its
+  //! data (MirrorOp::copy_key), for the replayer to re-read from the primary; nullopt when
+  //! its key or data is not known, or it wrote more rows than kMaxCopyRowEntries.
+  static std::optional<std::vector<backfill::JournalEntry>>
+  copy_row_entries(const MirrorOp& op, const backfill::JournalEntry& base);
   //! Journals such a copy for each op that filled a table, the secondary having run them.
   void journal_filled_tables(const std::vector<MirrorOp>& ops, bool committed);
   //! Appends durably (`sync`) and counts; the offset of the entries, none if not journaled.

@@ -857,8 +857,9 @@ def test_a_copy_the_secondary_missed_is_replayed_from_the_primarys_rows(pair, st
     """COPY FROM STDIN carries no row images. A COPY the secondary missed (down, or larger
     than mirror.max_transaction_bytes, which reaches the primary alone) was journaled as its
     statement, which the replayer cannot run again: "verify and repair the table". It is
-    journaled as its table to refresh now: the primary's rows written over the secondary's
-    by key, none deleted, as after an ADD COLUMN with a volatile default."""
+    journaled as the rows it wrote now (see the next test), and one too large to keep as its
+    table to refresh: the primary's rows written over the secondary's by key, none deleted,
+    as after an ADD COLUMN with a volatile default."""
     primary, secondary = pair
     for cluster in pair:
         cluster.sql("CREATE TABLE loads (id int PRIMARY KEY, note text); INSERT INTO loads VALUES (1, 'before')")
@@ -886,6 +887,51 @@ def test_a_copy_the_secondary_missed_is_replayed_from_the_primarys_rows(pair, st
     assert proxy.metric("switchyard_journal_replayed_total", result="unreplayable") == 0, proxy.log()
     assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
     assert proxy.metric("switchyard_mirror_failures_total", reason="not_mirrorable") == 1, proxy.log()
+
+
+@pytest.mark.parametrize("data_format", ["text", "csv", "binary"])
+def test_a_copy_the_secondary_missed_replays_the_rows_it_wrote_by_key(pair, start_proxy, tmp_path, data_format):
+    """A COPY the secondary missed is journaled as the rows it wrote, by their keys taken from
+    its data (escapes and quotes undone; an id switchyard filled from the primary's default
+    too), which the replayer re-reads from the primary, rather than as its table, which the
+    replayer refreshed whole: every row of it written again on the secondary however few the
+    COPY had. The secondary's other rows stay as they were (same xmin)."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE batches (region text, n int, note text, PRIMARY KEY (region, n));"
+                    "INSERT INTO batches VALUES ('old', 1, 'kept');"
+                    "CREATE TABLE arrivals (id serial PRIMARY KEY, note text); INSERT INTO arrivals (note) VALUES ('kept')")
+    untouched = "SELECT (SELECT xmin FROM batches WHERE region = 'old') || ':' || (SELECT xmin FROM arrivals WHERE id = 1)"
+    before = secondary.sql(untouched)
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    batches = [("north\teast", 2, "x"), ('a,"b', 3, "y"), ("back\\slash", 4, "z")]
+    options = {"text": "", "csv": " (FORMAT csv)", "binary": " (FORMAT binary)"}[data_format]
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        secondary.stop()
+        with conn.cursor().copy(f"COPY batches FROM STDIN{options}") as copy:
+            if data_format == "csv":
+                copy.write('"north\teast",2,x\n"a,""b",3,y\nback\\slash,4,z\n')
+            else:
+                if data_format == "binary":
+                    copy.set_types(["text", "int4", "text"])
+                for row in batches:
+                    copy.write_row(row)
+        with conn.cursor().copy(f"COPY arrivals (note) FROM STDIN{options}") as copy:
+            if data_format == "csv":
+                copy.write("one\ntwo\n")
+            else:
+                if data_format == "binary":
+                    copy.set_types(["text"])
+                for note in ("one", "two"):
+                    copy.write_row((note,))
+        secondary.launch()
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert primary.sql("SELECT string_agg(region || n, '|' ORDER BY n) FROM batches") == \
+        "old1|north\teast2|a,\"b3|back\\slash4"
+    assert_identical(primary, secondary, {"batches": "region, n", "arrivals": "id"})
+    assert secondary.sql(untouched) == before
+    assert proxy.metric("switchyard_journal_replayed_total", result="applied") == 5, proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
 
 
 def test_ddl_that_fails_on_the_primary_holds_up_no_later_commit(pair, start_proxy, tmp_path):

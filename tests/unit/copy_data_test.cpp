@@ -101,6 +101,26 @@ TEST_CASE("a line of COPY text or CSV data splits into its fields as they stand"
   CHECK(copy_fields("7,\"a,\"\"b\",,9", csv) == Fields{"7", "\"a,\"\"b\"", "", "9"});
 }
 
+TEST_CASE("a field's value as PostgreSQL reads it: escapes and quotes undone") {
+  CopyFormat text;
+  CHECK(copy_field_value("plain", text) == "plain");
+  CHECK(copy_field_value("ab\\\tc", text) == "ab\tc"); // an escaped delimiter
+  CHECK(copy_field_value("a\\tb\\nc\\\\d\\re", text) == "a\tb\nc\\d\re");
+  CHECK(copy_field_value("\\b\\f\\v", text) == "\b\f\v");
+  CHECK(copy_field_value("\\101\\0611x", text) == "A11x");     // octal, at most three digits
+  CHECK(copy_field_value("\\x41\\x4a2\\xg", text) == "AJ2xg"); // hex, at most two
+  CHECK(copy_field_value("\\q\\.", text) == "q.");             // any other character
+  CHECK(copy_field_value("end\\", text) == "end\\");
+  CopyFormat csv{CopyFormat::Kind::kCsv, ',', '"', '"', false};
+  CHECK(copy_field_value("7", csv) == "7");
+  CHECK(copy_field_value("\"a,\"\"b\"", csv) == "a,\"b");
+  CHECK(copy_field_value("x\"y z\"w", csv) == "xy zw"); // a quoted stretch mid-field
+  CHECK(copy_field_value("\"\"", csv) == "");
+  CHECK(copy_field_value("a\\b", csv) == "a\\b"); // no backslash escapes in CSV
+  CopyFormat escaped{CopyFormat::Kind::kCsv, ',', '\'', '\\', false};
+  CHECK(copy_field_value("'it\\'s \\\\ ok'", escaped) == "it's \\ ok");
+}
+
 TEST_CASE("values are appended to the rows with all their fields") {
   CopyFormat text;
   std::string data = "1\ta\n2\n3\tc\td\r\n\\.\n";
