@@ -6,13 +6,16 @@ build and (with --baseline) another one in the same run.
 For each target and form, in every round: the secondary is stopped; a client writes through
 switchyard (sync) — `--rows` rows inserted, all of them updated, half of them deleted, by
 statements of one row or of `--rows-per-statement` rows, or only inserted, by one COPY
-FROM STDIN (journaled as its table, which the replayer refreshes from the primary) — so
+FROM STDIN (journaled as the rows it wrote by their keys, or, past 10,000 rows, as its
+table, which the replayer refreshes from the primary) — so
 every write goes to the journal; the secondary is started again and the time until the
 journal's backlog is 0 is taken (it includes up to 1.5 s before the replayer notices the secondary is back: its retry
-pause and its poll). Then the table is compared on both databases.
+pause and its poll). Then the table is compared on both databases. With `--table-rows N` the
+table holds N other rows on both databases before each run, as a table that grows by loads
+does (a refresh passes over them all).
 
 Usage: bench/replay_bench.py [--rows N] [--rows-per-statement K] [--rounds R] [--forms=LABEL,...]
-                             [--baseline path/to/another/switchyard]
+                             [--table-rows N] [--baseline path/to/another/switchyard]
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
@@ -41,7 +44,7 @@ def write(dsn, rows, per_statement):
             with conn.cursor().copy("COPY items FROM STDIN") as copy:
                 for i in range(1, rows + 1):
                     copy.write_row((i, i / 7, f"n{i}"))
-            return 1, rows
+            return "a COPY", rows
         for first in range(1, rows + 1, per_statement):
             last = min(first + per_statement - 1, rows)
             conn.execute("INSERT INTO items SELECT g, random(), 'n' || g FROM generate_series(%s::bigint, %s::bigint) g",
@@ -70,6 +73,7 @@ def main():
     parser.add_argument("--rows-per-statement", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--forms", default="all", help="comma-separated label prefixes, e.g. --forms=one")
+    parser.add_argument("--table-rows", type=int, default=0, help="rows the table holds before each run")
     parser.add_argument("--baseline", help="another switchyard binary to replay with as well")
     opts = parser.parse_args()
 
@@ -97,6 +101,10 @@ def main():
                                                  mirror="  timeout: 1s\n", log_level="error")
                     for cluster in (primary, secondary):
                         cluster.sql("TRUNCATE items")
+                        if opts.table_rows:
+                            cluster.sql("INSERT INTO items SELECT g, g / 7.0, 'kept' FROM generate_series("
+                                        f"{10**9 + 1}, {10**9 + opts.table_rows}) g")
+                            cluster.sql("VACUUM ANALYZE items")
                     secondary.stop()
                     entries[form], writes[form] = write(proxy.dsn(), opts.rows, per_statement)
                     secondary.launch()
@@ -110,7 +118,8 @@ def main():
                     proxy.stop()
 
         print(f"Journal drained after the secondary came back: {opts.rows} rows inserted (and, but for the COPY, "
-              f"updated, half deleted); row writes brought in line per second, median of {opts.rounds} rounds "
+              f"updated, half deleted) into a table of {opts.table_rows} other rows; "
+              f"row writes brought in line per second, median of {opts.rounds} rounds "
               f"(seconds in brackets); both databases and switchyard on the same {os.cpu_count()} cores\n")
         names = list(binaries)
         header = "| form | journal entries | row writes | " + " | ".join(f"{n} row writes/s (s)" for n in names)
