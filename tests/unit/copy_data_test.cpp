@@ -115,7 +115,7 @@ TEST_CASE("a field's value as PostgreSQL reads it: escapes and quotes undone") {
   CHECK(copy_field_value("7", csv) == "7");
   CHECK(copy_field_value("\"a,\"\"b\"", csv) == "a,\"b");
   CHECK(copy_field_value("x\"y z\"w", csv) == "xy zw"); // a quoted stretch mid-field
-  CHECK(copy_field_value("\"\"", csv) == "");
+  CHECK(copy_field_value("\"\"", csv).empty());
   CHECK(copy_field_value("a\\b", csv) == "a\\b"); // no backslash escapes in CSV
   CopyFormat escaped{CopyFormat::Kind::kCsv, ',', '\'', '\\', false};
   CHECK(copy_field_value("'it\\'s \\\\ ok'", escaped) == "it's \\ ok");
