@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "protocol/classify.hpp"
+#include "protocol/pg_values.hpp"
 #include "protocol/row_image.hpp"
 #include "protocol/wire.hpp"
 
@@ -97,13 +98,6 @@ std::vector<std::string_view> copy_fields(std::string_view line, const CopyForma
 
 namespace {
 
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // Text format: \b \f \n \r \t \v, up to three octal digits, \x and up to two hex digits;
 // a backslash before any other character stands for that character.
 std::string unescape_text_field(std::string_view field) {
@@ -121,10 +115,10 @@ std::string unescape_text_field(std::string_view field) {
            more < 2 && i + 1 < field.size() && field[i + 1] >= '0' && field[i + 1] <= '7'; ++more)
         code = code * 8 + (field[++i] - '0');
       value += static_cast<char>(code & 0xff);
-    } else if (c == 'x' && i + 1 < field.size() && hex_digit(field[i + 1]) >= 0) {
-      int code = hex_digit(field[++i]);
-      if (i + 1 < field.size() && hex_digit(field[i + 1]) >= 0)
-        code = code * 16 + hex_digit(field[++i]);
+    } else if (c == 'x' && i + 1 < field.size() && hex_value(field[i + 1]) >= 0) {
+      int code = hex_value(field[++i]);
+      if (i + 1 < field.size() && hex_value(field[i + 1]) >= 0)
+        code = code * 16 + hex_value(field[++i]);
       value += static_cast<char>(code);
     } else {
       switch (c) {

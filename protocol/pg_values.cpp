@@ -167,16 +167,12 @@ std::string encode_bytea_hex(std::string_view bytes) {
   return out;
 }
 
-namespace {
-
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
 }
-
-} // namespace
 
 Result<std::string> decode_bytea_text(std::string_view text) {
   std::string out;

@@ -51,6 +51,8 @@ Result<int64_t> parse_int8(std::string_view text);
 //! A boolean from any spelling PostgreSQL accepts (t, true, yes, on, 1, ...).
 Result<bool> parse_bool(std::string_view text);
 
+//! The value of hexadecimal digit `c`; -1 when it is none.
+int hex_value(char c);
 //! bytea in PostgreSQL's hex output form: "\x" and two lower-case digits per byte.
 std::string encode_bytea_hex(std::string_view bytes);
 //! bytea from its text input: the hex form or the escape form (\\ and \ooo).

@@ -45,8 +45,11 @@ Error shape_error(const std::string& name, std::string_view error) {
   return Error{std::string(error.substr(0, 7)) + what + std::string(error.substr(7))};
 }
 
-// Reads the answers to what was just sent, up to ReadyForQuery.
-asio::awaitable<Result<QueryRows>> read_results(MessageReader& reader) {
+// Reads the answers to what was just sent, up to ReadyForQuery: the rows of the last result
+// set and the last tag; with `each`, also every result as its CommandComplete comes (with
+// the fields last described: one Describe serves a pipeline's executions).
+asio::awaitable<Result<QueryRows>> read_results(MessageReader& reader,
+                                                std::vector<QueryRows>* each = nullptr) {
   QueryRows result;
   std::string error;
   while (true) {
@@ -68,6 +71,10 @@ asio::awaitable<Result<QueryRows>> read_results(MessageReader& reader) {
     }
     case 'C':
       result.command_tag = std::string(frame->body.substr(0, frame->body.find('\0')));
+      if (each != nullptr) {
+        each->push_back(result);
+        result.rows.clear();
+      }
       break;
     case 'E':
       if (error.empty()) error = describe_error(frame->body);
@@ -75,7 +82,7 @@ asio::awaitable<Result<QueryRows>> read_results(MessageReader& reader) {
     case 'Z':
       if (!error.empty()) co_return Error{error};
       co_return result;
-    default: break;
+    default: break; // ParseComplete, BindComplete, ...
     }
   }
 }
@@ -122,39 +129,7 @@ run_query_each(Stream& stream, MessageReader& reader, std::string_view sql,
     }
     protocol::append_sync(message);
     if (auto ec = co_await stream.write_all(message); ec) co_return Error{ec.message()};
-    std::vector<protocol::FieldDescription> fields;
-    QueryRows current;
-    std::string error;
-    for (bool ready = false; !ready;) {
-      auto frame = co_await reader.read_frame();
-      if (!frame) co_return Error{frame.error()};
-      switch (frame->tag) {
-      case 'T': {
-        auto described = protocol::parse_row_description(frame->body);
-        if (!described) co_return Error{described.error()};
-        fields = std::move(*described);
-        break;
-      }
-      case 'D': {
-        auto values = protocol::parse_data_row(frame->body);
-        if (!values) co_return Error{values.error()};
-        current.rows.push_back(std::move(*values));
-        break;
-      }
-      case 'C':
-        current.command_tag = std::string(frame->body.substr(0, frame->body.find('\0')));
-        current.fields = fields;
-        results.push_back(std::move(current));
-        current = QueryRows{};
-        break;
-      case 'E':
-        if (error.empty()) error = describe_error(frame->body);
-        break;
-      case 'Z': ready = true; break;
-      default: break; // ParseComplete, BindComplete
-      }
-    }
-    if (!error.empty()) co_return Error{error};
+    if (auto read = co_await read_results(reader, &results); !read) co_return Error{read.error()};
   }
   co_return results;
 }

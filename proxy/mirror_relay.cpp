@@ -842,16 +842,9 @@ private:
   std::optional<CopyFill> copy_fill(const protocol::CopyFrom& copy) const {
     CopyFill fill;
     fill.columns = copy.columns;
-    std::vector<std::string> names;
-    for (const auto& row : captured_.rows) {
-      if (row.size() != 6 || !row[0] || !row[1] || !row[3]) return std::nullopt;
-      // Multi-byte characters with ASCII-looking bytes cannot be split byte by byte.
-      if (protocol::encoding_embeds_ascii(*row[1])) return std::nullopt;
-      names.push_back(*row[0]);
-    }
-    bool own_encoding = std::any_of(copy.options.begin(), copy.options.end(),
-                                    [](const auto& option) { return option.first == "encoding"; });
-    if (names.empty() || own_encoding) return std::nullopt;
+    std::optional<std::vector<std::string>> every = splittable_columns(copy);
+    if (!every) return std::nullopt;
+    const std::vector<std::string>& names = *every;
     if (fill.columns.empty()) fill.columns = names;
     for (const std::string& column : fill.columns) {
       if (std::count(fill.columns.begin(), fill.columns.end(), column) != 1 ||
@@ -880,24 +873,34 @@ private:
   // byte by byte.
   std::vector<std::pair<size_t, std::string>> copy_key(const std::vector<std::string>& columns,
                                                        const protocol::CopyFrom& copy) const {
+    std::optional<std::vector<std::string>> every = splittable_columns(copy);
+    if (!every) return {};
+    const std::vector<std::string>& data_columns = columns.empty() ? *every : columns;
     std::vector<std::pair<size_t, std::string>> key;
-    std::vector<std::string> every;
-    for (const auto& row : captured_.rows) {
-      if (row.size() != 6 || !row[0] || !row[1] || protocol::encoding_embeds_ascii(*row[1]))
-        return {};
-      every.push_back(*row[0]);
-    }
-    const std::vector<std::string>& data_columns = columns.empty() ? every : columns;
     for (const auto& row : captured_.rows) {
       if (row[5] != "t") continue;
       auto at = std::find(data_columns.begin(), data_columns.end(), *row[0]);
       if (at == data_columns.end()) return {};
       key.emplace_back(static_cast<size_t>(at - data_columns.begin()), *row[0]);
     }
+    return key;
+  }
+
+  // Every column a COPY can write, by the catalog rows column_defaults_sql captured; nullopt
+  // when they are not all there, or the COPY's data cannot be split byte by byte: multi-byte
+  // characters of its encoding (the session's, or an ENCODING option's) may hold bytes that
+  // look like ASCII.
+  std::optional<std::vector<std::string>> splittable_columns(const protocol::CopyFrom& copy) const {
     bool own_encoding = std::any_of(copy.options.begin(), copy.options.end(),
                                     [](const auto& option) { return option.first == "encoding"; });
-    if (own_encoding) return {};
-    return key;
+    if (own_encoding || captured_.rows.empty()) return std::nullopt;
+    std::vector<std::string> names;
+    for (const auto& row : captured_.rows) {
+      if (row.size() != 6 || !row[0] || !row[1] || !row[3]) return std::nullopt;
+      if (protocol::encoding_embeds_ascii(*row[1])) return std::nullopt;
+      names.push_back(*row[0]);
+    }
+    return names;
   }
 
   // Runs switchyard's own query on the primary, in the session, and reads its answer into
