@@ -60,6 +60,13 @@ Result<protocol::Value> decode_value(const json::value& value) {
   return Error{"journal value must be null, a string or {base64}"};
 }
 
+json::array string_array(const std::vector<std::string>& strings) {
+  json::array array;
+  for (const auto& string : strings)
+    array.emplace_back(string);
+  return array;
+}
+
 } // namespace
 
 std::string to_json_line(const JournalEntry& entry) {
@@ -73,12 +80,8 @@ std::string to_json_line(const JournalEntry& entry) {
   out["database"] = entry.database;
   if (!entry.table.empty()) out["table"] = entry.table;
   if (!entry.op.empty()) out["op"] = entry.op;
-  if (!entry.columns.empty()) {
-    json::array columns;
-    for (const auto& c : entry.columns)
-      columns.emplace_back(c);
-    out["columns"] = std::move(columns);
-  }
+  if (!entry.columns.empty()) out["columns"] = string_array(entry.columns);
+  if (!entry.assigned.empty()) out["assigned"] = string_array(entry.assigned);
   json::array types;
   json::array formats;
   json::array values;
@@ -92,12 +95,7 @@ std::string to_json_line(const JournalEntry& entry) {
   out["formats"] = std::move(formats);
   out["values"] = std::move(values);
   if (!entry.sql.empty()) out["sql"] = entry.sql;
-  if (!entry.settings.empty()) {
-    json::array settings;
-    for (const auto& setting : entry.settings)
-      settings.emplace_back(setting);
-    out["settings"] = std::move(settings);
-  }
+  if (!entry.settings.empty()) out["settings"] = string_array(entry.settings);
   if (entry.statement_rows != 1) out["statement_rows"] = entry.statement_rows;
   if (entry.ddl) out["ddl"] = true;
   if (entry.maybe_applied) out["maybe_applied"] = true;
@@ -141,13 +139,13 @@ Result<JournalEntry> from_json_line(std::string_view line) {
     if (const json::value* rows = in.if_contains("statement_rows")) {
       entry.statement_rows = rows->to_number<uint32_t>();
     }
-    if (const json::value* settings = in.if_contains("settings")) {
-      for (const auto& setting : settings->as_array())
-        entry.settings.emplace_back(setting.as_string());
-    }
-    if (const json::value* columns = in.if_contains("columns")) {
-      for (const auto& c : columns->as_array())
-        entry.columns.emplace_back(c.as_string());
+    for (auto [key, strings] :
+         {std::pair{"settings", &entry.settings}, std::pair{"columns", &entry.columns},
+          std::pair{"assigned", &entry.assigned}}) {
+      if (const json::value* array = in.if_contains(key)) {
+        for (const auto& item : array->as_array())
+          strings->emplace_back(item.as_string());
+      }
     }
     if (const json::value* types = in.if_contains("types")) {
       for (const auto& t : types->as_array())

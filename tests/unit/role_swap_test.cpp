@@ -142,6 +142,17 @@ TEST_CASE("journal entries say which rows one statement wrote") {
   CHECK_FALSE(backfill::from_json_line(R"({"kind":"row","statement_rows":"x"})"));
 }
 
+TEST_CASE("journal entries say which columns an update assigned") {
+  backfill::JournalEntry entry;
+  entry.table = "moved";
+  entry.op = "update";
+  CHECK(backfill::to_json_line(entry).find("assigned") == std::string::npos);
+  CHECK(backfill::from_json_line(backfill::to_json_line(entry))->assigned.empty());
+  entry.assigned = {"id", "Note"};
+  CHECK(backfill::from_json_line(backfill::to_json_line(entry))->assigned == entry.assigned);
+  CHECK_FALSE(backfill::from_json_line(R"({"kind":"row","assigned":[1]})"));
+}
+
 TEST_CASE("journal entries of a table to copy whole") {
   backfill::JournalEntry entry;
   entry.kind = backfill::JournalEntry::Kind::kTable;
