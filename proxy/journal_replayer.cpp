@@ -41,6 +41,11 @@ constexpr std::string_view kKeepSettings =
     "SELECT pg_catalog.set_config(name, pg_catalog.current_setting(name), false) "
     "FROM pg_catalog.pg_settings WHERE source = 'session' AND name NOT LIKE 'transaction\\_%'";
 
+// The tables with a foreign key into table $1 that an update of its key changes.
+constexpr std::string_view kKeyFollowersSql =
+    "SELECT conrelid::regclass::text FROM pg_catalog.pg_constraint WHERE contype = 'f' "
+    "AND confrelid = $1::regclass AND confupdtype IN ('c', 'n', 'd')";
+
 //! Whether a DDL's error (as "SQLSTATE: message") says its work is already there: what
 //! re-running a CREATE, DROP or ADD COLUMN the database applied before raises.
 bool already_done(std::string_view error) {
@@ -60,6 +65,28 @@ struct Parameters {
   std::vector<uint32_t> types;
   std::vector<uint16_t> formats;
 };
+
+//! A table's primary key in SQL: its columns as a list; the rows past a key given as
+//! $1..$k, in key order; the row of that key.
+struct KeyOrder {
+  std::string columns;
+  std::string past;
+  std::string equal;
+};
+
+KeyOrder key_order(const protocol::TableShape& shape) {
+  KeyOrder order;
+  std::string parameters;
+  for (size_t i = 0; i < shape.key_columns.size(); ++i) {
+    std::string column = protocol::quote_identifier(shape.key_columns[i]);
+    std::string parameter = "$" + std::to_string(i + 1);
+    order.columns += (i > 0 ? ", " : "") + column;
+    parameters += (i > 0 ? ", " : "") + parameter;
+    order.equal += (i > 0 ? " AND " : "") + column + " = " + parameter;
+  }
+  order.past = "(" + order.columns + ") > (" + parameters + ")";
+  return order;
+}
 
 //! The columns and values of a keyless row an entry inserts (generated columns left out).
 struct KeylessRow {
@@ -139,7 +166,10 @@ public:
       // While sessions with roles from before a swap remain, which database is primary
       // depends on the session: the replay waits for one order.
       bool roles_settled = services_.role_fence().stale_sessions() == 0;
-      if (journal != nullptr && journal->backlog() == 0) reconciled_.clear();
+      if (journal != nullptr && journal->backlog() == 0) {
+        reconciled_.clear();
+        moved_rows_removed_.clear();
+      }
       if (runtime->config->secondary && journal != nullptr && journal->backlog() > 0 &&
           secondary_up && roles_settled) {
         if (runtime != runtime_) pairs_.clear(); // a reload or a role swap: other backends
@@ -174,8 +204,9 @@ private:
     }
     auto& metrics = services_.metrics();
     uint64_t acknowledged = 0;
-    std::set<std::string> synced; // rows already re-synced in this batch
-    size_t one_by_one_until = 0;  // entries of statements that failed replayed together
+    std::set<std::string> synced;                            // rows already re-synced in this batch
+    uint64_t replayed_before = journal.acknowledged_total(); // the batch's first is one after
+    size_t one_by_one_until = 0; // entries of statements that failed replayed together
     for (size_t next = 0; next < entries->size();) {
       const JournalEntry& entry = (*entries)[next].second;
       // The rows of one statement replay together (those of it in this batch), and with them
@@ -231,6 +262,17 @@ private:
                           " ms; they are tried again"};
         }
         applied = std::move(std::get<0>(outcome));
+        // A pass that began after these entries were written found their old keys already.
+        bool assigns = std::ranges::any_of(group, [](auto* e) { return !e->assigned.empty(); });
+        std::string table = table_identity(entry);
+        auto removed = moved_rows_removed_.find(table);
+        bool covered =
+            removed != moved_rows_removed_.end() && replayed_before + next <= removed->second;
+        if (applied && assigns && !covered) {
+          uint64_t written = journal.appended_total();
+          applied = co_await remove_moved_rows(**pair, way, group);
+          if (applied) moved_rows_removed_[table] = written;
+        }
       } else if (entry.kind == JournalEntry::Kind::kTable) {
         if (entry.reason == "filled_by_default" || entry.reason == "filled_by_copy") {
           applied = co_await refresh_table(**pair, way, entry);
@@ -302,6 +344,15 @@ private:
   static bool joins(const JournalEntry& first, const JournalEntry& next) {
     return next.statement_rows > 0 && same_writes(first, next) && next.columns == first.columns &&
            next.types == first.types && next.formats == first.formats;
+  }
+
+  // The table an entry's rows are of, and the way they replay (its name resolves by the
+  // settings' search_path).
+  static std::string table_identity(const JournalEntry& entry) {
+    std::string identity = entry.missed_by + '\0' + entry.database + '\0' + entry.table;
+    for (const std::string& setting : entry.settings)
+      identity += '\0' + setting;
+    return identity;
   }
 
   static bool same_writes(const JournalEntry& first, const JournalEntry& next) {
@@ -409,7 +460,7 @@ private:
     // The rows of one statement have the same columns: the key is at the same places in each.
     std::vector<size_t> key_at;
     Parameters key_parameters;
-    std::string where;
+    std::string where = key_order(*shape).equal;
     for (const std::string& column : shape->key_columns) {
       auto at = std::find(first.columns.begin(), first.columns.end(), column);
       if (at == first.columns.end()) co_return Error{"entry lacks key column " + column};
@@ -418,8 +469,6 @@ private:
       key_parameters.types.push_back(
           protocol::portable_type(i < first.types.size() ? first.types[i] : 0));
       key_parameters.formats.push_back(i < first.formats.size() ? first.formats[i] : 0);
-      if (!where.empty()) where += " AND ";
-      where += protocol::quote_identifier(column) + " = $" + std::to_string(key_at.size());
     }
     std::vector<std::vector<protocol::Value>> keys;
     std::set<std::string> syncing; // into `synced` once written
@@ -793,6 +842,107 @@ private:
     co_return Ok{};
   }
 
+  // Deletes the target's rows whose key the source no longer has, kCopyBatch keys at a time
+  // in key order, where a journaled UPDATE of `group` assigned a key column: the journal
+  // names only the keys it moved rows to. Each batch runs while the current primary holds
+  // the table in SHARE ROW EXCLUSIVE mode (SQLite: the writer), so no transaction in flight
+  // there (nor, in sync mode, its mirrored writes) has a row on one side only.
+  asio::awaitable<Status> remove_moved_rows(Pair& pair, const Direction& way,
+                                            const std::vector<const JournalEntry*>& group) {
+    const std::string& table = group.front()->table;
+    auto limit = std::max(kMinEntryTimeout, 5 * runtime_->config->mirror.timeout);
+    auto fail = [&](std::string what) { return abandon(pair, std::move(what)); };
+    std::string target_role = way.into_primary ? "primary: " : "secondary: ";
+    std::string source_role = way.into_primary ? "secondary: " : "primary: ";
+    auto shape = co_await within(query_table_shape(way.target->session.stream, way.target->reader,
+                                                   table, dialect_of(*way.target_backend)),
+                                 limit);
+    if (!shape) co_return fail(target_role + shape.error());
+    bool moved = std::ranges::any_of(group, [&](const JournalEntry* entry) {
+      return std::ranges::any_of(entry->assigned, [&](const auto& c) { return shape->is_key(c); });
+    });
+    if (!moved) co_return Ok{};
+    // A table whose foreign key follows the changed keys changed with them on the primary,
+    // where the journal has none of its rows: the old keys stay for it.
+    if (way.target_backend->kind == config::BackendKind::kPostgres) {
+      std::vector<uint32_t> types{protocol::oid::kText};
+      std::vector<uint16_t> formats{0};
+      std::vector<protocol::Value> parameters{table};
+      auto following =
+          co_await within(way.target->query(kKeyFollowersSql, types, formats, parameters), limit);
+      if (!following) co_return fail(target_role + following.error());
+      if (!following->rows.empty()) {
+        spdlog::error("journal replay left the old keys of rows an UPDATE moved in {}: {} "
+                      "follows them (ON UPDATE CASCADE, SET NULL or SET DEFAULT), whose "
+                      "changes the journal does not hold; verify and repair both tables",
+                      table, following->rows.front().front().value_or(""));
+        services_.metrics().journal_replayed(ReplayResult::kUnreplayable).Increment();
+        co_return Ok{};
+      }
+    }
+    Link& locked = way.into_primary ? *way.target : *way.source;
+    bool sqlite_locked = (way.into_primary ? way.target_backend : way.source_backend)->kind ==
+                         config::BackendKind::kSqlite;
+    std::string locked_role = way.into_primary ? target_role : source_role;
+    KeyOrder order = key_order(*shape);
+    std::string lookup = "SELECT 1 FROM " + table + " WHERE " + order.equal;
+    std::vector<protocol::Value> after; // the last key looked up
+    Parameters key_parameters;          // text, as the keys were read
+    size_t removed = 0;
+    for (;;) {
+      std::string begin = sqlite_locked ? "BEGIN IMMEDIATE" : "BEGIN";
+      if (auto begun = co_await within(locked.query(begin), limit); !begun) {
+        co_return fail(locked_role + begun.error());
+      }
+      if (!sqlite_locked) {
+        std::string lock = "LOCK TABLE " + table + " IN SHARE ROW EXCLUSIVE MODE";
+        auto held = co_await within(locked.query(lock), limit);
+        if (!held && !way.into_primary && held.error().starts_with(kUndefinedTable)) {
+          (void)abandon(pair, {}); // the primary dropped it since: left to its DROP
+          co_return Ok{};
+        }
+        if (!held) co_return fail(locked_role + held.error());
+      }
+      std::string sql = "SELECT " + order.columns + " FROM " + table;
+      if (!after.empty()) sql += " WHERE " + order.past;
+      sql += " ORDER BY " + order.columns + " LIMIT " + std::to_string(kCopyBatch);
+      auto keys = co_await within(
+          way.target->query(sql, key_parameters.types, key_parameters.formats, after), limit);
+      if (!keys) co_return fail(target_role + keys.error());
+      if (key_parameters.types.empty()) {
+        for (const auto& field : keys->fields) {
+          key_parameters.types.push_back(protocol::portable_type(field.type_oid));
+          key_parameters.formats.push_back(0);
+        }
+      }
+      auto found = co_await within(
+          way.source->query_each(lookup, key_parameters.types, key_parameters.formats, keys->rows),
+          limit);
+      if (!found) co_return fail(source_role + found.error());
+      std::vector<std::vector<protocol::Value>> absent;
+      for (size_t k = 0; k < keys->rows.size(); ++k) {
+        if ((*found)[k].rows.empty()) absent.push_back(keys->rows[k]);
+      }
+      std::function<std::string(size_t)> erase = [&](size_t n) {
+        return protocol::delete_sql(*shape, n);
+      };
+      if (auto deleted =
+              co_await within(write_rows(*way.target, erase, key_parameters, absent), limit);
+          !deleted) {
+        co_return fail(target_role + deleted.error());
+      }
+      removed += absent.size();
+      if (auto committed = co_await within(locked.query("COMMIT"), limit); !committed) {
+        co_return fail(locked_role + committed.error());
+      }
+      if (keys->rows.size() < kCopyBatch) break;
+      after = keys->rows.back();
+    }
+    if (removed > 0)
+      spdlog::info("journal replay removed {} rows of {} from their old keys", removed, table);
+    co_return Ok{};
+  }
+
   // Writes the source's rows over the target's after a column's default gave them values
   // each database chose itself (ALTER TABLE ... ADD COLUMN ... DEFAULT now(), a serial):
   // kCopyBatch rows at a time in key order, each batch in a transaction that holds them
@@ -818,12 +968,7 @@ private:
                          config::BackendKind::kSqlite;
     bool ask_whose =
         shape->inheriting_children && way.source_backend->kind == config::BackendKind::kPostgres;
-    std::string key_list;
-    std::string after_list;
-    for (size_t i = 0; i < shape->key_columns.size(); ++i) {
-      key_list += (i > 0 ? ", " : "") + protocol::quote_identifier(shape->key_columns[i]);
-      after_list += (i > 0 ? ", $" : "$") + std::to_string(i + 1);
-    }
+    KeyOrder order = key_order(*shape);
     std::vector<protocol::Value> after; // the key of the last row written
     std::vector<size_t> key_at;         // where the key is in a row read
     Parameters key_parameters;
@@ -850,8 +995,8 @@ private:
         batch_parameters.formats.push_back(0);
       }
       sql += " FROM " + entry.table;
-      if (!after.empty()) sql += " WHERE (" + key_list + ") > (" + after_list + ")";
-      sql += " ORDER BY " + key_list + " LIMIT " + std::to_string(kCopyBatch);
+      if (!after.empty()) sql += " WHERE " + order.past;
+      sql += " ORDER BY " + order.columns + " LIMIT " + std::to_string(kCopyBatch);
       if (!way.into_primary && !sqlite_locked) sql += " FOR SHARE";
       auto batch = co_await within(
           way.source->query(sql, batch_parameters.types, batch_parameters.formats, parameters),
@@ -977,6 +1122,9 @@ private:
   // Rows of keyless tables reconciled by count while the journal had a backlog: a later
   // entry for an equal row is reconciled too, never inserted once more.
   std::set<std::string> reconciled_;
+  //! Per table, how many journal entries had been written when remove_moved_rows last began
+  //! on it: the old keys of rows those entries moved are gone from the target.
+  std::map<std::string, uint64_t> moved_rows_removed_;
   uint64_t failing_offset_ = 0;
   int attempts_ = 0;
 };

@@ -1519,10 +1519,12 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
         entry.formats.push_back(field.format);
       }
       entry.statement_rows = static_cast<uint32_t>(op.rows.size());
+      if (op.statement.node == "UpdateStmt") entry.assigned = op.statement.set_columns;
       for (const auto& row : op.rows) {
         entry.values = row;
         entries.push_back(entry);
         entry.statement_rows = 0;
+        entry.assigned.clear();
       }
       continue;
     }

@@ -1,6 +1,7 @@
 """Dual-write mirroring against two real PostgreSQL 15 clusters."""
 import contextlib
 import os
+import re
 import select
 import signal
 import struct
@@ -2310,6 +2311,58 @@ def test_journaled_statements_replay_together_and_one_the_secondary_refuses_alon
     assert secondary.sql(rows) == primary.sql(rows), proxy.log()
     assert secondary.sql("SELECT count(*) FROM items WHERE id = 7") == "0"
     assert secondary.sql("SELECT qty FROM items WHERE id = 8") == "9"
+
+
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_a_journaled_update_that_changed_keys_leaves_no_old_key_behind(pair, start_proxy, tmp_path, write_mode):
+    """An UPDATE that sets a key column moves rows to new keys. Missed by the secondary, it
+    was journaled as the rows it wrote, by their new keys, which the replayer copied from the
+    primary: the rows under their old keys stayed on the secondary, one row each twice. One
+    pass over the table removes the old keys of all the entries written before it began, the
+    next batch's too."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE moved (id int, part text, note text, PRIMARY KEY (part, id));"
+                    "INSERT INTO moved SELECT i, 'a', 'row ' || i FROM generate_series(1, 2500) i")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    secondary.stop()
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        assert conn.execute("UPDATE moved SET id = id + 10000 WHERE id <= 3").rowcount == 3
+        conn.execute("UPDATE moved SET part = 'b', note = note || '!' WHERE id = %s", (2400,))
+        conn.execute("UPDATE moved SET id = 20000 WHERE id = 10002")  # moved twice
+        conn.execute("INSERT INTO moved VALUES (1, 'a', 'the old key again')")
+        conn.execute("UPDATE moved SET note = 'kept its key' WHERE id = 5")
+        for i in range(10, 310):  # more entries than a replay batch (256)
+            conn.execute("UPDATE moved SET id = id + 30000 WHERE part = 'a' AND id = %s", (i,))
+    secondary.launch()
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
+    assert_identical(primary, secondary, {"moved": "part, id"})
+    passes = re.findall(r"journal replay removed (\d+) rows of moved", proxy.log())
+    assert passes == ["303"], proxy.log()  # (a,2), (a,3), (a,2400) and the 300 moved one by one
+
+
+def test_a_journaled_key_change_a_foreign_key_follows_is_reported_not_deleted(pair, start_proxy, tmp_path):
+    """Where another table's foreign key follows the key (ON UPDATE CASCADE), the primary
+    changed that table's rows too, which the journal does not hold: removing the old key
+    would fail on, or (ON DELETE CASCADE) delete, the secondary's referencing rows. The
+    replayer leaves it and reports the entry as unreplayable."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE parent (id int PRIMARY KEY);"
+                    "CREATE TABLE child (id int PRIMARY KEY, parent int REFERENCES parent"
+                    " ON UPDATE CASCADE ON DELETE CASCADE);"
+                    "INSERT INTO parent VALUES (1), (2); INSERT INTO child VALUES (10, 1), (20, 2)")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    secondary.stop()
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("UPDATE parent SET id = 3 WHERE id = 1")
+    secondary.launch()
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="unreplayable") == 1, proxy.log()
+    assert "child follows them" in proxy.log()
+    assert secondary.sql("SELECT string_agg(id || ':' || parent, ',' ORDER BY id) FROM child") == "10:1,20:2"
+    assert secondary.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM parent") == "1,2,3"
 
 
 def test_a_replayed_update_of_a_parent_by_inheritance_writes_its_childrens_rows_where_they_are(

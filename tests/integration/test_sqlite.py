@@ -400,18 +400,22 @@ def test_mirroring_between_dialects_under_concurrent_load(direction, start_proxy
 @pytest.mark.parametrize("direction", ["sqlite-to-postgres", "postgres-to-sqlite"])
 def test_writes_the_secondary_refuses_are_journaled_and_replayed(direction, start_proxy, tmp_path):
     """The secondary lacks a table at first: its writes go to the journal, and the replayer
-    copies the rows from the primary once the table exists there."""
+    copies the rows from the primary once the table exists there; a row an UPDATE moved to
+    another key is gone from its old key there too."""
     cluster = PgCluster().start()
     try:
         sqlite_path = tmp_path / "side.db"
         sqlite_exec(sqlite_path, SQLITE_SCHEMA)
         cluster.sql(PG_SCHEMA)
         primary, secondary = f"sqlite:{sqlite_path}", cluster.uri()
+        moving = "INSERT INTO counters (name, hits) VALUES ('old', 1)"
         if direction == "postgres-to-sqlite":
             primary, secondary = secondary, primary
             sqlite_exec(sqlite_path, "DROP TABLE counters")
+            cluster.sql(moving)
         else:
             cluster.sql("DROP TABLE counters")
+            sqlite_exec(sqlite_path, moving)
         proxy = start_proxy(f"primary: {primary}\nsecondary: {secondary}\n"
                             f"mirror:\n  ddl: primary_only\n  journal: {tmp_path}/journal.jsonl\n")
         with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
@@ -419,14 +423,18 @@ def test_writes_the_secondary_refuses_are_journaled_and_replayed(direction, star
                 conn.execute("INSERT INTO counters (name, hits) VALUES (%s, 1) "
                              "ON CONFLICT (name) DO UPDATE SET hits = counters.hits + 1", (name,))
             conn.execute("DELETE FROM counters WHERE name = %s", ("c",))
+            conn.execute("UPDATE counters SET name = %s WHERE name = %s", ("moved", "old"))
         assert proxy.metric("switchyard_mirror_failures_total", reason="secondary_error") >= 1
         assert proxy.metric("switchyard_journal_backlog") > 0
+        # The table the secondary gets holds the row under its old key.
         if direction == "postgres-to-sqlite":
-            sqlite_exec(sqlite_path, "CREATE TABLE counters (name TEXT PRIMARY KEY, hits INTEGER NOT NULL)")
+            sqlite_exec(sqlite_path, "CREATE TABLE counters (name TEXT PRIMARY KEY, hits INTEGER NOT NULL);"
+                        + moving)
         else:
-            cluster.sql("CREATE TABLE counters (name text PRIMARY KEY, hits bigint NOT NULL)")
+            cluster.sql("CREATE TABLE counters (name text PRIMARY KEY, hits bigint NOT NULL);" + moving)
         assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
-        expected = [("a", 2), ("b", 1)]
+        assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
+        expected = [("a", 2), ("b", 1), ("moved", 1)]
         assert rows_from_sqlite(sqlite_path, "counters", "name") == expected
         assert rows_from_pg(cluster, "counters", "name") == expected
     finally:
