@@ -220,12 +220,12 @@ Status DivergenceJournal::append(std::span<const JournalEntry> entries, uint64_t
       }
       written += static_cast<size_t>(n);
     }
-    backlog_ += entries.size();
-    appended_total_ += entries.size();
     if (unsettled != nullptr) {
       *unsettled = static_cast<uint64_t>(st.st_size);
-      unsettled_.insert(*unsettled);
+      unsettled_.emplace(*unsettled, appended_total_);
     }
+    backlog_ += entries.size();
+    appended_total_ += entries.size();
   }
   // Outside the lock, so appends of other sessions are not queued behind this disk wait
   // (and one flush may cover several of them).
@@ -246,7 +246,7 @@ Result<std::vector<std::pair<uint64_t, JournalEntry>>> DivergenceJournal::pendin
   {
     std::lock_guard lock(mutex_);
     cursor = cursor_;
-    limit = unsettled_.empty() ? std::numeric_limits<uint64_t>::max() : *unsettled_.begin();
+    limit = unsettled_.empty() ? std::numeric_limits<uint64_t>::max() : unsettled_.begin()->first;
   }
   std::vector<std::pair<uint64_t, JournalEntry>> out;
   std::ifstream in(path_);
@@ -308,6 +308,11 @@ Status DivergenceJournal::acknowledge(uint64_t offset) {
 uint64_t DivergenceJournal::appended_total() const {
   std::lock_guard lock(mutex_);
   return appended_total_;
+}
+
+uint64_t DivergenceJournal::settled_total() const {
+  std::lock_guard lock(mutex_);
+  return unsettled_.empty() ? appended_total_ : unsettled_.begin()->second;
 }
 
 uint64_t DivergenceJournal::acknowledged_total() const {

@@ -1,9 +1,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -93,6 +93,9 @@ public:
   //! written before that point has been replayed (or given up on).
   uint64_t appended_total() const;
   uint64_t acknowledged_total() const;
+  //! Of appended_total(), the entries before the first whose primary transaction has not
+  //! ended: the primary shows what all of those wrote.
+  uint64_t settled_total() const;
   const std::string& path() const { return path_; }
 
 private:
@@ -106,7 +109,9 @@ private:
   uint64_t backlog_;
   uint64_t appended_total_;
   uint64_t acknowledged_total_ = 0;
-  std::multiset<uint64_t> unsettled_;
+  //! The offsets of appends whose primary transaction has not ended, each with the number
+  //! of entries appended before it.
+  std::multimap<uint64_t, uint64_t> unsettled_;
 };
 
 } // namespace switchyard::backfill

@@ -1,4 +1,7 @@
 #include <catch2/catch.hpp>
+#include <unistd.h>
+
+#include <filesystem>
 
 #include "backfill/journal.hpp"
 #include "config/config.hpp"
@@ -163,4 +166,30 @@ TEST_CASE("journal entries of a table to copy whole") {
   REQUIRE(read);
   CHECK(read->kind == backfill::JournalEntry::Kind::kTable);
   CHECK(read->table == entry.table);
+}
+
+TEST_CASE("the journal counts the entries before the first whose transaction is open") {
+  std::string directory = std::filesystem::temp_directory_path() /
+                          ("switchyard-journal-test-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(directory);
+  auto journal = backfill::DivergenceJournal::open(directory + "/journal.jsonl");
+  REQUIRE(journal);
+  std::vector<backfill::JournalEntry> two(2);
+  for (auto& entry : two)
+    entry.table = "t";
+  REQUIRE((*journal)->append(two, nullptr, false)); // committed already
+  CHECK((*journal)->settled_total() == 2);
+  uint64_t open_first = 0;
+  uint64_t open_second = 0;
+  REQUIRE((*journal)->append(two, &open_first, false));
+  REQUIRE((*journal)->append(two, &open_second, false));
+  CHECK((*journal)->appended_total() == 6);
+  CHECK((*journal)->settled_total() == 2);
+  (*journal)->settle(open_second); // ended before the one written before it
+  CHECK((*journal)->settled_total() == 2);
+  CHECK((*journal)->pending(10)->size() == 2);
+  (*journal)->settle(open_first);
+  CHECK((*journal)->settled_total() == 6);
+  CHECK((*journal)->pending(10)->size() == 6);
+  std::filesystem::remove_all(directory);
 }
