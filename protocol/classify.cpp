@@ -442,10 +442,18 @@ bool returns_star(const json::object& statement) {
   });
 }
 
+// Built-in functions off the read-only list that write no table: a statement calling them
+// writes only the tables it names.
+constexpr std::string_view kTableSafeFunctions[] = {
+    "currval", "gen_random_uuid", "lastval", "nextval", "random", "setval",
+};
+
 // What a walk over a statement's parse tree finds below its top node.
 struct TreeFacts {
-  bool writes = false;  // a nested INSERT/UPDATE/DELETE/MERGE (writing CTE)
-  bool locking = false; // FOR UPDATE/SHARE anywhere
+  bool writes = false;              // a nested INSERT/UPDATE/DELETE/MERGE (writing CTE)
+  std::vector<TargetTable> written; // the tables those write
+  bool writes_unnamed = false;      // calls a function that may write tables it does not name
+  bool locking = false;             // FOR UPDATE/SHARE anywhere
   bool primary_only_call = false;
   bool volatile_call = false;
   bool catalog = false; // reads the system catalogs (OIDs differ between databases)
@@ -492,12 +500,15 @@ bool casts_to_oid_alias(const json::object& cast) {
   return s != nullptr && s->is_object() && string_at(s->get_object(), "sval").starts_with("reg");
 }
 
+TargetTable target_of(const json::object& stmt);
+
 // What the member `key` of an object holding `child` tells; `top`: the object is the
 // statement's own node, or the SelectStmt right in it.
 void note_member(std::string_view key, const json::value& child, bool top, TreeFacts& facts) {
   if (!top &&
       (key == "InsertStmt" || key == "UpdateStmt" || key == "DeleteStmt" || key == "MergeStmt")) {
     facts.writes = true;
+    if (child.is_object()) facts.written.push_back(target_of(child.get_object()));
   } else if (key == "lockingClause" && child.is_array() && !child.get_array().empty()) {
     facts.locking = true;
   } else if ((key == "RangeVar" && child.is_object() && names_catalog(child.get_object())) ||
@@ -512,6 +523,7 @@ void note_member(std::string_view key, const json::value& child, bool top, TreeF
       } else if (is_one_of(kCatalogFunctions, name)) {
         facts.catalog = true;
       } else if (!is_one_of(kReadOnlyFunctions, name)) {
+        facts.writes_unnamed |= !is_one_of(kTableSafeFunctions, name);
         name = last_name(names->get_array()); // as the client wrote it, schema aside
         if (std::find(facts.unknown_calls.begin(), facts.unknown_calls.end(), name) ==
             facts.unknown_calls.end()) {
@@ -950,6 +962,19 @@ bool begins_read_only(const json::object& stmt) {
 
 void classify_node(std::string_view node, const json::object& body, Statement& out);
 
+// A statement mirrored as itself: the tables it writes, each once, unless a function it
+// calls may write others.
+void note_written_tables(const TreeFacts& facts, Statement& out) {
+  if (facts.writes_unnamed) return;
+  for (const TargetTable& table : facts.written) {
+    if (table.name.empty()) return; // not a table's write after all
+    bool listed = std::ranges::any_of(out.written_tables, [&](const TargetTable& other) {
+      return other.schema == table.schema && other.name == table.name;
+    });
+    if (!listed) out.written_tables.push_back(table);
+  }
+}
+
 // The statement EXPLAIN, PREPARE or COPY (query) holds (its "query"), classified on its own.
 Statement classify_nested(const json::object& body) {
   Statement nested;
@@ -981,6 +1006,7 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
     } else if (facts.writes || !out.unlisted_functions.empty()) {
       out.kind = StatementKind::kWrite;
       out.mirror = MirrorPlan::kStatement;
+      note_written_tables(facts, out);
     } else if (facts.locking || facts.primary_only_call) {
       out.kind = StatementKind::kWrite; // takes locks or acts on the primary only
       out.mirror = MirrorPlan::kNone;
@@ -1000,6 +1026,10 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
     out.image_op = node == "DeleteStmt" ? RowImageOp::kDelete : RowImageOp::kUpsert;
     // A writing CTE inside changes rows the RETURNING clause cannot see.
     out.mirror = facts.writes ? MirrorPlan::kStatement : MirrorPlan::kRowImage;
+    if (facts.writes) {
+      facts.written.push_back(out.target);
+      note_written_tables(facts, out);
+    }
     return;
   }
   if (node == "PrepareStmt" || node == "ExecuteStmt" || node == "DeallocateStmt") {
@@ -1022,6 +1052,10 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
   if (node == "MergeStmt" || node == "CallStmt" || node == "DoStmt" || node == "ExecuteStmt") {
     out.kind = StatementKind::kWrite;
     out.mirror = MirrorPlan::kStatement;
+    if (node == "MergeStmt") {
+      facts.written.push_back(target_of(body));
+      note_written_tables(facts, out);
+    }
     return;
   }
   if (node == "CopyStmt") {

@@ -104,6 +104,11 @@ struct Statement {
   std::vector<TargetTable> names_relations;
   std::optional<CopyFrom> copy_from;    //!< COPY FROM STDIN
   std::vector<std::string> set_columns; //!< UPDATE ... SET targets (a key change needs care)
+  //! A write mirrored as itself, whose rows no row image carries (a writing CTE, MERGE): the
+  //! tables its INSERT, UPDATE, DELETE and MERGE write, for the journal to bring in line
+  //! when the secondary misses it. Empty where they are not all known (CALL, DO, a function
+  //! that may write any table).
+  std::vector<TargetTable> written_tables;
   //! INSERT: the columns some row gives a value of its own rather than DEFAULT, so a serial
   //! or identity id there came from the client, not from the sequence. By name when the
   //! statement lists its columns, else by position in the table (`valued_positions`);

@@ -136,6 +136,30 @@ TEST_CASE("DML is mirrored by row image with its target table") {
   CHECK(locking.mirror == MirrorPlan::kNone);
 }
 
+TEST_CASE("a write mirrored as itself names the tables it writes, where it names them all") {
+  auto names = [](std::string_view sql) {
+    std::vector<std::string> tables;
+    for (const TargetTable& table : only(sql).written_tables)
+      tables.push_back(table.qualified());
+    return tables;
+  };
+  using Names = std::vector<std::string>;
+  CHECK(names("WITH d AS (DELETE FROM a RETURNING *) INSERT INTO s.\"B\" SELECT * FROM d") ==
+        Names{"a", "s.\"B\""});
+  CHECK(names("WITH d AS (DELETE FROM a RETURNING *), u AS (UPDATE a SET n = random() "
+              "RETURNING *) SELECT nextval('q'), * FROM d") == Names{"a"});
+  CHECK(names("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE") == Names{"t"});
+  // A function that may write tables the statement does not name; no table named at all.
+  CHECK(names("WITH d AS (DELETE FROM a RETURNING *) SELECT audit(d.id) FROM d").empty());
+  CHECK(names("WITH d AS (DELETE FROM a RETURNING *) SELECT s.nextval('q') FROM d").empty());
+  CHECK(names("SELECT audit(1)").empty());
+  CHECK(names("DO $$BEGIN DELETE FROM a; END$$").empty());
+  CHECK(names("CALL archive()").empty());
+  // Row images carry what these wrote.
+  CHECK(names("INSERT INTO a VALUES (1)").empty());
+  CHECK(names("UPDATE a SET n = 1").empty());
+}
+
 TEST_CASE("transaction control, session state and DDL") {
   Statement begin = only("BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY");
   CHECK(begin.transaction == TransactionOp::kBegin);
