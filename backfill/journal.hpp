@@ -20,7 +20,9 @@ struct JournalEntry {
   //! with rows the secondary's run of that query need not choose alike (reason
   //! "filled_by_query": its rows replaced), or a column's default gave its rows values
   //! chosen on each side ("filled_by_default": the primary's rows written over by key), or
-  //! a COPY FROM STDIN the secondary missed added rows ("filled_by_copy": as the latter).
+  //! a COPY FROM STDIN the secondary missed added rows ("filled_by_copy": as the latter),
+  //! or a writing CTE or MERGE the secondary missed wrote it ("written_by_statement": as the
+  //! latter, and its rows the primary no longer has deleted).
   enum class Kind { kRow, kStatement, kTable };
   Kind kind = Kind::kRow;
   //! The database that missed the write, as the cutover names them: "new" (the config's

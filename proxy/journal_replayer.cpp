@@ -168,7 +168,7 @@ public:
       bool roles_settled = services_.role_fence().stale_sessions() == 0;
       if (journal != nullptr && journal->backlog() == 0) {
         reconciled_.clear();
-        moved_rows_removed_.clear();
+        passes_.clear();
       }
       if (runtime->config->secondary && journal != nullptr && journal->backlog() > 0 &&
           secondary_up && roles_settled) {
@@ -262,25 +262,40 @@ private:
                           " ms; they are tried again"};
         }
         applied = std::move(std::get<0>(outcome));
-        // A pass that began after these entries were written found their old keys already.
-        bool assigns = std::ranges::any_of(group, [](auto* e) { return !e->assigned.empty(); });
-        std::string table = table_identity(entry);
-        auto removed = moved_rows_removed_.find(table);
-        bool covered =
-            removed != moved_rows_removed_.end() && replayed_before + next <= removed->second;
-        if (applied && assigns && !covered) {
-          uint64_t written = journal.appended_total();
-          applied = co_await remove_moved_rows(**pair, way, group);
-          if (applied) moved_rows_removed_[table] = written;
+        std::vector<std::string> assigned; // the columns the group's UPDATEs set
+        for (const JournalEntry* e : group)
+          assigned.insert(assigned.end(), e->assigned.begin(), e->assigned.end());
+        std::string pass = pass_key("remove", entry);
+        if (applied && !assigned.empty() && !covered(pass, replayed_before + next)) {
+          uint64_t written = journal.settled_total();
+          auto passed = co_await remove_rows_the_source_lacks(**pair, way, entry.table, &assigned);
+          if (!passed) applied = Error{passed.error()};
+          if (passed && *passed) passes_[pass] = written;
         }
       } else if (entry.kind == JournalEntry::Kind::kTable) {
-        if (entry.reason == "filled_by_default" || entry.reason == "filled_by_copy") {
-          applied = co_await refresh_table(**pair, way, entry);
-        } else {
-          applied = co_await copy_table(**pair, way, entry);
+        // Rows a query chose are copied whole; others are written over by key, and where a
+        // writing CTE or MERGE may have deleted (or moved) rows, those are removed too.
+        bool whole = entry.reason == "filled_by_query";
+        bool removing = entry.reason == "written_by_statement";
+        std::string copy_pass = pass_key(whole ? "copy" : "refresh", entry);
+        std::string remove_pass = pass_key("remove", entry);
+        uint64_t written = journal.settled_total();
+        if (!covered(copy_pass, replayed_before + next)) {
+          if (whole) {
+            applied = co_await copy_table(**pair, way, entry);
+          } else {
+            applied = co_await refresh_table(**pair, way, entry);
+          }
+          if (applied) passes_[copy_pass] = written;
+        }
+        if (applied && removing && !covered(remove_pass, replayed_before + next)) {
+          auto passed = co_await remove_rows_the_source_lacks(**pair, way, entry.table, nullptr);
+          if (!passed) applied = Error{passed.error()};
+          if (passed && *passed) passes_[remove_pass] = written;
         }
       } else if (entry.ddl) {
-        synced.clear(); // a schema change may change what a row sync writes
+        synced.clear();  // a schema change may change what a row sync writes
+        passes_.clear(); // and what a pass over a table wrote
         auto ran = co_await way.target->query(entry.sql);
         if (!ran && entry.maybe_applied && already_done(ran.error())) {
           spdlog::info("journaled DDL had reached the secondary after all ({}): {}", ran.error(),
@@ -346,13 +361,21 @@ private:
            next.types == first.types && next.formats == first.formats;
   }
 
-  // The table an entry's rows are of, and the way they replay (its name resolves by the
-  // settings' search_path).
-  static std::string table_identity(const JournalEntry& entry) {
-    std::string identity = entry.missed_by + '\0' + entry.database + '\0' + entry.table;
+  // A pass over the table an entry names, which way it goes and how its name resolves (by
+  // the settings' search_path), as passes_ knows it.
+  static std::string pass_key(std::string_view pass, const JournalEntry& entry) {
+    std::string key =
+        std::string(pass) + '\0' + entry.missed_by + '\0' + entry.database + '\0' + entry.table;
     for (const std::string& setting : entry.settings)
-      identity += '\0' + setting;
-    return identity;
+      key += '\0' + setting;
+    return key;
+  }
+
+  // Whether the pass `key` last began after the entries up to the `written`th were written:
+  // it read the primary as they left it, so they need no pass of their own.
+  bool covered(const std::string& key, uint64_t written) const {
+    auto pass = passes_.find(key);
+    return pass != passes_.end() && written <= pass->second;
   }
 
   static bool same_writes(const JournalEntry& first, const JournalEntry& next) {
@@ -843,27 +866,32 @@ private:
   }
 
   // Deletes the target's rows whose key the source no longer has, kCopyBatch keys at a time
-  // in key order, where a journaled UPDATE of `group` assigned a key column: the journal
-  // names only the keys it moved rows to. Each batch runs while the current primary holds
-  // the table in SHARE ROW EXCLUSIVE mode (SQLite: the writer), so no transaction in flight
-  // there (nor, in sync mode, its mirrored writes) has a row on one side only.
-  asio::awaitable<Status> remove_moved_rows(Pair& pair, const Direction& way,
-                                            const std::vector<const JournalEntry*>& group) {
-    const std::string& table = group.front()->table;
+  // in key order: after UPDATEs that set a column of `assigned` that is a key column (the
+  // journal names only the keys they moved rows to), or, `assigned` null, a write whose
+  // rows the journal does not name (a writing CTE, MERGE). Each batch runs while the
+  // current primary holds the table in SHARE ROW EXCLUSIVE mode (SQLite: the writer), so no
+  // transaction in flight there (nor, in sync mode, its mirrored writes) has a row on one
+  // side only. A table without a key has none to look up (copy_table replaced its rows).
+  // True when it passed over the table.
+  asio::awaitable<Result<bool>>
+  remove_rows_the_source_lacks(Pair& pair, const Direction& way, const std::string& table,
+                               const std::vector<std::string>* assigned) {
     auto limit = std::max(kMinEntryTimeout, 5 * runtime_->config->mirror.timeout);
-    auto fail = [&](std::string what) { return abandon(pair, std::move(what)); };
+    auto fail = [&](std::string what) { return Error{abandon(pair, std::move(what)).error()}; };
     std::string target_role = way.into_primary ? "primary: " : "secondary: ";
     std::string source_role = way.into_primary ? "secondary: " : "primary: ";
     auto shape = co_await within(query_table_shape(way.target->session.stream, way.target->reader,
                                                    table, dialect_of(*way.target_backend)),
                                  limit);
+    if (!shape && co_await gone_from_both(way, shape.error(), table)) co_return false;
     if (!shape) co_return fail(target_role + shape.error());
-    bool moved = std::ranges::any_of(group, [&](const JournalEntry* entry) {
-      return std::ranges::any_of(entry->assigned, [&](const auto& c) { return shape->is_key(c); });
-    });
-    if (!moved) co_return Ok{};
-    // A table whose foreign key follows the changed keys changed with them on the primary,
-    // where the journal has none of its rows: the old keys stay for it.
+    if (shape->key_columns.empty()) co_return false;
+    if (assigned != nullptr &&
+        std::ranges::none_of(*assigned, [&](const auto& c) { return shape->is_key(c); })) {
+      co_return false;
+    }
+    // A table whose foreign key follows the keys changed with them on the primary, where the
+    // journal has none of its rows: the old keys stay for it.
     if (way.target_backend->kind == config::BackendKind::kPostgres) {
       std::vector<uint32_t> types{protocol::oid::kText};
       std::vector<uint16_t> formats{0};
@@ -872,12 +900,13 @@ private:
           co_await within(way.target->query(kKeyFollowersSql, types, formats, parameters), limit);
       if (!following) co_return fail(target_role + following.error());
       if (!following->rows.empty()) {
-        spdlog::error("journal replay left the old keys of rows an UPDATE moved in {}: {} "
-                      "follows them (ON UPDATE CASCADE, SET NULL or SET DEFAULT), whose "
-                      "changes the journal does not hold; verify and repair both tables",
+        spdlog::error("journal replay left the rows of {} the primary no longer has under "
+                      "their keys: {} follows those keys (ON UPDATE CASCADE, SET NULL or SET "
+                      "DEFAULT), whose changes the journal does not hold; verify and repair "
+                      "both tables",
                       table, following->rows.front().front().value_or(""));
         services_.metrics().journal_replayed(ReplayResult::kUnreplayable).Increment();
-        co_return Ok{};
+        co_return false;
       }
     }
     Link& locked = way.into_primary ? *way.target : *way.source;
@@ -899,7 +928,7 @@ private:
         auto held = co_await within(locked.query(lock), limit);
         if (!held && !way.into_primary && held.error().starts_with(kUndefinedTable)) {
           (void)abandon(pair, {}); // the primary dropped it since: left to its DROP
-          co_return Ok{};
+          co_return false;
         }
         if (!held) co_return fail(locked_role + held.error());
       }
@@ -938,9 +967,9 @@ private:
       if (keys->rows.size() < kCopyBatch) break;
       after = keys->rows.back();
     }
-    if (removed > 0)
-      spdlog::info("journal replay removed {} rows of {} from their old keys", removed, table);
-    co_return Ok{};
+    spdlog::info("journal replay removed {} rows of {} that the {} no longer has", removed, table,
+                 way.into_primary ? "secondary" : "primary");
+    co_return true;
   }
 
   // Writes the source's rows over the target's after a column's default gave them values
@@ -1122,9 +1151,9 @@ private:
   // Rows of keyless tables reconciled by count while the journal had a backlog: a later
   // entry for an equal row is reconciled too, never inserted once more.
   std::set<std::string> reconciled_;
-  //! Per table, how many journal entries had been written when remove_moved_rows last began
-  //! on it: the old keys of rows those entries moved are gone from the target.
-  std::map<std::string, uint64_t> moved_rows_removed_;
+  //! Per pass over a table (pass_key), how many journal entries had been written when it
+  //! last began: what those entries left to such a pass, it did.
+  std::map<std::string, uint64_t> passes_;
   uint64_t failing_offset_ = 0;
   int attempts_ = 0;
 };

@@ -1386,6 +1386,9 @@ std::vector<const protocol::TargetTable*> SecondaryLink::relations_of(const Mirr
   }
   if (op.statement.names_relations.empty() && of_the_session(op.statement.target))
     relations.push_back(&op.statement.target);
+  for (const protocol::TargetTable& relation : op.statement.written_tables) {
+    if (of_the_session(relation)) relations.push_back(&relation);
+  }
   return relations;
 }
 
@@ -1541,6 +1544,17 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
       entry.table = op.statement.target.qualified();
       entry.reason = "filled_by_copy";
       entries.push_back(std::move(entry));
+      continue;
+    }
+    // No image carries the rows of a writing CTE or a MERGE: the tables it wrote are
+    // brought in line with the primary's, whole.
+    if (!op.ddl && !op.statement.written_tables.empty()) {
+      entry.kind = backfill::JournalEntry::Kind::kTable;
+      entry.reason = "written_by_statement";
+      for (const protocol::TargetTable& table : op.statement.written_tables) {
+        entry.table = table.qualified();
+        entries.push_back(entry);
+      }
       continue;
     }
     entry.kind = backfill::JournalEntry::Kind::kStatement;

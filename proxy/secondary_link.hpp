@@ -296,7 +296,7 @@ private:
   // ---- the session's temporary relations (see temporary_names_) ---------------------
 
   //! The relations `op` names without a schema or in pg_temp: those its DDL acts on, or the
-  //! table it creates or writes.
+  //! tables it creates or writes.
   static std::vector<const protocol::TargetTable*> relations_of(const MirrorOp& op);
   //! Whether `op` acts on temporary relations of the session's alone, which no connection but
   //! its own secondary one can reach: DDL found to (Statement::private_ddl), or a write to a
