@@ -9,7 +9,8 @@ statements of one row or of `--rows-per-statement` rows, or only inserted, by on
 FROM STDIN (journaled as the rows it wrote by their keys, or, past 10,000 rows, as its
 table, which the replayer refreshes from the primary), or, already on both databases, each
 moved to another key by an UPDATE of its own (the replayer also removes the old keys, in a
-pass over the table's keys) — so
+pass over the table's keys) or by a writing CTE of its own (journaled as the table it
+wrote: a refresh and that pass, once for the whole backlog) — so
 every write goes to the journal; the secondary is started again and the time until the
 journal's backlog is 0 is taken (it includes up to 1.5 s before the replayer notices the secondary is back: its retry
 pause and its poll). Then the table is compared on both databases. With `--table-rows N` the
@@ -40,13 +41,17 @@ MOVED_ROWS = "INSERT INTO items SELECT g, g / 7.0, 'n' || g FROM generate_series
 
 def write(dsn, rows, per_statement):
     """Inserts `rows` rows, updates them all and deletes every other one, `per_statement`
-    rows a statement, or (`per_statement` 0) inserts them by one COPY, or (`per_statement`
-    -1) moves each of the `rows` rows the table has (MOVED_ROWS) to another key; returns the
-    journal entries expected and the row writes they stand for."""
+    rows a statement, or (`per_statement` 0) inserts them by one COPY, or moves each of the
+    `rows` rows the table has (MOVED_ROWS) to another key, by an UPDATE (`per_statement` -1)
+    or a writing CTE (-2); returns the journal entries expected and the row writes they
+    stand for."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         if per_statement < 0:
+            move = ("UPDATE items SET id = id + %s WHERE id = %s" if per_statement == -1 else
+                    "WITH d AS (DELETE FROM items WHERE id = %(i)s RETURNING *) "
+                    "INSERT INTO items SELECT id + %(rows)s, v, note FROM d")
             for i in range(1, rows + 1):
-                conn.execute("UPDATE items SET id = id + %s WHERE id = %s", (rows, i))
+                conn.execute(move, (rows, i) if per_statement == -1 else {"i": i, "rows": rows})
             return rows, rows
         if per_statement == 0:
             with conn.cursor().copy("COPY items FROM STDIN") as copy:
@@ -94,7 +99,8 @@ def main():
         binaries = builds(opts.baseline)
 
         forms = {"1 row per statement": 1, f"{opts.rows_per_statement} rows per statement": opts.rows_per_statement,
-                 "one COPY, inserts only": 0, "keys moved, 1 row per statement": -1}
+                 "one COPY, inserts only": 0, "keys moved, 1 row per statement": -1,
+                 "writing CTEs, 1 row each": -2}
         forms = {label: per_statement for label, per_statement in forms.items()
                  if opts.forms == "all" or any(label.startswith(prefix) for prefix in opts.forms.split(","))}
         seconds = {(form, name): [] for form in forms for name in binaries}
@@ -128,7 +134,7 @@ def main():
                     proxy.stop()
 
         print(f"Journal drained after the secondary came back: {opts.rows} rows inserted (and, but for the COPY, "
-              f"updated, half deleted, or each moved to another key) into a table of {opts.table_rows} other rows; "
+              f"updated, half deleted, or each moved to another key by an UPDATE or a writing CTE) into a table of {opts.table_rows} other rows; "
               f"row writes brought in line per second, median of {opts.rounds} rounds "
               f"(seconds in brackets); both databases and switchyard on the same {os.cpu_count()} cores\n")
         names = list(binaries)
