@@ -172,7 +172,10 @@ public:
       }
       if (runtime->config->secondary && journal != nullptr && journal->backlog() > 0 &&
           secondary_up && roles_settled) {
-        if (runtime != runtime_) pairs_.clear(); // a reload or a role swap: other backends
+        if (runtime != runtime_) { // a reload or a role swap: other backends
+          pairs_.clear();
+          passes_.clear(); // over tables of the backends before
+        }
         runtime_ = runtime;
         auto done = co_await replay_batch(*journal);
         if (!done) {
