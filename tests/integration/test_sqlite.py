@@ -400,22 +400,18 @@ def test_mirroring_between_dialects_under_concurrent_load(direction, start_proxy
 @pytest.mark.parametrize("direction", ["sqlite-to-postgres", "postgres-to-sqlite"])
 def test_writes_the_secondary_refuses_are_journaled_and_replayed(direction, start_proxy, tmp_path):
     """The secondary lacks a table at first: its writes go to the journal, and the replayer
-    copies the rows from the primary once the table exists there; a row an UPDATE moved to
-    another key is gone from its old key there too."""
+    copies the rows from the primary once the table exists there."""
     cluster = PgCluster().start()
     try:
         sqlite_path = tmp_path / "side.db"
         sqlite_exec(sqlite_path, SQLITE_SCHEMA)
         cluster.sql(PG_SCHEMA)
         primary, secondary = f"sqlite:{sqlite_path}", cluster.uri()
-        moving = "INSERT INTO counters (name, hits) VALUES ('old', 1)"
         if direction == "postgres-to-sqlite":
             primary, secondary = secondary, primary
             sqlite_exec(sqlite_path, "DROP TABLE counters")
-            cluster.sql(moving)
         else:
             cluster.sql("DROP TABLE counters")
-            sqlite_exec(sqlite_path, moving)
         proxy = start_proxy(f"primary: {primary}\nsecondary: {secondary}\n"
                             f"mirror:\n  ddl: primary_only\n  journal: {tmp_path}/journal.jsonl\n")
         with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
@@ -423,18 +419,37 @@ def test_writes_the_secondary_refuses_are_journaled_and_replayed(direction, star
                 conn.execute("INSERT INTO counters (name, hits) VALUES (%s, 1) "
                              "ON CONFLICT (name) DO UPDATE SET hits = counters.hits + 1", (name,))
             conn.execute("DELETE FROM counters WHERE name = %s", ("c",))
-            conn.execute("UPDATE counters SET name = %s WHERE name = %s", ("moved", "old"))
         assert proxy.metric("switchyard_mirror_failures_total", reason="secondary_error") >= 1
         assert proxy.metric("switchyard_journal_backlog") > 0
-        # The table the secondary gets holds the row under its old key.
         if direction == "postgres-to-sqlite":
-            sqlite_exec(sqlite_path, "CREATE TABLE counters (name TEXT PRIMARY KEY, hits INTEGER NOT NULL);"
-                        + moving)
+            sqlite_exec(sqlite_path, "CREATE TABLE counters (name TEXT PRIMARY KEY, hits INTEGER NOT NULL)")
         else:
-            cluster.sql("CREATE TABLE counters (name text PRIMARY KEY, hits bigint NOT NULL);" + moving)
+            cluster.sql("CREATE TABLE counters (name text PRIMARY KEY, hits bigint NOT NULL)")
+        assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+        expected = [("a", 2), ("b", 1)]
+        assert rows_from_sqlite(sqlite_path, "counters", "name") == expected
+        assert rows_from_pg(cluster, "counters", "name") == expected
+    finally:
+        cluster.destroy()
+
+
+def test_a_key_an_update_moved_on_a_sqlite_primary_is_gone_from_its_old_key_after_replay(start_proxy, tmp_path):
+    """A key change the PostgreSQL secondary missed (stopped) is journaled under the new key;
+    the replayer, reading the SQLite primary under its writer lock, removes the old key too."""
+    cluster = PgCluster().start()
+    try:
+        sqlite_path = tmp_path / "side.db"
+        sqlite_exec(sqlite_path, SQLITE_SCHEMA + "INSERT INTO counters (name, hits) VALUES ('old', 1), ('kept', 2);")
+        cluster.sql(PG_SCHEMA + "INSERT INTO counters (name, hits) VALUES ('old', 1), ('kept', 2);")
+        proxy = start_proxy(f"primary: sqlite:{sqlite_path}\nsecondary: {cluster.uri()}\n"
+                            f"mirror:\n  ddl: primary_only\n  journal: {tmp_path}/journal.jsonl\n")
+        cluster.stop()
+        with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+            conn.execute("UPDATE counters SET name = %s WHERE name = %s", ("moved", "old"))
+        cluster.launch()
         assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
         assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
-        expected = [("a", 2), ("b", 1), ("moved", 1)]
+        expected = [("kept", 2), ("moved", 1)]
         assert rows_from_sqlite(sqlite_path, "counters", "name") == expected
         assert rows_from_pg(cluster, "counters", "name") == expected
     finally:
