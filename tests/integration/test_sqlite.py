@@ -399,8 +399,10 @@ def test_mirroring_between_dialects_under_concurrent_load(direction, start_proxy
 
 @pytest.mark.parametrize("direction", ["sqlite-to-postgres", "postgres-to-sqlite"])
 def test_writes_the_secondary_refuses_are_journaled_and_replayed(direction, start_proxy, tmp_path):
-    """The secondary lacks a table at first: its writes go to the journal, and the replayer
-    copies the rows from the primary once the table exists there."""
+    """The secondary refuses a table's writes (SQLite: it lacks the table until the test
+    creates it; PostgreSQL: a trigger refuses all but the replayer's, so the replayer cannot
+    try before the test is ready): they go to the journal, and the replayer copies the rows
+    from the primary."""
     cluster = PgCluster().start()
     try:
         sqlite_path = tmp_path / "side.db"
@@ -411,7 +413,11 @@ def test_writes_the_secondary_refuses_are_journaled_and_replayed(direction, star
             primary, secondary = secondary, primary
             sqlite_exec(sqlite_path, "DROP TABLE counters")
         else:
-            cluster.sql("DROP TABLE counters")
+            cluster.sql("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
+                        " IF current_setting('application_name') <> 'switchyard journal replayer'"
+                        " THEN RAISE EXCEPTION 'not here'; END IF; RETURN COALESCE(NEW, OLD); END$$;"
+                        "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE OR DELETE ON counters"
+                        " FOR EACH ROW EXECUTE FUNCTION refuse()")
         proxy = start_proxy(f"primary: {primary}\nsecondary: {secondary}\n"
                             f"mirror:\n  ddl: primary_only\n  journal: {tmp_path}/journal.jsonl\n")
         with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
@@ -423,8 +429,6 @@ def test_writes_the_secondary_refuses_are_journaled_and_replayed(direction, star
         assert proxy.metric("switchyard_journal_backlog") > 0
         if direction == "postgres-to-sqlite":
             sqlite_exec(sqlite_path, "CREATE TABLE counters (name TEXT PRIMARY KEY, hits INTEGER NOT NULL)")
-        else:
-            cluster.sql("CREATE TABLE counters (name text PRIMARY KEY, hits bigint NOT NULL)")
         assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
         expected = [("a", 2), ("b", 1)]
         assert rows_from_sqlite(sqlite_path, "counters", "name") == expected
