@@ -16,6 +16,15 @@ Statement only(std::string_view sql) {
   return c.statements[0];
 }
 
+// The names of `tables` as SQL writes them.
+std::vector<std::string> qualified(const std::vector<TargetTable>& tables) {
+  std::vector<std::string> names;
+  names.reserve(tables.size());
+  for (const TargetTable& table : tables)
+    names.push_back(table.qualified());
+  return names;
+}
+
 } // namespace
 
 TEST_CASE("reads stay reads; locking, writing CTEs and unknown functions do not") {
@@ -137,12 +146,7 @@ TEST_CASE("DML is mirrored by row image with its target table") {
 }
 
 TEST_CASE("a write mirrored as itself names the tables it writes, where it names them all") {
-  auto names = [](std::string_view sql) {
-    std::vector<std::string> tables;
-    for (const TargetTable& table : only(sql).written_tables)
-      tables.push_back(table.qualified());
-    return tables;
-  };
+  auto names = [](std::string_view sql) { return qualified(only(sql).written_tables); };
   using Names = std::vector<std::string>;
   CHECK(names("WITH d AS (DELETE FROM a RETURNING *) INSERT INTO s.\"B\" SELECT * FROM d") ==
         Names{"a", "s.\"B\""});
@@ -281,12 +285,7 @@ TEST_CASE("DDL creating only a temporary object of the session's own is private,
 }
 
 TEST_CASE("DDL acting only on the relations it names lists them, private when all are pg_temp's") {
-  auto names = [](std::string_view sql) {
-    std::vector<std::string> out;
-    for (const TargetTable& t : only(sql).names_relations)
-      out.push_back(t.qualified());
-    return out;
-  };
+  auto names = [](std::string_view sql) { return qualified(only(sql).names_relations); };
   using Names = std::vector<std::string>;
   CHECK(names("DROP TABLE stage, s.\"Kept\"") == Names{"stage", "s.\"Kept\""});
   CHECK(names("DROP VIEW IF EXISTS v") == Names{"v"});
