@@ -965,9 +965,11 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
 // A statement mirrored as itself: the tables it writes, each once, unless a function it
 // calls may write others.
 void note_written_tables(const TreeFacts& facts, Statement& out) {
-  if (facts.writes_unnamed) return;
+  // A write without a table named (not one PostgreSQL parses) leaves the list unknown.
+  if (facts.writes_unnamed ||
+      std::ranges::any_of(facts.written, [](const auto& table) { return table.name.empty(); }))
+    return;
   for (const TargetTable& table : facts.written) {
-    if (table.name.empty()) return; // not a table's write after all
     bool listed = std::ranges::any_of(out.written_tables, [&](const TargetTable& other) {
       return other.schema == table.schema && other.name == table.name;
     });
