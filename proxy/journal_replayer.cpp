@@ -254,47 +254,49 @@ private:
         // other database, which may hang; closing the connections frees them.
         auto limit = std::max(kMinEntryTimeout, 5 * runtime_->config->mirror.timeout) *
                      static_cast<int64_t>(1 + group.size() / 1000);
-        asio::steady_timer timer(co_await asio::this_coro::executor, limit);
-        auto outcome =
-            co_await (replay_rows(**pair, way, group, synced) || timer.async_wait(use_tuple));
-        if (outcome.index() == 1) {
-          pairs_.clear();
-          if (acknowledged > 0) (void)journal.acknowledge(acknowledged);
-          co_return Error{"replaying " + std::to_string(group.size()) + " rows of " + entry.table +
-                          " took longer than " + std::to_string(limit.count()) +
-                          " ms; they are tried again"};
-        }
-        applied = std::move(std::get<0>(outcome));
         std::vector<std::string> assigned; // the columns the group's UPDATEs set
         for (const JournalEntry* e : group)
           assigned.insert(assigned.end(), e->assigned.begin(), e->assigned.end());
         std::string pass = pass_key("remove", entry);
-        if (applied && !assigned.empty() && !covered(pass, replayed_before + next)) {
+        if (!assigned.empty() && !covered(pass, replayed_before + next)) {
           uint64_t written = journal.settled_total();
           auto passed = co_await remove_rows_the_source_lacks(**pair, way, entry.table, &assigned);
           if (!passed) applied = Error{passed.error()};
           if (passed && *passed) passes_[pass] = written;
         }
+        asio::steady_timer timer(co_await asio::this_coro::executor, limit);
+        if (applied) {
+          auto outcome =
+              co_await (replay_rows(**pair, way, group, synced) || timer.async_wait(use_tuple));
+          if (outcome.index() == 1) {
+            pairs_.clear();
+            if (acknowledged > 0) (void)journal.acknowledge(acknowledged);
+            co_return Error{"replaying " + std::to_string(group.size()) + " rows of " +
+                            entry.table + " took longer than " + std::to_string(limit.count()) +
+                            " ms; they are tried again"};
+          }
+          applied = std::move(std::get<0>(outcome));
+        }
       } else if (entry.kind == JournalEntry::Kind::kTable) {
         // Rows a query chose are copied whole; others are written over by key, and where a
-        // writing CTE or MERGE may have deleted (or moved) rows, those are removed too.
+        // writing CTE or MERGE may have deleted (or moved) rows, those are removed first.
         bool whole = entry.reason == "filled_by_query";
         bool removing = entry.reason == "written_by_statement";
         std::string copy_pass = pass_key(whole ? "copy" : "refresh", entry);
         std::string remove_pass = pass_key("remove", entry);
         uint64_t written = journal.settled_total();
-        if (!covered(copy_pass, replayed_before + next)) {
+        if (removing && !covered(remove_pass, replayed_before + next)) {
+          auto passed = co_await remove_rows_the_source_lacks(**pair, way, entry.table, nullptr);
+          if (!passed) applied = Error{passed.error()};
+          if (passed && *passed) passes_[remove_pass] = written;
+        }
+        if (applied && !covered(copy_pass, replayed_before + next)) {
           if (whole) {
             applied = co_await copy_table(**pair, way, entry);
           } else {
             applied = co_await refresh_table(**pair, way, entry);
           }
           if (applied) passes_[copy_pass] = written;
-        }
-        if (applied && removing && !covered(remove_pass, replayed_before + next)) {
-          auto passed = co_await remove_rows_the_source_lacks(**pair, way, entry.table, nullptr);
-          if (!passed) applied = Error{passed.error()};
-          if (passed && *passed) passes_[remove_pass] = written;
         }
       } else if (entry.ddl) {
         synced.clear();  // a schema change may change what a row sync writes
@@ -869,12 +871,14 @@ private:
   }
 
   // Deletes the target's rows whose key the source no longer has, kCopyBatch keys at a time
-  // in key order: after UPDATEs that set a column of `assigned` that is a key column (the
-  // journal names only the keys they moved rows to), or, `assigned` null, a write whose
-  // rows the journal does not name (a writing CTE, MERGE). Each batch runs while the
+  // in key order, before the rows are written: for UPDATEs (upserts) that set a column of
+  // `assigned` that is a key column (the journal names only the keys they moved rows to),
+  // or, `assigned` null, a write whose rows the journal does not name (a writing CTE,
+  // MERGE). First, as a row under its new key may repeat another unique column of the row
+  // under its old one. Each batch runs while the
   // current primary holds the table in SHARE ROW EXCLUSIVE mode (SQLite: the writer), so no
   // transaction in flight there (nor, in sync mode, its mirrored writes) has a row on one
-  // side only. A table without a key has none to look up (copy_table replaced its rows).
+  // side only. A table without a key has none to look up (copy_table replaces its rows).
   // True when it passed over the table.
   asio::awaitable<Result<bool>>
   remove_rows_the_source_lacks(Pair& pair, const Direction& way, const std::string& table,
