@@ -1024,6 +1024,9 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
     out.has_returning = has_items(body, "returningList");
     out.returning_star = returns_star(body);
     if (node == "UpdateStmt") out.set_columns = set_columns_of(body);
+    const json::value* upsert = body.if_contains("onConflictClause");
+    if (upsert != nullptr && upsert->is_object()) // DO UPDATE SET (none for DO NOTHING)
+      out.set_columns = set_columns_of(upsert->get_object());
     if (node == "InsertStmt") note_valued_columns(body, out);
     out.image_op = node == "DeleteStmt" ? RowImageOp::kDelete : RowImageOp::kUpsert;
     // A writing CTE inside changes rows the RETURNING clause cannot see.

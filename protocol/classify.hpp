@@ -102,8 +102,9 @@ struct Statement {
   //! partition commands). Private too when those are the session's temporary relations,
   //! which only the primary can tell for a name without a schema (MirrorRelay asks it).
   std::vector<TargetTable> names_relations;
-  std::optional<CopyFrom> copy_from;    //!< COPY FROM STDIN
-  std::vector<std::string> set_columns; //!< UPDATE ... SET targets (a key change needs care)
+  std::optional<CopyFrom> copy_from; //!< COPY FROM STDIN
+  //! UPDATE ... SET and INSERT ... ON CONFLICT DO UPDATE SET targets (a key change needs care)
+  std::vector<std::string> set_columns;
   //! A write mirrored as itself, whose rows no row image carries (a writing CTE, MERGE): the
   //! tables its INSERT, UPDATE, DELETE and MERGE write, for the journal to bring in line
   //! when the secondary misses it. Empty where they are not all known (CALL, DO, a function

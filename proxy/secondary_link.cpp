@@ -818,14 +818,15 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     const protocol::Statement& statement = op.statement;
     bool update = statement.node == "UpdateStmt";
     bool keyless = shape->key_columns.empty();
-    bool key_change = update && std::ranges::any_of(statement.set_columns, [&](const auto& c) {
-                        return shape->is_key(c);
-                      });
+    // An UPDATE's SET, or an upsert's DO UPDATE SET, moving rows to other keys.
+    bool key_change =
+        std::ranges::any_of(statement.set_columns, [&](const auto& c) { return shape->is_key(c); });
     // Without a key a row cannot be found again, and a key change leaves the old key behind:
     // run the statement itself (then, for a key change, still write the exact new values).
     if ((keyless && statement.image_op == protocol::RowImageOp::kDelete) || (keyless && update) ||
         key_change) {
       rewrite_without_triggers();
+      advance_lagging_sequences(index); // an upsert's new rows may draw their ids
       add_statement(op, index);
       services_.metrics().mirrored(MirrorKind::kKeyFallback).Increment();
       if (!key_change) continue;
@@ -1522,7 +1523,7 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
         entry.formats.push_back(field.format);
       }
       entry.statement_rows = static_cast<uint32_t>(op.rows.size());
-      if (op.statement.node == "UpdateStmt") entry.assigned = op.statement.set_columns;
+      entry.assigned = op.statement.set_columns;
       for (const auto& row : op.rows) {
         entry.values = row;
         entries.push_back(entry);

@@ -378,6 +378,10 @@ def test_mirroring_between_dialects_under_concurrent_load(direction, start_proxy
         for thread in threads:
             thread.join()
         assert errors == []
+        with psycopg.connect(proxy.dsn(), autocommit=True) as conn:  # an upsert moving its row's key
+            conn.execute("INSERT INTO counters (name, hits) VALUES ('moved', 1)")
+            conn.execute("INSERT INTO counters (name, hits) VALUES ('moved', 1) "
+                         "ON CONFLICT (name) DO UPDATE SET name = 'moved again', hits = counters.hits + 1")
         assert proxy.metric("switchyard_mirror_failures_total", reason="secondary_error") == 0
         for table, order in (("items", "id"), ("counters", "name")):
             sides = []

@@ -122,6 +122,11 @@ TEST_CASE("DML is mirrored by row image with its target table") {
   CHECK(update.mirror == MirrorPlan::kRowImage);
   CHECK(update.set_columns == std::vector<std::string>{"x", "id"});
   CHECK(update.target.reference() == "t");
+  // An upsert's DO UPDATE may move the row it found to another key, as an UPDATE may.
+  CHECK(only("INSERT INTO t VALUES (1, 'a') ON CONFLICT (e) DO UPDATE SET id = excluded.id, n = 2")
+            .set_columns == std::vector<std::string>{"id", "n"});
+  CHECK(only("INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING").set_columns.empty());
+  CHECK(only("INSERT INTO t VALUES (1)").set_columns.empty());
 
   Statement del = only("DELETE FROM t WHERE id = (SELECT max(id) FROM t)");
   CHECK(del.image_op == RowImageOp::kDelete);
