@@ -458,6 +458,7 @@ struct TreeFacts {
   bool volatile_call = false;
   bool catalog = false; // reads the system catalogs (OIDs differ between databases)
   std::vector<std::string> unknown_calls; // functions off the read-only allow-list
+  std::vector<std::string> writing_calls; // those of them that may write unnamed tables
 };
 
 // The object's own name in a qualified name (a list of String nodes): its last; empty if none.
@@ -523,12 +524,14 @@ void note_member(std::string_view key, const json::value& child, bool top, TreeF
       } else if (is_one_of(kCatalogFunctions, name)) {
         facts.catalog = true;
       } else if (!is_one_of(kReadOnlyFunctions, name)) {
-        facts.writes_unnamed |= !is_one_of(kTableSafeFunctions, name);
+        bool writing = !is_one_of(kTableSafeFunctions, name);
+        facts.writes_unnamed |= writing;
         name = last_name(names->get_array()); // as the client wrote it, schema aside
-        if (std::find(facts.unknown_calls.begin(), facts.unknown_calls.end(), name) ==
-            facts.unknown_calls.end()) {
-          facts.unknown_calls.emplace_back(name);
-        }
+        auto note = [&](std::vector<std::string>& calls) {
+          if (std::find(calls.begin(), calls.end(), name) == calls.end()) calls.emplace_back(name);
+        };
+        note(facts.unknown_calls);
+        if (writing) note(facts.writing_calls);
       } else if (is_one_of(kConnectionDependentFunctions, name)) {
         facts.volatile_call = true;
       }
@@ -997,6 +1000,7 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
   out.pinned_call = facts.primary_only_call || facts.volatile_call;
   out.reads_catalog = facts.catalog;
   out.unlisted_functions = std::move(facts.unknown_calls);
+  out.writing_calls = std::move(facts.writing_calls);
 
   if (node == "SelectStmt") {
     out.ordered = has_items(body, "sortClause");

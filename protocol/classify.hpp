@@ -134,6 +134,9 @@ struct Statement {
   bool reads_catalog = false; //!< reads the system catalogs, whose OIDs are the primary's
   bool ordered = false;       //!< the top-level query has ORDER BY: row order is meaningful
   std::vector<std::string> unlisted_functions; //!< calls off the read-only allow-list
+  //! unlisted_functions but the sequence and random built-ins: functions that may write
+  //! tables the statement does not name (which a row image does not carry).
+  std::vector<std::string> writing_calls;
 };
 
 //! A query string split into statements and classified. `error` is set when libpg_query

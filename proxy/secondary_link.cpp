@@ -821,15 +821,17 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     // An UPDATE's SET, or an upsert's DO UPDATE SET, moving rows to other keys.
     bool key_change =
         std::ranges::any_of(statement.set_columns, [&](const auto& c) { return shape->is_key(c); });
-    // Without a key a row cannot be found again, and a key change leaves the old key behind:
-    // run the statement itself (then, for a key change, still write the exact new values).
+    // Without a key a row cannot be found again, a key change leaves the old key behind, and
+    // a function may write other tables: run the statement itself (then, with a key, still
+    // write the exact values; rows it deleted are gone already).
+    bool runs_itself = key_change || op.calls_writing_functions;
     if ((keyless && statement.image_op == protocol::RowImageOp::kDelete) || (keyless && update) ||
-        key_change) {
+        runs_itself) {
       rewrite_without_triggers();
       advance_lagging_sequences(index); // an upsert's new rows may draw their ids
       add_statement(op, index);
       services_.metrics().mirrored(MirrorKind::kKeyFallback).Increment();
-      if (!key_change) continue;
+      if (keyless || !runs_itself || statement.image_op == protocol::RowImageOp::kDelete) continue;
     }
     if (op.rows.empty()) continue;
     std::vector<size_t> columns;
@@ -1266,7 +1268,7 @@ void SecondaryLink::enqueue(Batch batch) {
 bool SecondaryLink::row_keys(const std::vector<MirrorOp>& ops, std::vector<uint64_t>& keys) const {
   for (const MirrorOp& op : ops) {
     if (op.statement.transaction != protocol::TransactionOp::kNone) continue; // savepoints
-    if (op.kind != MirrorOp::Kind::kImage) return false;
+    if (op.kind != MirrorOp::Kind::kImage || op.calls_writing_functions) return false;
     std::string table = shape_name(op.statement.target);
     // The session's own shape, else one another session learned (copied only then).
     const protocol::TableShape* known = nullptr;
@@ -1530,6 +1532,14 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
         entry.statement_rows = 0;
         entry.assigned.clear();
       }
+      // What the functions it called wrote elsewhere no entry names: reported for repair.
+      if (op.calls_writing_functions) {
+        backfill::JournalEntry statement = entry_for(op);
+        statement.reason = entry.reason;
+        statement.error = error;
+        statement.maybe_applied = maybe_applied;
+        entries.push_back(statement_entry(op, std::move(statement)));
+      }
       continue;
     }
     // The primary gave these ids: a statement the secondary runs later still draws after them.
@@ -1558,13 +1568,7 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
       }
       continue;
     }
-    entry.kind = backfill::JournalEntry::Kind::kStatement;
-    entry.sql = op.sql;
-    entry.ddl = op.ddl;
-    entry.types = op.parameter_types;
-    entry.formats = op.parameter_formats;
-    entry.values = op.parameters;
-    entries.push_back(std::move(entry));
+    entries.push_back(statement_entry(op, std::move(entry)));
     if (op.statement.fills_table != protocol::TableFill::kNone) {
       entries.push_back(table_copy_entry(op));
     }
@@ -1587,6 +1591,17 @@ backfill::JournalEntry SecondaryLink::entry_for(const MirrorOp& op) const {
   for (std::string_view setting : settings_of(op))
     entry.settings.emplace_back(setting);
   return entry;
+}
+
+backfill::JournalEntry SecondaryLink::statement_entry(const MirrorOp& op,
+                                                      backfill::JournalEntry base) {
+  base.kind = backfill::JournalEntry::Kind::kStatement;
+  base.sql = op.sql;
+  base.ddl = op.ddl;
+  base.types = op.parameter_types;
+  base.formats = op.parameter_formats;
+  base.values = op.parameters;
+  return base;
 }
 
 backfill::JournalEntry SecondaryLink::table_copy_entry(const MirrorOp& op) const {

@@ -36,6 +36,10 @@ struct MirrorOp {
   std::vector<uint16_t> parameter_formats;
   std::vector<protocol::Value> parameters;
   bool ddl = false;
+  //! An image op whose statement calls a function that may write other tables (the primary's
+  //! catalog does not say it is STABLE or IMMUTABLE): the secondary runs the statement too,
+  //! for what the function writes, then the images over its rows.
+  bool calls_writing_functions = false;
   //! DDL the primary, asked just before it ran, said acts on relations besides the session's
   //! temporary ones (MirrorRelay::ask_if_own_temporaries): the secondary runs it as the client
   //! ran it, whatever names the session's bookkeeping counts as temporary. DDL not asked about
@@ -271,6 +275,8 @@ private:
                    const std::string& error, bool committed, bool maybe_applied = false);
   //! A journal entry with `op`'s session: its login, the settings it ran under.
   backfill::JournalEntry entry_for(const MirrorOp& op) const;
+  //! `base` made the entry of `op` as a statement: its text and parameters.
+  static backfill::JournalEntry statement_entry(const MirrorOp& op, backfill::JournalEntry base);
   //! The entry that has the replayer copy the table a CREATE TABLE AS or SELECT INTO filled,
   //! or the values a column's default gave its rows (Statement::fills_table), from the
   //! primary: they are the primary's.

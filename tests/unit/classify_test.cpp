@@ -169,6 +169,17 @@ TEST_CASE("a write mirrored as itself names the tables it writes, where it names
   CHECK(names("UPDATE a SET n = 1").empty());
 }
 
+TEST_CASE("a row-image write names the functions it calls that may write other tables") {
+  using Names = std::vector<std::string>;
+  Statement insert = only("INSERT INTO t VALUES (nextval('s'), random(), next_no(), now(), "
+                          "audit.log(1), pg_catalog.upper('a'), next_no())");
+  CHECK(insert.mirror == MirrorPlan::kRowImage);
+  CHECK(insert.writing_calls == Names{"next_no", "log"});
+  CHECK(only("UPDATE t SET n = f(n) WHERE id = g()").writing_calls == Names{"f", "g"});
+  CHECK(only("DELETE FROM t WHERE id = gen_random_uuid()").writing_calls.empty());
+  CHECK(only("INSERT INTO t SELECT setval('s', 5), lower(x) FROM u").writing_calls.empty());
+}
+
 TEST_CASE("transaction control, session state and DDL") {
   Statement begin = only("BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY");
   CHECK(begin.transaction == TransactionOp::kBegin);
