@@ -478,6 +478,26 @@ std::optional<int64_t> largest_integer(const MirrorOp& op, size_t column) {
   return largest;
 }
 
+// Where INSERT image `op` holds the column `name` drawing from a sequence, when the value
+// came from the sequence (not the client, whose own id moved the primary's sequence no more
+// than it may move the secondary's).
+std::optional<size_t> drawn_column(const MirrorOp& op, const std::string& name) {
+  const protocol::Statement& insert = op.statement;
+  auto at = std::find_if(op.fields.begin(), op.fields.end(),
+                         [&](const auto& f) { return f.name == name; });
+  if (at == op.fields.end()) return std::nullopt;
+  // The image holds the table's columns in order.
+  auto column = static_cast<size_t>(at - op.fields.begin());
+  if (insert.values_every_column ||
+      std::find(insert.valued_columns.begin(), insert.valued_columns.end(), name) !=
+          insert.valued_columns.end() ||
+      std::find(insert.valued_positions.begin(), insert.valued_positions.end(), column) !=
+          insert.valued_positions.end()) {
+    return std::nullopt;
+  }
+  return column;
+}
+
 // Whether an op may run inside the implicit transaction the extended protocol opens up to
 // the next Sync: plain writes may; COPY, DDL, transaction control and unparsed text (which
 // may hold several statements) need a transaction block of their own.
@@ -604,22 +624,10 @@ std::string SecondaryLink::prepared_name(const std::string& sql, const std::vect
 }
 
 void SecondaryLink::note_sequence_values(const protocol::TableShape& shape, const MirrorOp& op) {
-  const protocol::Statement& insert = op.statement;
   for (const auto& serial : shape.sequences) {
-    auto at = std::find_if(op.fields.begin(), op.fields.end(),
-                           [&](const auto& f) { return f.name == serial.first; });
-    if (at == op.fields.end()) continue;
-    // The image holds the table's columns in order. An id the client gave itself moved the
-    // primary's sequence no more than it may move the secondary's.
-    auto column = static_cast<size_t>(at - op.fields.begin());
-    if (insert.values_every_column ||
-        std::find(insert.valued_columns.begin(), insert.valued_columns.end(), serial.first) !=
-            insert.valued_columns.end() ||
-        std::find(insert.valued_positions.begin(), insert.valued_positions.end(), column) !=
-            insert.valued_positions.end()) {
-      continue;
-    }
-    if (auto largest = largest_integer(op, column)) {
+    auto column = drawn_column(op, serial.first);
+    if (!column) continue;
+    if (auto largest = largest_integer(op, *column)) {
       services_.sequence_marks().note(database_key_, serial.second, *largest);
     }
   }
@@ -760,6 +768,29 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       units.push_back(Unit{write.index, row, expected, std::nullopt, rows});
     }
   };
+  // An INSERT of one row the secondary ran itself drew its key from the secondary's own
+  // sequence, which another session's draw on the primary may have put behind: its row under
+  // an id other than the image's is dropped (the image writes the primary's), found by the
+  // id this connection drew last. So is the row an upsert moved to that id.
+  auto drop_own_draw = [&](const protocol::TableShape& shape, const MirrorOp& op, size_t index) {
+    if (op.rows.size() != 1 || shape.key_columns.size() != 1) return;
+    const std::string& key = shape.key_columns.front();
+    auto serial = std::find_if(shape.sequences.begin(), shape.sequences.end(),
+                               [&](const auto& s) { return s.first == key; });
+    if (serial == shape.sequences.end()) return;
+    auto column = drawn_column(op, key);
+    auto id = column ? largest_integer(op, *column) : std::nullopt;
+    if (!id) return;
+    std::string quoted = protocol::quote_identifier(key);
+    std::string sql = "DELETE FROM " + shape.qualified + " WHERE " + quoted +
+                      " = pg_catalog.currval(pg_catalog.to_regclass($1)) AND " + quoted + " <> $2";
+    in_extended = true;
+    std::string name = prepared_name(sql, {25, 20}, out, new_names);
+    protocol::append_bind(
+        out, protocol::BindMessage{"", name, {}, {serial->second, std::to_string(*id)}, {}});
+    protocol::append_execute(out, "", 0);
+    units.push_back(Unit{index, 0, std::nullopt, std::nullopt});
+  };
   // Images a BEFORE trigger stamped again (TableShape::rewriting_triggers), written once more
   // with session_replication_role = replica, which turns such triggers off: an upsert that
   // leaves the primary's values. All together, as each change of the role makes the
@@ -830,6 +861,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       rewrite_without_triggers();
       advance_lagging_sequences(index); // an upsert's new rows may draw their ids
       add_statement(op, index);
+      if (statement.node == "InsertStmt") drop_own_draw(*shape, op, index);
       services_.metrics().mirrored(MirrorKind::kKeyFallback).Increment();
       if (keyless || !runs_itself || statement.image_op == protocol::RowImageOp::kDelete) continue;
     }

@@ -2455,6 +2455,29 @@ def test_what_a_function_a_write_calls_writes_elsewhere_reaches_the_secondary(
     assert secondary.sql("SELECT string_agg(n::text, ',') FROM bare") == "10"
 
 
+def test_a_key_the_secondary_drew_itself_for_a_write_calling_a_function_is_not_left_behind(
+        pair, start_proxy, tmp_path):
+    """Run on the secondary for what its function writes, an INSERT draws its serial id from
+    the secondary's sequence. Another session's INSERT drew an id on the primary in between,
+    so the secondary drew another than the primary: the image wrote the primary's id and the
+    secondary's own row stayed beside it."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE orders (id serial PRIMARY KEY, no int, note text); CREATE TABLE log (n int);"
+                    "CREATE FUNCTION noted(x int) RETURNS int LANGUAGE plpgsql AS"
+                    " $$BEGIN INSERT INTO log VALUES (x); RETURN x; END$$")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as first, \
+            psycopg.connect(proxy.dsn(), autocommit=True) as second:
+        with first.transaction():
+            first.execute("INSERT INTO orders (no) VALUES (noted(1))")  # draws 1, commits last
+            second.execute("INSERT INTO orders (no) VALUES (noted(2))")  # draws 2
+        second.execute("INSERT INTO orders (no, note) VALUES (noted(3), 'x')")  # the secondary is at 3
+    assert primary.sql("SELECT string_agg(id || ':' || no, ',' ORDER BY id) FROM orders") == "1:1,2:2,3:3"
+    assert_identical(primary, secondary, {"orders": "id", "log": "n"})
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+
+
 @pytest.mark.parametrize("write_mode", ["sync", "async"])
 def test_writing_ctes_and_merge_the_secondary_missed_bring_their_tables_in_line(
         pair, start_proxy, tmp_path, write_mode):
