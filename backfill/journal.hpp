@@ -35,8 +35,8 @@ struct JournalEntry {
   std::string op;       //!< "insert", "update" or "delete": what the statement did (rows)
   std::vector<std::string> columns; //!< row image column names (rows)
   //! The columns an UPDATE's SET (an upsert's DO UPDATE SET) assigns, in the first entry of
-  //! its rows: where they include
-  //! the table's key, the rows under their old keys are the replayer's to remove too.
+  //! its rows: where they include the table's key, the rows under their old keys are the
+  //! replayer's to remove too.
   std::vector<std::string> assigned;
   std::vector<uint32_t> types;         //!< type OIDs, per value
   std::vector<uint16_t> formats;       //!< 0 text, 1 binary, per value
