@@ -49,7 +49,21 @@ WORKLOADS = [  # (label, pgbench arguments); the custom script has random()/uuid
     ("custom: volatile values", ["-f", "{custom}"]),
     ("triggers: a BEFORE trigger stamps each row", ["-f", "{stamped}"]),
     ("bulk: statements of 20-100 rows", ["-f", "{bulk}"]),
+    ("functions: an INSERT calling a function that writes another table", ["-f", "{functions}"]),
 ]
+
+# A function of the database's own that writes a table the INSERT calling it does not name
+# (a log, a counter): its row images carry orders' rows only.
+FUNCTIONS_SCHEMA = """
+CREATE TABLE orders (id bigserial PRIMARY KEY, account int, amount int, placed timestamptz DEFAULT now());
+CREATE TABLE order_log (account int, amount int);
+CREATE OR REPLACE FUNCTION logged(a int, x int) RETURNS int LANGUAGE plpgsql AS $$BEGIN
+  INSERT INTO order_log VALUES (a, x); RETURN x; END$$;
+"""
+FUNCTIONS_SCRIPT = r"""
+\set acct random(1, 1000)
+INSERT INTO orders (account, amount) VALUES (:acct, logged(:acct, :acct * 2));
+"""
 
 # A table whose BEFORE trigger stamps every row it writes with clock_timestamp(), as an
 # updated_at trigger does: the secondary must keep the primary's stamps.
@@ -130,9 +144,10 @@ pid_file_name = '{self.dir}/pgpool.pid'
 
 def reset(cluster: PgCluster, scale: int):
     """The same starting data on both sides: pgbench's tables and the custom scripts'."""
-    cluster.sql("DROP TABLE IF EXISTS events, ledger, balances, notes, stamped")
+    cluster.sql("DROP TABLE IF EXISTS events, ledger, balances, notes, stamped, orders, order_log")
     cluster.sql(SCHEMA)
     cluster.sql(STAMPED_SCHEMA)
+    cluster.sql(FUNCTIONS_SCHEMA)
     pgbench_init(cluster, scale)
 
 
@@ -147,7 +162,7 @@ def settle(proxy, timeout=120):
 
 
 def identical(first: PgCluster, second: PgCluster):
-    differing = [t for t, order in {**TABLES, "stamped": "id"}.items()
+    differing = [t for t, order in {**TABLES, "stamped": "id", "orders": "id", "order_log": "t::text"}.items()
                  if first.checksum(t, order) != second.checksum(t, order)]
     return "identical" if not differing else "differ: " + ", ".join(differing)
 
@@ -176,6 +191,8 @@ def main():
         stamped.write_text(STAMPED_SCRIPT)
         bulk = workdir / "bulk.sql"
         bulk.write_text(BULK_SCRIPT)
+        functions = workdir / "functions.sql"
+        functions.write_text(FUNCTIONS_SCRIPT)
         for cluster in (first, second):
             trust_local(cluster)
         workers = f"workers: {opts.workers}\n"
@@ -212,7 +229,7 @@ def main():
                   or any(w[0].startswith(prefix) for prefix in opts.workloads.split(","))]
         for label, args in chosen:
             args = [a.replace("{custom}", str(custom)).replace("{stamped}", str(stamped))
-                    .replace("{bulk}", str(bulk)) for a in args] + (["-R", str(opts.rate)] if opts.rate else [])
+                    .replace("{bulk}", str(bulk)).replace("{functions}", str(functions)) for a in args] + (["-R", str(opts.rate)] if opts.rate else [])
             runs = {name: [] for name, _ in targets}
             states = {name: set() for name, _ in targets}
             cpu = {"switchyard": [], "baseline": []}  # sync proxies' own CPU µs per transaction
