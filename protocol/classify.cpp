@@ -1080,6 +1080,10 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
       out.kind = reads ? StatementKind::kRead : StatementKind::kWrite;
       out.mirror =
           reads || copied.mirror == MirrorPlan::kNone ? MirrorPlan::kNone : MirrorPlan::kStatement;
+      // Mirrored as itself, no row image names its rows: the tables, should the secondary miss it.
+      out.written_tables = std::move(copied.written_tables);
+      if (copied.mirror == MirrorPlan::kRowImage && copied.writing_calls.empty())
+        out.written_tables.push_back(copied.target);
     } else {
       out.kind = StatementKind::kWrite;
       // A server-side file is not ours to read; the secondary cannot see it.

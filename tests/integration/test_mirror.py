@@ -2478,6 +2478,31 @@ def test_a_key_the_secondary_drew_itself_for_a_write_calling_a_function_is_not_l
     assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
 
 
+def test_a_copy_of_a_write_the_secondary_missed_brings_its_table_in_line(pair, start_proxy, tmp_path):
+    """COPY (INSERT/UPDATE/DELETE ... RETURNING) TO STDOUT runs its write, mirrored as the
+    COPY itself. Missed by the secondary, it was journaled as that statement, which the
+    replayer could only report; now as the tables it wrote, brought in line as a missed
+    writing CTE's are."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE jobs (id int PRIMARY KEY, state text, at timestamptz);"
+                    "INSERT INTO jobs SELECT i, 'new', '2026-01-01' FROM generate_series(1, 50) i")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    secondary.stop()
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        for statement in ("COPY (UPDATE jobs SET state = 'taken', at = clock_timestamp() WHERE id <= 10"
+                          " RETURNING id) TO STDOUT",
+                          "COPY (DELETE FROM jobs WHERE id > 45 RETURNING id) TO STDOUT (FORMAT csv)",
+                          "COPY (INSERT INTO jobs VALUES (100, 'new', now()) RETURNING *) TO STDOUT"):
+            with conn.cursor().copy(statement) as copy:
+                assert len(list(copy.rows())) >= 1
+    secondary.launch()
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="unreplayable") == 0, proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
+    assert_identical(primary, secondary, {"jobs": "id"})
+
+
 @pytest.mark.parametrize("write_mode", ["sync", "async"])
 def test_writing_ctes_and_merge_the_secondary_missed_bring_their_tables_in_line(
         pair, start_proxy, tmp_path, write_mode):

@@ -144,6 +144,12 @@ TEST_CASE("DML is mirrored by row image with its target table") {
   Statement copied = only("COPY (INSERT INTO t VALUES (1) RETURNING *) TO STDOUT");
   CHECK(copied.kind == StatementKind::kWrite);
   CHECK(copied.mirror == MirrorPlan::kStatement);
+  CHECK(qualified(copied.written_tables) == std::vector<std::string>{"t"});
+  CHECK(qualified(only("COPY (WITH d AS (DELETE FROM a RETURNING *) INSERT INTO b SELECT * FROM d "
+                       "RETURNING *) TO STDOUT")
+                      .written_tables) == std::vector<std::string>{"a", "b"});
+  // A function that may write any table: what it wrote is not known.
+  CHECK(only("COPY (UPDATE t SET n = audit(n) RETURNING n) TO STDOUT").written_tables.empty());
   CHECK(only("COPY (SELECT nextval('s')) TO STDOUT").mirror == MirrorPlan::kStatement);
   Statement locking = only("COPY (SELECT * FROM t FOR UPDATE) TO STDOUT");
   CHECK(locking.kind == StatementKind::kWrite);
