@@ -783,29 +783,47 @@ void note_valued_columns(const json::object& insert, Statement& out) {
   if (select == nullptr || !select->is_object()) return; // DEFAULT VALUES
   const json::value* rows = select->get_object().if_contains("valuesLists");
   if (rows == nullptr || !rows->is_array()) { // a query gives every column it fills
-    out.values_every_column = listed.empty();
+    out.values_every_column = out.computes_every_column = listed.empty();
+    out.computed_columns = listed;
     out.valued_columns = std::move(listed);
     return;
   }
+  // A constant or a parameter, possibly cast, is the same value wherever the row is written.
+  auto given = [](const json::value& value) {
+    const json::value* node = &value;
+    if (const json::object* cast = member_object(*node, "TypeCast")) {
+      node = cast->if_contains("arg");
+      if (node == nullptr) return false;
+    }
+    return member_object(*node, "A_Const") != nullptr ||
+           member_object(*node, "ParamRef") != nullptr;
+  };
   std::vector<bool> valued;
+  std::vector<bool> computed;
   for (const json::value& row : rows->get_array()) {
     const json::value* list = row.is_object() ? row.get_object().if_contains("List") : nullptr;
     const json::value* items =
         list != nullptr && list->is_object() ? list->get_object().if_contains("items") : nullptr;
     if (items == nullptr || !items->is_array()) continue;
     const json::array& values = items->get_array();
-    if (valued.size() < values.size()) valued.resize(values.size());
+    if (valued.size() < values.size()) {
+      valued.resize(values.size());
+      computed.resize(values.size());
+    }
     for (size_t i = 0; i < values.size(); ++i) {
-      valued[i] =
-          valued[i] || !values[i].is_object() || !values[i].get_object().contains("SetToDefault");
+      bool defaulted = values[i].is_object() && values[i].get_object().contains("SetToDefault");
+      valued[i] = valued[i] || !defaulted;
+      computed[i] = computed[i] || (!defaulted && !given(values[i]));
     }
   }
   for (size_t i = 0; i < valued.size(); ++i) {
     if (!valued[i]) continue;
     if (listed.empty()) {
       out.valued_positions.push_back(i);
+      if (computed[i]) out.computed_positions.push_back(i);
     } else if (i < listed.size()) {
       out.valued_columns.push_back(listed[i]);
+      if (computed[i]) out.computed_columns.push_back(listed[i]);
     }
   }
 }

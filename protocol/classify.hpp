@@ -117,6 +117,12 @@ struct Statement {
   std::vector<std::string> valued_columns;
   std::vector<size_t> valued_positions;
   bool values_every_column = false;
+  //! INSERT: of those, the columns some row computes a value of (a call, an expression, a
+  //! query), not a constant or a parameter: run again, the statement may compute another.
+  //! As `valued_columns`; `computes_every_column` for a query without a column list.
+  std::vector<std::string> computed_columns;
+  std::vector<size_t> computed_positions;
+  bool computes_every_column = false;
   std::string node; //!< parse node name, e.g. "InsertStmt"
   //! PREPARE, EXECUTE and DEALLOCATE: the prepared statement's name (empty: DEALLOCATE ALL).
   std::string prepared_name;

@@ -498,6 +498,34 @@ std::optional<size_t> drawn_column(const MirrorOp& op, const std::string& name) 
   return column;
 }
 
+// Whether INSERT image `op` run again on the secondary gives its rows the keys the images
+// hold: each key column a constant or a parameter the client gave, or, for one row under a
+// single key a sequence fills, drawn there (a row under another id is dropped after it,
+// see drop_own_draw). Else a call or a DEFAULT (gen_random_uuid(), an id generator) may give
+// the secondary's row a key of its own, which the images would leave beside theirs.
+bool keys_repeat(const protocol::TableShape& shape, const MirrorOp& op) {
+  const protocol::Statement& insert = op.statement;
+  for (const std::string& key : shape.key_columns) {
+    auto at = std::find_if(op.fields.begin(), op.fields.end(),
+                           [&](const auto& f) { return f.name == key; });
+    if (at == op.fields.end()) return false;
+    auto column = static_cast<size_t>(at - op.fields.begin());
+    if (drawn_column(op, key)) {
+      bool drawn_once = op.rows.size() == 1 && shape.key_columns.size() == 1 &&
+                        std::ranges::any_of(shape.sequences, [&](const auto& serial) {
+                          return serial.first == key;
+                        });
+      if (!drawn_once) return false;
+    } else if (insert.computes_every_column ||
+               std::ranges::find(insert.computed_columns, key) != insert.computed_columns.end() ||
+               std::ranges::find(insert.computed_positions, column) !=
+                   insert.computed_positions.end()) {
+      return false;
+    }
+  }
+  return true;
+}
+
 // Whether an op may run inside the implicit transaction the extended protocol opens up to
 // the next Sync: plain writes may; COPY, DDL, transaction control and unparsed text (which
 // may hold several statements) need a transaction block of their own.
@@ -854,8 +882,22 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
         std::ranges::any_of(statement.set_columns, [&](const auto& c) { return shape->is_key(c); });
     // Without a key a row cannot be found again, a key change leaves the old key behind, and
     // a function may write other tables: run the statement itself (then, with a key, still
-    // write the exact values; rows it deleted are gone already).
-    bool runs_itself = key_change || op.calls_writing_functions;
+    // write the exact values; rows it deleted are gone already). Not an INSERT that may give
+    // its rows other keys there: what its functions wrote elsewhere is reported instead.
+    bool calls_writing = op.calls_writing_functions;
+    if (calls_writing && !keyless && statement.node == "InsertStmt" && !key_change &&
+        !keys_repeat(*shape, op)) {
+      calls_writing = false;
+      services_.metrics().mirror_failures(MirrorFailure::kNotMirrorable).Increment();
+      static LogLimiter limiter;
+      if (std::string note; limiter.due(note)) {
+        spdlog::warn("session {}: what the functions an INSERT into {} calls wrote elsewhere "
+                     "is not mirrored (run again, it could give its rows other keys); verify "
+                     "those tables: {}{}",
+                     peer_, shape->qualified, op.sql, note);
+      }
+    }
+    bool runs_itself = key_change || calls_writing;
     if ((keyless && statement.image_op == protocol::RowImageOp::kDelete) || (keyless && update) ||
         runs_itself) {
       rewrite_without_triggers();

@@ -2455,6 +2455,30 @@ def test_what_a_function_a_write_calls_writes_elsewhere_reaches_the_secondary(
     assert secondary.sql("SELECT string_agg(n::text, ',') FROM bare") == "10"
 
 
+def test_an_insert_whose_keys_would_differ_run_again_is_written_as_its_images_and_reported(
+        pair, start_proxy, tmp_path):
+    """An INSERT calling a function that writes elsewhere, whose key a DEFAULT other than a
+    sequence (gen_random_uuid()) or a call fills, would give the secondary's row a key of its
+    own if run there, left beside the image's. Such an INSERT is written as its images, and
+    what its function wrote elsewhere is counted and logged as not mirrored."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE tokens (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), n int);"
+                    "CREATE TABLE log (n int);"
+                    "CREATE FUNCTION noted(x int) RETURNS int LANGUAGE plpgsql AS"
+                    " $$BEGIN INSERT INTO log VALUES (x); RETURN x; END$$")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO tokens (n) VALUES (noted(1))")
+        conn.execute("INSERT INTO tokens VALUES (md5(noted(2)::text)::uuid, 2)")  # a key it computes
+        conn.execute("INSERT INTO tokens VALUES (%s, noted(3))", ("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",))
+    assert_identical(primary, secondary, {"tokens": "id"})
+    assert secondary.sql("SELECT string_agg(n::text, ',') FROM log") == "3"  # the key the client gave
+    assert proxy.metric("switchyard_mirror_failures_total", reason="not_mirrorable") == 2
+    assert "is not mirrored (run again, it could give its rows other keys)" in proxy.log()
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+
+
 def test_a_key_the_secondary_drew_itself_for_a_write_calling_a_function_is_not_left_behind(
         pair, start_proxy, tmp_path):
     """Run on the secondary for what its function writes, an INSERT draws its serial id from

@@ -99,6 +99,15 @@ TEST_CASE("an INSERT tells the columns it gives values of its own from those lef
   CHECK_FALSE(query.values_every_column);
   CHECK(only("INSERT INTO t SELECT * FROM u").values_every_column);
 
+  // Computed: run again, the statement may give such a column another value.
+  Statement computed =
+      only("INSERT INTO t (id, a, b, c) VALUES ($1::int, next_id(), 'x'::text, 1), "
+           "(2, 3, DEFAULT, now())");
+  CHECK(computed.computed_columns == std::vector<std::string>{"a", "c"});
+  CHECK(only("INSERT INTO t VALUES (ulid(), 1)").computed_positions == std::vector<size_t>{0});
+  CHECK(query.computed_columns == std::vector<std::string>{"id", "a"});
+  CHECK(only("INSERT INTO t SELECT * FROM u").computes_every_column);
+
   Statement defaults = only("INSERT INTO t DEFAULT VALUES");
   CHECK(defaults.valued_columns.empty());
   CHECK(defaults.valued_positions.empty());
