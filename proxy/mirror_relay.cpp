@@ -2362,7 +2362,12 @@ private:
         s.mirror == MirrorPlan::kRowImage ? MirrorOp::Kind::kImage : MirrorOp::Kind::kStatement;
     op->sql = std::string(text);
     op->ddl = s.kind == StatementKind::kDdl;
-    op->calls_writing_functions = s.mirror == MirrorPlan::kRowImage && calls_writing_functions(s);
+    if (s.mirror == MirrorPlan::kRowImage && !s.writing_calls.empty()) {
+      // Learned anew once the session is idle: a prepared statement is parsed only once,
+      // and what FunctionVolatility knows expires.
+      note_unknown_functions(std::span(&s, 1));
+      op->calls_writing_functions = calls_writing_functions(s);
+    }
     op->statement = s;
     if (own_temporaries == true) op->statement.private_ddl = true; // its link moves its own epoch
     op->primary_said_shared = own_temporaries == false;
