@@ -799,7 +799,8 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
   // An INSERT of one row the secondary ran itself drew its key from the secondary's own
   // sequence, which another session's draw on the primary may have put behind: its row under
   // an id other than the image's is dropped (the image writes the primary's), found by the
-  // id this connection drew last. So is the row an upsert moved to that id.
+  // id this connection drew last (in a subquery, evaluated once: the key's index finds the
+  // row). So is the row an upsert moved to that id.
   auto drop_own_draw = [&](const protocol::TableShape& shape, const MirrorOp& op, size_t index) {
     if (op.rows.size() != 1 || shape.key_columns.size() != 1) return;
     const std::string& key = shape.key_columns.front();
@@ -811,7 +812,8 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     if (!id) return;
     std::string quoted = protocol::quote_identifier(key);
     std::string sql = "DELETE FROM " + shape.qualified + " WHERE " + quoted +
-                      " = pg_catalog.currval(pg_catalog.to_regclass($1)) AND " + quoted + " <> $2";
+                      " = (SELECT pg_catalog.currval(pg_catalog.to_regclass($1))) AND " + quoted +
+                      " <> $2";
     in_extended = true;
     std::string name = prepared_name(sql, {25, 20}, out, new_names);
     protocol::append_bind(
