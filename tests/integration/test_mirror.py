@@ -2366,6 +2366,17 @@ def test_a_journaled_key_change_a_foreign_key_follows_is_reported_not_deleted(pa
     assert secondary.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM parent") == "1,2,3"
 
 
+def start_case(pair, start_proxy, tmp_path, case):
+    """A mirroring proxy for `case`: "sync", "async", or "missed" (sync, the secondary stopped
+    until the test launches it again)."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path)
+                        + ("write_mode: async\n" if case == "async" else ""))
+    if case == "missed":
+        secondary.stop()
+    return proxy
+
+
 @pytest.mark.parametrize("case", ["sync", "async", "missed"])
 def test_an_upsert_that_moves_a_key_moves_it_on_the_secondary_too(pair, start_proxy, tmp_path, case):
     """INSERT ... ON CONFLICT DO UPDATE SET may assign the key of the row it found. Its row
@@ -2377,10 +2388,7 @@ def test_an_upsert_that_moves_a_key_moves_it_on_the_secondary_too(pair, start_pr
     for cluster in pair:
         cluster.sql("CREATE TABLE account (id int PRIMARY KEY, email text UNIQUE, n int, seen timestamptz);"
                     "INSERT INTO account SELECT i, 'user' || i, 0, '2026-01-01' FROM generate_series(1, 10) i")
-    config = mirror_config(primary, secondary, tmp_path)
-    proxy = start_proxy(config + ("write_mode: async\n" if case == "async" else ""))
-    if case == "missed":
-        secondary.stop()
+    proxy = start_case(pair, start_proxy, tmp_path, case)
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
         # Found by another unique column, given a new key.
         conn.execute("INSERT INTO account VALUES (101, 'user1', 1, now()) ON CONFLICT (email)"
@@ -2424,10 +2432,7 @@ def test_what_a_function_a_write_calls_writes_elsewhere_reaches_the_secondary(
                     "CREATE FUNCTION noted(x int) RETURNS int LANGUAGE plpgsql AS"
                     " $$BEGIN INSERT INTO log VALUES (x); RETURN x * 2; END$$;"
                     "CREATE FUNCTION twice(x int) RETURNS int STABLE LANGUAGE sql AS 'SELECT x * 2'")
-    config = mirror_config(primary, secondary, tmp_path)
-    proxy = start_proxy(config + ("write_mode: async\n" if case == "async" else ""))
-    if case == "missed":
-        secondary.stop()
+    proxy = start_case(pair, start_proxy, tmp_path, case)
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
         conn.execute("SELECT twice(1)")  # switchyard asks the primary what twice() is
         conn.execute("INSERT INTO t (id, v) VALUES (1, noted(1))")
