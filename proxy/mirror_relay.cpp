@@ -257,6 +257,7 @@ size_t character_count(std::string_view text) {
 }
 
 constexpr std::string_view kWrapBegin = "BEGIN;";
+constexpr std::string_view kQuestionName = "switchyard_question"; // ask_primary's statement
 
 } // namespace
 
@@ -672,7 +673,7 @@ private:
                                                                    Expect expect, bool wrap) {
     const protocol::CopyFrom& copy = *s.copy_from;
     std::string table = s.target.qualified();
-    if (auto c = co_await run_captured(protocol::column_defaults_sql(table))) co_return c;
+    if (auto c = co_await ask_primary(protocol::column_defaults_sql(table))) co_return c;
     if (!captured_.error.empty()) co_return co_await fail_captured(wrap);
     std::optional<CopyFill> fill = copy_fill(copy);
     std::vector<std::pair<size_t, std::string>> key =
@@ -796,7 +797,7 @@ private:
     co_return co_await flush_primary();
   }
 
-  //! The columns a COPY leaves to a default, from the catalog rows run_captured read.
+  //! The columns a COPY leaves to a default, from the catalog rows ask_primary read.
   struct CopyFill {
     std::vector<std::string> columns;     // the client's, then those switchyard fills
     size_t given = 0;                     // how many of them the client's data has
@@ -904,14 +905,44 @@ private:
   }
 
   // Runs switchyard's own query on the primary, in the session, and reads its answer into
-  // captured_; the client sees nothing of it.
+  // captured_; the client sees nothing of it. A simple Query, which may hold several
+  // statements: only for the client's own Query, which dropped its unnamed statement already.
   asio::awaitable<std::optional<Closing>> run_captured(std::string_view sql) {
+    Expect expect = captured_answer();
+    append_client_query(sql, expect);
+    co_return co_await await_captured(std::move(expect));
+  }
+
+  // One statement of switchyard's own, answered as run_captured's, through a named statement
+  // and portal: a simple Query between the client's messages would drop its unnamed
+  // statement, which it may execute again (libpq's PQprepare with an empty name).
+  asio::awaitable<std::optional<Closing>> ask_primary(std::string_view sql) {
+    if (deferred_begin_) send_hidden_begin();
+    Expect expect = captured_answer();
+    auto close = [this] {
+      protocol::append_close(to_primary_, 'P', kQuestionName); // else kept till COMMIT
+      protocol::append_close(to_primary_, 'S', kQuestionName);
+    };
+    close(); // what a question that failed after its Parse left: it skipped the Closes
+    std::string name(kQuestionName);
+    protocol::append_parse(to_primary_, protocol::ParseMessage{name, std::string(sql), {}});
+    protocol::append_bind(to_primary_, protocol::BindMessage{name, name, {}, {}, {}});
+    protocol::append_execute(to_primary_, name, 0);
+    close();
+    protocol::append_sync(to_primary_);
+    co_return co_await await_captured(std::move(expect));
+  }
+
+  Expect captured_answer() {
     captured_ = Captured{};
     Expect expect{ExpectKind::kQuery};
     expect.internal = true;
     expect.capture = true;
     expect.hold_ready = true; // its status lands in held_status_
-    append_client_query(sql, expect);
+    return expect;
+  }
+
+  asio::awaitable<std::optional<Closing>> await_captured(Expect expect) {
     expects_.push_back(std::move(expect));
     auto closing = co_await drain();
     holding_ = false; // nothing of the client's waits for that ReadyForQuery
@@ -1748,7 +1779,7 @@ private:
     functions_to_learn_.clear();
     uint64_t epoch = services_.schema_epoch().load(std::memory_order_relaxed);
     auto asked = Clock::now();
-    if (auto c = co_await run_captured(FunctionVolatility::lookup_sql(names))) co_return c;
+    if (auto c = co_await ask_primary(FunctionVolatility::lookup_sql(names))) co_return c;
     if (!captured_.error.empty()) {
       spdlog::debug("session {}: cannot read the primary's functions: {}", peer_,
                     describe_error(captured_.error));
@@ -1921,7 +1952,7 @@ private:
     CatalogRows primary;
     if (std::string primary_sql = OidTranslation::primary_objects_sql(secondary);
         !primary_sql.empty()) {
-      if (auto closing = co_await run_captured(primary_sql)) co_return closing;
+      if (auto closing = co_await ask_primary(primary_sql)) co_return closing;
       if (!captured_.error.empty()) {
         spdlog::debug("session {}: cannot read the primary's catalog: {}", peer_,
                       describe_error(captured_.error));
@@ -2262,7 +2293,7 @@ private:
       names += quote_literal(relation.qualified());
     }
     // A name that finds nothing (to_regclass gives NULL) is not a temporary relation.
-    if (auto c = co_await run_captured(
+    if (auto c = co_await ask_primary(
             "SELECT pg_catalog.bool_and(coalesce(c.relpersistence = 't', false)) FROM "
             "pg_catalog.unnest(ARRAY[" +
             names +
@@ -2828,7 +2859,7 @@ private:
   bool transaction_failed_ = false; // an error since the transaction began: it rolls back
   char held_status_ = 'I';
   bool copy_in_started_ = false; // the primary sent CopyInResponse
-  //! What run_captured read: the rows, COPY data and error of switchyard's own query.
+  //! What switchyard's own query read (run_captured, ask_primary): rows, COPY data, error.
   struct Captured {
     std::vector<std::vector<protocol::Value>> rows;
     std::string copy_out;

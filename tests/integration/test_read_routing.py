@@ -189,6 +189,33 @@ def test_reads_calling_the_databases_own_stable_functions_are_routed(pair, start
             conn.execute("DROP TABLE visits")
 
 
+def test_asking_the_catalog_about_functions_keeps_the_clients_unnamed_statement(
+        pair, start_proxy, tmp_path):
+    """libpq's PQprepare with an empty name of a read calling a function of the database's
+    own, then PQexecPrepared of it again and again: switchyard asks the primary's catalog
+    about the function before the next message, and a simple Query would drop the client's
+    unnamed statement (every execution failing with 26000)."""
+    primary, secondary = pair
+    proxy = start_proxy(routing_config(primary, secondary, tmp_path, 100))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        pgconn = conn.pgconn
+        conn.execute("CREATE FUNCTION side_mark(t text) RETURNS text STABLE LANGUAGE sql "
+                     "AS $$ SELECT 'mark ' || t $$")
+        try:
+            prepared = pgconn.prepare(b"", b"SELECT side_mark(side) || $1 FROM whoami")
+            assert prepared.status == psycopg.pq.ExecStatus.COMMAND_OK, prepared.error_message
+            answers = []
+            for suffix in (b"!", b"?", b"."):
+                result = pgconn.exec_prepared(b"", [suffix])
+                assert result.status == psycopg.pq.ExecStatus.TUPLES_OK, result.error_message
+                answers.append(result.get_value(0, 0).decode())
+            # Prepared before the function was known: the primary's; learned since: routed.
+            assert answers[0] in ("mark primary!", "mark secondary!"), answers
+            assert answers[1:] == ["mark secondary?", "mark secondary."], answers
+        finally:
+            conn.execute("DROP FUNCTION side_mark(text)")
+
+
 def test_a_temporary_table_leaves_what_sessions_learned_of_functions(pair, start_proxy, tmp_path):
     """DDL through switchyard has every session ask the catalog about functions again, and
     an extended-protocol read calling one not known then is routed only from its second run.
