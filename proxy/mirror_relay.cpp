@@ -1730,14 +1730,15 @@ private:
 
   // ---- functions the primary's catalog says cannot write ------------------------------
 
-  // Notes the functions SELECTs among `statements` call that are off the built-in list and
-  // not known to FunctionVolatility yet; true if there are any to learn.
+  // Notes the functions SELECTs and row-image writes among `statements` call that are off
+  // the built-in list and not known to FunctionVolatility yet; true if there are any to learn.
   bool note_unknown_functions(std::span<const protocol::Statement> statements) {
     if (primary_dialect() != protocol::Dialect::kPostgres) return false;
     uint64_t epoch = services_.schema_epoch().load(std::memory_order_relaxed);
     auto now = Clock::now();
     for (const protocol::Statement& s : statements) {
-      if (s.node != "SelectStmt" || s.locking || s.nested_write) continue;
+      bool plain_select = s.node == "SelectStmt" && !s.locking && !s.nested_write;
+      if (!plain_select && s.mirror != MirrorPlan::kRowImage) continue;
       for (const std::string& name : s.unlisted_functions) {
         if (functions_to_learn_.size() < kFunctionsToLearn &&
             !functions_->read_only(name, epoch, now) &&
@@ -1752,9 +1753,8 @@ private:
 
   // Whether a row-image write calls a function that may write tables its image does not
   // carry: one of PostgreSQL's own that may, or one the primary's catalog has not said is
-  // STABLE or IMMUTABLE (those cannot write; learned from the session's SELECTs only, as the
-  // question, a simple Query, would drop an unnamed statement a client may execute again).
-  // Only a PostgreSQL secondary can run the function; a SQLite primary has none that write.
+  // STABLE or IMMUTABLE (those cannot write). Only a PostgreSQL secondary can run the
+  // function; a SQLite primary has none that write.
   bool calls_writing_functions(const protocol::Statement& s) const {
     if (primary_dialect() != protocol::Dialect::kPostgres ||
         dialect_of(*runtime_->config->secondary) != protocol::Dialect::kPostgres) {
@@ -2393,7 +2393,12 @@ private:
         s.mirror == MirrorPlan::kRowImage ? MirrorOp::Kind::kImage : MirrorOp::Kind::kStatement;
     op->sql = std::string(text);
     op->ddl = s.kind == StatementKind::kDdl;
-    op->calls_writing_functions = s.mirror == MirrorPlan::kRowImage && calls_writing_functions(s);
+    if (s.mirror == MirrorPlan::kRowImage && !s.writing_calls.empty()) {
+      // Learned anew once the session is idle: a prepared statement is parsed only once,
+      // and what FunctionVolatility knows expires.
+      note_unknown_functions(std::span(&s, 1));
+      op->calls_writing_functions = calls_writing_functions(s);
+    }
     op->statement = s;
     if (own_temporaries == true) op->statement.private_ddl = true; // its link moves its own epoch
     op->primary_said_shared = own_temporaries == false;

@@ -2484,6 +2484,30 @@ def test_an_insert_whose_keys_would_differ_run_again_is_written_as_its_images_an
     assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
 
 
+def test_a_prepared_write_learns_that_the_function_it_calls_cannot_write(pair, start_proxy, tmp_path):
+    """A write calling a function not known to be STABLE counts as calling one that may
+    write elsewhere: with a key it computes, it would be written as its images and reported
+    not mirrored. The session asks the primary's catalog, as for reads, once the client's
+    Parse is answered: every execution is mirrored plainly, and the client's unnamed
+    statement, executed again and again, outlives the question."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE doubled (id int PRIMARY KEY, n int);"
+                    "CREATE FUNCTION twice(x int) RETURNS int STABLE LANGUAGE sql AS 'SELECT x * 2'")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        pgconn = conn.pgconn
+        prepared = pgconn.prepare(b"", b"INSERT INTO doubled VALUES (twice($1::int), $1::int)")
+        assert prepared.status == psycopg.pq.ExecStatus.COMMAND_OK, prepared.error_message
+        for n in (b"1", b"2", b"3"):
+            result = pgconn.exec_prepared(b"", [n])
+            assert result.status == psycopg.pq.ExecStatus.COMMAND_OK, result.error_message
+    assert primary.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM doubled") == "2,4,6"
+    assert_identical(primary, secondary, {"doubled": "id"})
+    assert proxy.metric("switchyard_mirror_failures_total", reason="not_mirrorable") == 0
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+
+
 def test_a_key_the_secondary_drew_itself_for_a_write_calling_a_function_is_not_left_behind(
         pair, start_proxy, tmp_path):
     """Run on the secondary for what its function writes, an INSERT draws its serial id from
