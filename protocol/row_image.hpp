@@ -67,6 +67,9 @@ struct TableShape {
   Dialect dialect = Dialect::kPostgres; //!< of the database the shape was read from
   //! Columns drawing from a sequence (kColumnSequenceSql), each with its sequence.
   std::vector<std::pair<std::string, std::string>> sequences{};
+  //! Columns whose DEFAULT calls a VOLATILE function of the database's own (not of an
+  //! extension): it may write other tables (a counter), which an image does not carry.
+  std::vector<std::string> writing_defaults{};
   //! Enabled BEFORE ROW triggers on INSERT or UPDATE, which may change the values an image
   //! writes (a timestamp, a normalised value) as they changed the primary's.
   bool rewriting_triggers = false;

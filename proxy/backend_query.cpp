@@ -158,6 +158,18 @@ std::vector<std::string> name_parts(std::string_view name) {
   return parts;
 }
 
+// Whether the DEFAULT of pg_attribute row `a` calls a VOLATILE function of the database's
+// own: PostgreSQL's functions are pinned (no pg_depend rows), an extension's are taken for
+// value generators (uuid_generate_v4()).
+constexpr std::string_view kWritingDefaultSql =
+    "EXISTS (SELECT FROM pg_catalog.pg_attrdef ad JOIN pg_catalog.pg_depend d "
+    "ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid "
+    "AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass "
+    "JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid AND p.provolatile = 'v' "
+    "WHERE ad.adrelid = a.attrelid AND ad.adnum = a.attnum AND NOT EXISTS (SELECT FROM "
+    "pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass "
+    "AND e.objid = p.oid AND e.deptype = 'e'))";
+
 // A SQLite table's shape from its table_xinfo pragma. PostgreSQL's schemas map onto SQLite's:
 // public is main, pg_temp is temp.
 asio::awaitable<Result<protocol::TableShape>>
@@ -207,7 +219,8 @@ asio::awaitable<Result<protocol::TableShape>> query_table_shape(Stream& stream,
       "AND NOT t.tgisinternal AND t.tgenabled = 'O' AND t.tgtype & 3 = 3 AND t.tgtype & 20 <> 0), "
       "pg_catalog.has_parameter_privilege('session_replication_role', 'SET'), "
       "EXISTS (SELECT FROM pg_catalog.pg_inherits h JOIN pg_catalog.pg_class c "
-      "ON c.oid = h.inhparent AND c.relkind = 'r' WHERE h.inhparent = a.attrelid)"
+      "ON c.oid = h.inhparent AND c.relkind = 'r' WHERE h.inhparent = a.attrelid), " +
+      std::string(kWritingDefaultSql) +
       " FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
       "WHERE a.attrelid = " +
       quote_literal(name) + "::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
@@ -216,13 +229,14 @@ asio::awaitable<Result<protocol::TableShape>> query_table_shape(Stream& stream,
   protocol::TableShape shape;
   shape.qualified = name;
   for (const auto& row : rows->rows) {
-    if (row.size() != 7 || !row[0]) continue;
+    if (row.size() != 8 || !row[0]) continue;
     if (row[1] == "t") shape.generated.push_back(*row[0]);
     if (row[2] == "t") shape.key_columns.push_back(*row[0]);
     if (row[3]) shape.sequences.emplace_back(*row[0], *row[3]);
     shape.rewriting_triggers = row[4] == "t";
     shape.may_disable_triggers = row[5] == "t";
     shape.inheriting_children = row[6] == "t";
+    if (row[7] == "t") shape.writing_defaults.push_back(*row[0]);
   }
   co_return shape;
 }

@@ -651,6 +651,17 @@ std::string SecondaryLink::prepared_name(const std::string& sql, const std::vect
   return name;
 }
 
+bool SecondaryLink::calls_writing_functions(const protocol::TableShape* shape,
+                                            const MirrorOp& op) const {
+  if (op.calls_writing_functions) return true;
+  return shape != nullptr && op.kind == MirrorOp::Kind::kImage &&
+         op.statement.node == "InsertStmt" &&
+         dialect_of(runtime_->config->primary) == protocol::Dialect::kPostgres &&
+         std::ranges::any_of(shape->writing_defaults, [&](const std::string& column) {
+           return drawn_column(op, column).has_value();
+         });
+}
+
 void SecondaryLink::note_sequence_values(const protocol::TableShape& shape, const MirrorOp& op) {
   for (const auto& serial : shape.sequences) {
     auto column = drawn_column(op, serial.first);
@@ -886,7 +897,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     // a function may write other tables: run the statement itself (then, with a key, still
     // write the exact values; rows it deleted are gone already). Not an INSERT that may give
     // its rows other keys there: what its functions wrote elsewhere is reported instead.
-    bool calls_writing = op.calls_writing_functions;
+    bool calls_writing = calls_writing_functions(&*shape, op);
     if (calls_writing && !keyless && statement.node == "InsertStmt" && !key_change &&
         !keys_repeat(*shape, op)) {
       calls_writing = false;
@@ -1341,23 +1352,26 @@ void SecondaryLink::enqueue(Batch batch) {
   }
 }
 
+const protocol::TableShape*
+SecondaryLink::known_shape(const MirrorOp& op, std::optional<protocol::TableShape>& shared) const {
+  std::string own_key = shape_key(op);
+  if (auto shape = shapes_.find(own_key); shape != shapes_.end()) return &shape->second;
+  if (std::string key = shared_shape_key(op, own_key); !key.empty()) {
+    shared =
+        services_.shapes().find(key, services_.schema_epoch().load(), ShapeRegistry::Clock::now());
+    if (shared) return &*shared;
+  }
+  return nullptr;
+}
+
 bool SecondaryLink::row_keys(const std::vector<MirrorOp>& ops, std::vector<uint64_t>& keys) const {
   for (const MirrorOp& op : ops) {
     if (op.statement.transaction != protocol::TransactionOp::kNone) continue; // savepoints
-    if (op.kind != MirrorOp::Kind::kImage || op.calls_writing_functions) return false;
+    if (op.kind != MirrorOp::Kind::kImage) return false;
     std::string table = shape_name(op.statement.target);
-    // The session's own shape, else one another session learned (copied only then).
-    const protocol::TableShape* known = nullptr;
     std::optional<protocol::TableShape> shared;
-    std::string own_key = shape_key(op);
-    if (auto shape = shapes_.find(own_key); shape != shapes_.end()) {
-      known = &shape->second;
-    } else if (std::string key = shared_shape_key(op, own_key); !key.empty()) {
-      shared = services_.shapes().find(key, services_.schema_epoch().load(),
-                                       ShapeRegistry::Clock::now());
-      if (shared) known = &*shared;
-    }
-    if (known == nullptr) return false; // no session has written to it yet
+    const protocol::TableShape* known = known_shape(op, shared);
+    if (known == nullptr || calls_writing_functions(known, op)) return false;
     const protocol::Statement& statement = op.statement;
     const std::vector<std::string>& key_columns = known->key_columns;
     if (key_columns.empty()) {
@@ -1609,7 +1623,8 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
         entry.assigned.clear();
       }
       // What the functions it called wrote elsewhere no entry names: reported for repair.
-      if (op.calls_writing_functions) {
+      std::optional<protocol::TableShape> shared;
+      if (calls_writing_functions(known_shape(op, shared), op)) {
         backfill::JournalEntry statement = entry_for(op);
         statement.reason = entry.reason;
         statement.error = error;

@@ -323,6 +323,14 @@ private:
   //! where the name may be a permanent table's by now) rather than run where the name finds a
   //! permanent table of the same name.
   void set_aside_lost_temporaries(std::vector<MirrorOp>& ops, bool committed);
+  //! Whether the secondary runs image op `op` itself first, for what functions it calls
+  //! write elsewhere: MirrorOp::calls_writing_functions, or an INSERT leaving a column of
+  //! `shape` (when known) to a DEFAULT calling such a function (TableShape::writing_defaults).
+  bool calls_writing_functions(const protocol::TableShape* shape, const MirrorOp& op) const;
+  //! The shape of `op`'s table as this session learned it, else as another session did
+  //! (copied into `shared`); null when no session has written to it yet.
+  const protocol::TableShape* known_shape(const MirrorOp& op,
+                                          std::optional<protocol::TableShape>& shared) const;
   //! Notes in SequenceMarks the ids INSERT image `op` wrote to the serial and identity
   //! columns of `shape`.
   void note_sequence_values(const protocol::TableShape& shape, const MirrorOp& op);

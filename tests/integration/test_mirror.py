@@ -2366,10 +2366,12 @@ def test_a_journaled_key_change_a_foreign_key_follows_is_reported_not_deleted(pa
     assert secondary.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM parent") == "1,2,3"
 
 
-def start_case(pair, start_proxy, tmp_path, case):
-    """A mirroring proxy for `case`: "sync", "async", or "missed" (sync, the secondary stopped
-    until the test launches it again)."""
+def start_case(pair, start_proxy, tmp_path, case, schema):
+    """`schema` run on both databases, then a mirroring proxy for `case`: "sync", "async", or
+    "missed" (sync, the secondary stopped until the test launches it again)."""
     primary, secondary = pair
+    for cluster in pair:
+        cluster.sql(schema)
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path)
                         + ("write_mode: async\n" if case == "async" else ""))
     if case == "missed":
@@ -2385,10 +2387,9 @@ def test_an_upsert_that_moves_a_key_moves_it_on_the_secondary_too(pair, start_pr
     (then the replay failed the same way). Missed by the secondary, the journal entry now
     says which columns the upsert assigned, and the replay removes the old keys."""
     primary, secondary = pair
-    for cluster in pair:
-        cluster.sql("CREATE TABLE account (id int PRIMARY KEY, email text UNIQUE, n int, seen timestamptz);"
-                    "INSERT INTO account SELECT i, 'user' || i, 0, '2026-01-01' FROM generate_series(1, 10) i")
-    proxy = start_case(pair, start_proxy, tmp_path, case)
+    proxy = start_case(pair, start_proxy, tmp_path, case,
+                       "CREATE TABLE account (id int PRIMARY KEY, email text UNIQUE, n int, seen timestamptz);"
+                       "INSERT INTO account SELECT i, 'user' || i, 0, '2026-01-01' FROM generate_series(1, 10) i")
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
         # Found by another unique column, given a new key.
         conn.execute("INSERT INTO account VALUES (101, 'user1', 1, now()) ON CONFLICT (email)"
@@ -2425,14 +2426,13 @@ def test_what_a_function_a_write_calls_writes_elsewhere_reaches_the_secondary(
     the images over its rows; a STABLE function, which cannot write, does not need it.
     Missed, the rows replay and the statement is reported for repair."""
     primary, secondary = pair
-    for cluster in pair:
-        cluster.sql("CREATE TABLE t (id int PRIMARY KEY, v int, r float8 DEFAULT random());"
-                    "CREATE TABLE bare (n int, r float8 DEFAULT random()); CREATE TABLE log (n int);"
-                    "INSERT INTO t VALUES (2, 0, 0.5), (3, 0, 0.5);"
-                    "CREATE FUNCTION noted(x int) RETURNS int LANGUAGE plpgsql AS"
-                    " $$BEGIN INSERT INTO log VALUES (x); RETURN x * 2; END$$;"
-                    "CREATE FUNCTION twice(x int) RETURNS int STABLE LANGUAGE sql AS 'SELECT x * 2'")
-    proxy = start_case(pair, start_proxy, tmp_path, case)
+    proxy = start_case(pair, start_proxy, tmp_path, case,
+                       "CREATE TABLE t (id int PRIMARY KEY, v int, r float8 DEFAULT random());"
+                       "CREATE TABLE bare (n int, r float8 DEFAULT random()); CREATE TABLE log (n int);"
+                       "INSERT INTO t VALUES (2, 0, 0.5), (3, 0, 0.5);"
+                       "CREATE FUNCTION noted(x int) RETURNS int LANGUAGE plpgsql AS"
+                       " $$BEGIN INSERT INTO log VALUES (x); RETURN x * 2; END$$;"
+                       "CREATE FUNCTION twice(x int) RETURNS int STABLE LANGUAGE sql AS 'SELECT x * 2'")
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
         conn.execute("SELECT twice(1)")  # switchyard asks the primary what twice() is
         conn.execute("INSERT INTO t (id, v) VALUES (1, noted(1))")
@@ -2481,6 +2481,41 @@ def test_an_insert_whose_keys_would_differ_run_again_is_written_as_its_images_an
     assert secondary.sql("SELECT string_agg(n::text, ',') FROM log") == "3"  # the key the client gave
     assert proxy.metric("switchyard_mirror_failures_total", reason="not_mirrorable") == 2
     assert "is not mirrored (run again, it could give its rows other keys)" in proxy.log()
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+
+
+@pytest.mark.parametrize("case", ["sync", "async"])
+def test_what_a_column_default_calling_a_function_writes_elsewhere_reaches_the_secondary(
+        pair, start_proxy, tmp_path, case):
+    """An INSERT leaving a column to a DEFAULT that calls a function of the database's own
+    (a ticket counter) wrote only the image's values on the secondary: the counter stayed
+    behind there, silently. The secondary's table shape says which defaults call a volatile
+    function of the database's own; such an INSERT runs there too, then its images — or,
+    where run again it could key its row otherwise, is written as its images and reported."""
+    primary, secondary = pair
+    proxy = start_case(pair, start_proxy, tmp_path, case,
+                       "CREATE TABLE counters (name text PRIMARY KEY, n int); INSERT INTO counters VALUES ('t', 0);"
+                       "CREATE FUNCTION next_ticket() RETURNS int LANGUAGE sql AS"
+                       " $$UPDATE counters SET n = n + 1 WHERE name = 't' RETURNING n$$;"
+                       "CREATE TABLE tickets (id serial PRIMARY KEY, no int DEFAULT next_ticket(),"
+                       " made timestamptz DEFAULT clock_timestamp(), note text);"
+                       "CREATE TABLE codes (code int PRIMARY KEY DEFAULT next_ticket(), note text)")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO tickets (note) VALUES ('a')")
+        conn.execute("INSERT INTO tickets (note) VALUES (%s)", ("b",))
+        conn.execute("INSERT INTO tickets (no, note) VALUES (100, 'given')")  # no call
+        with conn.transaction():
+            conn.execute("INSERT INTO tickets (id, note) VALUES (50, 'c')")
+    if case == "async":
+        assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert primary.sql("SELECT string_agg(no::text, ',' ORDER BY id) FROM tickets") == "1,2,100,3"
+    assert_identical(primary, secondary, {"tickets": "id", "counters": "name"})
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO codes (note) VALUES ('x')")  # its key from the counter
+    if case == "async":
+        assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert_identical(primary, secondary, {"tickets": "id", "codes": "code"})
+    assert proxy.metric("switchyard_mirror_failures_total", reason="not_mirrorable") == 1
     assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
 
 
