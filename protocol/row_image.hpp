@@ -67,9 +67,13 @@ struct TableShape {
   Dialect dialect = Dialect::kPostgres; //!< of the database the shape was read from
   //! Columns drawing from a sequence (kColumnSequenceSql), each with its sequence.
   std::vector<std::pair<std::string, std::string>> sequences{};
-  //! Columns whose DEFAULT calls a VOLATILE function of the database's own (not of an
-  //! extension): it may write other tables (a counter), which an image does not carry.
-  std::vector<std::string> writing_defaults{};
+  //! A column whose DEFAULT calls VOLATILE functions of the database's own (not of an
+  //! extension), which may write other tables (a counter) an image does not carry.
+  struct WritingDefault {
+    std::string column;
+    std::vector<std::string> functions; //!< by name, schema aside, as the classifier names calls
+  };
+  std::vector<WritingDefault> writing_defaults{};
   //! Enabled BEFORE ROW triggers on INSERT or UPDATE, which may change the values an image
   //! writes (a timestamp, a normalised value) as they changed the primary's.
   bool rewriting_triggers = false;

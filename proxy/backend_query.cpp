@@ -1,5 +1,7 @@
 #include "proxy/backend_query.hpp"
 
+#include <boost/json.hpp>
+
 #include <algorithm>
 #include <cctype>
 
@@ -158,17 +160,31 @@ std::vector<std::string> name_parts(std::string_view name) {
   return parts;
 }
 
-// Whether the DEFAULT of pg_attribute row `a` calls a VOLATILE function of the database's
-// own: PostgreSQL's functions are pinned (no pg_depend rows), an extension's are taken for
-// value generators (uuid_generate_v4()).
+// The names of the VOLATILE functions of the database's own the DEFAULT of pg_attribute row
+// `a` calls, as a JSON array (NULL for none): PostgreSQL's functions are pinned (no
+// pg_depend rows), an extension's are taken for value generators (uuid_generate_v4()).
 constexpr std::string_view kWritingDefaultSql =
-    "EXISTS (SELECT FROM pg_catalog.pg_attrdef ad JOIN pg_catalog.pg_depend d "
+    "(SELECT pg_catalog.json_agg(DISTINCT p.proname) "
+    "FROM pg_catalog.pg_attrdef ad JOIN pg_catalog.pg_depend d "
     "ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid "
     "AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass "
     "JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid AND p.provolatile = 'v' "
     "WHERE ad.adrelid = a.attrelid AND ad.adnum = a.attnum AND NOT EXISTS (SELECT FROM "
     "pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass "
     "AND e.objid = p.oid AND e.deptype = 'e'))";
+
+// The function names kWritingDefaultSql listed; one that is not such a list names a
+// function still, so the column is not taken for one that cannot write.
+std::vector<std::string> default_functions(std::string_view json) {
+  boost::system::error_code error;
+  boost::json::value parsed = boost::json::parse(json, error);
+  if (error || !parsed.is_array()) return {std::string(json)};
+  std::vector<std::string> functions;
+  for (const boost::json::value& name : parsed.get_array()) {
+    if (const boost::json::string* text = name.if_string()) functions.emplace_back(*text);
+  }
+  return functions;
+}
 
 // A SQLite table's shape from its table_xinfo pragma. PostgreSQL's schemas map onto SQLite's:
 // public is main, pg_temp is temp.
@@ -236,7 +252,7 @@ asio::awaitable<Result<protocol::TableShape>> query_table_shape(Stream& stream,
     shape.rewriting_triggers = row[4] == "t";
     shape.may_disable_triggers = row[5] == "t";
     shape.inheriting_children = row[6] == "t";
-    if (row[7] == "t") shape.writing_defaults.push_back(*row[0]);
+    if (row[7]) shape.writing_defaults.push_back({*row[0], default_functions(*row[7])});
   }
   co_return shape;
 }

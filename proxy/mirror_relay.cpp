@@ -1753,15 +1753,19 @@ private:
 
   // Whether a row-image write calls a function that may write tables its image does not
   // carry: one of PostgreSQL's own that may, or one the primary's catalog has not said is
-  // STABLE or IMMUTABLE (those cannot write). Only a PostgreSQL secondary can run the
-  // function; a SQLite primary has none that write.
+  // STABLE or IMMUTABLE (those cannot write) nor the configuration lists as safe
+  // (read_routing.safe_functions). Only a PostgreSQL secondary can run the function; a
+  // SQLite primary has none that write.
   bool calls_writing_functions(const protocol::Statement& s) const {
     if (primary_dialect() != protocol::Dialect::kPostgres ||
         dialect_of(*runtime_->config->secondary) != protocol::Dialect::kPostgres) {
       return false;
     }
-    return std::ranges::any_of(s.writing_calls,
-                               [&](const std::string& name) { return !known_read_only_(name); });
+    auto policy = services_.read_policy();
+    return std::ranges::any_of(s.writing_calls, [&](const std::string& name) {
+      return !known_read_only_(name) &&
+             std::ranges::find(policy->safe_functions, name) == policy->safe_functions.end();
+    });
   }
 
   // Whether the session is idle outside a transaction with nothing in flight: a query of

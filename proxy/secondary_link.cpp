@@ -654,12 +654,19 @@ std::string SecondaryLink::prepared_name(const std::string& sql, const std::vect
 bool SecondaryLink::calls_writing_functions(const protocol::TableShape* shape,
                                             const MirrorOp& op) const {
   if (op.calls_writing_functions) return true;
-  return shape != nullptr && op.kind == MirrorOp::Kind::kImage &&
-         op.statement.node == "InsertStmt" &&
-         dialect_of(runtime_->config->primary) == protocol::Dialect::kPostgres &&
-         std::ranges::any_of(shape->writing_defaults, [&](const std::string& column) {
-           return drawn_column(op, column).has_value();
-         });
+  if (shape == nullptr || op.kind != MirrorOp::Kind::kImage || op.statement.node != "InsertStmt" ||
+      dialect_of(runtime_->config->primary) != protocol::Dialect::kPostgres) {
+    return false;
+  }
+  // Functions the configuration says cannot write (read_routing.safe_functions).
+  auto policy = services_.read_policy();
+  auto may_write = [&](const std::string& name) {
+    return std::ranges::find(policy->safe_functions, name) == policy->safe_functions.end();
+  };
+  return std::ranges::any_of(shape->writing_defaults, [&](const auto& column_default) {
+    return drawn_column(op, column_default.column).has_value() &&
+           std::ranges::any_of(column_default.functions, may_write);
+  });
 }
 
 void SecondaryLink::note_sequence_values(const protocol::TableShape& shape, const MirrorOp& op) {

@@ -2366,13 +2366,14 @@ def test_a_journaled_key_change_a_foreign_key_follows_is_reported_not_deleted(pa
     assert secondary.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM parent") == "1,2,3"
 
 
-def start_case(pair, start_proxy, tmp_path, case, schema):
+def start_case(pair, start_proxy, tmp_path, case, schema, config=""):
     """`schema` run on both databases, then a mirroring proxy for `case`: "sync", "async", or
-    "missed" (sync, the secondary stopped until the test launches it again)."""
+    "missed" (sync, the secondary stopped until the test launches it again), `config` added
+    to its configuration."""
     primary, secondary = pair
     for cluster in pair:
         cluster.sql(schema)
-    proxy = start_proxy(mirror_config(primary, secondary, tmp_path)
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + config
                         + ("write_mode: async\n" if case == "async" else ""))
     if case == "missed":
         secondary.stop()
@@ -2491,7 +2492,8 @@ def test_what_a_column_default_calling_a_function_writes_elsewhere_reaches_the_s
     (a ticket counter) wrote only the image's values on the secondary: the counter stayed
     behind there, silently. The secondary's table shape says which defaults call a volatile
     function of the database's own; such an INSERT runs there too, then its images — or,
-    where run again it could key its row otherwise, is written as its images and reported."""
+    where run again it could key its row otherwise, is written as its images and reported.
+    A function read_routing.safe_functions lists is one that cannot write."""
     primary, secondary = pair
     proxy = start_case(pair, start_proxy, tmp_path, case,
                        "CREATE TABLE counters (name text PRIMARY KEY, n int); INSERT INTO counters VALUES ('t', 0);"
@@ -2499,7 +2501,10 @@ def test_what_a_column_default_calling_a_function_writes_elsewhere_reaches_the_s
                        " $$UPDATE counters SET n = n + 1 WHERE name = 't' RETURNING n$$;"
                        "CREATE TABLE tickets (id serial PRIMARY KEY, no int DEFAULT next_ticket(),"
                        " made timestamptz DEFAULT clock_timestamp(), note text);"
-                       "CREATE TABLE codes (code int PRIMARY KEY DEFAULT next_ticket(), note text)")
+                       "CREATE TABLE codes (code int PRIMARY KEY DEFAULT next_ticket(), note text);"
+                       "CREATE FUNCTION new_label() RETURNS text LANGUAGE sql AS 'SELECT md5(random()::text)';"
+                       "CREATE TABLE labels (label text PRIMARY KEY DEFAULT new_label(), note text)",
+                       "read_routing:\n  safe_functions: [new_label]\n")
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
         conn.execute("INSERT INTO tickets (note) VALUES ('a')")
         conn.execute("INSERT INTO tickets (note) VALUES (%s)", ("b",))
@@ -2512,9 +2517,11 @@ def test_what_a_column_default_calling_a_function_writes_elsewhere_reaches_the_s
     assert_identical(primary, secondary, {"tickets": "id", "counters": "name"})
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
         conn.execute("INSERT INTO codes (note) VALUES ('x')")  # its key from the counter
+        conn.execute("INSERT INTO labels (note) VALUES ('by default')")
+        conn.execute("INSERT INTO labels VALUES (new_label(), 'called')")
     if case == "async":
         assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
-    assert_identical(primary, secondary, {"tickets": "id", "codes": "code"})
+    assert_identical(primary, secondary, {"tickets": "id", "codes": "code", "labels": "label"})
     assert proxy.metric("switchyard_mirror_failures_total", reason="not_mirrorable") == 1
     assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
 
