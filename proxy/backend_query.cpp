@@ -218,10 +218,9 @@ query_sqlite_table_shape(Stream& stream, MessageReader& reader, const std::strin
 
 } // namespace
 
-asio::awaitable<Result<protocol::TableShape>> query_table_shape(Stream& stream,
-                                                                MessageReader& reader,
-                                                                const std::string& name,
-                                                                protocol::Dialect dialect) {
+asio::awaitable<Result<protocol::TableShape>>
+query_table_shape(Stream& stream, MessageReader& reader, const std::string& name,
+                  protocol::Dialect dialect, ShapeUse use) {
   if (dialect == protocol::Dialect::kSqlite) {
     co_return co_await query_sqlite_table_shape(stream, reader, name);
   }
@@ -236,7 +235,7 @@ asio::awaitable<Result<protocol::TableShape>> query_table_shape(Stream& stream,
       "pg_catalog.has_parameter_privilege('session_replication_role', 'SET'), "
       "EXISTS (SELECT FROM pg_catalog.pg_inherits h JOIN pg_catalog.pg_class c "
       "ON c.oid = h.inhparent AND c.relkind = 'r' WHERE h.inhparent = a.attrelid), " +
-      std::string(kWritingDefaultSql) +
+      std::string(use == ShapeUse::kMirror ? kWritingDefaultSql : "NULL") +
       " FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
       "WHERE a.attrelid = " +
       quote_literal(name) + "::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";

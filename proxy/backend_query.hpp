@@ -58,13 +58,18 @@ inline constexpr std::string_view kTriggersBackSql =
     "SELECT pg_catalog.set_config('session_replication_role', "
     "pg_catalog.current_setting('switchyard.replication_role'), true)";
 
+//! What a shape is read for: writing the replayer's rows needs less than mirroring a
+//! session's writes, and reads it per group of rows (TableShape::writing_defaults, which
+//! only mirroring needs, triples the query's planning time).
+enum class ShapeUse { kReplay, kMirror };
+
 //! The shape of table `name` (quoted, possibly qualified) as the backend's catalog has it
 //! (pg_attribute, or SQLite's table_xinfo pragma): its primary key, generated columns,
-//! sequences, and whether BEFORE triggers may rewrite the rows written into it.
-asio::awaitable<Result<protocol::TableShape>> query_table_shape(Stream& stream,
-                                                                MessageReader& reader,
-                                                                const std::string& name,
-                                                                protocol::Dialect dialect);
+//! sequences, whether BEFORE triggers may rewrite the rows written into it, and for
+//! kMirror the defaults that call functions which may write.
+asio::awaitable<Result<protocol::TableShape>>
+query_table_shape(Stream& stream, MessageReader& reader, const std::string& name,
+                  protocol::Dialect dialect, ShapeUse use = ShapeUse::kReplay);
 
 //! The dialect of the backend `target` names.
 inline protocol::Dialect dialect_of(const config::BackendTarget& target) {

@@ -585,8 +585,9 @@ SecondaryLink::shape_of(const MirrorOp& op, std::span<const MirrorOp> earlier) {
   for (std::string_view sql : pending) {
     if (auto ran = co_await run_query(stream, reader, sql); !ran && !failed) failed = ran.error();
   }
-  auto shape = co_await query_table_shape(stream, reader, shape_name(op.statement.target),
-                                          dialect_of(*runtime_->config->secondary));
+  auto shape =
+      co_await query_table_shape(stream, reader, shape_name(op.statement.target),
+                                 dialect_of(*runtime_->config->secondary), ShapeUse::kMirror);
   if (!pending.empty()) (void)co_await run_query(stream, reader, "ROLLBACK");
   if (failed) {
     co_return Error{"a setting of the session or an earlier DDL failed on the secondary: " +
