@@ -9,4 +9,4 @@ cd "$(dirname "$0")/.."
 LINT_BUILD_DIR=build-asan ./scripts/lint.sh
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}" ./scripts/fuzz.sh
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-ctest --test-dir build-asan --output-on-failure --timeout 1800
+ctest --test-dir build-asan --output-on-failure --timeout 3000
