@@ -50,6 +50,7 @@ WORKLOADS = [  # (label, pgbench arguments); the custom script has random()/uuid
     ("triggers: a BEFORE trigger stamps each row", ["-f", "{stamped}"]),
     ("bulk: statements of 20-100 rows", ["-f", "{bulk}"]),
     ("functions: an INSERT calling a function that writes another table", ["-f", "{functions}"]),
+    ("defaults: an INSERT leaving a column to a DEFAULT that advances a counter", ["-f", "{defaults}"]),
 ]
 
 # A function of the database's own that writes a table the INSERT calling it does not name
@@ -63,6 +64,19 @@ CREATE OR REPLACE FUNCTION logged(a int, x int) RETURNS int LANGUAGE plpgsql AS 
 FUNCTIONS_SCRIPT = r"""
 \set acct random(1, 1000)
 INSERT INTO orders (account, amount) VALUES (:acct, logged(:acct, :acct * 2));
+"""
+
+# A column DEFAULT calling such a function: a ticket number from a counter row every INSERT
+# advances (all sessions wait on that row, as with any such counter).
+DEFAULTS_SCHEMA = """
+CREATE TABLE counters (name text PRIMARY KEY, n bigint); INSERT INTO counters VALUES ('ticket', 0);
+CREATE OR REPLACE FUNCTION next_ticket() RETURNS bigint LANGUAGE sql AS
+  $$UPDATE counters SET n = n + 1 WHERE name = 'ticket' RETURNING n$$;
+CREATE TABLE tickets (id bigserial PRIMARY KEY, account int, no bigint DEFAULT next_ticket());
+"""
+DEFAULTS_SCRIPT = r"""
+\set acct random(1, 1000)
+INSERT INTO tickets (account) VALUES (:acct);
 """
 
 # A table whose BEFORE trigger stamps every row it writes with clock_timestamp(), as an
@@ -144,10 +158,12 @@ pid_file_name = '{self.dir}/pgpool.pid'
 
 def reset(cluster: PgCluster, scale: int):
     """The same starting data on both sides: pgbench's tables and the custom scripts'."""
-    cluster.sql("DROP TABLE IF EXISTS events, ledger, balances, notes, stamped, orders, order_log")
+    cluster.sql("DROP TABLE IF EXISTS events, ledger, balances, notes, stamped, orders, order_log, tickets, "
+                "counters")
     cluster.sql(SCHEMA)
     cluster.sql(STAMPED_SCHEMA)
     cluster.sql(FUNCTIONS_SCHEMA)
+    cluster.sql(DEFAULTS_SCHEMA)
     pgbench_init(cluster, scale)
 
 
@@ -162,7 +178,8 @@ def settle(proxy, timeout=120):
 
 
 def identical(first: PgCluster, second: PgCluster):
-    differing = [t for t, order in {**TABLES, "stamped": "id", "orders": "id", "order_log": "t::text"}.items()
+    differing = [t for t, order in {**TABLES, "stamped": "id", "orders": "id", "order_log": "t::text",
+                                     "tickets": "id", "counters": "name"}.items()
                  if first.checksum(t, order) != second.checksum(t, order)]
     return "identical" if not differing else "differ: " + ", ".join(differing)
 
@@ -193,6 +210,8 @@ def main():
         bulk.write_text(BULK_SCRIPT)
         functions = workdir / "functions.sql"
         functions.write_text(FUNCTIONS_SCRIPT)
+        defaults = workdir / "defaults.sql"
+        defaults.write_text(DEFAULTS_SCRIPT)
         for cluster in (first, second):
             trust_local(cluster)
         workers = f"workers: {opts.workers}\n"
@@ -229,7 +248,8 @@ def main():
                   or any(w[0].startswith(prefix) for prefix in opts.workloads.split(","))]
         for label, args in chosen:
             args = [a.replace("{custom}", str(custom)).replace("{stamped}", str(stamped))
-                    .replace("{bulk}", str(bulk)).replace("{functions}", str(functions)) for a in args] + (["-R", str(opts.rate)] if opts.rate else [])
+                    .replace("{bulk}", str(bulk)).replace("{functions}", str(functions))
+                    .replace("{defaults}", str(defaults)) for a in args] + (["-R", str(opts.rate)] if opts.rate else [])
             runs = {name: [] for name, _ in targets}
             states = {name: set() for name, _ in targets}
             cpu = {"switchyard": [], "baseline": []}  # sync proxies' own CPU µs per transaction
