@@ -655,7 +655,8 @@ std::string SecondaryLink::prepared_name(const std::string& sql, const std::vect
 bool SecondaryLink::calls_writing_functions(const protocol::TableShape* shape,
                                             const MirrorOp& op) const {
   if (op.calls_writing_functions) return true;
-  if (shape == nullptr || op.kind != MirrorOp::Kind::kImage || op.statement.node != "InsertStmt" ||
+  if (shape == nullptr || shape->writing_defaults.empty() || op.kind != MirrorOp::Kind::kImage ||
+      op.statement.node != "InsertStmt" ||
       dialect_of(runtime_->config->primary) != protocol::Dialect::kPostgres) {
     return false;
   }

@@ -2533,10 +2533,9 @@ def test_a_prepared_write_learns_that_the_function_it_calls_cannot_write(pair, s
     Parse is answered: every execution is mirrored plainly, and the client's unnamed
     statement, executed again and again, outlives the question."""
     primary, secondary = pair
-    for cluster in pair:
-        cluster.sql("CREATE TABLE doubled (id int PRIMARY KEY, n int);"
-                    "CREATE FUNCTION twice(x int) RETURNS int STABLE LANGUAGE sql AS 'SELECT x * 2'")
-    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    proxy = start_case(pair, start_proxy, tmp_path, "sync",
+                       "CREATE TABLE doubled (id int PRIMARY KEY, n int);"
+                       "CREATE FUNCTION twice(x int) RETURNS int STABLE LANGUAGE sql AS 'SELECT x * 2'")
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
         pgconn = conn.pgconn
         prepared = pgconn.prepare(b"", b"INSERT INTO doubled VALUES (twice($1::int), $1::int)")
