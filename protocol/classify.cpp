@@ -798,7 +798,7 @@ void note_valued_columns(const json::object& insert, Statement& out) {
     return member_object(*node, "A_Const") != nullptr ||
            member_object(*node, "ParamRef") != nullptr;
   };
-  std::vector<bool> valued;
+  std::vector<std::vector<bool>> valued; // per column, per row: not DEFAULT
   std::vector<bool> computed;
   for (const json::value& row : rows->get_array()) {
     const json::value* list = row.is_object() ? row.get_object().if_contains("List") : nullptr;
@@ -812,18 +812,26 @@ void note_valued_columns(const json::object& insert, Statement& out) {
     }
     for (size_t i = 0; i < values.size(); ++i) {
       bool defaulted = values[i].is_object() && values[i].get_object().contains("SetToDefault");
-      valued[i] = valued[i] || !defaulted;
+      valued[i].push_back(!defaulted);
       computed[i] = computed[i] || (!defaulted && !given(values[i]));
     }
   }
   for (size_t i = 0; i < valued.size(); ++i) {
-    if (!valued[i]) continue;
-    if (listed.empty()) {
+    if (!listed.empty() && i >= listed.size()) continue;
+    if (std::ranges::none_of(valued[i], std::identity{})) continue;
+    if (std::ranges::find(valued[i], false) != valued[i].end()) {
+      out.partly_valued.push_back(
+          PartlyValued{listed.empty() ? std::string() : listed[i], i, std::move(valued[i])});
+    } else if (listed.empty()) {
       out.valued_positions.push_back(i);
-      if (computed[i]) out.computed_positions.push_back(i);
-    } else if (i < listed.size()) {
+    } else {
       out.valued_columns.push_back(listed[i]);
-      if (computed[i]) out.computed_columns.push_back(listed[i]);
+    }
+    if (!computed[i]) continue;
+    if (listed.empty()) {
+      out.computed_positions.push_back(i);
+    } else {
+      out.computed_columns.push_back(listed[i]);
     }
   }
 }

@@ -64,6 +64,14 @@ struct TargetTable {
   std::string qualified() const;
 };
 
+//! A column of an INSERT … VALUES that some rows give a value of their own and others leave
+//! DEFAULT: by name when the statement lists its columns, else by position in the table.
+struct PartlyValued {
+  std::string column;
+  size_t position = 0;
+  std::vector<bool> given; //!< per row of the VALUES list, in order
+};
+
 struct Classification;
 
 //! One statement of a query string.
@@ -110,13 +118,15 @@ struct Statement {
   //! when the secondary misses it. Empty where they are not all known (CALL, DO, a function
   //! that may write any table).
   std::vector<TargetTable> written_tables;
-  //! INSERT: the columns some row gives a value of its own rather than DEFAULT, so a serial
+  //! INSERT: the columns every row gives a value of its own rather than DEFAULT, so a serial
   //! or identity id there came from the client, not from the sequence. By name when the
   //! statement lists its columns, else by position in the table (`valued_positions`);
   //! `values_every_column` for a query feeding a table without a column list.
   std::vector<std::string> valued_columns;
   std::vector<size_t> valued_positions;
   bool values_every_column = false;
+  //! INSERT … VALUES: the columns some rows give a value and others leave DEFAULT.
+  std::vector<PartlyValued> partly_valued;
   //! INSERT: of those, the columns some row computes a value of (a call, an expression, a
   //! query), not a constant or a parameter: run again, the statement may compute another.
   //! As `valued_columns`; `computes_every_column` for a query without a column list.

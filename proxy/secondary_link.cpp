@@ -465,11 +465,14 @@ constexpr std::string_view kAdvanceSequenceSql =
     "THEN coalesce(pg_catalog.pg_sequence_last_value(s), 0) < $2 ELSE false END";
 
 // The largest value of integer column `column` in the rows of `op` (text, or binary int2,
-// int4 or int8), if it has one.
-std::optional<int64_t> largest_integer(const MirrorOp& op, size_t column) {
+// int4 or int8), if it has one; rows `skipped` marks are left out.
+std::optional<int64_t> largest_integer(const MirrorOp& op, size_t column,
+                                       const std::vector<bool>& skipped = {}) {
   std::optional<int64_t> largest;
   bool binary = op.fields[column].format == 1;
-  for (const auto& row : op.rows) {
+  for (size_t r = 0; r < op.rows.size(); ++r) {
+    const auto& row = op.rows[r];
+    if (r < skipped.size() && skipped[r]) continue;
     if (column >= row.size() || !row[column]) continue;
     auto value =
         binary ? protocol::decode_int_binary(*row[column]) : protocol::parse_int8(*row[column]);
@@ -478,9 +481,9 @@ std::optional<int64_t> largest_integer(const MirrorOp& op, size_t column) {
   return largest;
 }
 
-// Where INSERT image `op` holds the column `name` drawing from a sequence, when the value
-// came from the sequence (not the client, whose own id moved the primary's sequence no more
-// than it may move the secondary's).
+// Where INSERT image `op` holds the column `name` drawing from a sequence, when some row's
+// value came from the sequence (not the client, whose own id moved the primary's sequence no
+// more than it may move the secondary's).
 std::optional<size_t> drawn_column(const MirrorOp& op, const std::string& name) {
   const protocol::Statement& insert = op.statement;
   auto at = std::find_if(op.fields.begin(), op.fields.end(),
@@ -546,6 +549,20 @@ bool names_table(std::string_view sql, std::string_view name) {
     auto after = at + static_cast<std::ptrdiff_t>(name.size());
     if ((at == sql.begin() || !word(at[-1])) && (after == sql.end() || !word(*after))) return true;
   }
+}
+
+// The largest id INSERT image `op` drew from a sequence into `name` (at `column`): of the rows
+// that left the column DEFAULT where others of its VALUES gave one. Such rows are known only
+// when the images match the VALUES list one to one (not so when ON CONFLICT DO NOTHING or a
+// BEFORE trigger dropped some): else none, rather than a client's id the sequence never gave.
+std::optional<int64_t> largest_drawn(const MirrorOp& op, const std::string& name, size_t column) {
+  const auto& partly = op.statement.partly_valued;
+  auto mixed = std::ranges::find_if(partly, [&](const protocol::PartlyValued& p) {
+    return p.column.empty() ? p.position == column : p.column == name;
+  });
+  if (mixed == partly.end()) return largest_integer(op, column);
+  if (mixed->given.size() != op.rows.size()) return std::nullopt;
+  return largest_integer(op, column, mixed->given);
 }
 
 } // namespace
@@ -675,7 +692,7 @@ void SecondaryLink::note_sequence_values(const protocol::TableShape& shape, cons
   for (const auto& serial : shape.sequences) {
     auto column = drawn_column(op, serial.first);
     if (!column) continue;
-    if (auto largest = largest_integer(op, *column)) {
+    if (auto largest = largest_drawn(op, serial.first, *column)) {
       services_.sequence_marks().note(database_key_, serial.second, *largest);
     }
   }

@@ -1302,6 +1302,25 @@ def test_ids_the_client_gave_itself_do_not_move_the_secondarys_sequence(pair, st
     assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
 
 
+def test_ids_some_rows_of_an_insert_left_to_the_sequence_move_the_secondarys_as_far(pair, start_proxy,
+                                                                                  tmp_path):
+    """Rows of one VALUES list may give an id of their own where others leave it DEFAULT:
+    the primary's sequence moved for the latter only, and the secondary's must end where
+    it did — neither behind (its own draws would repeat ids) nor at a client's id."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO events (id, account) VALUES (DEFAULT, 1), (5000, 2), (DEFAULT, 3)")  # 1, 2
+        conn.execute("INSERT INTO events VALUES (6000, 4), (DEFAULT, 5)")  # 3
+        conn.execute("INSERT INTO events (account, id) VALUES (6, %s), (7, DEFAULT)", (7000,))  # 4
+        assert conn.execute(FIXED_EVENT_CTE, (8,)).fetchall() == [(5,)]
+        conn.execute("INSERT INTO ledger (id, account) OVERRIDING SYSTEM VALUE VALUES (DEFAULT, 9), (900, 10)")
+        assert conn.execute("WITH l AS (INSERT INTO ledger (account, noted) VALUES (11, '2026-01-01')"
+                            " RETURNING id) SELECT id FROM l").fetchall() == [(2,)]
+    assert_identical(primary, secondary, {"events": "id", "ledger": "id"})
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+
+
 FIXED_EVENT_CTE = ("WITH e AS (INSERT INTO events (account, amount, token, created) VALUES "
                    "(%s, 0.5, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2026-01-01') RETURNING id) "
                    "SELECT id FROM e")
@@ -2511,9 +2530,10 @@ def test_what_a_column_default_calling_a_function_writes_elsewhere_reaches_the_s
         conn.execute("INSERT INTO tickets (no, note) VALUES (100, 'given')")  # no call
         with conn.transaction():
             conn.execute("INSERT INTO tickets (id, note) VALUES (50, 'c')")
+            conn.execute("INSERT INTO tickets (id, no, note) VALUES (60, DEFAULT, 'd'), (61, 200, 'e')")
     if case == "async":
         assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
-    assert primary.sql("SELECT string_agg(no::text, ',' ORDER BY id) FROM tickets") == "1,2,100,3"
+    assert primary.sql("SELECT string_agg(no::text, ',' ORDER BY id) FROM tickets") == "1,2,100,3,4,200"
     assert_identical(primary, secondary, {"tickets": "id", "counters": "name"})
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
         conn.execute("INSERT INTO codes (note) VALUES ('x')")  # its key from the counter

@@ -83,13 +83,21 @@ TEST_CASE("built-in functions are known by their own name, not by a schema's fun
 
 TEST_CASE("an INSERT tells the columns it gives values of its own from those left DEFAULT") {
   Statement listed = only("INSERT INTO t (id, a, b) VALUES (DEFAULT, 1, DEFAULT), (DEFAULT, 2, 3)");
-  CHECK(listed.valued_columns == std::vector<std::string>{"a", "b"});
+  CHECK(listed.valued_columns == std::vector<std::string>{"a"});
   CHECK(listed.valued_positions.empty());
   CHECK_FALSE(listed.values_every_column);
+  // Given by some rows only: which rows, so that the ids the others drew are told apart.
+  REQUIRE(listed.partly_valued.size() == 1);
+  CHECK(listed.partly_valued[0].column == "b");
+  CHECK(listed.partly_valued[0].given == std::vector<bool>{false, true});
 
-  Statement positional = only("INSERT INTO t VALUES (DEFAULT, 1), (DEFAULT, $1)");
+  Statement positional = only("INSERT INTO t VALUES (DEFAULT, 1), (DEFAULT, $1), (7, 2)");
   CHECK(positional.valued_columns.empty());
   CHECK(positional.valued_positions == std::vector<size_t>{1});
+  REQUIRE(positional.partly_valued.size() == 1);
+  CHECK(positional.partly_valued[0].column.empty());
+  CHECK(positional.partly_valued[0].position == 0);
+  CHECK(positional.partly_valued[0].given == std::vector<bool>{false, false, true});
 
   Statement omitted = only("INSERT INTO t (a) VALUES (1) ON CONFLICT DO NOTHING");
   CHECK(omitted.valued_columns == std::vector<std::string>{"a"});
