@@ -2437,6 +2437,69 @@ def test_an_upsert_that_moves_a_key_moves_it_on_the_secondary_too(pair, start_pr
     assert_identical(primary, secondary, {"account": "id"})
 
 
+KINDS_SCHEMA = (
+    "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); CREATE DOMAIN positive AS int CHECK (VALUE > 0);"
+    "CREATE TABLE kinds (id serial PRIMARY KEY, f8 float8, f4 real, n numeric(30,10), ts timestamptz,"
+    " t timestamp, d date, iv interval, tz timetz, j jsonb, js json, arr int[], texts text[], b bytea,"
+    " m mood, moods mood[], p positive, u uuid DEFAULT gen_random_uuid(), ip inet, mac macaddr,"
+    " bits bit(4), vbits varbit, r int4range, money_v money, pt point, box_v box, x xml, c char(4),"
+    " g int GENERATED ALWAYS AS (p * 2) STORED, made timestamptz DEFAULT clock_timestamp())")
+KINDS_VALUES = (
+    "INSERT INTO kinds (f8, f4, n, ts, t, d, iv, tz, j, js, arr, texts, b, m, moods, p, ip, mac, bits, vbits, r,"
+    " money_v, pt, box_v, x, c) VALUES"
+    " (1.0 / 3, 2.0::real / 3, 1234567.0123456789, '2026-06-01 12:00:00.123456+02', '2026-06-01 23:59:59.999999',"
+    " '2026-02-28', '1 year 2 mons -3 days 04:05:06.7', '12:00+05:30', '{\"k\": [1, 2.50, null], \"é\": \"\\u00e9\"}',"
+    " '{\"z\": 1,  \"z\": 2}', '{{1,2},{3,NULL}}', '{\"a b\",\"c,d\",\"\",NULL,\"q\\\"t\"}', '\\x00ff7f',"
+    " 'happy', '{sad,ok}', 3, '10.1.2.3/8', '08:00:2b:01:02:03', B'1010', B'101', '[1,10)', 12.34, '(1.5,-2.5)',"
+    " '((0,0),(1,1))', '<a b=\"1\">t</a>', 'ab'),"
+    " ('NaN', '-Infinity', 'NaN', 'infinity', '-infinity', '0044-03-15 BC', '-00:00:00.000001', '00:00-12',"
+    " '[]', 'null', '[0:1]={5,6}', '{}', '', 'sad', '{}', 1, '::1', '00:00:00:00:00:00', B'0000', B'', 'empty', -0.5,"
+    " '(0,0)', '((-1,-1),(2,3))', '<x/>', ''),"
+    " ('-0', 1e-38, 1e-20, '1999-01-08 04:05:06.789-08', '1970-01-01', '2000-01-01', '0', '23:59:59.999999+14',"
+    " '1e400', '\"text\"', NULL, NULL, NULL, NULL, NULL, 2, NULL, NULL, NULL, NULL, '(,5]', 0, NULL, NULL, NULL, NULL)")
+
+
+@pytest.mark.parametrize("case", ["sync", "async", "missed"])
+def test_values_of_every_kind_reach_the_secondary_as_the_primary_stored_them(pair, start_proxy, tmp_path, case):
+    """Row images carry the primary's values as text printed under the session's settings (or
+    binary where the client asked for binary): values of every kind, edge values (NaN,
+    infinities, -0, BC dates, empty arrays and ranges, bytea of every byte, TOASTed jsonb) and
+    settings that change how values print (DateStyle, IntervalStyle, bytea_output, TimeZone)
+    reach the secondary as the primary stored them, through psql's simple protocol, psycopg's
+    extended protocol with text and binary parameters, COPY and the journal's replay."""
+    primary, secondary = pair
+    proxy = start_case(pair, start_proxy, tmp_path, case, KINDS_SCHEMA)
+    settings = ("SET DateStyle = 'SQL, DMY'; SET IntervalStyle = 'sql_standard'; SET bytea_output = 'escape';"
+                "SET TimeZone = 'America/New_York'; SET extra_float_digits = 3;")
+    out = subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", proxy.dsn(), "-c", settings + KINDS_VALUES,
+                          "-c", "UPDATE kinds SET f8 = f8 * 7 / 3, iv = iv * 1.5, ts = ts + iv, b = b || '\\x0a'"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("SET TimeZone = 'Australia/Adelaide'; SET IntervalStyle = 'postgres_verbose'")
+        conn.execute(KINDS_VALUES)
+        cursor = conn.cursor()
+        for binary in (False, True):
+            cursor.execute("INSERT INTO kinds (f8, f4, n, ts, iv, j, arr, texts, b, p, d) VALUES"
+                           " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id", (
+                               2 / 3, 0.1, 1 / 7, "2026-12-05 01:02:03.456789+09", "P1DT2H", psycopg.types.json.Jsonb(
+                                   {"big": "é" * 20000}), [1, None], ["x", ""], bytes(range(256)) * 50, 5,
+                               "2026-12-05"), binary=binary)
+            cursor.execute("UPDATE kinds SET f4 = f4 / 3, n = n * %s WHERE id = %s", (1 / 3, cursor.fetchone()[0]),
+                           binary=binary)
+        with cursor.copy("COPY kinds (f8, ts, iv, b, p) FROM STDIN") as copy:
+            copy.write_row((1 / 9, "2026-03-29 02:30:00+10:30", "-1 day", b"\x00\x01", 4))
+    if case == "missed":
+        secondary.launch()
+        assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+        assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
+    else:
+        wait_for(lambda: primary.checksum("kinds", "id") == secondary.checksum("kinds", "id"))
+        assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+    assert primary.sql("SELECT count(*) FROM kinds") == "9"
+    assert_identical(primary, secondary, {"kinds": "id"})
+
+
 @pytest.mark.parametrize("case", ["sync", "async", "missed"])
 def test_what_a_function_a_write_calls_writes_elsewhere_reaches_the_secondary(
         pair, start_proxy, tmp_path, case):
