@@ -521,7 +521,7 @@ private:
       if (hands_over(s.transaction)) {
         link_.reserve();
       } else if (ends_transaction(s.transaction)) {
-        co_await link_.commit();
+        co_await commit_secondary_first();
       }
       auto prepare_image = prepare_with_row_image(text, s);
       std::string send = prepare_image ? *prepare_image
@@ -1005,6 +1005,17 @@ private:
     co_return co_await flush_primary();
   }
 
+  // write_mode sync, a COMMIT (or PREPARE TRANSACTION) of the client's with every answer
+  // before it in: the secondary commits the transaction's writes first — unless a statement
+  // of it failed, when the primary answers ROLLBACK and the writes go nowhere.
+  asio::awaitable<void> commit_secondary_first() {
+    if (transaction_failed_) {
+      link_.discard();
+    } else {
+      co_await link_.commit();
+    }
+  }
+
   // write_mode async: a COMMIT's writes go to the secondary once the primary confirmed it
   // (PREPARE TRANSACTION keeps the sync order: it may still be rolled back).
   bool hands_over(TransactionOp op) const {
@@ -1447,7 +1458,7 @@ private:
       if (hands_over(s->transaction)) {
         link_.reserve();
       } else {
-        co_await link_.commit();
+        co_await commit_secondary_first();
       }
     }
     if (s->transaction == TransactionOp::kBegin) expected_in_transaction_ = true;
@@ -2752,6 +2763,7 @@ private:
     if (tag == "COMMIT" || tag == "PREPARE TRANSACTION" || tag == "ROLLBACK") {
       if (s != nullptr && s->transaction == TransactionOp::kRollbackTo) {
         link_.rollback_to_savepoint(s->savepoint_name);
+        transaction_failed_ = false; // the transaction goes on from the savepoint
         return;
       }
       link_.end_transaction(tag != "ROLLBACK");

@@ -339,6 +339,38 @@ def test_a_failed_pipeline_skips_to_its_sync_as_postgresql_does(pair, start_prox
     assert secondary.sql("SELECT string_agg(account::text, ',' ORDER BY account) FROM balances") == "3,4"
 
 
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_a_commit_of_a_transaction_that_failed_commits_nothing_on_the_secondary(pair, start_proxy, tmp_path,
+                                                                                write_mode):
+    """A COMMIT sent after a statement of the transaction failed answers ROLLBACK: none of
+    the transaction's writes may reach the secondary either — through psql's simple
+    protocol and psycopg's extended one — while writes a ROLLBACK TO SAVEPOINT kept commit."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    script = ("BEGIN;\nINSERT INTO balances (account) VALUES (1);\nSELECT 1 / 0;\nCOMMIT;\n"
+              "BEGIN;\nINSERT INTO balances (account) VALUES (2);\nINSERT INTO balances (account) VALUES (2);\nCOMMIT;\n"
+              "BEGIN;\nINSERT INTO balances (account) VALUES (3);\nSAVEPOINT s;\nINSERT INTO balances (account) VALUES (3);\n"
+              "ROLLBACK TO SAVEPOINT s;\nINSERT INTO balances (account) VALUES (4);\nCOMMIT;\n")
+    out = subprocess.run(["psql", "-X", proxy.dsn()], input=script, capture_output=True, text=True, timeout=60)
+    assert out.stdout.count("ROLLBACK") == 3 and out.stdout.count("COMMIT") == 1, out.stdout + out.stderr
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO balances (account) VALUES (%s)", (5,))
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("INSERT INTO balances (account) VALUES (%s)", (5,))
+        assert conn.execute("COMMIT").statusmessage == "ROLLBACK"
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO balances (account) VALUES (%s)", (6,))
+        conn.execute("SAVEPOINT s")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1 / %s", (0,))
+        conn.execute("ROLLBACK TO SAVEPOINT s")
+        assert conn.execute("COMMIT").statusmessage == "COMMIT"
+    assert primary.sql("SELECT string_agg(account::text, ',' ORDER BY account) FROM balances") == "3,4,6"
+    assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert_identical(primary, secondary, {"balances": "account"})
+
+
 def test_a_write_sent_right_behind_a_commit_is_mirrored_as_an_autocommit_write(pair, start_proxy, tmp_path):
     """A client may send its next statement before the answer to a COMMIT arrived (drivers
     that pipeline, here a simple-query COMMIT followed by an extended-protocol INSERT). The
