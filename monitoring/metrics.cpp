@@ -42,6 +42,7 @@ const char* to_string(MirrorFailure failure) {
   case MirrorFailure::kTooLarge: return "transaction_too_large";
   case MirrorFailure::kQueueFull: return "async_queue_full";
   case MirrorFailure::kTemporaryLost: return "temporary_lost";
+  case MirrorFailure::kPrimaryCommitFailed: return "primary_commit_failed";
   case MirrorFailure::kCount: break;
   }
   return "unknown";

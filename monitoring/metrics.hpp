@@ -58,6 +58,8 @@ enum class MirrorFailure {
   kQueueFull,      //!< async mode: more committed transactions waited than allowed
   //! on a session's temporary relation the secondary connection lost (see SecondaryLink)
   kTemporaryLost,
+  //! sync mode: the primary's COMMIT failed after the secondary had committed the writes
+  kPrimaryCommitFailed,
   kCount,
 };
 const char* to_string(MirrorFailure failure);

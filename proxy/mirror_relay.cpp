@@ -1029,6 +1029,7 @@ private:
       link_.hand_over_applied();
     } else {
       co_await link_.commit(false);
+      link_.primary_answered_commit(true); // it did, first
       link_.settle(); // the primary committed it first: what the secondary missed may replay
     }
   }
@@ -2561,6 +2562,9 @@ private:
         front.hand_over = false;
         link_.hand_over(false);
       }
+      // Every answer before it was in: the error is the COMMIT's the secondary went ahead of.
+      if (link_.awaits_primary_commit())
+        link_.primary_answered_commit(false, describe_error(frame.body));
       if (front.position_shift > 0) {
         protocol::append_error_shifted(to_client_, tag, frame.body, front.position_shift);
       } else {
@@ -2655,6 +2659,8 @@ private:
     activity_.transaction_status = status;
     // A Sync or an empty Query that ended the implicit transaction of a cycle's writes.
     if (front.hand_over) link_.hand_over(status == 'I');
+    // A Sync (or a Query) that committed without an error what the secondary committed first.
+    if (link_.awaits_primary_commit()) link_.primary_answered_commit(true);
     cycle_failed_ = false;
     if (status == 'I') {
       // Implicit transactions end here: committed unless something in them failed.
@@ -2749,6 +2755,10 @@ private:
       front.hand_over = false;
       // COMMIT of a failed transaction answers ROLLBACK: its writes are dropped.
       link_.hand_over(tag == "COMMIT");
+    }
+    if (link_.awaits_primary_commit() &&
+        (tag == "COMMIT" || tag == "PREPARE TRANSACTION" || tag == "ROLLBACK")) {
+      link_.primary_answered_commit(tag != "ROLLBACK", "the primary rolled the transaction back");
     }
     note_transaction_control(tag, front.statement);
     if (!front.drop_complete && !front.internal) pass(frame);

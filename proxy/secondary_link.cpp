@@ -170,6 +170,9 @@ SecondaryLink::~SecondaryLink() {
   // Only a process shutting down ends a session before its queue is applied (close()
   // waits): journal what is left and release the turns, so no other session waits on them.
   release_ddl_barrier();
+  // The primary's answer to the COMMIT these went ahead of never came: the replayer makes
+  // their rows whatever the primary holds.
+  primary_answered_commit(false, "the session ended before the primary answered its COMMIT");
   if (reserved_) queue_.push_back(std::move(*reserved_));
   backfill::DivergenceJournal* journal = services_.journal();
   for (Batch& batch : queue_) {
@@ -1086,10 +1089,29 @@ asio::awaitable<void> SecondaryLink::commit(bool atomic) {
   pending_bytes_ = 0;
   set_aside_lost_temporaries(ops, false);
   if (groupable(ops, atomic)) {
-    co_await apply_together(std::move(ops), false);
+    ops = co_await apply_together(std::move(ops), false);
   } else {
     co_await apply_batch(ops, atomic, false);
   }
+  committed_ahead_ = std::move(ops);
+}
+
+void SecondaryLink::primary_answered_commit(bool committed, const std::string& error) {
+  std::vector<MirrorOp> ops = std::move(committed_ahead_);
+  committed_ahead_.clear();
+  if (committed || ops.empty()) return;
+  std::vector<MirrorOp> undone;
+  for (MirrorOp& op : ops) {
+    if (!op.ddl) {
+      undone.push_back(std::move(op));
+    } else {
+      spdlog::error("session {}: the secondary committed DDL the primary then rolled back ({}); "
+                    "undo it there by hand: {}",
+                    peer_, error, op.sql);
+    }
+  }
+  // The primary's transaction has ended: the replayer may take them at once.
+  journal_ops(undone, MirrorFailure::kPrimaryCommitFailed, error, true);
 }
 
 bool SecondaryLink::groupable(const std::vector<MirrorOp>& ops, bool atomic) const {
@@ -1100,7 +1122,8 @@ bool SecondaryLink::groupable(const std::vector<MirrorOp>& ops, bool atomic) con
          std::all_of(ops.begin(), ops.end(), fits_implicit_transaction);
 }
 
-asio::awaitable<void> SecondaryLink::apply_together(std::vector<MirrorOp> ops, bool committed) {
+asio::awaitable<std::vector<MirrorOp>> SecondaryLink::apply_together(std::vector<MirrorOp> ops,
+                                                                     bool committed) {
   co_await end_read_transaction(); // the writes get a transaction of their own
   auto& groups = asio::use_service<ApplyGroups>(asio::query(executor_, asio::execution::context));
   auto member = std::make_shared<GroupMember>(*this, std::move(ops), executor_);
@@ -1121,6 +1144,7 @@ asio::awaitable<void> SecondaryLink::apply_together(std::vector<MirrorOp> ops, b
   } else {
     co_await apply_batch(member->ops, true, committed);
   }
+  co_return std::move(member->ops);
 }
 
 asio::awaitable<void> SecondaryLink::apply_groups(ApplyGroups& groups, std::string key) {

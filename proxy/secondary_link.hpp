@@ -110,6 +110,14 @@ public:
   //! apply_together); `atomic` false runs each on its own, as the client ran DDL outside a
   //! transaction block (CREATE INDEX CONCURRENTLY refuses one).
   asio::awaitable<void> commit(bool atomic = true);
+  //! Whether commit() applied writes the primary has yet to commit: they wait for its answer.
+  bool awaits_primary_commit() const { return !committed_ahead_.empty(); }
+  //! The primary answered the COMMIT that commit() went ahead of (or committed first, as for
+  //! autocommit DDL): `committed`, nothing more to do; else the secondary holds writes the
+  //! primary rolled back (a serialization failure, a deferred constraint only it has), and
+  //! they are journaled for the replayer to make their rows the primary's again. DDL cannot
+  //! be so undone: it is logged for repair by hand.
+  void primary_answered_commit(bool committed, const std::string& error = {});
   //! write_mode async, as a statement goes to the primary: the first of a transaction notes
   //! where Services::commit_order stood then (see CommitOrder::take). DDL that runs on its
   //! own (`ddl_on_its_own`: outside a transaction block of the client's) takes its barrier
@@ -206,7 +214,8 @@ private:
   //! Applies groupable `ops` in one secondary transaction with the commits other sessions of
   //! the login on this network thread make meanwhile (see ApplyGroups); journaled as
   //! apply_batch would.
-  asio::awaitable<void> apply_together(std::vector<MirrorOp> ops, bool committed);
+  //! Returns `ops` once applied (or journaled).
+  asio::awaitable<std::vector<MirrorOp>> apply_together(std::vector<MirrorOp> ops, bool committed);
   //! Applies the groups of login `key` one after the other until no commit waits.
   static asio::awaitable<void> apply_groups(ApplyGroups& groups, std::string key);
   //! Applies `ops` within mirror.timeout and says how it went; journals nothing.
@@ -384,8 +393,9 @@ private:
   //! of the same name on the connection that replaced it.
   std::set<std::string> temporary_names_;
   std::set<std::string> lost_temporaries_;
-  std::vector<uint64_t> unsettled_; // journal offsets awaiting the primary's commit
-  bool sent_unanswered_ = false;    // writes (apply) or a read sent, not all answers read
+  std::vector<uint64_t> unsettled_;       // journal offsets awaiting the primary's commit
+  std::vector<MirrorOp> committed_ahead_; // see awaits_primary_commit
+  bool sent_unanswered_ = false;          // writes (apply) or a read sent, not all answers read
   bool read_transaction_open_ = false;
   asio::any_io_executor executor_; // the session's: the async queue is applied there
   std::deque<Batch> queue_;

@@ -371,6 +371,46 @@ def test_a_commit_of_a_transaction_that_failed_commits_nothing_on_the_secondary(
     assert_identical(primary, secondary, {"balances": "account"})
 
 
+def test_writes_the_secondary_committed_before_the_primarys_commit_failed_are_undone(pair, start_proxy,
+                                                                                     tmp_path):
+    """In sync mode the secondary commits a transaction's writes just before the primary's
+    COMMIT, which can still fail: a serializable transaction that lost to another, a deferred
+    constraint only the primary has. The writes are then journaled, and the replayer makes
+    their rows on the secondary the primary's again — explicit blocks, autocommit writes of
+    the simple protocol and the implicit transaction of an extended-protocol cycle alike."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE doctors (id int PRIMARY KEY, on_call bool); INSERT INTO doctors VALUES (1, true), (2, true)")
+    primary.sql("ALTER TABLE balances ADD CONSTRAINT one_total UNIQUE (total) DEFERRABLE INITIALLY DEFERRED")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    first, second = psycopg.connect(proxy.dsn()), psycopg.connect(proxy.dsn())
+    with first, second:
+        for conn in (first, second):  # each takes a doctor off call, having seen two on it
+            conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+            conn.execute("SELECT count(*) FROM doctors WHERE on_call")
+        first.execute("UPDATE doctors SET on_call = false WHERE id = 1")
+        second.execute("UPDATE doctors SET on_call = false WHERE id = 2")
+        first.commit()
+        with pytest.raises(psycopg.errors.SerializationFailure):
+            second.commit()
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO balances (account, total) VALUES (1, 10)")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            with conn.transaction():
+                conn.execute("INSERT INTO balances (account, total) VALUES (2, 10)")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("UPDATE balances SET total = 20; INSERT INTO balances (account, total) VALUES (3, 20)")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("INSERT INTO balances (account, total) VALUES (%s, %s)", (4, 10))
+    assert primary.sql("SELECT string_agg(id || ':' || on_call, ',' ORDER BY id) FROM doctors") == "1:false,2:true"
+    assert primary.sql("SELECT string_agg(account || ':' || total, ',') FROM balances") == "1:10"
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0
+                    and proxy.metric("switchyard_journal_entries_total") > 0, timeout=60), proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
+    assert proxy.metric("switchyard_mirror_failures_total", reason="primary_commit_failed") == 4
+    assert_identical(primary, secondary, {"doctors": "id", "balances": "account"})
+
+
 def test_a_write_sent_right_behind_a_commit_is_mirrored_as_an_autocommit_write(pair, start_proxy, tmp_path):
     """A client may send its next statement before the answer to a COMMIT arrived (drivers
     that pipeline, here a simple-query COMMIT followed by an extended-protocol INSERT). The
