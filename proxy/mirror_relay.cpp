@@ -2756,10 +2756,6 @@ private:
       // COMMIT of a failed transaction answers ROLLBACK: its writes are dropped.
       link_.hand_over(tag == "COMMIT");
     }
-    if (link_.awaits_primary_commit() &&
-        (tag == "COMMIT" || tag == "PREPARE TRANSACTION" || tag == "ROLLBACK")) {
-      link_.primary_answered_commit(tag != "ROLLBACK", "the primary rolled the transaction back");
-    }
     note_transaction_control(tag, front.statement);
     if (!front.drop_complete && !front.internal) pass(frame);
     finish_statement(front, tag);
@@ -2776,6 +2772,9 @@ private:
         transaction_failed_ = false; // the transaction goes on from the savepoint
         return;
       }
+      // The answer to the COMMIT the secondary's went ahead of (a COMMIT may answer ROLLBACK).
+      if (link_.awaits_primary_commit())
+        link_.primary_answered_commit(tag != "ROLLBACK", "the primary rolled the transaction back");
       link_.end_transaction(tag != "ROLLBACK");
       transaction_failed_ = false; // what failed before is over
     } else if (s != nullptr && tag == "SAVEPOINT") {
