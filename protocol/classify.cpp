@@ -1127,6 +1127,7 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
     out.transaction = transaction_op(string_at(body, "kind"));
     out.read_only = out.transaction == TransactionOp::kBegin && begins_read_only(body);
     out.savepoint_name = string_at(body, "savepoint_name");
+    out.prepared_transaction = string_at(body, "gid");
     return;
   }
   if (node == "ExplainStmt") {
@@ -1742,8 +1743,13 @@ ClassifiedQuery ClassificationCache::get(std::string_view sql) {
   for (const Statement& statement : classification->statements) {
     spans.push_back(StatementSpan{statement.offset, statement.length});
   }
-  // Cache only what the lexer splits exactly as the parser did, so a hit's spans are right.
-  if (shape.ok && classification->error.empty() && spans == shape.spans) {
+  // Cache only what the lexer splits exactly as the parser did, so a hit's spans are right,
+  // and nothing naming a prepared transaction: that name is a literal.
+  bool names_prepared_transaction =
+      std::any_of(classification->statements.begin(), classification->statements.end(),
+                  [](const Statement& s) { return !s.prepared_transaction.empty(); });
+  if (shape.ok && classification->error.empty() && spans == shape.spans &&
+      !names_prepared_transaction) {
     entries_.emplace_front(std::move(shape.key), classification);
     index_.emplace(entries_.front().first, entries_.begin());
     if (entries_.size() > capacity_) {

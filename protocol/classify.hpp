@@ -139,6 +139,8 @@ struct Statement {
   bool drops_all_prepared = false; //!< DEALLOCATE ALL, DISCARD ALL
   bool drops_temporaries = false;  //!< DISCARD TEMP, DISCARD ALL
   std::string savepoint_name;      //!< SAVEPOINT, RELEASE and ROLLBACK TO
+  //! PREPARE TRANSACTION, COMMIT PREPARED and ROLLBACK PREPARED: the transaction's name.
+  std::string prepared_transaction;
   //! SET LOCAL and SET TRANSACTION: the setting ends with its transaction, committed or not.
   bool transaction_scoped = false;
   //! PREPARE of a row-image write: that write, classified on its own.
@@ -235,8 +237,8 @@ struct ClassifiedQuery {
 
 //! A bounded cache of classifications for one session. Keys are literal-free shapes, so
 //! "... WHERE aid = 1" and "... WHERE aid = 2" share one parse: what a statement does never
-//! depends on its constants. A shape is cached only when libpg_query split the text into
-//! the same statements as the lexer did.
+//! depends on its constants, save the name of a prepared transaction, which is not cached. A shape
+//! is cached only when libpg_query split the text into the same statements as the lexer did.
 class ClassificationCache {
 public:
   explicit ClassificationCache(size_t capacity) : capacity_(capacity) {}

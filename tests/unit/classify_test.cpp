@@ -222,6 +222,11 @@ TEST_CASE("transaction control, session state and DDL") {
   CHECK(only("SAVEPOINT a").savepoint_name == "a");
   CHECK(only("RELEASE \"B c\"").savepoint_name == "B c");
   CHECK(only("ROLLBACK TO SAVEPOINT A").savepoint_name == "a");
+  CHECK(only("PREPARE TRANSACTION 'Order 7'").transaction == TransactionOp::kPrepare);
+  CHECK(only("PREPARE TRANSACTION 'Order 7'").prepared_transaction == "Order 7");
+  CHECK(only("COMMIT PREPARED 'x'").transaction == TransactionOp::kFinishPrepared);
+  CHECK(only("ROLLBACK PREPARED 'x'").prepared_transaction == "x");
+  CHECK(only("COMMIT").prepared_transaction.empty());
 
   Statement set = only("SET search_path = app, public");
   CHECK(set.kind == StatementKind::kSession);
@@ -541,6 +546,11 @@ TEST_CASE("classification cache shares one parse across literals and evicts the 
   std::string atomic = "CREATE FUNCTION f() RETURNS int BEGIN ATOMIC SELECT 1; END";
   CHECK(cache.get(atomic).classification->statements.size() == 1);
   CHECK(cache.get(atomic).classification != cache.get(atomic).classification);
+  // A prepared transaction's name is a literal, and what the statement acts on.
+  CHECK(cache.get("PREPARE TRANSACTION 'a'").classification->statements[0].prepared_transaction ==
+        "a");
+  CHECK(cache.get("PREPARE TRANSACTION 'b'").classification->statements[0].prepared_transaction ==
+        "b");
 }
 
 TEST_CASE("row descriptions and data rows round-trip; images are found by the marker") {
