@@ -43,6 +43,7 @@ const char* to_string(MirrorFailure failure) {
   case MirrorFailure::kQueueFull: return "async_queue_full";
   case MirrorFailure::kTemporaryLost: return "temporary_lost";
   case MirrorFailure::kPrimaryCommitFailed: return "primary_commit_failed";
+  case MirrorFailure::kPreparedRolledBack: return "prepared_rolled_back";
   case MirrorFailure::kCount: break;
   }
   return "unknown";

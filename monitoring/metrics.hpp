@@ -60,6 +60,8 @@ enum class MirrorFailure {
   kTemporaryLost,
   //! sync mode: the primary's COMMIT failed after the secondary had committed the writes
   kPrimaryCommitFailed,
+  //! the primary rolled back (ROLLBACK PREPARED) a prepared transaction the secondary committed
+  kPreparedRolledBack,
   kCount,
 };
 const char* to_string(MirrorFailure failure);

@@ -2773,15 +2773,25 @@ private:
         return;
       }
       // The answer to the COMMIT the secondary's went ahead of (a COMMIT may answer ROLLBACK).
-      if (link_.awaits_primary_commit())
+      if (tag == "PREPARE TRANSACTION" && s != nullptr) {
+        link_.primary_prepared(prepared_transaction_key(*s));
+      } else if (link_.awaits_primary_commit()) {
         link_.primary_answered_commit(tag != "ROLLBACK", "the primary rolled the transaction back");
+      }
       link_.end_transaction(tag != "ROLLBACK");
       transaction_failed_ = false; // what failed before is over
+    } else if (s != nullptr && (tag == "COMMIT PREPARED" || tag == "ROLLBACK PREPARED")) {
+      link_.prepared_transaction_finished(prepared_transaction_key(*s), tag == "COMMIT PREPARED");
     } else if (s != nullptr && tag == "SAVEPOINT") {
       link_.savepoint(s->savepoint_name);
     } else if (s != nullptr && tag == "RELEASE") {
       link_.release_savepoint(s->savepoint_name);
     }
+  }
+
+  // A prepared transaction's name is the primary's, unique in its database.
+  std::string prepared_transaction_key(const protocol::Statement& s) const {
+    return oid_key_ + '\0' + s.prepared_transaction;
   }
 
   // A statement succeeded on the primary: mirror what it did.

@@ -1105,13 +1105,54 @@ void SecondaryLink::primary_answered_commit(bool committed, const std::string& e
     if (!op.ddl) {
       undone.push_back(std::move(op));
     } else {
-      spdlog::error("session {}: the secondary committed DDL the primary then rolled back ({}); "
-                    "undo it there by hand: {}",
-                    peer_, error, op.sql);
+      log_ddl_rolled_back(op.sql, error);
     }
   }
   // The primary's transaction has ended: the replayer may take them at once.
   journal_ops(undone, MirrorFailure::kPrimaryCommitFailed, error, true);
+}
+
+void SecondaryLink::log_ddl_rolled_back(const std::string& sql, const std::string& error) const {
+  spdlog::error("session {}: the secondary committed DDL the primary then rolled back ({}); "
+                "undo it there by hand: {}",
+                peer_, error, sql);
+}
+
+void SecondaryLink::primary_prepared(const std::string& key) {
+  std::vector<MirrorOp> ops = std::move(committed_ahead_);
+  committed_ahead_.clear();
+  if (ops.empty()) return;
+  PreparedWrites writes;
+  std::vector<MirrorOp> rows;
+  for (MirrorOp& op : ops) {
+    if (op.ddl) {
+      writes.ddl.push_back(std::move(op.sql));
+    } else {
+      rows.push_back(std::move(op));
+    }
+  }
+  // Built now, with the session's settings and temporary tables as the writes ran.
+  writes.entries = journal_entries(rows, MirrorFailure::kPreparedRolledBack,
+                                   "the primary rolled the prepared transaction back", false);
+  for (const std::string& forgotten :
+       services_.prepared_transactions().keep(key, std::move(writes))) {
+    spdlog::warn("session {}: too many prepared transactions unfinished; switchyard forgot the "
+                 "writes of {}, which stay on the secondary should they be rolled back",
+                 peer_, forgotten.substr(forgotten.rfind('\0') + 1));
+  }
+}
+
+void SecondaryLink::prepared_transaction_finished(const std::string& key, bool committed) {
+  std::optional<PreparedWrites> writes = services_.prepared_transactions().take(key);
+  if (committed || !writes) return;
+  services_.metrics().mirror_failures(MirrorFailure::kPreparedRolledBack).Increment();
+  std::string error = "the primary rolled the prepared transaction back";
+  for (const std::string& sql : writes->ddl)
+    log_ddl_rolled_back(sql, error);
+  hold_until_committed(append_to_journal(writes->entries, true), true);
+  spdlog::warn("session {}: {} writes the secondary committed for a prepared transaction the "
+               "primary rolled back are journaled",
+               peer_, writes->entries.size());
 }
 
 bool SecondaryLink::groupable(const std::vector<MirrorOp>& ops, bool atomic) const {
@@ -1623,6 +1664,20 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
                                                MirrorFailure reason, const std::string& error,
                                                bool sync, bool maybe_applied) {
   services_.metrics().mirror_failures(reason).Increment();
+  std::vector<backfill::JournalEntry> entries = journal_entries(ops, reason, error, maybe_applied);
+  auto offset = append_to_journal(entries, sync);
+  static LogLimiter limiter;
+  if (std::string note; offset && limiter.due(note)) {
+    spdlog::warn("session {}: {} writes journaled for the secondary ({}): {}{}", peer_,
+                 entries.size(), monitoring::to_string(reason), error, note);
+  }
+  return offset;
+}
+
+std::vector<backfill::JournalEntry> SecondaryLink::journal_entries(const std::vector<MirrorOp>& ops,
+                                                                   MirrorFailure reason,
+                                                                   const std::string& error,
+                                                                   bool maybe_applied) {
   std::vector<backfill::JournalEntry> entries;
   std::set<std::string> gone_at_commit; // temporary tables these ops created ON COMMIT DROP
   for (const MirrorOp& op : ops) {
@@ -1714,13 +1769,7 @@ std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
       entries.push_back(table_copy_entry(op));
     }
   }
-  auto offset = append_to_journal(entries, sync);
-  static LogLimiter limiter;
-  if (std::string note; offset && limiter.due(note)) {
-    spdlog::warn("session {}: {} writes journaled for the secondary ({}): {}{}", peer_,
-                 entries.size(), monitoring::to_string(reason), error, note);
-  }
-  return offset;
+  return entries;
 }
 
 backfill::JournalEntry SecondaryLink::entry_for(const MirrorOp& op) const {

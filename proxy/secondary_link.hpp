@@ -118,6 +118,13 @@ public:
   //! they are journaled for the replayer to make their rows the primary's again. DDL cannot
   //! be so undone: it is logged for repair by hand.
   void primary_answered_commit(bool committed, const std::string& error = {});
+  //! The primary prepared the transaction (PREPARE TRANSACTION) that commit() went ahead of:
+  //! whether it commits is for a COMMIT or ROLLBACK PREPARED to say, in any session, so its
+  //! writes are kept under `key` (the database pair and the transaction's name) meanwhile.
+  void primary_prepared(const std::string& key);
+  //! A COMMIT PREPARED (`committed`) or ROLLBACK PREPARED of the transaction kept under `key`
+  //! succeeded on the primary: a rollback journals its writes, as primary_answered_commit.
+  void prepared_transaction_finished(const std::string& key, bool committed);
   //! write_mode async, as a statement goes to the primary: the first of a transaction notes
   //! where Services::commit_order stood then (see CommitOrder::take). DDL that runs on its
   //! own (`ddl_on_its_own`: outside a transaction block of the client's) takes its barrier
@@ -280,6 +287,12 @@ private:
   std::optional<uint64_t> journal(const std::vector<MirrorOp>& ops,
                                   monitoring::MirrorFailure reason, const std::string& error,
                                   bool sync = true, bool maybe_applied = false);
+  //! The entries journal() would append for `ops` (its bookkeeping of temporary tables and
+  //! sequence marks done), without appending them.
+  std::vector<backfill::JournalEntry> journal_entries(const std::vector<MirrorOp>& ops,
+                                                      monitoring::MirrorFailure reason,
+                                                      const std::string& error, bool maybe_applied);
+  void log_ddl_rolled_back(const std::string& sql, const std::string& error) const;
   void journal_ops(const std::vector<MirrorOp>& ops, monitoring::MirrorFailure reason,
                    const std::string& error, bool committed, bool maybe_applied = false);
   //! A journal entry with `op`'s session: its login, the settings it ran under.

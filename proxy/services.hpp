@@ -16,6 +16,7 @@
 #include "proxy/commit_order.hpp"
 #include "proxy/function_volatility.hpp"
 #include "proxy/oid_translation.hpp"
+#include "proxy/prepared_writes.hpp"
 #include "proxy/role_fence.hpp"
 #include "proxy/runtime.hpp"
 #include "proxy/sequence_marks.hpp"
@@ -175,6 +176,8 @@ public:
   ShapeRegistry& shapes() { return shapes_; }
   //! How far row images took the secondary's sequences.
   SequenceMarks& sequence_marks() { return sequence_marks_; }
+  //! The writes of transactions clients prepared, until they are committed or rolled back.
+  PreparedTransactions& prepared_transactions() { return prepared_transactions_; }
 
   //! How long an OID translation is trusted, for objects changed behind switchyard's back.
   static constexpr auto kOidTranslationTtl = std::chrono::minutes(10);
@@ -260,6 +263,7 @@ private:
   CommitOrder commit_order_;
   ShapeRegistry shapes_;
   SequenceMarks sequence_marks_;
+  PreparedTransactions prepared_transactions_;
   struct OidTranslationEntry {
     std::shared_ptr<OidTranslation> translation;
     uint64_t epoch = 0;

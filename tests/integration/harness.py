@@ -94,7 +94,9 @@ class PgCluster:
                 f"unix_socket_directories = '{self.root}'", f"max_connections = {self.max_connections}",
                 # fsync off is safe against the process kills tests do (the OS keeps the
                 # writes); synchronous_commit stays on so a killed server keeps what it committed.
-                "fsync = off", "full_page_writes = off"]
+                "fsync = off", "full_page_writes = off",
+                # two-phase commit (PREPARE TRANSACTION) is off unless given slots
+                "max_prepared_transactions = 8"]
         if self.certs:
             for src, name in ((self.certs.cert, "server.crt"), (self.certs.key, "server.key")):
                 dst = self.data / name

@@ -404,11 +404,49 @@ def test_writes_the_secondary_committed_before_the_primarys_commit_failed_are_un
             conn.execute("INSERT INTO balances (account, total) VALUES (%s, %s)", (4, 10))
     assert primary.sql("SELECT string_agg(id || ':' || on_call, ',' ORDER BY id) FROM doctors") == "1:false,2:true"
     assert primary.sql("SELECT string_agg(account || ':' || total, ',') FROM balances") == "1:10"
+    assert_replayed_identical(proxy, pair, "primary_commit_failed", 4, {"doctors": "id", "balances": "account"})
+
+
+def assert_replayed_identical(proxy, pair, reason, journaled, tables):
+    """`journaled` transactions went to the journal for `reason`, the replayer applied it all,
+    and `tables` are identical on both sides."""
     assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0
                     and proxy.metric("switchyard_journal_entries_total") > 0, timeout=60), proxy.log()
     assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
-    assert proxy.metric("switchyard_mirror_failures_total", reason="primary_commit_failed") == 4
-    assert_identical(primary, secondary, {"doctors": "id", "balances": "account"})
+    assert proxy.metric("switchyard_mirror_failures_total", reason=reason) == journaled
+    assert_identical(*pair, tables)
+
+
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_a_prepared_transaction_the_primary_rolls_back_leaves_nothing_on_the_secondary(pair, start_proxy, tmp_path,
+                                                                                      write_mode):
+    """The secondary commits a transaction's writes as the primary prepares it (PREPARE
+    TRANSACTION): whether the primary commits them is for a later COMMIT PREPARED or ROLLBACK
+    PREPARED, in this session or another, through psql or psycopg's extended protocol. After a
+    ROLLBACK PREPARED the secondary holds writes the primary never made: they are journaled, and
+    the replayer makes those rows the primary's again; after a COMMIT PREPARED nothing is."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("INSERT INTO balances (account, total) VALUES (1, 100), (2, 200)")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    script = ("BEGIN;\nINSERT INTO balances (account, total) VALUES (3, 300);\n"
+              "UPDATE balances SET total = total - 1 WHERE account = 1;\nPREPARE TRANSACTION 'undone in psql';\n"
+              "BEGIN;\nDELETE FROM balances WHERE account = 2;\nINSERT INTO balances (account) VALUES (4);\n"
+              "PREPARE TRANSACTION 'kept';\nCOMMIT PREPARED 'kept';\n")
+    out = subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", proxy.dsn()], input=script, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.count("PREPARE TRANSACTION") == 2, out.stdout + out.stderr
+    with psycopg.connect(proxy.dsn(), autocommit=True) as other:
+        other.execute("ROLLBACK PREPARED 'undone in psql'", prepare=True)  # another session, extended protocol
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("BEGIN")
+        conn.execute("UPDATE balances SET total = %s WHERE account = %s", (5.5, 4))
+        conn.execute("INSERT INTO balances (account, total) VALUES (%s, %s)", (5, 500))
+        conn.execute("PREPARE TRANSACTION 'undone by psycopg'")
+        conn.execute("ROLLBACK PREPARED 'undone by psycopg'")
+    assert primary.sql("SELECT string_agg(account || ':' || total, ',' ORDER BY account) FROM balances") == "1:100,4:0"
+    assert primary.sql("SELECT count(*) FROM pg_prepared_xacts") == "0"
+    assert_replayed_identical(proxy, pair, "prepared_rolled_back", 2, {"balances": "account"})
 
 
 def test_a_write_sent_right_behind_a_commit_is_mirrored_as_an_autocommit_write(pair, start_proxy, tmp_path):
