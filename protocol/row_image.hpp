@@ -61,8 +61,10 @@ inline constexpr std::string_view kColumnSequenceSql =
 
 //! A table as the secondary sees it, for applying row images.
 struct TableShape {
-  std::string qualified;                //!< quoted, possibly schema-qualified name
-  std::vector<std::string> key_columns; //!< primary key; empty when the table has none
+  std::string qualified; //!< quoted, possibly schema-qualified name
+  //! What identifies a row: the primary key; else (PostgreSQL) the replica identity index or
+  //! a unique index on NOT NULL columns; empty when the table has none.
+  std::vector<std::string> key_columns;
   std::vector<std::string> generated;   //!< GENERATED ... STORED columns: never written
   Dialect dialect = Dialect::kPostgres; //!< of the database the shape was read from
   //! Columns drawing from a sequence (kColumnSequenceSql), each with its sequence.

@@ -218,6 +218,18 @@ query_sqlite_table_shape(Stream& stream, MessageReader& reader, const std::strin
 
 } // namespace
 
+// The index whose key columns identify a row of a.attrelid, as logical replication's
+// replica identity does: the primary key; else the replica identity index; else the unique
+// index (immediate, not partial, on columns, not expressions) on the fewest columns, all
+// NOT NULL. An upsert names its columns in ON CONFLICT; INCLUDE columns are no part of it.
+constexpr const char* kRowKeyIndexSql =
+    "SELECT x.indkey, x.indnkeyatts FROM pg_catalog.pg_index x WHERE x.indrelid = a.attrelid "
+    "AND x.indisunique AND x.indimmediate AND x.indisvalid AND x.indpred IS NULL "
+    "AND x.indexprs IS NULL AND (x.indisprimary OR NOT EXISTS (SELECT FROM "
+    "pg_catalog.pg_attribute n WHERE n.attrelid = x.indrelid AND NOT n.attnotnull "
+    "AND n.attnum = ANY ((x.indkey::int2[])[:x.indnkeyatts - 1]))) "
+    "ORDER BY x.indisprimary DESC, x.indisreplident DESC, x.indnkeyatts, x.indexrelid LIMIT 1";
+
 asio::awaitable<Result<protocol::TableShape>>
 query_table_shape(Stream& stream, MessageReader& reader, const std::string& name,
                   protocol::Dialect dialect, ShapeUse use) {
@@ -228,7 +240,7 @@ query_table_shape(Stream& stream, MessageReader& reader, const std::string& name
   // are the ones session_replication_role = replica turns off.
   std::string sql =
       "SELECT a.attname, a.attgenerated <> '', "
-      "coalesce(a.attnum = ANY(i.indkey), false), " +
+      "coalesce(a.attnum = ANY ((i.indkey::int2[])[:i.indnkeyatts - 1]), false), " +
       std::string(protocol::kColumnSequenceSql) +
       ", EXISTS (SELECT FROM pg_catalog.pg_trigger t WHERE t.tgrelid = a.attrelid "
       "AND NOT t.tgisinternal AND t.tgenabled = 'O' AND t.tgtype & 3 = 3 AND t.tgtype & 20 <> 0), "
@@ -236,9 +248,9 @@ query_table_shape(Stream& stream, MessageReader& reader, const std::string& name
       "EXISTS (SELECT FROM pg_catalog.pg_inherits h JOIN pg_catalog.pg_class c "
       "ON c.oid = h.inhparent AND c.relkind = 'r' WHERE h.inhparent = a.attrelid), " +
       std::string(use == ShapeUse::kMirror ? kWritingDefaultSql : "NULL") +
-      " FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
-      "WHERE a.attrelid = " +
-      quote_literal(name) + "::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
+      " FROM pg_attribute a LEFT JOIN LATERAL (" + std::string(kRowKeyIndexSql) +
+      ") i ON true WHERE a.attrelid = " + quote_literal(name) +
+      "::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
   auto rows = co_await run_query(stream, reader, sql);
   if (!rows) co_return shape_error(name, rows.error());
   protocol::TableShape shape;
