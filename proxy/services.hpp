@@ -16,7 +16,7 @@
 #include "proxy/commit_order.hpp"
 #include "proxy/function_volatility.hpp"
 #include "proxy/oid_translation.hpp"
-#include "proxy/prepared_writes.hpp"
+#include "proxy/prepared_transactions.hpp"
 #include "proxy/role_fence.hpp"
 #include "proxy/runtime.hpp"
 #include "proxy/sequence_marks.hpp"

@@ -58,11 +58,6 @@ public:
     return writes;
   }
 
-  size_t size() const {
-    std::lock_guard lock(mutex_);
-    return by_key_.size();
-  }
-
 private:
   struct Kept {
     PreparedWrites writes;
@@ -87,7 +82,7 @@ private:
     by_key_.erase(known);
   }
 
-  mutable std::mutex mutex_;
+  std::mutex mutex_;
   std::map<std::string, Kept> by_key_;
   std::deque<std::string> order_; // oldest first
   size_t bytes_ = 0;
