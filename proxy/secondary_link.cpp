@@ -38,6 +38,7 @@ constexpr std::string_view kUndefinedTable = "42P01";
 constexpr size_t kMaxSessionStatements = 1000;
 constexpr size_t kMaxMergedCommits = 64;   // bounds one apply's size and its mirror.timeout risk
 constexpr size_t kMaxGroupedWrites = 1024; // a group takes no further member past this many
+constexpr const char* kPreparedRolledBack = "the primary rolled the prepared transaction back";
 // A missed COPY of more rows is journaled as its table, refreshed whole: a bulk load's rows
 // would make the journal (written in the session's path) large, and refresh faster.
 constexpr size_t kMaxCopyRowEntries = 10000;
@@ -1097,8 +1098,7 @@ asio::awaitable<void> SecondaryLink::commit(bool atomic) {
 }
 
 void SecondaryLink::primary_answered_commit(bool committed, const std::string& error) {
-  std::vector<MirrorOp> ops = std::move(committed_ahead_);
-  committed_ahead_.clear();
+  std::vector<MirrorOp> ops = std::exchange(committed_ahead_, {});
   if (committed || ops.empty()) return;
   std::vector<MirrorOp> undone;
   for (MirrorOp& op : ops) {
@@ -1119,8 +1119,7 @@ void SecondaryLink::log_ddl_rolled_back(const std::string& sql, const std::strin
 }
 
 void SecondaryLink::primary_prepared(const std::string& key) {
-  std::vector<MirrorOp> ops = std::move(committed_ahead_);
-  committed_ahead_.clear();
+  std::vector<MirrorOp> ops = std::exchange(committed_ahead_, {});
   if (ops.empty()) return;
   PreparedWrites writes;
   std::vector<MirrorOp> rows;
@@ -1132,8 +1131,8 @@ void SecondaryLink::primary_prepared(const std::string& key) {
     }
   }
   // Built now, with the session's settings and temporary tables as the writes ran.
-  writes.entries = journal_entries(rows, MirrorFailure::kPreparedRolledBack,
-                                   "the primary rolled the prepared transaction back", false);
+  writes.entries =
+      journal_entries(rows, MirrorFailure::kPreparedRolledBack, kPreparedRolledBack, false);
   for (const std::string& forgotten :
        services_.prepared_transactions().keep(key, std::move(writes))) {
     spdlog::warn("session {}: too many prepared transactions unfinished; switchyard forgot the "
@@ -1145,14 +1144,12 @@ void SecondaryLink::primary_prepared(const std::string& key) {
 void SecondaryLink::prepared_transaction_finished(const std::string& key, bool committed) {
   std::optional<PreparedWrites> writes = services_.prepared_transactions().take(key);
   if (committed || !writes) return;
-  services_.metrics().mirror_failures(MirrorFailure::kPreparedRolledBack).Increment();
-  std::string error = "the primary rolled the prepared transaction back";
   for (const std::string& sql : writes->ddl)
-    log_ddl_rolled_back(sql, error);
-  hold_until_committed(append_to_journal(writes->entries, true), true);
-  spdlog::warn("session {}: {} writes the secondary committed for a prepared transaction the "
-               "primary rolled back are journaled",
-               peer_, writes->entries.size());
+    log_ddl_rolled_back(sql, kPreparedRolledBack);
+  // Its transaction has ended: the replayer may take them at once.
+  hold_until_committed(record_in_journal(writes->entries, MirrorFailure::kPreparedRolledBack,
+                                         kPreparedRolledBack, true),
+                       true);
 }
 
 bool SecondaryLink::groupable(const std::vector<MirrorOp>& ops, bool atomic) const {
@@ -1663,8 +1660,13 @@ void SecondaryLink::set_aside_lost_temporaries(std::vector<MirrorOp>& ops, bool 
 std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
                                                MirrorFailure reason, const std::string& error,
                                                bool sync, bool maybe_applied) {
+  return record_in_journal(journal_entries(ops, reason, error, maybe_applied), reason, error, sync);
+}
+
+std::optional<uint64_t>
+SecondaryLink::record_in_journal(const std::vector<backfill::JournalEntry>& entries,
+                                 MirrorFailure reason, const std::string& error, bool sync) {
   services_.metrics().mirror_failures(reason).Increment();
-  std::vector<backfill::JournalEntry> entries = journal_entries(ops, reason, error, maybe_applied);
   auto offset = append_to_journal(entries, sync);
   static LogLimiter limiter;
   if (std::string note; offset && limiter.due(note)) {

@@ -292,6 +292,10 @@ private:
   std::vector<backfill::JournalEntry> journal_entries(const std::vector<MirrorOp>& ops,
                                                       monitoring::MirrorFailure reason,
                                                       const std::string& error, bool maybe_applied);
+  //! Appends `entries` built for `reason` (counted, logged at a bounded rate).
+  std::optional<uint64_t> record_in_journal(const std::vector<backfill::JournalEntry>& entries,
+                                            monitoring::MirrorFailure reason,
+                                            const std::string& error, bool sync);
   void log_ddl_rolled_back(const std::string& sql, const std::string& error) const;
   void journal_ops(const std::vector<MirrorOp>& ops, monitoring::MirrorFailure reason,
                    const std::string& error, bool committed, bool maybe_applied = false);
