@@ -1405,6 +1405,68 @@ std::string fingerprint(std::string_view sql) {
 
 namespace {
 
+// The source of a SELECT (a SelectStmt's body) as view_source describes it.
+std::optional<ViewSource> select_source(const json::object& select) {
+  for (std::string_view clause : {"distinctClause", "groupClause", "windowClause"}) {
+    if (has_items(select, clause)) return std::nullopt;
+  }
+  for (std::string_view clause :
+       {"havingClause", "limitCount", "limitOffset", "withClause", "larg", "valuesLists"}) {
+    if (select.contains(clause)) return std::nullopt;
+  }
+  const json::value* from = select.if_contains("fromClause");
+  if (from == nullptr || !from->is_array() || from->get_array().size() != 1) return std::nullopt;
+  const json::object* relation = member_object(from->get_array().front(), "RangeVar");
+  const json::value* targets = select.if_contains("targetList");
+  if (relation == nullptr || targets == nullptr || !targets->is_array()) return std::nullopt;
+  ViewSource source;
+  source.relation = table_named(*relation);
+  for (const json::value& item : targets->get_array()) {
+    const json::object* target = member_object(item, "ResTarget");
+    if (target == nullptr) return std::nullopt;
+    ViewSource::Column column;
+    const json::value* val = target->if_contains("val");
+    const json::object* ref = val != nullptr ? member_object(*val, "ColumnRef") : nullptr;
+    const json::value* fields = ref != nullptr ? ref->if_contains("fields") : nullptr;
+    if (fields != nullptr && fields->is_array()) column.shows = last_name(fields->get_array());
+    column.name = string_at(*target, "name");
+    if (column.name.empty()) column.name = column.shows;
+    if (column.name.empty()) return std::nullopt; // "*" or an unnamed expression
+    source.columns.push_back(std::move(column));
+  }
+  return source;
+}
+
+} // namespace
+
+std::optional<ViewSource> view_source(std::string_view definition) {
+  std::string text(definition);
+  std::optional<ViewSource> source;
+  size_t nesting = query_shape(definition).nesting;
+  with_stack_for(nesting, [&] {
+    PgQueryParseResult parsed = pg_query_parse(text.c_str());
+    if (parsed.error == nullptr) {
+      json::parse_options options;
+      options.max_depth = 8 * nesting + 64; // as classify_parsed
+      json::error_code ec;
+      json::monotonic_resource memory;
+      json::value tree = json::parse(parsed.parse_tree, ec, &memory, options);
+      const json::value* stmts = ec ? nullptr : tree.as_object().if_contains("stmts");
+      if (stmts != nullptr && stmts->is_array() && stmts->get_array().size() == 1) {
+        const json::object* select = member_object(stmts->get_array().front(), "stmt");
+        select = select != nullptr && select->contains("SelectStmt")
+                     ? &select->at("SelectStmt").as_object()
+                     : nullptr;
+        if (select != nullptr) source = select_source(*select);
+      }
+    }
+    pg_query_free_parse_result(parsed);
+  });
+  return source;
+}
+
+namespace {
+
 bool is_identifier_char(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$' ||
          static_cast<unsigned char>(c) >= 0x80;

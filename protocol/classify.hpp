@@ -198,6 +198,23 @@ std::optional<std::string> prepare_renamed(std::string_view prepare, std::string
 //! as 16 hex digits; empty when the text does not parse or nests too deeply to (see classify).
 std::string fingerprint(std::string_view sql);
 
+//! What a view shows, read from its definition (pg_get_viewdef): the one relation it selects
+//! from and, per column, that relation's column it shows.
+struct ViewSource {
+  TargetTable relation;
+  struct Column {
+    std::string name;  //!< the view's
+    std::string shows; //!< the relation's column it shows; empty for an expression
+  };
+  std::vector<Column> columns;
+};
+
+//! The source of the view `definition` defines when PostgreSQL can write through it
+//! (one relation in FROM; no DISTINCT, GROUP BY, HAVING, LIMIT, OFFSET, WITH, set operation
+//! or window at the top, as "automatically updatable" requires); nullopt when it cannot, or
+//! the text does not parse. Names are as written, unquoted.
+std::optional<ViewSource> view_source(std::string_view definition);
+
 //! `name` as a PostgreSQL identifier: bare when it is a plain lower-case name, else quoted.
 std::string quote_identifier(std::string_view name);
 

@@ -592,6 +592,32 @@ TEST_CASE("row descriptions and data rows round-trip; images are found by the ma
   CHECK_FALSE(affected_rows("BEGIN").has_value());
 }
 
+TEST_CASE("the relation and columns a view PostgreSQL writes through shows") {
+  // As pg_get_viewdef prints them.
+  auto source = view_source(" SELECT passbook.id,\n    passbook.owner AS \"Owner\",\n"
+                            "    upper(passbook.owner) AS shout\n   FROM app.passbook\n"
+                            "  WHERE (passbook.amount > (0)::numeric);");
+  REQUIRE(source);
+  CHECK(source->relation.qualified() == "app.passbook");
+  REQUIRE(source->columns.size() == 3);
+  CHECK(source->columns[0].name == "id");
+  CHECK(source->columns[0].shows == "id");
+  CHECK(source->columns[1].name == "Owner");
+  CHECK(source->columns[1].shows == "owner");
+  CHECK(source->columns[2].name == "shout");
+  CHECK(source->columns[2].shows.empty());
+  // Views PostgreSQL cannot write through by itself, and text that is no view.
+  for (const char* definition :
+       {"SELECT a.id FROM a JOIN b USING (id)", "SELECT a.id FROM a, b",
+        "SELECT DISTINCT id FROM a", "SELECT id FROM a GROUP BY id", "SELECT id FROM a LIMIT 1",
+        "SELECT id FROM a UNION SELECT 1", "WITH w AS (SELECT 1) SELECT id FROM a",
+        "SELECT 1 AS one", "VALUES (1)", "SELECT id FROM (SELECT 1 AS id) s", "not sql",
+        "SELECT 1; SELECT 2"}) {
+    INFO(definition);
+    CHECK_FALSE(view_source(definition));
+  }
+}
+
 TEST_CASE("upsert and delete statements for the secondary") {
   TableShape table{"public.t", {"id"}, {}};
   std::vector<std::string> columns{"id", "Name"};
