@@ -61,7 +61,7 @@ inline constexpr std::string_view kColumnSequenceSql =
 
 //! A table as the secondary sees it, for applying row images.
 struct TableShape {
-  std::string qualified; //!< quoted, possibly schema-qualified name
+  std::string qualified; //!< quoted, possibly schema-qualified name (a view's: its table's)
   //! What identifies a row: the primary key; else (PostgreSQL) the replica identity index or
   //! a unique index on NOT NULL columns; empty when the table has none.
   std::vector<std::string> key_columns;

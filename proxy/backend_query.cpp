@@ -216,8 +216,6 @@ query_sqlite_table_shape(Stream& stream, MessageReader& reader, const std::strin
   co_return shape;
 }
 
-} // namespace
-
 // The index whose key columns identify a row of a.attrelid, as logical replication's
 // replica identity does: the primary key; else the replica identity index; else the unique
 // index (immediate, not partial, on columns, not expressions) on the fewest columns, all
@@ -230,12 +228,45 @@ constexpr const char* kRowKeyIndexSql =
     "AND n.attnum = ANY ((x.indkey::int2[])[:x.indnkeyatts - 1]))) "
     "ORDER BY x.indisprimary DESC, x.indisreplident DESC, x.indnkeyatts, x.indexrelid LIMIT 1";
 
-asio::awaitable<Result<protocol::TableShape>>
-query_table_shape(Stream& stream, MessageReader& reader, const std::string& name,
-                  protocol::Dialect dialect, ShapeUse use) {
-  if (dialect == protocol::Dialect::kSqlite) {
-    co_return co_await query_sqlite_table_shape(stream, reader, name);
+// The definition of the view whose oid follows, when PostgreSQL writes through it by itself:
+// no INSTEAD OF trigger (tgtype bit 64) and no rule of its own (_RETURN is the view's query)
+// takes the write. No row for a table.
+constexpr const char* kWrittenThroughViewSql =
+    "SELECT pg_catalog.pg_get_viewdef(c.oid) FROM pg_catalog.pg_class c WHERE c.relkind = 'v' "
+    "AND NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid "
+    "AND t.tgtype & 64 <> 0) AND NOT EXISTS (SELECT FROM pg_catalog.pg_rewrite r "
+    "WHERE r.ev_class = c.oid AND r.rulename <> '_RETURN') AND c.oid = ";
+
+// Views over views, each looked through; PostgreSQL itself gives up far deeper.
+constexpr int kMaxViewDepth = 16;
+
+// The shape of a view PostgreSQL writes through into the table of shape `table`: that
+// table's, under the view's column names, which must be the table's own; an expression the
+// view shows is never written (as a generated column). nullopt when the view renames a
+// column or leaves out a key column (the view then keeps its own shape, without a key).
+std::optional<protocol::TableShape> written_through(const protocol::TableShape& table,
+                                                    const protocol::ViewSource& view) {
+  protocol::TableShape shape = table;
+  shape.generated.clear();
+  for (const protocol::ViewSource::Column& column : view.columns) {
+    if (column.shows.empty() || table.is_generated(column.shows)) {
+      shape.generated.push_back(column.name);
+    } else if (column.shows != column.name) {
+      return std::nullopt;
+    }
   }
+  for (const std::string& key : table.key_columns) {
+    if (std::ranges::none_of(view.columns,
+                             [&](const auto& column) { return column.shows == key; })) {
+      return std::nullopt;
+    }
+  }
+  return shape;
+}
+
+asio::awaitable<Result<protocol::TableShape>>
+query_postgres_table_shape(Stream& stream, MessageReader& reader, const std::string& name,
+                           ShapeUse use, int view_depth) {
   // tgtype bits: ROW 1, BEFORE 2, INSERT 4, UPDATE 16. Triggers enabled 'O' (the default)
   // are the ones session_replication_role = replica turns off.
   std::string sql =
@@ -265,7 +296,47 @@ query_table_shape(Stream& stream, MessageReader& reader, const std::string& name
     shape.inheriting_children = row[6] == "t";
     if (row[7]) shape.writing_defaults.push_back({*row[0], default_functions(*row[7])});
   }
-  co_return shape;
+  // Without a key it may be a view PostgreSQL writes through: its rows are its table's, found
+  // by that table's key, and written there directly, provided the session may (else through
+  // the view, as a table without a key). Asked apart: tables with a key, nearly all, are
+  // asked nothing more (the question would triple the shape query's time).
+  if (!shape.key_columns.empty() || view_depth >= kMaxViewDepth) co_return shape;
+  auto definition = co_await run_query(
+      stream, reader, std::string(kWrittenThroughViewSql) + quote_literal(name) + "::regclass");
+  if (!definition) co_return shape_error(name, definition.error());
+  if (definition->rows.empty() || definition->rows.front().empty() ||
+      !definition->rows.front()[0]) {
+    co_return shape;
+  }
+  auto source = protocol::view_source(*definition->rows.front()[0]);
+  if (!source) co_return shape;
+  std::string table = source->relation.qualified();
+  auto table_shape =
+      co_await query_postgres_table_shape(stream, reader, table, use, view_depth + 1);
+  if (!table_shape) co_return table_shape;
+  auto through = written_through(*table_shape, *source);
+  if (!through) co_return shape;
+  std::string relation = quote_literal(table);
+  std::string writable = "SELECT pg_catalog.has_table_privilege(" + relation +
+                         ", 'INSERT') AND pg_catalog.has_table_privilege(" + relation +
+                         ", 'UPDATE') AND pg_catalog.has_table_privilege(" + relation +
+                         ", 'DELETE')";
+  auto allowed = co_await run_query(stream, reader, writable);
+  if (!allowed) co_return shape_error(name, allowed.error());
+  bool may_write = !allowed->rows.empty() && allowed->rows.front().size() == 1 &&
+                   allowed->rows.front()[0] == "t";
+  co_return may_write ? std::move(*through) : shape;
+}
+
+} // namespace
+
+asio::awaitable<Result<protocol::TableShape>>
+query_table_shape(Stream& stream, MessageReader& reader, const std::string& name,
+                  protocol::Dialect dialect, ShapeUse use) {
+  if (dialect == protocol::Dialect::kSqlite) {
+    co_return co_await query_sqlite_table_shape(stream, reader, name);
+  }
+  co_return co_await query_postgres_table_shape(stream, reader, name, use, 0);
 }
 
 } // namespace switchyard::proxy

@@ -66,7 +66,9 @@ enum class ShapeUse { kReplay, kMirror };
 //! The shape of table `name` (quoted, possibly qualified) as the backend's catalog has it
 //! (pg_attribute, or SQLite's table_xinfo pragma): its primary key, generated columns,
 //! sequences, whether BEFORE triggers may rewrite the rows written into it, and for
-//! kMirror the defaults that call functions which may write.
+//! kMirror the defaults that call functions which may write. A view PostgreSQL writes
+//! through that shows its table's key under the table's column names has that table's
+//! shape (`qualified` names the table), where the session may write the table.
 asio::awaitable<Result<protocol::TableShape>>
 query_table_shape(Stream& stream, MessageReader& reader, const std::string& name,
                   protocol::Dialect dialect, ShapeUse use = ShapeUse::kReplay);

@@ -485,6 +485,7 @@ private:
     if (shape->key_columns.empty()) {
       co_return co_await replay_keyless_inserts(pair, way, group, *shape);
     }
+    const std::string& table = shape->qualified; // a view's rows are read in its table
     // The rows of one statement have the same columns: the key is at the same places in each.
     std::vector<size_t> key_at;
     Parameters key_parameters;
@@ -502,7 +503,7 @@ private:
     std::set<std::string> syncing; // into `synced` once written
     for (const JournalEntry* entry : group) {
       std::vector<protocol::Value> key;
-      std::string identity = first.table;
+      std::string identity = table;
       for (size_t i : key_at) {
         key.push_back(i < entry->values.size() ? entry->values[i] : protocol::Value{});
         identity += '\0' + key.back().value_or("\x01NULL");
@@ -522,7 +523,7 @@ private:
     std::string source_role = way.into_primary ? "secondary: " : "primary: ";
     auto begun = co_await locked.query(sqlite_locked ? "BEGIN IMMEDIATE" : "BEGIN");
     if (!begun) co_return fail(begun.error());
-    std::string lock_sql = "SELECT * FROM " + first.table + " WHERE " + where + " FOR UPDATE";
+    std::string lock_sql = "SELECT * FROM " + table + " WHERE " + where + " FOR UPDATE";
     // A row of a table others inherit from may be a child's: the source says whose, as a last
     // column (the table's name is the parameter after the key).
     bool ask_whose =
@@ -534,7 +535,7 @@ private:
       source_parameters.types.push_back(protocol::oid::kText);
       source_parameters.formats.push_back(0);
     }
-    source_sql += " FROM " + first.table + " WHERE " + where;
+    source_sql += " FROM " + table + " WHERE " + where;
     if (!way.into_primary && !sqlite_locked) source_sql += " FOR SHARE";
     // Locked and read in the statements' order, each row by one execution, the executions
     // sent together (run_query_each).
@@ -546,7 +547,7 @@ private:
     std::vector<std::vector<protocol::Value>> source_parameters_each = keys;
     if (ask_whose) {
       for (auto& parameters : source_parameters_each)
-        parameters.emplace_back(first.table);
+        parameters.emplace_back(table);
     }
     auto current = co_await way.source->query_each(
         source_sql, source_parameters.types, source_parameters.formats, source_parameters_each);
@@ -881,17 +882,18 @@ private:
   // side only. A table without a key has none to look up (copy_table replaces its rows).
   // True when it passed over the table.
   asio::awaitable<Result<bool>>
-  remove_rows_the_source_lacks(Pair& pair, const Direction& way, const std::string& table,
+  remove_rows_the_source_lacks(Pair& pair, const Direction& way, const std::string& entry_table,
                                const std::vector<std::string>* assigned) {
     auto limit = std::max(kMinEntryTimeout, 5 * runtime_->config->mirror.timeout);
     auto fail = [&](std::string what) { return Error{abandon(pair, std::move(what)).error()}; };
     std::string target_role = way.into_primary ? "primary: " : "secondary: ";
     std::string source_role = way.into_primary ? "secondary: " : "primary: ";
     auto shape = co_await within(query_table_shape(way.target->session.stream, way.target->reader,
-                                                   table, dialect_of(*way.target_backend)),
+                                                   entry_table, dialect_of(*way.target_backend)),
                                  limit);
-    if (!shape && co_await gone_from_both(way, shape.error(), table)) co_return false;
+    if (!shape && co_await gone_from_both(way, shape.error(), entry_table)) co_return false;
     if (!shape) co_return fail(target_role + shape.error());
+    const std::string& table = shape->qualified; // a view's rows are its table's
     if (shape->key_columns.empty()) co_return false;
     if (assigned != nullptr &&
         std::ranges::none_of(*assigned, [&](const auto& c) { return shape->is_key(c); })) {

@@ -1456,10 +1456,10 @@ bool SecondaryLink::row_keys(const std::vector<MirrorOp>& ops, std::vector<uint6
   for (const MirrorOp& op : ops) {
     if (op.statement.transaction != protocol::TransactionOp::kNone) continue; // savepoints
     if (op.kind != MirrorOp::Kind::kImage) return false;
-    std::string table = shape_name(op.statement.target);
     std::optional<protocol::TableShape> shared;
     const protocol::TableShape* known = known_shape(op, shared);
     if (known == nullptr || calls_writing_functions(known, op)) return false;
+    const std::string& table = known->qualified; // a view's rows are its table's
     const protocol::Statement& statement = op.statement;
     const std::vector<std::string>& key_columns = known->key_columns;
     if (key_columns.empty()) {

@@ -2594,6 +2594,54 @@ def test_a_table_without_a_primary_key_is_keyed_by_its_unique_not_null_index(pai
     assert_identical(primary, secondary, {"badge": "region, code", "tagged": "id", "loose": "code"})
 
 
+@pytest.mark.parametrize("case", ["sync", "async", "missed"])
+def test_writes_through_a_view_reach_its_table_as_the_primary_made_them(pair, start_proxy, tmp_path, case):
+    """A view PostgreSQL writes through (one table, plain columns) has its table's key when it
+    shows that key's columns: its UPDATEs, DELETEs and upserts reach the secondary as row
+    images written into the table, so values the primary chose (clock_timestamp(),
+    gen_random_uuid(), random()) are the same there, where running the statement again chose
+    other ones; the secondary refused an upsert's image written as a plain INSERT; and a
+    replay re-reads the table, where a row no longer shown by the view (amount set to 0) still
+    is. A view renaming its columns still falls back to its statements, and one whose INSTEAD
+    OF trigger does the writing is written through, the trigger running on each side."""
+    primary, secondary = pair
+    proxy = start_case(pair, start_proxy, tmp_path, case,
+                       "CREATE TABLE passbook (id serial PRIMARY KEY, owner text, amount numeric,"
+                       " stamp timestamptz DEFAULT clock_timestamp(), tok uuid DEFAULT gen_random_uuid());"
+                       "CREATE VIEW open_passbook AS SELECT id, owner, amount, stamp, tok, upper(owner) AS shout"
+                       " FROM passbook WHERE amount IS DISTINCT FROM 0;"
+                       "CREATE VIEW big_open AS SELECT id, amount, tok FROM open_passbook WHERE amount > 100;"
+                       "CREATE VIEW renamed AS SELECT id AS passbook_id, owner FROM passbook;"
+                       "CREATE TABLE stamp_log (n int PRIMARY KEY, note text);"
+                       "CREATE VIEW stamp_view AS SELECT n, note FROM stamp_log;"
+                       "CREATE FUNCTION stamp_view_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                       " INSERT INTO stamp_log VALUES (NEW.n, upper(NEW.note)); RETURN NEW; END $$;"
+                       "CREATE TRIGGER stamp_view_insert INSTEAD OF INSERT ON stamp_view"
+                       " FOR EACH ROW EXECUTE FUNCTION stamp_view_insert();"
+                       "INSERT INTO passbook (owner, amount, stamp, tok) SELECT 'o' || i, i * 50, '2026-01-01',"
+                       " md5(i::text)::uuid FROM generate_series(1, 6) i")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO open_passbook (owner, amount) VALUES ('new', 10), (%s, 500)", ("new2",))
+        conn.execute("UPDATE open_passbook SET stamp = clock_timestamp(), tok = gen_random_uuid() WHERE amount < 200")
+        conn.execute("UPDATE open_passbook SET amount = 0, stamp = clock_timestamp() WHERE id = 2")  # leaves the view
+        conn.execute("UPDATE big_open SET amount = amount + (random() * 10)::numeric(6, 3) WHERE id >= 5")
+        conn.execute("DELETE FROM open_passbook WHERE id = 3")
+        conn.execute("INSERT INTO open_passbook (id, owner, amount) VALUES (1, 'x', 7), (50, 'y', 8)"
+                     " ON CONFLICT (id) DO UPDATE SET tok = gen_random_uuid(), owner = excluded.owner")
+        with conn.transaction():
+            conn.execute("UPDATE open_passbook SET stamp = clock_timestamp() WHERE id = 4")
+            conn.execute("INSERT INTO open_passbook (owner, amount) VALUES ('in block', 1)")
+        # Its INSTEAD OF trigger writes the table, not PostgreSQL: the trigger runs on each side.
+        conn.execute("INSERT INTO stamp_view VALUES (1, 'quiet')")
+        if case != "missed":  # a keyless view's missed UPDATE is not replayable
+            conn.execute("UPDATE renamed SET owner = 'renamed' WHERE passbook_id = 6")
+    assert primary.sql("SELECT count(*) FROM passbook WHERE amount = 0") == "1"
+    settle_case(proxy, pair, case, "passbook", "id")
+    if case != "missed":
+        assert proxy.metric("switchyard_mirrored_statements_total", kind="statement_fallback") == 1
+    assert_identical(primary, secondary, {"passbook": "id", "stamp_log": "n"})
+
+
 KINDS_SCHEMA = (
     "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); CREATE DOMAIN positive AS int CHECK (VALUE > 0);"
     "CREATE TABLE kinds (id serial PRIMARY KEY, f8 float8, f4 real, n numeric(30,10), ts timestamptz,"
