@@ -2642,6 +2642,33 @@ def test_writes_through_a_view_reach_its_table_as_the_primary_made_them(pair, st
     assert_identical(primary, secondary, {"passbook": "id", "stamp_log": "n"})
 
 
+def test_a_view_over_a_table_the_session_may_not_write_keeps_to_its_statements(pair, start_proxy, tmp_path):
+    """A client allowed to write a view but not its table (the view's owner may): the rows
+    written through the view are written through it on the secondary too, as statements,
+    not into the table by its key, which the secondary would refuse (permission denied)."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'clerk') THEN"
+                    " CREATE ROLE clerk LOGIN PASSWORD 'clerkpw'; END IF; END $$;"
+                    "CREATE TABLE vault (id int PRIMARY KEY, owner text, seen date);"
+                    "CREATE VIEW teller AS SELECT id, owner, seen FROM vault;"
+                    "GRANT SELECT, INSERT, UPDATE, DELETE ON teller TO clerk;"
+                    "INSERT INTO vault VALUES (1, 'a', NULL), (2, 'b', NULL)")
+    # No user in the URIs: the backends are logged in to as the client's user.
+    proxy = start_proxy(f"primary: {primary.uri(user=None, password=None)}\n"
+                        f"secondary: {secondary.uri(user=None, password=None)}\n"
+                        f"mirror:\n  journal: {tmp_path}/journal.jsonl\n"
+                        "auth:\n  method: password\n  users:\n    - name: clerk\n      password: clerkpw\n")
+    with psycopg.connect(proxy.dsn(user="clerk", password="clerkpw"), autocommit=True) as conn:
+        conn.execute("UPDATE teller SET owner = upper(owner), seen = '2026-12-05' WHERE id = 1")
+        conn.execute("DELETE FROM teller WHERE id = 2")
+        conn.execute("INSERT INTO teller VALUES (3, 'c', '2026-01-01')")
+    wait_for(lambda: primary.checksum("vault", "id") == secondary.checksum("vault", "id"))
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+    assert proxy.metric("switchyard_mirrored_statements_total", kind="statement_fallback") == 2
+    assert_identical(primary, secondary, {"vault": "id"})
+
+
 KINDS_SCHEMA = (
     "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); CREATE DOMAIN positive AS int CHECK (VALUE > 0);"
     "CREATE TABLE kinds (id serial PRIMARY KEY, f8 float8, f4 real, n numeric(30,10), ts timestamptz,"
