@@ -1309,6 +1309,15 @@ Classification unparsed(std::string_view sql, std::string error) {
   return result;
 }
 
+// libpg_query's JSON parse tree of text nesting up to `nesting`, read into `memory` (freed all
+// at once, with no destructor recursing down the tree); `ec` set when it cannot be read.
+json::value read_parse_tree(const char* tree, size_t nesting, json::monotonic_resource& memory,
+                            json::error_code& ec) {
+  json::parse_options options;
+  options.max_depth = 8 * nesting + 64; // several JSON levels per node, a few per token
+  return json::parse(tree, ec, &memory, options);
+}
+
 Classification classify_parsed(std::string_view sql, size_t nesting) {
   Classification result;
   std::string text(sql); // libpg_query wants a NUL-terminated string
@@ -1318,12 +1327,9 @@ Classification classify_parsed(std::string_view sql, size_t nesting) {
     pg_query_free_parse_result(parsed);
     return result;
   }
-  json::parse_options options;
-  options.max_depth = 8 * nesting + 64; // several JSON levels per node, a few per token
   json::error_code ec;
-  // Freed all at once, with no destructor recursing down the tree.
   json::monotonic_resource memory;
-  json::value tree = json::parse(parsed.parse_tree, ec, &memory, options);
+  json::value tree = read_parse_tree(parsed.parse_tree, nesting, memory, ec);
   pg_query_free_parse_result(parsed);
   if (ec) return unparsed(sql, "the parse tree could not be read: " + ec.message());
 
@@ -1446,11 +1452,9 @@ std::optional<ViewSource> view_source(std::string_view definition) {
   with_stack_for(nesting, [&] {
     PgQueryParseResult parsed = pg_query_parse(text.c_str());
     if (parsed.error == nullptr) {
-      json::parse_options options;
-      options.max_depth = 8 * nesting + 64; // as classify_parsed
       json::error_code ec;
       json::monotonic_resource memory;
-      json::value tree = json::parse(parsed.parse_tree, ec, &memory, options);
+      json::value tree = read_parse_tree(parsed.parse_tree, nesting, memory, ec);
       const json::value* stmts = ec ? nullptr : tree.as_object().if_contains("stmts");
       if (stmts != nullptr && stmts->is_array() && stmts->get_array().size() == 1) {
         const json::object* select = member_object(stmts->get_array().front(), "stmt");
