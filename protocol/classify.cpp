@@ -599,6 +599,17 @@ void note_filled_table(const json::value* into, bool table, Statement& out) {
   if (table && with_data && !out.target.temporary) out.fills_table = TableFill::kQuery;
 }
 
+// Whether parse-tree node `node` is a literal, possibly cast: the same value wherever it is
+// evaluated.
+bool is_constant(const json::value* node) {
+  while (node != nullptr) {
+    const json::object* cast = member_object(*node, "TypeCast");
+    if (cast == nullptr) break;
+    node = cast->if_contains("arg");
+  }
+  return node != nullptr && member_object(*node, "A_Const") != nullptr;
+}
+
 // Whether a column definition's value for the rows a table has may differ where it is
 // evaluated again: a default other than a constant (a literal, or one cast), an identity,
 // or a serial type.
@@ -618,14 +629,7 @@ bool default_is_chosen(const json::object& column) {
     std::string_view type = string_at(c->get_object(), "contype");
     if (type == "CONSTR_IDENTITY") return true;
     if (type != "CONSTR_DEFAULT") continue;
-    const json::value* expr = c->get_object().if_contains("raw_expr");
-    if (expr != nullptr && expr->is_object() && expr->get_object().contains("TypeCast")) {
-      const json::value& cast = expr->get_object().at("TypeCast");
-      expr = cast.is_object() ? cast.get_object().if_contains("arg") : nullptr;
-    }
-    if (expr == nullptr || !expr->is_object() || !expr->get_object().contains("A_Const")) {
-      return true;
-    }
+    if (!is_constant(c->get_object().if_contains("raw_expr"))) return true;
   }
   return false;
 }
@@ -1443,12 +1447,10 @@ std::optional<ViewSource> select_source(const json::object& select) {
   return source;
 }
 
-} // namespace
-
-std::optional<ViewSource> view_source(std::string_view definition) {
-  std::string text(definition);
-  std::optional<ViewSource> source;
-  size_t nesting = query_shape(definition).nesting;
+// Parses `sql` and, when it is one SELECT, calls `use` with its SelectStmt node.
+template <typename Use> void with_one_select(std::string_view sql, Use use) {
+  std::string text(sql);
+  size_t nesting = query_shape(sql).nesting;
   with_stack_for(nesting, [&] {
     PgQueryParseResult parsed = pg_query_parse(text.c_str());
     if (parsed.error == nullptr) {
@@ -1457,16 +1459,37 @@ std::optional<ViewSource> view_source(std::string_view definition) {
       json::value tree = read_parse_tree(parsed.parse_tree, nesting, memory, ec);
       const json::value* stmts = ec ? nullptr : tree.as_object().if_contains("stmts");
       if (stmts != nullptr && stmts->is_array() && stmts->get_array().size() == 1) {
-        const json::object* select = member_object(stmts->get_array().front(), "stmt");
-        select = select != nullptr && select->contains("SelectStmt")
-                     ? &select->at("SelectStmt").as_object()
-                     : nullptr;
-        if (select != nullptr) source = select_source(*select);
+        const json::value& entry = stmts->get_array().front();
+        const json::value* stmt =
+            entry.is_object() ? entry.get_object().if_contains("stmt") : nullptr;
+        const json::object* select = stmt != nullptr ? member_object(*stmt, "SelectStmt") : nullptr;
+        if (select != nullptr) use(*select);
       }
     }
     pg_query_free_parse_result(parsed);
   });
+}
+
+} // namespace
+
+std::optional<ViewSource> view_source(std::string_view definition) {
+  std::optional<ViewSource> source;
+  with_one_select(definition, [&](const json::object& select) { source = select_source(select); });
   return source;
+}
+
+bool constant_expression(std::string_view expression) {
+  bool constant = false;
+  with_one_select("SELECT " + std::string(expression), [&](const json::object& select) {
+    const json::value* targets = select.if_contains("targetList");
+    if (targets == nullptr || !targets->is_array() || targets->get_array().size() != 1 ||
+        select.contains("fromClause")) {
+      return;
+    }
+    const json::object* target = member_object(targets->get_array().front(), "ResTarget");
+    constant = target != nullptr && is_constant(target->if_contains("val"));
+  });
+  return constant;
 }
 
 namespace {

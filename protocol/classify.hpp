@@ -215,6 +215,10 @@ struct ViewSource {
 //! the text does not parse. Names are as written, unquoted.
 std::optional<ViewSource> view_source(std::string_view definition);
 
+//! Whether `expression` (a column default as pg_get_expr prints it) is a literal, possibly
+//! cast: the same value on every database. False for anything that does not parse as one.
+bool constant_expression(std::string_view expression);
+
 //! `name` as a PostgreSQL identifier: bare when it is a plain lower-case name, else quoted.
 std::string quote_identifier(std::string_view name);
 

@@ -618,6 +618,23 @@ TEST_CASE("the relation and columns a view PostgreSQL writes through shows") {
   }
 }
 
+TEST_CASE("which column defaults are the same value on every database") {
+  // As pg_get_expr prints them.
+  for (const char* constant : {"7", "'-1'::integer", "'draft'::text", "'{}'::text[]", "NULL::text",
+                               "'x'::character varying::text", "true", "1.5"}) {
+    INFO(constant);
+    CHECK(constant_expression(constant));
+  }
+  for (const char* chosen :
+       {"clock_timestamp()", "now()", "CURRENT_TIMESTAMP", "gen_random_uuid()",
+        "nextval('crate_id_seq'::regclass)", "(random() * (10)::double precision)",
+        "('a'::text || (random())::text)", "1 + 1", "(SELECT 1)", "1 FROM t", "1; SELECT 2",
+        "not sql )"}) {
+    INFO(chosen);
+    CHECK_FALSE(constant_expression(chosen));
+  }
+}
+
 TEST_CASE("upsert and delete statements for the secondary") {
   TableShape table{"public.t", {"id"}, {}};
   std::vector<std::string> columns{"id", "Name"};
