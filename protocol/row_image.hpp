@@ -84,6 +84,10 @@ struct TableShape {
   //! Tables inherit from it (INHERITS; a partitioned table's partitions do not count): an
   //! UPDATE of it returns their rows too, which an upsert would write into it.
   bool inheriting_children = false;
+  //! A view's shape: the columns of its table the view does not show whose value the table
+  //! chooses (a DEFAULT other than a literal, an identity; any such column when a BEFORE
+  //! trigger may set it). A row image written through the view cannot carry them.
+  std::vector<std::string> hidden_chosen{};
 
   bool is_generated(std::string_view column) const {
     return std::find(generated.begin(), generated.end(), column) != generated.end();

@@ -316,16 +316,34 @@ query_postgres_table_shape(Stream& stream, MessageReader& reader, const std::str
   if (!table_shape) co_return table_shape;
   auto through = written_through(*table_shape, *source);
   if (!through) co_return shape;
+  // Per column of the table (it has one at least, its key): whether the session may write the
+  // table, the column's name, whether it is an identity, and its default.
   std::string relation = quote_literal(table);
-  std::string writable = "SELECT pg_catalog.has_table_privilege(" + relation +
-                         ", 'INSERT') AND pg_catalog.has_table_privilege(" + relation +
-                         ", 'UPDATE') AND pg_catalog.has_table_privilege(" + relation +
-                         ", 'DELETE')";
-  auto allowed = co_await run_query(stream, reader, writable);
-  if (!allowed) co_return shape_error(name, allowed.error());
-  bool may_write = !allowed->rows.empty() && allowed->rows.front().size() == 1 &&
-                   allowed->rows.front()[0] == "t";
-  co_return may_write ? std::move(*through) : shape;
+  std::string columns_sql =
+      "SELECT pg_catalog.has_table_privilege(" + relation +
+      ", 'INSERT') AND pg_catalog.has_table_privilege(" + relation +
+      ", 'UPDATE') AND pg_catalog.has_table_privilege(" + relation +
+      ", 'DELETE'), a.attname, a.attidentity <> '', pg_catalog.pg_get_expr(d.adbin, d.adrelid) "
+      "FROM pg_catalog.pg_attribute a LEFT JOIN pg_catalog.pg_attrdef d "
+      "ON d.adrelid = a.attrelid AND d.adnum = a.attnum WHERE a.attrelid = " +
+      relation +
+      "::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped "
+      "AND a.attgenerated = '' ORDER BY a.attnum";
+  auto columns = co_await run_query(stream, reader, columns_sql);
+  if (!columns) co_return shape_error(name, columns.error());
+  bool may_write = !columns->rows.empty() && columns->rows.front().size() == 4 &&
+                   columns->rows.front()[0] == "t";
+  if (!may_write) co_return shape;
+  through->hidden_chosen.clear(); // a view beneath it showed more
+  for (const auto& row : columns->rows) {
+    if (row.size() != 4 || !row[1]) continue;
+    bool shown = std::ranges::any_of(source->columns,
+                                     [&](const auto& column) { return column.shows == *row[1]; });
+    bool chosen = through->rewriting_triggers || row[2] == "t" ||
+                  (row[3] && !protocol::constant_expression(*row[3]));
+    if (!shown && chosen) through->hidden_chosen.push_back(*row[1]);
+  }
+  co_return std::move(*through);
 }
 
 } // namespace

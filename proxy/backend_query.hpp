@@ -68,7 +68,8 @@ enum class ShapeUse { kReplay, kMirror };
 //! sequences, whether BEFORE triggers may rewrite the rows written into it, and for
 //! kMirror the defaults that call functions which may write. A view PostgreSQL writes
 //! through that shows its table's key under the table's column names has that table's
-//! shape (`qualified` names the table), where the session may write the table.
+//! shape (`qualified` names the table), where the session may write the table, with the
+//! table's columns it hides whose values the table chooses (`hidden_chosen`).
 asio::awaitable<Result<protocol::TableShape>>
 query_table_shape(Stream& stream, MessageReader& reader, const std::string& name,
                   protocol::Dialect dialect, ShapeUse use = ShapeUse::kReplay);

@@ -39,6 +39,8 @@ constexpr size_t kMaxSessionStatements = 1000;
 constexpr size_t kMaxMergedCommits = 64;   // bounds one apply's size and its mirror.timeout risk
 constexpr size_t kMaxGroupedWrites = 1024; // a group takes no further member past this many
 constexpr const char* kPreparedRolledBack = "the primary rolled the prepared transaction back";
+// The journal reason of rows written through a view, re-read for the columns it hides.
+constexpr const char* kHiddenByView = "hidden_by_view";
 // A missed COPY of more rows is journaled as its table, refreshed whole: a bulk load's rows
 // would make the journal (written in the session's path) large, and refresh faster.
 constexpr size_t kMaxCopyRowEntries = 10000;
@@ -1308,7 +1310,7 @@ SecondaryLink::try_apply(const std::vector<MirrorOp>& ops, bool atomic) {
 void SecondaryLink::journal_outcome(const std::vector<MirrorOp>& ops, const ApplyOutcome& outcome,
                                     bool committed) {
   switch (outcome.kind) {
-  case ApplyOutcome::Kind::kApplied: journal_filled_tables(ops, committed); break;
+  case ApplyOutcome::Kind::kApplied: journal_what_images_lacked(ops, committed); break;
   case ApplyOutcome::Kind::kDown:
     journal_ops(ops, MirrorFailure::kConnect, outcome.error, committed);
     return;
@@ -1711,24 +1713,7 @@ std::vector<backfill::JournalEntry> SecondaryLink::journal_entries(const std::ve
     entry.error = error;
     entry.maybe_applied = maybe_applied;
     if (op.kind == MirrorOp::Kind::kImage && !op.statement.target.temporary) {
-      entry.kind = backfill::JournalEntry::Kind::kRow;
-      entry.table = op.statement.target.qualified();
-      entry.op = op.statement.image_op == protocol::RowImageOp::kDelete ? "delete"
-                 : op.statement.node == "InsertStmt"                    ? "insert"
-                                                                        : "update";
-      for (const auto& field : op.fields) {
-        entry.columns.push_back(field.name);
-        entry.types.push_back(field.type_oid);
-        entry.formats.push_back(field.format);
-      }
-      entry.statement_rows = static_cast<uint32_t>(op.rows.size());
-      entry.assigned = op.statement.set_columns;
-      for (const auto& row : op.rows) {
-        entry.values = row;
-        entries.push_back(entry);
-        entry.statement_rows = 0;
-        entry.assigned.clear();
-      }
+      append_row_entries(op, entry, entries);
       // What the functions it called wrote elsewhere no entry names: reported for repair.
       std::optional<protocol::TableShape> shared;
       if (calls_writing_functions(known_shape(op, shared), op)) {
@@ -1772,6 +1757,28 @@ std::vector<backfill::JournalEntry> SecondaryLink::journal_entries(const std::ve
     }
   }
   return entries;
+}
+
+void SecondaryLink::append_row_entries(const MirrorOp& op, backfill::JournalEntry entry,
+                                       std::vector<backfill::JournalEntry>& entries) {
+  entry.kind = backfill::JournalEntry::Kind::kRow;
+  entry.table = op.statement.target.qualified();
+  entry.op = op.statement.image_op == protocol::RowImageOp::kDelete ? "delete"
+             : op.statement.node == "InsertStmt"                    ? "insert"
+                                                                    : "update";
+  for (const auto& field : op.fields) {
+    entry.columns.push_back(field.name);
+    entry.types.push_back(field.type_oid);
+    entry.formats.push_back(field.format);
+  }
+  entry.statement_rows = static_cast<uint32_t>(op.rows.size());
+  entry.assigned = op.statement.set_columns;
+  for (const auto& row : op.rows) {
+    entry.values = row;
+    entries.push_back(entry);
+    entry.statement_rows = 0;
+    entry.assigned.clear();
+  }
 }
 
 backfill::JournalEntry SecondaryLink::entry_for(const MirrorOp& op) const {
@@ -1873,12 +1880,30 @@ SecondaryLink::append_to_journal(const std::vector<backfill::JournalEntry>& entr
   return offset;
 }
 
-void SecondaryLink::journal_filled_tables(const std::vector<MirrorOp>& ops, bool committed) {
+void SecondaryLink::journal_what_images_lacked(const std::vector<MirrorOp>& ops, bool committed) {
   std::vector<backfill::JournalEntry> entries;
   for (const MirrorOp& op : ops) {
     if (op.statement.fills_table != protocol::TableFill::kNone) {
       entries.push_back(table_copy_entry(op));
     }
+    if (op.kind != MirrorOp::Kind::kImage || op.rows.empty() ||
+        op.statement.image_op == protocol::RowImageOp::kDelete) {
+      continue;
+    }
+    std::optional<protocol::TableShape> shared;
+    const protocol::TableShape* shape = known_shape(op, shared);
+    // An UPDATE leaves the columns the view hides as they were, unless a trigger sets them.
+    if (shape == nullptr || shape->hidden_chosen.empty() ||
+        (op.statement.node != "InsertStmt" && !shape->rewriting_triggers)) {
+      continue;
+    }
+    backfill::JournalEntry entry = entry_for(op);
+    entry.reason = kHiddenByView;
+    size_t first = entries.size();
+    append_row_entries(op, std::move(entry), entries);
+    // The images applied any key change already: the rows are only read again.
+    for (size_t i = first; i < entries.size(); ++i)
+      entries[i].assigned.clear();
   }
   hold_until_committed(append_to_journal(entries, true), committed);
 }

@@ -312,8 +312,14 @@ private:
   //! its key or data is not known, or it wrote more rows than kMaxCopyRowEntries.
   static std::optional<std::vector<backfill::JournalEntry>>
   copy_row_entries(const MirrorOp& op, const backfill::JournalEntry& base);
-  //! Journals such a copy for each op that filled a table, the secondary having run them.
-  void journal_filled_tables(const std::vector<MirrorOp>& ops, bool committed);
+  //! The entries of `op`'s image rows, built on `entry`.
+  static void append_row_entries(const MirrorOp& op, backfill::JournalEntry entry,
+                                 std::vector<backfill::JournalEntry>& entries);
+  //! After the secondary applied `ops`, what their images could not carry is read from the
+  //! primary once its transaction committed: each table an op filled is copied (as above), and
+  //! the rows an op wrote through a view that hides columns the table chose values for
+  //! (TableShape::hidden_chosen) are journaled, reason kHiddenByView.
+  void journal_what_images_lacked(const std::vector<MirrorOp>& ops, bool committed);
   //! Appends durably (`sync`) and counts; the offset of the entries, none if not journaled.
   std::optional<uint64_t> append_to_journal(const std::vector<backfill::JournalEntry>& entries,
                                             bool sync);
