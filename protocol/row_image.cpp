@@ -100,7 +100,7 @@ std::optional<size_t> find_image_marker(std::span<const FieldDescription> fields
   return std::nullopt;
 }
 
-std::string upsert_sql(const TableShape& table, std::span<const std::string> columns, size_t rows) {
+std::string insert_sql(const TableShape& table, std::span<const std::string> columns, size_t rows) {
   std::string sql = "INSERT INTO " + table.qualified + " (";
   for (size_t i = 0; i < columns.size(); ++i) {
     if (i > 0) sql += ", ";
@@ -118,6 +118,11 @@ std::string upsert_sql(const TableShape& table, std::span<const std::string> col
     }
     sql += ")";
   }
+  return sql;
+}
+
+std::string upsert_sql(const TableShape& table, std::span<const std::string> columns, size_t rows) {
+  std::string sql = insert_sql(table, columns, rows);
   if (table.key_columns.empty()) return sql;
   sql += " ON CONFLICT (";
   for (size_t i = 0; i < table.key_columns.size(); ++i) {

@@ -81,6 +81,11 @@ struct TableShape {
   bool rewriting_triggers = false;
   //! The session may set session_replication_role, which turns those triggers off.
   bool may_disable_triggers = false;
+  //! Enabled triggers an upsert fires where the primary's statement fired none: BEFORE ROW
+  //! INSERT (it fires for the row an upsert then finds), and statement-level ones on INSERT
+  //! or UPDATE (an upsert fires both). Such a table's UPDATE images are written as UPDATEs
+  //! by key, and a plain INSERT's as a plain INSERT.
+  bool kind_triggers = false;
   //! Tables inherit from it (INHERITS; a partitioned table's partitions do not count): an
   //! UPDATE of it returns their rows too, which an upsert would write into it.
   bool inheriting_children = false;
@@ -110,6 +115,9 @@ inline uint32_t portable_type(uint32_t oid) {
 //! caller. Several rows in one statement have their constraints checked after them all, as
 //! the primary checked them after the statement that wrote them.
 std::string upsert_sql(const TableShape& table, std::span<const std::string> columns,
+                       size_t rows = 1);
+//! An INSERT of `rows` rows of `columns`, as upsert_sql's without its ON CONFLICT clause.
+std::string insert_sql(const TableShape& table, std::span<const std::string> columns,
                        size_t rows = 1);
 //! An UPDATE of the row with the key in `columns` (image order, parameters $1..$n) to those
 //! values; it finds the row in a child by inheritance too. Empty when `columns` are all key.

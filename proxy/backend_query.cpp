@@ -268,7 +268,7 @@ asio::awaitable<Result<protocol::TableShape>>
 query_postgres_table_shape(Stream& stream, MessageReader& reader, const std::string& name,
                            ShapeUse use, int view_depth) {
   // tgtype bits: ROW 1, BEFORE 2, INSERT 4, UPDATE 16. Triggers enabled 'O' (the default)
-  // are the ones session_replication_role = replica turns off.
+  // are the ones session_replication_role = replica turns off; 'A' ones fire always.
   std::string sql =
       "SELECT a.attname, a.attgenerated <> '', "
       "coalesce(a.attnum = ANY ((i.indkey::int2[])[:i.indnkeyatts - 1]), false), " +
@@ -276,6 +276,9 @@ query_postgres_table_shape(Stream& stream, MessageReader& reader, const std::str
       ", EXISTS (SELECT FROM pg_catalog.pg_trigger t WHERE t.tgrelid = a.attrelid "
       "AND NOT t.tgisinternal AND t.tgenabled = 'O' AND t.tgtype & 3 = 3 AND t.tgtype & 20 <> 0), "
       "pg_catalog.has_parameter_privilege('session_replication_role', 'SET'), "
+      "EXISTS (SELECT FROM pg_catalog.pg_trigger t WHERE t.tgrelid = a.attrelid "
+      "AND NOT t.tgisinternal AND t.tgenabled IN ('O', 'A') "
+      "AND (t.tgtype & 7 = 7 OR (t.tgtype & 1 = 0 AND t.tgtype & 20 <> 0))), "
       "EXISTS (SELECT FROM pg_catalog.pg_inherits h JOIN pg_catalog.pg_class c "
       "ON c.oid = h.inhparent AND c.relkind = 'r' WHERE h.inhparent = a.attrelid), " +
       std::string(use == ShapeUse::kMirror ? kWritingDefaultSql : "NULL") +
@@ -287,14 +290,15 @@ query_postgres_table_shape(Stream& stream, MessageReader& reader, const std::str
   protocol::TableShape shape;
   shape.qualified = name;
   for (const auto& row : rows->rows) {
-    if (row.size() != 8 || !row[0]) continue;
+    if (row.size() != 9 || !row[0]) continue;
     if (row[1] == "t") shape.generated.push_back(*row[0]);
     if (row[2] == "t") shape.key_columns.push_back(*row[0]);
     if (row[3]) shape.sequences.emplace_back(*row[0], *row[3]);
     shape.rewriting_triggers = row[4] == "t";
     shape.may_disable_triggers = row[5] == "t";
-    shape.inheriting_children = row[6] == "t";
-    if (row[7]) shape.writing_defaults.push_back({*row[0], default_functions(*row[7])});
+    shape.kind_triggers = row[6] == "t";
+    shape.inheriting_children = row[7] == "t";
+    if (row[8]) shape.writing_defaults.push_back({*row[0], default_functions(*row[8])});
   }
   // Without a key it may be a view PostgreSQL writes through: its rows are its table's, found
   // by that table's key, and written there directly, provided the session may (else through

@@ -982,32 +982,48 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     }
     // An UPDATE of a parent by inheritance returned its children's rows too, which an upsert
     // would write into the parent: each row is updated by key where it is, a statement each.
-    bool in_hierarchy = update && shape->inheriting_children && !keyless;
+    // So is an UPDATE's row of a table whose triggers tell an INSERT from an UPDATE, and an
+    // INSERT's is inserted (not upserted): the secondary fires the triggers the primary did.
+    bool by_key = update && !keyless && (shape->inheriting_children || shape->kind_triggers);
     bool deleting = statement.image_op == protocol::RowImageOp::kDelete;
-    auto sql = [&](size_t rows) {
-      if (deleting) return protocol::delete_sql(*shape, rows);
-      return in_hierarchy ? protocol::update_sql(*shape, names)
-                          : protocol::upsert_sql(*shape, names, rows);
+    bool inserting = !update && !deleting && shape->kind_triggers && statement.set_columns.empty();
+    enum class Write { kUpsert, kInsert, kUpdate, kDelete };
+    auto sql = [&](Write kind, size_t rows) {
+      switch (kind) {
+      case Write::kDelete: return protocol::delete_sql(*shape, rows);
+      case Write::kUpdate: return protocol::update_sql(*shape, names);
+      case Write::kInsert: return protocol::insert_sql(*shape, names, rows);
+      case Write::kUpsert: break;
+      }
+      return protocol::upsert_sql(*shape, names, rows);
     };
-    if (in_hierarchy && sql(1).empty()) continue; // it sets key columns only: done above
+    Write kind = deleting    ? Write::kDelete
+                 : by_key    ? Write::kUpdate
+                 : inserting ? Write::kInsert
+                             : Write::kUpsert;
+    if (by_key && sql(kind, 1).empty()) continue; // it sets key columns only: done above
     in_extended = true;
-    RowWrite write;
-    write.index = index;
-    write.per_statement = in_hierarchy ? 1 : protocol::rows_per_statement(columns.size());
-    if (size_t rows = op.rows.size(); rows == 1 || write.per_statement == 1) {
-      write.prepared = prepared_name(sql(1), types, out, new_names);
-    } else {
-      if (rows >= write.per_statement) write.full = sql(write.per_statement);
-      if (rows % write.per_statement != 0) write.last = sql(rows % write.per_statement);
-    }
-    write.types = std::move(types);
-    write.formats = std::move(formats);
-    write.columns = std::move(columns);
-    write_rows(write, deleting || in_hierarchy);
+    auto row_write = [&](Write as) {
+      RowWrite write;
+      write.index = index;
+      write.per_statement = as == Write::kUpdate ? 1 : protocol::rows_per_statement(columns.size());
+      if (size_t rows = op.rows.size(); rows == 1 || write.per_statement == 1) {
+        write.prepared = prepared_name(sql(as, 1), types, out, new_names);
+      } else {
+        if (rows >= write.per_statement) write.full = sql(as, write.per_statement);
+        if (rows % write.per_statement != 0) write.last = sql(as, rows % write.per_statement);
+      }
+      write.types = types;
+      write.formats = formats;
+      write.columns = columns;
+      return write;
+    };
+    write_rows(row_write(kind), deleting || by_key || inserting);
     // Written first with the secondary's triggers on, as they ran on the primary (AFTER
-    // triggers: a counter, an audit row; BEFORE triggers filling a column only it has).
+    // triggers: a counter, an audit row; BEFORE triggers filling a column only it has), then
+    // over the rows those wrote.
     if (shape->rewriting_triggers && shape->may_disable_triggers && !keyless && !deleting) {
-      rewrites.push_back(std::move(write));
+      rewrites.push_back(row_write(inserting ? Write::kUpsert : kind));
     }
     services_.metrics().mirrored(MirrorKind::kRowImage).Increment();
   }

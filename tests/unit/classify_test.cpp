@@ -656,6 +656,9 @@ TEST_CASE("upsert and delete statements for the secondary") {
   CHECK(delete_sql(pair, 2) == "DELETE FROM p WHERE (a = $1 AND b = $2) OR (a = $3 AND b = $4)");
   CHECK(update_sql(table, columns) == "UPDATE public.t SET \"Name\" = $2 WHERE id = $1");
   CHECK(update_sql(pair, keys_only).empty());
+  // A plain INSERT fires no UPDATE statement trigger, as the primary's did not.
+  CHECK(insert_sql(table, columns, 2) ==
+        "INSERT INTO public.t (id, \"Name\") OVERRIDING SYSTEM VALUE VALUES ($1, $2), ($3, $4)");
 }
 
 TEST_CASE("statements that count and trim the rows equal to a row of a table without a key") {
