@@ -112,6 +112,9 @@ struct SecondaryLink::ApplyOutcome {
   std::string error;
   bool maybe_applied = false;
   std::vector<Unit> divergent;
+  //! The image ops whose rows lack columns their table chose values for (written through a
+  //! view hiding them, TableShape::hidden_chosen): re-read from the primary once applied.
+  std::vector<size_t> lacking;
 };
 
 //! A session's commit waiting in ApplyGroups; the session waits on `woken`, which stays
@@ -706,7 +709,7 @@ void SecondaryLink::note_sequence_values(const protocol::TableShape& shape, cons
 
 asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, bool atomic,
                                              std::vector<Unit>& units, std::vector<Unit>& divergent,
-                                             bool& maybe_applied) {
+                                             std::vector<size_t>& lacking, bool& maybe_applied) {
   advances_.clear();
   struct Applying { // the ops hold their places among the session statements meanwhile
     bool& flag;
@@ -1003,27 +1006,44 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
                              : Write::kUpsert;
     if (by_key && sql(kind, 1).empty()) continue; // it sets key columns only: done above
     in_extended = true;
-    auto row_write = [&](Write as) {
-      RowWrite write;
-      write.index = index;
-      write.per_statement = as == Write::kUpdate ? 1 : protocol::rows_per_statement(columns.size());
+    // The statements writing `write`'s rows as `as`.
+    auto set_statements = [&](RowWrite& write, Write as) {
+      write.per_statement =
+          as == Write::kUpdate ? 1 : protocol::rows_per_statement(write.columns.size());
       if (size_t rows = op.rows.size(); rows == 1 || write.per_statement == 1) {
-        write.prepared = prepared_name(sql(as, 1), types, out, new_names);
+        write.prepared = prepared_name(sql(as, 1), write.types, out, new_names);
       } else {
         if (rows >= write.per_statement) write.full = sql(as, write.per_statement);
         if (rows % write.per_statement != 0) write.last = sql(as, rows % write.per_statement);
       }
-      write.types = types;
-      write.formats = formats;
-      write.columns = columns;
-      return write;
     };
-    write_rows(row_write(kind), deleting || by_key || inserting);
+    RowWrite write;
+    write.index = index;
+    write.types = std::move(types);
+    write.formats = std::move(formats);
+    write.columns = std::move(columns);
+    set_statements(write, kind);
+    write_rows(write, deleting || by_key || inserting);
     // Written first with the secondary's triggers on, as they ran on the primary (AFTER
     // triggers: a counter, an audit row; BEFORE triggers filling a column only it has), then
-    // over the rows those wrote.
+    // over the rows those wrote (an upsert, where the first was a plain INSERT).
     if (shape->rewriting_triggers && shape->may_disable_triggers && !keyless && !deleting) {
-      rewrites.push_back(row_write(inserting ? Write::kUpsert : kind));
+      if (inserting) {
+        RowWrite upsert;
+        upsert.index = index;
+        upsert.types = write.types;
+        upsert.formats = write.formats;
+        upsert.columns = write.columns;
+        set_statements(upsert, Write::kUpsert);
+        rewrites.push_back(std::move(upsert));
+      } else {
+        rewrites.push_back(std::move(write));
+      }
+    }
+    // An UPDATE leaves the columns a view hides as they were, unless a trigger sets them.
+    if (!shape->hidden_chosen.empty() && !deleting &&
+        (statement.node == "InsertStmt" || shape->rewriting_triggers)) {
+      lacking.push_back(index);
     }
     services_.metrics().mirrored(MirrorKind::kRowImage).Increment();
   }
@@ -1237,11 +1257,14 @@ asio::awaitable<void> SecondaryLink::apply_groups(ApplyGroups& groups, std::stri
       // as one refused for what DDL under way adds does (it may wait for it, see apply_batch).
       if (outcome.kind != ApplyOutcome::Kind::kRefused ||
           (group.size() == 1 && !lacks_what_ddl_adds(outcome))) {
-        ApplyOutcome own{outcome.kind, outcome.error, outcome.maybe_applied, {}};
+        ApplyOutcome own{outcome.kind, outcome.error, outcome.maybe_applied, {}, {}};
         for (const Unit& unit : outcome.divergent) {
           if (unit.op < begin || unit.op >= end) continue;
           own.divergent.push_back(unit);
           own.divergent.back().op -= begin;
+        }
+        for (size_t op : outcome.lacking) {
+          if (op >= begin && op < end) own.lacking.push_back(op - begin);
         }
         member->outcome = std::move(own);
       }
@@ -1283,8 +1306,9 @@ SecondaryLink::try_apply(const std::vector<MirrorOp>& ops, bool atomic) {
   }
   std::vector<Unit> units;
   asio::steady_timer timer(co_await asio::this_coro::executor, runtime_->config->mirror.timeout);
-  auto result = co_await (apply(ops, atomic, units, outcome.divergent, outcome.maybe_applied) ||
-                          timer.async_wait(use_tuple));
+  auto result = co_await (
+      apply(ops, atomic, units, outcome.divergent, outcome.lacking, outcome.maybe_applied) ||
+      timer.async_wait(use_tuple));
   if (result.index() == 1) {
     services_.sequence_marks().put_back(database_key_, advances_);
     drop_connection();
@@ -1326,7 +1350,9 @@ SecondaryLink::try_apply(const std::vector<MirrorOp>& ops, bool atomic) {
 void SecondaryLink::journal_outcome(const std::vector<MirrorOp>& ops, const ApplyOutcome& outcome,
                                     bool committed) {
   switch (outcome.kind) {
-  case ApplyOutcome::Kind::kApplied: journal_what_images_lacked(ops, committed); break;
+  case ApplyOutcome::Kind::kApplied:
+    journal_what_images_lacked(ops, outcome.lacking, committed);
+    break;
   case ApplyOutcome::Kind::kDown:
     journal_ops(ops, MirrorFailure::kConnect, outcome.error, committed);
     return;
@@ -1896,23 +1922,16 @@ SecondaryLink::append_to_journal(const std::vector<backfill::JournalEntry>& entr
   return offset;
 }
 
-void SecondaryLink::journal_what_images_lacked(const std::vector<MirrorOp>& ops, bool committed) {
+void SecondaryLink::journal_what_images_lacked(const std::vector<MirrorOp>& ops,
+                                               const std::vector<size_t>& lacking, bool committed) {
   std::vector<backfill::JournalEntry> entries;
   for (const MirrorOp& op : ops) {
     if (op.statement.fills_table != protocol::TableFill::kNone) {
       entries.push_back(table_copy_entry(op));
     }
-    if (op.kind != MirrorOp::Kind::kImage || op.rows.empty() ||
-        op.statement.image_op == protocol::RowImageOp::kDelete) {
-      continue;
-    }
-    std::optional<protocol::TableShape> shared;
-    const protocol::TableShape* shape = known_shape(op, shared);
-    // An UPDATE leaves the columns the view hides as they were, unless a trigger sets them.
-    if (shape == nullptr || shape->hidden_chosen.empty() ||
-        (op.statement.node != "InsertStmt" && !shape->rewriting_triggers)) {
-      continue;
-    }
+  }
+  for (size_t index : lacking) {
+    const MirrorOp& op = ops[index];
     backfill::JournalEntry entry = entry_for(op);
     entry.reason = kHiddenByView;
     size_t first = entries.size();

@@ -236,10 +236,10 @@ private:
   void journal_outcome(const std::vector<MirrorOp>& ops, const ApplyOutcome& outcome,
                        bool committed);
   //! `maybe_applied` turns true once the writes are sent and stays so unless the secondary's
-  //! answers show it applied none of them.
+  //! answers show it applied none of them; `lacking` gets ApplyOutcome::lacking's ops.
   asio::awaitable<Status> apply(const std::vector<MirrorOp>& ops, bool atomic,
                                 std::vector<Unit>& units, std::vector<Unit>& divergent,
-                                bool& maybe_applied);
+                                std::vector<size_t>& lacking, bool& maybe_applied);
   //! Makes connection_ ready: the session's own, or with `may_share`, when the session has
   //! none, one shared with sessions of the same login (given back by give_back_shared); with
   //! the session statements up to `settings_up_to` run on it.
@@ -317,9 +317,10 @@ private:
                                  std::vector<backfill::JournalEntry>& entries);
   //! After the secondary applied `ops`, what their images could not carry is read from the
   //! primary once its transaction committed: each table an op filled is copied (as above), and
-  //! the rows an op wrote through a view that hides columns the table chose values for
-  //! (TableShape::hidden_chosen) are journaled, reason kHiddenByView.
-  void journal_what_images_lacked(const std::vector<MirrorOp>& ops, bool committed);
+  //! the rows of the ops at `lacking`, written through a view that hides columns the table
+  //! chose values for (TableShape::hidden_chosen), are journaled, reason kHiddenByView.
+  void journal_what_images_lacked(const std::vector<MirrorOp>& ops,
+                                  const std::vector<size_t>& lacking, bool committed);
   //! Appends durably (`sync`) and counts; the offset of the entries, none if not journaled.
   std::optional<uint64_t> append_to_journal(const std::vector<backfill::JournalEntry>& entries,
                                             bool sync);

@@ -2314,16 +2314,14 @@ def test_the_secondary_fires_the_triggers_the_primary_fired(pair, start_proxy, t
                     " UPDATE fired SET n = n + 1 WHERE what = TG_ARGV[0];"
                     " IF TG_LEVEL = 'ROW' AND TG_WHEN = 'BEFORE' THEN RETURN NEW; END IF; RETURN NULL; END $$;"
                     "CREATE TABLE entry (id int PRIMARY KEY, amount int, note text);"
-                    "CREATE TRIGGER s_ins AFTER INSERT ON entry FOR EACH STATEMENT"
-                    " EXECUTE FUNCTION note_fired('insert statement');"
-                    "CREATE TRIGGER s_upd AFTER UPDATE ON entry FOR EACH STATEMENT"
-                    " EXECUTE FUNCTION note_fired('update statement');"
-                    "CREATE TRIGGER r_bins BEFORE INSERT ON entry FOR EACH ROW"
-                    " EXECUTE FUNCTION note_fired('before insert row');"
-                    "CREATE TRIGGER r_ains AFTER INSERT ON entry FOR EACH ROW"
-                    " EXECUTE FUNCTION note_fired('after insert row');"
-                    "CREATE TRIGGER r_aupd AFTER UPDATE ON entry FOR EACH ROW"
-                    " EXECUTE FUNCTION note_fired('after update row')")
+                    + "".join(f"CREATE TRIGGER t{i} {when} {event} ON entry FOR EACH {level}"
+                              f" EXECUTE FUNCTION note_fired('{name}');"
+                              for i, (when, event, level, name) in enumerate([
+                                  ("AFTER", "INSERT", "STATEMENT", "insert statement"),
+                                  ("AFTER", "UPDATE", "STATEMENT", "update statement"),
+                                  ("BEFORE", "INSERT", "ROW", "before insert row"),
+                                  ("AFTER", "INSERT", "ROW", "after insert row"),
+                                  ("AFTER", "UPDATE", "ROW", "after update row")])))
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
         conn.execute("INSERT INTO entry VALUES (1, 10, 'a'), (2, 20, 'b')")
