@@ -10,8 +10,10 @@ FROM STDIN (journaled as the rows it wrote by their keys, or, past 10,000 rows, 
 table, which the replayer refreshes from the primary), or, already on both databases, each
 moved to another key by an UPDATE of its own (the replayer also removes the old keys, in a
 pass over the table's keys) or by a writing CTE of its own (journaled as the table it
-wrote: a refresh and that pass, once for the whole backlog) — so
-every write goes to the journal; the secondary is started again and the time until the
+wrote: a refresh and that pass, once for the whole backlog), or, as pgbench's TPC-B does,
+by transactions that each update a row of `items` and of `tally` and insert a row into
+`notes` (an id from a sequence, a clock default): one-row entries of three tables in turn,
+which the replayer cannot join — so every write goes to the journal; the secondary is started again and the time until the
 journal's backlog is 0 is taken (it includes up to 1.5 s before the replayer notices the secondary is back: its retry
 pause and its poll). Then the table is compared on both databases. With `--table-rows N` the
 table holds N other rows on both databases before each run, as a table that grows by loads
@@ -35,17 +37,29 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from bench_common import builds, start_clusters, start_mirrored_proxy, trust_local  # noqa: E402
 
-TABLE = "CREATE TABLE items (id bigint PRIMARY KEY, v float8 NOT NULL, note text)"
+TABLES = ("CREATE TABLE items (id bigint PRIMARY KEY, v float8 NOT NULL, note text)",
+          "CREATE TABLE tally (id bigint PRIMARY KEY, n bigint NOT NULL)",
+          "CREATE TABLE notes (id bigserial PRIMARY KEY, item bigint NOT NULL,"
+          " at timestamptz NOT NULL DEFAULT clock_timestamp())")
 MOVED_ROWS = "INSERT INTO items SELECT g, g / 7.0, 'n' || g FROM generate_series(1, {rows}) g"
+TALLIES = "INSERT INTO tally SELECT g, 0 FROM generate_series(1, {rows}) g"
 
 
 def write(dsn, rows, per_statement):
     """Inserts `rows` rows, updates them all and deletes every other one, `per_statement`
     rows a statement, or (`per_statement` 0) inserts them by one COPY, or moves each of the
     `rows` rows the table has (MOVED_ROWS) to another key, by an UPDATE (`per_statement` -1)
-    or a writing CTE (-2); returns the journal entries expected and the row writes they
-    stand for."""
+    or a writing CTE (-2), or (-3) updates each of those rows and its tally and notes it, a
+    transaction each; returns the journal entries expected and the row writes they stand
+    for."""
     with psycopg.connect(dsn, autocommit=True) as conn:
+        if per_statement == -3:
+            for i in range(1, rows + 1):
+                with conn.transaction():
+                    conn.execute("UPDATE items SET v = v + random() WHERE id = %s", (i,))
+                    conn.execute("UPDATE tally SET n = n + 1 WHERE id = %s", (i,))
+                    conn.execute("INSERT INTO notes (item) VALUES (%s)", (i,))
+            return 3 * rows, 3 * rows
         if per_statement < 0:
             move = ("UPDATE items SET id = id + %s WHERE id = %s" if per_statement == -1 else
                     "WITH d AS (DELETE FROM items WHERE id = %(i)s RETURNING *) "
@@ -95,12 +109,13 @@ def main():
         workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-rbench-")))
         for cluster in (primary, secondary):
             trust_local(cluster)
-            cluster.sql(TABLE)
+            for table in TABLES:
+                cluster.sql(table)
         binaries = builds(opts.baseline)
 
         forms = {"1 row per statement": 1, f"{opts.rows_per_statement} rows per statement": opts.rows_per_statement,
                  "one COPY, inserts only": 0, "keys moved, 1 row per statement": -1,
-                 "writing CTEs, 1 row each": -2}
+                 "writing CTEs, 1 row each": -2, "transactions over 3 tables, 1 row each": -3}
         forms = {label: per_statement for label, per_statement in forms.items()
                  if opts.forms == "all" or any(label.startswith(prefix) for prefix in opts.forms.split(","))}
         seconds = {(form, name): [] for form in forms for name in binaries}
@@ -114,13 +129,14 @@ def main():
                     proxy = start_mirrored_proxy(cleanup, primary, secondary, workdir, binary=binaries[name],
                                                  mirror="  timeout: 1s\n", log_level="error")
                     for cluster in (primary, secondary):
-                        cluster.sql("TRUNCATE items")
+                        cluster.sql("TRUNCATE items, tally, notes RESTART IDENTITY")
                         if opts.table_rows:
                             cluster.sql("INSERT INTO items SELECT g, g / 7.0, 'kept' FROM generate_series("
                                         f"{10**9 + 1}, {10**9 + opts.table_rows}) g")
                             cluster.sql("VACUUM ANALYZE items")
                         if per_statement < 0:
                             cluster.sql(MOVED_ROWS.format(rows=opts.rows))
+                            cluster.sql(TALLIES.format(rows=opts.rows))
                     secondary.stop()
                     entries[form], writes[form] = write(proxy.dsn(), opts.rows, per_statement)
                     secondary.launch()
@@ -130,11 +146,12 @@ def main():
                         identical[name] = False
                         continue
                     seconds[(form, name)].append(took)
-                    identical[name] &= primary.checksum("items", "id") == secondary.checksum("items", "id")
+                    identical[name] &= all(primary.checksum(table, "id") == secondary.checksum(table, "id")
+                                           for table in ("items", "tally", "notes"))
                     proxy.stop()
 
         print(f"Journal drained after the secondary came back: {opts.rows} rows inserted (and, but for the COPY, "
-              f"updated, half deleted, or each moved to another key by an UPDATE or a writing CTE) into a table of {opts.table_rows} other rows; "
+              f"updated, half deleted, or each moved to another key by an UPDATE or a writing CTE, or updated with a tally and a note) into a table of {opts.table_rows} other rows; "
               f"row writes brought in line per second, median of {opts.rounds} rounds "
               f"(seconds in brackets); both databases and switchyard on the same {os.cpu_count()} cores\n")
         names = list(binaries)
