@@ -26,4 +26,17 @@ TEST_CASE("a shared table shape (an EpochCache) holds until it is old or the sch
     CHECK_FALSE(registry.find("k", 3, now));
     CHECK(registry.find("t" + std::to_string(ShapeRegistry::kMaxEntries - 1), 3, now));
   }
+
+  SECTION("cleared, it holds nothing") {
+    registry.clear();
+    CHECK_FALSE(registry.find("k", 3, now));
+  }
+}
+
+TEST_CASE("an EpochCache given a shorter life forgets sooner") {
+  ShapeRegistry replayed(std::chrono::seconds(1));
+  auto now = ShapeRegistry::Clock::now();
+  replayed.remember("k", switchyard::protocol::TableShape{}, 0, now);
+  CHECK(replayed.find("k", 0, now + std::chrono::seconds(1)));
+  CHECK_FALSE(replayed.find("k", 0, now + std::chrono::milliseconds(1001)));
 }
