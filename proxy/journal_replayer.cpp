@@ -16,6 +16,7 @@
 #include "protocol/pg_values.hpp"
 #include "proxy/backend_connector.hpp"
 #include "proxy/backend_query.hpp"
+#include "proxy/epoch_cache.hpp"
 #include "proxy/message_reader.hpp"
 #include "proxy/sequence_marks.hpp"
 
@@ -34,6 +35,9 @@ constexpr size_t kCopyBatch = 1000;         // rows of a table copy read and wri
 constexpr int kAttempts = 3;
 constexpr size_t kMaxReconciledRows = 65536;
 constexpr auto kMinEntryTimeout = std::chrono::milliseconds(10'000);
+// How long a table's shape read for replaying rows is used again: reading it is the dearest
+// of a one-row group's round trips, and a drain of a mixed load has a group per row.
+constexpr auto kShapeTtl = std::chrono::seconds(1);
 constexpr std::string_view kUndefinedTable = "42P01";
 // Makes the settings of the transaction it runs in the session's (a SET LOCAL's too). The
 // transaction's own characteristics cannot outlive it.
@@ -175,6 +179,7 @@ public:
         if (runtime != runtime_) { // a reload or a role swap: other backends
           pairs_.clear();
           passes_.clear(); // over tables of the backends before
+          shapes_.clear();
         }
         runtime_ = runtime;
         auto done = co_await replay_batch(*journal);
@@ -246,6 +251,7 @@ private:
         co_return Error{pair.error()};
       }
       Direction way = direction(**pair, entry);
+      shape_was_known_ = false;
       Status applied = co_await adopt_settings(**pair, entry.settings);
       if (!applied) {
         // counted as a failed replay below
@@ -260,7 +266,7 @@ private:
         std::string pass = pass_key("remove", entry);
         if (!assigned.empty() && !covered(pass, replayed_before + next)) {
           uint64_t written = journal.settled_total();
-          auto passed = co_await remove_rows_the_source_lacks(**pair, way, entry.table, &assigned);
+          auto passed = co_await remove_rows_the_source_lacks(**pair, way, entry, &assigned);
           if (!passed) applied = Error{passed.error()};
           if (passed && *passed) passes_[pass] = written;
         }
@@ -286,7 +292,7 @@ private:
         std::string remove_pass = pass_key("remove", entry);
         uint64_t written = journal.settled_total();
         if (removing && !covered(remove_pass, replayed_before + next)) {
-          auto passed = co_await remove_rows_the_source_lacks(**pair, way, entry.table, nullptr);
+          auto passed = co_await remove_rows_the_source_lacks(**pair, way, entry, nullptr);
           if (!passed) applied = Error{passed.error()};
           if (passed && *passed) passes_[remove_pass] = written;
         }
@@ -301,6 +307,7 @@ private:
       } else if (entry.ddl) {
         synced.clear();  // a schema change may change what a row sync writes
         passes_.clear(); // and what a pass over a table wrote
+        shapes_.clear();
         auto ran = co_await way.target->query(entry.sql);
         if (!ran && entry.maybe_applied && already_done(ran.error())) {
           spdlog::info("journaled DDL had reached the secondary after all ({}): {}", ran.error(),
@@ -323,6 +330,13 @@ private:
         bool broken = !(*pair)->secondary || !(*pair)->primary || lost(*(*pair)->secondary) ||
                       lost(*(*pair)->primary);
         if (broken) pairs_.clear();
+        // A shape read earlier may be one DDL that bypassed switchyard changed since: the
+        // group is tried again with what the target says now.
+        if (!broken && shape_was_known_) {
+          shapes_.clear();
+          next = group_begins;
+          continue;
+        }
         // Statements replayed together are tried again one by one: one whose rows the target
         // refuses must not take the others with it.
         if (!broken && statements > 1) {
@@ -478,8 +492,7 @@ private:
                                       std::set<std::string>& synced) {
     Link& target = *way.target;
     const JournalEntry& first = *group.front();
-    auto shape = co_await query_table_shape(target.session.stream, target.reader, first.table,
-                                            dialect_of(*way.target_backend));
+    auto shape = co_await target_shape(way, first);
     if (!shape && co_await gone_from_both(way, shape.error(), first.table)) co_return Ok{};
     if (!shape) co_return Error{shape.error()};
     if (shape->key_columns.empty()) {
@@ -882,16 +895,14 @@ private:
   // side only. A table without a key has none to look up (copy_table replaces its rows).
   // True when it passed over the table.
   asio::awaitable<Result<bool>>
-  remove_rows_the_source_lacks(Pair& pair, const Direction& way, const std::string& entry_table,
+  remove_rows_the_source_lacks(Pair& pair, const Direction& way, const JournalEntry& entry,
                                const std::vector<std::string>* assigned) {
     auto limit = std::max(kMinEntryTimeout, 5 * runtime_->config->mirror.timeout);
     auto fail = [&](std::string what) { return Error{abandon(pair, std::move(what)).error()}; };
     std::string target_role = way.into_primary ? "primary: " : "secondary: ";
     std::string source_role = way.into_primary ? "secondary: " : "primary: ";
-    auto shape = co_await within(query_table_shape(way.target->session.stream, way.target->reader,
-                                                   entry_table, dialect_of(*way.target_backend)),
-                                 limit);
-    if (!shape && co_await gone_from_both(way, shape.error(), entry_table)) co_return false;
+    auto shape = co_await within(target_shape(way, entry), limit);
+    if (!shape && co_await gone_from_both(way, shape.error(), entry.table)) co_return false;
     if (!shape) co_return fail(target_role + shape.error());
     const std::string& table = shape->qualified; // a view's rows are its table's
     if (shape->key_columns.empty()) co_return false;
@@ -995,9 +1006,7 @@ private:
     auto fail = [&](std::string what) { return abandon(pair, std::move(what)); };
     std::string target_role = way.into_primary ? "primary: " : "secondary: ";
     std::string source_role = way.into_primary ? "secondary: " : "primary: ";
-    auto shape = co_await within(query_table_shape(way.target->session.stream, way.target->reader,
-                                                   entry.table, dialect_of(*way.target_backend)),
-                                 limit);
+    auto shape = co_await within(target_shape(way, entry), limit);
     if (!shape && co_await gone_from_both(way, shape.error(), entry.table)) co_return Ok{};
     if (!shape) co_return fail(target_role + shape.error());
     if (shape->key_columns.empty()) co_return co_await copy_table(pair, way, entry);
@@ -1154,9 +1163,27 @@ private:
     co_return Ok{};
   }
 
+  // The shape of the table `entry` names as the target has it, read again after kShapeTtl,
+  // DDL through switchyard (the schema epoch) or a DDL entry replayed.
+  asio::awaitable<Result<protocol::TableShape>> target_shape(const Direction& way,
+                                                             const JournalEntry& entry) {
+    std::string key = pass_key("shape", entry) + '\0' + entry.user; // a view's: by privilege
+    uint64_t epoch = services_.schema_epoch().load();
+    if (auto known = shapes_.find(key, epoch, Clock::now())) {
+      shape_was_known_ = true;
+      co_return std::move(*known);
+    }
+    auto shape = co_await query_table_shape(way.target->session.stream, way.target->reader,
+                                            entry.table, dialect_of(*way.target_backend));
+    if (shape) shapes_.remember(std::move(key), *shape, epoch, Clock::now());
+    co_return shape;
+  }
+
   Services& services_;
   std::shared_ptr<const Runtime> runtime_;
   std::map<std::string, Pair> pairs_;
+  EpochCache<protocol::TableShape> shapes_{kShapeTtl};
+  bool shape_was_known_ = false; // the group replaying took its shape from shapes_
   // Rows of keyless tables reconciled by count while the journal had a backlog: a later
   // entry for an equal row is reconciled too, never inserted once more.
   std::set<std::string> reconciled_;

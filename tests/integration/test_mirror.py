@@ -2056,6 +2056,35 @@ def test_autocommit_ddl_the_secondary_missed_replays_while_its_session_idles(pai
     assert_identical(primary, secondary, {"balances": "account", "events": "id"})
 
 
+def test_rows_journaled_after_ddl_that_moved_a_tables_key_replay_by_the_new_key(pair, start_proxy, tmp_path):
+    """The replayer keeps a table's shape between groups of rows. Rows journaled after DDL
+    that gave the table another key must replay by that key: by the shape read before the DDL
+    replayed, their upserts named a key the table no longer has."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE rekeyed (id int PRIMARY KEY, code text NOT NULL, amount int)")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    secondary.stop()
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        for i in range(1, 4):
+            conn.execute("INSERT INTO rekeyed VALUES (%s, %s, %s)", (i, f"c{i}", i))
+        conn.execute("UPDATE rekeyed SET amount = amount * 10 WHERE id = 2")
+        conn.execute("ALTER TABLE rekeyed DROP CONSTRAINT rekeyed_pkey, ADD PRIMARY KEY (code)")
+        for i in range(4, 7):
+            conn.execute("INSERT INTO rekeyed VALUES (%s, %s, %s)", (i, f"c{i}", i))
+        conn.execute("UPDATE rekeyed SET amount = -1, id = 40 WHERE code = 'c4'")
+        conn.execute("UPDATE rekeyed SET amount = amount + 1 WHERE code = 'c1'")
+    secondary.launch()
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
+    assert secondary.sql("SELECT string_agg(attname, ',') FROM pg_index x JOIN pg_attribute a ON "
+                         "a.attrelid = x.indrelid AND a.attnum = ANY (x.indkey) "
+                         "WHERE x.indrelid = 'rekeyed'::regclass AND x.indisprimary") == "code"
+    assert_identical(primary, secondary, {"rekeyed": "code"})
+    for cluster in pair:
+        cluster.sql("DROP TABLE rekeyed")
+
+
 def test_rows_journaled_for_a_table_dropped_since_are_left_to_its_drop(pair, start_proxy, tmp_path):
     """Rows the secondary missed replay from the primary's current state. When the primary
     has dropped their table since, there is nothing to replay, and nothing failed: the DROP,
