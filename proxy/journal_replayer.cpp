@@ -39,6 +39,9 @@ constexpr auto kMinEntryTimeout = std::chrono::milliseconds(10'000);
 // of a one-row group's round trips, and a drain of a mixed load has a group per row.
 constexpr auto kShapeTtl = std::chrono::seconds(1);
 constexpr std::string_view kUndefinedTable = "42P01";
+// Begins a transaction that only locks rows (FOR SHARE), whose COMMIT then need not wait
+// for the disk: lost in a crash, it loses no data, and the locks end with the server anyway.
+constexpr std::string_view kLockOnlyBegin = "BEGIN; SET LOCAL synchronous_commit TO off";
 // Makes the settings of the transaction it runs in the session's (a SET LOCAL's too). The
 // transaction's own characteristics cannot outlive it.
 constexpr std::string_view kKeepSettings =
@@ -534,7 +537,9 @@ private:
                          config::BackendKind::kSqlite;
     std::string target_role = way.into_primary ? "primary: " : "secondary: ";
     std::string source_role = way.into_primary ? "secondary: " : "primary: ";
-    auto begun = co_await locked.query(sqlite_locked ? "BEGIN IMMEDIATE" : "BEGIN");
+    auto begun = co_await locked.query(sqlite_locked      ? "BEGIN IMMEDIATE"
+                                       : way.into_primary ? "BEGIN"
+                                                          : kLockOnlyBegin);
     if (!begun) co_return fail(begun.error());
     std::string lock_sql = "SELECT * FROM " + table + " WHERE " + where + " FOR UPDATE";
     // A row of a table others inherit from may be a child's: the source says whose, as a last
