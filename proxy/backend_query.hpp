@@ -59,8 +59,9 @@ inline constexpr std::string_view kTriggersBackSql =
     "pg_catalog.current_setting('switchyard.replication_role'), true)";
 
 //! What a shape is read for: writing the replayer's rows needs less than mirroring a
-//! session's writes, and reads it per group of rows (TableShape::writing_defaults, which
-//! only mirroring needs, triples the query's planning time).
+//! session's writes, and reads it for every table it replays, again each second
+//! (TableShape::writing_defaults, which only mirroring needs, triples the query's planning
+//! time).
 enum class ShapeUse { kReplay, kMirror };
 
 //! The shape of table `name` (quoted, possibly qualified) as the backend's catalog has it
