@@ -334,8 +334,10 @@ private:
                       lost(*(*pair)->primary);
         if (broken) pairs_.clear();
         // A shape read earlier may be one DDL that bypassed switchyard changed since: the
-        // group is tried again with what the target says now.
-        if (!broken && shape_was_known_) {
+        // group is tried again, once, with what the target says now.
+        uint64_t group_offset = (*entries)[group_begins].first;
+        if (!broken && shape_was_known_ && retried_with_fresh_shapes_ != group_offset) {
+          retried_with_fresh_shapes_ = group_offset;
           shapes_.clear();
           next = group_begins;
           continue;
@@ -1188,7 +1190,8 @@ private:
   std::shared_ptr<const Runtime> runtime_;
   std::map<std::string, Pair> pairs_;
   EpochCache<protocol::TableShape> shapes_{kShapeTtl};
-  bool shape_was_known_ = false; // the group replaying took its shape from shapes_
+  bool shape_was_known_ = false;           // the group replaying took a shape from shapes_
+  uint64_t retried_with_fresh_shapes_ = 0; // the last group so tried again (its offset)
   // Rows of keyless tables reconciled by count while the journal had a backlog: a later
   // entry for an equal row is reconciled too, never inserted once more.
   std::set<std::string> reconciled_;
