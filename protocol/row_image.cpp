@@ -140,17 +140,50 @@ std::string upsert_sql(const TableShape& table, std::span<const std::string> col
   return sql;
 }
 
-std::string update_sql(const TableShape& table, std::span<const std::string> columns) {
+std::string update_sql(const TableShape& table, std::span<const std::string> columns, size_t rows,
+                       std::span<const uint32_t> types) {
   std::string set;
   std::string where;
+  bool several = rows > 1;
   for (size_t i = 0; i < columns.size(); ++i) {
     bool key = table.is_key(columns[i]);
     std::string& clause = key ? where : set;
     if (!clause.empty()) clause += key ? " AND " : ", ";
-    clause += quote_identifier(columns[i]) + " = $" + std::to_string(i + 1);
+    std::string column = quote_identifier(columns[i]);
+    if (!several) {
+      clause += column + " = $" + std::to_string(i + 1);
+    } else if (key) {
+      clause += "target." + column + " = image." + column;
+    } else {
+      clause += column + " = image." + column;
+    }
   }
   if (set.empty() || where.empty()) return {};
-  return "UPDATE " + table.qualified + " SET " + set + " WHERE " + where;
+  if (!several) return "UPDATE " + table.qualified + " SET " + set + " WHERE " + where;
+  // VALUES would take an undeclared parameter for text; COALESCE with a NULL of the column's
+  // type gives it that type without naming it.
+  std::string values;
+  std::string names;
+  for (size_t row = 0; row < rows; ++row) {
+    values += row > 0 ? ", (" : "(";
+    for (size_t i = 0; i < columns.size(); ++i) {
+      if (i > 0) values += ", ";
+      std::string parameter = "$" + std::to_string(row * columns.size() + i + 1);
+      if (i < types.size() && types[i] == 0) {
+        values += "COALESCE(" + parameter + ", (NULL::" + table.qualified + ")." +
+                  quote_identifier(columns[i]) + ")";
+      } else {
+        values += parameter;
+      }
+    }
+    values += ")";
+  }
+  for (size_t i = 0; i < columns.size(); ++i) {
+    if (i > 0) names += ", ";
+    names += quote_identifier(columns[i]);
+  }
+  return "UPDATE " + table.qualified + " AS target SET " + set + " FROM (VALUES " + values +
+         ") AS image (" + names + ") WHERE " + where;
 }
 
 std::string delete_sql(const TableShape& table, size_t rows) {

@@ -121,7 +121,11 @@ std::string insert_sql(const TableShape& table, std::span<const std::string> col
                        size_t rows = 1);
 //! An UPDATE of the row with the key in `columns` (image order, parameters $1..$n) to those
 //! values; it finds the row in a child by inheritance too. Empty when `columns` are all key.
-std::string update_sql(const TableShape& table, std::span<const std::string> columns);
+//! Of `rows` rows (PostgreSQL only), one statement joining them as VALUES, parameters in
+//! upsert_sql's order; a parameter declared of type 0 (`types`, one row's, as portable_type
+//! leaves a type of the database's own) takes its column's type there.
+std::string update_sql(const TableShape& table, std::span<const std::string> columns,
+                       size_t rows = 1, std::span<const uint32_t> types = {});
 //! A DELETE of `rows` rows by primary key, with parameters $1..$k for the first row's key (in
 //! key order), the next k for the second's and so on.
 std::string delete_sql(const TableShape& table, size_t rows = 1);

@@ -656,6 +656,14 @@ TEST_CASE("upsert and delete statements for the secondary") {
   CHECK(delete_sql(pair, 2) == "DELETE FROM p WHERE (a = $1 AND b = $2) OR (a = $3 AND b = $4)");
   CHECK(update_sql(table, columns) == "UPDATE public.t SET \"Name\" = $2 WHERE id = $1");
   CHECK(update_sql(pair, keys_only).empty());
+  // Several rows by one statement, which fires statement triggers once as the primary's did; a
+  // parameter of a type of the database's own (declared 0) takes its column's type.
+  std::vector<uint32_t> types{23, 0};
+  CHECK(update_sql(table, columns, 2, types) ==
+        "UPDATE public.t AS target SET \"Name\" = image.\"Name\" FROM (VALUES ($1, "
+        "COALESCE($2, (NULL::public.t).\"Name\")), ($3, COALESCE($4, "
+        "(NULL::public.t).\"Name\"))) AS image (id, \"Name\") WHERE target.id = image.id");
+  CHECK(update_sql(pair, keys_only, 2, std::vector<uint32_t>{23, 23}).empty());
   // A plain INSERT fires no UPDATE statement trigger, as the primary's did not.
   CHECK(insert_sql(table, columns, 2) ==
         "INSERT INTO public.t (id, \"Name\") OVERRIDING SYSTEM VALUE VALUES ($1, $2), ($3, $4)");
