@@ -538,6 +538,27 @@ bool keys_repeat(const protocol::TableShape& shape, const MirrorOp& op) {
   return true;
 }
 
+// Whether no two of an image's rows have the same key, so one UPDATE joining them all finds
+// each row once: the rows of an inheritance parent's children may repeat the parent's keys.
+bool keys_distinct(const protocol::TableShape& shape, const MirrorOp& op) {
+  std::vector<size_t> columns;
+  for (const std::string& key : shape.key_columns) {
+    auto at = std::ranges::find(op.fields, key, &protocol::FieldDescription::name);
+    if (at == op.fields.end()) return false;
+    columns.push_back(static_cast<size_t>(at - op.fields.begin()));
+  }
+  std::unordered_set<std::string> seen;
+  for (const auto& row : op.rows) {
+    std::string key;
+    for (size_t column : columns) {
+      const protocol::Value& value = row[column];
+      key += value ? std::to_string(value->size()) + ':' + *value : "-";
+    }
+    if (!seen.insert(std::move(key)).second) return false;
+  }
+  return true;
+}
+
 // Whether an op may run inside the implicit transaction the extended protocol opens up to
 // the next Sync: plain writes may; COPY, DDL, transaction control and unparsed text (which
 // may hold several statements) need a transaction block of their own.
@@ -987,14 +1008,17 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     // would write into the parent: each row is updated by key where it is, a statement each.
     // So is an UPDATE's row of a table whose triggers tell an INSERT from an UPDATE, and an
     // INSERT's is inserted (not upserted): the secondary fires the triggers the primary did.
+    // Several such rows by one UPDATE, which fires the statement's triggers once, as the
+    // primary's did, unless their keys repeat.
     bool by_key = update && !keyless && (shape->inheriting_children || shape->kind_triggers);
+    bool one_update = by_key && op.rows.size() > 1 && keys_distinct(*shape, op);
     bool deleting = statement.image_op == protocol::RowImageOp::kDelete;
     bool inserting = !update && !deleting && shape->kind_triggers && statement.set_columns.empty();
     enum class Write { kUpsert, kInsert, kUpdate, kDelete };
-    auto sql = [&](Write kind, size_t rows) {
+    auto sql = [&](Write kind, size_t rows, std::span<const uint32_t> row_types = {}) {
       switch (kind) {
       case Write::kDelete: return protocol::delete_sql(*shape, rows);
-      case Write::kUpdate: return protocol::update_sql(*shape, names);
+      case Write::kUpdate: return protocol::update_sql(*shape, names, rows, row_types);
       case Write::kInsert: return protocol::insert_sql(*shape, names, rows);
       case Write::kUpsert: break;
       }
@@ -1008,13 +1032,15 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
     in_extended = true;
     // The statements writing `write`'s rows as `as`.
     auto set_statements = [&](RowWrite& write, Write as) {
-      write.per_statement =
-          as == Write::kUpdate ? 1 : protocol::rows_per_statement(write.columns.size());
+      write.per_statement = as == Write::kUpdate && !one_update
+                                ? 1
+                                : protocol::rows_per_statement(write.columns.size());
       if (size_t rows = op.rows.size(); rows == 1 || write.per_statement == 1) {
         write.prepared = prepared_name(sql(as, 1), write.types, out, new_names);
       } else {
-        if (rows >= write.per_statement) write.full = sql(as, write.per_statement);
-        if (rows % write.per_statement != 0) write.last = sql(as, rows % write.per_statement);
+        size_t full = write.per_statement;
+        if (rows >= full) write.full = sql(as, full, write.types);
+        if (rows % full != 0) write.last = sql(as, rows % full, write.types);
       }
     };
     RowWrite write;

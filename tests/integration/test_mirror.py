@@ -2333,7 +2333,9 @@ def test_the_secondary_fires_the_triggers_the_primary_fired(pair, start_proxy, t
     """Row images were written as upserts, which fire more than the primary's statements did:
     an UPDATE's fired the table's INSERT statement triggers and BEFORE INSERT row triggers
     there, a plain INSERT's its UPDATE statement triggers. A table with such triggers now gets
-    UPDATE images as UPDATEs by key and a plain INSERT's as an INSERT; an upsert stays one."""
+    UPDATE images as UPDATEs by key and a plain INSERT's as an INSERT; an upsert stays one.
+    An UPDATE of several rows was written as an UPDATE per row, firing its statement
+    triggers once per row: it is one UPDATE there too."""
     primary, secondary = pair
     for cluster in pair:
         cluster.sql("CREATE TABLE fired (what text PRIMARY KEY, n int);"
@@ -2342,7 +2344,8 @@ def test_the_secondary_fires_the_triggers_the_primary_fired(pair, start_proxy, t
                     "CREATE FUNCTION note_fired() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
                     " UPDATE fired SET n = n + 1 WHERE what = TG_ARGV[0];"
                     " IF TG_LEVEL = 'ROW' AND TG_WHEN = 'BEFORE' THEN RETURN NEW; END IF; RETURN NULL; END $$;"
-                    "CREATE TABLE entry (id int PRIMARY KEY, amount int, note text);"
+                    "CREATE TYPE mood AS ENUM ('calm', 'glad');"
+                    "CREATE TABLE entry (id int PRIMARY KEY, amount int, note text, mood mood DEFAULT 'calm');"
                     + "".join(f"CREATE TRIGGER t{i} {when} {event} ON entry FOR EACH {level}"
                               f" EXECUTE FUNCTION note_fired('{name}');"
                               for i, (when, event, level, name) in enumerate([
@@ -2363,9 +2366,15 @@ def test_the_secondary_fires_the_triggers_the_primary_fired(pair, start_proxy, t
     assert subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", proxy.dsn(), "-c",
                            "UPDATE entry SET amount = 0 WHERE id = 3; INSERT INTO entry VALUES (5, 50, 'f')"],
                           capture_output=True, text=True, timeout=60).returncode == 0
+    # One UPDATE of several rows fires its statement trigger once there too (a column of a
+    # type of the database's own among them).
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("UPDATE entry SET amount = amount * 2, mood = 'glad' WHERE id IN (1, 2, 3)")
+        with conn.transaction():
+            conn.execute("UPDATE entry SET note = note || %s WHERE id > %s", ("!", 3), prepare=True)
     assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
     assert primary.sql("SELECT string_agg(what || ' ' || n, ', ' ORDER BY what) FROM fired") == (
-        "after insert row 5, after update row 4, before insert row 6, insert statement 4, update statement 4")
+        "after insert row 5, after update row 9, before insert row 6, insert statement 4, update statement 6")
     wait_for(lambda: primary.checksum("fired", "what") == secondary.checksum("fired", "what"))
     assert_identical(primary, secondary, {"entry": "id", "fired": "what"})
     assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
