@@ -1005,11 +1005,11 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       formats.push_back(op.fields[column].format);
     }
     // An UPDATE of a parent by inheritance returned its children's rows too, which an upsert
-    // would write into the parent: each row is updated by key where it is, a statement each.
-    // So is an UPDATE's row of a table whose triggers tell an INSERT from an UPDATE, and an
-    // INSERT's is inserted (not upserted): the secondary fires the triggers the primary did.
-    // Several such rows by one UPDATE, which fires the statement's triggers once, as the
-    // primary's did, unless their keys repeat.
+    // would write into the parent: its rows are updated by key where they are. So are an
+    // UPDATE's rows of a table whose triggers tell an INSERT from an UPDATE, and an INSERT's
+    // are inserted (not upserted): the secondary fires the triggers the primary did. Several
+    // rows go by one UPDATE, which fires statement triggers once as the primary's did, unless
+    // their keys repeat (a parent's and a child's row): then an UPDATE each.
     bool by_key = update && !keyless && (shape->inheriting_children || shape->kind_triggers);
     bool one_update = by_key && op.rows.size() > 1 && keys_distinct(*shape, op);
     bool deleting = statement.image_op == protocol::RowImageOp::kDelete;
