@@ -14,9 +14,7 @@ Usage: bench/autocommit_bench.py --baseline path/to/another/switchyard [--rounds
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -24,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
-from bench_common import builds, cpu_seconds, start_clusters, start_mirrored_proxy, trust_local  # noqa: E402
+from bench_common import builds, run_script, start_mirrored_proxy, start_schema_pair  # noqa: E402
 
 SCRIPT = ("\\set id random(1, 10000000)\n"
           "INSERT INTO kv (id, v) VALUES (:id, random()) ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v;\n")
@@ -40,10 +38,7 @@ def main():
     args = parser.parse_args()
     binaries = builds(args.baseline)
     with ExitStack() as cleanup:
-        primary, secondary = start_clusters(cleanup, 2)
-        for cluster in (primary, secondary):
-            trust_local(cluster)
-            cluster.sql("CREATE TABLE kv (id int PRIMARY KEY, v float8)")
+        primary, secondary = start_schema_pair(cleanup, "CREATE TABLE kv (id int PRIMARY KEY, v float8)")
         work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="autocommit-bench-")))
         (work / "upsert.sql").write_text(("SET search_path = public;\n" if args.setting else "") + SCRIPT)
         proxies = {name: start_mirrored_proxy(cleanup, primary, secondary, work, binary=binary)
@@ -52,14 +47,7 @@ def main():
         for round_ in range(args.rounds):
             for name in (list(binaries) if round_ % 2 == 0 else list(reversed(binaries))):
                 proxy = proxies[name]
-                before = cpu_seconds(proxy.process.pid)
-                out = subprocess.run(["pgbench", "-n", "-M", "extended", "-T", str(args.seconds),
-                                      "-c", str(args.clients), "-j", "2", "-f", str(work / "upsert.sql"),
-                                      f"host=127.0.0.1 port={proxy.port} user=postgres dbname=postgres"],
-                                     capture_output=True, text=True, check=True).stdout
-                done = int(re.search(r"actually processed: (\d+)", out).group(1))
-                tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
-                cpu = (cpu_seconds(proxy.process.pid) - before) / done * 1e6
+                tps, _, cpu = run_script(proxy, work / "upsert.sql", args.seconds, args.clients)
                 results[name].append((tps, cpu))
                 print(f"round {round_ + 1} {name}: {tps:.0f} tps, proxy CPU {cpu:.1f} µs/txn", flush=True)
         ratios = [a[0] / b[0] for a, b in zip(results["switchyard"], results["baseline"])]

@@ -1,6 +1,7 @@
 """What the benchmark drivers share: starting clusters and mirroring proxies, running
 pgbench, comparing tables and letting the proxies in."""
 import os
+import re
 import subprocess
 import tempfile
 from contextlib import ExitStack
@@ -20,6 +21,16 @@ def start_clusters(cleanup: ExitStack, count, **options):
         cluster = PgCluster(**options).start()
         cleanup.callback(cluster.destroy)
         clusters.append(cluster)
+    return clusters
+
+
+def start_schema_pair(cleanup: ExitStack, schema):
+    """Starts a primary and a secondary cluster that let local clients in (trust_local), each
+    given `schema`."""
+    clusters = start_clusters(cleanup, 2)
+    for cluster in clusters:
+        trust_local(cluster)
+        cluster.sql(schema)
     return clusters
 
 
@@ -81,6 +92,18 @@ def pgbench(port, args, clients, duration, host="127.0.0.1"):
 
     failed = out.returncode != 0 or "aborted" in out.stderr
     return figure("tps ="), figure("latency average"), failed
+
+
+def run_script(proxy: Proxy, script: Path, seconds, clients, mode="extended"):
+    """Runs pgbench's custom `script` through `proxy` for `seconds` with `clients`, protocol
+    `mode`; returns (tps, transactions, the proxy's CPU µs per transaction)."""
+    before = cpu_seconds(proxy.process.pid)
+    out = subprocess.run(["pgbench", "-n", "-M", mode, "-T", str(seconds), "-c", str(clients), "-j", "2",
+                          "-f", str(script), f"host=127.0.0.1 port={proxy.port} user=postgres dbname=postgres"],
+                         capture_output=True, text=True, check=True).stdout
+    done = int(re.search(r"actually processed: (\d+)", out).group(1))
+    tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
+    return tps, done, (cpu_seconds(proxy.process.pid) - before) / done * 1e6
 
 
 def cpu_seconds(pid):

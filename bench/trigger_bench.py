@@ -13,9 +13,7 @@ Usage: bench/trigger_bench.py --baseline path/to/another/switchyard [--rounds R]
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -23,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
-from bench_common import builds, cpu_seconds, start_clusters, start_mirrored_proxy, trust_local  # noqa: E402
+from bench_common import builds, run_script, start_mirrored_proxy, start_schema_pair  # noqa: E402
 
 TABLE_ROWS = 100000
 SCHEMA = ("CREATE TABLE logged (id int PRIMARY KEY, v float8);"
@@ -48,10 +46,7 @@ def main():
     args = parser.parse_args()
     binaries = builds(args.baseline)
     with ExitStack() as cleanup:
-        primary, secondary = start_clusters(cleanup, 2)
-        for cluster in (primary, secondary):
-            trust_local(cluster)
-            cluster.sql(SCHEMA)
+        primary, secondary = start_schema_pair(cleanup, SCHEMA)
         work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="trigger-bench-")))
         for table in ("logged", "plain"):
             (work / f"{table}.sql").write_text(
@@ -65,14 +60,8 @@ def main():
             for name, table in (targets if round_ % 2 == 0 else list(reversed(targets))):
                 proxy = proxies[name]
                 fired = [int(cluster.sql(COUNT)) for cluster in (primary, secondary)]
-                before = cpu_seconds(proxy.process.pid)
-                out = subprocess.run(["pgbench", "-n", "-M", "prepared", "-T", str(args.seconds),
-                                      "-c", str(args.clients), "-j", "2", "-f", str(work / f"{table}.sql"),
-                                      f"host=127.0.0.1 port={proxy.port} user=postgres dbname=postgres"],
-                                     capture_output=True, text=True, check=True).stdout
-                done = int(re.search(r"actually processed: (\d+)", out).group(1))
-                tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
-                cpu = (cpu_seconds(proxy.process.pid) - before) / done * 1e6
+                tps, done, cpu = run_script(proxy, work / f"{table}.sql", args.seconds, args.clients,
+                                            mode="prepared")
                 fired = [int(cluster.sql(COUNT)) - n for cluster, n in zip((primary, secondary), fired)]
                 results[(name, table)].append((tps, cpu, *fired))
                 print(f"round {round_ + 1} {name} {table}: {tps:.0f} tps, proxy CPU {cpu:.1f} µs/txn, "

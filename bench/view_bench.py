@@ -12,9 +12,7 @@ Usage: bench/view_bench.py [--rounds R] [--seconds S] [--clients C]
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
-from bench_common import cpu_seconds, rotated, start_clusters, start_mirrored_proxy, trust_local  # noqa: E402
+from bench_common import rotated, run_script, start_mirrored_proxy, start_schema_pair  # noqa: E402
 
 SCHEMA = ("CREATE TABLE item (id bigserial PRIMARY KEY, v float8, batch int DEFAULT 7,"
           " made timestamptz DEFAULT clock_timestamp());"
@@ -40,10 +38,7 @@ def main():
     parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
     with ExitStack() as cleanup:
-        primary, secondary = start_clusters(cleanup, 2)
-        for cluster in (primary, secondary):
-            trust_local(cluster)
-            cluster.sql(SCHEMA)
+        primary, secondary = start_schema_pair(cleanup, SCHEMA)
         work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="view-bench-")))
         proxy = start_mirrored_proxy(cleanup, primary, secondary, work)
         results = {name: [] for name in TARGETS}
@@ -52,14 +47,7 @@ def main():
                 script = work / f"{TARGETS[name]}.sql"
                 script.write_text(f"INSERT INTO {TARGETS[name]} (v) VALUES (random());\n")
                 entries = proxy.metric("switchyard_journal_entries_total")
-                before = cpu_seconds(proxy.process.pid)
-                out = subprocess.run(["pgbench", "-n", "-M", "extended", "-T", str(args.seconds),
-                                      "-c", str(args.clients), "-j", "2", "-f", str(script),
-                                      f"host=127.0.0.1 port={proxy.port} user=postgres dbname=postgres"],
-                                     capture_output=True, text=True, check=True).stdout
-                done = int(re.search(r"actually processed: (\d+)", out).group(1))
-                tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
-                cpu = (cpu_seconds(proxy.process.pid) - before) / done * 1e6
+                tps, _, cpu = run_script(proxy, script, args.seconds, args.clients)
                 journaled = proxy.metric("switchyard_journal_entries_total") - entries
                 started = time.monotonic()
                 while proxy.metric("switchyard_journal_backlog") > 0:
