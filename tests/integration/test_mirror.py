@@ -1249,6 +1249,27 @@ def test_an_update_of_a_parent_by_inheritance_writes_its_childrens_rows_where_th
     assert proxy.metric("switchyard_journal_entries_total") == 0
 
 
+def test_a_parent_and_child_row_sharing_a_key_are_not_updated_by_one_join(pair, start_proxy, tmp_path):
+    """Keys are unique per table only: a parent and its child may both hold id 5. One UPDATE
+    joining an image's rows by key would give each of those rows either row's values, with
+    the row count right; such an image keeps an UPDATE per row, whose count (2, not 1) sends
+    the rows to the journal, and the replayer writes them from the primary."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE parent (id int PRIMARY KEY, v float8, note text);"
+                    "CREATE TABLE child (extra int DEFAULT 7, PRIMARY KEY (id)) INHERITS (parent)")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO parent VALUES (5, 1, 'in the parent')")
+        conn.execute("INSERT INTO child (id, v, note) VALUES (5, 2, 'in the child')")
+        assert conn.execute("UPDATE parent SET v = v * 10 WHERE id = 5").rowcount == 2
+    assert proxy.metric("switchyard_mirror_failures_total", reason="row_count") >= 1, proxy.log()
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert primary.sql("SELECT string_agg(v || ' ' || note, ', ' ORDER BY v) FROM parent") == (
+        "10 in the parent, 20 in the child")
+    assert_identical(primary, secondary, {"ONLY parent": "id", "child": "id"})
+
+
 def test_writes_through_named_portals_reach_the_secondary(pair, start_proxy, tmp_path):
     """libpq and psycopg bind the unnamed portal; other drivers (and cursors fetched in parts)
     name theirs. A write executed through a named portal is mirrored like any other."""
