@@ -84,7 +84,8 @@ struct TableShape {
   //! Enabled triggers an upsert fires where the primary's statement fired none: BEFORE ROW
   //! INSERT (it fires for the row an upsert then finds), and statement-level ones on INSERT
   //! or UPDATE (an upsert fires both). Such a table's UPDATE images are written as UPDATEs
-  //! by key, and a plain INSERT's as a plain INSERT.
+  //! by key, and a plain INSERT's as a plain INSERT; the replayer updates the rows the
+  //! target has and inserts the others.
   bool kind_triggers = false;
   //! Tables inherit from it (INHERITS; a partitioned table's partitions do not count): an
   //! UPDATE of it returns their rows too, which an upsert would write into it.

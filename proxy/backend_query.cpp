@@ -188,9 +188,7 @@ std::vector<std::string> default_functions(std::string_view json) {
 
 // Whether the table of pg_attribute row `a` has enabled triggers an upsert fires where a
 // plain INSERT or UPDATE would not (TableShape::kind_triggers): BEFORE ROW INSERT (tgtype
-// bits ROW 1, BEFORE 2, INSERT 4), or statement-level on INSERT or UPDATE (16). Asked for
-// mirroring only: the replayer, which asks for a shape per group of rows, spent 2.6 times as
-// long on each with it.
+// bits ROW 1, BEFORE 2, INSERT 4), or statement-level on INSERT or UPDATE (16).
 constexpr std::string_view kKindTriggersSql =
     "EXISTS (SELECT FROM pg_catalog.pg_trigger t WHERE t.tgrelid = a.attrelid "
     "AND NOT t.tgisinternal AND t.tgenabled IN ('O', 'A') "
@@ -286,7 +284,7 @@ query_postgres_table_shape(Stream& stream, MessageReader& reader, const std::str
       ", EXISTS (SELECT FROM pg_catalog.pg_trigger t WHERE t.tgrelid = a.attrelid "
       "AND NOT t.tgisinternal AND t.tgenabled = 'O' AND t.tgtype & 3 = 3 AND t.tgtype & 20 <> 0), "
       "pg_catalog.has_parameter_privilege('session_replication_role', 'SET'), " +
-      std::string(use == ShapeUse::kMirror ? kKindTriggersSql : "NULL") +
+      std::string(kKindTriggersSql) +
       ", EXISTS (SELECT FROM pg_catalog.pg_inherits h JOIN pg_catalog.pg_class c "
       "ON c.oid = h.inhparent AND c.relkind = 'r' WHERE h.inhparent = a.attrelid), " +
       std::string(use == ShapeUse::kMirror ? kWritingDefaultSql : "NULL") +

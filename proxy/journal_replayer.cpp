@@ -615,10 +615,13 @@ private:
   // there, as SecondaryLink::apply writes row images: each by one statement (split only at
   // the parameter limit), so the target checks its foreign keys and deferrable unique
   // constraints after all the rows, as the primary did; with the triggers, then again
-  // without the BEFORE triggers that stamped them (kTriggersOffSql). Rows of a child by
-  // inheritance (`children`) are updated where they are instead, a statement each. A deleting
-  // statement's deletes come first. More than one statement run in one transaction: the
-  // target's own unless it is the locked side, whose transaction is open.
+  // without the BEFORE triggers that stamped them (kTriggersOffSql). Into a table with
+  // triggers an upsert fires where an UPDATE or an INSERT would not (kind_triggers), the
+  // rows the target has are updated and the others inserted, a statement for each set.
+  // Rows of a child by inheritance (`children`) are updated where they are instead, a
+  // statement each. A deleting statement's deletes come first. More than one statement run
+  // in one transaction: the target's own unless it is the locked side, whose transaction is
+  // open.
   asio::awaitable<Status> write_current(const Direction& way, const protocol::TableShape& shape,
                                         bool deleting, const QueryRows& present,
                                         const std::vector<bool>& children,
@@ -648,19 +651,40 @@ private:
     std::function<std::string(size_t)> erase = [&](size_t n) {
       return protocol::delete_sql(shape, n);
     };
+    std::function<std::string(size_t)> insert = [&](size_t n) {
+      return protocol::insert_sql(shape, names, n);
+    };
+    std::function<std::string(size_t)> update = [&](size_t n) {
+      return protocol::update_sql(shape, names, n, row_parameters.types);
+    };
+    bool by_kind = shape.kind_triggers && !shape.inheriting_children && !rows.empty();
+    bool key_only = protocol::update_sql(shape, names).empty(); // nothing to update
+    std::vector<std::vector<protocol::Value>> new_rows; // by_kind: the rows the target lacks
     size_t written_rows = rows.size() + child_rows.size();
     bool stamped_again = written_rows > 0 && shape.rewriting_triggers && shape.may_disable_triggers;
     bool own_transaction = !way.into_primary && (stamped_again || written_rows + absent.size() > 1);
     Status written = Ok{};
     if (own_transaction) written = co_await run(target, "BEGIN");
     if (written && deleting) written = co_await write_rows(target, erase, key_parameters, absent);
-    if (written) written = co_await write_rows(target, upsert, row_parameters, rows);
+    if (written && by_kind) {
+      auto missing = co_await take_missing(target, shape, names, row_parameters.types, rows);
+      if (missing) {
+        new_rows = std::move(*missing);
+      } else {
+        written = Error{missing.error()};
+      }
+      if (written && !key_only) written = co_await write_rows(target, update, row_parameters, rows);
+      if (written) written = co_await write_rows(target, insert, row_parameters, new_rows);
+    } else if (written) {
+      written = co_await write_rows(target, upsert, row_parameters, rows);
+    }
     if (written)
       written = co_await update_in_place(target, shape, names, row_parameters, child_rows);
     if (written && !deleting) written = co_await write_rows(target, erase, key_parameters, absent);
     if (written && stamped_again) {
       written = co_await run(target, kTriggersOffSql);
       if (written) written = co_await write_rows(target, upsert, row_parameters, rows);
+      if (written) written = co_await write_rows(target, upsert, row_parameters, new_rows);
       if (written)
         written = co_await update_in_place(target, shape, names, row_parameters, child_rows);
     }
@@ -668,8 +692,41 @@ private:
     co_return written;
   }
 
-  // Updates each of `rows` (values of `names`) by key where it is, in a child by inheritance
-  // of `shape`'s table: an upsert into the table itself would write a copy there.
+  // Moves those of `rows` (values of `names`, of `types`, as text) the target has not got,
+  // looked up by key (one execution each, sent together), out of `rows` into the result.
+  static asio::awaitable<Result<std::vector<std::vector<protocol::Value>>>>
+  take_missing(Link& target, const protocol::TableShape& shape,
+               const std::vector<std::string>& names, const std::vector<uint32_t>& types,
+               std::vector<std::vector<protocol::Value>>& rows) {
+    std::vector<size_t> key_at;
+    std::vector<uint32_t> key_types;
+    for (const std::string& column : shape.key_columns) {
+      auto at = std::find(names.begin(), names.end(), column);
+      if (at == names.end()) co_return Error{"the rows lack key column " + column};
+      key_at.push_back(static_cast<size_t>(at - names.begin()));
+      key_types.push_back(types[key_at.back()]);
+    }
+    std::vector<std::vector<protocol::Value>> keys;
+    for (const auto& row : rows) {
+      auto& key = keys.emplace_back();
+      for (size_t i : key_at)
+        key.push_back(row[i]);
+    }
+    auto found = co_await target.query_each("SELECT true FROM " + shape.qualified + " WHERE " +
+                                                key_order(shape).equal,
+                                            key_types, {}, keys);
+    if (!found) co_return Error{found.error()};
+    std::vector<std::vector<protocol::Value>> there;
+    std::vector<std::vector<protocol::Value>> missing;
+    for (size_t r = 0; r < rows.size(); ++r)
+      ((*found)[r].rows.empty() ? missing : there).push_back(std::move(rows[r]));
+    rows = std::move(there);
+    co_return missing;
+  }
+
+  // Updates `rows` (values of `names`, each key once) by key where they are, in children by
+  // inheritance of `shape`'s table, by one UPDATE (split at the parameter limit): an upsert
+  // into the table itself would write copies there.
   static asio::awaitable<Status>
   update_in_place(Link& link, const protocol::TableShape& shape,
                   const std::vector<std::string>& names, const Parameters& each_row,

@@ -2401,6 +2401,47 @@ def test_the_secondary_fires_the_triggers_the_primary_fired(pair, start_proxy, t
     assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
 
 
+def test_a_replayed_update_fires_the_secondarys_update_triggers_not_its_insert_triggers(
+        pair, start_proxy, tmp_path):
+    """The replayer wrote the rows a secondary missed as upserts: an UPDATE it missed fired
+    the table's INSERT triggers there, and a BEFORE INSERT check on the row's values (an
+    account opens with a zero balance) refused the replay, again at every retry. Rows the
+    secondary has are updated now, the others inserted, each set by one statement."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE fired (what text PRIMARY KEY, n int);"
+                    "INSERT INTO fired VALUES ('insert statement', 0), ('update statement', 0);"
+                    "CREATE FUNCTION note_fired() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                    " UPDATE fired SET n = n + 1 WHERE what = TG_ARGV[0]; RETURN NULL; END $$;"
+                    "CREATE FUNCTION opens_empty() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                    " IF NEW.balance <> 0 THEN RAISE EXCEPTION 'an account opens with a zero balance';"
+                    " END IF; RETURN NEW; END $$;"
+                    "CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL);"
+                    "INSERT INTO account VALUES (1, 0), (2, 0), (3, 0);"
+                    "CREATE TRIGGER opens_empty BEFORE INSERT ON account FOR EACH ROW"
+                    " EXECUTE FUNCTION opens_empty();"
+                    "CREATE TRIGGER inserted AFTER INSERT ON account FOR EACH STATEMENT"
+                    " EXECUTE FUNCTION note_fired('insert statement');"
+                    "CREATE TRIGGER updated AFTER UPDATE ON account FOR EACH STATEMENT"
+                    " EXECUTE FUNCTION note_fired('update statement')")
+    # The session's writes are refused on the secondary, the replay's are not.
+    secondary.sql("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
+                  " IF current_setting('application_name') <> 'switchyard journal replayer'"
+                  " THEN RAISE EXCEPTION 'not here'; END IF; RETURN NEW; END$$;"
+                  "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON account"
+                  " FOR EACH ROW EXECUTE FUNCTION refuse()")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        assert conn.execute("UPDATE account SET balance = balance + 100 * id").rowcount == 3
+        conn.execute("INSERT INTO account VALUES (4, 0), (5, 0)")
+    assert proxy.metric("switchyard_mirror_failures_total", reason="secondary_error") == 2
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
+    assert_identical(primary, secondary, {"account": "id", "fired": "what"})
+    assert secondary.sql("SELECT string_agg(what || ' ' || n, ', ' ORDER BY what) FROM fired") == \
+        "insert statement 1, update statement 1"
+
+
 def test_a_row_count_difference_is_journaled(pair, start_proxy, tmp_path):
     primary, secondary = pair
     primary.sql("INSERT INTO balances (account) VALUES (1), (2)")
