@@ -731,17 +731,16 @@ private:
   update_in_place(Link& link, const protocol::TableShape& shape,
                   const std::vector<std::string>& names, const Parameters& each_row,
                   const std::vector<std::vector<protocol::Value>>& rows) {
-    std::string sql = protocol::update_sql(shape, names);
-    if (sql.empty()) co_return Ok{}; // only key columns: nothing to change
-    for (const auto& row : rows) {
-      auto ran = co_await link.query(sql, each_row.types, each_row.formats, row);
-      if (!ran) co_return Error{ran.error()};
-      if (protocol::affected_rows(ran->command_tag) != 1) {
-        co_return Error{"a row of a table inheriting from " + shape.qualified +
-                        " is not there; verify and repair it"};
-      }
+    if (protocol::update_sql(shape, names).empty()) co_return Ok{}; // only key columns
+    std::function<std::string(size_t)> update = [&](size_t n) {
+      return protocol::update_sql(shape, names, n, each_row.types);
+    };
+    auto updated = co_await write_rows(link, update, each_row, rows, Affected::kEachRow);
+    if (!updated && updated.error().starts_with(kNotEachRow)) {
+      co_return Error{"rows of a table inheriting from " + shape.qualified + " are not there (" +
+                      updated.error() + "); verify and repair them"};
     }
-    co_return Ok{};
+    co_return updated;
   }
 
   // Ends the transaction a replay opened on `link`: COMMIT after `written` went well, else
@@ -760,11 +759,15 @@ private:
   }
 
   // Runs the statement `sql(n)` gives for n of `rows` at a time, as many as the parameter
-  // limit allows; each row's parameters are as `each_row` says.
+  // limit allows; each row's parameters are as `each_row` says. With Affected::kEachRow a
+  // statement that reports another count than its n rows fails (kNotEachRow).
+  enum class Affected { kAny, kEachRow };
+  static constexpr std::string_view kNotEachRow = "rows written";
   static asio::awaitable<Status> write_rows(Link& link,
                                             const std::function<std::string(size_t)>& sql,
                                             const Parameters& each_row,
-                                            const std::vector<std::vector<protocol::Value>>& rows) {
+                                            const std::vector<std::vector<protocol::Value>>& rows,
+                                            Affected affected = Affected::kAny) {
     size_t per_statement = protocol::rows_per_statement(each_row.types.size());
     for (size_t row = 0; row < rows.size(); row += per_statement) {
       size_t count = std::min(per_statement, rows.size() - row);
@@ -777,6 +780,11 @@ private:
       }
       auto ran = co_await link.query(sql(count), all.types, all.formats, values);
       if (!ran) co_return Error{ran.error()};
+      auto written = protocol::affected_rows(ran->command_tag);
+      if (affected == Affected::kEachRow && written != count) {
+        co_return Error{std::string(kNotEachRow) + ": " + std::to_string(written.value_or(0)) +
+                        " of " + std::to_string(count)};
+      }
     }
     co_return Ok{};
   }
