@@ -618,8 +618,8 @@ private:
   // without the BEFORE triggers that stamped them (kTriggersOffSql). Into a table with
   // triggers an upsert fires where an UPDATE or an INSERT would not (kind_triggers), the
   // rows the target has are updated and the others inserted, a statement for each set.
-  // Rows of a child by inheritance (`children`) are updated where they are instead, a
-  // statement each. A deleting statement's deletes come first. More than one statement run
+  // Rows of a child by inheritance (`children`) are updated where they are instead, by one
+  // UPDATE. A deleting statement's deletes come first. More than one statement run
   // in one transaction: the target's own unless it is the locked side, whose transaction is
   // open.
   asio::awaitable<Status> write_current(const Direction& way, const protocol::TableShape& shape,
