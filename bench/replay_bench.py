@@ -17,10 +17,14 @@ which the replayer cannot join — so every write goes to the journal; the secon
 journal's backlog is 0 is taken (it includes up to 1.5 s before the replayer notices the secondary is back: its retry
 pause and its poll). Then the table is compared on both databases. With `--table-rows N` the
 table holds N other rows on both databases before each run, as a table that grows by loads
-does (a refresh passes over them all).
+does (a refresh passes over them all). With `--statement-trigger` `items` has an AFTER INSERT
+and an AFTER UPDATE statement trigger on both databases, each counting its firings: the
+replayer then writes the rows the secondary has by an UPDATE and the others by an INSERT
+(rather than by an upsert, which fires both), and the firings on both sides are printed.
 
 Usage: bench/replay_bench.py [--rows N] [--rows-per-statement K] [--rounds R] [--forms=LABEL,...]
-                             [--table-rows N] [--baseline path/to/another/switchyard]
+                             [--table-rows N] [--statement-trigger]
+                             [--baseline path/to/another/switchyard]
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
@@ -43,6 +47,14 @@ TABLES = ("CREATE TABLE items (id bigint PRIMARY KEY, v float8 NOT NULL, note te
           " at timestamptz NOT NULL DEFAULT clock_timestamp())")
 MOVED_ROWS = "INSERT INTO items SELECT g, g / 7.0, 'n' || g FROM generate_series(1, {rows}) g"
 TALLIES = "INSERT INTO tally SELECT g, 0 FROM generate_series(1, {rows}) g"
+STATEMENT_TRIGGERS = (
+    "CREATE TABLE fired (what text PRIMARY KEY, n bigint NOT NULL)",
+    "CREATE FUNCTION note_fired() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+    " INSERT INTO fired VALUES (TG_OP, 1) ON CONFLICT (what) DO UPDATE SET n = fired.n + 1;"
+    " RETURN NULL; END $$",
+    "CREATE TRIGGER inserted AFTER INSERT ON items FOR EACH STATEMENT EXECUTE FUNCTION note_fired()",
+    "CREATE TRIGGER updated AFTER UPDATE ON items FOR EACH STATEMENT EXECUTE FUNCTION note_fired()")
+FIRINGS = "SELECT coalesce(string_agg(lower(what) || ' ' || n, ', ' ORDER BY what), 'none') FROM fired"
 
 
 def write(dsn, rows, per_statement):
@@ -101,6 +113,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--forms", default="all", help="comma-separated label prefixes, e.g. --forms=one")
     parser.add_argument("--table-rows", type=int, default=0, help="rows the table holds before each run")
+    parser.add_argument("--statement-trigger", action="store_true",
+                        help="count INSERT and UPDATE statement trigger firings on items")
     parser.add_argument("--baseline", help="another switchyard binary to replay with as well")
     opts = parser.parse_args()
 
@@ -109,7 +123,7 @@ def main():
         workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-rbench-")))
         for cluster in (primary, secondary):
             trust_local(cluster)
-            for table in TABLES:
+            for table in TABLES + (STATEMENT_TRIGGERS if opts.statement_trigger else ()):
                 cluster.sql(table)
         binaries = builds(opts.baseline)
 
@@ -122,6 +136,7 @@ def main():
         identical = {name: True for name in binaries}
         entries = {}
         writes = {}
+        firings = {}  # (form, name): the last drain's firings on the primary and the secondary
         for round_number in range(opts.rounds):
             for form, per_statement in forms.items():
                 for name in binaries:
@@ -130,6 +145,8 @@ def main():
                                                  mirror="  timeout: 1s\n", log_level="error")
                     for cluster in (primary, secondary):
                         cluster.sql("TRUNCATE items, tally, notes RESTART IDENTITY")
+                        if opts.statement_trigger:
+                            cluster.sql("TRUNCATE fired")
                         if opts.table_rows:
                             cluster.sql("INSERT INTO items SELECT g, g / 7.0, 'kept' FROM generate_series("
                                         f"{10**9 + 1}, {10**9 + opts.table_rows}) g")
@@ -137,6 +154,9 @@ def main():
                         if per_statement < 0:
                             cluster.sql(MOVED_ROWS.format(rows=opts.rows))
                             cluster.sql(TALLIES.format(rows=opts.rows))
+                    if opts.statement_trigger:  # what the setup fired
+                        for cluster in (primary, secondary):
+                            cluster.sql("TRUNCATE fired")
                     secondary.stop()
                     entries[form], writes[form] = write(proxy.dsn(), opts.rows, per_statement)
                     secondary.launch()
@@ -146,6 +166,8 @@ def main():
                         identical[name] = False
                         continue
                     seconds[(form, name)].append(took)
+                    if opts.statement_trigger:
+                        firings[(form, name)] = (primary.sql(FIRINGS), secondary.sql(FIRINGS))
                     identical[name] &= all(primary.checksum(table, "id") == secondary.checksum(table, "id")
                                            for table in ("items", "tally", "notes"))
                     proxy.stop()
@@ -176,6 +198,9 @@ def main():
                 cells.append(f"{ratio:.2f}×")
             print("| " + " | ".join(cells) + " |")
         print()
+        for (form, name), (on_primary, on_secondary) in firings.items():
+            print(f"{name}, {form}: statement triggers fired on the primary {on_primary};"
+                  f" on the secondary by the replay {on_secondary}")
         for name in names:
             print(f"{name}: tables identical after every drain: {'yes' if identical[name] else 'NO'}")
 
