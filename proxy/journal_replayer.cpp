@@ -256,8 +256,18 @@ private:
       Direction way = direction(**pair, entry);
       shape_was_known_ = false;
       Status applied = co_await adopt_settings(**pair, entry.settings);
-      if (!applied) {
-        // counted as a failed replay below
+      // The table copied whole after these rows were written: the copy holds them.
+      bool copied_since = entry.kind == JournalEntry::Kind::kRow &&
+                          covered(pass_key("copy", entry), replayed_before + next);
+      if (!applied || copied_since) {
+        // a failure is counted below
+      } else if (entry.kind == JournalEntry::Kind::kRow && entry.op != "insert" &&
+                 co_await is_keyless_table(way, entry)) {
+        // Rows without a key cannot be found again to be updated or deleted: the table is
+        // copied whole from the source, once for all the entries written before it began.
+        uint64_t written = journal.settled_total();
+        applied = co_await copy_table(**pair, way, entry);
+        if (applied) passes_[pass_key("copy", entry)] = written;
       } else if (entry.kind == JournalEntry::Kind::kRow) {
         // Bounded: a replay holds locks on the current primary while it reads and writes the
         // other database, which may hang; closing the connections frees them.
@@ -813,13 +823,15 @@ private:
   // are written as the primary returned them, by one statement, when the target surely lacks
   // them. Where the target may have applied them after all, or an equal row's entry was
   // reconciled before (that counted this row too), the target gets as many rows equal to
-  // each as the source has instead.
+  // each as the source has instead. (UPDATEs and DELETEs copy a PostgreSQL table whole,
+  // is_keyless_table; those of a view or a SQLite table fail here.)
   asio::awaitable<Status> replay_keyless_inserts(Pair& pair, const Direction& way,
                                                  const std::vector<const JournalEntry*>& group,
                                                  const protocol::TableShape& shape) {
     const JournalEntry& first = *group.front();
     if (first.op != "insert") {
-      co_return Error{first.table + " has no primary key: only inserts replay; use verify/repair"};
+      co_return Error{first.table + " has no primary key: its UPDATEs and DELETEs replay as a "
+                                    "copy of a PostgreSQL table only; verify and repair it"};
     }
     std::vector<KeylessRow> rows;
     std::vector<std::string> identities;
@@ -867,8 +879,25 @@ private:
     co_return Ok{};
   }
 
-  // Makes the target's copy of a table a query filled (CREATE TABLE AS, SELECT INTO) the
-  // source's: what the query chose (now(), random(), the rows a LIMIT took) is the primary's.
+  // Whether the table `entry` names is a table without a key on the target (PostgreSQL), not
+  // a view: copy_table replaces its rows. A view would be written through with the columns
+  // it shows, losing the others.
+  asio::awaitable<bool> is_keyless_table(const Direction& way, const JournalEntry& entry) {
+    if (way.target_backend->kind != config::BackendKind::kPostgres) co_return false;
+    auto shape = co_await target_shape(way, entry);
+    if (!shape || !shape->key_columns.empty()) co_return false;
+    std::vector<uint32_t> types{protocol::oid::kText};
+    std::vector<uint16_t> formats{0};
+    std::vector<protocol::Value> name{entry.table};
+    auto kind = co_await way.target->query(
+        "SELECT relkind IN ('r', 'p') FROM pg_catalog.pg_class WHERE oid = $1::regclass", types,
+        formats, name);
+    co_return kind && !kind->rows.empty() && !kind->rows[0].empty() && kind->rows[0][0] == "t";
+  }
+
+  // Makes the target's copy of a table the source's: of one a query filled (CREATE TABLE AS,
+  // SELECT INTO), so what the query chose (now(), random(), the rows a LIMIT took) is the
+  // primary's; of one without a key whose UPDATEs or DELETEs the target missed.
   // Both tables are held in SHARE ROW EXCLUSIVE mode (SQLite: the writer), the current
   // primary's first, as live writes take them, and the target's rows are replaced in one
   // transaction by the source's, read a batch at a time. Each step is bounded as a
