@@ -260,7 +260,7 @@ private:
       bool copied_since = entry.kind == JournalEntry::Kind::kRow &&
                           covered(pass_key("copy", entry), replayed_before + next);
       if (!applied || copied_since) {
-        // a failure is counted below
+        // a failure is counted below; rows copied since need nothing more
       } else if (entry.kind == JournalEntry::Kind::kRow && entry.op != "insert" &&
                  co_await is_keyless_table(way, entry)) {
         // Rows without a key cannot be found again to be updated or deleted: the table is
@@ -879,13 +879,14 @@ private:
     co_return Ok{};
   }
 
-  // Whether the table `entry` names is a table without a key on the target (PostgreSQL), not
-  // a view: copy_table replaces its rows. A view would be written through with the columns
-  // it shows, losing the others.
+  // Whether the table `entry` names is a table without a key on the target (PostgreSQL) whose
+  // rows copy_table may replace: not a view, which would be written through with the columns
+  // it shows, losing the others, nor a table others inherit from, whose DELETE empties them
+  // and whose rows read would go back into it.
   asio::awaitable<bool> is_keyless_table(const Direction& way, const JournalEntry& entry) {
     if (way.target_backend->kind != config::BackendKind::kPostgres) co_return false;
     auto shape = co_await target_shape(way, entry);
-    if (!shape || !shape->key_columns.empty()) co_return false;
+    if (!shape || !shape->key_columns.empty() || shape->inheriting_children) co_return false;
     std::vector<uint32_t> types{protocol::oid::kText};
     std::vector<uint16_t> formats{0};
     std::vector<protocol::Value> name{entry.table};

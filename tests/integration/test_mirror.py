@@ -2133,13 +2133,15 @@ def test_a_keyless_tables_missed_updates_and_deletes_replay_as_a_copy_of_it(pair
     ("only inserts replay"): the secondary kept the old rows for good. The table is now
     copied whole from the primary, once for the entries written before the copy began (an
     insert among them is in the copy, not written twice). A view without a key is not
-    copied through (it would replace its table's rows with the columns it shows): still
-    reported."""
+    copied through (it would replace its table's rows with the columns it shows), nor a
+    table others inherit from (its copy would gather their rows into it): still reported."""
     primary, secondary = pair
     for cluster in pair:
         cluster.sql("CREATE TABLE loose (code int, n int, at timestamptz);"
                     "INSERT INTO loose VALUES (1, 0, '2026-01-01'), (2, 0, '2026-01-01'), (2, 0, '2026-01-01');"
-                    "CREATE VIEW renamed AS SELECT code AS c, n FROM loose")
+                    "CREATE VIEW renamed AS SELECT code AS c, n FROM loose;"
+                    "CREATE TABLE heap (n int); CREATE TABLE heap_part (extra int) INHERITS (heap);"
+                    "INSERT INTO heap_part VALUES (1, 1)")
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
     secondary.stop()
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
@@ -2148,11 +2150,13 @@ def test_a_keyless_tables_missed_updates_and_deletes_replay_as_a_copy_of_it(pair
         assert conn.execute("DELETE FROM loose WHERE code = 2").rowcount == 2
         conn.execute("INSERT INTO loose VALUES (4, 0, clock_timestamp())")
         assert conn.execute("UPDATE renamed SET n = 7 WHERE c = 4").rowcount == 1
+        assert conn.execute("UPDATE heap SET n = 2").rowcount == 1
     secondary.launch()
     assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
-    # The view's UPDATE alone; the copy of loose, begun after it, holds its change.
-    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 1, proxy.log()
-    assert "renamed has no primary key" in proxy.log()
+    # The view's UPDATE and the parent's; the copy of loose, begun after the view's, holds its change.
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 2, proxy.log()
+    assert "renamed has no primary key" in proxy.log() and "heap has no primary key" in proxy.log()
+    assert secondary.sql("SELECT string_agg(n || ':' || extra, ',') FROM heap_part") == "1:1"
     assert primary.sql("SELECT string_agg(code || ':' || n, ',' ORDER BY code) FROM loose") == "1:1,3:0,4:7"
     assert_identical(primary, secondary, {"loose": "code, n, at"})
 
