@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -104,6 +105,17 @@ def run_script(proxy: Proxy, script: Path, seconds, clients, mode="extended"):
     done = int(re.search(r"actually processed: (\d+)", out).group(1))
     tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
     return tps, done, (cpu_seconds(proxy.process.pid) - before) / done * 1e6
+
+
+def wait_drained(proxy: Proxy, timeout=600):
+    """Seconds until `proxy`'s journal backlog is 0 (polled every 50 ms), or None past
+    `timeout`."""
+    start = time.perf_counter()
+    while proxy.metric("switchyard_journal_backlog") != 0:
+        if time.perf_counter() - start > timeout:
+            return None
+        time.sleep(0.05)
+    return time.perf_counter() - start
 
 
 def cpu_seconds(pid):

@@ -16,23 +16,13 @@ Build first with scripts/build.sh release. Not a test: it asserts nothing.
 import argparse
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from bench_common import builds, start_clusters, start_mirrored_proxy, trust_local  # noqa: E402
-
-
-def wait_drained(proxy, timeout=600):
-    start = time.perf_counter()
-    while proxy.metric("switchyard_journal_backlog") != 0:
-        if time.perf_counter() - start > timeout:
-            return None
-        time.sleep(0.02)
-    return time.perf_counter() - start
+from bench_common import builds, start_clusters, start_mirrored_proxy, trust_local, wait_drained  # noqa: E402
 
 
 def main():

@@ -32,14 +32,13 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from bench_common import builds, start_clusters, start_mirrored_proxy, trust_local  # noqa: E402
+from bench_common import builds, start_clusters, start_mirrored_proxy, trust_local, wait_drained  # noqa: E402
 
 TABLES = ("CREATE TABLE items (id bigint PRIMARY KEY, v float8 NOT NULL, note text)",
           "CREATE TABLE tally (id bigint PRIMARY KEY, n bigint NOT NULL)",
@@ -95,15 +94,6 @@ def write(dsn, rows, per_statement):
             last = min(first + 2 * per_statement - 1, rows)
             conn.execute("DELETE FROM items WHERE id BETWEEN %s AND %s AND id %% 2 = 0", (first, last))
     return rows + rows + rows // 2, rows + rows + rows // 2
-
-
-def wait_drained(proxy, timeout=600):
-    start = time.perf_counter()
-    while proxy.metric("switchyard_journal_backlog") != 0:
-        if time.perf_counter() - start > timeout:
-            return None
-        time.sleep(0.05)
-    return time.perf_counter() - start
 
 
 def main():
