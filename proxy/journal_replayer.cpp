@@ -668,7 +668,6 @@ private:
       return protocol::update_sql(shape, names, n, row_parameters.types);
     };
     bool by_kind = shape.kind_triggers && !shape.inheriting_children && !rows.empty();
-    bool key_only = protocol::update_sql(shape, names).empty(); // nothing to update
     std::vector<std::vector<protocol::Value>> new_rows; // by_kind: the rows the target lacks
     size_t written_rows = rows.size() + child_rows.size();
     bool stamped_again = written_rows > 0 && shape.rewriting_triggers && shape.may_disable_triggers;
@@ -683,6 +682,7 @@ private:
       } else {
         written = Error{missing.error()};
       }
+      bool key_only = protocol::update_sql(shape, names).empty(); // nothing to update
       if (written && !key_only) written = co_await write_rows(target, update, row_parameters, rows);
       if (written) written = co_await write_rows(target, insert, row_parameters, new_rows);
     } else if (written) {
