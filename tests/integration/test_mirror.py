@@ -1227,6 +1227,10 @@ def test_tables_and_columns_named_by_keywords_are_mirrored(pair, start_proxy, tm
     assert proxy.metric("switchyard_journal_entries_total") == 0
 
 
+PARENT_AND_CHILD = ("CREATE TABLE parent (id int PRIMARY KEY, v float8, note text);"
+                    "CREATE TABLE child (extra int DEFAULT 7, PRIMARY KEY (id)) INHERITS (parent)")
+
+
 def test_an_update_of_a_parent_by_inheritance_writes_its_childrens_rows_where_they_are(
         pair, start_proxy, tmp_path):
     """An UPDATE of a table others inherit from (INHERITS, as partitioning was done before
@@ -1234,8 +1238,7 @@ def test_an_update_of_a_parent_by_inheritance_writes_its_childrens_rows_where_th
     secondary: the child's row stayed as it was there, and the parent got a copy of it."""
     primary, secondary = pair
     for cluster in pair:
-        cluster.sql("CREATE TABLE parent (id int PRIMARY KEY, v float8, note text);"
-                    "CREATE TABLE child (extra int DEFAULT 7, PRIMARY KEY (id)) INHERITS (parent)")
+        cluster.sql(PARENT_AND_CHILD)
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
         conn.execute("INSERT INTO parent VALUES (1, 0), (3, 0)")
@@ -1256,8 +1259,7 @@ def test_a_parent_and_child_row_sharing_a_key_are_not_updated_by_one_join(pair, 
     the rows to the journal, and the replayer writes them from the primary."""
     primary, secondary = pair
     for cluster in pair:
-        cluster.sql("CREATE TABLE parent (id int PRIMARY KEY, v float8, note text);"
-                    "CREATE TABLE child (extra int DEFAULT 7, PRIMARY KEY (id)) INHERITS (parent)")
+        cluster.sql(PARENT_AND_CHILD)
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
         conn.execute("INSERT INTO parent VALUES (5, 1, 'in the parent')")
