@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -168,12 +169,82 @@ Result<JournalEntry> from_json_line(std::string_view line) {
   return entry;
 }
 
-DivergenceJournal::DivergenceJournal(std::string path, int fd, uint64_t cursor, uint64_t backlog)
-    : path_(std::move(path)), fd_(fd), cursor_(cursor), backlog_(backlog),
-      appended_total_(backlog) {}
+DivergenceJournal::DivergenceJournal(std::string path, int fd, uint64_t cursor, uint64_t backlog,
+                                     uint64_t file_end)
+    : path_(std::move(path)), fd_(fd), cursor_(cursor), backlog_(backlog), appended_total_(backlog),
+      file_end_(file_end), durable_file_end_(file_end), flusher_([this] { flush_appends(); }) {}
 
 DivergenceJournal::~DivergenceJournal() {
+  stop_flusher();
   ::close(fd_);
+}
+
+void DivergenceJournal::stop_flusher() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  written_.notify_one();
+  if (flusher_.joinable()) flusher_.join();
+}
+
+void DivergenceJournal::flush_appends() {
+  std::unique_lock lock(mutex_);
+  while (true) {
+    written_.wait(lock, [this] { return stopping_ || written_bytes_ > durable_bytes_; });
+    if (written_bytes_ == durable_bytes_) return; // stopping, and everything is on disk
+    Status synced = flush_written(lock);
+    auto done = take_waiters(durable_bytes_);
+    lock.unlock();
+    for (auto& call : done)
+      call(synced);
+    lock.lock();
+  }
+}
+
+Status DivergenceJournal::flush_written(std::unique_lock<std::mutex>& lock) {
+  uint64_t ticket = written_bytes_;
+  uint64_t file_end = file_end_;
+  uint64_t emptied = emptied_;
+  lock.unlock();
+  // Covers every append written so far; those written meanwhile wait for the next one.
+  Status synced = Ok{};
+  if (::fdatasync(fd_) != 0) synced = Error{errno_text(path_ + ": cannot sync the journal")};
+  lock.lock();
+  durable_bytes_ = std::max(durable_bytes_, ticket);
+  if (emptied == emptied_) durable_file_end_ = std::max(durable_file_end_, file_end);
+  return synced;
+}
+
+std::vector<std::function<void(Status)>> DivergenceJournal::take_waiters(uint64_t ticket) {
+  std::vector<std::function<void(Status)>> done;
+  auto end = waiters_.upper_bound(ticket);
+  for (auto waiter = waiters_.begin(); waiter != end; ++waiter)
+    done.push_back(std::move(waiter->second));
+  waiters_.erase(waiters_.begin(), end);
+  return done;
+}
+
+bool DivergenceJournal::durable(uint64_t ticket) const {
+  std::lock_guard lock(mutex_);
+  return ticket <= durable_bytes_;
+}
+
+void DivergenceJournal::when_durable(uint64_t ticket, std::function<void(Status)> done) {
+  std::unique_lock lock(mutex_);
+  if (ticket <= durable_bytes_) {
+    lock.unlock();
+    done(Ok{});
+    return;
+  }
+  if (!stopping_) {
+    waiters_.emplace(ticket, std::move(done));
+    return;
+  }
+  // No flusher any more (shutting down): flush here.
+  Status synced = flush_written(lock);
+  lock.unlock();
+  done(synced);
 }
 
 Result<std::unique_ptr<DivergenceJournal>> DivergenceJournal::open(const std::string& path) {
@@ -194,12 +265,17 @@ Result<std::unique_ptr<DivergenceJournal>> DivergenceJournal::open(const std::st
   while (std::getline(lines, line)) {
     if (!line.empty()) ++backlog;
   }
-  return std::unique_ptr<DivergenceJournal>(new DivergenceJournal(path, fd, cursor, backlog));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    return Error{errno_text(path + ": cannot stat the journal")};
+  }
+  return std::unique_ptr<DivergenceJournal>(
+      new DivergenceJournal(path, fd, cursor, backlog, static_cast<uint64_t>(st.st_size)));
 }
 
-Status DivergenceJournal::append(std::span<const JournalEntry> entries, uint64_t* unsettled,
-                                 bool sync) {
-  if (entries.empty()) return Ok{};
+Result<uint64_t> DivergenceJournal::append(std::span<const JournalEntry> entries,
+                                           uint64_t* unsettled) {
   std::string text;
   std::string time = now_iso8601();
   for (JournalEntry entry : entries) {
@@ -207,32 +283,30 @@ Status DivergenceJournal::append(std::span<const JournalEntry> entries, uint64_t
     text += to_json_line(entry);
     text += '\n';
   }
-  {
-    std::lock_guard lock(mutex_);
-    struct stat st {};
-    if (::fstat(fd_, &st) != 0) return Error{errno_text(path_ + ": cannot stat the journal")};
-    size_t written = 0;
-    while (written < text.size()) {
-      ssize_t n = ::write(fd_, text.data() + written, text.size() - written);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return Error{errno_text(path_ + ": cannot write the divergence journal")};
-      }
-      written += static_cast<size_t>(n);
+  std::unique_lock lock(mutex_);
+  size_t written = 0;
+  while (written < text.size()) {
+    ssize_t n = ::write(fd_, text.data() + written, text.size() - written);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      file_end_ += written; // a partial line: the file is where it is
+      written_bytes_ += written;
+      return Error{errno_text(path_ + ": cannot write the divergence journal")};
     }
-    if (unsettled != nullptr) {
-      *unsettled = static_cast<uint64_t>(st.st_size);
-      unsettled_.emplace(*unsettled, appended_total_);
-    }
-    backlog_ += entries.size();
-    appended_total_ += entries.size();
+    written += static_cast<size_t>(n);
   }
-  // Outside the lock, so appends of other sessions are not queued behind this disk wait
-  // (and one flush may cover several of them).
-  if (sync && ::fdatasync(fd_) != 0) {
-    return Error{errno_text(path_ + ": cannot sync the journal")};
+  if (unsettled != nullptr) {
+    *unsettled = file_end_;
+    unsettled_.emplace(*unsettled, appended_total_);
   }
-  return Ok{};
+  file_end_ += text.size();
+  written_bytes_ += text.size();
+  backlog_ += entries.size();
+  appended_total_ += entries.size();
+  uint64_t ticket = written_bytes_;
+  lock.unlock();
+  written_.notify_one();
+  return ticket;
 }
 
 void DivergenceJournal::settle(uint64_t offset) {
@@ -246,7 +320,8 @@ Result<std::vector<std::pair<uint64_t, JournalEntry>>> DivergenceJournal::pendin
   {
     std::lock_guard lock(mutex_);
     cursor = cursor_;
-    limit = unsettled_.empty() ? std::numeric_limits<uint64_t>::max() : unsettled_.begin()->first;
+    limit = unsettled_.empty() ? durable_file_end_
+                               : std::min(durable_file_end_, unsettled_.begin()->first);
   }
   std::vector<std::pair<uint64_t, JournalEntry>> out;
   std::ifstream in(path_);
@@ -292,11 +367,13 @@ Status DivergenceJournal::acknowledge(uint64_t offset) {
       if (!line.empty()) ++acknowledged;
     }
   }
-  struct stat st {};
-  if (::fstat(fd_, &st) == 0 && static_cast<uint64_t>(st.st_size) == offset) {
+  if (file_end_ == offset) {
     // Everything is replayed: start both files afresh so the journal does not grow forever.
     if (::ftruncate(fd_, 0) != 0) return Error{errno_text(path_ + ": cannot truncate")};
     cursor_ = 0;
+    file_end_ = 0;
+    durable_file_end_ = 0;
+    ++emptied_;
   } else {
     cursor_ = offset;
   }

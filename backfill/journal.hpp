@@ -1,11 +1,14 @@
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "protocol/result.hpp"
@@ -64,28 +67,38 @@ struct JournalEntry {
 std::string to_json_line(const JournalEntry& entry);
 Result<JournalEntry> from_json_line(std::string_view line);
 
-//! The durable divergence journal: an append-only JSON-lines file whose entries are
-//! fdatasync'ed before append() returns, and a cursor file saying how much of it the
-//! replayer has applied. Thread-safe.
+//! The durable divergence journal: an append-only JSON-lines file, and a cursor file saying
+//! how much of it the replayer has applied. Appends are written at once and made durable by
+//! a flusher thread of the journal's own, whose one fdatasync covers every append written
+//! before it began (group commit): whoever appended waits for when_durable, not the disk.
+//! Thread-safe.
 class DivergenceJournal {
 public:
   //! Opens (creating the file and its directory if needed) and counts the backlog.
   static Result<std::unique_ptr<DivergenceJournal>> open(const std::string& path);
+  //! Makes everything appended durable first.
   ~DivergenceJournal();
   DivergenceJournal(const DivergenceJournal&) = delete;
   DivergenceJournal& operator=(const DivergenceJournal&) = delete;
 
-  //! Appends entries durably (`sync` false: without waiting for the disk, for entries whose
-  //! only other copy was memory anyway). Their offset goes into `unsettled` when given: the
-  //! replayer leaves them (and all after) alone until settle(offset), because they were
-  //! written before the primary committed and replaying them first would read the row too
-  //! early.
-  Status append(std::span<const JournalEntry> entries, uint64_t* unsettled = nullptr,
-                bool sync = true);
+  //! Appends entries, on disk soon: returns the ticket when_durable takes for them. Their
+  //! offset goes into `unsettled` when given: the replayer leaves them (and all after)
+  //! alone until settle(offset), because they were written before the primary committed
+  //! and replaying them first would read the row too early.
+  Result<uint64_t> append(std::span<const JournalEntry> entries, uint64_t* unsettled = nullptr);
+  //! Whether what was appended up to `ticket` is on disk.
+  bool durable(uint64_t ticket) const;
+  //! Calls `done` once what was appended up to `ticket` is on disk (or its fdatasync failed:
+  //! with the error), on the flusher thread, or at once if it is so already.
+  void when_durable(uint64_t ticket, std::function<void(Status)> done);
+  //! Flushes what is appended, calls every when_durable still waiting and ends the flusher
+  //! thread; later waits are served on the caller's thread. For shutdown: no `done` runs
+  //! after this returns.
+  void stop_flusher();
   //! The primary transaction behind the entries appended at `offset` has ended.
   void settle(uint64_t offset);
 
-  //! Up to `max` entries after the cursor, each with the offset just past it.
+  //! Up to `max` durable entries after the cursor, each with the offset just past it.
   Result<std::vector<std::pair<uint64_t, JournalEntry>>> pending(size_t max);
   //! Marks everything before `offset` as replayed; empties the files when all is.
   Status acknowledge(uint64_t offset);
@@ -102,8 +115,15 @@ public:
   const std::string& path() const { return path_; }
 
 private:
-  DivergenceJournal(std::string path, int fd, uint64_t cursor, uint64_t backlog);
+  DivergenceJournal(std::string path, int fd, uint64_t cursor, uint64_t backlog, uint64_t file_end);
   Status save_cursor(uint64_t cursor);
+  //! The flusher thread: fdatasyncs whenever something was written since its last one.
+  void flush_appends();
+  //! fdatasyncs what is written so far, `lock` (of mutex_) released meanwhile; the error if
+  //! that failed.
+  Status flush_written(std::unique_lock<std::mutex>& lock);
+  //! Takes the waiters `ticket` satisfies (with mutex_ held).
+  std::vector<std::function<void(Status)>> take_waiters(uint64_t ticket);
 
   std::string path_;
   int fd_;
@@ -115,6 +135,18 @@ private:
   //! The offsets of appends whose primary transaction has not ended, each with the number
   //! of entries appended before it.
   std::multimap<uint64_t, uint64_t> unsettled_;
+
+  // Durability. Tickets count the bytes appended since open, so they keep growing when the
+  // file is emptied (acknowledge); the file's own offsets start again then (`emptied_`).
+  uint64_t written_bytes_ = 0;
+  uint64_t durable_bytes_ = 0;
+  uint64_t file_end_;         //!< where the next append lands in the file
+  uint64_t durable_file_end_; //!< how much of the file is on disk: all pending() reads
+  uint64_t emptied_ = 0;      //!< times acknowledge emptied the file
+  std::multimap<uint64_t, std::function<void(Status)>> waiters_; //!< by ticket
+  std::condition_variable written_;
+  bool stopping_ = false;
+  std::thread flusher_;
 };
 
 } // namespace switchyard::backfill

@@ -188,16 +188,18 @@ struct Expect {
   bool private_ddl = false; // DDL no other session sees: private_ddl_ moves, not the shared epoch
 };
 
-//! Serializes writes to the client from the two pumps, keeping their order.
+//! Serializes writes to the client from the two pumps, keeping their order. Each waits for
+//! what the session journaled to be on disk first (SecondaryLink::journal_unflushed).
 class ClientWriter {
 public:
-  explicit ClientWriter(Stream& stream) : stream_(stream) {}
+  ClientWriter(Stream& stream, SecondaryLink& link) : stream_(stream), link_(link) {}
 
   asio::awaitable<error_code> write(std::string_view bytes) {
     pending_.append(bytes);
     if (busy_) co_return error_;
     busy_ = true;
     while (!pending_.empty() && !error_) {
+      if (link_.journal_unflushed()) co_await link_.journal_flushed();
       writing_.swap(pending_);
       pending_.clear();
       error_ = co_await stream_.write_all(writing_);
@@ -208,6 +210,7 @@ public:
 
 private:
   Stream& stream_;
+  SecondaryLink& link_;
   std::string pending_;
   std::string writing_;
   bool busy_ = false;
@@ -275,8 +278,8 @@ public:
                                                      runtime_->config->limits.max_message_size),
         primary_reader_(primary.stream, protocol::Direction::kBackend,
                         std::numeric_limits<uint32_t>::max()),
-        writer_(client), link_(services, runtime_, std::move(secondary_login), std::move(peer),
-                               primary.stream.socket().get_executor()),
+        writer_(client, link_), link_(services, runtime_, std::move(secondary_login),
+                                      std::move(peer), primary.stream.socket().get_executor()),
         cache_(kClassificationCacheSize), wake_(primary.stream.socket().get_executor()) {
     client_reader_.prepend(client_leftover);
     functions_ = services_.function_volatility(oid_key_);

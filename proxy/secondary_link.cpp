@@ -1148,17 +1148,20 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
 }
 
 asio::awaitable<void> SecondaryLink::commit(bool atomic) {
-  if (pending_.empty()) co_return;
-  std::vector<MirrorOp> ops = std::move(pending_);
-  pending_.clear();
-  pending_bytes_ = 0;
-  set_aside_lost_temporaries(ops, false);
-  if (groupable(ops, atomic)) {
-    ops = co_await apply_together(std::move(ops), false);
-  } else {
-    co_await apply_batch(ops, atomic, false);
+  if (!pending_.empty()) {
+    std::vector<MirrorOp> ops = std::move(pending_);
+    pending_.clear();
+    pending_bytes_ = 0;
+    set_aside_lost_temporaries(ops, false);
+    if (groupable(ops, atomic)) {
+      ops = co_await apply_together(std::move(ops), false);
+    } else {
+      co_await apply_batch(ops, atomic, false);
+    }
+    committed_ahead_ = std::move(ops);
   }
-  committed_ahead_ = std::move(ops);
+  // What the secondary missed is on disk before the primary commits it.
+  if (journal_unflushed()) co_await journal_flushed();
 }
 
 void SecondaryLink::primary_answered_commit(bool committed, const std::string& error) {
@@ -1595,6 +1598,9 @@ asio::awaitable<void> SecondaryLink::apply_queue() {
       } else {
         co_await apply_batch(ops, head.atomic, true);
       }
+      // A later batch applied before this one's journal entries are on disk would leave
+      // nothing of them after a crash.
+      if (journal_unflushed()) co_await journal_flushed();
     }
     for (; taken > 0; --taken) {
       std::chrono::duration<double> lag = Clock::now() - queue_.front().committed_at;
@@ -1729,15 +1735,16 @@ void SecondaryLink::set_aside_lost_temporaries(std::vector<MirrorOp>& ops, bool 
 
 std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
                                                MirrorFailure reason, const std::string& error,
-                                               bool sync, bool maybe_applied) {
-  return record_in_journal(journal_entries(ops, reason, error, maybe_applied), reason, error, sync);
+                                               bool awaited, bool maybe_applied) {
+  return record_in_journal(journal_entries(ops, reason, error, maybe_applied), reason, error,
+                           awaited);
 }
 
 std::optional<uint64_t>
 SecondaryLink::record_in_journal(const std::vector<backfill::JournalEntry>& entries,
-                                 MirrorFailure reason, const std::string& error, bool sync) {
+                                 MirrorFailure reason, const std::string& error, bool awaited) {
   services_.metrics().mirror_failures(reason).Increment();
-  auto offset = append_to_journal(entries, sync);
+  auto offset = append_to_journal(entries, awaited);
   static LogLimiter limiter;
   if (std::string note; offset && limiter.due(note)) {
     spdlog::warn("session {}: {} writes journaled for the secondary ({}): {}{}", peer_,
@@ -1933,19 +1940,47 @@ SecondaryLink::copy_row_entries(const MirrorOp& op, const backfill::JournalEntry
 }
 
 std::optional<uint64_t>
-SecondaryLink::append_to_journal(const std::vector<backfill::JournalEntry>& entries, bool sync) {
+SecondaryLink::append_to_journal(const std::vector<backfill::JournalEntry>& entries, bool awaited) {
   backfill::DivergenceJournal* journal = services_.journal();
   if (journal == nullptr || entries.empty()) return std::nullopt;
   uint64_t offset = 0;
-  if (auto written = journal->append(entries, &offset, sync); !written) {
+  auto ticket = journal->append(entries, &offset);
+  if (!ticket) {
     spdlog::error("session {}: {} writes missed the secondary and could not be journaled: {}",
-                  peer_, entries.size(), written.error());
+                  peer_, entries.size(), ticket.error());
     return std::nullopt;
   }
+  if (awaited) journal_ticket_ = *ticket;
   auto& metrics = services_.metrics();
   metrics.journal_entries().Increment(static_cast<double>(entries.size()));
   metrics.journal_backlog().Set(static_cast<double>(journal->backlog()));
   return offset;
+}
+
+asio::awaitable<void> SecondaryLink::journal_flushed() {
+  uint64_t ticket = journal_ticket_;
+  backfill::DivergenceJournal* journal = services_.journal();
+  if (ticket == 0 || journal == nullptr) co_return;
+  if (!journal->durable(ticket)) {
+    Status synced = co_await asio::async_initiate<const asio::use_awaitable_t<>, void(Status)>(
+        [journal, ticket](auto handler) {
+          // The flusher thread calls back; the session resumes on its own thread.
+          auto waiting = std::make_shared<decltype(handler)>(std::move(handler));
+          journal->when_durable(ticket, [waiting](Status status) {
+            auto executor = asio::get_associated_executor(*waiting);
+            asio::post(executor, [waiting, status = std::move(status)]() mutable {
+              std::move (*waiting)(std::move(status));
+            });
+          });
+        },
+        asio::use_awaitable);
+    if (!synced) {
+      spdlog::error("session {}: journaled writes the secondary missed may not be on disk: {}",
+                    peer_, synced.error());
+    }
+  }
+  // Another wait of the session's may have appended again meanwhile.
+  if (journal_ticket_ == ticket) journal_ticket_ = 0;
 }
 
 void SecondaryLink::journal_what_images_lacked(const std::vector<MirrorOp>& ops,

@@ -148,6 +148,12 @@ public:
   //! The primary transaction whose writes were last journaled has ended: the replayer may
   //! take them now.
   void settle();
+  //! Whether entries this session journaled are yet to reach the disk: until they do, the
+  //! primary must not commit their writes nor the client hear of them, lest a crash lose
+  //! the only record of what the secondary missed.
+  bool journal_unflushed() const { return journal_ticket_ != 0; }
+  //! Waits (without holding up the thread) until they are on disk.
+  asio::awaitable<void> journal_flushed();
   //! Journals a write switchyard could not mirror at all (a COPY larger than
   //! mirror.max_transaction_bytes: its table, to refresh from the primary).
   void journal_unmirrorable(MirrorOp op, const std::string& why);
@@ -286,7 +292,7 @@ private:
   //! `maybe_applied`: the secondary may have applied them after all (see JournalEntry).
   std::optional<uint64_t> journal(const std::vector<MirrorOp>& ops,
                                   monitoring::MirrorFailure reason, const std::string& error,
-                                  bool sync = true, bool maybe_applied = false);
+                                  bool awaited = true, bool maybe_applied = false);
   //! The entries journal() would append for `ops` (its bookkeeping of temporary tables and
   //! sequence marks done), without appending them.
   std::vector<backfill::JournalEntry> journal_entries(const std::vector<MirrorOp>& ops,
@@ -295,7 +301,7 @@ private:
   //! Appends `entries` built for `reason` (counted, logged at a bounded rate).
   std::optional<uint64_t> record_in_journal(const std::vector<backfill::JournalEntry>& entries,
                                             monitoring::MirrorFailure reason,
-                                            const std::string& error, bool sync);
+                                            const std::string& error, bool awaited);
   void log_ddl_rolled_back(const std::string& sql, const std::string& error) const;
   void journal_ops(const std::vector<MirrorOp>& ops, monitoring::MirrorFailure reason,
                    const std::string& error, bool committed, bool maybe_applied = false);
@@ -321,9 +327,11 @@ private:
   //! chose values for (TableShape::hidden_chosen), are journaled, reason kHiddenByView.
   void journal_what_images_lacked(const std::vector<MirrorOp>& ops,
                                   const std::vector<size_t>& lacking, bool committed);
-  //! Appends durably (`sync`) and counts; the offset of the entries, none if not journaled.
+  //! Appends and counts; the offset of the entries, none if not journaled. `awaited`: the
+  //! session tells neither the primary nor the client more until they are on disk (see
+  //! journal_flushed).
   std::optional<uint64_t> append_to_journal(const std::vector<backfill::JournalEntry>& entries,
-                                            bool sync);
+                                            bool awaited);
   //! Entries appended at `offset` wait for the replayer until the primary committed them.
   void hold_until_committed(std::optional<uint64_t> offset, bool committed);
   //! Closes the connection; writes sent on it and not answered yet are cancelled.
@@ -417,7 +425,8 @@ private:
   //! of the same name on the connection that replaced it.
   std::set<std::string> temporary_names_;
   std::set<std::string> lost_temporaries_;
-  std::vector<uint64_t> unsettled_;       // journal offsets awaiting the primary's commit
+  std::vector<uint64_t> unsettled_; // journal offsets awaiting the primary's commit
+  uint64_t journal_ticket_ = 0;     // DivergenceJournal::when_durable's, of the last awaited append
   std::vector<MirrorOp> committed_ahead_; // see awaits_primary_commit
   bool sent_unanswered_ = false;          // writes (apply) or a read sent, not all answers read
   bool read_transaction_open_ = false;

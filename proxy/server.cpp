@@ -65,6 +65,8 @@ Server::~Server() {
   for (auto& thread : threads_) {
     if (thread.joinable()) thread.join();
   }
+  // Its last wake-ups of sessions are posted to the contexts while they still exist.
+  if (backfill::DivergenceJournal* journal = services_.journal()) journal->stop_flusher();
 }
 
 Status Server::bind() {

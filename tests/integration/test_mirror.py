@@ -12,7 +12,7 @@ import time
 import psycopg
 import pytest
 
-from harness import PASSWORD, PgCluster, wait_for
+from harness import PASSWORD, PgCluster, Proxy, wait_for
 from wire import RawClient, cstr, error_fields, message
 
 SCHEMA = """
@@ -2057,6 +2057,31 @@ def test_the_journal_drains_after_each_restart_of_the_secondary(pair, start_prox
         assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
     assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
     assert proxy.metric("switchyard_journal_replayed_total", result="applied") == 40, proxy.log()
+    assert_identical(primary, secondary, {"balances": "account"})
+
+
+def test_writes_journaled_before_switchyard_was_killed_replay_after_its_restart(pair, start_proxy, tmp_path):
+    """Every write a client was answered for while the secondary was down is in the journal
+    when switchyard dies: the next switchyard on that journal replays them all."""
+    primary, secondary = pair
+    config = mirror_config(primary, secondary, tmp_path)
+    killed = Proxy(config, tmp_path).start()
+    try:
+        secondary.stop()
+        with psycopg.connect(killed.dsn(), autocommit=True) as conn:
+            for i in range(50):
+                conn.execute("INSERT INTO balances (account) VALUES (%s)", (i,))
+            with conn.transaction():
+                conn.execute("UPDATE balances SET total = total + 1 WHERE account < 10")
+        killed.process.kill()  # SIGKILL: no shutdown of any kind
+        killed.process.wait()
+    finally:
+        killed.stop()
+    secondary.launch()
+    proxy = start_proxy(config)
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="applied") == 60, proxy.log()
     assert_identical(primary, secondary, {"balances": "account"})
 
 

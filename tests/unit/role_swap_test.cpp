@@ -2,6 +2,8 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <future>
+#include <thread>
 
 #include "backfill/journal.hpp"
 #include "config/config.hpp"
@@ -177,12 +179,16 @@ TEST_CASE("the journal counts the entries before the first whose transaction is 
   std::vector<backfill::JournalEntry> two(2);
   for (auto& entry : two)
     entry.table = "t";
-  REQUIRE((*journal)->append(two, nullptr, false)); // committed already
+  REQUIRE((*journal)->append(two)); // committed already
   CHECK((*journal)->settled_total() == 2);
   uint64_t open_first = 0;
   uint64_t open_second = 0;
-  REQUIRE((*journal)->append(two, &open_first, false));
-  REQUIRE((*journal)->append(two, &open_second, false));
+  REQUIRE((*journal)->append(two, &open_first));
+  auto last = (*journal)->append(two, &open_second);
+  REQUIRE(last);
+  std::promise<Status> flushed;
+  (*journal)->when_durable(*last, [&](Status synced) { flushed.set_value(std::move(synced)); });
+  REQUIRE(flushed.get_future().get()); // pending() reads only what is on disk
   CHECK((*journal)->appended_total() == 6);
   CHECK((*journal)->settled_total() == 2);
   (*journal)->settle(open_second); // ended before the one written before it
@@ -191,5 +197,80 @@ TEST_CASE("the journal counts the entries before the first whose transaction is 
   (*journal)->settle(open_first);
   CHECK((*journal)->settled_total() == 6);
   CHECK((*journal)->pending(10)->size() == 6);
+  std::filesystem::remove_all(directory);
+}
+
+namespace {
+
+// Waits on the calling thread for the journal's flusher to have `ticket` on disk.
+Status wait_durable(backfill::DivergenceJournal& journal, uint64_t ticket) {
+  std::promise<Status> flushed;
+  journal.when_durable(ticket, [&](Status synced) { flushed.set_value(std::move(synced)); });
+  return flushed.get_future().get();
+}
+
+} // namespace
+
+TEST_CASE("journal appends of many threads are on disk when their waits end") {
+  std::string directory = std::filesystem::temp_directory_path() /
+                          ("switchyard-journal-flush-test-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(directory);
+  auto journal = backfill::DivergenceJournal::open(directory + "/journal.jsonl");
+  REQUIRE(journal);
+  backfill::DivergenceJournal& j = **journal;
+  constexpr size_t kThreads = 4;
+  constexpr size_t kAppends = 50;
+  std::atomic<size_t> waits_ended{0};
+  std::atomic<size_t> not_durable_yet{0};
+  std::vector<std::thread> threads;
+  threads.reserve(kThreads);
+  for (size_t t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      backfill::JournalEntry entry;
+      entry.table = "t" + std::to_string(t);
+      for (size_t i = 0; i < kAppends; ++i) {
+        auto ticket = j.append(std::span(&entry, 1));
+        if (!ticket || !wait_durable(j, *ticket) || !j.durable(*ticket)) ++not_durable_yet;
+        ++waits_ended;
+      }
+    });
+  }
+  for (auto& thread : threads)
+    thread.join();
+  CHECK(waits_ended == kThreads * kAppends);
+  CHECK(not_durable_yet == 0);
+  auto pending = j.pending(1000);
+  REQUIRE(pending);
+  CHECK(pending->size() == kThreads * kAppends);
+
+  SECTION("the file emptied once all is replayed takes appends from its start again") {
+    REQUIRE(j.acknowledge(pending->back().first));
+    CHECK(j.backlog() == 0);
+    backfill::JournalEntry entry;
+    entry.table = "after";
+    auto ticket = j.append(std::span(&entry, 1));
+    REQUIRE(ticket);
+    REQUIRE(wait_durable(j, *ticket));
+    auto after = j.pending(10);
+    REQUIRE(after);
+    REQUIRE(after->size() == 1);
+    CHECK(after->front().second.table == "after");
+    CHECK(after->front().first == std::filesystem::file_size(directory + "/journal.jsonl"));
+  }
+
+  SECTION("a wait after the flusher stopped is served by a flush of its own") {
+    backfill::JournalEntry entry;
+    entry.table = "late";
+    auto ticket = j.append(std::span(&entry, 1));
+    REQUIRE(ticket);
+    j.stop_flusher();
+    CHECK(j.durable(*ticket)); // stopping flushed what was appended
+    auto later = j.append(std::span(&entry, 1));
+    REQUIRE(later);
+    CHECK_FALSE(j.durable(*later));
+    REQUIRE(wait_durable(j, *later));
+    CHECK(j.durable(*later));
+  }
+  journal->reset();
   std::filesystem::remove_all(directory);
 }
