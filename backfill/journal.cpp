@@ -170,9 +170,10 @@ Result<JournalEntry> from_json_line(std::string_view line) {
 }
 
 DivergenceJournal::DivergenceJournal(std::string path, int fd, uint64_t cursor, uint64_t backlog,
-                                     uint64_t file_end)
-    : path_(std::move(path)), fd_(fd), cursor_(cursor), backlog_(backlog), appended_total_(backlog),
-      file_end_(file_end), durable_file_end_(file_end), flusher_([this] { flush_appends(); }) {}
+                                     uint64_t file_end, FlushObserver flushed)
+    : path_(std::move(path)), fd_(fd), flushed_(std::move(flushed)), cursor_(cursor),
+      backlog_(backlog), appended_total_(backlog), file_end_(file_end), durable_file_end_(file_end),
+      flusher_([this] { flush_appends(); }) {}
 
 DivergenceJournal::~DivergenceJournal() {
   stop_flusher();
@@ -208,8 +209,12 @@ Status DivergenceJournal::flush_written(std::unique_lock<std::mutex>& lock) {
   uint64_t emptied = emptied_;
   lock.unlock();
   // Covers every append written so far; those written meanwhile wait for the next one.
+  auto started = std::chrono::steady_clock::now();
   Status synced = Ok{};
   if (::fdatasync(fd_) != 0) synced = Error{errno_text(path_ + ": cannot sync the journal")};
+  if (flushed_) {
+    flushed_(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  }
   lock.lock();
   durable_bytes_ = std::max(durable_bytes_, ticket);
   if (emptied == emptied_) durable_file_end_ = std::max(durable_file_end_, file_end);
@@ -247,7 +252,8 @@ void DivergenceJournal::when_durable(uint64_t ticket, std::function<void(Status)
   done(synced);
 }
 
-Result<std::unique_ptr<DivergenceJournal>> DivergenceJournal::open(const std::string& path) {
+Result<std::unique_ptr<DivergenceJournal>> DivergenceJournal::open(const std::string& path,
+                                                                   FlushObserver flushed) {
   std::error_code ec;
   auto parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
@@ -270,8 +276,8 @@ Result<std::unique_ptr<DivergenceJournal>> DivergenceJournal::open(const std::st
     ::close(fd);
     return Error{errno_text(path + ": cannot stat the journal")};
   }
-  return std::unique_ptr<DivergenceJournal>(
-      new DivergenceJournal(path, fd, cursor, backlog, static_cast<uint64_t>(st.st_size)));
+  return std::unique_ptr<DivergenceJournal>(new DivergenceJournal(
+      path, fd, cursor, backlog, static_cast<uint64_t>(st.st_size), std::move(flushed)));
 }
 
 Result<uint64_t> DivergenceJournal::append(std::span<const JournalEntry> entries,

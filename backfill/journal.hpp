@@ -74,8 +74,11 @@ Result<JournalEntry> from_json_line(std::string_view line);
 //! Thread-safe.
 class DivergenceJournal {
 public:
+  //! Seconds an fdatasync took; called on the flusher thread.
+  using FlushObserver = std::function<void(double)>;
   //! Opens (creating the file and its directory if needed) and counts the backlog.
-  static Result<std::unique_ptr<DivergenceJournal>> open(const std::string& path);
+  static Result<std::unique_ptr<DivergenceJournal>> open(const std::string& path,
+                                                         FlushObserver flushed = {});
   //! Makes everything appended durable first.
   ~DivergenceJournal();
   DivergenceJournal(const DivergenceJournal&) = delete;
@@ -115,7 +118,8 @@ public:
   const std::string& path() const { return path_; }
 
 private:
-  DivergenceJournal(std::string path, int fd, uint64_t cursor, uint64_t backlog, uint64_t file_end);
+  DivergenceJournal(std::string path, int fd, uint64_t cursor, uint64_t backlog, uint64_t file_end,
+                    FlushObserver flushed);
   Status save_cursor(uint64_t cursor);
   //! The flusher thread: fdatasyncs whenever something was written since its last one.
   void flush_appends();
@@ -127,6 +131,7 @@ private:
 
   std::string path_;
   int fd_;
+  FlushObserver flushed_;
   mutable std::mutex mutex_;
   uint64_t cursor_;
   uint64_t backlog_;

@@ -220,6 +220,13 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
            .Add({});
   journal_backlog_ =
       &gauge("switchyard_journal_backlog", "Divergence journal entries not yet replayed").Add({});
+  journal_flush_seconds_ =
+      &prometheus::BuildHistogram()
+           .Name("switchyard_journal_flush_seconds")
+           .Help("Time of each fdatasync of the divergence journal; each covers every append "
+                 "written before it began")
+           .Register(r)
+           .Add({}, buckets);
   auto& replayed =
       counter("switchyard_journal_replayed_total", "Journal entries replayed, by result");
   for (size_t i = 0; i < journal_replayed_.size(); ++i) {

@@ -128,6 +128,7 @@ public:
   prometheus::Counter& async_barriers() { return *async_barriers_; }
   prometheus::Counter& journal_entries() { return *journal_entries_; }
   prometheus::Gauge& journal_backlog() { return *journal_backlog_; }
+  prometheus::Histogram& journal_flush_seconds() { return *journal_flush_seconds_; }
   prometheus::Counter& journal_replayed(ReplayResult r) { return *journal_replayed_[idx(r)]; }
   prometheus::Counter& reads(BackendRole target, RouteReason reason) {
     return *reads_[idx(target)][idx(reason)];
@@ -179,6 +180,7 @@ private:
   prometheus::Counter* async_barriers_;
   prometheus::Counter* journal_entries_;
   prometheus::Gauge* journal_backlog_;
+  prometheus::Histogram* journal_flush_seconds_;
   std::array<prometheus::Counter*, static_cast<size_t>(ReplayResult::kCount)> journal_replayed_{};
   std::array<std::array<prometheus::Counter*, static_cast<size_t>(RouteReason::kCount)>, kRoles>
       reads_{};

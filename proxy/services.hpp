@@ -147,7 +147,8 @@ public:
   Status open_journal(const std::string& path) {
     std::lock_guard lock(mutex_);
     if (journal_owner_) return Ok{};
-    auto journal = backfill::DivergenceJournal::open(path);
+    auto journal = backfill::DivergenceJournal::open(
+        path, [this](double seconds) { metrics_.journal_flush_seconds().Observe(seconds); });
     if (!journal) return Error{"mirror.journal: " + journal.error()};
     journal_owner_ = std::move(*journal);
     journal_.store(journal_owner_.get());

@@ -2057,6 +2057,8 @@ def test_the_journal_drains_after_each_restart_of_the_secondary(pair, start_prox
         assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
     assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
     assert proxy.metric("switchyard_journal_replayed_total", result="applied") == 40, proxy.log()
+    # A flush covers every append written before it began: never more flushes than entries.
+    assert 0 < proxy.metric("switchyard_journal_flush_seconds_count") <= 40
     assert_identical(primary, secondary, {"balances": "account"})
 
 
