@@ -7,9 +7,10 @@ the same load with the secondary up and direct to the primary, with this build a
 In every round: pgbench direct to a third cluster like the primary (direct writes to the
 primary would leave the pair different); then for each build, a proxy of its own
 (journal in a directory under --journal-dir, on disk unless that is a tmpfs): pgbench with
-the secondary up, the secondary stopped, pgbench again, the secondary started again and the
-time until the journal's backlog is 0 taken; then the pgbench tables are compared on both
-databases. The journal's entries are durable before the primary commits their writes, so
+the secondary up, the secondary stopped, pgbench again (with the journal entries each of
+its flushes carried, where the build counts them in switchyard_journal_flush_seconds), the
+secondary started again and the time until the journal's backlog is 0 taken; then the
+pgbench tables are compared on both databases. The journal's entries are durable before the primary commits their writes, so
 its flushes are on every write's path while the secondary is down.
 
 Usage: bench/outage_bench.py [--seconds S] [--clients N] [--rounds R] [--journal-dir DIR]
@@ -54,6 +55,7 @@ def main():
         tps = {}  # (target, phase): [tps per round]
         latency = {}
         drained = {name: [] for name in binaries}
+        per_flush = {name: [] for name in binaries}
         differ = {name: set() for name in binaries}
         failed = set()
 
@@ -70,7 +72,12 @@ def main():
                                              mirror="  timeout: 1s\n", log_level="error")
                 note(name, "up", pgbench(proxy.port, LOAD, opts.clients, opts.seconds))
                 secondary.stop()
+                entries, flushes = (proxy.metric("switchyard_journal_entries_total"),
+                                    proxy.metric("switchyard_journal_flush_seconds_count"))
                 note(name, "down", pgbench(proxy.port, LOAD, opts.clients, opts.seconds))
+                flushes = proxy.metric("switchyard_journal_flush_seconds_count") - flushes
+                if flushes > 0:
+                    per_flush[name].append((proxy.metric("switchyard_journal_entries_total") - entries) / flushes)
                 secondary.launch()
                 took = wait_drained(proxy)
                 if took is None:
@@ -87,14 +94,16 @@ def main():
               f"{opts.rounds} rounds; journal on {filesystem}; both databases and switchyard on the same "
               f"{os.cpu_count()} cores\n")
         names = list(binaries)
-        print("| target | secondary up: tps (ms) | secondary down: tps (ms) | down/up | down/direct | journal drained in |")
-        print("|---|---|---|---|---|---|")
+        print("| target | secondary up: tps (ms) | secondary down: tps (ms) | down/up | down/direct | "
+              "entries a flush | journal drained in |")
+        print("|---|---|---|---|---|---|---|")
         direct = median(tps[("direct", "up")])
-        print(f"| direct | {direct:.0f} ({median(latency[('direct', 'up')]):.2f}) | | | | |")
+        print(f"| direct | {direct:.0f} ({median(latency[('direct', 'up')]):.2f}) | | | | | |")
         for name in names:
             up, down = median(tps[(name, "up")]), median(tps[(name, "down")])
             print(f"| {name} | {up:.0f} ({median(latency[(name, 'up')]):.2f}) | {down:.0f} "
                   f"({median(latency[(name, 'down')]):.2f}) | {down / up:.2f}× | {down / direct:.2f}× | "
+                  f"{f'{median(per_flush[name]):.2f}' if per_flush[name] else 'not counted'} | "
                   f"{median(drained[name]):.1f} s |")
         if "baseline" in binaries:
             for phase in ("up", "down"):
