@@ -4,6 +4,8 @@
 the same load with the secondary up and direct to the primary, with this build and (with
 --baseline) another one in the same run.
 
+`--write-mode async` runs the proxies in async mode instead of sync.
+
 In every round: pgbench direct to a third cluster like the primary (direct writes to the
 primary would leave the pair different); then for each build, a proxy of its own
 (journal in a directory under --journal-dir, on disk unless that is a tmpfs): pgbench with
@@ -13,7 +15,7 @@ secondary started again and the time until the journal's backlog is 0 taken; the
 pgbench tables are compared on both databases. The journal's entries are durable before the primary commits their writes, so
 its flushes are on every write's path while the secondary is down.
 
-Usage: bench/outage_bench.py [--seconds S] [--clients N] [--rounds R] [--journal-dir DIR]
+Usage: bench/outage_bench.py [--seconds S] [--clients N] [--rounds R] [--journal-dir DIR] [--write-mode async]
                              [--baseline path/to/another/switchyard]
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
@@ -40,6 +42,7 @@ def main():
     parser.add_argument("--scale", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3, help="runs per cell; medians are reported")
     parser.add_argument("--journal-dir", default=tempfile.gettempdir(), help="where the proxies' journals go")
+    parser.add_argument("--write-mode", choices=("sync", "async"), default="sync")
     parser.add_argument("--baseline", help="another switchyard binary to run beside this build")
     opts = parser.parse_args()
 
@@ -69,6 +72,7 @@ def main():
             note("direct", "up", pgbench(alone.port, LOAD, opts.clients, opts.seconds))
             for name in rotated(list(binaries), round_number):
                 proxy = start_mirrored_proxy(cleanup, primary, secondary, workdir, binary=binaries[name],
+                                             settings=f"write_mode: {opts.write_mode}\n",
                                              mirror="  timeout: 1s\n", log_level="error")
                 note(name, "up", pgbench(proxy.port, LOAD, opts.clients, opts.seconds))
                 secondary.stop()
@@ -90,7 +94,7 @@ def main():
         def median(values):
             return statistics.median(values) if values else float("nan")
 
-        print(f"pgbench {' '.join(LOAD)}, {opts.clients} clients, {opts.seconds} s, scale {opts.scale}; median of "
+        print(f"switchyard {opts.write_mode}; pgbench {' '.join(LOAD)}, {opts.clients} clients, {opts.seconds} s, scale {opts.scale}; median of "
               f"{opts.rounds} rounds; journal on {filesystem}; both databases and switchyard on the same "
               f"{os.cpu_count()} cores\n")
         names = list(binaries)
