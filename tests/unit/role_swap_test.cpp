@@ -170,37 +170,28 @@ TEST_CASE("journal entries of a table to copy whole") {
   CHECK(read->table == entry.table);
 }
 
-TEST_CASE("the journal counts the entries before the first whose transaction is open") {
-  std::string directory = std::filesystem::temp_directory_path() /
-                          ("switchyard-journal-test-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(directory);
-  auto journal = backfill::DivergenceJournal::open(directory + "/journal.jsonl");
-  REQUIRE(journal);
-  std::vector<backfill::JournalEntry> two(2);
-  for (auto& entry : two)
-    entry.table = "t";
-  REQUIRE((*journal)->append(two)); // committed already
-  CHECK((*journal)->settled_total() == 2);
-  uint64_t open_first = 0;
-  uint64_t open_second = 0;
-  REQUIRE((*journal)->append(two, &open_first));
-  auto last = (*journal)->append(two, &open_second);
-  REQUIRE(last);
-  std::promise<Status> flushed;
-  (*journal)->when_durable(*last, [&](Status synced) { flushed.set_value(std::move(synced)); });
-  REQUIRE(flushed.get_future().get()); // pending() reads only what is on disk
-  CHECK((*journal)->appended_total() == 6);
-  CHECK((*journal)->settled_total() == 2);
-  (*journal)->settle(open_second); // ended before the one written before it
-  CHECK((*journal)->settled_total() == 2);
-  CHECK((*journal)->pending(10)->size() == 2);
-  (*journal)->settle(open_first);
-  CHECK((*journal)->settled_total() == 6);
-  CHECK((*journal)->pending(10)->size() == 6);
-  std::filesystem::remove_all(directory);
-}
-
 namespace {
+
+// A journal in a directory of its own under the temporary directory, removed afterwards.
+struct TempJournal {
+  explicit TempJournal(const std::string& name)
+      : directory(std::filesystem::temp_directory_path() /
+                  (name + "-" + std::to_string(::getpid()))) {
+    std::filesystem::remove_all(directory);
+    auto opened = backfill::DivergenceJournal::open(directory + "/journal.jsonl");
+    REQUIRE(opened);
+    journal = std::move(*opened);
+  }
+  ~TempJournal() {
+    journal.reset(); // its flusher ends before the file goes
+    std::filesystem::remove_all(directory);
+  }
+  TempJournal(const TempJournal&) = delete;
+  TempJournal& operator=(const TempJournal&) = delete;
+
+  std::string directory;
+  std::unique_ptr<backfill::DivergenceJournal> journal;
+};
 
 // Waits on the calling thread for the journal's flusher to have `ticket` on disk.
 Status wait_durable(backfill::DivergenceJournal& journal, uint64_t ticket) {
@@ -211,13 +202,33 @@ Status wait_durable(backfill::DivergenceJournal& journal, uint64_t ticket) {
 
 } // namespace
 
+TEST_CASE("the journal counts the entries before the first whose transaction is open") {
+  TempJournal temp("switchyard-journal-test");
+  backfill::DivergenceJournal& j = *temp.journal;
+  std::vector<backfill::JournalEntry> two(2);
+  for (auto& entry : two)
+    entry.table = "t";
+  REQUIRE(j.append(two)); // committed already
+  CHECK(j.settled_total() == 2);
+  uint64_t open_first = 0;
+  uint64_t open_second = 0;
+  REQUIRE(j.append(two, &open_first));
+  auto last = j.append(two, &open_second);
+  REQUIRE(last);
+  REQUIRE(wait_durable(j, *last)); // pending() reads only what is on disk
+  CHECK(j.appended_total() == 6);
+  CHECK(j.settled_total() == 2);
+  j.settle(open_second); // ended before the one written before it
+  CHECK(j.settled_total() == 2);
+  CHECK(j.pending(10)->size() == 2);
+  j.settle(open_first);
+  CHECK(j.settled_total() == 6);
+  CHECK(j.pending(10)->size() == 6);
+}
+
 TEST_CASE("journal appends of many threads are on disk when their waits end") {
-  std::string directory = std::filesystem::temp_directory_path() /
-                          ("switchyard-journal-flush-test-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(directory);
-  auto journal = backfill::DivergenceJournal::open(directory + "/journal.jsonl");
-  REQUIRE(journal);
-  backfill::DivergenceJournal& j = **journal;
+  TempJournal temp("switchyard-journal-flush-test");
+  backfill::DivergenceJournal& j = *temp.journal;
   constexpr size_t kThreads = 4;
   constexpr size_t kAppends = 50;
   std::atomic<size_t> waits_ended{0};
@@ -255,7 +266,7 @@ TEST_CASE("journal appends of many threads are on disk when their waits end") {
     REQUIRE(after);
     REQUIRE(after->size() == 1);
     CHECK(after->front().second.table == "after");
-    CHECK(after->front().first == std::filesystem::file_size(directory + "/journal.jsonl"));
+    CHECK(after->front().first == std::filesystem::file_size(temp.directory + "/journal.jsonl"));
   }
 
   SECTION("a wait after the flusher stopped is served by a flush of its own") {
@@ -271,6 +282,4 @@ TEST_CASE("journal appends of many threads are on disk when their waits end") {
     REQUIRE(wait_durable(j, *later));
     CHECK(j.durable(*later));
   }
-  journal->reset();
-  std::filesystem::remove_all(directory);
 }
