@@ -186,7 +186,8 @@ SecondaryLink::~SecondaryLink() {
       if (journal != nullptr) journal->settle(*batch.spilled); // or the replayer stalls on it
     } else {
       journal_ops(batch.ops, MirrorFailure::kTimeout,
-                  "the session ended before the secondary applied its committed writes", true);
+                  "the session ended before the secondary applied its committed writes",
+                  Journaling::kApplier);
     }
     services_.commit_order().done(batch.ticket);
   }
@@ -216,7 +217,8 @@ void SecondaryLink::add(MirrorOp op) {
     bytes += value ? value->size() + 8 : 8;
   if (pending_bytes_ + bytes > runtime_->config->mirror.max_transaction_bytes) {
     journal_ops({op}, MirrorFailure::kTooLarge,
-                "the transaction's writes exceed mirror.max_transaction_bytes", false);
+                "the transaction's writes exceed mirror.max_transaction_bytes",
+                Journaling::kOpenTransaction);
     return;
   }
   pending_bytes_ += bytes;
@@ -1152,11 +1154,11 @@ asio::awaitable<void> SecondaryLink::commit(bool atomic) {
     std::vector<MirrorOp> ops = std::move(pending_);
     pending_.clear();
     pending_bytes_ = 0;
-    set_aside_lost_temporaries(ops, false);
+    set_aside_lost_temporaries(ops, Journaling::kOpenTransaction);
     if (groupable(ops, atomic)) {
-      ops = co_await apply_together(std::move(ops), false);
+      ops = co_await apply_together(std::move(ops), Journaling::kOpenTransaction);
     } else {
-      co_await apply_batch(ops, atomic, false);
+      co_await apply_batch(ops, atomic, Journaling::kOpenTransaction);
     }
     committed_ahead_ = std::move(ops);
   }
@@ -1176,7 +1178,7 @@ void SecondaryLink::primary_answered_commit(bool committed, const std::string& e
     }
   }
   // The primary's transaction has ended: the replayer may take them at once.
-  journal_ops(undone, MirrorFailure::kPrimaryCommitFailed, error, true);
+  journal_ops(undone, MirrorFailure::kPrimaryCommitFailed, error, Journaling::kEndedTransaction);
 }
 
 void SecondaryLink::log_ddl_rolled_back(const std::string& sql, const std::string& error) const {
@@ -1215,8 +1217,8 @@ void SecondaryLink::prepared_transaction_finished(const std::string& key, bool c
     log_ddl_rolled_back(sql, kPreparedRolledBack);
   // Its transaction has ended: the replayer may take them at once.
   hold_until_committed(record_in_journal(writes->entries, MirrorFailure::kPreparedRolledBack,
-                                         kPreparedRolledBack, true),
-                       true);
+                                         kPreparedRolledBack, &journal_ticket_),
+                       Journaling::kEndedTransaction);
 }
 
 bool SecondaryLink::groupable(const std::vector<MirrorOp>& ops, bool atomic) const {
@@ -1228,7 +1230,7 @@ bool SecondaryLink::groupable(const std::vector<MirrorOp>& ops, bool atomic) con
 }
 
 asio::awaitable<std::vector<MirrorOp>> SecondaryLink::apply_together(std::vector<MirrorOp> ops,
-                                                                     bool committed) {
+                                                                     Journaling journaling) {
   co_await end_read_transaction(); // the writes get a transaction of their own
   auto& groups = asio::use_service<ApplyGroups>(asio::query(executor_, asio::execution::context));
   auto member = std::make_shared<GroupMember>(*this, std::move(ops), executor_);
@@ -1245,9 +1247,9 @@ asio::awaitable<std::vector<MirrorOp>> SecondaryLink::apply_together(std::vector
         asio::bind_cancellation_slot(asio::cancellation_slot(), use_tuple));
   }
   if (member->outcome) {
-    journal_outcome(member->ops, *member->outcome, committed);
+    journal_outcome(member->ops, *member->outcome, journaling);
   } else {
-    co_await apply_batch(member->ops, true, committed);
+    co_await apply_batch(member->ops, true, journaling);
   }
   co_return std::move(member->ops);
 }
@@ -1327,12 +1329,16 @@ asio::awaitable<bool> SecondaryLink::secondary_ddl_since(uint64_t applied) {
 asio::awaitable<SecondaryLink::ApplyOutcome>
 SecondaryLink::try_apply(const std::vector<MirrorOp>& ops, bool atomic) {
   ApplyOutcome outcome;
-  auto started = Clock::now();
-  if (services_.secondary_down_until().load() > ticks(started)) {
+  if (secondary_failed_recently()) {
     outcome.kind = ApplyOutcome::Kind::kDown;
     outcome.error = "the secondary failed moments ago; retrying later";
     co_return outcome;
   }
+  // A batch of the async applier's reaching the secondary before the entries an earlier one
+  // left in the journal are on disk would, after a crash, leave the secondary with the later
+  // writes and no record of the earlier ones it missed.
+  if (applier_ticket_ != 0) co_await flushed(applier_ticket_);
+  auto started = Clock::now();
   std::vector<Unit> units;
   asio::steady_timer timer(co_await asio::this_coro::executor, runtime_->config->mirror.timeout);
   auto result = co_await (
@@ -1377,23 +1383,23 @@ SecondaryLink::try_apply(const std::vector<MirrorOp>& ops, bool atomic) {
 }
 
 void SecondaryLink::journal_outcome(const std::vector<MirrorOp>& ops, const ApplyOutcome& outcome,
-                                    bool committed) {
+                                    Journaling journaling) {
   switch (outcome.kind) {
   case ApplyOutcome::Kind::kApplied:
-    journal_what_images_lacked(ops, outcome.lacking, committed);
+    journal_what_images_lacked(ops, outcome.lacking, journaling);
     break;
   case ApplyOutcome::Kind::kDown:
-    journal_ops(ops, MirrorFailure::kConnect, outcome.error, committed);
+    journal_ops(ops, MirrorFailure::kConnect, outcome.error, journaling);
     return;
   case ApplyOutcome::Kind::kTimeout:
-    journal_ops(ops, MirrorFailure::kTimeout, outcome.error, committed, outcome.maybe_applied);
+    journal_ops(ops, MirrorFailure::kTimeout, outcome.error, journaling, outcome.maybe_applied);
     return;
   case ApplyOutcome::Kind::kUnreachable:
   case ApplyOutcome::Kind::kRefused:
     journal_ops(ops,
                 outcome.kind == ApplyOutcome::Kind::kUnreachable ? MirrorFailure::kConnect
                                                                  : MirrorFailure::kSecondaryError,
-                outcome.error, committed, outcome.maybe_applied);
+                outcome.error, journaling, outcome.maybe_applied);
     return;
   }
   if (outcome.divergent.empty()) return;
@@ -1414,7 +1420,7 @@ void SecondaryLink::journal_outcome(const std::vector<MirrorOp>& ops, const Appl
             std::to_string(unit.secondary_rows.value_or(0)) + "; ";
   }
   if (differing.empty()) return;
-  journal_ops(differing, MirrorFailure::kRowCount, "affected rows differ: " + note, committed);
+  journal_ops(differing, MirrorFailure::kRowCount, "affected rows differ: " + note, journaling);
 }
 
 void SecondaryLink::note_sent(bool ddl_on_its_own) {
@@ -1501,7 +1507,7 @@ void SecondaryLink::enqueue(Batch batch) {
     batch.spilled = journal(batch.ops, MirrorFailure::kQueueFull,
                             "more committed transactions await the secondary than "
                             "mirror.async_queue allows",
-                            false); // no more durable than the queue it stands in for
+                            nullptr); // no more durable than the queue it stands in for
     batch.ops.clear();
     batch.ops.shrink_to_fit();
   }
@@ -1590,17 +1596,20 @@ asio::awaitable<void> SecondaryLink::apply_queue() {
       std::vector<MirrorOp> ops = std::move(head.ops);
       for (size_t i = 1; i < taken; ++i)
         std::move(queue_[i].ops.begin(), queue_[i].ops.end(), std::back_inserter(ops));
-      set_aside_lost_temporaries(ops, true);
+      set_aside_lost_temporaries(ops, Journaling::kApplier);
       if (taken > 1) metrics.async_merged_commits().Increment(static_cast<double>(taken - 1));
-      // Other sessions' commits that are ready too may share the secondary transaction.
-      if (groupable(ops, head.atomic)) {
-        co_await apply_together(std::move(ops), true);
-      } else {
-        co_await apply_batch(ops, head.atomic, true);
+      // While the secondary is down the batch goes to the journal after the last one's
+      // entries, so it need not wait for their flush (try_apply does, should the secondary
+      // be back); otherwise they are on disk before it goes, see try_apply.
+      if (applier_ticket_ != 0 && !secondary_failed_recently()) {
+        co_await flushed(applier_ticket_);
       }
-      // A later batch applied before this one's journal entries are on disk would leave
-      // nothing of them after a crash.
-      if (journal_unflushed()) co_await journal_flushed();
+      // Other sessions' commits that are ready too may share the secondary transaction.
+      if (applier_ticket_ == 0 && groupable(ops, head.atomic)) {
+        co_await apply_together(std::move(ops), Journaling::kApplier);
+      } else {
+        co_await apply_batch(ops, head.atomic, Journaling::kApplier);
+      }
     }
     for (; taken > 0; --taken) {
       std::chrono::duration<double> lag = Clock::now() - queue_.front().committed_at;
@@ -1615,7 +1624,7 @@ asio::awaitable<void> SecondaryLink::apply_queue() {
 }
 
 asio::awaitable<void> SecondaryLink::apply_batch(const std::vector<MirrorOp>& ops, bool atomic,
-                                                 bool committed) {
+                                                 Journaling journaling) {
   if (ops.empty()) co_return;
   co_await end_read_transaction(); // the writes get a transaction of their own
   uint64_t ddl_applied = services_.secondary_ddl_applied().load();
@@ -1630,7 +1639,7 @@ asio::awaitable<void> SecondaryLink::apply_batch(const std::vector<MirrorOp>& op
     services_.metrics().mirror_retried_after_ddl().Increment();
     outcome = co_await try_apply(ops, atomic);
   }
-  journal_outcome(ops, outcome, committed);
+  journal_outcome(ops, outcome, journaling);
 }
 
 std::vector<const protocol::TargetTable*> SecondaryLink::relations_of(const MirrorOp& op) {
@@ -1693,7 +1702,7 @@ void SecondaryLink::note_temporaries(const std::vector<MirrorOp>& ops) {
   }
 }
 
-void SecondaryLink::set_aside_lost_temporaries(std::vector<MirrorOp>& ops, bool committed) {
+void SecondaryLink::set_aside_lost_temporaries(std::vector<MirrorOp>& ops, Journaling journaling) {
   // A connection lost with the session's temporary tables says so now (ensure_connected
   // would find out only after the ops were set aside).
   if (!temporary_names_.empty()) drop_if_closed();
@@ -1729,22 +1738,22 @@ void SecondaryLink::set_aside_lost_temporaries(std::vector<MirrorOp>& ops, bool 
   if (!writes.empty()) {
     journal_ops(writes, MirrorFailure::kTemporaryLost,
                 "the secondary connection that held the session's temporary tables was lost",
-                committed);
+                journaling);
   }
 }
 
 std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
                                                MirrorFailure reason, const std::string& error,
-                                               bool awaited, bool maybe_applied) {
+                                               uint64_t* ticket, bool maybe_applied) {
   return record_in_journal(journal_entries(ops, reason, error, maybe_applied), reason, error,
-                           awaited);
+                           ticket);
 }
 
 std::optional<uint64_t>
 SecondaryLink::record_in_journal(const std::vector<backfill::JournalEntry>& entries,
-                                 MirrorFailure reason, const std::string& error, bool awaited) {
+                                 MirrorFailure reason, const std::string& error, uint64_t* ticket) {
   services_.metrics().mirror_failures(reason).Increment();
-  auto offset = append_to_journal(entries, awaited);
+  auto offset = append_to_journal(entries, ticket);
   static LogLimiter limiter;
   if (std::string note; offset && limiter.due(note)) {
     spdlog::warn("session {}: {} writes journaled for the secondary ({}): {}{}", peer_,
@@ -1940,25 +1949,26 @@ SecondaryLink::copy_row_entries(const MirrorOp& op, const backfill::JournalEntry
 }
 
 std::optional<uint64_t>
-SecondaryLink::append_to_journal(const std::vector<backfill::JournalEntry>& entries, bool awaited) {
+SecondaryLink::append_to_journal(const std::vector<backfill::JournalEntry>& entries,
+                                 uint64_t* ticket) {
   backfill::DivergenceJournal* journal = services_.journal();
   if (journal == nullptr || entries.empty()) return std::nullopt;
   uint64_t offset = 0;
-  auto ticket = journal->append(entries, &offset);
-  if (!ticket) {
+  auto appended = journal->append(entries, &offset);
+  if (!appended) {
     spdlog::error("session {}: {} writes missed the secondary and could not be journaled: {}",
-                  peer_, entries.size(), ticket.error());
+                  peer_, entries.size(), appended.error());
     return std::nullopt;
   }
-  if (awaited) journal_ticket_ = *ticket;
+  if (ticket != nullptr) *ticket = *appended;
   auto& metrics = services_.metrics();
   metrics.journal_entries().Increment(static_cast<double>(entries.size()));
   metrics.journal_backlog().Set(static_cast<double>(journal->backlog()));
   return offset;
 }
 
-asio::awaitable<void> SecondaryLink::journal_flushed() {
-  uint64_t ticket = journal_ticket_;
+asio::awaitable<void> SecondaryLink::flushed(uint64_t& waited) {
+  uint64_t ticket = waited;
   backfill::DivergenceJournal* journal = services_.journal();
   if (ticket == 0 || journal == nullptr) co_return;
   if (!journal->durable(ticket)) {
@@ -1979,12 +1989,13 @@ asio::awaitable<void> SecondaryLink::journal_flushed() {
                     peer_, synced.error());
     }
   }
-  // Another wait of the session's may have appended again meanwhile.
-  if (journal_ticket_ == ticket) journal_ticket_ = 0;
+  // Another append for the same waiter may have come meanwhile.
+  if (waited == ticket) waited = 0;
 }
 
 void SecondaryLink::journal_what_images_lacked(const std::vector<MirrorOp>& ops,
-                                               const std::vector<size_t>& lacking, bool committed) {
+                                               const std::vector<size_t>& lacking,
+                                               Journaling journaling) {
   std::vector<backfill::JournalEntry> entries;
   for (const MirrorOp& op : ops) {
     if (op.statement.fills_table != protocol::TableFill::kNone) {
@@ -2001,7 +2012,7 @@ void SecondaryLink::journal_what_images_lacked(const std::vector<MirrorOp>& ops,
     for (size_t i = first; i < entries.size(); ++i)
       entries[i].assigned.clear();
   }
-  hold_until_committed(append_to_journal(entries, true), committed);
+  hold_until_committed(append_to_journal(entries, &ticket_of(journaling)), journaling);
 }
 
 std::vector<std::string_view> SecondaryLink::settings_of(const MirrorOp& op, uint64_t after) const {
@@ -2020,13 +2031,15 @@ std::vector<std::string_view> SecondaryLink::settings_of(const MirrorOp& op, uin
 }
 
 void SecondaryLink::journal_ops(const std::vector<MirrorOp>& ops, MirrorFailure reason,
-                                const std::string& error, bool committed, bool maybe_applied) {
-  hold_until_committed(journal(ops, reason, error, true, maybe_applied), committed);
+                                const std::string& error, Journaling journaling,
+                                bool maybe_applied) {
+  hold_until_committed(journal(ops, reason, error, &ticket_of(journaling), maybe_applied),
+                       journaling);
 }
 
-void SecondaryLink::hold_until_committed(std::optional<uint64_t> offset, bool committed) {
+void SecondaryLink::hold_until_committed(std::optional<uint64_t> offset, Journaling journaling) {
   if (!offset) return;
-  if (!committed) {
+  if (journaling == Journaling::kOpenTransaction) {
     unsettled_.push_back(*offset); // the replayer waits for the primary's commit
   } else if (backfill::DivergenceJournal* j = services_.journal()) {
     j->settle(*offset);
@@ -2038,7 +2051,11 @@ void SecondaryLink::journal_unmirrorable(MirrorOp op, const std::string& why) {
   op.transaction_seq = transaction_seq_;
   std::vector<MirrorOp> ops;
   ops.push_back(std::move(op));
-  journal_ops(ops, MirrorFailure::kNotMirrorable, why, false);
+  journal_ops(ops, MirrorFailure::kNotMirrorable, why, Journaling::kOpenTransaction);
+}
+
+bool SecondaryLink::secondary_failed_recently() const {
+  return services_.secondary_down_until().load() > ticks(Clock::now());
 }
 
 bool SecondaryLink::available() const {

@@ -150,10 +150,11 @@ public:
   void settle();
   //! Whether entries this session journaled are yet to reach the disk: until they do, the
   //! primary must not commit their writes nor the client hear of them, lest a crash lose
-  //! the only record of what the secondary missed.
+  //! the only record of what the secondary missed. (The async applier's entries hold up its
+  //! next batch only: the client heard of their writes already.)
   bool journal_unflushed() const { return journal_ticket_ != 0; }
   //! Waits (without holding up the thread) until they are on disk.
-  asio::awaitable<void> journal_flushed();
+  asio::awaitable<void> journal_flushed() { return flushed(journal_ticket_); }
   //! Journals a write switchyard could not mirror at all (a COPY larger than
   //! mirror.max_transaction_bytes: its table, to refresh from the primary).
   void journal_unmirrorable(MirrorOp op, const std::string& why);
@@ -212,14 +213,35 @@ private:
   //! Whether a committed transaction may share a secondary transaction with others of its
   //! session: plain writes only (no savepoints, COPY or DDL), not spilled to the journal, and
   //! no SET LOCAL, which would hold for the transactions after it in the shared one.
+  //! Who journals, which says what waits for the entries: those of a primary transaction
+  //! still open wait for its commit before the replayer takes them; and until they are on
+  //! disk, the session's next word to the primary or the client waits, or the async
+  //! applier's next batch. The client heard of the applier's writes already: its answers
+  //! need not wait for their entries.
+  enum class Journaling {
+    kOpenTransaction,  //!< the session, its primary transaction open
+    kEndedTransaction, //!< the session, its primary transaction ended
+    kApplier,          //!< the async applier: the primary committed the writes
+  };
+  //! The ticket a wait for entries journaled so takes (journal_ticket_ or applier_ticket_).
+  uint64_t& ticket_of(Journaling journaling) {
+    return journaling == Journaling::kApplier ? applier_ticket_ : journal_ticket_;
+  }
+  //! Waits until the entries of `ticket` are on disk, then clears it unless another append
+  //! renewed it meanwhile.
+  asio::awaitable<void> flushed(uint64_t& ticket);
+  //! Whether the secondary failed moments ago: writes go to the journal without trying it
+  //! until Services::secondary_down_until.
+  bool secondary_failed_recently() const;
+
   static bool mergeable(const Batch& batch);
   asio::awaitable<void> apply_queue();
   //! The hashed keys of the rows `ops` write; false when some op cannot be pinned to rows
   //! (a statement, a key change, a table not seen yet), which makes it a barrier.
   bool row_keys(const std::vector<MirrorOp>& ops, std::vector<uint64_t>& keys) const;
-  //! Applies `ops` within mirror.timeout, journaling what the secondary does not apply;
-  //! `committed`: the primary has committed them, so journal entries are settled at once.
-  asio::awaitable<void> apply_batch(const std::vector<MirrorOp>& ops, bool atomic, bool committed);
+  //! Applies `ops` within mirror.timeout, journaling what the secondary does not apply.
+  asio::awaitable<void> apply_batch(const std::vector<MirrorOp>& ops, bool atomic,
+                                    Journaling journaling);
   //! Whether `ops` may be applied together with other sessions' (see ApplyGroups): plain
   //! writes that may run on a shared connection, in one transaction, of a session that has
   //! no secondary connection of its own.
@@ -228,7 +250,8 @@ private:
   //! the login on this network thread make meanwhile (see ApplyGroups); journaled as
   //! apply_batch would.
   //! Returns `ops` once applied (or journaled).
-  asio::awaitable<std::vector<MirrorOp>> apply_together(std::vector<MirrorOp> ops, bool committed);
+  asio::awaitable<std::vector<MirrorOp>> apply_together(std::vector<MirrorOp> ops,
+                                                        Journaling journaling);
   //! Applies the groups of login `key` one after the other until no commit waits.
   static asio::awaitable<void> apply_groups(ApplyGroups& groups, std::string key);
   //! Applies `ops` within mirror.timeout and says how it went; journals nothing.
@@ -240,7 +263,7 @@ private:
   asio::awaitable<bool> secondary_ddl_since(uint64_t applied);
   //! Journals what `outcome` says the secondary did not apply of `ops`.
   void journal_outcome(const std::vector<MirrorOp>& ops, const ApplyOutcome& outcome,
-                       bool committed);
+                       Journaling journaling);
   //! `maybe_applied` turns true once the writes are sent and stays so unless the secondary's
   //! answers show it applied none of them; `lacking` gets ApplyOutcome::lacking's ops.
   asio::awaitable<Status> apply(const std::vector<MirrorOp>& ops, bool atomic,
@@ -289,10 +312,11 @@ private:
   std::string prepared_name(const std::string& sql, const std::vector<uint32_t>& types,
                             std::string& out, std::vector<std::string>& new_names);
   //! Appends `ops` to the journal; the offset to settle once the primary committed them.
-  //! `maybe_applied`: the secondary may have applied them after all (see JournalEntry).
+  //! `ticket` as append_to_journal's. `maybe_applied`: the secondary may have applied them
+  //! after all (see JournalEntry).
   std::optional<uint64_t> journal(const std::vector<MirrorOp>& ops,
                                   monitoring::MirrorFailure reason, const std::string& error,
-                                  bool awaited = true, bool maybe_applied = false);
+                                  uint64_t* ticket, bool maybe_applied = false);
   //! The entries journal() would append for `ops` (its bookkeeping of temporary tables and
   //! sequence marks done), without appending them.
   std::vector<backfill::JournalEntry> journal_entries(const std::vector<MirrorOp>& ops,
@@ -301,10 +325,10 @@ private:
   //! Appends `entries` built for `reason` (counted, logged at a bounded rate).
   std::optional<uint64_t> record_in_journal(const std::vector<backfill::JournalEntry>& entries,
                                             monitoring::MirrorFailure reason,
-                                            const std::string& error, bool awaited);
+                                            const std::string& error, uint64_t* ticket);
   void log_ddl_rolled_back(const std::string& sql, const std::string& error) const;
   void journal_ops(const std::vector<MirrorOp>& ops, monitoring::MirrorFailure reason,
-                   const std::string& error, bool committed, bool maybe_applied = false);
+                   const std::string& error, Journaling journaling, bool maybe_applied = false);
   //! A journal entry with `op`'s session: its login, the settings it ran under.
   backfill::JournalEntry entry_for(const MirrorOp& op) const;
   //! `base` made the entry of `op` as a statement: its text and parameters.
@@ -326,14 +350,15 @@ private:
   //! the rows of the ops at `lacking`, written through a view that hides columns the table
   //! chose values for (TableShape::hidden_chosen), are journaled, reason kHiddenByView.
   void journal_what_images_lacked(const std::vector<MirrorOp>& ops,
-                                  const std::vector<size_t>& lacking, bool committed);
-  //! Appends and counts; the offset of the entries, none if not journaled. `awaited`: the
-  //! session tells neither the primary nor the client more until they are on disk (see
-  //! journal_flushed).
+                                  const std::vector<size_t>& lacking, Journaling journaling);
+  //! Appends and counts; the offset of the entries, none if not journaled. `ticket` (of
+  //! ticket_of) takes the append's for a wait until they are on disk (see flushed); null:
+  //! nothing waits for them.
   std::optional<uint64_t> append_to_journal(const std::vector<backfill::JournalEntry>& entries,
-                                            bool awaited);
-  //! Entries appended at `offset` wait for the replayer until the primary committed them.
-  void hold_until_committed(std::optional<uint64_t> offset, bool committed);
+                                            uint64_t* ticket);
+  //! Entries appended at `offset` of a primary transaction still open wait for the
+  //! replayer until the primary committed them.
+  void hold_until_committed(std::optional<uint64_t> offset, Journaling journaling);
   //! Closes the connection; writes sent on it and not answered yet are cancelled.
   void drop_connection();
   //! Drops a connection the secondary closed while it sat idle, unless a read transaction
@@ -363,7 +388,7 @@ private:
   //! such a bare name are journaled (a row image's rows the replayer re-reads from the primary,
   //! where the name may be a permanent table's by now) rather than run where the name finds a
   //! permanent table of the same name.
-  void set_aside_lost_temporaries(std::vector<MirrorOp>& ops, bool committed);
+  void set_aside_lost_temporaries(std::vector<MirrorOp>& ops, Journaling journaling);
   //! Whether the secondary runs image op `op` itself first, for what functions it calls
   //! write elsewhere: MirrorOp::calls_writing_functions, or an INSERT leaving a column of
   //! `shape` (when known) to a DEFAULT calling such a function (TableShape::writing_defaults).
@@ -426,7 +451,8 @@ private:
   std::set<std::string> temporary_names_;
   std::set<std::string> lost_temporaries_;
   std::vector<uint64_t> unsettled_; // journal offsets awaiting the primary's commit
-  uint64_t journal_ticket_ = 0;     // DivergenceJournal::when_durable's, of the last awaited append
+  uint64_t journal_ticket_ = 0; // DivergenceJournal::when_durable's, of the session's last append
+  uint64_t applier_ticket_ = 0; // and of the async applier's
   std::vector<MirrorOp> committed_ahead_; // see awaits_primary_commit
   bool sent_unanswered_ = false;          // writes (apply) or a read sent, not all answers read
   bool read_transaction_open_ = false;
