@@ -1187,6 +1187,9 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
 }
 
 constexpr size_t kKnownNames = 4096;
+// Fingerprints fingerprint() remembers per thread, of texts up to this long: 1 MiB at most.
+constexpr size_t kRememberedFingerprints = 256;
+constexpr size_t kRememberedFingerprintText = 4096;
 
 bool is_plain_identifier(std::string_view name) {
   if (name.empty() || !(std::islower(static_cast<unsigned char>(name[0])) || name[0] == '_')) {
@@ -1403,13 +1406,25 @@ std::string with_row_image(std::string_view statement_text, const Statement& sta
 }
 
 std::string fingerprint(std::string_view sql) {
+  // Each journal entry asks for its statement's: remembered per thread for statements of
+  // ordinary length, as a workload's are few (a parse each was a few percent of the proxy's
+  // CPU while the secondary was down).
+  thread_local std::unordered_map<std::string, std::string> known;
   std::string text(sql);
+  bool remembered = text.size() <= kRememberedFingerprintText;
+  if (remembered) {
+    if (auto found = known.find(text); found != known.end()) return found->second;
+  }
   std::string out;
   with_stack_for(query_shape(sql).nesting, [&] {
     PgQueryFingerprintResult result = pg_query_fingerprint(text.c_str());
     if (result.error == nullptr && result.fingerprint_str != nullptr) out = result.fingerprint_str;
     pg_query_free_fingerprint_result(result);
   });
+  if (remembered) {
+    if (known.size() >= kRememberedFingerprints) known.clear();
+    known.emplace(std::move(text), out);
+  }
   return out;
 }
 

@@ -1,5 +1,8 @@
 #include <catch2/catch.hpp>
 
+#include <set>
+#include <string>
+
 #include "protocol/classify.hpp"
 #include "protocol/extended.hpp"
 #include "protocol/row_image.hpp"
@@ -415,6 +418,27 @@ TEST_CASE("statements that nest deeply are classified, not a crash or an excepti
   CHECK(absurd.statements[0].mirror == MirrorPlan::kStatement);
   CHECK(fingerprint(repeated("SELECT 1", "+1", 1'000'000)).empty());
   CHECK(fingerprint(repeated("SELECT 1", "+1", 4000)).size() == 16);
+}
+
+TEST_CASE("a statement's fingerprint ignores its constants, asked once or many times") {
+  std::string update = fingerprint("UPDATE t SET a = a + 1 WHERE id = 7");
+  REQUIRE(update.size() == 16);
+  CHECK(fingerprint("UPDATE t SET a = a + 1 WHERE id = 7") == update); // remembered
+  CHECK(fingerprint("UPDATE t SET a = a + 5 WHERE id = 9") == update);
+  CHECK(fingerprint("DELETE FROM t WHERE id = 7") != update);
+  // More texts than are remembered: the first is fingerprinted again, the same.
+  std::set<std::string> others;
+  for (int i = 0; i < 600; ++i)
+    others.insert(fingerprint("SELECT c" + std::to_string(i) + " FROM t"));
+  CHECK(others.size() == 600);
+  CHECK(others.count(update) == 0);
+  CHECK(fingerprint("UPDATE t SET a = a + 1 WHERE id = 7") == update);
+  // A text too long to remember still gets its fingerprint, every time.
+  std::string long_insert = repeated("INSERT INTO t (a) VALUES (0)", ", (1)", 2000);
+  std::string long_print = fingerprint(long_insert);
+  CHECK(long_print.size() == 16);
+  CHECK(fingerprint(long_insert) == long_print);
+  CHECK(fingerprint("not sql at all").empty());
 }
 
 TEST_CASE("the nesting bound counts what can nest, not what only repeats") {
