@@ -108,10 +108,10 @@ def run_script(proxy: Proxy, script: Path, seconds, clients, mode="extended"):
 
 
 def wait_drained(proxy: Proxy, timeout=600):
-    """Seconds until `proxy`'s journal backlog is 0 (polled every 50 ms), or None past
-    `timeout`."""
+    """Seconds until `proxy`'s journal backlog and async queue are both 0 (polled every
+    50 ms), or None past `timeout`."""
     start = time.perf_counter()
-    while proxy.metric("switchyard_journal_backlog") != 0:
+    while proxy.metric("switchyard_journal_backlog") != 0 or proxy.metric("switchyard_mirror_async_queue"):
         if time.perf_counter() - start > timeout:
             return None
         time.sleep(0.05)

@@ -10,13 +10,20 @@ In every round: pgbench direct to a third cluster like the primary (direct write
 primary would leave the pair different); then for each build, a proxy of its own
 (journal in a directory under --journal-dir, on disk unless that is a tmpfs): pgbench with
 the secondary up, the secondary stopped, pgbench again (with the journal entries each of
-its flushes carried, where the build counts them in switchyard_journal_flush_seconds), the
+its flushes carried, where the build counts them in switchyard_journal_flush_seconds, and
+the transactions still queued in memory for the secondary at its end, in async mode), the
 secondary started again and the time until the journal's backlog is 0 taken; then the
-pgbench tables are compared on both databases. The journal's entries are durable before the primary commits their writes, so
-its flushes are on every write's path while the secondary is down.
+pgbench tables are compared on both databases. In sync mode the journal's entries are
+durable before the primary commits their writes, so its flushes are on every write's path
+while the secondary is down.
+
+`--restart-while-down` stops the proxy after the run with the secondary up, then the
+secondary, and starts a new proxy: it knows
+no table's shape (nor can it read one), as a proxy in an outage longer than the shapes are
+kept, so in async mode every transaction waits for all earlier ones (a barrier).
 
 Usage: bench/outage_bench.py [--seconds S] [--clients N] [--rounds R] [--journal-dir DIR] [--write-mode async]
-                             [--baseline path/to/another/switchyard]
+                             [--restart-while-down] [--baseline path/to/another/switchyard]
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
@@ -43,6 +50,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="runs per cell; medians are reported")
     parser.add_argument("--journal-dir", default=tempfile.gettempdir(), help="where the proxies' journals go")
     parser.add_argument("--write-mode", choices=("sync", "async"), default="sync")
+    parser.add_argument("--restart-while-down", action="store_true",
+                        help="start a new proxy once the secondary is down, which knows no table's shape")
     parser.add_argument("--baseline", help="another switchyard binary to run beside this build")
     opts = parser.parse_args()
 
@@ -59,6 +68,7 @@ def main():
         latency = {}
         drained = {name: [] for name in binaries}
         per_flush = {name: [] for name in binaries}
+        queued = {name: [] for name in binaries}
         differ = {name: set() for name in binaries}
         failed = set()
 
@@ -71,15 +81,25 @@ def main():
         for round_number in range(opts.rounds):
             note("direct", "up", pgbench(alone.port, LOAD, opts.clients, opts.seconds))
             for name in rotated(list(binaries), round_number):
-                proxy = start_mirrored_proxy(cleanup, primary, secondary, workdir, binary=binaries[name],
-                                             settings=f"write_mode: {opts.write_mode}\n",
-                                             mirror="  timeout: 1s\n", log_level="error")
+                def start_proxy():
+                    return start_mirrored_proxy(cleanup, primary, secondary, workdir, binary=binaries[name],
+                                                settings=f"write_mode: {opts.write_mode}\n",
+                                                mirror="  timeout: 1s\n", log_level="error")
+
+                proxy = start_proxy()
                 note(name, "up", pgbench(proxy.port, LOAD, opts.clients, opts.seconds))
-                secondary.stop()
+                if opts.restart_while_down:
+                    wait_drained(proxy)  # nothing of the first proxy's left behind
+                    proxy.stop()
+                    secondary.stop()
+                    proxy = start_proxy()
+                else:
+                    secondary.stop()
                 entries, flushes = (proxy.metric("switchyard_journal_entries_total"),
                                     proxy.metric("switchyard_journal_flush_seconds_count"))
                 note(name, "down", pgbench(proxy.port, LOAD, opts.clients, opts.seconds))
                 flushes = proxy.metric("switchyard_journal_flush_seconds_count") - flushes
+                queued[name].append(proxy.metric("switchyard_mirror_async_queue") or 0)
                 if flushes > 0:
                     per_flush[name].append((proxy.metric("switchyard_journal_entries_total") - entries) / flushes)
                 secondary.launch()
@@ -99,16 +119,16 @@ def main():
               f"{os.cpu_count()} cores\n")
         names = list(binaries)
         print("| target | secondary up: tps (ms) | secondary down: tps (ms) | down/up | down/direct | "
-              "entries a flush | journal drained in |")
-        print("|---|---|---|---|---|---|---|")
+              "entries a flush | async queue after the down run | journal drained in |")
+        print("|---|---|---|---|---|---|---|---|")
         direct = median(tps[("direct", "up")])
-        print(f"| direct | {direct:.0f} ({median(latency[('direct', 'up')]):.2f}) | | | | | |")
+        print(f"| direct | {direct:.0f} ({median(latency[('direct', 'up')]):.2f}) | | | | | | |")
         for name in names:
             up, down = median(tps[(name, "up")]), median(tps[(name, "down")])
             print(f"| {name} | {up:.0f} ({median(latency[(name, 'up')]):.2f}) | {down:.0f} "
                   f"({median(latency[(name, 'down')]):.2f}) | {down / up:.2f}× | {down / direct:.2f}× | "
                   f"{f'{median(per_flush[name]):.2f}' if per_flush[name] else 'not counted'} | "
-                  f"{median(drained[name]):.1f} s |")
+                  f"{median(queued[name]):.0f} | {median(drained[name]):.1f} s |")
         if "baseline" in binaries:
             for phase in ("up", "down"):
                 ratio = median(tps[("switchyard", phase)]) / median(tps[("baseline", phase)])
