@@ -210,9 +210,7 @@ private:
   };
 
   void enqueue(Batch batch);
-  //! Whether a committed transaction may share a secondary transaction with others of its
-  //! session: plain writes only (no savepoints, COPY or DDL), not spilled to the journal, and
-  //! no SET LOCAL, which would hold for the transactions after it in the shared one.
+
   //! Who journals, which says what waits for the entries: those of a primary transaction
   //! still open wait for its commit before the replayer takes them; and until they are on
   //! disk, the session's next word to the primary or the client waits, or the async
@@ -234,6 +232,9 @@ private:
   //! until Services::secondary_down_until.
   bool secondary_failed_recently() const;
 
+  //! Whether a committed transaction may share a secondary transaction with others of its
+  //! session: plain writes only (no savepoints, COPY or DDL), not spilled to the journal, and
+  //! no SET LOCAL, which would hold for the transactions after it in the shared one.
   static bool mergeable(const Batch& batch);
   asio::awaitable<void> apply_queue();
   //! The hashed keys of the rows `ops` write; false when some op cannot be pinned to rows
