@@ -1598,9 +1598,11 @@ asio::awaitable<void> SecondaryLink::apply_queue() {
         std::move(queue_[i].ops.begin(), queue_[i].ops.end(), std::back_inserter(ops));
       set_aside_lost_temporaries(ops, Journaling::kApplier);
       if (taken > 1) metrics.async_merged_commits().Increment(static_cast<double>(taken - 1));
-      // While the secondary is down the batch goes to the journal after the last one's
-      // entries, so it need not wait for their flush (try_apply does, should the secondary
-      // be back); otherwise they are on disk before it goes, see try_apply.
+      // Its writes must not reach the secondary before the entries earlier batches left in
+      // the journal are on disk (see try_apply). A group apply, run by another session's
+      // link, would not wait for them, so the wait is here. While the secondary is down the
+      // batch goes to the journal too and need not wait: applied alone, its try_apply still
+      // waits should the secondary be back by then.
       if (applier_ticket_ != 0 && !secondary_failed_recently()) {
         co_await flushed(applier_ticket_);
       }
