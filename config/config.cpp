@@ -91,6 +91,10 @@ constexpr SettingInfo kSettings[] = {
     {"limits.client_idle_timeout", true, "close clients idle outside a transaction (0: never)"},
     {"limits.idle_in_transaction_timeout", true,
      "close clients idle inside a transaction (0: never)"},
+    {"limits.pooled_backends", true,
+     "primary connections kept, reset, after their clients log off, for the next client with "
+     "the same login (0: none)"},
+    {"limits.pooled_backend_idle_timeout", true, "how long a kept primary connection is kept"},
     {"admin.listen", false, "host:port of the admin HTTP API and /metrics"},
     {"admin.token", true, "bearer token for admin API actions"},
     {"admin.cert_file", true, "PEM certificate chain: the admin listener serves HTTPS only"},
@@ -490,6 +494,12 @@ Result<std::shared_ptr<const Config>> parse_config(std::string_view yaml, std::s
                 config->limits.idle_in_transaction_timeout, check);
   if (config->limits.startup_timeout.count() == 0) {
     check.fail("limits.startup_timeout", "must be greater than 0");
+  }
+  read_uint(root, "limits.pooled_backends", config->limits.pooled_backends, 0, 100'000, check);
+  read_duration(root, "limits.pooled_backend_idle_timeout",
+                config->limits.pooled_backend_idle_timeout, check);
+  if (config->limits.pooled_backend_idle_timeout.count() == 0) {
+    check.fail("limits.pooled_backend_idle_timeout", "must be greater than 0");
   }
   if (auto v = scalar(root, "admin.token", check)) config->admin_token = *v;
   if (auto v = scalar(root, "admin.cert_file", check)) config->admin_cert_file = *v;

@@ -46,6 +46,10 @@ struct Limits {
   std::chrono::milliseconds startup_timeout{10'000};
   std::chrono::milliseconds client_idle_timeout{0};         //!< 0: never
   std::chrono::milliseconds idle_in_transaction_timeout{0}; //!< 0: never
+  //! Primary connections kept, reset, after their clients log off, for the next client
+  //! with the same login (0: none are kept), and for how long each is kept.
+  uint32_t pooled_backends = 20;
+  std::chrono::milliseconds pooled_backend_idle_timeout{60'000};
   bool operator==(const Limits&) const = default;
 };
 

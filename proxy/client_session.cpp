@@ -1,7 +1,9 @@
 #include "proxy/client_session.hpp"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <limits>
@@ -13,6 +15,8 @@
 #include "protocol/messages.hpp"
 #include "protocol/startup.hpp"
 #include "proxy/backend_connector.hpp"
+#include "proxy/backend_pool.hpp"
+#include "proxy/backend_query.hpp"
 #include "proxy/chunk_reader.hpp"
 #include "proxy/client_auth.hpp"
 #include "proxy/closing.hpp"
@@ -30,6 +34,9 @@ using Clock = std::chrono::steady_clock;
 using monitoring::BackendRole;
 using monitoring::CloseReason;
 namespace sqlstate = protocol::sqlstate;
+
+// Longest the reset of a primary connection to be kept may take; past it, it is closed.
+constexpr auto kResetTimeout = std::chrono::seconds(2);
 
 bool is_quiet(CloseReason reason) {
   return reason == CloseReason::kClientTerminate || reason == CloseReason::kClientDisconnect ||
@@ -209,7 +216,18 @@ private:
     primary_database_ = login.database;
     application_name_ = std::string(startup.parameter("application_name"));
     auto& metrics = services_.metrics();
-    auto result = co_await connect_backend(target, runtime_->primary_tls.get(), std::move(login));
+    // Only plain connections of a primary-only session are kept (BackendPool).
+    if (!config.secondary && target.kind == config::BackendKind::kPostgres &&
+        config.limits.pooled_backends > 0) {
+      pool_key_ = pool_key(target, login);
+    }
+    // No co_await inside ?: here: GCC 12 destroys such a result twice.
+    BackendResult result = BackendFailure{};
+    if (pool_key_.empty()) {
+      result = co_await connect_backend(target, runtime_->primary_tls.get(), login);
+    } else {
+      result = co_await kept_or_new_backend(target, login);
+    }
     if (auto* failed = std::get_if<BackendFailure>(&result)) {
       metrics.backend_connect_failures(BackendRole::kPrimary).Increment();
       if (failed->rejected) {
@@ -228,7 +246,7 @@ private:
     cancel_pid_ = pid;
 
     // The client sees the primary's own greeting, with our key in place of the backend's.
-    std::string greeting = std::move(backend_->greeting);
+    std::string greeting = backend_->greeting;
     protocol::append_backend_key_data(greeting, pid, key);
     protocol::append_ready_for_query(greeting, activity_.transaction_status);
     if (auto ec = co_await client_.write_all(greeting); ec) {
@@ -236,6 +254,80 @@ private:
     }
     spdlog::debug("session {} user={} connected to primary {}", peer_, user_, target.redacted);
     co_return std::nullopt;
+  }
+
+  // What a kept connection must have been logged in with to serve `login`: the same
+  // primary (its URI, password aside), user, password, database and startup parameters
+  // (in any order).
+  static std::string pool_key(const config::BackendTarget& target, const LoginRequest& login) {
+    auto options = login.options;
+    std::sort(options.begin(), options.end());
+    std::string key = target.redacted;
+    for (const std::string* part : {&login.user, &login.password, &login.database})
+      key.append(1, '\0').append(*part);
+    for (const auto& [name, value] : options)
+      key.append(1, '\0').append(name).append(1, '=').append(value);
+    return key;
+  }
+
+  // A connection a client with the same login left (BackendPool), else a new one.
+  asio::awaitable<BackendResult> kept_or_new_backend(const config::BackendTarget& target,
+                                                     const LoginRequest& login) {
+    auto& pool = services_.backend_pool();
+    while (auto kept = pool.take(pool_key_)) {
+      services_.metrics().pooled_backends().Set(static_cast<double>(pool.size()));
+      StreamSocket socket(co_await asio::this_coro::executor);
+      error_code ec;
+      socket.assign(kept->protocol, kept->fd, ec);
+      if (ec) {
+        ::close(kept->fd); // Asio's reactor could not take it
+        continue;
+      }
+      services_.metrics().pooled_backend_logins().Increment();
+      co_return BackendSession{
+          Stream(std::move(socket)), std::move(kept->greeting), kept->pid, kept->key, 'I', {}};
+    }
+    co_return co_await connect_backend(target, runtime_->primary_tls.get(), login);
+  }
+
+  // Keeps the primary connection for the next client with the same login when this client
+  // logged off with nothing pending and the connection resets cleanly (DISCARD ALL ends
+  // what the session left: settings, prepared statements, temporary tables, LISTENs,
+  // advisory locks, cursors). Whether it was kept.
+  asio::awaitable<bool> keep_for_next_client(const Closing& closing) {
+    if (pool_key_.empty() || closing.reason != CloseReason::kClientTerminate ||
+        activity_.transaction_status != 'I' || activity_.syncs_in_flight > 0 ||
+        backend_->stream.tls()) {
+      co_return false;
+    }
+    MessageReader reader(backend_->stream, protocol::Direction::kBackend,
+                         std::numeric_limits<uint32_t>::max());
+    asio::steady_timer timer(co_await asio::this_coro::executor, kResetTimeout);
+    auto reset = co_await (run_query(backend_->stream, reader, "DISCARD ALL") ||
+                           timer.async_wait(use_tuple));
+    auto* done = std::get_if<0>(&reset);
+    if (done == nullptr || !*done || reader.has_leftover()) {
+      spdlog::debug("session {}: primary connection not kept: {}", peer_,
+                    done == nullptr ? std::string("DISCARD ALL timed out")
+                    : !*done        ? done->error()
+                                    : std::string("it sent more than DISCARD ALL's answer"));
+      co_return false;
+    }
+    error_code ec;
+    auto protocol = backend_->stream.socket().local_endpoint(ec).protocol();
+    if (ec) co_return false;
+    const config::Limits& limits = runtime_->config->limits;
+    auto& pool = services_.backend_pool();
+    BackendPool::Parked parked{-1,
+                               protocol,
+                               std::move(backend_->greeting),
+                               backend_->pid,
+                               backend_->key,
+                               BackendPool::Clock::now()};
+    parked.fd = backend_->stream.detach();
+    pool.park(pool_key_, std::move(parked), limits.pooled_backends);
+    services_.metrics().pooled_backends().Set(static_cast<double>(pool.size()));
+    co_return true;
   }
 
   // Makes the database known to role swaps; the first session of a database after a swap
@@ -316,6 +408,7 @@ private:
     bool terminate = false;
     if (auto refused = scan_client_chunk(scanner, chunk, activity_, stats_, terminate))
       co_return refused;
+    if (terminate) chunk = without_final_terminate(chunk);
     if (auto ec = co_await backend_->stream.write_all(chunk); ec) {
       co_return refuse(CloseReason::kBackendDisconnect, sqlstate::kConnectionFailure,
                        "lost the connection to the primary database: " + ec.message());
@@ -415,14 +508,16 @@ private:
                 user_.empty() ? "-" : user_, monitoring::to_string(closing.reason), closing.detail);
     if (cancel_pid_ != 0) services_.cancels().remove(cancel_pid_);
     if (backend_) {
-      // A Terminate lets the backend end cleanly instead of logging an unexpected EOF; the
-      // client's own Terminate was already relayed.
-      if (closing.reason != CloseReason::kClientTerminate) {
-        std::string terminate;
-        protocol::append_terminate(terminate);
-        co_await backend_->stream.write_last_words(terminate);
+      if (!co_await keep_for_next_client(closing)) {
+        // A Terminate lets the backend end cleanly instead of logging an unexpected EOF.
+        // The mirroring relay passed on the client's own; the primary-only relays keep it.
+        if (closing.reason != CloseReason::kClientTerminate || !secondary_login_) {
+          std::string terminate;
+          protocol::append_terminate(terminate);
+          co_await backend_->stream.write_last_words(terminate);
+        }
+        backend_->stream.close();
       }
-      backend_->stream.close();
       services_.metrics().backend_connections(BackendRole::kPrimary).Decrement();
     }
     if (!closing.client_error.empty()) co_await client_.write_last_words(closing.client_error);
@@ -458,6 +553,7 @@ private:
   std::optional<BackendSession> backend_;
   std::optional<LoginRequest> secondary_login_; //!< set when writes are mirrored
   std::string primary_database_;                //!< the database of the primary's login
+  std::string pool_key_; //!< set when the primary connection may be kept (BackendPool)
   uint32_t cancel_pid_ = 0;
   SessionActivity activity_;
 };

@@ -35,6 +35,12 @@ std::optional<Closing> scan_client_chunk(protocol::FrameScanner& scanner, std::s
   return std::nullopt;
 }
 
+std::string_view without_final_terminate(std::string_view chunk) {
+  constexpr std::string_view kTerminate("X\0\0\0\4", 5);
+  if (chunk.ends_with(kTerminate)) chunk.remove_suffix(kTerminate.size());
+  return chunk;
+}
+
 std::optional<Closing> scan_primary_chunk(protocol::FrameScanner& scanner, std::string_view chunk,
                                           SessionActivity& activity,
                                           monitoring::RelayStats& stats) {

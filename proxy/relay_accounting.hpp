@@ -22,6 +22,11 @@ std::optional<Closing> scan_client_chunk(protocol::FrameScanner& scanner, std::s
                                          SessionActivity& activity, monitoring::RelayStats& stats,
                                          bool& terminate);
 
+//! `chunk` (in which scan_client_chunk found a Terminate) without the Terminate when that is
+//! its last message: the session ends the backend connection itself, or keeps it for the
+//! next client (BackendPool). A Terminate split across reads is relayed as it came.
+std::string_view without_final_terminate(std::string_view chunk);
+
 //! Scans a chunk the primary sent for the client: transaction status, query latency, errors
 //! and bytes. Returns the refusal when the primary's data is malformed.
 std::optional<Closing> scan_primary_chunk(protocol::FrameScanner& scanner, std::string_view chunk,

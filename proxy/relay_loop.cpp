@@ -222,7 +222,7 @@ void RelayLoop::forward(Session& session, Side& from, Side& to, std::string_view
           ? scan_client_chunk(session.from_client, chunk, session.activity, *stats_, terminate)
           : scan_primary_chunk(session.from_primary, chunk, session.activity, *stats_);
   if (refused) return end(session, std::move(*refused));
-  send_or_keep(session, to, chunk);
+  send_or_keep(session, to, terminate ? without_final_terminate(chunk) : chunk);
   if (terminate && !session.ended) end(session, Closing{CloseReason::kClientTerminate, {}, {}});
 }
 

@@ -97,6 +97,7 @@ void Server::run() {
         "admin listener");
   spawn(admin_context_.get_executor(), cutover_.run_gates(), "cutover gates");
   spawn(admin_context_.get_executor(), settle_role_swaps(services_), "role swaps");
+  spawn(admin_context_.get_executor(), expire_pooled_backends(), "kept primary connections");
   spawn(contexts_[0]->get_executor(), handle_signals(), "signal handler");
   spawn(contexts_[0]->get_executor(), replay_journal(services_), "journal replayer");
   for (auto& context : contexts_) {
@@ -146,6 +147,22 @@ asio::awaitable<void> Server::accept_clients() {
       continue;
     }
     spawn(target.get_executor(), serve_client(std::move(socket), services_), "client session");
+  }
+}
+
+// Closes kept primary connections past limits.pooled_backend_idle_timeout, or beyond
+// limits.pooled_backends after a reload lowered it.
+asio::awaitable<void> Server::expire_pooled_backends() {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  while (true) {
+    timer.expires_after(std::chrono::seconds(1));
+    auto [ec] = co_await timer.async_wait(use_tuple);
+    if (ec) co_return;
+    auto runtime = services_.loaded_runtime();
+    const config::Limits& limits = runtime->config->limits;
+    auto& pool = services_.backend_pool();
+    pool.expire(limits.pooled_backend_idle_timeout, limits.pooled_backends);
+    services_.metrics().pooled_backends().Set(static_cast<double>(pool.size()));
   }
 }
 

@@ -37,6 +37,7 @@ private:
   asio::awaitable<void> accept_clients();
   asio::awaitable<void> handle_signals();
   asio::awaitable<void> flush_relay_stats();
+  asio::awaitable<void> expire_pooled_backends();
 
   std::optional<std::string> config_file_;
   config::Overrides overrides_;

@@ -11,6 +11,7 @@
 
 #include "backfill/journal.hpp"
 #include "monitoring/metrics.hpp"
+#include "proxy/backend_pool.hpp"
 #include "proxy/bound_plans.hpp"
 #include "proxy/cancel_registry.hpp"
 #include "proxy/commit_order.hpp"
@@ -139,6 +140,7 @@ public:
   }
   monitoring::Metrics& metrics() { return metrics_; }
   CancelRegistry& cancels() { return cancels_; }
+  BackendPool& backend_pool() { return backend_pool_; }
   std::atomic<uint32_t>& active_clients() { return active_clients_; }
 
   //! The divergence journal; null until a config with a secondary opened it.
@@ -251,6 +253,7 @@ private:
   std::shared_ptr<const config::ReadRouting> read_policy_;
   monitoring::Metrics& metrics_;
   CancelRegistry cancels_;
+  BackendPool backend_pool_;
   std::atomic<uint32_t> active_clients_{0};
   std::unique_ptr<backfill::DivergenceJournal> journal_owner_;
   std::atomic<backfill::DivergenceJournal*> journal_{nullptr};

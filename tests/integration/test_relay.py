@@ -337,6 +337,98 @@ def test_a_client_gone_mid_query_frees_its_primary_connection(pg, proxy):
                                          reason="client_disconnect") >= 1)
 
 
+def leave_session_state(conn):
+    """Leaves in a session everything DISCARD ALL must end; returns the backend's pid."""
+    conn.execute("SET work_mem = '7MB'")
+    conn.execute("SET application_name = 'relay_kept_left'")  # reported by ParameterStatus
+    conn.execute("CREATE TEMP TABLE relay_kept_temp (id int)")
+    conn.execute("PREPARE relay_kept_plan AS SELECT 1")
+    conn.execute("LISTEN relay_kept_channel")
+    conn.execute("SELECT pg_advisory_lock(4242)")
+    return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
+def test_the_next_client_gets_the_primary_connection_a_client_logged_off_from_reset(proxy, pg):
+    with psycopg.connect(proxy.dsn(), autocommit=True) as first:
+        first_pid = leave_session_state(first)
+    config = proxy.config_path.read_text()
+    kept = "sslmode=require" not in config or "%2F" in config
+    # The connection is reset after the client has gone: wait for it.
+    assert wait_for(lambda: proxy.metric("switchyard_backend_pool_idle") == 1, timeout=10 if kept else 1) == kept
+    with psycopg.connect(proxy.dsn(), autocommit=True) as second:
+        row = second.execute(
+            "SELECT pg_backend_pid(), current_setting('work_mem'), current_setting('application_name'),"
+            " to_regclass('pg_temp.relay_kept_temp') IS NULL,"
+            " (SELECT count(*) FROM pg_prepared_statements),"
+            " (SELECT count(*) FROM pg_listening_channels()),"
+            " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory')").fetchone()
+        assert row[1:] == ("4MB", "", True, 0, 0, 0)
+        assert second.info.parameter_status("application_name") == ""
+        # TLS connections to the primary are not kept: their TLS state lives in the session.
+        assert (row[0] == first_pid) == kept
+        assert second.execute("SELECT 6 * 7").fetchone() == (42,)
+    assert proxy.metric("switchyard_backend_pool_reused_total") == (1 if kept else 0)
+    assert wait_for(lambda: proxy.metric("switchyard_backend_pool_idle") == (1 if kept else 0))
+    assert wait_for(lambda: pg.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == "0")
+
+
+def test_a_primary_connection_is_kept_only_when_its_client_left_it_idle(pg, start_proxy):
+    proxy = start_proxy(f"primary: {pg.uri(sslmode='disable')}\n")
+    pg.sql("DROP TABLE IF EXISTS relay_kept_rows; CREATE TABLE relay_kept_rows (id int)")
+    # Gone inside a transaction: rolled back, and the connection closed, not kept.
+    conn = psycopg.connect(proxy.dsn())
+    conn.execute("INSERT INTO relay_kept_rows VALUES (1)")
+    in_transaction_pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    conn.close()
+    assert wait_for(lambda: pg.sql(f"SELECT count(*) FROM pg_stat_activity WHERE pid = {in_transaction_pid}") == "0")
+    # A query and the Terminate in one packet: the answer still pending, the connection closed.
+    client = RawClient(proxy.port)
+    client.login_trust()
+    client.send(message(b"Q", cstr("SELECT pg_backend_pid()")))
+    pending_pid = int(dict(client.read_until(b"Z"))[b"D"][6:])
+    client.send(message(b"Q", cstr("INSERT INTO relay_kept_rows VALUES (2)")) + message(b"X"))
+    assert client.closed()
+    assert wait_for(lambda: pg.sql(f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pending_pid}") == "0")
+    assert pg.sql("SELECT string_agg(id::text, ',') FROM relay_kept_rows") == "2"
+    # A client gone without a Terminate: closed too.
+    client = RawClient(proxy.port)
+    client.login_trust()
+    client.send(message(b"Q", cstr("SELECT pg_backend_pid()")))
+    dropped_pid = int(dict(client.read_until(b"Z"))[b"D"][6:])
+    client.close()
+    assert wait_for(lambda: pg.sql(f"SELECT count(*) FROM pg_stat_activity WHERE pid = {dropped_pid}") == "0")
+    assert proxy.metric("switchyard_backend_pool_idle") == 0
+
+
+def test_kept_primary_connections_serve_only_the_same_login_and_end_on_time(pg, start_proxy):
+    proxy = start_proxy(f"primary: {pg.uri(sslmode='disable')}\n"
+                        "limits:\n  pooled_backends: 2\n  pooled_backend_idle_timeout: 2s\n")
+
+    def pid(**params):
+        with psycopg.connect(proxy.dsn(**params), autocommit=True) as conn:
+            return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+    app_pid = pid(application_name="relay_kept_app")
+    assert pid() != app_pid  # other startup parameters: another login
+    assert pid(application_name="relay_kept_app") == app_pid
+    # A kept connection the server ended meanwhile is passed over for a new one.
+    pg.sql(f"SELECT pg_terminate_backend({app_pid})")
+    assert wait_for(lambda: pg.sql(f"SELECT count(*) FROM pg_stat_activity WHERE pid = {app_pid}") == "0")
+    assert pid(application_name="relay_kept_app") != app_pid
+    # Past the idle timeout every kept connection is closed.
+    assert proxy.metric("switchyard_backend_pool_idle") == 2
+    assert wait_for(lambda: proxy.metric("switchyard_backend_pool_idle") == 0, timeout=10)
+    assert wait_for(lambda: pg.sql("SELECT count(*) FROM pg_stat_activity"
+                                   " WHERE application_name = 'relay_kept_app'") == "0")
+    # None are kept with pooled_backends 0 (sessions that began before the reload took
+    # effect may have left one; the admin thread closes it within a second).
+    proxy.write_config(f"primary: {pg.uri(sslmode='disable')}\nlimits:\n  pooled_backends: 0\n")
+    proxy.reload()
+    assert wait_for(lambda: pid() != pid())
+    assert wait_for(lambda: proxy.metric("switchyard_backend_pool_idle") == 0)
+    assert pid() != pid()
+
+
 def test_shutdown_with_sessions_mid_relay(pg, tmp_path):
     proxy = Proxy(f"primary: {pg.uri(sslmode='disable')}\n", tmp_path).start()  # the relay loop
     try:

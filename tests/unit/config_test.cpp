@@ -33,6 +33,8 @@ limits:
   max_message_size: 2048
   startup_timeout: 250ms
   client_idle_timeout: 5m
+  pooled_backends: 0
+  pooled_backend_idle_timeout: 90s
 admin:
   listen: '[::1]:9000'
   token: t0ken
@@ -61,6 +63,8 @@ logging:
   CHECK(c.limits.max_clients == 50);
   CHECK(c.limits.startup_timeout == std::chrono::milliseconds(250));
   CHECK(c.limits.client_idle_timeout == std::chrono::minutes(5));
+  CHECK(c.limits.pooled_backends == 0);
+  CHECK(c.limits.pooled_backend_idle_timeout == std::chrono::seconds(90));
   CHECK(c.admin_token == "t0ken");
   CHECK(c.log_level == "debug");
   CHECK(c.log_format == LogFormat::kJson);
@@ -89,6 +93,8 @@ TEST_CASE("config errors name the file, the key and why") {
   CHECK(
       load_error("primary: postgresql://u@h/db\nlimits:\n  startup_timeout: soon\n") ==
       "test.yaml: limits.startup_timeout: must be a duration such as 500ms, 10s, 5m (got 'soon')");
+  CHECK(load_error("primary: postgresql://u@h/db\nlimits:\n  pooled_backend_idle_timeout: 0s\n") ==
+        "test.yaml: limits.pooled_backend_idle_timeout: must be greater than 0");
   CHECK(load_error("primary: postgresql:///db\n") ==
         "test.yaml: primary: no host given (e.g. postgresql://user@127.0.0.1:5432/db)");
   CHECK(load_error("primary: host=@pg\n") ==
