@@ -7,11 +7,18 @@ proxies.
 
 Usage: bench/relay_bench.py [--duration S] [--rounds N] [--clients 1,8,32] [--idle 1000]
                            [--baseline PATH [--baseline-workers N]] [--backends tcp|unix]
+                           [--fresh-backends]
 pgbench always connects over loopback TCP; --backends unix has both proxies reach PostgreSQL
 through its Unix-domain socket instead.
 --baseline runs a second switchyard binary (e.g. a build of an earlier commit) as a fourth
 target in the same rounds, to measure a change side by side; with --baseline-workers (this
-build as the baseline works too) it runs with that many network threads instead.
+build as the baseline works too) it runs with that many network threads instead. The
+baseline gets no limits.pooled_backends (an earlier build may not know it), so this build as
+the baseline keeps its default of 20 primary connections.
+pgbouncer runs in session mode with a pool of up to 2,000 server connections, which it keeps
+for the next client after one logs off; switchyard keeps as many (limits.pooled_backends),
+so both hand each new pgbench client a warm backend. --fresh-backends has neither keep any:
+every client then gets a new backend through both.
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
@@ -43,7 +50,7 @@ ALL_WORKLOADS = [  # (label, pgbench arguments)
 class PgBouncer:
     """pgbouncer in session mode in front of the cluster, run as postgres (it refuses root)."""
 
-    def __init__(self, pg: PgCluster, unix: bool):
+    def __init__(self, pg: PgCluster, unix: bool, fresh_backends: bool):
         self.dir = make_tempdir("sy-pgb-")
         self.port = free_port()
         (self.dir / "users.txt").write_text(f'"postgres" "{PASSWORD}"\n')
@@ -56,6 +63,7 @@ unix_socket_dir =
 auth_type = trust
 auth_file = {self.dir}/users.txt
 pool_mode = session
+{"server_lifetime = 0" if fresh_backends else ""}
 max_client_conn = 5000
 default_pool_size = 2000
 max_db_connections = 0
@@ -133,6 +141,9 @@ def main():
     parser.add_argument("--baseline-workers", type=int, help="the baseline's network threads (default: --workers)")
     parser.add_argument("--backends", choices=("tcp", "unix"), default="tcp",
                         help="how pgbouncer and switchyard reach PostgreSQL")
+    parser.add_argument("--fresh-backends", action="store_true",
+                        help="neither proxy keeps a backend for the next client (pgbouncer "
+                             "server_lifetime = 0, switchyard limits.pooled_backends: 0)")
     opts = parser.parse_args()
     unix = opts.backends == "unix"
     clients_list = [int(c) for c in opts.clients.split(",")]
@@ -144,16 +155,18 @@ def main():
         pg.sql("ALTER SYSTEM SET max_connections = %d" % (opts.idle * 2 + 100))
         subprocess.run(["pgbench", "-i", "-s", "10", "-q", f"host=127.0.0.1 port={pg.port} user=postgres "
                         f"dbname=postgres password={PASSWORD}"], check=True, capture_output=True)
-        pgb = PgBouncer(pg, unix)
+        pgb = PgBouncer(pg, unix, opts.fresh_backends)
         cleanup.callback(pgb.stop)
         workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-bench-")))
         primary = pg.socket_uri() if unix else pg.uri(sslmode="disable")
 
-        def proxy_config(workers):
+        def proxy_config(workers, pooled=""):
             return (f"primary: {primary}\nworkers: {workers}\n"
-                    f"limits:\n  max_clients: {opts.idle + 100}\nlogging:\n  level: warn\n")
+                    f"limits:\n  max_clients: {opts.idle + 100}\n{pooled}logging:\n  level: warn\n")
 
-        proxy = Proxy(proxy_config(opts.workers), workdir).start()
+        # As many kept primary connections as pgbouncer's pool may hold, or none.
+        pooled = f"  pooled_backends: {0 if opts.fresh_backends else 2000}\n"
+        proxy = Proxy(proxy_config(opts.workers, pooled), workdir).start()
         cleanup.callback(proxy.stop)
         targets = [("direct", pg.port, None), ("pgbouncer", pgb.port, pgb.pid()),
                    ("switchyard", proxy.port, proxy.process.pid)]
