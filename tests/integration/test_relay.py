@@ -408,15 +408,20 @@ def test_kept_primary_connections_serve_only_the_same_login_and_end_on_time(pg, 
         with psycopg.connect(proxy.dsn(**params), autocommit=True) as conn:
             return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
 
+    def kept(count):  # the reset runs after the client has gone
+        return wait_for(lambda: proxy.metric("switchyard_backend_pool_idle") == count)
+
     app_pid = pid(application_name="relay_kept_app")
+    assert kept(1)
     assert pid() != app_pid  # other startup parameters: another login
+    assert kept(2)
     assert pid(application_name="relay_kept_app") == app_pid
+    assert kept(2)
     # A kept connection the server ended meanwhile is passed over for a new one.
     pg.sql(f"SELECT pg_terminate_backend({app_pid})")
     assert wait_for(lambda: pg.sql(f"SELECT count(*) FROM pg_stat_activity WHERE pid = {app_pid}") == "0")
     assert pid(application_name="relay_kept_app") != app_pid
     # Past the idle timeout every kept connection is closed.
-    assert proxy.metric("switchyard_backend_pool_idle") == 2
     assert wait_for(lambda: proxy.metric("switchyard_backend_pool_idle") == 0, timeout=10)
     assert wait_for(lambda: pg.sql("SELECT count(*) FROM pg_stat_activity"
                                    " WHERE application_name = 'relay_kept_app'") == "0")
