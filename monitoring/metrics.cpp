@@ -167,12 +167,12 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   for (size_t i = 0; i < cancel_requests_.size(); ++i) {
     cancel_requests_[i] = &cancels.Add({{"result", cancel_label(static_cast<CancelResult>(i))}});
   }
-  pooled_backends_ = &gauge("switchyard_backend_pool_idle",
-                            "Primary connections kept, reset, for the next client's login")
-                          .Add({});
-  pooled_backend_logins_ = &counter("switchyard_backend_pool_reused_total",
-                                    "Client logins served by a kept primary connection")
-                                .Add({});
+  backend_pool_idle_ = &gauge("switchyard_backend_pool_idle",
+                              "Primary connections kept, reset, for the next client's login")
+                            .Add({});
+  backend_pool_reused_ = &counter("switchyard_backend_pool_reused_total",
+                                  "Client logins served by a kept primary connection")
+                              .Add({});
   auto& reloads = counter("switchyard_config_reloads_total", "Config reloads, by result");
   reloads_ok_ = &reloads.Add({{"result", "applied"}});
   reloads_failed_ = &reloads.Add({{"result", "rejected"}});

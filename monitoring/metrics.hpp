@@ -116,8 +116,8 @@ public:
   prometheus::Histogram& query_seconds(BackendRole r) { return *query_seconds_[idx(r)]; }
   prometheus::Histogram& read_seconds(BackendRole r) { return *read_seconds_[idx(r)]; }
   prometheus::Counter& cancel_requests(CancelResult r) { return *cancel_requests_[idx(r)]; }
-  prometheus::Gauge& pooled_backends() { return *pooled_backends_; }
-  prometheus::Counter& pooled_backend_logins() { return *pooled_backend_logins_; }
+  prometheus::Gauge& backend_pool_idle() { return *backend_pool_idle_; }
+  prometheus::Counter& backend_pool_reused() { return *backend_pool_reused_; }
   prometheus::Counter& config_reloads(bool ok) { return ok ? *reloads_ok_ : *reloads_failed_; }
   prometheus::Counter& mirrored(MirrorKind k) { return *mirrored_[idx(k)]; }
   prometheus::Counter& mirror_failures(MirrorFailure f) { return *mirror_failures_[idx(f)]; }
@@ -169,8 +169,8 @@ private:
   std::array<prometheus::Histogram*, kRoles> query_seconds_{};
   std::array<prometheus::Histogram*, kRoles> read_seconds_{};
   std::array<prometheus::Counter*, static_cast<size_t>(CancelResult::kCount)> cancel_requests_{};
-  prometheus::Gauge* pooled_backends_;
-  prometheus::Counter* pooled_backend_logins_;
+  prometheus::Gauge* backend_pool_idle_;
+  prometheus::Counter* backend_pool_reused_;
   prometheus::Counter* reloads_ok_;
   prometheus::Counter* reloads_failed_;
   std::array<prometheus::Counter*, static_cast<size_t>(MirrorKind::kCount)> mirrored_{};

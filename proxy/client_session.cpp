@@ -275,7 +275,7 @@ private:
                                                      const LoginRequest& login) {
     auto& pool = services_.backend_pool();
     while (auto kept = pool.take(pool_key_)) {
-      services_.metrics().pooled_backends().Set(static_cast<double>(pool.size()));
+      services_.metrics().backend_pool_idle().Set(static_cast<double>(pool.size()));
       StreamSocket socket(co_await asio::this_coro::executor);
       error_code ec;
       socket.assign(kept->protocol, kept->fd, ec);
@@ -283,7 +283,7 @@ private:
         ::close(kept->fd); // Asio's reactor could not take it
         continue;
       }
-      services_.metrics().pooled_backend_logins().Increment();
+      services_.metrics().backend_pool_reused().Increment();
       co_return BackendSession{
           Stream(std::move(socket)), std::move(kept->greeting), kept->pid, kept->key, 'I', {}};
     }
@@ -326,7 +326,7 @@ private:
                                BackendPool::Clock::now()};
     parked.fd = backend_->stream.detach();
     pool.park(pool_key_, std::move(parked), limits.pooled_backends);
-    services_.metrics().pooled_backends().Set(static_cast<double>(pool.size()));
+    services_.metrics().backend_pool_idle().Set(static_cast<double>(pool.size()));
     co_return true;
   }
 

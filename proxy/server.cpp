@@ -162,7 +162,7 @@ asio::awaitable<void> Server::expire_pooled_backends() {
     const config::Limits& limits = runtime->config->limits;
     auto& pool = services_.backend_pool();
     pool.expire(limits.pooled_backend_idle_timeout, limits.pooled_backends);
-    services_.metrics().pooled_backends().Set(static_cast<double>(pool.size()));
+    services_.metrics().backend_pool_idle().Set(static_cast<double>(pool.size()));
   }
 }
 
