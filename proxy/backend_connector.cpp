@@ -14,7 +14,18 @@ constexpr uint32_t kMaxLoginMessage = 1u << 20;
 constexpr std::string_view kScram = "SCRAM-SHA-256";
 
 BackendFailure failure(std::string message) {
-  return BackendFailure{false, std::move(message), {}};
+  return BackendFailure{false, std::move(message), {}, {}};
+}
+
+// The backend refused the login with an ErrorResponse (`body`).
+BackendFailure rejection(std::string_view body) {
+  BackendFailure failed{true, "login rejected", {}, {}};
+  protocol::MessageBuilder(failed.error_response, 'E').bytes(body);
+  if (auto fields = protocol::parse_error(body)) {
+    failed.message = std::move(fields->message);
+    failed.sqlstate = std::move(fields->sqlstate);
+  }
+  return failed;
 }
 
 asio::awaitable<Result<StreamSocket>> connect_tcp(const config::BackendTarget& target) {
@@ -77,12 +88,7 @@ asio::awaitable<std::optional<BackendFailure>> authenticate(Stream& stream, Mess
   while (true) {
     auto frame = co_await reader.read_frame();
     if (!frame) co_return failure("login failed: " + frame.error());
-    if (frame->tag == 'E') {
-      std::string raw;
-      protocol::MessageBuilder(raw, 'E').bytes(frame->body);
-      auto fields = protocol::parse_error(frame->body);
-      co_return BackendFailure{true, fields ? fields->message : "login rejected", std::move(raw)};
-    }
+    if (frame->tag == 'E') co_return rejection(frame->body);
     if (frame->tag == 'v') continue; // NegotiateProtocolVersion: we speak 3.0 only anyway
     if (frame->tag != 'R') co_return failure("unexpected message during login");
     protocol::BodyReader body(frame->body);
@@ -173,12 +179,7 @@ asio::awaitable<BackendResult> login(const config::BackendTarget& target, ssl::c
       session.key = *key;
       break;
     }
-    case 'E': {
-      std::string raw;
-      protocol::MessageBuilder(raw, 'E').bytes(frame->body);
-      auto fields = protocol::parse_error(frame->body);
-      co_return BackendFailure{true, fields ? fields->message : "login rejected", std::move(raw)};
-    }
+    case 'E': co_return rejection(frame->body);
     case 'Z':
       session.transaction_status = frame->body.empty() ? 'I' : frame->body[0];
       session.leftover = reader.take_leftover();

@@ -35,11 +35,13 @@ struct BackendSession {
 };
 
 //! Why a login failed. `rejected` means the backend answered with an ErrorResponse, whose
-//! raw bytes are in `error_response` so the client sees PostgreSQL's own words.
+//! raw bytes are in `error_response` so the client sees PostgreSQL's own words, and its
+//! SQLSTATE in `sqlstate`.
 struct BackendFailure {
   bool rejected = false;
   std::string message;
   std::string error_response;
+  std::string sqlstate;
 };
 
 using BackendResult = std::variant<BackendSession, BackendFailure>;

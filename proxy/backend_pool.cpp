@@ -17,18 +17,27 @@ bool quiet_and_open(int fd) {
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
+// A Terminate first lets the backend end cleanly; an idle backend reads it at once, and
+// a full socket buffer (never the case for an idle one) only loses the courtesy.
+void end_connection(int fd) {
+  static constexpr char kTerminate[] = {'X', 0, 0, 0, 4};
+  (void)::send(fd, kTerminate, sizeof kTerminate, MSG_DONTWAIT | MSG_NOSIGNAL);
+  ::close(fd);
+}
+
 } // namespace
 
 BackendPool::~BackendPool() {
   for (Entry& entry : idle_)
-    ::close(entry.connection.fd);
+    end_connection(entry.connection.fd);
 }
 
-void BackendPool::park(const std::string& login_key, Parked connection, uint32_t max_idle) {
+void BackendPool::park(const std::string& primary, const std::string& login_key, Parked connection,
+                       uint32_t max_idle) {
   std::lock_guard lock(mutex_);
-  idle_.push_back(Entry{login_key, std::move(connection)});
+  idle_.push_back(Entry{primary, login_key, std::move(connection)});
   while (idle_.size() > max_idle) {
-    ::close(idle_.front().connection.fd);
+    end_connection(idle_.front().connection.fd);
     idle_.pop_front();
   }
 }
@@ -46,12 +55,27 @@ std::optional<BackendPool::Parked> BackendPool::take(const std::string& login_ke
   return std::nullopt;
 }
 
+std::optional<BackendPool::Parked> BackendPool::take_oldest(const std::string& primary) {
+  std::lock_guard lock(mutex_);
+  for (auto it = idle_.begin(); it != idle_.end();) {
+    if (it->primary != primary) {
+      ++it;
+      continue;
+    }
+    Parked connection = std::move(it->connection);
+    it = idle_.erase(it);
+    if (quiet_and_open(connection.fd)) return connection;
+    ::close(connection.fd);
+  }
+  return std::nullopt;
+}
+
 void BackendPool::expire(Clock::duration idle_timeout, uint32_t max_idle) {
   auto now = Clock::now();
   std::lock_guard lock(mutex_);
   while (!idle_.empty() &&
          (idle_.size() > max_idle || now - idle_.front().connection.since >= idle_timeout)) {
-    ::close(idle_.front().connection.fd);
+    end_connection(idle_.front().connection.fd);
     idle_.pop_front();
   }
 }

@@ -35,18 +35,23 @@ public:
   BackendPool& operator=(const BackendPool&) = delete;
   ~BackendPool();
 
-  //! Keeps `connection` for logins that make `login_key`; closes the oldest kept connection
-  //! when more than `max_idle` would be kept.
-  void park(const std::string& login_key, Parked connection, uint32_t max_idle);
+  //! Keeps `connection` to the server `primary` for logins that make `login_key`; ends the
+  //! oldest kept connection when more than `max_idle` would be kept.
+  void park(const std::string& primary, const std::string& login_key, Parked connection,
+            uint32_t max_idle);
   //! The newest connection kept for `login_key` that is still open and has sent nothing
   //! since (others are closed on the way), or nullopt.
   std::optional<Parked> take(const std::string& login_key);
-  //! Closes the connections kept longer than `idle_timeout`, and all when `max_idle` is 0.
+  //! The oldest open connection kept to `primary`, whatever its login, for the caller to
+  //! end: kept connections count against the server's connection limits.
+  std::optional<Parked> take_oldest(const std::string& primary);
+  //! Ends the connections kept longer than `idle_timeout`, and all when `max_idle` is 0.
   void expire(Clock::duration idle_timeout, uint32_t max_idle);
   size_t size() const;
 
 private:
   struct Entry {
+    std::string primary;
     std::string login_key;
     Parked connection;
   };

@@ -270,24 +270,71 @@ private:
     return key;
   }
 
-  // A connection a client with the same login left (BackendPool), else a new one.
+  // A connection a client with the same login left (BackendPool), else a new one. Kept
+  // connections count against the server's connection limits (max_connections, a role's
+  // or a database's CONNECTION LIMIT), so a login refused for too many connections ends
+  // the oldest kept connection of another login and is tried again, as pgbouncer does.
   asio::awaitable<BackendResult> kept_or_new_backend(const config::BackendTarget& target,
                                                      const LoginRequest& login) {
     auto& pool = services_.backend_pool();
     while (auto kept = pool.take(pool_key_)) {
       services_.metrics().backend_pool_idle().Set(static_cast<double>(pool.size()));
-      StreamSocket socket(co_await asio::this_coro::executor);
-      error_code ec;
-      socket.assign(kept->protocol, kept->fd, ec);
-      if (ec) {
-        ::close(kept->fd); // Asio's reactor could not take it
-        continue;
+      if (auto socket = co_await adopt(*kept)) {
+        services_.metrics().backend_pool_reused().Increment();
+        co_return BackendSession{
+            Stream(std::move(*socket)), std::move(kept->greeting), kept->pid, kept->key, 'I', {}};
       }
-      services_.metrics().backend_pool_reused().Increment();
-      co_return BackendSession{
-          Stream(std::move(socket)), std::move(kept->greeting), kept->pid, kept->key, 'I', {}};
     }
-    co_return co_await connect_backend(target, runtime_->primary_tls.get(), login);
+    while (true) {
+      BackendResult result = co_await connect_backend(target, runtime_->primary_tls.get(), login);
+      auto* failed = std::get_if<BackendFailure>(&result);
+      if (failed == nullptr || failed->sqlstate != sqlstate::kTooManyConnections) {
+        co_return std::move(result);
+      }
+      auto other = pool.take_oldest(target.redacted);
+      if (!other) co_return std::move(result);
+      services_.metrics().backend_pool_idle().Set(static_cast<double>(pool.size()));
+      spdlog::info("session {}: ending a kept primary connection of another login: the primary "
+                   "refused this one with {} ({})",
+                   peer_, failed->sqlstate, failed->message);
+      co_await end_kept(std::move(*other));
+    }
+  }
+
+  // A kept connection's descriptor as a socket of this thread, or nullopt (and closed) when
+  // Asio's reactor could not take it.
+  static asio::awaitable<std::optional<StreamSocket>> adopt(const BackendPool::Parked& kept) {
+    StreamSocket socket(co_await asio::this_coro::executor);
+    error_code ec;
+    socket.assign(kept.protocol, kept.fd, ec);
+    if (ec) {
+      ::close(kept.fd);
+      co_return std::nullopt;
+    }
+    co_return std::move(socket);
+  }
+
+  // Ends a kept connection and waits (up to a second) until the backend has gone: it
+  // gives up its connection slot before it closes its socket.
+  static asio::awaitable<void> end_kept(BackendPool::Parked kept) {
+    auto socket = co_await adopt(kept);
+    if (!socket) co_return;
+    Stream stream(std::move(*socket));
+    std::string terminate;
+    protocol::append_terminate(terminate);
+    if (auto ec = co_await stream.write_all(terminate); !ec) {
+      asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::seconds(1));
+      co_await (drain_until_closed(stream) || timer.async_wait(use_tuple));
+    }
+    stream.close();
+  }
+
+  static asio::awaitable<void> drain_until_closed(Stream& stream) {
+    std::array<char, 256> sink{};
+    while (true) {
+      auto [ec, n] = co_await stream.read_some(asio::buffer(sink));
+      if (ec) co_return;
+    }
   }
 
   // Keeps the primary connection for the next client with the same login when this client
@@ -325,7 +372,8 @@ private:
                                backend_->key,
                                BackendPool::Clock::now()};
     parked.fd = backend_->stream.detach();
-    pool.park(pool_key_, std::move(parked), limits.pooled_backends);
+    pool.park(runtime_->config->primary.redacted, pool_key_, std::move(parked),
+              limits.pooled_backends);
     services_.metrics().backend_pool_idle().Set(static_cast<double>(pool.size()));
     co_return true;
   }

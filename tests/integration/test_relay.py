@@ -434,6 +434,41 @@ def test_kept_primary_connections_serve_only_the_same_login_and_end_on_time(pg, 
     assert pid() != pid()
 
 
+def test_a_login_the_server_refuses_for_too_many_connections_ends_kept_ones_of_other_logins(pg, start_proxy):
+    # Kept connections count against the server's connection limits; a role limited to one
+    # connection shows it without filling max_connections.
+    pg.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'kept_limited') THEN"
+           " CREATE ROLE kept_limited LOGIN PASSWORD 'limitedpw' CONNECTION LIMIT 1; END IF; END $$")
+    proxy = start_proxy(f"primary: {pg.uri(user='kept_limited', password='limitedpw', sslmode='disable')}\n"
+                        "limits:\n  pooled_backends: 4\n")
+
+    def pid(**params):
+        with psycopg.connect(proxy.dsn(**params), autocommit=True) as conn:
+            return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+    def kept(count):
+        return wait_for(lambda: proxy.metric("switchyard_backend_pool_idle") == count)
+
+    first = pid(application_name="kept_limited_a")
+    assert kept(1)
+    # Another login finds the role's one slot held by the kept connection: that one ends,
+    # and the login is tried again.
+    second = pid(application_name="kept_limited_b")
+    assert second != first
+    assert pg.sql(f"SELECT count(*) FROM pg_stat_activity WHERE pid = {first}") == "0"
+    assert kept(1)
+    assert pid(application_name="kept_limited_b") == second
+    assert kept(1)
+    # With the slot held by a client, nothing kept is in the way: the client gets the
+    # server's own refusal.
+    with psycopg.connect(proxy.dsn(application_name="kept_limited_b"), autocommit=True) as holder:
+        assert holder.execute("SELECT pg_backend_pid()").fetchone()[0] == second
+        with pytest.raises(psycopg.OperationalError, match="too many connections for role"):
+            psycopg.connect(proxy.dsn(application_name="kept_limited_a"))
+    assert kept(1)
+    assert "ending a kept primary connection of another login" in proxy.log()
+
+
 def test_shutdown_with_sessions_mid_relay(pg, tmp_path):
     proxy = Proxy(f"primary: {pg.uri(sslmode='disable')}\n", tmp_path).start()  # the relay loop
     try:

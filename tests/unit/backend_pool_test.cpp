@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <string_view>
 #include <utility>
 
 #include "proxy/backend_pool.hpp"
@@ -34,14 +35,24 @@ bool closed_by_pool(int peer) {
   return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
 }
 
+// Whether the pool ended the other end of `peer` as a client should: a Terminate, then end
+// of stream.
+bool ended_by_pool(int peer) {
+  char terminate[5] = {};
+  if (::recv(peer, terminate, sizeof terminate, MSG_DONTWAIT) != sizeof terminate) return false;
+  char rest = 0;
+  return std::string_view(terminate, sizeof terminate) == std::string_view("X\0\0\0\4", 5) &&
+         ::recv(peer, &rest, 1, MSG_DONTWAIT) == 0;
+}
+
 } // namespace
 
 TEST_CASE("a kept connection goes only to its own login, newest first") {
   BackendPool pool;
   auto [first, first_peer] = socket_pair();
   auto [second, second_peer] = socket_pair();
-  pool.park("alice", parked(first, 1), 10);
-  pool.park("alice", parked(second, 2), 10);
+  pool.park("db", "alice", parked(first, 1), 10);
+  pool.park("db", "alice", parked(second, 2), 10);
   CHECK(pool.size() == 2);
   CHECK_FALSE(pool.take("bob"));
 
@@ -63,9 +74,9 @@ TEST_CASE("a kept connection the server ended or spoke on is passed over and clo
   auto [ended, ended_peer] = socket_pair();
   auto [spoke, spoke_peer] = socket_pair();
   auto [quiet, quiet_peer] = socket_pair();
-  pool.park("alice", parked(quiet, 1), 10);
-  pool.park("alice", parked(spoke, 2), 10);
-  pool.park("alice", parked(ended, 3), 10);
+  pool.park("db", "alice", parked(quiet, 1), 10);
+  pool.park("db", "alice", parked(spoke, 2), 10);
+  pool.park("db", "alice", parked(ended, 3), 10);
   ::close(ended_peer);                                    // the server ended its session
   REQUIRE(::send(spoke_peer, "E", 1, MSG_NOSIGNAL) == 1); // e.g. a FATAL error on its way
 
@@ -84,20 +95,43 @@ TEST_CASE("the pool keeps at most max_idle and nothing past the idle timeout") {
   auto [older, older_peer] = socket_pair();
   auto [newest, newest_peer] = socket_pair();
   auto now = BackendPool::Clock::now();
-  pool.park("alice", parked(oldest, 1, now - std::chrono::minutes(5)), 2);
-  pool.park("bob", parked(older, 2, now - std::chrono::minutes(2)), 2);
-  pool.park("alice", parked(newest, 3, now), 2); // over max_idle: the oldest goes
+  pool.park("db", "alice", parked(oldest, 1, now - std::chrono::minutes(5)), 2);
+  pool.park("db", "bob", parked(older, 2, now - std::chrono::minutes(2)), 2);
+  pool.park("db", "alice", parked(newest, 3, now), 2); // over max_idle: the oldest goes
   CHECK(pool.size() == 2);
-  CHECK(closed_by_pool(oldest_peer));
+  CHECK(ended_by_pool(oldest_peer));
 
   pool.expire(std::chrono::minutes(1), 2);
   CHECK(pool.size() == 1);
-  CHECK(closed_by_pool(older_peer));
+  CHECK(ended_by_pool(older_peer));
   CHECK_FALSE(closed_by_pool(newest_peer));
 
   pool.expire(std::chrono::minutes(1), 0); // pooled_backends lowered to 0 by a reload
   CHECK(pool.size() == 0);
-  CHECK(closed_by_pool(newest_peer));
+  CHECK(ended_by_pool(newest_peer));
   for (int fd : {oldest_peer, older_peer, newest_peer})
+    ::close(fd);
+}
+
+TEST_CASE("the oldest open connection kept to a server is taken whatever its login") {
+  BackendPool pool;
+  auto [ended, ended_peer] = socket_pair();
+  auto [other_server, other_server_peer] = socket_pair();
+  auto [older, older_peer] = socket_pair();
+  auto [newer, newer_peer] = socket_pair();
+  pool.park("db", "alice", parked(ended, 1), 10);
+  pool.park("elsewhere", "alice", parked(other_server, 2), 10);
+  pool.park("db", "bob", parked(older, 3), 10);
+  pool.park("db", "alice", parked(newer, 4), 10);
+  ::close(ended_peer);
+
+  auto taken = pool.take_oldest("db");
+  REQUIRE(taken);
+  CHECK(taken->pid == 3);
+  CHECK(pool.size() == 2); // the ended one was closed on the way
+  REQUIRE(pool.take_oldest("db")->pid == 4);
+  CHECK_FALSE(pool.take_oldest("db"));
+  CHECK(pool.size() == 1);
+  for (int fd : {other_server_peer, older, older_peer, newer, newer_peer})
     ::close(fd);
 }
