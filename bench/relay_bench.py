@@ -6,15 +6,16 @@ switchyard/pgbouncer ratio spread over the rounds, with a count of the rows that
 proxies.
 
 Usage: bench/relay_bench.py [--duration S] [--rounds N] [--clients 1,8,32] [--idle 1000]
-                           [--baseline PATH [--baseline-workers N]] [--backends tcp|unix]
-                           [--fresh-backends]
+                           [--baseline PATH [--baseline-workers N] [--baseline-keeps-backends]]
+                           [--backends tcp|unix] [--fresh-backends]
 pgbench always connects over loopback TCP; --backends unix has both proxies reach PostgreSQL
 through its Unix-domain socket instead.
 --baseline runs a second switchyard binary (e.g. a build of an earlier commit) as a fourth
 target in the same rounds, to measure a change side by side; with --baseline-workers (this
 build as the baseline works too) it runs with that many network threads instead. The
 baseline gets no limits.pooled_backends (an earlier build may not know it), so this build as
-the baseline keeps its default of 20 primary connections.
+the baseline keeps its default of 20 primary connections; --baseline-keeps-backends gives it
+the same limits.pooled_backends as this build.
 pgbouncer runs in session mode with a pool of up to 2,000 server connections, which it keeps
 for the next client after one logs off; switchyard keeps as many (limits.pooled_backends),
 so both hand each new pgbench client a warm backend. --fresh-backends has neither keep any:
@@ -139,6 +140,8 @@ def main():
     parser.add_argument("--workloads", default="all", help="comma-separated labels, e.g. '-S prepared'")
     parser.add_argument("--baseline", help="another switchyard binary to run beside this build")
     parser.add_argument("--baseline-workers", type=int, help="the baseline's network threads (default: --workers)")
+    parser.add_argument("--baseline-keeps-backends", action="store_true",
+                        help="give the baseline the same limits.pooled_backends as this build")
     parser.add_argument("--backends", choices=("tcp", "unix"), default="tcp",
                         help="how pgbouncer and switchyard reach PostgreSQL")
     parser.add_argument("--fresh-backends", action="store_true",
@@ -173,7 +176,9 @@ def main():
         baseline_head = baseline_rule = ""
         if opts.baseline:
             workers = opts.workers if opts.baseline_workers is None else opts.baseline_workers
-            baseline = Proxy(proxy_config(workers), workdir, binary=Path(opts.baseline).resolve()).start()
+            baseline_pooled = pooled if opts.baseline_keeps_backends else ""
+            baseline = Proxy(proxy_config(workers, baseline_pooled), workdir,
+                             binary=Path(opts.baseline).resolve()).start()
             cleanup.callback(baseline.stop)
             targets.append(("baseline", baseline.port, baseline.process.pid))
             baseline_head = " baseline tps | sy/baseline | baseline/pgbouncer | baseline CPU µs/txn |"
