@@ -1177,8 +1177,11 @@ void SecondaryLink::primary_answered_commit(bool committed, const std::string& e
       log_ddl_rolled_back(op.sql, error);
     }
   }
-  // The primary's transaction has ended: the replayer may take them at once.
-  journal_ops(undone, MirrorFailure::kPrimaryCommitFailed, error, Journaling::kEndedTransaction);
+  // The primary's transaction has ended: the replayer may take them at once. The secondary
+  // committed them (those it failed journaled themselves), so their entries say they may be
+  // applied: a keyless table's rows are reconciled by count, never inserted once more.
+  journal_ops(undone, MirrorFailure::kPrimaryCommitFailed, error, Journaling::kEndedTransaction,
+              true);
 }
 
 void SecondaryLink::log_ddl_rolled_back(const std::string& sql, const std::string& error) const {
@@ -1199,9 +1202,10 @@ void SecondaryLink::primary_prepared(const std::string& key) {
       rows.push_back(std::move(op));
     }
   }
-  // Built now, with the session's settings and temporary tables as the writes ran.
+  // Built now, with the session's settings and temporary tables as the writes ran; the
+  // secondary committed them, so they may be applied (see primary_answered_commit).
   writes.entries =
-      journal_entries(rows, MirrorFailure::kPreparedRolledBack, kPreparedRolledBack, false);
+      journal_entries(rows, MirrorFailure::kPreparedRolledBack, kPreparedRolledBack, true);
   for (const std::string& forgotten :
        services_.prepared_transactions().keep(key, std::move(writes))) {
     spdlog::warn("session {}: too many prepared transactions unfinished; switchyard forgot the "

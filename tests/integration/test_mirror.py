@@ -381,7 +381,10 @@ def test_writes_the_secondary_committed_before_the_primarys_commit_failed_are_un
     primary, secondary = pair
     for cluster in pair:
         cluster.sql("CREATE TABLE doctors (id int PRIMARY KEY, on_call bool); INSERT INTO doctors VALUES (1, true), (2, true)")
-    primary.sql("ALTER TABLE balances ADD CONSTRAINT one_total UNIQUE (total) DEFERRABLE INITIALLY DEFERRED")
+        # Without a key on the secondary: its rows are reconciled by count, not inserted again.
+        cluster.sql("CREATE TABLE tallies (total int)")
+    primary.sql("ALTER TABLE balances ADD CONSTRAINT one_total UNIQUE (total) DEFERRABLE INITIALLY DEFERRED;"
+                "ALTER TABLE tallies ADD CONSTRAINT one_tally UNIQUE (total) DEFERRABLE INITIALLY DEFERRED")
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
     first, second = psycopg.connect(proxy.dsn()), psycopg.connect(proxy.dsn())
     with first, second:
@@ -402,9 +405,14 @@ def test_writes_the_secondary_committed_before_the_primarys_commit_failed_are_un
             conn.execute("UPDATE balances SET total = 20; INSERT INTO balances (account, total) VALUES (3, 20)")
         with pytest.raises(psycopg.errors.UniqueViolation):
             conn.execute("INSERT INTO balances (account, total) VALUES (%s, %s)", (4, 10))
+        conn.execute("INSERT INTO tallies VALUES (5)")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("INSERT INTO tallies VALUES (5)")
     assert primary.sql("SELECT string_agg(id || ':' || on_call, ',' ORDER BY id) FROM doctors") == "1:false,2:true"
     assert primary.sql("SELECT string_agg(account || ':' || total, ',') FROM balances") == "1:10"
-    assert_replayed_identical(proxy, pair, "primary_commit_failed", 4, {"doctors": "id", "balances": "account"})
+    assert primary.sql("SELECT string_agg(total::text, ',') FROM tallies") == "5"
+    assert_replayed_identical(proxy, pair, "primary_commit_failed", 5,
+                              {"doctors": "id", "balances": "account", "tallies": "total"})
 
 
 def assert_replayed_identical(proxy, pair, reason, journaled, tables):
