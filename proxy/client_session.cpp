@@ -557,13 +557,11 @@ private:
     if (cancel_pid_ != 0) services_.cancels().remove(cancel_pid_);
     if (backend_) {
       if (!co_await keep_for_next_client(closing)) {
-        // A Terminate lets the backend end cleanly instead of logging an unexpected EOF.
-        // The mirroring relay passed on the client's own; the primary-only relays keep it.
-        if (closing.reason != CloseReason::kClientTerminate || !secondary_login_) {
-          std::string terminate;
-          protocol::append_terminate(terminate);
-          co_await backend_->stream.write_last_words(terminate);
-        }
+        // A Terminate lets the backend end cleanly instead of logging an unexpected EOF;
+        // the relays keep the client's own from it.
+        std::string terminate;
+        protocol::append_terminate(terminate);
+        co_await backend_->stream.write_last_words(terminate);
         backend_->stream.close();
       }
       services_.metrics().backend_connections(BackendRole::kPrimary).Decrement();

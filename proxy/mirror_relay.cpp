@@ -195,6 +195,7 @@ public:
   ClientWriter(Stream& stream, SecondaryLink& link) : stream_(stream), link_(link) {}
 
   asio::awaitable<error_code> write(std::string_view bytes) {
+    if (client_gone_) co_return error_code{};
     pending_.append(bytes);
     if (busy_) co_return error_;
     busy_ = true;
@@ -205,7 +206,14 @@ public:
       error_ = co_await stream_.write_all(writing_);
     }
     busy_ = false;
-    co_return error_;
+    co_return client_gone_ ? error_code{} : error_;
+  }
+
+  //! The client logged off or hung up: what the session still answers goes nowhere, and
+  //! a socket the client closed is no reason to stop finishing its requests.
+  void client_gone() {
+    client_gone_ = true;
+    pending_.clear();
   }
 
 private:
@@ -214,6 +222,7 @@ private:
   std::string pending_;
   std::string writing_;
   bool busy_ = false;
+  bool client_gone_ = false;
   error_code error_;
 };
 
@@ -307,8 +316,10 @@ private:
     while (true) {
       auto frame = co_await client_reader_.read_frame();
       if (!frame) {
-        if (client_reader_.peer_closed())
+        if (client_reader_.peer_closed()) {
+          if (auto c = co_await finish_requests_sent()) co_return std::move(*c);
           co_return Closing{CloseReason::kClientDisconnect, "closed by peer", {}};
+        }
         bool too_large = client_reader_.last_fault() == protocol::FrameFault::kTooLarge;
         if (client_reader_.last_fault() == protocol::FrameFault::kNone) {
           co_return Closing{CloseReason::kClientDisconnect, frame.error(), {}};
@@ -365,9 +376,8 @@ private:
     case 'E': co_return co_await on_execute(frame);
     case 'C': co_return on_close(frame);
     case 'S': co_return co_await on_sync(frame);
-    case 'X':
-      forward(frame);
-      if (auto c = co_await flush_primary()) co_return c;
+    case 'X': // finish() ends the primary connection, as for the other relays
+      if (auto c = co_await finish_requests_sent()) co_return c;
       co_return Closing{CloseReason::kClientTerminate, {}, {}};
     case 'F':
       temporaries_asked_.reset(); // the function may create or drop them
@@ -2465,6 +2475,15 @@ private:
     if (auto c = co_await flush_primary()) co_return c;
     co_await answered();
     co_return std::nullopt;
+  }
+
+  // The client logged off or hung up, perhaps before the answers to what it sent came:
+  // PostgreSQL would have run those requests to their end, committing autocommit writes, so
+  // the session waits for their answers (and switchyard's COMMIT of a write it wrapped,
+  // after the secondary's) before it ends.
+  asio::awaitable<std::optional<Closing>> finish_requests_sent() {
+    writer_.client_gone();
+    co_return co_await drain();
   }
 
   // Extended-protocol messages reached the primary since the last Sync or Query.

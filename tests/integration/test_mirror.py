@@ -486,6 +486,40 @@ def test_a_write_sent_right_behind_a_commit_is_mirrored_as_an_autocommit_write(p
     assert proxy.metric("switchyard_journal_entries_total") == 0
 
 
+def test_writes_a_client_sent_right_before_it_left_commit_on_both_databases(pair, start_proxy, tmp_path):
+    """A client may log off or hang up without reading the answers to what it sent last
+    (libpq's PQfinish after PQsendQuery). PostgreSQL runs those requests to their end first,
+    committing autocommit writes; so must switchyard, on both databases, though it wraps such
+    writes in a transaction of its own that commits only after the secondary. A transaction
+    block left open is rolled back on both. Nothing is journaled: nothing was missed."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+
+    def insert(body):
+        return message(b"Q", cstr(f"INSERT INTO notes (body) VALUES ('{body}')"))
+
+    def extended_insert(body):
+        return (message(b"P", cstr("") + cstr(f"INSERT INTO notes (body) VALUES ('{body}')") + struct.pack("!h", 0))
+                + message(b"B", cstr("") + cstr("") + struct.pack("!hhh", 0, 0, 0))
+                + message(b"E", cstr("") + struct.pack("!I", 0)) + message(b"S"))
+
+    for requests in (insert("simple"), insert("first") + insert("second"), extended_insert("extended"),
+                     message(b"Q", cstr("BEGIN")) + insert("open block"),
+                     message(b"Q", cstr("BEGIN; INSERT INTO notes (body) VALUES ('open block 2')"))):
+        for leaving in ("terminate", "terminate and hang up", "hang up"):
+            client = RawClient(proxy.port)
+            client.login_trust()
+            client.send(requests + (message(b"X") if leaving.startswith("terminate") else b""))
+            if leaving == "terminate":
+                assert client.closed()
+            else:  # the answers then have nowhere to go
+                client.close()
+    assert wait_for(lambda: proxy.metric("switchyard_client_connections") == 0)
+    assert primary.sql("SELECT string_agg(body, ',' ORDER BY body) FROM notes") == \
+        ",".join(sorted(["extended", "first", "second", "simple"] * 3))
+    assert_identical(primary, secondary, {"notes": "body, written"})
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+
 def test_a_close_skipped_after_an_error_leaves_the_statement_known(pair, start_proxy, tmp_path):
     """After an error PostgreSQL skips the rest of the cycle, a Close of the statement too: the
     statement lives on, and switchyard must still know it carries a row image, or a Describe of
