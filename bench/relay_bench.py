@@ -154,8 +154,11 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # proxies inherit it
 
     with ExitStack() as cleanup:  # stops whatever was started, last first, however main() ends
-        pg, = start_clusters(cleanup, 1, max_connections=opts.idle * 2 + 100)
-        pg.sql("ALTER SYSTEM SET max_connections = %d" % (opts.idle * 2 + 100))
+        # Idle clients of both proxies, plus the backends pgbouncer, switchyard and the
+        # baseline each keep from the largest run, beside direct's own.
+        max_connections = opts.idle * 2 + 100 + 4 * max(clients_list)
+        pg, = start_clusters(cleanup, 1, max_connections=max_connections)
+        pg.sql("ALTER SYSTEM SET max_connections = %d" % max_connections)
         subprocess.run(["pgbench", "-i", "-s", "10", "-q", f"host=127.0.0.1 port={pg.port} user=postgres "
                         f"dbname=postgres password={PASSWORD}"], check=True, capture_output=True)
         pgb = PgBouncer(pg, unix, opts.fresh_backends)
