@@ -486,14 +486,16 @@ def test_a_write_sent_right_behind_a_commit_is_mirrored_as_an_autocommit_write(p
     assert proxy.metric("switchyard_journal_entries_total") == 0
 
 
-def test_writes_a_client_sent_right_before_it_left_commit_on_both_databases(pair, start_proxy, tmp_path):
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_writes_a_client_sent_right_before_it_left_commit_on_both_databases(pair, start_proxy, tmp_path,
+                                                                          write_mode):
     """A client may log off or hang up without reading the answers to what it sent last
     (libpq's PQfinish after PQsendQuery). PostgreSQL runs those requests to their end first,
     committing autocommit writes; so must switchyard, on both databases, though it wraps such
     writes in a transaction of its own that commits only after the secondary. A transaction
     block left open is rolled back on both. Nothing is journaled: nothing was missed."""
     primary, secondary = pair
-    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
 
     def insert(body):
         return message(b"Q", cstr(f"INSERT INTO notes (body) VALUES ('{body}')"))
@@ -517,6 +519,7 @@ def test_writes_a_client_sent_right_before_it_left_commit_on_both_databases(pair
     assert wait_for(lambda: proxy.metric("switchyard_client_connections") == 0)
     assert primary.sql("SELECT string_agg(body, ',' ORDER BY body) FROM notes") == \
         ",".join(sorted(["extended", "first", "second", "simple"] * 3))
+    assert wait_for(lambda: async_settled(proxy))
     assert_identical(primary, secondary, {"notes": "body, written"})
     assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
 
