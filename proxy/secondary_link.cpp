@@ -179,7 +179,14 @@ SecondaryLink::~SecondaryLink() {
   // The primary's answer to the COMMIT these went ahead of never came: the replayer makes
   // their rows whatever the primary holds.
   primary_answered_commit(false, "the session ended before the primary answered its COMMIT");
-  if (reserved_) queue_.push_back(std::move(*reserved_));
+  if (reserved_) {
+    // Async: whether the primary committed these is as unknown, so their entries say they
+    // may be applied, and a keyless table's rows are reconciled with the primary's.
+    journal_ops(reserved_->ops, MirrorFailure::kPrimaryCommitFailed,
+                "the session ended before the primary answered its COMMIT",
+                Journaling::kEndedTransaction, true);
+    services_.commit_order().done(reserved_->ticket);
+  }
   backfill::DivergenceJournal* journal = services_.journal();
   for (Batch& batch : queue_) {
     if (batch.spilled) {
@@ -191,6 +198,7 @@ SecondaryLink::~SecondaryLink() {
     }
     services_.commit_order().done(batch.ticket);
   }
+  services_.metrics().async_queue().Set(static_cast<double>(services_.commit_order().pending()));
   settle();
   auto& connections = services_.metrics().backend_connections(BackendRole::kSecondary);
   if (connection_) connections.Decrement();

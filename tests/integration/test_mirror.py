@@ -415,6 +415,46 @@ def test_writes_the_secondary_committed_before_the_primarys_commit_failed_are_un
                               {"doctors": "id", "balances": "account", "tallies": "total"})
 
 
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_a_primary_connection_lost_while_its_commit_is_in_flight_leaves_nothing_uncertain(pair, start_proxy,
+                                                                                        tmp_path, write_mode):
+    """The session loses its primary connection between sending a COMMIT and its answer:
+    whether the primary committed is unknown to switchyard (here it did, locally, while it
+    waited for a synchronous standby that never came). The writes are journaled as such, and
+    the replayer makes the secondary's rows the primary's; a keyless table's are reconciled by
+    count, neither lost nor written twice. In async mode the transaction's turn in the commit
+    order is given back, and the queue gauge says so."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE tallies (total int)")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    primary.sql("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")  # not in a transaction block
+    primary.sql("SELECT pg_reload_conf()")
+    try:
+        failures = []
+
+        def write():
+            try:
+                with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+                    conn.execute("INSERT INTO tallies VALUES (7)")
+            except psycopg.Error as error:
+                failures.append(error)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        waiting = "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+        assert wait_for(lambda: primary.sql(waiting) != "")
+        primary.sql(f"SELECT pg_terminate_backend(pid) FROM ({waiting}) w")
+        writer.join(30)
+        assert not writer.is_alive() and len(failures) == 1
+    finally:
+        primary.sql("ALTER SYSTEM RESET synchronous_standby_names")
+        primary.sql("SELECT pg_reload_conf()")
+    assert primary.sql("SELECT string_agg(total::text, ',') FROM tallies") == "7"  # committed locally
+    assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert_replayed_identical(proxy, pair, "primary_commit_failed", 1, {"tallies": "total"})
+
+
 def assert_replayed_identical(proxy, pair, reason, journaled, tables):
     """`journaled` transactions went to the journal for `reason`, the replayer applied it all,
     and `tables` are identical on both sides."""
