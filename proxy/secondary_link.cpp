@@ -39,6 +39,8 @@ constexpr size_t kMaxSessionStatements = 1000;
 constexpr size_t kMaxMergedCommits = 64;   // bounds one apply's size and its mirror.timeout risk
 constexpr size_t kMaxGroupedWrites = 1024; // a group takes no further member past this many
 constexpr const char* kPreparedRolledBack = "the primary rolled the prepared transaction back";
+constexpr const char* kCommitUnanswered =
+    "the session ended before the primary answered its COMMIT";
 // The journal reason of rows written through a view, re-read for the columns it hides.
 constexpr const char* kHiddenByView = "hidden_by_view";
 // A missed COPY of more rows is journaled as its table, refreshed whole: a bulk load's rows
@@ -178,12 +180,11 @@ SecondaryLink::~SecondaryLink() {
   release_ddl_barrier();
   // The primary's answer to the COMMIT these went ahead of never came: the replayer makes
   // their rows whatever the primary holds.
-  primary_answered_commit(false, "the session ended before the primary answered its COMMIT");
+  primary_answered_commit(false, kCommitUnanswered);
   if (reserved_) {
-    // Async: whether the primary committed these is as unknown, so their entries say they
+    // Async: the primary may or may not have committed these, so their entries say they
     // may be applied, and a keyless table's rows are reconciled with the primary's.
-    journal_ops(reserved_->ops, MirrorFailure::kPrimaryCommitFailed,
-                "the session ended before the primary answered its COMMIT",
+    journal_ops(reserved_->ops, MirrorFailure::kPrimaryCommitFailed, kCommitUnanswered,
                 Journaling::kEndedTransaction, true);
     services_.commit_order().done(reserved_->ticket);
   }
