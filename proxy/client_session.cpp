@@ -216,9 +216,8 @@ private:
     primary_database_ = login.database;
     application_name_ = std::string(startup.parameter("application_name"));
     auto& metrics = services_.metrics();
-    // Only plain connections of a primary-only session are kept (BackendPool).
-    if (!config.secondary && target.kind == config::BackendKind::kPostgres &&
-        config.limits.pooled_backends > 0) {
+    // Only plain connections to a PostgreSQL primary are kept (BackendPool).
+    if (target.kind == config::BackendKind::kPostgres && config.limits.pooled_backends > 0) {
       pool_key_ = pool_key(target, login);
     }
     // No co_await inside ?: here: GCC 12 destroys such a result twice.
@@ -344,7 +343,7 @@ private:
   asio::awaitable<bool> keep_for_next_client(const Closing& closing) {
     if (pool_key_.empty() || closing.reason != CloseReason::kClientTerminate ||
         activity_.transaction_status != 'I' || activity_.syncs_in_flight > 0 ||
-        backend_->stream.tls()) {
+        !backend_->leftover.empty() || backend_->stream.tls()) {
       co_return false;
     }
     MessageReader reader(backend_->stream, protocol::Direction::kBackend,
@@ -395,8 +394,12 @@ private:
                          primary_database_, std::move(*secondary_login_), identity(), peer_,
                          client_leftover_);
       auto ended = co_await (mirror.run() || watchdog());
+      Closing closing = std::visit([](Closing& c) { return std::move(c); }, ended);
+      // The primary connection first: the secondary's end waits for this session's queued
+      // writes (async mode), and the next client with this login need not.
+      co_await release_primary(closing);
       co_await mirror.finish();
-      co_return std::visit([](Closing& c) { return std::move(c); }, ended);
+      co_return closing;
     }
     RelayLoops* loops = services_.relay_loops();
     if (loops != nullptr && !client_.tls() && !backend_->stream.tls()) {
@@ -554,20 +557,25 @@ private:
                                                                              : spdlog::level::info;
     spdlog::log(level, "session {} user={} closed: reason={} {}", peer_,
                 user_.empty() ? "-" : user_, monitoring::to_string(closing.reason), closing.detail);
-    if (cancel_pid_ != 0) services_.cancels().remove(cancel_pid_);
-    if (backend_) {
-      if (!co_await keep_for_next_client(closing)) {
-        // A Terminate lets the backend end cleanly instead of logging an unexpected EOF;
-        // the relays keep the client's own from it.
-        std::string terminate;
-        protocol::append_terminate(terminate);
-        co_await backend_->stream.write_last_words(terminate);
-        backend_->stream.close();
-      }
-      services_.metrics().backend_connections(BackendRole::kPrimary).Decrement();
-    }
+    co_await release_primary(closing);
     if (!closing.client_error.empty()) co_await client_.write_last_words(closing.client_error);
     client_.close();
+  }
+
+  // Keeps the primary connection for the next client, or ends it; once. The cancel key goes
+  // first, so the client that left cannot cancel what the next one runs on a kept backend.
+  asio::awaitable<void> release_primary(const Closing& closing) {
+    if (cancel_pid_ != 0) services_.cancels().remove(std::exchange(cancel_pid_, 0));
+    if (!backend_ || std::exchange(primary_released_, true)) co_return;
+    if (!co_await keep_for_next_client(closing)) {
+      // A Terminate lets the backend end cleanly instead of logging an unexpected EOF;
+      // the relays keep the client's own from it.
+      std::string terminate;
+      protocol::append_terminate(terminate);
+      co_await backend_->stream.write_last_words(terminate);
+      backend_->stream.close();
+    }
+    services_.metrics().backend_connections(BackendRole::kPrimary).Decrement();
   }
 
   // Who this session is to the read router's cohort key.
@@ -597,6 +605,7 @@ private:
   std::string application_name_; //!< as the client's startup packet set it
   std::string client_leftover_;
   std::optional<BackendSession> backend_;
+  bool primary_released_ = false;               //!< backend_ kept for the next client or ended
   std::optional<LoginRequest> secondary_login_; //!< set when writes are mirrored
   std::string primary_database_;                //!< the database of the primary's login
   std::string pool_key_; //!< set when the primary connection may be kept (BackendPool)

@@ -304,6 +304,9 @@ public:
   asio::awaitable<Closing> run() {
     auto ended =
         co_await (closing_on_exception(client_pump()) || closing_on_exception(server_pump()));
+    // Bytes the primary sent past the last answer read (a notification, say) stay with the
+    // connection: one that has any is not kept for another client.
+    primary_.leftover = primary_reader_.take_leftover();
     co_return std::visit([](Closing& c) { return std::move(c); }, ended);
   }
 
@@ -1583,7 +1586,10 @@ private:
   // Before any other message reaches the primary, so must the BEGIN deferred before it.
   asio::awaitable<std::optional<Closing>> send_deferred_begin(char tag) {
     switch (tag) {
-    case 'X': deferred_begin_.reset(); co_return std::nullopt; // nothing began, nothing to end
+    case 'X': // nothing began on the primary, nothing to end: its connection may be kept
+      deferred_begin_.reset();
+      activity_.transaction_status = 'I';
+      co_return std::nullopt;
     case 'd':
     case 'c':
     case 'f': co_return std::nullopt; // COPY messages outside a COPY: PostgreSQL ignores them

@@ -30,9 +30,11 @@ public:
   MirrorRelay(const MirrorRelay&) = delete;
   MirrorRelay& operator=(const MirrorRelay&) = delete;
 
-  //! Relays until the client or the primary ends the session.
+  //! Relays until the client or the primary ends the session; then leaves what it read of
+  //! the primary past the last answer in the BackendSession's `leftover`.
   asio::awaitable<Closing> run();
-  //! Ends the secondary connection politely; call once run() is over.
+  //! Ends the secondary connection politely (async mode: once this session's committed
+  //! writes are applied or journaled); call once run() is over.
   asio::awaitable<void> finish();
 
 private:

@@ -1649,6 +1649,62 @@ def test_sessions_without_settings_take_turns_on_one_secondary_connection(pair, 
     assert_identical(primary, secondary, {"balances": "account"})
 
 
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_a_mirrored_sessions_primary_connection_is_kept_for_the_next_client_with_its_login(
+        pair, start_proxy, tmp_path, write_mode):
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+
+    def kept(count):  # the reset runs after the client has gone
+        return wait_for(lambda: proxy.metric("switchyard_backend_pool_idle") == count)
+
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        first = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        # What the session leaves behind on its backend must not reach the next client.
+        conn.execute("SET search_path = pg_catalog, public")
+        conn.execute("CREATE TEMP TABLE scratch (n int)")
+        conn.execute("PREPARE pick AS SELECT 1")
+        conn.execute("SELECT pg_advisory_lock(42)")
+        conn.execute("INSERT INTO events (account) VALUES (1)")
+    assert kept(1)
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] == first
+        assert conn.execute("SHOW search_path").fetchone()[0] == '"$user", public'
+        assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 0
+        assert conn.execute("SELECT to_regclass('pg_temp.scratch')").fetchone()[0] is None
+        assert conn.execute("SELECT pg_try_advisory_lock(42)").fetchone()[0]
+        conn.execute("INSERT INTO events (account) VALUES (2)")
+        conn.execute("UPDATE balances SET total = 0")  # nothing to update: a write all the same
+        # A client that leaves inside a transaction does not leave its backend for the next
+        # one (close() rolls back, where leaving a `with` block would commit).
+        other = psycopg.connect(proxy.dsn(), autocommit=True)
+        other_pid = other.execute("SELECT pg_backend_pid()").fetchone()[0]
+        other.execute("BEGIN")
+        other.execute("INSERT INTO events (account) VALUES (3)")
+        other.close()
+    assert kept(1)
+    assert primary.sql(f"SELECT count(*) FROM pg_stat_activity WHERE pid = {other_pid}") == "0"
+    # Another login (another application_name) gets a backend of its own.
+    with psycopg.connect(proxy.dsn(application_name="another_login"), autocommit=True) as conn:
+        assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] not in (first, other_pid)
+        conn.execute("INSERT INTO events (account) VALUES (4)")
+    assert kept(2)
+    # A BEGIN alone (a simple Query) waits in switchyard for the statement it goes ahead of:
+    # a client that leaves after it left nothing open on the primary.
+    lone_begin = psycopg.connect(proxy.dsn(), autocommit=True)
+    assert lone_begin.execute("SELECT pg_backend_pid()").fetchone()[0] == first
+    lone_begin.pgconn.exec_(b"BEGIN")
+    lone_begin.close()
+    assert kept(2)
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] == first
+    written = "SELECT string_agg(account::text, ',' ORDER BY id) FROM events"
+    for cluster in pair:  # async: once the secondary has applied them
+        assert wait_for(lambda c=cluster: c.sql(written) == "1,2,4")
+    assert_identical(primary, secondary, {"events": "id"})
+    assert proxy.metric("switchyard_journal_backlog") == 0
+
+
 def test_a_session_with_settings_writes_on_a_secondary_connection_of_its_own(pair, start_proxy, tmp_path):
     primary, secondary = pair
     for cluster in pair:
