@@ -43,7 +43,7 @@ bool is_quiet(CloseReason reason) {
          reason == CloseReason::kCancelRequest;
 }
 
-// Counts a client as active for as long as it lives, even if its coroutine throws, so a
+// Counts a client as active until release() or its end, even if its coroutine throws, so a
 // failure can never use up a max_clients slot for good.
 class ActiveClient {
 public:
@@ -51,15 +51,19 @@ public:
     ++services_.active_clients();
     services_.metrics().clients_active().Increment();
   }
-  ~ActiveClient() {
-    --services_.active_clients();
-    services_.metrics().clients_active().Decrement();
-  }
+  ~ActiveClient() { release(); }
   ActiveClient(const ActiveClient&) = delete;
   ActiveClient& operator=(const ActiveClient&) = delete;
 
+  void release() {
+    if (std::exchange(released_, true)) return;
+    --services_.active_clients();
+    services_.metrics().clients_active().Decrement();
+  }
+
 private:
   Services& services_;
+  bool released_ = false;
 };
 
 class ClientSession {
@@ -77,7 +81,6 @@ public:
 
   asio::awaitable<void> run() {
     services_.metrics().clients_accepted().Increment();
-    ActiveClient counted(services_);
 
     asio::steady_timer deadline(co_await asio::this_coro::executor,
                                 runtime_->config->limits.startup_timeout);
@@ -395,9 +398,11 @@ private:
                          client_leftover_);
       auto ended = co_await (mirror.run() || watchdog());
       Closing closing = std::visit([](Closing& c) { return std::move(c); }, ended);
-      // The primary connection first: the secondary's end waits for this session's queued
-      // writes (async mode), and the next client with this login need not.
+      // The primary connection and the client first: the secondary's end waits for this
+      // session's queued writes (async mode), which neither the next client with this login
+      // nor the client that left need wait for, nor count against max_clients.
       co_await release_primary(closing);
+      co_await release_client(closing);
       co_await mirror.finish();
       co_return closing;
     }
@@ -549,17 +554,24 @@ private:
                       : std::string(kRoleSwapMessage));
   }
 
-  // Counts and logs first, so the metric is settled by the time the client reads the error.
   asio::awaitable<void> finish(const Closing& closing) {
+    co_await release_primary(closing);
+    co_await release_client(closing);
+  }
+
+  // Ends the client's side, once: counts and logs first, so the metric is settled by the
+  // time the client reads the error. From then on the session is no client of max_clients.
+  asio::awaitable<void> release_client(const Closing& closing) {
+    if (std::exchange(client_released_, true)) co_return;
     services_.metrics().client_closed(closing.reason).Increment();
     auto level = is_quiet(closing.reason)                                    ? spdlog::level::debug
                  : closing.reason == monitoring::CloseReason::kInternalError ? spdlog::level::err
                                                                              : spdlog::level::info;
     spdlog::log(level, "session {} user={} closed: reason={} {}", peer_,
                 user_.empty() ? "-" : user_, monitoring::to_string(closing.reason), closing.detail);
-    co_await release_primary(closing);
     if (!closing.client_error.empty()) co_await client_.write_last_words(closing.client_error);
     client_.close();
+    active_.release();
   }
 
   // Keeps the primary connection for the next client, or ends it; once. The cancel key goes
@@ -606,11 +618,13 @@ private:
   std::string client_leftover_;
   std::optional<BackendSession> backend_;
   bool primary_released_ = false;               //!< backend_ kept for the next client or ended
+  bool client_released_ = false;                //!< the client's side ended (release_client)
   std::optional<LoginRequest> secondary_login_; //!< set when writes are mirrored
   std::string primary_database_;                //!< the database of the primary's login
   std::string pool_key_; //!< set when the primary connection may be kept (BackendPool)
   uint32_t cancel_pid_ = 0;
   SessionActivity activity_;
+  ActiveClient active_{services_};
 };
 
 } // namespace

@@ -1705,6 +1705,28 @@ def test_a_mirrored_sessions_primary_connection_is_kept_for_the_next_client_with
     assert proxy.metric("switchyard_journal_backlog") == 0
 
 
+def test_clients_that_left_do_not_count_against_max_clients_while_their_writes_apply(
+        pair, start_proxy, tmp_path):
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path)
+                        + "write_mode: async\nlimits:\n  max_clients: 2\n")
+    # The secondary's applier waits on a lock, so each session's end waits for its write.
+    holder = psycopg.connect(secondary.uri(), autocommit=True)
+    holder.execute("BEGIN")
+    holder.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+    try:
+        for n in range(5):
+            with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+                conn.execute("INSERT INTO events (account) VALUES (%s)", (n,))
+        assert proxy.metric("switchyard_mirror_async_queue") > 0
+        assert wait_for(lambda: proxy.metric("switchyard_clients_active") == 0)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert wait_for(lambda: async_settled(proxy), timeout=30)
+    assert_identical(primary, secondary, {"events": "id"})
+
+
 def test_a_session_with_settings_writes_on_a_secondary_connection_of_its_own(pair, start_proxy, tmp_path):
     primary, secondary = pair
     for cluster in pair:
