@@ -51,6 +51,8 @@ WORKLOADS = [  # (label, pgbench arguments); the custom script has random()/uuid
     ("bulk: statements of 20-100 rows", ["-f", "{bulk}"]),
     ("functions: an INSERT calling a function that writes another table", ["-f", "{functions}"]),
     ("defaults: an INSERT leaving a column to a DEFAULT that advances a counter", ["-f", "{defaults}"]),
+    # a client that connects for each transaction, as a PHP page or a serverless function does
+    ("-C: -N on a new connection per transaction", ["-N", "-C"]),
 ]
 
 # A function of the database's own that writes a table the INSERT calling it does not name
