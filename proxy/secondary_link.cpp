@@ -164,7 +164,16 @@ SecondaryLink::SecondaryLink(Services& services, std::shared_ptr<const Runtime> 
       peer_(std::move(peer)), login_key_(login_key(*runtime_, login_)),
       database_key_(SequenceMarks::database_key(runtime_->config->secondary_uri,
                                                 runtime_->role_generation, login_.database)),
-      executor_(executor), applied_(executor) {}
+      executor_(executor), applied_(executor) {
+  // A session shares for its whole life, not from its first write on: sessions that connect
+  // for one transaction each would otherwise leave their thread with no session sharing
+  // between writes, and their idle connections closed (a secondary login per 14
+  // transactions of pgbench -C).
+  if (shares_connections()) {
+    shared_connections().join(login_key_);
+    sharing_ = true;
+  }
+}
 
 void SecondaryLink::settle() {
   backfill::DivergenceJournal* journal = services_.journal();
@@ -432,7 +441,6 @@ asio::awaitable<Status> SecondaryLink::ensure_connected(bool may_share, uint64_t
   if (!connection_) {
     borrowed_ = may_share;
     if (borrowed_) {
-      if (!std::exchange(sharing_, true)) shared_connections().join(login_key_);
       while ((connection_ = shared_connections().take(login_key_))) {
         if (!connection_->session.stream.peer_closed()) co_return Ok{};
         connection_->session.stream.close();

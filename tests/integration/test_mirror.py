@@ -1727,6 +1727,23 @@ def test_clients_that_left_do_not_count_against_max_clients_while_their_writes_a
     assert_identical(primary, secondary, {"events": "id"})
 
 
+def test_clients_connecting_per_transaction_keep_using_the_shared_secondary_connection(
+        pair, start_proxy, tmp_path):
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "workers: 1\n"))
+    seen = set()
+    # Another session of the login is alive and idle throughout, as a pool's would be: a
+    # session shares from its start, not from its first write on.
+    with psycopg.connect(proxy.dsn(), autocommit=True):
+        for n in range(6):
+            with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+                conn.execute("INSERT INTO balances (account, total) VALUES (%s, 1)", (n,))
+                seen.update(secondary.sql("SELECT pid FROM pg_stat_activity WHERE backend_type ="
+                                          " 'client backend' AND pid <> pg_backend_pid()").split())
+    assert len(seen) == 1  # one login on the secondary, not one per client
+    assert_identical(primary, secondary, {"balances": "account"})
+
+
 def test_a_session_with_settings_writes_on_a_secondary_connection_of_its_own(pair, start_proxy, tmp_path):
     primary, secondary = pair
     for cluster in pair:
