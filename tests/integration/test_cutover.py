@@ -206,10 +206,18 @@ def test_ramp_plan_advances_then_promote_and_revert_lose_no_row(pair, start):
                   "  ramp:\n    steps: [5, 25, 50, 100]\n    soak: 1s\n    auto_advance: true\n"
                   "  gates:\n    interval: 500ms\n    window: 3s\n"
                   "    secondary_error_rate: {min_samples: 20}\n"
-                  "    latency_p99_ratio: {min_samples: 20, max: 50}\n")
+                  # Primary reads run on kept, warm backends; a secondary read that waits for a
+                  # new connection's login (about 34 ms on a VM with slow forks) is ~100x one.
+                  "    latency_p99_ratio: {min_samples: 20, max: 200}\n")
     safe_ids = [i for i in range(1, 1001) if i % 20]
+
+    def gates():  # in full: pytest shortens a dict in an assertion's message
+        now = status(proxy)
+        return str((now["state"], [(g["name"], g.get("value"), g.get("verdict"), g.get("samples"))
+                                   for g in now["gates"]]))
+
     with Load(proxy, readers=2, writers=2, ids=safe_ids) as load:
-        assert wait_for(lambda: status(proxy)["state"]["read_percent"] == 100, timeout=90), status(proxy)
+        assert wait_for(lambda: status(proxy)["state"]["read_percent"] == 100, timeout=90), gates()
         plan = [e["percent"] for e in proxy.audit() if e["actor"] == "ramp plan"]
         assert plan == [25, 50, 100]
         assert act(proxy, "promote", actor="test")["phase"] == "promoted"
