@@ -1708,7 +1708,9 @@ def test_a_mirrored_sessions_primary_connection_is_kept_for_the_next_client_with
 def test_clients_that_left_do_not_count_against_max_clients_while_their_writes_apply(
         pair, start_proxy, tmp_path):
     primary, secondary = pair
-    proxy = start_proxy(mirror_config(primary, secondary, tmp_path)
+    # A mirror.timeout longer than the test: the writes wait for the lock below rather than
+    # going to the journal, so the sessions' ends do too however slowly the clients come.
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  timeout: 60s\n")
                         + "write_mode: async\nlimits:\n  max_clients: 2\n")
     # The secondary's applier waits on a lock, so each session's end waits for its write.
     holder = psycopg.connect(secondary.uri(), autocommit=True)
