@@ -15,10 +15,19 @@ SWITCHYARD_BIN = Path(os.environ.get("SWITCHYARD_BIN", REPO / "build" / "proxy" 
 PASSWORD = "secret"
 
 
+_ports_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, never one this process was given before: two calls before
+    either port is bound (a proxy's listen and admin ports) could otherwise get the same one."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_handed_out:
+            _ports_handed_out.add(port)
+            return port
 
 
 def wait_for_port(port, timeout=15.0, process=None):
