@@ -194,19 +194,26 @@ class ClientWriter {
 public:
   ClientWriter(Stream& stream, SecondaryLink& link) : stream_(stream), link_(link) {}
 
+  //! The error of the write that failed, if one did; what follows it goes nowhere.
   asio::awaitable<error_code> write(std::string_view bytes) {
-    if (client_gone_) co_return error_code{};
+    if (client_gone_) co_return error_;
     pending_.append(bytes);
     if (busy_) co_return error_;
     busy_ = true;
-    while (!pending_.empty() && !error_) {
+    while (!pending_.empty() && !client_gone_) {
       if (link_.journal_unflushed()) co_await link_.journal_flushed();
       writing_.swap(pending_);
       pending_.clear();
-      error_ = co_await stream_.write_all(writing_);
+      if (auto ec = co_await stream_.write_all(writing_)) {
+        error_ = ec;
+        client_gone();
+        // The client pump learns it at its next read, which may wait on a socket that
+        // fails only for writes.
+        stream_.socket().cancel(ec);
+      }
     }
     busy_ = false;
-    co_return client_gone_ ? error_code{} : error_;
+    co_return error_;
   }
 
   //! The client logged off or hung up: what the session still answers goes nowhere, and
@@ -215,6 +222,9 @@ public:
     client_gone_ = true;
     pending_.clear();
   }
+
+  //! The error of the write to the client that failed; empty while none did.
+  const error_code& failure() const { return error_; }
 
 private:
   Stream& stream_;
@@ -317,16 +327,19 @@ private:
 
   asio::awaitable<Closing> client_pump() {
     while (true) {
+      // A write to the client failed: none of its requests read since is run.
+      if (writer_.failure()) co_return co_await client_lost(writer_.failure());
       auto frame = co_await client_reader_.read_frame();
       if (!frame) {
-        if (client_reader_.peer_closed()) {
-          if (auto c = co_await finish_requests_sent()) co_return std::move(*c);
-          co_return Closing{CloseReason::kClientDisconnect, "closed by peer", {}};
-        }
-        bool too_large = client_reader_.last_fault() == protocol::FrameFault::kTooLarge;
         if (client_reader_.last_fault() == protocol::FrameFault::kNone) {
-          co_return Closing{CloseReason::kClientDisconnect, frame.error(), {}};
+          if (writer_.failure()) continue; // it cancelled this read
+          // No ?: inside the co_await: GCC 12 destroys such a temporary twice.
+          std::string detail = client_reader_.peer_closed() ? "closed by peer" : frame.error();
+          co_return co_await client_lost(std::move(detail));
         }
+        // PostgreSQL answers what came before a message it cannot take, then refuses it.
+        if (auto c = co_await drain()) co_return std::move(*c);
+        bool too_large = client_reader_.last_fault() == protocol::FrameFault::kTooLarge;
         co_return refuse(too_large ? CloseReason::kMessageTooLarge
                                    : CloseReason::kProtocolViolation,
                          sqlstate::kProtocolViolation, frame.error());
@@ -639,7 +652,7 @@ private:
   read_copy_message(std::optional<Closing>& closing) {
     auto frame = co_await client_reader_.read_frame();
     if (!frame) {
-      closing = client_reader_.peer_closed()
+      closing = client_reader_.last_fault() == protocol::FrameFault::kNone
                     ? Closing{CloseReason::kClientDisconnect, "closed during COPY", {}}
                     : protocol_violation(frame.error());
       co_return std::nullopt;
@@ -709,8 +722,7 @@ private:
     std::string out;
     out.swap(to_client_);
     protocol::append_message(out, 'G', response);
-    if (auto ec = co_await writer_.write(out); ec)
-      co_return peer_gone(CloseReason::kClientDisconnect, ec);
+    if (auto ec = co_await writer_.write(out); ec) co_return co_await client_lost(ec);
 
     std::string data;
     size_t limit = runtime_->config->mirror.max_transaction_bytes;
@@ -1686,8 +1698,7 @@ private:
       // primary's answer to this Sync could only be the status it already reported.
       std::string ready;
       protocol::append_ready_for_query(ready, 'I');
-      if (auto ec = co_await writer_.write(ready); ec)
-        co_return peer_gone(CloseReason::kClientDisconnect, ec);
+      if (auto ec = co_await writer_.write(ready); ec) co_return co_await client_lost(ec);
       co_return std::nullopt;
     }
     // Counted from here: a session waiting for the secondary's commit is not idle (a role
@@ -2093,7 +2104,7 @@ private:
     }
     if (answer.state == SecondaryAnswer::State::kPartial) {
       if (auto ec = co_await writer_.write(out); ec) {
-        co_return SecondaryServed{true, peer_gone(CloseReason::kClientDisconnect, ec)};
+        co_return SecondaryServed{true, co_await client_lost(ec)};
       }
       out.clear();
       ClientSink sink = [this](std::string& batch) -> asio::awaitable<bool> {
@@ -2101,9 +2112,7 @@ private:
       };
       bool client_there = co_await stream_secondary_rest(link_, policy.timeout, kFlushThreshold,
                                                          digest, sink, describe);
-      if (!client_there)
-        co_return SecondaryServed{true,
-                                  Closing{CloseReason::kClientDisconnect, "closed by peer", {}}};
+      if (!client_there) co_return SecondaryServed{true, co_await client_lost(writer_.failure())};
       compare = false; // a long answer is not worth reading twice
     }
     if (!job.portal) { // a bound read's ReadyForQuery comes with the client's Sync
@@ -2114,7 +2123,7 @@ private:
     }
     stats_.observe_read_seconds(BackendRole::kSecondary, seconds_since(started));
     if (auto ec = co_await writer_.write(out); ec) {
-      co_return SecondaryServed{true, peer_gone(CloseReason::kClientDisconnect, ec)};
+      co_return SecondaryServed{true, co_await client_lost(ec)};
     }
     if (compare && status == 'I' && job.portal) {
       // The client's cycle is not over; its portals stay its own. Compare after its Sync.
@@ -2492,6 +2501,19 @@ private:
     co_return co_await drain();
   }
 
+  // The client hung up, or its socket failed (a client that dies with answers unread resets
+  // it): what the primary was sent still runs there, so the session finishes it as when the
+  // client logs off, and sends nothing more (PostgreSQL, failing to send, would run no more).
+  asio::awaitable<Closing> client_lost(std::string detail) {
+    if (auto c = co_await finish_requests_sent()) co_return std::move(*c);
+    co_return Closing{CloseReason::kClientDisconnect, std::move(detail), {}};
+  }
+
+  asio::awaitable<Closing> client_lost(const error_code& ec) {
+    Closing gone = peer_gone(CloseReason::kClientDisconnect, ec);
+    co_return co_await client_lost(std::move(gone.detail));
+  }
+
   // Extended-protocol messages reached the primary since the last Sync or Query.
   bool cycle_open() const { return primary_bytes_queued() != cycle_start_bytes_; }
 
@@ -2516,8 +2538,7 @@ private:
     out.swap(to_client_);
     out.append(ready);
     holding_ = false;
-    if (auto ec = co_await writer_.write(out); ec)
-      co_return peer_gone(CloseReason::kClientDisconnect, ec);
+    if (auto ec = co_await writer_.write(out); ec) co_return co_await client_lost(ec);
     co_return std::nullopt;
   }
 
@@ -2539,10 +2560,11 @@ private:
       bool flush = !holding_ && (idle || !primary_reader_.has_leftover());
       if (flush || to_client_.size() > kFlushThreshold) {
         if (!to_client_.empty()) {
+          // A failed write leaves the client pump to end the session once the answers owed
+          // are in (client_lost); the primary's answers are still read till then.
           std::string out;
           out.swap(to_client_);
-          if (auto ec = co_await writer_.write(out); ec)
-            co_return peer_gone(CloseReason::kClientDisconnect, ec);
+          co_await writer_.write(out);
         }
       }
       if (idle) wake_.cancel();

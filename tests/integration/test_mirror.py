@@ -563,6 +563,65 @@ def test_writes_a_client_sent_right_before_it_left_commit_on_both_databases(pair
     assert_identical(primary, secondary, {"notes": "body, written"})
     assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
 
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_writes_a_client_sent_before_its_connection_was_reset_commit_on_both_databases(pair, start_proxy,
+                                                                                      tmp_path, write_mode):
+    """A client that dies with answers unread hangs up with a TCP reset: switchyard's reads and
+    writes on its socket fail rather than meet an end of stream. PostgreSQL runs what it was
+    sent up to the answer it cannot send, committing a write whose Sync came with it. So must
+    the session, on both databases: once, a failed write to the client ended it at once, which
+    rolled such a write back on the primary (sync) or journaled it as a failed primary commit
+    (async). So did a message too large to take behind such a write. Nothing is journaled:
+    nothing was missed."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+
+    def insert(body, sleep=0.0):
+        return f"INSERT INTO notes (body) SELECT '{body}' FROM pg_sleep({sleep})"
+
+    def extended(sql):
+        return (message(b"P", cstr("") + cstr(sql) + struct.pack("!h", 0))
+                + message(b"B", cstr("") + cstr("") + struct.pack("!hhh", 0, 0, 0))
+                + message(b"E", cstr("") + struct.pack("!I", 0)) + message(b"S"))
+
+    # Reset while the primary runs a write: switchyard's read of the client fails.
+    # Reset with a large answer unread: its write to the client fails, mid-answer.
+    large_read = "SELECT repeat('x', 1000) FROM generate_series(1, 20000)"
+    for requests, expected in (
+            (message(b"Q", cstr(insert("slow", 0.5))) + message(b"Q", cstr(insert("after slow"))),
+             ["slow"]),
+            (extended(insert("slow extended", 0.5)) + extended(insert("after slow extended"))
+             + message(b"Q", cstr("BEGIN")) + message(b"Q", cstr(insert("open block"))),
+             ["slow extended"]),
+            (message(b"Q", cstr(large_read)) + message(b"Q", cstr(insert("after large read", 0.2))),
+             [])):
+        client = RawClient(proxy.port)
+        client.login_trust()
+        client.send(requests)
+        time.sleep(0.2)
+        client.reset()
+        assert wait_for(lambda: proxy.metric("switchyard_client_connections") == 0), proxy.log()
+        assert wait_for(lambda: async_settled(proxy)), proxy.log()
+        bodies = primary.sql("SELECT string_agg(body, ',' ORDER BY body) FROM notes").split(",")
+        assert set(expected) <= set(bodies), proxy.log()
+        assert_identical(primary, secondary, {"notes": "body, written"})
+    assert "open block" not in primary.sql("SELECT string_agg(body, ',') FROM notes")
+
+    # A message over limits.max_message_size behind a write: PostgreSQL answers what came
+    # before the message it cannot take, then refuses it.
+    client = RawClient(proxy.port)
+    client.login_trust()
+    client.send(extended(insert("before oversized", 0.5)) + b"Q" + struct.pack("!I", 0x7fffffff))
+    answers = client.read_until(b"E")
+    assert [tag for tag, _ in answers] == [b"1", b"2", b"C", b"Z", b"E"], answers
+    assert error_fields(answers[-1][1])["C"] == "08P01"
+    assert client.closed()
+    assert wait_for(lambda: async_settled(proxy)), proxy.log()
+    assert "before oversized" in primary.sql("SELECT string_agg(body, ',') FROM notes")
+    assert_identical(primary, secondary, {"notes": "body, written"})
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+
+
 def test_a_close_skipped_after_an_error_leaves_the_statement_known(pair, start_proxy, tmp_path):
     """After an error PostgreSQL skips the rest of the cycle, a Close of the statement too: the
     statement lives on, and switchyard must still know it carries a row image, or a Describe of

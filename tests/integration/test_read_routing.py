@@ -323,8 +323,11 @@ def test_secondary_killed_while_half_the_reads_go_to_it(start_proxy, tmp_path):
                    "-p", str(proxy.port), "-U", "postgres", "postgres"]
         bench = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  env={**os.environ, "PGPASSWORD": PASSWORD})
-        assert wait_for(lambda: proxy.metric("switchyard_reads_total", reason="cohort",
-                                             target="secondary") > 500, timeout=20)
+        if not wait_for(lambda: proxy.metric("switchyard_reads_total", reason="cohort",
+                                             target="secondary") > 500, timeout=20):
+            bench.kill()
+            out, err = bench.communicate()
+            pytest.fail(f"not 500 reads on the secondary in 20 s; pgbench:\n{out}{err}\n{proxy.log()}")
         secondary.signal(9)
         out, err = bench.communicate(timeout=60)
         assert bench.returncode == 0, out + err

@@ -78,6 +78,12 @@ class RawClient:
     def close(self):
         self.sock.close()
 
+    def reset(self):
+        """Hangs up with a TCP reset, as the kernel does for a client that dies with answers
+        unread: the server's reads and writes fail rather than meet an end of stream."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
 
 def error_fields(body: bytes):
     """The fields of an ErrorResponse body as {code letter: text}."""
