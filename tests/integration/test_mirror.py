@@ -815,6 +815,60 @@ def test_a_prepared_write_bound_while_ddl_waits_for_its_lock_runs_after_it(pair,
 
 
 @pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_a_write_into_a_table_the_secondary_is_still_creating_is_applied_once_it_has_it(
+        pair, start_proxy, tmp_path, write_mode):
+    """Autocommit DDL reaches the secondary after the primary committed it, so another
+    session's write into a table it created can reach the secondary first, which has no such
+    table yet (42P01, also when switchyard asks its catalog for the table's key). In sync mode
+    the write waits for the DDL there and is applied again; in async mode it is behind the
+    DDL in the commit order. Here the secondary's CREATE TABLE ... (LIKE events) waits for a
+    lock on events that a direct session holds there."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    outcome = {}
+    with psycopg.connect(secondary.uri(), autocommit=True) as holder, \
+            psycopg.connect(proxy.dsn(), autocommit=True) as writer:
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+
+        def migrate():
+            try:
+                with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+                    conn.execute("CREATE TABLE copies (LIKE events INCLUDING ALL)")
+            except psycopg.Error as e:
+                outcome["ddl error"] = e
+
+        migration = threading.Thread(target=migrate)
+        migration.start()
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        assert wait_for(lambda: secondary.sql(waiting) == "1", timeout=10), proxy.log()
+        assert primary.sql("SELECT count(*) FROM pg_tables WHERE tablename = 'copies'") == "1"
+
+        def write():
+            try:
+                outcome["rows"] = writer.execute("INSERT INTO copies (id, account) VALUES (5, 1), (6, 2)"
+                                                 " RETURNING id").fetchall()
+            except psycopg.Error as e:
+                outcome["error"] = e
+
+        writing = threading.Thread(target=write)
+        writing.start()
+        time.sleep(1)  # the write meets the missing table on the secondary, or waits in the queue
+        holder.execute("COMMIT")
+        migration.join(timeout=30)
+        writing.join(timeout=30)
+    assert "error" not in outcome and "ddl error" not in outcome, outcome
+    assert outcome["rows"] == [(5,), (6,)]
+    if write_mode == "async":
+        assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    else:
+        assert proxy.metric("switchyard_mirror_retried_after_ddl_total") == 1, proxy.log()
+    assert proxy.metric_sum("switchyard_mirror_failures_total") == 0, proxy.log()
+    assert proxy.metric("switchyard_journal_entries_total") == 0, proxy.log()
+    assert_identical(primary, secondary, {"copies": "id"})
+
+
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
 @pytest.mark.parametrize("ddl_in", ["autocommit", "block"])
 def test_a_prepared_write_bound_just_before_ddl_was_sent_runs_before_it(pair, start_proxy, tmp_path,
                                                                        write_mode, ddl_in):
