@@ -53,6 +53,10 @@ constexpr size_t kClassificationCacheSize = 1024;
 constexpr size_t kUnnamedReads = 64;
 constexpr size_t kMaxUnnamedRead = 4096;
 constexpr size_t kFlushThreshold = size_t{64} * 1024;
+// Requests sent to the primary and not yet answered, past which the session reads no more
+// from its client until they are: each costs an Expect, and a client that sends without
+// reading its answers is otherwise held back only by socket buffers (megabytes of them).
+constexpr size_t kMaxRequestsInFlight = 2048;
 // The secondary RowDescriptions a session keeps translated (see describe_as_primary), and for
 // how long before it asks the shared translation again.
 constexpr size_t kDescribedBodies = 256;
@@ -355,7 +359,9 @@ private:
       }
       std::optional<Closing> closing = co_await on_client_message(*frame);
       if (closing) co_return std::move(*closing);
-      if (!client_reader_.has_leftover() || to_primary_.size() > kFlushThreshold) {
+      if (expects_.size() >= kMaxRequestsInFlight) {
+        if (auto c = co_await answered_down_to(kMaxRequestsInFlight / 2)) co_return std::move(*c);
+      } else if (!client_reader_.has_leftover() || to_primary_.size() > kFlushThreshold) {
         if (auto c = co_await flush_primary()) co_return std::move(*c);
       }
     }
@@ -2521,6 +2527,20 @@ private:
   // ignores every message before that Sync (the error emptied expects_ up to it).
   bool skipping_to_sync() const { return cycle_failed_ && expects_.empty(); }
 
+  // Waits until the primary owes no more than `requests` answers; the rest stay in flight,
+  // so that it has work while the session takes more from the client.
+  asio::awaitable<std::optional<Closing>> answered_down_to(size_t requests) {
+    request_answers();
+    if (auto c = co_await flush_primary()) co_return c;
+    throttled_at_ = requests;
+    while (expects_.size() > requests) {
+      wake_.expires_at(Clock::time_point::max());
+      co_await wake_.async_wait(use_tuple);
+    }
+    throttled_at_.reset();
+    co_return std::nullopt;
+  }
+
   // Waits for the server pump to have every answer owed.
   asio::awaitable<void> answered() {
     while (!expects_.empty()) {
@@ -2567,7 +2587,7 @@ private:
           co_await writer_.write(out);
         }
       }
-      if (idle) wake_.cancel();
+      if (idle || (throttled_at_ && expects_.size() <= *throttled_at_)) wake_.cancel();
     }
   }
 
@@ -2948,7 +2968,8 @@ private:
   bool cycle_failed_ = false;       // an extended-protocol message failed; the rest waits for Sync
   bool transaction_failed_ = false; // an error since the transaction began: it rolls back
   char held_status_ = 'I';
-  bool copy_in_started_ = false; // the primary sent CopyInResponse
+  bool copy_in_started_ = false;       // the primary sent CopyInResponse
+  std::optional<size_t> throttled_at_; // the client pump waits for expects_ to shrink to this
   //! What switchyard's own query read (run_captured, ask_primary): rows, COPY data, error.
   struct Captured {
     std::vector<std::vector<protocol::Value>> rows;
