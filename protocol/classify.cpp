@@ -1837,7 +1837,7 @@ ClassifiedQuery ClassificationCache::get(std::string_view sql) {
     if (auto found = index_.find(shape.key); found != index_.end()) {
       ++hits_;
       entries_.splice(entries_.begin(), entries_, found->second);
-      return ClassifiedQuery{found->second->second, std::move(shape.spans)};
+      return ClassifiedQuery{found->second->classification, std::move(shape.spans)};
     }
   }
   ++misses_;
@@ -1852,16 +1852,22 @@ ClassifiedQuery ClassificationCache::get(std::string_view sql) {
   bool names_prepared_transaction =
       std::any_of(classification->statements.begin(), classification->statements.end(),
                   [](const Statement& s) { return !s.prepared_transaction.empty(); });
+  size_t bytes = shape.key.size() + classification->statements.size() * sizeof(Statement);
   if (shape.ok && classification->error.empty() && spans == shape.spans &&
-      !names_prepared_transaction) {
-    entries_.emplace_front(std::move(shape.key), classification);
-    index_.emplace(entries_.front().first, entries_.begin());
-    if (entries_.size() > capacity_) {
-      index_.erase(entries_.back().first);
-      entries_.pop_back();
-    }
+      !names_prepared_transaction && bytes <= byte_budget_ / 16) {
+    entries_.push_front(Entry{std::move(shape.key), classification, bytes});
+    index_.emplace(entries_.front().key, entries_.begin());
+    bytes_ += bytes;
+    while (entries_.size() > capacity_ || bytes_ > byte_budget_)
+      evict_oldest();
   }
   return ClassifiedQuery{std::move(classification), std::move(spans)};
+}
+
+void ClassificationCache::evict_oldest() {
+  bytes_ -= entries_.back().bytes;
+  index_.erase(entries_.back().key);
+  entries_.pop_back();
 }
 
 } // namespace switchyard::protocol

@@ -262,16 +262,30 @@ struct ClassifiedQuery {
 //! is cached only when libpg_query split the text into the same statements as the lexer did.
 class ClassificationCache {
 public:
-  explicit ClassificationCache(size_t capacity) : capacity_(capacity) {}
+  //! At most `capacity` shapes and about `byte_budget` bytes of keys and statements (one
+  //! parse of a long multi-statement text can outweigh a thousand ordinary ones); a shape
+  //! costing over a sixteenth of the budget is classified but not kept.
+  ClassificationCache(size_t capacity, size_t byte_budget)
+      : capacity_(capacity), byte_budget_(byte_budget) {}
 
   //! The classification of `sql`, computed on a miss.
   ClassifiedQuery get(std::string_view sql);
   size_t hits() const { return hits_; }
   size_t misses() const { return misses_; }
+  //! What the cached shapes are reckoned to cost (see the constructor).
+  size_t bytes() const { return bytes_; }
 
 private:
-  using Entry = std::pair<std::string, std::shared_ptr<const Classification>>;
+  struct Entry {
+    std::string key;
+    std::shared_ptr<const Classification> classification;
+    size_t bytes;
+  };
+  void evict_oldest();
+
   size_t capacity_;
+  size_t byte_budget_;
+  size_t bytes_ = 0;
   size_t hits_ = 0;
   size_t misses_ = 0;
   std::list<Entry> entries_; // most recently used first

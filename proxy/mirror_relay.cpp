@@ -49,6 +49,8 @@ double seconds_since(Clock::time_point start) {
 }
 
 constexpr size_t kClassificationCacheSize = 1024;
+// About what 1,024 ordinary statements cost there, twice over.
+constexpr size_t kClassificationCacheBytes = size_t{2} << 20;
 // Reads parsed into the unnamed statement whose PreparedInfo is kept, and the largest Parse.
 constexpr size_t kUnnamedReads = 64;
 constexpr size_t kMaxUnnamedRead = 4096;
@@ -303,7 +305,8 @@ public:
                         std::numeric_limits<uint32_t>::max()),
         writer_(client, link_), link_(services, runtime_, std::move(secondary_login),
                                       std::move(peer), primary.stream.socket().get_executor()),
-        cache_(kClassificationCacheSize), wake_(primary.stream.socket().get_executor()) {
+        cache_(kClassificationCacheSize, kClassificationCacheBytes),
+        wake_(primary.stream.socket().get_executor()) {
     client_reader_.prepend(client_leftover);
     functions_ = services_.function_volatility(oid_key_);
     known_read_only_ = [this](const std::string& name) {

@@ -556,7 +556,7 @@ TEST_CASE("query shapes replace literals and split statements as the parser does
 }
 
 TEST_CASE("classification cache shares one parse across literals and evicts the oldest") {
-  ClassificationCache cache(2);
+  ClassificationCache cache(2, size_t{1} << 20);
   auto first = cache.get("SELECT * FROM t WHERE id = 1");
   auto again = cache.get("SELECT * FROM t WHERE id = 12345");
   CHECK(again.classification == first.classification);
@@ -575,6 +575,35 @@ TEST_CASE("classification cache shares one parse across literals and evicts the 
         "a");
   CHECK(cache.get("PREPARE TRANSACTION 'b'").classification->statements[0].prepared_transaction ==
         "b");
+}
+
+TEST_CASE("classification cache keeps to its byte budget") {
+  constexpr size_t kBudget = 256 * 1024;
+  ClassificationCache cache(1024, kBudget);
+  auto batch = [](size_t statements, int name) {
+    std::string sql;
+    for (size_t i = 0; i < statements; ++i)
+      sql += "INSERT INTO t" + std::to_string(name) + " VALUES (1);";
+    return sql;
+  };
+  // Shapes of 20 statements each: cached, the oldest evicted to stay within the budget.
+  for (int name = 0; name < 100; ++name) {
+    std::string sql = batch(20, name);
+    CHECK(cache.get(sql).classification == cache.get(sql).classification);
+    CHECK(cache.bytes() <= kBudget);
+  }
+  CHECK(cache.bytes() > kBudget / 2);
+  size_t misses = cache.misses();
+  cache.get(batch(20, 99)); // the newest is there
+  CHECK(cache.misses() == misses);
+  cache.get(batch(20, 0)); // the oldest was evicted
+  CHECK(cache.misses() == misses + 1);
+  // One shape costing over a sixteenth of the budget is classified, never kept.
+  std::string large = batch(100, 0);
+  auto first = cache.get(large);
+  CHECK(first.classification->statements.size() == 100);
+  CHECK(cache.get(large).classification != first.classification);
+  CHECK(cache.bytes() <= kBudget);
 }
 
 TEST_CASE("row descriptions and data rows round-trip; images are found by the marker") {
