@@ -578,7 +578,7 @@ TEST_CASE("classification cache shares one parse across literals and evicts the 
 }
 
 TEST_CASE("classification cache keeps to its byte budget") {
-  constexpr size_t kBudget = 256 * 1024;
+  constexpr size_t kBudget = size_t{256} * 1024;
   ClassificationCache cache(1024, kBudget);
   auto batch = [](size_t statements, int name) {
     std::string sql;
