@@ -37,24 +37,6 @@ STREAMS = {
 }
 
 
-def read_ready(client, count):
-    """Reads answers until `count` ReadyForQuery messages came."""
-    received, offset, ready = bytearray(client.buffer), 0, 0
-    while ready < count:
-        chunk = client.sock.recv(1 << 20)
-        if not chunk:
-            raise EOFError("the connection closed")
-        received += chunk
-        while len(received) - offset >= 5:
-            length = struct.unpack_from("!I", received, offset + 1)[0]
-            if len(received) - offset < 1 + length:
-                break
-            ready += received[offset] == ord("Z")
-            offset += 1 + length
-        del received[:offset]
-        offset = 0
-
-
 def memory_kib(pid, field):
     with open(f"/proc/{pid}/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
@@ -74,7 +56,7 @@ def run(port, stream, requests, pid=None):
     sender.start()
     if pid:
         time.sleep(3)
-    read_ready(client, requests)
+    client.tags_until_ready(requests)
     elapsed = time.monotonic() - start
     sender.join()
     client.close()

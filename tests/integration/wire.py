@@ -58,6 +58,26 @@ class RawClient:
             if msg[0] == tag:
                 return seen
 
+    def tags_until_ready(self, count):
+        """The tags of the backend messages up to the `count`th ReadyForQuery, read in large
+        pieces (a pipeline's answers can be millions of messages)."""
+        received, tags, offset, ready = bytearray(self.buffer), bytearray(), 0, 0
+        while ready < count:
+            if len(received) - offset < 5 or \
+                    len(received) - offset < 1 + struct.unpack_from("!I", received, offset + 1)[0]:
+                del received[:offset]
+                offset = 0
+                chunk = self.sock.recv(1 << 20)
+                if not chunk:
+                    raise EOFError("connection closed")
+                received += chunk
+                continue
+            tags.append(received[offset])
+            ready += received[offset] == ord("Z")
+            offset += 1 + struct.unpack_from("!I", received, offset + 1)[0]
+        self.buffer = bytes(received[offset:])
+        return bytes(tags)
+
     def login_trust(self, user="postgres", database="postgres"):
         self.send(startup_packet(user, database))
         return self.read_until(b"Z")
