@@ -1365,19 +1365,44 @@ Classification classify_parsed(std::string_view sql, size_t nesting) {
   return result;
 }
 
-// classify() of a text whose QueryShape::nesting is known already.
-Classification classify_bounded(std::string_view sql, size_t nesting) {
+// A text longer than this is parsed a statement at a time: libpg_query's JSON of a whole text
+// and the tree read from it take 100 to 300 times the text's size at once.
+constexpr size_t kWholeParseBytes = size_t{64} * 1024;
+
+// Each statement of `sql` at the lexer's `spans` classified on its own, as the parser would have
+// in the whole text; nullopt when a span does not parse as one statement (an error, or a split
+// the lexer got wrong, such as a semicolon inside BEGIN ATOMIC ... END).
+std::optional<Classification>
+classify_each(std::string_view sql, const std::vector<StatementSpan>& spans, size_t nesting) {
   Classification result;
-  bool parsed = with_stack_for(nesting, [&] {
+  result.statements.reserve(spans.size());
+  for (const StatementSpan& span : spans) {
+    Classification one = classify_parsed(sql.substr(span.offset, span.length), nesting);
+    if (!one.error.empty() || one.statements.size() != 1) return std::nullopt;
+    Statement& statement = one.statements.front();
+    statement.offset += span.offset;
+    result.statements.push_back(std::move(statement));
+  }
+  return result;
+}
+
+// classify() of a text already lexed into `shape`.
+Classification classify_bounded(std::string_view sql, const QueryShape& shape) {
+  Classification result;
+  bool parsed = with_stack_for(shape.nesting, [&] {
     try {
-      result = classify_parsed(sql, nesting);
+      std::optional<Classification> each;
+      if (sql.size() > kWholeParseBytes && shape.ok && shape.spans.size() > 1) {
+        each = classify_each(sql, shape.spans, shape.nesting);
+      }
+      result = each ? std::move(*each) : classify_parsed(sql, shape.nesting);
     } catch (const std::exception& e) { // a parse tree not shaped as expected
       result = unparsed(sql, std::string("the parse tree could not be read: ") + e.what());
     }
   });
   if (!parsed) {
     result = unparsed(sql, "the statement nests too deeply for switchyard to classify (" +
-                               std::to_string(nesting) + " tokens deep, at most " +
+                               std::to_string(shape.nesting) + " tokens deep, at most " +
                                std::to_string(kMaxNesting) + ")");
   }
   return result;
@@ -1386,7 +1411,7 @@ Classification classify_bounded(std::string_view sql, size_t nesting) {
 } // namespace
 
 Classification classify(std::string_view sql) {
-  return classify_bounded(sql, query_shape(sql).nesting);
+  return classify_bounded(sql, query_shape(sql));
 }
 
 std::string with_row_image(std::string_view statement_text, const Statement& statement,
@@ -1841,8 +1866,7 @@ ClassifiedQuery ClassificationCache::get(std::string_view sql) {
     }
   }
   ++misses_;
-  auto classification =
-      std::make_shared<const Classification>(classify_bounded(sql, shape.nesting));
+  auto classification = std::make_shared<const Classification>(classify_bounded(sql, shape));
   std::vector<StatementSpan> spans;
   for (const Statement& statement : classification->statements) {
     spans.push_back(StatementSpan{statement.offset, statement.length});

@@ -454,6 +454,55 @@ TEST_CASE("the nesting bound counts what can nest, not what only repeats") {
   CHECK(query_shape("SELECT 'a)' || \"b(\" -- )").nesting == 5);
 }
 
+TEST_CASE("a long text is classified statement by statement, as the parser splits it") {
+  // Over 64 KiB a text is parsed a statement at a time; each must come out as in a short text.
+  std::string statements[] = {
+      "BEGIN",
+      " INSERT INTO t (a, b) VALUES (1, now()) RETURNING a",
+      "\n  UPDATE s.t AS x SET a = a + random() WHERE b = 'x;y' -- a; comment\n",
+      " SELECT $$;$$, \"q;\" FROM t /* ; */",
+      " CREATE TABLE u (id serial PRIMARY KEY, at timestamptz DEFAULT now())",
+      " COMMIT"};
+  std::string sql;
+  while (sql.size() <= size_t{64} * 1024) {
+    for (const std::string& statement : statements)
+      sql += statement + ";";
+  }
+  Classification whole = classify(sql);
+  CHECK(whole.error.empty());
+  REQUIRE(whole.statements.size() % std::size(statements) == 0);
+  auto summary = [](const Statement& s, size_t offset) {
+    return std::to_string(offset) + " " + std::to_string(s.length) + " " + s.node + " " +
+           std::to_string(static_cast<int>(s.kind)) + std::to_string(static_cast<int>(s.mirror)) +
+           std::to_string(static_cast<int>(s.transaction)) + std::to_string(s.has_returning) + " " +
+           s.target.qualified();
+  };
+  size_t offset = 0;
+  for (size_t i = 0; i < whole.statements.size(); ++i) {
+    const std::string& text = statements[i % std::size(statements)];
+    Statement alone = only(text);
+    alone.length = text.size();
+    CHECK(summary(whole.statements[i], whole.statements[i].offset) == summary(alone, offset));
+    offset += text.size() + 1;
+  }
+
+  // A function body of BEGIN ATOMIC ... END holds semicolons the lexer splits at: the text is
+  // then parsed whole, as the parser sees one statement there.
+  std::string atomic = "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; "
+                       "SELECT 2; END";
+  Classification with_body = classify(repeated("", "SELECT 1;", 10'000, atomic));
+  CHECK(with_body.error.empty());
+  REQUIRE(with_body.statements.size() == 10'001);
+  CHECK(with_body.statements.back().kind == StatementKind::kDdl);
+  CHECK(with_body.statements.back().length == atomic.size());
+
+  // A statement that does not parse makes the whole text one unknown statement, as when short.
+  Classification bad = classify(repeated("", "SELECT 1;", 10'000, "SELEC 2"));
+  CHECK_THAT(bad.error, Catch::Contains("syntax error"));
+  REQUIRE(bad.statements.size() == 1);
+  CHECK(bad.statements[0].kind == StatementKind::kUnknown);
+}
+
 TEST_CASE("row-image rewrite appends after the statement, even behind a comment") {
   Statement plain = only("INSERT INTO t VALUES (1) -- note");
   CHECK(with_row_image("INSERT INTO t VALUES (1) -- note", plain) ==
