@@ -87,6 +87,8 @@ constexpr SettingInfo kSettings[] = {
     {"tls.key_file", true, "PEM private key of tls.cert_file"},
     {"limits.max_clients", true, "client connections served at once"},
     {"limits.max_message_size", true, "largest message a client may send, in bytes"},
+    {"limits.max_statements_per_query", true,
+     "statements one query text may hold while writes are mirrored; more are refused"},
     {"limits.startup_timeout", true, "time a client has to finish startup and auth"},
     {"limits.client_idle_timeout", true, "close clients idle outside a transaction (0: never)"},
     {"limits.idle_in_transaction_timeout", true,
@@ -488,6 +490,8 @@ Result<std::shared_ptr<const Config>> parse_config(std::string_view yaml, std::s
   read_uint(root, "limits.max_clients", config->limits.max_clients, 1, 1'000'000, check);
   read_uint(root, "limits.max_message_size", config->limits.max_message_size, 1024, 1u << 30,
             check);
+  read_uint(root, "limits.max_statements_per_query", config->limits.max_statements_per_query, 1,
+            100'000'000, check);
   read_duration(root, "limits.startup_timeout", config->limits.startup_timeout, check);
   read_duration(root, "limits.client_idle_timeout", config->limits.client_idle_timeout, check);
   read_duration(root, "limits.idle_in_transaction_timeout",

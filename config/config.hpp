@@ -43,6 +43,9 @@ struct User {
 struct Limits {
   uint32_t max_clients = 1000;
   uint32_t max_message_size = 64u << 20;
+  //! Statements one query text may hold when switchyard mirrors (each costs it some memory
+  //! to classify); a text of more is refused.
+  uint32_t max_statements_per_query = 100'000;
   std::chrono::milliseconds startup_timeout{10'000};
   std::chrono::milliseconds client_idle_timeout{0};         //!< 0: never
   std::chrono::milliseconds idle_in_transaction_timeout{0}; //!< 0: never

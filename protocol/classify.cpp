@@ -1722,7 +1722,7 @@ std::optional<std::string> prepare_renamed(std::string_view prepare, std::string
          std::string(prepare.substr(end));
 }
 
-QueryShape query_shape(std::string_view sql) {
+QueryShape query_shape(std::string_view sql, size_t max_statements) {
   QueryShape shape;
   NestingBound nesting;
   size_t literal_end = 0; // a word right behind a literal is a token of its own
@@ -1735,7 +1735,7 @@ QueryShape query_shape(std::string_view sql) {
     tokens = false;
   };
   size_t i = 0;
-  while (i < sql.size()) {
+  while (i < sql.size() && shape.spans.size() <= max_statements) {
     char c = sql[i];
     char previous = i > 0 ? sql[i - 1] : ' ';
     if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
@@ -1851,13 +1851,21 @@ QueryShape query_shape(std::string_view sql) {
       ++i;
     }
   }
-  close_statement(sql.size());
+  if (shape.spans.size() <= max_statements) close_statement(sql.size());
   shape.nesting = nesting.finish();
   return shape;
 }
 
-ClassifiedQuery ClassificationCache::get(std::string_view sql) {
-  QueryShape shape = query_shape(sql);
+ClassifiedQuery ClassificationCache::get(std::string_view sql, size_t max_statements) {
+  QueryShape shape = query_shape(sql, max_statements);
+  if (shape.spans.size() > max_statements) {
+    ++misses_;
+    Classification refused =
+        unparsed(sql, "the text holds more than " + std::to_string(max_statements) + " statements");
+    refused.too_many_statements = true;
+    return ClassifiedQuery{std::make_shared<const Classification>(std::move(refused)),
+                           {StatementSpan{0, sql.size()}}};
+  }
   if (shape.ok) {
     if (auto found = index_.find(shape.key); found != index_.end()) {
       ++hits_;

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <list>
 #include <memory>
 #include <optional>
@@ -162,6 +163,9 @@ struct Statement {
 struct Classification {
   std::vector<Statement> statements;
   std::string error;
+  //! The text holds more statements than the lookup allowed (ClassificationCache::get): it was
+  //! not parsed, and `error` says so.
+  bool too_many_statements = false;
 
   bool needs_mirror() const;
   bool has_transaction_control() const;
@@ -243,7 +247,9 @@ struct QueryShape {
   //! are side by side in the tree.
   size_t nesting = 0;
 };
-QueryShape query_shape(std::string_view sql);
+//! The shape of `sql`, lexed only up to its statement past `max_statements` (which `spans`
+//! then ends with): a text of more is not to be parsed, and its cost is bounded.
+QueryShape query_shape(std::string_view sql, size_t max_statements = SIZE_MAX);
 
 //! A classification and where its statements are in the text that was looked up.
 struct ClassifiedQuery {
@@ -268,8 +274,9 @@ public:
   ClassificationCache(size_t capacity, size_t byte_budget)
       : capacity_(capacity), byte_budget_(byte_budget) {}
 
-  //! The classification of `sql`, computed on a miss.
-  ClassifiedQuery get(std::string_view sql);
+  //! The classification of `sql`, computed on a miss; `too_many_statements` when it holds more
+  //! than `max_statements` (a parse costs memory per statement, see classify.cpp).
+  ClassifiedQuery get(std::string_view sql, size_t max_statements = SIZE_MAX);
   size_t hits() const { return hits_; }
   size_t misses() const { return misses_; }
   //! What the cached shapes are reckoned to cost (see the constructor).

@@ -77,6 +77,20 @@ constexpr std::string_view kRejectDdl =
     "DO $switchyard$BEGIN RAISE EXCEPTION 'DDL is refused while switchyard mirrors writes "
     "(mirror.ddl is reject)' USING ERRCODE = 'feature_not_supported'; END$switchyard$";
 
+// What a Query of more statements than limits.max_statements_per_query runs instead: the
+// primary refuses it (54000) as PostgreSQL fails a statement, so a transaction block it is in
+// aborts. A SQLite primary has no DO; switchyard's SQLite engine has a function for it.
+std::string statement_limit_refusal(size_t max_statements, protocol::Dialect dialect) {
+  std::string message = "the query holds more than " + std::to_string(max_statements) +
+                        " statements, the most switchyard classifies in one query string "
+                        "(limits.max_statements_per_query); send them in several queries";
+  if (dialect == protocol::Dialect::kSqlite) {
+    return "SELECT switchyard_program_limit_exceeded('" + message + "')";
+  }
+  return "DO $switchyard$BEGIN RAISE EXCEPTION '" + message +
+         "' USING ERRCODE = 'program_limit_exceeded'; END$switchyard$";
+}
+
 // "cached plan must not change result type": a prepared statement's table changed under it.
 constexpr std::string_view kResultTypeChanged = "0A000";
 
@@ -417,7 +431,18 @@ private:
   asio::awaitable<std::optional<Closing>> on_query(std::string_view sql) {
     unsent_parse_.clear();      // a Query ends the unnamed statement on the primary too
     temporaries_asked_.reset(); // what the Query runs may create or drop them
-    protocol::ClassifiedQuery query = cache_.get(sql);
+    size_t max_statements = runtime_->config->limits.max_statements_per_query;
+    protocol::ClassifiedQuery query = cache_.get(sql, max_statements);
+    std::string refusal;
+    if (query.classification->too_many_statements) {
+      refusal = statement_limit_refusal(max_statements, primary_dialect());
+      sql = refusal;
+      query = cache_.get(sql);
+      auto pinned = std::make_shared<protocol::Classification>(*query.classification);
+      for (protocol::Statement& s : pinned->statements)
+        s.pinned_call = true; // the primary's answer, never a read routed to the secondary
+      query.classification = std::move(pinned);
+    }
     if (query.classification->statements.size() == 1) { // an EXECUTE of a read is that read
       if (auto executed = executed_statement(query.classification->statements[0]);
           executed && executed->statements[0].kind == StatementKind::kRead) {
@@ -1090,7 +1115,10 @@ private:
     }
     auto info = std::make_shared<PreparedInfo>();
     info->types = parse->parameter_types;
-    protocol::ClassifiedQuery query = cache_.get(parse->query);
+    // Over the limit it is one unknown statement, which the primary refuses: a prepared
+    // statement holds one.
+    protocol::ClassifiedQuery query =
+        cache_.get(parse->query, runtime_->config->limits.max_statements_per_query);
     info->classification = query.classification;
     info->text = parse->query;
     const auto& statements = info->classification->statements;
@@ -2371,7 +2399,8 @@ private:
     if (!field) co_return std::nullopt; // on_parse or on_bind refuses it
     std::shared_ptr<const protocol::Classification> classification;
     if (frame.tag == 'P') {
-      classification = cache_.get(*field).classification;
+      classification =
+          cache_.get(*field, runtime_->config->limits.max_statements_per_query).classification;
     } else {
       auto found = statements_.find(std::string(*field));
       if (found == statements_.end() || !found->second) co_return std::nullopt;

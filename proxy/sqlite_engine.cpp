@@ -78,6 +78,14 @@ void version_function(sqlite3_context* context, int, sqlite3_value**) {
   sqlite3_result_text(context, text.c_str(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
 }
 
+// switchyard_program_limit_exceeded(message): fails with `message` as SQLSTATE 54000. What
+// MirrorRelay runs on a SQLite primary in place of a query it refuses (PostgreSQL's DO).
+void program_limit_exceeded_function(sqlite3_context* context, int, sqlite3_value** arguments) {
+  const auto* message = reinterpret_cast<const char*>(sqlite3_value_text(arguments[0]));
+  sqlite3_result_error(context, message != nullptr ? message : "program limit exceeded", -1);
+  sqlite3_result_error_code(context, SQLITE_TOOBIG);
+}
+
 void uuid_function(sqlite3_context* context, int, sqlite3_value**) {
   unsigned char bytes[16];
   sqlite3_randomness(sizeof bytes, bytes);
@@ -119,6 +127,8 @@ SqliteConnection::open(const std::string& path, std::chrono::milliseconds busy_t
                           version_function, nullptr, nullptr);
   sqlite3_create_function(db, "gen_random_uuid", 0, kFlags, nullptr, uuid_function, nullptr,
                           nullptr);
+  sqlite3_create_function(db, "switchyard_program_limit_exceeded", 1, kFlags, nullptr,
+                          program_limit_exceeded_function, nullptr, nullptr);
   return connection;
 }
 

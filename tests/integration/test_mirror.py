@@ -664,6 +664,39 @@ def test_a_client_that_sends_without_reading_its_answers_costs_bounded_memory(pa
     assert [tag for tag, _ in client.read_until(b"Z")] == [b"T", b"D", b"C", b"Z"]
 
 
+def test_a_query_of_more_statements_than_the_limit_is_refused_and_runs_nothing(pair, start_proxy, tmp_path):
+    """Each statement of a query string costs the session memory while it is classified; past
+    limits.max_statements_per_query the query is refused with 54000 as PostgreSQL fails a
+    statement: nothing of it runs on either database, and a transaction block it is in aborts."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "limits:\n  max_statements_per_query: 1000\n"))
+    client = RawClient(proxy.port, timeout=60)
+    client.login_trust()
+    insert = "INSERT INTO notes (body) VALUES ('batch');"
+
+    def query(sql):
+        client.send(message(b"Q", cstr(sql)))
+        return client.read_until(b"Z")
+
+    # Nothing of the text runs: not its BEGIN either, as when PostgreSQL cannot parse a text.
+    for before, sql, status in (("", insert * 1001, b"I"), ("", "BEGIN;" + insert * 1000, b"I"),
+                                ("BEGIN", insert * 1001, b"E")):
+        if before:
+            assert [tag for tag, _ in query(before)] == [b"C", b"Z"]
+        answer = query(sql)
+        assert [tag for tag, _ in answer] == [b"E", b"Z"] and answer[-1][1] == status
+        error = error_fields(answer[0][1])
+        assert error["C"] == "54000"
+        assert "more than 1000 statements" in error["M"] and "max_statements_per_query" in error["M"]
+    assert [tag for tag, _ in query("ROLLBACK")] == [b"C", b"Z"]
+    assert primary.sql("SELECT count(*) FROM notes") == secondary.sql("SELECT count(*) FROM notes") == "0"
+
+    answer = query(insert * 1000)  # at the limit: every statement runs, on both
+    assert [tag for tag, _ in answer] == [b"C"] * 1000 + [b"Z"] and answer[-1][1] == b"I"
+    assert primary.sql("SELECT count(*) FROM notes") == "1000"
+    assert primary.checksum("notes", order="body, written") == secondary.checksum("notes", order="body, written")
+
+
 def test_a_long_query_string_is_classified_a_statement_at_a_time(pair, start_proxy, tmp_path, monkeypatch):
     """libpg_query's parse tree of a whole query string, and the JSON it comes as, cost 100 to 300
     times the text's size: this 0.9 MB text of 100,000 statements grew the proxy by 249 MiB

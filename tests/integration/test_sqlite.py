@@ -173,6 +173,31 @@ def test_one_query_message_with_many_statements_and_a_trigger(start_proxy, tmp_p
         assert conn.execute("SELECT count(*) FROM audit").fetchone() == (3000,)
 
 
+def test_a_query_of_more_statements_than_the_limit_is_refused_by_a_sqlite_primary(start_proxy, tmp_path):
+    """As with a PostgreSQL primary (test_mirror): 54000 with the reason, and nothing runs."""
+    cluster = PgCluster().start()
+    try:
+        cluster.sql(PG_SCHEMA)
+        path = tmp_path / "primary.db"
+        sqlite_exec(path, SQLITE_SCHEMA)
+        proxy = start_proxy(f"primary: sqlite:{path}\nsecondary: {cluster.uri()}\n"
+                            f"mirror:\n  journal: {tmp_path}/journal.jsonl\n"
+                            "read_percent: 100\nlimits:\n  max_statements_per_query: 100\n")
+        client = RawClient(proxy.port)
+        client.login_trust()
+        client.send(message(b"Q", cstr("INSERT INTO items (name) VALUES ('x');" * 101)))
+        answer = client.read_until(b"Z")
+        assert [tag for tag, _ in answer] == [b"E", b"Z"]
+        error = error_fields(answer[0][1])
+        assert error["C"] == "54000" and "more than 100 statements" in error["M"], error
+        client.send(message(b"Q", cstr("INSERT INTO items (name) VALUES ('x');" * 100)))
+        assert [tag for tag, _ in client.read_until(b"Z")] == [b"C"] * 100 + [b"Z"]
+        assert rows_from_sqlite(path, "items", "id") == rows_from_pg(cluster, "items", "id")
+        assert len(rows_from_pg(cluster, "items", "id")) == 100
+    finally:
+        cluster.destroy()
+
+
 def test_edge_values_round_trip_and_bad_ones_are_refused(start_proxy, tmp_path):
     proxy = sqlite_proxy(start_proxy, tmp_path)
     values = [(1, None, "", None, b""), (2, -2**63, "ünïcødé ✓", float("inf"), b"\x00\x01\x00\xff"),

@@ -655,6 +655,24 @@ TEST_CASE("classification cache keeps to its byte budget") {
   CHECK(cache.bytes() <= kBudget);
 }
 
+TEST_CASE("a text of more statements than a lookup allows is not parsed") {
+  CHECK(query_shape("SELECT 1; SELECT 2; SELECT 3", 1).spans.size() == 2);
+  CHECK(query_shape("SELECT 1; SELECT 2", 2).spans.size() == 2);
+  ClassificationCache cache(1024, size_t{2} << 20);
+  std::string sql = repeated("", "INSERT INTO t VALUES (now());", 101);
+  ClassifiedQuery over = cache.get(sql, 100);
+  CHECK(over.classification->too_many_statements);
+  CHECK_THAT(over.classification->error, Catch::Contains("more than 100 statements"));
+  REQUIRE(over.classification->statements.size() == 1);
+  CHECK(over.classification->statements[0].kind == StatementKind::kUnknown);
+  CHECK(over.text(sql, 0) == sql);
+  ClassifiedQuery within = cache.get(sql, 101);
+  CHECK_FALSE(within.classification->too_many_statements);
+  CHECK(within.classification->statements.size() == 101);
+  CHECK(cache.get(sql, 101).classification == within.classification); // cached
+  CHECK(cache.get(sql, 100).classification->too_many_statements);     // yet still refused
+}
+
 TEST_CASE("row descriptions and data rows round-trip; images are found by the marker") {
   std::vector<FieldDescription> fields(3);
   fields[0].name = "a";
