@@ -1365,19 +1365,65 @@ Classification classify_parsed(std::string_view sql, size_t nesting) {
   return result;
 }
 
-// A text longer than this is parsed a statement at a time: libpg_query's JSON of a whole text
-// and the tree read from it take 100 to 300 times the text's size at once.
+// A text longer than this is parsed a statement at a time, and a statement longer than this
+// with its VALUES rows of one shape once: libpg_query's JSON of a whole text and the tree read
+// from it take 100 to 300 times the text's size at once.
 constexpr size_t kWholeParseBytes = size_t{64} * 1024;
 
+// A statement whose VALUES list repeats a few shapes of row (a bulk INSERT, its rows differing
+// in their constants alone), classified from the first row of each shape: what an INSERT's
+// classification takes from its rows is the same for rows of one shape, save
+// PartlyValued::given, which is spread back over every row. nullopt for anything else, or
+// when those rows are not shorter than kWholeParseBytes.
+std::optional<Classification> classify_distinct_rows(std::string_view statement, size_t nesting) {
+  std::vector<StatementSpan> rows = values_rows(statement);
+  if (rows.size() < 2) return std::nullopt;
+  std::unordered_map<std::string, size_t> shapes; // a row's shape → its place among the kept
+  std::vector<size_t> shape_of;                   // per row
+  shape_of.reserve(rows.size());
+  std::string kept(statement.substr(0, rows.front().offset));
+  for (const StatementSpan& row : rows) {
+    std::string_view text = statement.substr(row.offset, row.length);
+    auto [found, added] = shapes.try_emplace(query_shape(text).key, shapes.size());
+    if (added) {
+      if (found->second > 0) kept += ", ";
+      kept += text;
+      if (kept.size() > kWholeParseBytes) return std::nullopt;
+    }
+    shape_of.push_back(found->second);
+  }
+  kept += statement.substr(rows.back().offset + rows.back().length);
+  Classification result = classify_parsed(kept, nesting);
+  if (!result.error.empty() || result.statements.size() != 1 ||
+      result.statements[0].node != "InsertStmt") {
+    return std::nullopt;
+  }
+  Statement& insert = result.statements[0];
+  insert.offset = 0;
+  insert.length = statement.size();
+  for (PartlyValued& column : insert.partly_valued) {
+    std::vector<bool> given;
+    given.reserve(shape_of.size());
+    for (size_t shape : shape_of)
+      given.push_back(column.given[shape]);
+    column.given = std::move(given);
+  }
+  return result;
+}
+
 // Each statement of `sql` at the lexer's `spans` classified on its own, as the parser would have
-// in the whole text; nullopt when a span does not parse as one statement (an error, or a split
-// the lexer got wrong, such as a semicolon inside BEGIN ATOMIC ... END).
+// in the whole text (a long one from its distinct rows); nullopt when a span does not parse as
+// one statement (an error, or a split the lexer got wrong, such as a semicolon inside
+// BEGIN ATOMIC ... END).
 std::optional<Classification>
 classify_each(std::string_view sql, const std::vector<StatementSpan>& spans, size_t nesting) {
   Classification result;
   result.statements.reserve(spans.size());
   for (const StatementSpan& span : spans) {
-    Classification one = classify_parsed(sql.substr(span.offset, span.length), nesting);
+    std::string_view text = sql.substr(span.offset, span.length);
+    std::optional<Classification> rows;
+    if (text.size() > kWholeParseBytes) rows = classify_distinct_rows(text, nesting);
+    Classification one = rows ? std::move(*rows) : classify_parsed(text, nesting);
     if (!one.error.empty() || one.statements.size() != 1) return std::nullopt;
     Statement& statement = one.statements.front();
     statement.offset += span.offset;
@@ -1392,7 +1438,7 @@ Classification classify_bounded(std::string_view sql, const QueryShape& shape) {
   bool parsed = with_stack_for(shape.nesting, [&] {
     try {
       std::optional<Classification> each;
-      if (sql.size() > kWholeParseBytes && shape.ok && shape.spans.size() > 1) {
+      if (sql.size() > kWholeParseBytes && shape.ok && !shape.spans.empty()) {
         each = classify_each(sql, shape.spans, shape.nesting);
       }
       result = each ? std::move(*each) : classify_parsed(sql, shape.nesting);
@@ -1612,14 +1658,16 @@ private:
   std::vector<Level> levels_{1};
 };
 
+// Whether `word` is `keyword` (lower case), in any case.
+bool is_keyword(std::string_view word, std::string_view keyword) {
+  return word.size() == keyword.size() &&
+         std::equal(word.begin(), word.end(), keyword.begin(), [](char a, char b) {
+           return std::tolower(static_cast<unsigned char>(a)) == b;
+         });
+}
+
 bool is_set_operation(std::string_view word) {
-  auto equals = [&](std::string_view keyword) {
-    return word.size() == keyword.size() &&
-           std::equal(word.begin(), word.end(), keyword.begin(), [](char a, char b) {
-             return std::tolower(static_cast<unsigned char>(a)) == b;
-           });
-  };
-  return equals("union") || equals("intersect") || equals("except");
+  return is_keyword(word, "union") || is_keyword(word, "intersect") || is_keyword(word, "except");
 }
 
 // Where the statement of `prepare` (PREPARE name [(types)] AS statement) starts: after its
@@ -1662,7 +1710,111 @@ std::optional<size_t> prepared_statement_offset(std::string_view prepare) {
   return std::nullopt;
 }
 
+// Where the string constant opening at `pos` ends, just past its quote; npos if it does not.
+// E'...' takes backslash escapes (standard_conforming_strings otherwise).
+size_t string_constant_end(std::string_view sql, size_t pos) {
+  bool escapes = pos > 0 && (sql[pos - 1] == 'E' || sql[pos - 1] == 'e') &&
+                 (pos < 2 || !is_identifier_char(sql[pos - 2]));
+  size_t j = pos + 1;
+  while (j < sql.size()) {
+    bool escaped = escapes && sql[j] == '\\';
+    bool doubled = sql[j] == '\'' && j + 1 < sql.size() && sql[j + 1] == '\'';
+    if (escaped || doubled) {
+      j += 2;
+    } else if (sql[j] == '\'') {
+      return j + 1;
+    } else {
+      ++j;
+    }
+  }
+  return std::string_view::npos;
+}
+
+// Where the quoted identifier opening at `pos` ends, just past its quote; npos if it does not.
+size_t quoted_identifier_end(std::string_view sql, size_t pos) {
+  size_t j = pos + 1;
+  while (j < sql.size() && !(sql[j] == '"' && (j + 1 >= sql.size() || sql[j + 1] != '"'))) {
+    j += sql[j] == '"' ? 2 : 1;
+  }
+  return j < sql.size() ? j + 1 : std::string_view::npos;
+}
+
+// Where the comment, string constant, quoted identifier or dollar-quoted string at `pos` ends
+// (npos if it does not); `pos` itself when none starts there.
+size_t opaque_end(std::string_view sql, size_t pos) {
+  char c = sql[pos];
+  char next = pos + 1 < sql.size() ? sql[pos + 1] : ' ';
+  if (c == '-' && next == '-') {
+    size_t end = sql.find('\n', pos);
+    return end == std::string_view::npos ? sql.size() : end;
+  }
+  if (c == '/' && next == '*') return block_comment_end(sql, pos);
+  if (c == '\'') return string_constant_end(sql, pos);
+  if (c == '"') return quoted_identifier_end(sql, pos);
+  if (c == '$' && (pos == 0 || !is_identifier_char(sql[pos - 1]))) {
+    if (size_t tag = dollar_tag_length(sql, pos); tag > 0) {
+      size_t end = sql.find(sql.substr(pos, tag), pos + tag);
+      return end == std::string_view::npos ? end : end + tag;
+    }
+  }
+  return pos;
+}
+
 } // namespace
+
+std::vector<StatementSpan> values_rows(std::string_view statement) {
+  std::vector<StatementSpan> rows;
+  size_t depth = 0;
+  size_t row_start = 0;
+  bool in_list = false;    // past the VALUES keyword
+  bool expect_row = false; // in the list, where a row's bracket must come
+  size_t i = 0;
+  while (i < statement.size()) {
+    char c = statement[i];
+    size_t end = opaque_end(statement, i);
+    if (end == std::string_view::npos) return {};
+    bool comment = c == '-' || c == '/';
+    if (end != i && !(in_list && depth == 0 && !comment)) {
+      i = end;
+      continue;
+    }
+    if (std::isspace(static_cast<unsigned char>(c))) {
+      ++i;
+      continue;
+    }
+    if (in_list && depth == 0) {
+      if (!expect_row) {
+        if (c != ',') return rows; // the list ends: ON CONFLICT, RETURNING ...
+        expect_row = true;
+      } else if (c == '(') {
+        row_start = i;
+        expect_row = false;
+        depth = 1;
+      } else {
+        return {};
+      }
+      ++i;
+    } else if (c == '(' || c == '[') {
+      ++depth;
+      ++i;
+    } else if (c == ')' || c == ']') {
+      if (depth == 0) return {};
+      if (--depth == 0 && in_list) rows.push_back(StatementSpan{row_start, i + 1 - row_start});
+      ++i;
+    } else if (is_identifier_char(c)) {
+      size_t word_end = i;
+      while (word_end < statement.size() && is_identifier_char(statement[word_end]))
+        ++word_end;
+      if (depth == 0 && !in_list && is_keyword(statement.substr(i, word_end - i), "values")) {
+        in_list = expect_row = true;
+      }
+      i = word_end;
+    } else {
+      ++i;
+    }
+  }
+  return in_list && !expect_row && depth == 0 ? rows : std::vector<StatementSpan>{};
+}
 
 std::optional<std::string> prepare_with_row_image(std::string_view statement_text,
                                                   const Statement& statement, Dialect dialect) {
@@ -1752,39 +1904,22 @@ QueryShape query_shape(std::string_view sql, size_t max_statements) {
       shape.key.append(sql.substr(i, j - i));
       i = j;
     } else if (c == '\'') {
-      // E'...' takes backslash escapes; the E is already in the key as an identifier char.
-      bool escapes =
-          (previous == 'E' || previous == 'e') && (i < 2 || !is_identifier_char(sql[i - 2]));
-      size_t j = i + 1;
-      while (true) {
-        if (j >= sql.size()) {
-          shape.ok = false;
-          break;
-        }
-        if (escapes && sql[j] == '\\') {
-          j += 2;
-        } else if (sql[j] == '\'') {
-          if (j + 1 < sql.size() && sql[j + 1] == '\'') {
-            j += 2;
-          } else {
-            ++j;
-            break;
-          }
-        } else {
-          ++j;
-        }
+      // The E of E'...' is already in the key as an identifier char.
+      size_t j = string_constant_end(sql, i);
+      if (j == std::string_view::npos) {
+        shape.ok = false;
+        j = sql.size();
       }
       shape.key += '?';
       tokens = true;
       nesting.token();
-      i = literal_end = std::min(j, sql.size());
+      i = literal_end = j;
     } else if (c == '"') {
-      size_t j = i + 1;
-      while (j < sql.size() && !(sql[j] == '"' && (j + 1 >= sql.size() || sql[j + 1] != '"'))) {
-        j += sql[j] == '"' ? 2 : 1;
+      size_t j = quoted_identifier_end(sql, i);
+      if (j == std::string_view::npos) {
+        shape.ok = false;
+        j = sql.size();
       }
-      if (j >= sql.size()) shape.ok = false;
-      j = std::min(j + 1, sql.size());
       shape.key.append(sql.substr(i, j - i));
       tokens = true;
       nesting.token();

@@ -251,6 +251,11 @@ struct QueryShape {
 //! then ends with): a text of more is not to be parsed, and its cost is bounded.
 QueryShape query_shape(std::string_view sql, size_t max_statements = SIZE_MAX);
 
+//! The rows of the VALUES list of `statement` (the first VALUES keyword outside brackets, as
+//! an INSERT's), each with its brackets; empty when there is no such list, or the text does
+//! not lex cleanly.
+std::vector<StatementSpan> values_rows(std::string_view statement);
+
 //! A classification and where its statements are in the text that was looked up.
 struct ClassifiedQuery {
   std::shared_ptr<const Classification> classification;

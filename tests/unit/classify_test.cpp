@@ -655,6 +655,69 @@ TEST_CASE("classification cache keeps to its byte budget") {
   CHECK(cache.bytes() <= kBudget);
 }
 
+TEST_CASE("the rows of a statement's VALUES list") {
+  std::string sql = "INSERT INTO t (a, b) VALUES (1, '(x'), ($$)$$, f(2, [3])) /* ( */ , -- )\n"
+                    "(E'\\')', \"a)\") ON CONFLICT (a) DO NOTHING";
+  std::vector<StatementSpan> rows = values_rows(sql);
+  REQUIRE(rows.size() == 3);
+  CHECK(sql.substr(rows[0].offset, rows[0].length) == "(1, '(x')");
+  CHECK(sql.substr(rows[1].offset, rows[1].length) == "($$)$$, f(2, [3]))");
+  CHECK(sql.substr(rows[2].offset, rows[2].length) == "(E'\\')', \"a)\")");
+  CHECK(values_rows("insert into t values (1),(2)").size() == 2);
+  CHECK(values_rows("WITH v AS (VALUES (1)) INSERT INTO t VALUES (2)").size() == 1);
+  for (std::string_view none :
+       {"INSERT INTO t DEFAULT VALUES", "INSERT INTO t SELECT * FROM (VALUES (1), (2)) v",
+        "INSERT INTO \"values\" SELECT 1", "INSERT INTO t VALUES (1", "INSERT INTO t VALUES (1),",
+        "INSERT INTO t VALUES (1), 2", "INSERT INTO t VALUES ('1)"}) {
+    CHECK(values_rows(none).empty());
+  }
+}
+
+TEST_CASE("a long bulk INSERT is classified from one row of each shape, as if parsed whole") {
+  // Rows of three shapes, repeated past 64 KiB: classified from three rows, what each row gives
+  // is what a short INSERT of the same rows says.
+  const std::string shapes[] = {"(1, 'a', DEFAULT)", "(DEFAULT, now(), 3)", "(-2, $1, NULL)"};
+  auto insert = [&](size_t rows) {
+    std::string sql = "INSERT INTO s.t AS x (a, b, c) VALUES ";
+    for (size_t i = 0; i < rows; ++i)
+      sql += (i > 0 ? ", " : "") + shapes[i % 3];
+    return sql + " ON CONFLICT (a) DO UPDATE SET b = excluded.b RETURNING x.a";
+  };
+  Statement short_insert = only(insert(6));
+  std::string long_sql = insert(10'000);
+  REQUIRE(long_sql.size() > size_t{64} * 1024);
+  Statement long_insert = only(long_sql);
+  CHECK(long_insert.length == long_sql.size());
+  CHECK(long_insert.node == short_insert.node);
+  CHECK(long_insert.mirror == short_insert.mirror);
+  CHECK(long_insert.target.qualified() == short_insert.target.qualified());
+  CHECK(long_insert.has_returning == short_insert.has_returning);
+  CHECK(long_insert.set_columns == short_insert.set_columns);
+  CHECK(long_insert.valued_columns == short_insert.valued_columns);
+  CHECK(long_insert.computed_columns == short_insert.computed_columns);
+  CHECK(long_insert.unlisted_functions == short_insert.unlisted_functions);
+  REQUIRE(long_insert.partly_valued.size() == short_insert.partly_valued.size());
+  REQUIRE(long_insert.partly_valued.size() == 2); // a and b are DEFAULT in some rows
+  for (size_t c = 0; c < long_insert.partly_valued.size(); ++c) {
+    const PartlyValued& got = long_insert.partly_valued[c];
+    const PartlyValued& want = short_insert.partly_valued[c];
+    CHECK(got.column == want.column);
+    REQUIRE(got.given.size() == 10'000);
+    std::vector<bool> repeated_want;
+    for (size_t row = 0; row < 10'000; ++row)
+      repeated_want.push_back(want.given[row % 3]);
+    CHECK(got.given == repeated_want);
+  }
+
+  // Rows of a shape each (constants in different places): parsed whole, still right.
+  std::string varied = "INSERT INTO t (a, b) VALUES ";
+  for (size_t i = 0; i < 10'000; ++i)
+    varied += (i > 0 ? ", (" : "(") + std::string(i % 100, '+') + "1, DEFAULT)";
+  Statement whole = only(varied);
+  CHECK(whole.valued_columns == std::vector<std::string>{"a"});
+  CHECK(whole.partly_valued.empty());
+}
+
 TEST_CASE("a text of more statements than a lookup allows is not parsed") {
   CHECK(query_shape("SELECT 1; SELECT 2; SELECT 3", 1).spans.size() == 2);
   CHECK(query_shape("SELECT 1; SELECT 2", 2).spans.size() == 2);
