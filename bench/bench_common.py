@@ -118,6 +118,12 @@ def wait_drained(proxy: Proxy, timeout=600):
     return time.perf_counter() - start
 
 
+def memory_kib(pid, field):
+    """VmRSS (now) or VmHWM (the peak) of a process, in KiB."""
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
 def cpu_seconds(pid):
     """User + system CPU time a process has used so far."""
     with open(f"/proc/{pid}/stat") as f:

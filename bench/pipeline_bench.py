@@ -26,7 +26,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from bench_common import builds, rotated, start_clusters, start_mirrored_proxy, trust_local  # noqa: E402
+from bench_common import builds, memory_kib, rotated, start_clusters, start_mirrored_proxy, trust_local  # noqa: E402
 from wire import RawClient, cstr, message  # noqa: E402
 
 STREAMS = {
@@ -35,11 +35,6 @@ STREAMS = {
                  + message(b"B", cstr("") + cstr("") + struct.pack("!hhh", 0, 0, 0))
                  + message(b"E", cstr("") + struct.pack("!I", 0)) + message(b"S")),
 }
-
-
-def memory_kib(pid, field):
-    with open(f"/proc/{pid}/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
 
 
 def run(port, stream, requests, pid=None):

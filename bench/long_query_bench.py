@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Long query texts through mirroring switchyard: how long each takes and how much memory the
+proxy needs while it classifies it.
+
+Targets, in the same run against the same two clusters: direct PostgreSQL, switchyard
+mirroring (sync) and, with --baseline, another switchyard binary the same way. Texts:
+
+- statements: one query string of --size `SELECT 1;` statements (parsed a statement at a time);
+- bulk insert: one INSERT of --size rows into a table with a clock default, every other row
+  leaving it to the database (parsed from one row of each shape);
+- IN list: one SELECT with --size constants in an IN list (parsed whole, for comparison).
+
+For each: seconds until ReadyForQuery (median of --rounds) and each proxy's peak RSS growth
+over the first round (VmHWM, reset before, less VmRSS before).
+
+Usage: bench/long_query_bench.py [--size N] [--rounds N] [--baseline PATH]
+Build first with scripts/build.sh release. Not a test: it asserts nothing.
+"""
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+from bench_common import builds, memory_kib, rotated, start_mirrored_proxy, start_schema_pair  # noqa: E402
+from wire import RawClient, cstr, message  # noqa: E402
+
+SCHEMA = "CREATE TABLE bulk (id int, body text, at timestamptz DEFAULT clock_timestamp())"
+
+
+def texts(size):
+    rows = ", ".join(f"({i}, 'row {i}', DEFAULT)" if i % 2 else f"({i}, 'row {i}', '2026-01-01 00:00:00+00')"
+                     for i in range(size))
+    return {
+        "statements": "SELECT 1;" * size,
+        "bulk insert": f"INSERT INTO bulk (id, body, at) VALUES {rows}",
+        "IN list": "SELECT count(*) FROM bulk WHERE id IN (" + ", ".join(str(i) for i in range(size)) + ")",
+    }
+
+
+def run(port, sql, pid=None):
+    """Seconds until the text's ReadyForQuery; with `pid`, also that process's peak RSS growth
+    in MiB over the run."""
+    client = RawClient(port, timeout=600)
+    client.login_trust()
+    if pid:
+        with open(f"/proc/{pid}/clear_refs", "w") as clear:
+            clear.write("5")  # VmHWM starts again from VmRSS
+    before = memory_kib(pid, "VmRSS") if pid else 0
+    start = time.monotonic()
+    client.send(message(b"Q", cstr(sql)))
+    client.read_until(b"Z")
+    elapsed = time.monotonic() - start
+    client.close()
+    return elapsed, (memory_kib(pid, "VmHWM") - before) / 1024 if pid else None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline", help="another switchyard binary to run beside this build")
+    opts = parser.parse_args()
+    with ExitStack() as cleanup:
+        primary, secondary = start_schema_pair(cleanup, SCHEMA)
+        workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-long-")))
+        ports, pids = {"direct": primary.port}, {}
+        for name, binary in builds(opts.baseline).items():
+            proxy = start_mirrored_proxy(cleanup, primary, secondary, workdir, binary=binary)
+            ports[name], pids[name] = proxy.port, proxy.process.pid
+        targets = list(ports)
+        print(f"texts of {opts.size:,} statements, rows or constants, median of {opts.rounds} rounds; "
+              "switchyard mirroring in sync mode, both databases and the proxies on this machine\n")
+        print("| text | MB | " + " | ".join(f"{t} s" for t in targets) + " | "
+              + " | ".join(f"{t} peak growth (MiB)" for t in pids) + " |"
+              + (" switchyard/baseline s | switchyard/baseline MiB |" if opts.baseline else ""))
+        print("|---" * (2 + len(targets) + len(pids) + 2 * bool(opts.baseline)) + "|")
+        for kind, sql in texts(opts.size).items():
+            seconds = {t: [] for t in targets}
+            growth = {}
+            for round_no in range(opts.rounds):
+                for target in rotated(targets, round_no):
+                    elapsed, grown = run(ports[target], sql, None if round_no else pids.get(target))
+                    seconds[target].append(elapsed)
+                    if grown is not None:
+                        growth[target] = grown
+                    for cluster in (primary, secondary):
+                        cluster.sql("TRUNCATE bulk")
+            median = {t: statistics.median(v) for t, v in seconds.items()}
+            ratios = (f" {median['switchyard'] / median['baseline']:.2f}× |"
+                      f" {growth['switchyard'] / growth['baseline']:.2f}× |") if opts.baseline else ""
+            print(f"| {kind} | {len(sql) / 1e6:.1f} | " + " | ".join(f"{median[t]:.2f}" for t in targets)
+                  + " | " + " | ".join(f"{growth[t]:.0f}" for t in pids) + " |" + ratios)
+
+
+if __name__ == "__main__":
+    main()
