@@ -1365,9 +1365,9 @@ Classification classify_parsed(std::string_view sql, size_t nesting) {
   return result;
 }
 
-// A text longer than this is parsed a statement at a time, and a statement longer than this
-// with its VALUES rows of one shape once: libpg_query's JSON of a whole text and the tree read
-// from it take 100 to 300 times the text's size at once.
+// A text longer than this is parsed a statement at a time, and a longer statement whose VALUES
+// rows come in a few shapes from one row of each: libpg_query's JSON of a whole text and the
+// tree read from it take 100 to 300 times the text's size at once.
 constexpr size_t kWholeParseBytes = size_t{64} * 1024;
 
 // A statement whose VALUES list repeats a few shapes of row (a bulk INSERT, its rows differing
