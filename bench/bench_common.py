@@ -61,6 +61,17 @@ def builds(baseline):
     return binaries
 
 
+def start_direct_and_builds(cleanup: ExitStack, primary: PgCluster, secondary: PgCluster, workdir: Path,
+                            baseline):
+    """The ports of the targets a driver compares, by name (direct: the primary itself; then a
+    mirroring proxy of each build, see builds), and each proxy's pid."""
+    ports, pids = {"direct": primary.port}, {}
+    for name, binary in builds(baseline).items():
+        proxy = start_mirrored_proxy(cleanup, primary, secondary, workdir, binary=binary)
+        ports[name], pids[name] = proxy.port, proxy.process.pid
+    return ports, pids
+
+
 def rotated(items, round_no):
     """`items` in the order of round `round_no`: each round starts one further along, so no
     target always runs first (on a cold cache) or last."""

@@ -25,7 +25,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from bench_common import builds, memory_kib, rotated, start_mirrored_proxy, start_schema_pair  # noqa: E402
+from bench_common import memory_kib, rotated, start_direct_and_builds, start_schema_pair  # noqa: E402
 from wire import RawClient, cstr, message  # noqa: E402
 
 SCHEMA = "CREATE TABLE bulk (id int, body text, at timestamptz DEFAULT clock_timestamp())"
@@ -67,10 +67,7 @@ def main():
     with ExitStack() as cleanup:
         primary, secondary = start_schema_pair(cleanup, SCHEMA)
         workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-long-")))
-        ports, pids = {"direct": primary.port}, {}
-        for name, binary in builds(opts.baseline).items():
-            proxy = start_mirrored_proxy(cleanup, primary, secondary, workdir, binary=binary)
-            ports[name], pids[name] = proxy.port, proxy.process.pid
+        ports, pids = start_direct_and_builds(cleanup, primary, secondary, workdir, opts.baseline)
         targets = list(ports)
         print(f"texts of {opts.size:,} statements, rows or constants, median of {opts.rounds} rounds; "
               "switchyard mirroring in sync mode, both databases and the proxies on this machine\n")

@@ -26,7 +26,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from bench_common import builds, memory_kib, rotated, start_clusters, start_mirrored_proxy, trust_local  # noqa: E402
+from bench_common import memory_kib, rotated, start_clusters, start_direct_and_builds, trust_local  # noqa: E402
 from wire import RawClient, cstr, message  # noqa: E402
 
 STREAMS = {
@@ -69,10 +69,7 @@ def main():
         for cluster in (primary, secondary):
             trust_local(cluster)
         workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-pipeline-")))
-        ports, pids = {"direct": primary.port}, {}
-        for name, binary in builds(opts.baseline).items():
-            proxy = start_mirrored_proxy(cleanup, primary, secondary, workdir, binary=binary)
-            ports[name], pids[name] = proxy.port, proxy.process.pid
+        ports, pids = start_direct_and_builds(cleanup, primary, secondary, workdir, opts.baseline)
         targets = list(ports)
         print(f"{opts.requests} requests of `SELECT 1` in one stream, median of {opts.rounds} rounds; "
               "switchyard mirroring in sync mode, both databases and the proxies on this machine\n")
