@@ -87,8 +87,10 @@ def main():
                     for cluster in (primary, secondary):
                         cluster.sql("TRUNCATE bulk")
             median = {t: statistics.median(v) for t, v in seconds.items()}
-            ratios = (f" {median['switchyard'] / median['baseline']:.2f}× |"
-                      f" {growth['switchyard'] / growth['baseline']:.2f}× |") if opts.baseline else ""
+            memory_ratio = (f"{growth['switchyard'] / growth['baseline']:.2f}×" if opts.baseline and growth['baseline']
+                            else "—")  # a small text may not move the peak at all
+            ratios = (f" {median['switchyard'] / median['baseline']:.2f}× | {memory_ratio} |"
+                      if opts.baseline else "")
             print(f"| {kind} | {len(sql) / 1e6:.1f} | " + " | ".join(f"{median[t]:.2f}" for t in targets)
                   + " | " + " | ".join(f"{growth[t]:.0f}" for t in pids) + " |" + ratios)
 
