@@ -71,24 +71,40 @@ constexpr auto kBoundPlanPoll = std::chrono::milliseconds(1);
 // Functions a session keeps to ask the primary's catalog about (see learn_functions).
 constexpr size_t kFunctionsToLearn = 64;
 
-// Raised by the primary in place of DDL when mirror.ddl is reject, so the error arrives in
-// protocol order and the extended protocol skips to Sync exactly as for any other error.
-constexpr std::string_view kRejectDdl =
-    "DO $switchyard$BEGIN RAISE EXCEPTION 'DDL is refused while switchyard mirrors writes "
-    "(mirror.ddl is reject)' USING ERRCODE = 'feature_not_supported'; END$switchyard$";
-
-// What a Query of more statements than limits.max_statements_per_query runs instead: the
-// primary refuses it (54000) as PostgreSQL fails a statement, so a transaction block it is in
-// aborts. A SQLite primary has no DO; switchyard's SQLite engine has a function for it.
-std::string statement_limit_refusal(size_t max_statements, protocol::Dialect dialect) {
-  std::string message = "the query holds more than " + std::to_string(max_statements) +
-                        " statements, the most switchyard classifies in one query string "
-                        "(limits.max_statements_per_query); send them in several queries";
-  if (dialect == protocol::Dialect::kSqlite) {
-    return "SELECT switchyard_program_limit_exceeded('" + message + "')";
+// What the primary runs in place of a statement switchyard refuses: it fails with `sqlstate`
+// and `message` as PostgreSQL fails a statement, so the error arrives in protocol order, the
+// extended protocol skips to Sync and a transaction block the statement is in aborts. A
+// SQLite primary has no DO; switchyard's SQLite engine has a function for it.
+std::string refusal(std::string_view sqlstate, std::string_view message,
+                    protocol::Dialect dialect) {
+  std::string quoted;
+  for (char c : message) {
+    if (c == '\'') quoted += '\'';
+    if (c == '%' && dialect == protocol::Dialect::kPostgres) quoted += '%'; // RAISE's format
+    quoted += c;
   }
-  return "DO $switchyard$BEGIN RAISE EXCEPTION '" + message +
-         "' USING ERRCODE = 'program_limit_exceeded'; END$switchyard$";
+  if (dialect == protocol::Dialect::kSqlite) {
+    return fmt::format("SELECT switchyard_raise('{}', '{}')", sqlstate, quoted);
+  }
+  return fmt::format("DO $switchyard$BEGIN RAISE EXCEPTION '{}' USING ERRCODE = '{}'; "
+                     "END$switchyard$",
+                     quoted, sqlstate);
+}
+
+// DDL while mirror.ddl is reject.
+std::string ddl_refusal(protocol::Dialect dialect) {
+  return refusal("0A000", "DDL is refused while switchyard mirrors writes (mirror.ddl is reject)",
+                 dialect);
+}
+
+// A Query of more statements than limits.max_statements_per_query: 54000, as PostgreSQL
+// refuses what exceeds its own limits.
+std::string statement_limit_refusal(size_t max_statements, protocol::Dialect dialect) {
+  return refusal("54000",
+                 "the query holds more than " + std::to_string(max_statements) +
+                     " statements, the most switchyard classifies in one query string "
+                     "(limits.max_statements_per_query); send them in several queries",
+                 dialect);
 }
 
 // "cached plan must not change result type": a prepared statement's table changed under it.
@@ -515,7 +531,7 @@ private:
     }
     if (ddl && runtime_->config->mirror.ddl == config::DdlPolicy::kReject) {
       Expect expect{ExpectKind::kQuery};
-      append_client_query(kRejectDdl, expect);
+      append_client_query(ddl_refusal(primary_dialect()), expect);
       expects_.push_back(std::move(expect));
       co_return std::nullopt;
     }
@@ -1128,7 +1144,7 @@ private:
       info->text = std::string(query.text(parse->query, 0));
       if (info->statement->kind == StatementKind::kDdl &&
           runtime_->config->mirror.ddl == config::DdlPolicy::kReject) {
-        parse->query = std::string(kRejectDdl);
+        parse->query = ddl_refusal(primary_dialect());
         info->statement = nullptr;
       } else if (info->statement->node == "ExecuteStmt") {
         info->executes = info->classification;

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <filesystem>
 #include <random>
+#include <utility>
 
 #include "proxy/sqlite_session.hpp"
 
@@ -78,12 +79,15 @@ void version_function(sqlite3_context* context, int, sqlite3_value**) {
   sqlite3_result_text(context, text.c_str(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
 }
 
-// switchyard_program_limit_exceeded(message): fails with `message` as SQLSTATE 54000. What
-// MirrorRelay runs on a SQLite primary in place of a query it refuses (PostgreSQL's DO).
-void program_limit_exceeded_function(sqlite3_context* context, int, sqlite3_value** arguments) {
-  const auto* message = reinterpret_cast<const char*>(sqlite3_value_text(arguments[0]));
-  sqlite3_result_error(context, message != nullptr ? message : "program limit exceeded", -1);
-  sqlite3_result_error_code(context, SQLITE_TOOBIG);
+// switchyard_raise(sqlstate, message): fails with `message`, reported as SQLSTATE `sqlstate`
+// (see last_error). What MirrorRelay runs on a SQLite primary in place of a statement it
+// refuses, where a PostgreSQL one runs a DO that raises.
+void raise_function(sqlite3_context* context, int, sqlite3_value** arguments) {
+  const auto* sqlstate = reinterpret_cast<const char*>(sqlite3_value_text(arguments[0]));
+  const auto* message = reinterpret_cast<const char*>(sqlite3_value_text(arguments[1]));
+  auto* connection = static_cast<SqliteConnection*>(sqlite3_user_data(context));
+  connection->raised(sqlstate != nullptr ? sqlstate : "");
+  sqlite3_result_error(context, message != nullptr ? message : "refused by switchyard", -1);
 }
 
 void uuid_function(sqlite3_context* context, int, sqlite3_value**) {
@@ -127,8 +131,8 @@ SqliteConnection::open(const std::string& path, std::chrono::milliseconds busy_t
                           version_function, nullptr, nullptr);
   sqlite3_create_function(db, "gen_random_uuid", 0, kFlags, nullptr, uuid_function, nullptr,
                           nullptr);
-  sqlite3_create_function(db, "switchyard_program_limit_exceeded", 1, kFlags, nullptr,
-                          program_limit_exceeded_function, nullptr, nullptr);
+  sqlite3_create_function(db, "switchyard_raise", 2, kFlags, connection.get(), raise_function,
+                          nullptr, nullptr);
   return connection;
 }
 
@@ -170,9 +174,15 @@ SqlStatus SqliteConnection::exec(const char* sql) {
   return std::nullopt;
 }
 
-SqlError SqliteConnection::last_error() const {
+void SqliteConnection::raised(std::string_view sqlstate) {
+  raised_sqlstate_ = sqlstate.size() == 5 ? sqlstate : std::string_view();
+}
+
+SqlError SqliteConnection::last_error() {
   std::string message = sqlite3_errmsg(db_);
-  return SqlError{std::string(sqlstate_for(sqlite3_extended_errcode(db_), message)), message, {}};
+  std::string sqlstate = std::exchange(raised_sqlstate_, {});
+  if (sqlstate.empty()) sqlstate = sqlstate_for(sqlite3_extended_errcode(db_), message);
+  return SqlError{std::move(sqlstate), std::move(message), {}};
 }
 
 struct SqliteDatabase::Waiter {

@@ -53,12 +53,16 @@ public:
   //! Runs `sql` (no rows expected).
   SqlStatus exec(const char* sql);
   //! The connection's last error as PostgreSQL would report it.
-  SqlError last_error() const;
+  SqlError last_error();
+  //! switchyard_raise(sqlstate, message) failed the statement running: its error is reported
+  //! with `sqlstate` (five characters, else mapped as any other error).
+  void raised(std::string_view sqlstate);
 
 private:
   explicit SqliteConnection(sqlite3* db) : db_(db) {}
   sqlite3* db_;
   std::unordered_map<std::string, sqlite3_stmt*, TextHash, std::equal_to<>> cache_;
+  std::string raised_sqlstate_; // set by switchyard_raise until last_error reports it
 };
 
 //! A SQLite database file shared by every session on it: one writer connection behind an

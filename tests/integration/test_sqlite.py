@@ -198,6 +198,41 @@ def test_a_query_of_more_statements_than_the_limit_is_refused_by_a_sqlite_primar
         cluster.destroy()
 
 
+def test_ddl_is_refused_by_a_sqlite_primary_when_the_policy_is_reject(start_proxy, tmp_path):
+    """mirror.ddl: reject gives the same 0A000 and reason as with a PostgreSQL primary
+    (test_mirror), in a Query and at Execute of a prepared statement, and nothing runs."""
+    cluster = PgCluster().start()
+    try:
+        cluster.sql(PG_SCHEMA)
+        path = tmp_path / "primary.db"
+        sqlite_exec(path, SQLITE_SCHEMA)
+        proxy = start_proxy(f"primary: sqlite:{path}\nsecondary: {cluster.uri()}\n"
+                            f"mirror:\n  journal: {tmp_path}/journal.jsonl\n  ddl: reject\n")
+        with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+            with pytest.raises(psycopg.errors.FeatureNotSupported, match="mirror.ddl is reject"):
+                conn.execute("CREATE TABLE refused (id integer)")
+            with pytest.raises(psycopg.errors.FeatureNotSupported, match="mirror.ddl is reject"):
+                conn.execute("DROP TABLE counters", prepare=True)
+            conn.execute("BEGIN")
+            conn.execute("INSERT INTO items (name) VALUES ('kept apart')")
+            with pytest.raises(psycopg.errors.FeatureNotSupported):
+                conn.execute("ALTER TABLE items ADD COLUMN refused integer")
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+            conn.execute("ROLLBACK")
+            conn.execute("INSERT INTO items (name) VALUES ('still works')")
+        tables = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%' ORDER BY name"
+        db = sqlite3.connect(path)
+        try:
+            assert db.execute(tables).fetchall() == [("counters",), ("items",)]
+        finally:
+            db.close()
+        assert cluster.sql("SELECT count(*) FROM pg_tables WHERE tablename = 'refused'") == "0"
+        assert rows_from_sqlite(path, "items", "id") == rows_from_pg(cluster, "items", "id")
+        assert [row[1] for row in rows_from_pg(cluster, "items", "id")] == ["still works"]
+    finally:
+        cluster.destroy()
+
+
 def test_edge_values_round_trip_and_bad_ones_are_refused(start_proxy, tmp_path):
     proxy = sqlite_proxy(start_proxy, tmp_path)
     values = [(1, None, "", None, b""), (2, -2**63, "ünïcødé ✓", float("inf"), b"\x00\x01\x00\xff"),

@@ -78,3 +78,22 @@ TEST_CASE("SQLite result codes map to SQLSTATEs") {
   CHECK(sqlstate_for(SQLITE_ERROR, "no such column: c") == "42703");
   CHECK(sqlstate_for(SQLITE_ERROR, "table t already exists") == "42P07");
 }
+
+TEST_CASE("switchyard_raise fails a statement with the SQLSTATE it names, once") {
+  auto opened = SqliteConnection::open(":memory:", std::chrono::milliseconds(100));
+  REQUIRE(opened);
+  SqliteConnection& connection = **opened;
+  auto raised = connection.exec("SELECT switchyard_raise('0A000', 'refused: it''s 100%')");
+  REQUIRE(raised);
+  CHECK(raised->sqlstate == "0A000");
+  CHECK(raised->message == "refused: it's 100%");
+  // The next error is SQLite's own again.
+  auto missing = connection.exec("SELECT * FROM missing");
+  REQUIRE(missing);
+  CHECK(missing->sqlstate == "42P01");
+  // Not a SQLSTATE: mapped as any other error of a function.
+  auto malformed = connection.exec("SELECT switchyard_raise('nope', 'malformed')");
+  REQUIRE(malformed);
+  CHECK(malformed->sqlstate == "42000");
+  CHECK(malformed->message == "malformed");
+}
