@@ -1370,8 +1370,28 @@ Classification classify_parsed(std::string_view sql, size_t nesting) {
 // tree read from it take 100 to 300 times the text's size at once.
 constexpr size_t kWholeParseBytes = size_t{64} * 1024;
 
+bool is_identifier_char(char c);
+
+// A VALUES row's shape (query_shape's key) with its parameters' numbers left out: a
+// classification records that a value is a parameter, never which, so ($1, $2) and ($3, $4)
+// classify alike.
+std::string row_shape(std::string_view row) {
+  std::string key = query_shape(row).key;
+  std::string shape;
+  shape.reserve(key.size());
+  for (size_t i = 0; i < key.size(); ++i) {
+    shape += key[i];
+    if (key[i] == '$' && (i == 0 || !is_identifier_char(key[i - 1]))) { // not within a name
+      while (i + 1 < key.size() && std::isdigit(static_cast<unsigned char>(key[i + 1])))
+        ++i;
+    }
+  }
+  return shape;
+}
+
 // A statement whose VALUES list repeats a few shapes of row (a bulk INSERT, its rows differing
-// in their constants alone), classified from the first row of each shape: what an INSERT's
+// in their constants and parameter numbers alone), classified from the first row of each
+// shape: what an INSERT's
 // classification takes from its rows is the same for rows of one shape, save
 // PartlyValued::given, which is spread back over every row. nullopt for anything else, or
 // when those rows are not shorter than kWholeParseBytes.
@@ -1384,7 +1404,7 @@ std::optional<Classification> classify_distinct_rows(std::string_view statement,
   std::string kept(statement.substr(0, rows.front().offset));
   for (const StatementSpan& row : rows) {
     std::string_view text = statement.substr(row.offset, row.length);
-    auto [found, added] = shapes.try_emplace(query_shape(text).key, shapes.size());
+    auto [found, added] = shapes.try_emplace(row_shape(text), shapes.size());
     if (added) {
       if (found->second > 0) kept += ", ";
       kept += text;

@@ -718,6 +718,31 @@ TEST_CASE("a long bulk INSERT is classified from one row of each shape, as if pa
   CHECK(whole.partly_valued.empty());
 }
 
+TEST_CASE("a long parameterised bulk INSERT is one shape of row; a name with $ is not") {
+  // ($1, DEFAULT), ($2, DEFAULT), ...: one shape, so classified from its first row.
+  std::string params = "INSERT INTO t (a, b) VALUES ";
+  for (size_t i = 1; i <= 10'000; ++i)
+    params += (i > 1 ? ", ($" : "($") + std::to_string(i) +
+              (i % 2 ? ", DEFAULT)" : ", $" + std::to_string(20'000 + i) + ")");
+  REQUIRE(params.size() > size_t{64} * 1024);
+  Statement insert = only(params);
+  CHECK(insert.valued_columns == std::vector<std::string>{"a"});
+  REQUIRE(insert.partly_valued.size() == 1);
+  CHECK(insert.partly_valued[0].column == "b");
+  REQUIRE(insert.partly_valued[0].given.size() == 10'000);
+  for (size_t row = 0; row < 10'000; ++row)
+    CHECK(insert.partly_valued[0].given[row] == (row % 2 == 1));
+
+  // f$1() and f$2() are two functions, not one called with two parameter numbers.
+  std::string named = "INSERT INTO t (a) VALUES ";
+  for (size_t i = 0; i < 10'000; ++i)
+    named += (i > 0 ? ", (f$" : "(f$") + std::to_string(i % 2 + 1) + "())";
+  Statement calls = only(named);
+  std::vector<std::string> functions = calls.unlisted_functions;
+  std::sort(functions.begin(), functions.end());
+  CHECK(functions == std::vector<std::string>{"f$1", "f$2"});
+}
+
 TEST_CASE("a text of more statements than a lookup allows is not parsed") {
   CHECK(query_shape("SELECT 1; SELECT 2; SELECT 3", 1).spans.size() == 2);
   CHECK(query_shape("SELECT 1; SELECT 2", 2).spans.size() == 2);
