@@ -8,6 +8,9 @@ mirroring (sync) and, with --baseline, another switchyard binary the same way. T
 - statements: one query string of --size `SELECT 1;` statements (parsed a statement at a time);
 - bulk insert: one INSERT of --size rows into a table with a clock default, every other row
   leaving it to the database (parsed from one row of each shape);
+- parameterised insert: the bulk insert as an ORM batches it into one Parse, a parameter per
+  row (at most 65,535 rows, PostgreSQL's limit of parameters); rows that differ in their
+  parameter numbers alone are of one shape;
 - IN list: one SELECT with --size constants in an IN list (parsed whole, for comparison).
 
 For each: seconds until ReadyForQuery (median of --rounds) and each proxy's peak RSS growth
@@ -18,6 +21,7 @@ Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
 import statistics
+import struct
 import sys
 import tempfile
 import time
@@ -29,19 +33,36 @@ from bench_common import memory_kib, rotated, start_direct_and_builds, start_sch
 from wire import RawClient, cstr, message  # noqa: E402
 
 SCHEMA = "CREATE TABLE bulk (id int, body text, at timestamptz DEFAULT clock_timestamp())"
+MAX_PARAMETERS = 65_535
 
 
 def texts(size):
+    """Each text by name: the SQL and its parameters' values (None: a simple Query)."""
     rows = ", ".join(f"({i}, 'row {i}', DEFAULT)" if i % 2 else f"({i}, 'row {i}', '2026-01-01 00:00:00+00')"
                      for i in range(size))
+    parameterised = range(min(size, MAX_PARAMETERS))
+    parameterised_rows = ", ".join(f"(${i + 1}, 'row', DEFAULT)" if i % 2 else f"(${i + 1}, 'row', '2026-01-01')"
+                                   for i in parameterised)
     return {
-        "statements": "SELECT 1;" * size,
-        "bulk insert": f"INSERT INTO bulk (id, body, at) VALUES {rows}",
-        "IN list": "SELECT count(*) FROM bulk WHERE id IN (" + ", ".join(str(i) for i in range(size)) + ")",
+        "statements": ("SELECT 1;" * size, None),
+        "bulk insert": (f"INSERT INTO bulk (id, body, at) VALUES {rows}", None),
+        "parameterised insert": (f"INSERT INTO bulk (id, body, at) VALUES {parameterised_rows}",
+                                 [str(i) for i in parameterised]),
+        "IN list": ("SELECT count(*) FROM bulk WHERE id IN (" + ", ".join(str(i) for i in range(size)) + ")", None),
     }
 
 
-def run(port, sql, pid=None):
+def request(sql, params):
+    """A simple Query of `sql`, or with `params` an extended-protocol cycle binding them as text."""
+    if params is None:
+        return message(b"Q", cstr(sql))
+    values = b"".join(struct.pack("!i", len(v.encode())) + v.encode() for v in params)
+    return (message(b"P", cstr("") + cstr(sql) + struct.pack("!h", 0))
+            + message(b"B", cstr("") + cstr("") + struct.pack("!hH", 0, len(params)) + values + struct.pack("!h", 0))
+            + message(b"E", cstr("") + struct.pack("!i", 0)) + message(b"S"))
+
+
+def run(port, sql, params, pid=None):
     """Seconds until the text's ReadyForQuery; with `pid`, also that process's peak RSS growth
     in MiB over the run."""
     client = RawClient(port, timeout=600)
@@ -51,7 +72,7 @@ def run(port, sql, pid=None):
             clear.write("5")  # VmHWM starts again from VmRSS
     before = memory_kib(pid, "VmRSS") if pid else 0
     start = time.monotonic()
-    client.send(message(b"Q", cstr(sql)))
+    client.send(request(sql, params))
     client.read_until(b"Z")
     elapsed = time.monotonic() - start
     client.close()
@@ -75,12 +96,12 @@ def main():
               + " | ".join(f"{t} peak growth (MiB)" for t in pids) + " |"
               + (" switchyard/baseline s | switchyard/baseline MiB |" if opts.baseline else ""))
         print("|---" * (2 + len(targets) + len(pids) + 2 * bool(opts.baseline)) + "|")
-        for kind, sql in texts(opts.size).items():
+        for kind, (sql, params) in texts(opts.size).items():
             seconds = {t: [] for t in targets}
             growth = {}
             for round_no in range(opts.rounds):
                 for target in rotated(targets, round_no):
-                    elapsed, grown = run(ports[target], sql, None if round_no else pids.get(target))
+                    elapsed, grown = run(ports[target], sql, params, None if round_no else pids.get(target))
                     seconds[target].append(elapsed)
                     if grown is not None:
                         growth[target] = grown
