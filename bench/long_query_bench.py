@@ -14,7 +14,8 @@ mirroring (sync) and, with --baseline, another switchyard binary the same way. T
 - IN list: one SELECT with --size constants in an IN list (parsed whole, for comparison).
 
 For each: seconds until ReadyForQuery (median of --rounds) and each proxy's peak RSS growth
-over the first round (VmHWM, reset before, less VmRSS before).
+over the first round (VmHWM, reset before, less VmRSS before), on proxies started for that
+text.
 
 Usage: bench/long_query_bench.py [--size N] [--rounds N] [--baseline PATH]
 Build first with scripts/build.sh release. Not a test: it asserts nothing.
@@ -29,7 +30,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from bench_common import memory_kib, rotated, start_direct_and_builds, start_schema_pair  # noqa: E402
+from bench_common import builds, memory_kib, rotated, start_direct_and_builds, start_schema_pair  # noqa: E402
 from wire import RawClient, cstr, message  # noqa: E402
 
 SCHEMA = "CREATE TABLE bulk (id int, body text, at timestamptz DEFAULT clock_timestamp())"
@@ -88,15 +89,18 @@ def main():
     with ExitStack() as cleanup:
         primary, secondary = start_schema_pair(cleanup, SCHEMA)
         workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-long-")))
-        ports, pids = start_direct_and_builds(cleanup, primary, secondary, workdir, opts.baseline)
-        targets = list(ports)
+        targets = ["direct", *builds(opts.baseline)]
         print(f"texts of {opts.size:,} statements, rows or constants, median of {opts.rounds} rounds; "
               "switchyard mirroring in sync mode, both databases and the proxies on this machine\n")
         print("| text | MB | " + " | ".join(f"{t} s" for t in targets) + " | "
-              + " | ".join(f"{t} peak growth (MiB)" for t in pids) + " |"
+              + " | ".join(f"{t} peak growth (MiB)" for t in targets[1:]) + " |"
               + (" switchyard/baseline s | switchyard/baseline MiB |" if opts.baseline else ""))
-        print("|---" * (2 + len(targets) + len(pids) + 2 * bool(opts.baseline)) + "|")
+        print("|---" * (2 + 2 * len(targets) - 1 + 2 * bool(opts.baseline)) + "|")
         for kind, (sql, params) in texts(opts.size).items():
+            # Proxies of their own per text: an allocator keeps what an earlier text took, which
+            # would hide a later text's growth.
+            proxies = cleanup.enter_context(ExitStack())
+            ports, pids = start_direct_and_builds(proxies, primary, secondary, workdir, opts.baseline)
             seconds = {t: [] for t in targets}
             growth = {}
             for round_no in range(opts.rounds):
@@ -113,7 +117,8 @@ def main():
             ratios = (f" {median['switchyard'] / median['baseline']:.2f}× | {memory_ratio} |"
                       if opts.baseline else "")
             print(f"| {kind} | {len(sql) / 1e6:.1f} | " + " | ".join(f"{median[t]:.2f}" for t in targets)
-                  + " | " + " | ".join(f"{growth[t]:.0f}" for t in pids) + " |" + ratios)
+                  + " | " + " | ".join(f"{growth[t]:.0f}" for t in pids) + " |" + ratios, flush=True)
+            proxies.close()
 
 
 if __name__ == "__main__":
