@@ -11,7 +11,7 @@ mirroring (sync) and, with --baseline, another switchyard binary the same way. T
 - parameterised insert: the bulk insert as an ORM batches it into one Parse, a parameter per
   row (at most 65,535 rows, PostgreSQL's limit of parameters); rows that differ in their
   parameter numbers alone are of one shape;
-- IN list: one SELECT with --size constants in an IN list (parsed whole, for comparison).
+- IN list: one SELECT with --size constants in an IN list (parsed with its first constant alone).
 
 For each: seconds until ReadyForQuery (median of --rounds) and each proxy's peak RSS growth
 over the first round (VmHWM, reset before, less VmRSS before), on proxies started for that

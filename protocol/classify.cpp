@@ -1431,8 +1431,27 @@ std::optional<Classification> classify_distinct_rows(std::string_view statement,
   return result;
 }
 
+// A statement over kWholeParseBytes classified from less of its text, as if parsed whole: its
+// lists of constants cut to their first (without_constant_lists), then, if still that long,
+// from one VALUES row of each shape. nullopt when neither applies.
+std::optional<Classification> classify_long_statement(std::string_view statement, size_t nesting) {
+  std::optional<std::string> shortened = without_constant_lists(statement);
+  std::string_view text = shortened ? std::string_view(*shortened) : statement;
+  std::optional<Classification> result;
+  if (text.size() > kWholeParseBytes) result = classify_distinct_rows(text, nesting);
+  if (!result && shortened) {
+    result = classify_parsed(text, nesting);
+    if (!result->error.empty() || result->statements.size() != 1) return std::nullopt;
+  }
+  if (result) {
+    result->statements[0].offset = 0;
+    result->statements[0].length = statement.size();
+  }
+  return result;
+}
+
 // Each statement of `sql` at the lexer's `spans` classified on its own, as the parser would have
-// in the whole text (a long one from its distinct rows); nullopt when a span does not parse as
+// in the whole text (a long one from less of its text); nullopt when a span does not parse as
 // one statement (an error, or a split the lexer got wrong, such as a semicolon inside
 // BEGIN ATOMIC ... END).
 std::optional<Classification>
@@ -1441,9 +1460,9 @@ classify_each(std::string_view sql, const std::vector<StatementSpan>& spans, siz
   result.statements.reserve(spans.size());
   for (const StatementSpan& span : spans) {
     std::string_view text = sql.substr(span.offset, span.length);
-    std::optional<Classification> rows;
-    if (text.size() > kWholeParseBytes) rows = classify_distinct_rows(text, nesting);
-    Classification one = rows ? std::move(*rows) : classify_parsed(text, nesting);
+    std::optional<Classification> shortened;
+    if (text.size() > kWholeParseBytes) shortened = classify_long_statement(text, nesting);
+    Classification one = shortened ? std::move(*shortened) : classify_parsed(text, nesting);
     if (!one.error.empty() || one.statements.size() != 1) return std::nullopt;
     Statement& statement = one.statements.front();
     statement.offset += span.offset;
@@ -1780,7 +1799,111 @@ size_t opaque_end(std::string_view sql, size_t pos) {
   return pos;
 }
 
+// Where the constant at `pos` ends: a number, a string constant (E'...' too) or a parameter
+// ($n), possibly signed; npos when none starts there.
+size_t constant_end(std::string_view sql, size_t pos) {
+  auto digit = [&](size_t i) {
+    return i < sql.size() && std::isdigit(static_cast<unsigned char>(sql[i]));
+  };
+  if (pos < sql.size() && (sql[pos] == '-' || sql[pos] == '+')) ++pos;
+  if (pos >= sql.size()) return std::string_view::npos;
+  if (sql[pos] == '\'') return string_constant_end(sql, pos);
+  if ((sql[pos] == 'E' || sql[pos] == 'e') && pos + 1 < sql.size() && sql[pos + 1] == '\'') {
+    return string_constant_end(sql, pos + 1);
+  }
+  size_t end = pos;
+  if (sql[pos] == '$') {
+    while (digit(end + 1))
+      ++end;
+    if (end == pos) return std::string_view::npos;
+    ++end;
+  } else if (digit(pos) || (sql[pos] == '.' && digit(pos + 1))) {
+    while (digit(end) || (end < sql.size() && sql[end] == '.'))
+      ++end;
+    if (end < sql.size() && (sql[end] == 'e' || sql[end] == 'E')) {
+      size_t exponent = end + 1;
+      if (exponent < sql.size() && (sql[exponent] == '+' || sql[exponent] == '-')) ++exponent;
+      if (!digit(exponent)) return std::string_view::npos;
+      end = exponent;
+      while (digit(end))
+        ++end;
+    }
+  } else {
+    return std::string_view::npos;
+  }
+  // 1abc or $1abc is not a constant.
+  return end < sql.size() && is_identifier_char(sql[end]) ? std::string_view::npos : end;
+}
+
+// The list of constants that opens at `open` (`(` or `[`): where its first constant ends and
+// where its closing bracket is. nullopt unless it holds two or more constants and nothing
+// else (whitespace between them).
+std::optional<std::pair<size_t, size_t>> constant_list(std::string_view sql, size_t open) {
+  char close = sql[open] == '(' ? ')' : ']';
+  auto skip_space = [&](size_t i) {
+    while (i < sql.size() && std::isspace(static_cast<unsigned char>(sql[i])))
+      ++i;
+    return i;
+  };
+  size_t first_end = 0;
+  size_t items = 0;
+  for (size_t i = skip_space(open + 1);; i = skip_space(i + 1)) {
+    size_t end = constant_end(sql, i);
+    if (end == std::string_view::npos) return std::nullopt;
+    if (++items == 1) first_end = end;
+    i = skip_space(end);
+    if (i >= sql.size()) return std::nullopt;
+    if (sql[i] == close) {
+      if (items < 2) return std::nullopt;
+      return std::make_pair(first_end, i);
+    }
+    if (sql[i] != ',') return std::nullopt;
+  }
+}
+
 } // namespace
+
+std::optional<std::string> without_constant_lists(std::string_view statement) {
+  std::string shortened;
+  size_t copied = 0; // statement[0, copied) is in `shortened`
+  std::string_view previous_word;
+  size_t i = 0;
+  while (i < statement.size()) {
+    char c = statement[i];
+    size_t end = opaque_end(statement, i);
+    if (end == std::string_view::npos) return std::nullopt;
+    if (end != i) {
+      if (c != '-' && c != '/') previous_word = {}; // a constant or quoted name, not a comment
+      i = end;
+      continue;
+    }
+    if (std::isspace(static_cast<unsigned char>(c))) {
+      ++i;
+      continue;
+    }
+    if (is_identifier_char(c)) {
+      size_t word_end = i;
+      while (word_end < statement.size() && is_identifier_char(statement[word_end]))
+        ++word_end;
+      previous_word = statement.substr(i, word_end - i);
+      i = word_end;
+      continue;
+    }
+    if ((c == '(' && is_keyword(previous_word, "in")) ||
+        (c == '[' && is_keyword(previous_word, "array"))) {
+      if (auto list = constant_list(statement, i)) {
+        shortened += statement.substr(copied, list->first - copied);
+        copied = list->second;
+        i = list->second;
+      }
+    }
+    previous_word = {};
+    ++i;
+  }
+  if (copied == 0) return std::nullopt;
+  shortened += statement.substr(copied);
+  return shortened;
+}
 
 std::vector<StatementSpan> values_rows(std::string_view statement) {
   std::vector<StatementSpan> rows;

@@ -256,6 +256,12 @@ QueryShape query_shape(std::string_view sql, size_t max_statements = SIZE_MAX);
 //! not lex cleanly.
 std::vector<StatementSpan> values_rows(std::string_view statement);
 
+//! `statement` with each list of two or more constants after IN or ARRAY (`IN (1, 2, 3)`,
+//! `ARRAY['a', 'b']`; numbers, string constants, parameters) cut to its first constant;
+//! nullopt when it has none, or does not lex cleanly. It classifies as `statement` does: a
+//! classification holds nothing of how many constants a list has.
+std::optional<std::string> without_constant_lists(std::string_view statement);
+
 //! A classification and where its statements are in the text that was looked up.
 struct ClassifiedQuery {
   std::shared_ptr<const Classification> classification;

@@ -760,6 +760,32 @@ def test_a_long_parameterised_bulk_insert_is_classified_from_its_distinct_rows(p
     assert primary.checksum("notes", order="body") == secondary.checksum("notes", order="body")
 
 
+def test_a_long_in_list_is_classified_from_its_first_constant(pair, start_proxy, tmp_path, monkeypatch):
+    """A statement of one long list of constants (an IN list an ORM builds, 100,000 of them,
+    1.3 MB) was parsed whole: the proxy grew by 65 MiB for it. How many constants a list holds
+    changes nothing switchyard takes from a parse, so the list is parsed as its first (4 MiB);
+    the DELETE of such a list is mirrored as ever."""
+    primary, secondary = pair
+    monkeypatch.setenv("ASAN_OPTIONS", os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=0")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    client = RawClient(proxy.port, timeout=120)
+    client.login_trust()
+    client.send(message(b"Q", cstr("INSERT INTO notes (body) SELECT 'note ' || i FROM generate_series(0, 999) i")))
+    client.read_until(b"Z")
+    names = ", ".join(f"'note {i}'" for i in range(0, 200_000, 2))
+    rss_before = memory_kib(proxy.process, "VmRSS")
+    client.send(message(b"Q", cstr(f"SELECT count(*) FROM notes WHERE body IN ({names})")))
+    answer = client.read_until(b"Z")
+    peak_growth_mib = (memory_kib(proxy.process, "VmHWM") - rss_before) / 1024
+    assert [tag for tag, _ in answer] == [b"T", b"D", b"C", b"Z"] and answer[1][1].endswith(b"500")
+    assert peak_growth_mib < 30, f"the proxy grew by {peak_growth_mib:.0f} MiB"
+    client.send(message(b"Q", cstr(f"DELETE FROM notes WHERE body IN ({names}) AND written < (ARRAY[now(), "
+                                    + ", ".join(["'infinity'"] * 1000) + "])[1]")))
+    assert [(tag, body) for tag, body in client.read_until(b"Z")] == [(b"C", b"DELETE 500\0"), (b"Z", b"I")]
+    assert primary.sql("SELECT count(*) FROM notes") == "500"
+    assert primary.checksum("notes", order="body") == secondary.checksum("notes", order="body")
+
+
 def test_a_close_skipped_after_an_error_leaves_the_statement_known(pair, start_proxy, tmp_path):
     """After an error PostgreSQL skips the rest of the cycle, a Close of the statement too: the
     statement lives on, and switchyard must still know it carries a row image, or a Describe of

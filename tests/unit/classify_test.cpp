@@ -743,6 +743,65 @@ TEST_CASE("a long parameterised bulk INSERT is one shape of row; a name with $ i
   CHECK(functions == std::vector<std::string>{"f$1", "f$2"});
 }
 
+TEST_CASE("lists of constants after IN and ARRAY are cut to their first") {
+  CHECK(without_constant_lists("SELECT * FROM t WHERE a IN (1, 2, 3)") ==
+        "SELECT * FROM t WHERE a IN (1)");
+  CHECK(
+      without_constant_lists("delete from t where a not in( -1 ,+2.5e-3, .5 ) and b in ($1,$2)") ==
+      "delete from t where a not in( -1) and b in ($1)");
+  CHECK(without_constant_lists("SELECT ARRAY['a', E'b\\'c', 'd''e'] IN /* c */ ('x', 'y')") ==
+        "SELECT ARRAY['a'] IN /* c */ ('x')");
+  for (std::string_view none :
+       {"SELECT 1 WHERE a IN (SELECT 1, 2)", "SELECT 1 WHERE a IN (1, b)",
+        "SELECT 1 WHERE a IN (1)", "SELECT 1 WHERE a IN (f(1), 2)", "SELECT 1 WHERE a IN (1abc, 2)",
+        "SELECT 1 WHERE a IN ('a' 'b', 'c')", "SELECT 'a IN (1, 2)'", "SELECT $$ IN (1, 2) $$",
+        "SELECT ARRAY[[1, 2], [3, 4]]", "SELECT * FROM a JOIN (1, 2)", "SELECT (1, 2)",
+        "SELECT 1 WHERE a IN ($1a, 2)", "SELECT 1 WHERE a IN (1, 'unterminated)",
+        "SELECT 1 WHERE a IN (1, 2"}) {
+    CAPTURE(none);
+    CHECK_FALSE(without_constant_lists(none));
+  }
+}
+
+TEST_CASE("a long statement of long lists of constants is classified as if parsed whole") {
+  auto list = [](size_t constants) {
+    std::string items;
+    for (size_t i = 0; i < constants; ++i)
+      items += (i > 0 ? ", '" : "'") + std::to_string(i) + "'";
+    return items;
+  };
+  for (std::string_view shape :
+       {"SELECT a, random() FROM s.t WHERE b IN ({}) ORDER BY a",
+        "DELETE FROM s.t WHERE b IN ({}) RETURNING a",
+        "UPDATE s.t SET a = nextval('q') WHERE b = ANY (ARRAY[{}])",
+        "INSERT INTO s.t (a, b) VALUES (1, ARRAY[{}]), (DEFAULT, ARRAY[{}])"}) {
+    CAPTURE(shape);
+    auto text = [&](size_t constants) {
+      std::string sql(shape);
+      for (size_t at = sql.find("{}"); at != std::string::npos; at = sql.find("{}"))
+        sql.replace(at, 2, list(constants));
+      return sql;
+    };
+    Statement short_one = only(text(3));
+    std::string long_sql = text(20'000);
+    REQUIRE(long_sql.size() > size_t{64} * 1024);
+    Statement long_one = only(long_sql);
+    CHECK(long_one.length == long_sql.size());
+    CHECK(long_one.node == short_one.node);
+    CHECK(long_one.kind == short_one.kind);
+    CHECK(long_one.mirror == short_one.mirror);
+    CHECK(long_one.ordered == short_one.ordered);
+    CHECK(long_one.target.qualified() == short_one.target.qualified());
+    CHECK(long_one.has_returning == short_one.has_returning);
+    CHECK(long_one.unlisted_functions == short_one.unlisted_functions);
+    CHECK(long_one.writing_calls == short_one.writing_calls);
+    CHECK(long_one.valued_columns == short_one.valued_columns);
+    REQUIRE(long_one.partly_valued.size() == short_one.partly_valued.size());
+    for (size_t c = 0; c < long_one.partly_valued.size(); ++c)
+      CHECK(long_one.partly_valued[c].given == short_one.partly_valued[c].given);
+  }
+}
+
 TEST_CASE("a text of more statements than a lookup allows is not parsed") {
   CHECK(query_shape("SELECT 1; SELECT 2; SELECT 3", 1).spans.size() == 2);
   CHECK(query_shape("SELECT 1; SELECT 2", 2).spans.size() == 2);
