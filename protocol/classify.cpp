@@ -1391,10 +1391,9 @@ std::string row_shape(std::string_view row) {
 
 // A statement whose VALUES list repeats a few shapes of row (a bulk INSERT, its rows differing
 // in their constants and parameter numbers alone), classified from the first row of each
-// shape: what an INSERT's
-// classification takes from its rows is the same for rows of one shape, save
-// PartlyValued::given, which is spread back over every row. nullopt for anything else, or
-// when those rows are not shorter than kWholeParseBytes.
+// shape: what an INSERT's classification takes from its rows is the same for rows of one
+// shape, save PartlyValued::given, which is spread back over every row. nullopt for anything
+// else, or when those rows are not shorter than kWholeParseBytes.
 std::optional<Classification> classify_distinct_rows(std::string_view statement, size_t nesting) {
   std::vector<StatementSpan> rows = values_rows(statement);
   if (rows.size() < 2) return std::nullopt;
