@@ -173,64 +173,70 @@ def test_one_query_message_with_many_statements_and_a_trigger(start_proxy, tmp_p
         assert conn.execute("SELECT count(*) FROM audit").fetchone() == (3000,)
 
 
-def test_a_query_of_more_statements_than_the_limit_is_refused_by_a_sqlite_primary(start_proxy, tmp_path):
-    """As with a PostgreSQL primary (test_mirror): 54000 with the reason, and nothing runs."""
+@pytest.fixture
+def pg_secondary():
+    """A PostgreSQL 15 cluster with PG_SCHEMA, for a SQLite primary to mirror to."""
     cluster = PgCluster().start()
     try:
         cluster.sql(PG_SCHEMA)
-        path = tmp_path / "primary.db"
-        sqlite_exec(path, SQLITE_SCHEMA)
-        proxy = start_proxy(f"primary: sqlite:{path}\nsecondary: {cluster.uri()}\n"
-                            f"mirror:\n  journal: {tmp_path}/journal.jsonl\n"
-                            "read_percent: 100\nlimits:\n  max_statements_per_query: 100\n")
-        client = RawClient(proxy.port)
-        client.login_trust()
-        client.send(message(b"Q", cstr("INSERT INTO items (name) VALUES ('x');" * 101)))
-        answer = client.read_until(b"Z")
-        assert [tag for tag, _ in answer] == [b"E", b"Z"]
-        error = error_fields(answer[0][1])
-        assert error["C"] == "54000" and "more than 100 statements" in error["M"], error
-        client.send(message(b"Q", cstr("INSERT INTO items (name) VALUES ('x');" * 100)))
-        assert [tag for tag, _ in client.read_until(b"Z")] == [b"C"] * 100 + [b"Z"]
-        assert rows_from_sqlite(path, "items", "id") == rows_from_pg(cluster, "items", "id")
-        assert len(rows_from_pg(cluster, "items", "id")) == 100
+        yield cluster
     finally:
         cluster.destroy()
 
 
-def test_ddl_is_refused_by_a_sqlite_primary_when_the_policy_is_reject(start_proxy, tmp_path):
+def sqlite_mirrored_to(cluster, start_proxy, tmp_path, extra=""):
+    """A proxy mirroring a new SQLite primary (SQLITE_SCHEMA) to `cluster`, and the primary's
+    path. `extra`: more config lines, indented ones adding to the mirror section."""
+    path = tmp_path / "primary.db"
+    sqlite_exec(path, SQLITE_SCHEMA)
+    proxy = start_proxy(f"primary: sqlite:{path}\nsecondary: {cluster.uri()}\n"
+                        f"mirror:\n  journal: {tmp_path}/journal.jsonl\n{extra}")
+    return proxy, path
+
+
+def test_a_query_of_more_statements_than_the_limit_is_refused_by_a_sqlite_primary(start_proxy, tmp_path,
+                                                                                   pg_secondary):
+    """As with a PostgreSQL primary (test_mirror): 54000 with the reason, and nothing runs."""
+    proxy, path = sqlite_mirrored_to(pg_secondary, start_proxy, tmp_path,
+                                     "read_percent: 100\nlimits:\n  max_statements_per_query: 100\n")
+    client = RawClient(proxy.port)
+    client.login_trust()
+    client.send(message(b"Q", cstr("INSERT INTO items (name) VALUES ('x');" * 101)))
+    answer = client.read_until(b"Z")
+    assert [tag for tag, _ in answer] == [b"E", b"Z"]
+    error = error_fields(answer[0][1])
+    assert error["C"] == "54000" and "more than 100 statements" in error["M"], error
+    client.send(message(b"Q", cstr("INSERT INTO items (name) VALUES ('x');" * 100)))
+    assert [tag for tag, _ in client.read_until(b"Z")] == [b"C"] * 100 + [b"Z"]
+    assert rows_from_sqlite(path, "items", "id") == rows_from_pg(pg_secondary, "items", "id")
+    assert len(rows_from_pg(pg_secondary, "items", "id")) == 100
+
+
+def test_ddl_is_refused_by_a_sqlite_primary_when_the_policy_is_reject(start_proxy, tmp_path, pg_secondary):
     """mirror.ddl: reject gives the same 0A000 and reason as with a PostgreSQL primary
     (test_mirror), in a Query and at Execute of a prepared statement, and nothing runs."""
-    cluster = PgCluster().start()
+    proxy, path = sqlite_mirrored_to(pg_secondary, start_proxy, tmp_path, "  ddl: reject\n")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="mirror.ddl is reject"):
+            conn.execute("CREATE TABLE refused (id integer)")
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="mirror.ddl is reject"):
+            conn.execute("DROP TABLE counters", prepare=True)
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO items (name) VALUES ('kept apart')")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute("ALTER TABLE items ADD COLUMN refused integer")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        conn.execute("ROLLBACK")
+        conn.execute("INSERT INTO items (name) VALUES ('still works')")
+    tables = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%' ORDER BY name"
+    db = sqlite3.connect(path)
     try:
-        cluster.sql(PG_SCHEMA)
-        path = tmp_path / "primary.db"
-        sqlite_exec(path, SQLITE_SCHEMA)
-        proxy = start_proxy(f"primary: sqlite:{path}\nsecondary: {cluster.uri()}\n"
-                            f"mirror:\n  journal: {tmp_path}/journal.jsonl\n  ddl: reject\n")
-        with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
-            with pytest.raises(psycopg.errors.FeatureNotSupported, match="mirror.ddl is reject"):
-                conn.execute("CREATE TABLE refused (id integer)")
-            with pytest.raises(psycopg.errors.FeatureNotSupported, match="mirror.ddl is reject"):
-                conn.execute("DROP TABLE counters", prepare=True)
-            conn.execute("BEGIN")
-            conn.execute("INSERT INTO items (name) VALUES ('kept apart')")
-            with pytest.raises(psycopg.errors.FeatureNotSupported):
-                conn.execute("ALTER TABLE items ADD COLUMN refused integer")
-            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
-            conn.execute("ROLLBACK")
-            conn.execute("INSERT INTO items (name) VALUES ('still works')")
-        tables = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%' ORDER BY name"
-        db = sqlite3.connect(path)
-        try:
-            assert db.execute(tables).fetchall() == [("counters",), ("items",)]
-        finally:
-            db.close()
-        assert cluster.sql("SELECT count(*) FROM pg_tables WHERE tablename = 'refused'") == "0"
-        assert rows_from_sqlite(path, "items", "id") == rows_from_pg(cluster, "items", "id")
-        assert [row[1] for row in rows_from_pg(cluster, "items", "id")] == ["still works"]
+        assert db.execute(tables).fetchall() == [("counters",), ("items",)]
     finally:
-        cluster.destroy()
+        db.close()
+    assert pg_secondary.sql("SELECT count(*) FROM pg_tables WHERE tablename = 'refused'") == "0"
+    assert rows_from_sqlite(path, "items", "id") == rows_from_pg(pg_secondary, "items", "id")
+    assert [row[1] for row in rows_from_pg(pg_secondary, "items", "id")] == ["still works"]
 
 
 def test_edge_values_round_trip_and_bad_ones_are_refused(start_proxy, tmp_path):
