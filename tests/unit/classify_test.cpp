@@ -673,6 +673,30 @@ TEST_CASE("the rows of a statement's VALUES list") {
   }
 }
 
+// A long statement (`long_sql`) classified from less of its text gives what the same statement
+// with fewer rows or constants does, save PartlyValued::given, which the caller checks.
+Statement check_classified_alike(const std::string& long_sql, std::string_view short_sql) {
+  REQUIRE(long_sql.size() > size_t{64} * 1024);
+  Statement long_one = only(long_sql);
+  Statement short_one = only(short_sql);
+  CHECK(long_one.length == long_sql.size());
+  CHECK(long_one.node == short_one.node);
+  CHECK(long_one.kind == short_one.kind);
+  CHECK(long_one.mirror == short_one.mirror);
+  CHECK(long_one.ordered == short_one.ordered);
+  CHECK(long_one.target.qualified() == short_one.target.qualified());
+  CHECK(long_one.has_returning == short_one.has_returning);
+  CHECK(long_one.set_columns == short_one.set_columns);
+  CHECK(long_one.valued_columns == short_one.valued_columns);
+  CHECK(long_one.computed_columns == short_one.computed_columns);
+  CHECK(long_one.unlisted_functions == short_one.unlisted_functions);
+  CHECK(long_one.writing_calls == short_one.writing_calls);
+  REQUIRE(long_one.partly_valued.size() == short_one.partly_valued.size());
+  for (size_t c = 0; c < long_one.partly_valued.size(); ++c)
+    CHECK(long_one.partly_valued[c].column == short_one.partly_valued[c].column);
+  return long_one;
+}
+
 TEST_CASE("a long bulk INSERT is classified from one row of each shape, as if parsed whole") {
   // Rows of three shapes, repeated past 64 KiB: classified from three rows, what each row gives
   // is what a short INSERT of the same rows says.
@@ -684,24 +708,11 @@ TEST_CASE("a long bulk INSERT is classified from one row of each shape, as if pa
     return sql + " ON CONFLICT (a) DO UPDATE SET b = excluded.b RETURNING x.a";
   };
   Statement short_insert = only(insert(6));
-  std::string long_sql = insert(10'000);
-  REQUIRE(long_sql.size() > size_t{64} * 1024);
-  Statement long_insert = only(long_sql);
-  CHECK(long_insert.length == long_sql.size());
-  CHECK(long_insert.node == short_insert.node);
-  CHECK(long_insert.mirror == short_insert.mirror);
-  CHECK(long_insert.target.qualified() == short_insert.target.qualified());
-  CHECK(long_insert.has_returning == short_insert.has_returning);
-  CHECK(long_insert.set_columns == short_insert.set_columns);
-  CHECK(long_insert.valued_columns == short_insert.valued_columns);
-  CHECK(long_insert.computed_columns == short_insert.computed_columns);
-  CHECK(long_insert.unlisted_functions == short_insert.unlisted_functions);
-  REQUIRE(long_insert.partly_valued.size() == short_insert.partly_valued.size());
+  Statement long_insert = check_classified_alike(insert(10'000), insert(6));
   REQUIRE(long_insert.partly_valued.size() == 2); // a and b are DEFAULT in some rows
   for (size_t c = 0; c < long_insert.partly_valued.size(); ++c) {
     const PartlyValued& got = long_insert.partly_valued[c];
     const PartlyValued& want = short_insert.partly_valued[c];
-    CHECK(got.column == want.column);
     REQUIRE(got.given.size() == 10'000);
     std::vector<bool> repeated_want;
     for (size_t row = 0; row < 10'000; ++row)
@@ -782,21 +793,8 @@ TEST_CASE("a long statement of long lists of constants is classified as if parse
         sql.replace(at, 2, list(constants));
       return sql;
     };
+    Statement long_one = check_classified_alike(text(20'000), text(3));
     Statement short_one = only(text(3));
-    std::string long_sql = text(20'000);
-    REQUIRE(long_sql.size() > size_t{64} * 1024);
-    Statement long_one = only(long_sql);
-    CHECK(long_one.length == long_sql.size());
-    CHECK(long_one.node == short_one.node);
-    CHECK(long_one.kind == short_one.kind);
-    CHECK(long_one.mirror == short_one.mirror);
-    CHECK(long_one.ordered == short_one.ordered);
-    CHECK(long_one.target.qualified() == short_one.target.qualified());
-    CHECK(long_one.has_returning == short_one.has_returning);
-    CHECK(long_one.unlisted_functions == short_one.unlisted_functions);
-    CHECK(long_one.writing_calls == short_one.writing_calls);
-    CHECK(long_one.valued_columns == short_one.valued_columns);
-    REQUIRE(long_one.partly_valued.size() == short_one.partly_valued.size());
     for (size_t c = 0; c < long_one.partly_valued.size(); ++c)
       CHECK(long_one.partly_valued[c].given == short_one.partly_valued[c].given);
   }
