@@ -119,43 +119,20 @@ struct SecondaryLink::ApplyOutcome {
   std::vector<size_t> lacking;
 };
 
-//! A session's commit waiting in ApplyGroups; the session waits on `woken`, which stays
-//! alive (and so does the session's link) until the group it joined was applied.
-struct SecondaryLink::GroupMember {
-  GroupMember(SecondaryLink& l, std::vector<MirrorOp> o, const asio::any_io_executor& executor)
-      : link(l), ops(std::move(o)), woken(executor, Clock::time_point::max()) {}
+//! A session's commit waiting in ApplyGroups (Services::apply_groups). The session waits
+//! for it to be applied on `woken`, without cancellation, so its link and timer outlive the
+//! member's wait; only a process shutting down ends that wait otherwise, once no thread runs.
+struct SecondaryLink::GroupMember : GroupEntry {
+  GroupMember(SecondaryLink& l, std::vector<MirrorOp> o, asio::steady_timer& w)
+      : GroupEntry(&asio::query(l.executor_, asio::execution::context), o.size()), link(l),
+        ops(std::move(o)), executor(l.executor_), woken(w) {}
   SecondaryLink& link;
   std::vector<MirrorOp> ops;
-  asio::steady_timer woken;            // cancelled once done
-  bool done = false;                   // the group was applied, or failed
+  asio::any_io_executor executor;      // the session's network thread
+  asio::steady_timer& woken;           // the session's, cancelled on its thread once done
+  bool done = false;                   // the group was applied, or failed (the session's thread)
   std::optional<ApplyOutcome> outcome; // none: the group failed, apply alone
 };
-
-//! The commits that sessions of one login on this network thread are ready to apply while an
-//! apply of theirs is under way wait here and go to the secondary together as the next one,
-//! in one transaction under one Sync: one round trip, one commit and one backend wake-up
-//! for many. No two of them wrote the same row, so their order there does not matter: in
-//! sync mode every member's primary holds its row locks until then, in async mode each is
-//! ready in Services::commit_order, which no commit is while an earlier one that wrote one of
-//! its rows is not done. Not thread-safe: one per network thread, like
-//! SharedSecondaryConnections.
-class SecondaryLink::ApplyGroups : public asio::execution_context::service {
-public:
-  static asio::execution_context::id id;
-  explicit ApplyGroups(asio::execution_context& context) : service(context) {}
-
-  struct Queue {
-    std::deque<std::shared_ptr<GroupMember>> waiting;
-    bool applying = false; // an apply_groups coroutine serves the queue
-  };
-  std::map<std::string, Queue> queues; // by login key
-
-private:
-  void shutdown() override { queues.clear(); }
-};
-
-// NOLINTNEXTLINE(cert-err58-cpp): asio's registry key; constructing it allocates nothing
-asio::execution_context::id SecondaryLink::ApplyGroups::id;
 
 SecondaryLink::SecondaryLink(Services& services, std::shared_ptr<const Runtime> runtime,
                              LoginRequest login, std::string peer,
@@ -1253,19 +1230,16 @@ bool SecondaryLink::groupable(const std::vector<MirrorOp>& ops, bool atomic) con
 asio::awaitable<std::vector<MirrorOp>> SecondaryLink::apply_together(std::vector<MirrorOp> ops,
                                                                      Journaling journaling) {
   co_await end_read_transaction(); // the writes get a transaction of their own
-  auto& groups = asio::use_service<ApplyGroups>(asio::query(executor_, asio::execution::context));
-  auto member = std::make_shared<GroupMember>(*this, std::move(ops), executor_);
-  ApplyGroups::Queue& queue = groups.queues[login_key_];
-  queue.waiting.push_back(member);
-  if (!queue.applying) {
-    queue.applying = true;
+  asio::steady_timer woken(executor_, Clock::time_point::max());
+  auto member = std::make_shared<GroupMember>(*this, std::move(ops), woken);
+  ApplyGroups& groups = services_.apply_groups();
+  if (groups.join(login_key_, member)) {
     spawn(executor_, apply_groups(groups, login_key_), "secondary group apply");
   }
   // Not cancellable: the group holds this session's writes (and this link) until it is
-  // applied, within mirror.timeout. Spawned on this thread, the group may be done already.
+  // applied, within mirror.timeout.
   if (!member->done) {
-    co_await member->woken.async_wait(
-        asio::bind_cancellation_slot(asio::cancellation_slot(), use_tuple));
+    co_await woken.async_wait(asio::bind_cancellation_slot(asio::cancellation_slot(), use_tuple));
   }
   if (member->outcome) {
     journal_outcome(member->ops, *member->outcome, journaling);
@@ -1275,18 +1249,41 @@ asio::awaitable<std::vector<MirrorOp>> SecondaryLink::apply_together(std::vector
   co_return std::move(member->ops);
 }
 
+namespace {
+
+//! Tells a member its group is done, on its session's thread (`here` is the applier's).
+template <class Member> void wake(const std::shared_ptr<Member>& member, const void* here) {
+  auto done = [member] {
+    member->done = true;
+    member->woken.cancel();
+  };
+  if (member->thread == here) {
+    done();
+  } else {
+    asio::post(member->executor, done);
+  }
+}
+
+} // namespace
+
 asio::awaitable<void> SecondaryLink::apply_groups(ApplyGroups& groups, std::string key) {
-  ApplyGroups::Queue& queue = groups.queues[key];
-  while (!queue.waiting.empty()) {
+  const void* here = &asio::query(co_await asio::this_coro::executor, asio::execution::context);
+  while (true) {
+    ApplyGroups::Turn turn = groups.next(key, here, kMaxMergedCommits, kMaxGroupedWrites);
+    if (turn.elsewhere) {
+      // Only another thread's sessions wait: one of their links applies, on their thread.
+      const auto& next = static_cast<const GroupMember&>(*turn.elsewhere);
+      spawn(next.executor, apply_groups(groups, std::move(key)), "secondary group apply");
+      co_return;
+    }
+    if (turn.group.empty()) co_return;
     std::vector<std::shared_ptr<GroupMember>> group;
     std::vector<MirrorOp> ops;
-    while (!queue.waiting.empty() && group.size() < kMaxMergedCommits &&
-           ops.size() < kMaxGroupedWrites) {
-      group.push_back(std::move(queue.waiting.front()));
-      queue.waiting.pop_front();
+    for (auto& entry : turn.group) {
+      group.push_back(std::static_pointer_cast<GroupMember>(std::move(entry)));
       std::move(group.back()->ops.begin(), group.back()->ops.end(), std::back_inserter(ops));
     }
-    // The first member's link applies the group: its session waits for it, idle.
+    // The first member's link, of this thread, applies the group: its session waits, idle.
     SecondaryLink& applier = group.front()->link;
     ApplyOutcome outcome;
     try {
@@ -1320,12 +1317,10 @@ asio::awaitable<void> SecondaryLink::apply_groups(ApplyGroups& groups, std::stri
         }
         member->outcome = std::move(own);
       }
-      member->done = true;
-      member->woken.cancel();
+      wake(member, here);
       begin = end;
     }
   }
-  groups.queues.erase(key);
 }
 
 bool SecondaryLink::lacks_what_ddl_adds(const ApplyOutcome& outcome) {

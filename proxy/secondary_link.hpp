@@ -197,7 +197,6 @@ private:
   struct Unit;
   struct ApplyOutcome;
   struct GroupMember;
-  class ApplyGroups;
 
   //! A committed transaction waiting for its turn (async mode).
   struct Batch {
@@ -248,12 +247,13 @@ private:
   //! no secondary connection of its own.
   bool groupable(const std::vector<MirrorOp>& ops, bool atomic) const;
   //! Applies groupable `ops` in one secondary transaction with the commits other sessions of
-  //! the login on this network thread make meanwhile (see ApplyGroups); journaled as
+  //! the login, on any network thread, make meanwhile (see ApplyGroups); journaled as
   //! apply_batch would.
   //! Returns `ops` once applied (or journaled).
   asio::awaitable<std::vector<MirrorOp>> apply_together(std::vector<MirrorOp> ops,
                                                         Journaling journaling);
-  //! Applies the groups of login `key` one after the other until no commit waits.
+  //! Applies the groups of login `key` one after the other until no commit waits, or hands
+  //! over to a thread whose commits wait when none of this thread's do.
   static asio::awaitable<void> apply_groups(ApplyGroups& groups, std::string key);
   //! Applies `ops` within mirror.timeout and says how it went; journals nothing.
   asio::awaitable<ApplyOutcome> try_apply(const std::vector<MirrorOp>& ops, bool atomic);

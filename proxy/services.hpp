@@ -11,6 +11,7 @@
 
 #include "backfill/journal.hpp"
 #include "monitoring/metrics.hpp"
+#include "proxy/apply_groups.hpp"
 #include "proxy/backend_pool.hpp"
 #include "proxy/bound_plans.hpp"
 #include "proxy/cancel_registry.hpp"
@@ -165,6 +166,8 @@ public:
   std::atomic<int64_t>& secondary_reads_down_until() { return secondary_reads_down_until_; }
   //! The order async-mirrored transactions reach the secondary in: the primary's.
   CommitOrder& commit_order() { return commit_order_; }
+  //! Commits of every network thread gathered per login to reach the secondary together.
+  ApplyGroups& apply_groups() { return apply_groups_; }
   //! Bumped by every mirrored DDL so sessions drop their cached table shapes.
   std::atomic<uint64_t>& schema_epoch() { return schema_epoch_; }
   //! Rewritten statements' Binds on their way to the primary, which DDL waits for.
@@ -265,6 +268,7 @@ private:
   std::atomic<uint64_t> secondary_ddl_applied_{0};
   RelayLoops* relay_loops_ = nullptr;
   CommitOrder commit_order_;
+  ApplyGroups apply_groups_;
   ShapeRegistry shapes_;
   SequenceMarks sequence_marks_;
   PreparedTransactions prepared_transactions_;

@@ -2307,6 +2307,51 @@ def test_sessions_committing_at_once_share_a_secondary_transaction_but_not_its_r
     assert_identical(primary, secondary, {"balances": "account"})
 
 
+def test_commits_on_every_network_thread_wait_for_one_apply_and_go_together(
+        pair, start_proxy, tmp_path):
+    """With two network threads, the commits of one login that arrive while an apply of that
+    login is under way wait for it whichever thread their session runs on, and then go to the
+    secondary as one group: one apply at a time, not one per thread."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  timeout: 30s\nworkers: 2\n"))
+    # Sessions are spread over the threads in the order they connect: 0, 2, 4, 6 on one,
+    # 1, 3, 5, 7 on the other.
+    sessions = [psycopg.connect(proxy.dsn(), autocommit=True) for _ in range(8)]
+    failures = []
+
+    def write(session):
+        try:
+            sessions[session].execute("INSERT INTO balances (account, total) VALUES (%s, 1)", (session,))
+        except psycopg.Error as error:
+            failures.append(error)
+
+    def count(cluster, condition):
+        return int(cluster.sql(f"SELECT count(*) FROM pg_stat_activity WHERE {condition}"))
+
+    with psycopg.connect(secondary.uri()) as holder:
+        holder.execute("LOCK TABLE balances IN EXCLUSIVE MODE")
+        writers = [threading.Thread(target=write, args=(0,))]
+        writers[0].start()
+        assert wait_for(lambda: count(secondary, "wait_event_type = 'Lock'") == 1)
+        for session in range(1, 8):
+            writers.append(threading.Thread(target=write, args=(session,)))
+            writers[-1].start()
+        # Every write ran on the primary, whose transactions wait for the secondary.
+        assert wait_for(lambda: count(primary, "backend_xid IS NOT NULL") == 8)
+        # The other thread's first commit did not start an apply of its own.
+        assert count(secondary, "wait_event_type = 'Lock'") == 1
+        grouped_before = proxy.metric("switchyard_mirror_grouped_total")
+    for writer in writers:
+        writer.join()
+    for session in sessions:
+        session.close()
+    assert failures == []
+    # Session 0's commit alone, then the seven others together: six joined a group.
+    assert proxy.metric("switchyard_mirror_grouped_total") - grouped_before == 6, proxy.log()
+    assert proxy.metric("switchyard_journal_entries_total") == 0
+    assert_identical(primary, secondary, {"balances": "account"})
+
+
 def test_a_session_with_a_temp_table_never_applies_other_sessions_writes(pair, start_proxy, tmp_path):
     """A temp table on a session's own secondary connection hides the table of the same name
     from every statement run there: other sessions' writes must not be applied on it."""
