@@ -43,9 +43,9 @@ public:
   //! on its own thread.
   bool join(const std::string& key, std::shared_ptr<GroupEntry> entry) {
     std::lock_guard lock(mutex_);
-    Queue& queue = queues_[key];
-    queue.waiting.push_back(std::move(entry));
-    return !std::exchange(queue.applying, true);
+    auto [queue, started] = queues_.try_emplace(key);
+    queue->second.push_back(std::move(entry));
+    return started;
   }
 
   struct Turn {
@@ -65,7 +65,7 @@ public:
     Turn turn;
     auto found = queues_.find(key);
     if (found == queues_.end()) return turn;
-    std::deque<std::shared_ptr<GroupEntry>>& waiting = found->second.waiting;
+    std::deque<std::shared_ptr<GroupEntry>>& waiting = found->second;
     if (waiting.empty()) {
       queues_.erase(found);
       return turn;
@@ -90,12 +90,10 @@ public:
   }
 
 private:
-  struct Queue {
-    std::deque<std::shared_ptr<GroupEntry>> waiting;
-    bool applying = false; // an applier serves the queue
-  };
   std::mutex mutex_;
-  std::map<std::string, Queue> queues_; // by login key
+  //! The commits waiting, by login key. A login is here exactly while an applier serves it:
+  //! the join that adds it starts one, and the applier ends at the next() that removes it.
+  std::map<std::string, std::deque<std::shared_ptr<GroupEntry>>> queues_;
 };
 
 } // namespace switchyard::proxy
