@@ -17,6 +17,25 @@ bool read_formats(BodyReader& reader, std::vector<uint16_t>& formats) {
   return true;
 }
 
+// A count, then each value: its length (-1: NULL) and bytes, as in a Bind or a FunctionCall.
+bool read_values(BodyReader& reader, std::vector<Value>& values) {
+  auto count = reader.u16();
+  if (!count) return false;
+  values.reserve(*count);
+  for (uint16_t i = 0; i < *count; ++i) {
+    auto length = reader.u32();
+    if (!length) return false;
+    if (*length == 0xFFFFFFFFu) {
+      values.emplace_back(std::nullopt);
+      continue;
+    }
+    auto bytes = reader.bytes(*length);
+    if (!bytes) return false;
+    values.emplace_back(std::string(*bytes));
+  }
+  return true;
+}
+
 } // namespace
 
 Result<ParseMessage> parse_parse(std::string_view body) {
@@ -54,21 +73,9 @@ Result<BindMessage> parse_bind(std::string_view body) {
   }
   bind.portal = std::string(*portal);
   bind.statement = std::string(*statement);
-  auto count = reader.u16();
-  if (!count) return Error{"Bind message is truncated"};
-  bind.parameters.reserve(*count);
-  for (uint16_t i = 0; i < *count; ++i) {
-    auto length = reader.u32();
-    if (!length) return Error{"Bind message is truncated"};
-    if (*length == 0xFFFFFFFFu) {
-      bind.parameters.emplace_back(std::nullopt);
-      continue;
-    }
-    auto bytes = reader.bytes(*length);
-    if (!bytes) return Error{"Bind message is truncated"};
-    bind.parameters.emplace_back(std::string(*bytes));
+  if (!read_values(reader, bind.parameters) || !read_formats(reader, bind.result_formats)) {
+    return Error{"Bind message is truncated"};
   }
-  if (!read_formats(reader, bind.result_formats)) return Error{"Bind message is truncated"};
   return bind;
 }
 
@@ -88,6 +95,21 @@ Result<TargetMessage> parse_target(std::string_view body) {
     return Error{"Describe/Close message is invalid"};
   }
   return TargetMessage{*kind, std::string(*name)};
+}
+
+Result<FunctionCallMessage> parse_function_call(std::string_view body) {
+  BodyReader reader(body);
+  FunctionCallMessage call;
+  auto function = reader.u32();
+  if (!function || !read_formats(reader, call.argument_formats) ||
+      !read_values(reader, call.arguments)) {
+    return Error{"FunctionCall message is truncated"};
+  }
+  auto result_format = reader.u16();
+  if (!result_format) return Error{"FunctionCall message is truncated"};
+  call.function = *function;
+  call.result_format = *result_format;
+  return call;
 }
 
 void append_query(std::string& out, std::string_view sql) {

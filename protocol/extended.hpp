@@ -40,10 +40,20 @@ struct TargetMessage {
   std::string name;
 };
 
+//! A FunctionCall message (the fastpath interface libpq's lo_* functions use). Argument values
+//! keep their wire bytes; formats are per the message, as a Bind's.
+struct FunctionCallMessage {
+  uint32_t function = 0; //!< the function's pg_proc OID
+  std::vector<uint16_t> argument_formats;
+  std::vector<Value> arguments;
+  uint16_t result_format = 0;
+};
+
 Result<ParseMessage> parse_parse(std::string_view body);
 Result<BindMessage> parse_bind(std::string_view body);
 Result<ExecuteMessage> parse_execute(std::string_view body);
 Result<TargetMessage> parse_target(std::string_view body);
+Result<FunctionCallMessage> parse_function_call(std::string_view body);
 //! The second string of a Parse (its query) or a Bind (its statement's name), read in place;
 //! nullopt when the message ends before it.
 std::optional<std::string_view> second_cstring(std::string_view body);
