@@ -75,11 +75,13 @@ std::string to_json_line(const JournalEntry& entry) {
   out["time"] = entry.time;
   out["kind"] = entry.kind == JournalEntry::Kind::kRow         ? "row"
                 : entry.kind == JournalEntry::Kind::kStatement ? "statement"
-                                                               : "table";
+                : entry.kind == JournalEntry::Kind::kTable     ? "table"
+                                                               : "large_object";
   out["missed_by"] = entry.missed_by;
   out["user"] = entry.user;
   out["database"] = entry.database;
   if (!entry.table.empty()) out["table"] = entry.table;
+  if (entry.kind == JournalEntry::Kind::kLargeObject) out["large_object"] = entry.large_object;
   if (!entry.op.empty()) out["op"] = entry.op;
   if (!entry.columns.empty()) out["columns"] = string_array(entry.columns);
   if (!entry.assigned.empty()) out["assigned"] = string_array(entry.assigned);
@@ -118,9 +120,10 @@ Result<JournalEntry> from_json_line(std::string_view line) {
   JournalEntry entry;
   entry.time = text("time");
   std::string kind = text("kind");
-  entry.kind = kind == "statement" ? JournalEntry::Kind::kStatement
-               : kind == "table"   ? JournalEntry::Kind::kTable
-                                   : JournalEntry::Kind::kRow;
+  entry.kind = kind == "statement"      ? JournalEntry::Kind::kStatement
+               : kind == "table"        ? JournalEntry::Kind::kTable
+               : kind == "large_object" ? JournalEntry::Kind::kLargeObject
+                                        : JournalEntry::Kind::kRow;
   if (text("missed_by") == "old") entry.missed_by = "old"; // entries of old versions lack it
   entry.user = text("user");
   entry.database = text("database");
@@ -139,6 +142,9 @@ Result<JournalEntry> from_json_line(std::string_view line) {
     // Entries of versions before the field each replay alone.
     if (const json::value* rows = in.if_contains("statement_rows")) {
       entry.statement_rows = rows->to_number<uint32_t>();
+    }
+    if (const json::value* object = in.if_contains("large_object")) {
+      entry.large_object = object->to_number<uint32_t>();
     }
     for (auto [key, strings] :
          {std::pair{"settings", &entry.settings}, std::pair{"columns", &entry.columns},

@@ -26,16 +26,18 @@ struct JournalEntry {
   //! a COPY FROM STDIN the secondary missed added rows ("filled_by_copy": as the latter),
   //! or a writing CTE or MERGE the secondary missed wrote it ("written_by_statement": as the
   //! latter, and its rows the primary no longer has deleted).
-  enum class Kind { kRow, kStatement, kTable };
+  //! kLargeObject: a large object (`large_object`) is to be made what the primary's is.
+  enum class Kind { kRow, kStatement, kTable, kLargeObject };
   Kind kind = Kind::kRow;
   //! The database that missed the write, as the cutover names them: "new" (the config's
   //! secondary) or "old" (its primary, which misses writes once promotion swapped roles).
   //! The replayer copies from the other one.
   std::string missed_by = "new";
-  std::string user;     //!< the session's database user, to reconnect as
-  std::string database; //!< the session's database
-  std::string table;    //!< quoted, possibly qualified name (rows)
-  std::string op;       //!< "insert", "update" or "delete": what the statement did (rows)
+  std::string user;          //!< the session's database user, to reconnect as
+  std::string database;      //!< the session's database
+  std::string table;         //!< quoted, possibly qualified name (rows)
+  uint32_t large_object = 0; //!< the large object's OID (kLargeObject)
+  std::string op;            //!< "insert", "update" or "delete": what the statement did (rows)
   std::vector<std::string> columns; //!< row image column names (rows)
   //! The columns an UPDATE's SET (an upsert's DO UPDATE SET) assigns, in the first entry of
   //! its rows: where they include the table's key, the rows under their old keys are the

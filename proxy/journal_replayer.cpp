@@ -30,8 +30,9 @@ using monitoring::ReplayResult;
 constexpr auto kIdlePoll = std::chrono::milliseconds(500);
 constexpr auto kFailureBackoff = std::chrono::seconds(2);
 constexpr size_t kBatch = 256;
-constexpr size_t kMaxStatementRows = 32768; // replayed together; a larger statement's in parts
-constexpr size_t kCopyBatch = 1000;         // rows of a table copy read and written at a time
+constexpr size_t kMaxStatementRows = 32768;    // replayed together; a larger statement's in parts
+constexpr size_t kCopyBatch = 1000;            // rows of a table copy read and written at a time
+constexpr int64_t kLargeObjectPiece = 1 << 20; // bytes of a large object copied at a time
 constexpr int kAttempts = 3;
 constexpr size_t kMaxReconciledRows = 65536;
 constexpr auto kMinEntryTimeout = std::chrono::milliseconds(10'000);
@@ -145,6 +146,16 @@ Status abandon(Pair& pair, std::string what) {
   pair.primary.reset();
   pair.secondary.reset();
   return Error{std::move(what)};
+}
+
+//! What an entry's write changed, for a log line.
+std::string written_to(const JournalEntry& entry) {
+  switch (entry.kind) {
+  case JournalEntry::Kind::kStatement: return entry.sql;
+  case JournalEntry::Kind::kLargeObject:
+    return "large object " + std::to_string(entry.large_object);
+  default: return entry.table;
+  }
 }
 
 //! Which way an entry replays: from the database that applied the write to the one that
@@ -296,6 +307,10 @@ private:
           }
           applied = std::move(std::get<0>(outcome));
         }
+      } else if (entry.kind == JournalEntry::Kind::kLargeObject) {
+        if (synced.insert("large object " + std::to_string(entry.large_object)).second) {
+          applied = co_await copy_large_object(**pair, way, entry);
+        }
       } else if (entry.kind == JournalEntry::Kind::kTable) {
         // Rows a query chose are copied whole; others are written over by key, and where a
         // writing CTE or MERGE may have deleted (or moved) rows, those are removed first.
@@ -367,8 +382,7 @@ private:
         }
         spdlog::error("journal {} for {} failed to replay and {} skipped: {}",
                       group.size() == 1 ? "entry" : std::to_string(group.size()) + " entries",
-                      entry.kind == JournalEntry::Kind::kRow ? entry.table : entry.sql,
-                      group.size() == 1 ? "is" : "are", applied.error());
+                      written_to(entry), group.size() == 1 ? "is" : "are", applied.error());
         metrics.journal_replayed(ReplayResult::kFailed).Increment(replayed);
       } else {
         metrics.journal_replayed(ReplayResult::kApplied).Increment(replayed);
@@ -984,6 +998,70 @@ private:
       }
     }
     co_return Ok{};
+  }
+
+  // A large object the target missed a write to is made what the source's is: removed there
+  // and, if the source has it, created again under its OID and written kLargeObjectPiece
+  // bytes at a time, in one transaction on each side. The source's pg_largeobject is held in
+  // SHARE ROW EXCLUSIVE mode meanwhile (which takes a role that may lock it), so no write to
+  // a large object is in flight there, nor, in sync mode, its mirrored statement on the
+  // target.
+  asio::awaitable<Status> copy_large_object(Pair& pair, const Direction& way,
+                                            const JournalEntry& entry) {
+    auto limit = std::max(kMinEntryTimeout, 5 * runtime_->config->mirror.timeout);
+    std::string source_role = way.into_primary ? "secondary: " : "primary: ";
+    std::string target_role = way.into_primary ? "primary: " : "secondary: ";
+    std::string object = std::to_string(entry.large_object);
+    auto on = [limit](Link* link, std::string sql, protocol::Value data = std::nullopt) {
+      return run_within(link, std::move(sql), limit, std::move(data));
+    };
+    for (auto [link, role] : {std::pair{way.source, &source_role}, {way.target, &target_role}}) {
+      if (auto begun = co_await on(link, "BEGIN"); !begun)
+        co_return abandon(pair, *role + begun.error());
+    }
+    auto locked =
+        co_await on(way.source, "LOCK TABLE pg_catalog.pg_largeobject IN SHARE ROW EXCLUSIVE MODE");
+    if (!locked) co_return abandon(pair, source_role + locked.error());
+    auto removed = co_await on(way.target, "SELECT pg_catalog.lo_unlink(oid) FROM "
+                                           "pg_catalog.pg_largeobject_metadata WHERE oid = " +
+                                               object);
+    if (!removed) co_return abandon(pair, target_role + removed.error());
+    auto found = co_await on(way.source, "SELECT 1 FROM pg_catalog.pg_largeobject_metadata "
+                                         "WHERE oid = " +
+                                             object);
+    if (!found) co_return abandon(pair, source_role + found.error());
+    if (!found->rows.empty()) {
+      auto created = co_await on(way.target, "SELECT pg_catalog.lo_create(" + object + ")");
+      if (!created) co_return abandon(pair, target_role + created.error());
+    }
+    for (int64_t offset = 0; !found->rows.empty(); offset += kLargeObjectPiece) {
+      std::string where = object + ", " + std::to_string(offset);
+      auto piece = co_await on(way.source, "SELECT pg_catalog.lo_get(" + where + ", " +
+                                               std::to_string(kLargeObjectPiece) + ")");
+      if (!piece) co_return abandon(pair, source_role + piece.error());
+      const protocol::Value& text = piece->rows.at(0).at(0); // bytea as text, read and written
+      auto bytes = protocol::decode_bytea_text(text.value_or(""));
+      if (!bytes) co_return abandon(pair, source_role + bytes.error());
+      if (bytes->empty()) break;
+      auto put = co_await on(way.target, "SELECT pg_catalog.lo_put(" + where + ", $1)", text);
+      if (!put) co_return abandon(pair, target_role + put.error());
+      if (static_cast<int64_t>(bytes->size()) < kLargeObjectPiece) break;
+    }
+    for (auto [link, role] : {std::pair{way.target, &target_role}, {way.source, &source_role}}) {
+      if (auto done = co_await on(link, "COMMIT"); !done)
+        co_return abandon(pair, *role + done.error());
+    }
+    co_return Ok{};
+  }
+
+  // `sql`, with `data` as its one bytea parameter (text) if given, bounded by `limit`.
+  static asio::awaitable<Result<QueryRows>>
+  run_within(Link* link, std::string sql, std::chrono::milliseconds limit, protocol::Value data) {
+    if (!data) co_return co_await within(link->query(sql), limit);
+    std::vector<uint32_t> types{protocol::oid::kBytea};
+    std::vector<uint16_t> formats{0};
+    std::vector<protocol::Value> values{std::move(data)};
+    co_return co_await within(link->query(sql, types, formats, values), limit);
   }
 
   // Deletes the target's rows whose key the source no longer has, kCopyBatch keys at a time

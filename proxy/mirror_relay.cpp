@@ -15,6 +15,7 @@
 #include "protocol/copy_data.hpp"
 #include "protocol/extended.hpp"
 #include "protocol/frame.hpp"
+#include "protocol/large_objects.hpp"
 #include "protocol/messages.hpp"
 #include "protocol/pg_values.hpp"
 #include "protocol/row_image.hpp"
@@ -104,6 +105,19 @@ std::string statement_limit_refusal(size_t max_statements, protocol::Dialect dia
                  "the query holds more than " + std::to_string(max_statements) +
                      " statements, the most switchyard classifies in one query string "
                      "(limits.max_statements_per_query); send them in several queries",
+                 dialect);
+}
+
+// A FunctionCall writing through a large-object descriptor no FunctionCall of the session
+// opened (SQL did, or none is open): what it writes, and where, cannot be told the secondary.
+std::string unknown_descriptor_refusal(int32_t descriptor, protocol::Dialect dialect) {
+  return refusal("0A000",
+                 "switchyard mirrors writes through large-object descriptors that a FunctionCall "
+                 "opened (libpq's lo_open); descriptor " +
+                     std::to_string(descriptor) +
+                     " is not one of those (SQL opened it, or it is not open), so this write "
+                     "could not reach the secondary: open the object with lo_open, or write it "
+                     "with SQL's lo_put",
                  dialect);
 }
 
@@ -207,10 +221,13 @@ struct Expect {
   std::shared_ptr<const protocol::Classification> keep; // keeps `statement` alive
   const protocol::Statement* statement = nullptr;
   std::unique_ptr<MirrorOp> op; // the write to mirror once the primary ran it (used once)
-  bool digest = false;          // a read being compared: digest its rows as they pass
-  bool shadow = false;          // a shadow comparison's run: digest the answer, show none
-  bool hand_over = false;       // a COMMIT (or a Sync or Query that ends a cycle's implicit
-                                // transaction) whose writes go to the secondary after it (async)
+  // A large-object FunctionCall: its answer says what the secondary must do (used once).
+  std::optional<std::pair<protocol::LargeObjectFunction, protocol::FunctionCallMessage>>
+      large_object_call;
+  bool digest = false;    // a read being compared: digest its rows as they pass
+  bool shadow = false;    // a shadow comparison's run: digest the answer, show none
+  bool hand_over = false; // a COMMIT (or a Sync or Query that ends a cycle's implicit
+                          // transaction) whose writes go to the secondary after it (async)
   std::optional<Clock::time_point> read_started; // a safe read: timed for the latency gate
   std::shared_ptr<const PreparedInfo> describes; // a portal's Describe: cache the answer here
   std::vector<uint16_t> result_formats;          // ... for a portal bound with these
@@ -434,14 +451,51 @@ private:
     case 'X': // finish() ends the primary connection, as for the other relays
       if (auto c = co_await finish_requests_sent()) co_return c;
       co_return Closing{CloseReason::kClientTerminate, {}, {}};
-    case 'F':
-      temporaries_asked_.reset(); // the function may create or drop them
-      forward(frame);
-      expects_.push_back(Expect{ExpectKind::kQuery});
-      activity_.sync_sent(Clock::now());
-      co_return std::nullopt;
+    case 'F': co_return co_await on_function_call(frame);
     default: forward(frame); co_return std::nullopt; // Flush, COPY data
     }
+  }
+
+  // A FunctionCall (the fastpath interface). One of the large-object functions (libpq's lo_*)
+  // is mirrored once the primary answered it, as SQL naming the object rather than the
+  // descriptor (LargeObjectDescriptors); one that writes outside a transaction block runs in
+  // one switchyard opens, and commits after the secondary. Other functions reach the primary
+  // alone.
+  asio::awaitable<std::optional<Closing>> on_function_call(const protocol::Frame& frame) {
+    temporaries_asked_.reset(); // the function may create or drop them
+    auto call = protocol::parse_function_call(frame.body);
+    auto function = call ? protocol::large_object_function(call->function) : std::nullopt;
+    Expect expect{ExpectKind::kQuery};
+    bool wrap = false;
+    if (function && protocol::writes(*function)) {
+      if (services_.role_fence().draining()) co_await pass_role_fence();
+      // The descriptors it may name are known, and the transaction status is the primary's.
+      if (auto c = co_await drain()) co_return c;
+      if (auto descriptor = large_objects_.unknown_descriptor(*function, *call)) {
+        append_client_query(unknown_descriptor_refusal(*descriptor, primary_dialect()), expect);
+        expects_.push_back(std::move(expect));
+        co_return std::nullopt;
+      }
+      transaction_wrote_ = true;
+      transaction_took_locks_ = true;
+      wrap = activity_.transaction_status == 'I';
+      if (wrap) {
+        protocol::append_query(to_primary_, "BEGIN");
+        Expect begin{ExpectKind::kQuery};
+        begin.internal = true;
+        begin.hold_ready = true;
+        expects_.push_back(std::move(begin));
+      }
+    }
+    forward(frame);
+    if (function) expect.large_object_call.emplace(*function, std::move(*call));
+    expect.hold_ready = wrap;
+    expects_.push_back(std::move(expect));
+    activity_.sync_sent(Clock::now());
+    if (!wrap) co_return std::nullopt;
+    query_failed_ = false;
+    if (auto c = co_await drain()) co_return c;
+    co_return co_await end_wrapped_transaction(!query_failed_);
   }
 
   asio::awaitable<std::optional<Closing>> on_query(std::string_view sql) {
@@ -2748,8 +2802,36 @@ private:
       copy_in_started_ = true; // the client pump relays the data now
       wake_.cancel();
       return;
-    default: pass(frame); return; // COPY out, FunctionCallResponse
+    case 'V':
+      pass(frame);
+      if (front.large_object_call) mirror_large_object_call(front, frame.body);
+      return;
+    default: pass(frame); return; // COPY out
     }
+  }
+
+  // The primary answered a large-object FunctionCall: the secondary gets what it did, if it
+  // changed what is stored, as a statement.
+  void mirror_large_object_call(Expect& front, std::string_view body) {
+    auto [function, call] = std::move(*front.large_object_call);
+    front.large_object_call.reset();
+    protocol::BodyReader reader(body);
+    protocol::Value result;
+    if (auto length = reader.u32(); length && *length != 0xFFFFFFFFu) {
+      if (auto bytes = reader.bytes(*length)) result = std::string(*bytes);
+    }
+    auto write = large_objects_.answered(function, call, result);
+    if (!write) return;
+    protocol::ClassifiedQuery query = cache_.get(write->sql);
+    if (query.classification->statements.size() != 1) return; // never: the SQL is switchyard's
+    std::unique_ptr<MirrorOp> op =
+        make_op(query.classification->statements[0], write->sql, nullptr);
+    if (!op) return;
+    op->parameter_types = std::move(write->types);
+    op->parameter_formats = std::move(write->formats);
+    op->parameters = std::move(write->parameters);
+    op->large_object = write->object;
+    link_.add(std::move(*op));
   }
 
   // The answer to a shadow run on the primary: digested, never shown.
@@ -2788,6 +2870,7 @@ private:
       transaction_pinned_ = false;
       begin_sql_ = "BEGIN";
       router_.end_transaction();
+      large_objects_.clear(); // PostgreSQL closed the transaction's descriptors
     }
     if (expects_.empty()) expected_in_transaction_ = status != 'I';
     if (status == 'I') link_.settle(); // any transaction journaled so far has ended
@@ -3039,6 +3122,7 @@ private:
   // Sent a write, DDL or LOCK: the transaction may hold locks (rows, a table) that other
   // sessions' statements wait for; a read takes none they could.
   bool transaction_took_locks_ = false;
+  protocol::LargeObjectDescriptors large_objects_; // the session's, opened by FunctionCalls
   bool transaction_pinned_ = false; // a secondary read of it failed: the rest on the primary
   routing::ResultDigest primary_digest_{false}; // the primary's side of a shadow comparison
   struct PendingShadow {

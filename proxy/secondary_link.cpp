@@ -1842,6 +1842,12 @@ std::vector<backfill::JournalEntry> SecondaryLink::journal_entries(const std::ve
       entries.push_back(std::move(entry));
       continue;
     }
+    if (op.large_object) {
+      entry.kind = backfill::JournalEntry::Kind::kLargeObject;
+      entry.large_object = *op.large_object;
+      entries.push_back(std::move(entry));
+      continue;
+    }
     // No image carries the rows of a writing CTE or a MERGE: the tables it wrote are
     // brought in line with the primary's, whole.
     if (!op.ddl && !op.statement.written_tables.empty()) {

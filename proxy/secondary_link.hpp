@@ -56,6 +56,9 @@ struct MirrorOp {
   //! switchyard filled): each sequence with the highest; noted in SequenceMarks when the op
   //! is applied or journaled.
   SequenceMarks::Advances sequence_values;
+  //! A large-object FunctionCall's statement: the object it changed. Should the secondary
+  //! miss it, the journal names the object, which the replayer copies from the primary.
+  std::optional<uint32_t> large_object;
   // Image ops: the table, what the statement did, and the rows the primary returned.
   protocol::Statement statement;
   std::vector<protocol::FieldDescription> fields;

@@ -253,6 +253,125 @@ def test_a_function_call_after_a_deferred_begin_runs_in_the_transaction(pair, st
     assert client.closed()
 
 
+LO_CREAT, LO_OPEN, LO_CLOSE, LOWRITE, LO_LSEEK, LO_LSEEK64, LO_TRUNCATE, LO_UNLINK = \
+    957, 952, 953, 955, 956, 3170, 1004, 964  # pg_proc oids, fixed by PostgreSQL
+INV_READ_WRITE = 0x60000
+
+
+def large_object_call(client, function, *args):
+    """A FunctionCall of a large-object function as libpq makes it (binary arguments and
+    result; an int is an int4, bytes go as they are): the result's bytes, or the SQLSTATE of
+    the error the call got."""
+    body = struct.pack("!IhhH", function, 1, 1, len(args))
+    for arg in args:
+        value = arg if isinstance(arg, bytes) else struct.pack("!i", arg)
+        body += struct.pack("!i", len(value)) + value
+    client.send(message(b"F", body + struct.pack("!h", 1)))
+    for tag, answer in client.read_until(b"Z"):
+        if tag == b"V":
+            return answer[4:]
+        if tag == b"E":
+            return error_fields(answer)["C"]
+    raise AssertionError("no FunctionCallResponse")
+
+
+def large_objects(cluster):
+    return cluster.sql("SELECT string_agg(oid || ':' || md5(lo_get(oid)), ',' ORDER BY oid) "
+                       "FROM pg_largeobject_metadata")
+
+
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_large_objects_written_through_function_calls_are_identical_on_both(pair, start_proxy, tmp_path,
+                                                                             write_mode):
+    """libpq's lo_* functions (psql's \\lo_import, JDBC's LargeObjectManager) reach PostgreSQL as
+    FunctionCalls on a descriptor. The secondary gets the same large objects: under the OIDs the
+    primary chose (its own OID counter is elsewhere), with the bytes written where the primary
+    wrote them, and nothing of a rolled-back transaction."""
+    primary, secondary = pair
+    secondary.sql("SELECT lo_unlink(lo_create(0)) FROM generate_series(1, 3)")  # its next OIDs differ
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    imported = tmp_path / "imported.bin"
+    imported.write_bytes(b"".join(b"line %6d of a file psql imports\n" % i for i in range(40000)))
+    psql = ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", proxy.dsn()]
+    done = subprocess.run(psql + ["-c", f"\\lo_import {imported}"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    first = int(done.stdout.split()[-1])
+
+    client = RawClient(proxy.port)
+    client.login_trust()
+    created = struct.unpack("!I", large_object_call(client, LO_CREAT, INV_READ_WRITE))[0]  # autocommit
+    client.send(message(b"Q", cstr("BEGIN")))
+    client.read_until(b"Z")
+    fd = struct.unpack("!i", large_object_call(client, LO_OPEN, struct.pack("!I", created), INV_READ_WRITE))[0]
+    assert large_object_call(client, LOWRITE, fd, b"hello world") == struct.pack("!i", 11)
+    assert large_object_call(client, LO_LSEEK, fd, 6, 0) == struct.pack("!i", 6)
+    large_object_call(client, LOWRITE, fd, b"WORLD!")
+    large_object_call(client, LO_TRUNCATE, fd, 9)
+    assert large_object_call(client, LO_LSEEK64, fd, struct.pack("!q", 3), 2) == struct.pack("!q", 12)  # end + 3
+    large_object_call(client, LOWRITE, fd, b"+end")  # at 12: PostgreSQL fills 9..12 with zeros
+    large_object_call(client, LO_CLOSE, fd)
+    client.send(message(b"Q", cstr("COMMIT")))
+    client.read_until(b"Z")
+    client.send(message(b"Q", cstr("BEGIN")))
+    client.read_until(b"Z")
+    large_object_call(client, LO_CREAT, INV_READ_WRITE)
+    client.send(message(b"Q", cstr("ROLLBACK")))
+    client.read_until(b"Z")
+    assert large_object_call(client, LO_UNLINK, struct.pack("!I", 123456)) == "42704"  # no such object
+    client.send(message(b"X"))
+
+    done = subprocess.run(psql + ["-c", f"\\lo_unlink {first}", "-c", f"\\lo_import {imported}"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    if write_mode == "async":
+        assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert primary.sql(f"SELECT encode(lo_get({created}), 'escape')") == "hello WOR\\000\\000\\000+end"
+    assert large_objects(primary) == large_objects(secondary)
+    assert primary.sql("SELECT count(*) FROM pg_largeobject_metadata") == "2"
+    assert proxy.metric_sum("switchyard_mirror_failures_total") == 0, proxy.log()
+
+
+def test_large_objects_written_while_the_secondary_is_down_are_replayed(pair, start_proxy, tmp_path):
+    """The statements that stand for large-object FunctionCalls go to the journal like any
+    other the secondary missed, binary data and all, and the replayer applies them in order."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    imported = tmp_path / "imported.bin"
+    imported.write_bytes(bytes(range(256)) * 400)  # every byte value, over several lowrites
+    secondary.stop()
+    psql = ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", proxy.dsn()]
+    done = subprocess.run(psql + ["-c", f"\\lo_import {imported}"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    secondary.launch()
+    assert_replayed_identical(proxy, pair, "connect", 1, {})
+    assert primary.sql("SELECT count(*) FROM pg_largeobject_metadata") == "1"
+    assert large_objects(primary) == large_objects(secondary)
+
+
+def test_a_write_to_a_large_object_descriptor_opened_by_sql_is_refused(pair, start_proxy, tmp_path):
+    """A descriptor the session opened with SQL (SELECT lo_open(...)) names no object switchyard
+    knows: a FunctionCall writing to it is refused with a clear error in its place, as a
+    failed call, instead of writing on the primary alone. The session goes on."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    client = RawClient(proxy.port)
+    client.login_trust()
+    created = struct.unpack("!I", large_object_call(client, LO_CREAT, INV_READ_WRITE))[0]
+    client.send(message(b"Q", cstr(f"BEGIN; SELECT lo_open({created}, {INV_READ_WRITE})")))
+    fd = int([body for tag, body in client.read_until(b"Z") if tag == b"D"][0][6:])
+    client.send(message(b"F", struct.pack("!IhhHii", LOWRITE, 1, 1, 2, 4, fd)
+                        + struct.pack("!i", 3) + b"abc" + struct.pack("!h", 1)))
+    answer = client.read_until(b"Z")
+    assert [tag for tag, _ in answer] == [b"E", b"Z"] and answer[-1][1] == b"E", answer
+    fields = error_fields(answer[0][1])
+    assert fields["C"] == "0A000" and f"descriptor {fd} is not one of those" in fields["M"], fields
+    client.send(message(b"Q", cstr("ROLLBACK")))
+    assert client.read_until(b"Z")[-1] == (b"Z", b"I")
+    client.send(message(b"X"))
+    for cluster in (primary, secondary):
+        assert cluster.sql(f"SELECT length(lo_get({created}))") == "0"
+
+
 def pipeline_results(pgconn, count):
     """The next `count` results of a libpq pipeline: (status name, SQLSTATE or None)."""
     results = []

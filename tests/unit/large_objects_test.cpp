@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include "backfill/journal.hpp"
 #include "protocol/extended.hpp"
 #include "protocol/large_objects.hpp"
 #include "protocol/wire.hpp"
@@ -135,3 +136,12 @@ TEST_CASE("a descriptor whose offset cannot be followed is forgotten, so its wri
                                 binary_call({int4(3), std::string("x")})) == 3);
 }
 
+TEST_CASE("a large object's journal entry keeps its OID through the journal's JSON") {
+  switchyard::backfill::JournalEntry entry;
+  entry.kind = switchyard::backfill::JournalEntry::Kind::kLargeObject;
+  entry.large_object = 4000000000u;
+  auto read = switchyard::backfill::from_json_line(switchyard::backfill::to_json_line(entry));
+  REQUIRE(read.ok());
+  CHECK(read->kind == switchyard::backfill::JournalEntry::Kind::kLargeObject);
+  CHECK(read->large_object == 4000000000u);
+}
