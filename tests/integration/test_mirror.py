@@ -348,6 +348,25 @@ def test_large_objects_written_while_the_secondary_is_down_are_replayed(pair, st
     assert large_objects(primary) == large_objects(secondary)
 
 
+def test_a_large_object_larger_than_a_transaction_may_buffer_is_copied_after_it(pair, start_proxy, tmp_path):
+    """The bytes a session's lowrites hold for the secondary count toward
+    mirror.max_transaction_bytes; past it the object is journaled and the replayer copies it
+    from the primary once the transaction committed (more than one 1 MiB piece here)."""
+    primary, secondary = pair
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, extra="  max_transaction_bytes: 100000\n"))
+    imported = tmp_path / "imported.bin"
+    imported.write_bytes(bytes(range(256)) * 12000)  # 3 MB
+    done = subprocess.run(["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", proxy.dsn(), "-c", f"\\lo_import {imported}"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert proxy.metric_sum("switchyard_mirror_failures_total") == \
+        proxy.metric("switchyard_mirror_failures_total", reason="transaction_too_large") > 0, proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
+    assert large_objects(primary) == large_objects(secondary)
+    assert primary.sql("SELECT sum(length(lo_get(oid))) FROM pg_largeobject_metadata") == str(256 * 12000)
+
+
 def test_a_write_to_a_large_object_descriptor_opened_by_sql_is_refused(pair, start_proxy, tmp_path):
     """A descriptor the session opened with SQL (SELECT lo_open(...)) names no object switchyard
     knows: a FunctionCall writing to it is refused with a clear error in its place, as a
