@@ -308,8 +308,12 @@ private:
           applied = std::move(std::get<0>(outcome));
         }
       } else if (entry.kind == JournalEntry::Kind::kLargeObject) {
-        if (synced.insert("large object " + std::to_string(entry.large_object)).second) {
+        // A copy of the object covers every entry of it written before the copy began.
+        std::string pass = pass_key("large object " + std::to_string(entry.large_object), entry);
+        if (!covered(pass, replayed_before + next)) {
+          uint64_t written = journal.settled_total();
           applied = co_await copy_large_object(**pair, way, entry);
+          if (applied) passes_[pass] = written;
         }
       } else if (entry.kind == JournalEntry::Kind::kTable) {
         // Rows a query chose are copied whole; others are written over by key, and where a
