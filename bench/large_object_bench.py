@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Large-object benchmark: psql's \\lo_import of the same file (libpq's lo_creat, lo_open
+and one lowrite FunctionCall per 8 KiB piece, in one transaction) direct to the primary
+and through switchyard in sync and async mode, side by side in one run; then a larger file
+through a switchyard whose mirror.max_transaction_bytes it exceeds, which journals the
+object for the replayer to copy from the primary. For each load through a proxy: seconds
+to the import's end (and, async or journaled, until the secondary has it too), the
+proxy's peak RSS growth over it, and whether the large objects are identical on both
+databases.
+
+Usage: bench/large_object_bench.py [--mb N] [--rounds R]
+Build first with scripts/build.sh release. Not a test: it asserts nothing.
+"""
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+from bench_common import memory_kib, start_clusters, start_mirrored_proxy, trust_local, wait_drained  # noqa: E402
+
+OBJECTS = "SELECT string_agg(oid || ':' || md5(lo_get(oid)), ',' ORDER BY oid) FROM pg_largeobject_metadata"
+
+
+def import_seconds(port, path):
+    """Seconds a \\lo_import of `path` takes through the server at `port`."""
+    start = time.perf_counter()
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port),
+                    "-U", "postgres", "-c", f"\\lo_import {path}"], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mb", type=int, default=64, help="size of the file imported, in MiB")
+    parser.add_argument("--rounds", type=int, default=3)
+    opts = parser.parse_args()
+
+    with ExitStack() as cleanup:
+        primary, secondary = start_clusters(cleanup, 2)
+        workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-lobench-")))
+        for cluster in (primary, secondary):
+            trust_local(cluster)
+        data = workdir / "object.bin"
+        data.write_bytes(bytes(range(256)) * (opts.mb * 4096))
+        # max_transaction_bytes defaults to 64 MiB: the journaled row imports twice that.
+        big = workdir / "big.bin"
+        big.write_bytes(bytes(range(256)) * (2 * max(opts.mb, 64) * 4096))
+        # A proxy each, so each one's peak RSS (VmHWM) over its first round is its own row's.
+        proxy = {mode: start_mirrored_proxy(cleanup, primary, secondary, workdir, settings=settings)
+                 for mode, settings in (("sync", ""), ("async", "write_mode: async\n"), ("past", ""))}
+        runs = [("direct", primary.port, None, data), ("switchyard sync", proxy["sync"].port, proxy["sync"], data),
+                ("switchyard async", proxy["async"].port, proxy["async"], data),
+                ("switchyard sync, past max_transaction_bytes", proxy["past"].port, proxy["past"], big)]
+        results = {name: {"seconds": [], "settled": [], "growth": [], "identical": True} for name, *_ in runs}
+        for _ in range(opts.rounds):
+            for name, port, through, path in runs:
+                for cluster in (primary, secondary):
+                    cluster.sql("SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
+                before = memory_kib(through.process.pid, "VmRSS") if through else 0
+                start = time.perf_counter()
+                results[name]["seconds"].append(import_seconds(port, path))
+                if through:
+                    wait_drained(through)
+                    results[name]["settled"].append(time.perf_counter() - start)
+                    results[name]["growth"].append((memory_kib(through.process.pid, "VmHWM") - before) / 1024)
+                    results[name]["identical"] &= primary.sql(OBJECTS) == secondary.sql(OBJECTS)
+        direct = statistics.median(results["direct"]["seconds"])
+        print(f"\\lo_import of {opts.mb} MiB (the last row: {big.stat().st_size >> 20} MiB), "
+              f"median of {opts.rounds} rounds\n")
+        print("| target | MiB | import s | until on the secondary s | MiB/s | import s / direct's "
+              "| proxy peak RSS growth MiB | identical |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, _, through, path in runs:
+            r = results[name]
+            seconds = statistics.median(r["seconds"])
+            mib = path.stat().st_size >> 20
+            cells = [name, str(mib), f"{seconds:.2f}", "", f"{mib / seconds:.0f}",
+                     f"{seconds / direct:.2f}×" if path is data else "", "", ""]
+            if through:
+                cells[3] = f"{statistics.median(r['settled']):.2f}"
+                cells[6] = f"{r['growth'][0]:.0f}"  # VmHWM is the peak since start: the first round's
+                cells[7] = "yes" if r["identical"] else "NO"
+            print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
