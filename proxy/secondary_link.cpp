@@ -211,6 +211,9 @@ void SecondaryLink::add(MirrorOp op) {
   for (const auto& value : op.parameters)
     bytes += value ? value->size() + 8 : 8;
   if (pending_bytes_ + bytes > runtime_->config->mirror.max_transaction_bytes) {
+    // The replayer copies a large object as the primary's commit leaves it: the first entry
+    // of it covers its later writes in the transaction.
+    if (op.large_object && !too_large_objects_.insert(*op.large_object).second) return;
     journal_ops({op}, MirrorFailure::kTooLarge,
                 "the transaction's writes exceed mirror.max_transaction_bytes",
                 Journaling::kOpenTransaction);
@@ -246,6 +249,7 @@ void SecondaryLink::discard() {
 
 void SecondaryLink::end_transaction(bool committed) {
   transaction_began_.reset();
+  too_large_objects_.clear();
   if (!committed) undo_settings_after(transaction_seq_);
   savepoints_.clear();
   transaction_seq_ = session_seq_;

@@ -416,6 +416,8 @@ private:
   SequenceMarks::Advances advances_; // taken by the apply under way; put back if it fails
   std::vector<MirrorOp> pending_;
   size_t pending_bytes_ = 0;
+  //! Large objects of the open transaction journaled past mirror.max_transaction_bytes.
+  std::set<uint32_t> too_large_objects_;
   //! A session statement and its place among the session's writes (MirrorOp::session_seq).
   struct SessionStatement {
     enum class Kind { kSetting, kPrepared, kDiscard }; // SET, RESET; PREPARE, DEALLOCATE; DISCARD
