@@ -116,8 +116,7 @@ std::string unknown_descriptor_refusal(int32_t descriptor, protocol::Dialect dia
                  "opened (libpq's lo_open); descriptor " +
                      std::to_string(descriptor) +
                      " is not one of those (SQL opened it, or it is not open), so this write "
-                     "could not reach the secondary: open the object with lo_open, or write it "
-                     "with SQL's lo_put",
+                     "could not reach the secondary: open the object with libpq's lo_open",
                  dialect);
 }
 
