@@ -8,8 +8,8 @@ to the import's end (and, async or journaled, until the secondary has it too), t
 proxy's peak RSS growth over it, and whether the large objects are identical on both
 databases.
 
-Usage: bench/large_object_bench.py [--mb N] [--rounds R]
-Build first with scripts/build.sh release. Not a test: it asserts nothing.
+Usage: bench/large_object_bench.py [--mb N] [--rounds R] [--baseline path/to/another/switchyard]
+`--baseline` imports through another build (sync) as well, in the same rounds. Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
 import statistics
@@ -36,8 +36,9 @@ def import_seconds(port, path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mb", type=int, default=64, help="size of the file imported, in MiB")
+    parser.add_argument("--mb", type=int, default=32, help="size of the file imported, in MiB (under 64)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline", help="another switchyard binary to import through as well")
     opts = parser.parse_args()
 
     with ExitStack() as cleanup:
@@ -47,15 +48,19 @@ def main():
             trust_local(cluster)
         data = workdir / "object.bin"
         data.write_bytes(bytes(range(256)) * (opts.mb * 4096))
-        # max_transaction_bytes defaults to 64 MiB: the journaled row imports twice that.
+        # mirror.max_transaction_bytes defaults to 64 MiB: the other rows stay under it, the
+        # last imports twice that.
         big = workdir / "big.bin"
-        big.write_bytes(bytes(range(256)) * (2 * max(opts.mb, 64) * 4096))
+        big.write_bytes(bytes(range(256)) * (128 * 4096))
         # A proxy each, so each one's peak RSS (VmHWM) over its first round is its own row's.
         proxy = {mode: start_mirrored_proxy(cleanup, primary, secondary, workdir, settings=settings)
                  for mode, settings in (("sync", ""), ("async", "write_mode: async\n"), ("past", ""))}
         runs = [("direct", primary.port, None, data), ("switchyard sync", proxy["sync"].port, proxy["sync"], data),
                 ("switchyard async", proxy["async"].port, proxy["async"], data),
                 ("switchyard sync, past max_transaction_bytes", proxy["past"].port, proxy["past"], big)]
+        if opts.baseline:
+            baseline = start_mirrored_proxy(cleanup, primary, secondary, workdir, binary=opts.baseline)
+            runs.insert(2, ("baseline sync", baseline.port, baseline, data))
         results = {name: {"seconds": [], "settled": [], "growth": [], "identical": True} for name, *_ in runs}
         for _ in range(opts.rounds):
             for name, port, through, path in runs:
