@@ -275,6 +275,15 @@ def large_object_call(client, function, *args):
     raise AssertionError("no FunctionCallResponse")
 
 
+def psql_through(proxy, *commands):
+    """Runs psql's `commands` (meta-commands too) through `proxy`, each with -c; its output."""
+    done = subprocess.run(["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", proxy.dsn()]
+                          + [arg for command in commands for arg in ("-c", command)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def large_objects(cluster):
     return cluster.sql("SELECT string_agg(oid || ':' || md5(lo_get(oid)), ',' ORDER BY oid) "
                        "FROM pg_largeobject_metadata")
@@ -292,10 +301,7 @@ def test_large_objects_written_through_function_calls_are_identical_on_both(pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
     imported = tmp_path / "imported.bin"
     imported.write_bytes(b"".join(b"line %6d of a file psql imports\n" % i for i in range(40000)))
-    psql = ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", proxy.dsn()]
-    done = subprocess.run(psql + ["-c", f"\\lo_import {imported}"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    first = int(done.stdout.split()[-1])
+    first = int(psql_through(proxy, f"\\lo_import {imported}").split()[-1])
 
     client = RawClient(proxy.port)
     client.login_trust()
@@ -320,9 +326,7 @@ def test_large_objects_written_through_function_calls_are_identical_on_both(pair
     assert large_object_call(client, LO_UNLINK, struct.pack("!I", 123456)) == "42704"  # no such object
     client.send(message(b"X"))
 
-    done = subprocess.run(psql + ["-c", f"\\lo_unlink {first}", "-c", f"\\lo_import {imported}"],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    psql_through(proxy, f"\\lo_unlink {first}", f"\\lo_import {imported}")
     if write_mode == "async":
         assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
     assert primary.sql(f"SELECT encode(lo_get({created}), 'escape')") == "hello WOR\\000\\000\\000+end"
@@ -339,9 +343,7 @@ def test_large_objects_written_while_the_secondary_is_down_are_replayed(pair, st
     imported = tmp_path / "imported.bin"
     imported.write_bytes(bytes(range(256)) * 400)  # every byte value, over several lowrites
     secondary.stop()
-    psql = ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", proxy.dsn()]
-    done = subprocess.run(psql + ["-c", f"\\lo_import {imported}"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    psql_through(proxy, f"\\lo_import {imported}")
     secondary.launch()
     assert_replayed_identical(proxy, pair, "connect", 1, {})
     assert primary.sql("SELECT count(*) FROM pg_largeobject_metadata") == "1"
@@ -357,9 +359,7 @@ def test_a_large_object_larger_than_a_transaction_may_buffer_is_copied_after_it(
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path, extra="  max_transaction_bytes: 100000\n"))
     imported = tmp_path / "imported.bin"
     imported.write_bytes(bytes(range(256)) * 12000)  # 3 MB
-    done = subprocess.run(["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", proxy.dsn(), "-c", f"\\lo_import {imported}"],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    psql_through(proxy, f"\\lo_import {imported}")
     assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
     # One entry: it covers the object's later writes in the transaction, which wait for no flush.
     assert proxy.metric("switchyard_journal_entries_total") == 1, proxy.log()
