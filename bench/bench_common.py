@@ -118,6 +118,14 @@ def run_script(proxy: Proxy, script: Path, seconds, clients, mode="extended"):
     return tps, done, (cpu_seconds(proxy.process.pid) - before) / done * 1e6
 
 
+def psql_seconds(port, command):
+    """Seconds psql takes to run `command` (a meta-command too) through the server at `port`."""
+    start = time.perf_counter()
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port),
+                    "-U", "postgres", "-c", command], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
 def wait_drained(proxy: Proxy, timeout=600):
     """Seconds until `proxy`'s journal backlog and async queue are both 0 (polled every
     50 ms), or None past `timeout`."""

@@ -13,15 +13,13 @@ scripts/build.sh release. Not a test: it asserts nothing.
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from bench_common import builds, rotated, start_clusters, start_mirrored_proxy, trust_local  # noqa: E402
+from bench_common import builds, psql_seconds, rotated, start_clusters, start_mirrored_proxy, trust_local  # noqa: E402
 
 TABLE = ("CREATE TABLE loads (id bigserial PRIMARY KEY, account int NOT NULL, "
          "amount float8 NOT NULL DEFAULT random(), created timestamptz NOT NULL DEFAULT now())")
@@ -33,10 +31,7 @@ FORMS = {
 
 def load(port, target, path):
     """Seconds a \\copy of `path` into `target` takes through the server at `port`."""
-    start = time.perf_counter()
-    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port),
-                    "-U", "postgres", "-c", f"\\copy {target} FROM '{path}' CSV"], check=True)
-    return time.perf_counter() - start
+    return psql_seconds(port, f"\\copy {target} FROM '{path}' CSV")
 
 
 def main():

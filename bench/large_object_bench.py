@@ -13,7 +13,6 @@ Usage: bench/large_object_bench.py [--mb N] [--rounds R] [--baseline path/to/ano
 """
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,17 +20,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from bench_common import memory_kib, start_clusters, start_mirrored_proxy, trust_local, wait_drained  # noqa: E402
+from bench_common import memory_kib, psql_seconds, start_clusters, start_mirrored_proxy, trust_local, wait_drained  # noqa: E402
 
 OBJECTS = "SELECT string_agg(oid || ':' || md5(lo_get(oid)), ',' ORDER BY oid) FROM pg_largeobject_metadata"
-
-
-def import_seconds(port, path):
-    """Seconds a \\lo_import of `path` takes through the server at `port`."""
-    start = time.perf_counter()
-    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port),
-                    "-U", "postgres", "-c", f"\\lo_import {path}"], check=True, capture_output=True)
-    return time.perf_counter() - start
 
 
 def main():
@@ -68,7 +59,7 @@ def main():
                     cluster.sql("SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
                 before = memory_kib(through.process.pid, "VmRSS") if through else 0
                 start = time.perf_counter()
-                results[name]["seconds"].append(import_seconds(port, path))
+                results[name]["seconds"].append(psql_seconds(port, f"\\lo_import {path}"))
                 if through:
                     wait_drained(through)
                     results[name]["settled"].append(time.perf_counter() - start)
