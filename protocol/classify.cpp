@@ -9,6 +9,8 @@
 #include <functional>
 #include <unordered_map>
 
+#include "protocol/large_objects.hpp"
+
 namespace switchyard::protocol {
 namespace json = boost::json;
 
@@ -993,6 +995,90 @@ bool begins_read_only(const json::object& stmt) {
   return value != nullptr && value->is_int64() && value->get_int64() == 1;
 }
 
+// The one call a SELECT is and nothing more (see function_call_statement): its FuncCall,
+// whose arguments are each a literal or a parameter, possibly cast.
+const json::object* sole_call(const json::object& select) {
+  static constexpr std::string_view kSelectKeys[] = {"targetList", "limitOption", "op"};
+  static constexpr std::string_view kCallKeys[] = {"funcname", "args", "funcformat", "location"};
+  for (const auto& member : select) {
+    if (!is_one_of(kSelectKeys, member.key())) return nullptr;
+  }
+  const json::value* targets = select.if_contains("targetList");
+  if (targets == nullptr || !targets->is_array() || targets->get_array().size() != 1)
+    return nullptr;
+  const json::object* target = member_object(targets->get_array().front(), "ResTarget");
+  const json::value* val = target != nullptr ? target->if_contains("val") : nullptr;
+  const json::object* call = val != nullptr ? member_object(*val, "FuncCall") : nullptr;
+  if (call == nullptr || string_at(*call, "funcformat") != "COERCE_EXPLICIT_CALL") return nullptr;
+  for (const auto& member : *call) {
+    if (!is_one_of(kCallKeys, member.key())) return nullptr; // DISTINCT, OVER, VARIADIC ...
+  }
+  const json::value* names = call->if_contains("funcname");
+  if (names == nullptr || !names->is_array() || builtin_name(names->get_array()).empty())
+    return nullptr;
+  if (const json::value* args = call->if_contains("args"); args != nullptr) {
+    if (!args->is_array()) return nullptr;
+    for (const json::value& arg : args->get_array()) {
+      const json::value* node = &arg;
+      while (const json::object* cast = member_object(*node, "TypeCast")) {
+        node = cast->if_contains("arg");
+        if (node == nullptr) return nullptr;
+      }
+      if (member_object(*node, "A_Const") == nullptr && member_object(*node, "ParamRef") == nullptr)
+        return nullptr;
+    }
+  }
+  return call;
+}
+
+// The text of literal `constant` of `statement` (nullopt for NULL) into `out`; false for a
+// kind no argument is written as (a bit string). libpg_query's JSON leaves a negative
+// integer's value out, as it does a zero's: those are read from the statement's text.
+bool literal_text(const json::object& constant, std::string_view statement,
+                  std::optional<std::string>& out) {
+  auto inner = [&](std::string_view key) -> const json::object* {
+    const json::value* v = constant.if_contains(key);
+    return v != nullptr && v->is_object() ? &v->get_object() : nullptr;
+  };
+  if (const json::value* null = constant.if_contains("isnull");
+      null && null->is_bool() && null->get_bool()) {
+    out.reset();
+    return true;
+  }
+  if (const json::object* sval = inner("sval")) {
+    out = std::string(string_at(*sval, "sval"));
+    return true;
+  }
+  if (const json::object* fval = inner("fval")) {
+    out = std::string(string_at(*fval, "fval"));
+    return true;
+  }
+  if (const json::object* boolval = inner("boolval")) {
+    const json::value* v = boolval->if_contains("boolval");
+    out = v != nullptr && v->is_bool() && v->get_bool() ? "true" : "false";
+    return true;
+  }
+  const json::object* ival = inner("ival");
+  if (ival == nullptr) return false;
+  if (const json::value* v = ival->if_contains("ival"); v != nullptr && v->is_int64()) {
+    out = std::to_string(v->get_int64());
+    return true;
+  }
+  const json::value* location = constant.if_contains("location");
+  if (location == nullptr || !location->is_int64() || location->get_int64() < 0) return false;
+  auto at = static_cast<size_t>(location->get_int64());
+  std::string digits;
+  if (at < statement.size() && statement[at] == '-') {
+    digits = "-";
+    at = statement.find_first_not_of(" \t\r\n", at + 1);
+  }
+  while (at < statement.size() && std::isdigit(static_cast<unsigned char>(statement[at])))
+    digits += statement[at++];
+  if (digits.empty() || digits == "-") return false;
+  out = std::move(digits);
+  return true;
+}
+
 void classify_node(std::string_view node, const json::object& body, Statement& out);
 
 // A statement mirrored as itself: the tables it writes, each once, unless a function it
@@ -1043,6 +1129,13 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
       out.kind = StatementKind::kWrite;
       out.mirror = MirrorPlan::kStatement;
       note_written_tables(facts, out);
+      if (const json::object* call = sole_call(body)) {
+        const json::value* args = call->if_contains("args");
+        out.large_object_call =
+            large_object_function_oid(builtin_name(call->at("funcname").get_array()),
+                                      args != nullptr ? args->get_array().size() : 0)
+                .has_value();
+      }
     } else if (facts.locking || facts.primary_only_call) {
       out.kind = StatementKind::kWrite; // takes locks or acts on the primary only
       out.mirror = MirrorPlan::kNone;
@@ -1600,6 +1693,34 @@ std::optional<ViewSource> view_source(std::string_view definition) {
   std::optional<ViewSource> source;
   with_one_select(definition, [&](const json::object& select) { source = select_source(select); });
   return source;
+}
+
+std::optional<FunctionCallStatement> function_call_statement(std::string_view statement) {
+  std::optional<FunctionCallStatement> found;
+  with_one_select(statement, [&](const json::object& select) {
+    const json::object* call = sole_call(select);
+    if (call == nullptr) return;
+    FunctionCallStatement shape;
+    shape.name = std::string(builtin_name(call->at("funcname").get_array()));
+    if (const json::value* args = call->if_contains("args")) {
+      for (const json::value& arg : args->get_array()) {
+        const json::value* node = &arg;
+        while (const json::object* cast = member_object(*node, "TypeCast"))
+          node = cast->if_contains("arg");
+        FunctionCallStatement::Argument argument;
+        if (const json::object* param = member_object(*node, "ParamRef")) {
+          const json::value* number = param->if_contains("number");
+          if (number == nullptr || !number->is_int64() || number->get_int64() < 1) return;
+          argument.parameter = static_cast<size_t>(number->get_int64());
+        } else if (!literal_text(*member_object(*node, "A_Const"), statement, argument.literal)) {
+          return;
+        }
+        shape.arguments.push_back(std::move(argument));
+      }
+    }
+    found = std::move(shape);
+  });
+  return found;
 }
 
 bool constant_expression(std::string_view expression) {

@@ -156,6 +156,10 @@ struct Statement {
   //! unlisted_functions but the sequence and random built-ins: functions that may write
   //! tables the statement does not name (which a row image does not carry).
   std::vector<std::string> writing_calls;
+  //! A SELECT that is one call of a large-object function, its arguments literals or
+  //! parameters (function_call_statement, sql_large_object_call): mirrored by what the call
+  //! did, as a FunctionCall of it is.
+  bool large_object_call = false;
 };
 
 //! A query string split into statements and classified. `error` is set when libpg_query
@@ -176,6 +180,20 @@ struct Classification {
 //! with a stack to match, and one that may nest deeper than PostgreSQL accepts is left
 //! unparsed (`error` set): neither a crash nor an exception, whatever the text.
 Classification classify(std::string_view sql);
+
+//! A statement that is a call of a built-in function (unqualified, or in pg_catalog) and
+//! nothing more, `SELECT lo_open('16385', 131072)`: the function's name and its arguments,
+//! each a literal (possibly cast; NULL as nullopt) or a parameter. nullopt for any other
+//! statement, or text that does not parse.
+struct FunctionCallStatement {
+  struct Argument {
+    std::optional<size_t> parameter;    //!< $n: n
+    std::optional<std::string> literal; //!< otherwise: the literal, as text
+  };
+  std::string name;
+  std::vector<Argument> arguments;
+};
+std::optional<FunctionCallStatement> function_call_statement(std::string_view statement);
 
 //! The name of the result column that separates the client's own RETURNING columns from
 //! the row image switchyard appends behind them.

@@ -1,7 +1,9 @@
 #include "protocol/large_objects.hpp"
 
+#include <array>
 #include <charconv>
 
+#include "protocol/classify.hpp"
 #include "protocol/pg_values.hpp"
 #include "protocol/wire.hpp"
 
@@ -16,6 +18,9 @@ std::optional<int64_t> integer(const Value& value, uint16_t format, bool is_oid 
   if (!value) return std::nullopt;
   const std::string& bytes = *value;
   if (format == 1) {
+    if (bytes.size() == 2) // a parameter's int2
+      return int64_t{static_cast<int16_t>((static_cast<unsigned char>(bytes[0]) << 8) |
+                                          static_cast<unsigned char>(bytes[1]))};
     if (bytes.size() == 4) {
       uint32_t u = read_u32(bytes.data());
       return is_oid ? int64_t{u} : int64_t{static_cast<int32_t>(u)};
@@ -47,25 +52,89 @@ LargeObjectWrite statement(int64_t object, std::string sql) {
   return write;
 }
 
+// The built-in large-object functions: pg_proc OID, name and number of arguments.
+struct Builtin {
+  uint32_t oid;
+  std::string_view name;
+  size_t arguments;
+  LargeObjectFunction function;
+};
+constexpr std::array<Builtin, 20> kBuiltins{{
+    {957, "lo_creat", 1, LargeObjectFunction::kCreat},
+    {715, "lo_create", 1, LargeObjectFunction::kCreate},
+    {964, "lo_unlink", 1, LargeObjectFunction::kUnlink},
+    {952, "lo_open", 2, LargeObjectFunction::kOpen},
+    {953, "lo_close", 1, LargeObjectFunction::kClose},
+    {954, "loread", 2, LargeObjectFunction::kRead},
+    {955, "lowrite", 2, LargeObjectFunction::kWrite},
+    {956, "lo_lseek", 3, LargeObjectFunction::kSeek},
+    {3170, "lo_lseek64", 3, LargeObjectFunction::kSeek64},
+    {958, "lo_tell", 1, LargeObjectFunction::kTell},
+    {3171, "lo_tell64", 1, LargeObjectFunction::kTell64},
+    {1004, "lo_truncate", 2, LargeObjectFunction::kTruncate},
+    {3172, "lo_truncate64", 2, LargeObjectFunction::kTruncate64},
+    {3457, "lo_from_bytea", 2, LargeObjectFunction::kFromBytea},
+    {3460, "lo_put", 3, LargeObjectFunction::kPut},
+    {3458, "lo_get", 1, LargeObjectFunction::kGet},
+    {3459, "lo_get", 3, LargeObjectFunction::kGet},
+    {764, "lo_import", 1, LargeObjectFunction::kImport},
+    {767, "lo_import", 2, LargeObjectFunction::kImport},
+    {765, "lo_export", 2, LargeObjectFunction::kExport},
+}};
+
+// Whether the function's first argument is a descriptor.
+bool takes_descriptor(LargeObjectFunction function) {
+  switch (function) {
+  case LargeObjectFunction::kClose:
+  case LargeObjectFunction::kRead:
+  case LargeObjectFunction::kWrite:
+  case LargeObjectFunction::kSeek:
+  case LargeObjectFunction::kSeek64:
+  case LargeObjectFunction::kTell:
+  case LargeObjectFunction::kTell64:
+  case LargeObjectFunction::kTruncate:
+  case LargeObjectFunction::kTruncate64: return true;
+  default: return false;
+  }
+}
+
 } // namespace
 
 std::optional<LargeObjectFunction> large_object_function(uint32_t function) {
-  switch (function) {
-  case 957: return LargeObjectFunction::kCreat;
-  case 715: return LargeObjectFunction::kCreate;
-  case 964: return LargeObjectFunction::kUnlink;
-  case 952: return LargeObjectFunction::kOpen;
-  case 953: return LargeObjectFunction::kClose;
-  case 954: return LargeObjectFunction::kRead;
-  case 955: return LargeObjectFunction::kWrite;
-  case 956: return LargeObjectFunction::kSeek;
-  case 3170: return LargeObjectFunction::kSeek64;
-  case 958: return LargeObjectFunction::kTell;
-  case 3171: return LargeObjectFunction::kTell64;
-  case 1004: return LargeObjectFunction::kTruncate;
-  case 3172: return LargeObjectFunction::kTruncate64;
-  default: return std::nullopt;
+  for (const Builtin& builtin : kBuiltins) {
+    if (builtin.oid == function) return builtin.function;
   }
+  return std::nullopt;
+}
+
+std::optional<uint32_t> large_object_function_oid(std::string_view name, size_t arguments) {
+  for (const Builtin& builtin : kBuiltins) {
+    if (builtin.name == name && builtin.arguments == arguments) return builtin.oid;
+  }
+  return std::nullopt;
+}
+
+std::optional<LargeObjectCall> sql_large_object_call(std::string_view statement,
+                                                     const BindMessage* bind) {
+  auto shape = function_call_statement(statement);
+  if (!shape) return std::nullopt;
+  auto oid = large_object_function_oid(shape->name, shape->arguments.size());
+  if (!oid) return std::nullopt;
+  FunctionCallMessage call;
+  call.function = *oid;
+  for (const auto& argument : shape->arguments) {
+    if (!argument.parameter) {
+      call.argument_formats.push_back(0);
+      call.arguments.push_back(argument.literal);
+      continue;
+    }
+    size_t index = *argument.parameter - 1; // $1 is the first
+    if (bind == nullptr || index >= bind->parameters.size()) return std::nullopt;
+    call.argument_formats.push_back(format_of(bind->parameter_formats, index));
+    call.arguments.push_back(bind->parameters[index]);
+  }
+  call.result_format = bind == nullptr ? 0 : format_of(bind->result_formats, 0);
+  return LargeObjectCall{*large_object_function(*oid), std::move(call)};
 }
 
 bool writes(LargeObjectFunction function) {
@@ -75,7 +144,10 @@ bool writes(LargeObjectFunction function) {
   case LargeObjectFunction::kUnlink:
   case LargeObjectFunction::kWrite:
   case LargeObjectFunction::kTruncate:
-  case LargeObjectFunction::kTruncate64: return true;
+  case LargeObjectFunction::kTruncate64:
+  case LargeObjectFunction::kFromBytea:
+  case LargeObjectFunction::kPut:
+  case LargeObjectFunction::kImport: return true;
   default: return false;
   }
 }
@@ -83,11 +155,7 @@ bool writes(LargeObjectFunction function) {
 std::optional<int32_t>
 LargeObjectDescriptors::unknown_descriptor(LargeObjectFunction function,
                                            const FunctionCallMessage& call) const {
-  if (function != LargeObjectFunction::kWrite && function != LargeObjectFunction::kTruncate &&
-      function != LargeObjectFunction::kTruncate64) {
-    return std::nullopt;
-  }
-  if (call.arguments.empty()) return std::nullopt; // PostgreSQL refuses the call
+  if (!takes_descriptor(function) || call.arguments.empty()) return std::nullopt;
   auto fd = integer(call.arguments[0], format_of(call.argument_formats, 0));
   if (!fd) return std::nullopt;
   auto descriptor = static_cast<int32_t>(*fd);
@@ -102,18 +170,42 @@ std::optional<LargeObjectWrite> LargeObjectDescriptors::answered(LargeObjectFunc
     if (index >= call.arguments.size()) return std::nullopt;
     return integer(call.arguments[index], format_of(call.argument_formats, index), is_oid);
   };
+  // The data a call writes, as the secondary's $1.
+  auto with_data = [&](LargeObjectWrite write, size_t index) -> std::optional<LargeObjectWrite> {
+    if (index >= call.arguments.size()) return std::nullopt;
+    write.types = {oid::kBytea};
+    write.formats = {format_of(call.argument_formats, index)};
+    write.parameters = {call.arguments[index]};
+    return write;
+  };
   bool returns_oid =
-      function == LargeObjectFunction::kCreat || function == LargeObjectFunction::kCreate;
+      function == LargeObjectFunction::kCreat || function == LargeObjectFunction::kCreate ||
+      function == LargeObjectFunction::kFromBytea || function == LargeObjectFunction::kImport;
   std::optional<int64_t> answer = integer(result, call.result_format, returns_oid);
   if (returns_oid) {
     if (!answer) return std::nullopt;
-    return statement(*answer, "SELECT pg_catalog.lo_create(" + std::to_string(*answer) + ")");
+    std::string object = std::to_string(*answer);
+    if (function == LargeObjectFunction::kFromBytea) {
+      return with_data(statement(*answer, "SELECT pg_catalog.lo_from_bytea(" + object + ", $1)"),
+                       1);
+    }
+    LargeObjectWrite write = statement(*answer, "SELECT pg_catalog.lo_create(" + object + ")");
+    write.copy_from_primary = function == LargeObjectFunction::kImport;
+    return write;
   }
-  if (function == LargeObjectFunction::kUnlink) {
+  if (function == LargeObjectFunction::kUnlink || function == LargeObjectFunction::kPut) {
     auto object = argument(0, true);
     if (!object) return std::nullopt;
-    return statement(*object, "SELECT pg_catalog.lo_unlink(" + std::to_string(*object) + ")");
+    if (function == LargeObjectFunction::kUnlink)
+      return statement(*object, "SELECT pg_catalog.lo_unlink(" + std::to_string(*object) + ")");
+    auto offset = argument(1);
+    if (!offset) return std::nullopt;
+    return with_data(statement(*object, "SELECT pg_catalog.lo_put(" + std::to_string(*object) +
+                                            ", " + std::to_string(*offset) + ", $1)"),
+                     2);
   }
+  if (!takes_descriptor(function) && function != LargeObjectFunction::kOpen)
+    return std::nullopt; // reads an object, or writes a file
   auto fd = argument(0);
   if (!fd) return std::nullopt;
   auto descriptor = static_cast<int32_t>(*fd);
@@ -146,13 +238,11 @@ std::optional<LargeObjectWrite> LargeObjectDescriptors::answered(LargeObjectFunc
     }
     return std::nullopt;
   case LargeObjectFunction::kWrite: {
-    if (!answer || call.arguments.size() < 2) return std::nullopt;
-    LargeObjectWrite write{.object = open.object,
-                           .sql = "SELECT pg_catalog.lo_put(" + std::to_string(open.object) + ", " +
-                                  std::to_string(open.offset) + ", $1)",
-                           .types = {oid::kBytea},
-                           .formats = {format_of(call.argument_formats, 1)},
-                           .parameters = {call.arguments[1]}};
+    if (!answer) return std::nullopt;
+    auto write =
+        with_data(statement(open.object, "SELECT pg_catalog.lo_put(" + std::to_string(open.object) +
+                                             ", " + std::to_string(open.offset) + ", $1)"),
+                  1);
     open.offset += *answer;
     return write;
   }

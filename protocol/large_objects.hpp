@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -11,8 +12,9 @@
 
 namespace switchyard::protocol {
 
-//! The large-object functions clients call through FunctionCall (libpq's lo_*, JDBC's
-//! LargeObjectManager), which act on an object through a descriptor the session opened.
+//! The large-object functions: those clients call through FunctionCall (libpq's lo_*, JDBC's
+//! LargeObjectManager), which act on an object through a descriptor the session opened, and
+//! those SQL calls by the object's OID.
 enum class LargeObjectFunction {
   kCreat,      //!< lo_creat(mode): a new object, its OID chosen by the server
   kCreate,     //!< lo_create(oid): a new object, with that OID, or one chosen for 0
@@ -27,13 +29,35 @@ enum class LargeObjectFunction {
   kTell64,     //!< lo_tell64
   kTruncate,   //!< lo_truncate(fd, len)
   kTruncate64, //!< lo_truncate64(fd, bigint len)
+  kFromBytea,  //!< lo_from_bytea(oid, data): a new object holding data, its OID chosen for 0
+  kPut,        //!< lo_put(oid, offset, data)
+  kGet,        //!< lo_get(oid [, offset, len])
+  kImport,     //!< lo_import(path [, oid]): a new object holding a file of the server's
+  kExport,     //!< lo_export(oid, path): writes a file on the server, no object
 };
 
 //! The large-object function of pg_proc OID `function` (PostgreSQL fixes its built-in
 //! functions' OIDs), if it is one.
 std::optional<LargeObjectFunction> large_object_function(uint32_t function);
+//! The pg_proc OID of the built-in large-object function `name` taking `arguments`
+//! arguments, if there is one.
+std::optional<uint32_t> large_object_function_oid(std::string_view name, size_t arguments);
 //! Whether the function changes what is stored (creates, removes or writes an object).
 bool writes(LargeObjectFunction function);
+
+//! A call of a large-object function, as a FunctionCall makes it.
+struct LargeObjectCall {
+  LargeObjectFunction function;
+  FunctionCallMessage call;
+};
+
+//! A statement that is one call of a large-object function, `SELECT lo_open('16385', 131072)`
+//! as pg_dump's output restores objects, or `SELECT lo_from_bytea(0, $1)`, as the FunctionCall
+//! that does the same: its arguments the statement's literals (text) and the parameters
+//! `bind` gives (in its formats), its result in the format of the result's first column.
+//! nullopt for any other statement (see protocol::function_call_statement).
+std::optional<LargeObjectCall> sql_large_object_call(std::string_view statement,
+                                                     const BindMessage* bind);
 
 //! What the secondary runs to do what a large-object FunctionCall did on the primary: SQL
 //! that names the object and the offset instead of a descriptor, with the data written (if
@@ -45,6 +69,10 @@ struct LargeObjectWrite {
   std::vector<uint32_t> types;
   std::vector<uint16_t> formats;
   std::vector<Value> parameters;
+  //! The object holds what the primary made of something the secondary may not have (a file
+  //! lo_import read there): the secondary only creates it, and the replayer copies the
+  //! primary's once the transaction committed.
+  bool copy_from_primary = false;
 };
 
 //! A session's open large-object descriptors, from the primary's answers to its
@@ -54,8 +82,9 @@ struct LargeObjectWrite {
 //! a descriptor stands for, never by its number.
 class LargeObjectDescriptors {
 public:
-  //! The descriptor `call` (to a function taking one) writes through, when this book does
-  //! not know it (the session opened it with SQL): what the write does cannot be told.
+  //! The descriptor `call` (to a function taking one) acts through, when this book does
+  //! not know it (the session opened it with SQL the book does not follow): what a write
+  //! through it does cannot be told.
   std::optional<int32_t> unknown_descriptor(LargeObjectFunction function,
                                             const FunctionCallMessage& call) const;
   //! The primary answered `call` with `result` (the FunctionCallResponse's value, in the

@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include "backfill/journal.hpp"
+#include "protocol/classify.hpp"
 #include "protocol/extended.hpp"
 #include "protocol/large_objects.hpp"
 #include "protocol/wire.hpp"
@@ -117,8 +118,8 @@ TEST_CASE("writes through a descriptor reach the secondary by object and offset"
   book.answered(LargeObjectFunction::kOpen, binary_call({int4(7), int4(0x60000)}), int4(0));
   book.clear();
   CHECK(book.unknown_descriptor(LargeObjectFunction::kTruncate64, write) == 0);
-  CHECK_FALSE(book.unknown_descriptor(LargeObjectFunction::kRead, write)
-                  .has_value()); // reads change nothing
+  CHECK(book.unknown_descriptor(LargeObjectFunction::kRead, write) == 0);
+  CHECK_FALSE(book.unknown_descriptor(LargeObjectFunction::kOpen, write).has_value());
 
   auto unlink =
       book.answered(LargeObjectFunction::kUnlink, binary_call({int4(4000000000u)}), int4(1));
@@ -144,4 +145,133 @@ TEST_CASE("a large object's journal entry keeps its OID through the journal's JS
   REQUIRE(read.ok());
   CHECK(read->kind == switchyard::backfill::JournalEntry::Kind::kLargeObject);
   CHECK(read->large_object == 4000000000u);
+}
+
+TEST_CASE("a statement that is one call of a built-in function is read with its arguments") {
+  using switchyard::protocol::function_call_statement;
+  auto call = function_call_statement(
+      "SELECT pg_catalog.lo_put('16385'::oid, -12, $2), 0, 1"); // three targets: not one call
+  CHECK_FALSE(call.has_value());
+  call = function_call_statement("SELECT pg_catalog.lo_put('16385'::oid, - 12, $2::bytea)");
+  REQUIRE(call);
+  CHECK(call->name == "lo_put");
+  REQUIRE(call->arguments.size() == 3);
+  CHECK(call->arguments[0].literal == "16385");
+  // libpg_query's JSON drops negative integers' values: they come from the text.
+  CHECK(call->arguments[1].literal == "-12");
+  CHECK_FALSE(call->arguments[2].literal.has_value());
+  CHECK(call->arguments[2].parameter == 2u);
+
+  call = function_call_statement("select lo_creat(0)");
+  REQUIRE(call);
+  CHECK(call->arguments[0].literal == "0");
+  call = function_call_statement("SELECT lo_from_bytea(NULL, E'\\\\x41', 4294967295, true)");
+  REQUIRE(call);
+  CHECK_FALSE(call->arguments[0].literal.has_value());
+  CHECK_FALSE(call->arguments[0].parameter.has_value());
+  CHECK(call->arguments[1].literal == "\\x41");
+  CHECK(call->arguments[2].literal == "4294967295");
+  CHECK(call->arguments[3].literal == "true");
+  CHECK(function_call_statement("SELECT now()")->arguments.empty());
+
+  for (const char* other : {
+           "SELECT lo_open(oid, 131072) FROM pg_largeobject_metadata", // FROM
+           "SELECT lo_unlink(lo_create(0))",                           // a call as argument
+           "SELECT lo_open(1, 2) AS fd WHERE true",                    // WHERE
+           "SELECT count(DISTINCT 1)",                                 // DISTINCT
+           "SELECT lo_create(oid => 1)",                               // named argument
+           "SELECT myschema.lo_create(1)",                             // not a built-in
+           "SELECT lo_create(1); SELECT 2",                            // two statements
+           "INSERT INTO t VALUES (lo_create(1))",
+           "SELECT lo_create(B'101')", // a bit string
+           "SELECT lo_create(",
+       }) {
+    INFO(other);
+    CHECK_FALSE(function_call_statement(other).has_value());
+  }
+}
+
+TEST_CASE("a statement that is one call of a large-object function is classified as one") {
+  using switchyard::protocol::classify;
+  CHECK(classify("SELECT pg_catalog.lowrite(0, '\\x00')").statements[0].large_object_call);
+  CHECK(classify("SELECT lo_import('/tmp/x', 5)").statements[0].large_object_call);
+  CHECK_FALSE(classify("SELECT lo_import('/tmp/x', 5, 6)").statements[0].large_object_call);
+  CHECK_FALSE(classify("SELECT random()").statements[0].large_object_call);
+  CHECK_FALSE(classify("SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
+                  .statements[0]
+                  .large_object_call);
+}
+
+TEST_CASE("a large-object call in SQL is the FunctionCall that does the same") {
+  using switchyard::protocol::sql_large_object_call;
+  auto open = sql_large_object_call("SELECT pg_catalog.lo_open('16385', 131072)", nullptr);
+  REQUIRE(open);
+  CHECK(open->function == LargeObjectFunction::kOpen);
+  CHECK(open->call.function == 952);
+  CHECK(open->call.argument_formats == std::vector<uint16_t>{0, 0});
+  CHECK(open->call.arguments == std::vector<Value>{std::string("16385"), std::string("131072")});
+  CHECK(open->call.result_format == 0);
+
+  switchyard::protocol::BindMessage bind;
+  bind.parameter_formats = {0, 1};
+  bind.parameters = {std::string("3"), std::string("\x01\x02")};
+  bind.result_formats = {1};
+  auto write = sql_large_object_call("SELECT lowrite($1, $2)", &bind);
+  REQUIRE(write);
+  CHECK(write->function == LargeObjectFunction::kWrite);
+  CHECK(write->call.argument_formats == std::vector<uint16_t>{0, 1});
+  CHECK(write->call.arguments == bind.parameters);
+  CHECK(write->call.result_format == 1);
+  CHECK_FALSE(sql_large_object_call("SELECT lowrite($1, $3)", &bind)); // no such parameter
+  CHECK_FALSE(sql_large_object_call("SELECT lowrite($1, $2)", nullptr));
+  CHECK_FALSE(sql_large_object_call("SELECT lo_put(1, 2)", nullptr)); // no such overload
+  CHECK(sql_large_object_call("SELECT lo_get(1, 2, 3)", nullptr)->call.function == 3459);
+}
+
+TEST_CASE("SQL's own large-object functions reach the secondary by the primary's OID") {
+  LargeObjectDescriptors book;
+  FunctionCallMessage from_bytea{.function = 3457,
+                                 .argument_formats = {0, 1},
+                                 .arguments = {"0", std::string("\0data", 5)},
+                                 .result_format = 0};
+  auto made = book.answered(LargeObjectFunction::kFromBytea, from_bytea, std::string("16400"));
+  REQUIRE(made);
+  CHECK(made->object == 16400);
+  CHECK(made->sql == "SELECT pg_catalog.lo_from_bytea(16400, $1)");
+  CHECK(made->formats == std::vector<uint16_t>{1});
+  CHECK(made->parameters == std::vector<Value>{std::string("\0data", 5)});
+  CHECK_FALSE(made->copy_from_primary);
+
+  FunctionCallMessage put{.function = 3460,
+                          .argument_formats = {0},
+                          .arguments = {"16400", "-1", "\\x41"},
+                          .result_format = 0};
+  auto written = book.answered(LargeObjectFunction::kPut, put, std::string());
+  REQUIRE(written);
+  CHECK(written->sql == "SELECT pg_catalog.lo_put(16400, -1, $1)");
+  CHECK(written->formats == std::vector<uint16_t>{0});
+
+  FunctionCallMessage import{
+      .function = 764, .argument_formats = {}, .arguments = {"/srv/x"}, .result_format = 0};
+  auto imported = book.answered(LargeObjectFunction::kImport, import, std::string("16401"));
+  REQUIRE(imported);
+  CHECK(imported->sql == "SELECT pg_catalog.lo_create(16401)");
+  CHECK(imported->copy_from_primary); // the file is the primary's server's
+
+  // Reads and lo_export store nothing; an int2 parameter is read as one.
+  CHECK_FALSE(book.answered(LargeObjectFunction::kGet, binary_call({int4(16400)}), "data"));
+  CHECK_FALSE(book.answered(LargeObjectFunction::kExport,
+                            FunctionCallMessage{.function = 765,
+                                                .argument_formats = {},
+                                                .arguments = {"16400", "/srv/y"},
+                                                .result_format = 0},
+                            std::string("1")));
+  book.answered(LargeObjectFunction::kOpen, binary_call({int4(16400), int4(0x60000)}), int4(2));
+  FunctionCallMessage int2_write{.function = 955,
+                                 .argument_formats = {1},
+                                 .arguments = {std::string("\0\2", 2), std::string("ab")},
+                                 .result_format = 0};
+  auto through = book.answered(LargeObjectFunction::kWrite, int2_write, std::string("2"));
+  REQUIRE(through);
+  CHECK(through->sql == "SELECT pg_catalog.lo_put(16400, 0, $1)");
 }
