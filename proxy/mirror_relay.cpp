@@ -108,15 +108,18 @@ std::string statement_limit_refusal(size_t max_statements, protocol::Dialect dia
                  dialect);
 }
 
-// A FunctionCall writing through a large-object descriptor no FunctionCall of the session
-// opened (SQL did, or none is open): what it writes, and where, cannot be told the secondary.
+// A FunctionCall writing through a large-object descriptor switchyard did not see opened (a
+// query calling lo_open among other things did, or none is open): what it writes, and where,
+// cannot be told the secondary.
 std::string unknown_descriptor_refusal(int32_t descriptor, protocol::Dialect dialect) {
   return refusal("0A000",
-                 "switchyard mirrors writes through large-object descriptors that a FunctionCall "
-                 "opened (libpq's lo_open); descriptor " +
+                 "switchyard mirrors writes through large-object descriptors that lo_open "
+                 "opened as a FunctionCall (libpq's lo_open) or as a statement of that call "
+                 "alone; descriptor " +
                      std::to_string(descriptor) +
-                     " is not one of those (SQL opened it, or it is not open), so this write "
-                     "could not reach the secondary: open the object with libpq's lo_open",
+                     " is not one of those (a larger query opened it, or it is not open), so "
+                     "this write could not reach the secondary: open the object with libpq's "
+                     "lo_open or SELECT lo_open(oid, mode)",
                  dialect);
 }
 
@@ -220,9 +223,9 @@ struct Expect {
   std::shared_ptr<const protocol::Classification> keep; // keeps `statement` alive
   const protocol::Statement* statement = nullptr;
   std::unique_ptr<MirrorOp> op; // the write to mirror once the primary ran it (used once)
-  // A large-object FunctionCall: its answer says what the secondary must do (used once).
-  std::optional<std::pair<protocol::LargeObjectFunction, protocol::FunctionCallMessage>>
-      large_object_call;
+  // A large-object call (a FunctionCall, or a statement that is one call): its answer says
+  // what the secondary must do (used once).
+  std::optional<protocol::LargeObjectCall> large_object_call;
   bool digest = false;    // a read being compared: digest its rows as they pass
   bool shadow = false;    // a shadow comparison's run: digest the answer, show none
   bool hand_over = false; // a COMMIT (or a Sync or Query that ends a cycle's implicit
@@ -487,7 +490,7 @@ private:
       }
     }
     forward(frame);
-    if (function) expect.large_object_call.emplace(*function, std::move(*call));
+    if (function) expect.large_object_call = protocol::LargeObjectCall{*function, std::move(*call)};
     expect.hold_ready = wrap;
     expects_.push_back(std::move(expect));
     activity_.sync_sent(Clock::now());
@@ -693,6 +696,8 @@ private:
       expect.statement = &s;
       expect.private_ddl = s.private_ddl || own_temporaries.value_or(false);
       expect.op = make_op(s, text, nullptr, own_temporaries);
+      if (s.large_object_call)
+        expect.large_object_call = protocol::sql_large_object_call(text, nullptr);
       if (s.kind == StatementKind::kDdl) {
         if (auto c = co_await before_sending_ddl(s, expect)) co_return c;
       }
@@ -1631,6 +1636,9 @@ private:
     expect.keep = std::move(keep);
     expect.statement = s;
     expect.op = make_op(*s, prepared->text, portal, own_temporaries);
+    if (s->large_object_call) {
+      expect.large_object_call = protocol::sql_large_object_call(prepared->text, &portal->bind);
+    }
     note_sent(*s, expected_in_transaction_, expect.private_ddl);
     expect.hand_over = hands_over(s->transaction);
     expects_.push_back(std::move(expect));
@@ -2778,6 +2786,7 @@ private:
     case 'D':
       if (front.internal) return; // a run of switchyard's own (run_out_on_primary)
       if (front.digest) primary_digest_.add_row(frame.body);
+      if (front.large_object_call) mirror_large_object_call(front, first_column(frame.body));
       on_data_row(frame);
       return;
     case 'C':
@@ -2803,24 +2812,43 @@ private:
       return;
     case 'V':
       pass(frame);
-      if (front.large_object_call) mirror_large_object_call(front, frame.body);
+      if (front.large_object_call) mirror_large_object_call(front, counted_value(frame.body));
       return;
     default: pass(frame); return; // COPY out
     }
   }
 
-  // The primary answered a large-object FunctionCall: the secondary gets what it did, if it
-  // changed what is stored, as a statement.
-  void mirror_large_object_call(Expect& front, std::string_view body) {
+  // A value as a FunctionCallResponse or a DataRow's column holds it: its length (-1 for
+  // NULL), then its bytes.
+  static protocol::Value counted_value(std::string_view body) {
+    protocol::BodyReader reader(body);
+    if (auto length = reader.u32(); length && *length != 0xFFFFFFFFu) {
+      if (auto bytes = reader.bytes(*length)) return std::string(*bytes);
+    }
+    return std::nullopt;
+  }
+
+  // The first column's value of a DataRow.
+  static protocol::Value first_column(std::string_view body) {
+    protocol::BodyReader reader(body);
+    if (auto columns = reader.u16(); !columns || *columns == 0) return std::nullopt;
+    return counted_value(body.substr(2));
+  }
+
+  // The primary answered a large-object call (a FunctionCall, or a statement that is one
+  // call): the secondary gets what it changed, if anything, as a statement naming the object.
+  // A statement whose call cannot be followed (through a descriptor a larger query opened,
+  // with arguments not understood) is mirrored as itself instead, as any other.
+  void mirror_large_object_call(Expect& front, const protocol::Value& result) {
     auto [function, call] = std::move(*front.large_object_call);
     front.large_object_call.reset();
-    protocol::BodyReader reader(body);
-    protocol::Value result;
-    if (auto length = reader.u32(); length && *length != 0xFFFFFFFFu) {
-      if (auto bytes = reader.bytes(*length)) result = std::string(*bytes);
-    }
+    bool followed = !large_objects_.unknown_descriptor(function, call);
     auto write = large_objects_.answered(function, call, result);
-    if (!write) return;
+    if (!write) {
+      if (followed && !protocol::writes(function)) front.op.reset(); // nothing stored changed
+      return;
+    }
+    front.op.reset();
     protocol::ClassifiedQuery query = cache_.get(write->sql);
     if (query.classification->statements.size() != 1) return; // never: the SQL is switchyard's
     std::unique_ptr<MirrorOp> op =
@@ -2830,6 +2858,7 @@ private:
     op->parameter_formats = std::move(write->formats);
     op->parameters = std::move(write->parameters);
     op->large_object = write->object;
+    op->copy_large_object = write->copy_from_primary;
     link_.add(std::move(*op));
   }
 

@@ -43,6 +43,7 @@ constexpr const char* kCommitUnanswered =
     "the session ended before the primary answered its COMMIT";
 // The journal reason of rows written through a view, re-read for the columns it hides.
 constexpr const char* kHiddenByView = "hidden_by_view";
+constexpr const char* kImportedOnPrimary = "imported_on_primary"; // lo_import of a server file
 // A missed COPY of more rows is journaled as its table, refreshed whole: a bulk load's rows
 // would make the journal (written in the session's path) large, and refresh faster.
 constexpr size_t kMaxCopyRowEntries = 10000;
@@ -2028,6 +2029,13 @@ void SecondaryLink::journal_what_images_lacked(const std::vector<MirrorOp>& ops,
   for (const MirrorOp& op : ops) {
     if (op.statement.fills_table != protocol::TableFill::kNone) {
       entries.push_back(table_copy_entry(op));
+    }
+    if (op.copy_large_object && op.large_object) {
+      backfill::JournalEntry entry = entry_for(op);
+      entry.kind = backfill::JournalEntry::Kind::kLargeObject;
+      entry.large_object = *op.large_object;
+      entry.reason = kImportedOnPrimary;
+      entries.push_back(std::move(entry));
     }
   }
   for (size_t index : lacking) {

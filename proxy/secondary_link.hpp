@@ -56,9 +56,12 @@ struct MirrorOp {
   //! switchyard filled): each sequence with the highest; noted in SequenceMarks when the op
   //! is applied or journaled.
   SequenceMarks::Advances sequence_values;
-  //! A large-object FunctionCall's statement: the object it changed. Should the secondary
-  //! miss it, the journal names the object, which the replayer copies from the primary.
+  //! A large-object call's statement (LargeObjectDescriptors): the object it changed. Should the
+  //! secondary miss it, the journal names the object, which the replayer copies from the primary.
   std::optional<uint32_t> large_object;
+  //! ... whose content the secondary cannot make (lo_import read a file of the primary's):
+  //! once the op is applied, the journal has the replayer copy the object from the primary.
+  bool copy_large_object = false;
   // Image ops: the table, what the statement did, and the rows the primary returned.
   protocol::Statement statement;
   std::vector<protocol::FieldDescription> fields;
@@ -350,8 +353,9 @@ private:
   static void append_row_entries(const MirrorOp& op, backfill::JournalEntry entry,
                                  std::vector<backfill::JournalEntry>& entries);
   //! After the secondary applied `ops`, what their images could not carry is read from the
-  //! primary once its transaction committed: each table an op filled is copied (as above), and
-  //! the rows of the ops at `lacking`, written through a view that hides columns the table
+  //! primary once its transaction committed: each table an op filled is copied (as above), so
+  //! is each large object lo_import read from a file (MirrorOp::copy_large_object), and the
+  //! rows of the ops at `lacking`, written through a view that hides columns the table
   //! chose values for (TableShape::hidden_chosen), are journaled, reason kHiddenByView.
   void journal_what_images_lacked(const std::vector<MirrorOp>& ops,
                                   const std::vector<size_t>& lacking, Journaling journaling);

@@ -370,16 +370,17 @@ def test_a_large_object_larger_than_a_transaction_may_buffer_is_copied_after_it(
     assert primary.sql("SELECT sum(length(lo_get(oid))) FROM pg_largeobject_metadata") == str(256 * 12000)
 
 
-def test_a_write_to_a_large_object_descriptor_opened_by_sql_is_refused(pair, start_proxy, tmp_path):
-    """A descriptor the session opened with SQL (SELECT lo_open(...)) names no object switchyard
-    knows: a FunctionCall writing to it is refused with a clear error in its place, as a
-    failed call, instead of writing on the primary alone. The session goes on."""
+def test_a_write_to_a_large_object_descriptor_opened_by_a_larger_query_is_refused(pair, start_proxy,
+                                                                                  tmp_path):
+    """A descriptor a query opened among other things (lo_open over a FROM list) names no
+    object switchyard knows: a FunctionCall writing to it is refused with a clear error in its
+    place, as a failed call, instead of writing on the primary alone. The session goes on."""
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
     client = RawClient(proxy.port)
     client.login_trust()
     created = struct.unpack("!I", large_object_call(client, LO_CREAT, INV_READ_WRITE))[0]
-    client.send(message(b"Q", cstr(f"BEGIN; SELECT lo_open({created}, {INV_READ_WRITE})")))
+    client.send(message(b"Q", cstr(f"BEGIN; SELECT lo_open({created}, {INV_READ_WRITE}) FROM generate_series(1, 1)")))
     fd = int([body for tag, body in client.read_until(b"Z") if tag == b"D"][0][6:])
     client.send(message(b"F", struct.pack("!IhhHii", LOWRITE, 1, 1, 2, 4, fd)
                         + struct.pack("!i", 3) + b"abc" + struct.pack("!h", 1)))
@@ -392,6 +393,74 @@ def test_a_write_to_a_large_object_descriptor_opened_by_sql_is_refused(pair, sta
     client.send(message(b"X"))
     for cluster in (primary, secondary):
         assert cluster.sql(f"SELECT length(lo_get({created}))") == "0"
+
+
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_large_objects_written_by_sql_are_identical_on_both(pair, start_proxy, tmp_path, write_mode):
+    """SQL's large-object functions, as pg_dump's output restores large objects (lo_create of
+    its OID, then lo_open, lowrite and lo_close in a transaction) and as applications call
+    them: the secondary gets each object under the OID the primary chose (its own OID counter
+    is elsewhere), with the same bytes."""
+    primary, secondary = pair
+    primary.sql("CREATE DATABASE source")
+    primary.sql("SELECT lo_from_bytea(0, convert_to(repeat('dumped ', 50000), 'UTF8')), "
+                "lo_from_bytea(0, '\\x00ff'::bytea), lo_create(0)", dbname="source")
+    dump = tmp_path / "dump.sql"
+    subprocess.run(["pg_dump", "-h", str(primary.root), "-p", str(primary.port), "-U", "postgres",
+                    "-d", "source", "-f", str(dump)], check=True)
+    secondary.sql("SELECT lo_unlink(lo_create(0)) FROM generate_series(1, 50)")  # its next OIDs differ
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    psql_through(proxy, f"\\i {dump}")
+    created = psql_through(proxy, "SELECT lo_from_bytea(0, '\\x0102')",
+                           "SELECT lo_creat(-1)", "SELECT lo_create(0)").split()
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        made = conn.execute("SELECT lo_from_bytea(0, %s)", (b"from psycopg",)).fetchone()[0]
+        conn.execute("SELECT lo_put(%s, 4, %s)", (made, b"PSYCOPG"))
+        conn.execute("SELECT lo_unlink(%s::oid)", (int(created[1]),))
+        with conn.transaction():
+            fd = conn.execute("SELECT lo_open(%s, 131072)", (int(created[2]),)).fetchone()[0]
+            conn.execute("SELECT lowrite(%s, 'written through SQL')", (fd,))
+            conn.execute("SELECT lo_lseek(%s, 8, 0)", (fd,))
+            conn.execute("SELECT lowrite(%s, 'THROUGH')", (fd,))
+            conn.execute("SELECT lo_truncate(%s, 15)", (fd,))
+            conn.execute("SELECT lo_close(%s)", (fd,))
+    if write_mode == "async":
+        assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert primary.sql(f"SELECT encode(lo_get({created[2]}), 'escape')") == "written THROUGH"
+    assert primary.sql("SELECT count(*) FROM pg_largeobject_metadata") == "6"
+    assert large_objects(primary) == large_objects(secondary)
+    assert proxy.metric_sum("switchyard_mirror_failures_total") == 0, proxy.log()
+
+
+def test_a_large_object_lo_import_reads_on_the_primary_is_copied_to_the_secondary(pair, start_proxy,
+                                                                                  tmp_path):
+    """SQL's lo_import reads a file of the primary's server, which the secondary's need not have
+    (or may hold other bytes): the secondary creates the object under the primary's OID, and
+    the replayer copies its bytes from the primary once the transaction committed. lo_export
+    writes a file on the primary's server alone."""
+    primary, secondary = pair
+    secondary.sql("SELECT lo_unlink(lo_create(0)) FROM generate_series(1, 50)")  # its next OIDs differ
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    served = primary.root / "served.bin"
+    served.write_bytes(bytes(range(256)) * 5000)  # more than one 1 MiB piece of the copy
+    served.chmod(0o644)
+    exported = primary.root / "exported.bin"
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        imported = conn.execute("SELECT lo_import(%s)", (str(served),)).fetchone()[0]
+        with conn.transaction():
+            again = conn.execute(f"SELECT pg_catalog.lo_import('{served}', 99999)").fetchone()[0]
+            conn.execute("SELECT lo_put(%s, 0, 'over')", (again,))
+        conn.execute("SELECT lo_export(%s, %s)", (imported, str(exported)))
+        with pytest.raises(psycopg.errors.UndefinedObject):
+            conn.execute("SELECT lo_put(123456, 0, 'none')")  # no such object: nothing to mirror
+    assert again == 99999
+    assert exported.read_bytes() == served.read_bytes()
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert proxy.metric("switchyard_journal_entries_total") == 2, proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
+    assert proxy.metric_sum("switchyard_mirror_failures_total") == 0, proxy.log()
+    assert large_objects(primary) == large_objects(secondary)
+    assert primary.sql(f"SELECT encode(lo_get({again}, 0, 6), 'hex')") == b"over\4\5".hex()
 
 
 def pipeline_results(pgconn, count):
