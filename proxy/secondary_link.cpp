@@ -161,6 +161,14 @@ void SecondaryLink::settle() {
   unsettled_.clear();
 }
 
+void SecondaryLink::settle(Batch& batch) {
+  if (backfill::DivergenceJournal* journal = services_.journal()) {
+    for (uint64_t offset : batch.settles)
+      journal->settle(offset);
+  }
+  batch.settles.clear();
+}
+
 SecondaryLink::~SecondaryLink() {
   // Only a process shutting down ends a session before its queue is applied (close()
   // waits): journal what is left and release the turns, so no other session waits on them.
@@ -184,6 +192,7 @@ SecondaryLink::~SecondaryLink() {
                   "the session ended before the secondary applied its committed writes",
                   Journaling::kApplier);
     }
+    settle(batch);
     services_.commit_order().done(batch.ticket);
   }
   services_.metrics().async_queue().Set(static_cast<double>(services_.commit_order().pending()));
@@ -1499,6 +1508,7 @@ void SecondaryLink::hand_over(bool committed) {
     release(batch.ticket); // the primary rolled it back
     return;
   }
+  batch.settles = std::exchange(unsettled_, {});
   enqueue(std::move(batch));
 }
 
@@ -1635,6 +1645,7 @@ asio::awaitable<void> SecondaryLink::apply_queue() {
       }
     }
     for (; taken > 0; --taken) {
+      settle(queue_.front());
       std::chrono::duration<double> lag = Clock::now() - queue_.front().committed_at;
       metrics.async_lag_seconds().Observe(lag.count());
       order.done(queue_.front().ticket);

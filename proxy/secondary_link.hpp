@@ -152,7 +152,8 @@ public:
   //! until they are applied, the session's reads stay on the primary.
   bool has_unapplied() const { return !queue_.empty() || reserved_.has_value(); }
   //! The primary transaction whose writes were last journaled has ended: the replayer may
-  //! take them now.
+  //! take them now. (Those of a transaction handed to the async queue wait for its batch
+  //! instead, see Batch::settles.)
   void settle();
   //! Whether entries this session journaled are yet to reach the disk: until they do, the
   //! primary must not commit their writes nor the client hear of them, lest a crash lose
@@ -212,7 +213,13 @@ private:
     std::chrono::steady_clock::time_point committed_at;
     std::optional<uint64_t> spilled; // journal offset when the queue was full
     bool scoped_settings = false;    // its transaction ran a SET LOCAL: applied on its own
+    //! Journal entries its transaction wrote instead of ops (past max_transaction_bytes):
+    //! the replayer takes them once the batch's ops are applied or journaled, so its copy of
+    //! the primary's rows or objects lands after the transaction's earlier writes.
+    std::vector<uint64_t> settles;
   };
+  //! Releases `batch.settles` to the replayer.
+  void settle(Batch& batch);
 
   void enqueue(Batch batch);
 

@@ -350,16 +350,31 @@ def test_large_objects_written_while_the_secondary_is_down_are_replayed(pair, st
     assert large_objects(primary) == large_objects(secondary)
 
 
-def test_a_large_object_larger_than_a_transaction_may_buffer_is_copied_after_it(pair, start_proxy, tmp_path):
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+@pytest.mark.parametrize("load", ["lo_import", "restore"])
+def test_a_large_object_larger_than_a_transaction_may_buffer_is_copied_after_it(pair, start_proxy, tmp_path,
+                                                                                write_mode, load):
     """The bytes a session's lowrites hold for the secondary count toward
     mirror.max_transaction_bytes; past it the object is journaled, once, and the replayer
     copies it from the primary once the transaction committed (more than one 1 MiB piece
-    here)."""
+    here). The same through psql's \\lo_import (FunctionCalls) and a restore of pg_dump's
+    output (SQL)."""
     primary, secondary = pair
-    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, extra="  max_transaction_bytes: 100000\n"))
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, extra="  max_transaction_bytes: 100000\n")
+                        + f"write_mode: {write_mode}\n")
     imported = tmp_path / "imported.bin"
     imported.write_bytes(bytes(range(256)) * 12000)  # 3 MB
-    psql_through(proxy, f"\\lo_import {imported}")
+    if load == "lo_import":
+        psql_through(proxy, f"\\lo_import {imported}")
+    else:
+        primary.sql("CREATE DATABASE source")
+        primary.sql(f"\\lo_import {imported}", dbname="source")
+        dump = tmp_path / "dump.sql"
+        subprocess.run(["pg_dump", "-h", str(primary.root), "-p", str(primary.port), "-U", "postgres",
+                        "-d", "source", "-f", str(dump)], check=True)
+        psql_through(proxy, f"\\i {dump}")
+    if write_mode == "async":
+        assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
     assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
     # One entry: it covers the object's later writes in the transaction, which wait for no flush.
     assert proxy.metric("switchyard_journal_entries_total") == 1, proxy.log()
@@ -368,6 +383,38 @@ def test_a_large_object_larger_than_a_transaction_may_buffer_is_copied_after_it(
     assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
     assert large_objects(primary) == large_objects(secondary)
     assert primary.sql("SELECT sum(length(lo_get(oid))) FROM pg_largeobject_metadata") == str(256 * 12000)
+
+
+def test_an_async_transaction_past_max_transaction_bytes_is_copied_after_its_earlier_writes(pair, start_proxy,
+                                                                                         tmp_path):
+    """In async mode the writes a transaction kept for the secondary wait in the queue behind
+    earlier commits. What it journaled past mirror.max_transaction_bytes is copied from the
+    primary only once they are applied: a copy landing first would be written under by them
+    (here the queued lo_create would find the object there already and fail)."""
+    primary, secondary = pair
+    for cluster in (primary, secondary):
+        cluster.sql("CREATE TABLE counter (id int PRIMARY KEY, n int); INSERT INTO counter VALUES (1, 0)")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path,
+                                      extra="  max_transaction_bytes: 100000\n  timeout: 20s\n")
+                        + "write_mode: async\n")
+    primary.sql("CREATE DATABASE source")
+    imported = tmp_path / "imported.bin"
+    imported.write_bytes(bytes(range(256)) * 12000)  # 3 MB
+    primary.sql(f"\\lo_import {imported}", dbname="source")
+    dump = tmp_path / "dump.sql"
+    subprocess.run(["pg_dump", "-h", str(primary.root), "-p", str(primary.port), "-U", "postgres",
+                    "-d", "source", "-f", str(dump)], check=True)
+    with psycopg.connect(secondary.uri()) as holder:  # holds the async queue at its first write
+        holder.execute("SELECT * FROM counter WHERE id = 1 FOR UPDATE")
+        psql_through(proxy, "UPDATE counter SET n = n + 1 WHERE id = 1")
+        psql_through(proxy, f"\\i {dump}")
+        time.sleep(2)  # the replayer's turn, were the object's entry released at the primary's commit
+    assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=30), proxy.log()
+    assert proxy.metric_sum("switchyard_mirror_failures_total") == \
+        proxy.metric("switchyard_mirror_failures_total", reason="transaction_too_large") == 1, proxy.log()
+    assert large_objects(primary) == large_objects(secondary)
+    assert primary.checksum("counter") == secondary.checksum("counter")
 
 
 def test_a_write_to_a_large_object_descriptor_opened_by_a_larger_query_is_refused(pair, start_proxy,
