@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <functional>
 #include <unordered_map>
 
@@ -1695,7 +1696,102 @@ std::optional<ViewSource> view_source(std::string_view definition) {
   return source;
 }
 
+namespace {
+
+// function_call_statement of the plainest calls of large-object functions, `SELECT
+// pg_catalog.lowrite(0, '\x...')` as pg_dump writes them, read without the parser: its cost
+// (a parse tree and its JSON) is many times a scan's for the long literal of each piece of
+// an object. nullopt for anything else (comments, quoted names, casts, E'' strings, a
+// literal continued on the next line, other functions), left to the parser.
+std::optional<FunctionCallStatement> plain_large_object_call(std::string_view text) {
+  size_t at = 0;
+  auto skip_space = [&] {
+    while (at < text.size() && std::isspace(static_cast<unsigned char>(text[at])))
+      ++at;
+  };
+  auto word = [&] {
+    size_t start = at;
+    while (at < text.size() &&
+           (std::isalnum(static_cast<unsigned char>(text[at])) || text[at] == '_')) {
+      ++at;
+    }
+    std::string lowered(text.substr(start, at - start));
+    for (char& c : lowered)
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return lowered;
+  };
+  auto take = [&](char c) {
+    skip_space();
+    if (at >= text.size() || text[at] != c) return false;
+    ++at;
+    return true;
+  };
+  skip_space();
+  if (word() != "select" || at >= text.size() ||
+      !std::isspace(static_cast<unsigned char>(text[at])))
+    return std::nullopt;
+  skip_space();
+  FunctionCallStatement call;
+  call.name = word();
+  if (call.name == "pg_catalog" && take('.')) {
+    skip_space();
+    call.name = word();
+  }
+  if (call.name.empty() || std::isdigit(static_cast<unsigned char>(call.name[0])) || !take('('))
+    return std::nullopt;
+  bool first = true;
+  while (!take(')')) {
+    if (!first && !take(',')) return std::nullopt;
+    first = false;
+    skip_space();
+    FunctionCallStatement::Argument argument;
+    if (at < text.size() && text[at] == '\'') {
+      std::string literal;
+      while (true) {
+        size_t close = text.find('\'', at + 1);
+        if (close == std::string_view::npos) return std::nullopt;
+        literal.append(text.substr(at + 1, close - at - 1));
+        at = close + 1;
+        if (at >= text.size() || text[at] != '\'') break;
+        literal += '\''; // '' inside: one quote
+      }
+      argument.literal = std::move(literal);
+    } else if (at < text.size() && text[at] == '$') {
+      ++at;
+      std::string digits = word();
+      size_t number = 0;
+      auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), number);
+      if (error != std::errc() || end != digits.data() + digits.size() || number == 0)
+        return std::nullopt;
+      argument.parameter = number;
+    } else {
+      bool negative = at < text.size() && text[at] == '-';
+      if (negative) ++at;
+      std::string token = word();
+      if (token.empty()) return std::nullopt;
+      if (token == "null" && !negative) {
+        argument.literal.reset();
+      } else if (std::all_of(token.begin(), token.end(),
+                             [](char c) { return std::isdigit(static_cast<unsigned char>(c)); })) {
+        argument.literal = negative ? "-" + token : token;
+      } else {
+        return std::nullopt;
+      }
+    }
+    call.arguments.push_back(std::move(argument));
+  }
+  skip_space();
+  if (at < text.size() && text[at] == ';') ++at;
+  skip_space();
+  if (at != text.size() || !large_object_function_oid(call.name, call.arguments.size()))
+    return std::nullopt;
+  return call;
+}
+
+} // namespace
+
 std::optional<FunctionCallStatement> function_call_statement(std::string_view statement) {
+  if (auto plain = plain_large_object_call(statement)) return plain;
   std::optional<FunctionCallStatement> found;
   with_one_select(statement, [&](const json::object& select) {
     const json::object* call = sole_call(select);

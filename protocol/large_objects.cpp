@@ -122,10 +122,10 @@ std::optional<LargeObjectCall> sql_large_object_call(std::string_view statement,
   if (!oid) return std::nullopt;
   FunctionCallMessage call;
   call.function = *oid;
-  for (const auto& argument : shape->arguments) {
+  for (auto& argument : shape->arguments) {
     if (!argument.parameter) {
       call.argument_formats.push_back(0);
-      call.arguments.push_back(argument.literal);
+      call.arguments.push_back(std::move(argument.literal));
       continue;
     }
     size_t index = *argument.parameter - 1; // $1 is the first

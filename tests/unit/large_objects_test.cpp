@@ -275,3 +275,37 @@ TEST_CASE("SQL's own large-object functions reach the secondary by the primary's
   REQUIRE(through);
   CHECK(through->sql == "SELECT pg_catalog.lo_put(16400, 0, $1)");
 }
+
+TEST_CASE("a plain large-object call is read without the parser as the parser reads it") {
+  using switchyard::protocol::function_call_statement;
+  for (std::string text : {
+           "SELECT pg_catalog.lowrite(0, '\\x0102');",
+           "select LO_OPEN('16385', 131072)",
+           "SELECT lo_creat(-1)",
+           "SELECT lo_from_bytea(0, 'it''s')",
+           "SELECT lo_put($1, $2, $3)",
+           "SELECT lo_unlink(NULL)",
+           "SELECT lo_get(16385, 0, 10) ; ",
+           "SELECT lo_tell64(4294967296)",
+       }) {
+    INFO(text);
+    auto plain = function_call_statement(text);
+    // A comment leaves the scan to the parser.
+    auto parsed = function_call_statement(std::string("/* parsed */ ") + text);
+    REQUIRE(plain);
+    REQUIRE(parsed);
+    CHECK(plain->name == parsed->name);
+    REQUIRE(plain->arguments.size() == parsed->arguments.size());
+    for (size_t i = 0; i < plain->arguments.size(); ++i) {
+      CHECK(plain->arguments[i].literal == parsed->arguments[i].literal);
+      CHECK(plain->arguments[i].parameter == parsed->arguments[i].parameter);
+    }
+  }
+  // What the scan does not take, the parser reads (or refuses) as ever.
+  CHECK(function_call_statement("SELECT lo_creat( - 1 )")->arguments[0].literal == "-1");
+  CHECK(function_call_statement("SELECT lo_put(1, 0, 'a'\n'b')")->arguments[2].literal == "ab");
+  CHECK(function_call_statement("SELECT lo_put(1, 0, E'\\\\x41')")->arguments[2].literal ==
+        "\\x41");
+  CHECK_FALSE(function_call_statement("SELECT lo_open(1, 2) fd FROM t"));
+  CHECK_FALSE(function_call_statement("SELECT lo_open(1, 'x"));
+}
