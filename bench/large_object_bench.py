@@ -8,11 +8,16 @@ to the import's end (and, async or journaled, until the secondary has it too), t
 proxy's peak RSS growth over it, and whether the large objects are identical on both
 databases.
 
-Usage: bench/large_object_bench.py [--mb N] [--rounds R] [--baseline path/to/another/switchyard]
+With `--restore` the load is psql running pg_dump's output of a database holding the same
+file as a large object instead: SQL statements, `lo_create` of its OID, then `lo_open`, one
+`lowrite` per 16 KiB piece (as hex text) and `lo_close`, in one transaction.
+
+Usage: bench/large_object_bench.py [--mb N] [--rounds R] [--restore] [--baseline path/to/another/switchyard]
 `--baseline` imports through another build (sync) as well, in the same rounds. Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,11 +30,23 @@ from bench_common import memory_kib, psql_seconds, start_clusters, start_mirrore
 OBJECTS = "SELECT string_agg(oid || ':' || md5(lo_get(oid)), ',' ORDER BY oid) FROM pg_largeobject_metadata"
 
 
+def dump_of(primary, path, workdir):
+    """pg_dump's SQL of a database of its own on `primary` holding `path` as a large object."""
+    database = f"lo_source_{path.stem}"
+    primary.sql(f"CREATE DATABASE {database}")
+    primary.sql(f"\\lo_import {path}", dbname=database)
+    dump = workdir / f"{database}.sql"
+    subprocess.run(["pg_dump", "-h", str(primary.root), "-p", str(primary.port), "-U", "postgres",
+                    "-d", database, "-f", str(dump)], check=True)
+    return dump
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=32, help="size of the file imported, in MiB (under 64)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", help="another switchyard binary to import through as well")
+    parser.add_argument("--restore", action="store_true", help="restore pg_dump's SQL instead of \\lo_import")
     opts = parser.parse_args()
 
     with ExitStack() as cleanup:
@@ -43,6 +60,9 @@ def main():
         # last imports twice that.
         big = workdir / "big.bin"
         big.write_bytes(bytes(range(256)) * (128 * 4096))
+        load = {path: f"\\lo_import {path}" for path in (data, big)}
+        if opts.restore:
+            load = {path: f"\\i {dump_of(primary, path, workdir)}" for path in (data, big)}
         # A proxy each, so each one's peak RSS (VmHWM) over its first round is its own row's.
         proxy = {mode: start_mirrored_proxy(cleanup, primary, secondary, workdir, settings=settings)
                  for mode, settings in (("sync", ""), ("async", "write_mode: async\n"), ("past", ""))}
@@ -59,14 +79,15 @@ def main():
                     cluster.sql("SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
                 before = memory_kib(through.process.pid, "VmRSS") if through else 0
                 start = time.perf_counter()
-                results[name]["seconds"].append(psql_seconds(port, f"\\lo_import {path}"))
+                results[name]["seconds"].append(psql_seconds(port, load[path]))
                 if through:
                     wait_drained(through)
                     results[name]["settled"].append(time.perf_counter() - start)
                     results[name]["growth"].append((memory_kib(through.process.pid, "VmHWM") - before) / 1024)
                     results[name]["identical"] &= primary.sql(OBJECTS) == secondary.sql(OBJECTS)
         direct = statistics.median(results["direct"]["seconds"])
-        print(f"\\lo_import of {opts.mb} MiB (the last row: {big.stat().st_size >> 20} MiB), "
+        what = "pg_dump's SQL restoring" if opts.restore else "\\lo_import of"
+        print(f"{what} {opts.mb} MiB (the last row: {big.stat().st_size >> 20} MiB), "
               f"median of {opts.rounds} rounds\n")
         print("| target | MiB | import s | until on the secondary s | MiB/s | import s / direct's "
               "| proxy peak RSS growth MiB | identical |")
