@@ -284,6 +284,17 @@ def psql_through(proxy, *commands):
     return done.stdout
 
 
+def pg_dump_of(primary, tmp_path, command):
+    """pg_dump's SQL output (a file) of a database of its own on `primary` that `command`
+    (SQL or a psql meta-command) filled."""
+    primary.sql("CREATE DATABASE source")
+    primary.sql(command, dbname="source")
+    dump = tmp_path / "dump.sql"
+    subprocess.run(["pg_dump", "-h", str(primary.root), "-p", str(primary.port), "-U", "postgres",
+                    "-d", "source", "-f", str(dump)], check=True)
+    return dump
+
+
 def large_objects(cluster):
     return cluster.sql("SELECT string_agg(oid || ':' || md5(lo_get(oid)), ',' ORDER BY oid) "
                        "FROM pg_largeobject_metadata")
@@ -367,11 +378,7 @@ def test_a_large_object_larger_than_a_transaction_may_buffer_is_copied_after_it(
     if load == "lo_import":
         psql_through(proxy, f"\\lo_import {imported}")
     else:
-        primary.sql("CREATE DATABASE source")
-        primary.sql(f"\\lo_import {imported}", dbname="source")
-        dump = tmp_path / "dump.sql"
-        subprocess.run(["pg_dump", "-h", str(primary.root), "-p", str(primary.port), "-U", "postgres",
-                        "-d", "source", "-f", str(dump)], check=True)
+        dump = pg_dump_of(primary, tmp_path, f"\\lo_import {imported}")
         psql_through(proxy, f"\\i {dump}")
     if write_mode == "async":
         assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
@@ -397,13 +404,9 @@ def test_an_async_transaction_past_max_transaction_bytes_is_copied_after_its_ear
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path,
                                       extra="  max_transaction_bytes: 100000\n  timeout: 20s\n")
                         + "write_mode: async\n")
-    primary.sql("CREATE DATABASE source")
     imported = tmp_path / "imported.bin"
     imported.write_bytes(bytes(range(256)) * 12000)  # 3 MB
-    primary.sql(f"\\lo_import {imported}", dbname="source")
-    dump = tmp_path / "dump.sql"
-    subprocess.run(["pg_dump", "-h", str(primary.root), "-p", str(primary.port), "-U", "postgres",
-                    "-d", "source", "-f", str(dump)], check=True)
+    dump = pg_dump_of(primary, tmp_path, f"\\lo_import {imported}")
     with psycopg.connect(secondary.uri()) as holder:  # holds the async queue at its first write
         holder.execute("SELECT * FROM counter WHERE id = 1 FOR UPDATE")
         psql_through(proxy, "UPDATE counter SET n = n + 1 WHERE id = 1")
@@ -449,12 +452,8 @@ def test_large_objects_written_by_sql_are_identical_on_both(pair, start_proxy, t
     them: the secondary gets each object under the OID the primary chose (its own OID counter
     is elsewhere), with the same bytes."""
     primary, secondary = pair
-    primary.sql("CREATE DATABASE source")
-    primary.sql("SELECT lo_from_bytea(0, convert_to(repeat('dumped ', 50000), 'UTF8')), "
-                "lo_from_bytea(0, '\\x00ff'::bytea), lo_create(0)", dbname="source")
-    dump = tmp_path / "dump.sql"
-    subprocess.run(["pg_dump", "-h", str(primary.root), "-p", str(primary.port), "-U", "postgres",
-                    "-d", "source", "-f", str(dump)], check=True)
+    dump = pg_dump_of(primary, tmp_path, "SELECT lo_from_bytea(0, convert_to(repeat('dumped ', 50000), 'UTF8')), "
+                      "lo_from_bytea(0, '\\x00ff'::bytea), lo_create(0)")
     secondary.sql("SELECT lo_unlink(lo_create(0)) FROM generate_series(1, 50)")  # its next OIDs differ
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
     psql_through(proxy, f"\\i {dump}")
