@@ -152,14 +152,14 @@ struct Statement {
   bool pinned_call = false;   //!< calls a function whose answer depends on the connection
   bool reads_catalog = false; //!< reads the system catalogs, whose OIDs are the primary's
   bool ordered = false;       //!< the top-level query has ORDER BY: row order is meaningful
-  std::vector<std::string> unlisted_functions; //!< calls off the read-only allow-list
-  //! unlisted_functions but the sequence and random built-ins: functions that may write
-  //! tables the statement does not name (which a row image does not carry).
-  std::vector<std::string> writing_calls;
   //! A SELECT that is one call of a large-object function, its arguments literals or
   //! parameters (function_call_statement, sql_large_object_call): mirrored by what the call
   //! did, as a FunctionCall of it is.
   bool large_object_call = false;
+  std::vector<std::string> unlisted_functions; //!< calls off the read-only allow-list
+  //! unlisted_functions but the sequence and random built-ins: functions that may write
+  //! tables the statement does not name (which a row image does not carry).
+  std::vector<std::string> writing_calls;
 };
 
 //! A query string split into statements and classified. `error` is set when libpg_query
