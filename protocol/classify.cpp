@@ -602,14 +602,20 @@ void note_filled_table(const json::value* into, bool table, Statement& out) {
   if (table && with_data && !out.target.temporary) out.fills_table = TableFill::kQuery;
 }
 
-// Whether parse-tree node `node` is a literal, possibly cast: the same value wherever it is
-// evaluated.
-bool is_constant(const json::value* node) {
+// Parse-tree node `node` without the casts around it (null if one has no argument).
+const json::value* without_casts(const json::value* node) {
   while (node != nullptr) {
     const json::object* cast = member_object(*node, "TypeCast");
     if (cast == nullptr) break;
     node = cast->if_contains("arg");
   }
+  return node;
+}
+
+// Whether parse-tree node `node` is a literal, possibly cast: the same value wherever it is
+// evaluated.
+bool is_constant(const json::value* node) {
+  node = without_casts(node);
   return node != nullptr && member_object(*node, "A_Const") != nullptr;
 }
 
@@ -1020,12 +1026,9 @@ const json::object* sole_call(const json::object& select) {
   if (const json::value* args = call->if_contains("args"); args != nullptr) {
     if (!args->is_array()) return nullptr;
     for (const json::value& arg : args->get_array()) {
-      const json::value* node = &arg;
-      while (const json::object* cast = member_object(*node, "TypeCast")) {
-        node = cast->if_contains("arg");
-        if (node == nullptr) return nullptr;
-      }
-      if (member_object(*node, "A_Const") == nullptr && member_object(*node, "ParamRef") == nullptr)
+      const json::value* node = without_casts(&arg);
+      if (node == nullptr || (member_object(*node, "A_Const") == nullptr &&
+                              member_object(*node, "ParamRef") == nullptr))
         return nullptr;
     }
   }
@@ -1800,9 +1803,7 @@ std::optional<FunctionCallStatement> function_call_statement(std::string_view st
     shape.name = std::string(builtin_name(call->at("funcname").get_array()));
     if (const json::value* args = call->if_contains("args")) {
       for (const json::value& arg : args->get_array()) {
-        const json::value* node = &arg;
-        while (const json::object* cast = member_object(*node, "TypeCast"))
-          node = cast->if_contains("arg");
+        const json::value* node = without_casts(&arg); // sole_call checked what is inside
         FunctionCallStatement::Argument argument;
         if (const json::object* param = member_object(*node, "ParamRef")) {
           const json::value* number = param->if_contains("number");
