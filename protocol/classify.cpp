@@ -425,6 +425,13 @@ bool has_items(const json::object& object, std::string_view key) {
   return value != nullptr && value->is_array() && !value->get_array().empty();
 }
 
+// The list member `key` of `object`; empty when it has none.
+const json::array& items_of(const json::object& object, std::string_view key) {
+  static const json::array kNone;
+  const json::value* value = object.if_contains(key);
+  return value != nullptr && value->is_array() ? value->get_array() : kNone;
+}
+
 // The member `key` of `value` when `value` is an object and that member one too.
 const json::object* member_object(const json::value& value, std::string_view key) {
   const json::value* member = value.is_object() ? value.get_object().if_contains(key) : nullptr;
@@ -451,6 +458,13 @@ constexpr std::string_view kTableSafeFunctions[] = {
     "currval", "gen_random_uuid", "lastval", "nextval", "random", "setval",
 };
 
+// The large-object functions creating an object, its OID chosen by the server when asked.
+constexpr std::string_view kLargeObjectCreators[] = {"lo_creat", "lo_create", "lo_from_bytea",
+                                                     "lo_import"};
+
+// The members of a FuncCall called plainly: no DISTINCT, ORDER BY, FILTER, OVER, VARIADIC.
+constexpr std::string_view kPlainCallKeys[] = {"funcname", "args", "funcformat", "location"};
+
 // What a walk over a statement's parse tree finds below its top node.
 struct TreeFacts {
   bool writes = false;              // a nested INSERT/UPDATE/DELETE/MERGE (writing CTE)
@@ -462,6 +476,7 @@ struct TreeFacts {
   bool catalog = false; // reads the system catalogs (OIDs differ between databases)
   std::vector<std::string> unknown_calls; // functions off the read-only allow-list
   std::vector<std::string> writing_calls; // those of them that may write unnamed tables
+  size_t large_object_creations = 0;      // calls named as a function creating large objects
 };
 
 // The object's own name in a qualified name (a list of String nodes): its last; empty if none.
@@ -521,6 +536,9 @@ void note_member(std::string_view key, const json::value& child, bool top, TreeF
   } else if (key == "FuncCall" && child.is_object()) {
     const json::value* names = child.get_object().if_contains("funcname");
     if (names != nullptr && names->is_array() && !names->get_array().empty()) {
+      // In any schema: only pg_catalog's are followed (note_large_object_columns).
+      if (is_one_of(kLargeObjectCreators, last_name(names->get_array())))
+        ++facts.large_object_creations;
       std::string_view name = builtin_name(names->get_array());
       if (is_one_of(kPrimaryOnlyFunctions, name)) {
         facts.primary_only_call = true;
@@ -849,6 +867,76 @@ void note_valued_columns(const json::object& insert, Statement& out) {
   }
 }
 
+// Statement::large_object_columns of an INSERT … VALUES or an UPDATE, kept when they are
+// the `made` calls creating large objects the statement holds (none elsewhere, nor in
+// another schema): their functions then leave `writing_calls`. Not for an upsert, whose
+// image lacks the rows it skipped.
+void note_large_object_columns(const json::object& stmt, size_t made, Statement& out) {
+  if (made == 0 || stmt.contains("onConflictClause")) return;
+  std::vector<LargeObjectColumn> found;
+  auto note = [&](const json::value& value, std::string column, size_t position,
+                  std::optional<size_t> row, size_t rows) {
+    LargeObjectColumn where;
+    where.column = std::move(column);
+    where.position = position;
+    where.row = row;
+    where.rows = rows;
+    const json::value* node = without_casts(&value);
+    const json::object* call = node != nullptr ? member_object(*node, "FuncCall") : nullptr;
+    if (call == nullptr || std::ranges::any_of(*call, [](const auto& member) {
+          return !is_one_of(kPlainCallKeys, member.key());
+        })) {
+      return;
+    }
+    const json::value* names = call->if_contains("funcname");
+    const json::value* args = call->if_contains("args");
+    if (names == nullptr || !names->is_array() || (args != nullptr && !args->is_array())) return;
+    where.function = builtin_name(names->get_array());
+    where.arguments = args != nullptr ? args->get_array().size() : 0;
+    if (!is_one_of(kLargeObjectCreators, where.function) ||
+        !large_object_function_oid(where.function, where.arguments))
+      return;
+    if (where.function == "lo_from_bytea") {
+      const json::value* data = without_casts(&args->get_array().at(1));
+      const json::object* parameter = data != nullptr ? member_object(*data, "ParamRef") : nullptr;
+      const json::value* number = parameter != nullptr ? parameter->if_contains("number") : nullptr;
+      if (number != nullptr && number->is_int64() && number->get_int64() > 0)
+        where.data = static_cast<size_t>(number->get_int64());
+    }
+    found.push_back(std::move(where));
+  };
+  if (out.node == "UpdateStmt") {
+    for (const json::value& item : items_of(stmt, "targetList")) {
+      const json::object* target = member_object(item, "ResTarget");
+      const json::value* val = target != nullptr ? target->if_contains("val") : nullptr;
+      if (val == nullptr || target->contains("indirection")) continue; // SET a[1] = ...
+      note(*val, std::string(string_at(*target, "name")), 0, std::nullopt, 0);
+    }
+  } else {
+    std::vector<std::string> listed;
+    for (const json::value& col : items_of(stmt, "cols")) {
+      const json::object* target = member_object(col, "ResTarget");
+      listed.emplace_back(target != nullptr ? string_at(*target, "name") : std::string_view());
+    }
+    const json::value* select = stmt.if_contains("selectStmt");
+    const json::object* query = select != nullptr ? member_object(*select, "SelectStmt") : nullptr;
+    if (query == nullptr) return;
+    const json::array& rows = items_of(*query, "valuesLists");
+    for (size_t row = 0; row < rows.size(); ++row) {
+      const json::object* list = member_object(rows[row], "List");
+      if (list == nullptr) continue;
+      const json::array& values = items_of(*list, "items");
+      for (size_t i = 0; i < values.size() && (listed.empty() || i < listed.size()); ++i) {
+        note(values[i], listed.empty() ? std::string() : listed[i], i, row, rows.size());
+      }
+    }
+  }
+  if (found.size() != made) return;
+  out.large_object_columns = std::move(found);
+  std::erase_if(out.writing_calls,
+                [](const std::string& name) { return is_one_of(kLargeObjectCreators, name); });
+}
+
 // The SQL text of a COPY option's argument; nullopt for a kind of argument not expected.
 std::optional<std::string> option_argument(const json::value* arg) {
   if (arg == nullptr || !arg->is_object()) return std::string();
@@ -1006,7 +1094,6 @@ bool begins_read_only(const json::object& stmt) {
 // whose arguments are each a literal or a parameter, possibly cast.
 const json::object* sole_call(const json::object& select) {
   static constexpr std::string_view kSelectKeys[] = {"targetList", "limitOption", "op"};
-  static constexpr std::string_view kCallKeys[] = {"funcname", "args", "funcformat", "location"};
   for (const auto& member : select) {
     if (!is_one_of(kSelectKeys, member.key())) return nullptr;
   }
@@ -1018,7 +1105,7 @@ const json::object* sole_call(const json::object& select) {
   const json::object* call = val != nullptr ? member_object(*val, "FuncCall") : nullptr;
   if (call == nullptr || string_at(*call, "funcformat") != "COERCE_EXPLICIT_CALL") return nullptr;
   for (const auto& member : *call) {
-    if (!is_one_of(kCallKeys, member.key())) return nullptr; // DISTINCT, OVER, VARIADIC ...
+    if (!is_one_of(kPlainCallKeys, member.key())) return nullptr;
   }
   const json::value* names = call->if_contains("funcname");
   if (names == nullptr || !names->is_array() || builtin_name(names->get_array()).empty())
@@ -1159,6 +1246,7 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
     if (upsert != nullptr && upsert->is_object()) // DO UPDATE SET (none for DO NOTHING)
       out.set_columns = set_columns_of(upsert->get_object());
     if (node == "InsertStmt") note_valued_columns(body, out);
+    if (node != "DeleteStmt") note_large_object_columns(body, facts.large_object_creations, out);
     out.image_op = node == "DeleteStmt" ? RowImageOp::kDelete : RowImageOp::kUpsert;
     // A writing CTE inside changes rows the RETURNING clause cannot see.
     out.mirror = facts.writes ? MirrorPlan::kStatement : MirrorPlan::kRowImage;

@@ -73,6 +73,20 @@ struct PartlyValued {
   std::vector<bool> given; //!< per row of the VALUES list, in order
 };
 
+//! A column value of an INSERT … VALUES or UPDATE … SET that is a call (possibly cast) of a
+//! large-object function creating an object (lo_from_bytea, lo_create, lo_creat, lo_import):
+//! the row image holds the OID the primary's call chose, so the secondary creates that object
+//! rather than running the call, which would choose one of its own.
+struct LargeObjectColumn {
+  std::string column;         //!< by name; empty when the INSERT lists no columns
+  size_t position = 0;        //!< ... then by position in the table
+  std::optional<size_t> row;  //!< the row of the VALUES list; nullopt: every row (UPDATE)
+  size_t rows = 0;            //!< the VALUES list's rows, which the image's follow
+  std::string function;       //!< the function's name
+  size_t arguments = 0;       //!< how many it takes
+  std::optional<size_t> data; //!< lo_from_bytea's data as a parameter, $n: n
+};
+
 struct Classification;
 
 //! One statement of a query string.
@@ -156,6 +170,9 @@ struct Statement {
   //! parameters (function_call_statement, sql_large_object_call): mirrored by what the call
   //! did, as a FunctionCall of it is.
   bool large_object_call = false;
+  //! The large-object calls giving columns their values, when those are all the statement
+  //! makes: their functions are then not among `writing_calls`.
+  std::vector<LargeObjectColumn> large_object_columns;
   std::vector<std::string> unlisted_functions; //!< calls off the read-only allow-list
   //! unlisted_functions but the sequence and random built-ins: functions that may write
   //! tables the statement does not name (which a row image does not carry).

@@ -98,6 +98,12 @@ bool takes_descriptor(LargeObjectFunction function) {
   }
 }
 
+// Whether the function creates an object, answering its OID.
+bool creates(LargeObjectFunction function) {
+  return function == LargeObjectFunction::kCreat || function == LargeObjectFunction::kCreate ||
+         function == LargeObjectFunction::kFromBytea || function == LargeObjectFunction::kImport;
+}
+
 } // namespace
 
 std::optional<LargeObjectFunction> large_object_function(uint32_t function) {
@@ -135,6 +141,26 @@ std::optional<LargeObjectCall> sql_large_object_call(std::string_view statement,
   }
   call.result_format = bind == nullptr ? 0 : format_of(bind->result_formats, 0);
   return LargeObjectCall{*large_object_function(*oid), std::move(call)};
+}
+
+std::optional<LargeObjectWrite> created_large_object(LargeObjectFunction function,
+                                                     const Value& object, uint16_t format,
+                                                     const Value* data, uint16_t data_format) {
+  auto number = integer(object, format, true);
+  if (!number) return std::nullopt;
+  std::string named = std::to_string(*number);
+  if (function == LargeObjectFunction::kFromBytea && data != nullptr) {
+    LargeObjectWrite write =
+        statement(*number, "SELECT pg_catalog.lo_from_bytea(" + named + ", $1)");
+    write.types = {oid::kBytea};
+    write.formats = {data_format};
+    write.parameters = {*data};
+    return write;
+  }
+  LargeObjectWrite write = statement(*number, "SELECT pg_catalog.lo_create(" + named + ")");
+  write.copy_from_primary =
+      function == LargeObjectFunction::kImport || function == LargeObjectFunction::kFromBytea;
+  return write;
 }
 
 bool writes(LargeObjectFunction function) {
@@ -178,21 +204,13 @@ std::optional<LargeObjectWrite> LargeObjectDescriptors::answered(LargeObjectFunc
     write.parameters = {call.arguments[index]};
     return write;
   };
-  bool returns_oid =
-      function == LargeObjectFunction::kCreat || function == LargeObjectFunction::kCreate ||
-      function == LargeObjectFunction::kFromBytea || function == LargeObjectFunction::kImport;
-  std::optional<int64_t> answer = integer(result, call.result_format, returns_oid);
-  if (returns_oid) {
-    if (!answer) return std::nullopt;
-    std::string object = std::to_string(*answer);
-    if (function == LargeObjectFunction::kFromBytea) {
-      return with_data(statement(*answer, "SELECT pg_catalog.lo_from_bytea(" + object + ", $1)"),
-                       1);
-    }
-    LargeObjectWrite write = statement(*answer, "SELECT pg_catalog.lo_create(" + object + ")");
-    write.copy_from_primary = function == LargeObjectFunction::kImport;
-    return write;
+  if (creates(function)) {
+    if (function != LargeObjectFunction::kFromBytea || call.arguments.size() < 2)
+      return created_large_object(function, result, call.result_format);
+    return created_large_object(function, result, call.result_format, &call.arguments[1],
+                                format_of(call.argument_formats, 1));
   }
+  std::optional<int64_t> answer = integer(result, call.result_format);
   if (function == LargeObjectFunction::kUnlink || function == LargeObjectFunction::kPut) {
     auto object = argument(0, true);
     if (!object) return std::nullopt;

@@ -75,6 +75,17 @@ struct LargeObjectWrite {
   bool copy_from_primary = false;
 };
 
+//! What the secondary runs for an object a call of `function` (one creating an object:
+//! lo_creat, lo_create, lo_from_bytea, lo_import) made on the primary, `object` its OID (a
+//! value in `format`): lo_from_bytea of that OID with `data` (the call's, in `data_format`)
+//! when given, else lo_create of it, with the primary's bytes copied once the transaction
+//! committed where the object holds any (a file lo_import read, data not given). nullopt
+//! when `object` is no OID.
+std::optional<LargeObjectWrite> created_large_object(LargeObjectFunction function,
+                                                     const Value& object, uint16_t format,
+                                                     const Value* data = nullptr,
+                                                     uint16_t data_format = 0);
+
 //! A session's open large-object descriptors, from the primary's answers to its
 //! FunctionCalls: the object each stands for and the offset it reads and writes at next.
 //! Descriptors are numbered per connection, and the connection that applies a session's

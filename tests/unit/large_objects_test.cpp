@@ -276,6 +276,86 @@ TEST_CASE("SQL's own large-object functions reach the secondary by the primary's
   CHECK(through->sql == "SELECT pg_catalog.lo_put(16400, 0, $1)");
 }
 
+TEST_CASE("large-object calls giving columns their values are read, with lo_from_bytea's data") {
+  using switchyard::protocol::classify;
+  auto insert = classify("INSERT INTO docs (name, body) VALUES ('a', lo_from_bytea(0, $2::bytea)), "
+                         "($1, pg_catalog.lo_create(0)::oid), ('c', NULL), ('d', lo_import('/x'))")
+                    .statements[0];
+  REQUIRE(insert.large_object_columns.size() == 3);
+  const auto& first = insert.large_object_columns[0];
+  CHECK(first.column == "body");
+  CHECK(first.row == 0u);
+  CHECK(first.rows == 4);
+  CHECK(first.function == "lo_from_bytea");
+  CHECK(first.arguments == 2);
+  CHECK(first.data == 2u);
+  CHECK(insert.large_object_columns[1].row == 1u);
+  CHECK(insert.large_object_columns[1].function == "lo_create");
+  CHECK_FALSE(insert.large_object_columns[1].data);
+  CHECK(insert.large_object_columns[2].function == "lo_import");
+  CHECK(insert.writing_calls.empty()); // the image carries all the calls make
+  CHECK(insert.mirror == switchyard::protocol::MirrorPlan::kRowImage);
+
+  auto positional = classify("INSERT INTO docs VALUES (1, 'a', lo_creat(-1))").statements[0];
+  REQUIRE(positional.large_object_columns.size() == 1);
+  CHECK(positional.large_object_columns[0].column.empty());
+  CHECK(positional.large_object_columns[0].position == 2);
+
+  auto update =
+      classify("UPDATE docs SET body = lo_from_bytea(0, 'literal'), n = n + 1 WHERE id = 1")
+          .statements[0];
+  REQUIRE(update.large_object_columns.size() == 1);
+  CHECK(update.large_object_columns[0].column == "body");
+  CHECK_FALSE(update.large_object_columns[0].row);  // every row the UPDATE wrote
+  CHECK_FALSE(update.large_object_columns[0].data); // a literal: copied from the primary
+
+  // A creating call elsewhere, in another schema, or in an upsert leaves the statement as
+  // it was: a write calling functions that write elsewhere.
+  for (const char* sql : {
+           "INSERT INTO docs (body) VALUES (lo_create(0)), (COALESCE(lo_create(0), 1))",
+           "UPDATE docs SET body = lo_create(0) WHERE lo_creat(-1) > 0",
+           "INSERT INTO docs (body) VALUES (mine.lo_create(0)), (lo_create(0))",
+           "INSERT INTO docs (id, body) VALUES (1, lo_create(0)) ON CONFLICT (id) DO NOTHING",
+           "INSERT INTO docs (body) SELECT lo_create(0)",
+       }) {
+    INFO(sql);
+    auto s = classify(sql).statements[0];
+    CHECK(s.large_object_columns.empty());
+    CHECK_FALSE(s.writing_calls.empty());
+  }
+  CHECK(classify("INSERT INTO docs (body) VALUES (lo_create(0)), (random()::int)")
+            .statements[0]
+            .writing_calls.empty()); // random() writes no table
+  CHECK(classify("INSERT INTO docs (body, n) VALUES (lo_create(0), f())")
+            .statements[0]
+            .writing_calls == std::vector<std::string>{"f"});
+}
+
+TEST_CASE("an object a statement's call created is made on the secondary under the row's OID") {
+  using switchyard::protocol::created_large_object;
+  Value data = std::string("\x41");
+  auto from_bytea = created_large_object(LargeObjectFunction::kFromBytea, int4(16500), 1, &data, 0);
+  REQUIRE(from_bytea);
+  CHECK(from_bytea->object == 16500);
+  CHECK(from_bytea->sql == "SELECT pg_catalog.lo_from_bytea(16500, $1)");
+  CHECK(from_bytea->parameters == std::vector<Value>{data});
+  CHECK(from_bytea->formats == std::vector<uint16_t>{0});
+  CHECK_FALSE(from_bytea->copy_from_primary);
+
+  auto computed = created_large_object(LargeObjectFunction::kFromBytea, std::string("16501"), 0);
+  REQUIRE(computed);
+  CHECK(computed->sql == "SELECT pg_catalog.lo_create(16501)");
+  CHECK(computed->copy_from_primary); // data the statement computed: the primary's bytes
+
+  auto created = created_large_object(LargeObjectFunction::kCreat, std::string("4294967295"), 0);
+  REQUIRE(created);
+  CHECK(created->sql == "SELECT pg_catalog.lo_create(4294967295)");
+  CHECK_FALSE(created->copy_from_primary); // empty on both
+  CHECK(created_large_object(LargeObjectFunction::kImport, std::string("7"), 0)->copy_from_primary);
+  CHECK_FALSE(created_large_object(LargeObjectFunction::kCreate, std::nullopt, 0)); // NULL
+  CHECK_FALSE(created_large_object(LargeObjectFunction::kCreate, std::string("x"), 0));
+}
+
 TEST_CASE("a plain large-object call is read without the parser as the parser reads it") {
   using switchyard::protocol::function_call_statement;
   for (std::string text : {
