@@ -2849,17 +2849,67 @@ private:
       return;
     }
     front.op.reset();
-    protocol::ClassifiedQuery query = cache_.get(write->sql);
-    if (query.classification->statements.size() != 1) return; // never: the SQL is switchyard's
-    std::unique_ptr<MirrorOp> op =
-        make_op(query.classification->statements[0], write->sql, nullptr);
-    if (!op) return;
-    op->parameter_types = std::move(write->types);
-    op->parameter_formats = std::move(write->formats);
-    op->parameters = std::move(write->parameters);
-    op->large_object = write->object;
-    op->copy_large_object = write->copy_from_primary;
-    link_.add(std::move(*op));
+    if (auto op = large_object_op(std::move(*write))) link_.add(std::move(*op));
+  }
+
+  // The op applying `write` to the secondary.
+  std::unique_ptr<MirrorOp> large_object_op(protocol::LargeObjectWrite write) {
+    protocol::ClassifiedQuery query = cache_.get(write.sql);
+    if (query.classification->statements.size() != 1) return nullptr; // never: switchyard's SQL
+    std::unique_ptr<MirrorOp> op = make_op(query.classification->statements[0], write.sql, nullptr);
+    if (!op) return nullptr;
+    op->parameter_types = std::move(write.types);
+    op->parameter_formats = std::move(write.formats);
+    op->parameters = std::move(write.parameters);
+    op->large_object = write.object;
+    op->copy_large_object = write.copy_from_primary;
+    return op;
+  }
+
+  // The large objects an image op's statement created by calls giving its columns their
+  // values (Statement::large_object_columns): ops making each on the secondary under the OID
+  // the primary's row holds, the data of lo_from_bytea's given as the client gave it.
+  std::vector<std::unique_ptr<MirrorOp>> large_objects_created(const MirrorOp& image) {
+    std::vector<std::unique_ptr<MirrorOp>> ops;
+    if (image.kind != MirrorOp::Kind::kImage ||
+        dialect_of(*runtime_->config->secondary) != protocol::Dialect::kPostgres) {
+      return ops; // SQLite has no large objects
+    }
+    std::vector<size_t> copied; // columns whose every row's object is copied (see aligned)
+    for (const protocol::LargeObjectColumn& made : image.statement.large_object_columns) {
+      auto field = std::ranges::find_if(image.fields, [&](const protocol::FieldDescription& f) {
+        return made.column.empty()
+                   ? &f - image.fields.data() == static_cast<ptrdiff_t>(made.position)
+                   : f.name == made.column;
+      });
+      auto function = protocol::large_object_function_oid(made.function, made.arguments);
+      if (field == image.fields.end() || !function) continue;
+      auto column = static_cast<size_t>(field - image.fields.begin());
+      // The VALUES list's row r is the image's row r, unless a trigger kept some from being
+      // written: then which is which is not known, and each row's object is made as
+      // lo_import's is, created and its bytes copied from the primary.
+      bool aligned = !made.row || image.rows.size() == made.rows;
+      auto kind = *protocol::large_object_function(*function);
+      if (!aligned) {
+        if (std::ranges::find(copied, column) != copied.end()) continue;
+        copied.push_back(column);
+        kind = protocol::LargeObjectFunction::kImport;
+      }
+      const protocol::Value* data = nullptr;
+      uint16_t data_format = 0;
+      if (aligned && made.data && *made.data <= image.parameters.size()) { // $1 is the first
+        data = &image.parameters[*made.data - 1];
+        data_format = protocol::format_of(image.parameter_formats, *made.data - 1);
+      }
+      for (size_t row = 0; row < image.rows.size(); ++row) {
+        if (aligned && made.row && row != *made.row) continue;
+        auto write = protocol::created_large_object(kind, image.rows[row].at(column), field->format,
+                                                    data, data_format);
+        if (!write) continue; // NULL
+        if (auto op = large_object_op(std::move(*write))) ops.push_back(std::move(op));
+      }
+    }
+    return ops;
   }
 
   // The answer to a shadow run on the primary: digested, never shown.
@@ -3064,7 +3114,10 @@ private:
         op.rows = std::move(captured_rows_);
       }
       if (s->mirror == MirrorPlan::kCopyIn) op.copy_data = std::move(copy_data_);
+      auto created = large_objects_created(op);
       link_.add(std::move(op));
+      for (auto& made : created)
+        link_.add(std::move(*made));
     }
     reset_capture();
   }

@@ -8,6 +8,7 @@ import struct
 import subprocess
 import threading
 import time
+from hashlib import md5
 
 import psycopg
 import pytest
@@ -507,6 +508,88 @@ def test_a_large_object_lo_import_reads_on_the_primary_is_copied_to_the_secondar
     assert proxy.metric_sum("switchyard_mirror_failures_total") == 0, proxy.log()
     assert large_objects(primary) == large_objects(secondary)
     assert primary.sql(f"SELECT encode(lo_get({again}, 0, 6), 'hex')") == b"over\4\5".hex()
+
+
+@pytest.mark.parametrize("write_mode", ["sync", "async"])
+def test_large_objects_an_insert_or_update_creates_get_the_primarys_oids_on_the_secondary(pair, start_proxy,
+                                                                                           tmp_path, write_mode):
+    """INSERT … VALUES and UPDATE … SET giving an oid column an object lo_from_bytea, lo_create,
+    lo_creat or lo_import made, as applications keep large objects: the secondary creates each
+    under the OID the primary's row holds, with the same bytes, instead of running the call
+    (which chose an OID of its own there and left the row naming an object it lacked)."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE docs (id serial PRIMARY KEY, name text, body oid)")
+    secondary.sql("SELECT lo_unlink(lo_create(0)) FROM generate_series(1, 50)")  # its next OIDs differ
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path) + f"write_mode: {write_mode}\n")
+    served = primary.root / "served.bin"
+    served.write_bytes(bytes(range(256)) * 100)
+    served.chmod(0o644)
+    psql_through(proxy, "INSERT INTO docs (name, body) VALUES ('literal', lo_from_bytea(0, '\\x0102')), "
+                 "('empty', lo_create(0)), ('none', NULL), ('created', pg_catalog.lo_creat(-1))",
+                 f"INSERT INTO docs (name, body) VALUES ('imported', lo_import('{served}'))")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO docs (name, body) VALUES (%s, lo_from_bytea(0, %s))", ("text", b"abc"))
+        conn.execute("INSERT INTO docs (name, body) VALUES (%s, lo_from_bytea(0, %b))", ("binary", b"\0\1"))
+        for i in range(2):
+            conn.execute("INSERT INTO docs (name, body) VALUES (%s, lo_from_bytea(0, %s::bytea))",
+                         (f"prepared {i}", b"p" * (i + 1)), prepare=True)
+        with conn.transaction():
+            conn.execute("UPDATE docs SET body = lo_from_bytea(0, %s) WHERE name IN ('empty', 'none')",
+                         (b"updated",))
+            conn.execute("INSERT INTO docs VALUES (100, 'positional', lo_create(0)::oid)")
+    if write_mode == "async":
+        assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    # The bytes of lo_import's file and of the literal are copied from the primary after the commit.
+    assert proxy.metric("switchyard_journal_entries_total") == 2, proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
+    assert proxy.metric_sum("switchyard_mirror_failures_total") == 0, proxy.log()
+    assert primary.sql("SELECT count(*) FROM pg_largeobject_metadata") == "11"
+    assert primary.sql("SELECT count(*) FROM docs d JOIN pg_largeobject_metadata m ON m.oid = d.body") == "10"
+    assert primary.checksum("docs") == secondary.checksum("docs")
+    assert large_objects(primary) == large_objects(secondary)
+
+
+def test_large_objects_of_an_insert_a_trigger_kept_rows_of_are_copied(pair, start_proxy, tmp_path):
+    """A BEFORE trigger returning NULL kept a row of the VALUES list from being written, so the
+    image's rows no longer say which call made which object: each object the written rows name
+    is created on the secondary and copied from the primary after the commit."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE docs (id serial PRIMARY KEY, name text, body oid); "
+                    "CREATE FUNCTION skip() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN IF NEW.name = 'skip' THEN RETURN NULL; END IF; RETURN NEW; END $$; "
+                    "CREATE TRIGGER skipping BEFORE INSERT ON docs FOR EACH ROW EXECUTE FUNCTION skip()")
+    secondary.sql("SELECT lo_unlink(lo_create(0)) FROM generate_series(1, 50)")  # its next OIDs differ
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO docs (name, body) VALUES ('skip', lo_from_bytea(0, %s)), "
+                     "('keep', lo_from_bytea(0, %s)), ('also', lo_create(0))", (b"skipped", b"kept"))
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert proxy.metric("switchyard_journal_entries_total") == 2, proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
+    assert proxy.metric_sum("switchyard_mirror_failures_total") == 0, proxy.log()
+    assert primary.checksum("docs") == secondary.checksum("docs")
+    named = "SELECT string_agg(name || ':' || md5(lo_get(body)), ',' ORDER BY id) FROM docs"
+    assert primary.sql(named) == secondary.sql(named) == f"keep:{md5(b'kept').hexdigest()},also:{md5(b'').hexdigest()}"
+
+
+def test_large_objects_an_insert_creates_while_the_secondary_is_down_are_replayed(pair, start_proxy, tmp_path):
+    """The row and the object an INSERT's lo_from_bytea made are journaled as such when the
+    secondary is down, and replayed under the primary's OID."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE docs (id serial PRIMARY KEY, body oid)")
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    secondary.stop()
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO docs (body) VALUES (lo_from_bytea(0, %s))", (b"made while down",))
+    secondary.launch()
+    assert_replayed_identical(proxy, pair, "connect", 1, {"docs": "id"})
+    assert proxy.metric("switchyard_journal_entries_total") == 2, proxy.log()  # the row, the object
+    assert primary.sql("SELECT count(*) FROM docs d JOIN pg_largeobject_metadata m ON m.oid = d.body") == "1"
+    assert large_objects(primary) == large_objects(secondary)
 
 
 def pipeline_results(pgconn, count):
