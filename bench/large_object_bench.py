@@ -12,7 +12,12 @@ With `--restore` the load is psql running pg_dump's output of a database holding
 file as a large object instead: SQL statements, `lo_create` of its OID, then `lo_open`, one
 `lowrite` per 16 KiB piece (as hex text) and `lo_close`, in one transaction.
 
-Usage: bench/large_object_bench.py [--mb N] [--rounds R] [--restore] [--baseline path/to/another/switchyard]
+With `--inserts N` the load is psycopg inserting N rows into a table keeping large
+objects in an oid column, each row's object made by the INSERT itself (`INSERT INTO docs
+(body) VALUES (lo_from_bytea(0, %s))`, autocommit, the data a parameter), splitting the
+same MiB between them.
+
+Usage: bench/large_object_bench.py [--mb N] [--rounds R] [--restore | --inserts N] [--baseline path/to/another/switchyard]
 `--baseline` imports through another build (sync) as well, in the same rounds. Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
@@ -24,9 +29,12 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import psycopg
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from bench_common import memory_kib, psql_seconds, start_clusters, start_mirrored_proxy, trust_local, wait_drained  # noqa: E402
 
+DOCS = "SELECT md5(string_agg(id || ':' || body, ',' ORDER BY id)) FROM docs"
 OBJECTS = "SELECT string_agg(oid || ':' || md5(lo_get(oid)), ',' ORDER BY oid) FROM pg_largeobject_metadata"
 
 
@@ -41,12 +49,26 @@ def dump_of(primary, path, workdir):
     return dump
 
 
+def insert_seconds(port, path, rows):
+    """Seconds psycopg takes to insert `rows` rows through the server at `port`, each with
+    an object lo_from_bytea makes of its share of the file at `path`."""
+    data = path.read_bytes()
+    share = -(-len(data) // rows)
+    start = time.perf_counter()
+    with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres", autocommit=True) as conn:
+        for i in range(rows):
+            conn.execute("INSERT INTO docs (body) VALUES (lo_from_bytea(0, %s))", (data[i * share:(i + 1) * share],))
+    return time.perf_counter() - start
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=32, help="size of the file imported, in MiB (under 64)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", help="another switchyard binary to import through as well")
-    parser.add_argument("--restore", action="store_true", help="restore pg_dump's SQL instead of \\lo_import")
+    load_kind = parser.add_mutually_exclusive_group()
+    load_kind.add_argument("--restore", action="store_true", help="restore pg_dump's SQL instead of \\lo_import")
+    load_kind.add_argument("--inserts", type=int, help="INSERT this many rows making their objects instead")
     opts = parser.parse_args()
 
     with ExitStack() as cleanup:
@@ -54,6 +76,7 @@ def main():
         workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-lobench-")))
         for cluster in (primary, secondary):
             trust_local(cluster)
+            cluster.sql("CREATE TABLE docs (id serial PRIMARY KEY, body oid)")
         data = workdir / "object.bin"
         data.write_bytes(bytes(range(256)) * (opts.mb * 4096))
         # mirror.max_transaction_bytes defaults to 64 MiB: the other rows stay under it, the
@@ -69,6 +92,8 @@ def main():
         runs = [("direct", primary.port, None, data), ("switchyard sync", proxy["sync"].port, proxy["sync"], data),
                 ("switchyard async", proxy["async"].port, proxy["async"], data),
                 ("switchyard sync, past max_transaction_bytes", proxy["past"].port, proxy["past"], big)]
+        if opts.inserts:
+            runs.pop()  # each statement's object is its own: none passes the bound
         if opts.baseline:
             baseline = start_mirrored_proxy(cleanup, primary, secondary, workdir, binary=opts.baseline)
             runs.insert(2, ("baseline sync", baseline.port, baseline, data))
@@ -76,19 +101,26 @@ def main():
         for _ in range(opts.rounds):
             for name, port, through, path in runs:
                 for cluster in (primary, secondary):
-                    cluster.sql("SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
+                    cluster.sql("SELECT lo_unlink(oid) FROM pg_largeobject_metadata; TRUNCATE docs")
+                    # Apart, so a secondary running the INSERT itself would choose other OIDs.
+                    cluster.sql("SELECT lo_unlink(lo_create(0))" if cluster is secondary else "SELECT 1")
                 before = memory_kib(through.process.pid, "VmRSS") if through else 0
                 start = time.perf_counter()
-                results[name]["seconds"].append(psql_seconds(port, load[path]))
+                if opts.inserts:
+                    results[name]["seconds"].append(insert_seconds(port, path, opts.inserts))
+                else:
+                    results[name]["seconds"].append(psql_seconds(port, load[path]))
                 if through:
                     wait_drained(through)
                     results[name]["settled"].append(time.perf_counter() - start)
                     results[name]["growth"].append((memory_kib(through.process.pid, "VmHWM") - before) / 1024)
-                    results[name]["identical"] &= primary.sql(OBJECTS) == secondary.sql(OBJECTS)
+                    results[name]["identical"] &= (primary.sql(OBJECTS) == secondary.sql(OBJECTS)
+                                                   and primary.sql(DOCS) == secondary.sql(DOCS))
         direct = statistics.median(results["direct"]["seconds"])
-        what = "pg_dump's SQL restoring" if opts.restore else "\\lo_import of"
-        print(f"{what} {opts.mb} MiB (the last row: {big.stat().st_size >> 20} MiB), "
-              f"median of {opts.rounds} rounds\n")
+        what = ("pg_dump's SQL restoring" if opts.restore else
+                f"{opts.inserts} INSERTs making objects of" if opts.inserts else "\\lo_import of")
+        last = "" if opts.inserts else f" (the last row: {big.stat().st_size >> 20} MiB)"
+        print(f"{what} {opts.mb} MiB{last}, median of {opts.rounds} rounds\n")
         print("| target | MiB | import s | until on the secondary s | MiB/s | import s / direct's "
               "| proxy peak RSS growth MiB | identical |")
         print("|---|---|---|---|---|---|---|---|")
