@@ -1246,10 +1246,11 @@ void classify_node(std::string_view node, const json::object& body, Statement& o
     if (upsert != nullptr && upsert->is_object()) // DO UPDATE SET (none for DO NOTHING)
       out.set_columns = set_columns_of(upsert->get_object());
     if (node == "InsertStmt") note_valued_columns(body, out);
-    if (node != "DeleteStmt") note_large_object_columns(body, facts.large_object_creations, out);
     out.image_op = node == "DeleteStmt" ? RowImageOp::kDelete : RowImageOp::kUpsert;
     // A writing CTE inside changes rows the RETURNING clause cannot see.
     out.mirror = facts.writes ? MirrorPlan::kStatement : MirrorPlan::kRowImage;
+    if (node != "DeleteStmt" && !facts.writes) // the image names the objects
+      note_large_object_columns(body, facts.large_object_creations, out);
     if (facts.writes) {
       facts.written.push_back(out.target);
       note_written_tables(facts, out);

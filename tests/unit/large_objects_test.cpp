@@ -309,14 +309,15 @@ TEST_CASE("large-object calls giving columns their values are read, with lo_from
   CHECK_FALSE(update.large_object_columns[0].row);  // every row the UPDATE wrote
   CHECK_FALSE(update.large_object_columns[0].data); // a literal: copied from the primary
 
-  // A creating call elsewhere, in another schema, or in an upsert leaves the statement as
-  // it was: a write calling functions that write elsewhere.
+  // A creating call elsewhere, in another schema, in an upsert or beside a writing CTE leaves
+  // the statement as it was: a write calling functions that write elsewhere.
   for (const char* sql : {
            "INSERT INTO docs (body) VALUES (lo_create(0)), (COALESCE(lo_create(0), 1))",
            "UPDATE docs SET body = lo_create(0) WHERE lo_creat(-1) > 0",
            "INSERT INTO docs (body) VALUES (mine.lo_create(0)), (lo_create(0))",
            "INSERT INTO docs (id, body) VALUES (1, lo_create(0)) ON CONFLICT (id) DO NOTHING",
            "INSERT INTO docs (body) SELECT lo_create(0)",
+           "WITH gone AS (DELETE FROM docs) INSERT INTO docs (body) VALUES (lo_create(0))",
        }) {
     INFO(sql);
     auto s = classify(sql).statements[0];
