@@ -797,17 +797,19 @@ std::vector<std::string> set_columns_of(const json::object& stmt) {
   return columns;
 }
 
+// The columns an InsertStmt lists; empty when it lists none.
+std::vector<std::string> listed_columns(const json::object& insert) {
+  std::vector<std::string> listed;
+  for (const json::value& col : items_of(insert, "cols")) {
+    if (const json::object* target = member_object(col, "ResTarget"))
+      listed.emplace_back(string_at(*target, "name"));
+  }
+  return listed;
+}
+
 // Statement::valued_columns and friends of an InsertStmt.
 void note_valued_columns(const json::object& insert, Statement& out) {
-  std::vector<std::string> listed;
-  if (const json::value* cols = insert.if_contains("cols"); cols && cols->is_array()) {
-    for (const json::value& col : cols->get_array()) {
-      const json::value* target =
-          col.is_object() ? col.get_object().if_contains("ResTarget") : nullptr;
-      if (target != nullptr && target->is_object())
-        listed.emplace_back(string_at(target->get_object(), "name"));
-    }
-  }
+  std::vector<std::string> listed = listed_columns(insert);
   const json::value* select = insert.if_contains("selectStmt");
   if (select != nullptr && select->is_object())
     select = select->get_object().if_contains("SelectStmt");
@@ -913,11 +915,7 @@ void note_large_object_columns(const json::object& stmt, size_t made, Statement&
       note(*val, std::string(string_at(*target, "name")), 0, std::nullopt, 0);
     }
   } else {
-    std::vector<std::string> listed;
-    for (const json::value& col : items_of(stmt, "cols")) {
-      const json::object* target = member_object(col, "ResTarget");
-      listed.emplace_back(target != nullptr ? string_at(*target, "name") : std::string_view());
-    }
+    std::vector<std::string> listed = listed_columns(stmt);
     const json::value* select = stmt.if_contains("selectStmt");
     const json::object* query = select != nullptr ? member_object(*select, "SelectStmt") : nullptr;
     if (query == nullptr) return;
