@@ -893,12 +893,14 @@ void note_large_object_columns(const json::object& stmt, size_t made, Statement&
     const json::value* names = call->if_contains("funcname");
     const json::value* args = call->if_contains("args");
     if (names == nullptr || !names->is_array() || (args != nullptr && !args->is_array())) return;
-    where.function = builtin_name(names->get_array());
-    where.arguments = args != nullptr ? args->get_array().size() : 0;
-    if (!is_one_of(kLargeObjectCreators, where.function) ||
-        !large_object_function_oid(where.function, where.arguments))
-      return;
-    if (where.function == "lo_from_bytea") {
+    std::string_view name = builtin_name(names->get_array());
+    auto function =
+        is_one_of(kLargeObjectCreators, name)
+            ? large_object_function_oid(name, args != nullptr ? args->get_array().size() : 0)
+            : std::nullopt;
+    if (!function) return;
+    where.function = *large_object_function(*function);
+    if (where.function == LargeObjectFunction::kFromBytea) {
       const json::value* data = without_casts(&args->get_array().at(1));
       const json::object* parameter = data != nullptr ? member_object(*data, "ParamRef") : nullptr;
       const json::value* number = parameter != nullptr ? parameter->if_contains("number") : nullptr;

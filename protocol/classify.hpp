@@ -13,6 +13,7 @@
 
 #include "protocol/copy_data.hpp"
 #include "protocol/dialect.hpp"
+#include "protocol/large_objects.hpp"
 
 namespace switchyard::protocol {
 
@@ -78,12 +79,11 @@ struct PartlyValued {
 //! the row image holds the OID the primary's call chose, so the secondary creates that object
 //! rather than running the call, which would choose one of its own.
 struct LargeObjectColumn {
-  std::string column;         //!< by name; empty when the INSERT lists no columns
-  size_t position = 0;        //!< ... then by position in the table
-  std::optional<size_t> row;  //!< the row of the VALUES list; nullopt: every row (UPDATE)
-  size_t rows = 0;            //!< the VALUES list's rows, which the image's follow
-  std::string function;       //!< the function's name
-  size_t arguments = 0;       //!< how many it takes
+  std::string column;        //!< by name; empty when the INSERT lists no columns
+  size_t position = 0;       //!< ... then by position in the table
+  std::optional<size_t> row; //!< the row of the VALUES list; nullopt: every row (UPDATE)
+  size_t rows = 0;           //!< the VALUES list's rows, which the image's follow
+  LargeObjectFunction function = LargeObjectFunction::kCreate; //!< the creating function
   std::optional<size_t> data; //!< lo_from_bytea's data as a parameter, $n: n
 };
 

@@ -2882,14 +2882,13 @@ private:
                    ? &f - image.fields.data() == static_cast<ptrdiff_t>(made.position)
                    : f.name == made.column;
       });
-      auto function = protocol::large_object_function_oid(made.function, made.arguments);
-      if (field == image.fields.end() || !function) continue;
+      if (field == image.fields.end()) continue;
       auto column = static_cast<size_t>(field - image.fields.begin());
       // The VALUES list's row r is the image's row r, unless a trigger kept some from being
       // written: then which is which is not known, and each row's object is made as
       // lo_import's is, created and its bytes copied from the primary.
       bool aligned = !made.row || image.rows.size() == made.rows;
-      auto kind = *protocol::large_object_function(*function);
+      auto kind = made.function;
       if (!aligned) {
         if (std::ranges::find(copied, column) != copied.end()) continue;
         copied.push_back(column);

@@ -286,13 +286,12 @@ TEST_CASE("large-object calls giving columns their values are read, with lo_from
   CHECK(first.column == "body");
   CHECK(first.row == 0u);
   CHECK(first.rows == 4);
-  CHECK(first.function == "lo_from_bytea");
-  CHECK(first.arguments == 2);
+  CHECK(first.function == LargeObjectFunction::kFromBytea);
   CHECK(first.data == 2u);
   CHECK(insert.large_object_columns[1].row == 1u);
-  CHECK(insert.large_object_columns[1].function == "lo_create");
+  CHECK(insert.large_object_columns[1].function == LargeObjectFunction::kCreate);
   CHECK_FALSE(insert.large_object_columns[1].data);
-  CHECK(insert.large_object_columns[2].function == "lo_import");
+  CHECK(insert.large_object_columns[2].function == LargeObjectFunction::kImport);
   CHECK(insert.writing_calls.empty()); // the image carries all the calls make
   CHECK(insert.mirror == switchyard::protocol::MirrorPlan::kRowImage);
 
