@@ -438,18 +438,20 @@ const json::object* member_object(const json::value& value, std::string_view key
   return member != nullptr && member->is_object() ? &member->get_object() : nullptr;
 }
 
-// A RETURNING column that is `*` or `t.*` (not a whole-row value inside an expression).
+// An item of a target list (a ResTarget) that is `*` or `t.*`, standing for several columns
+// (not a whole-row value inside an expression).
+bool is_star(const json::value& item) {
+  const json::object* target = member_object(item, "ResTarget");
+  const json::value* val = target != nullptr ? target->if_contains("val") : nullptr;
+  const json::object* ref = val != nullptr ? member_object(*val, "ColumnRef") : nullptr;
+  const json::value* fields = ref != nullptr ? ref->if_contains("fields") : nullptr;
+  return fields != nullptr && fields->is_array() && !fields->get_array().empty() &&
+         member_object(fields->get_array().back(), "A_Star") != nullptr;
+}
+
+// A RETURNING column that is `*` or `t.*`.
 bool returns_star(const json::object& statement) {
-  const json::value* list = statement.if_contains("returningList");
-  if (list == nullptr || !list->is_array()) return false;
-  return std::ranges::any_of(list->get_array(), [](const json::value& item) {
-    const json::object* target = member_object(item, "ResTarget");
-    const json::value* val = target != nullptr ? target->if_contains("val") : nullptr;
-    const json::object* ref = val != nullptr ? member_object(*val, "ColumnRef") : nullptr;
-    const json::value* fields = ref != nullptr ? ref->if_contains("fields") : nullptr;
-    return fields != nullptr && fields->is_array() && !fields->get_array().empty() &&
-           member_object(fields->get_array().back(), "A_Star") != nullptr;
-  });
+  return std::ranges::any_of(items_of(statement, "returningList"), is_star);
 }
 
 // Built-in functions off the read-only list that write no table: a statement calling them
@@ -869,10 +871,25 @@ void note_valued_columns(const json::object& insert, Statement& out) {
   }
 }
 
-// Statement::large_object_columns of an INSERT … VALUES or an UPDATE, kept when they are
-// the `made` calls creating large objects the statement holds (none elsewhere, nor in
-// another schema): their functions then leave `writing_calls`. Not for an upsert, whose
-// image lacks the rows it skipped.
+// A SelectStmt that computes its list once for each row it yields and for no other: no
+// DISTINCT, GROUP BY, window, ORDER BY or LIMIT (a sort computes it for rows it then drops),
+// nor a set operation.
+bool projects_each_row_once(const json::object& select) {
+  return std::ranges::all_of(select, [](const auto& member) {
+    std::string_view key = member.key();
+    const json::value& value = member.value();
+    if (key == "limitOption" || key == "op") {
+      return value.is_string() &&
+             value.get_string() == (key == "op" ? "SETOP_NONE" : "LIMIT_OPTION_DEFAULT");
+    }
+    return key == "targetList" || key == "fromClause" || key == "whereClause";
+  });
+}
+
+// Statement::large_object_columns of an INSERT (VALUES or SELECT) or an UPDATE, kept when
+// they are the `made` calls creating large objects the statement holds (none elsewhere, nor in
+// another schema): their functions then leave `writing_calls`. Not for an upsert, whose image
+// lacks the rows it skipped.
 void note_large_object_columns(const json::object& stmt, size_t made, Statement& out) {
   if (made == 0 || stmt.contains("onConflictClause")) return;
   std::vector<LargeObjectColumn> found;
@@ -922,6 +939,17 @@ void note_large_object_columns(const json::object& stmt, size_t made, Statement&
     const json::object* query = select != nullptr ? member_object(*select, "SelectStmt") : nullptr;
     if (query == nullptr) return;
     const json::array& rows = items_of(*query, "valuesLists");
+    if (rows.empty()) { // INSERT … SELECT: a call in its list makes an object per row it yields
+      if (!projects_each_row_once(*query)) return;
+      const json::array& targets = items_of(*query, "targetList");
+      for (size_t i = 0; i < targets.size() && (listed.empty() || i < listed.size()); ++i) {
+        const json::object* target = member_object(targets[i], "ResTarget");
+        const json::value* val = target != nullptr ? target->if_contains("val") : nullptr;
+        // `t.*`, `(row).*`: the positions after it are not known
+        if (val == nullptr || is_star(targets[i]) || member_object(*val, "A_Indirection")) return;
+        note(*val, listed.empty() ? std::string() : listed[i], i, std::nullopt, 0);
+      }
+    }
     for (size_t row = 0; row < rows.size(); ++row) {
       const json::object* list = member_object(rows[row], "List");
       if (list == nullptr) continue;

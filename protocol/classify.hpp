@@ -74,14 +74,14 @@ struct PartlyValued {
   std::vector<bool> given; //!< per row of the VALUES list, in order
 };
 
-//! A column value of an INSERT … VALUES or UPDATE … SET that is a call (possibly cast) of a
-//! large-object function creating an object (lo_from_bytea, lo_create, lo_creat, lo_import):
-//! the row image holds the OID the primary's call chose, so the secondary creates that object
-//! rather than running the call, which would choose one of its own.
+//! A column value of an INSERT (VALUES, or a SELECT's list) or UPDATE … SET that is a call
+//! (possibly cast) of a large-object function creating an object (lo_from_bytea, lo_create,
+//! lo_creat, lo_import): the row image holds the OID the primary's call chose, so the secondary
+//! creates that object rather than running the call, which would choose one of its own.
 struct LargeObjectColumn {
   std::string column;        //!< by name; empty when the INSERT lists no columns
   size_t position = 0;       //!< ... then by position in the table
-  std::optional<size_t> row; //!< the row of the VALUES list; nullopt: every row (UPDATE)
+  std::optional<size_t> row; //!< the row of the VALUES list; nullopt: every row
   size_t rows = 0;           //!< the VALUES list's rows, which the image's follow
   LargeObjectFunction function = LargeObjectFunction::kCreate; //!< the creating function
   std::optional<size_t> data; //!< lo_from_bytea's data as a parameter, $n: n

@@ -575,6 +575,32 @@ def test_large_objects_of_an_insert_a_trigger_kept_rows_of_are_copied(pair, star
     assert primary.sql(named) == secondary.sql(named) == f"keep:{md5(b'kept').hexdigest()},also:{md5(b'').hexdigest()}"
 
 
+def test_large_objects_an_insert_select_creates_get_the_primarys_oids_on_the_secondary(pair, start_proxy, tmp_path):
+    """INSERT … SELECT making an object per row it writes, as a migration moving bytea into large
+    objects does: each is created on the secondary under the OID the primary's row holds, its
+    bytes copied from the primary (a column's) or given as the client's parameter."""
+    primary, secondary = pair
+    for cluster in pair:
+        cluster.sql("CREATE TABLE docs (id serial PRIMARY KEY, name text, body oid); "
+                    "CREATE TABLE staging (name text, data bytea); "
+                    "INSERT INTO staging SELECT 'row ' || n, sha256(n::text::bytea) FROM generate_series(1, 3) n")
+    secondary.sql("SELECT lo_unlink(lo_create(0)) FROM generate_series(1, 50)")  # its next OIDs differ
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
+    psql_through(proxy, "INSERT INTO docs (name, body) SELECT s.name, lo_from_bytea(0, s.data) FROM staging s "
+                 "WHERE s.name <> 'row 2'")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO docs (name, body) SELECT 'given ' || n, lo_from_bytea(0, %s) "
+                     "FROM generate_series(1, 2) n", (b"given",))
+        conn.execute("INSERT INTO docs SELECT 100, 'empty', lo_create(0)")
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=60), proxy.log()
+    assert proxy.metric("switchyard_journal_entries_total") == 2, proxy.log()  # the staging rows' bytes
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
+    assert proxy.metric_sum("switchyard_mirror_failures_total") == 0, proxy.log()
+    assert primary.sql("SELECT count(*) FROM docs d JOIN pg_largeobject_metadata m ON m.oid = d.body") == "5"
+    assert primary.checksum("docs") == secondary.checksum("docs")
+    assert large_objects(primary) == large_objects(secondary)
+
+
 def test_large_objects_an_insert_creates_while_the_secondary_is_down_are_replayed(pair, start_proxy, tmp_path):
     """The row and the object an INSERT's lo_from_bytea made are journaled as such when the
     secondary is down, and replayed under the primary's OID."""

@@ -308,14 +308,33 @@ TEST_CASE("large-object calls giving columns their values are read, with lo_from
   CHECK_FALSE(update.large_object_columns[0].row);  // every row the UPDATE wrote
   CHECK_FALSE(update.large_object_columns[0].data); // a literal: copied from the primary
 
-  // A creating call elsewhere, in another schema, in an upsert or beside a writing CTE leaves
+  // INSERT … SELECT: the call makes an object for each row the query yields.
+  auto selected = classify("INSERT INTO docs (name, body) SELECT s.name, lo_from_bytea(0, s.data) "
+                           "FROM staging s WHERE s.id > $1")
+                      .statements[0];
+  REQUIRE(selected.large_object_columns.size() == 1);
+  CHECK(selected.large_object_columns[0].column == "body");
+  CHECK_FALSE(selected.large_object_columns[0].row);
+  CHECK_FALSE(selected.large_object_columns[0].data); // a column: copied from the primary
+  CHECK(selected.writing_calls.empty());
+  auto unlisted = classify("INSERT INTO docs SELECT 1, 'a', lo_from_bytea(0, $1)").statements[0];
+  REQUIRE(unlisted.large_object_columns.size() == 1);
+  CHECK(unlisted.large_object_columns[0].position == 2);
+  CHECK(unlisted.large_object_columns[0].data == 1u);
+
+  // A creating call elsewhere, in another schema, in an upsert, beside a writing CTE, or in a
+  // query that may compute it for rows it does not yield or whose columns it cannot tell leaves
   // the statement as it was: a write calling functions that write elsewhere.
   for (const char* sql : {
            "INSERT INTO docs (body) VALUES (lo_create(0)), (COALESCE(lo_create(0), 1))",
            "UPDATE docs SET body = lo_create(0) WHERE lo_creat(-1) > 0",
            "INSERT INTO docs (body) VALUES (mine.lo_create(0)), (lo_create(0))",
            "INSERT INTO docs (id, body) VALUES (1, lo_create(0)) ON CONFLICT (id) DO NOTHING",
-           "INSERT INTO docs (body) SELECT lo_create(0)",
+           "INSERT INTO docs (body) SELECT DISTINCT lo_create(0) FROM t",
+           "INSERT INTO docs (body) SELECT lo_create(0) FROM t ORDER BY t.n LIMIT 1",
+           "INSERT INTO docs (body) SELECT lo_create(0) FROM t UNION ALL SELECT 1",
+           "INSERT INTO docs (n, body) SELECT t.*, lo_create(0) FROM t",
+           "INSERT INTO docs (n, body) SELECT (t.r).*, lo_create(0) FROM t",
            "WITH gone AS (DELETE FROM docs) INSERT INTO docs (body) VALUES (lo_create(0))",
        }) {
     INFO(sql);
