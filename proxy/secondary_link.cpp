@@ -608,16 +608,14 @@ std::optional<int64_t> largest_drawn(const MirrorOp& op, const std::string& name
 } // namespace
 
 asio::awaitable<Result<protocol::TableShape>>
-SecondaryLink::shape_of(const MirrorOp& op, std::span<const MirrorOp> earlier) {
+SecondaryLink::shape_of(const MirrorOp& op, std::span<const std::string_view> earlier_ddl) {
   // DDL the batch runs before the op that names its table (CREATE TABLE, then rows for it)
   // runs in the lookup's transaction too, and the shape it gives is the batch's own: not
   // kept. Other DDL (an index built on another table) is not run twice.
   std::vector<std::string_view> ddl;
-  for (const MirrorOp& before : earlier) {
-    if (before.ddl && names_table(before.sql, op.statement.target.name)) {
-      ddl.push_back(before.sql);
-    }
-  }
+  std::ranges::copy_if(earlier_ddl, std::back_inserter(ddl), [&](std::string_view sql) {
+    return names_table(sql, op.statement.target.name);
+  });
   std::string key = shape_key(op);
   if (auto found = shapes_.find(key); ddl.empty() && found != shapes_.end()) {
     co_return found->second;
@@ -936,8 +934,10 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       settings_sent = statement.seq;
     }
   };
+  std::vector<std::string_view> ddl_before; // the DDL of ops[0, index)
   for (size_t index = 0; index < ops.size(); ++index) {
     const MirrorOp& op = ops[index];
+    if (index > 0 && ops[index - 1].ddl) ddl_before.push_back(ops[index - 1].sql);
     interleave_settings(op, index);
     if (op.kind == MirrorOp::Kind::kStatement) {
       rewrite_without_triggers();
@@ -951,7 +951,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
       services_.metrics().mirrored(MirrorKind::kStatement).Increment();
       continue;
     }
-    auto shape = co_await shape_of(op, std::span(ops).first(index));
+    auto shape = co_await shape_of(op, ddl_before);
     if (!shape) co_return Error{shape.error()};
     const protocol::Statement& statement = op.statement;
     bool update = statement.node == "UpdateStmt";

@@ -315,9 +315,9 @@ private:
   //! Ends a connection politely in the background.
   void retire(std::unique_ptr<SecondaryConnection> connection);
   //! The shape of the table `op` writes, as its name resolves under the op's settings and
-  //! after the DDL among the `earlier` ops of its batch.
-  asio::awaitable<Result<protocol::TableShape>> shape_of(const MirrorOp& op,
-                                                         std::span<const MirrorOp> earlier);
+  //! after `earlier_ddl`, the DDL its batch runs before it.
+  asio::awaitable<Result<protocol::TableShape>>
+  shape_of(const MirrorOp& op, std::span<const std::string_view> earlier_ddl);
   //! The key of that shape in shapes_: the table's name and the settings it resolves by.
   std::string shape_key(const MirrorOp& op) const;
   //! Its key in Services::shapes(), from its `key` in shapes_; empty for a table that is or
