@@ -124,11 +124,11 @@ struct SecondaryLink::ApplyOutcome {
 //! for it to be applied on `woken`, without cancellation, so its link and timer outlive the
 //! member's wait; only a process shutting down ends that wait otherwise, once no thread runs.
 struct SecondaryLink::GroupMember : GroupEntry {
-  GroupMember(SecondaryLink& l, std::vector<MirrorOp> o, asio::steady_timer& w)
+  GroupMember(SecondaryLink& l, MirrorOps o, asio::steady_timer& w)
       : GroupEntry(&asio::query(l.executor_, asio::execution::context), o.size()), link(l),
         ops(std::move(o)), executor(l.executor_), woken(w) {}
   SecondaryLink& link;
-  std::vector<MirrorOp> ops;
+  MirrorOps ops;
   asio::any_io_executor executor;      // the session's network thread
   asio::steady_timer& woken;           // the session's, cancelled on its thread once done
   bool done = false;                   // the group was applied, or failed (the session's thread)
@@ -212,14 +212,28 @@ SharedConnections<SecondaryConnection>& SecondaryLink::shared_connections() cons
       asio::query(executor_, asio::execution::context));
 }
 
+namespace {
+
+// The memory an op keeps until the commit: its text and values, and the op itself (about
+// 1 KiB, its Statement most of it), which is most of a small statement's share. A COPY's data
+// is bounded where it is kept (MirrorRelay::relay_copy_data).
+size_t footprint(const MirrorOp& op) {
+  auto values = [](const std::vector<protocol::Value>& list) {
+    size_t bytes = sizeof(list) + list.size() * sizeof(protocol::Value);
+    for (const auto& value : list)
+      bytes += value ? value->size() : 0;
+    return bytes;
+  };
+  size_t bytes = sizeof(MirrorOp) + op.sql.size() + values(op.parameters);
+  for (const auto& row : op.rows)
+    bytes += values(row);
+  return bytes;
+}
+
+} // namespace
+
 void SecondaryLink::add(MirrorOp op) {
-  size_t bytes = op.sql.size();
-  for (const auto& row : op.rows) {
-    for (const auto& value : row)
-      bytes += value ? value->size() + 8 : 8;
-  }
-  for (const auto& value : op.parameters)
-    bytes += value ? value->size() + 8 : 8;
+  size_t bytes = footprint(op);
   if (pending_bytes_ + bytes > runtime_->config->mirror.max_transaction_bytes) {
     // The replayer copies a large object as the primary's commit leaves it: the first entry
     // of it covers its later writes in the transaction.
@@ -389,7 +403,7 @@ bool SecondaryLink::shares_connections() const {
          runtime_->config->secondary->kind == config::BackendKind::kPostgres;
 }
 
-bool SecondaryLink::may_share(const std::vector<MirrorOp>& ops) const {
+bool SecondaryLink::may_share(const MirrorOps& ops) const {
   // Only writes switchyard phrases itself (row images; savepoints, which end with the
   // transaction) leave nothing on the connection for the next session to inherit.
   if (!shares_connections()) return false;
@@ -736,7 +750,7 @@ void SecondaryLink::note_sequence_values(const protocol::TableShape& shape, cons
   }
 }
 
-asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, bool atomic,
+asio::awaitable<Status> SecondaryLink::apply(const MirrorOps& ops, bool atomic,
                                              std::vector<Unit>& units, std::vector<Unit>& divergent,
                                              std::vector<size_t>& lacking, bool& maybe_applied) {
   advances_.clear();
@@ -1159,7 +1173,7 @@ asio::awaitable<Status> SecondaryLink::apply(const std::vector<MirrorOp>& ops, b
 
 asio::awaitable<void> SecondaryLink::commit(bool atomic) {
   if (!pending_.empty()) {
-    std::vector<MirrorOp> ops = std::move(pending_);
+    MirrorOps ops = std::move(pending_);
     pending_.clear();
     pending_bytes_ = 0;
     set_aside_lost_temporaries(ops, Journaling::kOpenTransaction);
@@ -1175,9 +1189,9 @@ asio::awaitable<void> SecondaryLink::commit(bool atomic) {
 }
 
 void SecondaryLink::primary_answered_commit(bool committed, const std::string& error) {
-  std::vector<MirrorOp> ops = std::exchange(committed_ahead_, {});
+  MirrorOps ops = std::exchange(committed_ahead_, {});
   if (committed || ops.empty()) return;
-  std::vector<MirrorOp> undone;
+  MirrorOps undone;
   for (MirrorOp& op : ops) {
     if (!op.ddl) {
       undone.push_back(std::move(op));
@@ -1199,10 +1213,10 @@ void SecondaryLink::log_ddl_rolled_back(const std::string& sql, const std::strin
 }
 
 void SecondaryLink::primary_prepared(const std::string& key) {
-  std::vector<MirrorOp> ops = std::exchange(committed_ahead_, {});
+  MirrorOps ops = std::exchange(committed_ahead_, {});
   if (ops.empty()) return;
   PreparedWrites writes;
-  std::vector<MirrorOp> rows;
+  MirrorOps rows;
   for (MirrorOp& op : ops) {
     if (op.ddl) {
       writes.ddl.push_back(std::move(op.sql));
@@ -1233,7 +1247,7 @@ void SecondaryLink::prepared_transaction_finished(const std::string& key, bool c
                        Journaling::kEndedTransaction);
 }
 
-bool SecondaryLink::groupable(const std::vector<MirrorOp>& ops, bool atomic) const {
+bool SecondaryLink::groupable(const MirrorOps& ops, bool atomic) const {
   // A connection of the session's own may hold its temp tables, which would catch other
   // members' writes to tables of the same name: such a session applies alone.
   bool own_connection = connection_ && !borrowed_;
@@ -1241,8 +1255,7 @@ bool SecondaryLink::groupable(const std::vector<MirrorOp>& ops, bool atomic) con
          std::all_of(ops.begin(), ops.end(), fits_implicit_transaction);
 }
 
-asio::awaitable<std::vector<MirrorOp>> SecondaryLink::apply_together(std::vector<MirrorOp> ops,
-                                                                     Journaling journaling) {
+asio::awaitable<MirrorOps> SecondaryLink::apply_together(MirrorOps ops, Journaling journaling) {
   co_await end_read_transaction(); // the writes get a transaction of their own
   asio::steady_timer woken(executor_, Clock::time_point::max());
   auto member = std::make_shared<GroupMember>(*this, std::move(ops), woken);
@@ -1292,7 +1305,7 @@ asio::awaitable<void> SecondaryLink::apply_groups(ApplyGroups& groups, std::stri
     }
     if (turn.group.empty()) co_return;
     std::vector<std::shared_ptr<GroupMember>> group;
-    std::vector<MirrorOp> ops;
+    MirrorOps ops;
     for (auto& entry : turn.group) {
       group.push_back(std::static_pointer_cast<GroupMember>(std::move(entry)));
       std::move(group.back()->ops.begin(), group.back()->ops.end(), std::back_inserter(ops));
@@ -1356,8 +1369,8 @@ asio::awaitable<bool> SecondaryLink::secondary_ddl_since(uint64_t applied) {
   co_return true;
 }
 
-asio::awaitable<SecondaryLink::ApplyOutcome>
-SecondaryLink::try_apply(const std::vector<MirrorOp>& ops, bool atomic) {
+asio::awaitable<SecondaryLink::ApplyOutcome> SecondaryLink::try_apply(const MirrorOps& ops,
+                                                                      bool atomic) {
   ApplyOutcome outcome;
   if (secondary_failed_recently()) {
     outcome.kind = ApplyOutcome::Kind::kDown;
@@ -1412,7 +1425,7 @@ SecondaryLink::try_apply(const std::vector<MirrorOp>& ops, bool atomic) {
   co_return outcome;
 }
 
-void SecondaryLink::journal_outcome(const std::vector<MirrorOp>& ops, const ApplyOutcome& outcome,
+void SecondaryLink::journal_outcome(const MirrorOps& ops, const ApplyOutcome& outcome,
                                     Journaling journaling) {
   switch (outcome.kind) {
   case ApplyOutcome::Kind::kApplied:
@@ -1434,7 +1447,7 @@ void SecondaryLink::journal_outcome(const std::vector<MirrorOp>& ops, const Appl
   }
   if (outcome.divergent.empty()) return;
   // Journal just the rows (or statements) whose counts differed.
-  std::vector<MirrorOp> differing;
+  MirrorOps differing;
   std::string note;
   for (const Unit& unit : outcome.divergent) {
     if (ops[unit.op].statement.fills_table != protocol::TableFill::kNone) continue; // copied
@@ -1562,7 +1575,7 @@ SecondaryLink::known_shape(const MirrorOp& op, std::optional<protocol::TableShap
   return nullptr;
 }
 
-bool SecondaryLink::row_keys(const std::vector<MirrorOp>& ops, std::vector<uint64_t>& keys) const {
+bool SecondaryLink::row_keys(const MirrorOps& ops, std::vector<uint64_t>& keys) const {
   for (const MirrorOp& op : ops) {
     if (op.statement.transaction != protocol::TransactionOp::kNone) continue; // savepoints
     if (op.kind != MirrorOp::Kind::kImage) return false;
@@ -1624,7 +1637,7 @@ asio::awaitable<void> SecondaryLink::apply_queue() {
              order.ready_with(queue_[taken].ticket, tickets)) {
         tickets.push_back(queue_[taken++].ticket);
       }
-      std::vector<MirrorOp> ops = std::move(head.ops);
+      MirrorOps ops = std::move(head.ops);
       for (size_t i = 1; i < taken; ++i)
         std::move(queue_[i].ops.begin(), queue_[i].ops.end(), std::back_inserter(ops));
       set_aside_lost_temporaries(ops, Journaling::kApplier);
@@ -1657,7 +1670,7 @@ asio::awaitable<void> SecondaryLink::apply_queue() {
   applied_.cancel(); // wakes close(), waiting for the queue to empty
 }
 
-asio::awaitable<void> SecondaryLink::apply_batch(const std::vector<MirrorOp>& ops, bool atomic,
+asio::awaitable<void> SecondaryLink::apply_batch(const MirrorOps& ops, bool atomic,
                                                  Journaling journaling) {
   if (ops.empty()) co_return;
   co_await end_read_transaction(); // the writes get a transaction of their own
@@ -1719,7 +1732,7 @@ bool SecondaryLink::names_lost_temporary(const MirrorOp& op) const {
   });
 }
 
-void SecondaryLink::note_temporaries(const std::vector<MirrorOp>& ops) {
+void SecondaryLink::note_temporaries(const MirrorOps& ops) {
   for (const MirrorOp& op : ops) {
     bool created = op.statement.private_ddl && op.statement.names_relations.empty();
     bool dropped = op.statement.node == "DropStmt";
@@ -1736,13 +1749,13 @@ void SecondaryLink::note_temporaries(const std::vector<MirrorOp>& ops) {
   }
 }
 
-void SecondaryLink::set_aside_lost_temporaries(std::vector<MirrorOp>& ops, Journaling journaling) {
+void SecondaryLink::set_aside_lost_temporaries(MirrorOps& ops, Journaling journaling) {
   // A connection lost with the session's temporary tables says so now (ensure_connected
   // would find out only after the ops were set aside).
   if (!temporary_names_.empty()) drop_if_closed();
   if (lost_temporaries_.empty()) return;
-  std::vector<MirrorOp> kept;
-  std::vector<MirrorOp> writes; // row images of a table by the bare name of a lost one
+  MirrorOps kept;
+  MirrorOps writes; // row images of a table by the bare name of a lost one
   size_t dropped = 0;
   for (MirrorOp& op : ops) {
     if (!names_lost_temporary(op)) {
@@ -1776,9 +1789,9 @@ void SecondaryLink::set_aside_lost_temporaries(std::vector<MirrorOp>& ops, Journ
   }
 }
 
-std::optional<uint64_t> SecondaryLink::journal(const std::vector<MirrorOp>& ops,
-                                               MirrorFailure reason, const std::string& error,
-                                               uint64_t* ticket, bool maybe_applied) {
+std::optional<uint64_t> SecondaryLink::journal(const MirrorOps& ops, MirrorFailure reason,
+                                               const std::string& error, uint64_t* ticket,
+                                               bool maybe_applied) {
   return record_in_journal(journal_entries(ops, reason, error, maybe_applied), reason, error,
                            ticket);
 }
@@ -1796,7 +1809,7 @@ SecondaryLink::record_in_journal(const std::vector<backfill::JournalEntry>& entr
   return offset;
 }
 
-std::vector<backfill::JournalEntry> SecondaryLink::journal_entries(const std::vector<MirrorOp>& ops,
+std::vector<backfill::JournalEntry> SecondaryLink::journal_entries(const MirrorOps& ops,
                                                                    MirrorFailure reason,
                                                                    const std::string& error,
                                                                    bool maybe_applied) {
@@ -2033,7 +2046,7 @@ asio::awaitable<void> SecondaryLink::flushed(uint64_t& waited) {
   if (waited == ticket) waited = 0;
 }
 
-void SecondaryLink::journal_what_images_lacked(const std::vector<MirrorOp>& ops,
+void SecondaryLink::journal_what_images_lacked(const MirrorOps& ops,
                                                const std::vector<size_t>& lacking,
                                                Journaling journaling) {
   std::vector<backfill::JournalEntry> entries;
@@ -2077,7 +2090,7 @@ std::vector<std::string_view> SecondaryLink::settings_of(const MirrorOp& op, uin
   return settings;
 }
 
-void SecondaryLink::journal_ops(const std::vector<MirrorOp>& ops, MirrorFailure reason,
+void SecondaryLink::journal_ops(const MirrorOps& ops, MirrorFailure reason,
                                 const std::string& error, Journaling journaling,
                                 bool maybe_applied) {
   hold_until_committed(journal(ops, reason, error, &ticket_of(journaling), maybe_applied),
@@ -2096,7 +2109,7 @@ void SecondaryLink::hold_until_committed(std::optional<uint64_t> offset, Journal
 void SecondaryLink::journal_unmirrorable(MirrorOp op, const std::string& why) {
   op.session_seq = session_seq_; // the settings it ran under resolve its table's name
   op.transaction_seq = transaction_seq_;
-  std::vector<MirrorOp> ops;
+  MirrorOps ops;
   ops.push_back(std::move(op));
   journal_ops(ops, MirrorFailure::kNotMirrorable, why, Journaling::kOpenTransaction);
 }

@@ -74,6 +74,10 @@ struct MirrorOp {
   uint64_t transaction_seq = 0;
 };
 
+//! A transaction's writes, in order. A deque: a transaction of many small statements grows it
+//! an op at a time, without a vector's spare half and the copies it leaves behind as it grows.
+using MirrorOps = std::deque<MirrorOp>;
+
 //! A session's connection to the secondary and the writes of its open transaction. Writes
 //! are collected as the primary runs them and applied in one secondary transaction just
 //! before the primary commits, while the primary still holds its row locks: conflicting
@@ -208,7 +212,7 @@ private:
   //! A committed transaction waiting for its turn (async mode).
   struct Batch {
     uint64_t ticket = 0;
-    std::vector<MirrorOp> ops;
+    MirrorOps ops;
     bool atomic = true;
     std::chrono::steady_clock::time_point committed_at;
     std::optional<uint64_t> spilled; // journal offset when the queue was full
@@ -251,38 +255,35 @@ private:
   asio::awaitable<void> apply_queue();
   //! The hashed keys of the rows `ops` write; false when some op cannot be pinned to rows
   //! (a statement, a key change, a table not seen yet), which makes it a barrier.
-  bool row_keys(const std::vector<MirrorOp>& ops, std::vector<uint64_t>& keys) const;
+  bool row_keys(const MirrorOps& ops, std::vector<uint64_t>& keys) const;
   //! Applies `ops` within mirror.timeout, journaling what the secondary does not apply.
-  asio::awaitable<void> apply_batch(const std::vector<MirrorOp>& ops, bool atomic,
-                                    Journaling journaling);
+  asio::awaitable<void> apply_batch(const MirrorOps& ops, bool atomic, Journaling journaling);
   //! Whether `ops` may be applied together with other sessions' (see ApplyGroups): plain
   //! writes that may run on a shared connection, in one transaction, of a session that has
   //! no secondary connection of its own.
-  bool groupable(const std::vector<MirrorOp>& ops, bool atomic) const;
+  bool groupable(const MirrorOps& ops, bool atomic) const;
   //! Applies groupable `ops` in one secondary transaction with the commits other sessions of
   //! the login, on any network thread, make meanwhile (see ApplyGroups); journaled as
   //! apply_batch would.
   //! Returns `ops` once applied (or journaled).
-  asio::awaitable<std::vector<MirrorOp>> apply_together(std::vector<MirrorOp> ops,
-                                                        Journaling journaling);
+  asio::awaitable<MirrorOps> apply_together(MirrorOps ops, Journaling journaling);
   //! Applies the groups of login `key` one after the other until no commit waits, or hands
   //! over to a thread whose commits wait when none of this thread's do.
   static asio::awaitable<void> apply_groups(ApplyGroups& groups, std::string key);
   //! Applies `ops` within mirror.timeout and says how it went; journals nothing.
-  asio::awaitable<ApplyOutcome> try_apply(const std::vector<MirrorOp>& ops, bool atomic);
+  asio::awaitable<ApplyOutcome> try_apply(const MirrorOps& ops, bool atomic);
   //! A refusal for a column or table the secondary lacks, which DDL under way may add.
   static bool lacks_what_ddl_adds(const ApplyOutcome& outcome);
   //! Whether the secondary applied DDL since it had applied `applied` DDL batches, waiting
   //! for it within mirror.timeout while DDL sent to the primary may still be on its way.
   asio::awaitable<bool> secondary_ddl_since(uint64_t applied);
   //! Journals what `outcome` says the secondary did not apply of `ops`.
-  void journal_outcome(const std::vector<MirrorOp>& ops, const ApplyOutcome& outcome,
-                       Journaling journaling);
+  void journal_outcome(const MirrorOps& ops, const ApplyOutcome& outcome, Journaling journaling);
   //! `maybe_applied` turns true once the writes are sent and stays so unless the secondary's
   //! answers show it applied none of them; `lacking` gets ApplyOutcome::lacking's ops.
-  asio::awaitable<Status> apply(const std::vector<MirrorOp>& ops, bool atomic,
-                                std::vector<Unit>& units, std::vector<Unit>& divergent,
-                                std::vector<size_t>& lacking, bool& maybe_applied);
+  asio::awaitable<Status> apply(const MirrorOps& ops, bool atomic, std::vector<Unit>& units,
+                                std::vector<Unit>& divergent, std::vector<size_t>& lacking,
+                                bool& maybe_applied);
   //! Makes connection_ ready: the session's own, or with `may_share`, when the session has
   //! none, one shared with sessions of the same login (given back by give_back_shared); with
   //! the session statements up to `settings_up_to` run on it.
@@ -302,7 +303,7 @@ private:
   //! Whether the session has nothing of its own a secondary connection would have to hold.
   bool shares_connections() const;
   //! Whether `ops` may be applied on a shared connection (see the class comment).
-  bool may_share(const std::vector<MirrorOp>& ops) const;
+  bool may_share(const MirrorOps& ops) const;
   //! Returns a shared connection_ after an apply or a read, unless it is in doubt (then
   //! closed); a connection of the session's own stays.
   void give_back_shared();
@@ -328,12 +329,12 @@ private:
   //! Appends `ops` to the journal; the offset to settle once the primary committed them.
   //! `ticket` as append_to_journal's. `maybe_applied`: the secondary may have applied them
   //! after all (see JournalEntry).
-  std::optional<uint64_t> journal(const std::vector<MirrorOp>& ops,
-                                  monitoring::MirrorFailure reason, const std::string& error,
-                                  uint64_t* ticket, bool maybe_applied = false);
+  std::optional<uint64_t> journal(const MirrorOps& ops, monitoring::MirrorFailure reason,
+                                  const std::string& error, uint64_t* ticket,
+                                  bool maybe_applied = false);
   //! The entries journal() would append for `ops` (its bookkeeping of temporary tables and
   //! sequence marks done), without appending them.
-  std::vector<backfill::JournalEntry> journal_entries(const std::vector<MirrorOp>& ops,
+  std::vector<backfill::JournalEntry> journal_entries(const MirrorOps& ops,
                                                       monitoring::MirrorFailure reason,
                                                       const std::string& error, bool maybe_applied);
   //! Appends `entries` built for `reason` (counted, logged at a bounded rate).
@@ -341,8 +342,8 @@ private:
                                             monitoring::MirrorFailure reason,
                                             const std::string& error, uint64_t* ticket);
   void log_ddl_rolled_back(const std::string& sql, const std::string& error) const;
-  void journal_ops(const std::vector<MirrorOp>& ops, monitoring::MirrorFailure reason,
-                   const std::string& error, Journaling journaling, bool maybe_applied = false);
+  void journal_ops(const MirrorOps& ops, monitoring::MirrorFailure reason, const std::string& error,
+                   Journaling journaling, bool maybe_applied = false);
   //! A journal entry with `op`'s session: its login, the settings it ran under.
   backfill::JournalEntry entry_for(const MirrorOp& op) const;
   //! `base` made the entry of `op` as a statement: its text and parameters.
@@ -364,8 +365,8 @@ private:
   //! is each large object lo_import read from a file (MirrorOp::copy_large_object), and the
   //! rows of the ops at `lacking`, written through a view that hides columns the table
   //! chose values for (TableShape::hidden_chosen), are journaled, reason kHiddenByView.
-  void journal_what_images_lacked(const std::vector<MirrorOp>& ops,
-                                  const std::vector<size_t>& lacking, Journaling journaling);
+  void journal_what_images_lacked(const MirrorOps& ops, const std::vector<size_t>& lacking,
+                                  Journaling journaling);
   //! Appends and counts; the offset of the entries, none if not journaled. `ticket` (of
   //! ticket_of) takes the append's for a wait until they are on disk (see flushed); null:
   //! nothing waits for them.
@@ -397,13 +398,13 @@ private:
   bool names_lost_temporary(const MirrorOp& op) const;
   //! Notes the temporary relations `ops`, applied, created and dropped (a DROP the primary
   //! was not asked about too: a bare name finds the session's temporary relation first).
-  void note_temporaries(const std::vector<MirrorOp>& ops);
+  void note_temporaries(const MirrorOps& ops);
   //! Takes out of `ops` those naming temporary relations the secondary connection lost: the
   //! session-only ones, DDL and statement writes are dropped (counted); row images of a table by
   //! such a bare name are journaled (a row image's rows the replayer re-reads from the primary,
   //! where the name may be a permanent table's by now) rather than run where the name finds a
   //! permanent table of the same name.
-  void set_aside_lost_temporaries(std::vector<MirrorOp>& ops, Journaling journaling);
+  void set_aside_lost_temporaries(MirrorOps& ops, Journaling journaling);
   //! Whether the secondary runs image op `op` itself first, for what functions it calls
   //! write elsewhere: MirrorOp::calls_writing_functions, or an INSERT leaving a column of
   //! `shape` (when known) to a DEFAULT calling such a function (TableShape::writing_defaults).
@@ -425,7 +426,7 @@ private:
   std::string login_key_;    // the secondary and the login: what shared connections are kept by
   std::string database_key_; // the secondary database: what SequenceMarks are kept by
   SequenceMarks::Advances advances_; // taken by the apply under way; put back if it fails
-  std::vector<MirrorOp> pending_;
+  MirrorOps pending_;
   size_t pending_bytes_ = 0;
   //! Large objects of the open transaction journaled past mirror.max_transaction_bytes.
   std::set<uint32_t> too_large_objects_;
@@ -468,10 +469,10 @@ private:
   std::set<std::string> temporary_names_;
   std::set<std::string> lost_temporaries_;
   std::vector<uint64_t> unsettled_; // journal offsets awaiting the primary's commit
-  uint64_t journal_ticket_ = 0; // DivergenceJournal::when_durable's, of the session's last append
-  uint64_t applier_ticket_ = 0; // and of the async applier's
-  std::vector<MirrorOp> committed_ahead_; // see awaits_primary_commit
-  bool sent_unanswered_ = false;          // writes (apply) or a read sent, not all answers read
+  uint64_t journal_ticket_ = 0;  // DivergenceJournal::when_durable's, of the session's last append
+  uint64_t applier_ticket_ = 0;  // and of the async applier's
+  MirrorOps committed_ahead_;    // see awaits_primary_commit
+  bool sent_unanswered_ = false; // writes (apply) or a read sent, not all answers read
   bool read_transaction_open_ = false;
   asio::any_io_executor executor_; // the session's: the async queue is applied there
   std::deque<Batch> queue_;
