@@ -17,7 +17,12 @@ objects in an oid column, each row's object made by the INSERT itself (`INSERT I
 (body) VALUES (lo_from_bytea(0, %s))`, autocommit, the data a parameter), splitting the
 same MiB between them.
 
-Usage: bench/large_object_bench.py [--mb N] [--rounds R] [--restore | --inserts N] [--baseline path/to/another/switchyard]
+With `--insert-select N` the load is one statement, `INSERT INTO docs (body) SELECT
+lo_from_bytea(0, data) FROM staging`, moving N rows of a bytea table on both databases
+(the same MiB split between them) into large objects, as a migration does: the secondary
+creates each object under the primary's OID and the replayer copies its bytes.
+
+Usage: bench/large_object_bench.py [--mb N] [--rounds R] [--restore | --inserts N | --insert-select N] [--baseline path/to/another/switchyard]
 `--baseline` imports through another build (sync) as well, in the same rounds. Build first with scripts/build.sh release. Not a test: it asserts nothing.
 """
 import argparse
@@ -61,6 +66,17 @@ def insert_seconds(port, path, rows):
     return time.perf_counter() - start
 
 
+def fill_staging(cluster, path, rows):
+    """A table `staging` on `cluster` holding the file at `path` split into `rows` bytea rows."""
+    data = path.read_bytes()
+    share = -(-len(data) // rows)
+    with psycopg.connect(f"host=127.0.0.1 port={cluster.port} user=postgres dbname=postgres") as conn:
+        conn.execute("CREATE TABLE staging (id int PRIMARY KEY, data bytea)")
+        with conn.cursor().copy("COPY staging FROM STDIN") as copy:
+            for i in range(rows):
+                copy.write_row((i, data[i * share:(i + 1) * share]))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=32, help="size of the file imported, in MiB (under 64)")
@@ -69,6 +85,8 @@ def main():
     load_kind = parser.add_mutually_exclusive_group()
     load_kind.add_argument("--restore", action="store_true", help="restore pg_dump's SQL instead of \\lo_import")
     load_kind.add_argument("--inserts", type=int, help="INSERT this many rows making their objects instead")
+    load_kind.add_argument("--insert-select", type=int, metavar="N",
+                           help="one INSERT … SELECT making objects of this many bytea rows instead")
     opts = parser.parse_args()
 
     with ExitStack() as cleanup:
@@ -86,14 +104,18 @@ def main():
         load = {path: f"\\lo_import {path}" for path in (data, big)}
         if opts.restore:
             load = {path: f"\\i {dump_of(primary, path, workdir)}" for path in (data, big)}
+        if opts.insert_select:
+            for cluster in (primary, secondary):
+                fill_staging(cluster, data, opts.insert_select)
+            load = {data: "INSERT INTO docs (body) SELECT lo_from_bytea(0, data) FROM staging"}
         # A proxy each, so each one's peak RSS (VmHWM) over its first round is its own row's.
         proxy = {mode: start_mirrored_proxy(cleanup, primary, secondary, workdir, settings=settings)
                  for mode, settings in (("sync", ""), ("async", "write_mode: async\n"), ("past", ""))}
         runs = [("direct", primary.port, None, data), ("switchyard sync", proxy["sync"].port, proxy["sync"], data),
                 ("switchyard async", proxy["async"].port, proxy["async"], data),
                 ("switchyard sync, past max_transaction_bytes", proxy["past"].port, proxy["past"], big)]
-        if opts.inserts:
-            runs.pop()  # each statement's object is its own: none passes the bound
+        if opts.inserts or opts.insert_select:
+            runs.pop()  # each statement's object is its own, or copied: none passes the bound
         if opts.baseline:
             baseline = start_mirrored_proxy(cleanup, primary, secondary, workdir, binary=opts.baseline)
             runs.insert(2, ("baseline sync", baseline.port, baseline, data))
@@ -118,8 +140,10 @@ def main():
                                                    and primary.sql(DOCS) == secondary.sql(DOCS))
         direct = statistics.median(results["direct"]["seconds"])
         what = ("pg_dump's SQL restoring" if opts.restore else
-                f"{opts.inserts} INSERTs making objects of" if opts.inserts else "\\lo_import of")
-        last = "" if opts.inserts else f" (the last row: {big.stat().st_size >> 20} MiB)"
+                f"{opts.inserts} INSERTs making objects of" if opts.inserts else
+                f"an INSERT … SELECT making {opts.insert_select} objects of" if opts.insert_select else
+                "\\lo_import of")
+        last = "" if opts.inserts or opts.insert_select else f" (the last row: {big.stat().st_size >> 20} MiB)"
         print(f"{what} {opts.mb} MiB{last}, median of {opts.rounds} rounds\n")
         print("| target | MiB | import s | until on the secondary s | MiB/s | import s / direct's "
               "| proxy peak RSS growth MiB | identical |")
