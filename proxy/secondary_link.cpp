@@ -218,15 +218,16 @@ namespace {
 // 1 KiB, its Statement most of it), which is most of a small statement's share. A COPY's data
 // is bounded where it is kept (MirrorRelay::relay_copy_data).
 size_t footprint(const MirrorOp& op) {
-  auto values = [](const std::vector<protocol::Value>& list) {
-    size_t bytes = sizeof(list) + list.size() * sizeof(protocol::Value);
+  using Values = std::vector<protocol::Value>;
+  auto values = [](const Values& list) {
+    size_t bytes = list.size() * sizeof(protocol::Value);
     for (const auto& value : list)
       bytes += value ? value->size() : 0;
     return bytes;
   };
   size_t bytes = sizeof(MirrorOp) + op.sql.size() + values(op.parameters);
   for (const auto& row : op.rows)
-    bytes += values(row);
+    bytes += sizeof(Values) + values(row);
   return bytes;
 }
 
