@@ -214,9 +214,8 @@ SharedConnections<SecondaryConnection>& SecondaryLink::shared_connections() cons
 
 namespace {
 
-// The memory an op keeps until the commit: its text and values, and the op itself (about
-// 1 KiB, its Statement most of it), which is most of a small statement's share. A COPY's data
-// is bounded where it is kept (MirrorRelay::relay_copy_data).
+// The memory an op keeps until the commit: its text, values and COPY data, and the op itself
+// (about 1 KiB, its Statement most of it), which is most of a small statement's share.
 size_t footprint(const MirrorOp& op) {
   using Values = std::vector<protocol::Value>;
   auto values = [](const Values& list) {
@@ -228,6 +227,8 @@ size_t footprint(const MirrorOp& op) {
   size_t bytes = sizeof(MirrorOp) + op.sql.size() + values(op.parameters);
   for (const auto& row : op.rows)
     bytes += sizeof(Values) + values(row);
+  for (const std::string& chunk : op.copy_data)
+    bytes += sizeof(std::string) + chunk.size();
   return bytes;
 }
 

@@ -4259,6 +4259,31 @@ def test_a_transaction_of_many_small_statements_counts_what_each_keeps(pair, sta
     assert_identical(primary, secondary, {"events": "id"})
 
 
+def create_pages(*clusters):
+    for cluster in clusters:
+        cluster.sql("CREATE TABLE pages (id int PRIMARY KEY, body text)")
+
+
+def test_a_transaction_of_several_copies_counts_their_data_together(pair, start_proxy, tmp_path):
+    """A COPY's data was bounded by mirror.max_transaction_bytes on its own and not counted
+    with the transaction's other writes: a transaction of ten COPYs kept ten times the bound.
+    Here three COPYs of 40 KiB each pass a bound of 64 KiB; the two that do not fit are
+    journaled and replayed."""
+    primary, secondary = pair
+    create_pages(primary, secondary)
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path, "  max_transaction_bytes: 65536\n"))
+    with psycopg.connect(proxy.dsn()) as conn:
+        for copy_number in range(3):
+            with conn.cursor().copy("COPY pages (id, body) FROM STDIN") as copy:
+                for row in range(10):
+                    copy.write_row((copy_number * 10 + row, "p" * 4096))
+    assert proxy.metric("switchyard_mirror_failures_total", reason="transaction_too_large") >= 2, proxy.log()
+    assert wait_for(lambda: proxy.metric("switchyard_journal_backlog") == 0, timeout=30), proxy.log()
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
+    assert primary.sql("SELECT count(*) FROM pages") == "30"
+    assert_identical(primary, secondary, {"pages": "id"})
+
+
 def test_copy_from_stdin_reaches_both_sides(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path))
