@@ -44,6 +44,9 @@ constexpr SettingInfo kSettings[] = {
     {"mirror.async_queue", true,
      "write_mode async: committed transactions that may wait for the secondary in memory; "
      "more wait in the journal"},
+    {"mirror.async_queue_bytes", true,
+     "write_mode async: memory the waiting transactions' writes may keep; more wait in the "
+     "journal"},
     {"mirror.shared_idle_timeout", true,
      "a secondary connection sessions take turns on, left idle this long, is closed"},
     {"mirror.journal", false, "file of the divergence journal (writes the secondary missed)"},
@@ -466,6 +469,8 @@ Result<std::shared_ptr<const Config>> parse_config(std::string_view yaml, std::s
   read_uint(root, "mirror.max_transaction_bytes", config->mirror.max_transaction_bytes, 1024,
             1u << 30, check);
   read_uint(root, "mirror.async_queue", config->mirror.async_queue, 1, 10'000'000, check);
+  read_uint(root, "mirror.async_queue_bytes", config->mirror.async_queue_bytes, 1024,
+            uint64_t{1} << 40, check);
   if (auto v = scalar(root, "mirror.journal", check)) {
     if (v->empty()) check.fail("mirror.journal", "must be a file path");
     config->mirror.journal_path = *v;

@@ -62,6 +62,8 @@ struct MirrorSettings {
   DdlPolicy ddl = DdlPolicy::kMirror;
   uint32_t max_transaction_bytes = 64u << 20; //!< buffered per transaction; more is journaled
   uint32_t async_queue = 10'000; //!< async mode: committed transactions waiting, process-wide
+  //! async mode: what the waiting transactions' writes may keep in memory, process-wide.
+  uint64_t async_queue_bytes = uint64_t{256} << 20;
   //! A secondary connection sessions take turns on, idle this long, is closed.
   std::chrono::milliseconds shared_idle_timeout{10'000};
   std::string journal_path = "switchyard-data/divergence.jsonl";

@@ -196,6 +196,9 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   async_queue_ = &gauge("switchyard_mirror_async_queue",
                         "Committed transactions waiting to be applied to the secondary (async)")
                       .Add({});
+  async_queue_bytes_ = &gauge("switchyard_mirror_async_queue_bytes",
+                              "Memory the writes of the waiting transactions keep (async)")
+                            .Add({});
   async_lag_seconds_ = &prometheus::BuildHistogram()
                             .Name("switchyard_mirror_async_lag_seconds")
                             .Help("Time from the primary's commit to the secondary's (async mode)")

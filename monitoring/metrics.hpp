@@ -123,6 +123,7 @@ public:
   prometheus::Counter& mirror_failures(MirrorFailure f) { return *mirror_failures_[idx(f)]; }
   prometheus::Histogram& mirror_seconds() { return *mirror_seconds_; }
   prometheus::Gauge& async_queue() { return *async_queue_; }
+  prometheus::Gauge& async_queue_bytes() { return *async_queue_bytes_; }
   prometheus::Histogram& async_lag_seconds() { return *async_lag_seconds_; }
   prometheus::Counter& async_merged_commits() { return *async_merged_commits_; }
   prometheus::Counter& grouped_commits() { return *grouped_commits_; }
@@ -177,6 +178,7 @@ private:
   std::array<prometheus::Counter*, static_cast<size_t>(MirrorFailure::kCount)> mirror_failures_{};
   prometheus::Histogram* mirror_seconds_;
   prometheus::Gauge* async_queue_;
+  prometheus::Gauge* async_queue_bytes_;
   prometheus::Histogram* async_lag_seconds_;
   prometheus::Counter* async_merged_commits_;
   prometheus::Counter* grouped_commits_;

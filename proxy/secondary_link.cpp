@@ -161,6 +161,11 @@ void SecondaryLink::settle() {
   unsettled_.clear();
 }
 
+void SecondaryLink::uncount(Batch& batch) {
+  uint64_t left = services_.async_queue_bytes() -= std::exchange(batch.bytes, 0);
+  services_.metrics().async_queue_bytes().Set(static_cast<double>(left));
+}
+
 void SecondaryLink::settle(Batch& batch) {
   if (backfill::DivergenceJournal* journal = services_.journal()) {
     for (uint64_t offset : batch.settles)
@@ -193,6 +198,7 @@ SecondaryLink::~SecondaryLink() {
                   Journaling::kApplier);
     }
     settle(batch);
+    uncount(batch);
     services_.commit_order().done(batch.ticket);
   }
   services_.metrics().async_queue().Set(static_cast<double>(services_.commit_order().pending()));
@@ -1503,8 +1509,8 @@ void SecondaryLink::reserve() {
   }
   Batch batch;
   batch.ops = std::move(pending_);
+  batch.bytes = std::exchange(pending_bytes_, 0);
   pending_.clear();
-  pending_bytes_ = 0;
   std::vector<uint64_t> keys;
   bool barrier = ddl_barrier || !row_keys(batch.ops, keys);
   if (barrier) services_.metrics().async_barriers().Increment();
@@ -1535,8 +1541,8 @@ void SecondaryLink::hand_over_applied() {
   }
   Batch batch;
   batch.ops = std::move(pending_);
+  batch.bytes = std::exchange(pending_bytes_, 0);
   pending_.clear();
-  pending_bytes_ = 0;
   batch.atomic = false;
   services_.metrics().async_barriers().Increment();
   batch.ticket = ddl_barrier ? *ddl_barrier : services_.commit_order().take({}, true);
@@ -1547,18 +1553,28 @@ void SecondaryLink::enqueue(Batch batch) {
   batch.committed_at = Clock::now();
   CommitOrder& order = services_.commit_order();
   auto& metrics = services_.metrics();
-  if (order.pending() > runtime_->config->mirror.async_queue) {
+  const config::MirrorSettings& mirror = runtime_->config->mirror;
+  std::atomic<uint64_t>& queued_bytes = services_.async_queue_bytes();
+  const char* full = nullptr;
+  if (order.pending() > mirror.async_queue) {
+    full = "more committed transactions await the secondary than mirror.async_queue allows";
+  } else if (queued_bytes.fetch_add(batch.bytes) + batch.bytes > mirror.async_queue_bytes) {
+    queued_bytes -= batch.bytes;
+    full = "the committed transactions awaiting the secondary would keep more memory than "
+           "mirror.async_queue_bytes allows";
+  }
+  if (full != nullptr) {
     // Full: the writes wait in the journal instead of memory, released to the replayer in
     // their turn so no earlier write can land after them.
-    batch.spilled = journal(batch.ops, MirrorFailure::kQueueFull,
-                            "more committed transactions await the secondary than "
-                            "mirror.async_queue allows",
+    batch.spilled = journal(batch.ops, MirrorFailure::kQueueFull, full,
                             nullptr); // no more durable than the queue it stands in for
     batch.ops.clear();
     batch.ops.shrink_to_fit();
+    batch.bytes = 0;
   }
   queue_.push_back(std::move(batch));
   metrics.async_queue().Set(static_cast<double>(order.pending()));
+  metrics.async_queue_bytes().Set(static_cast<double>(queued_bytes.load()));
   if (!applying_) {
     applying_ = true;
     spawn(executor_, apply_queue(), "async mirror");
@@ -1661,6 +1677,7 @@ asio::awaitable<void> SecondaryLink::apply_queue() {
     }
     for (; taken > 0; --taken) {
       settle(queue_.front());
+      uncount(queue_.front());
       std::chrono::duration<double> lag = Clock::now() - queue_.front().committed_at;
       metrics.async_lag_seconds().Observe(lag.count());
       order.done(queue_.front().ticket);

@@ -221,9 +221,13 @@ private:
     //! the replayer takes them once the batch's ops are applied or journaled, so its copy of
     //! the primary's rows or objects lands after the transaction's earlier writes.
     std::vector<uint64_t> settles;
+    //! What its ops keep, counted in Services::async_queue_bytes while it is queued.
+    size_t bytes = 0;
   };
   //! Releases `batch.settles` to the replayer.
   void settle(Batch& batch);
+  //! Takes the batch's bytes off Services::async_queue_bytes, as it leaves the queue.
+  void uncount(Batch& batch);
 
   void enqueue(Batch batch);
 

@@ -166,6 +166,8 @@ public:
   std::atomic<int64_t>& secondary_reads_down_until() { return secondary_reads_down_until_; }
   //! The order async-mirrored transactions reach the secondary in: the primary's.
   CommitOrder& commit_order() { return commit_order_; }
+  //! What the async queues of all sessions keep in memory (mirror.async_queue_bytes).
+  std::atomic<uint64_t>& async_queue_bytes() { return async_queue_bytes_; }
   //! Commits of every network thread gathered per login to reach the secondary together.
   ApplyGroups& apply_groups() { return apply_groups_; }
   //! Bumped by every mirrored DDL so sessions drop their cached table shapes.
@@ -268,6 +270,7 @@ private:
   std::atomic<uint64_t> secondary_ddl_applied_{0};
   RelayLoops* relay_loops_ = nullptr;
   CommitOrder commit_order_;
+  std::atomic<uint64_t> async_queue_bytes_{0};
   ApplyGroups apply_groups_;
   ShapeRegistry shapes_;
   SequenceMarks sequence_marks_;

@@ -4284,6 +4284,34 @@ def test_a_transaction_of_several_copies_counts_their_data_together(pair, start_
     assert_identical(primary, secondary, {"pages": "id"})
 
 
+def test_the_async_queue_holds_at_most_async_queue_bytes(pair, start_proxy, tmp_path):
+    """mirror.async_queue counts transactions, whatever each keeps: 10,000 commits of 64 MiB
+    may wait behind a stalled secondary. Past mirror.async_queue_bytes the rest wait in the
+    journal, and the replayer brings them over once the secondary answers."""
+    primary, secondary = pair
+    create_pages(primary, secondary)
+    bound = 1 << 20
+    proxy = start_proxy(mirror_config(primary, secondary, tmp_path,
+                                      f"  timeout: 30s\n  async_queue_bytes: {bound}\n")
+                        + "write_mode: async\n")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO pages VALUES (0, 'the shape known')")
+        assert wait_for(lambda: async_settled(proxy), timeout=30), proxy.log()
+        secondary.signal(signal.SIGSTOP)
+        try:
+            for page in range(1, 31):
+                conn.execute("INSERT INTO pages VALUES (%s, %s)", (page, "q" * 100_000))
+            assert 0 < proxy.metric("switchyard_mirror_async_queue_bytes") <= bound, proxy.log()
+        finally:
+            secondary.signal(signal.SIGCONT)
+    # Each INSERT keeps its value twice (the parameter and the row the primary returned).
+    assert proxy.metric("switchyard_mirror_failures_total", reason="async_queue_full") >= 20, proxy.log()
+    assert wait_for(lambda: async_settled(proxy), timeout=60), proxy.log()
+    assert proxy.metric("switchyard_mirror_async_queue_bytes") == 0
+    assert proxy.metric("switchyard_journal_replayed_total", result="failed") == 0, proxy.log()
+    assert_identical(primary, secondary, {"pages": "id"})
+
+
 def test_copy_from_stdin_reaches_both_sides(pair, start_proxy, tmp_path):
     primary, secondary = pair
     proxy = start_proxy(mirror_config(primary, secondary, tmp_path))

@@ -258,6 +258,14 @@ read_routing:
         "test.yaml: read_routing.safe_functions: must be a list of names");
   CHECK(load_error(base + "mirror:\n  async_queue: 0\n") ==
         "test.yaml: mirror.async_queue: must be an integer from 1 to 10000000 (got '0')");
+  CHECK(load_error(base + "mirror:\n  async_queue_bytes: 1MB\n") ==
+        "test.yaml: mirror.async_queue_bytes: must be an integer from 1024 to 1099511627776 "
+        "(got '1MB')");
+  auto larger_queue =
+      parse_config(base + "mirror:\n  async_queue_bytes: 8589934592\n", "test.yaml", {});
+  REQUIRE(larger_queue);
+  CHECK((*larger_queue)->mirror.async_queue_bytes == uint64_t{8} << 30);
+  CHECK((*parse_config(base, "test.yaml", {}))->mirror.async_queue_bytes == uint64_t{256} << 20);
   CHECK(load_error(base + "mirror:\n  shared_idle_timeout: 0s\n") ==
         "test.yaml: mirror.shared_idle_timeout: must be greater than 0");
   auto longer_idle = parse_config(base + "mirror:\n  shared_idle_timeout: 90s\n", "test.yaml", {});
