@@ -8,7 +8,11 @@ transaction, the journal entries it made, and whether the table is identical on 
 databases. Each proxy is started afresh for each round, so its peak RSS (VmHWM) is that
 round's.
 
-Usage: bench/long_transaction_bench.py [--statements N] [--rounds R] [--max-transaction-bytes B]
+`--copies C --copy-mib M` makes the transaction C COPYs of M MiB each (rows of 1 KiB text)
+instead of the INSERTs.
+
+Usage: bench/long_transaction_bench.py [--statements N | --copies C --copy-mib M] [--rounds R]
+                                       [--max-transaction-bytes B]
                                        [--baseline path/to/another/switchyard]
 `--baseline` runs another build as well, in the same rounds. Build first with
 scripts/build.sh release. Not a test: it asserts nothing.
@@ -26,20 +30,31 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from bench_common import builds, memory_kib, rotated, start_mirrored_proxy, start_schema_pair, wait_drained  # noqa: E402
 
-TABLE = "SELECT md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM t"
+TABLE = "SELECT md5(string_agg(id || ':' || md5(v::text), ',' ORDER BY id)) FROM {}"
+SCHEMA = "CREATE TABLE t (id int PRIMARY KEY, v int); CREATE TABLE c (id int PRIMARY KEY, v text)"
 
 
-def transaction_seconds(port, statements):
-    """Seconds psycopg takes to run `statements` one-row INSERTs in one transaction at `port`."""
+def transaction_seconds(port, opts):
+    """Seconds psycopg takes to run the transaction (opts: INSERTs or COPYs) at `port`."""
     start = time.perf_counter()
     with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres") as conn:
-        conn.cursor().executemany("INSERT INTO t VALUES (%s, %s)", [(i, i) for i in range(statements)])
+        if opts.copies:
+            rows = opts.copy_mib * 1024
+            for copy_no in range(opts.copies):
+                with conn.cursor().copy("COPY c (id, v) FROM STDIN") as copy:
+                    end = (copy_no + 1) * rows
+                    for first in range(copy_no * rows, end, 1024):
+                        copy.write("".join(f"{i}\t{'c' * 1016}\n" for i in range(first, min(first + 1024, end))))
+        else:
+            conn.cursor().executemany("INSERT INTO t VALUES (%s, %s)", [(i, i) for i in range(opts.statements)])
     return time.perf_counter() - start
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--statements", type=int, default=100000)
+    parser.add_argument("--copies", type=int, default=0, help="COPYs in the transaction instead of INSERTs")
+    parser.add_argument("--copy-mib", type=int, default=40, help="data of each COPY")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-transaction-bytes", type=int, help="mirror.max_transaction_bytes (default: the proxy's)")
     parser.add_argument("--baseline", help="another switchyard binary to run the transaction through as well")
@@ -47,7 +62,7 @@ def main():
     mirror = f"  max_transaction_bytes: {opts.max_transaction_bytes}\n" if opts.max_transaction_bytes else ""
 
     with ExitStack() as cleanup:
-        primary, secondary = start_schema_pair(cleanup, "CREATE TABLE t (id int PRIMARY KEY, v int)")
+        primary, secondary = start_schema_pair(cleanup, SCHEMA)
         workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sy-longtx-")))
         names = ["direct", *builds(opts.baseline)]
         results = {name: {"seconds": [], "settled": [], "growth": [], "journaled": [], "identical": True}
@@ -55,26 +70,28 @@ def main():
         for round_no in range(opts.rounds):
             for name in rotated(names, round_no):
                 for cluster in (primary, secondary):
-                    cluster.sql("TRUNCATE t")
+                    cluster.sql("TRUNCATE t, c")
                 r = results[name]
                 if name == "direct":
-                    r["seconds"].append(transaction_seconds(primary.port, opts.statements))
+                    r["seconds"].append(transaction_seconds(primary.port, opts))
                     continue
                 with ExitStack() as run:
                     proxy = start_mirrored_proxy(run, primary, secondary, workdir, mirror=mirror,
                                                  binary=builds(opts.baseline)[name])
                     before = memory_kib(proxy.process.pid, "VmRSS")
                     start = time.perf_counter()
-                    r["seconds"].append(transaction_seconds(proxy.port, opts.statements))
+                    r["seconds"].append(transaction_seconds(proxy.port, opts))
                     wait_drained(proxy)
                     r["settled"].append(time.perf_counter() - start)
                     r["growth"].append((memory_kib(proxy.process.pid, "VmHWM") - before) / 1024)
                     r["journaled"].append(proxy.metric("switchyard_journal_entries_total"))
-                    r["identical"] &= primary.sql(TABLE) == secondary.sql(TABLE)
+                    table = TABLE.format("c" if opts.copies else "t")
+                    r["identical"] &= primary.sql(table) == secondary.sql(table)
         direct = statistics.median(results["direct"]["seconds"])
         bound = f"max_transaction_bytes {opts.max_transaction_bytes}" if mirror else "the default max_transaction_bytes"
-        print(f"one transaction of {opts.statements} one-row INSERTs (executemany), sync mode, {bound}, "
-              f"median of {opts.rounds} rounds\n")
+        what = (f"{opts.copies} COPYs of {opts.copy_mib} MiB" if opts.copies
+                else f"{opts.statements} one-row INSERTs (executemany)")
+        print(f"one transaction of {what}, sync mode, {bound}, median of {opts.rounds} rounds\n")
         print("| target | commit s | s / direct's | until on the secondary s | proxy peak RSS growth MiB "
               "| journal entries | identical |")
         print("|---|---|---|---|---|---|---|")
