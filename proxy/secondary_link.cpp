@@ -162,8 +162,10 @@ void SecondaryLink::settle() {
 }
 
 void SecondaryLink::uncount(Batch& batch) {
-  uint64_t left = services_.async_queue_bytes() -= std::exchange(batch.bytes, 0);
-  services_.metrics().async_queue_bytes().Set(static_cast<double>(left));
+  size_t bytes = std::exchange(batch.bytes, 0);
+  services_.async_queue_bytes() -= bytes;
+  // Moved by the difference, not set: sessions of other threads move it at the same time.
+  services_.metrics().async_queue_bytes().Decrement(static_cast<double>(bytes));
 }
 
 void SecondaryLink::settle(Batch& batch) {
@@ -1572,9 +1574,9 @@ void SecondaryLink::enqueue(Batch batch) {
     batch.ops.shrink_to_fit();
     batch.bytes = 0;
   }
+  metrics.async_queue_bytes().Increment(static_cast<double>(batch.bytes));
   queue_.push_back(std::move(batch));
   metrics.async_queue().Set(static_cast<double>(order.pending()));
-  metrics.async_queue_bytes().Set(static_cast<double>(queued_bytes.load()));
   if (!applying_) {
     applying_ = true;
     spawn(executor_, apply_queue(), "async mirror");
