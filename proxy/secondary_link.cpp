@@ -222,6 +222,14 @@ SharedConnections<SecondaryConnection>& SecondaryLink::shared_connections() cons
 
 namespace {
 
+// The bytes of a COPY's data, all its chunks.
+size_t copy_data_size(const MirrorOp& op) {
+  size_t bytes = 0;
+  for (const std::string& chunk : op.copy_data)
+    bytes += chunk.size();
+  return bytes;
+}
+
 // The memory an op keeps until the commit: its text, values and COPY data, and the op itself
 // (about 1 KiB, its Statement most of it), which is most of a small statement's share.
 size_t footprint(const MirrorOp& op) {
@@ -235,9 +243,7 @@ size_t footprint(const MirrorOp& op) {
   size_t bytes = sizeof(MirrorOp) + op.sql.size() + values(op.parameters);
   for (const auto& row : op.rows)
     bytes += sizeof(Values) + values(row);
-  for (const std::string& chunk : op.copy_data)
-    bytes += sizeof(std::string) + chunk.size();
-  return bytes;
+  return bytes + op.copy_data.size() * sizeof(std::string) + copy_data_size(op);
 }
 
 } // namespace
@@ -813,6 +819,8 @@ asio::awaitable<Status> SecondaryLink::apply(const MirrorOps& ops, bool atomic,
       // The data follows the COPY at once; should the COPY fail, PostgreSQL ignores it.
       end_extended();
       protocol::append_query(out, op.sql);
+      // Grown once: the data may be max_transaction_bytes. (5: each message's tag and length.)
+      out.reserve(out.size() + copy_data_size(op) + 5 * (op.copy_data.size() + 1));
       for (const std::string& chunk : op.copy_data) {
         protocol::MessageBuilder(out, 'd').bytes(chunk);
       }
@@ -1974,6 +1982,7 @@ std::optional<std::vector<backfill::JournalEntry>>
 SecondaryLink::copy_row_entries(const MirrorOp& op, const backfill::JournalEntry& base) {
   if (op.copy_key.empty() || op.copy_data.empty()) return std::nullopt;
   std::string data;
+  data.reserve(copy_data_size(op)); // once: the data may be max_transaction_bytes
   for (const std::string& piece : op.copy_data)
     data += piece;
   const protocol::CopyFormat& format = op.statement.copy_from->format;
